@@ -1,0 +1,195 @@
+"""`tradedesk` command line: serve, worker, db, users, data, check, ... (one CLI for operators)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from app.lib.embedded import apply_embedded_defaults
+from app.lib.log import configure_logging
+from app.lib.settings import get_settings
+
+
+def _settings():
+    s = get_settings()
+    configure_logging(s.log_level, os.environ.get("LOG_FORMAT", "console"))
+    return s
+
+
+@click.group()
+def main() -> None:
+    """Tradedesk: trading-platform backend."""
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=1, show_default=True, type=int, help="API processes")
+@click.option("--migrate/--no-migrate", default=False, help="Apply migrations before serving")
+@click.option("--seed-demo/--no-seed-demo", default=False, help="Seed demo exchange, instruments, candles, admin key")
+@click.option("--ssl-certfile", type=click.Path(exists=True, dir_okay=False), default=None)
+@click.option("--ssl-keyfile", type=click.Path(exists=True, dir_okay=False), default=None)
+@click.option("--access-log/--no-access-log", default=True)
+def serve(host, port, workers, migrate, seed_demo, ssl_certfile, ssl_keyfile, access_log) -> None:
+    """Serve the API with granian (embedded PostgreSQL when DATABASE_URL is unset)."""
+    embedded = apply_embedded_defaults()
+    settings = _settings()
+    if embedded:
+        click.echo(f"Embedded mode: PostgreSQL in {settings.data_dir.resolve() / 'pg'}, in-process workers.")
+        if workers != 1:
+            click.echo("Embedded mode keeps cache and rate limits in memory: using 1 API process.")
+            workers = 1
+    if migrate:
+        from app.lib.migrate import upgrade
+
+        upgrade(settings.database_url)
+    if seed_demo:
+        from app.domain.system.seed import seed_demo as do_seed
+
+        key = asyncio.run(do_seed(settings))
+        click.echo(f"Demo admin API key: {key}")
+    if not access_log:
+        os.environ["TRADEDESK_ACCESS_LOG"] = "false"
+    from granian import Granian
+    from granian.constants import Interfaces, Loops
+
+    kwargs = {}
+    if ssl_certfile and ssl_keyfile:
+        kwargs.update(ssl_cert=Path(ssl_certfile), ssl_key=Path(ssl_keyfile))
+    click.echo(f"Serving on {'https' if kwargs else 'http'}://{host}:{port} ({workers} process(es))")
+    Granian(
+        "app.server.asgi:app",
+        address=host,
+        port=port,
+        interface=Interfaces.ASGI,
+        workers=workers,
+        loop=Loops.uvloop,
+        log_access=False,
+        respawn_failed_workers=True,
+        workers_kill_timeout=30,
+        **kwargs,
+    ).serve()
+
+
+@main.command()
+@click.option("--concurrency", default=None, type=int, help="Jobs run concurrently by this worker")
+def worker(concurrency) -> None:
+    """Run a SAQ worker (and the schedule loop) against the configured queue."""
+    settings = _settings()
+    if settings.effective_queue_url is None:
+        click.echo("REDIS_URL (or TRADEDESK_QUEUE_URL) is not set; in embedded mode workers run inside `serve`.")
+        sys.exit(2)
+    from app.lib.jobs import make_queue
+    from app.lib.state import build_worker
+
+    async def run() -> None:
+        queue = make_queue(settings)
+        await queue.connect()
+        w = build_worker(queue, settings, concurrency=concurrency)
+        try:
+            await w.start()
+        finally:
+            await queue.disconnect()
+
+    asyncio.run(run())
+
+
+@main.group()
+def db() -> None:
+    """Database migrations and maintenance."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+def db_upgrade(revision) -> None:
+    """Apply migrations up to REVISION."""
+    apply_embedded_defaults()
+    from app.lib.migrate import upgrade
+
+    upgrade(_settings().database_url, revision)
+    click.echo(f"Database upgraded to {revision}.")
+
+
+@db.command("downgrade")
+@click.option("--revision", default="-1", show_default=True)
+def db_downgrade(revision) -> None:
+    """Revert migrations down to REVISION."""
+    apply_embedded_defaults()
+    from app.lib.migrate import downgrade
+
+    downgrade(_settings().database_url, revision)
+
+
+@db.command("current")
+def db_current() -> None:
+    apply_embedded_defaults()
+    from app.lib.migrate import current
+
+    current(_settings().database_url)
+
+
+@main.group()
+def users() -> None:
+    """User administration."""
+
+
+@users.command("create")
+@click.option("--email", required=True)
+@click.option("--role", type=click.Choice(["trader", "risk_manager", "admin"]), default="trader")
+def users_create(email, role) -> None:
+    """Create a user and print their API key (shown once)."""
+    apply_embedded_defaults()
+    settings = _settings()
+    from app.domain.identity.services import create_user
+    from app.lib.db import create_engine
+
+    async def run() -> tuple[str, str]:
+        engine = create_engine(settings)
+        try:
+            async with engine.connect() as conn:
+                user, key, _ = await create_user(conn, email, role)
+                return str(user.id), key
+        finally:
+            await engine.dispose()
+
+    try:
+        user_id, key = asyncio.run(run())
+    except Exception as exc:
+        click.echo(f"error: {getattr(exc, 'detail', exc)}", err=True)
+        sys.exit(1)
+    click.echo(f"user {user_id} ({role})\napi key (shown once): {key}")
+
+
+@main.command()
+@click.option("--require-workers/--no-require-workers", default=True)
+def check(require_workers) -> None:
+    """Production readiness report; exits non-zero when anything is wrong."""
+    settings = _settings()
+    from app.domain.system.checks import run_checks
+
+    ok, lines = asyncio.run(run_checks(settings, require_workers=require_workers))
+    for line in lines:
+        click.echo(line)
+    sys.exit(0 if ok else 1)
+
+
+def _register_optional() -> None:
+    """Domain command groups live next to their domain."""
+    import importlib
+
+    for module in ("app.domain.markets.cli", "app.domain.trading.cli", "app.domain.backtesting.cli", "app.lib.loadtest"):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue
+        for command in getattr(mod, "COMMANDS", []):
+            main.add_command(command)
+
+
+_register_optional()

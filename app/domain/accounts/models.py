@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import BigInteger, ForeignKey, Identity, Index, PrimaryKeyConstraint, String, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.lib.db import Base, created_at_col, uuid_pk
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    base_currency: Mapped[str] = mapped_column(String(16))
+    initial_cash: Mapped[Decimal]
+    cash: Mapped[Decimal]
+    # Cash held back by open buy orders; buying power = cash - reserved_cash.
+    reserved_cash: Mapped[Decimal] = mapped_column(server_default=text("0"))
+    realized_pnl: Mapped[Decimal] = mapped_column(server_default=text("0"))
+    fees_paid: Mapped[Decimal] = mapped_column(server_default=text("0"))
+    allow_short: Mapped[bool] = mapped_column(server_default=text("false"))
+    trading_state: Mapped[str] = mapped_column(String(16), server_default="active")
+    trading_state_reason: Mapped[str | None]
+    peak_equity: Mapped[Decimal]
+    created_at: Mapped[datetime] = created_at_col()
+    updated_at: Mapped[datetime] = created_at_col()
+
+
+class Position(Base):
+    __tablename__ = "positions"
+
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    symbol: Mapped[str] = mapped_column(ForeignKey("instruments.symbol"))
+    quantity: Mapped[Decimal]
+    avg_entry_price: Mapped[Decimal]
+    realized_pnl: Mapped[Decimal] = mapped_column(server_default=text("0"))
+    updated_at: Mapped[datetime] = created_at_col()
+
+    __table_args__ = (PrimaryKeyConstraint("account_id", "symbol"),)
+
+
+class EquitySnapshot(Base):
+    __tablename__ = "equity_snapshots"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    ts: Mapped[datetime] = created_at_col()
+    equity: Mapped[Decimal]
+    cash: Mapped[Decimal]
+
+    __table_args__ = (Index("ix_equity_snapshots_account_ts", "account_id", "ts"),)
+
+
+class TradingStateChange(Base):
+    __tablename__ = "trading_state_changes"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    actor_id: Mapped[uuid.UUID | None]
+    old_state: Mapped[str] = mapped_column(String(16))
+    new_state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None]
+    created_at: Mapped[datetime] = created_at_col()

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+from uuid import UUID
+
+from litestar import Controller, Request, delete, get, post
+from litestar.di import Provide
+from litestar.params import FromPath, JSONBody, Parameter
+
+from app.domain.identity import services
+from app.domain.identity.guards import requires_admin
+from app.domain.identity.schemas import (
+    KeyCreate,
+    KeyCreated,
+    KeyOut,
+    KeyPage,
+    KeyRotate,
+    Principal,
+    UserCreate,
+    UserCreated,
+    UserOut,
+    UserPage,
+)
+from app.lib.db import DbConn, provide_db
+from app.lib.pagination import Limit
+
+DB = {"db": Provide(provide_db)}
+
+
+class UserController(Controller):
+    path = "/api/v1/users"
+    tags = ["users"]
+    dependencies = DB
+
+    @post("/", guards=[requires_admin], status_code=201, summary="Create a user and their first API key")
+    async def create_user(self, db: DbConn, data: JSONBody[UserCreate]) -> UserCreated:
+        user, key, key_id = await services.create_user(db, data.email, data.role)
+        return UserCreated(**{f: getattr(user, f) for f in user.__struct_fields__}, api_key=key, api_key_id=key_id)
+
+    @get("/me", summary="The calling user")
+    async def me(self, db: DbConn, request: Request) -> UserOut:
+        principal: Principal = request.user
+        return await services.get_user(db, principal.user_id)
+
+    @get("/", guards=[requires_admin], summary="List users (admin)")
+    async def list_users(
+        self, db: DbConn, limit: Limit = 50, cursor: str | None = Parameter(default=None, max_length=200)
+    ) -> UserPage:
+        items, nxt = await services.list_users(db, limit, cursor)
+        return UserPage(items=items, next_cursor=nxt)
+
+
+class AuthKeyController(Controller):
+    path = "/api/v1/auth/keys"
+    tags = ["auth"]
+    dependencies = DB
+
+    @post("/", status_code=201, summary="Create an API key (the secret is shown once)")
+    async def create_key(self, db: DbConn, request: Request, data: JSONBody[KeyCreate]) -> KeyCreated:
+        async with db.begin():
+            key, secret = await services.create_key(db, request.user.user_id, data.name, data.expires_at)
+        return KeyCreated(**{f: getattr(key, f) for f in key.__struct_fields__}, api_key=secret)
+
+    @get("/", summary="List my API keys (never the secrets)")
+    async def list_keys(self, db: DbConn, request: Request) -> KeyPage:
+        return KeyPage(items=await services.list_keys(db, request.user.user_id))
+
+    @delete("/{key_id:uuid}", status_code=204, summary="Revoke a key immediately")
+    async def revoke_key(self, db: DbConn, request: Request, key_id: FromPath[UUID]) -> None:
+        await services.revoke_key(db, request.user.user_id, key_id)
+
+    @post("/{key_id:uuid}/rotate", status_code=201, summary="Rotate: new secret; the old stays valid for grace_seconds")
+    async def rotate_key(
+        self, db: DbConn, request: Request, key_id: FromPath[UUID], data: JSONBody[KeyRotate | None] = None
+    ) -> KeyCreated:
+        grace = (data or KeyRotate()).grace_seconds
+        key, secret = await services.rotate_key(db, request.user.user_id, key_id, grace)
+        return KeyCreated(**{f: getattr(key, f) for f in key.__struct_fields__}, api_key=secret)
+
+
+__all__ = ["AuthKeyController", "UserController", "KeyOut"]

@@ -1,0 +1,53 @@
+"""API-key authentication: `Authorization: Bearer <key>` or `X-API-Key: <key>`.
+
+Written as ASGI middleware rather than Litestar's AbstractAuthenticationMiddleware because the anonymous
+operational routes (/health, /ready, /metrics, /schema, /api/v1/health) pass through unauthenticated but
+still need the rate limiter to see them; the stock class can only include or exclude a path wholesale.
+"""
+
+from __future__ import annotations
+
+from litestar.enums import ScopeType
+from litestar.middleware import ASGIMiddleware
+from litestar.types import ASGIApp, Receive, Scope, Send
+
+from app.domain.identity.services import authenticate
+from app.lib.errors import ApiError
+
+ANONYMOUS_PREFIXES = ("/health", "/ready", "/metrics", "/schema", "/api/v1/health", "/static/")
+
+
+def _credential(scope: Scope) -> str | None:
+    bearer = api_key = None
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            raw = value.decode("latin-1")
+            scheme, _, token = raw.partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                bearer = token.strip()
+        elif name == b"x-api-key":
+            api_key = value.decode("latin-1").strip() or None
+    return bearer or api_key
+
+
+def is_anonymous_path(path: str) -> bool:
+    return path.startswith(ANONYMOUS_PREFIXES)
+
+
+class AuthMiddleware(ASGIMiddleware):
+    scopes = (ScopeType.HTTP,)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        key = _credential(scope)
+        if is_anonymous_path(scope["path"]):
+            scope["user"] = None
+            await next_app(scope, receive, send)
+            return
+        if key is None:
+            raise ApiError(401, "Missing API key", headers={"WWW-Authenticate": "Bearer"})
+        principal = await authenticate(scope["app"].state.engine, key)
+        if principal is None:
+            raise ApiError(401, "Invalid, expired or revoked API key", headers={"WWW-Authenticate": "Bearer"})
+        scope["user"] = principal
+        scope["auth"] = principal.key_id
+        await next_app(scope, receive, send)

@@ -1,0 +1,225 @@
+"""Users and API keys. Keys are random, shown once and stored only as sha256."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from app.domain.identity.models import ApiKey, User
+from app.domain.identity.schemas import KeyOut, Principal, UserOut
+from app.lib.db import utcnow
+from app.lib.errors import conflict, not_found
+from app.lib.pagination import decode_cursor, encode_cursor
+
+KEY_PREFIX = "td_"
+ROLES = ("trader", "risk_manager", "admin")
+
+
+def new_key() -> str:
+    # 32 random bytes = 256 bits of entropy, url-safe.
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def display_prefix(key: str) -> str:
+    return key[:10] if key.startswith(KEY_PREFIX) else "bootstrap"
+
+
+_USER_COLS = (User.id, User.email, User.role, User.created_at, User.is_active)
+_KEY_COLS = (ApiKey.id, ApiKey.name, ApiKey.prefix, ApiKey.created_at, ApiKey.last_used_at, ApiKey.expires_at, ApiKey.revoked_at)
+
+
+async def create_user(conn: AsyncConnection, email: str, role: str) -> tuple[UserOut, str, uuid.UUID]:
+    """Create a user and their first key; returns (user, plaintext key, key id). 409 on a taken email."""
+    async with conn.begin():
+        taken = await conn.scalar(select(User.id).where(func.lower(User.email) == email.lower()))
+        if taken is not None:
+            raise conflict("A user with this email already exists")
+        try:
+            row = (await conn.execute(insert(User).values(email=email, role=role).returning(*_USER_COLS))).one()
+        except IntegrityError as exc:
+            raise conflict("A user with this email already exists") from exc
+        key = new_key()
+        key_id = await conn.scalar(
+            insert(ApiKey)
+            .values(user_id=row.id, name="default", prefix=display_prefix(key), key_hash=hash_key(key))
+            .returning(ApiKey.id)
+        )
+    return UserOut(**row._mapping), key, key_id
+
+
+async def list_users(conn: AsyncConnection, limit: int, cursor: str | None) -> tuple[list[UserOut], str | None]:
+    stmt = select(*_USER_COLS).order_by(User.created_at.desc(), User.id.desc()).limit(limit + 1)
+    if cursor:
+        ts, last_id = decode_cursor(cursor)
+        stmt = stmt.where((User.created_at, User.id) < (ts, last_id))  # type: ignore[operator]
+    rows = (await conn.execute(stmt)).all()
+    items = [UserOut(**r._mapping) for r in rows[:limit]]
+    nxt = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
+    return items, nxt
+
+
+async def get_user(conn: AsyncConnection, user_id: uuid.UUID) -> UserOut:
+    row = (await conn.execute(select(*_USER_COLS).where(User.id == user_id))).one_or_none()
+    if row is None:
+        raise not_found("User")
+    return UserOut(**row._mapping)
+
+
+async def create_key(
+    conn: AsyncConnection, user_id: uuid.UUID, name: str, expires_at: datetime | None, rotated_from: uuid.UUID | None = None
+) -> tuple[KeyOut, str]:
+    key = new_key()
+    row = (
+        await conn.execute(
+            insert(ApiKey)
+            .values(
+                user_id=user_id,
+                name=name,
+                prefix=display_prefix(key),
+                key_hash=hash_key(key),
+                expires_at=expires_at,
+                rotated_from=rotated_from,
+            )
+            .returning(*_KEY_COLS)
+        )
+    ).one()
+    return KeyOut(**row._mapping), key
+
+
+async def list_keys(conn: AsyncConnection, user_id: uuid.UUID) -> list[KeyOut]:
+    rows = await conn.execute(select(*_KEY_COLS).where(ApiKey.user_id == user_id).order_by(ApiKey.created_at.desc()))
+    return [KeyOut(**r._mapping) for r in rows]
+
+
+async def revoke_key(conn: AsyncConnection, user_id: uuid.UUID, key_id: uuid.UUID) -> None:
+    async with conn.begin():
+        result = await conn.execute(
+            update(ApiKey)
+            .where(ApiKey.id == key_id, ApiKey.user_id == user_id)
+            .values(revoked_at=func.coalesce(ApiKey.revoked_at, func.now()))
+        )
+    if result.rowcount == 0:
+        raise not_found("API key")
+    KEY_CACHE.clear()
+
+
+async def rotate_key(
+    conn: AsyncConnection, user_id: uuid.UUID, key_id: uuid.UUID, grace_seconds: int
+) -> tuple[KeyOut, str]:
+    async with conn.begin():
+        old = (
+            await conn.execute(
+                select(ApiKey.name, ApiKey.expires_at, ApiKey.revoked_at)
+                .where(ApiKey.id == key_id, ApiKey.user_id == user_id)
+                .with_for_update()
+            )
+        ).one_or_none()
+        if old is None:
+            raise not_found("API key")
+        if old.revoked_at is not None:
+            raise conflict("API key is revoked")
+        grace_end = utcnow() + timedelta(seconds=grace_seconds)
+        # The old key stays valid for the grace period (never longer than it already would have).
+        new_expiry = grace_end if old.expires_at is None else min(old.expires_at, grace_end)
+        await conn.execute(update(ApiKey).where(ApiKey.id == key_id).values(expires_at=new_expiry))
+        created = await create_key(conn, user_id, old.name, old.expires_at, rotated_from=key_id)
+    KEY_CACHE.clear()
+    return created
+
+
+async def ensure_admin_key(engine: AsyncEngine, key: str, email: str = "admin@tradedesk.local") -> None:
+    """Idempotent bootstrap of the admin that authenticates with exactly `key`."""
+    digest = hash_key(key)
+    async with engine.begin() as conn:
+        # Serialise concurrent start-ups (several API processes) on one advisory lock.
+        await conn.execute(select(func.pg_advisory_xact_lock(7_305_001)))
+        if await conn.scalar(select(ApiKey.id).where(ApiKey.key_hash == digest)) is not None:
+            return
+        user_id = await conn.scalar(select(User.id).where(func.lower(User.email) == email))
+        if user_id is None:
+            user_id = await conn.scalar(insert(User).values(email=email, role="admin").returning(User.id))
+        await conn.execute(
+            insert(ApiKey).values(user_id=user_id, name="bootstrap", prefix=display_prefix(key), key_hash=digest)
+        )
+
+
+@dataclass(slots=True)
+class _CachedKey:
+    principal: Principal | None
+    expires_at: datetime | None
+    valid_until: float
+
+
+class KeyCache:
+    """Per-process memo of verified keys for at most `ttl` seconds.
+
+    Bounds the staleness of a revocation to `ttl` (1 s by default) while sparing the database a lookup
+    on most requests of a busy client.
+    """
+
+    def __init__(self, ttl: float = 1.0, max_entries: int = 10_000) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._items: dict[str, _CachedKey] = {}
+
+    def get(self, digest: str) -> _CachedKey | None:
+        item = self._items.get(digest)
+        if item is None or item.valid_until < time.monotonic():
+            return None
+        return item
+
+    def put(self, digest: str, principal: Principal | None, expires_at: datetime | None) -> None:
+        if len(self._items) >= self.max_entries:
+            self._items.clear()
+        self._items[digest] = _CachedKey(principal, expires_at, time.monotonic() + self.ttl)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
+KEY_CACHE = KeyCache()
+
+
+async def authenticate(engine: AsyncEngine, presented: str) -> Principal | None:
+    digest = hash_key(presented)
+    cached = KEY_CACHE.get(digest)
+    now = utcnow()
+    if cached is None:
+        async with engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(ApiKey.id, ApiKey.user_id, ApiKey.expires_at, ApiKey.revoked_at, ApiKey.key_hash, User.role, User.email, User.is_active, ApiKey.last_used_at)
+                    .join(User, User.id == ApiKey.user_id)
+                    .where(ApiKey.key_hash == digest)
+                )
+            ).one_or_none()
+            if row is None or row.revoked_at is not None or not row.is_active or not hmac.compare_digest(row.key_hash, digest):
+                KEY_CACHE.put(digest, None, None)
+                return None
+            principal = Principal(user_id=row.user_id, role=row.role, key_id=row.id, email=row.email)
+            KEY_CACHE.put(digest, principal, row.expires_at)
+            # last_used_at is informational: refresh it at most once a minute per key.
+            if row.last_used_at is None or (now - row.last_used_at).total_seconds() > 60:
+                await conn.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=func.now()))
+                await conn.commit()
+            cached = KEY_CACHE.get(digest)
+            if cached is None:
+                return principal if row.expires_at is None or row.expires_at > now else None
+    if cached.principal is None:
+        return None
+    if cached.expires_at is not None and cached.expires_at <= now:
+        return None
+    return cached.principal

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import BigInteger, ForeignKey, Identity, Index, String, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.lib.db import Base, created_at_col, uuid_pk
+
+
+class RiskLimit(Base):
+    __tablename__ = "risk_limits"
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    limit_type: Mapped[str] = mapped_column(String(32))
+    value: Mapped[Decimal]
+    symbol: Mapped[str | None] = mapped_column(String(32))
+    warn_at_pct: Mapped[Decimal] = mapped_column(server_default=text("80"))
+    enabled: Mapped[bool] = mapped_column(server_default=text("true"))
+    auto_reduce_only: Mapped[bool] = mapped_column(server_default=text("true"))
+    # Edge-triggered alerting state: None / warning / critical (see risk/alerts.py).
+    alert_level: Mapped[str | None] = mapped_column(String(16))
+    created_at: Mapped[datetime] = created_at_col()
+    updated_at: Mapped[datetime] = created_at_col()
+
+
+class RiskLimitAudit(Base):
+    __tablename__ = "risk_limit_audit"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    limit_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    actor_id: Mapped[uuid.UUID | None]
+    action: Mapped[str] = mapped_column(String(16))
+    old: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    new: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = created_at_col()
+
+
+class RiskViolation(Base):
+    __tablename__ = "risk_violations"
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    limit_id: Mapped[uuid.UUID | None]
+    limit_type: Mapped[str] = mapped_column(String(32))
+    limit_value: Mapped[Decimal]
+    would_be: Mapped[Decimal]
+    phase: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = created_at_col()
+
+    __table_args__ = (Index("ix_risk_violations_account_created", "account_id", text("created_at DESC")),)
+
+
+class RiskAlert(Base):
+    __tablename__ = "risk_alerts"
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    limit_id: Mapped[uuid.UUID]
+    limit_type: Mapped[str] = mapped_column(String(32))
+    severity: Mapped[str] = mapped_column(String(16))
+    utilisation: Mapped[Decimal]
+    message: Mapped[str]
+    created_at: Mapped[datetime] = created_at_col()
+    acknowledged_at: Mapped[datetime | None]
+    acknowledged_by: Mapped[uuid.UUID | None]
+
+    __table_args__ = (Index("ix_risk_alerts_account_created", "account_id", text("created_at DESC")),)

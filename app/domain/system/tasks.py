@@ -1,0 +1,43 @@
+"""Small built-in jobs: used by operators to check the pipeline end to end, and by the test suite."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+import msgspec
+
+from app.lib.jobs import job
+
+
+class EchoKwargs(msgspec.Struct, forbid_unknown_fields=True):
+    message: Annotated[str, msgspec.Meta(max_length=10_000)] = "pong"
+
+
+class SleepKwargs(msgspec.Struct, forbid_unknown_fields=True):
+    seconds: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 1.0
+    fail: bool = False
+
+
+@job("system.echo", EchoKwargs, timeout=10)
+async def echo(ctx: dict[str, Any], *, message: str = "pong") -> dict[str, Any]:
+    """Return the message and the worker's database round trip: proves queue, worker and DB work."""
+    from sqlalchemy import text
+
+    async with ctx["engine"].connect() as conn:
+        one = await conn.scalar(text("SELECT 1"))
+    return {"message": message, "db": one}
+
+
+@job("system.sleep", SleepKwargs, timeout=3600)
+async def sleep(ctx: dict[str, Any], *, seconds: float = 1.0, fail: bool = False) -> dict[str, Any]:
+    """Sleep (reporting progress) and optionally fail: exercises abort, timeout and retry paths."""
+    job_obj = ctx.get("job")
+    steps = max(int(seconds * 10), 1)
+    for i in range(steps):
+        await asyncio.sleep(seconds / steps)
+        if job_obj is not None and i % 5 == 0:
+            await job_obj.update(progress=(i + 1) / steps)
+    if fail:
+        raise RuntimeError(f"failed on purpose (attempt {getattr(job_obj, 'attempts', '?')})")
+    return {"slept": seconds}

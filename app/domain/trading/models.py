@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import BigInteger, ForeignKey, Identity, Index, String, UniqueConstraint, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.lib.db import Base, created_at_col, uuid_pk
+
+OPEN_STATUSES_SQL = "status IN ('new', 'accepted', 'partially_filled')"
+
+
+class Order(Base):
+    __tablename__ = "orders"
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    client_order_id: Mapped[str | None] = mapped_column(String(64))
+    symbol: Mapped[str] = mapped_column(ForeignKey("instruments.symbol"))
+    side: Mapped[str] = mapped_column(String(4))
+    type: Mapped[str] = mapped_column(String(16))
+    time_in_force: Mapped[str] = mapped_column(String(4))
+    quantity: Mapped[Decimal]
+    filled_quantity: Mapped[Decimal] = mapped_column(server_default=text("0"))
+    avg_fill_price: Mapped[Decimal | None]
+    limit_price: Mapped[Decimal | None]
+    stop_price: Mapped[Decimal | None]
+    triggered: Mapped[bool] = mapped_column(server_default=text("false"))
+    status: Mapped[str] = mapped_column(String(16))
+    reject_reason: Mapped[str | None]
+    reserved_cash: Mapped[Decimal] = mapped_column(server_default=text("0"))
+    fees: Mapped[Decimal] = mapped_column(server_default=text("0"))
+    expires_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = created_at_col()
+    updated_at: Mapped[datetime] = created_at_col()
+
+    __table_args__ = (
+        UniqueConstraint("account_id", "client_order_id"),
+        Index("ix_orders_account_created", "account_id", text("created_at DESC"), text("id DESC")),
+        # Resting orders per symbol in time priority: the matching engine's only scan.
+        Index(
+            "ix_orders_open_by_symbol",
+            "symbol",
+            "created_at",
+            "id",
+            postgresql_where=text(OPEN_STATUSES_SQL),
+        ),
+        Index("ix_orders_open_by_account", "account_id", postgresql_where=text(OPEN_STATUSES_SQL)),
+        Index("ix_orders_day_expiry", "expires_at", postgresql_where=text(OPEN_STATUSES_SQL)),
+    )
+
+
+class Fill(Base):
+    __tablename__ = "fills"
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    order_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"), index=True)
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    symbol: Mapped[str] = mapped_column(String(32))
+    side: Mapped[str] = mapped_column(String(4))
+    quantity: Mapped[Decimal]
+    price: Mapped[Decimal]
+    fee: Mapped[Decimal]
+    liquidity: Mapped[str] = mapped_column(String(8))
+    created_at: Mapped[datetime] = created_at_col()
+
+    __table_args__ = (Index("ix_fills_account_created", "account_id", text("created_at DESC"), text("id DESC")),)
+
+
+class OrderEvent(Base):
+    __tablename__ = "order_events"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    order_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"), index=True)
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    type: Mapped[str] = mapped_column(String(24))
+    status_from: Mapped[str | None] = mapped_column(String(16))
+    status_to: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None]
+    fill_id: Mapped[uuid.UUID | None]
+    data: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = created_at_col()

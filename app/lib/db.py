@@ -1,0 +1,105 @@
+"""Database plumbing: declarative base, engine factory, the per-request connection dependency.
+
+Services work with SQLAlchemy Core on an `AsyncConnection` and own their transaction boundaries: order
+placement must lock the account row and commit once, so an implicit session-per-request commit (as
+advanced-alchemy's plugin does) would hide the one boundary that matters.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from litestar.datastructures import State
+from litestar.di import NamedDependency
+from sqlalchemy import DateTime, MetaData, Numeric, func
+from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from app.lib.settings import Settings
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# Money and quantities: 38 digits with 18 after the point covers crypto lot sizes (1e-8) and large cash.
+Money = Numeric(38, 18)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {
+        Decimal: Money,
+        datetime: DateTime(timezone=True),
+        uuid.UUID: UUID(as_uuid=True),
+    }
+
+
+def uuid_pk() -> Mapped[uuid.UUID]:
+    return mapped_column(primary_key=True, default=uuid.uuid4)
+
+
+def created_at_col() -> Mapped[datetime]:
+    return mapped_column(server_default=func.now(), nullable=False)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def async_url(url: str) -> str:
+    """Accept plain `postgresql://` URLs from the environment and point them at asyncpg."""
+    for prefix in ("postgresql+psycopg://", "postgresql+asyncpg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    return url
+
+
+def libpq_url(url: str) -> str:
+    """The same database as a libpq URL (psycopg for the SAQ PostgreSQL queue, pg_dump, psql)."""
+    for prefix in ("postgresql+asyncpg://", "postgresql+psycopg://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql://" + url[len(prefix) :]
+    return url
+
+
+def create_engine(settings: Settings, url: str | None = None, **overrides: Any) -> AsyncEngine:
+    target = url or settings.database_url
+    if target is None:
+        raise RuntimeError("DATABASE_URL is not configured (the CLI starts an embedded PostgreSQL)")
+    options: dict[str, Any] = {
+        "pool_size": settings.db_pool_size,
+        "max_overflow": settings.db_max_overflow,
+        "pool_timeout": settings.db_pool_timeout,
+        "pool_pre_ping": True,
+        "pool_recycle": 1800,
+        "connect_args": {
+            # Fail fast instead of hanging when PostgreSQL is down or restarting.
+            "timeout": 5,
+            "command_timeout": max(settings.db_statement_timeout_ms / 1000, 1),
+            "server_settings": {
+                "statement_timeout": str(settings.db_statement_timeout_ms),
+                "application_name": "tradedesk",
+            },
+        },
+    }
+    options.update(overrides)
+    return create_async_engine(async_url(target), **options)
+
+
+async def provide_db(state: State) -> AsyncIterator[AsyncConnection]:
+    """Litestar dependency: one pooled connection per request, returned to the pool afterwards."""
+    async with state.engine.connect() as conn:
+        yield conn
+
+
+# Litestar 2.23+ wants dependencies marked explicitly; `db: DbConn` is the one marker handlers use.
+DbConn = NamedDependency[AsyncConnection]

@@ -1,0 +1,33 @@
+"""Tell a dependency outage (PostgreSQL/Redis down or restarting) from a bug: the first is 503, not 500."""
+
+from __future__ import annotations
+
+import asyncio
+
+_DEPENDENCY_MARKERS = (
+    "ConnectionRefusedError",
+    "ConnectionDoesNotExistError",
+    "CannotConnectNowError",
+    "ConnectionFailureError",
+    "InterfaceError",
+    "AdminShutdownError",
+    "TooManyConnectionsError",
+    "ConnectionError",
+    "TimeoutError",
+    "OperationalError",
+    "QueuePool limit",
+)
+
+
+def classify_dependency_error(exc: BaseException) -> tuple[int, str]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        name = type(current).__name__
+        if isinstance(current, (ConnectionError, OSError, asyncio.TimeoutError)) or any(
+            marker in name or marker in str(current)[:200] for marker in _DEPENDENCY_MARKERS
+        ):
+            return 503, "A backing service is unavailable; retry shortly"
+        current = current.__cause__ or current.__context__
+    return 500, "An unexpected error occurred; it has been logged"

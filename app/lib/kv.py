@@ -1,0 +1,190 @@
+"""A small key-value facade over Redis (production) or process memory (embedded mode).
+
+Litestar's `Store` (RedisStore/MemoryStore) has get/set/delete/expiry but no atomic "set if absent" and no
+atomic "increment with expiry", which rate limiting, idempotency locks and fleet-wide cache counters need.
+This facade adds exactly those, with the same semantics on both backends, and namespaces every key so
+that flushing the app's keys never touches anybody else's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import time
+from typing import Protocol
+
+import redis.asyncio as aioredis
+
+
+class KV(Protocol):
+    namespace: str
+
+    async def get(self, key: str) -> bytes | None: ...
+    async def set(self, key: str, value: bytes, ttl: float | None = None) -> None: ...
+    async def set_nx(self, key: str, value: bytes, ttl: float) -> bool: ...
+    async def delete(self, *keys: str) -> None: ...
+    async def incr_window(self, key: str, window: int) -> tuple[int, float]: ...
+    async def incr(self, key: str, amount: int = 1) -> int: ...
+    async def get_counters(self, *keys: str) -> list[int]: ...
+    async def ping(self) -> None: ...
+    async def clear_namespace(self) -> int: ...
+    async def count_keys(self) -> int: ...
+    async def memory_bytes(self) -> int | None: ...
+    async def close(self) -> None: ...
+
+
+# INCR then set the expiry only when the key is new: one atomic round trip per request, so concurrent
+# requests can never both see "49" and both pass a limit of 50.
+_INCR_WINDOW = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return {n, redis.call('PTTL', KEYS[1])}
+"""
+
+
+class RedisKV:
+    def __init__(self, client: aioredis.Redis, namespace: str) -> None:
+        self.client = client
+        self.namespace = namespace
+        self._incr_window = client.register_script(_INCR_WINDOW)
+
+    def _k(self, key: str) -> str:
+        return f"{self.namespace}:{key}"
+
+    async def get(self, key: str) -> bytes | None:
+        return await self.client.get(self._k(key))
+
+    async def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
+        await self.client.set(self._k(key), value, px=int(ttl * 1000) if ttl else None)
+
+    async def set_nx(self, key: str, value: bytes, ttl: float) -> bool:
+        return bool(await self.client.set(self._k(key), value, px=int(ttl * 1000), nx=True))
+
+    async def delete(self, *keys: str) -> None:
+        if keys:
+            await self.client.delete(*(self._k(k) for k in keys))
+
+    async def incr_window(self, key: str, window: int) -> tuple[int, float]:
+        count, pttl = await self._incr_window(keys=[self._k(key)], args=[window * 1000])
+        return int(count), max(int(pttl), 0) / 1000.0
+
+    async def incr(self, key: str, amount: int = 1) -> int:
+        return int(await self.client.incrby(self._k(key), amount))
+
+    async def get_counters(self, *keys: str) -> list[int]:
+        values = await self.client.mget([self._k(k) for k in keys])
+        return [int(v) if v is not None else 0 for v in values]
+
+    async def ping(self) -> None:
+        await self.client.ping()
+
+    async def _scan(self):
+        async for key in self.client.scan_iter(match=f"{self.namespace}:*", count=1000):
+            yield key
+
+    async def clear_namespace(self) -> int:
+        removed = 0
+        batch: list[bytes] = []
+        async for key in self._scan():
+            batch.append(key)
+            if len(batch) >= 500:
+                removed += await self.client.unlink(*batch)
+                batch.clear()
+        if batch:
+            removed += await self.client.unlink(*batch)
+        return removed
+
+    async def count_keys(self) -> int:
+        return sum([1 async for _ in self._scan()])
+
+    async def memory_bytes(self) -> int | None:
+        total = 0
+        async for key in self._scan():
+            total += await self.client.memory_usage(key) or 0
+        return total
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+class MemoryKV:
+    """Single-process stand-in (embedded mode). asyncio is single-threaded, so each method is atomic."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self._data: dict[str, tuple[bytes, float | None]] = {}
+        self._lock = asyncio.Lock()
+
+    def _live(self, key: str) -> bytes | None:
+        item = self._data.get(key)
+        if item is None:
+            return None
+        value, expires = item
+        if expires is not None and expires <= time.monotonic():
+            del self._data[key]
+            return None
+        return value
+
+    async def get(self, key: str) -> bytes | None:
+        return self._live(key)
+
+    async def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
+        self._data[key] = (value, time.monotonic() + ttl if ttl else None)
+
+    async def set_nx(self, key: str, value: bytes, ttl: float) -> bool:
+        if self._live(key) is not None:
+            return False
+        self._data[key] = (value, time.monotonic() + ttl)
+        return True
+
+    async def delete(self, *keys: str) -> None:
+        for key in keys:
+            self._data.pop(key, None)
+
+    async def incr_window(self, key: str, window: int) -> tuple[int, float]:
+        now = time.monotonic()
+        current = self._live(key)
+        if current is None:
+            self._data[key] = (b"1", now + window)
+            return 1, float(window)
+        _, expires = self._data[key]
+        count = int(current) + 1
+        self._data[key] = (str(count).encode(), expires)
+        return count, max((expires or now) - now, 0.0)
+
+    async def incr(self, key: str, amount: int = 1) -> int:
+        current = int(self._live(key) or 0) + amount
+        _, expires = self._data.get(key, (b"", None))
+        self._data[key] = (str(current).encode(), expires)
+        return current
+
+    async def get_counters(self, *keys: str) -> list[int]:
+        return [int(self._live(k) or 0) for k in keys]
+
+    async def ping(self) -> None:
+        return None
+
+    async def clear_namespace(self) -> int:
+        n = len(self._data)
+        self._data.clear()
+        return n
+
+    async def count_keys(self) -> int:
+        return sum(1 for k in list(self._data) if self._live(k) is not None)
+
+    async def memory_bytes(self) -> int | None:
+        return sum(len(k) + len(v) for k, (v, _) in self._data.items())
+
+    async def close(self) -> None:
+        return None
+
+    def keys_matching(self, pattern: str) -> list[str]:
+        return [k for k in self._data if fnmatch.fnmatch(k, pattern)]
+
+
+def make_redis(url: str) -> aioredis.Redis:
+    # Short timeouts: when Redis is down, callers fall back (cache) or fail fast (rate limits) instead of
+    # holding a request for the default (no) timeout.
+    return aioredis.from_url(
+        url, socket_connect_timeout=1.0, socket_timeout=1.0, health_check_interval=30, max_connections=200
+    )

@@ -1,0 +1,65 @@
+"""structlog configuration: JSON lines in production, console rendering in development.
+
+Configured directly rather than through Litestar's StructlogPlugin because that plugin also installs
+LoggingMiddleware, which reads request bodies and cookies on every request; we log one access line from
+our own request-id middleware instead (see app/lib/middleware.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+
+_configured: tuple[str, str] | None = None
+
+# Values of these keys never reach a log line (API keys, bearer tokens).
+SECRET_KEYS = frozenset({"api_key", "authorization", "x-api-key", "password", "secret", "key_secret"})
+
+
+def _drop_secrets(_logger, _name, event_dict):
+    for key in SECRET_KEYS.intersection(event_dict):
+        event_dict[key] = "[redacted]"
+    return event_dict
+
+
+def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
+    global _configured
+    if _configured == (level, fmt):
+        return
+    _configured = (level, fmt)
+    shared = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _drop_secrets,
+    ]
+    renderer = (
+        structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        if fmt == "console"
+        else structlog.processors.JSONRenderer()
+    )
+    structlog.configure(
+        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    # Libraries log through the standard library; route them through the same renderer.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("saq", "httpx", "asyncio", "alembic", "granian", "_granian"):
+        logging.getLogger(noisy).setLevel(max(logging.getLevelName(level), logging.WARNING))
+
+
+def get_logger(name: str | None = None) -> structlog.stdlib.BoundLogger:
+    return structlog.get_logger(name)

@@ -1,0 +1,75 @@
+"""Request context: request id, structured access log.
+
+Plain ASGI middleware (Litestar's ASGIMiddleware) so the hot path costs a few microseconds.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import structlog
+from litestar.enums import ScopeType
+from litestar.middleware import ASGIMiddleware
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.lib.log import get_logger
+
+access_log = get_logger("app.access")
+
+QUIET_PATHS = frozenset({"/health", "/ready", "/metrics"})
+
+
+def request_id_of(scope: Scope) -> str:
+    state = scope.setdefault("state", {})
+    rid = state.get("request_id")
+    if rid is None:
+        rid = None
+        for name, value in scope.get("headers", ()):
+            if name == b"x-request-id":
+                candidate = value.decode("latin-1")[:128]
+                if candidate and candidate.isprintable():
+                    rid = candidate
+                break
+        rid = rid or uuid.uuid4().hex
+        state["request_id"] = rid
+    return rid
+
+
+async def add_request_id_header(message: Message, scope: Scope) -> None:
+    """before_send hook: runs for every response, also 404/405 that no route middleware sees."""
+    if message["type"] == "http.response.start":
+        headers = message.setdefault("headers", [])
+        headers.append((b"x-request-id", request_id_of(scope).encode("latin-1")))
+
+
+class RequestContextMiddleware(ASGIMiddleware):
+    scopes = (ScopeType.HTTP,)
+
+    def __init__(self, access_log_enabled: bool = True) -> None:
+        self.access_log_enabled = access_log_enabled
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        rid = request_id_of(scope)
+        structlog.contextvars.bind_contextvars(request_id=rid)
+        started = time.perf_counter()
+        status_holder = [500]
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder[0] = message["status"]
+            await send(message)
+
+        try:
+            await next_app(scope, receive, send_wrapper)
+        finally:
+            if self.access_log_enabled and scope["path"] not in QUIET_PATHS:
+                access_log.info(
+                    "request",
+                    method=scope["method"],
+                    path=scope["path"],
+                    status=status_holder[0],
+                    duration_ms=round((time.perf_counter() - started) * 1000, 3),
+                    user_id=str(p.user_id) if (p := scope.get("user")) is not None else None,
+                )
+            structlog.contextvars.unbind_contextvars("request_id")

@@ -1,0 +1,37 @@
+"""Keyset pagination cursors over (created_at, id): stable under inserts, never OFFSET."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+import msgspec
+
+from app.lib.errors import ApiError
+
+Limit = Annotated[int, msgspec.Meta(ge=1, le=500)]
+
+
+def encode_cursor(ts: datetime, row_id: uuid.UUID | int) -> str:
+    raw = f"{ts.isoformat()}|{row_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        ts_s, id_s = base64.urlsafe_b64decode(padded.encode()).decode().split("|", 1)
+        return datetime.fromisoformat(ts_s), uuid.UUID(id_s)
+    except Exception as exc:  # any garbage cursor is the client's error
+        raise ApiError(400, "Invalid cursor", errors=[{"field": "cursor", "message": "malformed cursor"}]) from exc
+
+
+def decode_int_cursor(cursor: str) -> tuple[datetime, int]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        ts_s, id_s = base64.urlsafe_b64decode(padded.encode()).decode().split("|", 1)
+        return datetime.fromisoformat(ts_s), int(id_s)
+    except Exception as exc:
+        raise ApiError(400, "Invalid cursor", errors=[{"field": "cursor", "message": "malformed cursor"}]) from exc

@@ -1,0 +1,133 @@
+"""Settings read once from the environment.
+
+Kept as a frozen dataclass (no pydantic in app/): every knob has a default so that `make run` works with no
+configuration at all; `tradedesk check` reports the ones that are unsafe for production.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from app import __version__
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def _int(name: str, default: int) -> int:
+    value = _env(name)
+    return int(value) if value is not None else default
+
+
+def _float(name: str, default: float) -> float:
+    value = _env(name)
+    return float(value) if value is not None else default
+
+
+def _bool(name: str, default: bool) -> bool:
+    value = _env(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    env: str = "dev"
+    version: str = __version__
+    # Connections. None means "embedded": the CLI starts a project-local PostgreSQL and keeps queue,
+    # cache and rate limits out of Redis (see app/lib/embedded.py).
+    database_url: str | None = None
+    redis_url: str | None = None
+    queue_url: str | None = None
+    queue_name: str = "tradedesk"
+    redis_prefix: str = "td"
+    admin_api_key: str | None = None
+    # In-process SAQ workers (embedded mode runs them inside the API process).
+    workers_in_process: bool = False
+    worker_concurrency: int = 10
+    db_pool_size: int = 10
+    db_max_overflow: int = 10
+    db_pool_timeout: float = 5.0
+    db_statement_timeout_ms: int = 15_000
+    log_level: str = "INFO"
+    log_format: str = "json"
+    data_dir: Path = field(default_factory=lambda: Path(".data"))
+    # Limits per minute, per API key (or per IP for anonymous requests).
+    rate_limit_read: int = 6_000
+    rate_limit_write: int = 1_200
+    rate_limit_orders: int = 600
+    rate_limit_anonymous: int = 300
+    rate_limit_window_seconds: int = 60
+    idempotency_ttl_seconds: int = 86_400
+    max_body_bytes: int = 1 * 1024 * 1024
+    max_upload_bytes: int = 512 * 1024 * 1024
+    cache_ttl_seconds: int = 30
+    key_cache_seconds: float = 1.0
+    default_slippage_bps: float = 0.0
+    test_slowdown_ms: int = 0  # benchmark-gate self test only; see benchmarks/README
+    access_log: bool = True
+
+    @property
+    def embedded(self) -> bool:
+        return self.redis_url is None
+
+    @property
+    def effective_queue_url(self) -> str | None:
+        return self.queue_url or self.redis_url
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        return cls(
+            env=_env("TRADEDESK_ENV", "dev") or "dev",
+            database_url=_env("DATABASE_URL"),
+            redis_url=_env("REDIS_URL"),
+            queue_url=_env("TRADEDESK_QUEUE_URL"),
+            queue_name=_env("TRADEDESK_QUEUE_NAME", "tradedesk") or "tradedesk",
+            redis_prefix=_env("TRADEDESK_REDIS_PREFIX", "td") or "td",
+            admin_api_key=_env("TRADEDESK_ADMIN_API_KEY"),
+            workers_in_process=_bool("TRADEDESK_WORKERS_IN_PROCESS", _env("REDIS_URL") is None),
+            worker_concurrency=_int("TRADEDESK_WORKER_CONCURRENCY", 10),
+            db_pool_size=_int("DB_POOL_SIZE", 10),
+            db_max_overflow=_int("DB_MAX_OVERFLOW", 10),
+            db_pool_timeout=_float("DB_POOL_TIMEOUT", 5.0),
+            db_statement_timeout_ms=_int("DB_STATEMENT_TIMEOUT_MS", 15_000),
+            log_level=(_env("LOG_LEVEL", "INFO") or "INFO").upper(),
+            log_format=_env("LOG_FORMAT", "json") or "json",
+            data_dir=Path(_env("TRADEDESK_DATA_DIR", ".data") or ".data"),
+            rate_limit_read=_int("RATE_LIMIT_READ_PER_MINUTE", 6_000),
+            rate_limit_write=_int("RATE_LIMIT_WRITE_PER_MINUTE", 1_200),
+            rate_limit_orders=_int("RATE_LIMIT_ORDERS_PER_MINUTE", 600),
+            rate_limit_anonymous=_int("RATE_LIMIT_ANONYMOUS_PER_MINUTE", 300),
+            rate_limit_window_seconds=_int("RATE_LIMIT_WINDOW_SECONDS", 60),
+            idempotency_ttl_seconds=_int("IDEMPOTENCY_TTL_SECONDS", 86_400),
+            max_body_bytes=_int("MAX_BODY_BYTES", 1 * 1024 * 1024),
+            max_upload_bytes=_int("MAX_UPLOAD_BYTES", 512 * 1024 * 1024),
+            cache_ttl_seconds=_int("CACHE_TTL_SECONDS", 30),
+            key_cache_seconds=_float("API_KEY_CACHE_SECONDS", 1.0),
+            test_slowdown_ms=_int("TRADEDESK_TEST_SLOWDOWN_MS", 0),
+            access_log=_bool("TRADEDESK_ACCESS_LOG", True),
+        )
+
+    def problems(self) -> list[str]:
+        """Reasons this configuration is not fit for production (used by `tradedesk check`)."""
+        found: list[str] = []
+        if self.database_url is None:
+            found.append("DATABASE_URL is not set (embedded PostgreSQL is for development only)")
+        if self.redis_url is None:
+            found.append("REDIS_URL is not set (in-memory cache/rate limits do not span processes)")
+        if self.admin_api_key and (len(self.admin_api_key) < 32 or self.admin_api_key.startswith("dev")):
+            found.append("TRADEDESK_ADMIN_API_KEY is short or a development default")
+        if self.log_format != "json":
+            found.append("LOG_FORMAT should be json in production")
+        return found
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings.from_env()

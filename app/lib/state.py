@@ -1,0 +1,108 @@
+"""Process-wide resources (engine, KV, queue, in-process worker), opened and closed with the app."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from saq import Queue, Worker
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.lib.db import create_engine
+from app.lib.jobs import make_queue, make_worker
+from app.lib.kv import KV, MemoryKV, RedisKV, make_redis
+from app.lib.log import get_logger
+from app.lib.settings import Settings
+
+log = get_logger("app.state")
+
+
+@dataclass
+class Resources:
+    settings: Settings
+    engine: AsyncEngine
+    kv: KV
+    queue: Queue | None
+    worker: Worker | None = None
+    worker_task: asyncio.Task | None = None
+    background: list[asyncio.Task] = field(default_factory=list)
+
+    async def close(self) -> None:
+        if self.worker is not None:
+            await self.worker.stop()
+        for task in [self.worker_task, *self.background]:
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        if self.queue is not None:
+            with contextlib.suppress(Exception):
+                await self.queue.disconnect()
+        await self.kv.close()
+        await self.engine.dispose()
+
+
+def make_kv(settings: Settings) -> KV:
+    namespace = f"{settings.redis_prefix}:app"
+    if settings.redis_url:
+        return RedisKV(make_redis(settings.redis_url), namespace)
+    return MemoryKV(namespace)
+
+
+async def worker_context_startup(ctx: dict[str, Any], settings: Settings) -> None:
+    ctx["settings"] = settings
+    ctx["engine"] = create_engine(settings)
+    ctx["kv"] = make_kv(settings)
+
+
+async def worker_context_shutdown(ctx: dict[str, Any]) -> None:
+    if "kv" in ctx:
+        await ctx["kv"].close()
+    if "engine" in ctx:
+        await ctx["engine"].dispose()
+
+
+async def open_resources(settings: Settings) -> Resources:
+    engine = create_engine(settings)
+    kv = make_kv(settings)
+    queue = None
+    if settings.effective_queue_url:
+        queue = make_queue(settings)
+        try:
+            await queue.connect()
+        except Exception as exc:  # the API still serves reads when the queue is down; /ready reports it
+            log.warning("queue_connect_failed", error=repr(exc)[:300])
+    res = Resources(settings=settings, engine=engine, kv=kv, queue=queue)
+    if settings.workers_in_process and queue is not None:
+        res.worker = build_worker(queue, settings, shared=res)
+        res.worker_task = asyncio.create_task(res.worker.start(), name="saq-worker")
+    return res
+
+
+def build_worker(queue: Queue, settings: Settings, shared: Resources | None = None, concurrency: int | None = None) -> Worker:
+    async def startup(ctx: dict[str, Any]) -> None:
+        if shared is not None:  # in-process: reuse the API's pools
+            ctx.update(settings=settings, engine=shared.engine, kv=shared.kv, queue=queue)
+        else:
+            await worker_context_startup(ctx, settings)
+            ctx["queue"] = queue
+        from app.domain.jobs.scheduler import start_scheduler
+
+        ctx["scheduler_task"] = start_scheduler(ctx)
+
+    async def shutdown(ctx: dict[str, Any]) -> None:
+        task = ctx.get("scheduler_task")
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if shared is None:
+            await worker_context_shutdown(ctx)
+
+    worker = make_worker(queue, settings, startup=startup, shutdown=shutdown, concurrency=concurrency)
+    if shared is not None:
+        # In-process: the API server owns signals; SAQ must not install its own handlers.
+        worker.SIGNALS = []
+    return worker

@@ -1,0 +1,93 @@
+"""The ASGI application, assembled in one place from settings."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.config.compression import CompressionConfig  # noqa: F401  (kept off: JSON is small, CPU is scarce)
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+
+from app import __version__
+from app.domain.identity.middleware import AuthMiddleware
+from app.lib.errors import EXCEPTION_HANDLERS, problem_details_plugin
+from app.lib.idempotency import IdempotencyMiddleware
+from app.lib.log import configure_logging, get_logger
+from app.lib.middleware import RequestContextMiddleware, add_request_id_header
+from app.lib.ratelimit import RateLimitMiddleware
+from app.lib.settings import Settings, get_settings
+from app.lib.state import open_resources
+from app.server.routes import route_handlers
+
+log = get_logger("app.server")
+
+
+class MetricsController(PrometheusController):
+    path = "/metrics"
+    openmetrics_format = False
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        resources = await open_resources(settings)
+        app.state.resources = resources
+        app.state.settings = settings
+        app.state.engine = resources.engine
+        app.state.kv = resources.kv
+        app.state.queue = resources.queue
+        if settings.admin_api_key:
+            from app.domain.identity.services import ensure_admin_key
+
+            try:
+                await ensure_admin_key(resources.engine, settings.admin_api_key)
+            except Exception as exc:  # database not migrated yet: /ready will say so
+                log.warning("admin_bootstrap_failed", error=repr(exc)[:300])
+        log.info("app_started", version=__version__, embedded=settings.embedded)
+        try:
+            yield
+        finally:
+            await resources.close()
+            log.info("app_stopped")
+
+    prometheus = PrometheusConfig(
+        app_name="tradedesk",
+        prefix="tradedesk_http",
+        group_path=True,
+        exclude=["/metrics"],
+    )
+    limits = {
+        "read": settings.rate_limit_read,
+        "write": settings.rate_limit_write,
+        "orders": settings.rate_limit_orders,
+        "anonymous": settings.rate_limit_anonymous,
+    }
+    return Litestar(
+        route_handlers=[*route_handlers(), MetricsController],
+        lifespan=[lifespan],
+        middleware=[
+            RequestContextMiddleware(settings.access_log),
+            prometheus.middleware,
+            AuthMiddleware(),
+            RateLimitMiddleware(limits, settings.rate_limit_window_seconds),
+            IdempotencyMiddleware(settings.idempotency_ttl_seconds),
+        ],
+        plugins=[problem_details_plugin()],
+        exception_handlers=EXCEPTION_HANDLERS,
+        before_send=[add_request_id_header],
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="Tradedesk API",
+            version=__version__,
+            path="/schema",
+            render_plugins=[SwaggerRenderPlugin()],
+            description="Accounts, instruments, paper exchange, risk, backtests and jobs.",
+        ),
+        debug=False,
+    )

@@ -1,0 +1,13 @@
+"""Every domain's HTTP controllers, registered in one list."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def route_handlers() -> list[Any]:
+    from app.domain.identity.controllers import AuthKeyController, UserController
+    from app.domain.system.controllers import HealthController
+
+    handlers: list[Any] = [HealthController, UserController, AuthKeyController]
+    return handlers

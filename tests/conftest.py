@@ -1,0 +1,140 @@
+"""Test fixtures: a fresh PostgreSQL database and Redis namespace per run, migrated by Alembic.
+
+DATABASE_URL / REDIS_URL point at the servers (defaults: the local ones). Each run creates
+`td_test_<random>` and drops it afterwards, and uses a random Redis key prefix and queue name, so runs
+never collide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+import asyncpg
+import pytest
+import pytest_asyncio
+import redis.asyncio as aioredis
+from litestar.testing import AsyncTestClient
+
+from app.lib.db import async_url, libpq_url
+from app.lib.settings import Settings
+
+SERVER_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+RUN_ID = uuid.uuid4().hex[:10]
+TEST_DB = f"td_test_{RUN_ID}"
+
+
+def _db_url(name: str) -> str:
+    base = libpq_url(SERVER_URL)
+    head, _, tail = base.rpartition("/")
+    query = ""
+    if "?" in tail:
+        query = "?" + tail.split("?", 1)[1]
+    return f"{head}/{name}{query}"
+
+
+async def _admin_exec(sql: str) -> None:
+    conn = await asyncpg.connect(_db_url("postgres"))
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def make_settings(**overrides) -> Settings:
+    base = Settings(
+        env="test",
+        database_url=async_url(_db_url(TEST_DB)),
+        redis_url=REDIS_URL,
+        queue_name=f"tdtest-{RUN_ID}",
+        redis_prefix=f"tdtest-{RUN_ID}",
+        admin_api_key=f"td_test_admin_{RUN_ID}_0123456789abcdef0123456789",
+        workers_in_process=False,
+        log_level="WARNING",
+        log_format="json",
+        rate_limit_read=1_000_000,
+        rate_limit_write=1_000_000,
+        rate_limit_orders=1_000_000,
+        rate_limit_anonymous=1_000_000,
+        access_log=False,
+        db_pool_size=20,
+        db_max_overflow=20,
+    )
+    return replace(base, **overrides)
+
+
+@pytest.fixture(scope="session")
+def database_url() -> str:
+    return async_url(_db_url(TEST_DB))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _test_database():
+    from app.lib.migrate import upgrade
+
+    asyncio.run(_admin_exec(f'CREATE DATABASE "{TEST_DB}"'))
+    try:
+        upgrade(_db_url(TEST_DB))
+        yield
+    finally:
+        async def cleanup() -> None:
+            await _admin_exec(
+                f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{TEST_DB}' AND pid <> pg_backend_pid()"
+            )
+            await _admin_exec(f'DROP DATABASE IF EXISTS "{TEST_DB}"')
+            r = aioredis.from_url(REDIS_URL)
+            try:
+                keys = [k async for k in r.scan_iter(match=f"*tdtest-{RUN_ID}*", count=1000)]
+                if keys:
+                    await r.delete(*keys)
+            finally:
+                await r.aclose()
+
+        asyncio.run(cleanup())
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return make_settings()
+
+
+@pytest_asyncio.fixture(loop_scope="session", scope="session")
+async def client(settings) -> AsyncIterator[AsyncTestClient]:
+    from app.server.app import create_app
+
+    app = create_app(settings)
+    async with AsyncTestClient(app=app, timeout=30) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def admin_headers(settings) -> dict[str, str]:
+    return {"Authorization": f"Bearer {settings.admin_api_key}"}
+
+
+@pytest.fixture(scope="session")
+def app_state(client):
+    return client.app.state
+
+
+class UserFactory:
+    def __init__(self, client: AsyncTestClient, admin_headers: dict[str, str]) -> None:
+        self.client = client
+        self.admin_headers = admin_headers
+
+    async def __call__(self, role: str = "trader") -> dict:
+        email = f"{role}-{uuid.uuid4().hex[:12]}@example.com"
+        resp = await self.client.post("/api/v1/users", json={"email": email, "role": role}, headers=self.admin_headers)
+        assert resp.status_code == 201, resp.text
+        body = resp.json()
+        body["headers"] = {"Authorization": f"Bearer {body['api_key']}"}
+        return body
+
+
+@pytest.fixture(scope="session")
+def make_user(client, admin_headers) -> UserFactory:
+    return UserFactory(client, admin_headers)
