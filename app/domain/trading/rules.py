@@ -1,0 +1,437 @@
+"""Order rules of the paper exchange: status machine, increments, matching and fees.
+
+Pure functions over `Decimal`; no I/O. The service layer loads an order, builds an `OrderView`, asks
+`match` what happens at a price, asks `after_match_status` where the order ends up, and persists the
+result with one event per status change.
+
+Rules that DOMAIN.md leaves open are decided here and repeated in the docstrings:
+
+* Market fills are rounded to the tick *against* the taker (buy up, sell down), so slippage is never
+  rounded away in the trader's favour. A sell that would round to zero or below is clamped to one tick:
+  a fill at a non-positive price is meaningless.
+* Every fill price lies on the tick grid. An immediate (taker) limit fill happens at the last price
+  rounded to the tick against the taker; when the limit itself is on the grid (validation guarantees it)
+  this can never be worse than the limit, and when the last price is on the grid it is the last price.
+* A stop triggers once and stays triggered (`OrderView.triggered`); a triggered stop is a market order.
+  A stop-limit triggered by this price is a limit order that is immediately marketable or not: if the
+  last price is within its limit it fills at once as a taker at the last price, otherwise it rests and
+  later fills at its limit price as a maker.
+* `ioc` and `fok` apply at the order's first executable moment: placement for market and limit orders,
+  the trigger for stops. Before that a stop waits like any resting order.
+* Fees are rounded per fill to 1e-8 of the quote currency, half-even.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import (
+    ROUND_CEILING,
+    ROUND_FLOOR,
+    ROUND_HALF_EVEN,
+    Context,
+    Decimal,
+    DivisionByZero,
+    InvalidOperation,
+    Overflow,
+    localcontext,
+)
+from enum import StrEnum
+from fractions import Fraction
+from math import floor
+from typing import Literal
+
+# Intermediate arithmetic runs wide so that only the rounding rules below ever lose digits.
+_WIDE = Context(prec=80, rounding=ROUND_HALF_EVEN, traps=[InvalidOperation, DivisionByZero, Overflow])
+_ZERO = Decimal(0)
+_BPS = Decimal(10000)
+FEE_QUANTUM = Decimal("1E-8")
+
+
+class Side(StrEnum):
+    BUY = "buy"
+    SELL = "sell"
+
+
+class OrderType(StrEnum):
+    MARKET = "market"
+    LIMIT = "limit"
+    STOP = "stop"
+    STOP_LIMIT = "stop_limit"
+
+
+class TimeInForce(StrEnum):
+    GTC = "gtc"
+    IOC = "ioc"
+    FOK = "fok"
+    DAY = "day"
+
+
+class OrderStatus(StrEnum):
+    NEW = "new"
+    ACCEPTED = "accepted"
+    PARTIALLY_FILLED = "partially_filled"
+    FILLED = "filled"
+    CANCELED = "canceled"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+
+class EventType(StrEnum):
+    CREATED = "created"
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    TRIGGERED = "triggered"
+    PARTIALLY_FILLED = "partially_filled"
+    FILLED = "filled"
+    CANCELED = "canceled"
+    EXPIRED = "expired"
+
+
+class LeftoverAction(StrEnum):
+    """What happens to the unfilled remainder after a match step."""
+
+    NONE = "none"  # nothing left
+    REST = "rest"  # stays on the book
+    CANCEL = "cancel"  # ioc/fok remainder
+
+
+STOP_TYPES = frozenset({OrderType.STOP, OrderType.STOP_LIMIT})
+LIMIT_PRICED_TYPES = frozenset({OrderType.LIMIT, OrderType.STOP_LIMIT})
+
+# ---------------------------------------------------------------------------------------------------
+# Status machine
+# ---------------------------------------------------------------------------------------------------
+
+_S = OrderStatus
+ALLOWED_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
+    # `new` is the row inserted before the pre-trade checks finish; a client may cancel it before it is
+    # accepted, but it can never fill without being accepted first.
+    _S.NEW: frozenset({_S.ACCEPTED, _S.REJECTED, _S.CANCELED}),
+    _S.ACCEPTED: frozenset({_S.PARTIALLY_FILLED, _S.FILLED, _S.CANCELED, _S.EXPIRED}),
+    # partially_filled -> partially_filled is a further partial fill: still an event, same status.
+    _S.PARTIALLY_FILLED: frozenset({_S.PARTIALLY_FILLED, _S.FILLED, _S.CANCELED, _S.EXPIRED}),
+    _S.FILLED: frozenset(),
+    _S.CANCELED: frozenset(),
+    _S.REJECTED: frozenset(),
+    _S.EXPIRED: frozenset(),
+}
+TERMINAL_STATUSES: frozenset[OrderStatus] = frozenset(s for s, nxt in ALLOWED_TRANSITIONS.items() if not nxt)
+OPEN_STATUSES: frozenset[OrderStatus] = frozenset(ALLOWED_TRANSITIONS) - TERMINAL_STATUSES
+
+
+class IllegalTransition(Exception):
+    def __init__(self, current: OrderStatus | str, new: OrderStatus | str) -> None:
+        self.current = OrderStatus(current)
+        self.new = OrderStatus(new)
+        super().__init__(f"illegal order status transition {self.current.value} -> {self.new.value}")
+
+
+def can_transition(current: OrderStatus | str, new: OrderStatus | str) -> bool:
+    return OrderStatus(new) in ALLOWED_TRANSITIONS[OrderStatus(current)]
+
+
+def transition(current: OrderStatus | str, new: OrderStatus | str) -> OrderStatus:
+    """Return `new` as an `OrderStatus` if the table allows it, else raise `IllegalTransition`."""
+    cur, nxt = OrderStatus(current), OrderStatus(new)
+    if nxt not in ALLOWED_TRANSITIONS[cur]:
+        raise IllegalTransition(cur, nxt)
+    return nxt
+
+
+def markdown_transition_table() -> str:
+    """The status table as Markdown, generated from `ALLOWED_TRANSITIONS` so docs cannot drift."""
+    lines = ["| From | Allowed next statuses |", "| --- | --- |"]
+    for status in OrderStatus:
+        allowed = ALLOWED_TRANSITIONS[status]
+        cell = ", ".join(f"`{s.value}`" for s in OrderStatus if s in allowed) or "— (terminal)"
+        lines.append(f"| `{status.value}` | {cell} |")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Increments
+# ---------------------------------------------------------------------------------------------------
+
+
+def _require_positive_increment(increment: Decimal) -> None:
+    if not increment.is_finite() or increment <= 0:
+        raise ValueError(f"increment must be a positive finite decimal, got {increment}")
+
+
+def is_multiple(value: Decimal, increment: Decimal) -> bool:
+    """True iff value == k * increment for some integer k (exact, no floating point)."""
+    _require_positive_increment(increment)
+    if not value.is_finite():
+        return False
+    # Fractions are exact where Decimal `%` can fail once the quotient outgrows the context precision.
+    return (Fraction(value) / Fraction(increment)).denominator == 1
+
+
+def _round_fraction_to_increment(x: Fraction, increment: Decimal, rounding: str) -> Decimal:
+    _require_positive_increment(increment)
+    ratio = x / Fraction(increment)
+    whole = floor(ratio)
+    rest = ratio - whole
+    # A stand-in with the same integer part and the same position relative to one half rounds exactly
+    # like the true (possibly non-terminating) ratio under every decimal rounding mode.
+    if rest == 0:
+        stand_in = Decimal(whole)
+    elif rest < Fraction(1, 2):
+        stand_in = Decimal(whole) + Decimal("0.25")
+    elif rest == Fraction(1, 2):
+        stand_in = Decimal(whole) + Decimal("0.5")
+    else:
+        stand_in = Decimal(whole) + Decimal("0.75")
+    with localcontext(_WIDE):
+        k = stand_in.to_integral_value(rounding=rounding)
+        return k * increment
+
+
+def round_to_tick(price: Decimal, tick: Decimal, rounding: str = ROUND_HALF_EVEN) -> Decimal:
+    """Round `price` to a multiple of `tick` with the given decimal rounding mode (exact)."""
+    return _round_fraction_to_increment(Fraction(price), tick, rounding)
+
+
+def floor_to_lot(quantity: Decimal, lot: Decimal) -> Decimal:
+    """Largest multiple of `lot` not above `quantity` (for partial fills limited by volume)."""
+    return _round_fraction_to_increment(Fraction(quantity), lot, ROUND_FLOOR)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Prices
+# ---------------------------------------------------------------------------------------------------
+
+
+def fill_price_for_market(
+    side: Side | str, last_price: Decimal, slippage_bps: Decimal | int, tick_size: Decimal
+) -> Decimal:
+    """Taker price of a market order: last moved against the taker, rounded to the tick against it.
+
+    buy:  ceil_tick(last * (1 + bps/10000))
+    sell: floor_tick(last * (1 - bps/10000)), but at least one tick
+
+    The direction of rounding is part of the slippage model: rounding half-even could hand back part of
+    the slippage (or all of it for small bps), which a desk would call a free improvement.
+    """
+    side = Side(side)
+    bps = Decimal(slippage_bps)
+    if not last_price.is_finite() or last_price <= 0:
+        raise ValueError(f"last price must be positive, got {last_price}")
+    if bps < 0:
+        raise ValueError(f"slippage_bps must be >= 0, got {bps}")
+    move = Fraction(bps) / Fraction(_BPS)
+    if side is Side.BUY:
+        return _round_fraction_to_increment(Fraction(last_price) * (1 + move), tick_size, ROUND_CEILING)
+    price = _round_fraction_to_increment(Fraction(last_price) * (1 - move), tick_size, ROUND_FLOOR)
+    return price if price > 0 else tick_size
+
+
+def taker_price_for_limit(
+    side: Side | str, last_price: Decimal, limit_price: Decimal, tick_size: Decimal
+) -> Decimal:
+    """Price of an immediately marketable limit: the last price on the tick grid, capped at the limit."""
+    side = Side(side)
+    if side is Side.BUY:
+        return min(round_to_tick(last_price, tick_size, ROUND_CEILING), limit_price)
+    return max(round_to_tick(last_price, tick_size, ROUND_FLOOR), limit_price)
+
+
+def is_marketable(side: Side | str, last_price: Decimal, limit_price: Decimal) -> bool:
+    """A limit is marketable (or touched) when the last price is at or through it."""
+    return last_price <= limit_price if Side(side) is Side.BUY else last_price >= limit_price
+
+
+def notional(quantity: Decimal, price: Decimal) -> Decimal:
+    with localcontext(_WIDE):
+        return quantity * price
+
+
+def fee(notional: Decimal, rate: Decimal) -> Decimal:
+    """Fee on one fill: notional * rate, rounded half-even to 1e-8 of the quote currency.
+
+    Rounded per fill (not per order) because each fill is its own cash movement; 1e-8 is the finest
+    increment any supported quote asset uses and fits the NUMERIC(38, 18) columns exactly. A negative
+    rate (maker rebate) yields a negative fee.
+    """
+    with localcontext(_WIDE):
+        return (notional * rate).quantize(FEE_QUANTUM, rounding=ROUND_HALF_EVEN)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Matching
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OrderView:
+    """The parts of an order that matching needs."""
+
+    side: Side
+    type: OrderType
+    tif: TimeInForce
+    quantity: Decimal
+    filled_quantity: Decimal
+    limit_price: Decimal | None = None
+    stop_price: Decimal | None = None
+    triggered: bool = False
+
+    def __post_init__(self) -> None:
+        # Accept the plain strings stored in the database.
+        object.__setattr__(self, "side", Side(self.side))
+        object.__setattr__(self, "type", OrderType(self.type))
+        object.__setattr__(self, "tif", TimeInForce(self.tif))
+        if self.type in LIMIT_PRICED_TYPES and self.limit_price is None:
+            raise ValueError(f"{self.type.value} order needs a limit_price")
+        if self.type in STOP_TYPES and self.stop_price is None:
+            raise ValueError(f"{self.type.value} order needs a stop_price")
+
+    @property
+    def remaining(self) -> Decimal:
+        return self.quantity - self.filled_quantity
+
+
+Liquidity = Literal["taker", "maker"]
+
+
+@dataclass(frozen=True)
+class MatchResult:
+    triggered: bool  # the order is executable at this price (non-stop orders always are)
+    fill_qty: Decimal  # 0 when nothing fills
+    fill_price: Decimal | None
+    liquidity: Liquidity | None
+    # True only for a stop whose trigger happened at this price: the caller records a `triggered` event.
+    newly_triggered: bool = False
+
+    @property
+    def filled(self) -> bool:
+        return self.fill_qty > 0
+
+
+def is_triggered(order: OrderView, last_price: Decimal) -> bool:
+    """Stops trigger at buy `last >= stop`, sell `last <= stop`, and stay triggered afterwards."""
+    if order.type not in STOP_TYPES or order.triggered:
+        return True
+    assert order.stop_price is not None
+    return last_price >= order.stop_price if order.side is Side.BUY else last_price <= order.stop_price
+
+
+def match(
+    order: OrderView,
+    last_price: Decimal,
+    available: Decimal | None,
+    *,
+    slippage_bps: Decimal | int,
+    tick_size: Decimal,
+    lot_size: Decimal,
+    immediate: bool,
+) -> MatchResult:
+    """What `order` does at `last_price`.
+
+    `immediate` is True at placement and False when a new last price sweeps the resting book.
+    `available` is the quantity available at this price (None = unlimited); the fill is
+    min(remaining, available) floored to the lot size. Pricing:
+
+    * market, triggered stop: `fill_price_for_market`, taker;
+    * limit at placement, or stop-limit triggered by this price, if marketable: the last price on the
+      tick grid, never worse than the limit, taker;
+    * resting limit (or stop-limit triggered earlier) touched or crossed by this price: its limit
+      price, maker.
+    """
+    triggered = is_triggered(order, last_price)
+    newly = triggered and order.type in STOP_TYPES and not order.triggered
+    none = MatchResult(
+        triggered=triggered, fill_qty=_ZERO, fill_price=None, liquidity=None, newly_triggered=newly
+    )
+    if not triggered or order.remaining <= 0:
+        return none
+
+    price: Decimal
+    liquidity: Liquidity
+    if order.type in (OrderType.MARKET, OrderType.STOP):
+        price, liquidity = fill_price_for_market(order.side, last_price, slippage_bps, tick_size), "taker"
+    else:
+        assert order.limit_price is not None
+        if not is_marketable(order.side, last_price, order.limit_price):
+            return none
+        if immediate or newly:
+            price = taker_price_for_limit(order.side, last_price, order.limit_price, tick_size)
+            liquidity = "taker"
+        else:
+            price, liquidity = order.limit_price, "maker"
+
+    qty = order.remaining if available is None else min(order.remaining, max(available, _ZERO))
+    qty = floor_to_lot(qty, lot_size)
+    if qty <= 0:
+        return none
+    return MatchResult(
+        triggered=True, fill_qty=qty, fill_price=price, liquidity=liquidity, newly_triggered=newly
+    )
+
+
+def fok_can_fill(
+    order: OrderView,
+    last_price: Decimal,
+    available: Decimal | None,
+    *,
+    slippage_bps: Decimal | int,
+    tick_size: Decimal,
+    lot_size: Decimal,
+    immediate: bool = True,
+) -> bool:
+    """True iff the whole remaining quantity would fill now. Check this before filling a fok order."""
+    result = match(
+        order,
+        last_price,
+        available,
+        slippage_bps=slippage_bps,
+        tick_size=tick_size,
+        lot_size=lot_size,
+        immediate=immediate,
+    )
+    return result.fill_qty == order.remaining
+
+
+def fill_status(order: OrderView, fill_qty: Decimal) -> OrderStatus:
+    """Status a fill of `fill_qty` puts the order in (for the fill's own event)."""
+    if fill_qty <= 0:
+        raise ValueError("a fill needs a positive quantity")
+    return (
+        OrderStatus.FILLED
+        if order.filled_quantity + fill_qty >= order.quantity
+        else OrderStatus.PARTIALLY_FILLED
+    )
+
+
+def after_match_status(
+    order: OrderView,
+    fill_qty: Decimal,
+    tif: TimeInForce | str,
+    immediate: bool,
+    *,
+    triggered: bool | None = None,
+) -> tuple[OrderStatus, LeftoverAction]:
+    """Final status of the order after this match step, and what happens to the remainder.
+
+    * fully filled -> (filled, none);
+    * ioc/fok once executable -> (canceled, cancel); when ioc filled part of it first, the caller records
+      the partially_filled event and then the cancel (partially_filled -> canceled is allowed);
+    * fok with a partial fill is a caller bug (it must check `fok_can_fill` and fill nothing): ValueError;
+    * otherwise (gtc, day, or a stop still waiting for its trigger) -> (accepted | partially_filled, rest).
+
+    `triggered` is the `MatchResult.triggered` of this step; by default it is derived from the order.
+    `immediate` is accepted for symmetry with `match`: ioc/fok act at the first executable moment,
+    which for a market or limit order is placement and for a stop is its trigger.
+    """
+    tif = TimeInForce(tif)
+    if fill_qty < 0 or fill_qty > order.remaining:
+        raise ValueError(f"fill quantity {fill_qty} outside 0..{order.remaining}")
+    filled_after = order.filled_quantity + fill_qty
+    if filled_after >= order.quantity:
+        return OrderStatus.FILLED, LeftoverAction.NONE
+    executable = triggered if triggered is not None else (order.type not in STOP_TYPES or order.triggered)
+    if tif in (TimeInForce.IOC, TimeInForce.FOK) and executable:
+        if tif is TimeInForce.FOK and fill_qty > 0:
+            raise ValueError("fok order must fill entirely or not at all; check fok_can_fill first")
+        return OrderStatus.CANCELED, LeftoverAction.CANCEL
+    status = OrderStatus.PARTIALLY_FILLED if filled_after > 0 else OrderStatus.ACCEPTED
+    return status, LeftoverAction.REST
