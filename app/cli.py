@@ -139,7 +139,7 @@ def users() -> None:
 
 @users.command("create")
 @click.option("--email", required=True)
-@click.option("--role", type=click.Choice(["trader", "risk_manager", "admin"]), default="trader")
+@click.option("--role", type=click.Choice(["trader", "risk_manager", "admin", "market_data"]), default="trader")
 def users_create(email, role) -> None:
     """Create a user and print their API key (shown once)."""
     apply_embedded_defaults()

@@ -30,8 +30,9 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
-# Money and quantities: 38 digits with 18 after the point covers crypto lot sizes (1e-8) and large cash.
-Money = Numeric(38, 18)
+# Money and quantities: unconstrained NUMERIC keeps each value's exact scale ("0.01" stays "0.01" in the
+# API); inputs are limited to 18 decimal places and |x| < 1e20 at the edge (app/lib/validation.py).
+Money = Numeric()
 
 
 class Base(DeclarativeBase):

@@ -7,6 +7,7 @@ HTTP exceptions (validation, 404, 405, ...) and our domain errors into it, so ev
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from litestar import Request, Response
@@ -90,13 +91,31 @@ def invalid(detail: str, field: str | None = None, *, slug: str | None = None, *
     return ApiError(422, detail, slug=slug, errors=errors, **extra)
 
 
+_PATH = re.compile(r"at `\$\.?([^`]*)`")
+_NAMED = re.compile(r"`([A-Za-z_][A-Za-z0-9_]*)`")
+
+
+def field_from_message(message: str, default: str = "body") -> str:
+    """msgspec names the failing field as "... - at `$.candles[3].open`" or, from __post_init__
+    checks, as "`tick_size` must be ..."; prefer the path, then the first named field."""
+    if m := _PATH.search(message):
+        return m.group(1) or default
+    if m := _NAMED.search(message):
+        return m.group(1)
+    return default
+
+
 def _field_errors(extra: Any) -> list[dict[str, str]] | None:
     if not isinstance(extra, list):
         return None
     out = []
     for item in extra:
         if isinstance(item, dict):
-            out.append({"field": str(item.get("key") or item.get("source") or "body"), "message": str(item.get("message"))})
+            message = str(item.get("message"))
+            key = item.get("key")
+            if not key or key == "data":
+                key = field_from_message(message, str(item.get("source") or "body"))
+            out.append({"field": str(key), "message": message})
     return out or None
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from saq import Queue, Worker
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.lib.cache import Cache
 from app.lib.db import create_engine
 from app.lib.jobs import make_queue, make_worker
 from app.lib.kv import KV, MemoryKV, RedisKV, make_redis
@@ -25,6 +26,7 @@ class Resources:
     engine: AsyncEngine
     kv: KV
     queue: Queue | None
+    cache: Cache | None = None
     worker: Worker | None = None
     worker_task: asyncio.Task | None = None
     background: list[asyncio.Task] = field(default_factory=list)
@@ -55,6 +57,7 @@ async def worker_context_startup(ctx: dict[str, Any], settings: Settings) -> Non
     ctx["settings"] = settings
     ctx["engine"] = create_engine(settings)
     ctx["kv"] = make_kv(settings)
+    ctx["cache"] = Cache(ctx["kv"], settings.cache_ttl_seconds)
 
 
 async def worker_context_shutdown(ctx: dict[str, Any]) -> None:
@@ -74,7 +77,7 @@ async def open_resources(settings: Settings) -> Resources:
             await queue.connect()
         except Exception as exc:  # the API still serves reads when the queue is down; /ready reports it
             log.warning("queue_connect_failed", error=repr(exc)[:300])
-    res = Resources(settings=settings, engine=engine, kv=kv, queue=queue)
+    res = Resources(settings=settings, engine=engine, kv=kv, queue=queue, cache=Cache(kv, settings.cache_ttl_seconds))
     if settings.workers_in_process and queue is not None:
         res.worker = build_worker(queue, settings, shared=res)
         res.worker_task = asyncio.create_task(res.worker.start(), name="saq-worker")
@@ -84,7 +87,7 @@ async def open_resources(settings: Settings) -> Resources:
 def build_worker(queue: Queue, settings: Settings, shared: Resources | None = None, concurrency: int | None = None) -> Worker:
     async def startup(ctx: dict[str, Any]) -> None:
         if shared is not None:  # in-process: reuse the API's pools
-            ctx.update(settings=settings, engine=shared.engine, kv=shared.kv, queue=queue)
+            ctx.update(settings=settings, engine=shared.engine, kv=shared.kv, cache=shared.cache, queue=queue)
         else:
             await worker_context_startup(ctx, settings)
             ctx["queue"] = queue

@@ -42,6 +42,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.engine = resources.engine
         app.state.kv = resources.kv
         app.state.queue = resources.queue
+        app.state.cache = resources.cache
         if settings.admin_api_key:
             from app.domain.identity.services import ensure_admin_key
 

@@ -7,7 +7,8 @@ from typing import Any
 
 def route_handlers() -> list[Any]:
     from app.domain.identity.controllers import AuthKeyController, UserController
+    from app.domain.markets.controllers import ExchangeController, InstrumentController
     from app.domain.system.controllers import HealthController
 
-    handlers: list[Any] = [HealthController, UserController, AuthKeyController]
+    handlers: list[Any] = [HealthController, UserController, AuthKeyController, ExchangeController, InstrumentController]
     return handlers

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-29 06:40:56.439439
+Create Date: 2026-11-29 06:46:28.322576
 """
 
 from collections.abc import Sequence
@@ -25,15 +25,9 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column("timezone", sa.String(length=64), server_default="UTC", nullable=False),
         sa.Column("session_close", sa.Time(), server_default=sa.text("'16:00'"), nullable=False),
-        sa.Column(
-            "maker_fee_rate", sa.Numeric(precision=38, scale=18), server_default=sa.text("0"), nullable=False
-        ),
-        sa.Column(
-            "taker_fee_rate", sa.Numeric(precision=38, scale=18), server_default=sa.text("0"), nullable=False
-        ),
-        sa.Column(
-            "slippage_bps", sa.Numeric(precision=38, scale=18), server_default=sa.text("0"), nullable=False
-        ),
+        sa.Column("maker_fee_rate", sa.Numeric(), server_default=sa.text("0"), nullable=False),
+        sa.Column("taker_fee_rate", sa.Numeric(), server_default=sa.text("0"), nullable=False),
+        sa.Column("slippage_bps", sa.Numeric(), server_default=sa.text("0"), nullable=False),
         sa.Column("status", sa.String(length=16), server_default="open", nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.PrimaryKeyConstraint("code", name=op.f("pk_exchanges")),
@@ -73,21 +67,15 @@ def upgrade() -> None:
         sa.Column("owner_id", sa.UUID(), nullable=False),
         sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column("base_currency", sa.String(length=16), nullable=False),
-        sa.Column("initial_cash", sa.Numeric(precision=38, scale=18), nullable=False),
-        sa.Column("cash", sa.Numeric(precision=38, scale=18), nullable=False),
-        sa.Column(
-            "reserved_cash", sa.Numeric(precision=38, scale=18), server_default=sa.text("0"), nullable=False
-        ),
-        sa.Column(
-            "realized_pnl", sa.Numeric(precision=38, scale=18), server_default=sa.text("0"), nullable=False
-        ),
-        sa.Column(
-            "fees_paid", sa.Numeric(precision=38, scale=18), server_default=sa.text("0"), nullable=False
-        ),
+        sa.Column("initial_cash", sa.Numeric(), nullable=False),
+        sa.Column("cash", sa.Numeric(), nullable=False),
+        sa.Column("reserved_cash", sa.Numeric(), server_default=sa.text("0"), nullable=False),
+        sa.Column("realized_pnl", sa.Numeric(), server_default=sa.text("0"), nullable=False),
+        sa.Column("fees_paid", sa.Numeric(), server_default=sa.text("0"), nullable=False),
         sa.Column("allow_short", sa.Boolean(), server_default=sa.text("false"), nullable=False),
         sa.Column("trading_state", sa.String(length=16), server_default="active", nullable=False),
         sa.Column("trading_state_reason", sa.String(), nullable=True),
-        sa.Column("peak_equity", sa.Numeric(precision=38, scale=18), nullable=False),
+        sa.Column("peak_equity", sa.Numeric(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.ForeignKeyConstraint(["owner_id"], ["users.id"], name=op.f("fk_accounts_owner_id_users")),
@@ -132,12 +120,12 @@ def upgrade() -> None:
         sa.Column("exchange_code", sa.String(length=32), nullable=False),
         sa.Column("base_asset", sa.String(length=16), nullable=False),
         sa.Column("quote_asset", sa.String(length=16), nullable=False),
-        sa.Column("tick_size", sa.Numeric(precision=38, scale=18), nullable=False),
-        sa.Column("lot_size", sa.Numeric(precision=38, scale=18), nullable=False),
-        sa.Column("min_quantity", sa.Numeric(precision=38, scale=18), nullable=False),
-        sa.Column("min_notional", sa.Numeric(precision=38, scale=18), nullable=False),
+        sa.Column("tick_size", sa.Numeric(), nullable=False),
+        sa.Column("lot_size", sa.Numeric(), nullable=False),
+        sa.Column("min_quantity", sa.Numeric(), nullable=False),
+        sa.Column("min_notional", sa.Numeric(), nullable=False),
         sa.Column("status", sa.String(length=16), server_default="trading", nullable=False),
-        sa.Column("last_price", sa.Numeric(precision=38, scale=18), nullable=True),
+        sa.Column("last_price", sa.Numeric(), nullable=True),
         sa.Column("last_price_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
@@ -158,11 +146,9 @@ def upgrade() -> None:
         sa.Column("timeframe", sa.String(length=4), nullable=False),
         sa.Column("start", sa.DateTime(timezone=True), nullable=True),
         sa.Column("end", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("initial_cash", sa.Numeric(precision=38, scale=18), nullable=False),
-        sa.Column("commission", sa.Numeric(precision=38, scale=18), nullable=False),
-        sa.Column(
-            "slippage_bps", sa.Numeric(precision=38, scale=18), server_default=sa.text("0"), nullable=False
-        ),
+        sa.Column("initial_cash", sa.Numeric(), nullable=False),
+        sa.Column("commission", sa.Numeric(), nullable=False),
+        sa.Column("slippage_bps", sa.Numeric(), server_default=sa.text("0"), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("progress", sa.Float(), server_default=sa.text("0"), nullable=False),
         sa.Column("metrics", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
@@ -193,11 +179,11 @@ def upgrade() -> None:
         sa.Column("symbol", sa.String(length=32), nullable=False),
         sa.Column("timeframe", sa.String(length=4), nullable=False),
         sa.Column("ts", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("open", sa.Numeric(precision=38, scale=18), nullable=False),
-        sa.Column("high", sa.Numeric(precision=38, scale=18), nullable=False),
-        sa.Column("low", sa.Numeric(precision=38, scale=18), nullable=False),
-        sa.Column("close", sa.Numeric(precision=38, scale=18), nullable=False),
-        sa.Column("volume", sa.Numeric(precision=38, scale=18), nullable=False),
+        sa.Column("open", sa.Numeric(), nullable=False),
+        sa.Column("high", sa.Numeric(), nullable=False),
+        sa.Column("low", sa.Numeric(), nullable=False),
+        sa.Column("close", sa.Numeric(), nullable=False),
+        sa.Column("volume", sa.Numeric(), nullable=False),
         sa.ForeignKeyConstraint(
             ["symbol"], ["instruments.symbol"], name=op.f("fk_candles_symbol_instruments"), ondelete="CASCADE"
         ),
@@ -208,8 +194,8 @@ def upgrade() -> None:
         sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
         sa.Column("account_id", sa.UUID(), nullable=False),
         sa.Column("ts", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
-        sa.Column("equity", sa.Numeric(precision=38, scale=18), nullable=False),
-        sa.Column("cash", sa.Numeric(precision=38, scale=18), nullable=False),
+        sa.Column("equity", sa.Numeric(), nullable=False),
+        sa.Column("cash", sa.Numeric(), nullable=False),
         sa.ForeignKeyConstraint(
             ["account_id"],
             ["accounts.id"],
@@ -228,20 +214,16 @@ def upgrade() -> None:
         sa.Column("side", sa.String(length=4), nullable=False),
         sa.Column("type", sa.String(length=16), nullable=False),
         sa.Column("time_in_force", sa.String(length=4), nullable=False),
-        sa.Column("quantity", sa.Numeric(precision=38, scale=18), nullable=False),
-        sa.Column(
-            "filled_quantity", sa.Numeric(precision=38, scale=18), server_default=sa.text("0"), nullable=False
-        ),
-        sa.Column("avg_fill_price", sa.Numeric(precision=38, scale=18), nullable=True),
-        sa.Column("limit_price", sa.Numeric(precision=38, scale=18), nullable=True),
-        sa.Column("stop_price", sa.Numeric(precision=38, scale=18), nullable=True),
+        sa.Column("quantity", sa.Numeric(), nullable=False),
+        sa.Column("filled_quantity", sa.Numeric(), server_default=sa.text("0"), nullable=False),
+        sa.Column("avg_fill_price", sa.Numeric(), nullable=True),
+        sa.Column("limit_price", sa.Numeric(), nullable=True),
+        sa.Column("stop_price", sa.Numeric(), nullable=True),
         sa.Column("triggered", sa.Boolean(), server_default=sa.text("false"), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("reject_reason", sa.String(), nullable=True),
-        sa.Column(
-            "reserved_cash", sa.Numeric(precision=38, scale=18), server_default=sa.text("0"), nullable=False
-        ),
-        sa.Column("fees", sa.Numeric(precision=38, scale=18), server_default=sa.text("0"), nullable=False),
+        sa.Column("reserved_cash", sa.Numeric(), server_default=sa.text("0"), nullable=False),
+        sa.Column("fees", sa.Numeric(), server_default=sa.text("0"), nullable=False),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
@@ -287,11 +269,9 @@ def upgrade() -> None:
         "positions",
         sa.Column("account_id", sa.UUID(), nullable=False),
         sa.Column("symbol", sa.String(length=32), nullable=False),
-        sa.Column("quantity", sa.Numeric(precision=38, scale=18), nullable=False),
-        sa.Column("avg_entry_price", sa.Numeric(precision=38, scale=18), nullable=False),
-        sa.Column(
-            "realized_pnl", sa.Numeric(precision=38, scale=18), server_default=sa.text("0"), nullable=False
-        ),
+        sa.Column("quantity", sa.Numeric(), nullable=False),
+        sa.Column("avg_entry_price", sa.Numeric(), nullable=False),
+        sa.Column("realized_pnl", sa.Numeric(), server_default=sa.text("0"), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.ForeignKeyConstraint(
             ["account_id"], ["accounts.id"], name=op.f("fk_positions_account_id_accounts"), ondelete="CASCADE"
@@ -308,7 +288,7 @@ def upgrade() -> None:
         sa.Column("limit_id", sa.UUID(), nullable=False),
         sa.Column("limit_type", sa.String(length=32), nullable=False),
         sa.Column("severity", sa.String(length=16), nullable=False),
-        sa.Column("utilisation", sa.Numeric(precision=38, scale=18), nullable=False),
+        sa.Column("utilisation", sa.Numeric(), nullable=False),
         sa.Column("message", sa.String(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.Column("acknowledged_at", sa.DateTime(timezone=True), nullable=True),
@@ -351,11 +331,9 @@ def upgrade() -> None:
         sa.Column("id", sa.UUID(), nullable=False),
         sa.Column("account_id", sa.UUID(), nullable=False),
         sa.Column("limit_type", sa.String(length=32), nullable=False),
-        sa.Column("value", sa.Numeric(precision=38, scale=18), nullable=False),
+        sa.Column("value", sa.Numeric(), nullable=False),
         sa.Column("symbol", sa.String(length=32), nullable=True),
-        sa.Column(
-            "warn_at_pct", sa.Numeric(precision=38, scale=18), server_default=sa.text("80"), nullable=False
-        ),
+        sa.Column("warn_at_pct", sa.Numeric(), server_default=sa.text("80"), nullable=False),
         sa.Column("enabled", sa.Boolean(), server_default=sa.text("true"), nullable=False),
         sa.Column("auto_reduce_only", sa.Boolean(), server_default=sa.text("true"), nullable=False),
         sa.Column("alert_level", sa.String(length=16), nullable=True),
@@ -376,8 +354,8 @@ def upgrade() -> None:
         sa.Column("account_id", sa.UUID(), nullable=False),
         sa.Column("limit_id", sa.UUID(), nullable=True),
         sa.Column("limit_type", sa.String(length=32), nullable=False),
-        sa.Column("limit_value", sa.Numeric(precision=38, scale=18), nullable=False),
-        sa.Column("would_be", sa.Numeric(precision=38, scale=18), nullable=False),
+        sa.Column("limit_value", sa.Numeric(), nullable=False),
+        sa.Column("would_be", sa.Numeric(), nullable=False),
         sa.Column("phase", sa.String(length=16), nullable=False),
         sa.Column("detail", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
@@ -436,9 +414,9 @@ def upgrade() -> None:
         sa.Column("account_id", sa.UUID(), nullable=False),
         sa.Column("symbol", sa.String(length=32), nullable=False),
         sa.Column("side", sa.String(length=4), nullable=False),
-        sa.Column("quantity", sa.Numeric(precision=38, scale=18), nullable=False),
-        sa.Column("price", sa.Numeric(precision=38, scale=18), nullable=False),
-        sa.Column("fee", sa.Numeric(precision=38, scale=18), nullable=False),
+        sa.Column("quantity", sa.Numeric(), nullable=False),
+        sa.Column("price", sa.Numeric(), nullable=False),
+        sa.Column("fee", sa.Numeric(), nullable=False),
         sa.Column("liquidity", sa.String(length=8), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.ForeignKeyConstraint(

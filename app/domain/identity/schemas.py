@@ -6,7 +6,7 @@ from uuid import UUID
 
 import msgspec
 
-Role = Literal["trader", "risk_manager", "admin"]
+Role = Literal["trader", "risk_manager", "admin", "market_data"]
 Email = Annotated[str, msgspec.Meta(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=320)]
 
 

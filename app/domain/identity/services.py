@@ -21,7 +21,7 @@ from app.lib.errors import conflict, not_found
 from app.lib.pagination import decode_cursor, encode_cursor
 
 KEY_PREFIX = "td_"
-ROLES = ("trader", "risk_manager", "admin")
+ROLES = ("trader", "risk_manager", "admin", "market_data")
 
 
 def new_key() -> str:

@@ -1,0 +1,166 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from litestar import Controller, Request, Response, get, patch, post
+from litestar.di import Provide
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter
+
+from app.domain.identity.guards import requires_admin, requires_market_data
+from app.domain.markets import services
+from app.domain.markets.schemas import (
+    CandleList,
+    CandleUpload,
+    ExchangeCreate,
+    ExchangeList,
+    ExchangeOut,
+    InstrumentCreate,
+    InstrumentList,
+    InstrumentOut,
+    InstrumentPatch,
+    LoadResult,
+    PriceIn,
+    PriceOut,
+    Timeframe,
+)
+from app.lib.db import DbConn, provide_db
+from app.lib.errors import ApiError, field_from_message, invalid
+from app.lib.http import cache_of, json_bytes
+from app.lib.pagination import Limit
+
+DB = {"db": Provide(provide_db)}
+MAX_UPLOAD = 512 * 1024 * 1024
+
+
+class ExchangeController(Controller):
+    path = "/api/v1/exchanges"
+    tags = ["markets"]
+    dependencies = DB
+
+    @get("/", summary="List exchanges", response_model=ExchangeList)
+    async def list_exchanges(self, db: DbConn, request: Request) -> Response[bytes]:
+        async def load() -> ExchangeList:
+            return ExchangeList(items=await services.list_exchanges(db))
+
+        return json_bytes(await cache_of(request).get_json("exchanges", "all", load))
+
+    @post("/", guards=[requires_admin], status_code=201, summary="Create an exchange (admin)")
+    async def create_exchange(self, db: DbConn, request: Request, data: JSONBody[ExchangeCreate]) -> ExchangeOut:
+        out = await services.create_exchange(db, data)
+        await cache_of(request).invalidate("exchanges")
+        return out
+
+    @get("/{code:str}", summary="One exchange")
+    async def get_exchange(self, db: DbConn, code: FromPath[str]) -> ExchangeOut:
+        return await services.get_exchange(db, code)
+
+
+class InstrumentController(Controller):
+    path = "/api/v1/instruments"
+    tags = ["markets"]
+    dependencies = DB
+
+    @get("/", summary="List instruments (by symbol)")
+    async def list_instruments(
+        self,
+        db: DbConn,
+        request: Request,
+        limit: Limit = 50,
+        cursor: Annotated[str | None, Parameter(max_length=64)] = None,
+        exchange: Annotated[str | None, Parameter(max_length=32)] = None,
+        status: Annotated[str | None, Parameter(max_length=16)] = None,
+    ) -> Response[bytes]:
+        async def load() -> InstrumentList:
+            items, nxt = await services.list_instruments(db, limit=limit, cursor=cursor, exchange=exchange, status=status)
+            return InstrumentList(items=items, next_cursor=nxt)
+
+        key = f"{limit}:{cursor}:{exchange}:{status}"
+        return json_bytes(await cache_of(request).get_json("instruments", key, load))
+
+    @post("/", guards=[requires_admin], status_code=201, summary="Create an instrument (admin)")
+    async def create_instrument(self, db: DbConn, request: Request, data: JSONBody[InstrumentCreate]) -> InstrumentOut:
+        out = await services.create_instrument(db, data)
+        await cache_of(request).invalidate("instruments")
+        return out
+
+    @get("/{symbol:str}", summary="One instrument", response_model=InstrumentOut)
+    async def get_instrument(self, db: DbConn, request: Request, symbol: FromPath[str]) -> Response[bytes]:
+        async def load() -> InstrumentOut:
+            return await services.get_instrument(db, symbol)
+
+        return json_bytes(await cache_of(request).get_json("instruments", f"one:{symbol}", load))
+
+    @patch("/{symbol:str}", guards=[requires_admin], summary="Update rules or halt/resume trading (admin)")
+    async def update_instrument(
+        self, db: DbConn, request: Request, symbol: FromPath[str], data: JSONBody[InstrumentPatch]
+    ) -> InstrumentOut:
+        out = await services.update_instrument(db, symbol, data)
+        await cache_of(request).invalidate("instruments")
+        return out
+
+    @post(
+        "/{symbol:str}/candles",
+        guards=[requires_market_data],
+        status_code=201,
+        request_max_body_size=MAX_UPLOAD,
+        summary="Bulk-load OHLCV candles (JSON or text/csv with ?timeframe=); all or nothing",
+    )
+    async def load_candles(
+        self,
+        db: DbConn,
+        request: Request,
+        symbol: FromPath[str],
+        timeframe: FromQuery[Timeframe | None] = None,
+    ) -> LoadResult:
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type == "text/csv":
+            if timeframe is None:
+                raise invalid("?timeframe= is required for text/csv uploads", "timeframe")
+            result = await services.load_candles_csv(db, symbol, timeframe, request.stream())
+        elif content_type in ("application/json", ""):
+            import msgspec
+
+            body = await request.body()
+            if len(body) > 64 * 1024 * 1024:
+                raise ApiError(413, "JSON candle uploads are limited to 64 MiB; use text/csv for larger loads")
+            try:
+                upload = msgspec.json.decode(body, type=CandleUpload)
+            except msgspec.ValidationError as exc:
+                raise invalid(str(exc), field_from_message(str(exc))) from exc
+            except msgspec.DecodeError as exc:
+                raise ApiError(400, f"Malformed JSON: {exc}") from exc
+            result = await services.load_candles_json(db, symbol, upload.timeframe, upload.candles)
+        else:
+            raise ApiError(415, f"Unsupported content type {content_type!r}; use application/json or text/csv")
+        await cache_of(request).invalidate(f"candles:{symbol}", "instruments")
+        return result
+
+    @get("/{symbol:str}/candles", summary="Candles in a time range, ascending", response_model=CandleList)
+    async def get_candles(
+        self,
+        db: DbConn,
+        request: Request,
+        symbol: FromPath[str],
+        timeframe: FromQuery[Timeframe] = "1d",
+        start: FromQuery[datetime | None] = None,
+        end: FromQuery[datetime | None] = None,
+        limit: Annotated[int, Parameter(ge=1, le=10_000)] = 1000,
+    ) -> Response[bytes]:
+        async def load() -> CandleList:
+            items = await services.query_candles(db, symbol, timeframe, start, end, limit)
+            return CandleList(symbol=symbol, timeframe=timeframe, items=items)
+
+        key = f"{timeframe}:{start.isoformat() if start else ''}:{end.isoformat() if end else ''}:{limit}"
+        return json_bytes(await cache_of(request).get_json(f"candles:{symbol}", key, load))
+
+    @post("/{symbol:str}/price", guards=[requires_market_data], status_code=200, summary="Set the last price; matches resting orders")
+    async def set_price(self, db: DbConn, request: Request, symbol: FromPath[str], data: JSONBody[PriceIn]) -> PriceOut:
+        out = await services.set_price(db, symbol, data.price, data.ts, data.volume)
+        await cache_of(request).invalidate("instruments")
+        return out
+
+    @get("/{symbol:str}/price", summary="The last price")
+    async def get_price(self, db: DbConn, symbol: FromPath[str]) -> PriceOut:
+        return await services.get_price(db, symbol)
+

@@ -1,0 +1,316 @@
+"""Exchanges, instruments, candles and last prices."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, insert, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.domain.markets.candles import COPY_COLUMNS, CandleRow, CandleValidationError, parse_csv_stream, to_copy_records, validate_batch
+from app.domain.markets.events import publish_price
+from app.domain.markets.models import Candle, Exchange, Instrument
+from app.domain.markets.schemas import (
+    CandleOut,
+    ExchangeCreate,
+    ExchangeOut,
+    InstrumentCreate,
+    InstrumentOut,
+    InstrumentPatch,
+    LoadResult,
+    PriceOut,
+)
+from app.lib.errors import ApiError, conflict, invalid, not_found
+
+EXCHANGE_COLS = (
+    Exchange.code, Exchange.name, Exchange.timezone, Exchange.session_close, Exchange.maker_fee_rate,
+    Exchange.taker_fee_rate, Exchange.slippage_bps, Exchange.status,
+)
+INSTRUMENT_COLS = (
+    Instrument.symbol, Instrument.exchange_code.label("exchange"), Instrument.base_asset, Instrument.quote_asset,
+    Instrument.tick_size, Instrument.lot_size, Instrument.min_quantity, Instrument.min_notional,
+    Instrument.status, Instrument.last_price, Instrument.last_price_at,
+)
+
+
+def _valid_timezone(name: str) -> bool:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+        return True
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+
+
+async def create_exchange(conn: AsyncConnection, data: ExchangeCreate) -> ExchangeOut:
+    if not _valid_timezone(data.timezone):
+        raise invalid(f"Unknown timezone {data.timezone!r}", "timezone")
+    async with conn.begin():
+        try:
+            row = (
+                await conn.execute(
+                    insert(Exchange)
+                    .values(
+                        code=data.code, name=data.name, timezone=data.timezone, session_close=data.session_close,
+                        maker_fee_rate=data.maker_fee_rate, taker_fee_rate=data.taker_fee_rate,
+                        slippage_bps=data.slippage_bps, status=data.status,
+                    )
+                    .returning(*EXCHANGE_COLS)
+                )
+            ).one()
+        except IntegrityError as exc:
+            raise conflict(f"Exchange {data.code} already exists") from exc
+    return ExchangeOut(**row._mapping)
+
+
+async def list_exchanges(conn: AsyncConnection) -> list[ExchangeOut]:
+    rows = await conn.execute(select(*EXCHANGE_COLS).order_by(Exchange.code))
+    return [ExchangeOut(**r._mapping) for r in rows]
+
+
+async def get_exchange(conn: AsyncConnection, code: str) -> ExchangeOut:
+    row = (await conn.execute(select(*EXCHANGE_COLS).where(Exchange.code == code))).one_or_none()
+    if row is None:
+        raise not_found("Exchange")
+    return ExchangeOut(**row._mapping)
+
+
+def _check_instrument_rules(tick: Decimal, lot: Decimal, min_qty: Decimal, min_notional: Decimal) -> None:
+    from app.domain.trading.rules import is_multiple
+
+    if min_qty > 0 and not is_multiple(min_qty, lot):
+        raise invalid("min_quantity must be a multiple of lot_size", "min_quantity")
+    for name, value in (("tick_size", tick), ("lot_size", lot), ("min_quantity", min_qty), ("min_notional", min_notional)):
+        if value.as_tuple().exponent < -18:  # type: ignore[operator]
+            raise invalid(f"{name} has more than 18 decimal places", name)
+
+
+async def create_instrument(conn: AsyncConnection, data: InstrumentCreate) -> InstrumentOut:
+    _check_instrument_rules(data.tick_size, data.lot_size, data.min_quantity, data.min_notional)
+    async with conn.begin():
+        if await conn.scalar(select(Exchange.code).where(Exchange.code == data.exchange)) is None:
+            raise invalid(f"Unknown exchange {data.exchange!r}", "exchange")
+        try:
+            await conn.execute(
+                insert(Instrument).values(
+                    symbol=data.symbol, exchange_code=data.exchange, base_asset=data.base_asset,
+                    quote_asset=data.quote_asset, tick_size=data.tick_size, lot_size=data.lot_size,
+                    min_quantity=data.min_quantity, min_notional=data.min_notional, status=data.status,
+                )
+            )
+        except IntegrityError as exc:
+            raise conflict(f"Instrument {data.symbol} already exists") from exc
+        return await get_instrument(conn, data.symbol)
+
+
+async def update_instrument(conn: AsyncConnection, symbol: str, data: InstrumentPatch) -> InstrumentOut:
+    changes = {k: v for k, v in ((f, getattr(data, f)) for f in data.__struct_fields__) if v is not None}
+    async with conn.begin():
+        current = await get_instrument(conn, symbol, for_update=True)
+        merged = {
+            f: changes.get(f, getattr(current, f)) for f in ("tick_size", "lot_size", "min_quantity", "min_notional")
+        }
+        _check_instrument_rules(merged["tick_size"], merged["lot_size"], merged["min_quantity"], merged["min_notional"])
+        if changes:
+            await conn.execute(
+                update(Instrument).where(Instrument.symbol == symbol).values(**changes, updated_at=func.now())
+            )
+        return await get_instrument(conn, symbol)
+
+
+async def get_instrument(conn: AsyncConnection, symbol: str, *, for_update: bool = False) -> InstrumentOut:
+    stmt = select(*INSTRUMENT_COLS).where(Instrument.symbol == symbol)
+    if for_update:
+        stmt = stmt.with_for_update()
+    row = (await conn.execute(stmt)).one_or_none()
+    if row is None:
+        raise not_found("Instrument")
+    return InstrumentOut(**row._mapping)
+
+
+async def list_instruments(
+    conn: AsyncConnection, *, limit: int, cursor: str | None, exchange: str | None, status: str | None
+) -> tuple[list[InstrumentOut], str | None]:
+    stmt = select(*INSTRUMENT_COLS).order_by(Instrument.symbol).limit(limit + 1)
+    if cursor:
+        stmt = stmt.where(Instrument.symbol > cursor)
+    if exchange:
+        stmt = stmt.where(Instrument.exchange_code == exchange)
+    if status:
+        stmt = stmt.where(Instrument.status == status)
+    rows = (await conn.execute(stmt)).all()
+    items = [InstrumentOut(**r._mapping) for r in rows[:limit]]
+    return items, (items[-1].symbol if len(rows) > limit else None)
+
+
+# ---------------------------------------------------------------------------------------------------- candles
+
+_STAGE_DDL = text(
+    "CREATE TEMP TABLE candle_stage (ts timestamptz NOT NULL, open numeric NOT NULL, high numeric NOT NULL, "
+    "low numeric NOT NULL, close numeric NOT NULL, volume numeric NOT NULL) ON COMMIT DROP"
+)
+_MERGE = text(
+    "INSERT INTO candles (symbol, timeframe, ts, open, high, low, close, volume) "
+    "SELECT :symbol, :timeframe, ts, open, high, low, close, volume FROM candle_stage "
+    "ON CONFLICT (symbol, timeframe, ts) DO UPDATE SET open = EXCLUDED.open, high = EXCLUDED.high, "
+    "low = EXCLUDED.low, close = EXCLUDED.close, volume = EXCLUDED.volume"
+)
+
+
+async def _raw(conn: AsyncConnection) -> Any:
+    raw = await conn.get_raw_connection()
+    return raw.driver_connection
+
+
+def candle_error(exc: CandleValidationError) -> ApiError:
+    return ApiError(
+        422,
+        str(exc),
+        slug="invalid-candles",
+        errors=[{"field": f"candles[{exc.row}]" + (f".{exc.field}" if exc.field else ""), "message": exc.reason}],
+        row=exc.row,
+    )
+
+
+async def load_candles(
+    conn: AsyncConnection, symbol: str, timeframe: str, batches: AsyncIterator[list[CandleRow]]
+) -> LoadResult:
+    """Stage every batch with COPY, then upsert once: all or nothing, in one transaction.
+
+    A bad row anywhere (raised by the parser while streaming) rolls the transaction back, so nothing is
+    written. Upsert semantics: a reload replaces the OHLCV of existing timestamps.
+    """
+    async with conn.begin():
+        exists = await conn.scalar(select(Instrument.symbol).where(Instrument.symbol == symbol).with_for_update())
+        if exists is None:
+            raise not_found("Instrument")
+        await conn.execute(_STAGE_DDL)
+        driver = await _raw(conn)
+        rows = 0
+        first_ts: datetime | None = None
+        last: CandleRow | None = None
+        try:
+            async for batch in batches:
+                if not batch:
+                    continue
+                await driver.copy_records_to_table("candle_stage", records=to_copy_records(batch), columns=list(COPY_COLUMNS))
+                rows += len(batch)
+                if first_ts is None or batch[0].ts < first_ts:
+                    first_ts = min(c.ts for c in batch) if first_ts is None else min(first_ts, min(c.ts for c in batch))
+                newest = max(batch, key=lambda c: c.ts)
+                if last is None or newest.ts > last.ts:
+                    last = newest
+        except CandleValidationError as exc:
+            raise candle_error(exc) from exc
+        if rows == 0:
+            raise invalid("The upload contains no candles", "candles")
+        await conn.execute(_MERGE, {"symbol": symbol, "timeframe": timeframe})
+        last_price = None
+        if last is not None:
+            last_price = await _set_price_from_candle(conn, symbol, last)
+    return LoadResult(
+        symbol=symbol, timeframe=timeframe, rows=rows, first_ts=first_ts,
+        last_ts=last.ts if last else None, last_price=last_price,
+    )
+
+
+async def _set_price_from_candle(conn: AsyncConnection, symbol: str, candle: CandleRow) -> Decimal | None:
+    """A candle load sets the last price to the newest close, unless a newer price is already known."""
+    current = (
+        await conn.execute(select(Instrument.last_price, Instrument.last_price_at).where(Instrument.symbol == symbol))
+    ).one()
+    if current.last_price_at is not None and current.last_price_at > candle.ts:
+        return current.last_price
+    await _store_price(conn, symbol, candle.close, None, candle.ts)
+    return candle.close
+
+
+async def _list_batches(rows: list[CandleRow]) -> AsyncIterator[list[CandleRow]]:
+    yield rows
+
+
+async def load_candles_json(conn: AsyncConnection, symbol: str, timeframe: str, candles: list[Any]) -> LoadResult:
+    try:
+        rows = validate_batch(({f: getattr(c, f) for f in c.__struct_fields__} for c in candles), timeframe)
+    except CandleValidationError as exc:
+        raise candle_error(exc) from exc
+    return await load_candles(conn, symbol, timeframe, _list_batches(rows))
+
+
+async def load_candles_csv(conn: AsyncConnection, symbol: str, timeframe: str, chunks: AsyncIterator[bytes]) -> LoadResult:
+    return await load_candles(conn, symbol, timeframe, parse_csv_stream(chunks, timeframe))
+
+
+async def query_candles(
+    conn: AsyncConnection, symbol: str, timeframe: str, start: datetime | None, end: datetime | None, limit: int
+) -> list[CandleOut]:
+    if await conn.scalar(select(Instrument.symbol).where(Instrument.symbol == symbol)) is None:
+        raise not_found("Instrument")
+    stmt = (
+        select(Candle.ts, Candle.open, Candle.high, Candle.low, Candle.close, Candle.volume)
+        .where(Candle.symbol == symbol, Candle.timeframe == timeframe)
+        .order_by(Candle.ts)
+        .limit(limit)
+    )
+    if start is not None:
+        stmt = stmt.where(Candle.ts >= start)
+    if end is not None:
+        stmt = stmt.where(Candle.ts <= end)
+    # Row tuples straight into Structs: no ORM objects on this hot path.
+    return [CandleOut(*r) for r in (await conn.execute(stmt)).all()]
+
+
+# ------------------------------------------------------------------------------------------------------ prices
+
+
+async def _store_price(conn: AsyncConnection, symbol: str, price: Decimal, volume: Decimal | None, ts: datetime) -> int:
+    await conn.execute(
+        update(Instrument).where(Instrument.symbol == symbol).values(last_price=price, last_price_at=ts, updated_at=func.now())
+    )
+    return await publish_price(conn, symbol, price, volume, ts)
+
+
+async def set_price(
+    conn: AsyncConnection, symbol: str, price: Decimal, ts: datetime | None, volume: Decimal | None
+) -> PriceOut:
+    """Store the last price and match resting orders against it, in one transaction."""
+    ts = ts.astimezone(UTC) if ts is not None else datetime.now(UTC)
+    async with conn.begin():
+        row = (
+            await conn.execute(
+                select(Instrument.tick_size).where(Instrument.symbol == symbol).with_for_update()
+            )
+        ).one_or_none()
+        if row is None:
+            raise not_found("Instrument")
+        from app.domain.trading.rules import is_multiple
+
+        if not is_multiple(price, row.tick_size):
+            raise invalid(f"price {price} is not a multiple of tick_size {row.tick_size}", "price")
+        fills = await _store_price(conn, symbol, price, volume, ts)
+    return PriceOut(symbol=symbol, price=price, ts=ts, fills=fills)
+
+
+async def get_price(conn: AsyncConnection, symbol: str) -> PriceOut:
+    row = (
+        await conn.execute(select(Instrument.last_price, Instrument.last_price_at).where(Instrument.symbol == symbol))
+    ).one_or_none()
+    if row is None:
+        raise not_found("Instrument")
+    return PriceOut(symbol=symbol, price=row.last_price, ts=row.last_price_at)
+
+
+async def upsert_exchange(conn: AsyncConnection, values: dict[str, Any]) -> None:
+    stmt = pg_insert(Exchange).values(**values).on_conflict_do_nothing(index_elements=["code"])
+    await conn.execute(stmt)
+
+
+async def upsert_instrument(conn: AsyncConnection, values: dict[str, Any]) -> None:
+    stmt = pg_insert(Instrument).values(**values).on_conflict_do_nothing(index_elements=["symbol"])
+    await conn.execute(stmt)

@@ -1,0 +1,104 @@
+"""Read-through cache for hot reference reads (instruments, exchanges, candles, strategies, finished
+backtest analytics). Never used for balances, orders or positions.
+
+- Values are stored as ready-to-send JSON bytes, so a hit costs one KV round trip and no encoding.
+- Invalidation is by generation: each group (e.g. `candles:DEMO`) has a counter that is part of every key;
+  a write bumps it, and every older entry becomes unreachable at once (then expires by TTL).
+- Stampede protection: concurrent misses for one key in one process share a single load (single-flight);
+  across N processes at most N loads run at once.
+- Hits/misses/errors are counted in the KV (fleet-wide, atomic INCR) and in Prometheus.
+- If the KV is down, reads fall through to the loader (logged and counted), never a 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+
+from app.lib.kv import KV
+from app.lib.log import get_logger
+from app.lib.metrics import CACHE_EVENTS
+
+log = get_logger("app.cache")
+
+_encoder = msgspec.json.Encoder()
+STAT_KEYS = ("stats:hits", "stats:misses", "stats:errors")
+
+
+class Cache:
+    def __init__(self, kv: KV, default_ttl: int = 30) -> None:
+        self.kv = kv
+        self.default_ttl = default_ttl
+        self._inflight: dict[str, asyncio.Future[bytes]] = {}
+
+    async def _generation(self, group: str) -> int:
+        raw = await self.kv.get(f"gen:{group}")
+        return int(raw) if raw else 0
+
+    async def _count(self, event: str) -> None:
+        CACHE_EVENTS.labels(event=event).inc()
+        try:
+            await self.kv.incr(f"stats:{event}")
+        except Exception:
+            pass
+
+    async def get_json(
+        self, group: str, key: str, loader: Callable[[], Awaitable[Any]], ttl: int | None = None
+    ) -> bytes:
+        """JSON bytes for (group, key), loading and encoding with msgspec on a miss."""
+        try:
+            gen = await self._generation(group)
+            full_key = f"c:{group}:{gen}:{key}"
+            cached = await self.kv.get(full_key)
+        except Exception as exc:
+            log.warning("cache_unavailable", error=repr(exc)[:200])
+            CACHE_EVENTS.labels(event="errors").inc()
+            return _encoder.encode(await loader())
+        if cached is not None:
+            await self._count("hits")
+            return cached
+        await self._count("misses")
+        pending = self._inflight.get(full_key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._inflight[full_key] = future
+        try:
+            payload = _encoder.encode(await loader())
+            try:
+                await self.kv.set(full_key, payload, ttl=ttl or self.default_ttl)
+            except Exception as exc:
+                log.warning("cache_store_failed", error=repr(exc)[:200])
+            future.set_result(payload)
+            return payload
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters re-raise it, nobody logs "never retrieved"
+            raise
+        finally:
+            self._inflight.pop(full_key, None)
+
+    async def invalidate(self, *groups: str) -> None:
+        for group in groups:
+            try:
+                await self.kv.incr(f"gen:{group}")
+            except Exception as exc:  # a stale entry lives at most one TTL
+                log.warning("cache_invalidate_failed", group=group, error=repr(exc)[:200])
+
+    async def stats(self) -> dict[str, Any]:
+        hits, misses, errors = await self.kv.get_counters(*STAT_KEYS)
+        total = hits + misses
+        return {
+            "hits": hits,
+            "misses": misses,
+            "errors": errors,
+            "hit_ratio": (hits / total) if total else None,
+            "keys": await self.kv.count_keys(),
+            "memory_bytes": await self.kv.memory_bytes(),
+        }
+
+    async def clear(self) -> int:
+        return await self.kv.clear_namespace()

@@ -1,0 +1,21 @@
+"""Small helpers shared by controllers."""
+
+from __future__ import annotations
+
+from litestar import Request, Response
+
+from app.domain.identity.schemas import Principal
+from app.lib.cache import Cache
+
+
+def principal(request: Request) -> Principal:
+    return request.user
+
+
+def cache_of(request: Request) -> Cache:
+    return request.app.state.cache
+
+
+def json_bytes(payload: bytes, status_code: int = 200) -> Response[bytes]:
+    """Send pre-encoded JSON (cache hits) without decoding and re-encoding it."""
+    return Response(payload, media_type="application/json", status_code=status_code)

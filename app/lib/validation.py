@@ -1,0 +1,44 @@
+"""Constraints msgspec cannot express on Decimal fields (its Meta bounds accept only int/float types).
+
+Call from a Struct's `__post_init__`: a ValueError there becomes a 400 with the field named.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+
+def _finite(name: str, value: Decimal) -> None:
+    if not value.is_finite():
+        raise ValueError(f"`{name}` must be a finite decimal")
+    if value.as_tuple().exponent < -18:  # type: ignore[operator]
+        raise ValueError(f"`{name}` has more than 18 decimal places")
+    if abs(value) >= Decimal(10) ** 20:
+        raise ValueError(f"`{name}` is too large")
+
+
+def positive(obj: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if value is None:
+            continue
+        _finite(name, value)
+        if value <= 0:
+            raise ValueError(f"`{name}` must be greater than 0")
+
+
+def non_negative(obj: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if value is None:
+            continue
+        _finite(name, value)
+        if value < 0:
+            raise ValueError(f"`{name}` must be 0 or greater")
+
+
+def at_most(obj: Any, name: str, bound: Decimal) -> None:
+    value = getattr(obj, name)
+    if value is not None and value > bound:
+        raise ValueError(f"`{name}` must be at most {bound}")
