@@ -138,3 +138,13 @@ class UserFactory:
 @pytest.fixture(scope="session")
 def make_user(client, admin_headers) -> UserFactory:
     return UserFactory(client, admin_headers)
+
+
+@pytest_asyncio.fixture(loop_scope="session", scope="session")
+async def db_engine(settings):
+    """An engine on the test's own event loop (the app under AsyncTestClient runs on another loop)."""
+    from app.lib.db import create_engine
+
+    engine = create_engine(settings)
+    yield engine
+    await engine.dispose()

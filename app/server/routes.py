@@ -7,8 +7,18 @@ from typing import Any
 
 def route_handlers() -> list[Any]:
     from app.domain.identity.controllers import AuthKeyController, UserController
+    from app.domain.accounts.controllers import AccountController
     from app.domain.markets.controllers import ExchangeController, InstrumentController
     from app.domain.system.controllers import HealthController
+    from app.domain.trading.controllers import OrderController
 
-    handlers: list[Any] = [HealthController, UserController, AuthKeyController, ExchangeController, InstrumentController]
+    handlers: list[Any] = [
+        HealthController,
+        UserController,
+        AuthKeyController,
+        ExchangeController,
+        InstrumentController,
+        AccountController,
+        OrderController,
+    ]
     return handlers

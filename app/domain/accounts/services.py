@@ -1,0 +1,104 @@
+"""Paper accounts: creation, listing, valuation, trading state."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.domain.accounts.access import visible_to
+from app.domain.accounts.models import Account, EquitySnapshot, TradingStateChange
+from app.domain.accounts.schemas import AccountCreate, AccountOut, TradingStateOut
+from app.domain.identity.schemas import Principal
+from app.domain.trading.book import AccountBook, load_book
+from app.lib.db import utcnow
+from app.lib.errors import not_found
+from app.lib.pagination import decode_cursor, encode_cursor
+
+
+def account_out(book: AccountBook, row: dict) -> AccountOut:
+    unrealized = Decimal(0)
+    for symbol, pos in book.positions.items():
+        price = book.prices.get(symbol)
+        if pos.quantity and price is not None:
+            unrealized += pos.unrealized_pnl(price)
+    return AccountOut(
+        id=book.id, name=row["name"], base_currency=row["base_currency"], initial_cash=book.initial_cash,
+        cash=book.cash, equity=book.equity, buying_power=book.buying_power, reserved_cash=book.reserved_cash,
+        realized_pnl=book.realized_pnl, unrealized_pnl=unrealized, fees_paid=book.fees_paid,
+        allow_short=book.allow_short, trading_state=book.trading_state,  # type: ignore[arg-type]
+        trading_state_reason=row["trading_state_reason"], owner_id=book.owner_id, created_at=row["created_at"],
+    )
+
+
+async def create_account(conn: AsyncConnection, principal: Principal, data: AccountCreate) -> AccountOut:
+    account_id = uuid.uuid4()
+    async with conn.begin():
+        await conn.execute(
+            insert(Account).values(
+                id=account_id, owner_id=principal.user_id, name=data.name, base_currency=data.base_currency,
+                initial_cash=data.initial_cash, cash=data.initial_cash, peak_equity=data.initial_cash,
+                allow_short=data.allow_short,
+            )
+        )
+        await conn.execute(
+            insert(EquitySnapshot).values(account_id=account_id, equity=data.initial_cash, cash=data.initial_cash)
+        )
+    return await get_account(conn, principal, account_id)
+
+
+async def get_account(conn: AsyncConnection, principal: Principal, account_id: uuid.UUID) -> AccountOut:
+    book = await load_book(conn, account_id, reader=principal)
+    if book is None:
+        raise not_found("Account")
+    row = (
+        await conn.execute(
+            select(Account.name, Account.base_currency, Account.trading_state_reason, Account.created_at).where(
+                Account.id == account_id
+            )
+        )
+    ).one()
+    return account_out(book, row._mapping)
+
+
+async def list_accounts(
+    conn: AsyncConnection, principal: Principal, limit: int, cursor: str | None
+) -> tuple[list[AccountOut], str | None]:
+    stmt = (
+        select(Account.id, Account.created_at)
+        .where(visible_to(principal))
+        .order_by(Account.created_at.desc(), Account.id.desc())
+        .limit(limit + 1)
+    )
+    if cursor:
+        ts, last = decode_cursor(cursor)
+        stmt = stmt.where(func.row(Account.created_at, Account.id) < func.row(ts, last))
+    rows = (await conn.execute(stmt)).all()
+    items = [await get_account(conn, principal, r.id) for r in rows[:limit]]
+    nxt = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
+    return items, nxt
+
+
+async def set_trading_state(
+    conn: AsyncConnection, principal: Principal, account_id: uuid.UUID, state: str, reason: str | None
+) -> TradingStateOut:
+    """Halt / reduce-only / resume, audited. Effective for the next order (same account lock)."""
+    async with conn.begin():
+        current = await conn.scalar(
+            select(Account.trading_state).where(Account.id == account_id, visible_to(principal)).with_for_update()
+        )
+        if current is None:
+            raise not_found("Account")
+        await conn.execute(
+            update(Account)
+            .where(Account.id == account_id)
+            .values(trading_state=state, trading_state_reason=reason, updated_at=utcnow())
+        )
+        await conn.execute(
+            insert(TradingStateChange).values(
+                account_id=account_id, actor_id=principal.user_id, old_state=current, new_state=state, reason=reason
+            )
+        )
+    return TradingStateOut(account_id=account_id, state=state, reason=reason, previous_state=current)  # type: ignore[arg-type]

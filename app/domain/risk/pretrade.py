@@ -1,0 +1,99 @@
+"""Pre-trade risk, run inside the order transaction with the account row locked.
+
+The account lock serialises every order of one account (across API processes: it is a database lock),
+so two concurrent orders can never both pass a limit they only fit together.
+"""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.domain.risk import checks
+from app.domain.risk.models import RiskViolation
+from app.domain.trading.book import AccountBook
+from app.lib.errors import TYPE_BASE, ApiError
+from app.lib.metrics import RISK_REJECTIONS
+
+# NUMERIC cannot hold Infinity (leverage with non-positive equity): stored as this sentinel.
+_NUMERIC_CAP = Decimal("1e20")
+
+
+def portfolio_state(book: AccountBook) -> checks.PortfolioState:
+    equity = book.equity
+    daily_pnl = equity - book.day_open_equity if book.day_open_equity is not None else Decimal(0)
+    drawdown = Decimal(0)
+    if book.peak_equity > 0 and equity < book.peak_equity:
+        drawdown = (1 - equity / book.peak_equity) * 100
+    return checks.PortfolioState(
+        cash=book.cash,
+        positions={
+            s: (p.quantity, book.prices.get(s) or p.avg_entry_price) for s, p in book.positions.items() if p.quantity
+        },
+        open_orders=book.open_orders,
+        orders_last_minute=book.orders_last_minute,
+        reserved_cash=book.reserved_cash,
+        daily_pnl=daily_pnl,
+        drawdown_pct=drawdown,
+    )
+
+
+def book_limits(book: AccountBook) -> list[checks.Limit]:
+    return [
+        checks.Limit(id=lid, limit_type=ltype, value=value, symbol=sym, warn_at_pct=warn)
+        for lid, ltype, value, sym, warn in book.limits
+    ]
+
+
+def margin_multiplier(book: AccountBook) -> Decimal:
+    """Buying power may exceed cash only when an account-wide max_leverage limit above 1 allows it."""
+    best = Decimal(1)
+    for _, ltype, value, sym, _ in book.limits:
+        if ltype == "max_leverage" and sym is None and value > best:
+            best = value
+    return best
+
+
+def check(book: AccountBook, state: checks.PortfolioState, order: checks.ProposedOrder) -> checks.Breach | None:
+    if not book.limits:
+        return None
+    return checks.check_pre_trade(state, order, book_limits(book))
+
+
+def _storable(value: Decimal) -> Decimal:
+    return value if value.is_finite() and abs(value) < _NUMERIC_CAP else _NUMERIC_CAP
+
+
+async def record_violation(
+    conn: AsyncConnection, account_id: uuid.UUID, breach: checks.Breach, phase: str, detail: dict[str, Any]
+) -> None:
+    await conn.execute(
+        insert(RiskViolation).values(
+            id=uuid.uuid4(), account_id=account_id, limit_id=uuid.UUID(breach.limit_id) if breach.limit_id else None,
+            limit_type=breach.limit_type, limit_value=breach.limit_value, would_be=_storable(breach.would_be),
+            phase=phase, detail={**detail, "message": breach.message},
+        )
+    )
+    RISK_REJECTIONS.labels(limit_type=breach.limit_type).inc()
+
+
+def breach_error(breach: checks.Breach) -> ApiError:
+    would_be = str(breach.would_be) if breach.would_be.is_finite() else "Infinity"
+    return ApiError(
+        422,
+        breach.message,
+        slug="risk-limit-breached",
+        title="Risk limit breached",
+        limit_id=breach.limit_id,
+        limit_type=breach.limit_type,
+        limit_value=str(breach.limit_value),
+        would_be=would_be,
+        symbol=breach.symbol,
+    )
+
+
+__all__ = ["TYPE_BASE", "book_limits", "breach_error", "check", "margin_multiplier", "portfolio_state", "record_violation"]

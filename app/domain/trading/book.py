@@ -1,0 +1,216 @@
+"""An account's money and positions, loaded with the account row locked and written back once.
+
+Every fill goes through `AccountBook.apply_fill`, at placement and when a price update sweeps resting
+orders, so cash, positions, fees and realised PnL change in one place and always agree with the fills.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import insert, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.domain.accounts.models import Account, EquitySnapshot, Position
+from app.domain.trading import accounting
+from app.domain.trading.models import Fill
+from app.domain.trading.rules import fee as fee_for
+from app.domain.trading.rules import notional
+
+ZERO = Decimal(0)
+
+# One round trip: the locked account row plus everything pre-trade checks need, aggregated server-side.
+# Numbers travel as text inside JSON so that no value passes through a float.
+_LOAD_SQL_BODY = (
+    """
+    SELECT a.id, a.owner_id, a.cash, a.reserved_cash, a.realized_pnl, a.fees_paid, a.peak_equity,
+           a.allow_short, a.trading_state, a.initial_cash,
+           (SELECT coalesce(json_agg(json_build_array(p.symbol, p.quantity::text, p.avg_entry_price::text,
+                                                      p.realized_pnl::text, i.last_price::text)), '[]')
+              FROM positions p JOIN instruments i ON i.symbol = p.symbol
+             WHERE p.account_id = a.id) AS positions,
+           CASE WHEN :with_stats THEN (
+             SELECT json_build_array(
+               count(*) FILTER (WHERE o.status IN ('new', 'accepted', 'partially_filled')),
+               count(*) FILTER (WHERE o.created_at > now() - interval '60 seconds'),
+               coalesce(sum(o.quantity - o.filled_quantity) FILTER (
+                 WHERE o.status IN ('new', 'accepted', 'partially_filled') AND o.side = 'sell'
+                   AND o.symbol = :symbol), 0)::text)
+             FROM orders o
+            WHERE o.account_id = a.id
+              AND (o.status IN ('new', 'accepted', 'partially_filled') OR o.created_at > now() - interval '60 seconds'))
+           END AS order_stats,
+           CASE WHEN :with_stats THEN coalesce(
+             (SELECT s.equity::text FROM equity_snapshots s
+               WHERE s.account_id = a.id AND s.ts >= date_trunc('day', now(), 'UTC') ORDER BY s.ts LIMIT 1),
+             (SELECT s.equity::text FROM equity_snapshots s
+               WHERE s.account_id = a.id AND s.ts < date_trunc('day', now(), 'UTC') ORDER BY s.ts DESC LIMIT 1))
+           END AS day_open_equity,
+           CASE WHEN :with_stats THEN (
+             SELECT coalesce(json_agg(json_build_array(r.id::text, r.limit_type, r.value::text, r.symbol,
+                                                       r.warn_at_pct::text)), '[]')
+               FROM risk_limits r WHERE r.account_id = a.id AND r.enabled)
+           END AS limits
+      FROM accounts a
+     WHERE a.id = :account_id
+    """
+)
+_LOAD_SQL = text(_LOAD_SQL_BODY + " FOR UPDATE OF a")
+_READ_SQL = text(_LOAD_SQL_BODY + " AND (a.owner_id = :user_id OR :read_all)")
+
+
+@dataclass
+class AccountBook:
+    id: uuid.UUID
+    owner_id: uuid.UUID
+    cash: Decimal
+    reserved_cash: Decimal
+    realized_pnl: Decimal
+    fees_paid: Decimal
+    peak_equity: Decimal
+    allow_short: bool
+    trading_state: str
+    initial_cash: Decimal
+    positions: dict[str, accounting.PositionState]
+    prices: dict[str, Decimal | None]
+    open_orders: int = 0
+    orders_last_minute: int = 0
+    open_sell_quantity: Decimal = ZERO
+    day_open_equity: Decimal | None = None
+    limits: list[tuple[str, str, Decimal, str | None, Decimal]] = field(default_factory=list)
+    dirty_symbols: set[str] = field(default_factory=set)
+    filled: bool = False
+
+    @property
+    def equity(self) -> Decimal:
+        total = self.cash
+        for symbol, pos in self.positions.items():
+            price = self.prices.get(symbol)
+            if pos.quantity and price is not None:
+                total += pos.quantity * price
+            elif pos.quantity:
+                total += pos.quantity * pos.avg_entry_price  # never priced: carry at cost
+        return total
+
+    @property
+    def buying_power(self) -> Decimal:
+        return self.cash - self.reserved_cash
+
+    def position(self, symbol: str) -> accounting.PositionState:
+        return self.positions.get(symbol) or accounting.PositionState.flat()
+
+    def apply_fill(self, symbol: str, side: str, qty: Decimal, price: Decimal, fee_rate: Decimal) -> tuple[Decimal, Decimal]:
+        """Book one fill; returns (fee, realised PnL of this fill)."""
+        fee = fee_for(notional(qty, price), fee_rate)
+        before = self.position(symbol)
+        after = accounting.apply_fill(before, side, qty, price)
+        realized = after.realized_pnl - before.realized_pnl
+        self.positions[symbol] = after
+        self.cash += accounting.cash_delta(side, qty, price, fee)
+        self.realized_pnl += realized
+        self.fees_paid += fee
+        self.prices.setdefault(symbol, price)
+        self.dirty_symbols.add(symbol)
+        self.filled = True
+        return fee, realized
+
+    async def save(self, conn: AsyncConnection, now: datetime) -> None:
+        """Write the account, the positions that changed and (after fills) an equity snapshot."""
+        equity = self.equity
+        if self.filled and equity > self.peak_equity:
+            self.peak_equity = equity
+        await conn.execute(
+            Account.__table__.update()
+            .where(Account.id == self.id)
+            .values(
+                cash=self.cash, reserved_cash=self.reserved_cash, realized_pnl=self.realized_pnl,
+                fees_paid=self.fees_paid, peak_equity=self.peak_equity, updated_at=now,
+            )
+        )
+        if self.dirty_symbols:
+            rows = [
+                {
+                    "account_id": self.id, "symbol": s, "quantity": self.positions[s].quantity,
+                    "avg_entry_price": self.positions[s].avg_entry_price,
+                    "realized_pnl": self.positions[s].realized_pnl, "updated_at": now,
+                }
+                for s in sorted(self.dirty_symbols)
+            ]
+            stmt = pg_insert(Position)
+            await conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["account_id", "symbol"],
+                    set_={
+                        "quantity": stmt.excluded.quantity, "avg_entry_price": stmt.excluded.avg_entry_price,
+                        "realized_pnl": stmt.excluded.realized_pnl, "updated_at": stmt.excluded.updated_at,
+                    },
+                ),
+                rows,
+            )
+            self.dirty_symbols.clear()
+        if self.filled:
+            await conn.execute(insert(EquitySnapshot).values(account_id=self.id, ts=now, equity=equity, cash=self.cash))
+            self.filled = False
+
+
+def _dec(value: Any) -> Decimal | None:
+    return None if value is None else Decimal(value)
+
+
+async def load_book(
+    conn: AsyncConnection,
+    account_id: uuid.UUID,
+    *,
+    with_stats: bool = False,
+    symbol: str = "",
+    reader: Any = None,
+) -> AccountBook | None:
+    """Lock the account row and load its book (with order stats and limits for pre-trade checks).
+
+    With `reader` (a Principal) it is a plain read filtered by owner in SQL, without the lock.
+    """
+    params = {"account_id": account_id, "with_stats": with_stats, "symbol": symbol}
+    if reader is not None:
+        params.update(user_id=reader.user_id, read_all=reader.can_read_all_accounts)
+    row = (await conn.execute(_READ_SQL if reader is not None else _LOAD_SQL, params)).one_or_none()
+    if row is None:
+        return None
+    positions: dict[str, accounting.PositionState] = {}
+    prices: dict[str, Decimal | None] = {}
+    for sym, qty, avg, realized, last in row.positions:
+        positions[sym] = accounting.PositionState(Decimal(qty), Decimal(avg), Decimal(realized))
+        prices[sym] = _dec(last)
+    book = AccountBook(
+        id=row.id, owner_id=row.owner_id, cash=row.cash, reserved_cash=row.reserved_cash,
+        realized_pnl=row.realized_pnl, fees_paid=row.fees_paid, peak_equity=row.peak_equity,
+        allow_short=row.allow_short, trading_state=row.trading_state, initial_cash=row.initial_cash,
+        positions=positions, prices=prices,
+    )
+    if with_stats:
+        open_orders, last_minute, open_sells = row.order_stats
+        book.open_orders = int(open_orders)
+        book.orders_last_minute = int(last_minute)
+        book.open_sell_quantity = Decimal(open_sells)
+        book.day_open_equity = _dec(row.day_open_equity)
+        book.limits = [
+            (lid, ltype, Decimal(value), sym, Decimal(warn)) for lid, ltype, value, sym, warn in row.limits
+        ]
+    return book
+
+
+def fill_row(order_id: uuid.UUID, account_id: uuid.UUID, symbol: str, side: str, qty: Decimal, price: Decimal,
+             fee: Decimal, liquidity: str, now: datetime) -> dict[str, Any]:
+    return {
+        "id": uuid.uuid4(), "order_id": order_id, "account_id": account_id, "symbol": symbol, "side": side,
+        "quantity": qty, "price": price, "fee": fee, "liquidity": liquidity, "created_at": now,
+    }
+
+
+async def insert_fills(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        await conn.execute(insert(Fill), rows)

@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from litestar import Controller, Request, Response, delete, get, post
+from litestar.di import Provide
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter
+
+from app.domain.trading import services
+from app.domain.trading.schemas import (
+    FillPage,
+    OrderCreate,
+    OrderEventList,
+    OrderOut,
+    OrderPage,
+    PositionList,
+    Side,
+    StatusName,
+    ValidateOut,
+)
+from app.lib.db import DbConn, provide_db
+from app.lib.pagination import Limit
+
+Cursor = Annotated[str | None, Parameter(max_length=200)]
+
+
+class OrderController(Controller):
+    path = "/api/v1/accounts/{account_id:uuid}"
+    tags = ["orders"]
+    dependencies = {"db": Provide(provide_db)}
+
+    @post("/orders", status_code=201, summary="Place an order (201; an idempotent client_order_id replay is 200)")
+    async def place_order(
+        self, db: DbConn, request: Request, account_id: FromPath[UUID], data: JSONBody[OrderCreate]
+    ) -> Response[OrderOut]:
+        order, created = await services.place_order(db, request.user, account_id, data)
+        return Response(order, status_code=201 if created else 200)  # type: ignore[arg-type]
+
+    @post("/orders/validate", status_code=200, summary="Run every pre-trade check without placing anything")
+    async def validate_order(
+        self, db: DbConn, request: Request, account_id: FromPath[UUID], data: JSONBody[OrderCreate]
+    ) -> ValidateOut:
+        result, _ = await services.place_order(db, request.user, account_id, data, dry_run=True)
+        return result  # type: ignore[return-value]
+
+    @get("/orders", summary="Orders, newest first (keyset pagination)")
+    async def list_orders(
+        self, db: DbConn, request: Request, account_id: FromPath[UUID], limit: Limit = 50, cursor: Cursor = None,
+        status: FromQuery[StatusName | None] = None, symbol: Annotated[str | None, Parameter(max_length=32)] = None,
+        side: FromQuery[Side | None] = None,
+    ) -> OrderPage:
+        items, nxt = await services.list_orders(
+            db, request.user, account_id, limit=limit, cursor=cursor, status=status, symbol=symbol, side=side
+        )
+        return OrderPage(items=items, next_cursor=nxt)
+
+    @get("/orders/{order_id:uuid}", summary="One order")
+    async def get_order(self, db: DbConn, request: Request, account_id: FromPath[UUID], order_id: FromPath[UUID]) -> OrderOut:
+        return await services.get_order(db, request.user, account_id, order_id)
+
+    @delete("/orders/{order_id:uuid}", status_code=200, summary="Cancel an open order (409 if already final)")
+    async def cancel_order(self, db: DbConn, request: Request, account_id: FromPath[UUID], order_id: FromPath[UUID]) -> OrderOut:
+        return await services.cancel_order(db, request.user, account_id, order_id)
+
+    @get("/orders/{order_id:uuid}/fills", summary="Fills of one order")
+    async def order_fills(self, db: DbConn, request: Request, account_id: FromPath[UUID], order_id: FromPath[UUID]) -> FillPage:
+        return FillPage(items=await services.order_fills(db, request.user, account_id, order_id))
+
+    @get("/orders/{order_id:uuid}/events", summary="The order's audit trail")
+    async def order_events(
+        self, db: DbConn, request: Request, account_id: FromPath[UUID], order_id: FromPath[UUID]
+    ) -> OrderEventList:
+        return OrderEventList(items=await services.order_events(db, request.user, account_id, order_id))
+
+    @get("/fills", summary="Fills of the account, newest first")
+    async def account_fills(
+        self, db: DbConn, request: Request, account_id: FromPath[UUID], limit: Limit = 50, cursor: Cursor = None,
+        symbol: Annotated[str | None, Parameter(max_length=32)] = None,
+    ) -> FillPage:
+        items, nxt = await services.account_fills(db, request.user, account_id, limit=limit, cursor=cursor, symbol=symbol)
+        return FillPage(items=items, next_cursor=nxt)
+
+    @get("/positions", summary="Positions with market value and PnL")
+    async def positions(self, db: DbConn, request: Request, account_id: FromPath[UUID]) -> PositionList:
+        return PositionList(items=await services.positions(db, request.user, account_id))

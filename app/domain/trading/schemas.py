@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+import msgspec
+
+from app.lib.validation import positive
+
+Side = Literal["buy", "sell"]
+OrderTypeName = Literal["market", "limit", "stop", "stop_limit"]
+TifName = Literal["gtc", "ioc", "fok", "day"]
+StatusName = Literal["new", "accepted", "partially_filled", "filled", "canceled", "rejected", "expired"]
+
+
+class OrderCreate(msgspec.Struct, forbid_unknown_fields=True):
+    symbol: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+    side: Side
+    type: OrderTypeName
+    quantity: Decimal
+    limit_price: Decimal | None = None
+    stop_price: Decimal | None = None
+    time_in_force: TifName = "gtc"
+    client_order_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+
+    def __post_init__(self) -> None:
+        positive(self, "quantity", "limit_price", "stop_price")
+        if self.type in ("limit", "stop_limit") and self.limit_price is None:
+            raise ValueError(f"`limit_price` is required for {self.type} orders")
+        if self.type in ("stop", "stop_limit") and self.stop_price is None:
+            raise ValueError(f"`stop_price` is required for {self.type} orders")
+        if self.type in ("market", "stop") and self.limit_price is not None:
+            raise ValueError(f"`limit_price` is not allowed on {self.type} orders")
+        if self.type in ("market", "limit") and self.stop_price is not None:
+            raise ValueError(f"`stop_price` is not allowed on {self.type} orders")
+
+    def same_request(self, other: dict[str, Any]) -> bool:
+        """Whether a stored order was created from the same fields (client_order_id replay)."""
+        mine = (self.symbol, self.side, self.type, self.quantity, self.limit_price, self.stop_price, self.time_in_force)
+        theirs = (
+            other["symbol"], other["side"], other["type"], other["quantity"], other["limit_price"],
+            other["stop_price"], other["time_in_force"],
+        )
+        return mine == theirs
+
+
+class OrderOut(msgspec.Struct):
+    id: UUID
+    client_order_id: str | None
+    account_id: UUID
+    symbol: str
+    side: Side
+    type: OrderTypeName
+    quantity: Decimal
+    filled_quantity: Decimal
+    avg_fill_price: Decimal | None
+    limit_price: Decimal | None
+    stop_price: Decimal | None
+    time_in_force: TifName
+    status: StatusName
+    reject_reason: str | None
+    fees: Decimal
+    created_at: datetime
+    updated_at: datetime
+
+
+class OrderPage(msgspec.Struct):
+    items: list[OrderOut]
+    next_cursor: str | None
+
+
+class ValidateOut(msgspec.Struct):
+    accepted: bool
+    estimated_price: Decimal | None = None
+    estimated_cost: Decimal | None = None
+
+
+class FillOut(msgspec.Struct):
+    id: UUID
+    order_id: UUID
+    account_id: UUID
+    symbol: str
+    side: Side
+    quantity: Decimal
+    price: Decimal
+    fee: Decimal
+    liquidity: str
+    created_at: datetime
+
+
+class FillPage(msgspec.Struct):
+    items: list[FillOut]
+    next_cursor: str | None = None
+
+
+class OrderEventOut(msgspec.Struct):
+    id: int
+    order_id: UUID
+    type: str
+    status_from: str | None
+    status_to: str
+    reason: str | None
+    fill_id: UUID | None
+    data: dict[str, Any] | None
+    created_at: datetime
+
+
+class OrderEventList(msgspec.Struct):
+    items: list[OrderEventOut]
+
+
+class PositionOut(msgspec.Struct):
+    symbol: str
+    quantity: Decimal
+    avg_entry_price: Decimal
+    market_price: Decimal | None
+    market_value: Decimal | None
+    unrealized_pnl: Decimal | None
+    realized_pnl: Decimal
+
+
+class PositionList(msgspec.Struct):
+    items: list[PositionOut]

@@ -1,0 +1,65 @@
+"""Shared helpers for API-level tests."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+from tests.integration.test_markets import make_market  # noqa: F401  (re-exported)
+
+
+async def make_account(client, headers, cash: str = "100000", allow_short: bool = False) -> str:
+    resp = await client.post(
+        "/api/v1/accounts", json={"name": f"acct-{uuid.uuid4().hex[:6]}", "initial_cash": cash, "allow_short": allow_short},
+        headers=headers,
+    )
+    assert resp.status_code == 201, resp.text
+    return resp.json()["id"]
+
+
+async def place(client, headers, account: str, expect: int | None = 201, **order) -> dict:
+    order.setdefault("time_in_force", "gtc")
+    for key in ("quantity", "limit_price", "stop_price"):
+        if key in order and order[key] is not None:
+            order[key] = str(order[key])
+    resp = await client.post(f"/api/v1/accounts/{account}/orders", json=order, headers=headers)
+    if expect is not None:
+        assert resp.status_code == expect, resp.text
+    return resp.json()
+
+
+async def set_price(client, admin_headers, symbol: str, price: str, volume: str | None = None) -> dict:
+    body = {"price": price}
+    if volume is not None:
+        body["volume"] = volume
+    resp = await client.post(f"/api/v1/instruments/{symbol}/price", json=body, headers=admin_headers)
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
+async def account(client, headers, account_id: str) -> dict:
+    resp = await client.get(f"/api/v1/accounts/{account_id}", headers=headers)
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
+async def order(client, headers, account_id: str, order_id: str) -> dict:
+    resp = await client.get(f"/api/v1/accounts/{account_id}/orders/{order_id}", headers=headers)
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
+async def events(client, headers, account_id: str, order_id: str) -> list[tuple[str, str | None, str]]:
+    resp = await client.get(f"/api/v1/accounts/{account_id}/orders/{order_id}/events", headers=headers)
+    assert resp.status_code == 200, resp.text
+    return [(e["type"], e["status_from"], e["status_to"]) for e in resp.json()["items"]]
+
+
+async def positions(client, headers, account_id: str) -> dict[str, dict]:
+    resp = await client.get(f"/api/v1/accounts/{account_id}/positions", headers=headers)
+    assert resp.status_code == 200, resp.text
+    return {p["symbol"]: p for p in resp.json()["items"]}
+
+
+def D(x) -> Decimal:  # noqa: N802
+    return Decimal(str(x))
