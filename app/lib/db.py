@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -104,3 +105,19 @@ async def provide_db(state: State) -> AsyncIterator[AsyncConnection]:
 
 # Litestar 2.23+ wants dependencies marked explicitly; `db: DbConn` is the one marker handlers use.
 DbConn = NamedDependency[AsyncConnection]
+
+
+async def begin(conn: AsyncConnection):
+    """Start the service's own transaction. A transaction already open on entry can only be SQLAlchemy's
+    implicit one from an earlier read (autobegin); it is ended first so reads never block writes."""
+    if conn.in_transaction():
+        await conn.rollback()
+    return await conn.begin()
+
+
+@asynccontextmanager
+async def tx(conn: AsyncConnection) -> AsyncIterator[Any]:
+    if conn.in_transaction():
+        await conn.rollback()
+    async with conn.begin() as trans:
+        yield trans

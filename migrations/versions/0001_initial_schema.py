@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-29 06:46:28.322576
+Create Date: 2026-11-29 06:55:04.292696
 """
 
 from collections.abc import Sequence
@@ -419,6 +419,7 @@ def upgrade() -> None:
         sa.Column("fee", sa.Numeric(), nullable=False),
         sa.Column("liquidity", sa.String(length=8), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.Column("seq", sa.BigInteger(), sa.Identity(always=False), nullable=False),
         sa.ForeignKeyConstraint(
             ["account_id"], ["accounts.id"], name=op.f("fk_fills_account_id_accounts"), ondelete="CASCADE"
         ),
@@ -426,6 +427,7 @@ def upgrade() -> None:
             ["order_id"], ["orders.id"], name=op.f("fk_fills_order_id_orders"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_fills")),
+        sa.UniqueConstraint("seq", name=op.f("uq_fills_seq")),
     )
     op.create_index(
         "ix_fills_account_created",

@@ -8,7 +8,13 @@ from litestar.di import Provide
 from litestar.params import FromPath, JSONBody, Parameter
 
 from app.domain.accounts import services
-from app.domain.accounts.schemas import AccountCreate, AccountOut, AccountPage, TradingStateIn, TradingStateOut
+from app.domain.accounts.schemas import (
+    AccountCreate,
+    AccountOut,
+    AccountPage,
+    TradingStateIn,
+    TradingStateOut,
+)
 from app.domain.identity.guards import requires_risk_manager
 from app.lib.db import DbConn, provide_db
 from app.lib.pagination import Limit

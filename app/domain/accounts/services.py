@@ -13,7 +13,7 @@ from app.domain.accounts.models import Account, EquitySnapshot, TradingStateChan
 from app.domain.accounts.schemas import AccountCreate, AccountOut, TradingStateOut
 from app.domain.identity.schemas import Principal
 from app.domain.trading.book import AccountBook, load_book
-from app.lib.db import utcnow
+from app.lib.db import tx, utcnow
 from app.lib.errors import not_found
 from app.lib.pagination import decode_cursor, encode_cursor
 
@@ -35,7 +35,7 @@ def account_out(book: AccountBook, row: dict) -> AccountOut:
 
 async def create_account(conn: AsyncConnection, principal: Principal, data: AccountCreate) -> AccountOut:
     account_id = uuid.uuid4()
-    async with conn.begin():
+    async with tx(conn):
         await conn.execute(
             insert(Account).values(
                 id=account_id, owner_id=principal.user_id, name=data.name, base_currency=data.base_currency,
@@ -85,7 +85,7 @@ async def set_trading_state(
     conn: AsyncConnection, principal: Principal, account_id: uuid.UUID, state: str, reason: str | None
 ) -> TradingStateOut:
     """Halt / reduce-only / resume, audited. Effective for the next order (same account lock)."""
-    async with conn.begin():
+    async with tx(conn):
         current = await conn.scalar(
             select(Account.trading_state).where(Account.id == account_id, visible_to(principal)).with_for_update()
         )

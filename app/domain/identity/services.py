@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.domain.identity.models import ApiKey, User
 from app.domain.identity.schemas import KeyOut, Principal, UserOut
-from app.lib.db import utcnow
+from app.lib.db import tx, utcnow
 from app.lib.errors import conflict, not_found
 from app.lib.pagination import decode_cursor, encode_cursor
 
@@ -43,7 +43,7 @@ _KEY_COLS = (ApiKey.id, ApiKey.name, ApiKey.prefix, ApiKey.created_at, ApiKey.la
 
 async def create_user(conn: AsyncConnection, email: str, role: str) -> tuple[UserOut, str, uuid.UUID]:
     """Create a user and their first key; returns (user, plaintext key, key id). 409 on a taken email."""
-    async with conn.begin():
+    async with tx(conn):
         taken = await conn.scalar(select(User.id).where(func.lower(User.email) == email.lower()))
         if taken is not None:
             raise conflict("A user with this email already exists")
@@ -105,7 +105,7 @@ async def list_keys(conn: AsyncConnection, user_id: uuid.UUID) -> list[KeyOut]:
 
 
 async def revoke_key(conn: AsyncConnection, user_id: uuid.UUID, key_id: uuid.UUID) -> None:
-    async with conn.begin():
+    async with tx(conn):
         result = await conn.execute(
             update(ApiKey)
             .where(ApiKey.id == key_id, ApiKey.user_id == user_id)
@@ -119,7 +119,7 @@ async def revoke_key(conn: AsyncConnection, user_id: uuid.UUID, key_id: uuid.UUI
 async def rotate_key(
     conn: AsyncConnection, user_id: uuid.UUID, key_id: uuid.UUID, grace_seconds: int
 ) -> tuple[KeyOut, str]:
-    async with conn.begin():
+    async with tx(conn):
         old = (
             await conn.execute(
                 select(ApiKey.name, ApiKey.expires_at, ApiKey.revoked_at)

@@ -12,7 +12,14 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.domain.markets.candles import COPY_COLUMNS, CandleRow, CandleValidationError, parse_csv_stream, to_copy_records, validate_batch
+from app.domain.markets.candles import (
+    COPY_COLUMNS,
+    CandleRow,
+    CandleValidationError,
+    parse_csv_stream,
+    to_copy_records,
+    validate_batch,
+)
 from app.domain.markets.events import publish_price
 from app.domain.markets.models import Candle, Exchange, Instrument
 from app.domain.markets.schemas import (
@@ -25,6 +32,7 @@ from app.domain.markets.schemas import (
     LoadResult,
     PriceOut,
 )
+from app.lib.db import tx
 from app.lib.errors import ApiError, conflict, invalid, not_found
 
 EXCHANGE_COLS = (
@@ -51,7 +59,7 @@ def _valid_timezone(name: str) -> bool:
 async def create_exchange(conn: AsyncConnection, data: ExchangeCreate) -> ExchangeOut:
     if not _valid_timezone(data.timezone):
         raise invalid(f"Unknown timezone {data.timezone!r}", "timezone")
-    async with conn.begin():
+    async with tx(conn):
         try:
             row = (
                 await conn.execute(
@@ -93,7 +101,7 @@ def _check_instrument_rules(tick: Decimal, lot: Decimal, min_qty: Decimal, min_n
 
 async def create_instrument(conn: AsyncConnection, data: InstrumentCreate) -> InstrumentOut:
     _check_instrument_rules(data.tick_size, data.lot_size, data.min_quantity, data.min_notional)
-    async with conn.begin():
+    async with tx(conn):
         if await conn.scalar(select(Exchange.code).where(Exchange.code == data.exchange)) is None:
             raise invalid(f"Unknown exchange {data.exchange!r}", "exchange")
         try:
@@ -111,7 +119,7 @@ async def create_instrument(conn: AsyncConnection, data: InstrumentCreate) -> In
 
 async def update_instrument(conn: AsyncConnection, symbol: str, data: InstrumentPatch) -> InstrumentOut:
     changes = {k: v for k, v in ((f, getattr(data, f)) for f in data.__struct_fields__) if v is not None}
-    async with conn.begin():
+    async with tx(conn):
         current = await get_instrument(conn, symbol, for_update=True)
         merged = {
             f: changes.get(f, getattr(current, f)) for f in ("tick_size", "lot_size", "min_quantity", "min_notional")
@@ -186,7 +194,7 @@ async def load_candles(
     A bad row anywhere (raised by the parser while streaming) rolls the transaction back, so nothing is
     written. Upsert semantics: a reload replaces the OHLCV of existing timestamps.
     """
-    async with conn.begin():
+    async with tx(conn):
         exists = await conn.scalar(select(Instrument.symbol).where(Instrument.symbol == symbol).with_for_update())
         if exists is None:
             raise not_found("Instrument")
@@ -281,7 +289,7 @@ async def set_price(
 ) -> PriceOut:
     """Store the last price and match resting orders against it, in one transaction."""
     ts = ts.astimezone(UTC) if ts is not None else datetime.now(UTC)
-    async with conn.begin():
+    async with tx(conn):
         row = (
             await conn.execute(
                 select(Instrument.tick_size).where(Instrument.symbol == symbol).with_for_update()

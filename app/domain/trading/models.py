@@ -67,6 +67,9 @@ class Fill(Base):
     fee: Mapped[Decimal]
     liquidity: Mapped[str] = mapped_column(String(8))
     created_at: Mapped[datetime] = created_at_col()
+    # Booking order: fills of one transaction share a timestamp, and average-cost accounting replays them
+    # (reconcile) in exactly the order they were booked.
+    seq: Mapped[int] = mapped_column(BigInteger, Identity(), unique=True)
 
     __table_args__ = (Index("ix_fills_account_created", "account_id", text("created_at DESC"), text("id DESC")),)
 

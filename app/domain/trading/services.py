@@ -36,8 +36,8 @@ from app.domain.trading.schemas import (
     PositionOut,
     ValidateOut,
 )
-from app.lib.db import utcnow
-from app.lib.errors import ApiError, conflict, invalid, not_found
+from app.lib.db import begin, tx, utcnow
+from app.lib.errors import conflict, invalid, not_found
 from app.lib.metrics import FILLS, ORDERS
 from app.lib.pagination import decode_cursor, decode_int_cursor, encode_cursor
 
@@ -197,7 +197,7 @@ async def place_order(
     """Place (or with dry_run, only check) an order. Returns (result, created)."""
     now = utcnow()
     breach: risk_checks.Breach | None = None
-    trans = await conn.begin()
+    trans = await begin(conn)
     try:
         inst = await _instrument(conn, data.symbol)
         book = await load_book(conn, account_id, with_stats=True, symbol=data.symbol)
@@ -453,7 +453,7 @@ def _round_price(value: Decimal | None) -> Decimal | None:
 
 
 async def cancel_order(conn: AsyncConnection, principal: Principal, account_id: uuid.UUID, order_id: uuid.UUID) -> OrderOut:
-    async with conn.begin():
+    async with tx(conn):
         owner = await _visible_owner(conn, principal, account_id)
         ensure_may_trade(principal, owner)
         row = (
@@ -489,7 +489,7 @@ async def expire_day_orders(conn: AsyncConnection, now: datetime | None = None, 
     now = now or utcnow()
     expired = 0
     while True:
-        async with conn.begin():
+        async with tx(conn):
             rows = (
                 await conn.execute(
                     select(Order.id, Order.account_id, Order.status, Order.reserved_cash)
