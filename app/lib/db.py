@@ -121,3 +121,10 @@ async def tx(conn: AsyncConnection) -> AsyncIterator[Any]:
         await conn.rollback()
     async with conn.begin() as trans:
         yield trans
+
+
+async def driver_connection(conn: AsyncConnection) -> Any:
+    """The asyncpg connection under a SQLAlchemy connection, for hot paths that manage their own
+    transaction with asyncpg (SQLAlchemy must not have a transaction open on `conn`)."""
+    raw = await conn.get_raw_connection()
+    return raw.driver_connection

@@ -258,3 +258,27 @@ async def test_short_selling_only_when_allowed(client, admin_headers, make_user)
     pos = (await positions(client, h, acct))[sym]
     assert D(pos["quantity"]) == 3 and D(pos["avg_entry_price"]) == 90
     assert D((await account(client, h, acct))["realized_pnl"]) == 50
+
+
+async def test_orders_list_keyset_pagination_and_filters(client, admin_headers, make_user):
+    h, sym, acct = await setup(client, admin_headers, make_user)
+    ids = []
+    for i in range(7):
+        o = await place(client, h, acct, symbol=sym, side="buy", type="limit", quantity=1, limit_price=str(90 + i))
+        ids.append(o["id"])
+    await place(client, h, acct, symbol=sym, side="buy", type="market", quantity=1)
+    seen, cursor = [], None
+    while True:
+        url = f"/api/v1/accounts/{acct}/orders?limit=3&status=accepted" + (f"&cursor={cursor}" if cursor else "")
+        body = (await client.get(url, headers=h)).json()
+        seen += [o["id"] for o in body["items"]]
+        cursor = body["next_cursor"]
+        if not cursor:
+            break
+    assert seen == list(reversed(ids))  # newest first, every accepted order exactly once
+    filled = (await client.get(f"/api/v1/accounts/{acct}/orders?status=filled", headers=h)).json()["items"]
+    assert len(filled) == 1 and filled[0]["type"] == "market"
+    assert (await client.get(f"/api/v1/accounts/{acct}/orders?side=sell", headers=h)).json()["items"] == []
+    bad = await client.get(f"/api/v1/accounts/{acct}/orders?cursor=garbage!!", headers=h)
+    assert bad.status_code == 400
+    assert (await client.get(f"/api/v1/accounts/{acct}/orders?limit=501", headers=h)).status_code == 400

@@ -6,6 +6,7 @@ orders, so cash, positions, fees and realised PnL change in one place and always
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -180,26 +181,36 @@ async def load_book(
     row = (await conn.execute(_READ_SQL if reader is not None else _LOAD_SQL, params)).one_or_none()
     if row is None:
         return None
+    return book_from_row(row._mapping, with_stats)
+
+
+def book_from_row(row: Any, with_stats: bool) -> AccountBook:
+    """Build the book from one row of `_LOAD_SQL_BODY` (a SQLAlchemy mapping or an asyncpg Record)."""
     positions: dict[str, accounting.PositionState] = {}
     prices: dict[str, Decimal | None] = {}
-    for sym, qty, avg, realized, last in row.positions:
+    raw_positions = row["positions"]
+    if isinstance(raw_positions, str):
+        raw_positions = json.loads(raw_positions)
+    for sym, qty, avg, realized, last in raw_positions:
         positions[sym] = accounting.PositionState(Decimal(qty), Decimal(avg), Decimal(realized))
         prices[sym] = _dec(last)
     book = AccountBook(
-        id=row.id, owner_id=row.owner_id, cash=row.cash, reserved_cash=row.reserved_cash,
-        realized_pnl=row.realized_pnl, fees_paid=row.fees_paid, peak_equity=row.peak_equity,
-        allow_short=row.allow_short, trading_state=row.trading_state, initial_cash=row.initial_cash,
+        id=row["id"], owner_id=row["owner_id"], cash=row["cash"], reserved_cash=row["reserved_cash"],
+        realized_pnl=row["realized_pnl"], fees_paid=row["fees_paid"], peak_equity=row["peak_equity"],
+        allow_short=row["allow_short"], trading_state=row["trading_state"], initial_cash=row["initial_cash"],
         positions=positions, prices=prices,
     )
     if with_stats:
-        open_orders, last_minute, open_sells = row.order_stats
+        stats = row["order_stats"]
+        limits = row["limits"]
+        if isinstance(stats, str):
+            stats, limits = json.loads(stats), json.loads(limits)
+        open_orders, last_minute, open_sells = stats
         book.open_orders = int(open_orders)
         book.orders_last_minute = int(last_minute)
         book.open_sell_quantity = Decimal(open_sells)
-        book.day_open_equity = _dec(row.day_open_equity)
-        book.limits = [
-            (lid, ltype, Decimal(value), sym, Decimal(warn)) for lid, ltype, value, sym, warn in row.limits
-        ]
+        book.day_open_equity = _dec(row["day_open_equity"])
+        book.limits = [(lid, ltype, Decimal(value), sym, Decimal(warn)) for lid, ltype, value, sym, warn in limits]
     return book
 
 

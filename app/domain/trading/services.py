@@ -36,9 +36,9 @@ from app.domain.trading.schemas import (
     PositionOut,
     ValidateOut,
 )
-from app.lib.db import begin, tx, utcnow
+from app.lib.db import driver_connection, tx, utcnow
 from app.lib.errors import conflict, invalid, not_found
-from app.lib.metrics import FILLS, ORDERS
+from app.lib.metrics import FILLS
 from app.lib.pagination import decode_cursor, decode_int_cursor, encode_cursor
 
 ZERO = Decimal(0)
@@ -194,123 +194,10 @@ def _check_account(book: AccountBook, data: OrderCreate, inst: InstrumentInfo, p
 async def place_order(
     conn: AsyncConnection, principal: Principal, account_id: uuid.UUID, data: OrderCreate, *, dry_run: bool = False
 ) -> tuple[OrderOut | ValidateOut, bool]:
-    """Place (or with dry_run, only check) an order. Returns (result, created)."""
-    now = utcnow()
-    breach: risk_checks.Breach | None = None
-    trans = await begin(conn)
-    try:
-        inst = await _instrument(conn, data.symbol)
-        book = await load_book(conn, account_id, with_stats=True, symbol=data.symbol)
-        if book is None or not (principal.can_read_all_accounts or book.owner_id == principal.user_id):
-            raise not_found("Account")
-        ensure_may_trade(principal, book.owner_id)
-        if data.client_order_id is not None and not dry_run:
-            existing = (
-                await conn.execute(
-                    select(*ORDER_COLS).where(Order.account_id == account_id, Order.client_order_id == data.client_order_id)
-                )
-            ).one_or_none()
-            if existing is not None:
-                await trans.rollback()
-                if data.same_request(existing._mapping):
-                    return _order_out(existing), False
-                raise conflict(
-                    "client_order_id was already used with different order fields", client_order_id=data.client_order_id
-                )
-        _validate_against_instrument(data, inst)
-        assert inst is not None
-        price = _estimated_price(data, inst)
-        if data.quantity * price < inst.min_notional:
-            raise invalid(f"notional {data.quantity * price} is below min_notional {inst.min_notional}", "quantity")
-        _check_account(book, data, inst, price)
-        breach = pretrade.check(book, pretrade.portfolio_state(book), risk_checks.ProposedOrder(data.symbol, data.side, data.quantity, price))
-        if breach is not None:
-            await pretrade.record_violation(
-                conn, account_id, breach, "pre_trade",
-                {"symbol": data.symbol, "side": data.side, "type": data.type, "quantity": str(data.quantity),
-                 "price": str(price), "dry_run": dry_run},
-            )
-            await trans.commit()
-            raise pretrade.breach_error(breach)
-        if dry_run:
-            await trans.rollback()
-            return ValidateOut(accepted=True, estimated_price=price, estimated_cost=data.quantity * price), False
-        order = await _insert_and_execute(conn, book, data, inst, price, now)
-        await book.save(conn, now)
-        await trans.commit()
-    except BaseException:
-        if trans.is_active:
-            await trans.rollback()
-        raise
-    ORDERS.labels(type=data.type, status=order.status).inc()
-    return order, True
+    """Place (or with dry_run, only check) an order. Returns (result, created). See placement.py."""
+    from app.domain.trading.placement import place_order as place
 
-
-async def _insert_and_execute(
-    conn: AsyncConnection, book: AccountBook, data: OrderCreate, inst: InstrumentInfo, est_price: Decimal, now: datetime
-) -> OrderOut:
-    order_id = uuid.uuid4()
-    events = [
-        _event(order_id, book.id, EventType.CREATED, None, OrderStatus.NEW, now),
-        _event(order_id, book.id, EventType.ACCEPTED, OrderStatus.NEW, OrderStatus.ACCEPTED, now),
-    ]
-    view = OrderView(data.side, data.type, data.time_in_force, data.quantity, ZERO, data.limit_price, data.stop_price)
-    status = OrderStatus.ACCEPTED
-    filled = ZERO
-    avg_price: Decimal | None = None
-    fees = ZERO
-    fills: list[dict[str, Any]] = []
-    triggered = False
-    if inst.last_price is not None:
-        m = rules.match(view, inst.last_price, None, slippage_bps=inst.slippage_bps, tick_size=inst.tick_size,
-                        lot_size=inst.lot_size, immediate=True)
-        triggered = m.triggered and data.type in ("stop", "stop_limit")
-        if m.newly_triggered:
-            events.append(_event(order_id, book.id, EventType.TRIGGERED, status, status, now,
-                                 data={"last_price": str(inst.last_price)}))
-        executable = m.triggered
-        if data.time_in_force == "fok" and executable and not m.fill_qty == view.remaining:
-            m = rules.MatchResult(m.triggered, ZERO, None, None, m.newly_triggered)
-        if m.filled:
-            assert m.fill_price is not None and m.liquidity is not None
-            rate = inst.taker_fee_rate if m.liquidity == "taker" else inst.maker_fee_rate
-            fee, realized = book.apply_fill(data.symbol, data.side, m.fill_qty, m.fill_price, rate)
-            fill = fill_row(order_id, book.id, data.symbol, data.side, m.fill_qty, m.fill_price, fee, m.liquidity, now)
-            fills.append(fill)
-            new_status = rules.fill_status(view, m.fill_qty)
-            events.append(_event(
-                order_id, book.id, EventType.FILLED if new_status is OrderStatus.FILLED else EventType.PARTIALLY_FILLED,
-                status, new_status, now, fill_id=fill["id"],
-                data={"quantity": str(m.fill_qty), "price": str(m.fill_price), "fee": str(fee),
-                      "liquidity": m.liquidity, "realized_pnl": str(realized)},
-            ))
-            status, filled, avg_price, fees = new_status, m.fill_qty, m.fill_price, fee
-            FILLS.labels(liquidity=m.liquidity).inc()
-        if status is not OrderStatus.FILLED and executable and data.time_in_force in ("ioc", "fok"):
-            reason = "fok: could not fill entirely at once" if data.time_in_force == "fok" else "ioc: remainder canceled"
-            events.append(_event(order_id, book.id, EventType.CANCELED, status, OrderStatus.CANCELED, now, reason=reason))
-            status = OrderStatus.CANCELED
-    reserved = ZERO
-    if status in (OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED) and data.side == "buy":
-        reserved = _reservation(data.quantity - filled, est_price, inst)
-        book.reserved_cash += reserved
-    expires_at = next_session_close(now, inst.timezone, inst.session_close) if data.time_in_force == "day" else None
-    values = {
-        "id": order_id, "account_id": book.id, "client_order_id": data.client_order_id, "symbol": data.symbol,
-        "side": data.side, "type": data.type, "time_in_force": data.time_in_force, "quantity": data.quantity,
-        "filled_quantity": filled, "avg_fill_price": avg_price, "limit_price": data.limit_price,
-        "stop_price": data.stop_price, "triggered": triggered, "status": status.value, "reject_reason": None,
-        "reserved_cash": reserved, "fees": fees, "expires_at": expires_at, "created_at": now, "updated_at": now,
-    }
-    await conn.execute(insert(Order).values(**values))
-    await insert_fills(conn, fills)
-    await conn.execute(insert(OrderEvent), events)
-    return OrderOut(
-        id=order_id, client_order_id=data.client_order_id, account_id=book.id, symbol=data.symbol, side=data.side,
-        type=data.type, quantity=data.quantity, filled_quantity=filled, avg_fill_price=avg_price,
-        limit_price=data.limit_price, stop_price=data.stop_price, time_in_force=data.time_in_force,
-        status=status.value, reject_reason=None, fees=fees, created_at=now, updated_at=now,  # type: ignore[arg-type]
-    )
+    return await place(conn, principal, account_id, data, dry_run=dry_run)
 
 
 # ------------------------------------------------------------------------------------------------- matching
@@ -523,31 +410,49 @@ async def get_order(conn: AsyncConnection, principal: Principal, account_id: uui
     return _order_out(row)
 
 
-_LIST_ORDERS_CACHE: dict[tuple[bool, bool, bool, bool], Any] = {}
+_ORDER_SELECT = (
+    "o.id, o.client_order_id, o.account_id, o.symbol, o.side, o.type, o.quantity, o.filled_quantity, "
+    "o.avg_fill_price, o.limit_price, o.stop_price, o.time_in_force, o.status, o.reject_reason, o.fees, "
+    "o.created_at, o.updated_at"
+)
+
+
+def _list_orders_sql(with_cursor: bool) -> str:
+    # One round trip: zero rows when the account is not visible (-> 404), one row of NULLs when it is
+    # visible but has no matching order. The keyset predicate is a row comparison so the
+    # (account_id, created_at DESC, id DESC) index serves every page.
+    keyset = "AND (o.created_at, o.id) < ($8, $9)" if with_cursor else ""
+    return f"""
+    SELECT {_ORDER_SELECT}
+      FROM (SELECT id FROM accounts WHERE id = $1 AND (owner_id = $2 OR $3)) a
+      LEFT JOIN LATERAL (
+        SELECT {_ORDER_SELECT} FROM orders o
+         WHERE o.account_id = a.id
+           AND ($4::text IS NULL OR o.status = $4) AND ($5::text IS NULL OR o.symbol = $5)
+           AND ($6::text IS NULL OR o.side = $6) {keyset}
+         ORDER BY o.created_at DESC, o.id DESC
+         LIMIT $7
+      ) o ON true
+    """.replace("SELECT o.id, o.client", "SELECT o.id, o.client", 1)
+
+
+_LIST_ORDERS_SQL = {False: _list_orders_sql(False), True: _list_orders_sql(True)}
 
 
 async def list_orders(
     conn: AsyncConnection, principal: Principal, account_id: uuid.UUID, *, limit: int, cursor: str | None,
     status: str | None, symbol: str | None, side: str | None,
 ) -> tuple[list[OrderOut], str | None]:
-    await _visible_owner(conn, principal, account_id)
-    conditions = [Order.account_id == account_id]
+    """Newest first; asyncpg straight into msgspec Structs (this is the most frequent read)."""
+    args: list[Any] = [account_id, principal.user_id, principal.can_read_all_accounts, status, symbol, side, limit + 1]
     if cursor:
-        ts, last_id = decode_cursor(cursor)
-        conditions.append(func.row(Order.created_at, Order.id) < func.row(ts, last_id))
-    if status:
-        conditions.append(Order.status == status)
-    if symbol:
-        conditions.append(Order.symbol == symbol)
-    if side:
-        conditions.append(Order.side == side)
-    stmt = (
-        select(*ORDER_COLS)
-        .where(and_(*conditions))
-        .order_by(Order.created_at.desc(), Order.id.desc())
-        .limit(limit + 1)
-    )
-    rows = (await conn.execute(stmt)).all()
+        args.extend(decode_cursor(cursor))
+    apg = await driver_connection(conn)
+    rows = await apg.fetch(_LIST_ORDERS_SQL[bool(cursor)], *args)
+    if not rows:
+        raise not_found("Account")
+    if rows[0][0] is None:
+        return [], None
     items = [OrderOut(*r) for r in rows[:limit]]
     nxt = encode_cursor(items[-1].created_at, items[-1].id) if len(rows) > limit else None
     return items, nxt
