@@ -19,10 +19,14 @@ def encode_cursor(ts: datetime, row_id: uuid.UUID | int) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+def _b64(cursor: str) -> str:
+    padded = cursor + "=" * (-len(cursor) % 4)
+    return base64.b64decode(padded.encode(), altchars=b"-_", validate=True).decode()
+
+
 def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        ts_s, id_s = base64.urlsafe_b64decode(padded.encode()).decode().split("|", 1)
+        ts_s, id_s = _b64(cursor).split("|", 1)
         return datetime.fromisoformat(ts_s), uuid.UUID(id_s)
     except Exception as exc:  # any garbage cursor is the client's error
         raise ApiError(400, "Invalid cursor", errors=[{"field": "cursor", "message": "malformed cursor"}]) from exc
@@ -30,8 +34,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 
 def decode_int_cursor(cursor: str) -> tuple[datetime, int]:
     try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        ts_s, id_s = base64.urlsafe_b64decode(padded.encode()).decode().split("|", 1)
+        ts_s, id_s = _b64(cursor).split("|", 1)
         return datetime.fromisoformat(ts_s), int(id_s)
     except Exception as exc:
         raise ApiError(400, "Invalid cursor", errors=[{"field": "cursor", "message": "malformed cursor"}]) from exc
