@@ -7,11 +7,12 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-import msgspec
+from litestar.params import Parameter
 
 from app.lib.errors import ApiError
 
-Limit = Annotated[int, msgspec.Meta(ge=1, le=500)]
+# Litestar enforces bounds on query parameters through Parameter (msgspec Meta is ignored there).
+Limit = Annotated[int, Parameter(ge=1, le=500, description="page size (1..500)")]
 
 
 def encode_cursor(ts: datetime, row_id: uuid.UUID | int) -> str:
