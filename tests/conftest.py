@@ -148,3 +148,103 @@ async def db_engine(settings):
     engine = create_engine(settings)
     yield engine
     await engine.dispose()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def server_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """Environment for a `tradedesk serve`/`worker` subprocess that shares this run's database and Redis."""
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=settings.database_url or "",
+        REDIS_URL=settings.redis_url or "",
+        TRADEDESK_QUEUE_NAME=settings.queue_name,
+        TRADEDESK_REDIS_PREFIX=settings.redis_prefix,
+        TRADEDESK_ADMIN_API_KEY=settings.admin_api_key or "",
+        TRADEDESK_WORKERS_IN_PROCESS="false",
+        LOG_LEVEL="WARNING",
+        TRADEDESK_ACCESS_LOG="false",
+        RATE_LIMIT_READ_PER_MINUTE="100000000",
+        RATE_LIMIT_WRITE_PER_MINUTE="100000000",
+        RATE_LIMIT_ORDERS_PER_MINUTE="100000000",
+        RATE_LIMIT_ANONYMOUS_PER_MINUTE="100000000",
+        DB_POOL_SIZE="20",
+    )
+    env.update(extra)
+    return env
+
+
+class LiveCluster:
+    """Real API processes (granian) on the test database: true concurrency, several processes."""
+
+    def __init__(self, urls: list[str], procs: list) -> None:
+        self.urls = urls
+        self.procs = procs
+
+
+@pytest.fixture(scope="session")
+def cluster(settings) -> LiveCluster:
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import httpx
+
+    tradedesk = str(Path(sys.executable).with_name("tradedesk"))
+    ports = [_free_port(), _free_port()]
+    procs = [
+        subprocess.Popen(
+            [tradedesk, "serve", "--port", str(port), "--no-access-log"],
+            env=server_env(settings),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        for port in ports
+    ]
+    urls = [f"http://127.0.0.1:{port}" for port in ports]
+    try:
+        deadline = time.monotonic() + 60
+        for url, proc in zip(urls, procs, strict=True):
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"API process exited: {proc.stderr.read().decode()[-2000:]}")
+                try:
+                    if httpx.get(url + "/health", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("API process did not start in 60 s")
+                time.sleep(0.2)
+        yield LiveCluster(urls, procs)
+    finally:
+        import signal
+
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def live(cluster):
+    """Two httpx clients, one per API process."""
+    import httpx
+
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+    async with httpx.AsyncClient(base_url=cluster.urls[0], timeout=30, limits=limits) as a, httpx.AsyncClient(
+        base_url=cluster.urls[1], timeout=30, limits=limits
+    ) as b:
+        yield a, b

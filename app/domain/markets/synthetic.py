@@ -22,7 +22,13 @@ from decimal import Decimal
 
 import numpy as np
 
-from app.domain.markets.candles import CSV_HEADER, CandleRow, timeframe_seconds
+from app.domain.markets.candles import (
+    CSV_HEADER,
+    MAX_INTEGER_DIGITS,
+    MAX_SCALE,
+    CandleRow,
+    timeframe_seconds,
+)
 
 TRADING_DAYS_PER_YEAR = 252
 DEFAULT_START = datetime(2020, 1, 1, tzinfo=UTC)
@@ -65,6 +71,8 @@ def generate_candles(
     start_price = _to_decimal(start_price)
     if not tick_size.is_finite() or tick_size <= 0:
         raise ValueError(f"tick_size must be > 0, got {tick_size}")
+    if tick_size.as_tuple().exponent < -MAX_SCALE:  # type: ignore[operator]
+        raise ValueError(f"tick_size may have at most {MAX_SCALE} decimal places, got {tick_size}")
     if not start_price.is_finite() or start_price <= 0:
         raise ValueError(f"start_price must be > 0, got {start_price}")
     if not (math.isfinite(annual_vol) and annual_vol >= 0):
@@ -73,7 +81,7 @@ def generate_candles(
         raise ValueError(f"drift must be finite, got {drift!r}")
     if not (garch_alpha >= 0 and garch_beta >= 0 and garch_alpha + garch_beta < 1):
         raise ValueError("garch_alpha and garch_beta must be >= 0 with alpha + beta < 1 (stationary)")
-    start = _aligned_start(start, tf)
+    start = _aligned_start(start, tf, timeframe)
     if bars == 0:
         return []
     try:
@@ -105,14 +113,14 @@ def generate_candles(
 
     sigma = np.sqrt(variance)
     gap = sigma * gap_w * shocks[:, 0]
-    gap[0] = 0.0  # the first open is exactly the start price
     bar_sigma = sigma * bar_w
     move = (mu - 0.5 * variance) + bar_sigma * shocks[:, 1]
 
+    # open[t] = close[t-1] + gap[t]; the first open is the start price itself (gap[0] goes unused).
     log_open = np.empty(bars)
-    log_close = np.cumsum(gap + move) + math.log(float(start_price))
     log_open[0] = math.log(float(start_price))
-    log_open[1:] = log_close[:-1] + gap[1:]
+    log_open[1:] = log_open[0] + np.cumsum(move[:-1] + gap[1:])
+    log_close = log_open + move
 
     # Maximum and minimum of a Brownian bridge from 0 to `move` with volatility `bar_sigma`, by
     # inverting P(max >= m) = exp(-2 m (m - move) / s^2).
@@ -126,8 +134,14 @@ def generate_candles(
         c_ticks = np.exp(log_close) / tick
         h_ticks = np.exp(log_open + up) / tick
         l_ticks = np.exp(log_open + down) / tick
-    if not np.all(np.isfinite(h_ticks)) or h_ticks.max() >= _MAX_TICKS:
-        raise ValueError("price path overflows the tick grid; lower drift, annual_vol or bars")
+    if (
+        not np.all(np.isfinite(h_ticks))
+        or h_ticks.max() >= _MAX_TICKS
+        or h_ticks.max() * tick >= 10.0**MAX_INTEGER_DIGITS
+    ):
+        raise ValueError(
+            "price path overflows the tick grid or NUMERIC(38, 18); lower drift, annual_vol or bars"
+        )
 
     # np.rint rounds half to even. Rounding can push open/close past a wick, so the wicks are widened
     # to contain them afterwards; the floor of one tick keeps every price > 0.
@@ -161,19 +175,19 @@ def _to_decimal(value: Decimal | int | str | float) -> Decimal:
     return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
 
 
-def _aligned_start(start: datetime | None, tf: int) -> datetime:
+def _aligned_start(start: datetime | None, tf: int, timeframe: str) -> datetime:
     if start is None:
         return DEFAULT_START
     start = start.replace(tzinfo=UTC) if start.tzinfo is None else start.astimezone(UTC)
     delta = start - datetime(1970, 1, 1, tzinfo=UTC)
     if delta.microseconds or (delta.days * 86_400 + delta.seconds) % tf:
-        raise ValueError(f"start {start.isoformat()} is not aligned to the {tf} s timeframe")
+        raise ValueError(f"start {start.isoformat()} is not aligned to the {timeframe} timeframe")
     return start
 
 
 def _tick_converter(tick_size: Decimal) -> Callable[[int], Decimal]:
     # Built from a string so the result is an exact multiple of the tick whatever the decimal context.
-    sign, digits, exponent = tick_size.as_tuple()
+    _, digits, exponent = tick_size.as_tuple()
     tick_units = int("".join(map(str, digits)))
     suffix = f"E{exponent}"
 

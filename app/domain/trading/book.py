@@ -61,7 +61,11 @@ _LOAD_SQL_BODY = (
      WHERE a.id = :account_id
     """
 )
-_LOAD_SQL = text(_LOAD_SQL_BODY + " FOR UPDATE OF a")
+# Lock first, read second. In READ COMMITTED a statement that waits for a row lock re-checks only the
+# locked row; its subqueries (positions, order stats) keep the snapshot from before the wait and would
+# miss what the previous lock holder just committed. The read that follows the lock gets a new snapshot.
+LOCK_ACCOUNT_SQL = text("SELECT id FROM accounts WHERE id = :account_id FOR UPDATE")
+_LOAD_SQL = text(_LOAD_SQL_BODY)
 _READ_SQL = text(_LOAD_SQL_BODY + " AND (a.owner_id = :user_id OR :read_all)")
 
 
@@ -178,6 +182,9 @@ async def load_book(
     params = {"account_id": account_id, "with_stats": with_stats, "symbol": symbol}
     if reader is not None:
         params.update(user_id=reader.user_id, read_all=reader.can_read_all_accounts)
+    if reader is None:
+        if (await conn.execute(LOCK_ACCOUNT_SQL, {"account_id": account_id})).one_or_none() is None:
+            return None
     row = (await conn.execute(_READ_SQL if reader is not None else _LOAD_SQL, params)).one_or_none()
     if row is None:
         return None

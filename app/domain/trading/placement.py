@@ -34,13 +34,20 @@ from app.lib.metrics import FILLS, ORDERS
 
 ZERO = Decimal(0)
 
-INSTRUMENT_SQL = """
-SELECT i.symbol, i.status, i.tick_size, i.lot_size, i.min_quantity, i.min_notional, i.last_price,
-       e.maker_fee_rate, e.taker_fee_rate, e.slippage_bps, e.timezone, e.session_close
-  FROM instruments i JOIN exchanges e ON e.code = i.exchange_code
- WHERE i.symbol = $1
- FOR KEY SHARE OF i
+# Locks in the documented order (instrument, then account) in one round trip: the scalar subquery
+# runs per instrument row, i.e. after that row is locked. The book is read by the NEXT statement: in
+# READ COMMITTED only a new statement sees what the previous holder of the account lock committed.
+LOCK_SQL = """
+WITH inst AS (
+  SELECT i.symbol, i.status, i.tick_size, i.lot_size, i.min_quantity, i.min_notional, i.last_price,
+         e.maker_fee_rate, e.taker_fee_rate, e.slippage_bps, e.timezone, e.session_close
+    FROM instruments i JOIN exchanges e ON e.code = i.exchange_code
+   WHERE i.symbol = $1
+   FOR KEY SHARE OF i
+)
+SELECT inst.*, (SELECT a.id FROM accounts a WHERE a.id = $2 FOR UPDATE) AS locked_account FROM inst
 """
+LOCK_ACCOUNT_ONLY_SQL = "SELECT id FROM accounts WHERE id = $1 FOR UPDATE"
 
 # The shared book query (named parameters) with asyncpg's positional ones, plus the client_order_id
 # replay lookup, so that one round trip answers everything placement needs to decide.
@@ -58,7 +65,7 @@ BOOK_SQL = (
        a.id,""",
         1,
     )
-    + " FOR UPDATE OF a"
+
 )
 
 WRITE_SQL = """
@@ -137,7 +144,9 @@ async def place_order(
     tr = apg.transaction()
     await tr.start()
     try:
-        inst_row = await apg.fetchrow(INSTRUMENT_SQL, data.symbol)
+        inst_row = await apg.fetchrow(LOCK_SQL, data.symbol, account_id)
+        if inst_row is None:  # unknown symbol: still lock (and 404) the account before saying 422
+            await apg.fetchrow(LOCK_ACCOUNT_ONLY_SQL, account_id)
         row = await apg.fetchrow(BOOK_SQL, account_id, True, data.symbol, data.client_order_id)
         if row is None or not (principal.can_read_all_accounts or row["owner_id"] == principal.user_id):
             raise not_found("Account")
@@ -154,7 +163,7 @@ async def place_order(
                 return order, False
             raise conflict("client_order_id was already used with different order fields",
                            client_order_id=data.client_order_id)
-        inst = InstrumentInfo(*inst_row) if inst_row is not None else None
+        inst = InstrumentInfo(*list(inst_row.values())[:12]) if inst_row is not None else None
         _validate_against_instrument(data, inst)
         assert inst is not None
         book = book_from_row(row, True)
