@@ -14,6 +14,7 @@ from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.lib.log import get_logger
+from app.lib.metrics import HTTP_IN_PROGRESS, observe_http
 
 access_log = get_logger("app.access")
 
@@ -60,16 +61,21 @@ class RequestContextMiddleware(ASGIMiddleware):
                 status_holder[0] = message["status"]
             await send(message)
 
+        HTTP_IN_PROGRESS.inc()
         try:
             await next_app(scope, receive, send_wrapper)
         finally:
+            HTTP_IN_PROGRESS.dec()
+            elapsed = time.perf_counter() - started
+            if scope["path"] != "/metrics":
+                observe_http(scope["method"], scope.get("path_template") or "unmatched", status_holder[0], elapsed)
             if self.access_log_enabled and scope["path"] not in QUIET_PATHS:
                 access_log.info(
                     "request",
                     method=scope["method"],
                     path=scope["path"],
                     status=status_holder[0],
-                    duration_ms=round((time.perf_counter() - started) * 1000, 3),
+                    duration_ms=round(elapsed * 1000, 3),
                     user_id=str(p.user_id) if (p := scope.get("user")) is not None else None,
                 )
             structlog.contextvars.unbind_contextvars("request_id")

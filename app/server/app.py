@@ -9,7 +9,7 @@ from litestar import Litestar
 from litestar.config.compression import CompressionConfig  # noqa: F401  (kept off: JSON is small, CPU is scarce)
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
-from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.plugins.prometheus import PrometheusController
 
 from app import __version__
 from app.domain.identity.middleware import AuthMiddleware
@@ -57,12 +57,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await resources.close()
             log.info("app_stopped")
 
-    prometheus = PrometheusConfig(
-        app_name="tradedesk",
-        prefix="tradedesk_http",
-        group_path=True,
-        exclude=["/metrics"],
-    )
     limits = {
         "read": settings.rate_limit_read,
         "write": settings.rate_limit_write,
@@ -74,7 +68,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[lifespan],
         middleware=[
             RequestContextMiddleware(settings.access_log),
-            prometheus.middleware,
             AuthMiddleware(),
             RateLimitMiddleware(limits, settings.rate_limit_window_seconds),
             IdempotencyMiddleware(settings.idempotency_ttl_seconds),

@@ -9,6 +9,7 @@ def route_handlers() -> list[Any]:
     from app.domain.identity.controllers import AuthKeyController, UserController
     from app.domain.accounts.controllers import AccountController
     from app.domain.markets.controllers import ExchangeController, InstrumentController
+    from app.domain.risk.controllers import RiskController
     from app.domain.system.controllers import HealthController
     from app.domain.trading.controllers import OrderController
 
@@ -20,5 +21,6 @@ def route_handlers() -> list[Any]:
         InstrumentController,
         AccountController,
         OrderController,
+        RiskController,
     ]
     return handlers

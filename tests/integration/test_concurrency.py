@@ -123,7 +123,7 @@ async def test_rate_limit_exact_across_processes(live, make_user, settings):
                     await asyncio.sleep(0.2)
         resps = await asyncio.gather(*[clients[i % 2].get("/api/v1/users/me", headers=user["headers"]) for i in range(60)])
         codes = [r.status_code for r in resps]
-        assert codes.count(200) == 50 and codes.count(429) == 10, codes
+        assert codes.count(200) == 50 and codes.count(429) == 10, ([r.text for r in resps if r.status_code not in (200, 429)], codes)
         for c in clients:
             await c.aclose()
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
@@ -193,8 +194,33 @@ class KeyCache:
 KEY_CACHE = KeyCache()
 
 
+_LOOKUPS: dict[str, asyncio.Future[Principal | None]] = {}
+
+
 async def authenticate(engine: AsyncEngine, presented: str) -> Principal | None:
+    """Resolve a presented key. Concurrent requests with the same uncached key share one lookup, so a
+    burst from a bot on a cold process does not queue N identical queries and row updates."""
     digest = hash_key(presented)
+    if KEY_CACHE.get(digest) is None:
+        pending = _LOOKUPS.get(digest)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Principal | None] = asyncio.get_running_loop().create_future()
+        _LOOKUPS[digest] = future
+        try:
+            result = await _authenticate(engine, digest)
+            future.set_result(result)
+            return result
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()
+            raise
+        finally:
+            _LOOKUPS.pop(digest, None)
+    return await _authenticate(engine, digest)
+
+
+async def _authenticate(engine: AsyncEngine, digest: str) -> Principal | None:
     cached = KEY_CACHE.get(digest)
     now = utcnow()
     if cached is None:

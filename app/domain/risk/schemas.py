@@ -1,0 +1,186 @@
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+import msgspec
+
+from app.lib.validation import at_most, positive
+
+Severity = Literal["warning", "critical"]
+Phase = Literal["pre_trade", "post_trade"]
+Symbol = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+# Free text here so that an unknown kind is a 422 naming the allowed ones (checks.validate_limit),
+# not a bare decoding error.
+LimitTypeName = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+_HUNDRED = Decimal(100)
+
+
+class LimitCreate(msgspec.Struct, forbid_unknown_fields=True):
+    limit_type: LimitTypeName
+    value: Decimal
+    symbol: Symbol | None = None
+    warn_at_pct: Decimal = Decimal(80)
+    enabled: bool = True
+    auto_reduce_only: bool = True
+
+    def __post_init__(self) -> None:
+        positive(self, "value", "warn_at_pct")
+        at_most(self, "warn_at_pct", _HUNDRED)
+
+
+class LimitPatch(msgspec.Struct, forbid_unknown_fields=True):
+    """Partial update. `symbol: null` widens a limit to the whole account; the kind cannot change
+    (a different kind is a different limit with its own alert state and audit trail)."""
+
+    value: Decimal | msgspec.UnsetType = msgspec.UNSET
+    symbol: Symbol | None | msgspec.UnsetType = msgspec.UNSET
+    warn_at_pct: Decimal | msgspec.UnsetType = msgspec.UNSET
+    enabled: bool | msgspec.UnsetType = msgspec.UNSET
+    auto_reduce_only: bool | msgspec.UnsetType = msgspec.UNSET
+
+    def __post_init__(self) -> None:
+        for name in ("value", "warn_at_pct"):
+            if getattr(self, name) is not msgspec.UNSET:
+                positive(self, name)
+        if self.warn_at_pct is not msgspec.UNSET:
+            at_most(self, "warn_at_pct", _HUNDRED)
+
+
+class LimitOut(msgspec.Struct):
+    id: UUID
+    account_id: UUID
+    limit_type: str
+    value: Decimal
+    symbol: str | None
+    warn_at_pct: Decimal
+    enabled: bool
+    auto_reduce_only: bool
+    alert_level: Severity | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class LimitPage(msgspec.Struct):
+    items: list[LimitOut]
+    next_cursor: str | None
+
+
+class LimitAuditOut(msgspec.Struct):
+    id: int
+    limit_id: UUID
+    account_id: UUID
+    actor_id: UUID | None
+    action: Literal["create", "update", "delete"]
+    old: dict[str, Any] | None
+    new: dict[str, Any] | None
+    created_at: datetime
+
+
+class LimitAuditPage(msgspec.Struct):
+    items: list[LimitAuditOut]
+    next_cursor: str | None
+
+
+class LimitUsage(msgspec.Struct):
+    """One enabled limit measured now. `used`/`utilisation` are null for per-order kinds (nothing to
+    measure between orders) and utilisation is null when unbounded (leverage with no equity)."""
+
+    id: UUID
+    limit_type: str
+    symbol: str | None
+    value: Decimal
+    warn_at_pct: Decimal
+    used: Decimal | None
+    utilisation: float | None
+    # `alert_level` is the edge-triggered state as of the last monitor run; `current_level` is what the
+    # utilisation says right now ("ok" below warn_at_pct).
+    alert_level: Severity | None
+    current_level: Literal["ok", "warning", "critical"] | None
+    breached: bool
+
+
+class VarOut(msgspec.Struct):
+    lookback: int
+    observations: int
+    var_95: float | None
+    cvar_95: float | None
+    var_99: float | None
+    cvar_99: float | None
+    var_95_amount: Decimal | None
+    cvar_95_amount: Decimal | None
+    var_99_amount: Decimal | None
+    cvar_99_amount: Decimal | None
+    annual_volatility: float | None
+    # The amount the return fractions are relative to: long-only value, else gross exposure.
+    base_amount: Decimal
+    missing_history: list[str]
+
+
+class MetricsOut(msgspec.Struct):
+    account_id: UUID
+    as_of: datetime
+    base_currency: str
+    equity: Decimal
+    cash: Decimal
+    gross_exposure: Decimal
+    net_exposure: Decimal
+    leverage: float | None
+    concentration_pct: float | None
+    largest_symbol: str | None
+    daily_pnl: Decimal | None
+    day_open_equity: Decimal | None
+    peak_equity: Decimal
+    drawdown: float | None
+    trading_state: str
+    open_orders: int
+    orders_last_minute: int
+    var: VarOut
+    limits: list[LimitUsage]
+
+
+class ViolationOut(msgspec.Struct):
+    id: UUID
+    account_id: UUID
+    limit_id: UUID | None
+    limit_type: str
+    limit_value: Decimal
+    would_be: Decimal
+    phase: Phase
+    detail: dict[str, Any] | None
+    created_at: datetime
+
+
+class ViolationPage(msgspec.Struct):
+    items: list[ViolationOut]
+    next_cursor: str | None
+
+
+class AlertOut(msgspec.Struct):
+    id: UUID
+    account_id: UUID
+    limit_id: UUID
+    limit_type: str
+    severity: Severity
+    utilisation: float | None  # used / value when the alert was raised; null if unbounded
+    message: str
+    created_at: datetime
+    acknowledged_at: datetime | None
+    acknowledged_by: UUID | None
+
+
+class AlertPage(msgspec.Struct):
+    items: list[AlertOut]
+    next_cursor: str | None
+
+
+class MonitorResult(msgspec.Struct):
+    account_id: UUID
+    checked_at: datetime
+    limits_checked: int
+    violations: list[ViolationOut]
+    alerts: list[AlertOut]
+    trading_state: str
+    previous_trading_state: str

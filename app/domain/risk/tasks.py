@@ -1,0 +1,45 @@
+"""Risk jobs: the post-trade monitor over every account, and equity snapshots (daily PnL, drawdown)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+import msgspec
+
+from app.domain.risk.services import monitor_all, snapshot_equity
+from app.lib.jobs import job
+
+
+class MonitorAllKwargs(msgspec.Struct, forbid_unknown_fields=True):
+    batch_size: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 200
+    # Kept under the job timeout so a run ends cleanly with `resume_after` instead of being killed.
+    time_budget_seconds: Annotated[float, msgspec.Meta(gt=0, le=3000)] = 240.0
+    start_after: UUID | None = None
+
+
+class SnapshotKwargs(msgspec.Struct, forbid_unknown_fields=True):
+    batch_size: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 1000
+
+
+@job("risk.monitor_all", MonitorAllKwargs, timeout=3600)
+async def monitor_all_job(
+    ctx: dict[str, Any],
+    *,
+    batch_size: int = 200,
+    time_budget_seconds: float = 240.0,
+    start_after: UUID | str | None = None,
+) -> dict[str, Any]:
+    """Run the post-trade risk check on every account with an enabled limit; returns counts."""
+    after = UUID(str(start_after)) if start_after else None
+    async with ctx["engine"].connect() as conn:
+        return await monitor_all(
+            conn, batch_size=batch_size, time_budget_seconds=time_budget_seconds, start_after=after
+        )
+
+
+@job("risk.snapshot_equity", SnapshotKwargs, timeout=1800)
+async def snapshot_equity_job(ctx: dict[str, Any], *, batch_size: int = 1000) -> dict[str, int]:
+    """Write an equity snapshot for every account (cash + positions at last prices)."""
+    async with ctx["engine"].connect() as conn:
+        return await snapshot_equity(conn, batch_size=batch_size)
