@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import AsyncContextManager
+
 from litestar import Request, Response
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.domain.identity.schemas import Principal
 from app.lib.cache import Cache
@@ -19,3 +22,8 @@ def cache_of(request: Request) -> Cache:
 def json_bytes(payload: bytes, status_code: int = 200) -> Response[bytes]:
     """Send pre-encoded JSON (cache hits) without decoding and re-encoding it."""
     return Response(payload, media_type="application/json", status_code=status_code)
+
+
+def connect(request: Request) -> AsyncContextManager[AsyncConnection]:
+    """A pooled connection opened only when needed: cached reads that hit never check one out."""
+    return request.app.state.engine.connect()

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.domain.identity.models import ApiKey, User
 from app.domain.identity.schemas import KeyOut, Principal, UserOut
-from app.lib.db import tx, utcnow
+from app.lib.db import driver_connection, tx, utcnow
 from app.lib.errors import conflict, not_found
 from app.lib.pagination import decode_cursor, encode_cursor
 
@@ -73,10 +73,12 @@ async def list_users(conn: AsyncConnection, limit: int, cursor: str | None) -> t
 
 
 async def get_user(conn: AsyncConnection, user_id: uuid.UUID) -> UserOut:
-    row = (await conn.execute(select(*_USER_COLS).where(User.id == user_id))).one_or_none()
+    # A single-row read in autocommit on the driver: no BEGIN/ROLLBACK round trips around it.
+    apg = await driver_connection(conn)
+    row = await apg.fetchrow("SELECT id, email, role, created_at, is_active FROM users WHERE id = $1", user_id)
     if row is None:
         raise not_found("User")
-    return UserOut(**row._mapping)
+    return UserOut(*row)
 
 
 async def create_key(

@@ -26,7 +26,7 @@ from app.domain.markets.schemas import (
 )
 from app.lib.db import DbConn, provide_db
 from app.lib.errors import ApiError, field_from_message, invalid
-from app.lib.http import cache_of, json_bytes
+from app.lib.http import cache_of, connect, json_bytes
 from app.lib.pagination import Limit
 
 DB = {"db": Provide(provide_db)}
@@ -39,9 +39,10 @@ class ExchangeController(Controller):
     dependencies = DB
 
     @get("/", summary="List exchanges", response_model=ExchangeList)
-    async def list_exchanges(self, db: DbConn, request: Request) -> Response[bytes]:
+    async def list_exchanges(self, request: Request) -> Response[bytes]:
         async def load() -> ExchangeList:
-            return ExchangeList(items=await services.list_exchanges(db))
+            async with connect(request) as db:
+                return ExchangeList(items=await services.list_exchanges(db))
 
         return json_bytes(await cache_of(request).get_json("exchanges", "all", load))
 
@@ -64,7 +65,6 @@ class InstrumentController(Controller):
     @get("/", summary="List instruments (by symbol)")
     async def list_instruments(
         self,
-        db: DbConn,
         request: Request,
         limit: Limit = 50,
         cursor: Annotated[str | None, Parameter(max_length=64)] = None,
@@ -72,7 +72,10 @@ class InstrumentController(Controller):
         status: Annotated[str | None, Parameter(max_length=16)] = None,
     ) -> Response[bytes]:
         async def load() -> InstrumentList:
-            items, nxt = await services.list_instruments(db, limit=limit, cursor=cursor, exchange=exchange, status=status)
+            async with connect(request) as db:
+                items, nxt = await services.list_instruments(
+                    db, limit=limit, cursor=cursor, exchange=exchange, status=status
+                )
             return InstrumentList(items=items, next_cursor=nxt)
 
         key = f"{limit}:{cursor}:{exchange}:{status}"
@@ -85,9 +88,10 @@ class InstrumentController(Controller):
         return out
 
     @get("/{symbol:str}", summary="One instrument", response_model=InstrumentOut)
-    async def get_instrument(self, db: DbConn, request: Request, symbol: FromPath[str]) -> Response[bytes]:
+    async def get_instrument(self, request: Request, symbol: FromPath[str]) -> Response[bytes]:
         async def load() -> InstrumentOut:
-            return await services.get_instrument(db, symbol)
+            async with connect(request) as db:
+                return await services.get_instrument(db, symbol)
 
         return json_bytes(await cache_of(request).get_json("instruments", f"one:{symbol}", load))
 
@@ -139,7 +143,6 @@ class InstrumentController(Controller):
     @get("/{symbol:str}/candles", summary="Candles in a time range, ascending", response_model=CandleList)
     async def get_candles(
         self,
-        db: DbConn,
         request: Request,
         symbol: FromPath[str],
         timeframe: FromQuery[Timeframe] = "1d",
@@ -148,7 +151,8 @@ class InstrumentController(Controller):
         limit: Annotated[int, Parameter(ge=1, le=10_000)] = 1000,
     ) -> Response[bytes]:
         async def load() -> CandleList:
-            items = await services.query_candles(db, symbol, timeframe, start, end, limit)
+            async with connect(request) as db:
+                items = await services.query_candles(db, symbol, timeframe, start, end, limit)
             return CandleList(symbol=symbol, timeframe=timeframe, items=items)
 
         key = f"{timeframe}:{start.isoformat() if start else ''}:{end.isoformat() if end else ''}:{limit}"

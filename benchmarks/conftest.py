@@ -1,0 +1,134 @@
+"""Benchmark fixtures: a fresh migrated database, the real app on one event loop, seeded data.
+
+Run with `make bench` (pytest-benchmark turns itself off under xdist, so always `-p no:xdist`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from dataclasses import replace
+
+import asyncpg
+import pytest
+
+from app.lib.db import async_url, libpq_url
+from app.lib.settings import Settings
+from benchmarks.harness import AsgiDriver
+
+SERVER_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+RUN = uuid.uuid4().hex[:8]
+DB = f"td_bench_{RUN}"
+
+
+def _url(name: str) -> str:
+    head, _, tail = libpq_url(SERVER_URL).rpartition("/")
+    query = "?" + tail.split("?", 1)[1] if "?" in tail else ""
+    return f"{head}/{name}{query}"
+
+
+async def _admin(sql: str) -> None:
+    conn = await asyncpg.connect(_url("postgres"))
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def loop():
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+@pytest.fixture(scope="session")
+def bench_settings() -> Settings:
+    return replace(
+        Settings(),
+        env="bench",
+        database_url=async_url(_url(DB)),
+        redis_url=REDIS_URL,
+        queue_name=f"tdbench-{RUN}",
+        redis_prefix=f"tdbench-{RUN}",
+        admin_api_key=f"td_bench_admin_{RUN}_0123456789abcdefghij",
+        workers_in_process=False,
+        log_level="WARNING",
+        access_log=False,
+        rate_limit_read=10**9,
+        rate_limit_write=10**9,
+        rate_limit_orders=10**9,
+        rate_limit_anonymous=10**9,
+        test_slowdown_ms=int(os.environ.get("TRADEDESK_TEST_SLOWDOWN_MS", "0")),
+    )
+
+
+@pytest.fixture(scope="session")
+def driver(loop, bench_settings):
+    from app.lib.migrate import upgrade
+    from app.server.app import create_app
+
+    loop.run_until_complete(_admin(f'CREATE DATABASE "{DB}"'))
+    try:
+        upgrade(_url(DB))
+        drv = AsgiDriver(create_app(bench_settings), loop)
+        drv.start()
+        yield drv
+        drv.stop()
+    finally:
+        loop.run_until_complete(_admin(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)'))
+
+        async def clean_redis() -> None:
+            import redis.asyncio as aioredis
+
+            r = aioredis.from_url(REDIS_URL)
+            keys = [k async for k in r.scan_iter(match=f"*tdbench-{RUN}*", count=1000)]
+            if keys:
+                await r.delete(*keys)
+            await r.aclose()
+
+        loop.run_until_complete(clean_redis())
+
+
+class Seed:
+    admin: dict[str, str]
+    trader: dict[str, str]
+    account: str
+    symbol: str
+
+
+@pytest.fixture(scope="session")
+def seed(driver, bench_settings) -> Seed:
+    import msgspec
+
+    from app.domain.markets.synthetic import candles_to_csv, generate_candles
+
+    s = Seed()
+    s.admin = {"authorization": f"Bearer {bench_settings.admin_api_key}"}
+    status, body = driver.call("POST", "/api/v1/users", json={"email": f"bench-{RUN}@example.com"}, headers=s.admin)
+    assert status == 201, body
+    s.trader = {"authorization": "Bearer " + msgspec.json.decode(body)["api_key"]}
+    s.symbol = "BENCH"
+    assert driver.call("POST", "/api/v1/exchanges", json={"code": "BX", "name": "bench", "taker_fee_rate": "0.001",
+                                                          "maker_fee_rate": "0.0005"}, headers=s.admin)[0] == 201
+    assert driver.call("POST", "/api/v1/instruments", json={"symbol": "BENCH", "exchange": "BX", "base_asset": "B",
+                                                            "quote_asset": "USD", "tick_size": "0.01", "lot_size": "1",
+                                                            "min_quantity": "1"}, headers=s.admin)[0] == 201
+    csv = candles_to_csv(generate_candles(bars=2_000, seed=1, timeframe="1d"))
+
+    status, body = driver.call("POST", "/api/v1/instruments/BENCH/candles?timeframe=1d", content=csv.encode(),
+                               headers={**s.admin, "content-type": "text/csv"})
+    assert status == 201, body
+    status, body = driver.call("POST", "/api/v1/accounts", json={"name": "bench", "initial_cash": "1000000000"},
+                               headers=s.trader)
+    assert status == 201, body
+    s.account = msgspec.json.decode(body)["id"]
+    for i in range(150):
+        status, _ = driver.call("POST", f"/api/v1/accounts/{s.account}/orders",
+                                json={"symbol": "BENCH", "side": "buy", "type": "limit", "quantity": "1",
+                                      "limit_price": str(10 + i % 50)}, headers=s.trader)
+        assert status == 201
+    return s
+
