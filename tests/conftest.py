@@ -61,8 +61,9 @@ def make_settings(**overrides) -> Settings:
         rate_limit_orders=1_000_000,
         rate_limit_anonymous=1_000_000,
         access_log=False,
-        db_pool_size=20,
-        db_max_overflow=20,
+        # The whole suite shares one PostgreSQL (max_connections 100) with the cluster processes.
+        db_pool_size=8,
+        db_max_overflow=8,
     )
     return replace(base, **overrides)
 
@@ -174,7 +175,8 @@ def server_env(settings: Settings, **extra: str) -> dict[str, str]:
         RATE_LIMIT_WRITE_PER_MINUTE="100000000",
         RATE_LIMIT_ORDERS_PER_MINUTE="100000000",
         RATE_LIMIT_ANONYMOUS_PER_MINUTE="100000000",
-        DB_POOL_SIZE="20",
+        DB_POOL_SIZE="10",
+        DB_MAX_OVERFLOW="10",
     )
     env.update(extra)
     return env

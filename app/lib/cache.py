@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-from app.lib.kv import KV
+from app.lib.kv import KV, MemoryKV, RedisKV
 from app.lib.log import get_logger
 from app.lib.metrics import CACHE_EVENTS
 
@@ -26,6 +26,8 @@ log = get_logger("app.cache")
 
 _encoder = msgspec.json.Encoder()
 STAT_KEYS = ("stats:hits", "stats:misses", "stats:errors")
+# Every cached value lives under this prefix (see get_json); clear() and stats() look at nothing else.
+ENTRY_PREFIX = "c:"
 
 
 class Cache:
@@ -51,7 +53,7 @@ class Cache:
         """JSON bytes for (group, key), loading and encoding with msgspec on a miss."""
         try:
             gen = await self._generation(group)
-            full_key = f"c:{group}:{gen}:{key}"
+            full_key = f"{ENTRY_PREFIX}{group}:{gen}:{key}"
             cached = await self.kv.get(full_key)
         except Exception as exc:
             log.warning("cache_unavailable", error=repr(exc)[:200])
@@ -89,16 +91,80 @@ class Cache:
                 log.warning("cache_invalidate_failed", group=group, error=repr(exc)[:200])
 
     async def stats(self) -> dict[str, Any]:
+        """Fleet-wide counters plus the number and memory of live cache entries (not of the rate-limit
+        windows and idempotency records that share the KV namespace)."""
         hits, misses, errors = await self.kv.get_counters(*STAT_KEYS)
         total = hits + misses
+        keys, memory = await self._entries_size()
         return {
             "hits": hits,
             "misses": misses,
             "errors": errors,
             "hit_ratio": (hits / total) if total else None,
-            "keys": await self.kv.count_keys(),
-            "memory_bytes": await self.kv.memory_bytes(),
+            "keys": keys,
+            "memory_bytes": memory,
         }
 
     async def clear(self) -> int:
+        """Drop every cached entry of this application and nothing else.
+
+        Only the `c:` entries go: idempotency records and rate-limit windows live in the same KV namespace
+        and wiping them would let a retried order through twice. Generation counters stay too, so an
+        entry written by a request that raced the clear is still unreachable after the next write.
+        """
+        if isinstance(self.kv, RedisKV):
+            client = self.kv.client
+            removed = 0
+            batch: list[bytes] = []
+            async for key in client.scan_iter(match=self._redis_entry_pattern(), count=1000):
+                batch.append(key)
+                if len(batch) >= 500:
+                    removed += await client.unlink(*batch)
+                    batch.clear()
+            if batch:
+                removed += await client.unlink(*batch)
+            return removed
+        if isinstance(self.kv, MemoryKV):
+            keys = self.kv.keys_matching(f"{ENTRY_PREFIX}*")
+            await self.kv.delete(*keys)
+            return len(keys)
         return await self.kv.clear_namespace()
+
+    def _redis_entry_pattern(self) -> str:
+        return f"{_glob_escape(self.kv.namespace)}:{ENTRY_PREFIX}*"
+
+    async def _entries_size(self) -> tuple[int, int | None]:
+        if isinstance(self.kv, RedisKV):
+            client = self.kv.client
+            count = memory = 0
+            batch: list[bytes] = []
+
+            async def measure() -> int:
+                # One pipelined round trip per batch: MEMORY USAGE per key would be N round trips.
+                async with client.pipeline(transaction=False) as pipe:
+                    for key in batch:
+                        pipe.memory_usage(key)
+                    return sum(v or 0 for v in await pipe.execute())
+
+            async for key in client.scan_iter(match=self._redis_entry_pattern(), count=1000):
+                batch.append(key)
+                count += 1
+                if len(batch) >= 500:
+                    memory += await measure()
+                    batch.clear()
+            if batch:
+                memory += await measure()
+            return count, memory
+        if isinstance(self.kv, MemoryKV):
+            count = memory = 0
+            for key in self.kv.keys_matching(f"{ENTRY_PREFIX}*"):
+                value = await self.kv.get(key)  # also drops the entry if it has expired
+                if value is not None:
+                    count += 1
+                    memory += len(key) + len(value)
+            return count, memory
+        return await self.kv.count_keys(), await self.kv.memory_bytes()
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)

@@ -67,11 +67,19 @@ def job(
             try:
                 result = await fn(ctx, **kwargs)
             except asyncio.CancelledError:
-                log.warning("job_cancelled", function=name, key=getattr(job_obj, "key", None))
+                elapsed = time.perf_counter() - started
+                if _timed_out(ctx, job_obj, elapsed):
+                    log.warning("job_timed_out", function=name, key=getattr(job_obj, "key", None),
+                                timeout=getattr(job_obj, "timeout", None))
+                    _observe(ctx, name, "timeout", elapsed)
+                    await _record_failure(ctx)
+                else:
+                    log.warning("job_cancelled", function=name, key=getattr(job_obj, "key", None))
                 raise
             except Exception as exc:
                 log.exception("job_failed", function=name, key=getattr(job_obj, "key", None), error=str(exc)[:500])
                 _observe(ctx, name, "failed", time.perf_counter() - started)
+                await _record_failure(ctx)
                 raise
             _observe(ctx, name, "complete", time.perf_counter() - started)
             log.info("job_finished", function=name, key=getattr(job_obj, "key", None),
@@ -91,6 +99,40 @@ def _observe(ctx: dict[str, Any], name: str, status: str, seconds: float) -> Non
 
     JOB_RUNS.labels(function=name, status=status).inc()
     JOB_DURATION.labels(function=name).observe(seconds)
+
+
+# Prometheus counters are per process, so the fleet-wide "failures in the last hour" is kept in the KV:
+# one INCR bucket per minute, each expiring after two hours; readers sum the last 60 buckets.
+FAILURE_BUCKET_TTL = 2 * 3600
+
+
+def failure_bucket_key(epoch_minute: int) -> str:
+    return f"jobs:failures:{epoch_minute}"
+
+
+async def _record_failure(ctx: dict[str, Any]) -> None:
+    kv = ctx.get("kv")
+    if kv is None:
+        return
+    try:
+        await kv.incr_window(failure_bucket_key(int(time.time() // 60)), FAILURE_BUCKET_TTL)
+    except Exception as exc:  # counting must never change how the job itself ends
+        log.warning("job_failure_count_failed", error=repr(exc)[:200])
+
+
+def _timed_out(ctx: dict[str, Any], job_obj: Any, elapsed: float) -> bool:
+    """SAQ enforces `timeout` by cancelling the task, exactly as it does for an abort or a worker
+    shutdown; only the first is a failure of the job."""
+    limit = getattr(job_obj, "timeout", 0) or 0
+    if not limit or elapsed < limit * 0.9:
+        return False
+    worker = ctx.get("worker")
+    if worker is None:
+        return True
+    if worker.event.is_set():
+        return False
+    task_ctx = worker.job_task_contexts.get(job_obj)
+    return not (task_ctx and task_ctx.get("aborted") is not None)
 
 
 def load_job_modules() -> dict[str, JobSpec]:
@@ -130,6 +172,14 @@ def make_queue(settings: Settings) -> Queue:
     return PostgresQueue.from_url(libpq_url(url), name=settings.queue_name, min_size=1, max_size=8)
 
 
+# SAQ's default (0) blocks in BLMOVE forever, but our Redis clients time out reads after 1 s (make_redis):
+# the server then hands the next job to the abandoned BLMOVE, and that job sits in the active list unrun
+# until the sweep aborts it ("swept") or retries it. Measured here: a retry delayed 15 s, and jobs lost.
+# Blocking for less than the socket timeout makes every BLMOVE end on the server before the client
+# gives up on it.
+DEQUEUE_TIMEOUT_SECONDS = 0.5
+
+
 def make_worker(
     queue: Queue,
     settings: Settings,
@@ -150,6 +200,7 @@ def make_worker(
         timers={"worker_info": 5, "sweep": 10, "abort": 1, "schedule": 1},
         shutdown_grace_period_s=20,
         metadata=metadata or {},
+        dequeue_timeout=DEQUEUE_TIMEOUT_SECONDS,
     )
 
 
@@ -177,4 +228,6 @@ async def enqueue(
         options["key"] = key
     if meta:
         options["meta"] = meta
-    return await queue.enqueue(name, **options, **kwargs)
+    # As `kwargs=`, never spread: SAQ would take a job argument named like a Job field (timeout, key,
+    # meta, ...) as that job option.
+    return await queue.enqueue(name, kwargs=kwargs, **options)

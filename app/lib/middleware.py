@@ -64,6 +64,11 @@ class RequestContextMiddleware(ASGIMiddleware):
         HTTP_IN_PROGRESS.inc()
         try:
             await next_app(scope, receive, send_wrapper)
+        except Exception as exc:
+            # Raised by inner middleware (401 from auth, 429 from the limiter): Litestar's outer exception
+            # handler writes the response after we return, so record the status it is going to send.
+            status_holder[0] = getattr(exc, "status_code", 500)
+            raise
         finally:
             HTTP_IN_PROGRESS.dec()
             elapsed = time.perf_counter() - started

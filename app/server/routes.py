@@ -7,9 +7,11 @@ from typing import Any
 
 def route_handlers() -> list[Any]:
     from app.domain.identity.controllers import AuthKeyController, UserController
+    from app.domain.jobs.controllers import JobController, ScheduleController
     from app.domain.accounts.controllers import AccountController
     from app.domain.markets.controllers import ExchangeController, InstrumentController
     from app.domain.risk.controllers import RiskController
+    from app.domain.system.cache_controller import CacheController
     from app.domain.system.controllers import HealthController
     from app.domain.trading.controllers import OrderController
 
@@ -22,5 +24,8 @@ def route_handlers() -> list[Any]:
         AccountController,
         OrderController,
         RiskController,
+        JobController,
+        ScheduleController,
+        CacheController,
     ]
     return handlers
