@@ -25,7 +25,7 @@ def classify_dependency_error(exc: BaseException) -> tuple[int, str]:
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         name = type(current).__name__
-        if isinstance(current, (ConnectionError, OSError, asyncio.TimeoutError)) or any(
+        if isinstance(current, (ConnectionError, TimeoutError, asyncio.TimeoutError)) or any(
             marker in name or marker in str(current)[:200] for marker in _DEPENDENCY_MARKERS
         ):
             return 503, "A backing service is unavailable; retry shortly"

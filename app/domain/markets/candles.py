@@ -340,6 +340,20 @@ def to_copy_records(rows: Iterable[CandleRow], prefix: tuple[Any, ...] = ()) -> 
     return [(*prefix, r.ts, r.open, r.high, r.low, r.close, r.volume) for r in rows]
 
 
+def to_copy_csv(rows: Iterable[CandleRow], prefix: tuple[str, ...] = ()) -> bytes:
+    """The rows as CSV for ``COPY ... FROM STDIN (FORMAT csv)`` in `COPY_COLUMNS` order after ``prefix``.
+
+    Text COPY instead of asyncpg's binary `copy_records_to_table`: encoding Decimals to binary NUMERIC
+    in Python was the largest single cost of a bulk load (measured 7.7 s of 15.6 s for 1M rows), while
+    ``str(Decimal)`` is exact and cheap and PostgreSQL parses the text in C. Prefix values must not
+    need CSV quoting (symbols and timeframes are validated to plain tokens).
+    """
+    head = ",".join(prefix) + "," if prefix else ""
+    return "".join(
+        f"{head}{r.ts.isoformat()},{r.open},{r.high},{r.low},{r.close},{r.volume}\n" for r in rows
+    ).encode()
+
+
 class CandleCsvParser:
     """Incremental CSV parser behind `parse_csv_stream`, usable without an event loop.
 

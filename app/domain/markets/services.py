@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy import exists as exists_
 from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
@@ -17,11 +19,11 @@ from app.domain.markets.candles import (
     CandleRow,
     CandleValidationError,
     parse_csv_stream,
-    to_copy_records,
+    to_copy_csv,
     validate_batch,
 )
 from app.domain.markets.events import publish_price
-from app.domain.markets.models import Exchange, Instrument
+from app.domain.markets.models import Candle, Exchange, Instrument
 from app.domain.markets.schemas import (
     CandleOut,
     ExchangeCreate,
@@ -189,16 +191,26 @@ def candle_error(exc: CandleValidationError) -> ApiError:
 async def load_candles(
     conn: AsyncConnection, symbol: str, timeframe: str, batches: AsyncIterator[list[CandleRow]]
 ) -> LoadResult:
-    """Stage every batch with COPY, then upsert once: all or nothing, in one transaction.
+    """COPY every batch, all or nothing, in one transaction.
 
     A bad row anywhere (raised by the parser while streaming) rolls the transaction back, so nothing is
-    written. Upsert semantics: a reload replaces the OHLCV of existing timestamps.
+    written. Upsert semantics: a reload replaces the OHLCV of existing timestamps. The first load of a
+    series (the bulk case) is COPYed straight into `candles`; a reload is staged in a temp table and
+    merged with INSERT ... ON CONFLICT, which costs a second write pass. Loads of one instrument are
+    serialised by its row lock, so the "series is empty" check cannot race.
     """
     async with tx(conn):
         exists = await conn.scalar(select(Instrument.symbol).where(Instrument.symbol == symbol).with_for_update())
         if exists is None:
             raise not_found("Instrument")
-        await conn.execute(_STAGE_DDL)
+        fresh = not await conn.scalar(
+            select(exists_(select(Candle.ts).where(Candle.symbol == symbol, Candle.timeframe == timeframe)))
+        )
+        if fresh:
+            target, columns, prefix = "candles", ["symbol", "timeframe", *COPY_COLUMNS], (symbol, timeframe)
+        else:
+            await conn.execute(_STAGE_DDL)
+            target, columns, prefix = "candle_stage", list(COPY_COLUMNS), ()
         driver = await _raw(conn)
         rows = 0
         first_ts: datetime | None = None
@@ -207,7 +219,7 @@ async def load_candles(
             async for batch in batches:
                 if not batch:
                     continue
-                await driver.copy_records_to_table("candle_stage", records=to_copy_records(batch), columns=list(COPY_COLUMNS))
+                await driver.copy_to_table(target, source=io.BytesIO(to_copy_csv(batch, prefix)), columns=columns, format="csv")
                 rows += len(batch)
                 if first_ts is None or batch[0].ts < first_ts:
                     first_ts = min(c.ts for c in batch) if first_ts is None else min(first_ts, min(c.ts for c in batch))
@@ -218,7 +230,8 @@ async def load_candles(
             raise candle_error(exc) from exc
         if rows == 0:
             raise invalid("The upload contains no candles", "candles")
-        await conn.execute(_MERGE, {"symbol": symbol, "timeframe": timeframe})
+        if not fresh:
+            await conn.execute(_MERGE, {"symbol": symbol, "timeframe": timeframe})
         last_price = None
         if last is not None:
             last_price = await _set_price_from_candle(conn, symbol, last)
