@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: install run test test-fast bench bench-baseline bench-peers lint fmt worker clean
+.PHONY: install run test test-fast bench bench-baseline bench-all bench-peers fuzz loadtest cluster lint fmt worker clean
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -28,6 +28,51 @@ test: install
 
 test-fast: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow"
+
+GATE_RUN = $(BIN)/python -m pytest benchmarks/test_gate_bench.py -p no:xdist -p no:cacheprovider -q \
+	--benchmark-columns=median,min,rounds --benchmark-sort=name
+
+## Latency gate: hot endpoints and pure cores vs benchmarks/baseline.json (ratios to same-run references).
+## A failing first run is measured once more; a benchmark fails only if it is slow in both runs.
+bench: install
+	@mkdir -p .benchmarks
+	$(GATE_RUN) --benchmark-json=.benchmarks/gate-1.json
+	@$(BIN)/python -m benchmarks.gate check .benchmarks/gate-1.json || { \
+	  echo "latency gate: measuring again to tell a regression from noise"; \
+	  $(GATE_RUN) --benchmark-json=.benchmarks/gate-2.json && \
+	  $(BIN)/python -m benchmarks.gate check .benchmarks/gate-1.json .benchmarks/gate-2.json; }
+
+## Refresh the committed baseline on purpose (review the diff of benchmarks/baseline.json).
+bench-baseline: install
+	@mkdir -p .benchmarks
+	$(GATE_RUN) --benchmark-json=.benchmarks/baseline-run.json
+	$(BIN)/python -m benchmarks.gate update .benchmarks/baseline-run.json
+
+## Every benchmark (engine, parser, risk core, gate set), for the numbers in docs/BENCHMARKS.md.
+bench-all: install
+	$(BIN)/python -m pytest benchmarks -p no:xdist -p no:cacheprovider -q --benchmark-columns=median,min,max,rounds
+
+## Side by side under granian: Tradedesk vs FastAPI+Pydantic+SQLAlchemy ORM vs a raw ASGI+asyncpg floor.
+bench-peers: install
+	$(BIN)/python -m benchmarks.peers.run_peers --db-url $${DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/postgres} \
+	  --duration $${DURATION:-10} --concurrency $${CONCURRENCY:-32}
+
+## Deep schemathesis run (make test runs a bounded one).
+fuzz: install
+	SCHEMATHESIS_MAX_EXAMPLES=$${EXAMPLES:-50} $(BIN)/python -m pytest tests/integration/test_schemathesis.py -q -p no:cacheprovider
+
+## Load against a running server: make loadtest KEY=... [SCENARIO=mix CONCURRENCY=32 DURATION=10]
+loadtest: install
+	$(BIN)/tradedesk loadtest --url $${URL:-http://127.0.0.1:8000} --api-key "$$KEY" --scenario $${SCENARIO:-mix} \
+	  --concurrency $${CONCURRENCY:-32} --duration $${DURATION:-10}
+
+## Two API processes (8001, 8002) and two workers on DATABASE_URL/REDIS_URL (Ctrl-C stops all).
+cluster: install
+	@test -n "$$DATABASE_URL" -a -n "$$REDIS_URL" || { echo "set DATABASE_URL and REDIS_URL"; exit 2; }
+	$(BIN)/tradedesk db upgrade
+	trap 'kill 0' INT TERM EXIT; \
+	$(BIN)/tradedesk serve --port 8001 & $(BIN)/tradedesk serve --port 8002 & \
+	$(BIN)/tradedesk worker & $(BIN)/tradedesk worker & wait
 
 worker: install
 	$(BIN)/tradedesk worker
