@@ -6,9 +6,11 @@ from typing import Any
 
 
 def route_handlers() -> list[Any]:
+    from app.domain.accounts.controllers import AccountController
+    from app.domain.analytics.controllers import AnalyticsController
+    from app.domain.backtesting.controllers import BacktestController, SharedReportController, StrategyController
     from app.domain.identity.controllers import AuthKeyController, UserController
     from app.domain.jobs.controllers import JobController, ScheduleController
-    from app.domain.accounts.controllers import AccountController
     from app.domain.markets.controllers import ExchangeController, InstrumentController
     from app.domain.risk.controllers import RiskController
     from app.domain.system.cache_controller import CacheController
@@ -27,5 +29,9 @@ def route_handlers() -> list[Any]:
         JobController,
         ScheduleController,
         CacheController,
+        StrategyController,
+        BacktestController,
+        SharedReportController,
+        AnalyticsController,
     ]
     return handlers

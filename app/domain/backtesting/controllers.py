@@ -1,0 +1,166 @@
+from __future__ import annotations
+
+from typing import Annotated, Literal
+from uuid import UUID
+
+from litestar import Controller, Request, Response, delete, get, post
+from litestar.di import Provide
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter
+
+from app.domain.backtesting import (
+    services,
+    tasks,  # noqa: F401  (registers the jobs that services enqueue)
+)
+from app.domain.backtesting.report import SECURITY_HEADERS
+from app.domain.backtesting.schemas import (
+    RANKABLE,
+    BacktestCreate,
+    BacktestOut,
+    BacktestPage,
+    ReportTokenOut,
+    StatusName,
+    StrategyList,
+    SweepCreate,
+    SweepCreated,
+    SweepOut,
+    TradePage,
+)
+from app.lib.db import DbConn, provide_db
+from app.lib.errors import invalid
+from app.lib.http import cache_of, json_bytes
+from app.lib.pagination import Limit
+
+Cursor = Annotated[str | None, Parameter(max_length=200)]
+MaxPoints = Annotated[int, Parameter(ge=2, le=services.STORED_EQUITY_POINTS)]
+ReportToken = Annotated[str, Parameter(min_length=16, max_length=128)]
+
+
+def _html(body: str) -> Response[str]:
+    return Response(body, media_type="text/html; charset=utf-8", headers=SECURITY_HEADERS)
+
+
+class StrategyController(Controller):
+    path = "/api/v1/strategies"
+    tags = ["backtests"]
+
+    @get("/", summary="Strategies with their description, parameter JSON schema and defaults")
+    async def list_strategies(self, request: Request) -> Response[bytes]:
+        async def load() -> StrategyList:
+            return services.list_strategies()
+
+        # The registry changes only with a deploy; the TTL bounds how long a new strategy stays hidden.
+        return json_bytes(await cache_of(request).get_json("strategies", "all", load, ttl=300))
+
+
+class BacktestController(Controller):
+    path = "/api/v1/backtests"
+    tags = ["backtests"]
+    dependencies = {"db": Provide(provide_db)}
+
+    @post("/", status_code=202, summary="Submit a backtest; it runs on a worker (poll GET for progress)")
+    async def create(self, db: DbConn, request: Request, data: JSONBody[BacktestCreate]) -> BacktestOut:
+        return await services.create_backtest(db, request.app.state.queue, request.user, data)
+
+    @get("/", summary="My backtests, newest first")
+    async def list_backtests(
+        self,
+        db: DbConn,
+        request: Request,
+        limit: Limit = 50,
+        cursor: Cursor = None,
+        status: FromQuery[StatusName | None] = None,
+        sweep_id: FromQuery[UUID | None] = None,
+    ) -> BacktestPage:
+        items, nxt = await services.list_backtests(db, request.user, limit, cursor, status, sweep_id)
+        return BacktestPage(items=items, next_cursor=nxt)
+
+    @get("/{backtest_id:uuid}", summary="Status, progress, metrics, error, input hash and timings")
+    async def get_backtest(self, db: DbConn, request: Request, backtest_id: FromPath[UUID]) -> BacktestOut:
+        return await services.get_backtest(db, request.user, backtest_id)
+
+    @delete(
+        "/{backtest_id:uuid}",
+        status_code=200,
+        summary="Cancel a queued or running backtest (409 if finished)",
+    )
+    async def cancel(self, db: DbConn, request: Request, backtest_id: FromPath[UUID]) -> BacktestOut:
+        return await services.cancel_backtest(db, request.app.state.queue, request.user, backtest_id)
+
+    @get(
+        "/{backtest_id:uuid}/trades", summary="Trades of a completed backtest (newest first unless sort=asc)"
+    )
+    async def trades(
+        self,
+        db: DbConn,
+        request: Request,
+        backtest_id: FromPath[UUID],
+        limit: Limit = 50,
+        cursor: Cursor = None,
+        sort: FromQuery[Literal["asc", "desc"]] = "desc",
+    ) -> TradePage:
+        items, nxt, total = await services.backtest_trades(db, request.user, backtest_id, limit, cursor, sort)
+        return TradePage(items=items, next_cursor=nxt, total=total)
+
+    @get("/{backtest_id:uuid}/equity", summary="Equity curve and drawdown, downsampled to max_points")
+    async def equity(
+        self, db: DbConn, request: Request, backtest_id: FromPath[UUID], max_points: MaxPoints = 1000
+    ) -> Response[bytes]:
+        payload = await services.backtest_equity(db, cache_of(request), request.user, backtest_id, max_points)
+        return json_bytes(payload)
+
+    @get(
+        "/{backtest_id:uuid}/report", summary="Self-contained HTML report with charts", media_type="text/html"
+    )
+    async def report(self, db: DbConn, request: Request, backtest_id: FromPath[UUID]) -> Response[str]:
+        return _html(await services.report_page(db, cache_of(request), request.user, backtest_id))
+
+    @post(
+        "/{backtest_id:uuid}/report-token",
+        status_code=201,
+        summary="A single-use, 5-minute link to the report for a browser (no API key in the URL)",
+    )
+    async def report_token(self, db: DbConn, request: Request, backtest_id: FromPath[UUID]) -> ReportTokenOut:
+        return await services.create_report_token(db, request.app.state.kv, request.user, backtest_id)
+
+    @post("/sweeps", status_code=202, summary="Run a strategy over every combination of a parameter grid")
+    async def create_sweep(self, db: DbConn, request: Request, data: JSONBody[SweepCreate]) -> SweepCreated:
+        return await services.create_sweep(db, request.app.state.queue, request.user, data)
+
+    @get("/sweeps/{sweep_id:uuid}", summary="Counts by status and the completed runs ranked by a metric")
+    async def get_sweep(
+        self,
+        db: DbConn,
+        request: Request,
+        sweep_id: FromPath[UUID],
+        limit: Limit = 50,
+        rank_by: Annotated[str | None, Parameter(max_length=32)] = None,
+    ) -> SweepOut:
+        if rank_by is not None and rank_by not in RANKABLE:
+            raise invalid(f"rank_by must be one of: {', '.join(RANKABLE)}", "rank_by")
+        return await services.get_sweep(db, request.user, sweep_id, limit, rank_by)
+
+
+class SharedReportController(Controller):
+    """The report opened with a token from POST .../report-token instead of an API key.
+
+    It lives under /static/ because that is the prefix the API-key middleware lets through without a
+    key; the token is the credential here (single use, 5 minutes, this backtest's report only).
+    """
+
+    path = "/static/reports"
+    tags = ["backtests"]
+    dependencies = {"db": Provide(provide_db)}
+
+    @get(
+        "/{backtest_id:uuid}",
+        summary="A backtest report opened with a report token",
+        media_type="text/html",
+        include_in_schema=True,
+    )
+    async def shared_report(
+        self, db: DbConn, request: Request, backtest_id: FromPath[UUID], token: FromQuery[ReportToken]
+    ) -> Response[str]:
+        html = await services.redeem_report_token(
+            db, request.app.state.kv, cache_of(request), backtest_id, token
+        )
+        return _html(html)
