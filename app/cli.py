@@ -181,7 +181,13 @@ def _register_optional() -> None:
     """Domain command groups live next to their domain."""
     import importlib
 
-    for module in ("app.domain.markets.cli", "app.domain.trading.cli", "app.domain.backtesting.cli", "app.lib.loadtest"):
+    for module in (
+        "app.domain.markets.cli",
+        "app.domain.trading.cli",
+        "app.domain.backtesting.cli",
+        "app.domain.system.cli",
+        "app.lib.loadtest",
+    ):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:
