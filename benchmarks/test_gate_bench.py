@@ -14,8 +14,8 @@ import pytest
 
 from benchmarks.harness import calibration, interleaved_ratio
 
-PAIRS = 150
-ROUNDS = 150
+PAIRS = 300
+ROUNDS = 200
 
 
 def _ok(status_body, expected=200):

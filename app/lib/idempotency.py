@@ -12,12 +12,11 @@ from __future__ import annotations
 import hashlib
 
 import msgspec
-from litestar.enums import ScopeType
-from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.lib.errors import ApiError
 from app.lib.log import get_logger
+from app.lib.middleware import LeanMiddleware
 
 log = get_logger("app.idempotency")
 
@@ -44,8 +43,7 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-class IdempotencyMiddleware(ASGIMiddleware):
-    scopes = (ScopeType.HTTP,)
+class IdempotencyMiddleware(LeanMiddleware):
 
     def __init__(self, ttl: int) -> None:
         self.ttl = ttl

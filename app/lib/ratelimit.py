@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import math
 
-from litestar.enums import ScopeType
-from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.lib.errors import ApiError
 from app.lib.log import get_logger
+from app.lib.middleware import LeanMiddleware
 
 log = get_logger("app.ratelimit")
 
@@ -36,8 +35,7 @@ def _client_ip(scope: Scope) -> str:
     return client[0] if client else "unknown"
 
 
-class RateLimitMiddleware(ASGIMiddleware):
-    scopes = (ScopeType.HTTP,)
+class RateLimitMiddleware(LeanMiddleware):
 
     def __init__(self, limits: dict[str, int], window: int) -> None:
         self.limits = limits

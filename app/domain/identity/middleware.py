@@ -7,12 +7,11 @@ still need the rate limiter to see them; the stock class can only include or exc
 
 from __future__ import annotations
 
-from litestar.enums import ScopeType
-from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from app.domain.identity.services import authenticate
 from app.lib.errors import ApiError
+from app.lib.middleware import LeanMiddleware
 
 ANONYMOUS_PREFIXES = ("/health", "/ready", "/metrics", "/schema", "/api/v1/health", "/static/")
 
@@ -34,8 +33,7 @@ def is_anonymous_path(path: str) -> bool:
     return path.startswith(ANONYMOUS_PREFIXES)
 
 
-class AuthMiddleware(ASGIMiddleware):
-    scopes = (ScopeType.HTTP,)
+class AuthMiddleware(LeanMiddleware):
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         key = _credential(scope)
