@@ -96,6 +96,7 @@ class Seed:
     admin: dict[str, str]
     trader: dict[str, str]
     account: str
+    validate_account: str
     symbol: str
 
 
@@ -125,6 +126,11 @@ def seed(driver, bench_settings) -> Seed:
                                headers=s.trader)
     assert status == 201, body
     s.account = msgspec.json.decode(body)["id"]
+    # Validation gets its own account: placements made by other benchmarks must not change its book.
+    status, body = driver.call("POST", "/api/v1/accounts", json={"name": "bench-validate", "initial_cash": "1000000"},
+                               headers=s.trader)
+    assert status == 201, body
+    s.validate_account = msgspec.json.decode(body)["id"]
     for i in range(150):
         status, _ = driver.call("POST", f"/api/v1/accounts/{s.account}/orders",
                                 json={"symbol": "BENCH", "side": "buy", "type": "limit", "quantity": "1",

@@ -63,14 +63,14 @@ def test_order_placement_market(benchmark, driver, seed, health):
 
 
 def test_order_validate_with_limits(benchmark, driver, seed, health):
-    limits = f"/api/v1/accounts/{seed.account}/risk/limits"
+    limits = f"/api/v1/accounts/{seed.validate_account}/risk/limits"
     existing = driver.call("GET", limits, headers=seed.admin)
     if b'"max_order_notional"' not in existing[1]:
         for kind, value in (("max_order_notional", "1000000"), ("max_order_quantity", "10000"),
                             ("max_position_quantity", "1000000"), ("max_gross_exposure", "100000000"),
                             ("max_open_orders", "100000"), ("max_orders_per_minute", "1000000")):
             _ok(driver.call("POST", limits, json={"limit_type": kind, "value": value}, headers=seed.admin), 201)
-    path = f"/api/v1/accounts/{seed.account}/orders/validate"
+    path = f"/api/v1/accounts/{seed.validate_account}/orders/validate"
     body = {"symbol": "BENCH", "side": "buy", "type": "limit", "quantity": "1", "limit_price": "99"}
     _gate(benchmark, lambda: _ok(driver.call("POST", path, json=body, headers=seed.trader)), health)
 

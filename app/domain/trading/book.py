@@ -35,16 +35,19 @@ _LOAD_SQL_BODY = (
                                                       p.realized_pnl::text, i.last_price::text)), '[]')
               FROM positions p JOIN instruments i ON i.symbol = p.symbol
              WHERE p.account_id = a.id) AS positions,
-           CASE WHEN :with_stats THEN (
-             SELECT json_build_array(
-               count(*) FILTER (WHERE o.status IN ('new', 'accepted', 'partially_filled')),
-               count(*) FILTER (WHERE o.created_at > now() - interval '60 seconds'),
-               coalesce(sum(o.quantity - o.filled_quantity) FILTER (
-                 WHERE o.status IN ('new', 'accepted', 'partially_filled') AND o.side = 'sell'
-                   AND o.symbol = :symbol), 0)::text)
-             FROM orders o
-            WHERE o.account_id = a.id
-              AND (o.status IN ('new', 'accepted', 'partially_filled') OR o.created_at > now() - interval '60 seconds'))
+           CASE WHEN :with_stats THEN json_build_array(
+             (SELECT count(*) FROM orders o
+               WHERE o.account_id = a.id AND o.status IN ('new', 'accepted', 'partially_filled')),
+             -- The submission-rate window is only needed when such a limit exists; counting it always
+             -- would cost a busy bot an index range scan over its last minute of orders per order.
+             CASE WHEN EXISTS (SELECT 1 FROM risk_limits r WHERE r.account_id = a.id AND r.enabled
+                                 AND r.limit_type = 'max_orders_per_minute')
+                  THEN (SELECT count(*) FROM orders o
+                         WHERE o.account_id = a.id AND o.created_at > now() - interval '60 seconds')
+                  ELSE 0 END,
+             (SELECT coalesce(sum(o.quantity - o.filled_quantity), 0)::text FROM orders o
+               WHERE o.account_id = a.id AND o.status IN ('new', 'accepted', 'partially_filled')
+                 AND o.side = 'sell' AND o.symbol = :symbol))
            END AS order_stats,
            CASE WHEN :with_stats THEN coalesce(
              (SELECT s.equity::text FROM equity_snapshots s
