@@ -9,7 +9,7 @@ def route_handlers() -> list[Any]:
     from app.domain.accounts.controllers import AccountController
     from app.domain.analytics.controllers import AnalyticsController
     from app.domain.backtesting.controllers import BacktestController, SharedReportController, StrategyController
-    from app.domain.identity.controllers import AuthKeyController, UserController
+    from app.domain.identity.controllers import AuthKeyController, UserController, whoami
     from app.domain.jobs.controllers import JobController, ScheduleController
     from app.domain.markets.controllers import ExchangeController, InstrumentController
     from app.domain.risk.controllers import RiskController
@@ -21,6 +21,7 @@ def route_handlers() -> list[Any]:
         HealthController,
         UserController,
         AuthKeyController,
+        whoami,
         ExchangeController,
         InstrumentController,
         AccountController,

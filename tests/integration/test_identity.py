@@ -23,6 +23,8 @@ async def test_me_and_auth_header_forms(client, make_user):
         resp = await client.get("/api/v1/users/me", headers=headers)
         assert resp.status_code == 200 and resp.json()["email"] == user["email"]
     assert (await client.get("/api/v1/users/me")).status_code == 401
+    who = (await client.get("/api/v1/auth/whoami", headers=user["headers"])).json()
+    assert who["user_id"] == user["id"] and who["role"] == "trader" and "api_key" not in who
     resp = await client.get("/api/v1/users/me", headers={"Authorization": "Bearer td_nope"})
     assert resp.status_code == 401 and resp.json()["type"].endswith("/unauthorized")
 

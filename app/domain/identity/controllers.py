@@ -77,4 +77,9 @@ class AuthKeyController(Controller):
         return KeyCreated(**{f: getattr(key, f) for f in key.__struct_fields__}, api_key=secret)
 
 
+@get("/api/v1/auth/whoami", tags=["auth"], summary="The caller's identity from its key alone (no database round trip)")
+async def whoami(request: Request) -> Principal:
+    return request.user
+
+
 __all__ = ["AuthKeyController", "UserController", "KeyOut"]
