@@ -134,3 +134,22 @@ async def test_rate_limit_exact_across_processes(live, make_user, settings):
             os.killpg(p.pid, signal.SIGTERM)
         for p in procs:
             p.wait(timeout=20)
+
+
+async def test_position_limit_holds_across_processes(client, live, admin_headers, make_user, db_engine):
+    """100 concurrent orders, each fitting max_position_quantity but together exceeding it, through two
+    API processes: exactly as many are accepted as fit, and the position never exceeds the limit."""
+    risk_manager = await make_user("risk_manager")
+    h, sym, acct = await _setup(client, admin_headers, make_user)
+    resp = await client.post(f"/api/v1/accounts/{acct}/risk/limits",
+                             json={"limit_type": "max_position_quantity", "value": "37"}, headers=risk_manager["headers"])
+    assert resp.status_code == 201, resp.text
+    body = {"symbol": sym, "side": "buy", "type": "market", "quantity": "1"}
+    resps = await asyncio.gather(*[c.post(f"/api/v1/accounts/{acct}/orders", json=body, headers=h) for c in _split(live, 100)])
+    codes = [r.status_code for r in resps]
+    assert codes.count(201) == 37 and codes.count(422) == 63, codes
+    assert all(r.json()["type"].endswith("/risk-limit-breached") for r in resps if r.status_code == 422)
+    pos = (await client.get(f"/api/v1/accounts/{acct}/positions", headers=h)).json()["items"][0]
+    assert D(pos["quantity"]) == 37
+    async with db_engine.connect() as conn:
+        assert (await reconcile_account(conn, uuid.UUID(acct))).ok
