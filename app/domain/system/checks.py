@@ -29,6 +29,8 @@ async def run_checks(settings: Settings, *, require_workers: bool = True) -> tup
         try:
             await check_database(engine)
             report(True, "database: reachable and at migration head")
+            for passed, line in await check_schedules(engine):
+                report(passed, line)
         except Exception as exc:
             report(False, f"database: {exc}")
         finally:
@@ -39,8 +41,13 @@ async def run_checks(settings: Settings, *, require_workers: bool = True) -> tup
         try:
             await kv.ping()
             report(True, "redis: reachable")
+            from app.lib.cache import Cache
+
+            probe = Cache(kv, 5)
+            payload = await probe.get_json("check", "probe", _probe_value, ttl=5)
+            report(payload == b'{"ok":true}', "cache: read-through round trip works")
         except Exception as exc:
-            report(False, f"redis: {exc}")
+            report(False, f"redis/cache: {exc}")
         finally:
             await kv.close()
 
@@ -61,3 +68,31 @@ async def run_checks(settings: Settings, *, require_workers: bool = True) -> tup
             except Exception:
                 pass
     return ok, lines
+
+
+async def _probe_value() -> dict[str, bool]:
+    return {"ok": True}
+
+
+async def check_schedules(engine) -> list[tuple[bool, str]]:
+    """Every enabled schedule names a registered job and is not overdue by more than a few minutes
+    (an overdue schedule means no worker is running its scheduler loop)."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import select
+
+    from app.domain.jobs.models import JobSchedule
+    from app.lib.jobs import load_job_modules
+
+    registry = load_job_modules()
+    async with engine.connect() as conn:
+        rows = (await conn.execute(
+            select(JobSchedule.name, JobSchedule.function, JobSchedule.next_run_at).where(JobSchedule.enabled)
+        )).all()
+    now = datetime.now(UTC)
+    out: list[tuple[bool, str]] = []
+    unknown = [r.name for r in rows if r.function not in registry]
+    overdue = [r.name for r in rows if r.next_run_at is not None and now - r.next_run_at > timedelta(minutes=5)]
+    out.append((not unknown, f"schedules: {len(rows)} enabled" + (f"; unknown functions: {unknown}" if unknown else "")))
+    out.append((not overdue, "schedules: none overdue" if not overdue else f"schedules overdue (no scheduler running?): {overdue}"))
+    return out
