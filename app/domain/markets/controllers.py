@@ -1,16 +1,18 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
+from uuid import UUID
 
 from litestar import Controller, Request, Response, get, patch, post
 from litestar.di import Provide
-from litestar.params import FromPath, FromQuery, JSONBody, Parameter
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter, QueryParameter
 
 from app.domain.identity.guards import requires_admin, requires_market_data
 from app.domain.markets import services
 from app.domain.markets.schemas import (
     CandleList,
+    CandleLoadStatus,
     CandleUpload,
     ExchangeCreate,
     ExchangeList,
@@ -19,7 +21,6 @@ from app.domain.markets.schemas import (
     InstrumentList,
     InstrumentOut,
     InstrumentPatch,
-    LoadResult,
     PriceIn,
     PriceOut,
     Timeframe,
@@ -116,8 +117,16 @@ class InstrumentController(Controller):
         request: Request,
         symbol: FromPath[str],
         timeframe: FromQuery[Timeframe | None] = None,
-    ) -> LoadResult:
+        run_async: Annotated[bool, QueryParameter(name="async")] = False,
+    ) -> Response[Any]:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if run_async:
+            # Large loads as a job: the body is parked in PostgreSQL as it streams in, then a worker loads
+            # it (all or nothing, with progress). Only CSV: JSON uploads are capped at 64 MiB anyway.
+            if content_type != "text/csv" or timeframe is None:
+                raise invalid("?async=true needs a text/csv body and ?timeframe=", "timeframe")
+            accepted = await services.park_candle_upload(db, request.app.state.queue, symbol, timeframe, request.stream())
+            return Response(accepted, status_code=202)
         if content_type == "text/csv":
             if timeframe is None:
                 raise invalid("?timeframe= is required for text/csv uploads", "timeframe")
@@ -138,7 +147,15 @@ class InstrumentController(Controller):
         else:
             raise ApiError(415, f"Unsupported content type {content_type!r}; use application/json or text/csv")
         await cache_of(request).invalidate(f"candles:{symbol}", "instruments")
-        return result
+        return Response(result, status_code=201)
+
+    @get(
+        "/{symbol:str}/candles/loads/{upload_id:uuid}",
+        guards=[requires_market_data],
+        summary="Status and progress of an asynchronous candle load",
+    )
+    async def candle_load_status(self, request: Request, symbol: FromPath[str], upload_id: FromPath[UUID]) -> CandleLoadStatus:
+        return await services.candle_load_status(request.app.state.queue, symbol, upload_id)
 
     @get("/{symbol:str}/candles", summary="Candles in a time range, ascending", response_model=CandleList)
     async def get_candles(

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, time
 from decimal import Decimal
 
-from sqlalchemy import ForeignKey, PrimaryKeyConstraint, String, Time, text
+from sqlalchemy import ForeignKey, LargeBinary, PrimaryKeyConstraint, String, Time, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.lib.db import Base, created_at_col
@@ -54,3 +55,20 @@ class Candle(Base):
     volume: Mapped[Decimal]
 
     __table_args__ = (PrimaryKeyConstraint("symbol", "timeframe", "ts"),)
+
+
+class CandleUploadChunk(Base):
+    """A large CSV upload parked for an asynchronous load (`POST .../candles?async=true`): the body is
+    stored as it streams in, in 1 MiB chunks, so the API never holds it in memory; the load job reads
+    the chunks in order and deletes them when done."""
+
+    __tablename__ = "candle_upload_chunks"
+
+    upload_id: Mapped[uuid.UUID]
+    seq: Mapped[int]
+    symbol: Mapped[str] = mapped_column(String(32))
+    timeframe: Mapped[str] = mapped_column(String(4))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = created_at_col()
+
+    __table_args__ = (PrimaryKeyConstraint("upload_id", "seq"),)

@@ -152,3 +152,20 @@ class PriceOut(msgspec.Struct):
     price: Decimal | None
     ts: datetime | None
     fills: int = 0
+
+
+class CandleLoadAccepted(msgspec.Struct):
+    upload_id: str
+    job_key: str
+    status: str
+    bytes: int
+    status_url: str
+
+
+class CandleLoadStatus(msgspec.Struct):
+    upload_id: str
+    symbol: str
+    status: str
+    progress: float
+    result: dict | None = None
+    error: str | None = None

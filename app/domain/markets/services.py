@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -25,6 +26,8 @@ from app.domain.markets.candles import (
 from app.domain.markets.events import publish_price
 from app.domain.markets.models import Candle, Exchange, Instrument
 from app.domain.markets.schemas import (
+    CandleLoadAccepted,
+    CandleLoadStatus,
     CandleOut,
     ExchangeCreate,
     ExchangeOut,
@@ -342,3 +345,65 @@ async def upsert_exchange(conn: AsyncConnection, values: dict[str, Any]) -> None
 async def upsert_instrument(conn: AsyncConnection, values: dict[str, Any]) -> None:
     stmt = pg_insert(Instrument).values(**values).on_conflict_do_nothing(index_elements=["symbol"])
     await conn.execute(stmt)
+
+
+# ----------------------------------------------------------------------------------------- async loads
+
+UPLOAD_CHUNK = 1 << 20
+
+
+def candle_load_job_key(upload_id: uuid.UUID) -> str:
+    return f"candle-load:{upload_id}"
+
+
+async def park_candle_upload(
+    conn: AsyncConnection, queue: Any, symbol: str, timeframe: str, chunks: AsyncIterator[bytes]
+) -> CandleLoadAccepted:
+    """Store the streamed body in 1 MiB rows and enqueue `markets.load_candles` for it."""
+    from app.domain.markets.models import CandleUploadChunk
+    from app.lib.jobs import enqueue
+
+    if queue is None:
+        raise ApiError(503, "The job queue is not available; upload without ?async=true")
+    upload_id = uuid.uuid4()
+    total = 0
+    async with tx(conn):
+        if await conn.scalar(select(Instrument.symbol).where(Instrument.symbol == symbol)) is None:
+            raise not_found("Instrument")
+        seq = 0
+        buffer = bytearray()
+
+        async def flush(data: bytes) -> None:
+            nonlocal seq
+            await conn.execute(
+                insert(CandleUploadChunk).values(upload_id=upload_id, seq=seq, symbol=symbol, timeframe=timeframe, data=data)
+            )
+            seq += 1
+
+        async for chunk in chunks:
+            buffer += chunk
+            total += len(chunk)
+            while len(buffer) >= UPLOAD_CHUNK:
+                await flush(bytes(buffer[:UPLOAD_CHUNK]))
+                del buffer[:UPLOAD_CHUNK]
+        if buffer or seq == 0:
+            await flush(bytes(buffer))
+    key = candle_load_job_key(upload_id)
+    await enqueue(queue, "markets.load_candles", {"upload_id": str(upload_id)}, key=key)
+    return CandleLoadAccepted(
+        upload_id=str(upload_id), job_key=key, status="queued", bytes=total,
+        status_url=f"/api/v1/instruments/{symbol}/candles/loads/{upload_id}",
+    )
+
+
+async def candle_load_status(queue: Any, symbol: str, upload_id: uuid.UUID) -> CandleLoadStatus:
+    if queue is None:
+        raise ApiError(503, "The job queue is not available")
+    job = await queue.job(candle_load_job_key(upload_id))
+    if job is None or (job.kwargs or {}).get("upload_id") != str(upload_id) or job.meta.get("symbol") not in (None, symbol):
+        raise not_found("Candle load")
+    status = str(job.status.value if hasattr(job.status, "value") else job.status)
+    return CandleLoadStatus(
+        upload_id=str(upload_id), symbol=symbol, status=status, progress=float(job.progress or 0),
+        result=job.result if isinstance(job.result, dict) else None, error=job.error,
+    )
