@@ -23,6 +23,7 @@ from saq.queue.redis import RedisQueue
 from app.lib.db import libpq_url
 from app.lib.kv import make_redis
 from app.lib.log import get_logger
+from app.lib.tracing import inject_into, job_span
 from app.lib.settings import Settings
 
 log = get_logger("app.jobs")
@@ -65,7 +66,8 @@ def job(
             log.info("job_started", function=name, key=getattr(job_obj, "key", None),
                      attempt=getattr(job_obj, "attempts", None))
             try:
-                result = await fn(ctx, **kwargs)
+                with job_span(name, getattr(job_obj, "meta", None)):
+                    result = await fn(ctx, **kwargs)
             except asyncio.CancelledError:
                 elapsed = time.perf_counter() - started
                 if _timed_out(ctx, job_obj, elapsed):
@@ -226,6 +228,7 @@ async def enqueue(
     }
     if key:
         options["key"] = key
+    meta = inject_into(meta or {})
     if meta:
         options["meta"] = meta
     # As `kwargs=`, never spread: SAQ would take a job argument named like a Job field (timeout, key,

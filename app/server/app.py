@@ -20,6 +20,7 @@ from app.lib.middleware import RequestContextMiddleware, add_request_id_header
 from app.lib.ratelimit import RateLimitMiddleware
 from app.lib.settings import Settings, get_settings
 from app.lib.state import open_resources
+from app.lib.tracing import configure_tracing, litestar_plugin
 from app.server.routes import route_handlers
 
 log = get_logger("app.server")
@@ -33,6 +34,8 @@ class MetricsController(PrometheusController):
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.log_format)
+    configure_tracing()
+    otel = litestar_plugin()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -72,7 +75,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             RateLimitMiddleware(limits, settings.rate_limit_window_seconds),
             IdempotencyMiddleware(settings.idempotency_ttl_seconds),
         ],
-        plugins=[problem_details_plugin()],
+        plugins=[problem_details_plugin(), *([otel] if otel is not None else [])],
         exception_handlers=EXCEPTION_HANDLERS,
         before_send=[add_request_id_header],
         request_max_body_size=settings.max_body_bytes,
