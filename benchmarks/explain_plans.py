@@ -1,6 +1,6 @@
 """EXPLAIN (ANALYZE, BUFFERS) of every hot query on a production-sized database, as markdown.
 
-    python -m benchmarks.explain_plans [--orders 1000000] [--candles-per-symbol 1000000]
+    python -m benchmarks.explain_plans [--orders 1000000] [--candles-per-symbol 1000000] [--plans all]
 
 Creates a scratch database (td_meas_*), migrates it, bulk-generates realistic data in SQL
 (generate_series: ~1,000 users/accounts, 1M orders with one hot account of 100k, fills, order events,
@@ -295,11 +295,16 @@ async def explain(
     generic: bool = False,
     note: str = "",
     show: list[int] | None = None,
+    setup: tuple[str, list[Any]] | None = None,
 ) -> Explained:
-    """EXPLAIN (ANALYZE, BUFFERS) `sql` with `args`; in a rolled-back transaction when it writes or locks."""
+    """EXPLAIN (ANALYZE, BUFFERS) `sql` with `args`; in a rolled-back transaction when it writes or locks.
+
+    `setup` (sql, args) runs first in the same transaction (rolled back with it)."""
     tr = conn.transaction()
     await tr.start()
     try:
+        if setup is not None:
+            await conn.execute(setup[0], *setup[1])
         if generic:
             await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
         # Warm once (the app runs these thousands of times: plans are about steady state, not a cold cache).
@@ -312,9 +317,16 @@ async def explain(
         await tr.rollback()
     idx = show if show is not None else range(len(args))
     params = ", ".join(f"${i + 1}={_short(args[i])}" for i in idx if i < len(args))
-    if generic:
-        note = (note + "; " if note else "") + "generic plan (plan_cache_mode=force_generic_plan)"
-    return Explained(name, params, [r[0] for r in rows], sizes, note + ("; rolled back" if rollback else ""))
+    notes = [
+        n
+        for n in (
+            note,
+            "generic plan (plan_cache_mode=force_generic_plan)" if generic else "",
+            "rolled back" if rollback or setup else "",
+        )
+        if n
+    ]
+    return Explained(name, params, [r[0] for r in rows], sizes, "; ".join(notes))
 
 
 def sa_capture(engine: Any) -> tuple[list[tuple[str, list[Any]]], Any]:
@@ -518,6 +530,27 @@ async def collect(url: str) -> tuple[list[Explained], dict[str, Any]]:
                 [norm, True, "S01", "c100042"],
                 sizes,
                 rollback=True,
+            )
+        )
+        # A bot at ~80 orders/s: the book query counts its last minute of orders when the account has a
+        # max_orders_per_minute limit (the hot account has one). Inserted in the explained transaction.
+        burst = (
+            "INSERT INTO orders (id, account_id, symbol, side, type, time_in_force, quantity, "
+            "filled_quantity, status, created_at, updated_at) SELECT gen_random_uuid(), $1, 'S01', 'buy', "
+            "'market', 'ioc', 1, 1, 'filled', now() - k * interval '12 ms', now() "
+            "FROM generate_series(1, 5000) k",
+            [hot],
+        )
+        out.append(
+            await explain(
+                conn,
+                "placement BOOK_SQL (hot acct, 5,000 orders in the last 60 s)",
+                BOOK_SQL,
+                [hot, True, "S01", "client-xyz"],
+                sizes,
+                rollback=True,
+                setup=burst,
+                note="5,000 orders inserted first in the same transaction",
             )
         )
         now = datetime.now(UTC)
@@ -767,19 +800,32 @@ def report(
             "Nothing flagged: no Seq Scan on a table over "
             f"{BIG_TABLE_ROWS:,} rows, no filter discarding > 10,000 rows, nothing over {SLOW_MS:g} ms."
         )
+    shown: dict[str, int] = {}
     for i, r in flagged:
         print(f"- #{i} {r.name}: {'; '.join(r.flags)}")
         for fragment, fix in PROPOSALS.items():
             if fragment in r.name:
-                print(f"  - proposed: {fix}")
+                if fragment in shown:
+                    print(f"  - proposed: same fix as #{shown[fragment]}")
+                else:
+                    shown[fragment] = i
+                    print(f"  - proposed: {fix}")
     tiny = sorted({t for r in results for t in r.seq_scans if sizes.get(t, 0) <= BIG_TABLE_ROWS})
     if tiny:
         print(
             f"\nSeq Scans on small tables ({', '.join(tiny)}) are the planner's right choice at these sizes "
             "(a handful of pages) and are not flagged."
         )
-    print("\n### Plans\n")
+    if args.plans == "none":
+        return
+    print(
+        "\n### Plans"
+        + (" (flagged statements only; --plans all prints every plan)" if args.plans == "flagged" else "")
+        + "\n"
+    )
     for i, r in enumerate(results, 1):
+        if args.plans == "flagged" and not r.flags:
+            continue
         print(f"#### {i}. {r.name}\n")
         print(f"params: {r.params}" + (f" ({r.note})" if r.note else "") + "\n")
         print("```text")
@@ -791,6 +837,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--orders", type=int, default=1_000_000)
     parser.add_argument("--candles-per-symbol", type=int, default=1_000_000)
+    parser.add_argument(
+        "--plans",
+        choices=("all", "flagged", "none"),
+        default="all",
+        help="which full plans to print after the summary (default: all)",
+    )
     parser.add_argument("--keep", action="store_true", help="do not drop the database (debugging)")
     args = parser.parse_args()
     from app.lib.log import configure_logging

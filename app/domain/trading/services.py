@@ -427,7 +427,7 @@ def _list_orders_sql(with_cursor: bool) -> str:
       FROM (SELECT id FROM accounts WHERE id = $1 AND (owner_id = $2 OR $3)) a
       LEFT JOIN LATERAL (
         SELECT {_ORDER_SELECT} FROM orders o
-         WHERE o.account_id = a.id
+         WHERE o.account_id = $1  -- the constant, not a.id: lets the planner use this account's statistics
            AND ($4::text IS NULL OR o.status = $4) AND ($5::text IS NULL OR o.symbol = $5)
            AND ($6::text IS NULL OR o.side = $6) {keyset}
          ORDER BY o.created_at DESC, o.id DESC
