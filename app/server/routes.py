@@ -11,6 +11,7 @@ def route_handlers() -> list[Any]:
     from app.domain.backtesting.controllers import BacktestController, SharedReportController, StrategyController
     from app.domain.identity.controllers import AuthKeyController, UserController, whoami
     from app.domain.jobs.controllers import JobController, ScheduleController
+    from app.domain.jobs.web_ui import saq_ui
     from app.domain.markets.controllers import ExchangeController, InstrumentController
     from app.domain.risk.controllers import RiskController
     from app.domain.system.cache_controller import CacheController
@@ -29,6 +30,7 @@ def route_handlers() -> list[Any]:
         RiskController,
         JobController,
         ScheduleController,
+        saq_ui,
         CacheController,
         StrategyController,
         BacktestController,
