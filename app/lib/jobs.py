@@ -23,8 +23,8 @@ from saq.queue.redis import RedisQueue
 from app.lib.db import libpq_url
 from app.lib.kv import make_redis
 from app.lib.log import get_logger
-from app.lib.tracing import inject_into, job_span
 from app.lib.settings import Settings
+from app.lib.tracing import inject_into, job_span
 
 log = get_logger("app.jobs")
 
@@ -44,6 +44,7 @@ class JobSpec:
     timeout: int
     retries: int
     public: bool
+    heartbeat: int = 0
 
 
 REGISTRY: dict[str, JobSpec] = {}
@@ -56,8 +57,14 @@ def job(
     timeout: int = 300,
     retries: int = 1,
     public: bool = True,
+    heartbeat: int = 0,
 ) -> Callable[[JobFn], JobFn]:
-    """Register `fn(ctx, **kwargs)` as job `name`. `retries` is SAQ's total number of attempts."""
+    """Register `fn(ctx, **kwargs)` as job `name`. `retries` is SAQ's total number of attempts.
+
+    `heartbeat` (seconds, 0 = off): a job that updates itself (progress) less often than this is taken
+    for dead by SAQ's sweep and retried, long before its timeout: what makes a long job recover quickly
+    from a killed worker.
+    """
 
     def register(fn: JobFn) -> JobFn:
         async def run(ctx: dict[str, Any], **kwargs: Any) -> Any:
@@ -90,7 +97,7 @@ def job(
 
         run.__qualname__ = name
         run.__name__ = name
-        REGISTRY[name] = JobSpec(name, run, kwargs_type, (fn.__doc__ or "").strip().split("\n")[0], timeout, retries, public)
+        REGISTRY[name] = JobSpec(name, run, kwargs_type, (fn.__doc__ or "").strip().split("\n")[0], timeout, retries, public, heartbeat)
         return fn
 
     return register
@@ -223,7 +230,7 @@ async def enqueue(
         "retries": retries if retries is not None else spec.retries,
         "retry_delay": 1.0,
         "retry_backoff": True,
-        "heartbeat": 0,
+        "heartbeat": spec.heartbeat,
         "scheduled": scheduled,
     }
     if key:

@@ -29,6 +29,7 @@ log = get_logger("app.server")
 class MetricsController(PrometheusController):
     path = "/metrics"
     openmetrics_format = False
+    include_in_schema = False  # Prometheus text exposition, not part of the JSON API
 
 
 def create_app(settings: Settings | None = None) -> Litestar:

@@ -5,6 +5,7 @@ from uuid import UUID
 
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import Provide
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
 from app.domain.backtesting import (
@@ -17,6 +18,7 @@ from app.domain.backtesting.schemas import (
     BacktestCreate,
     BacktestOut,
     BacktestPage,
+    EquityOut,
     ReportTokenOut,
     StatusName,
     StrategyList,
@@ -43,7 +45,11 @@ class StrategyController(Controller):
     path = "/api/v1/strategies"
     tags = ["backtests"]
 
-    @get("/", summary="Strategies with their description, parameter JSON schema and defaults")
+    @get(
+        "/",
+        summary="Strategies with their description, parameter JSON schema and defaults",
+        responses={200: ResponseSpec(StrategyList, description="Strategies")},
+    )
     async def list_strategies(self, request: Request) -> Response[bytes]:
         async def load() -> StrategyList:
             return services.list_strategies()
@@ -101,7 +107,11 @@ class BacktestController(Controller):
         items, nxt, total = await services.backtest_trades(db, request.user, backtest_id, limit, cursor, sort)
         return TradePage(items=items, next_cursor=nxt, total=total)
 
-    @get("/{backtest_id:uuid}/equity", summary="Equity curve and drawdown, downsampled to max_points")
+    @get(
+        "/{backtest_id:uuid}/equity",
+        summary="Equity curve and drawdown, downsampled to max_points",
+        responses={200: ResponseSpec(EquityOut, description="Equity series")},
+    )
     async def equity(
         self, db: DbConn, request: Request, backtest_id: FromPath[UUID], max_points: MaxPoints = 1000
     ) -> Response[bytes]:

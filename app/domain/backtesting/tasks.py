@@ -295,7 +295,9 @@ def _shutting_down(ctx: dict[str, Any]) -> bool:
 # ------------------------------------------------------------------------------------------------ jobs
 
 
-@job(RUN_JOB, RunKwargs, timeout=1800, retries=2, public=False)
+# Heartbeat: the run reports progress at least every few seconds while it simulates, so a dead worker's
+# backtest is retried within ~2 minutes instead of after the 30-minute timeout.
+@job(RUN_JOB, RunKwargs, timeout=1800, retries=2, public=False, heartbeat=120)
 async def run_backtest_job(ctx: dict[str, Any], *, backtest_id: Any) -> dict[str, Any]:
     """Run one backtest: load bars, simulate with progress, store metrics, trades and equity."""
     engine: AsyncEngine = ctx["engine"]

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar import Controller, Request, delete, get, patch, post
 from litestar.di import Provide
 from litestar.params import FromPath, JSONBody, Parameter
 
@@ -82,6 +82,5 @@ class ScheduleController(Controller):
         return await services.update_schedule(db, name, data)
 
     @delete("/{name:str}", status_code=204, summary="Delete a schedule")
-    async def delete_schedule(self, db: DbConn, name: FromPath[ScheduleName]) -> Response[None]:
+    async def delete_schedule(self, db: DbConn, name: FromPath[ScheduleName]) -> None:
         await services.delete_schedule(db, name)
-        return Response(None, status_code=204)

@@ -6,6 +6,7 @@ from uuid import UUID
 
 from litestar import Controller, Request, Response, get, patch, post
 from litestar.di import Provide
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter, QueryParameter
 
 from app.domain.identity.guards import requires_admin, requires_market_data
@@ -39,7 +40,7 @@ class ExchangeController(Controller):
     tags = ["markets"]
     dependencies = DB
 
-    @get("/", summary="List exchanges", response_model=ExchangeList)
+    @get("/", summary="List exchanges", responses={200: ResponseSpec(ExchangeList, description="Exchanges")})
     async def list_exchanges(self, request: Request) -> Response[bytes]:
         async def load() -> ExchangeList:
             async with connect(request) as db:
@@ -63,7 +64,7 @@ class InstrumentController(Controller):
     tags = ["markets"]
     dependencies = DB
 
-    @get("/", summary="List instruments (by symbol)")
+    @get("/", summary="List instruments (by symbol)", responses={200: ResponseSpec(InstrumentList, description="Instruments")})
     async def list_instruments(
         self,
         request: Request,
@@ -88,7 +89,7 @@ class InstrumentController(Controller):
         await cache_of(request).invalidate("instruments")
         return out
 
-    @get("/{symbol:str}", summary="One instrument", response_model=InstrumentOut)
+    @get("/{symbol:str}", summary="One instrument", responses={200: ResponseSpec(InstrumentOut, description="The instrument")})
     async def get_instrument(self, request: Request, symbol: FromPath[str]) -> Response[bytes]:
         async def load() -> InstrumentOut:
             async with connect(request) as db:
@@ -157,7 +158,11 @@ class InstrumentController(Controller):
     async def candle_load_status(self, request: Request, symbol: FromPath[str], upload_id: FromPath[UUID]) -> CandleLoadStatus:
         return await services.candle_load_status(request.app.state.queue, symbol, upload_id)
 
-    @get("/{symbol:str}/candles", summary="Candles in a time range, ascending", response_model=CandleList)
+    @get(
+        "/{symbol:str}/candles",
+        summary="Candles in a time range, ascending",
+        responses={200: ResponseSpec(CandleList, description="Candles")},
+    )
     async def get_candles(
         self,
         request: Request,

@@ -39,7 +39,8 @@ class ExchangeOut(msgspec.Struct):
     code: str
     name: str
     timezone: str
-    session_close: time
+    # Local wall-clock time "HH:MM:SS" (a time of day, which OpenAPI has no format for).
+    session_close: Annotated[str, msgspec.Meta(pattern=r"^\d{2}:\d{2}:\d{2}$")]
     maker_fee_rate: Decimal
     taker_fee_rate: Decimal
     slippage_bps: Decimal

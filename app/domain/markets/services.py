@@ -51,6 +51,12 @@ INSTRUMENT_COLS = (
 )
 
 
+def _exchange_out(row: Any) -> ExchangeOut:
+    values = dict(row._mapping)
+    values["session_close"] = values["session_close"].strftime("%H:%M:%S")
+    return ExchangeOut(**values)
+
+
 def _valid_timezone(name: str) -> bool:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -79,19 +85,19 @@ async def create_exchange(conn: AsyncConnection, data: ExchangeCreate) -> Exchan
             ).one()
         except IntegrityError as exc:
             raise conflict(f"Exchange {data.code} already exists") from exc
-    return ExchangeOut(**row._mapping)
+    return _exchange_out(row)
 
 
 async def list_exchanges(conn: AsyncConnection) -> list[ExchangeOut]:
     rows = await conn.execute(select(*EXCHANGE_COLS).order_by(Exchange.code))
-    return [ExchangeOut(**r._mapping) for r in rows]
+    return [_exchange_out(r) for r in rows]
 
 
 async def get_exchange(conn: AsyncConnection, code: str) -> ExchangeOut:
     row = (await conn.execute(select(*EXCHANGE_COLS).where(Exchange.code == code))).one_or_none()
     if row is None:
         raise not_found("Exchange")
-    return ExchangeOut(**row._mapping)
+    return _exchange_out(row)
 
 
 def _check_instrument_rules(tick: Decimal, lot: Decimal, min_qty: Decimal, min_notional: Decimal) -> None:
