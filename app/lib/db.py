@@ -97,6 +97,7 @@ def create_engine(settings: Settings, url: str | None = None, **overrides: Any) 
     options.update(overrides)
     engine = create_async_engine(async_url(target), **options)
     event.listen(engine.sync_engine, "checkout", _discard_closed_connections)
+    event.listen(engine.sync_engine, "handle_error", _broken_protocol_is_a_disconnect)
     return engine
 
 
@@ -111,6 +112,20 @@ def _discard_closed_connections(dbapi_connection: Any, _record: Any, _proxy: Any
     """
     if dbapi_connection.driver_connection.is_closed():
         raise exc.DisconnectionError("connection closed by the server")
+
+
+def _broken_protocol_is_a_disconnect(context: Any) -> None:
+    """pg_terminate_backend (or a restart) on an idle pooled connection sends a FATAL message before
+    closing the socket. asyncpg, not expecting a message while idle, parks its protocol in an error state,
+    and only the EOF one loop turn later marks the connection closed: a checkout in between gets a
+    connection whose next statement fails with InternalClientError ("another operation is in
+    progress"). SQLAlchemy's own check (`is_closed()`) misses that turn, so the connection would go back to
+    the pool; calling it a disconnect invalidates it (and the pool's older connections, dead as well after
+    a restart) at once.
+    """
+    original = context.original_exception
+    if type(original).__name__ == "InternalClientError" and type(original).__module__.startswith("asyncpg"):
+        context.is_disconnect = True
 
 
 async def provide_db(state: State) -> AsyncIterator[AsyncConnection]:

@@ -10,13 +10,17 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.plugins import ReceiveRoutePlugin
 from litestar.plugins.problem_details import (
     ProblemDetailsConfig,
     ProblemDetailsException,
     ProblemDetailsPlugin,
 )
+from litestar.routes import BaseRoute, HTTPRoute
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from app.lib.log import get_logger
@@ -136,15 +140,36 @@ def _from_http_exception(exc: HTTPException) -> ProblemDetailsException:
     return ApiError(status, str(exc.detail or _TITLES.get(status, "Error")), headers=exc.headers, **extra)
 
 
+# PostgreSQL refuses to store some text: NUL (U+0000) in any text column (22021), or characters the
+# database encoding lacks (22P05). Only client input puts them there, so that is malformed input, not a
+# 500; catching it here covers every text field, query filter and cursor at once.
+_UNSTORABLE_TEXT = frozenset({"22021", "22P05"})
+
+
+def _is_unstorable_text(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if getattr(current, "sqlstate", None) in _UNSTORABLE_TEXT:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     """Unknown errors: log with the request id, answer a generic body (never leak internals)."""
     from app.lib.dependency_errors import classify_dependency_error
 
-    status, detail = classify_dependency_error(exc)
-    if status == 503:
-        log.warning("dependency_unavailable", path=request.url.path, error=repr(exc)[:300])
+    if _is_unstorable_text(exc):
+        log.info("unstorable_text_rejected", path=request.url.path, error=repr(exc)[:200])
+        status, detail = 400, "Text input contains a character that cannot be stored (such as U+0000 NUL)"
     else:
-        log.exception("unhandled_error", path=request.url.path, method=request.method)
+        status, detail = classify_dependency_error(exc)
+        if status == 503:
+            log.warning("dependency_unavailable", path=request.url.path, error=repr(exc)[:300])
+        else:
+            log.exception("unhandled_error", path=request.url.path, method=request.method)
     body = {
         "type": TYPE_BASE + _SLUGS[status],
         "title": _TITLES[status],
@@ -158,10 +183,81 @@ def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> R
     return Response(body, status_code=status, media_type="application/problem+json", headers=headers)
 
 
+class ProblemFieldError(msgspec.Struct):
+    field: str
+    message: str
+
+
+class ProblemDetails(msgspec.Struct):
+    """RFC 9457 body of every error. Domain errors add members (e.g. `limit_id` on a risk breach)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[ProblemFieldError] | None = None
+    request_id: str | None = None
+
+
+# Probes answer with their own bodies and are neither authenticated nor rate limited.
+_PROBES = frozenset({"/health", "/ready", "/metrics"})
+_WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def _problem(description: str) -> ResponseSpec:
+    return ResponseSpec(
+        data_container=ProblemDetails,
+        media_type="application/problem+json",
+        description=description,
+        generate_examples=False,
+    )
+
+
+def documented_errors(path: str, methods: set[str], has_path_params: bool) -> dict[int, ResponseSpec]:
+    """The error statuses an operation can answer, per the conventions of docs (API.md), as problem details.
+
+    Without this the schema only shows Litestar's own 400 body ({status_code, detail, extra} as JSON),
+    which the API never sends, and no 401/403/404/409/422/429/503 at all."""
+    if path in _PROBES:
+        return {}
+    out = {
+        400: _problem("Malformed input (query, header or body); `errors` names the fields"),
+        401: _problem("Missing, invalid, expired or revoked API key"),
+        403: _problem("The key's role may not do this"),
+        422: _problem("Well-formed input that breaks a rule (instrument rules, risk limits, state)"),
+        429: _problem("Rate limited; see Retry-After"),
+        503: _problem("A backing service (PostgreSQL, Redis, the queue) is unavailable; retry shortly"),
+    }
+    if has_path_params:
+        out[404] = _problem("No such resource, or not yours")
+    if has_path_params or methods & _WRITES:
+        # Reads too: a resource can be in no state to answer yet (a backtest's trades before it completed).
+        out[409] = _problem("Conflict with the resource's state, or an Idempotency-Key still in flight")
+    if methods & _WRITES:
+        out[413] = _problem("Request body too large")
+    return out
+
+
+class TradedeskProblemDetailsPlugin(ProblemDetailsPlugin, ReceiveRoutePlugin):
+    """Problem details for every error, and the OpenAPI schema saying so for every operation."""
+
+    def receive_route(self, route: BaseRoute) -> None:
+        if not isinstance(route, HTTPRoute):
+            return
+        for handler in route.route_handlers:
+            errors = documented_errors(route.path, set(handler.http_methods), bool(route.path_parameters))
+            if errors:
+                # A handler's own entries win: it knows its statuses better than the conventions do.
+                handler.responses = {**errors, **(handler.responses or {})}
+
+
 def problem_details_plugin() -> ProblemDetailsPlugin:
-    return ProblemDetailsPlugin(
+    return TradedeskProblemDetailsPlugin(
         ProblemDetailsConfig(exception_to_problem_detail_map={HTTPException: _from_http_exception})
     )
 
 
-EXCEPTION_HANDLERS = {HTTP_500_INTERNAL_SERVER_ERROR: internal_error_handler, Exception: internal_error_handler}
+EXCEPTION_HANDLERS = {
+    HTTP_500_INTERNAL_SERVER_ERROR: internal_error_handler,
+    Exception: internal_error_handler,
+}
