@@ -8,7 +8,11 @@ from typing import Any
 def route_handlers() -> list[Any]:
     from app.domain.accounts.controllers import AccountController
     from app.domain.analytics.controllers import AnalyticsController
-    from app.domain.backtesting.controllers import BacktestController, SharedReportController, StrategyController
+    from app.domain.backtesting.controllers import (
+        BacktestController,
+        SharedReportController,
+        StrategyController,
+    )
     from app.domain.identity.controllers import AuthKeyController, UserController, whoami
     from app.domain.jobs.controllers import JobController, ScheduleController
     from app.domain.jobs.web_ui import saq_ui
