@@ -5,7 +5,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Float, ForeignKey, Index, String, text
+from sqlalchemy import Double, ForeignKey, Index, String, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -41,7 +41,7 @@ class Backtest(Base):
     slippage_bps: Mapped[Decimal] = mapped_column(server_default=text("0"))
     status: Mapped[str] = mapped_column(String(16))
     # progress is a ratio 0..1 (not money), hence a float.
-    progress: Mapped[float] = mapped_column(Float, server_default=text("0"))
+    progress: Mapped[float] = mapped_column(Double, server_default=text("0"))
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     error: Mapped[str | None]
     input_hash: Mapped[str | None] = mapped_column(String(64))

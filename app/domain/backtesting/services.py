@@ -27,7 +27,7 @@ from saq.job import TERMINAL_STATUSES, Status
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
-    Float,
+    Double,
     cast,
     func,
     insert,
@@ -304,7 +304,7 @@ async def load_bars(
     epoch = cast(func.extract("epoch", Candle.ts), BigInteger)
     cols = [
         epoch,
-        *(cast(c, Float) for c in (Candle.open, Candle.high, Candle.low, Candle.close, Candle.volume)),
+        *(cast(c, Double) for c in (Candle.open, Candle.high, Candle.low, Candle.close, Candle.volume)),
     ]
     inner = (
         select(*(c.label(f"c{i}") for i, c in enumerate(cols))).where(*where).order_by(Candle.ts).subquery()
@@ -808,7 +808,7 @@ async def get_sweep(
         )
     ).all():
         counts[status] = int(n)
-    value = cast(Backtest.metrics[metric].astext, Float)
+    value = cast(Backtest.metrics[metric].astext, Double)
     order = value.asc() if metric in ASCENDING_METRICS else value.desc()
     rows = (
         await conn.execute(

@@ -40,7 +40,7 @@ _DAILY_MEDIAN_VOLUME = 1_000_000.0
 # How strongly volume follows the size of the bar's shock, and how noisy it is otherwise (log units).
 _VOLUME_SHOCK_LOADING = 0.5
 _VOLUME_NOISE = 0.4
-# Float ticks stay exact integers below 2**53; beyond that rounding to the tick would be meaningless.
+# float64 tick counts stay exact integers below 2**53; beyond that rounding to the tick would be meaningless.
 _MAX_TICKS = 2.0**53
 
 
