@@ -610,8 +610,17 @@ async def test_worker_killed_mid_job_is_retried_and_completes_once(
         for key in keys.values():  # nobody is left to say otherwise
             assert await job_status(key) == "active"
 
+        # The replacement worker starts once both jobs are past their timeout (the dead worker's sweep lock,
+        # taken when it started, has expired by then): its first sweep, at start-up, finds both stuck.
+        # Started at once instead, it would sweep every 10 s from a random phase, and two jobs whose
+        # timeouts straddle one sweep come back a whole sweep (plus 5 s) apart: up to ~42 s after the kill,
+        # too close to this test's bound to be a stable test.
+        started = [(await queue.job(key)).started for key in keys.values()]
+        stuck_at = max(started) / 1000 + JOB_TIMEOUT + 0.5
+        await asyncio.sleep(max(0.0, stuck_at - time.time()))
         procs.append(_start_worker(settings, queue_name, log_path))
-        deadline = time.monotonic() + 45
+        replaced_at = time.monotonic() - t0
+        deadline = time.monotonic() + 35
         while True:
             statuses = {name: await job_status(key) for name, key in keys.items()}
             if all(st in ("complete", "failed", "aborted") for st in statuses.values()):
@@ -649,9 +658,10 @@ async def test_worker_killed_mid_job_is_retried_and_completes_once(
         def first(key: str, status: str, after: float) -> float:
             return min(t for t, k, st in events if k == key and st == status and t >= after) - killed_at
 
+        print(f"\nFAULT worker-kill: second worker started {replaced_at - killed_at:.1f} s after the kill")
         for name, key in keys.items():
             print(
-                f"\nFAULT worker-kill: {name} job killed mid-run; re-queued by the sweep "
+                f"FAULT worker-kill: {name} job killed mid-run; re-queued by the sweep "
                 f"{first(key, 'queued', killed_at):.1f} s after the kill, running again after "
                 f"{first(key, 'active', killed_at):.1f} s, "
                 f"complete after {first(key, 'complete', killed_at):.1f} s "
