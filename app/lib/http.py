@@ -7,12 +7,7 @@ from typing import AsyncContextManager
 from litestar import Request, Response
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.domain.identity.schemas import Principal
 from app.lib.cache import Cache
-
-
-def principal(request: Request) -> Principal:
-    return request.user
 
 
 def cache_of(request: Request) -> Cache:

@@ -182,11 +182,6 @@ _MERGE = text(
 )
 
 
-async def _raw(conn: AsyncConnection) -> Any:
-    raw = await conn.get_raw_connection()
-    return raw.driver_connection
-
-
 def candle_error(exc: CandleValidationError) -> ApiError:
     return ApiError(
         422,
@@ -220,7 +215,7 @@ async def load_candles(
         else:
             await conn.execute(_STAGE_DDL)
             target, columns, prefix = "candle_stage", list(COPY_COLUMNS), ()
-        driver = await _raw(conn)
+        driver = await driver_connection(conn)
         rows = 0
         first_ts: datetime | None = None
         last: CandleRow | None = None

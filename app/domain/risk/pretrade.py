@@ -6,18 +6,11 @@ so two concurrent orders can never both pass a limit they only fit together.
 
 from __future__ import annotations
 
-import uuid
 from decimal import Decimal
-from typing import Any
-
-from sqlalchemy import insert
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.domain.risk import checks
-from app.domain.risk.models import RiskViolation
 from app.domain.trading.book import AccountBook
-from app.lib.errors import TYPE_BASE, ApiError
-from app.lib.metrics import RISK_REJECTIONS
+from app.lib.errors import ApiError
 
 # NUMERIC cannot hold Infinity (leverage with non-positive equity): stored as this sentinel.
 _NUMERIC_CAP = Decimal("1e20")
@@ -68,19 +61,6 @@ def _storable(value: Decimal) -> Decimal:
     return value if value.is_finite() and abs(value) < _NUMERIC_CAP else _NUMERIC_CAP
 
 
-async def record_violation(
-    conn: AsyncConnection, account_id: uuid.UUID, breach: checks.Breach, phase: str, detail: dict[str, Any]
-) -> None:
-    await conn.execute(
-        insert(RiskViolation).values(
-            id=uuid.uuid4(), account_id=account_id, limit_id=uuid.UUID(breach.limit_id) if breach.limit_id else None,
-            limit_type=breach.limit_type, limit_value=breach.limit_value, would_be=_storable(breach.would_be),
-            phase=phase, detail={**detail, "message": breach.message},
-        )
-    )
-    RISK_REJECTIONS.labels(limit_type=breach.limit_type).inc()
-
-
 def breach_error(breach: checks.Breach) -> ApiError:
     would_be = str(breach.would_be) if breach.would_be.is_finite() else "Infinity"
     return ApiError(
@@ -95,5 +75,3 @@ def breach_error(breach: checks.Breach) -> ApiError:
         symbol=breach.symbol,
     )
 
-
-__all__ = ["TYPE_BASE", "book_limits", "breach_error", "check", "margin_multiplier", "portfolio_state", "record_violation"]

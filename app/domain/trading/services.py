@@ -27,7 +27,7 @@ from app.domain.risk import pretrade
 from app.domain.trading import rules
 from app.domain.trading.book import AccountBook, fill_row, insert_fills, load_book
 from app.domain.trading.models import Fill, Order, OrderEvent
-from app.domain.trading.rules import EventType, OrderStatus, OrderType, OrderView, Side, TimeInForce
+from app.domain.trading.rules import EventType, OrderStatus, OrderView
 from app.domain.trading.schemas import (
     FillOut,
     OrderCreate,
@@ -39,7 +39,7 @@ from app.domain.trading.schemas import (
 from app.lib.db import driver_connection, tx, utcnow
 from app.lib.errors import conflict, invalid, not_found
 from app.lib.metrics import FILLS
-from app.lib.pagination import decode_cursor, decode_int_cursor, encode_cursor
+from app.lib.pagination import decode_cursor, encode_cursor
 
 ZERO = Decimal(0)
 OPEN = (OrderStatus.NEW.value, OrderStatus.ACCEPTED.value, OrderStatus.PARTIALLY_FILLED.value)
@@ -513,5 +513,3 @@ async def positions(conn: AsyncConnection, principal: Principal, account_id: uui
         out.append(PositionOut(symbol, qty, avg, last, mv, upnl, realized))
     return out
 
-
-__all__ = ["decode_int_cursor", "Side", "OrderType", "TimeInForce"]
