@@ -51,7 +51,7 @@ class Settings:
     # In-process SAQ workers (embedded mode runs them inside the API process).
     workers_in_process: bool = False
     worker_concurrency: int = 10
-    db_pool_size: int = 10
+    db_pool_size: int = 20
     db_max_overflow: int = 10
     db_pool_timeout: float = 5.0
     db_statement_timeout_ms: int = 15_000
@@ -93,7 +93,7 @@ class Settings:
             admin_api_key=_env("TRADEDESK_ADMIN_API_KEY"),
             workers_in_process=_bool("TRADEDESK_WORKERS_IN_PROCESS", _env("REDIS_URL") is None),
             worker_concurrency=_int("TRADEDESK_WORKER_CONCURRENCY", 10),
-            db_pool_size=_int("DB_POOL_SIZE", 10),
+            db_pool_size=_int("DB_POOL_SIZE", 20),
             db_max_overflow=_int("DB_MAX_OVERFLOW", 10),
             db_pool_timeout=_float("DB_POOL_TIMEOUT", 5.0),
             db_statement_timeout_ms=_int("DB_STATEMENT_TIMEOUT_MS", 15_000),

@@ -148,9 +148,11 @@ def app_env(db_url: str, redis_url: str, run_id: str) -> dict[str, str]:
     )
     for kind in ("READ", "WRITE", "ORDERS", "ANONYMOUS"):
         env[f"RATE_LIMIT_{kind}_PER_MINUTE"] = "100000000"
-    # Same pool size and key memo for every app (the peers read these names too).
-    env.setdefault("DB_POOL_SIZE", "10")
-    env.setdefault("DB_MAX_OVERFLOW", "10")
+    # Same pool and key memo for every app (the peers read these names too): 20 connections, all kept
+    # open. (SQLAlchemy closes overflow connections when they are returned; with 10 + 10 our placement
+    # and the FastAPI peer reconnected ~45 times a second under 32 clients, the asyncpg floor never.)
+    env.setdefault("DB_POOL_SIZE", "20")
+    env.setdefault("DB_MAX_OVERFLOW", "0")
     env.setdefault("API_KEY_CACHE_SECONDS", "1.0")
     return env
 
@@ -173,7 +175,8 @@ async def bench_app(
                 concurrency=args.concurrency,
                 duration=args.duration,
                 headers=headers,
-                account=fixture["account_id"],
+                # Placement rotates over the seeded accounts (--accounts); reads stay on the one with history.
+                account=",".join(fixture["account_ids"]) if scenario == "place-order" else fixture["account_id"],
                 symbol=fixture["symbol"],
                 quantity="1",
                 warmup=args.warmup,
@@ -289,10 +292,14 @@ SELECT coalesce((SELECT sum(CASE WHEN side = 'buy' THEN quantity ELSE -quantity 
 async def ledger_drift(db_url: str, fixture: dict[str, Any]) -> dict[str, Decimal]:
     conn = await asyncpg.connect(db_url)
     try:
-        row = await conn.fetchrow(SQL_DRIFT, uuid.UUID(fixture["account_id"]), fixture["symbol"])
+        total = {"quantity": Decimal(0), "cash": Decimal(0)}
+        for account_id in fixture["account_ids"]:
+            row = await conn.fetchrow(SQL_DRIFT, uuid.UUID(account_id), fixture["symbol"])
+            total["quantity"] += row["quantity"]
+            total["cash"] += row["cash"]
     finally:
         await conn.close()
-    return {"quantity": row["quantity"], "cash": row["cash"]}
+    return total
 
 
 async def run_all(
@@ -354,6 +361,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--orders", type=int, default=100_000, help="historical orders seeded")
     parser.add_argument(
+        "--accounts", type=int, default=1,
+        help="place-order rotates over this many accounts (1: every client queues on one account's lock)",
+    )
+    parser.add_argument(
         "--out", type=Path, default=None, help="JSON path (default benchmarks/results/peers-<date>.json)"
     )
     args = parser.parse_args(argv)
@@ -367,7 +378,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"database {DB_NAME}: recreate, migrate, seed {args.orders:,} orders", flush=True)
     asyncio.run(recreate_database(args.db_url))
     upgrade(db_url)
-    fixture = asyncio.run(seed(db_url, orders=args.orders))
+    fixture = asyncio.run(seed(db_url, orders=args.orders, accounts=args.accounts))
 
     try:
         import uvloop
@@ -405,6 +416,7 @@ def main(argv: list[str] | None = None) -> None:
             "warmup_s": args.warmup,
             "rounds": args.rounds,
             "orders_seeded": fixture["orders"],
+            "accounts": len(fixture["account_ids"]),
             "server": "granian --interface asgi --workers 1 --loop uvloop --no-ws",
             "load_client": "app.lib.loadtest raw HTTP/1.1 keep-alive",
         },

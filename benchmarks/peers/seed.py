@@ -101,7 +101,7 @@ def _history(account_id: uuid.UUID, start: int, count: int, now: datetime) -> li
     return rows
 
 
-async def seed(db_url: str, *, orders: int = 100_000, api_key: str = DEFAULT_API_KEY) -> dict:
+async def seed(db_url: str, *, orders: int = 100_000, api_key: str = DEFAULT_API_KEY, accounts: int = 1) -> dict:
     conn = await asyncpg.connect(plain_url(db_url))
     try:
         async with conn.transaction():
@@ -155,6 +155,26 @@ async def seed(db_url: str, *, orders: int = 100_000, api_key: str = DEFAULT_API
                     ACCOUNT_NAME,
                     CASH,
                 )
+            # Extra accounts of the same user (no history): bots each trading their own account, so that
+            # placement load is not serialised on one account's row lock.
+            extra_ids = []
+            for k in range(2, accounts + 1):
+                name = f"{ACCOUNT_NAME}-{k}"
+                extra = await conn.fetchval(
+                    "SELECT id FROM accounts WHERE owner_id = $1 AND name = $2 LIMIT 1", user_id, name
+                )
+                if extra is None:
+                    extra = uuid.uuid4()
+                    await conn.execute(
+                        """INSERT INTO accounts (id, owner_id, name, base_currency, initial_cash, cash,
+                                                peak_equity)
+                           VALUES ($1, $2, $3, 'USD', $4, $4, $4)""",
+                        extra,
+                        user_id,
+                        name,
+                        CASH,
+                    )
+                extra_ids.append(extra)
             have = await conn.fetchval(
                 "SELECT count(*) FROM orders WHERE account_id = $1 AND client_order_id LIKE 'hist-%'",
                 account_id,
@@ -176,6 +196,7 @@ async def seed(db_url: str, *, orders: int = 100_000, api_key: str = DEFAULT_API
         "api_key": api_key,
         "user_id": str(user_id),
         "account_id": str(account_id),
+        "account_ids": [str(a) for a in (account_id, *extra_ids)],
         "symbol": SYMBOL,
         "orders": total,
     }
@@ -186,8 +207,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--db-url", required=True)
     parser.add_argument("--orders", type=int, default=100_000, help="historical orders on the account")
     parser.add_argument("--api-key", default=DEFAULT_API_KEY)
+    parser.add_argument("--accounts", type=int, default=1, help="accounts of the benchmark user")
     args = parser.parse_args(argv)
-    print(json.dumps(asyncio.run(seed(args.db_url, orders=args.orders, api_key=args.api_key))))
+    print(json.dumps(asyncio.run(seed(args.db_url, orders=args.orders, api_key=args.api_key, accounts=args.accounts))))
 
 
 if __name__ == "__main__":
