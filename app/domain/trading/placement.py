@@ -1,19 +1,34 @@
-"""Order placement: the hottest write path, in four database round trips.
+"""Order placement: the hottest write path, in two database round trips.
 
-BEGIN; lock + read the instrument; lock + read the account book (positions, order stats, limits and
-any order with the same client_order_id, all aggregated server-side); one data-modifying statement that
-writes the order, its fill, its events, the position, the account and the equity snapshot; COMMIT.
+1. One read (its own snapshot, no lock): the instrument, the account book (positions, order stats,
+   limits), any order with the same client_order_id, and the account row's version (`xmin`).
+2. Every rule runs in Python on that snapshot (rules, accounting, risk checks, the shared `AccountBook`).
+3. One data-modifying statement writes the order, its fill, its events, the position, the account and
+   the equity snapshot, and commits on its own. It applies only if the account row is still the version
+   that was read and the instrument still trades at the price that was read; otherwise nothing is
+   written and the order is decided again under row locks (`_place_locked`: BEGIN; lock the instrument
+   FOR KEY SHARE and the account FOR UPDATE; read; write; COMMIT), which cannot miss.
+
+Why optimistic first: every change to what placement decides on updates the account row (fills, other
+placements, cancels that release cash, trading-state changes), so "the row version is unchanged" means
+"the decision was taken on current state". The write locks the account for one statement instead of a
+transaction spanning four round trips and the Python in between, and it saves BEGIN, COMMIT and the lock
+round trip: measured 1,233 -> see docs/BENCHMARKS.md. Orders of one account still serialise (the
+conditional UPDATE waits for the row and then re-checks the version); a lost race costs one locked retry.
+The instrument check keeps the guarantee that a price update never misses an order placed while it
+runs: either the write sees the new price (and fails over to the locked path, which decides at that
+price), or the price update's sweep, which waits for the instrument lock, sees the committed order.
 
 It talks to asyncpg directly (on the pooled connection SQLAlchemy checked out for the request):
 SQLAlchemy Core's statement building and result processing cost more than the rest of the path
-together (measured: 6.5 ms -> see docs/BENCHMARKS.md), and this path is what bots hammer. Every rule
-still comes from the pure modules (rules, accounting, risk checks) and the shared `AccountBook`.
+together, and this path is what bots hammer.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -28,19 +43,36 @@ from app.domain.trading import rules
 from app.domain.trading.book import _LOAD_SQL_BODY, AccountBook, book_from_row
 from app.domain.trading.rules import EventType, OrderStatus, OrderView
 from app.domain.trading.schemas import OrderCreate, OrderOut, ValidateOut
+from app.domain.trading.services import (
+    InstrumentInfo,
+    _check_account,
+    _estimated_price,
+    _reservation,
+    _validate_against_instrument,
+    next_session_close,
+)
 from app.lib.db import driver_connection, utcnow
-from app.lib.errors import conflict, not_found
-from app.lib.metrics import FILLS, ORDERS
+from app.lib.errors import conflict, invalid, not_found
+from app.lib.metrics import FILLS, ORDERS, PLACEMENT_RETRIES, RISK_REJECTIONS
+
+# The instrument columns of READ_SQL, in InstrumentInfo's order.
+_INSTRUMENT_FIELDS = (
+    "symbol", "status", "tick_size", "lot_size", "min_quantity", "min_notional", "last_price", "maker_fee_rate",
+    "taker_fee_rate", "slippage_bps", "timezone", "session_close",
+)
 
 ZERO = Decimal(0)
 
-# Locks in the documented order (instrument, then account) in one round trip: the scalar subquery
-# runs per instrument row, i.e. after that row is locked. The book is read by the NEXT statement: in
-# READ COMMITTED only a new statement sees what the previous holder of the account lock committed.
-LOCK_SQL = """
+INSTRUMENT_COLUMNS = """i.symbol, i.status, i.tick_size, i.lot_size, i.min_quantity, i.min_notional, i.last_price,
+         e.maker_fee_rate, e.taker_fee_rate, e.slippage_bps, e.timezone, e.session_close"""
+
+# The locked path locks in the documented order (instrument, then account) in one round trip: the scalar
+# subquery runs per instrument row, i.e. after that row is locked. The book is read by the NEXT
+# statement: in READ COMMITTED only a new statement sees what the previous holder of the account lock
+# committed.
+LOCK_SQL = f"""
 WITH inst AS (
-  SELECT i.symbol, i.status, i.tick_size, i.lot_size, i.min_quantity, i.min_notional, i.last_price,
-         e.maker_fee_rate, e.taker_fee_rate, e.slippage_bps, e.timezone, e.session_close
+  SELECT {INSTRUMENT_COLUMNS}
     FROM instruments i JOIN exchanges e ON e.code = i.exchange_code
    WHERE i.symbol = $1
    FOR KEY SHARE OF i
@@ -50,7 +82,7 @@ SELECT inst.*, (SELECT a.id FROM accounts a WHERE a.id = $2 FOR UPDATE) AS locke
 LOCK_ACCOUNT_ONLY_SQL = "SELECT id FROM accounts WHERE id = $1 FOR UPDATE"
 
 # The shared book query (named parameters) with asyncpg's positional ones, plus the client_order_id
-# replay lookup, so that one round trip answers everything placement needs to decide.
+# replay lookup and the row version, so that one round trip answers everything placement needs to decide.
 BOOK_SQL = (
     _LOAD_SQL_BODY.replace(":with_stats", "$2::boolean")
     .replace(":symbol", "$3::text")
@@ -62,18 +94,43 @@ BOOK_SQL = (
                           o.stop_price::text, o.time_in_force, o.status, o.reject_reason, o.fees::text,
                           o.created_at, o.updated_at)
               FROM orders o WHERE o.account_id = a.id AND o.client_order_id = $4::text) AS existing_order,
+       a.xmin::text AS row_version,
        a.id,""",
         1,
     )
-
 )
+# The optimistic read: the same, plus the instrument (NULL columns when the symbol is unknown, so that an
+# unknown account still answers 404 before an unknown symbol answers 422), in one unlocked statement.
+READ_SQL = BOOK_SQL.replace("a.id,", "inst.*, a.id,", 1).replace(
+    "FROM accounts a\n",
+    f"""FROM accounts a
+      LEFT JOIN (SELECT {INSTRUMENT_COLUMNS}
+                   FROM instruments i JOIN exchanges e ON e.code = i.exchange_code
+                  WHERE i.symbol = $3::text) inst ON true
+""",
+    1,
+)
+assert READ_SQL.count("inst.*") == 1 and "LEFT JOIN" in READ_SQL
 
+# One statement, committed on its own. `inst` takes the instrument FOR KEY SHARE (the lock a price
+# update's FOR UPDATE waits for) only if it still trades at the price the decision used; `account`
+# updates the account only if its row is the version that was read. Everything else is written FROM
+# `account`, so a lost race writes nothing and returns 0.
 WRITE_SQL = """
-WITH new_order AS (
+WITH inst AS (
+  SELECT 1 FROM instruments
+   WHERE symbol = $4 AND status = 'trading' AND last_price IS NOT DISTINCT FROM $41::numeric
+   FOR KEY SHARE
+), account AS (
+  UPDATE accounts SET cash = $34, reserved_cash = $35, realized_pnl = $36, fees_paid = $37,
+                      peak_equity = $38, updated_at = $18
+   WHERE id = $2 AND xmin = $40::text::xid AND EXISTS (SELECT 1 FROM inst)
+  RETURNING id
+), new_order AS (
   INSERT INTO orders (id, account_id, client_order_id, symbol, side, type, time_in_force, quantity,
                       filled_quantity, avg_fill_price, limit_price, stop_price, triggered, status,
                       reserved_cash, fees, expires_at, created_at, updated_at)
-  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18)
+  SELECT $1, account.id, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18 FROM account
   RETURNING id
 ), new_fill AS (
   INSERT INTO fills (id, order_id, account_id, symbol, side, quantity, price, fee, liquidity, created_at)
@@ -87,18 +144,15 @@ WITH new_order AS (
    ORDER BY e.n
 ), position AS (
   INSERT INTO positions (account_id, symbol, quantity, avg_entry_price, realized_pnl, updated_at)
-  SELECT $2, $4, $30, $31, $32, $18 WHERE $33::boolean
+  SELECT account.id, $4, $30, $31, $32, $18 FROM account WHERE $33::boolean
   ON CONFLICT (account_id, symbol) DO UPDATE
      SET quantity = EXCLUDED.quantity, avg_entry_price = EXCLUDED.avg_entry_price,
          realized_pnl = EXCLUDED.realized_pnl, updated_at = EXCLUDED.updated_at
-), account AS (
-  UPDATE accounts SET cash = $34, reserved_cash = $35, realized_pnl = $36, fees_paid = $37,
-                      peak_equity = $38, updated_at = $18
-   WHERE id = $2
 ), snapshot AS (
-  INSERT INTO equity_snapshots (account_id, ts, equity, cash) SELECT $2, $18, $39, $34 WHERE $33::boolean
+  INSERT INTO equity_snapshots (account_id, ts, equity, cash) SELECT account.id, $18, $39, $34 FROM account
+   WHERE $33::boolean
 )
-SELECT 1
+SELECT count(*) FROM account
 """
 
 VIOLATION_SQL = """
@@ -126,21 +180,43 @@ def _same_fields(data: OrderCreate, existing: OrderOut) -> bool:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """An order that passed every check and is ready to be executed and written."""
+
+    book: AccountBook
+    inst: Any
+    price: Decimal
+
+
 async def place_order(
     conn: AsyncConnection, principal: Principal, account_id: uuid.UUID, data: OrderCreate, *, dry_run: bool = False
 ) -> tuple[OrderOut | ValidateOut, bool]:
     """Place (or with dry_run, only check) an order. Returns (result, created)."""
-    from app.domain.trading.services import (
-        InstrumentInfo,
-        _check_account,
-        _estimated_price,
-        _validate_against_instrument,
-    )
-
     if conn.in_transaction():  # end an implicit read transaction left by an earlier SQLAlchemy call
         await conn.rollback()
     apg = await driver_connection(conn)
-    now = utcnow()
+    row = await apg.fetchrow(READ_SQL, account_id, True, data.symbol, data.client_order_id)
+    inst = None
+    if row is not None and row["symbol"] is not None:
+        inst = InstrumentInfo(*[row[name] for name in _INSTRUMENT_FIELDS])
+    outcome = await _decide(apg, principal, data, row, inst, dry_run)
+    if isinstance(outcome, risk_checks.Breach):
+        raise _rejected(outcome)
+    if not isinstance(outcome, _Plan):
+        return outcome
+    order = await _execute_and_write(apg, outcome, data, utcnow(), row["row_version"])
+    if order is None:
+        # Another writer changed the account (or a price update moved the instrument) between the read and
+        # the write: nothing was written. Decide again under locks, where no race is possible.
+        PLACEMENT_RETRIES.inc()
+        return await _place_locked(apg, principal, account_id, data)
+    return order, True
+
+
+async def _place_locked(
+    apg: Any, principal: Principal, account_id: uuid.UUID, data: OrderCreate
+) -> tuple[OrderOut | ValidateOut, bool]:
     tr = apg.transaction()
     await tr.start()
     try:
@@ -148,49 +224,17 @@ async def place_order(
         if inst_row is None:  # unknown symbol: still lock (and 404) the account before saying 422
             await apg.fetchrow(LOCK_ACCOUNT_ONLY_SQL, account_id)
         row = await apg.fetchrow(BOOK_SQL, account_id, True, data.symbol, data.client_order_id)
-        if row is None or not (principal.can_read_all_accounts or row["owner_id"] == principal.user_id):
-            raise not_found("Account")
-        from app.domain.accounts.access import ensure_may_trade
-
-        ensure_may_trade(principal, row["owner_id"])
-        existing = row["existing_order"]
-        if existing is not None and not dry_run:
-            await tr.rollback()
-            if isinstance(existing, str):
-                existing = json.loads(existing)
-            order = _existing_order(existing)
-            if _same_fields(data, order):
-                return order, False
-            raise conflict("client_order_id was already used with different order fields",
-                           client_order_id=data.client_order_id)
         inst = InstrumentInfo(*list(inst_row.values())[:12]) if inst_row is not None else None
-        _validate_against_instrument(data, inst)
-        assert inst is not None
-        book = book_from_row(row, True)
-        price = _estimated_price(data, inst)
-        if data.quantity * price < inst.min_notional:
-            from app.lib.errors import invalid
-
-            raise invalid(f"notional {data.quantity * price} is below min_notional {inst.min_notional}", "quantity")
-        _check_account(book, data, inst, price)
-        proposed = risk_checks.ProposedOrder(data.symbol, data.side, data.quantity, price)
-        breach = pretrade.check(book, pretrade.portfolio_state(book), proposed) if book.limits else None
-        if breach is not None:
-            detail = {"symbol": data.symbol, "side": data.side, "type": data.type, "quantity": str(data.quantity),
-                      "price": str(price), "dry_run": dry_run, "message": breach.message}
-            await apg.execute(
-                VIOLATION_SQL, uuid.uuid4(), account_id, uuid.UUID(breach.limit_id) if breach.limit_id else None,
-                breach.limit_type, breach.limit_value, pretrade._storable(breach.would_be), json.dumps(detail),
-            )
-            await tr.commit()
-            from app.lib.metrics import RISK_REJECTIONS
-
-            RISK_REJECTIONS.labels(limit_type=breach.limit_type).inc()
-            raise pretrade.breach_error(breach)
-        if dry_run:
+        outcome = await _decide(apg, principal, data, row, inst, False)
+        if isinstance(outcome, risk_checks.Breach):
+            await tr.commit()  # keep the recorded violation
+            raise _rejected(outcome)
+        if not isinstance(outcome, _Plan):
             await tr.rollback()
-            return ValidateOut(accepted=True, estimated_price=price, estimated_cost=data.quantity * price), False
-        order = await _execute_and_write(apg, book, data, inst, price, now)
+            return outcome
+        order = await _execute_and_write(apg, outcome, data, utcnow(), row["row_version"])
+        if order is None:  # cannot happen with both rows locked; never report a write that did not happen
+            raise RuntimeError("locked order write applied to no account row")
         await tr.commit()
     except BaseException:
         try:
@@ -198,13 +242,58 @@ async def place_order(
         except asyncpg.InterfaceError:  # already committed or rolled back on purpose above
             pass
         raise
-    ORDERS.labels(type=data.type, status=order.status).inc()
     return order, True
 
 
-async def _execute_and_write(apg: Any, book: AccountBook, data: OrderCreate, inst: Any, est_price: Decimal,
-                             now: datetime) -> OrderOut:
-    from app.domain.trading.services import _reservation, next_session_close
+async def _decide(
+    apg: Any, principal: Principal, data: OrderCreate, row: Any, inst: InstrumentInfo | None, dry_run: bool
+) -> _Plan | risk_checks.Breach | tuple[OrderOut | ValidateOut, bool]:
+    """Every placement rule on one snapshot of the account: a plan to write, a recorded risk breach, or the
+    final answer (an idempotent replay, a dry run's result). Other rule failures raise 4xx."""
+    from app.domain.accounts.access import ensure_may_trade
+
+    if row is None or not (principal.can_read_all_accounts or row["owner_id"] == principal.user_id):
+        raise not_found("Account")
+    ensure_may_trade(principal, row["owner_id"])
+    existing = row["existing_order"]
+    if existing is not None and not dry_run:
+        if isinstance(existing, str):
+            existing = json.loads(existing)
+        order = _existing_order(existing)
+        if _same_fields(data, order):
+            return order, False
+        raise conflict("client_order_id was already used with different order fields",
+                       client_order_id=data.client_order_id)
+    _validate_against_instrument(data, inst)
+    assert inst is not None
+    book = book_from_row(row, True)
+    price = _estimated_price(data, inst)
+    if data.quantity * price < inst.min_notional:
+        raise invalid(f"notional {data.quantity * price} is below min_notional {inst.min_notional}", "quantity")
+    _check_account(book, data, inst, price)
+    proposed = risk_checks.ProposedOrder(data.symbol, data.side, data.quantity, price)
+    breach = pretrade.check(book, pretrade.portfolio_state(book), proposed) if book.limits else None
+    if breach is not None:
+        detail = {"symbol": data.symbol, "side": data.side, "type": data.type, "quantity": str(data.quantity),
+                  "price": str(price), "dry_run": dry_run, "message": breach.message}
+        await apg.execute(
+            VIOLATION_SQL, uuid.uuid4(), book.id, uuid.UUID(breach.limit_id) if breach.limit_id else None,
+            breach.limit_type, breach.limit_value, pretrade._storable(breach.would_be), json.dumps(detail),
+        )
+        return breach
+    if dry_run:
+        return ValidateOut(accepted=True, estimated_price=price, estimated_cost=data.quantity * price), False
+    return _Plan(book, inst, price)
+
+
+def _rejected(breach: risk_checks.Breach) -> Exception:
+    RISK_REJECTIONS.labels(limit_type=breach.limit_type).inc()
+    return pretrade.breach_error(breach)
+
+
+async def _execute_and_write(apg: Any, plan: _Plan, data: OrderCreate, now: datetime, row_version: str) -> OrderOut | None:
+    """Execute the order against the last price and write everything; None if the write lost a race."""
+    book, inst, est_price = plan.book, plan.inst, plan.price
 
     order_id = uuid.uuid4()
     # (type, from, to, reason, fill_id, data)
@@ -239,7 +328,6 @@ async def _execute_and_write(apg: Any, book: AccountBook, data: OrderCreate, ins
                             "liquidity": m.liquidity, "realized_pnl": str(realized)}),
             ))
             status, filled, avg_price, fees = new_status, m.fill_qty, m.fill_price, fill_fee
-            FILLS.labels(liquidity=m.liquidity).inc()
         if status is not OrderStatus.FILLED and m.triggered and data.time_in_force in ("ioc", "fok"):
             reason = "fok: could not fill entirely at once" if data.time_in_force == "fok" else "ioc: remainder canceled"
             events.append((EventType.CANCELED.value, status.value,
@@ -254,7 +342,7 @@ async def _execute_and_write(apg: Any, book: AccountBook, data: OrderCreate, ins
     equity = book.equity
     if fill_id is not None and equity > book.peak_equity:
         book.peak_equity = equity
-    await apg.execute(
+    applied = await apg.fetchval(
         WRITE_SQL,
         order_id, book.id, data.client_order_id, data.symbol, data.side, data.type, data.time_in_force,
         data.quantity, filled, avg_price, data.limit_price, data.stop_price, triggered, status.value,
@@ -264,7 +352,13 @@ async def _execute_and_write(apg: Any, book: AccountBook, data: OrderCreate, ins
         [e[4] for e in events], [e[5] for e in events],
         position.quantity, position.avg_entry_price, position.realized_pnl, fill_id is not None,
         book.cash, book.reserved_cash, book.realized_pnl, book.fees_paid, book.peak_equity, equity,
+        row_version, inst.last_price,
     )
+    if not applied:
+        return None
+    ORDERS.labels(type=data.type, status=status.value).inc()
+    if liquidity is not None:
+        FILLS.labels(liquidity=liquidity).inc()
     return OrderOut(
         id=order_id, client_order_id=data.client_order_id, account_id=book.id, symbol=data.symbol, side=data.side,
         type=data.type, quantity=data.quantity, filled_quantity=filled, avg_fill_price=avg_price,

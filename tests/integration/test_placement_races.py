@@ -1,0 +1,124 @@
+"""Placement decides on an unlocked snapshot and writes only if nothing changed since (placement.py).
+
+These tests change the account or the instrument between the decision and the write, deterministically,
+and check that the optimistic write then writes nothing and the order is decided again under locks on
+the current state: no lost cash update, no fill at a price that was already replaced.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+import pytest
+
+from app.domain.trading import placement
+from app.domain.trading.reconcile import reconcile_account
+from app.lib.db import libpq_url
+from app.lib.metrics import PLACEMENT_RETRIES
+from tests.integration.helpers import D, account, make_account, make_market, order, place
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+def _interfere_once(monkeypatch, settings, sql: str, *params) -> list[bool]:
+    """Run `sql` on another connection right after the first (optimistic) decision, before its write.
+
+    (A connection of its own, opened on the app's event loop: the test client runs the app on another.)
+    """
+    calls: list[bool] = []
+    decide = placement._decide
+
+    async def decide_then_interfere(*args, **kwargs):
+        outcome = await decide(*args, **kwargs)
+        if not calls and isinstance(outcome, placement._Plan):
+            other = await asyncpg.connect(libpq_url(settings.database_url))
+            try:
+                await other.execute(sql, *params)
+            finally:
+                await other.close()
+        calls.append(True)
+        return outcome
+
+    monkeypatch.setattr(placement, "_decide", decide_then_interfere)
+    return calls
+
+
+def _retries() -> float:
+    return PLACEMENT_RETRIES._value.get()
+
+
+async def test_account_change_between_read_and_write_is_not_lost(
+    client, admin_headers, make_user, db_engine, settings, monkeypatch
+):
+    trader = await make_user("trader")
+    h = trader["headers"]
+    sym = await make_market(client, admin_headers, price="100", taker="0.001")
+    acct = await make_account(client, h, cash="100000")
+    # A concurrent writer takes 1,000 of cash (as a fill elsewhere would) after our decision was taken.
+    calls = _interfere_once(
+        monkeypatch, settings, "UPDATE accounts SET cash = cash - 1000, initial_cash = initial_cash - 1000 WHERE id = $1",
+        uuid.UUID(acct),
+    )
+    before = _retries()
+    placed = await place(client, h, acct, symbol=sym, side="buy", type="market", quantity="10")
+    assert len(calls) == 2, "the lost optimistic write must be decided again"
+    assert _retries() == before + 1
+    assert placed["status"] == "filled" and D(placed["avg_fill_price"]) == D("100")
+    # 100,000 - 1,000 (the other writer) - 1,000 (10 @ 100) - 1 (0.1% taker fee): both changes kept.
+    assert D((await account(client, h, acct))["cash"]) == D("97999")
+    listed = (await client.get(f"/api/v1/accounts/{acct}/orders", headers=h)).json()["items"]
+    assert [o["id"] for o in listed] == [placed["id"]], "the lost write must not have left an order behind"
+    async with db_engine.connect() as conn:
+        drift = await reconcile_account(conn, uuid.UUID(acct))
+    assert drift.ok, drift.problems
+
+
+async def test_price_update_between_read_and_write_fills_at_the_new_price(
+    client, admin_headers, make_user, settings, monkeypatch
+):
+    trader = await make_user("trader")
+    h = trader["headers"]
+    sym = await make_market(client, admin_headers, price="100", taker="0")
+    acct = await make_account(client, h, cash="100000")
+    calls = _interfere_once(monkeypatch, settings, "UPDATE instruments SET last_price = 101 WHERE symbol = $1", sym)
+    before = _retries()
+    placed = await place(client, h, acct, symbol=sym, side="buy", type="market", quantity="3")
+    assert len(calls) == 2 and _retries() == before + 1
+    assert D(placed["avg_fill_price"]) == D("101")
+    fills = (await client.get(f"/api/v1/accounts/{acct}/orders/{placed['id']}/fills", headers=h)).json()["items"]
+    assert [D(f["price"]) for f in fills] == [D("101")]
+    assert D((await account(client, h, acct))["cash"]) == D("99697")
+
+
+async def test_halt_between_read_and_write_rejects_without_writing(client, admin_headers, make_user, settings, monkeypatch):
+    trader = await make_user("trader")
+    h = trader["headers"]
+    sym = await make_market(client, admin_headers, price="100")
+    acct = await make_account(client, h, cash="100000")
+    _interfere_once(monkeypatch, settings, "UPDATE instruments SET status = 'halted' WHERE symbol = $1", sym)
+    resp = await client.post(
+        f"/api/v1/accounts/{acct}/orders", json={"symbol": sym, "side": "buy", "type": "market", "quantity": "1",
+                                                 "time_in_force": "gtc"}, headers=h,
+    )
+    assert resp.status_code == 422 and resp.json()["type"].endswith("/instrument-halted"), resp.text
+    assert (await client.get(f"/api/v1/accounts/{acct}/orders", headers=h)).json()["items"] == []
+    assert D((await account(client, h, acct))["cash"]) == D("100000")
+
+
+async def test_unchanged_state_writes_once_without_retry(client, admin_headers, make_user):
+    trader = await make_user("trader")
+    h = trader["headers"]
+    sym = await make_market(client, admin_headers, price="50", taker="0")
+    acct = await make_account(client, h, cash="1000")
+    before = _retries()
+    first = await place(client, h, acct, symbol=sym, side="buy", type="limit", limit_price="49", quantity="4")
+    assert first["status"] == "accepted"
+    got = await order(client, h, acct, first["id"])
+    assert got["status"] == "accepted" and _retries() == before
+    # The resting buy reserved 4 x 49: the next order is checked against the buying power left.
+    resp = await client.post(
+        f"/api/v1/accounts/{acct}/orders",
+        json={"symbol": sym, "side": "buy", "type": "market", "quantity": "17", "time_in_force": "gtc"}, headers=h,
+    )
+    assert resp.status_code == 422 and resp.json()["type"].endswith("/insufficient-buying-power"), resp.text
