@@ -14,6 +14,7 @@ from litestar.plugins.prometheus import PrometheusController
 from app import __version__
 from app.domain.identity.middleware import AuthMiddleware
 from app.lib.errors import EXCEPTION_HANDLERS, problem_details_plugin
+from app.lib.gc_tuning import freeze_startup_objects
 from app.lib.idempotency import IdempotencyMiddleware
 from app.lib.log import configure_logging, get_logger
 from app.lib.middleware import RequestContextMiddleware, add_request_id_header
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 await ensure_admin_key(resources.engine, settings.admin_api_key)
             except Exception as exc:  # database not migrated yet: /ready will say so
                 log.warning("admin_bootstrap_failed", error=repr(exc)[:300])
+        freeze_startup_objects()
         log.info("app_started", version=__version__, embedded=settings.embedded)
         try:
             yield
