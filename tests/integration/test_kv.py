@@ -1,0 +1,49 @@
+"""The Redis facade's pipelined window counter (every rate-limited request goes through it)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from app.lib.kv import RedisKV, make_redis
+from tests.conftest import REDIS_URL, RUN_ID
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+def fresh_kv(url: str = REDIS_URL) -> RedisKV:
+    return RedisKV(make_redis(url), f"tdtest-{RUN_ID}-kv{uuid.uuid4().hex[:6]}")
+
+
+async def test_concurrent_counts_are_exact_and_share_round_trips(monkeypatch):
+    kv = fresh_kv()
+    batches: list[int] = []
+    send = kv._send_window_counts
+
+    async def counting_send(batch):
+        batches.append(len(batch))
+        await send(batch)
+
+    monkeypatch.setattr(kv, "_send_window_counts", counting_send)
+    # Two processes' worth of counters on one key: every count is handed out exactly once.
+    other = fresh_kv()
+    other.namespace = kv.namespace
+    results = await asyncio.gather(*(k.incr_window("rl:k", 60) for _ in range(150) for k in (kv, other)))
+    assert sorted(count for count, _ in results) == list(range(1, 301))
+    assert all(0 < ttl <= 60 for _, ttl in results)
+    # Calls made in one event-loop turn went out together, not one round trip each.
+    assert sum(batches) == 150 and len(batches) < 10, batches
+    # Separate windows stay separate, and a new key starts at 1 with the full window.
+    assert await kv.incr_window("rl:other", 5) == (1, pytest.approx(5, abs=0.1))
+    await kv.close()
+    await other.close()
+
+
+async def test_a_failed_round_trip_fails_every_caller_of_the_batch():
+    kv = fresh_kv("redis://127.0.0.1:1/0")  # nothing listens there
+    results = await asyncio.gather(*(kv.incr_window("rl:k", 60) for _ in range(5)), return_exceptions=True)
+    assert len(results) == 5 and all(isinstance(r, Exception) for r in results), results
+    assert not kv._pending
+    await kv.close()
