@@ -2,7 +2,7 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, ROUND_HALF_UP, 
 from fractions import Fraction
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.domain.trading.rules import (
@@ -525,3 +525,47 @@ def test_fee(notional, rate, expected):
     result = fee(D(notional), D(rate))
     assert result == D(expected)
     assert result.as_tuple().exponent == -8
+
+
+# The Decimal fast path must agree with the exact Fraction path digit for digit (value and exponent:
+# prices are serialised as strings), including ratios that do not terminate (ticks like 0.03 or 7).
+_INCREMENTS = st.sampled_from(["0.01", "0.05", "0.25", "1", "0.5", "0.03", "7", "0.0001", "1E-8", "0.07", "12.5"])
+_MODES = st.sampled_from([ROUND_HALF_EVEN, ROUND_CEILING, ROUND_FLOOR, "ROUND_HALF_UP", "ROUND_DOWN", "ROUND_UP"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    x=st.decimals(min_value=D("-1e9"), max_value=D("1e9"), allow_nan=False, allow_infinity=False, places=6),
+    inc=_INCREMENTS,
+    mode=_MODES,
+)
+def test_decimal_rounding_fast_path_matches_the_exact_path(x, inc, mode):
+    from app.domain.trading.rules import _round_decimal_to_increment, _round_fraction_to_increment
+
+    exact = _round_fraction_to_increment(Fraction(x), D(inc), mode)
+    fast = _round_decimal_to_increment(x, D(inc), mode)
+    if fast is not None:
+        assert (fast, str(fast)) == (exact, str(exact))
+    assert round_to_tick(x, D(inc), mode) == exact
+    assert str(round_to_tick(x, D(inc), mode)) == str(exact)
+    assert is_multiple(x, D(inc)) is ((Fraction(x) / Fraction(D(inc))).denominator == 1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    last=st.decimals(min_value=D("0.0001"), max_value=D("1e7"), allow_nan=False, allow_infinity=False, places=4),
+    bps=st.sampled_from([0, 1, 5, 7, 25, 100, 333]),
+    tick=_INCREMENTS,
+    side=st.sampled_from(["buy", "sell"]),
+)
+def test_market_fill_price_matches_the_exact_fraction_formula(last, bps, tick, side):
+    from app.domain.trading.rules import _round_fraction_to_increment
+
+    move = Fraction(bps) / 10000
+    if side == "buy":
+        expected = _round_fraction_to_increment(Fraction(last) * (1 + move), D(tick), ROUND_CEILING)
+    else:
+        expected = _round_fraction_to_increment(Fraction(last) * (1 - move), D(tick), ROUND_FLOOR)
+        expected = expected if expected > 0 else D(tick)
+    got = fill_price_for_market(side, last, bps, D(tick))
+    assert (got, str(got)) == (expected, str(expected))

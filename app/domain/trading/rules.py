@@ -31,8 +31,10 @@ from decimal import (
     Context,
     Decimal,
     DivisionByZero,
+    Inexact,
     InvalidOperation,
     Overflow,
+    Rounded,
     localcontext,
 )
 from enum import StrEnum
@@ -163,8 +165,30 @@ def is_multiple(value: Decimal, increment: Decimal) -> bool:
     _require_positive_increment(increment)
     if not value.is_finite():
         return False
-    # Fractions are exact where Decimal `%` can fail once the quotient outgrows the context precision.
+    with localcontext(_WIDE):
+        try:
+            return value % increment == 0  # exact while the integer quotient fits in 80 digits
+        except InvalidOperation:
+            pass
+    # Fractions are exact where Decimal `%` fails once the quotient outgrows the context precision.
     return (Fraction(value) / Fraction(increment)).denominator == 1
+
+
+_ONE = Decimal(1)
+
+
+def _round_decimal_to_increment(x: Decimal, increment: Decimal, rounding: str) -> Decimal | None:
+    """The same result as `_round_fraction_to_increment` when x / increment terminates within the wide
+    context (every tick and lot of the form 10^-n or k * 10^-n with k | 10^n), without Fractions, which
+    cost ~10x more on the placement path; None when the quotient is inexact and the exact path must run."""
+    with localcontext(_WIDE) as ctx:
+        ctx.clear_flags()
+        ratio = x / increment
+        k = ratio.to_integral_value(rounding=rounding).quantize(_ONE)
+        result = k * increment
+        if ctx.flags[Inexact] or ctx.flags[Rounded]:
+            return None
+        return result
 
 
 def _round_fraction_to_increment(x: Fraction, increment: Decimal, rounding: str) -> Decimal:
@@ -187,14 +211,20 @@ def _round_fraction_to_increment(x: Fraction, increment: Decimal, rounding: str)
         return k * increment
 
 
+def _round_to_increment(x: Decimal, increment: Decimal, rounding: str) -> Decimal:
+    _require_positive_increment(increment)
+    fast = _round_decimal_to_increment(x, increment, rounding)
+    return fast if fast is not None else _round_fraction_to_increment(Fraction(x), increment, rounding)
+
+
 def round_to_tick(price: Decimal, tick: Decimal, rounding: str = ROUND_HALF_EVEN) -> Decimal:
     """Round `price` to a multiple of `tick` with the given decimal rounding mode (exact)."""
-    return _round_fraction_to_increment(Fraction(price), tick, rounding)
+    return _round_to_increment(price, tick, rounding)
 
 
 def floor_to_lot(quantity: Decimal, lot: Decimal) -> Decimal:
     """Largest multiple of `lot` not above `quantity` (for partial fills limited by volume)."""
-    return _round_fraction_to_increment(Fraction(quantity), lot, ROUND_FLOOR)
+    return _round_to_increment(quantity, lot, ROUND_FLOOR)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -219,10 +249,19 @@ def fill_price_for_market(
         raise ValueError(f"last price must be positive, got {last_price}")
     if bps < 0:
         raise ValueError(f"slippage_bps must be >= 0, got {bps}")
-    move = Fraction(bps) / Fraction(_BPS)
+    with localcontext(_WIDE) as ctx:  # exact: bps / 10000 terminates, and the product fits in 80 digits
+        ctx.clear_flags()
+        moved = last_price * (1 + bps / _BPS) if side is Side.BUY else last_price * (1 - bps / _BPS)
+        exact = not (ctx.flags[Inexact] or ctx.flags[Rounded])
+    if not exact:  # (absurdly many digits): the Fraction path
+        move = Fraction(bps) / Fraction(_BPS)
+        factor = 1 + move if side is Side.BUY else 1 - move
+        rounding = ROUND_CEILING if side is Side.BUY else ROUND_FLOOR
+        price = _round_fraction_to_increment(Fraction(last_price) * factor, tick_size, rounding)
+    else:
+        price = _round_to_increment(moved, tick_size, ROUND_CEILING if side is Side.BUY else ROUND_FLOOR)
     if side is Side.BUY:
-        return _round_fraction_to_increment(Fraction(last_price) * (1 + move), tick_size, ROUND_CEILING)
-    price = _round_fraction_to_increment(Fraction(last_price) * (1 - move), tick_size, ROUND_FLOOR)
+        return price
     return price if price > 0 else tick_size
 
 
