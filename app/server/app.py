@@ -7,12 +7,15 @@ from contextlib import asynccontextmanager
 
 from litestar import Litestar
 from litestar.config.compression import CompressionConfig  # noqa: F401  (kept off: JSON is small, CPU is scarce)
+from litestar._openapi.plugin import OpenAPIPlugin
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import OpenAPI
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.plugins.prometheus import PrometheusController
 
 from app import __version__
 from app.domain.identity.middleware import AuthMiddleware
+from app.domain.system.controllers import document_liveness
 from app.lib.errors import EXCEPTION_HANDLERS, problem_details_plugin
 from app.lib.gc_tuning import freeze_startup_objects
 from app.lib.idempotency import IdempotencyMiddleware
@@ -69,7 +72,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         "orders": settings.rate_limit_orders,
         "anonymous": settings.rate_limit_anonymous,
     }
-    return Litestar(
+    app = Litestar(
         route_handlers=[*route_handlers(), MetricsController],
         lifespan=[lifespan],
         middleware=[
@@ -91,3 +94,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ),
         debug=False,
     )
+    # The liveness probe is a raw ASGI route handler (see HealthController.health), which Litestar leaves
+    # out of the OpenAPI document; this plugin subclass adds it back when the document is first built.
+    app.plugins.get(OpenAPIPlugin).__class__ = _OpenAPIWithLiveness
+    return app
+
+
+class _OpenAPIWithLiveness(OpenAPIPlugin):
+    __slots__ = ()  # same layout as OpenAPIPlugin, so an instance can be switched to this class
+
+    def _build_openapi(self) -> OpenAPI:
+        openapi = super()._build_openapi()
+        document_liveness(openapi)
+        return openapi

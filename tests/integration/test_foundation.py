@@ -19,6 +19,20 @@ async def test_health_is_ok_without_auth(client):
     assert resp.headers["x-request-id"]
 
 
+async def test_health_answers_only_get_and_head_and_is_documented(client):
+    head = await client.head("/health", headers={"X-Request-ID": "probe-1"})
+    assert head.status_code == 200 and head.content == b"" and head.headers["x-request-id"] == "probe-1"
+    assert head.headers["cache-control"] == "no-store"
+    post = await client.post("/health")
+    assert post.status_code == 405, post.text
+    assert post.headers["content-type"].startswith("application/problem+json") and "GET" in post.headers["allow"]
+    schema = (await client.get("/schema/openapi.json")).json()
+    live = schema["paths"]["/health"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert live["required"] == ["status"]
+    metrics = (await client.get("/metrics")).text
+    assert 'tradedesk_http_requests_total{method="GET",path="/health",status_code="200"}' in metrics
+
+
 async def test_request_id_is_echoed_even_on_404(client):
     resp = await client.get("/no/such/route", headers={"X-Request-ID": "abc-123"})
     assert resp.status_code == 404

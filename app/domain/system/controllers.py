@@ -3,7 +3,18 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import msgspec
-from litestar import Controller, Request, Response, get
+from litestar import Controller, Request, Response, asgi, get
+from litestar.exceptions import MethodNotAllowedException
+from litestar.openapi.spec import (
+    OpenAPI,
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    OpenAPIType,
+    Operation,
+    PathItem,
+    Schema,
+)
+from litestar.types import Receive, Scope, Send
 
 from app import __version__
 from app.domain.system.services import queue_workers, readiness
@@ -25,15 +36,58 @@ class HealthReport(msgspec.Struct):
     components: dict[str, ComponentHealth]
 
 
-_LIVE = Liveness(status="ok")
+_LIVE_BODY = msgspec.json.encode(Liveness(status="ok"))
+_LIVE_HEADERS = (
+    (b"content-type", b"application/json"),
+    (b"content-length", str(len(_LIVE_BODY)).encode()),
+    (b"cache-control", b"no-store"),
+)
+
+
+def document_liveness(schema: OpenAPI) -> None:
+    """Add GET /health to the OpenAPI document (ASGI route handlers are not part of it)."""
+    schema.paths = schema.paths or {}
+    schema.paths["/health"] = PathItem(
+        get=Operation(
+            tags=["health"],
+            summary="Liveness (no dependency calls)",
+            operation_id="HealthHealth",
+            responses={
+                "200": OpenAPIResponse(
+                    description="The process is up",
+                    content={
+                        "application/json": OpenAPIMediaType(
+                            schema=Schema(
+                                type=OpenAPIType.OBJECT,
+                                required=["status"],
+                                properties={"status": Schema(type=OpenAPIType.STRING, const="ok")},
+                            )
+                        )
+                    },
+                )
+            },
+        )
+    )
 
 
 class HealthController(Controller):
     tags = ["health"]
 
-    @get("/health", summary="Liveness (no dependency calls)", cache=False)
-    async def health(self) -> Liveness:
-        return _LIVE
+    @asgi("/health", copy_scope=False)
+    async def health(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Liveness (no dependency calls), as a raw ASGI route handler.
+
+        It still runs behind every middleware (request id, metrics, the anonymous-route rules), but skips
+        building a Request, resolving a signature and rendering a Response, which were two thirds of its
+        cost (63 -> 22 us in-process; 8,000 -> 13,700 req/s under granian, docs/BENCHMARKS.md): probes
+        and load balancers call it constantly and there is nothing to parse. Documented in the OpenAPI
+        schema by `document_liveness` (Litestar leaves ASGI handlers out).
+        """
+        if scope["method"] not in ("GET", "HEAD"):
+            raise MethodNotAllowedException(headers={"Allow": "GET, HEAD"})
+        # A fresh list: before_send hooks append to it (the request id).
+        await send({"type": "http.response.start", "status": 200, "headers": [*_LIVE_HEADERS]})
+        await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else _LIVE_BODY})
 
     @get("/ready", summary="Readiness: PostgreSQL at migration head, Redis/KV and queue reachable")
     async def ready(self, request: Request) -> Response[dict[str, Any]]:
