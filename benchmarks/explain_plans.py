@@ -353,7 +353,7 @@ async def collect(url: str) -> tuple[list[Explained], dict[str, Any]]:
     from app.domain.identity.schemas import Principal
     from app.domain.markets.services import _CANDLES_SQL
     from app.domain.risk.services import monitor_account, monitor_all, risk_metrics, snapshot_equity
-    from app.domain.trading.placement import BOOK_SQL, LOCK_SQL, WRITE_SQL
+    from app.domain.trading.placement import BOOK_SQL, LOCK_SQL, READ_SQL, WRITE_SQL
     from app.domain.trading.services import _LIST_ORDERS_SQL, _RESTING_SQL, positions
     from app.lib.db import create_engine
 
@@ -510,8 +510,19 @@ async def collect(url: str) -> tuple[list[Explained], dict[str, Any]]:
             )
         )
 
-        # -- placement: lock, book, write (each in a rolled-back transaction).
-        out.append(await explain(conn, "placement LOCK_SQL", LOCK_SQL, ["S01", hot], sizes, rollback=True))
+        # -- placement: the optimistic read, then the locked path's lock and book read, then the write
+        # (each in a rolled-back transaction).
+        out.append(
+            await explain(
+                conn,
+                "placement READ_SQL (hot acct, 16 limits, ~330 open orders; no lock)",
+                READ_SQL,
+                [hot, True, "S01", "client-xyz"],
+                sizes,
+                rollback=True,
+            )
+        )
+        out.append(await explain(conn, "placement LOCK_SQL (locked retry)", LOCK_SQL, ["S01", hot], sizes, rollback=True))
         out.append(
             await explain(
                 conn,
@@ -598,6 +609,9 @@ async def collect(url: str) -> tuple[list[Explained], dict[str, Any]]:
             Decimal("0.11001"),
             Decimal(1010000),
             Decimal("1009000"),
+            # the row version and the price the decision was taken on: current, so the write applies
+            await conn.fetchval("SELECT xmin::text FROM accounts WHERE id = $1", hot),
+            await conn.fetchval("SELECT last_price FROM instruments WHERE symbol = 'S01'"),
         ]
         out.append(
             await explain(

@@ -73,6 +73,24 @@ async def test_account_change_between_read_and_write_is_not_lost(
         drift = await reconcile_account(conn, uuid.UUID(acct))
     assert drift.ok, drift.problems
 
+    # The lost race marks the account contended: its next orders skip the optimistic attempt (one decision,
+    # taken under locks, no retry) until the mark expires.
+    assert placement._contended(uuid.UUID(acct))
+    locked_runs: list[bool] = []
+    place_locked = placement._place_locked
+
+    async def counting_place_locked(*args, **kwargs):
+        locked_runs.append(True)
+        return await place_locked(*args, **kwargs)
+
+    monkeypatch.setattr(placement, "_place_locked", counting_place_locked)
+    decisions = len(calls)  # (non-empty: no more interference)
+    again = await place(client, h, acct, symbol=sym, side="buy", type="market", quantity="1")
+    assert again["status"] == "filled" and len(calls) == decisions + 1 and locked_runs == [True]
+    assert _retries() == before + 1
+    placement._CONTENDED[uuid.UUID(acct)] = 0.0  # expired
+    assert not placement._contended(uuid.UUID(acct)) and uuid.UUID(acct) not in placement._CONTENDED
+
 
 async def test_price_update_between_read_and_write_fills_at_the_new_price(
     client, admin_headers, make_user, settings, monkeypatch

@@ -27,6 +27,7 @@ together, and this path is what bots hammer.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -196,6 +197,8 @@ async def place_order(
     if conn.in_transaction():  # end an implicit read transaction left by an earlier SQLAlchemy call
         await conn.rollback()
     apg = await driver_connection(conn)
+    if not dry_run and _contended(account_id):
+        return await _place_locked(apg, principal, account_id, data)
     row = await apg.fetchrow(READ_SQL, account_id, True, data.symbol, data.client_order_id)
     inst = None
     if row is not None and row["symbol"] is not None:
@@ -210,8 +213,31 @@ async def place_order(
         # Another writer changed the account (or a price update moved the instrument) between the read and
         # the write: nothing was written. Decide again under locks, where no race is possible.
         PLACEMENT_RETRIES.inc()
+        _CONTENDED[account_id] = time.monotonic() + CONTENTION_SECONDS
         return await _place_locked(apg, principal, account_id, data)
     return order, True
+
+
+# Accounts whose optimistic write lost a race recently. Many clients hammering ONE account would mostly
+# lose (each write changes the version the others read), paying an unlocked read and a void write
+# before their locked retry; for a while they go straight to the locked path instead, where they queue
+# on the row lock. Per process, bounded, and only a hint: either path is correct.
+CONTENTION_SECONDS = 2.0
+_CONTENDED: dict[uuid.UUID, float] = {}
+
+
+def _contended(account_id: uuid.UUID) -> bool:
+    until = _CONTENDED.get(account_id)
+    if until is None:
+        return False
+    if until > time.monotonic():
+        return True
+    del _CONTENDED[account_id]
+    if len(_CONTENDED) > 10_000:  # drop expired entries of accounts that went quiet
+        now = time.monotonic()
+        for key in [k for k, t in _CONTENDED.items() if t <= now]:
+            del _CONTENDED[key]
+    return False
 
 
 async def _place_locked(

@@ -1,7 +1,8 @@
 """Orders on the paper exchange: placement (with pre-trade checks), matching, cancel, reads.
 
-Lock order, everywhere: instrument -> order(s) -> account(s) (several accounts: by id). Placement takes
-the instrument row FOR KEY SHARE and its account FOR UPDATE; a price update takes the instrument FOR
+Lock order, everywhere: instrument -> order(s) -> account(s) (several accounts: by id). Placement's one
+write statement takes the instrument row FOR KEY SHARE and then updates its account (placement.py: only
+if neither changed since the decision, else a locked retry); a price update takes the instrument FOR
 UPDATE, the resting orders FOR UPDATE SKIP LOCKED and then the accounts it fills, sorted. So placements
 and price updates on one instrument serialise, orders of one account serialise, and nothing deadlocks.
 """
