@@ -6,12 +6,12 @@ Plain ASGI middleware (Litestar's ASGIMiddleware) so the hot path costs a few mi
 from __future__ import annotations
 
 import time
-import uuid
 
 import structlog
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.lib.ids import new_request_id
 from app.lib.log import get_logger
 from app.lib.metrics import HTTP_IN_PROGRESS, observe_http
 
@@ -31,7 +31,7 @@ def request_id_of(scope: Scope) -> str:
                 if candidate and candidate.isprintable():
                     rid = candidate
                 break
-        rid = rid or uuid.uuid4().hex
+        rid = rid or new_request_id()
         state["request_id"] = rid
     return rid
 

@@ -6,13 +6,13 @@ orders, so cash, positions, fees and realised PnL change in one place and always
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 from sqlalchemy import insert, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -200,7 +200,7 @@ def book_from_row(row: Any, with_stats: bool) -> AccountBook:
     prices: dict[str, Decimal | None] = {}
     raw_positions = row["positions"]
     if isinstance(raw_positions, str):
-        raw_positions = json.loads(raw_positions)
+        raw_positions = msgspec.json.decode(raw_positions)
     for sym, qty, avg, realized, last in raw_positions:
         positions[sym] = accounting.PositionState(Decimal(qty), Decimal(avg), Decimal(realized))
         prices[sym] = _dec(last)
@@ -214,7 +214,7 @@ def book_from_row(row: Any, with_stats: bool) -> AccountBook:
         stats = row["order_stats"]
         limits = row["limits"]
         if isinstance(stats, str):
-            stats, limits = json.loads(stats), json.loads(limits)
+            stats, limits = msgspec.json.decode(stats), msgspec.json.decode(limits)
         open_orders, last_minute, open_sells = stats
         book.open_orders = int(open_orders)
         book.orders_last_minute = int(last_minute)

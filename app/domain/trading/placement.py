@@ -54,6 +54,7 @@ from app.domain.trading.services import (
 )
 from app.lib.db import driver_connection, utcnow
 from app.lib.errors import conflict, invalid, not_found
+from app.lib.ids import new_uuid
 from app.lib.metrics import FILLS, ORDERS, PLACEMENT_RETRIES, RISK_REJECTIONS
 
 # The instrument columns of READ_SQL, in InstrumentInfo's order.
@@ -321,7 +322,7 @@ async def _execute_and_write(apg: Any, plan: _Plan, data: OrderCreate, now: date
     """Execute the order against the last price and write everything; None if the write lost a race."""
     book, inst, est_price = plan.book, plan.inst, plan.price
 
-    order_id = uuid.uuid4()
+    order_id = new_uuid()
     # (type, from, to, reason, fill_id, data)
     events: list[tuple[str, str | None, str, str | None, uuid.UUID | None, str | None]] = [
         (EventType.CREATED.value, None, OrderStatus.NEW.value, None, None, None),
@@ -345,7 +346,7 @@ async def _execute_and_write(apg: Any, plan: _Plan, data: OrderCreate, now: date
             assert m.fill_price is not None and m.liquidity is not None
             rate = inst.taker_fee_rate if m.liquidity == "taker" else inst.maker_fee_rate
             fill_fee, realized = book.apply_fill(data.symbol, data.side, m.fill_qty, m.fill_price, rate)
-            fill_id, fill_qty, fill_price, liquidity = uuid.uuid4(), m.fill_qty, m.fill_price, m.liquidity
+            fill_id, fill_qty, fill_price, liquidity = new_uuid(), m.fill_qty, m.fill_price, m.liquidity
             new_status = rules.transition(status, rules.fill_status(view, m.fill_qty))
             events.append((
                 (EventType.FILLED if new_status is OrderStatus.FILLED else EventType.PARTIALLY_FILLED).value,
