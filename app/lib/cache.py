@@ -19,10 +19,12 @@ from typing import Any
 import msgspec
 
 from app.lib.kv import KV, MemoryKV, RedisKV
-from app.lib.log import get_logger
+from app.lib.log import ThrottledWarning, get_logger
 from app.lib.metrics import CACHE_EVENTS
 
 log = get_logger("app.cache")
+_warn_unavailable = ThrottledWarning(log, "cache_unavailable")
+_warn_store_failed = ThrottledWarning(log, "cache_store_failed")
 
 _encoder = msgspec.json.Encoder()
 STAT_KEYS = ("stats:hits", "stats:misses", "stats:errors")
@@ -56,7 +58,7 @@ class Cache:
             full_key = f"{ENTRY_PREFIX}{group}:{gen}:{key}"
             cached = await self.kv.get(full_key)
         except Exception as exc:
-            log.warning("cache_unavailable", error=repr(exc)[:200])
+            _warn_unavailable(error=repr(exc)[:200])
             CACHE_EVENTS.labels(event="errors").inc()
             return _encoder.encode(await loader())
         if cached is not None:
@@ -73,7 +75,7 @@ class Cache:
             try:
                 await self.kv.set(full_key, payload, ttl=ttl or self.default_ttl)
             except Exception as exc:
-                log.warning("cache_store_failed", error=repr(exc)[:200])
+                _warn_store_failed(error=repr(exc)[:200])
             future.set_result(payload)
             return payload
         except BaseException as exc:

@@ -15,10 +15,11 @@ import msgspec
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.lib.errors import ApiError
-from app.lib.log import get_logger
+from app.lib.log import ThrottledWarning, get_logger
 from app.lib.middleware import LeanMiddleware
 
 log = get_logger("app.idempotency")
+_warn_store_unavailable = ThrottledWarning(log, "idempotency_store_unavailable")
 
 METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 IN_FLIGHT_TTL = 120.0
@@ -77,7 +78,7 @@ class IdempotencyMiddleware(LeanMiddleware):
             acquired = await kv.set_nx(store_key, _INFLIGHT + fingerprint.encode(), IN_FLIGHT_TTL)
             existing = None if acquired else await kv.get(store_key)
         except Exception as exc:
-            log.warning("idempotency_store_unavailable", error=repr(exc)[:200])
+            _warn_store_unavailable(error=repr(exc)[:200])
             raise ApiError(503, "Idempotency store unavailable; retry later or omit Idempotency-Key") from exc
 
         if not acquired:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 
 import structlog
 
@@ -63,3 +64,26 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
 
 def get_logger(name: str | None = None) -> structlog.stdlib.BoundLogger:
     return structlog.get_logger(name)
+
+
+class ThrottledWarning:
+    """A warning logged at most once per `interval` seconds per process, with the count it stood for.
+
+    A backing service outage (Redis down) makes every request take the same fallback; one line per
+    request would flood the logs at thousands of lines per second and bury everything else.
+    """
+
+    def __init__(self, logger: structlog.stdlib.BoundLogger, event: str, interval: float = 10.0) -> None:
+        self.logger, self.event, self.interval = logger, event, interval
+        self._next_at = 0.0
+        self._suppressed = 0
+
+    def __call__(self, **fields: object) -> bool:
+        """Log now (True) or count this occurrence for the next line (False)."""
+        now = time.monotonic()
+        if now < self._next_at:
+            self._suppressed += 1
+            return False
+        self.logger.warning(self.event, suppressed_since_last=self._suppressed, **fields)
+        self._next_at, self._suppressed = now + self.interval, 0
+        return True

@@ -12,10 +12,11 @@ import math
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.lib.errors import ApiError
-from app.lib.log import get_logger
+from app.lib.log import ThrottledWarning, get_logger
 from app.lib.middleware import LeanMiddleware
 
 log = get_logger("app.ratelimit")
+_warn_store_unavailable = ThrottledWarning(log, "rate_limit_store_unavailable")
 
 EXEMPT = frozenset({"/health", "/ready", "/metrics"})
 
@@ -54,7 +55,7 @@ class RateLimitMiddleware(LeanMiddleware):
         try:
             count, reset = await kv.incr_window(f"rl:{group}:{who}", self.window)
         except Exception as exc:  # documented safe mode: a Redis outage must not stop trading
-            log.warning("rate_limit_store_unavailable", error=repr(exc)[:200])
+            _warn_store_unavailable(error=repr(exc)[:200])
             await next_app(scope, receive, send)
             return
         reset_s = max(math.ceil(reset), 1)

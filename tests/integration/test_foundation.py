@@ -113,6 +113,10 @@ async def test_openapi_schema_served(client):
     resp = await client.get("/schema/openapi.json")
     assert resp.status_code == 200
     assert "/api/v1/users" in resp.json()["paths"]
+    # Placement answers 201 for a new order and 200 for an idempotent replay: both are documented.
+    placed = resp.json()["paths"]["/api/v1/accounts/{account_id}/orders"]["post"]["responses"]
+    for status in ("200", "201"):
+        assert placed[status]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/OrderOut"}
 
 
 async def test_job_runs_on_a_real_worker(settings, database_url):

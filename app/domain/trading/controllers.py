@@ -6,6 +6,7 @@ from uuid import UUID
 
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import Provide
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
 from app.domain.trading import services
@@ -31,7 +32,12 @@ class OrderController(Controller):
     tags = ["orders"]
     dependencies = {"db": Provide(provide_db)}
 
-    @post("/orders", status_code=201, summary="Place an order (201; an idempotent client_order_id replay is 200)")
+    @post(
+        "/orders",
+        status_code=201,
+        summary="Place an order (201; an idempotent client_order_id replay is 200)",
+        responses={200: ResponseSpec(OrderOut, description="Replay: this client_order_id already placed this order")},
+    )
     async def place_order(
         self, db: DbConn, request: Request, account_id: FromPath[UUID], data: JSONBody[OrderCreate]
     ) -> Response[OrderOut]:
