@@ -611,7 +611,7 @@ async def collect(url: str) -> tuple[list[Explained], dict[str, Any]]:
             Decimal("1009000"),
             # the row version and the price the decision was taken on: current, so the write applies
             await conn.fetchval("SELECT xmin::text FROM accounts WHERE id = $1", hot),
-            await conn.fetchval("SELECT last_price FROM instruments WHERE symbol = 'S01'"),
+            await conn.fetchval("SELECT xmin::text FROM instruments WHERE symbol = 'S01'"),
         ]
         out.append(
             await explain(

@@ -8,6 +8,7 @@ the current state: no lost cash update, no fill at a price that was already repl
 from __future__ import annotations
 
 import uuid
+from decimal import Decimal
 
 import asyncpg
 import pytest
@@ -21,27 +22,35 @@ from tests.integration.helpers import D, account, make_account, make_market, ord
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
-def _interfere_once(monkeypatch, settings, sql: str, *params) -> list[bool]:
-    """Run `sql` on another connection right after the first (optimistic) decision, before its write.
-
-    (A connection of its own, opened on the app's event loop: the test client runs the app on another.)
-    """
+def _interfere_once(monkeypatch, action) -> list[bool]:
+    """Run `action` (a coroutine function, on the app's event loop) right after the first (optimistic)
+    decision, before its write."""
     calls: list[bool] = []
     decide = placement._decide
 
     async def decide_then_interfere(*args, **kwargs):
         outcome = await decide(*args, **kwargs)
         if not calls and isinstance(outcome, placement._Plan):
-            other = await asyncpg.connect(libpq_url(settings.database_url))
-            try:
-                await other.execute(sql, *params)
-            finally:
-                await other.close()
+            await action()
         calls.append(True)
         return outcome
 
     monkeypatch.setattr(placement, "_decide", decide_then_interfere)
     return calls
+
+
+def _sql(settings, sql: str, *params):
+    """An action that runs `sql` on a connection of its own (opened on the app's loop: the test client
+    runs the app on another)."""
+
+    async def run() -> None:
+        other = await asyncpg.connect(libpq_url(settings.database_url))
+        try:
+            await other.execute(sql, *params)
+        finally:
+            await other.close()
+
+    return run
 
 
 def _retries() -> float:
@@ -56,10 +65,10 @@ async def test_account_change_between_read_and_write_is_not_lost(
     sym = await make_market(client, admin_headers, price="100", taker="0.001")
     acct = await make_account(client, h, cash="100000")
     # A concurrent writer takes 1,000 of cash (as a fill elsewhere would) after our decision was taken.
-    calls = _interfere_once(
-        monkeypatch, settings, "UPDATE accounts SET cash = cash - 1000, initial_cash = initial_cash - 1000 WHERE id = $1",
+    calls = _interfere_once(monkeypatch, _sql(
+        settings, "UPDATE accounts SET cash = cash - 1000, initial_cash = initial_cash - 1000 WHERE id = $1",
         uuid.UUID(acct),
-    )
+    ))
     before = _retries()
     placed = await place(client, h, acct, symbol=sym, side="buy", type="market", quantity="10")
     assert len(calls) == 2, "the lost optimistic write must be decided again"
@@ -99,7 +108,7 @@ async def test_price_update_between_read_and_write_fills_at_the_new_price(
     h = trader["headers"]
     sym = await make_market(client, admin_headers, price="100", taker="0")
     acct = await make_account(client, h, cash="100000")
-    calls = _interfere_once(monkeypatch, settings, "UPDATE instruments SET last_price = 101 WHERE symbol = $1", sym)
+    calls = _interfere_once(monkeypatch, _sql(settings, "UPDATE instruments SET last_price = 101 WHERE symbol = $1", sym))
     before = _retries()
     placed = await place(client, h, acct, symbol=sym, side="buy", type="market", quantity="3")
     assert len(calls) == 2 and _retries() == before + 1
@@ -114,7 +123,7 @@ async def test_halt_between_read_and_write_rejects_without_writing(client, admin
     h = trader["headers"]
     sym = await make_market(client, admin_headers, price="100")
     acct = await make_account(client, h, cash="100000")
-    _interfere_once(monkeypatch, settings, "UPDATE instruments SET status = 'halted' WHERE symbol = $1", sym)
+    _interfere_once(monkeypatch, _sql(settings, "UPDATE instruments SET status = 'halted' WHERE symbol = $1", sym))
     resp = await client.post(
         f"/api/v1/accounts/{acct}/orders", json={"symbol": sym, "side": "buy", "type": "market", "quantity": "1",
                                                  "time_in_force": "gtc"}, headers=h,
@@ -140,3 +149,46 @@ async def test_unchanged_state_writes_once_without_retry(client, admin_headers, 
         json={"symbol": sym, "side": "buy", "type": "market", "quantity": "17", "time_in_force": "gtc"}, headers=h,
     )
     assert resp.status_code == 422 and resp.json()["type"].endswith("/insufficient-buying-power"), resp.text
+
+
+async def test_tick_change_between_read_and_write_is_checked_again(client, admin_headers, make_user, settings, monkeypatch):
+    trader = await make_user("trader")
+    h = trader["headers"]
+    sym = await make_market(client, admin_headers, price="100", tick="0.01")
+    acct = await make_account(client, h, cash="100000")
+    # (what PATCH /api/v1/instruments/{symbol} writes)
+    _interfere_once(monkeypatch, _sql(settings, "UPDATE instruments SET tick_size = 0.1 WHERE symbol = $1", sym))
+    resp = await client.post(
+        f"/api/v1/accounts/{acct}/orders",
+        json={"symbol": sym, "side": "buy", "type": "limit", "limit_price": "99.95", "quantity": "1",
+              "time_in_force": "gtc"},
+        headers=h,
+    )
+    assert resp.status_code == 422 and "tick_size" in resp.json()["detail"], resp.text
+    assert (await client.get(f"/api/v1/accounts/{acct}/orders", headers=h)).json()["items"] == []
+
+
+async def test_risk_limit_added_between_read_and_write_applies(client, app_state, admin_headers, make_user, monkeypatch):
+    from app.domain.identity.schemas import Principal
+    from app.domain.risk.schemas import LimitCreate
+    from app.domain.risk.services import create_limit
+
+    trader, manager = await make_user("trader"), await make_user("risk_manager")
+    h = trader["headers"]
+    sym = await make_market(client, admin_headers, price="100")
+    acct = await make_account(client, h, cash="100000")
+    principal = Principal(user_id=uuid.UUID(manager["id"]), role="risk_manager", key_id=uuid.uuid4(), email=manager["email"])
+
+    async def add_limit() -> None:  # through the service, as POST .../risk/limits does
+        async with app_state.engine.connect() as conn:
+            await create_limit(conn, principal, uuid.UUID(acct), LimitCreate("max_position_quantity", Decimal(5)))
+
+    _interfere_once(monkeypatch, add_limit)
+    resp = await client.post(
+        f"/api/v1/accounts/{acct}/orders",
+        json={"symbol": sym, "side": "buy", "type": "market", "quantity": "10", "time_in_force": "gtc"},
+        headers=h,
+    )
+    assert resp.status_code == 422 and resp.json()["type"].endswith("/risk-limit-breached"), resp.text
+    assert resp.json()["limit_type"] == "max_position_quantity"
+    assert (await client.get(f"/api/v1/accounts/{acct}/orders", headers=h)).json()["items"] == []

@@ -181,9 +181,18 @@ def _as_check_limit(row: Any) -> checks.Limit:
 async def _visible_account(
     conn: AsyncConnection, principal: Principal, account_id: uuid.UUID, *, lock: bool = False
 ) -> Any:
-    stmt = select(Account.id, Account.owner_id).where(Account.id == account_id, visible_to(principal))
     if lock:
-        stmt = stmt.with_for_update()
+        # A limit change is a change of what order placement decides on: it updates the account row (not
+        # only locks it), so an order decided on the old limits fails its row-version check and is
+        # decided again under the account lock, after this change (app/domain/trading/placement.py).
+        stmt: Any = (
+            update(Account)
+            .where(Account.id == account_id, visible_to(principal))
+            .values(updated_at=func.now())
+            .returning(Account.id, Account.owner_id)
+        )
+    else:
+        stmt = select(Account.id, Account.owner_id).where(Account.id == account_id, visible_to(principal))
     row = (await conn.execute(stmt)).one_or_none()
     if row is None:
         raise not_found("Account")

@@ -4,20 +4,21 @@
    limits), any order with the same client_order_id, and the account row's version (`xmin`).
 2. Every rule runs in Python on that snapshot (rules, accounting, risk checks, the shared `AccountBook`).
 3. One data-modifying statement writes the order, its fill, its events, the position, the account and
-   the equity snapshot, and commits on its own. It applies only if the account row is still the version
-   that was read and the instrument still trades at the price that was read; otherwise nothing is
-   written and the order is decided again under row locks (`_place_locked`: BEGIN; lock the instrument
-   FOR KEY SHARE and the account FOR UPDATE; read; write; COMMIT), which cannot miss.
+   the equity snapshot, and commits on its own. It applies only if the account row and the instrument
+   row are still the versions (`xmin`) that were read; otherwise nothing is written and the order is
+   decided again under row locks (`_place_locked`: BEGIN; lock the instrument FOR KEY SHARE and the
+   account FOR UPDATE; read; write; COMMIT), which cannot miss.
 
 Why optimistic first: every change to what placement decides on updates the account row (fills, other
-placements, cancels that release cash, trading-state changes), so "the row version is unchanged" means
-"the decision was taken on current state". The write locks the account for one statement instead of a
+placements, cancels that release cash, trading-state changes, risk-limit changes) or the instrument row
+(prices, halts, tick and lot changes), so "both versions are unchanged" means "the decision was taken on
+current state". The write locks the account for one statement instead of a
 transaction spanning four round trips and the Python in between, and it saves BEGIN, COMMIT and the lock
 round trip: measured 1,233 -> see docs/BENCHMARKS.md. Orders of one account still serialise (the
 conditional UPDATE waits for the row and then re-checks the version); a lost race costs one locked retry.
 The instrument check keeps the guarantee that a price update never misses an order placed while it
-runs: either the write sees the new price (and fails over to the locked path, which decides at that
-price), or the price update's sweep, which waits for the instrument lock, sees the committed order.
+runs: either the write sees the new version (and fails over to the locked path, which decides at the
+new price), or the price update's sweep, which waits for the instrument lock, sees the committed order.
 
 It talks to asyncpg directly (on the pooled connection SQLAlchemy checked out for the request):
 SQLAlchemy Core's statement building and result processing cost more than the rest of the path
@@ -106,7 +107,7 @@ BOOK_SQL = (
 READ_SQL = BOOK_SQL.replace("a.id,", "inst.*, a.id,", 1).replace(
     "FROM accounts a\n",
     f"""FROM accounts a
-      LEFT JOIN (SELECT {INSTRUMENT_COLUMNS}
+      LEFT JOIN (SELECT {INSTRUMENT_COLUMNS}, i.xmin::text AS instrument_version
                    FROM instruments i JOIN exchanges e ON e.code = i.exchange_code
                   WHERE i.symbol = $3::text) inst ON true
 """,
@@ -115,13 +116,14 @@ READ_SQL = BOOK_SQL.replace("a.id,", "inst.*, a.id,", 1).replace(
 assert READ_SQL.count("inst.*") == 1 and "LEFT JOIN" in READ_SQL
 
 # One statement, committed on its own. `inst` takes the instrument FOR KEY SHARE (the lock a price
-# update's FOR UPDATE waits for) only if it still trades at the price the decision used; `account`
-# updates the account only if its row is the version that was read. Everything else is written FROM
-# `account`, so a lost race writes nothing and returns 0.
+# update's FOR UPDATE waits for) only if its row is the version the decision used (no new price, halt,
+# tick or lot change since); `account` updates the account only if its row is the version that was read.
+# Everything else is written FROM `account`, so a lost race writes nothing and returns 0. The locked
+# path passes no instrument version: it holds the instrument's lock since before its read.
 WRITE_SQL = """
 WITH inst AS (
   SELECT 1 FROM instruments
-   WHERE symbol = $4 AND status = 'trading' AND last_price IS NOT DISTINCT FROM $41::numeric
+   WHERE symbol = $4 AND ($41::text IS NULL OR xmin = $41::text::xid)
    FOR KEY SHARE
 ), account AS (
   UPDATE accounts SET cash = $34, reserved_cash = $35, realized_pnl = $36, fees_paid = $37,
@@ -209,10 +211,10 @@ async def place_order(
         raise _rejected(outcome)
     if not isinstance(outcome, _Plan):
         return outcome
-    order = await _execute_and_write(apg, outcome, data, utcnow(), row["row_version"])
+    order = await _execute_and_write(apg, outcome, data, utcnow(), row["row_version"], row["instrument_version"])
     if order is None:
-        # Another writer changed the account (or a price update moved the instrument) between the read and
-        # the write: nothing was written. Decide again under locks, where no race is possible.
+        # Another writer changed the account (or the instrument: a price, a halt) between the read and the
+        # write: nothing was written. Decide again under locks, where no race is possible.
         PLACEMENT_RETRIES.inc()
         _CONTENDED[account_id] = time.monotonic() + CONTENTION_SECONDS
         return await _place_locked(apg, principal, account_id, data)
@@ -259,7 +261,7 @@ async def _place_locked(
         if not isinstance(outcome, _Plan):
             await tr.rollback()
             return outcome
-        order = await _execute_and_write(apg, outcome, data, utcnow(), row["row_version"])
+        order = await _execute_and_write(apg, outcome, data, utcnow(), row["row_version"], None)
         if order is None:  # cannot happen with both rows locked; never report a write that did not happen
             raise RuntimeError("locked order write applied to no account row")
         await tr.commit()
@@ -318,7 +320,9 @@ def _rejected(breach: risk_checks.Breach) -> Exception:
     return pretrade.breach_error(breach)
 
 
-async def _execute_and_write(apg: Any, plan: _Plan, data: OrderCreate, now: datetime, row_version: str) -> OrderOut | None:
+async def _execute_and_write(
+    apg: Any, plan: _Plan, data: OrderCreate, now: datetime, row_version: str, instrument_version: str | None
+) -> OrderOut | None:
     """Execute the order against the last price and write everything; None if the write lost a race."""
     book, inst, est_price = plan.book, plan.inst, plan.price
 
@@ -379,7 +383,7 @@ async def _execute_and_write(apg: Any, plan: _Plan, data: OrderCreate, now: date
         [e[4] for e in events], [e[5] for e in events],
         position.quantity, position.avg_entry_price, position.realized_pnl, fill_id is not None,
         book.cash, book.reserved_cash, book.realized_pnl, book.fees_paid, book.peak_equity, equity,
-        row_version, inst.last_price,
+        row_version, instrument_version,
     )
     if not applied:
         return None
