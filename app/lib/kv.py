@@ -92,21 +92,24 @@ class RedisKV:
             for key, window_ms, _ in batch:
                 pipe.eval(_INCR_WINDOW, 1, key, window_ms)  # EVAL: the server caches the compiled script
             results = await pipe.execute(raise_on_error=False)
+            if len(results) != len(batch):  # never hand a count to the wrong request
+                raise ConnectionError(f"{len(results)} replies to {len(batch)} pipelined counts")
+            for (_, _, future), result in zip(batch, results, strict=True):
+                if future.done():  # the request went away meanwhile
+                    continue
+                if isinstance(result, Exception):
+                    future.set_exception(result)
+                else:
+                    count, pttl = result
+                    future.set_result((int(count), max(int(pttl), 0) / 1000.0))
         except BaseException as exc:
+            # Whatever failed, no caller may be left waiting: each gets the error (and takes the limiter's
+            # documented safe path).
             for _, _, future in batch:
                 if not future.done():
                     future.set_exception(exc if isinstance(exc, Exception) else ConnectionError("cancelled"))
             if not isinstance(exc, Exception):
                 raise
-            return
-        for (_, _, future), result in zip(batch, results, strict=True):
-            if future.done():  # the request went away meanwhile
-                continue
-            if isinstance(result, Exception):
-                future.set_exception(result)
-            else:
-                count, pttl = result
-                future.set_result((int(count), max(int(pttl), 0) / 1000.0))
 
     async def incr(self, key: str, amount: int = 1) -> int:
         return int(await self.client.incrby(self._k(key), amount))

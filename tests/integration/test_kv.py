@@ -47,3 +47,25 @@ async def test_a_failed_round_trip_fails_every_caller_of_the_batch():
     assert len(results) == 5 and all(isinstance(r, Exception) for r in results), results
     assert not kv._pending
     await kv.close()
+
+
+async def test_a_malformed_reply_fails_the_callers_instead_of_leaving_them_waiting(monkeypatch):
+    kv = fresh_kv()
+
+    class OneReplyShort:
+        def __init__(self, real):
+            self.real = real
+
+        def eval(self, *args):
+            self.real.eval(*args)
+
+        async def execute(self, raise_on_error: bool = True):
+            return (await self.real.execute(raise_on_error=raise_on_error))[1:]
+
+    real_pipeline = kv.client.pipeline
+    monkeypatch.setattr(kv.client, "pipeline", lambda **kw: OneReplyShort(real_pipeline(**kw)))
+    results = await asyncio.wait_for(
+        asyncio.gather(*(kv.incr_window("rl:k", 60) for _ in range(3)), return_exceptions=True), timeout=5
+    )
+    assert all(isinstance(r, Exception) for r in results), results
+    await kv.close()
