@@ -21,6 +21,7 @@ from app.lib.gc_tuning import freeze_startup_objects
 from app.lib.idempotency import IdempotencyMiddleware
 from app.lib.log import configure_logging, get_logger
 from app.lib.middleware import RequestContextMiddleware, add_request_id_header
+from app.lib.openapi_schema import openapi_schema_plugins
 from app.lib.ratelimit import RateLimitMiddleware
 from app.lib.settings import Settings, get_settings
 from app.lib.state import open_resources
@@ -81,7 +82,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             RateLimitMiddleware(limits, settings.rate_limit_window_seconds),
             IdempotencyMiddleware(settings.idempotency_ttl_seconds),
         ],
-        plugins=[problem_details_plugin(), *([otel] if otel is not None else [])],
+        plugins=[problem_details_plugin(), *openapi_schema_plugins(), *([otel] if otel is not None else [])],
         exception_handlers=EXCEPTION_HANDLERS,
         before_send=[add_request_id_header],
         request_max_body_size=settings.max_body_bytes,

@@ -1,0 +1,42 @@
+"""The OpenAPI document says what decoding enforces (app/lib/openapi_schema.py)."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+
+import msgspec
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from app.lib.openapi_schema import DECIMAL_PATTERN
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_decimals_and_unknown_fields_are_documented(client, make_user):
+    trader = await make_user("trader")
+    schema = (await client.get("/schema/openapi.json")).json()["components"]["schemas"]
+    order = schema["OrderCreate"]
+    assert order["additionalProperties"] is False
+    assert order["properties"]["quantity"]["oneOf"][:2] == [
+        {"type": "string", "pattern": DECIMAL_PATTERN}, {"type": "number"},
+    ]
+    # ... and the API does refuse an unknown field.
+    resp = await client.post(
+        "/api/v1/accounts/00000000-0000-4000-8000-000000000000/orders",
+        json={"symbol": "X", "side": "buy", "type": "market", "quantity": "1", "colour": "red"},
+        headers=trader["headers"],
+    )
+    assert resp.status_code == 400, resp.text
+
+
+@given(st.decimals(allow_nan=False, allow_infinity=False))
+def test_every_decimal_string_the_pattern_admits_decodes_exactly(value):
+    text = str(value)
+    assert re.fullmatch(DECIMAL_PATTERN, text)
+    assert msgspec.json.decode(msgspec.json.encode(text), type=Decimal) == value
+
+
+@pytest.mark.parametrize("text", ["1.2.3", "abc", "", "1e", "--1", "NaN", "Infinity", "1,5"])
+def test_the_pattern_refuses_what_is_not_a_finite_decimal(text):
+    assert re.fullmatch(DECIMAL_PATTERN, text) is None
