@@ -8,7 +8,8 @@ ORDERS = Counter("tradedesk_orders_total", "Orders by type and resulting status"
 FILLS = Counter("tradedesk_fills_total", "Fills by liquidity", ["liquidity"])
 PLACEMENT_RETRIES = Counter(
     "tradedesk_placement_retries_total",
-    "Placements whose optimistic write lost a race and were decided again under row locks",
+    "Placements whose optimistic write lost a race and were decided again under row locks, by changed row",
+    ["changed"],
 )
 RISK_REJECTIONS = Counter("tradedesk_risk_rejections_total", "Pre-trade risk rejections", ["limit_type"])
 BACKTESTS = Counter("tradedesk_backtests_total", "Backtests finished by status", ["status"])

@@ -27,6 +27,7 @@ together, and this path is what bots hammer.
 
 from __future__ import annotations
 
+import enum
 import json
 import time
 import uuid
@@ -156,7 +157,7 @@ WITH inst AS (
   INSERT INTO equity_snapshots (account_id, ts, equity, cash) SELECT account.id, $18, $39, $34 FROM account
    WHERE $33::boolean
 )
-SELECT count(*) FROM account
+SELECT (SELECT count(*) FROM account) AS applied, EXISTS (SELECT 1 FROM inst) AS instrument_unchanged
 """
 
 VIOLATION_SQL = """
@@ -212,13 +213,21 @@ async def place_order(
     if not isinstance(outcome, _Plan):
         return outcome
     order = await _execute_and_write(apg, outcome, data, utcnow(), row["row_version"], row["instrument_version"])
-    if order is None:
+    if isinstance(order, LostRace):
         # Another writer changed the account (or the instrument: a price, a halt) between the read and the
         # write: nothing was written. Decide again under locks, where no race is possible.
-        PLACEMENT_RETRIES.inc()
-        _CONTENDED[account_id] = time.monotonic() + CONTENTION_SECONDS
+        PLACEMENT_RETRIES.labels(changed=order.value).inc()
+        if order is LostRace.ACCOUNT:  # (a busy price feed is no reason to stop trying optimistically)
+            _CONTENDED[account_id] = time.monotonic() + CONTENTION_SECONDS
         return await _place_locked(apg, principal, account_id, data)
     return order, True
+
+
+class LostRace(enum.Enum):
+    """Which row changed between the decision and its write (nothing was written)."""
+
+    ACCOUNT = "account"
+    INSTRUMENT = "instrument"
 
 
 # Accounts whose optimistic write lost a race recently. Many clients hammering ONE account would mostly
@@ -262,7 +271,7 @@ async def _place_locked(
             await tr.rollback()
             return outcome
         order = await _execute_and_write(apg, outcome, data, utcnow(), row["row_version"], None)
-        if order is None:  # cannot happen with both rows locked; never report a write that did not happen
+        if isinstance(order, LostRace):  # cannot happen with both rows locked; never report a lost write
             raise RuntimeError("locked order write applied to no account row")
         await tr.commit()
     except BaseException:
@@ -322,8 +331,8 @@ def _rejected(breach: risk_checks.Breach) -> Exception:
 
 async def _execute_and_write(
     apg: Any, plan: _Plan, data: OrderCreate, now: datetime, row_version: str, instrument_version: str | None
-) -> OrderOut | None:
-    """Execute the order against the last price and write everything; None if the write lost a race."""
+) -> OrderOut | LostRace:
+    """Execute the order against the last price and write everything, or say which row changed."""
     book, inst, est_price = plan.book, plan.inst, plan.price
 
     order_id = new_uuid()
@@ -373,7 +382,7 @@ async def _execute_and_write(
     equity = book.equity
     if fill_id is not None and equity > book.peak_equity:
         book.peak_equity = equity
-    applied = await apg.fetchval(
+    applied, instrument_unchanged = await apg.fetchrow(
         WRITE_SQL,
         order_id, book.id, data.client_order_id, data.symbol, data.side, data.type, data.time_in_force,
         data.quantity, filled, avg_price, data.limit_price, data.stop_price, triggered, status.value,
@@ -386,7 +395,7 @@ async def _execute_and_write(
         row_version, instrument_version,
     )
     if not applied:
-        return None
+        return LostRace.ACCOUNT if instrument_unchanged else LostRace.INSTRUMENT
     ORDERS.labels(type=data.type, status=status.value).inc()
     if liquidity is not None:
         FILLS.labels(liquidity=liquidity).inc()
