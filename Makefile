@@ -52,10 +52,11 @@ bench-baseline: install
 bench-all: install
 	$(BIN)/python -m pytest benchmarks -p no:xdist -p no:cacheprovider -q --benchmark-columns=median,min,max,rounds
 
-## Side by side under granian: Tradedesk vs FastAPI+Pydantic+SQLAlchemy ORM vs a raw ASGI+asyncpg floor.
+## Side by side under granian: Tradedesk vs FastAPI+Pydantic+SQLAlchemy ORM vs a raw ASGI+asyncpg floor
+## (placement spread over ACCOUNTS accounts, one bot each; ACCOUNTS=1 queues every client on one row lock).
 bench-peers: install
 	$(BIN)/python -m benchmarks.peers.run_peers --db-url $${DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/postgres} \
-	  --duration $${DURATION:-10} --concurrency $${CONCURRENCY:-32}
+	  --duration $${DURATION:-10} --concurrency $${CONCURRENCY:-32} --accounts $${ACCOUNTS:-32}
 
 ## Deep schemathesis run (make test runs a bounded one).
 fuzz: install
