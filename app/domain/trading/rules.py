@@ -249,20 +249,19 @@ def fill_price_for_market(
         raise ValueError(f"last price must be positive, got {last_price}")
     if bps < 0:
         raise ValueError(f"slippage_bps must be >= 0, got {bps}")
+    buy = side is Side.BUY
+    rounding = ROUND_CEILING if buy else ROUND_FLOOR
     with localcontext(_WIDE) as ctx:  # exact: bps / 10000 terminates, and the product fits in 80 digits
         ctx.clear_flags()
-        moved = last_price * (1 + bps / _BPS) if side is Side.BUY else last_price * (1 - bps / _BPS)
+        moved = last_price * (1 + bps / _BPS) if buy else last_price * (1 - bps / _BPS)
         exact = not (ctx.flags[Inexact] or ctx.flags[Rounded])
-    if not exact:  # (absurdly many digits): the Fraction path
+    if exact:
+        price = _round_to_increment(moved, tick_size, rounding)
+    else:  # (absurdly many digits): the Fraction path
         move = Fraction(bps) / Fraction(_BPS)
-        factor = 1 + move if side is Side.BUY else 1 - move
-        rounding = ROUND_CEILING if side is Side.BUY else ROUND_FLOOR
+        factor = 1 + move if buy else 1 - move
         price = _round_fraction_to_increment(Fraction(last_price) * factor, tick_size, rounding)
-    else:
-        price = _round_to_increment(moved, tick_size, ROUND_CEILING if side is Side.BUY else ROUND_FLOOR)
-    if side is Side.BUY:
-        return price
-    return price if price > 0 else tick_size
+    return price if buy or price > 0 else tick_size
 
 
 def taker_price_for_limit(
