@@ -53,6 +53,8 @@ class Settings:
     worker_concurrency: int = 10
     db_pool_size: int = 20
     db_max_overflow: int = 10
+    # Raw asyncpg connections for order placement and validation (app/lib/db.py: create_order_pool).
+    db_order_pool_size: int = 10
     db_pool_timeout: float = 5.0
     db_statement_timeout_ms: int = 15_000
     log_level: str = "INFO"
@@ -95,6 +97,7 @@ class Settings:
             worker_concurrency=_int("TRADEDESK_WORKER_CONCURRENCY", 10),
             db_pool_size=_int("DB_POOL_SIZE", 20),
             db_max_overflow=_int("DB_MAX_OVERFLOW", 10),
+            db_order_pool_size=_int("DB_ORDER_POOL_SIZE", 10),
             db_pool_timeout=_float("DB_POOL_TIMEOUT", 5.0),
             db_statement_timeout_ms=_int("DB_STATEMENT_TIMEOUT_MS", 15_000),
             log_level=(_env("LOG_LEVEL", "INFO") or "INFO").upper(),

@@ -7,11 +7,12 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
 from saq import Queue, Worker
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.lib.cache import Cache
-from app.lib.db import create_engine
+from app.lib.db import create_engine, create_order_pool
 from app.lib.jobs import make_queue, make_worker
 from app.lib.kv import KV, MemoryKV, RedisKV, make_redis
 from app.lib.log import get_logger
@@ -26,6 +27,7 @@ class Resources:
     engine: AsyncEngine
     kv: KV
     queue: Queue | None
+    order_pool: asyncpg.Pool | None = None
     cache: Cache | None = None
     worker: Worker | None = None
     worker_task: asyncio.Task | None = None
@@ -43,6 +45,8 @@ class Resources:
             with contextlib.suppress(Exception):
                 await self.queue.disconnect()
         await self.kv.close()
+        if self.order_pool is not None:
+            await self.order_pool.close()
         await self.engine.dispose()
 
 
@@ -77,7 +81,8 @@ async def open_resources(settings: Settings) -> Resources:
             await queue.connect()
         except Exception as exc:  # the API still serves reads when the queue is down; /ready reports it
             log.warning("queue_connect_failed", error=repr(exc)[:300])
-    res = Resources(settings=settings, engine=engine, kv=kv, queue=queue, cache=Cache(kv, settings.cache_ttl_seconds))
+    res = Resources(settings=settings, engine=engine, kv=kv, queue=queue, cache=Cache(kv, settings.cache_ttl_seconds),
+                    order_pool=await create_order_pool(settings))
     if settings.workers_in_process and queue is not None:
         res.worker = build_worker(queue, settings, shared=res)
         res.worker_task = asyncio.create_task(res.worker.start(), name="saq-worker")

@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.resources = resources
         app.state.settings = settings
         app.state.engine = resources.engine
+        app.state.order_pool = resources.order_pool
         app.state.kv = resources.kv
         app.state.queue = resources.queue
         app.state.cache = resources.cache

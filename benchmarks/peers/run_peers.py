@@ -153,6 +153,8 @@ def app_env(db_url: str, redis_url: str, run_id: str) -> dict[str, str]:
     # and the FastAPI peer reconnected ~45 times a second under 32 clients, the asyncpg floor never.)
     env.setdefault("DB_POOL_SIZE", "20")
     env.setdefault("DB_MAX_OVERFLOW", "0")
+    # Ours places orders on its own asyncpg pool (app/lib/db.py: create_order_pool); the same 20 there.
+    env.setdefault("DB_ORDER_POOL_SIZE", "20")
     env.setdefault("API_KEY_CACHE_SECONDS", "1.0")
     return env
 

@@ -21,7 +21,7 @@ from app.domain.trading.schemas import (
     StatusName,
     ValidateOut,
 )
-from app.lib.db import DbConn, provide_db
+from app.lib.db import DbConn, OrderDbConn, provide_db, provide_order_db
 from app.lib.pagination import Limit
 
 Cursor = Annotated[str | None, Parameter(max_length=200)]
@@ -30,7 +30,7 @@ Cursor = Annotated[str | None, Parameter(max_length=200)]
 class OrderController(Controller):
     path = "/api/v1/accounts/{account_id:uuid}"
     tags = ["orders"]
-    dependencies = {"db": Provide(provide_db)}
+    dependencies = {"db": Provide(provide_db), "order_db": Provide(provide_order_db)}
 
     @post(
         "/orders",
@@ -39,16 +39,16 @@ class OrderController(Controller):
         responses={200: ResponseSpec(OrderOut, description="Replay: this client_order_id already placed this order")},
     )
     async def place_order(
-        self, db: DbConn, request: Request, account_id: FromPath[UUID], data: JSONBody[OrderCreate]
+        self, order_db: OrderDbConn, request: Request, account_id: FromPath[UUID], data: JSONBody[OrderCreate]
     ) -> Response[OrderOut]:
-        order, created = await services.place_order(db, request.user, account_id, data)
+        order, created = await services.place_order(order_db, request.user, account_id, data)
         return Response(order, status_code=201 if created else 200)  # type: ignore[arg-type]
 
     @post("/orders/validate", status_code=200, summary="Run every pre-trade check without placing anything")
     async def validate_order(
-        self, db: DbConn, request: Request, account_id: FromPath[UUID], data: JSONBody[OrderCreate]
+        self, order_db: OrderDbConn, request: Request, account_id: FromPath[UUID], data: JSONBody[OrderCreate]
     ) -> ValidateOut:
-        result, _ = await services.place_order(db, request.user, account_id, data, dry_run=True)
+        result, _ = await services.place_order(order_db, request.user, account_id, data, dry_run=True)
         return result  # type: ignore[return-value]
 
     @get("/orders", summary="Orders, newest first (keyset pagination)")

@@ -195,12 +195,19 @@ class _Plan:
 
 
 async def place_order(
-    conn: AsyncConnection, principal: Principal, account_id: uuid.UUID, data: OrderCreate, *, dry_run: bool = False
+    conn: AsyncConnection | Any, principal: Principal, account_id: uuid.UUID, data: OrderCreate, *,
+    dry_run: bool = False,
 ) -> tuple[OrderOut | ValidateOut, bool]:
-    """Place (or with dry_run, only check) an order. Returns (result, created)."""
-    if conn.in_transaction():  # end an implicit read transaction left by an earlier SQLAlchemy call
-        await conn.rollback()
-    apg = await driver_connection(conn)
+    """Place (or with dry_run, only check) an order. Returns (result, created).
+
+    `conn` is an asyncpg connection from the order pool (the HTTP path) or a SQLAlchemy connection (jobs,
+    tests), whose asyncpg connection is then used directly."""
+    if isinstance(conn, AsyncConnection):
+        if conn.in_transaction():  # end an implicit read transaction left by an earlier SQLAlchemy call
+            await conn.rollback()
+        apg = await driver_connection(conn)
+    else:
+        apg = conn
     if not dry_run and _contended(account_id):
         return await _place_locked(apg, principal, account_id, data)
     row = await apg.fetchrow(READ_SQL, account_id, True, data.symbol, data.client_order_id)

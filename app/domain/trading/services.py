@@ -193,7 +193,7 @@ def _check_account(book: AccountBook, data: OrderCreate, inst: InstrumentInfo, p
 
 
 async def place_order(
-    conn: AsyncConnection, principal: Principal, account_id: uuid.UUID, data: OrderCreate, *, dry_run: bool = False
+    conn: AsyncConnection | Any, principal: Principal, account_id: uuid.UUID, data: OrderCreate, *, dry_run: bool = False
 ) -> tuple[OrderOut | ValidateOut, bool]:
     """Place (or with dry_run, only check) an order. Returns (result, created). See placement.py."""
     from app.domain.trading.placement import place_order as place

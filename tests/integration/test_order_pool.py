@@ -1,0 +1,80 @@
+"""The raw asyncpg pool behind order placement (app/lib/db.py: create_order_pool)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from app.lib.db import create_order_pool
+from app.lib.dependency_errors import classify_dependency_error
+
+
+async def test_a_released_connection_comes_back_without_its_open_transaction(settings):
+    pool = await create_order_pool(dataclasses.replace(settings, db_order_pool_size=1))
+    try:
+        async with pool.acquire() as conn:
+            backend = await conn.fetchval("SELECT pg_backend_pid()")
+            await conn.execute("BEGIN")  # left open on purpose, as a failed handler would
+            await conn.execute("CREATE TEMP TABLE order_pool_probe (x int)")
+            assert conn.is_in_transaction()
+        async with pool.acquire() as conn:  # one connection: the same one again
+            assert await conn.fetchval("SELECT pg_backend_pid()") == backend
+            assert not conn.is_in_transaction()
+            # The temporary table was rolled back with its transaction.
+            assert await conn.fetchval("SELECT to_regclass('pg_temp.order_pool_probe')") is None
+            assert await conn.fetchval("SELECT current_setting('application_name')") == "tradedesk"
+    finally:
+        await pool.close()
+
+
+async def test_session_settings_survive_a_release(settings):
+    """No RESET ALL on release (that would be a round trip per order): the pool's own server settings
+    (statement timeout, application name) are what every checkout sees."""
+    pool = await create_order_pool(dataclasses.replace(settings, db_order_pool_size=1, db_statement_timeout_ms=4321))
+    try:
+        for _ in range(2):
+            async with pool.acquire() as conn:
+                assert await conn.fetchval("SELECT current_setting('statement_timeout')") == "4321ms"
+    finally:
+        await pool.close()
+
+
+async def test_the_pool_opens_lazily_and_an_unreachable_database_is_a_503(settings):
+    unreachable = dataclasses.replace(settings, database_url="postgresql://postgres@127.0.0.1:1/none")
+    pool = await create_order_pool(unreachable)  # the API starts while PostgreSQL is down
+    try:
+        with pytest.raises(OSError) as caught:
+            async with pool.acquire():
+                pass
+        assert classify_dependency_error(caught.value)[0] == 503
+    finally:
+        await pool.close()
+
+
+async def test_placement_and_validation_run_on_the_order_pool(client, admin_headers, make_user, app_state):
+    from tests.integration.test_trading import setup
+
+    headers, sym, acct = await setup(client, admin_headers, make_user)
+    pool = app_state.order_pool
+    acquired: list[str] = []
+
+    class CountingPool:
+        def acquire(self, *args, **kwargs):
+            acquired.append("acquire")
+            return pool.acquire(*args, **kwargs)
+
+    app_state.order_pool = CountingPool()
+    try:
+        order = {"symbol": sym, "side": "buy", "type": "market", "quantity": "1"}
+        r = await client.post(f"/api/v1/accounts/{acct}/orders/validate", headers=headers, json=order)
+        assert r.status_code == 200, r.text
+        r = await client.post(f"/api/v1/accounts/{acct}/orders", headers=headers, json=order)
+        assert r.status_code == 201, r.text
+        r = await client.get(f"/api/v1/accounts/{acct}/orders", headers=headers)  # not an order-entry route
+        assert r.status_code == 200, r.text
+    finally:
+        app_state.order_pool = pool
+    assert acquired == ["acquire", "acquire"]
+    # Both connections went back to the pool, idle and outside a transaction.
+    assert pool.get_idle_size() == pool.get_size()
