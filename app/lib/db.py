@@ -103,7 +103,7 @@ def create_engine(settings: Settings, url: str | None = None, **overrides: Any) 
 
 
 async def create_order_pool(settings: Settings, url: str | None = None) -> asyncpg.Pool:
-    """A plain asyncpg pool for the order-entry hot path (placement and its dry run).
+    """A plain asyncpg pool for the order hot paths (placement, its dry run, the orders list).
 
     Those handlers talk to asyncpg directly anyway (app/domain/trading/placement.py); checking their
     connection out of SQLAlchemy's pool and back cost ~60 us of Python per order (greenlet hops, pool
@@ -170,7 +170,7 @@ DbConn = NamedDependency[AsyncConnection]
 
 
 async def provide_order_db(state: State) -> AsyncIterator[Any]:
-    """Litestar dependency: a raw asyncpg connection from the order-entry pool (see create_order_pool)."""
+    """Litestar dependency: a raw asyncpg connection from the order pool (see create_order_pool)."""
     async with state.order_pool.acquire() as conn:
         yield conn
 
@@ -192,6 +192,14 @@ async def tx(conn: AsyncConnection) -> AsyncIterator[Any]:
         await conn.rollback()
     async with conn.begin() as trans:
         yield trans
+
+
+async def raw_connection(conn: AsyncConnection | Any) -> Any:
+    """The asyncpg connection to run hand-written SQL on: `conn` itself when it already is one (the order
+    pool's, on the HTTP hot paths), else the one under a SQLAlchemy connection (jobs, tests)."""
+    if isinstance(conn, AsyncConnection):
+        return await driver_connection(conn)
+    return conn
 
 
 async def driver_connection(conn: AsyncConnection) -> Any:

@@ -52,7 +52,7 @@ async def test_the_pool_opens_lazily_and_an_unreachable_database_is_a_503(settin
         await pool.close()
 
 
-async def test_placement_and_validation_run_on_the_order_pool(client, admin_headers, make_user, app_state):
+async def test_placement_validation_and_the_orders_list_run_on_the_order_pool(client, admin_headers, make_user, app_state):
     from tests.integration.test_trading import setup
 
     headers, sym, acct = await setup(client, admin_headers, make_user)
@@ -71,10 +71,12 @@ async def test_placement_and_validation_run_on_the_order_pool(client, admin_head
         assert r.status_code == 200, r.text
         r = await client.post(f"/api/v1/accounts/{acct}/orders", headers=headers, json=order)
         assert r.status_code == 201, r.text
-        r = await client.get(f"/api/v1/accounts/{acct}/orders", headers=headers)  # not an order-entry route
+        r = await client.get(f"/api/v1/accounts/{acct}/orders", headers=headers)
+        assert r.status_code == 200 and len(r.json()["items"]) == 1, r.text
+        r = await client.get(f"/api/v1/accounts/{acct}/positions", headers=headers)  # not an order hot path
         assert r.status_code == 200, r.text
     finally:
         app_state.order_pool = pool
-    assert acquired == ["acquire", "acquire"]
-    # Both connections went back to the pool, idle and outside a transaction.
+    assert acquired == ["acquire", "acquire", "acquire"]
+    # The connections went back to the pool, idle and outside a transaction.
     assert pool.get_idle_size() == pool.get_size()

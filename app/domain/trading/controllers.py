@@ -53,14 +53,14 @@ class OrderController(Controller):
 
     @get("/orders", summary="Orders, newest first (keyset pagination)")
     async def list_orders(
-        self, db: DbConn, request: Request, account_id: FromPath[UUID], limit: Limit = 50, cursor: Cursor = None,
+        self, order_db: OrderDbConn, request: Request, account_id: FromPath[UUID], limit: Limit = 50, cursor: Cursor = None,
         status: FromQuery[StatusName | None] = None, symbol: Annotated[str | None, Parameter(max_length=32)] = None,
         side: FromQuery[Side | None] = None,
     ) -> OrderPage:
         if request.app.state.settings.test_slowdown_ms:  # benchmark-gate self test only (never set in prod)
             await asyncio.sleep(request.app.state.settings.test_slowdown_ms / 1000)
         items, nxt = await services.list_orders(
-            db, request.user, account_id, limit=limit, cursor=cursor, status=status, symbol=symbol, side=side
+            order_db, request.user, account_id, limit=limit, cursor=cursor, status=status, symbol=symbol, side=side
         )
         return OrderPage(items=items, next_cursor=nxt)
 

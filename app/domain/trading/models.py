@@ -59,7 +59,9 @@ class Fill(Base):
 
     id: Mapped[uuid.UUID] = uuid_pk()
     order_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"), index=True)
-    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    # The order's account, copied so an account's fills are read without a join. No foreign key of its
+    # own: order_id already guarantees it exists (migration 0005); reconcile checks the copy.
+    account_id: Mapped[uuid.UUID]
     symbol: Mapped[str] = mapped_column(String(32))
     side: Mapped[str] = mapped_column(String(4))
     quantity: Mapped[Decimal]
@@ -79,7 +81,7 @@ class OrderEvent(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     order_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"), index=True)
-    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    account_id: Mapped[uuid.UUID]  # the order's account, like Fill.account_id
     type: Mapped[str] = mapped_column(String(24))
     status_from: Mapped[str | None] = mapped_column(String(16))
     status_to: Mapped[str] = mapped_column(String(16))

@@ -54,7 +54,7 @@ from app.domain.trading.services import (
     _validate_against_instrument,
     next_session_close,
 )
-from app.lib.db import driver_connection, utcnow
+from app.lib.db import raw_connection, utcnow
 from app.lib.errors import conflict, invalid, not_found
 from app.lib.ids import new_uuid
 from app.lib.metrics import FILLS, ORDERS, PLACEMENT_RETRIES, RISK_REJECTIONS
@@ -202,12 +202,9 @@ async def place_order(
 
     `conn` is an asyncpg connection from the order pool (the HTTP path) or a SQLAlchemy connection (jobs,
     tests), whose asyncpg connection is then used directly."""
-    if isinstance(conn, AsyncConnection):
-        if conn.in_transaction():  # end an implicit read transaction left by an earlier SQLAlchemy call
-            await conn.rollback()
-        apg = await driver_connection(conn)
-    else:
-        apg = conn
+    if isinstance(conn, AsyncConnection) and conn.in_transaction():
+        await conn.rollback()  # end an implicit read transaction left by an earlier SQLAlchemy call
+    apg = await raw_connection(conn)
     if not dry_run and _contended(account_id):
         return await _place_locked(apg, principal, account_id, data)
     row = await apg.fetchrow(READ_SQL, account_id, True, data.symbol, data.client_order_id)

@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.domain.accounts.models import Account, Position
@@ -60,7 +60,22 @@ async def reconcile_account(conn: AsyncConnection, account_id: uuid.UUID) -> Dri
             drift.problems.append(f"{symbol}: realized_pnl {have.realized_pnl} != {want.realized_pnl}")
     if realized_total != account.realized_pnl:
         drift.problems.append(f"account realized_pnl {account.realized_pnl} != {realized_total}")
+    # fills.account_id and order_events.account_id copy their order's account (no foreign key of their
+    # own, migration 0005): a copy that disagrees would move cash or history to the wrong account.
+    mismatched = (await conn.execute(_MISFILED_SQL, {"account_id": account_id})).one()
+    if mismatched.fills:
+        drift.problems.append(f"{mismatched.fills} fills carry this account but belong to another account's orders")
+    if mismatched.events:
+        drift.problems.append(f"{mismatched.events} order events carry this account but belong to another account's orders")
     return drift
+
+
+_MISFILED_SQL = text("""
+SELECT (SELECT count(*) FROM fills f JOIN orders o ON o.id = f.order_id
+         WHERE f.account_id = :account_id AND o.account_id <> f.account_id) AS fills,
+       (SELECT count(*) FROM order_events e JOIN orders o ON o.id = e.order_id
+         WHERE e.account_id = :account_id AND o.account_id <> e.account_id) AS events
+""")
 
 
 async def reconcile_all(conn: AsyncConnection, batch: int = 500) -> list[Drift]:

@@ -37,7 +37,7 @@ from app.domain.trading.schemas import (
     PositionOut,
     ValidateOut,
 )
-from app.lib.db import driver_connection, tx, utcnow
+from app.lib.db import raw_connection, tx, utcnow
 from app.lib.errors import conflict, invalid, not_found
 from app.lib.metrics import FILLS
 from app.lib.pagination import decode_cursor, encode_cursor
@@ -441,14 +441,14 @@ _LIST_ORDERS_SQL = {False: _list_orders_sql(False), True: _list_orders_sql(True)
 
 
 async def list_orders(
-    conn: AsyncConnection, principal: Principal, account_id: uuid.UUID, *, limit: int, cursor: str | None,
+    conn: AsyncConnection | Any, principal: Principal, account_id: uuid.UUID, *, limit: int, cursor: str | None,
     status: str | None, symbol: str | None, side: str | None,
 ) -> tuple[list[OrderOut], str | None]:
     """Newest first; asyncpg straight into msgspec Structs (this is the most frequent read)."""
     args: list[Any] = [account_id, principal.user_id, principal.can_read_all_accounts, status, symbol, side, limit + 1]
     if cursor:
         args.extend(decode_cursor(cursor))
-    apg = await driver_connection(conn)
+    apg = await raw_connection(conn)
     rows = await apg.fetch(_LIST_ORDERS_SQL[bool(cursor)], *args)
     if not rows:
         raise not_found("Account")
