@@ -91,8 +91,9 @@ def build_ops(
     }
     accounts = account.split(",") if account and "," in account else None
     if accounts and scenario in ("orders-list", "positions", "place-order", "validate"):
-        # Several accounts (bots each trading their own): one op per account, taken round robin, so that
-        # concurrent requests do not all queue on one account's row lock.
+        # Several accounts (bots each trading their own): one op per account, and each client keeps to one
+        # of them (client i trades account i mod n; run_load pins them), so that concurrent requests do not
+        # all queue on one account's row lock, and no bot has two of its own orders in flight at once.
         per_account = [
             build_ops(scenario, prefix=prefix, account=a, symbol=symbol, quantity=quantity, run_id=run_id)[0][0]
             for a in accounts
@@ -186,8 +187,11 @@ class _Phase:
 
 
 class _Run:
-    def __init__(self, ops: list[Op], schedule: list[int], capacity: int) -> None:
+    def __init__(self, ops: list[Op], schedule: list[int], capacity: int, pinned: bool = False) -> None:
         self.ops, self.schedule = ops, schedule
+        # Each client always sends ops[client % len(ops)] (one account per client) instead of walking the
+        # shared schedule.
+        self.pinned = pinned
         self.latency = array("q", bytes(8 * capacity))
         self.status = array("H", [NOT_DONE]) * capacity
         self.op_index = array("B", bytes(capacity))
@@ -195,8 +199,9 @@ class _Run:
         self.seq = 0  # request number across phases: keeps client_order_ids unique after the warm-up
 
 
-async def _raw_worker(run: _Run, phase: _Phase, conn: RawConnection, heads: list[bytes]) -> None:
+async def _raw_worker(run: _Run, phase: _Phase, conn: RawConnection, heads: list[bytes], client: int) -> None:
     ops, schedule, n_sched = run.ops, run.schedule, len(run.schedule)
+    own = client % len(ops) if run.pinned else None
     perf = time.perf_counter_ns
     latency, status_buf, op_buf = run.latency, run.status, run.op_index
     while phase.issued < phase.limit:
@@ -205,7 +210,7 @@ async def _raw_worker(run: _Run, phase: _Phase, conn: RawConnection, heads: list
             return
         i = phase.issued
         phase.issued = i + 1
-        k = schedule[i % n_sched]
+        k = schedule[i % n_sched] if own is None else own
         op = ops[k]
         run.seq += 1
         body = op.body(run.seq) if op.body is not None else None
@@ -248,8 +253,11 @@ async def _watchdog(conns: list[RawConnection], timeout_ns: int) -> None:
                     conn.writer.transport.abort()
 
 
-async def _httpx_worker(run: _Run, phase: _Phase, client: Any, urls: list[str], headers: list[dict]) -> None:
+async def _httpx_worker(
+    run: _Run, phase: _Phase, client: Any, urls: list[str], headers: list[dict], slot: int
+) -> None:
     ops, schedule, n_sched = run.ops, run.schedule, len(run.schedule)
+    own = slot % len(ops) if run.pinned else None
     perf = time.perf_counter_ns
     while phase.issued < phase.limit:
         t0 = perf()
@@ -257,7 +265,7 @@ async def _httpx_worker(run: _Run, phase: _Phase, client: Any, urls: list[str], 
             return
         i = phase.issued
         phase.issued = i + 1
-        k = schedule[i % n_sched]
+        k = schedule[i % n_sched] if own is None else own
         op = ops[k]
         run.seq += 1
         body = op.body(run.seq) if op.body is not None else None
@@ -438,7 +446,7 @@ async def run_load(
         # Generous ceiling for the request rate this generator can reach on one core.
         capacity = int(run_seconds * 200_000) + concurrency
     capacity = min(capacity, MAX_SAMPLES)
-    run = _Run(ops, schedule, capacity)
+    run = _Run(ops, schedule, capacity, pinned=len(ops) > 1 and scenario != "mix")
     timeout_ns = int(request_timeout * 1e9)
     grace = request_timeout + 2.0
 
@@ -450,7 +458,7 @@ async def run_load(
         watchdog = asyncio.ensure_future(_watchdog(conns, timeout_ns))
 
         def make_workers(phase: _Phase) -> list[Any]:
-            return [_raw_worker(run, phase, conn, heads) for conn in conns]
+            return [_raw_worker(run, phase, conn, heads, n) for n, conn in enumerate(conns)]
 
         async def close_raw() -> None:
             watchdog.cancel()
@@ -467,7 +475,7 @@ async def run_load(
         op_headers = [{**headers, **({"Content-Type": "application/json"} if op.body else {})} for op in ops]
 
         def make_workers(phase: _Phase) -> list[Any]:
-            return [_httpx_worker(run, phase, http, urls, op_headers) for _ in range(concurrency)]
+            return [_httpx_worker(run, phase, http, urls, op_headers, n) for n in range(concurrency)]
 
         closers.append(http.aclose)
 
@@ -600,7 +608,7 @@ def _run_async(coro: Any) -> Any:
 @click.option(
     "--requests", "n_requests", default=None, type=click.IntRange(1, MAX_SAMPLES), help="Stop after N"
 )
-@click.option("--account", default=None, help="Account id, or several comma-separated (round robin); default: the key's first")
+@click.option("--account", default=None, help="Account id, or several comma-separated (client i trades account i mod n); default: the key's first")
 @click.option("--symbol", default="DEMO", show_default=True)
 @click.option("--quantity", default=None, help="Order quantity (default: the instrument's lot size)")
 @click.option("--warmup", default=1.0, show_default=True, type=click.FloatRange(min=0), help="Seconds")

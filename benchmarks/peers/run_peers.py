@@ -177,7 +177,7 @@ async def bench_app(
                 concurrency=args.concurrency,
                 duration=args.duration,
                 headers=headers,
-                # Placement rotates over the seeded accounts (--accounts); reads stay on the one with history.
+                # Placement: client i trades seeded account i mod --accounts; reads stay on the one with history.
                 account=",".join(fixture["account_ids"]) if scenario == "place-order" else fixture["account_id"],
                 symbol=fixture["symbol"],
                 quantity="1",
@@ -364,7 +364,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--orders", type=int, default=100_000, help="historical orders seeded")
     parser.add_argument(
         "--accounts", type=int, default=1,
-        help="place-order rotates over this many accounts (1: every client queues on one account's lock)",
+        help="place-order spreads clients over this many accounts, one each (1: every client queues on one account's lock)",
     )
     parser.add_argument(
         "--out", type=Path, default=None, help="JSON path (default benchmarks/results/peers-<date>.json)"

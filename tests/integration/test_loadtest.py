@@ -19,13 +19,15 @@ async def test_loadtest_counts_and_places_across_accounts(client, cluster, admin
     assert health["requests"] == 200 and health["error_count"] == 0 and health["rps"] > 0
     lat = health["latency_ms"]
     assert 0 < lat["p50"] <= lat["p99"] <= lat["max"]
-    report = await run_load(url, scenario="place-order", concurrency=3, requests=30, warmup=0,
+    # Two clients, three accounts: each client keeps to its own account (client i trades account i mod 3),
+    # so the third account gets nothing; a shared round robin would have given it a third of the orders.
+    report = await run_load(url, scenario="place-order", concurrency=2, requests=30, warmup=0,
                             headers=trader["headers"], account=",".join(accounts), symbol=symbol)
     assert report["requests"] == 30 and report["status_counts"] == {"201": 30}, report
     held = []
     for acct in accounts:
         items = (await client.get(f"/api/v1/accounts/{acct}/positions", headers=trader["headers"])).json()["items"]
         held.append(D(items[0]["quantity"]) if items else D(0))
-    assert sum(held) == 30 and all(q == 10 for q in held)  # round robin over the three accounts
+    assert sum(held) == 30 and held[0] > 0 and held[1] > 0 and held[2] == 0, held
     bad = await run_load(url, scenario="me", concurrency=2, requests=10, warmup=0, headers={"Authorization": "Bearer x"})
     assert bad["status_counts"] == {"401": 10}

@@ -77,6 +77,41 @@ async def test_marketable_limit_fills_at_last_price_not_worse(client, admin_head
     assert o["status"] == "filled" and D(o["avg_fill_price"]) == 100 and D(o["fees"]) == D("300") * TAKER
 
 
+async def test_placement_events_carry_their_fill_data_and_reasons(client, admin_headers, make_user):
+    """Every column of the order_events rows a placement writes (one JSON array in one statement)."""
+    h, sym, acct = await setup(client, admin_headers, make_user)
+
+    async def full_events(order_id: str) -> list[dict]:
+        resp = await client.get(f"/api/v1/accounts/{acct}/orders/{order_id}/events", headers=h)
+        assert resp.status_code == 200, resp.text
+        return [{k: e[k] for k in ("type", "status_from", "status_to", "reason", "fill_id", "data")}
+                for e in resp.json()["items"]]
+
+    o = await place(client, h, acct, symbol=sym, side="buy", type="stop", quantity=3, stop_price="95")
+    fills = (await client.get(f"/api/v1/accounts/{acct}/orders/{o['id']}/fills", headers=h)).json()["items"]
+    assert len(fills) == 1
+    fee = D(fills[0]["fee"])
+    evs = await full_events(o["id"])
+    assert evs[:3] == [
+        {"type": "created", "status_from": None, "status_to": "new", "reason": None, "fill_id": None, "data": None},
+        {"type": "accepted", "status_from": "new", "status_to": "accepted", "reason": None, "fill_id": None, "data": None},
+        {"type": "triggered", "status_from": "accepted", "status_to": "accepted", "reason": None, "fill_id": None,
+         "data": {"last_price": "100"}},
+    ]
+    filled = evs[3]
+    assert {k: filled[k] for k in ("type", "status_from", "status_to", "reason", "fill_id")} == {
+        "type": "filled", "status_from": "accepted", "status_to": "filled", "reason": None, "fill_id": fills[0]["id"]}
+    assert filled["data"]["liquidity"] == "taker" and D(filled["data"]["quantity"]) == 3
+    assert D(filled["data"]["price"]) == D(fills[0]["price"]) and D(filled["data"]["fee"]) == fee
+    assert D(filled["data"]["realized_pnl"]) == 0
+    assert len(evs) == 4
+
+    o = await place(client, h, acct, symbol=sym, side="buy", type="limit", quantity=5, limit_price="99", time_in_force="ioc")
+    assert (await full_events(o["id"]))[2:] == [{
+        "type": "canceled", "status_from": "accepted", "status_to": "canceled", "reason": "ioc: remainder canceled",
+        "fill_id": None, "data": None}]
+
+
 async def test_stop_buy_triggers_at_or_above_and_fills_as_market(client, admin_headers, make_user):
     h, sym, acct = await setup(client, admin_headers, make_user)
     o = await place(client, h, acct, symbol=sym, side="buy", type="stop", quantity=2, stop_price="105")
