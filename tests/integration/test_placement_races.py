@@ -194,3 +194,46 @@ async def test_risk_limit_added_between_read_and_write_applies(client, app_state
     assert resp.status_code == 422 and resp.json()["type"].endswith("/risk-limit-breached"), resp.text
     assert resp.json()["limit_type"] == "max_position_quantity"
     assert (await client.get(f"/api/v1/accounts/{acct}/orders", headers=h)).json()["items"] == []
+
+
+async def test_accounts_without_limits_take_the_lean_read_and_limits_are_still_found(
+    client, admin_headers, make_user, monkeypatch
+):
+    trader, manager = await make_user("trader"), await make_user("risk_manager")
+    h = trader["headers"]
+    sym = await make_market(client, admin_headers, price="100")
+    acct = await make_account(client, h, cash="100000")
+    account_id = uuid.UUID(acct)
+    reads: list[bool] = []  # `full` of every decision
+    decide = placement._decide
+
+    async def recording_decide(*args, **kwargs):
+        reads.append(args[-1])
+        return await decide(*args, **kwargs)
+
+    monkeypatch.setattr(placement, "_decide", recording_decide)
+    await place(client, h, acct, symbol=sym, side="buy", type="market", quantity="10")
+    assert reads == [False] and account_id not in placement._LIMITED
+
+    resp = await client.post(f"/api/v1/accounts/{acct}/risk/limits", headers=manager["headers"],
+                             json={"limit_type": "max_position_quantity", "value": "12"})
+    assert resp.status_code == 201, resp.text
+    # The lean read sees that a limit exists; the order is decided on the full book, against the limit.
+    resp = await client.post(f"/api/v1/accounts/{acct}/orders", headers=h, json={
+        "symbol": sym, "side": "buy", "type": "market", "quantity": "5", "time_in_force": "gtc"})
+    assert resp.status_code == 422 and resp.json()["limit_type"] == "max_position_quantity", resp.text
+    assert reads == [False, True] and placement._hinted(placement._LIMITED, account_id)
+    # Hinted: the next order reads the full book at once (one read, no lean one first).
+    await place(client, h, acct, symbol=sym, side="buy", type="market", quantity="2")
+    assert reads == [False, True, True]
+
+    # Long-only sells on the lean read still count open sell orders against the position.
+    placement._LIMITED[account_id] = 0.0  # expired
+    limit_id = (await client.get(f"/api/v1/accounts/{acct}/risk/limits", headers=manager["headers"])).json()["items"][0]["id"]
+    assert (await client.delete(f"/api/v1/accounts/{acct}/risk/limits/{limit_id}", headers=manager["headers"])).status_code == 204
+    resting = await place(client, h, acct, symbol=sym, side="sell", type="limit", quantity="8", limit_price="150")
+    assert resting["status"] == "accepted"
+    resp = await client.post(f"/api/v1/accounts/{acct}/orders", headers=h, json={
+        "symbol": sym, "side": "sell", "type": "market", "quantity": "5", "time_in_force": "gtc"})
+    assert resp.status_code == 422 and "sellable position 4" in resp.json()["detail"], resp.text
+    assert reads[-2:] == [False, False] and not placement._hinted(placement._LIMITED, account_id)

@@ -27,14 +27,20 @@ ZERO = Decimal(0)
 
 # One round trip: the locked account row plus everything pre-trade checks need, aggregated server-side.
 # Numbers travel as text inside JSON so that no value passes through a float.
+# The account's positions with each instrument's last price, as JSON (shared with placement's lean read).
+POSITIONS_JSON_SQL = """(SELECT coalesce(json_agg(json_build_array(p.symbol, p.quantity::text, p.avg_entry_price::text,
+                                                      p.realized_pnl::text, i.last_price::text)), '[]')
+              FROM positions p JOIN instruments i ON i.symbol = p.symbol
+             WHERE p.account_id = a.id)"""
+# Quantity of the account's open sell orders in :symbol (what a long-only account may still sell).
+OPEN_SELLS_SQL = """(SELECT coalesce(sum(o.quantity - o.filled_quantity), 0)::text FROM orders o
+               WHERE o.account_id = a.id AND o.status IN ('new', 'accepted', 'partially_filled')
+                 AND o.side = 'sell' AND o.symbol = :symbol)"""
 _LOAD_SQL_BODY = (
     """
     SELECT a.id, a.owner_id, a.cash, a.reserved_cash, a.realized_pnl, a.fees_paid, a.peak_equity,
            a.allow_short, a.trading_state, a.initial_cash,
-           (SELECT coalesce(json_agg(json_build_array(p.symbol, p.quantity::text, p.avg_entry_price::text,
-                                                      p.realized_pnl::text, i.last_price::text)), '[]')
-              FROM positions p JOIN instruments i ON i.symbol = p.symbol
-             WHERE p.account_id = a.id) AS positions,
+           """ + POSITIONS_JSON_SQL + """ AS positions,
            CASE WHEN :with_stats THEN json_build_array(
              (SELECT count(*) FROM orders o
                WHERE o.account_id = a.id AND o.status IN ('new', 'accepted', 'partially_filled')),
@@ -45,9 +51,7 @@ _LOAD_SQL_BODY = (
                   THEN (SELECT count(*) FROM orders o
                          WHERE o.account_id = a.id AND o.created_at > now() - interval '60 seconds')
                   ELSE 0 END,
-             (SELECT coalesce(sum(o.quantity - o.filled_quantity), 0)::text FROM orders o
-               WHERE o.account_id = a.id AND o.status IN ('new', 'accepted', 'partially_filled')
-                 AND o.side = 'sell' AND o.symbol = :symbol))
+             """ + OPEN_SELLS_SQL + """)
            END AS order_stats,
            CASE WHEN :with_stats THEN coalesce(
              (SELECT s.equity::text FROM equity_snapshots s

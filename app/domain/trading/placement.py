@@ -43,7 +43,7 @@ from app.domain.identity.schemas import Principal
 from app.domain.risk import checks as risk_checks
 from app.domain.risk import pretrade
 from app.domain.trading import rules
-from app.domain.trading.book import _LOAD_SQL_BODY, AccountBook, book_from_row
+from app.domain.trading.book import _LOAD_SQL_BODY, OPEN_SELLS_SQL, POSITIONS_JSON_SQL, AccountBook, book_from_row
 from app.domain.trading.rules import EventType, OrderStatus, OrderView
 from app.domain.trading.schemas import OrderCreate, OrderOut, ValidateOut
 from app.domain.trading.services import (
@@ -87,17 +87,18 @@ LOCK_ACCOUNT_ONLY_SQL = "SELECT id FROM accounts WHERE id = $1 FOR UPDATE"
 
 # The shared book query (named parameters) with asyncpg's positional ones, plus the client_order_id
 # replay lookup and the row version, so that one round trip answers everything placement needs to decide.
+_EXISTING_ORDER_SQL = """(SELECT json_build_array(o.id::text, o.client_order_id, o.account_id::text, o.symbol, o.side, o.type,
+                          o.quantity::text, o.filled_quantity::text, o.avg_fill_price::text, o.limit_price::text,
+                          o.stop_price::text, o.time_in_force, o.status, o.reject_reason, o.fees::text,
+                          o.created_at, o.updated_at)
+              FROM orders o WHERE o.account_id = a.id AND o.client_order_id = $4::text)"""
 BOOK_SQL = (
     _LOAD_SQL_BODY.replace(":with_stats", "$2::boolean")
     .replace(":symbol", "$3::text")
     .replace(":account_id", "$1::uuid")
     .replace(
         "SELECT a.id,",
-        """SELECT (SELECT json_build_array(o.id::text, o.client_order_id, o.account_id::text, o.symbol, o.side, o.type,
-                          o.quantity::text, o.filled_quantity::text, o.avg_fill_price::text, o.limit_price::text,
-                          o.stop_price::text, o.time_in_force, o.status, o.reject_reason, o.fees::text,
-                          o.created_at, o.updated_at)
-              FROM orders o WHERE o.account_id = a.id AND o.client_order_id = $4::text) AS existing_order,
+        f"""SELECT {_EXISTING_ORDER_SQL} AS existing_order,
        a.xmin::text AS row_version,
        a.id,""",
         1,
@@ -115,6 +116,27 @@ READ_SQL = BOOK_SQL.replace("a.id,", "inst.*, a.id,", 1).replace(
     1,
 )
 assert READ_SQL.count("inst.*") == 1 and "LEFT JOIN" in READ_SQL
+
+# The lean read, for accounts without enabled risk limits (most): READ_SQL without the order counts,
+# the day's opening equity and the limits, which only limits need, plus whether any limit exists. Every
+# subquery of a statement is initialised on each execution whether it runs or not, and READ_SQL's ten
+# cost PostgreSQL ~68 us per order against ~47 us for these four (measured side by side). An account
+# whose lean read says it has limits is read again with READ_SQL (and hinted, see _LIMITED).
+LEAN_READ_SQL = f"""
+SELECT {_EXISTING_ORDER_SQL} AS existing_order,
+       a.xmin::text AS row_version,
+       inst.*,
+       a.id, a.owner_id, a.cash, a.reserved_cash, a.realized_pnl, a.fees_paid, a.peak_equity,
+       a.allow_short, a.trading_state, a.initial_cash,
+       {POSITIONS_JSON_SQL} AS positions,
+       CASE WHEN $2::text = 'sell' THEN {OPEN_SELLS_SQL.replace(":symbol", "$3::text")} END AS open_sell_quantity,
+       EXISTS (SELECT 1 FROM risk_limits r WHERE r.account_id = a.id AND r.enabled) AS has_limits
+  FROM accounts a
+  LEFT JOIN (SELECT {INSTRUMENT_COLUMNS}, i.xmin::text AS instrument_version
+               FROM instruments i JOIN exchanges e ON e.code = i.exchange_code
+              WHERE i.symbol = $3::text) inst ON true
+ WHERE a.id = $1::uuid
+"""
 
 # One statement, committed on its own. `inst` takes the instrument FOR KEY SHARE (the lock a price
 # update's FOR UPDATE waits for) only if its row is the version the decision used (no new price, halt,
@@ -209,11 +231,19 @@ async def place_order(
     apg = await raw_connection(conn)
     if not dry_run and _contended(account_id):
         return await _place_locked(apg, principal, account_id, data)
-    row = await apg.fetchrow(READ_SQL, account_id, True, data.symbol, data.client_order_id)
+    full = _hinted(_LIMITED, account_id)
+    if full:
+        row = await apg.fetchrow(READ_SQL, account_id, True, data.symbol, data.client_order_id)
+    else:
+        row = await apg.fetchrow(LEAN_READ_SQL, account_id, data.side, data.symbol, data.client_order_id)
+        if row is not None and row["has_limits"]:
+            _LIMITED[account_id] = time.monotonic() + LIMITED_SECONDS
+            full = True
+            row = await apg.fetchrow(READ_SQL, account_id, True, data.symbol, data.client_order_id)
     inst = None
     if row is not None and row["symbol"] is not None:
         inst = InstrumentInfo(*[row[name] for name in _INSTRUMENT_FIELDS])
-    outcome = await _decide(apg, principal, data, row, inst, dry_run)
+    outcome = await _decide(apg, principal, data, row, inst, dry_run, full)
     if isinstance(outcome, risk_checks.Breach):
         raise _rejected(outcome)
     if not isinstance(outcome, _Plan):
@@ -244,17 +274,29 @@ CONTENTION_SECONDS = 2.0
 _CONTENDED: dict[uuid.UUID, float] = {}
 
 
+# Accounts whose lean read found enabled risk limits recently: they read the full book at once instead
+# of a lean read and then the full one. Also per process and only a hint: a lean read reports limits
+# that exist in its own snapshot, and a limit added after the read changes the account row, so the
+# optimistic write fails and the locked path (always the full book) decides again.
+LIMITED_SECONDS = 60.0
+_LIMITED: dict[uuid.UUID, float] = {}
+
+
 def _contended(account_id: uuid.UUID) -> bool:
-    until = _CONTENDED.get(account_id)
+    return _hinted(_CONTENDED, account_id)
+
+
+def _hinted(hints: dict[uuid.UUID, float], account_id: uuid.UUID) -> bool:
+    until = hints.get(account_id)
     if until is None:
         return False
     if until > time.monotonic():
         return True
-    del _CONTENDED[account_id]
-    if len(_CONTENDED) > 10_000:  # drop expired entries of accounts that went quiet
+    del hints[account_id]
+    if len(hints) > 10_000:  # drop expired entries of accounts that went quiet
         now = time.monotonic()
-        for key in [k for k, t in _CONTENDED.items() if t <= now]:
-            del _CONTENDED[key]
+        for key in [k for k, t in hints.items() if t <= now]:
+            del hints[key]
     return False
 
 
@@ -269,7 +311,7 @@ async def _place_locked(
             await apg.fetchrow(LOCK_ACCOUNT_ONLY_SQL, account_id)
         row = await apg.fetchrow(BOOK_SQL, account_id, True, data.symbol, data.client_order_id)
         inst = InstrumentInfo(*list(inst_row.values())[:12]) if inst_row is not None else None
-        outcome = await _decide(apg, principal, data, row, inst, False)
+        outcome = await _decide(apg, principal, data, row, inst, False, True)
         if isinstance(outcome, risk_checks.Breach):
             await tr.commit()  # keep the recorded violation
             raise _rejected(outcome)
@@ -290,10 +332,12 @@ async def _place_locked(
 
 
 async def _decide(
-    apg: Any, principal: Principal, data: OrderCreate, row: Any, inst: InstrumentInfo | None, dry_run: bool
+    apg: Any, principal: Principal, data: OrderCreate, row: Any, inst: InstrumentInfo | None, dry_run: bool,
+    full: bool,
 ) -> _Plan | risk_checks.Breach | tuple[OrderOut | ValidateOut, bool]:
     """Every placement rule on one snapshot of the account: a plan to write, a recorded risk breach, or the
-    final answer (an idempotent replay, a dry run's result). Other rule failures raise 4xx."""
+    final answer (an idempotent replay, a dry run's result). Other rule failures raise 4xx. `row` is a
+    READ_SQL/BOOK_SQL row (`full`) or a LEAN_READ_SQL row of an account without enabled limits."""
     from app.domain.accounts.access import ensure_may_trade
 
     if row is None or not (principal.can_read_all_accounts or row["owner_id"] == principal.user_id):
@@ -310,7 +354,9 @@ async def _decide(
                        client_order_id=data.client_order_id)
     _validate_against_instrument(data, inst)
     assert inst is not None
-    book = book_from_row(row, True)
+    book = book_from_row(row, full)
+    if not full and row["open_sell_quantity"] is not None:
+        book.open_sell_quantity = Decimal(row["open_sell_quantity"])
     price = _estimated_price(data, inst)
     if data.quantity * price < inst.min_notional:
         raise invalid(f"notional {data.quantity * price} is below min_notional {inst.min_notional}", "quantity")
