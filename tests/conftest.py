@@ -61,9 +61,11 @@ def make_settings(**overrides) -> Settings:
         rate_limit_orders=1_000_000,
         rate_limit_anonymous=1_000_000,
         access_log=False,
-        # The whole suite shares one PostgreSQL (max_connections 100) with the cluster processes.
+        # The whole suite shares one PostgreSQL (max_connections 100) with the cluster processes, and
+        # every pool keeps what it opened: 8 + 8 + 4 here, 10 + 10 + 5 per cluster process.
         db_pool_size=8,
         db_max_overflow=8,
+        db_order_pool_size=4,
     )
     return replace(base, **overrides)
 
@@ -177,6 +179,7 @@ def server_env(settings: Settings, **extra: str) -> dict[str, str]:
         RATE_LIMIT_ANONYMOUS_PER_MINUTE="100000000",
         DB_POOL_SIZE="10",
         DB_MAX_OVERFLOW="10",
+        DB_ORDER_POOL_SIZE="5",
     )
     env.update(extra)
     return env

@@ -183,13 +183,12 @@ async def provide_db(state: State) -> AsyncIterator[AsyncConnection]:
 DbConn = NamedDependency[AsyncConnection]
 
 
-async def provide_order_db(state: State) -> AsyncIterator[Any]:
-    """Litestar dependency: a raw asyncpg connection from the order pool (see create_order_pool)."""
-    async with state.order_pool.acquire() as conn:
-        yield conn
-
-
-OrderDbConn = NamedDependency[Any]
+def order_connection(state: State) -> Any:
+    """`async with order_connection(request.app.state) as conn:` a raw asyncpg connection from the order
+    pool (see create_order_pool). Taken in the handler rather than through a Litestar generator
+    dependency like `provide_db`: the framework's set-up and clean-up of generator dependencies measured
+    ~12 us per request in-process, a tenth of the whole framework-and-middleware share of a placement."""
+    return state.order_pool.acquire()
 
 
 async def begin(conn: AsyncConnection):

@@ -21,7 +21,7 @@ from app.domain.trading.schemas import (
     StatusName,
     ValidateOut,
 )
-from app.lib.db import DbConn, OrderDbConn, provide_db, provide_order_db
+from app.lib.db import DbConn, order_connection, provide_db
 from app.lib.pagination import Limit
 
 Cursor = Annotated[str | None, Parameter(max_length=200)]
@@ -30,7 +30,7 @@ Cursor = Annotated[str | None, Parameter(max_length=200)]
 class OrderController(Controller):
     path = "/api/v1/accounts/{account_id:uuid}"
     tags = ["orders"]
-    dependencies = {"db": Provide(provide_db), "order_db": Provide(provide_order_db)}
+    dependencies = {"db": Provide(provide_db)}
 
     @post(
         "/orders",
@@ -39,29 +39,32 @@ class OrderController(Controller):
         responses={200: ResponseSpec(OrderOut, description="Replay: this client_order_id already placed this order")},
     )
     async def place_order(
-        self, order_db: OrderDbConn, request: Request, account_id: FromPath[UUID], data: JSONBody[OrderCreate]
+        self, request: Request, account_id: FromPath[UUID], data: JSONBody[OrderCreate]
     ) -> Response[OrderOut]:
-        order, created = await services.place_order(order_db, request.user, account_id, data)
+        async with order_connection(request.app.state) as conn:
+            order, created = await services.place_order(conn, request.user, account_id, data)
         return Response(order, status_code=201 if created else 200)  # type: ignore[arg-type]
 
     @post("/orders/validate", status_code=200, summary="Run every pre-trade check without placing anything")
     async def validate_order(
-        self, order_db: OrderDbConn, request: Request, account_id: FromPath[UUID], data: JSONBody[OrderCreate]
+        self, request: Request, account_id: FromPath[UUID], data: JSONBody[OrderCreate]
     ) -> ValidateOut:
-        result, _ = await services.place_order(order_db, request.user, account_id, data, dry_run=True)
+        async with order_connection(request.app.state) as conn:
+            result, _ = await services.place_order(conn, request.user, account_id, data, dry_run=True)
         return result  # type: ignore[return-value]
 
     @get("/orders", summary="Orders, newest first (keyset pagination)")
     async def list_orders(
-        self, order_db: OrderDbConn, request: Request, account_id: FromPath[UUID], limit: Limit = 50, cursor: Cursor = None,
+        self, request: Request, account_id: FromPath[UUID], limit: Limit = 50, cursor: Cursor = None,
         status: FromQuery[StatusName | None] = None, symbol: Annotated[str | None, Parameter(max_length=32)] = None,
         side: FromQuery[Side | None] = None,
     ) -> OrderPage:
         if request.app.state.settings.test_slowdown_ms:  # benchmark-gate self test only (never set in prod)
             await asyncio.sleep(request.app.state.settings.test_slowdown_ms / 1000)
-        items, nxt = await services.list_orders(
-            order_db, request.user, account_id, limit=limit, cursor=cursor, status=status, symbol=symbol, side=side
-        )
+        async with order_connection(request.app.state) as conn:
+            items, nxt = await services.list_orders(
+                conn, request.user, account_id, limit=limit, cursor=cursor, status=status, symbol=symbol, side=side
+            )
         return OrderPage(items=items, next_cursor=nxt)
 
     @get("/orders/{order_id:uuid}", summary="One order")
