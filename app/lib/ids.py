@@ -1,4 +1,4 @@
-"""Random identifiers for hot paths, without a system call each.
+"""Random (and time-ordered) identifiers for hot paths, without a system call each.
 
 `uuid.uuid4()` reads 16 bytes from the kernel per call (os.urandom); order placement makes three of them
 (request id, order id, fill id), and under load each getrandom call cost about as much as the rest of
@@ -9,6 +9,7 @@ discarded in a forked child (granian forks its workers), so no two processes han
 from __future__ import annotations
 
 import os
+import time
 import uuid
 
 _CHUNK = 4096
@@ -36,6 +37,21 @@ def random_bytes16() -> bytes:
 def new_uuid() -> uuid.UUID:
     """A version-4 UUID (122 random bits from os.urandom), like uuid.uuid4()."""
     return uuid.UUID(bytes=random_bytes16(), version=4)
+
+
+def new_time_ordered_uuid() -> uuid.UUID:
+    """A version-7 UUID (RFC 9562): 48-bit Unix milliseconds, then 74 random bits.
+
+    For rows inserted at a high rate and keyed by their id (orders, fills): consecutive ids land next to
+    each other in the primary-key and foreign-key indexes, so an insert touches the index's rightmost
+    leaf pages (cached, already in the WAL since the last checkpoint) instead of a random page anywhere in
+    it. Still unguessable enough for ids that are only ever served behind an ownership check. CPython 3.11
+    has no `uuid.uuid7` (3.14 does), hence these lines.
+    """
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(random_bytes16()[:10], "big") & ((1 << 80) - 1)
+    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 9562 variant (0b10)
+    return uuid.UUID(int=value)
 
 
 def new_request_id() -> str:

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import uuid
 
 import pytest
 
-from tests.integration.helpers import D, account, events, make_account, make_market, order, place, positions, set_price
+from tests.integration.helpers import (
+    D,
+    account,
+    events,
+    make_account,
+    make_market,
+    order,
+    place,
+    positions,
+    set_price,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -90,6 +101,8 @@ async def test_placement_events_carry_their_fill_data_and_reasons(client, admin_
     o = await place(client, h, acct, symbol=sym, side="buy", type="stop", quantity=3, stop_price="95")
     fills = (await client.get(f"/api/v1/accounts/{acct}/orders/{o['id']}/fills", headers=h)).json()["items"]
     assert len(fills) == 1
+    # Time-ordered ids (app/lib/ids.py): consecutive orders and fills sit together in their indexes.
+    assert uuid.UUID(o["id"]).version == 7 and uuid.UUID(fills[0]["id"]).version == 7
     fee = D(fills[0]["fee"])
     evs = await full_events(o["id"])
     assert evs[:3] == [

@@ -22,6 +22,7 @@ from app.domain.trading import accounting
 from app.domain.trading.models import Fill
 from app.domain.trading.rules import fee as fee_for
 from app.domain.trading.rules import notional
+from app.lib.ids import new_time_ordered_uuid
 
 ZERO = Decimal(0)
 
@@ -231,7 +232,7 @@ def book_from_row(row: Any, with_stats: bool) -> AccountBook:
 def fill_row(order_id: uuid.UUID, account_id: uuid.UUID, symbol: str, side: str, qty: Decimal, price: Decimal,
              fee: Decimal, liquidity: str, now: datetime) -> dict[str, Any]:
     return {
-        "id": uuid.uuid4(), "order_id": order_id, "account_id": account_id, "symbol": symbol, "side": side,
+        "id": new_time_ordered_uuid(), "order_id": order_id, "account_id": account_id, "symbol": symbol, "side": side,
         "quantity": qty, "price": price, "fee": fee, "liquidity": liquidity, "created_at": now,
     }
 

@@ -43,7 +43,13 @@ from app.domain.identity.schemas import Principal
 from app.domain.risk import checks as risk_checks
 from app.domain.risk import pretrade
 from app.domain.trading import rules
-from app.domain.trading.book import _LOAD_SQL_BODY, OPEN_SELLS_SQL, POSITIONS_JSON_SQL, AccountBook, book_from_row
+from app.domain.trading.book import (
+    _LOAD_SQL_BODY,
+    OPEN_SELLS_SQL,
+    POSITIONS_JSON_SQL,
+    AccountBook,
+    book_from_row,
+)
 from app.domain.trading.rules import EventType, OrderStatus, OrderView
 from app.domain.trading.schemas import OrderCreate, OrderOut, ValidateOut
 from app.domain.trading.services import (
@@ -56,7 +62,7 @@ from app.domain.trading.services import (
 )
 from app.lib.db import raw_connection, utcnow
 from app.lib.errors import conflict, invalid, not_found
-from app.lib.ids import new_uuid
+from app.lib.ids import new_time_ordered_uuid
 from app.lib.metrics import FILLS, ORDERS, PLACEMENT_RETRIES, RISK_REJECTIONS
 
 # The instrument columns of READ_SQL, in InstrumentInfo's order.
@@ -387,7 +393,7 @@ async def _execute_and_write(
     """Execute the order against the last price and write everything, or say which row changed."""
     book, inst, est_price = plan.book, plan.inst, plan.price
 
-    order_id = new_uuid()
+    order_id = new_time_ordered_uuid()
     # The order_events rows, in order (written as one JSON array; absent keys are NULL).
     events: list[dict[str, Any]] = [
         {"type": EventType.CREATED.value, "status_to": OrderStatus.NEW.value},
@@ -411,7 +417,7 @@ async def _execute_and_write(
             assert m.fill_price is not None and m.liquidity is not None
             rate = inst.taker_fee_rate if m.liquidity == "taker" else inst.maker_fee_rate
             fill_fee, realized = book.apply_fill(data.symbol, data.side, m.fill_qty, m.fill_price, rate)
-            fill_id, fill_qty, fill_price, liquidity = new_uuid(), m.fill_qty, m.fill_price, m.liquidity
+            fill_id, fill_qty, fill_price, liquidity = new_time_ordered_uuid(), m.fill_qty, m.fill_price, m.liquidity
             new_status = rules.transition(status, rules.fill_status(view, m.fill_qty))
             events.append({
                 "type": (EventType.FILLED if new_status is OrderStatus.FILLED else EventType.PARTIALLY_FILLED).value,
