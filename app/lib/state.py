@@ -20,6 +20,8 @@ from app.lib.settings import Settings
 
 log = get_logger("app.state")
 
+ORDER_POOL_CLOSE_SECONDS = 10.0
+
 
 @dataclass
 class Resources:
@@ -46,7 +48,11 @@ class Resources:
                 await self.queue.disconnect()
         await self.kv.close()
         if self.order_pool is not None:
-            await self.order_pool.close()
+            # close() waits for checked-out connections; a request stuck in PostgreSQL must not hold up
+            # shutdown forever (granian has already stopped handing out requests by now). Cancelled by
+            # the timeout, asyncpg terminates the pool's connections itself.
+            with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+                await asyncio.wait_for(self.order_pool.close(), timeout=ORDER_POOL_CLOSE_SECONDS)
         await self.engine.dispose()
 
 

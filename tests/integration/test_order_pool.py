@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
 import pytest
@@ -80,3 +81,30 @@ async def test_placement_validation_and_the_orders_list_run_on_the_order_pool(cl
     assert acquired == ["acquire", "acquire", "acquire"]
     # The connections went back to the pool, idle and outside a transaction.
     assert pool.get_idle_size() == pool.get_size()
+
+
+async def test_shutdown_does_not_wait_forever_for_a_stuck_connection(settings, monkeypatch):
+    from app.lib import state
+
+    resources = await state.open_resources(dataclasses.replace(settings, db_order_pool_size=1))
+    conn = await resources.order_pool.acquire()  # never released, as a request stuck in PostgreSQL
+    backend = await conn.fetchval("SELECT pg_backend_pid()")
+
+    monkeypatch.setattr(state, "ORDER_POOL_CLOSE_SECONDS", 0.2)
+    await asyncio.wait_for(resources.close(), timeout=5)
+    assert resources.order_pool.is_closing()
+    # The stuck connection was terminated, not left open: its backend goes away.
+    import asyncpg
+
+    from app.lib.db import libpq_url
+
+    other = await asyncpg.connect(libpq_url(settings.database_url))
+    try:
+        for _ in range(50):
+            if not await other.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", backend):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the stuck connection's backend is still there")
+    finally:
+        await other.close()
