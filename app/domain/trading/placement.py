@@ -1,7 +1,8 @@
 """Order placement: the hottest write path, in two database round trips.
 
-1. One read (its own snapshot, no lock): the instrument, the account book (positions, order stats,
-   limits), any order with the same client_order_id, and the account row's version (`xmin`).
+1. One read (its own snapshot, no lock): the instrument, the account book (positions, and for an account
+   with enabled risk limits the order stats and limits too: LEAN_READ_SQL / READ_SQL), any order with
+   the same client_order_id, and the account row's version (`xmin`).
 2. Every rule runs in Python on that snapshot (rules, accounting, risk checks, the shared `AccountBook`).
 3. One data-modifying statement writes the order, its fill, its events, the position, the account and
    the equity snapshot, and commits on its own. It applies only if the account row and the instrument
@@ -14,15 +15,16 @@ placements, cancels that release cash, trading-state changes, risk-limit changes
 (prices, halts, tick and lot changes), so "both versions are unchanged" means "the decision was taken on
 current state". The write locks the account for one statement instead of a
 transaction spanning four round trips and the Python in between, and it saves BEGIN, COMMIT and the lock
-round trip: measured 1,233 -> see docs/BENCHMARKS.md. Orders of one account still serialise (the
+round trip (docs/BENCHMARKS.md has the numbers). Orders of one account still serialise (the
 conditional UPDATE waits for the row and then re-checks the version); a lost race costs one locked retry.
 The instrument check keeps the guarantee that a price update never misses an order placed while it
 runs: either the write sees the new version (and fails over to the locked path, which decides at the
 new price), or the price update's sweep, which waits for the instrument lock, sees the committed order.
 
-It talks to asyncpg directly (on the pooled connection SQLAlchemy checked out for the request):
-SQLAlchemy Core's statement building and result processing cost more than the rest of the path
-together, and this path is what bots hammer.
+It talks to asyncpg directly, on a connection of the order pool (app/lib/db.py: create_order_pool) or
+the one under a SQLAlchemy connection when a job or a test passes one: SQLAlchemy Core's statement
+building and result processing cost more than the rest of the path together, and this path is what bots
+hammer.
 """
 
 from __future__ import annotations
