@@ -108,3 +108,25 @@ async def test_shutdown_does_not_wait_forever_for_a_stuck_connection(settings, m
             raise AssertionError("the stuck connection's backend is still there")
     finally:
         await other.close()
+
+
+async def test_an_exhausted_order_pool_is_a_503_after_the_pool_timeout(settings):
+    from types import SimpleNamespace
+
+    from app.lib.db import order_connection
+
+    short = dataclasses.replace(settings, db_order_pool_size=1, db_pool_timeout=0.2)
+    pool = await create_order_pool(short)
+    state = SimpleNamespace(order_pool=pool, settings=short)
+    try:
+        async with order_connection(state):  # the only connection, held
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(asyncio.TimeoutError) as caught:
+                async with order_connection(state):
+                    pass
+            assert asyncio.get_running_loop().time() - started < 2
+            assert classify_dependency_error(caught.value)[0] == 503
+        async with order_connection(state) as conn:  # released: available again
+            assert await conn.fetchval("SELECT 1") == 1
+    finally:
+        await pool.close()
