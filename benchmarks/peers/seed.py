@@ -101,6 +101,24 @@ def _history(account_id: uuid.UUID, start: int, count: int, now: datetime) -> li
     return rows
 
 
+async def _ensure_account(conn: asyncpg.Connection, user_id: uuid.UUID, name: str) -> uuid.UUID:
+    """The benchmark user's account of that name, created with the seeded cash if it does not exist."""
+    account_id = await conn.fetchval(
+        "SELECT id FROM accounts WHERE owner_id = $1 AND name = $2 ORDER BY created_at LIMIT 1", user_id, name
+    )
+    if account_id is None:
+        account_id = uuid.uuid4()
+        await conn.execute(
+            """INSERT INTO accounts (id, owner_id, name, base_currency, initial_cash, cash, peak_equity)
+               VALUES ($1, $2, $3, 'USD', $4, $4, $4)""",
+            account_id,
+            user_id,
+            name,
+            CASH,
+        )
+    return account_id
+
+
 async def seed(db_url: str, *, orders: int = 100_000, api_key: str = DEFAULT_API_KEY, accounts: int = 1) -> dict:
     conn = await asyncpg.connect(plain_url(db_url))
     try:
@@ -139,42 +157,12 @@ async def seed(db_url: str, *, orders: int = 100_000, api_key: str = DEFAULT_API
                 EXCHANGE,
                 LAST_PRICE,
             )
-            account_id = await conn.fetchval(
-                "SELECT id FROM accounts WHERE owner_id = $1 AND name = $2 ORDER BY created_at LIMIT 1",
-                user_id,
-                ACCOUNT_NAME,
-            )
-            if account_id is None:
-                account_id = uuid.uuid4()
-                await conn.execute(
-                    """INSERT INTO accounts (id, owner_id, name, base_currency, initial_cash, cash,
-                                            peak_equity)
-                       VALUES ($1, $2, $3, 'USD', $4, $4, $4)""",
-                    account_id,
-                    user_id,
-                    ACCOUNT_NAME,
-                    CASH,
-                )
+            account_id = await _ensure_account(conn, user_id, ACCOUNT_NAME)
             # Extra accounts of the same user (no history): bots each trading their own account, so that
             # placement load is not serialised on one account's row lock.
             extra_ids = []
             for k in range(2, accounts + 1):
-                name = f"{ACCOUNT_NAME}-{k}"
-                extra = await conn.fetchval(
-                    "SELECT id FROM accounts WHERE owner_id = $1 AND name = $2 LIMIT 1", user_id, name
-                )
-                if extra is None:
-                    extra = uuid.uuid4()
-                    await conn.execute(
-                        """INSERT INTO accounts (id, owner_id, name, base_currency, initial_cash, cash,
-                                                peak_equity)
-                           VALUES ($1, $2, $3, 'USD', $4, $4, $4)""",
-                        extra,
-                        user_id,
-                        name,
-                        CASH,
-                    )
-                extra_ids.append(extra)
+                extra_ids.append(await _ensure_account(conn, user_id, f"{ACCOUNT_NAME}-{k}"))
             have = await conn.fetchval(
                 "SELECT count(*) FROM orders WHERE account_id = $1 AND client_order_id LIKE 'hist-%'",
                 account_id,
