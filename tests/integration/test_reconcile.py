@@ -21,11 +21,13 @@ async def test_fills_and_events_filed_under_the_wrong_account_are_reported(clien
 
         await conn.execute(text("UPDATE order_events SET account_id = :other WHERE order_id = :o"),
                            {"other": other, "o": order["id"]})
-        drift = await reconcile_account(conn, uuid.UUID(other))
-        assert drift.problems == ["3 order events carry this account but belong to another account's orders"]
+        drift = await reconcile_account(conn, uuid.UUID(acct))  # where the events' order is
+        assert drift.problems == ["3 order events of this account's orders carry another account"]
 
+        await conn.execute(text("UPDATE order_events SET account_id = :a WHERE order_id = :o"), {"a": acct, "o": order["id"]})
+        assert (await reconcile_account(conn, uuid.UUID(acct))).ok
         await conn.execute(text("UPDATE fills SET account_id = :other WHERE order_id = :o"), {"other": other, "o": order["id"]})
-        drift = await reconcile_account(conn, uuid.UUID(other))
+        drift = await reconcile_account(conn, uuid.UUID(other))  # where the fill is filed
         assert "1 fills carry this account but belong to another account's orders" in drift.problems
         assert any(p.startswith("cash ") for p in drift.problems)  # the misfiled fill also moves cash
         assert not (await reconcile_account(conn, uuid.UUID(acct))).ok
