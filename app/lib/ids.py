@@ -34,11 +34,6 @@ def random_bytes16() -> bytes:
     return out
 
 
-def new_uuid() -> uuid.UUID:
-    """A version-4 UUID (122 random bits from os.urandom), like uuid.uuid4()."""
-    return uuid.UUID(bytes=random_bytes16(), version=4)
-
-
 def new_time_ordered_uuid() -> uuid.UUID:
     """A version-7 UUID (RFC 9562): 48-bit Unix milliseconds, then 74 random bits.
 
@@ -48,7 +43,7 @@ def new_time_ordered_uuid() -> uuid.UUID:
     it. Still unguessable enough for ids that are only ever served behind an ownership check. CPython 3.11
     has no `uuid.uuid7` (3.14 does), hence these lines.
     """
-    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(random_bytes16()[:10], "big") & ((1 << 80) - 1)
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(random_bytes16()[:10], "big")
     value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
     value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 9562 variant (0b10)
     return uuid.UUID(int=value)

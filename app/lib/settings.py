@@ -53,7 +53,7 @@ class Settings:
     worker_concurrency: int = 10
     db_pool_size: int = 20
     db_max_overflow: int = 10
-    # Raw asyncpg connections for order placement and validation (app/lib/db.py: create_order_pool).
+    # Raw asyncpg connections for placement, validation and the orders list (app/lib/db.py: create_order_pool).
     db_order_pool_size: int = 10
     db_pool_timeout: float = 5.0
     db_statement_timeout_ms: int = 15_000

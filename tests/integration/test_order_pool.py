@@ -29,15 +29,26 @@ async def test_a_released_connection_comes_back_without_its_open_transaction(set
         await pool.close()
 
 
-async def test_session_settings_survive_a_release(settings):
-    """No RESET ALL on release (that would be a round trip per order): the pool's own server settings
+async def test_a_release_sends_nothing_and_keeps_the_pools_server_settings(settings):
+    """No session reset on release (asyncpg's default is a RESET ALL ... round trip per release): the last
+    statement PostgreSQL saw from the released connection is the handler's own. The pool's server settings
     (statement timeout, application name) are what every checkout sees."""
+    import asyncpg
+
+    from app.lib.db import libpq_url
+
     pool = await create_order_pool(dataclasses.replace(settings, db_order_pool_size=1, db_statement_timeout_ms=4321))
+    other = await asyncpg.connect(libpq_url(settings.database_url))
     try:
         for _ in range(2):
             async with pool.acquire() as conn:
                 assert await conn.fetchval("SELECT current_setting('statement_timeout')") == "4321ms"
+                backend = await conn.fetchval("SELECT pg_backend_pid() /* order-pool-probe */")
+        await asyncio.sleep(0.05)
+        last = await other.fetchval("SELECT query FROM pg_stat_activity WHERE pid = $1", backend)
+        assert last == "SELECT pg_backend_pid() /* order-pool-probe */", last
     finally:
+        await other.close()
         await pool.close()
 
 
