@@ -63,3 +63,17 @@ async def positions(client, headers, account_id: str) -> dict[str, dict]:
 
 def D(x) -> Decimal:  # noqa: N802
     return Decimal(str(x))
+
+
+async def discard_pending_jobs(queue) -> None:
+    """Drop every job waiting in a SAQ queue (queued, scheduled, incomplete) with its stored data.
+
+    The test session's queue is shared by all modules. Jobs a module queues with no worker running would
+    otherwise become the first work of the next module's worker: a 1,000-run sweep left by the backtest
+    tests kept test_jobs' echo job queued past its 15 s on a 2 GHz machine.
+    """
+    incomplete = queue.namespace("incomplete")
+    job_ids = await queue.redis.zrange(incomplete, 0, -1)
+    job_ids += await queue.redis.lrange(queue.namespace("queued"), 0, -1)
+    names = [queue.namespace(k) for k in ("queued", "incomplete", "schedule", "active")]
+    await queue.redis.delete(*names, *set(job_ids))

@@ -20,7 +20,7 @@ from app.domain.backtesting.schemas import MONEY_METRICS
 from app.domain.backtesting.services import periods_per_year
 from app.domain.markets.synthetic import candles_to_csv, generate_candles
 from tests.conftest import make_settings
-from tests.integration.helpers import make_market
+from tests.integration.helpers import discard_pending_jobs, make_market
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -112,12 +112,14 @@ async def worker_client(settings):
 
 @pytest_asyncio.fixture(loop_scope="session", scope="module")
 async def queue(settings):
-    """The session client's queue (no worker consumes it), opened on the test's own event loop."""
+    """The session client's queue (no worker consumes it), opened on the test's own event loop. What the
+    module queued is discarded at its end, so a later module's worker starts on an empty queue."""
     from app.lib.jobs import make_queue
 
     q = make_queue(settings)
     await q.connect()
     yield q
+    await discard_pending_jobs(q)
     await q.disconnect()
 
 
