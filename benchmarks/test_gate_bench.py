@@ -1,8 +1,9 @@
 """The gated benchmarks: hot endpoints through the real app and the pure cores.
 
 Each stores `extra_info["ratio"]` (see benchmarks/gate.py): endpoints relative to the `health` fixture
-(/health + one PostgreSQL and one Redis round trip) measured back to back, /health and the pure cores
-relative to the CPU calibration loop.
+(/health + one PostgreSQL and one Redis round trip) measured back to back, /health relative to the CPU
+calibration loop, and each pure core relative to a reference doing the same kind of work (Decimal
+arithmetic, short numpy calls, whole-array numpy passes; see benchmarks/harness.py).
 """
 
 from __future__ import annotations
@@ -13,7 +14,13 @@ from decimal import Decimal
 import numpy as np
 import pytest
 
-from benchmarks.harness import calibration, interleaved_ratio
+from benchmarks.harness import (
+    array_pipeline_reference,
+    calibration,
+    decimal_reference,
+    interleaved_ratio,
+    small_array_reference,
+)
 
 PAIRS = 300
 ROUNDS = 200
@@ -113,14 +120,14 @@ def test_core_pre_trade_check(benchmark):
                                   positions={f"S{i}": (Decimal(10 + i), Decimal("100.5")) for i in range(50)})
     limits = [checks.Limit(id=str(uuid.uuid4()), limit_type=t, value=Decimal("1e12")) for t in checks.LIMIT_TYPES]
     order = checks.ProposedOrder("S1", "buy", Decimal(5), Decimal("100.5"))
-    _gate(benchmark, lambda: checks.check_pre_trade(state, order, limits), calibration, rounds=300, pairs=300)
+    _gate(benchmark, lambda: checks.check_pre_trade(state, order, limits), decimal_reference, rounds=300, pairs=300)
 
 
 def test_core_performance_metrics(benchmark):
     from app.domain.analytics.metrics import performance_metrics
 
     returns = np.random.default_rng(3).normal(0.0004, 0.01, 5000)
-    _gate(benchmark, lambda: performance_metrics(returns=returns), calibration, rounds=200, pairs=200)
+    _gate(benchmark, lambda: performance_metrics(returns=returns), small_array_reference, rounds=200, pairs=200)
 
 
 def test_core_backtest_engine_100k(benchmark):
@@ -132,4 +139,4 @@ def test_core_backtest_engine_100k(benchmark):
     bars = Bars(ts=np.arange(n, dtype=np.int64) * 60, open=close, high=close * 1.001, low=close * 0.999,
                 close=close, volume=np.ones(n))
     _gate(benchmark, lambda: run_strategy(bars, "sma_cross", {"fast": 10, "slow": 30}, initial_cash=1e6, commission=0.001),
-          lambda: calibration(200_000), rounds=20, pairs=20)
+          array_pipeline_reference, rounds=20, pairs=40)
