@@ -18,6 +18,7 @@ from typing import Any
 
 import msgspec
 from saq import Queue, Worker
+from saq.job import Status
 from saq.queue.redis import RedisQueue
 
 from app.lib.db import libpq_url
@@ -170,12 +171,80 @@ def validate_kwargs(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     return msgspec.to_builtins(value)
 
 
+class SweepSafeRedisQueue(RedisQueue):
+    """SAQ's Redis queue with a sweep that leaves alone a job a worker is dequeuing right now.
+
+    Dequeuing is two steps: BLMOVE moves the job id from `queued` to `active`, then the worker marks the
+    job ACTIVE. SAQ 0.26's sweep treats any job in `active` whose status is not ACTIVE as stuck, so a
+    sweep that runs between those steps (typically the start-up sweep of a worker that starts while jobs
+    are waiting, i.e. every deploy with a backlog) aborts a job that is about to run: `abort` drops it from
+    `active`, the worker marks it ACTIVE and runs it anyway, and if that worker dies before the abort
+    lands nothing ever sweeps the job again: it stays ACTIVE forever (seen here in the worker-kill fault
+    test on a 2 GHz machine). Upstream: tobymao/saq#124 (closed without a fix) and #277 (open).
+
+    Here a job found QUEUED in `active` is swept only once it has stayed so for DEQUEUE_GRACE_SECONDS
+    (a worker that took it normally marks it ACTIVE within milliseconds); a real orphan, whose worker
+    died between the two steps, is recovered one grace period later. The rest of the method is SAQ's.
+    """
+
+    DEQUEUE_GRACE_SECONDS = 30.0
+
+    async def _orphaned(self, job: Any) -> bool:
+        # One marker per attempt: a retried job goes through the same two steps again.
+        marker = self.namespace(f"dequeuing:{job.id}:{job.attempts}")
+        first_seen = await self.redis.get(marker)
+        if first_seen is None:
+            await self.redis.set(marker, repr(time.time()), nx=True, ex=int(self.DEQUEUE_GRACE_SECONDS * 4) + 60)
+            return False
+        return time.time() - float(first_seen) >= self.DEQUEUE_GRACE_SECONDS
+
+    async def sweep(self, lock: int = 60, abort: float = 5.0) -> list[str]:
+        if not self._cleanup_script:
+            self._cleanup_script = self.redis.register_script(
+                """
+                local id_jobs = {}
+                if redis.call('EXISTS', KEYS[1]) == 0 then
+                    redis.call('SETEX', KEYS[1], ARGV[1], 1)
+                    for i, v in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
+                        id_jobs[i] = {v, redis.call('GET', v)}
+                    end
+                end
+                return id_jobs
+                """
+            )
+        id_jobs = await self._cleanup_script(keys=[self._sweep, self._active], args=[lock], client=self.redis)
+        swept = []
+        for job_id, job_bytes in id_jobs:
+            job = self.deserialize(job_bytes)
+            if job:
+                if job.status == Status.QUEUED and not await self._orphaned(job):
+                    continue  # being dequeued: its worker is about to mark it ACTIVE
+                if job.status != Status.ACTIVE or job.stuck:
+                    log.info("job_swept", key=job.key, status=job.status.value, attempts=job.attempts)
+                    swept.append(job_id)
+                    await self.abort(job, error=self.swept_error_message)
+                    try:
+                        await job.refresh(abort)
+                    except asyncio.TimeoutError:
+                        log.info("job_swept_abort_unconfirmed", key=job.key)
+                    if job.retryable:
+                        await self.retry(job, error=self.swept_error_message)
+                    else:
+                        await self.finish(job, Status.ABORTED, error=self.swept_error_message)
+            else:
+                swept.append(job_id)
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    await pipe.lrem(self._active, 0, job_id).zrem(self._incomplete, job_id).execute()
+                log.info("job_swept_missing", job_id=job_id.decode() if isinstance(job_id, bytes) else job_id)
+        return [job_id.decode("utf-8") for job_id in swept]
+
+
 def make_queue(settings: Settings) -> Queue:
     url = settings.effective_queue_url
     if url is None:
         raise RuntimeError("no queue URL configured")
     if url.startswith(("redis://", "rediss://", "unix://")):
-        return RedisQueue(make_redis(url), name=settings.queue_name)
+        return SweepSafeRedisQueue(make_redis(url), name=settings.queue_name)
     from saq.queue.postgres import PostgresQueue
 
     return PostgresQueue.from_url(libpq_url(url), name=settings.queue_name, min_size=1, max_size=8)
