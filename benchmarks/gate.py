@@ -61,7 +61,7 @@ def machine() -> dict[str, str]:
         "cache": info.get("cache size", ""),
         "simd": " ".join(f for f in _SIMD_FLAGS if f in flags),
         "cores": str(os.cpu_count() or 0),
-        "python": f"{platform.python_implementation()} {platform.python_version_tuple()[0]}.{platform.python_version_tuple()[1]}",
+        "python": f"{platform.python_implementation()} {'.'.join(platform.python_version_tuple()[:2])}",
     }
 
 
@@ -79,7 +79,9 @@ def ratios(results: dict) -> dict[str, float]:
     return out
 
 
-def compare(current: dict[str, float], baseline: dict[str, float], tolerance: float) -> tuple[bool, list[str]]:
+def compare(
+    current: dict[str, float], baseline: dict[str, float], tolerance: float
+) -> tuple[bool, list[str]]:
     ok = True
     lines = [f"{'benchmark':52} {'baseline':>10} {'now':>10} {'change':>8}"]
     for name in sorted(baseline):
@@ -120,9 +122,13 @@ def widest(machines: dict[str, dict]) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("command", choices=["check", "update", "fingerprint"])
-    parser.add_argument("results", type=Path, nargs="*", help="one or more runs; check uses each benchmark's best run")
+    parser.add_argument(
+        "results", type=Path, nargs="*", help="one or more runs; check uses each benchmark's best run"
+    )
     parser.add_argument("--baseline", type=Path, default=DEFAULT_BASELINE)
     parser.add_argument("--tolerance", type=float, default=0.30)
     parser.add_argument("--unknown-tolerance", type=float, default=1.00)
@@ -143,7 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         # The baseline is the typical run (median), not the luckiest: a best-of-runs baseline would make
         # ordinary runs look like regressions.
         current = {name: statistics.median(r[name] for r in runs if name in r) for name in set().union(*runs)}
-        machines[key] = {"machine": here, "measured": dt.date.today().isoformat(), "ratios": dict(sorted(current.items()))}
+        machines[key] = {
+            "machine": here, "measured": dt.date.today().isoformat(), "ratios": dict(sorted(current.items())),
+        }
         args.baseline.write_text(json.dumps({"machines": machines}, indent=2, sort_keys=True) + "\n")
         print(f"baseline written for machine {key} ({here['cpu']}): {len(current)} ratios -> {args.baseline}")
         return 0

@@ -194,7 +194,8 @@ class SweepSafeRedisQueue(RedisQueue):
         marker = self.namespace(f"dequeuing:{job.id}:{job.attempts}")
         first_seen = await self.redis.get(marker)
         if first_seen is None:
-            await self.redis.set(marker, repr(time.time()), nx=True, ex=int(self.DEQUEUE_GRACE_SECONDS * 4) + 60)
+            expiry = int(self.DEQUEUE_GRACE_SECONDS * 4) + 60
+            await self.redis.set(marker, repr(time.time()), nx=True, ex=expiry)
             return False
         return time.time() - float(first_seen) >= self.DEQUEUE_GRACE_SECONDS
 
@@ -225,7 +226,7 @@ class SweepSafeRedisQueue(RedisQueue):
                     await self.abort(job, error=self.swept_error_message)
                     try:
                         await job.refresh(abort)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         log.info("job_swept_abort_unconfirmed", key=job.key)
                     if job.retryable:
                         await self.retry(job, error=self.swept_error_message)

@@ -28,7 +28,8 @@ async def queue():
 
 async def _take_without_marking(queue) -> None:
     """The first half of a dequeue: what a worker has done just before it marks the job ACTIVE."""
-    moved = await queue.redis.blmove(queue.namespace("queued"), queue.namespace("active"), 0.5, "LEFT", "RIGHT")
+    queued, active = queue.namespace("queued"), queue.namespace("active")
+    moved = await queue.redis.blmove(queued, active, 0.5, "LEFT", "RIGHT")
     assert moved is not None
 
 

@@ -13,13 +13,16 @@ OTHER = json.dumps({"arch": "x86_64", "cpu": "Test CPU B", "cache": "32 MB", "si
 
 
 def _results(path, **ratios):
-    path.write_text(json.dumps({"benchmarks": [{"name": k, "extra_info": {"ratio": v}} for k, v in ratios.items()]}))
+    benchmarks = [{"name": k, "extra_info": {"ratio": v}} for k, v in ratios.items()]
+    path.write_text(json.dumps({"benchmarks": benchmarks}))
     return path
 
 
 def _baseline(path, **per_machine):
-    machines = {fingerprint(json.loads(desc)): {"machine": json.loads(desc), "measured": "2026-11-29", "ratios": r}
-                for desc, r in per_machine.values()}
+    machines = {
+        fingerprint(json.loads(desc)): {"machine": json.loads(desc), "measured": "2026-11-29", "ratios": r}
+        for desc, r in per_machine.values()
+    }
     path.write_text(json.dumps({"machines": machines}))
     return path
 
