@@ -569,3 +569,26 @@ def test_market_fill_price_matches_the_exact_fraction_formula(last, bps, tick, s
         expected = expected if expected > 0 else D(tick)
     got = fill_price_for_market(side, last, bps, D(tick))
     assert (got, str(got)) == (expected, str(expected))
+
+
+@given(side=st.sampled_from(["buy", "sell"]), last=st.decimals("0.01", "100000", places=2),
+       bps=st.integers(0, 500), type_=st.sampled_from(["market", "stop"]))
+def test_match_with_the_callers_market_price_equals_match_without_it(side, last, bps, type_):
+    # Placement prices a market order for its checks, then hands that price to match (market_price).
+    order = view(side=side, type_=type_, stop="0.01" if side == "buy" else "100000", triggered=True)
+    expected = fill_price_for_market(side, last, D(bps), TICK)
+    plain = match(order, last, None, slippage_bps=D(bps), tick_size=TICK, lot_size=LOT, immediate=True)
+    given_price = match(order, last, None, slippage_bps=D(bps), tick_size=TICK, lot_size=LOT, immediate=True,
+                        market_price=expected)
+    assert plain == given_price and plain.fill_price == expected
+
+
+def test_order_view_and_transition_accept_stored_strings_and_reject_unknown_ones():
+    assert OrderView("buy", "limit", "day", D(1), D(0), limit_price=D(1)).tif is TimeInForce.DAY
+    assert transition("accepted", "filled") is S.FILLED and transition(S.NEW, S.ACCEPTED) is S.ACCEPTED
+    with pytest.raises(ValueError):
+        OrderView("hold", "market", "gtc", D(1), D(0))
+    with pytest.raises(ValueError):
+        OrderView("buy", "market", "forever", D(1), D(0))
+    with pytest.raises(ValueError):
+        transition("accepted", "teleported")

@@ -39,6 +39,7 @@ from decimal import Decimal
 from typing import Any
 
 import asyncpg
+import msgspec
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.domain.identity.schemas import Principal
@@ -196,6 +197,19 @@ VIOLATION_SQL = """
 INSERT INTO risk_violations (id, account_id, limit_id, limit_type, limit_value, would_be, phase, detail, created_at)
 VALUES ($1, $2, $3, $4, $5, $6, 'pre_trade', $7::jsonb, now())
 """
+
+
+_encode_json = msgspec.json.Encoder().encode
+_COUNTERS: dict[tuple[Any, ...], Any] = {}
+
+
+def _counter(metric: Any, *labels: str) -> Any:
+    """The labelled child of a Prometheus counter, kept: `labels()` takes a lock and builds a key per call.
+    Children live as long as their parent, so holding them changes nothing that is exported."""
+    child = _COUNTERS.get((metric, *labels))
+    if child is None:
+        child = _COUNTERS[(metric, *labels)] = metric.labels(*labels)
+    return child
 
 
 def _existing_order(values: list[Any]) -> OrderOut:
@@ -396,11 +410,12 @@ async def _execute_and_write(
     book, inst, est_price = plan.book, plan.inst, plan.price
 
     order_id = new_time_ordered_uuid()
-    # The order_events rows, in order (written as one JSON array; absent keys are NULL).
+    # The order_events rows, in order (written as one JSON array; absent keys are NULL). The StrEnum members
+    # go in as they are: msgspec writes their values.
     events: list[dict[str, Any]] = [
-        {"type": EventType.CREATED.value, "status_to": OrderStatus.NEW.value},
-        {"type": EventType.ACCEPTED.value, "status_from": OrderStatus.NEW.value,
-         "status_to": rules.transition(OrderStatus.NEW, OrderStatus.ACCEPTED).value},
+        {"type": EventType.CREATED, "status_to": OrderStatus.NEW},
+        {"type": EventType.ACCEPTED, "status_from": OrderStatus.NEW,
+         "status_to": rules.transition(OrderStatus.NEW, OrderStatus.ACCEPTED)},
     ]
     view = OrderView(data.side, data.type, data.time_in_force, data.quantity, ZERO, data.limit_price, data.stop_price)
     status = OrderStatus.ACCEPTED
@@ -408,10 +423,12 @@ async def _execute_and_write(
     fill_id = fill_qty = fill_price = fill_fee = liquidity = None
     if inst.last_price is not None:
         m = rules.match(view, inst.last_price, None, slippage_bps=inst.slippage_bps, tick_size=inst.tick_size,
-                        lot_size=inst.lot_size, immediate=True)
+                        lot_size=inst.lot_size, immediate=True,
+                        # a market order's estimate is its fill price (_estimated_price, same inputs)
+                        market_price=est_price if data.type == "market" else None)
         triggered = m.triggered and data.type in ("stop", "stop_limit")
         if m.newly_triggered:
-            events.append({"type": EventType.TRIGGERED.value, "status_from": status.value, "status_to": status.value,
+            events.append({"type": EventType.TRIGGERED, "status_from": status, "status_to": status,
                            "data": {"last_price": str(inst.last_price)}})
         if data.time_in_force == "fok" and m.triggered and m.fill_qty != view.remaining:
             m = rules.MatchResult(m.triggered, ZERO, None, None, m.newly_triggered)
@@ -422,16 +439,16 @@ async def _execute_and_write(
             fill_id, fill_qty, fill_price, liquidity = new_time_ordered_uuid(), m.fill_qty, m.fill_price, m.liquidity
             new_status = rules.transition(status, rules.fill_status(view, m.fill_qty))
             events.append({
-                "type": (EventType.FILLED if new_status is OrderStatus.FILLED else EventType.PARTIALLY_FILLED).value,
-                "status_from": status.value, "status_to": new_status.value, "fill_id": str(fill_id),
+                "type": EventType.FILLED if new_status is OrderStatus.FILLED else EventType.PARTIALLY_FILLED,
+                "status_from": status, "status_to": new_status, "fill_id": str(fill_id),
                 "data": {"quantity": str(m.fill_qty), "price": str(m.fill_price), "fee": str(fill_fee),
                          "liquidity": m.liquidity, "realized_pnl": str(realized)},
             })
             status, filled, avg_price, fees = new_status, m.fill_qty, m.fill_price, fill_fee
         if status is not OrderStatus.FILLED and m.triggered and data.time_in_force in ("ioc", "fok"):
             reason = "fok: could not fill entirely at once" if data.time_in_force == "fok" else "ioc: remainder canceled"
-            events.append({"type": EventType.CANCELED.value, "status_from": status.value,
-                           "status_to": rules.transition(status, OrderStatus.CANCELED).value, "reason": reason})
+            events.append({"type": EventType.CANCELED, "status_from": status,
+                           "status_to": rules.transition(status, OrderStatus.CANCELED), "reason": reason})
             status = OrderStatus.CANCELED
     reserved = ZERO
     if status in (OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED) and data.side == "buy":
@@ -447,16 +464,16 @@ async def _execute_and_write(
         order_id, book.id, data.client_order_id, data.symbol, data.side, data.type, data.time_in_force,
         data.quantity, filled, avg_price, data.limit_price, data.stop_price, triggered, status.value,
         reserved, fees, expires_at, now,
-        fill_id, fill_qty, fill_price, fill_fee, liquidity, json.dumps(events),
+        fill_id, fill_qty, fill_price, fill_fee, liquidity, _encode_json(events).decode(),
         position.quantity, position.avg_entry_price, position.realized_pnl, fill_id is not None,
         book.cash, book.reserved_cash, book.realized_pnl, book.fees_paid, book.peak_equity, equity,
         row_version, instrument_version,
     )
     if not applied:
         return LostRace.ACCOUNT if instrument_unchanged else LostRace.INSTRUMENT
-    ORDERS.labels(type=data.type, status=status.value).inc()
+    _counter(ORDERS, data.type, status.value).inc()
     if liquidity is not None:
-        FILLS.labels(liquidity=liquidity).inc()
+        _counter(FILLS, liquidity).inc()
     return OrderOut(
         id=order_id, client_order_id=data.client_order_id, account_id=book.id, symbol=data.symbol, side=data.side,
         type=data.type, quantity=data.quantity, filled_quantity=filled, avg_fill_price=avg_price,

@@ -104,6 +104,13 @@ LIMIT_PRICED_TYPES = frozenset({OrderType.LIMIT, OrderType.STOP_LIMIT})
 # Status machine
 # ---------------------------------------------------------------------------------------------------
 
+# Plain strings (and members, which hash and compare as their values) to members, for the hot paths:
+# a dict look-up instead of EnumType.__call__. An unknown value raises KeyError where the constructor
+# raised ValueError; OrderView turns that into the same ValueError.
+_SIDES = {m.value: m for m in Side}
+_TYPES = {m.value: m for m in OrderType}
+_TIFS = {m.value: m for m in TimeInForce}
+
 _S = OrderStatus
 ALLOWED_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     # `new` is the row inserted before the pre-trade checks finish; a client may cancel it before it is
@@ -134,7 +141,9 @@ def can_transition(current: OrderStatus | str, new: OrderStatus | str) -> bool:
 
 def transition(current: OrderStatus | str, new: OrderStatus | str) -> OrderStatus:
     """Return `new` as an `OrderStatus` if the table allows it, else raise `IllegalTransition`."""
-    cur, nxt = OrderStatus(current), OrderStatus(new)
+    # (members pass through without EnumType.__call__, which costs more than the look-up itself)
+    cur = current if current.__class__ is OrderStatus else OrderStatus(current)
+    nxt = new if new.__class__ is OrderStatus else OrderStatus(new)
     if nxt not in ALLOWED_TRANSITIONS[cur]:
         raise IllegalTransition(cur, nxt)
     return nxt
@@ -243,8 +252,8 @@ def fill_price_for_market(
     The direction of rounding is part of the slippage model: rounding half-even could hand back part of
     the slippage (or all of it for small bps), which a desk would call a free improvement.
     """
-    side = Side(side)
-    bps = Decimal(slippage_bps)
+    side = _SIDES.get(side) or Side(side)
+    bps = slippage_bps if slippage_bps.__class__ is Decimal else Decimal(slippage_bps)
     if not last_price.is_finite() or last_price <= 0:
         raise ValueError(f"last price must be positive, got {last_price}")
     if bps < 0:
@@ -315,9 +324,13 @@ class OrderView:
 
     def __post_init__(self) -> None:
         # Accept the plain strings stored in the database.
-        object.__setattr__(self, "side", Side(self.side))
-        object.__setattr__(self, "type", OrderType(self.type))
-        object.__setattr__(self, "tif", TimeInForce(self.tif))
+        try:
+            object.__setattr__(self, "side", _SIDES[self.side])
+            object.__setattr__(self, "type", _TYPES[self.type])
+            object.__setattr__(self, "tif", _TIFS[self.tif])
+        except (KeyError, TypeError):
+            Side(self.side), OrderType(self.type), TimeInForce(self.tif)  # raises the enum's ValueError
+            raise
         if self.type in LIMIT_PRICED_TYPES and self.limit_price is None:
             raise ValueError(f"{self.type.value} order needs a limit_price")
         if self.type in STOP_TYPES and self.stop_price is None:
@@ -362,6 +375,7 @@ def match(
     tick_size: Decimal,
     lot_size: Decimal,
     immediate: bool,
+    market_price: Decimal | None = None,
 ) -> MatchResult:
     """What `order` does at `last_price`.
 
@@ -374,6 +388,9 @@ def match(
       tick grid, never worse than the limit, taker;
     * resting limit (or stop-limit triggered earlier) touched or crossed by this price: its limit
       price, maker.
+
+    `market_price`, when given, is `fill_price_for_market(order.side, last_price, slippage_bps,
+    tick_size)` already computed by the caller (placement prices a market order for its checks first).
     """
     triggered = is_triggered(order, last_price)
     newly = triggered and order.type in STOP_TYPES and not order.triggered
@@ -386,7 +403,9 @@ def match(
     price: Decimal
     liquidity: Liquidity
     if order.type in (OrderType.MARKET, OrderType.STOP):
-        price, liquidity = fill_price_for_market(order.side, last_price, slippage_bps, tick_size), "taker"
+        if market_price is None:
+            market_price = fill_price_for_market(order.side, last_price, slippage_bps, tick_size)
+        price, liquidity = market_price, "taker"
     else:
         assert order.limit_price is not None
         if not is_marketable(order.side, last_price, order.limit_price):
