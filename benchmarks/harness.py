@@ -90,7 +90,7 @@ class AsgiDriver:
 
 
 def calibration(n: int = 20_000) -> int:
-    """A fixed CPU-bound workload of interpreted bytecode: the yardstick for /health."""
+    """A fixed CPU-bound workload of interpreted bytecode: a yardstick for machine speed (measure_risk)."""
     total = 0
     for i in range(n):
         total = (total * 31 + i) % 1_000_003
