@@ -236,7 +236,7 @@ class SweepSafeRedisQueue(RedisQueue):
                 swept.append(job_id)
                 async with self.redis.pipeline(transaction=True) as pipe:
                     await pipe.lrem(self._active, 0, job_id).zrem(self._incomplete, job_id).execute()
-                log.info("job_swept_missing", job_id=job_id.decode() if isinstance(job_id, bytes) else job_id)
+                log.info("job_swept_missing", job_id=job_id.decode())
         return [job_id.decode("utf-8") for job_id in swept]
 
 
