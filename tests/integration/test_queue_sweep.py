@@ -74,3 +74,10 @@ async def test_a_stuck_active_job_is_still_swept_and_retried(queue):
     await queue.redis.set(stored.id, queue.serialize(stored))
     assert await _sweep(queue) == [job.id]
     assert (await queue.job(job.key)).status == Status.QUEUED
+
+
+async def test_an_id_without_job_data_is_dropped_from_active(queue):
+    ghost = queue.job_id(f"ghost-{uuid.uuid4().hex[:6]}")
+    await queue.redis.rpush(queue.namespace("active"), ghost)
+    assert await _sweep(queue) == [ghost]
+    assert ghost not in await _active_ids(queue)
