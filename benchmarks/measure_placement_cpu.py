@@ -32,6 +32,19 @@ from benchmarks.harness import AsgiDriver
 ORDER_BODY = b'{"symbol":"BENCH","side":"buy","type":"market","quantity":"1"}'
 
 
+async def _drop_redis_keys(namespace: str) -> None:
+    """The app's cache, rate-limit and queue keys of this run (its own prefix and queue name)."""
+    import redis.asyncio as aioredis
+
+    redis = aioredis.from_url(REDIS_URL)
+    try:
+        keys = [key async for key in redis.scan_iter(match=f"*{namespace}*", count=1000)]
+        if keys:
+            await redis.delete(*keys)
+    finally:
+        await redis.aclose()
+
+
 def _seed(db: str, loop: asyncio.AbstractEventLoop) -> tuple[object, uuid.UUID, uuid.UUID]:
     from app.domain.trading import placement
     from app.lib.migrate import upgrade
@@ -50,12 +63,15 @@ def _seed(db: str, loop: asyncio.AbstractEventLoop) -> tuple[object, uuid.UUID, 
     driver.start()
     try:
         admin = {"authorization": f"Bearer {settings.admin_api_key}"}
-        _, body = driver.call("POST", "/api/v1/users", json={"email": f"meas-{run}@example.com"}, headers=admin)
+        email = {"email": f"meas-{run}@example.com"}
+        _, body = driver.call("POST", "/api/v1/users", json=email, headers=admin)
         trader = {"authorization": "Bearer " + msgspec.json.decode(body)["api_key"]}
         for path, payload in (
-            ("/api/v1/exchanges", {"code": "BX", "name": "b", "taker_fee_rate": "0.001", "maker_fee_rate": "0.0005"}),
-            ("/api/v1/instruments", {"symbol": "BENCH", "exchange": "BX", "base_asset": "B", "quote_asset": "USD",
-                                     "tick_size": "0.01", "lot_size": "1", "min_quantity": "1"}),
+            ("/api/v1/exchanges",
+             {"code": "BX", "name": "b", "taker_fee_rate": "0.001", "maker_fee_rate": "0.0005"}),
+            ("/api/v1/instruments",
+             {"symbol": "BENCH", "exchange": "BX", "base_asset": "B", "quote_asset": "USD",
+              "tick_size": "0.01", "lot_size": "1", "min_quantity": "1"}),
             ("/api/v1/instruments/BENCH/price", {"price": "100"}),
         ):
             status, body = driver.call("POST", path, json=payload, headers=admin)
@@ -69,6 +85,7 @@ def _seed(db: str, loop: asyncio.AbstractEventLoop) -> tuple[object, uuid.UUID, 
             assert status == 201, body
     finally:
         driver.stop()
+        loop.run_until_complete(_drop_redis_keys(f"tdmeas-{run}"))
 
     async def lean_row():
         conn = await asyncpg.connect(libpq_url(_url(db)))
@@ -83,7 +100,9 @@ def _seed(db: str, loop: asyncio.AbstractEventLoop) -> tuple[object, uuid.UUID, 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--orders", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--profile", action="store_true")

@@ -20,7 +20,8 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 async def test_async_candle_load_through_a_worker(client, admin_headers):
     symbol = await make_market(client, admin_headers)
-    settings = make_settings(queue_name=f"candles-{uuid.uuid4().hex[:6]}")
+    # Under the run's queue name, so the session's teardown removes its keys with the rest.
+    settings = make_settings(queue_name=f"{make_settings().queue_name}-candles-{uuid.uuid4().hex[:6]}")
     queue = make_queue(settings)
     await queue.connect()
     worker = build_worker(queue, settings, concurrency=2)

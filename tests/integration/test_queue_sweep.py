@@ -17,7 +17,9 @@ from tests.integration.helpers import discard_pending_jobs
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def queue():
-    q = make_queue(make_settings(queue_name=f"tdtest-sweep-{uuid.uuid4().hex[:8]}"))
+    # Under the run's queue name: the session's teardown removes what is left (the dequeuing markers).
+    queue_name = f"{make_settings().queue_name}-sweep-{uuid.uuid4().hex[:8]}"
+    q = make_queue(make_settings(queue_name=queue_name))
     assert isinstance(q, SweepSafeRedisQueue)
     await q.connect()
     yield q

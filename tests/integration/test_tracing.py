@@ -13,7 +13,9 @@ from tests.conftest import make_settings
 
 
 def test_request_job_and_database_share_one_trace():
-    settings = make_settings(queue_name=f"trace-{uuid.uuid4().hex[:6]}")
+    # Under the run's queue name, so the session's teardown removes its keys with the rest.
+    queue_name = f"{make_settings().queue_name}-trace-{uuid.uuid4().hex[:6]}"
+    settings = make_settings(queue_name=queue_name)
     cfg = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(settings).items() if k != "data_dir"}
     script = Path(__file__).with_name("scripts") / "trace_probe.py"
     done = subprocess.run([sys.executable, str(script), json.dumps(cfg)], capture_output=True, text=True, timeout=120,
