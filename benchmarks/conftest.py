@@ -37,6 +37,19 @@ async def _admin(sql: str) -> None:
         await conn.close()
 
 
+async def drop_redis_keys(namespace: str) -> None:
+    """Every key of one run (its Redis prefix and queue name both contain `namespace`)."""
+    import redis.asyncio as aioredis
+
+    redis = aioredis.from_url(REDIS_URL)
+    try:
+        keys = [key async for key in redis.scan_iter(match=f"*{namespace}*", count=1000)]
+        if keys:
+            await redis.delete(*keys)
+    finally:
+        await redis.aclose()
+
+
 @pytest.fixture(scope="session")
 def loop():
     loop = asyncio.new_event_loop()
@@ -80,16 +93,7 @@ def driver(loop, bench_settings):
     finally:
         loop.run_until_complete(_admin(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)'))
 
-        async def clean_redis() -> None:
-            import redis.asyncio as aioredis
-
-            r = aioredis.from_url(REDIS_URL)
-            keys = [k async for k in r.scan_iter(match=f"*tdbench-{RUN}*", count=1000)]
-            if keys:
-                await r.delete(*keys)
-            await r.aclose()
-
-        loop.run_until_complete(clean_redis())
+        loop.run_until_complete(drop_redis_keys(f"tdbench-{RUN}"))
 
 
 class Seed:

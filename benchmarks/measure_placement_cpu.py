@@ -26,23 +26,10 @@ import msgspec
 
 from app.lib.db import _numeric_as_text, async_url, libpq_url
 from app.lib.settings import Settings
-from benchmarks.conftest import REDIS_URL, _admin, _url
+from benchmarks.conftest import REDIS_URL, _admin, _url, drop_redis_keys
 from benchmarks.harness import AsgiDriver
 
 ORDER_BODY = b'{"symbol":"BENCH","side":"buy","type":"market","quantity":"1"}'
-
-
-async def _drop_redis_keys(namespace: str) -> None:
-    """The app's cache, rate-limit and queue keys of this run (its own prefix and queue name)."""
-    import redis.asyncio as aioredis
-
-    redis = aioredis.from_url(REDIS_URL)
-    try:
-        keys = [key async for key in redis.scan_iter(match=f"*{namespace}*", count=1000)]
-        if keys:
-            await redis.delete(*keys)
-    finally:
-        await redis.aclose()
 
 
 def _seed(db: str, loop: asyncio.AbstractEventLoop) -> tuple[object, uuid.UUID, uuid.UUID]:
@@ -85,7 +72,7 @@ def _seed(db: str, loop: asyncio.AbstractEventLoop) -> tuple[object, uuid.UUID, 
             assert status == 201, body
     finally:
         driver.stop()
-        loop.run_until_complete(_drop_redis_keys(f"tdmeas-{run}"))
+        loop.run_until_complete(drop_redis_keys(f"tdmeas-{run}"))
 
     async def lean_row():
         conn = await asyncpg.connect(libpq_url(_url(db)))
