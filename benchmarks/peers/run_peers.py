@@ -7,7 +7,7 @@ Steps: (re)create the database ``td_peers`` on the server of ``--db-url``, migra
 it (benchmarks/peers/seed.py), then for each app start it under granian with identical settings (one
 worker, uvloop, no websockets, a free port on 127.0.0.1), wait for ``/health``, run every scenario with
 `app.lib.loadtest.run_load`, stop it. Prints a markdown table and writes
-``benchmarks/results/peers-<date>.json``.
+``benchmarks/results/peers-<date>-<HHMM>.json``.
 
 Besides req/s and latency, each row reports the server's CPU milliseconds per request (user + system
 time of the granian process tree over the measured phase only). On a shared 2-core box the generator,
@@ -367,7 +367,7 @@ def main(argv: list[str] | None = None) -> None:
         help="place-order spreads clients over this many accounts, one each (1: every client queues on one account's lock)",
     )
     parser.add_argument(
-        "--out", type=Path, default=None, help="JSON path (default benchmarks/results/peers-<date>.json)"
+        "--out", type=Path, default=None, help="JSON path (default benchmarks/results/peers-<UTC date>-<HHMM>.json, never an earlier run's file)"
     )
     args = parser.parse_args(argv)
     unknown = set(args.apps.split(",")) - set(APPS)
@@ -408,7 +408,7 @@ def main(argv: list[str] | None = None) -> None:
     import granian
 
     now = datetime.now(UTC)
-    out = args.out or RESULTS / f"peers-{now:%Y-%m-%d}.json"
+    out = args.out or RESULTS / f"peers-{now:%Y-%m-%d-%H%M}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     document = {
         "created_at": now.isoformat(),
