@@ -132,7 +132,7 @@ class Server:
             return ""
 
 
-def app_env(db_url: str, redis_url: str, run_id: str) -> dict[str, str]:
+def app_env(db_url: str, redis_url: str, run_id: str, pool_size: int = 8) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         DATABASE_URL=db_url,
@@ -148,13 +148,15 @@ def app_env(db_url: str, redis_url: str, run_id: str) -> dict[str, str]:
     )
     for kind in ("READ", "WRITE", "ORDERS", "ANONYMOUS"):
         env[f"RATE_LIMIT_{kind}_PER_MINUTE"] = "100000000"
-    # Same pool and key memo for every app (the peers read these names too): 20 connections, all kept
-    # open. (SQLAlchemy closes overflow connections when they are returned; with 10 + 10 our placement
-    # and the FastAPI peer reconnected ~45 times a second under 32 clients, the asyncpg floor never.)
-    env.setdefault("DB_POOL_SIZE", "20")
+    # Same pool and key memo for every app (the peers read these names too): `pool_size` connections,
+    # all kept open. (SQLAlchemy closes overflow connections when they are returned; with 10 + 10 our
+    # placement and the FastAPI peer reconnected ~45 times a second under 32 clients, the floor never.)
+    # Ours places orders and lists them on its own asyncpg pool (app/lib/db.py: create_order_pool), the
+    # same size. The default, 8, is the app's own default: with 20 busy connections on a 2-core box
+    # PostgreSQL spent 0.35-0.47 ms of CPU per placement, with 6-12 0.27-0.36 ms (docs/BENCHMARKS.md).
+    env.setdefault("DB_POOL_SIZE", str(pool_size))
     env.setdefault("DB_MAX_OVERFLOW", "0")
-    # Ours places orders on its own asyncpg pool (app/lib/db.py: create_order_pool); the same 20 there.
-    env.setdefault("DB_ORDER_POOL_SIZE", "20")
+    env.setdefault("DB_ORDER_POOL_SIZE", str(pool_size))
     env.setdefault("API_KEY_CACHE_SECONDS", "1.0")
     return env
 
@@ -310,7 +312,7 @@ async def run_all(
     apps = args.apps.split(",")
     scenarios = args.scenarios.split(",")
     run_id = uuid.uuid4().hex[:8]
-    env = app_env(db_url, args.redis_url, run_id)
+    env = app_env(db_url, args.redis_url, run_id, args.pool_size)
     runs: dict[str, list] = {app: [] for app in apps}
     drift = {app: {"quantity": Decimal(0), "cash": Decimal(0)} for app in apps}
     with tempfile.TemporaryDirectory(prefix="td-peers-") as tmp:
@@ -318,6 +320,9 @@ async def run_all(
             print(f"round {round_no}/{args.rounds}", flush=True)
             for app in apps:
                 before = await ledger_drift(db_url, fixture)
+                # Every app starts from a fresh checkpoint: a timed one (every checkpoint_timeout, 5 min
+                # by default) would otherwise land inside some app's measured phase and not another's.
+                await checkpoint(db_url)
                 server = Server(app, APPS[app], env, Path(tmp))
                 server.start()
                 try:
@@ -339,6 +344,16 @@ async def run_all(
                         flush=True,
                     )
     return runs, {app: {k: _dec(v) for k, v in d.items()} for app, d in drift.items()}
+
+
+async def checkpoint(db_url: str) -> None:
+    conn = await asyncpg.connect(plain_url(db_url))
+    try:
+        await conn.execute("CHECKPOINT")
+    except asyncpg.InsufficientPrivilegeError:  # CHECKPOINT needs a superuser (or pg_checkpoint on 15+)
+        print("  (no CHECKPOINT privilege: a timed checkpoint may land inside a measured phase)", flush=True)
+    finally:
+        await conn.close()
 
 
 def _dec(value: Decimal) -> str:
@@ -365,6 +380,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--accounts", type=int, default=1,
         help="place-order spreads clients over this many accounts, one each (1: every client queues on one account's lock)",
+    )
+    parser.add_argument(
+        "--pool-size", type=int, default=8,
+        help="database connections per app (ours: the order pool), the same for every app",
     )
     parser.add_argument(
         "--out", type=Path, default=None, help="JSON path (default benchmarks/results/peers-<UTC date>-<HHMM>.json, never an earlier run's file)"
@@ -420,6 +439,7 @@ def main(argv: list[str] | None = None) -> None:
             "orders_seeded": fixture["orders"],
             "accounts": len(fixture["account_ids"]),
             "server": "granian --interface asgi --workers 1 --loop uvloop --no-ws",
+            "pool_size": args.pool_size,
             "load_client": "app.lib.loadtest raw HTTP/1.1 keep-alive",
         },
         "machine": {
