@@ -368,6 +368,31 @@ def _summarise(latencies_ns: Any, statuses: Any, exceptions: Counter[str] | None
     }
 
 
+def cpu_seconds_by_command(prefix: str) -> dict[int, float]:
+    """user + system CPU seconds of every process whose command name starts with `prefix`, by pid (Linux
+    /proc; empty elsewhere). For PostgreSQL on the same host: its backends are separate processes, not
+    children of the app, so what the database spends per request is read this way."""
+    import os
+
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    found: dict[int, float] = {}
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            raw = entry.read_text()
+        except OSError:
+            continue
+        if raw[raw.index("(") + 1 : raw.rindex(")")].startswith(prefix):
+            fields = raw[raw.rindex(")") + 2 :].split()
+            found[int(entry.parent.name)] = (int(fields[11]) + int(fields[12])) / tick
+    return found
+
+
+def cpu_seconds_between(start: dict[int, float], end: dict[int, float]) -> float:
+    """CPU spent between two `cpu_seconds_by_command` readings (a process born in between counts whole;
+    one that exited in between is lost, which is why pools that keep connections open are measured)."""
+    return sum(seconds - start.get(pid, 0.0) for pid, seconds in end.items())
+
+
 def process_tree_cpu_seconds(root: int) -> float:
     """user + system CPU seconds of process `root` and all its descendants (Linux /proc; 0.0 elsewhere)."""
     import os

@@ -12,7 +12,9 @@ worker, uvloop, no websockets, a free port on 127.0.0.1), wait for ``/health``, 
 Besides req/s and latency, each row reports the server's CPU milliseconds per request (user + system
 time of the granian process tree over the measured phase only). On a shared 2-core box the generator,
 PostgreSQL and anything else running compete for the same cores, so req/s moves with the neighbours;
-CPU per request is the steadier measure of what the framework itself costs.
+CPU per request is the steadier measure of what the framework itself costs. When PostgreSQL runs on
+the same host, each row also reports its backends' CPU per request (every ``postgres`` process, read
+from /proc): how much database work an app's statements cause.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from app.lib.loadtest import process_tree_cpu_seconds, run_load
+from app.lib.loadtest import cpu_seconds_between, cpu_seconds_by_command, process_tree_cpu_seconds, run_load
 from benchmarks.peers.seed import plain_url, seed
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -167,10 +169,12 @@ async def bench_app(
     results = []
     headers = {"Authorization": f"Bearer {fixture['api_key']}"}
     for scenario in scenarios:
-        cpu: dict[str, float] = {}
+        cpu: dict[str, Any] = {}
 
-        def on_measure(starting: bool, cpu: dict[str, float] = cpu) -> None:
-            cpu["start" if starting else "end"] = server.cpu_seconds()
+        def on_measure(starting: bool, cpu: dict[str, Any] = cpu) -> None:
+            phase = "start" if starting else "end"
+            cpu[phase] = server.cpu_seconds()
+            cpu[f"db_{phase}"] = cpu_seconds_by_command("postgres")  # the backends, when PostgreSQL is local
 
         try:
             report = await run_load(
@@ -196,6 +200,10 @@ async def bench_app(
         if report.get("requests") and "end" in cpu:
             report["server_cpu_s"] = cpu["end"] - cpu["start"]
             report["server_cpu_ms_per_req"] = 1000 * report["server_cpu_s"] / report["requests"]
+            db_cpu = cpu_seconds_between(cpu["db_start"], cpu["db_end"])
+            if db_cpu > 0:
+                report["db_cpu_s"] = db_cpu
+                report["db_cpu_ms_per_req"] = 1000 * db_cpu / report["requests"]
         report["app"] = server.name
         results.append(report)
         lat = report.get("latency_ms", {})
@@ -231,8 +239,8 @@ def markdown(
     drifted: frozenset[str] = frozenset(),
 ) -> str:
     out = [
-        "| scenario | app | req/s | p50 ms | p99 ms | server CPU ms/req | errors |",
-        "|---|---|---:|---:|---:|---:|---|",
+        "| scenario | app | req/s | p50 ms | p99 ms | server CPU ms/req | db CPU ms/req | errors |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
     ]
     for scenario in scenarios:
         for app in apps:
@@ -244,7 +252,7 @@ def markdown(
             out.append(
                 f"| {scenario} | {app} | {r.get('rps', 0.0):,.0f} | {_fmt(lat.get('p50'))} "
                 f"| {_fmt(lat.get('p99'))} "
-                f"| {_fmt(cpu, 3)} | {_errors(r)} |"
+                f"| {_fmt(cpu, 3)} | {_fmt(r.get('db_cpu_ms_per_req'), 3)} | {_errors(r)} |"
             )
     if "ours" in apps:
         out += [

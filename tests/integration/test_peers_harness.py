@@ -2,6 +2,7 @@
 CHECKPOINT (a timed one would otherwise land in some app's measured phase and not another's)."""
 
 import asyncpg
+import pytest
 
 from app.lib.db import libpq_url
 from benchmarks.peers.run_peers import app_env, checkpoint
@@ -23,3 +24,20 @@ async def test_checkpoint_writes_a_new_checkpoint(database_url):
     finally:
         await conn.close()
     assert after > before  # a forced CHECKPOINT always writes a checkpoint record
+
+
+async def test_database_cpu_is_read_from_the_postgres_processes(database_url):
+    from app.lib.loadtest import cpu_seconds_between, cpu_seconds_by_command
+
+    start = cpu_seconds_by_command("postgres")
+    if not start:
+        pytest.skip("PostgreSQL does not run on this host (DATABASE_URL points elsewhere)")
+    conn = await asyncpg.connect(libpq_url(database_url))
+    try:  # ~0.3 s of CPU in this backend (the clock ticks at 10 ms), read while the backend still exists
+        await conn.execute("SET max_parallel_workers_per_gather = 0")
+        await conn.execute("SELECT count(*) FROM generate_series(1, 3000000)")
+        spent = cpu_seconds_between(start, cpu_seconds_by_command("postgres"))
+    finally:
+        await conn.close()
+    assert spent >= 0.1
+    assert cpu_seconds_between({1: 5.0}, {1: 7.5, 2: 1.0}) == 3.5  # a process born in between counts whole
