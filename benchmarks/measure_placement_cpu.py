@@ -20,6 +20,7 @@ import statistics
 import time
 import uuid
 from dataclasses import replace
+from decimal import Decimal
 
 import asyncpg
 import msgspec
@@ -107,11 +108,20 @@ def main() -> None:
     finally:
         loop.run_until_complete(_admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
 
+    # What WRITE_SQL returns when it applies: the account and position as stored (the seeded values will
+    # do: only the shape matters here) and the account row's new version.
+    written = {
+        "applied": 1, "instrument_unchanged": True, "account_version": row["row_version"],
+        **{k: row[k] for k in ("cash", "reserved_cash", "realized_pnl", "fees_paid", "peak_equity")},
+        "position_quantity": Decimal(5), "position_avg_entry_price": Decimal(100), "position_realized_pnl": Decimal(0),
+    }
+
     class StandIn:
-        """Answers the lean read with the seeded row and the write with (applied, instrument unchanged)."""
+        """Answers the lean read with the seeded row and the write with `written`. From the second order on,
+        placement decides on the state the previous write left (no read), as for a bot on a real server."""
 
         async def fetchrow(self, sql: str, *params: object) -> object:
-            return row if sql is placement.LEAN_READ_SQL else (1, True)
+            return row if sql is placement.LEAN_READ_SQL else written
 
     conn = StandIn()
     principal = Principal(user_id=owner, role="trader", key_id=uuid.uuid4(), email="meas@example.com")

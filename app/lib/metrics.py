@@ -11,6 +11,12 @@ PLACEMENT_RETRIES = Counter(
     "Placements whose optimistic write lost a race and were decided again under row locks, by changed row",
     ["changed"],
 )
+PLACEMENT_SNAPSHOTS = Counter(
+    "tradedesk_placement_snapshots_total",
+    "Placements tried on the state the account's previous order left (one round trip), by outcome: used, "
+    "stale (a row changed: read and decided again), rejected or client_order_id_used (decided on a fresh read)",
+    ["result"],
+)
 RISK_REJECTIONS = Counter("tradedesk_risk_rejections_total", "Pre-trade risk rejections", ["limit_type"])
 BACKTESTS = Counter("tradedesk_backtests_total", "Backtests finished by status", ["status"])
 BACKTEST_SECONDS = Histogram("tradedesk_backtest_seconds", "Backtest run duration")

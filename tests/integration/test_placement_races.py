@@ -222,10 +222,12 @@ async def test_accounts_without_limits_take_the_lean_read_and_limits_are_still_f
     resp = await client.post(f"/api/v1/accounts/{acct}/orders", headers=h, json={
         "symbol": sym, "side": "buy", "type": "market", "quantity": "5", "time_in_force": "gtc"})
     assert resp.status_code == 422 and resp.json()["limit_type"] == "max_position_quantity", resp.text
-    assert reads == [False, True] and placement._hinted(placement._LIMITED, account_id)
+    # First on the state the previous order left (no limits then): its write finds the account row changed
+    # by the new limit and writes nothing; then the lean read, which finds the limit; then the full book.
+    assert reads == [False, False, True] and placement._hinted(placement._LIMITED, account_id)
     # Hinted: the next order reads the full book at once (one read, no lean one first).
     await place(client, h, acct, symbol=sym, side="buy", type="market", quantity="2")
-    assert reads == [False, True, True]
+    assert reads == [False, False, True, True]
 
     # Long-only sells on the lean read still count open sell orders against the position.
     placement._LIMITED[account_id] = 0.0  # expired

@@ -64,9 +64,9 @@ from app.domain.trading.services import (
     next_session_close,
 )
 from app.lib.db import raw_connection, utcnow
-from app.lib.errors import conflict, invalid, not_found
+from app.lib.errors import ApiError, conflict, invalid, not_found
 from app.lib.ids import new_time_ordered_uuid
-from app.lib.metrics import FILLS, ORDERS, PLACEMENT_RETRIES, RISK_REJECTIONS
+from app.lib.metrics import FILLS, ORDERS, PLACEMENT_RETRIES, PLACEMENT_SNAPSHOTS, RISK_REJECTIONS
 
 # The instrument columns of READ_SQL, in InstrumentInfo's order.
 _INSTRUMENT_FIELDS = (
@@ -118,7 +118,7 @@ BOOK_SQL = (
 READ_SQL = BOOK_SQL.replace("a.id,", "inst.*, a.id,", 1).replace(
     "FROM accounts a\n",
     f"""FROM accounts a
-      LEFT JOIN (SELECT {INSTRUMENT_COLUMNS}, i.xmin::text AS instrument_version
+      LEFT JOIN (SELECT {INSTRUMENT_COLUMNS}, i.xmin::text AS instrument_version, e.xmin::text AS exchange_version
                    FROM instruments i JOIN exchanges e ON e.code = i.exchange_code
                   WHERE i.symbol = $3::text) inst ON true
 """,
@@ -141,7 +141,7 @@ SELECT {_EXISTING_ORDER_SQL} AS existing_order,
        CASE WHEN $2::text = 'sell' THEN {OPEN_SELLS_SQL.replace(":symbol", "$3::text")} END AS open_sell_quantity,
        EXISTS (SELECT 1 FROM risk_limits r WHERE r.account_id = a.id AND r.enabled) AS has_limits
   FROM accounts a
-  LEFT JOIN (SELECT {INSTRUMENT_COLUMNS}, i.xmin::text AS instrument_version
+  LEFT JOIN (SELECT {INSTRUMENT_COLUMNS}, i.xmin::text AS instrument_version, e.xmin::text AS exchange_version
                FROM instruments i JOIN exchanges e ON e.code = i.exchange_code
               WHERE i.symbol = $3::text) inst ON true
  WHERE a.id = $1::uuid
@@ -149,21 +149,26 @@ SELECT {_EXISTING_ORDER_SQL} AS existing_order,
 
 # One statement, committed on its own. `inst` takes the instrument FOR KEY SHARE (the lock a price
 # update's FOR UPDATE waits for) only if its row is the version the decision used (no new price, halt,
-# tick or lot change since); `account` updates the account only if its row is the version that was read.
+# tick or lot change since) and so is its exchange's row (fees, slippage, session); `account` updates
+# the account only if its row is the version that was read.
 # Everything else is written FROM `account`, so a lost race writes nothing and returns 0. The locked
-# path passes no instrument version: it holds the instrument's lock since before its read. The order's
+# path passes no versions of the instrument and exchange: it holds the instrument's lock since before its
+# read. The statement returns what it stored in the account and the position, with the account row's new
+# version: the state an account's next order may be decided on without a read (_Snapshot). The order's
 # events arrive as one JSON array ($24): six parallel arrays cost asyncpg an ABC isinstance check per
 # element and PostgreSQL six array inputs per order.
 WRITE_SQL = """
 WITH inst AS (
-  SELECT 1 FROM instruments
-   WHERE symbol = $4 AND ($36::text IS NULL OR xmin = $36::text::xid)
-   FOR KEY SHARE
+  SELECT 1 FROM instruments i
+   WHERE i.symbol = $4 AND ($36::text IS NULL OR i.xmin = $36::text::xid)
+     AND ($37::text IS NULL
+          OR EXISTS (SELECT 1 FROM exchanges e WHERE e.code = i.exchange_code AND e.xmin = $37::text::xid))
+   FOR KEY SHARE OF i
 ), account AS (
   UPDATE accounts SET cash = $29, reserved_cash = $30, realized_pnl = $31, fees_paid = $32,
                       peak_equity = $33, updated_at = $18
    WHERE id = $2 AND xmin = $35::text::xid AND EXISTS (SELECT 1 FROM inst)
-  RETURNING id
+  RETURNING id, xmin::text AS version, cash, reserved_cash, realized_pnl, fees_paid, peak_equity
 ), new_order AS (
   INSERT INTO orders (id, account_id, client_order_id, symbol, side, type, time_in_force, quantity,
                       filled_quantity, avg_fill_price, limit_price, stop_price, triggered, status,
@@ -186,11 +191,16 @@ WITH inst AS (
   ON CONFLICT (account_id, symbol) DO UPDATE
      SET quantity = EXCLUDED.quantity, avg_entry_price = EXCLUDED.avg_entry_price,
          realized_pnl = EXCLUDED.realized_pnl, updated_at = EXCLUDED.updated_at
+  RETURNING quantity, avg_entry_price, realized_pnl
 ), snapshot AS (
   INSERT INTO equity_snapshots (account_id, ts, equity, cash) SELECT account.id, $18, $34, $29 FROM account
    WHERE $28::boolean
 )
-SELECT (SELECT count(*) FROM account) AS applied, EXISTS (SELECT 1 FROM inst) AS instrument_unchanged
+SELECT (SELECT count(*) FROM account) AS applied, EXISTS (SELECT 1 FROM inst) AS instrument_unchanged,
+       a.version AS account_version, a.cash, a.reserved_cash, a.realized_pnl, a.fees_paid, a.peak_equity,
+       p.quantity AS position_quantity, p.avg_entry_price AS position_avg_entry_price,
+       p.realized_pnl AS position_realized_pnl
+  FROM (SELECT 1) AS one LEFT JOIN account a ON true LEFT JOIN position p ON true
 """
 
 VIOLATION_SQL = """
@@ -253,6 +263,11 @@ async def place_order(
     apg = await raw_connection(conn)
     if not dry_run and _contended(account_id):
         return await _place_locked(apg, principal, account_id, data)
+    snapshot = None if dry_run else _SNAPSHOTS.pop(account_id, None)
+    if snapshot is not None and snapshot.fits(data):
+        placed = await _place_on_snapshot(apg, principal, data, snapshot)
+        if placed is not None:
+            return placed, True
     full = _hinted(_LIMITED, account_id)
     if full:
         row = await apg.fetchrow(READ_SQL, account_id, True, data.symbol, data.client_order_id)
@@ -270,7 +285,10 @@ async def place_order(
         raise _rejected(outcome)
     if not isinstance(outcome, _Plan):
         return outcome
-    order = await _execute_and_write(apg, outcome, data, utcnow(), row["row_version"], row["instrument_version"])
+    order = await _execute_and_write(
+        apg, outcome, data, utcnow(), row["row_version"], row["instrument_version"], row["exchange_version"],
+        remember=None if full else row,
+    )
     if isinstance(order, LostRace):
         # Another writer changed the account (or the instrument: a price, a halt) between the read and the
         # write: nothing was written. Decide again under locks, where no race is possible.
@@ -322,6 +340,99 @@ def _hinted(hints: dict[uuid.UUID, float], account_id: uuid.UUID) -> bool:
     return False
 
 
+# The state an account's last optimistic write left behind, per process: its next order is decided on it
+# and written directly, one round trip instead of two. Sound for the same reason the optimistic path is:
+# the write applies only if the account row, the instrument row and the exchange row are still the
+# versions the decision used, and everything the decision reads is on those rows or changes them
+# (fills, placements, cash releases, trading-state and risk-limit changes all update the account row;
+# prices, halts, tick and lot changes the instrument row; fees and sessions the exchange row). What no
+# version covers is left out, so such accounts read as before:
+# - other instruments' prices (equity): only accounts with no open position in another symbol are kept;
+# - the order counts and limits that risk checks read: only accounts without enabled limits (lean read);
+# - the open sell quantity of a long-only account, which a cancel lowers without touching the account
+#   row: a stale value can only be too high, so it can only reject, and every rejection (any 4xx) is
+#   decided again on a fresh read. Likewise a client_order_id already used (the write hits the unique
+#   index and writes nothing): the fresh read answers with the replay or the 409.
+# A write that finds a version changed writes nothing; the order then goes the usual way (read, decide,
+# write). An entry is used once (popped) and replaced by the write it made. Bounded; only a hint.
+SNAPSHOT_LIMIT = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    symbol: str
+    row: dict[str, Any]  # what LEAN_READ_SQL would return now for an order in `symbol`
+
+    def fits(self, data: OrderCreate) -> bool:
+        return data.symbol == self.symbol and (data.side == "buy" or self.row["open_sell_quantity"] is not None)
+
+
+_SNAPSHOTS: dict[uuid.UUID, _Snapshot] = {}
+
+
+def _remember(
+    read: Any, data: OrderCreate, written: Any, status: OrderStatus, filled: Decimal, last_price: Decimal | None
+) -> None:
+    """Keep what a lean read would now return for `data.symbol`, built from the read the decision used and
+    what the write stored (returned by WRITE_SQL, so every number is as PostgreSQL keeps it)."""
+    positions = read["positions"]
+    if isinstance(positions, str):
+        positions = msgspec.json.decode(positions)
+    kept = []
+    for entry in positions:
+        if entry[0] != data.symbol:
+            if Decimal(entry[1]) != 0:
+                return  # its equity moves with another instrument's price, which no version here covers
+            kept.append(entry)
+        elif written["position_quantity"] is None:
+            kept.append(entry)  # no fill: the position (and its instrument's price) is as read
+    if written["position_quantity"] is not None:
+        kept.append((data.symbol, written["position_quantity"], written["position_avg_entry_price"],
+                     written["position_realized_pnl"], last_price))
+    open_sells = read["open_sell_quantity"]
+    if open_sells is not None and data.side == "sell" and status in _OPEN_STATUSES:
+        open_sells = str(Decimal(open_sells) + data.quantity - filled)
+    row = dict(read.items())
+    row.update(
+        existing_order=None, row_version=written["account_version"], positions=kept, open_sell_quantity=open_sells,
+        cash=written["cash"], reserved_cash=written["reserved_cash"], realized_pnl=written["realized_pnl"],
+        fees_paid=written["fees_paid"], peak_equity=written["peak_equity"],
+    )
+    if len(_SNAPSHOTS) >= SNAPSHOT_LIMIT:
+        del _SNAPSHOTS[next(iter(_SNAPSHOTS))]  # the oldest entry
+    _SNAPSHOTS[row["id"]] = _Snapshot(data.symbol, row)
+
+
+_OPEN_STATUSES = frozenset({OrderStatus.NEW, OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED})
+
+
+async def _place_on_snapshot(apg: Any, principal: Principal, data: OrderCreate, snapshot: _Snapshot) -> OrderOut | None:
+    """Decide on the kept state and write if it is still current; None: decide again on a fresh read."""
+    row = snapshot.row
+    inst = InstrumentInfo(*[row[name] for name in _INSTRUMENT_FIELDS])
+    try:
+        outcome = await _decide(apg, principal, data, row, inst, False, False)
+    except ApiError:
+        _counter(PLACEMENT_SNAPSHOTS, "rejected").inc()  # a rejection must rest on current state
+        return None
+    assert isinstance(outcome, _Plan)  # no replay (no existing order kept), no breach (no limits)
+    try:
+        order = await _execute_and_write(
+            apg, outcome, data, utcnow(), row["row_version"], row["instrument_version"], row["exchange_version"],
+            remember=row,
+        )
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name != "uq_orders_account_id_client_order_id":
+            raise
+        _counter(PLACEMENT_SNAPSHOTS, "client_order_id_used").inc()
+        return None
+    if isinstance(order, LostRace):
+        _counter(PLACEMENT_SNAPSHOTS, "stale").inc()
+        return None
+    _counter(PLACEMENT_SNAPSHOTS, "used").inc()
+    return order
+
+
 async def _place_locked(
     apg: Any, principal: Principal, account_id: uuid.UUID, data: OrderCreate
 ) -> tuple[OrderOut | ValidateOut, bool]:
@@ -340,7 +451,7 @@ async def _place_locked(
         if not isinstance(outcome, _Plan):
             await tr.rollback()
             return outcome
-        order = await _execute_and_write(apg, outcome, data, utcnow(), row["row_version"], None)
+        order = await _execute_and_write(apg, outcome, data, utcnow(), row["row_version"], None, None)
         if isinstance(order, LostRace):  # cannot happen with both rows locked; never report a lost write
             raise RuntimeError("locked order write applied to no account row")
         await tr.commit()
@@ -404,9 +515,11 @@ def _rejected(breach: risk_checks.Breach) -> Exception:
 
 
 async def _execute_and_write(
-    apg: Any, plan: _Plan, data: OrderCreate, now: datetime, row_version: str, instrument_version: str | None
+    apg: Any, plan: _Plan, data: OrderCreate, now: datetime, row_version: str, instrument_version: str | None,
+    exchange_version: str | None, *, remember: Any = None,
 ) -> OrderOut | LostRace:
-    """Execute the order against the last price and write everything, or say which row changed."""
+    """Execute the order against the last price and write everything, or say which row changed. With
+    `remember` (the lean read the decision used), keep the state written for the account's next order."""
     book, inst, est_price = plan.book, plan.inst, plan.price
 
     order_id = new_time_ordered_uuid()
@@ -459,7 +572,7 @@ async def _execute_and_write(
     equity = book.equity
     if fill_id is not None and equity > book.peak_equity:
         book.peak_equity = equity
-    applied, instrument_unchanged = await apg.fetchrow(
+    written = await apg.fetchrow(
         WRITE_SQL,
         order_id, book.id, data.client_order_id, data.symbol, data.side, data.type, data.time_in_force,
         data.quantity, filled, avg_price, data.limit_price, data.stop_price, triggered, status.value,
@@ -467,10 +580,12 @@ async def _execute_and_write(
         fill_id, fill_qty, fill_price, fill_fee, liquidity, _encode_json(events).decode(),
         position.quantity, position.avg_entry_price, position.realized_pnl, fill_id is not None,
         book.cash, book.reserved_cash, book.realized_pnl, book.fees_paid, book.peak_equity, equity,
-        row_version, instrument_version,
+        row_version, instrument_version, exchange_version,
     )
-    if not applied:
-        return LostRace.ACCOUNT if instrument_unchanged else LostRace.INSTRUMENT
+    if not written["applied"]:
+        return LostRace.ACCOUNT if written["instrument_unchanged"] else LostRace.INSTRUMENT
+    if remember is not None:
+        _remember(remember, data, written, status, filled, inst.last_price)
     _counter(ORDERS, data.type, status.value).inc()
     if liquidity is not None:
         _counter(FILLS, liquidity).inc()
