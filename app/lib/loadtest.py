@@ -368,23 +368,31 @@ def _summarise(latencies_ns: Any, statuses: Any, exceptions: Counter[str] | None
     }
 
 
-def cpu_seconds_by_command(prefix: str) -> dict[int, float]:
-    """user + system CPU seconds of every process whose command name starts with `prefix`, by pid (Linux
-    /proc; empty elsewhere). For PostgreSQL on the same host: its backends are separate processes, not
-    children of the app, so what the database spends per request is read this way."""
+def _processes() -> list[tuple[int, int, str, float]]:
+    """(pid, parent pid, command name, user + system CPU seconds) of every process (Linux /proc; empty
+    elsewhere)."""
     import os
 
     tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-    found: dict[int, float] = {}
+    found = []
     for entry in Path("/proc").glob("[0-9]*/stat"):
         try:
             raw = entry.read_text()
-        except OSError:
+        except OSError:  # exited meanwhile
             continue
-        if raw[raw.index("(") + 1 : raw.rindex(")")].startswith(prefix):
-            fields = raw[raw.rindex(")") + 2 :].split()
-            found[int(entry.parent.name)] = (int(fields[11]) + int(fields[12])) / tick
+        # The command name may contain spaces and parentheses: split after the last ")".
+        name_end = raw.rindex(")")
+        fields = raw[name_end + 2 :].split()
+        found.append((int(entry.parent.name), int(fields[1]), raw[raw.index("(") + 1 : name_end],
+                      (int(fields[11]) + int(fields[12])) / tick))
     return found
+
+
+def cpu_seconds_by_command(prefix: str) -> dict[int, float]:
+    """CPU seconds of every process whose command name starts with `prefix`, by pid. For PostgreSQL on
+    the same host: its backends are separate processes, not children of the app, so what the database
+    spends per request is read this way."""
+    return {pid: cpu for pid, _, name, cpu in _processes() if name.startswith(prefix)}
 
 
 def cpu_seconds_between(start: dict[int, float], end: dict[int, float]) -> float:
@@ -394,28 +402,18 @@ def cpu_seconds_between(start: dict[int, float], end: dict[int, float]) -> float
 
 
 def process_tree_cpu_seconds(root: int) -> float:
-    """user + system CPU seconds of process `root` and all its descendants (Linux /proc; 0.0 elsewhere)."""
-    import os
-
-    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    """CPU seconds of process `root` and all its descendants."""
     children: dict[int, list[int]] = {}
-    stats: dict[int, int] = {}
-    for entry in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            raw = entry.read_text()
-        except OSError:
-            continue
-        # The command name may contain spaces and parentheses: split after the last ")".
-        fields = raw[raw.rindex(")") + 2 :].split()
-        pid = int(entry.parent.name)
-        children.setdefault(int(fields[1]), []).append(pid)
-        stats[pid] = int(fields[11]) + int(fields[12])
-    total, todo = 0, [root]
+    cpu: dict[int, float] = {}
+    for pid, parent, _, seconds in _processes():
+        children.setdefault(parent, []).append(pid)
+        cpu[pid] = seconds
+    total, todo = 0.0, [root]
     while todo:
         pid = todo.pop()
-        total += stats.get(pid, 0)
+        total += cpu.get(pid, 0.0)
         todo.extend(children.get(pid, ()))
-    return total / tick
+    return total
 
 
 async def run_load(

@@ -41,3 +41,29 @@ async def test_database_cpu_is_read_from_the_postgres_processes(database_url):
         await conn.close()
     assert spent >= 0.1
     assert cpu_seconds_between({1: 5.0}, {1: 7.5, 2: 1.0}) == 3.5  # a process born in between counts whole
+
+
+BURN_THEN_WAIT = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\ntime.sleep(30)"
+
+
+def test_a_process_tree_counts_its_children():
+    """The API server's CPU is its process tree's (granian's workers are children of its main process)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from app.lib.loadtest import _processes, process_tree_cpu_seconds
+
+    shell = subprocess.Popen(["sh", "-c", f"{sys.executable} -c '{BURN_THEN_WAIT}'; true"],  # the child burns 0.3 s
+                             start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while process_tree_cpu_seconds(shell.pid) < 0.25 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        shell_alone = next(cpu for pid, _, _, cpu in _processes() if pid == shell.pid)
+        assert process_tree_cpu_seconds(shell.pid) >= 0.25 > shell_alone
+    finally:
+        os.killpg(shell.pid, signal.SIGKILL)
+        shell.wait()
