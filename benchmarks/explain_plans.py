@@ -593,12 +593,13 @@ async def collect(url: str) -> tuple[list[Explained], dict[str, Any]]:
             Decimal("110.01"),
             Decimal("0.11001"),
             "taker",
-            ["created", "accepted", "filled"],
-            [None, "new", "accepted"],
-            ["new", "accepted", "filled"],
-            [None, None, None],
-            [None, None, fill_id],
-            [None, None, ev_data],
+            # the order's events, one JSON array (as placement sends them)
+            json.dumps([
+                {"type": "created", "status_to": "new"},
+                {"type": "accepted", "status_from": "new", "status_to": "accepted"},
+                {"type": "filled", "status_from": "accepted", "status_to": "filled", "fill_id": str(fill_id),
+                 "data": json.loads(ev_data)},
+            ]),
             Decimal(31),
             Decimal("110.0003"),
             Decimal(0),
@@ -609,9 +610,13 @@ async def collect(url: str) -> tuple[list[Explained], dict[str, Any]]:
             Decimal("0.11001"),
             Decimal(1010000),
             Decimal("1009000"),
-            # the row version and the price the decision was taken on: current, so the write applies
+            # the row versions the decision was taken on (account, instrument, exchange): current, so the
+            # write applies
             await conn.fetchval("SELECT xmin::text FROM accounts WHERE id = $1", hot),
             await conn.fetchval("SELECT xmin::text FROM instruments WHERE symbol = 'S01'"),
+            await conn.fetchval(
+                "SELECT e.xmin::text FROM exchanges e JOIN instruments i ON i.exchange_code = e.code WHERE i.symbol = 'S01'"
+            ),
         ]
         out.append(
             await explain(
@@ -621,7 +626,7 @@ async def collect(url: str) -> tuple[list[Explained], dict[str, Any]]:
                 write_args,
                 sizes,
                 rollback=True,
-                show=[1, 3, 4, 5, 13, 29, 32],
+                show=[1, 3, 4, 5, 13, 24, 28],
             )
         )
 

@@ -159,10 +159,9 @@ SELECT {_EXISTING_ORDER_SQL} AS existing_order,
 # element and PostgreSQL six array inputs per order.
 WRITE_SQL = """
 WITH inst AS (
-  SELECT 1 FROM instruments i
+  SELECT 1 FROM instruments i JOIN exchanges e ON e.code = i.exchange_code
    WHERE i.symbol = $4 AND ($36::text IS NULL OR i.xmin = $36::text::xid)
-     AND ($37::text IS NULL
-          OR EXISTS (SELECT 1 FROM exchanges e WHERE e.code = i.exchange_code AND e.xmin = $37::text::xid))
+     AND ($37::text IS NULL OR e.xmin = $37::text::xid)
    FOR KEY SHARE OF i
 ), account AS (
   UPDATE accounts SET cash = $29, reserved_cash = $30, realized_pnl = $31, fees_paid = $32,
