@@ -16,11 +16,11 @@ from dataclasses import replace
 import asyncpg
 import pytest
 import pytest_asyncio
-import redis.asyncio as aioredis
 from litestar.testing import AsyncTestClient
 
 from app.lib.db import async_url, libpq_url
 from app.lib.settings import Settings
+from benchmarks.conftest import drop_redis_keys  # the benchmarks' run cleanup: same key naming
 
 SERVER_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -89,13 +89,7 @@ def _test_database():
                 f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{TEST_DB}' AND pid <> pg_backend_pid()"
             )
             await _admin_exec(f'DROP DATABASE IF EXISTS "{TEST_DB}"')
-            r = aioredis.from_url(REDIS_URL)
-            try:
-                keys = [k async for k in r.scan_iter(match=f"*tdtest-{RUN_ID}*", count=1000)]
-                if keys:
-                    await r.delete(*keys)
-            finally:
-                await r.aclose()
+            await drop_redis_keys(f"tdtest-{RUN_ID}")
 
         asyncio.run(cleanup())
 
