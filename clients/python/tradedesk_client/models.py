@@ -1,0 +1,518 @@
+"""Typed models of the Tradedesk API, mirroring the server's OpenAPI schemas field for field.
+
+Money, prices and quantities are `Decimal` (the API sends decimal strings; a float would lose cents).
+Unknown fields in a response are ignored, so a newer server does not break an older client; the
+client's own test suite compares every model here with the server's OpenAPI document, so a field added
+or renamed on either side is caught there. `SERVER_SCHEMAS` names the schema each model mirrors.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+import msgspec
+
+Side = Literal["buy", "sell"]
+OrderType = Literal["market", "limit", "stop", "stop_limit"]
+TimeInForce = Literal["gtc", "ioc", "fok", "day"]
+TradingStateName = Literal["active", "reduce_only", "halted"]
+
+
+class Model(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Base of every model: keyword construction, defaults left out of request bodies."""
+
+
+# --- identity -----------------------------------------------------------------------------------------------
+
+
+class User(Model, kw_only=True):
+    id: uuid.UUID
+    email: str
+    role: str
+    created_at: datetime
+    is_active: bool = True
+
+
+class UserCreated(User, kw_only=True):
+    api_key: str
+    api_key_id: uuid.UUID
+
+
+class ApiKey(Model, kw_only=True):
+    id: uuid.UUID
+    name: str
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+class ApiKeyCreated(ApiKey, kw_only=True):
+    api_key: str
+
+
+# --- markets ------------------------------------------------------------------------------------------------
+
+
+class Exchange(Model, kw_only=True):
+    code: str
+    name: str
+    timezone: str
+    session_close: str
+    maker_fee_rate: Decimal
+    taker_fee_rate: Decimal
+    slippage_bps: Decimal
+    status: str
+
+
+class Instrument(Model, kw_only=True):
+    symbol: str
+    exchange: str
+    base_asset: str
+    quote_asset: str
+    tick_size: Decimal
+    lot_size: Decimal
+    min_quantity: Decimal
+    min_notional: Decimal
+    status: str
+    last_price: Decimal | None = None
+    last_price_at: datetime | None = None
+
+
+class Candle(Model, kw_only=True):
+    ts: datetime
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: Decimal
+
+
+class CandleList(Model, kw_only=True):
+    symbol: str
+    timeframe: str
+    items: list[Candle]
+
+
+class Price(Model, kw_only=True):
+    symbol: str
+    price: Decimal | None
+    ts: datetime | None
+    fills: int | None = None
+
+
+# --- accounts and trading -----------------------------------------------------------------------------------
+
+
+class Account(Model, kw_only=True):
+    id: uuid.UUID
+    name: str
+    base_currency: str
+    initial_cash: Decimal
+    cash: Decimal
+    equity: Decimal
+    buying_power: Decimal
+    reserved_cash: Decimal
+    realized_pnl: Decimal
+    unrealized_pnl: Decimal
+    fees_paid: Decimal
+    allow_short: bool
+    trading_state: str
+    trading_state_reason: str | None
+    owner_id: uuid.UUID
+    created_at: datetime
+
+
+class OrderRequest(Model, kw_only=True):
+    """The body of `POST .../orders` and `.../orders/validate` (server schema `OrderCreate`)."""
+
+    symbol: str
+    side: Side
+    type: OrderType
+    quantity: Decimal
+    limit_price: Decimal | None = None
+    stop_price: Decimal | None = None
+    time_in_force: TimeInForce = "gtc"
+    client_order_id: str | None = None
+
+
+class Order(Model, kw_only=True):
+    id: uuid.UUID
+    client_order_id: str | None
+    account_id: uuid.UUID
+    symbol: str
+    side: str
+    type: str
+    quantity: Decimal
+    filled_quantity: Decimal
+    avg_fill_price: Decimal | None
+    limit_price: Decimal | None
+    stop_price: Decimal | None
+    time_in_force: str
+    status: str
+    reject_reason: str | None
+    fees: Decimal
+    created_at: datetime
+    updated_at: datetime
+
+
+class Validation(Model, kw_only=True):
+    accepted: bool
+    estimated_price: Decimal | None = None
+    estimated_cost: Decimal | None = None
+
+
+class Fill(Model, kw_only=True):
+    id: uuid.UUID
+    order_id: uuid.UUID
+    account_id: uuid.UUID
+    symbol: str
+    side: str
+    quantity: Decimal
+    price: Decimal
+    fee: Decimal
+    liquidity: str
+    created_at: datetime
+
+
+class OrderEvent(Model, kw_only=True):
+    id: int
+    order_id: uuid.UUID
+    type: str
+    status_from: str | None
+    status_to: str
+    reason: str | None
+    fill_id: uuid.UUID | None
+    data: dict[str, Any] | None
+    created_at: datetime
+
+
+class Position(Model, kw_only=True):
+    symbol: str
+    quantity: Decimal
+    avg_entry_price: Decimal
+    market_price: Decimal | None
+    market_value: Decimal | None
+    unrealized_pnl: Decimal | None
+    realized_pnl: Decimal
+
+
+class TradingState(Model, kw_only=True):
+    account_id: uuid.UUID
+    state: str
+    reason: str | None
+    previous_state: str
+
+
+# --- risk ---------------------------------------------------------------------------------------------------
+
+
+class RiskLimit(Model, kw_only=True):
+    id: uuid.UUID
+    account_id: uuid.UUID
+    limit_type: str
+    value: Decimal
+    symbol: str | None
+    warn_at_pct: Decimal
+    enabled: bool
+    auto_reduce_only: bool
+    alert_level: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class Violation(Model, kw_only=True):
+    id: uuid.UUID
+    account_id: uuid.UUID
+    limit_id: uuid.UUID | None
+    limit_type: str
+    limit_value: Decimal
+    would_be: Decimal
+    phase: str
+    detail: dict[str, Any] | None
+    created_at: datetime
+
+
+class Alert(Model, kw_only=True):
+    id: uuid.UUID
+    account_id: uuid.UUID
+    limit_id: uuid.UUID
+    limit_type: str
+    severity: str
+    utilisation: float | None
+    message: str
+    created_at: datetime
+    acknowledged_at: datetime | None
+    acknowledged_by: uuid.UUID | None
+
+
+class VarReport(Model, kw_only=True):
+    lookback: int
+    observations: int
+    var_95: float | None
+    cvar_95: float | None
+    var_99: float | None
+    cvar_99: float | None
+    var_95_amount: Decimal | None
+    cvar_95_amount: Decimal | None
+    var_99_amount: Decimal | None
+    cvar_99_amount: Decimal | None
+    annual_volatility: float | None
+    base_amount: Decimal
+    missing_history: list[str]
+
+
+class LimitUsage(Model, kw_only=True):
+    id: uuid.UUID
+    limit_type: str
+    symbol: str | None
+    value: Decimal
+    warn_at_pct: Decimal
+    used: Decimal | None
+    utilisation: float | None
+    alert_level: str | None
+    current_level: str | None
+    breached: bool
+
+
+class RiskMetrics(Model, kw_only=True):
+    account_id: uuid.UUID
+    as_of: datetime
+    base_currency: str
+    equity: Decimal
+    cash: Decimal
+    gross_exposure: Decimal
+    net_exposure: Decimal
+    leverage: float | None
+    concentration_pct: float | None
+    largest_symbol: str | None
+    daily_pnl: Decimal | None
+    day_open_equity: Decimal | None
+    peak_equity: Decimal
+    drawdown: float | None
+    trading_state: str
+    open_orders: int
+    orders_last_minute: int
+    var: VarReport
+    limits: list[LimitUsage]
+
+
+# --- analytics ----------------------------------------------------------------------------------------------
+
+
+class Performance(Model, kw_only=True):
+    periods: int
+    total_return: float | None
+    cagr: float | None
+    annual_volatility: float | None
+    sharpe: float | None
+    sortino: float | None
+    max_drawdown: float | None
+    max_drawdown_duration: int | None
+    calmar: float | None
+    var_95: float | None
+    cvar_95: float | None
+    var_99: float | None
+    cvar_99: float | None
+    skew: float | None
+    kurtosis: float | None
+    best_period: float | None
+    worst_period: float | None
+
+
+class AccountPerformance(Performance, kw_only=True):
+    account_id: uuid.UUID
+    frequency: str
+    periods_per_year: int
+    risk_free_rate: float
+    points: int
+    first_ts: datetime | None
+    last_ts: datetime | None
+
+
+# --- backtests ----------------------------------------------------------------------------------------------
+
+
+class Strategy(Model, kw_only=True):
+    name: str
+    description: str
+    params_schema: dict[str, Any]
+    defaults: dict[str, Any]
+    warmup_bars: int
+
+
+class Backtest(Model, kw_only=True):
+    id: uuid.UUID
+    status: str
+    progress: float
+    strategy: str
+    params: dict[str, Any]
+    symbol: str
+    timeframe: str
+    start: datetime | None
+    end: datetime | None
+    initial_cash: Decimal
+    commission: Decimal
+    slippage_bps: Decimal
+    metrics: dict[str, Any] | None
+    error: str | None
+    input_hash: str | None
+    job_key: str | None
+    sweep_id: uuid.UUID | None
+    owner_id: uuid.UUID
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    queued_seconds: float | None
+    run_seconds: float | None
+
+
+class BacktestTrade(Model, kw_only=True):
+    index: int
+    side: str
+    quantity: Decimal
+    entry_ts: datetime
+    entry_price: Decimal
+    exit_ts: datetime | None
+    exit_price: Decimal | None
+    pnl: Decimal
+    return_pct: float
+    commission: Decimal
+    is_open: bool
+    entry_bar: int
+    exit_bar: int | None
+
+
+class EquityPoint(Model, kw_only=True):
+    ts: datetime
+    equity: Decimal
+    drawdown: float
+
+
+class BacktestEquity(Model, kw_only=True):
+    backtest_id: uuid.UUID
+    bars: int
+    points: int
+    items: list[EquityPoint]
+
+
+class SkippedCombination(Model, kw_only=True):
+    params: dict[str, Any]
+    error: str
+
+
+class SweepCreated(Model, kw_only=True):
+    id: uuid.UUID
+    status: str
+    strategy: str
+    symbol: str
+    timeframe: str
+    rank_by: str
+    total: int
+    skipped: list[SkippedCombination]
+    job_key: str | None
+    created_at: datetime
+
+
+class SweepRun(Model, kw_only=True):
+    rank: int
+    id: uuid.UUID
+    params: dict[str, Any]
+    value: float | int | str | None
+    metrics: dict[str, Any] | None
+
+
+class Sweep(Model, kw_only=True):
+    id: uuid.UUID
+    status: str
+    strategy: str
+    symbol: str
+    timeframe: str
+    grid: dict[str, Any]
+    rank_by: str
+    total: int
+    counts: dict[str, Any]
+    progress: float
+    created_at: datetime
+    ranked: list[SweepRun]
+
+
+class ReportToken(Model, kw_only=True):
+    token: str
+    url: str
+    expires_at: datetime
+
+
+# --- jobs ---------------------------------------------------------------------------------------------------
+
+
+class JobAccepted(Model, kw_only=True):
+    key: str
+    status: str
+
+
+class Job(Model, kw_only=True):
+    key: str
+    function: str
+    status: str
+    progress: float
+    attempts: int
+    retries: int
+    timeout: int
+    kwargs: dict[str, Any]
+    result: Any
+    error: str | None
+    meta: dict[str, Any]
+    queued_at: datetime | None
+    scheduled_at: datetime | None
+    started_at: datetime | None
+    completed_at: datetime | None
+    worker_id: str | None
+
+
+# Every model and the server schema it mirrors (checked against /schema/openapi.json by the test suite).
+SERVER_SCHEMAS: dict[type[Model], str] = {
+    User: "UserOut",
+    UserCreated: "UserCreated",
+    ApiKey: "KeyOut",
+    ApiKeyCreated: "KeyCreated",
+    Exchange: "ExchangeOut",
+    Instrument: "InstrumentOut",
+    Candle: "CandleOut",
+    CandleList: "CandleList",
+    Price: "PriceOut",
+    Account: "AccountOut",
+    OrderRequest: "OrderCreate",
+    Order: "OrderOut",
+    Validation: "ValidateOut",
+    Fill: "FillOut",
+    OrderEvent: "OrderEventOut",
+    Position: "PositionOut",
+    TradingState: "TradingStateOut",
+    RiskLimit: "LimitOut",
+    Violation: "ViolationOut",
+    Alert: "AlertOut",
+    VarReport: "VarOut",
+    LimitUsage: "LimitUsage",
+    RiskMetrics: "MetricsOut",
+    Performance: "PerformanceOut",
+    AccountPerformance: "AccountPerformanceOut",
+    Strategy: "StrategyOut",
+    Backtest: "BacktestOut",
+    BacktestTrade: "TradeOut",
+    EquityPoint: "EquityPoint",
+    BacktestEquity: "EquityOut",
+    SkippedCombination: "SkippedCombination",
+    SweepCreated: "SweepCreated",
+    SweepRun: "SweepRun",
+    Sweep: "SweepOut",
+    ReportToken: "ReportTokenOut",
+    JobAccepted: "JobAccepted",
+    Job: "JobOut",
+}
+
+__all__ = [name for name in dir() if not name.startswith("_") and name not in {"annotations"}]

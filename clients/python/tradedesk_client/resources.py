@@ -1,0 +1,524 @@
+"""The API's resources, written once for both clients.
+
+Each method describes its call; the client that owns the resource runs it. With `Client` a method returns
+the result, with `AsyncClient` it returns an awaitable of it, and `iter_*` methods return an iterator or
+an async iterator over every item of every cursor page.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Generic, TypeVar
+
+import msgspec
+
+from tradedesk_client import models as m
+from tradedesk_client._transport import Call
+
+T = TypeVar("T")
+Id = uuid.UUID | str
+Number = Decimal | int | str
+
+
+class Page(msgspec.Struct, Generic[T]):
+    items: list[T]
+    next_cursor: str | None = None
+
+
+class ActivityPage(msgspec.Struct, Generic[T]):
+    items: list[T]
+    next_after_seq: int | None = None
+
+
+class Items(msgspec.Struct, Generic[T]):
+    items: list[T]
+
+
+def _dec(value: Number | None) -> str | None:
+    if value is None:
+        return None
+    text = format(Decimal(str(value)), "f")
+    return text
+
+
+def _body(**fields: Any) -> dict[str, Any]:
+    """A request body without the fields left at None, decimals as plain-notation strings."""
+    out: dict[str, Any] = {}
+    for key, value in fields.items():
+        if value is None:
+            continue
+        if isinstance(value, Decimal | int) and not isinstance(value, bool) and key not in _INTEGER_FIELDS:
+            value = _dec(value)
+        out[key] = value
+    return out
+
+
+_INTEGER_FIELDS = frozenset(
+    {
+        "grace_seconds",
+        "timeout",
+        "retries",
+        "periods_per_year",
+        "train_bars",
+        "test_bars",
+        "step_bars",
+        "interval_ms",
+    }
+)
+
+
+class _Resource:
+    def __init__(self, runner: Any) -> None:
+        self._runner = runner
+
+    def _run(self, call: Call) -> Any:
+        return self._runner.run(call)
+
+    def _unwrap(self, call: Call) -> Any:
+        return self._runner.run_items(call)
+
+    def _iter(self, call: Call) -> Any:
+        return self._runner.paginate(call)
+
+
+class Accounts(_Resource):
+    def create(
+        self,
+        name: str,
+        initial_cash: Number,
+        *,
+        base_currency: str = "USD",
+        allow_short: bool = False,
+        idempotency_key: str | None = None,
+    ) -> m.Account:
+        body = _body(
+            name=name, initial_cash=initial_cash, base_currency=base_currency, allow_short=allow_short
+        )
+        return self._run(
+            Call("POST", "/accounts", body=body, model=m.Account, idempotency_key=idempotency_key)
+        )
+
+    def get(self, account_id: Id) -> m.Account:
+        return self._run(Call("GET", f"/accounts/{account_id}", model=m.Account))
+
+    def list(self, *, limit: int | None = None, cursor: str | None = None) -> Page[m.Account]:
+        return self._run(
+            Call("GET", "/accounts", params={"limit": limit, "cursor": cursor}, model=Page[m.Account])
+        )
+
+    def iter(self, *, limit: int = 500) -> Iterable[m.Account]:
+        return self._iter(Call("GET", "/accounts", params={"limit": limit}, model=Page[m.Account]))
+
+    def set_trading_state(
+        self, account_id: Id, state: m.TradingStateName, reason: str, **extra: Any
+    ) -> m.TradingState:
+        body = _body(state=state, reason=reason, **extra)
+        return self._run(
+            Call("PUT", f"/accounts/{account_id}/trading-state", body=body, model=m.TradingState)
+        )
+
+    def performance(self, account_id: Id, **params: Any) -> m.AccountPerformance:
+        return self._run(
+            Call("GET", f"/accounts/{account_id}/performance", params=params, model=m.AccountPerformance)
+        )
+
+
+class Orders(_Resource):
+    def place(
+        self,
+        account_id: Id,
+        symbol: str,
+        side: m.Side,
+        type: str = "market",
+        quantity: Number | None = None,
+        *,
+        limit_price: Number | None = None,
+        stop_price: Number | None = None,
+        time_in_force: str = "gtc",
+        client_order_id: str | None = None,
+        idempotency_key: str | None = None,
+        **extra: Any,
+    ) -> m.Order:
+        """Place an order. Retries (after a timeout, a 503 or a 429) can never place it twice: the call keeps
+        one `Idempotency-Key` across its retries. `extra` passes fields this client version does not name."""
+        body = _body(
+            symbol=symbol,
+            side=side,
+            type=type,
+            quantity=quantity,
+            limit_price=limit_price,
+            stop_price=stop_price,
+            time_in_force=time_in_force,
+            client_order_id=client_order_id,
+            **extra,
+        )
+        return self._run(
+            Call(
+                "POST",
+                f"/accounts/{account_id}/orders",
+                body=body,
+                model=m.Order,
+                idempotency_key=idempotency_key,
+            )
+        )
+
+    def validate(
+        self,
+        account_id: Id,
+        symbol: str,
+        side: m.Side,
+        type: str = "market",
+        quantity: Number | None = None,
+        **extra: Any,
+    ) -> m.Validation:
+        """Every pre-trade check without placing anything; a refusal raises `Unprocessable` /
+        `RiskLimitBreached`."""
+        body = _body(symbol=symbol, side=side, type=type, quantity=quantity, **extra)
+        return self._run(
+            Call("POST", f"/accounts/{account_id}/orders/validate", body=body, model=m.Validation)
+        )
+
+    def get(self, account_id: Id, order_id: Id) -> m.Order:
+        return self._run(Call("GET", f"/accounts/{account_id}/orders/{order_id}", model=m.Order))
+
+    def list(
+        self,
+        account_id: Id,
+        *,
+        status: str | None = None,
+        symbol: str | None = None,
+        side: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> Page[m.Order]:
+        params = {"status": status, "symbol": symbol, "side": side, "limit": limit, "cursor": cursor}
+        return self._run(Call("GET", f"/accounts/{account_id}/orders", params=params, model=Page[m.Order]))
+
+    def iter(
+        self,
+        account_id: Id,
+        *,
+        status: str | None = None,
+        symbol: str | None = None,
+        side: str | None = None,
+        limit: int = 500,
+    ) -> Iterable[m.Order]:
+        params = {"status": status, "symbol": symbol, "side": side, "limit": limit}
+        return self._iter(Call("GET", f"/accounts/{account_id}/orders", params=params, model=Page[m.Order]))
+
+    def cancel(self, account_id: Id, order_id: Id) -> m.Order:
+        return self._run(Call("DELETE", f"/accounts/{account_id}/orders/{order_id}", model=m.Order))
+
+    def fills(self, account_id: Id, order_id: Id) -> list[m.Fill]:
+        return self._unwrap(
+            Call("GET", f"/accounts/{account_id}/orders/{order_id}/fills", model=Page[m.Fill])
+        )
+
+    def events(self, account_id: Id, order_id: Id) -> list[m.OrderEvent]:
+        return self._unwrap(
+            Call("GET", f"/accounts/{account_id}/orders/{order_id}/events", model=Items[m.OrderEvent])
+        )
+
+
+class Positions(_Resource):
+    def list(self, account_id: Id) -> list[m.Position]:
+        return self._unwrap(Call("GET", f"/accounts/{account_id}/positions", model=Items[m.Position]))
+
+
+class Fills(_Resource):
+    def list(
+        self,
+        account_id: Id,
+        *,
+        symbol: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> Page[m.Fill]:
+        params = {"symbol": symbol, "limit": limit, "cursor": cursor}
+        return self._run(Call("GET", f"/accounts/{account_id}/fills", params=params, model=Page[m.Fill]))
+
+    def iter(self, account_id: Id, *, symbol: str | None = None, limit: int = 500) -> Iterable[m.Fill]:
+        params = {"symbol": symbol, "limit": limit}
+        return self._iter(Call("GET", f"/accounts/{account_id}/fills", params=params, model=Page[m.Fill]))
+
+
+class Exchanges(_Resource):
+    def list(self) -> list[m.Exchange]:
+        return self._unwrap(Call("GET", "/exchanges", model=Page[m.Exchange]))
+
+    def get(self, code: str) -> m.Exchange:
+        return self._run(Call("GET", f"/exchanges/{code}", model=m.Exchange))
+
+    def create(self, code: str, name: str, **fields: Any) -> m.Exchange:
+        return self._run(
+            Call("POST", "/exchanges", body=_body(code=code, name=name, **fields), model=m.Exchange)
+        )
+
+
+class Instruments(_Resource):
+    def list(self, *, exchange: str | None = None, status: str | None = None) -> list[m.Instrument]:
+        return self._unwrap(
+            Call(
+                "GET",
+                "/instruments",
+                params={"exchange": exchange, "status": status, "limit": 500},
+                model=Page[m.Instrument],
+            )
+        )
+
+    def get(self, symbol: str) -> m.Instrument:
+        return self._run(Call("GET", f"/instruments/{symbol}", model=m.Instrument))
+
+    def create(
+        self,
+        symbol: str,
+        exchange: str,
+        base_asset: str,
+        quote_asset: str,
+        tick_size: Number,
+        lot_size: Number,
+        **fields: Any,
+    ) -> m.Instrument:
+        body = _body(
+            symbol=symbol,
+            exchange=exchange,
+            base_asset=base_asset,
+            quote_asset=quote_asset,
+            tick_size=tick_size,
+            lot_size=lot_size,
+            **fields,
+        )
+        return self._run(Call("POST", "/instruments", body=body, model=m.Instrument))
+
+    def update(self, symbol: str, **fields: Any) -> m.Instrument:
+        return self._run(Call("PATCH", f"/instruments/{symbol}", body=_body(**fields), model=m.Instrument))
+
+    def price(self, symbol: str) -> m.Price:
+        return self._run(Call("GET", f"/instruments/{symbol}/price", model=m.Price))
+
+    def set_price(
+        self, symbol: str, price: Number, *, ts: datetime | None = None, volume: Number | None = None
+    ) -> m.Price:
+        body = _body(price=price, ts=ts.isoformat() if ts else None, volume=volume)
+        return self._run(Call("POST", f"/instruments/{symbol}/price", body=body, model=m.Price))
+
+
+class Candles(_Resource):
+    def get(
+        self,
+        symbol: str,
+        timeframe: str = "1d",
+        *,
+        start: datetime | str | None = None,
+        end: datetime | str | None = None,
+        limit: int | None = None,
+    ) -> m.CandleList:
+        params = {"timeframe": timeframe, "start": start, "end": end, "limit": limit}
+        return self._run(Call("GET", f"/instruments/{symbol}/candles", params=params, model=m.CandleList))
+
+    def upload(self, symbol: str, timeframe: str, candles: Iterable[m.Candle | Mapping[str, Any]]) -> Any:
+        rows = [msgspec.to_builtins(c) if isinstance(c, m.Candle) else dict(c) for c in candles]
+        body = {"timeframe": timeframe, "candles": rows}
+        return self._run(Call("POST", f"/instruments/{symbol}/candles", body=body))
+
+
+class Risk(_Resource):
+    def limits(self, account_id: Id) -> list[m.RiskLimit]:
+        return self._unwrap(
+            Call("GET", f"/accounts/{account_id}/risk/limits", params={"limit": 500}, model=Page[m.RiskLimit])
+        )
+
+    def create_limit(self, account_id: Id, limit_type: str, value: Number, **fields: Any) -> m.RiskLimit:
+        body = _body(limit_type=limit_type, value=value, **fields)
+        return self._run(Call("POST", f"/accounts/{account_id}/risk/limits", body=body, model=m.RiskLimit))
+
+    def get_limit(self, account_id: Id, limit_id: Id) -> m.RiskLimit:
+        return self._run(Call("GET", f"/accounts/{account_id}/risk/limits/{limit_id}", model=m.RiskLimit))
+
+    def update_limit(self, account_id: Id, limit_id: Id, **fields: Any) -> m.RiskLimit:
+        return self._run(
+            Call(
+                "PATCH",
+                f"/accounts/{account_id}/risk/limits/{limit_id}",
+                body=_body(**fields),
+                model=m.RiskLimit,
+            )
+        )
+
+    def delete_limit(self, account_id: Id, limit_id: Id) -> None:
+        return self._run(Call("DELETE", f"/accounts/{account_id}/risk/limits/{limit_id}"))
+
+    def metrics(self, account_id: Id, *, lookback: int | None = None) -> m.RiskMetrics:
+        return self._run(
+            Call(
+                "GET",
+                f"/accounts/{account_id}/risk/metrics",
+                params={"lookback": lookback},
+                model=m.RiskMetrics,
+            )
+        )
+
+    def monitor(self, account_id: Id) -> dict[str, Any]:
+        return self._run(Call("POST", f"/accounts/{account_id}/risk/monitor"))
+
+    def violations(self, account_id: Id, **params: Any) -> Page[m.Violation]:
+        return self._run(
+            Call("GET", f"/accounts/{account_id}/risk/violations", params=params, model=Page[m.Violation])
+        )
+
+    def alerts(self, account_id: Id, **params: Any) -> Page[m.Alert]:
+        return self._run(
+            Call("GET", f"/accounts/{account_id}/risk/alerts", params=params, model=Page[m.Alert])
+        )
+
+    def acknowledge(self, account_id: Id, alert_id: Id) -> m.Alert:
+        return self._run(
+            Call("POST", f"/accounts/{account_id}/risk/alerts/{alert_id}/acknowledge", model=m.Alert)
+        )
+
+
+class Backtests(_Resource):
+    def strategies(self) -> list[m.Strategy]:
+        return self._unwrap(Call("GET", "/strategies", model=Items[m.Strategy]))
+
+    def create(
+        self,
+        strategy: str,
+        symbol: str,
+        timeframe: str,
+        initial_cash: Number,
+        *,
+        params: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        **fields: Any,
+    ) -> m.Backtest:
+        body = _body(
+            strategy=strategy,
+            symbol=symbol,
+            timeframe=timeframe,
+            initial_cash=initial_cash,
+            params=dict(params or {}),
+            **fields,
+        )
+        return self._run(
+            Call("POST", "/backtests", body=body, model=m.Backtest, idempotency_key=idempotency_key)
+        )
+
+    def get(self, backtest_id: Id) -> m.Backtest:
+        return self._run(Call("GET", f"/backtests/{backtest_id}", model=m.Backtest))
+
+    def list(
+        self,
+        *,
+        status: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+        sweep_id: Id | None = None,
+    ) -> Page[m.Backtest]:
+        params = {"status": status, "limit": limit, "cursor": cursor, "sweep_id": sweep_id}
+        return self._run(Call("GET", "/backtests", params=params, model=Page[m.Backtest]))
+
+    def iter(self, *, status: str | None = None, limit: int = 500) -> Iterable[m.Backtest]:
+        return self._iter(
+            Call("GET", "/backtests", params={"status": status, "limit": limit}, model=Page[m.Backtest])
+        )
+
+    def trades(self, backtest_id: Id) -> Iterable[m.BacktestTrade]:
+        return self._iter(
+            Call(
+                "GET", f"/backtests/{backtest_id}/trades", params={"limit": 500}, model=Page[m.BacktestTrade]
+            )
+        )
+
+    def equity(self, backtest_id: Id, *, max_points: int | None = None) -> m.BacktestEquity:
+        return self._run(
+            Call(
+                "GET",
+                f"/backtests/{backtest_id}/equity",
+                params={"max_points": max_points},
+                model=m.BacktestEquity,
+            )
+        )
+
+    def report_token(self, backtest_id: Id) -> m.ReportToken:
+        return self._run(Call("POST", f"/backtests/{backtest_id}/report-token", model=m.ReportToken))
+
+    def sweep(
+        self,
+        strategy: str,
+        symbol: str,
+        timeframe: str,
+        initial_cash: Number,
+        grid: Mapping[str, list[Any]],
+        **fields: Any,
+    ) -> m.SweepCreated:
+        body = _body(
+            strategy=strategy,
+            symbol=symbol,
+            timeframe=timeframe,
+            initial_cash=initial_cash,
+            grid={k: list(v) for k, v in grid.items()},
+            **fields,
+        )
+        return self._run(Call("POST", "/backtests/sweeps", body=body, model=m.SweepCreated))
+
+    def get_sweep(self, sweep_id: Id, *, limit: int | None = None, rank_by: str | None = None) -> m.Sweep:
+        return self._run(
+            Call(
+                "GET",
+                f"/backtests/sweeps/{sweep_id}",
+                params={"limit": limit, "rank_by": rank_by},
+                model=m.Sweep,
+            )
+        )
+
+
+class Jobs(_Resource):
+    def create(self, function: str, kwargs: Mapping[str, Any] | None = None, **fields: Any) -> m.JobAccepted:
+        body = _body(function=function, kwargs=dict(kwargs or {}), **fields)
+        return self._run(Call("POST", "/jobs", body=body, model=m.JobAccepted))
+
+    def get(self, key: str) -> m.Job:
+        return self._run(Call("GET", f"/jobs/{key}", model=m.Job))
+
+    def abort(self, key: str) -> m.Job:
+        return self._run(Call("DELETE", f"/jobs/{key}", model=m.Job))
+
+    def stats(self) -> dict[str, Any]:
+        return self._run(Call("GET", "/jobs"))
+
+    def health(self) -> dict[str, Any]:
+        return self._run(Call("GET", "/jobs/health"))
+
+
+class Users(_Resource):
+    def me(self) -> m.User:
+        return self._run(Call("GET", "/users/me", model=m.User))
+
+    def create(self, email: str, role: str = "trader") -> m.UserCreated:
+        return self._run(Call("POST", "/users", body=_body(email=email, role=role), model=m.UserCreated))
+
+
+class Keys(_Resource):
+    def list(self) -> list[m.ApiKey]:
+        return self._unwrap(Call("GET", "/auth/keys", model=Page[m.ApiKey]))
+
+    def create(self, name: str, *, expires_at: datetime | None = None) -> m.ApiKeyCreated:
+        body = _body(name=name, expires_at=expires_at.isoformat() if expires_at else None)
+        return self._run(Call("POST", "/auth/keys", body=body, model=m.ApiKeyCreated))
+
+    def revoke(self, key_id: Id) -> None:
+        return self._run(Call("DELETE", f"/auth/keys/{key_id}"))
+
+    def rotate(self, key_id: Id, *, grace_seconds: int | None = None) -> m.ApiKeyCreated:
+        return self._run(
+            Call(
+                "POST",
+                f"/auth/keys/{key_id}/rotate",
+                body=_body(grace_seconds=grace_seconds),
+                model=m.ApiKeyCreated,
+            )
+        )

@@ -1,0 +1,208 @@
+"""Every resource method of the client against a live server process, as a bot would use them."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from tradedesk_client import (
+    AsyncClient,
+    Client,
+    Conflict,
+    Forbidden,
+    NotFound,
+    RiskLimitBreached,
+    Unauthorized,
+    Unprocessable,
+)
+from tradedesk_client import models as m
+
+from app.domain.markets.synthetic import generate_candles
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+def _name(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:8].upper()}"
+
+
+async def make_market(admin: AsyncClient, price: str = "100", bars: int = 120) -> str:
+    code = _name("CX")
+    exchange = await admin.exchanges.create(
+        code, "Client test exchange", maker_fee_rate="0.0005", taker_fee_rate="0.001", slippage_bps="0"
+    )
+    assert exchange.code == code and exchange.taker_fee_rate == Decimal("0.001")
+    symbol = _name("C")
+    instrument = await admin.instruments.create(symbol, code, symbol, "USD", tick_size="0.01", lot_size="1")
+    assert instrument.tick_size == Decimal("0.01") and instrument.last_price is None
+    rows = generate_candles(bars=bars, seed=7, timeframe="1d", start=datetime(2024, 1, 1, tzinfo=UTC))
+    await admin.candles.upload(
+        symbol,
+        "1d",
+        [
+            {
+                "ts": c.ts.isoformat(),
+                "open": str(c.open),
+                "high": str(c.high),
+                "low": str(c.low),
+                "close": str(c.close),
+                "volume": str(c.volume),
+            }
+            for c in rows
+        ],
+    )
+    await admin.instruments.set_price(symbol, price)
+    return symbol
+
+
+async def wait_backtest(td: AsyncClient, backtest_id, within: float = 60) -> m.Backtest:
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        bt = await td.backtests.get(backtest_id)
+        if bt.status in ("completed", "failed"):
+            return bt
+        assert asyncio.get_running_loop().time() < deadline, bt
+        await asyncio.sleep(0.2)
+
+
+async def test_every_resource_method_against_a_live_server(server):
+    async with AsyncClient(server.url, api_key=server.admin_key) as admin:
+        symbol = await make_market(admin)
+        assert symbol in {i.symbol for i in await admin.instruments.list()}
+        assert (await admin.instruments.get(symbol)).last_price == Decimal("100")
+        assert (await admin.instruments.update(symbol, min_notional="1")).min_notional == Decimal("1")
+        exchange = (await admin.instruments.get(symbol)).exchange
+        assert exchange in {e.code for e in await admin.exchanges.list()}
+        assert (await admin.exchanges.get(exchange)).name == "Client test exchange"
+        candles = await admin.candles.get(symbol, "1d", limit=500)
+        assert len(candles.items) == 120 and isinstance(candles.items[0].close, Decimal)
+        price = await admin.instruments.price(symbol)
+        assert price.price == Decimal("100") and price.symbol == symbol
+        trader = await admin.users.create(f"client-{uuid.uuid4().hex[:8]}@example.com", "trader")
+        risk_manager = await admin.users.create(f"risk-{uuid.uuid4().hex[:8]}@example.com", "risk_manager")
+
+    async with AsyncClient(server.url, api_key=trader.api_key) as td:
+        assert (await td.users.me()).id == trader.id
+        extra = await td.keys.create("second key")
+        assert extra.api_key and extra.id in {k.id for k in await td.keys.list()}
+        await td.keys.revoke(extra.id)
+
+        account = await td.accounts.create("client bot", "100000")
+        assert account.cash == Decimal("100000")
+        assert (await td.accounts.get(account.id)).name == "client bot"
+        other = await td.accounts.create("second", "5000")
+        page = await td.accounts.list(limit=1)
+        assert len(page.items) == 1 and page.next_cursor
+        assert {a.id async for a in td.accounts.iter(limit=1)} == {account.id, other.id}
+
+        assert (await td.orders.validate(account.id, symbol, "buy", "market", quantity=5)).accepted
+        order = await td.orders.place(
+            account.id, symbol, "buy", "market", quantity=5, client_order_id="client-1"
+        )
+        assert order.status == "filled" and order.filled_quantity == Decimal("5")
+        again = await td.orders.place(
+            account.id, symbol, "buy", "market", quantity=5, client_order_id="client-1"
+        )
+        assert again.id == order.id  # the server's client_order_id rule, seen through the client
+        resting = await td.orders.place(account.id, symbol, "buy", "limit", quantity=2, limit_price="90.00")
+        assert resting.status == "accepted"
+        assert (await td.orders.get(account.id, resting.id)).limit_price == Decimal("90")
+        listed = await td.orders.list(account.id, status="accepted")
+        assert [o.id for o in listed.items] == [resting.id]
+        assert {o.id async for o in td.orders.iter(account.id, limit=1)} == {order.id, resting.id}
+        assert (await td.orders.cancel(account.id, resting.id)).status == "canceled"
+        with pytest.raises(Conflict):
+            await td.orders.cancel(account.id, resting.id)
+        fills = await td.orders.fills(account.id, order.id)
+        assert len(fills) == 1 and fills[0].quantity == Decimal("5") and fills[0].price == Decimal("100")
+        assert [e.status_to for e in await td.orders.events(account.id, order.id)][-1] == "filled"
+        positions = await td.positions.list(account.id)
+        assert [(p.symbol, p.quantity) for p in positions] == [(symbol, Decimal("5"))]
+        assert [f.id for f in (await td.fills.list(account.id)).items] == [fills[0].id]
+        assert [f.id async for f in td.fills.iter(account.id, symbol=symbol)] == [fills[0].id]
+        performance = await td.accounts.performance(account.id)
+        assert performance.account_id == account.id
+
+        with pytest.raises(NotFound) as missing:
+            await td.accounts.get(uuid.uuid4())
+        assert missing.value.status == 404 and missing.value.problem["status"] == 404
+        with pytest.raises(Unprocessable) as off_tick:
+            await td.orders.place(account.id, symbol, "buy", "limit", quantity=1, limit_price="90.001")
+        assert "limit_price" in off_tick.value.field_errors()
+        with pytest.raises(Forbidden):
+            await td.jobs.create("system.echo")
+
+        strategies = await td.backtests.strategies()
+        assert "sma_cross" in {s.name for s in strategies}
+        backtest = await td.backtests.create(
+            "sma_cross", symbol, "1d", "10000", params={"fast": 5, "slow": 20}, commission="0.001"
+        )
+        assert backtest.status == "queued"
+        backtest = await wait_backtest(td, backtest.id)
+        assert backtest.status == "completed", backtest.error
+        trades = [t async for t in td.backtests.trades(backtest.id)]
+        assert all(isinstance(t.entry_price, Decimal) for t in trades)
+        equity = await td.backtests.equity(backtest.id, max_points=50)
+        assert equity.backtest_id == backtest.id and 0 < len(equity.items) <= 50
+        token = await td.backtests.report_token(backtest.id)
+        assert token.token and token.url
+        assert backtest.id in {b.id async for b in td.backtests.iter()}
+        assert backtest.id in {b.id for b in (await td.backtests.list(status="completed")).items}
+        sweep = await td.backtests.sweep(
+            "sma_cross", symbol, "1d", "10000", {"fast": [5, 10], "slow": [20, 30]}
+        )
+        assert sweep.total == 4
+        deadline = asyncio.get_running_loop().time() + 60
+        while (ranked := await td.backtests.get_sweep(sweep.id)).status != "completed":
+            assert asyncio.get_running_loop().time() < deadline, ranked
+            await asyncio.sleep(0.3)
+        assert len(ranked.ranked) == 4 and ranked.ranked[0].rank == 1
+
+    async with AsyncClient(server.url, api_key=risk_manager.api_key) as rm:
+        limit = await rm.risk.create_limit(account.id, "max_order_quantity", "3")
+        assert limit.value == Decimal("3")
+        assert [x.id for x in await rm.risk.limits(account.id)] == [limit.id]
+        assert (await rm.risk.get_limit(account.id, limit.id)).limit_type == "max_order_quantity"
+        assert (await rm.risk.update_limit(account.id, limit.id, value="4")).value == Decimal("4")
+    async with AsyncClient(server.url, api_key=trader.api_key) as td:
+        with pytest.raises(RiskLimitBreached) as breach:
+            await td.orders.place(account.id, symbol, "buy", "market", quantity=5)
+        assert breach.value.limit_type == "max_order_quantity" and Decimal(breach.value.limit_value) == 4
+        assert len((await td.risk.violations(account.id)).items) == 1
+        metrics = await td.risk.metrics(account.id)
+        assert metrics.gross_exposure == Decimal("500") and metrics.limits[0].id == limit.id
+        assert (await td.risk.monitor(account.id))["account_id"] == str(account.id)
+        assert isinstance((await td.risk.alerts(account.id)).items, list)
+    async with AsyncClient(server.url, api_key=risk_manager.api_key) as rm:
+        await rm.risk.delete_limit(account.id, limit.id)
+        state = await rm.accounts.set_trading_state(account.id, "halted", "client test")
+        assert state.state == "halted" and state.previous_state == "active"
+    async with AsyncClient(server.url, api_key=trader.api_key) as td:
+        with pytest.raises(Unprocessable):
+            await td.orders.place(account.id, symbol, "buy", "market", quantity=1)
+    async with AsyncClient(server.url, api_key=server.admin_key) as admin:
+        job = await admin.jobs.create("system.echo", {"message": "ping"})
+        assert (await admin.jobs.get(job.key)).function == "system.echo"
+        assert "queued" in await admin.jobs.stats()
+        assert "status" in await admin.jobs.health()
+    async with AsyncClient(server.url, api_key="td_not_a_key_0123456789abcdef0123456789") as anonymous:
+        with pytest.raises(Unauthorized):
+            await anonymous.users.me()
+
+
+async def test_blocking_client(server):
+    async with AsyncClient(server.url, api_key=server.admin_key) as admin:
+        symbol = await make_market(admin, bars=30)
+
+    def bot() -> tuple[m.Order, list[m.Position], list[m.Order]]:
+        with Client(server.url, api_key=server.admin_key) as td:
+            account = td.accounts.create("sync bot", "10000")
+            order = td.orders.place(account.id, symbol, "buy", "market", quantity=3)
+            td.orders.place(account.id, symbol, "sell", "limit", quantity=1, limit_price="150")
+            return order, td.positions.list(account.id), list(td.orders.iter(account.id, limit=1))
+
+    order, positions, orders = await asyncio.to_thread(bot)
+    assert order.status == "filled" and positions[0].quantity == Decimal("3") and len(orders) == 2
