@@ -6,7 +6,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: install run test test-fast bench bench-baseline bench-all bench-peers fuzz loadtest cluster lint fmt worker clean
+DESK_SOURCES := $(wildcard desk/src/*.ts desk/src/*.css desk/src/views/*.ts) desk/index.html desk/package.json \
+	desk/package-lock.json desk/vite.config.ts desk/tsconfig.json
+
+.PHONY: install desk run test test-fast bench bench-baseline bench-all bench-peers fuzz loadtest cluster lint fmt worker clean
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -18,12 +21,21 @@ $(BIN)/tradedesk: $(UV) pyproject.toml uv.lock
 
 install: $(BIN)/tradedesk
 
+## The desk (web front-end at /desk), rebuilt when its sources change; needs Node.js and npm. Without npm the
+## API still runs and /desk answers 503 saying how to build it.
+app/static/desk/index.html: $(DESK_SOURCES)
+	@if command -v npm >/dev/null 2>&1; then \
+	  cd desk && npm ci --no-audit --no-fund --loglevel=error && npm run build --silent; \
+	else echo "npm not found: the desk front-end (/desk) is not built"; fi
+
+desk: app/static/desk/index.html
+
 ## Serve on 127.0.0.1:8000; embedded PostgreSQL + in-process workers unless DATABASE_URL/REDIS_URL are set.
-run: install
+run: install desk
 	$(BIN)/tradedesk serve --migrate --seed-demo --host $${HOST:-127.0.0.1} --port $${PORT:-8000}
 
 ## The whole suite against real PostgreSQL and Redis (DATABASE_URL / REDIS_URL, default: local servers).
-test: install
+test: install desk
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 test-fast: install
@@ -63,7 +75,7 @@ fuzz: install
 	SCHEMATHESIS_MAX_EXAMPLES=$${EXAMPLES:-50} $(BIN)/python -m pytest tests/integration/test_schemathesis.py -q -p no:cacheprovider
 
 ## Load against a running server: make loadtest KEY=... [SCENARIO=mix CONCURRENCY=32 DURATION=10]
-loadtest: install
+loadtest: install desk
 	$(BIN)/tradedesk loadtest --url $${URL:-http://127.0.0.1:8000} --api-key "$$KEY" --scenario $${SCENARIO:-mix} \
 	  --concurrency $${CONCURRENCY:-32} --duration $${DURATION:-10}
 

@@ -13,6 +13,7 @@ def route_handlers() -> list[Any]:
         SharedReportController,
         StrategyController,
     )
+    from app.domain.desk.controllers import DeskSessionController, desk_assets, desk_page
     from app.domain.identity.controllers import AuthKeyController, UserController, whoami
     from app.domain.jobs.controllers import JobController, ScheduleController
     from app.domain.jobs.web_ui import saq_ui
@@ -40,5 +41,8 @@ def route_handlers() -> list[Any]:
         BacktestController,
         SharedReportController,
         AnalyticsController,
+        DeskSessionController,
+        desk_page,
+        desk_assets,
     ]
     return handlers

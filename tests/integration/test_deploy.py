@@ -245,7 +245,8 @@ def test_containerfile_passes_hadolint():
 def test_containerfile_shape():
     text = CONTAINERFILE.read_text()
     stages = [line for line in text.splitlines() if line.startswith("FROM ")]
-    assert len(stages) == 2 and all("${PYTHON_IMAGE}" in s for s in stages)
+    assert stages == ["FROM ${NODE_IMAGE} AS desk", "FROM ${PYTHON_IMAGE} AS builder", "FROM ${PYTHON_IMAGE} AS runtime"]
+    assert "npm ci" in text and "COPY --from=desk" in text  # the desk is built in its own stage
     assert "ARG PYTHON_IMAGE=python:3.11-slim" in text
     assert "uv sync --frozen --no-dev --no-install-project" in text
     assert "USER 10001:10001" in text
@@ -254,4 +255,4 @@ def test_containerfile_shape():
     assert 'ENTRYPOINT ["tradedesk"]' in text
     assert 'CMD ["serve", "--host", "0.0.0.0", "--port", "8000", "--workers", "2"]' in text
     ignore = (ROOT / ".dockerignore").read_text().split()
-    assert {".venv", ".tools", ".data", ".git"} <= set(ignore)
+    assert {".venv", ".tools", ".data", ".git", "desk/node_modules", "app/static/desk"} <= set(ignore)

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from app.domain.desk.sessions import authenticate_cookie, session_cookie
 from app.domain.identity.services import authenticate
 from app.lib.errors import ApiError
 from app.lib.middleware import LeanMiddleware
 
-ANONYMOUS_PREFIXES = ("/health", "/ready", "/metrics", "/schema", "/api/v1/health", "/static/")
+ANONYMOUS_PREFIXES = ("/health", "/ready", "/metrics", "/schema", "/api/v1/health", "/static/", "/desk")
+# Signing in to the desk presents the key in the body, not in a header (app/domain/desk/sessions.py).
+DESK_SIGN_IN = "/api/v1/desk/session"
 
 
 def _credential(scope: Scope) -> str | None:
@@ -42,6 +45,18 @@ class AuthMiddleware(LeanMiddleware):
             await next_app(scope, receive, send)
             return
         if key is None:
+            if scope["path"] == DESK_SIGN_IN and scope["method"] == "POST":
+                scope["user"] = None
+                await next_app(scope, receive, send)
+                return
+            session_id = session_cookie(scope)
+            if session_id is not None and (found := await authenticate_cookie(scope, session_id)) is not None:
+                principal, session = found
+                scope["user"] = principal
+                scope["auth"] = principal.key_id
+                scope["desk_session"] = (session_id, session)
+                await next_app(scope, receive, send)
+                return
             raise ApiError(401, "Missing API key", headers={"WWW-Authenticate": "Bearer"})
         principal = await authenticate(scope["app"].state.engine, key)
         if principal is None:

@@ -222,6 +222,12 @@ async def authenticate(engine: AsyncEngine, presented: str) -> Principal | None:
     return await _authenticate(engine, digest)
 
 
+async def authenticate_digest(engine: AsyncEngine, digest: str) -> Principal | None:
+    """Resolve a key by its stored digest (a desk session keeps the digest, never the key itself); the
+    same cache and the same revocation and expiry rules as a presented key."""
+    return await _authenticate(engine, digest)
+
+
 async def _authenticate(engine: AsyncEngine, digest: str) -> Principal | None:
     cached = KEY_CACHE.get(digest)
     now = utcnow()

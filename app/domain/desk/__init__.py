@@ -1,0 +1,1 @@
+"""The desk: the web front-end served at /desk, and its cookie sessions over the public API."""

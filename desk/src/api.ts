@@ -1,0 +1,89 @@
+// The desk talks to the public API only, authenticated by the session cookie that sign-in set
+// (HttpOnly: this code never sees a key after sign-in). Writes carry the session's CSRF token, kept in
+// memory only, never in local or session storage.
+
+export interface Problem {
+  type?: string;
+  title?: string;
+  status: number;
+  detail?: string;
+  errors?: { field: string; message: string }[];
+  [extra: string]: unknown;
+}
+
+export class ApiProblem extends Error {
+  constructor(public problem: Problem) {
+    super(problem.detail || problem.title || `HTTP ${problem.status}`);
+  }
+  get status(): number {
+    return this.problem.status;
+  }
+}
+
+let csrfToken: string | null = null;
+
+export function setCsrf(token: string | null): void {
+  csrfToken = token;
+}
+
+export async function api<T = any>(method: string, path: string, body?: unknown): Promise<T> {
+  const headers: Record<string, string> = { Accept: "application/json" };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (method !== "GET" && csrfToken) headers["X-CSRF-Token"] = csrfToken;
+  const response = await fetch(path.startsWith("/") ? path : `/api/v1/${path}`, {
+    method,
+    headers,
+    credentials: "same-origin",
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  if (response.status === 204) return undefined as T;
+  const text = await response.text();
+  const data = text ? JSON.parse(text) : undefined;
+  if (!response.ok) {
+    throw new ApiProblem({ status: response.status, ...(data && typeof data === "object" ? data : { detail: text }) });
+  }
+  return data as T;
+}
+
+export async function all<T = any>(path: string): Promise<T[]> {
+  const items: T[] = [];
+  let cursor: string | null = null;
+  do {
+    const sep = path.includes("?") ? "&" : "?";
+    const page: { items: T[]; next_cursor?: string | null } = await api(
+      "GET",
+      cursor ? `${path}${sep}limit=500&cursor=${encodeURIComponent(cursor)}` : `${path}${sep}limit=500`,
+    );
+    items.push(...page.items);
+    cursor = page.next_cursor ?? null;
+  } while (cursor);
+  return items;
+}
+
+export interface Session {
+  user: { id: string; email: string; role: string };
+  csrf_token: string;
+  expires_at: string;
+}
+
+export async function currentSession(): Promise<Session | null> {
+  try {
+    const session = await api<Session>("GET", "desk/session");
+    setCsrf(session.csrf_token);
+    return session;
+  } catch (error) {
+    if (error instanceof ApiProblem && error.status === 401) return null;
+    throw error;
+  }
+}
+
+export async function signIn(apiKey: string): Promise<Session> {
+  const session = await api<Session>("POST", "desk/session", { api_key: apiKey });
+  setCsrf(session.csrf_token);
+  return session;
+}
+
+export async function signOut(): Promise<void> {
+  await api("DELETE", "desk/session");
+  setCsrf(null);
+}

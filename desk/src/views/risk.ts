@@ -1,0 +1,151 @@
+import { api, all } from "../api";
+import { clear, h, money, pct, time, toast } from "../dom";
+import type { Account } from "./accounts";
+import { stateBadge } from "./accounts";
+import { problemText } from "./account";
+
+interface LimitUsage {
+  limit_type: string;
+  symbol: string | null;
+  value: string;
+  used: string | null;
+  utilisation: number | null;
+  breached: boolean;
+}
+interface Metrics {
+  equity: string;
+  gross_exposure: string;
+  net_exposure: string;
+  daily_pnl: string | null;
+  limits: LimitUsage[];
+}
+interface Alert {
+  id: string;
+  account_id: string;
+  limit_type: string;
+  severity: string;
+  message: string;
+  created_at: string;
+}
+interface Violation {
+  limit_type: string;
+  limit_value: string;
+  would_be: string;
+  phase: string;
+  created_at: string;
+}
+
+function bar(u: LimitUsage): HTMLElement {
+  const value = Math.max(0, Math.min(1, u.utilisation ?? 0));
+  const level = (u.utilisation ?? 0) >= 1 ? "critical" : (u.utilisation ?? 0) >= 0.8 ? "warning" : "ok";
+  return h(
+    "div",
+    { class: "usage" },
+    h("span", {}, `${u.limit_type}${u.symbol ? ` (${u.symbol})` : ""}`),
+    h("meter", { min: 0, max: 1, low: 0.8, high: 0.99, optimum: 0, value, "aria-label": `${u.limit_type} utilisation` }),
+    h("span", { class: `level-${level}` }, `${pct(u.utilisation)} of ${u.value}`),
+  );
+}
+
+export async function riskView(): Promise<HTMLElement> {
+  const accounts = await all<Account>("accounts");
+  const metrics = new Map<string, Metrics>();
+  await Promise.all(accounts.map(async (a) => metrics.set(a.id, await api<Metrics>("GET", `accounts/${a.id}/risk/metrics`))));
+  const totals = { equity: 0, gross: 0, net: 0, pnl: 0 };
+  for (const m of metrics.values()) {
+    totals.equity += Number(m.equity);
+    totals.gross += Number(m.gross_exposure);
+    totals.net += Number(m.net_exposure);
+    totals.pnl += Number(m.daily_pnl ?? 0);
+  }
+  const firm = h(
+    "div",
+    { class: "cards", id: "firm-totals" },
+    ...[
+      ["Firm equity", totals.equity],
+      ["Gross exposure", totals.gross],
+      ["Net exposure", totals.net],
+      ["Daily PnL", totals.pnl],
+    ].map(([label, value]) => h("div", { class: "card stat" }, h("span", {}, String(label)), h("strong", {}, money(String(value))))),
+  );
+
+  const list = h("div", { id: "risk-accounts" });
+  for (const account of accounts) {
+    const m = metrics.get(account.id)!;
+    const alertsBox = h("div", {});
+    const violationsBox = h("div", {});
+    const reason = h("input", { id: `reason-${account.id}`, placeholder: "reason", required: true }) as HTMLInputElement;
+    const state = h(
+      "select",
+      { id: `state-${account.id}`, "aria-label": `Trading state of ${account.name}` },
+      ...["active", "reduce_only", "halted"].map((s) => h("option", { value: s, selected: s === account.trading_state }, s)),
+    ) as HTMLSelectElement;
+    const stateForm = h(
+      "form",
+      {
+        class: "inline",
+        onsubmit: async (event: Event) => {
+          event.preventDefault();
+          try {
+            await api("PUT", `accounts/${account.id}/trading-state`, { state: state.value, reason: reason.value });
+            toast(`${account.name}: ${state.value}`);
+            badge.replaceWith((badge = stateBadge(state.value)));
+          } catch (e) {
+            toast(problemText(e), "error");
+          }
+        },
+      },
+      h("label", { for: `state-${account.id}` }, "State"),
+      state,
+      h("label", { for: `reason-${account.id}` }, "Reason"),
+      reason,
+      h("button", { type: "submit" }, "Apply"),
+    );
+    let badge = stateBadge(account.trading_state);
+
+    async function loadAlerts(): Promise<void> {
+      const alerts = (await api<{ items: Alert[] }>("GET", `accounts/${account.id}/risk/alerts?acknowledged=false&limit=20`)).items;
+      clear(alertsBox);
+      for (const alert of alerts) {
+        alertsBox.append(
+          h(
+            "p",
+            { class: `alert ${alert.severity}` },
+            `${time(alert.created_at)} ${alert.severity}: ${alert.message} `,
+            h(
+              "button",
+              {
+                type: "button",
+                class: "small",
+                onclick: async () => {
+                  await api("POST", `accounts/${account.id}/risk/alerts/${alert.id}/acknowledge`);
+                  await loadAlerts();
+                },
+              },
+              "Acknowledge",
+            ),
+          ),
+        );
+      }
+      const violations = (await api<{ items: Violation[] }>("GET", `accounts/${account.id}/risk/violations?limit=5`)).items;
+      clear(violationsBox);
+      for (const v of violations) {
+        violationsBox.append(h("p", { class: "violation" }, `${time(v.created_at)} ${v.phase}: ${v.limit_type} ${v.would_be} over ${v.limit_value}`));
+      }
+    }
+    await loadAlerts();
+    list.append(
+      h(
+        "article",
+        { class: "card", "data-account": account.id },
+        h("h2", {}, h("a", { href: `#/accounts/${account.id}` }, account.name), " ", badge),
+        h("p", {}, `Equity ${money(m.equity)} · gross ${money(m.gross_exposure)} · net ${money(m.net_exposure)}`),
+        ...(m.limits.length ? m.limits.map(bar) : [h("p", { class: "muted" }, "No limits.")]),
+        alertsBox,
+        violationsBox,
+        stateForm,
+      ),
+    );
+  }
+  return h("section", {}, h("h1", {}, "Risk"), firm, list);
+}
