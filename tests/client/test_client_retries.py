@@ -12,9 +12,9 @@ import httpx
 import pytest
 from tradedesk_client import AsyncClient, RetryPolicy, ServiceUnavailable
 
-from tests.client.conftest import start_server, stop_server
 from tests.client.proxy import FaultProxy
 from tests.client.test_client_live import make_market
+from tests.live_server import start_server, stop_server
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

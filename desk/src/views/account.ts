@@ -104,7 +104,7 @@ export async function accountView(accountId: string, live: Live): Promise<HTMLEl
     ]);
     blotter.append(
       rows.length
-        ? table(["Time", "Symbol", "Side", "Type", "Qty", "Filled", "Price", "Avg fill", "Status", ""], rows, "Orders")
+        ? table(["Time", "Symbol", "Side", "Type", "Qty", "Filled", "Price", "Avg fill", "Status", ""], rows)
         : h("p", {}, "No orders yet."),
     );
   }
@@ -119,7 +119,7 @@ export async function accountView(accountId: string, live: Live): Promise<HTMLEl
       document.createTextNode(f.price),
       document.createTextNode(f.fee),
     ]);
-    fillsBox.append(rows.length ? table(["Time", "Symbol", "Side", "Qty", "Price", "Fee"], rows, "Fills") : h("p", {}, "No fills yet."));
+    fillsBox.append(rows.length ? table(["Time", "Symbol", "Side", "Qty", "Price", "Fee"], rows) : h("p", {}, "No fills yet."));
   }
 
   function renderPositions(): void {
@@ -137,7 +137,7 @@ export async function accountView(accountId: string, live: Live): Promise<HTMLEl
     ]);
     positionsBox.append(
       rows.length
-        ? table(["Symbol", "Qty", "Avg entry", "Last", "Unrealized", "Realized", ""], rows, "Positions")
+        ? table(["Symbol", "Qty", "Avg entry", "Last", "Unrealized", "Realized", ""], rows)
         : h("p", {}, "No positions."),
     );
     live.subscribe(positions.map((p) => `prices:${p.symbol}`));

@@ -124,6 +124,8 @@ export async function researchView(): Promise<HTMLElement> {
     const p = parse(params.value, "Params");
     const g = sweep ? parse(grid.value, "Grid") : {};
     if (p === null || g === null) return;
+    // A swept parameter is not also fixed: the grid's names leave the fixed params.
+    for (const name of Object.keys(g)) delete p[name];
     const body = {
       strategy: strategy.value,
       symbol: symbol.value,
