@@ -53,9 +53,7 @@ def non_blank_fraction(png: bytes) -> float:
 
 
 async def snapshot(page, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    png = await page.screenshot(full_page=True)
-    (ARTIFACTS / f"{name}.png").write_bytes(png)
+    png = await page.screenshot(full_page=True, path=str(ARTIFACTS / f"{name}.png"))
     assert non_blank_fraction(png) > 0.01, f"the {name} view rendered blank"
 
 
@@ -71,6 +69,7 @@ def desk_server(settings, tmp_path_factory) -> Iterator[LiveServer]:
         if shutil.which("npm"):
             pytest.fail("the desk is not built although npm is here: `make desk` failed")
         pytest.skip("the desk is not built (no npm on this machine): run `make desk`")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     live = start_server(settings, tmp_path_factory.mktemp("desk") / "server.log")
     try:
         yield live
