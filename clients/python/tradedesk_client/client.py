@@ -47,6 +47,7 @@ class _Resources:
         self.jobs = r.Jobs(self)
         self.users = r.Users(self)
         self.keys = r.Keys(self)
+        self.market = r.Market(self)
 
 
 class Client(_Resources):

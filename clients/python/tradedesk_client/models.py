@@ -474,6 +474,28 @@ class Job(Model, kw_only=True):
     worker_id: str | None
 
 
+# --- market feeds (replays and simulations) ---------------------------------------------------------------
+
+
+class MarketFeed(Model, kw_only=True):
+    id: str
+    kind: str
+    status: str
+    progress: float
+    symbols: list[str]
+    params: dict[str, Any]
+    prices_fed: int
+    bars_fed: int
+    fills: int
+    total_prices: int | None
+    market_ts: datetime | None
+    error: str | None
+    label: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
 # Every model and the server schema it mirrors (checked against /schema/openapi.json by the test suite).
 SERVER_SCHEMAS: dict[type[Model], str] = {
     User: "UserOut",

@@ -522,3 +522,58 @@ class Keys(_Resource):
                 model=m.ApiKeyCreated,
             )
         )
+
+
+class Market(_Resource):
+    """Replays of stored candles and simulated live feeds (admin or market-data role), and the clock."""
+
+    def replay(
+        self,
+        symbols: list[str],
+        timeframe: str = "1d",
+        *,
+        start: datetime | str | None = None,
+        end: datetime | str | None = None,
+        speed: float | str = "max",
+        path: str = "ohlc",
+    ) -> m.MarketFeed:
+        body = _body(symbols=list(symbols), timeframe=timeframe, start=_iso(start), end=_iso(end), path=path)
+        body["speed"] = speed
+        return self._run(Call("POST", "/market/replays", body=body, model=m.MarketFeed))
+
+    def get_replay(self, replay_id: str) -> m.MarketFeed:
+        return self._run(Call("GET", f"/market/replays/{replay_id}", model=m.MarketFeed))
+
+    def stop_replay(self, replay_id: str) -> m.MarketFeed:
+        return self._run(Call("DELETE", f"/market/replays/{replay_id}", model=m.MarketFeed))
+
+    def simulate(
+        self,
+        symbols: list[str],
+        *,
+        interval_ms: int = 1000,
+        annual_volatility: float = 0.5,
+        drift: float = 0.0,
+        seed: int | None = None,
+    ) -> m.MarketFeed:
+        body = {
+            "symbols": list(symbols),
+            "interval_ms": interval_ms,
+            "annual_volatility": annual_volatility,
+            "drift": drift,
+            **({"seed": seed} if seed is not None else {}),
+        }
+        return self._run(Call("POST", "/market/simulations", body=body, model=m.MarketFeed))
+
+    def get_simulation(self, simulation_id: str) -> m.MarketFeed:
+        return self._run(Call("GET", f"/market/simulations/{simulation_id}", model=m.MarketFeed))
+
+    def stop_simulation(self, simulation_id: str) -> m.MarketFeed:
+        return self._run(Call("DELETE", f"/market/simulations/{simulation_id}", model=m.MarketFeed))
+
+    def clock(self) -> dict[str, Any]:
+        return self._run(Call("GET", "/market/clock"))
+
+
+def _iso(value: datetime | str | None) -> str | None:
+    return value.isoformat() if isinstance(value, datetime) else value

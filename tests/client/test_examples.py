@@ -1,0 +1,52 @@
+"""The example programs in clients/python/examples run to completion against a live server."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tradedesk_client import AsyncClient
+
+from tests.client.test_client_live import make_market
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "clients" / "python" / "examples"
+
+
+def run_example(name: str, *args: str, timeout: float = 180) -> str:
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *args], capture_output=True, text=True, timeout=timeout
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    return done.stdout
+
+
+async def test_sweep_research_ranks_and_plots(server, tmp_path):
+    async with AsyncClient(server.url, api_key=server.admin_key) as admin:
+        symbol = await make_market(admin, bars=200)
+    out = tmp_path / "sweep.svg"
+    stdout = await asyncio.to_thread(
+        run_example,
+        "sweep_research.py",
+        "--url",
+        server.url,
+        "--key",
+        server.admin_key,
+        "--symbol",
+        symbol,
+        "--grid",
+        "fast=5,10",
+        "--grid",
+        "slow=20,30,40",
+        "--out",
+        str(out),
+    )
+    assert "6 runs" in stdout
+    ranked = [line for line in stdout.splitlines() if "{" in line]
+    assert len(ranked) == 6
+    svg = out.read_text()
+    assert svg.startswith("<svg") and svg.count("<rect") == 6
