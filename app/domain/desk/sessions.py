@@ -90,9 +90,24 @@ async def authenticate_cookie(scope: Scope, session_id: str) -> tuple[Principal,
     if principal is None:
         await end(state.kv, session_id)
         return None
-    if scope["method"] not in SAFE_METHODS:
+    if scope.get("method", "GET") not in SAFE_METHODS:
         presented = _header(scope, b"x-csrf-token") or ""
         if not hmac.compare_digest(presented.encode(), session.csrf_token.encode()):
             raise ApiError(403, "Missing or wrong X-CSRF-Token for a cookie-authenticated write",
                            slug="csrf-token-required")
     return principal, session
+
+
+async def authenticate_socket(scope: Scope) -> Principal | None:
+    """The principal behind a desk cookie on a WebSocket upgrade. A browser sends cookies with a
+    cross-site WebSocket handshake too unless SameSite stops it, so the upgrade must also come from this
+    server's own origin (cross-site WebSocket hijacking)."""
+    session_id = session_cookie(scope)
+    if session_id is None:
+        return None
+    origin = _header(scope, b"origin")
+    host = _header(scope, b"host")
+    if not origin or not host or origin.split("://", 1)[-1] != host:
+        return None
+    found = await authenticate_cookie(scope, session_id)
+    return found[0] if found else None

@@ -264,7 +264,20 @@ export async function accountView(accountId: string, live: Live): Promise<HTMLEl
   const off = live.on((message: Message) => {
     if (message.type === "trade_update" && message.account_id === accountId) {
       orders.set(message.order.id, message.order);
-      if (message.fill && !fills.some((f) => f.id === message.fill.id)) fills = [message.fill, ...fills];
+      if (message.fill && !fills.some((f) => f.id === message.fill.id)) {
+        // A trade update's fill carries the execution; the order gives its symbol and side.
+        const fill: Fill = {
+          id: message.fill.id,
+          order_id: message.order.id,
+          symbol: message.order.symbol,
+          side: message.order.side,
+          quantity: message.fill.quantity,
+          price: message.fill.price,
+          fee: message.fill.fee,
+          created_at: message.at,
+        };
+        fills = [fill, ...fills];
+      }
       renderBlotter();
       renderFills();
       if (message.fill || message.event === "canceled" || message.event === "expired") refresh();
