@@ -11,6 +11,7 @@ import structlog
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.lib.errors import status_of
 from app.lib.ids import new_request_id
 from app.lib.log import get_logger
 from app.lib.metrics import HTTP_IN_PROGRESS, observe_http
@@ -83,9 +84,10 @@ class RequestContextMiddleware(LeanMiddleware):
         try:
             await next_app(scope, receive, send_wrapper)
         except Exception as exc:
-            # Raised by inner middleware (401 from auth, 429 from the limiter): Litestar's outer exception
-            # handler writes the response after we return, so record the status it is going to send.
-            status_holder[0] = getattr(exc, "status_code", 500)
+            # Raised by inner middleware (401 from auth, 429 from the limiter, a database outage during the
+            # key lookup): Litestar's outer exception handler writes the response after we return, so
+            # record the status it is going to send (a dependency outage is its 503, not a 500).
+            status_holder[0] = status_of(exc)
             raise
         finally:
             HTTP_IN_PROGRESS.dec()

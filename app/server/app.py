@@ -22,6 +22,7 @@ from app.lib.idempotency import IdempotencyMiddleware
 from app.lib.log import configure_logging, get_logger
 from app.lib.middleware import RequestContextMiddleware, add_request_id_header
 from app.lib.openapi_schema import openapi_schema_plugins
+from app.lib.request import ApiRequest
 from app.lib.ratelimit import RateLimitMiddleware
 from app.lib.settings import Settings, get_settings
 from app.lib.state import open_resources
@@ -87,6 +88,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         exception_handlers=EXCEPTION_HANDLERS,
         before_send=[add_request_id_header],
         request_max_body_size=settings.max_body_bytes,
+        request_class=ApiRequest,
         openapi_config=OpenAPIConfig(
             title="Tradedesk API",
             version=__version__,

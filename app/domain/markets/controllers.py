@@ -27,7 +27,7 @@ from app.domain.markets.schemas import (
     Timeframe,
 )
 from app.lib.db import DbConn, provide_db
-from app.lib.errors import ApiError, field_from_message, invalid
+from app.lib.errors import ApiError, body_decode_error, field_from_message, invalid
 from app.lib.http import cache_of, connect, json_bytes
 from app.lib.pagination import Limit
 
@@ -144,6 +144,8 @@ class InstrumentController(Controller):
                 raise invalid(str(exc), field_from_message(str(exc))) from exc
             except msgspec.DecodeError as exc:
                 raise ApiError(400, f"Malformed JSON: {exc}") from exc
+            except (RecursionError, UnicodeDecodeError) as exc:
+                raise body_decode_error(exc) from None
             result = await services.load_candles_json(db, symbol, upload.timeframe, upload.candles)
         else:
             raise ApiError(415, f"Unsupported content type {content_type!r}; use application/json or text/csv")
