@@ -18,6 +18,7 @@ from app.domain.identity.middleware import AuthMiddleware
 from app.domain.system.controllers import document_liveness
 from app.lib.errors import EXCEPTION_HANDLERS, problem_details_plugin
 from app.lib.gc_tuning import freeze_startup_objects
+from app.lib.http import ApiResponse
 from app.lib.idempotency import IdempotencyMiddleware
 from app.lib.log import configure_logging, get_logger
 from app.lib.middleware import RequestContextMiddleware, add_request_id_header
@@ -89,6 +90,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         before_send=[add_request_id_header],
         request_max_body_size=settings.max_body_bytes,
         request_class=ApiRequest,
+        response_class=ApiResponse,
         openapi_config=OpenAPIConfig(
             title="Tradedesk API",
             version=__version__,

@@ -48,7 +48,13 @@ async def test_deep_or_non_utf8_json_is_a_400_on_every_route_with_a_body(client,
             resp = await client.request(method, path, content=body, headers=headers)
             # 404/403 before decoding (an unknown resource id, a guard) are fine, and so is a 422 from a
             # typed decoder that stops at the first level where the shape is wrong; a 500 never is.
-            assert resp.status_code in (400, 403, 404, 422), (method, path, body[:20], resp.status_code, resp.text)
+            assert resp.status_code in (400, 403, 404, 422), (
+                method,
+                path,
+                body[:20],
+                resp.status_code,
+                resp.text,
+            )
             assert resp.headers["content-type"].startswith(PROBLEM), (method, path, resp.text)
             if resp.status_code == 400:
                 problem = resp.json()
@@ -59,7 +65,9 @@ async def test_deep_or_non_utf8_json_is_a_400_on_every_route_with_a_body(client,
 async def test_candle_upload_with_non_utf8_text_is_a_400(client, admin_headers):
     """The JSON candle upload decodes its body itself (typed, in one pass), not through the request."""
     headers = {**admin_headers, "Content-Type": "application/json"}
-    resp = await client.post("/api/v1/instruments/X/candles", content=b'{"timeframe": "1d\xff"}', headers=headers)
+    resp = await client.post(
+        "/api/v1/instruments/X/candles", content=b'{"timeframe": "1d\xff"}', headers=headers
+    )
     assert resp.status_code == 400, resp.text
     assert "UTF-8" in resp.json()["detail"], resp.text
 

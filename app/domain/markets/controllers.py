@@ -28,7 +28,7 @@ from app.domain.markets.schemas import (
 )
 from app.lib.db import DbConn, provide_db
 from app.lib.errors import ApiError, body_decode_error, field_from_message, invalid
-from app.lib.http import cache_of, connect, json_bytes
+from app.lib.http import ApiResponse, cache_of, connect, json_bytes
 from app.lib.pagination import Limit
 
 DB = {"db": Provide(provide_db)}
@@ -127,7 +127,7 @@ class InstrumentController(Controller):
             if content_type != "text/csv" or timeframe is None:
                 raise invalid("?async=true needs a text/csv body and ?timeframe=", "timeframe")
             accepted = await services.park_candle_upload(db, request.app.state.queue, symbol, timeframe, request.stream())
-            return Response(accepted, status_code=202)
+            return ApiResponse(accepted, status_code=202)
         if content_type == "text/csv":
             if timeframe is None:
                 raise invalid("?timeframe= is required for text/csv uploads", "timeframe")
@@ -150,7 +150,7 @@ class InstrumentController(Controller):
         else:
             raise ApiError(415, f"Unsupported content type {content_type!r}; use application/json or text/csv")
         await cache_of(request).invalidate(f"candles:{symbol}", "instruments")
-        return Response(result, status_code=201)
+        return ApiResponse(result, status_code=201)
 
     @get(
         "/{symbol:str}/candles/loads/{upload_id:uuid}",
