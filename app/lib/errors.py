@@ -8,6 +8,7 @@ HTTP exceptions (validation, 404, 405, ...) and our domain errors into it, so ev
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Any
 
 import msgspec
@@ -274,9 +275,14 @@ class TradedeskProblemDetailsPlugin(ProblemDetailsPlugin, ReceiveRoutePlugin):
             return
         for handler in route.route_handlers:
             errors = documented_errors(route.path, set(handler.http_methods), bool(route.path_parameters))
-            if errors:
-                # A handler's own entries win: it knows its statuses better than the conventions do.
-                handler.responses = {**errors, **(handler.responses or {})}
+            # A handler's own entries win: it knows its statuses better than the conventions do. None of
+            # them carries generated examples (ResponseSpec makes random ones by default: an `equity` of
+            # "yqIvHoWtVStHqUYZYuOV"); a schema shows real examples or none.
+            responses = {**errors, **(handler.responses or {})}
+            handler.responses = {
+                status: replace(spec, generate_examples=False) if spec.generate_examples else spec
+                for status, spec in responses.items()
+            } or None
 
 
 def problem_details_plugin() -> ProblemDetailsPlugin:

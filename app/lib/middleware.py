@@ -38,10 +38,15 @@ def request_id_of(scope: Scope) -> str:
 
 
 async def add_request_id_header(message: Message, scope: Scope) -> None:
-    """before_send hook: runs for every response, also 404/405 that no route middleware sees."""
+    """before_send hook: runs for every response, also 404/405 that no route middleware sees.
+
+    Also `X-Content-Type-Options: nosniff` on every response: a browser must not guess a type other than
+    the declared one (a JSON body that contains markup must never be run as HTML)."""
     if message["type"] == "http.response.start":
         headers = message.setdefault("headers", [])
         headers.append((b"x-request-id", request_id_of(scope).encode("latin-1")))
+        if not any(name.lower() == b"x-content-type-options" for name, _ in headers):
+            headers.append((b"x-content-type-options", b"nosniff"))
 
 
 class LeanMiddleware(ASGIMiddleware):

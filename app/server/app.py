@@ -10,7 +10,6 @@ from litestar.config.compression import CompressionConfig  # noqa: F401  (kept o
 from litestar._openapi.plugin import OpenAPIPlugin
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import OpenAPI
-from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.plugins.prometheus import PrometheusController
 
 from app import __version__
@@ -22,7 +21,13 @@ from app.lib.http import ApiResponse
 from app.lib.idempotency import IdempotencyMiddleware
 from app.lib.log import configure_logging, get_logger
 from app.lib.middleware import RequestContextMiddleware, add_request_id_header
-from app.lib.openapi_schema import openapi_schema_plugins
+from app.lib.openapi_schema import (
+    mark_anonymous_operations,
+    openapi_schema_plugins,
+    openapi_security,
+    swagger_assets_router,
+    swagger_render_plugin,
+)
 from app.lib.request import ApiRequest
 from app.lib.ratelimit import RateLimitMiddleware
 from app.lib.settings import Settings, get_settings
@@ -76,8 +81,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         "orders": settings.rate_limit_orders,
         "anonymous": settings.rate_limit_anonymous,
     }
+    security_components, security = openapi_security()
     app = Litestar(
-        route_handlers=[*route_handlers(), MetricsController],
+        route_handlers=[*route_handlers(), MetricsController, swagger_assets_router()],
         lifespan=[lifespan],
         middleware=[
             RequestContextMiddleware(settings.access_log),
@@ -95,13 +101,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
             title="Tradedesk API",
             version=__version__,
             path="/schema",
-            render_plugins=[SwaggerRenderPlugin()],
+            render_plugins=[swagger_render_plugin()],
             description="Accounts, instruments, paper exchange, risk, backtests and jobs.",
+            components=security_components,
+            security=security,
         ),
         debug=False,
     )
     # The liveness probe is a raw ASGI route handler (see HealthController.health), which Litestar leaves
-    # out of the OpenAPI document; this plugin subclass adds it back when the document is first built.
+    # out of the OpenAPI document; this plugin subclass adds it back when the document is first built,
+    # and marks the anonymous operations as needing no key.
     app.plugins.get(OpenAPIPlugin).__class__ = _OpenAPIWithLiveness
     return app
 
@@ -112,4 +121,5 @@ class _OpenAPIWithLiveness(OpenAPIPlugin):
     def _build_openapi(self) -> OpenAPI:
         openapi = super()._build_openapi()
         document_liveness(openapi)
+        mark_anonymous_operations(openapi)
         return openapi

@@ -64,6 +64,8 @@ def test_every_get_answer_is_in_plain_notation(seeded_world):
                 found += sum(1 for _ in _decimal_like(body))
                 offenders += [f"{role} GET {url} {w} = {v!r}" for w, v in _exponent_strings(body)]
             elif resp.headers.get("content-type", "").startswith("text/html"):
+                # the report: one charset, not "text/html; charset=utf-8; charset=utf-8"
+                assert resp.headers["content-type"] == "text/html; charset=utf-8", resp.headers
                 offenders += [f"{role} GET {url} html: {m}" for m in _html_exponents(resp.text)]
     assert called > 40 and found > 200, (called, found)
     assert not offenders, "\n".join(offenders)

@@ -38,7 +38,8 @@ ReportToken = Annotated[str, Parameter(min_length=16, max_length=128)]
 
 
 def _html(body: str) -> Response[str]:
-    return Response(body, media_type="text/html; charset=utf-8", headers=SECURITY_HEADERS)
+    # Litestar adds "; charset=utf-8" to text/* media types itself (naming it here sent it twice).
+    return Response(body, media_type="text/html", headers=SECURITY_HEADERS)
 
 
 class StrategyController(Controller):
