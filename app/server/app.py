@@ -14,6 +14,7 @@ from litestar.plugins.prometheus import PrometheusController
 
 from app import __version__
 from app.domain.identity.middleware import AuthMiddleware
+from app.domain.markets.controllers import document_candle_upload
 from app.domain.system.controllers import document_liveness
 from app.lib.errors import EXCEPTION_HANDLERS, problem_details_plugin
 from app.lib.gc_tuning import freeze_startup_objects
@@ -121,5 +122,6 @@ class _OpenAPIWithLiveness(OpenAPIPlugin):
     def _build_openapi(self) -> OpenAPI:
         openapi = super()._build_openapi()
         document_liveness(openapi)
+        document_candle_upload(openapi)
         mark_anonymous_operations(openapi)
         return openapi

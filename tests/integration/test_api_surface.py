@@ -68,3 +68,41 @@ async def test_every_response_says_nosniff(client, admin_headers):
     ):
         resp = await client.get(path, headers=headers)
         assert resp.headers.get("x-content-type-options") == "nosniff", (path, resp.status_code, resp.headers)
+
+
+async def test_candle_upload_documents_both_body_forms(client):
+    doc = (await client.get("/schema/openapi.json")).json()
+    body = doc["paths"]["/api/v1/instruments/{symbol}/candles"]["post"]["requestBody"]
+    assert body["required"] is True
+    upload = body["content"]["application/json"]["schema"]
+    assert (
+        upload["required"] == ["timeframe", "candles"] and "1d" in upload["properties"]["timeframe"]["enum"]
+    )
+    ts = upload["properties"]["candles"]["items"]["properties"]["ts"]["oneOf"]
+    assert {"type": "string", "format": "date"} in ts
+    assert "ts,open,high,low,close,volume" in body["content"]["text/csv"]["schema"]["description"]
+
+
+async def test_daily_candles_accept_a_date_only_ts(client, admin_headers):
+    from tests.integration.helpers import make_market
+
+    symbol = await make_market(client, admin_headers)
+    url = f"/api/v1/instruments/{symbol}/candles"
+    candle = {"ts": "2026-01-01", "open": "10", "high": "11", "low": "9", "close": "10.5", "volume": "3"}
+    resp = await client.post(url, json={"timeframe": "1d", "candles": [candle]}, headers=admin_headers)
+    assert resp.status_code == 201, resp.text
+    csv = "ts,open,high,low,close,volume\n2026-01-02,10,11,9,10.5,3\n2026-01-03,10.5,12,10,11,4\n"
+    resp = await client.post(
+        f"{url}?timeframe=1d", content=csv.encode(), headers={**admin_headers, "Content-Type": "text/csv"}
+    )
+    assert resp.status_code == 201, resp.text
+    items = (await client.get(f"{url}?timeframe=1d", headers=admin_headers)).json()["items"]
+    assert [c["ts"] for c in items] == [
+        "2026-01-01T00:00:00Z",
+        "2026-01-02T00:00:00Z",
+        "2026-01-03T00:00:00Z",
+    ]
+    # an impossible date is still a 422 naming the field
+    bad = {**candle, "ts": "2026-02-30"}
+    resp = await client.post(url, json={"timeframe": "1d", "candles": [bad]}, headers=admin_headers)
+    assert resp.status_code == 422 and "ts" in resp.text, resp.text

@@ -68,9 +68,10 @@ _TF_NAMES = {seconds: name for name, seconds in TIMEFRAMES.items()}
 
 _DECIMAL_RE = re.compile(r"([+-]?)([0-9]*)(?:\.([0-9]*))?", re.ASCII)
 _EPOCH_RE = re.compile(r"[+-]?[0-9]+", re.ASCII)
+# RFC 3339 date-time, or a bare date ("2026-01-01": midnight UTC, what a daily candle's ts means).
 _RFC3339_RE = re.compile(
-    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]+)?"
-    r"([Zz]|([+-])([0-9]{2}):([0-9]{2}))?",
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})(?:[Tt ]([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]+)?"
+    r"([Zz]|([+-])([0-9]{2}):([0-9]{2}))?)?",
     re.ASCII,
 )
 
@@ -205,9 +206,9 @@ def _parse_rfc3339(row: int, value: str) -> datetime:
     match = _RFC3339_RE.fullmatch(value)
     if match is None:
         raise CandleValidationError(
-            row, f"ts is not an RFC 3339 timestamp or epoch seconds: {_short(value)}", "ts"
+            row, f"ts is not an RFC 3339 timestamp, a date or epoch seconds: {_short(value)}", "ts"
         )
-    year, month, day, hour, minute, second = (int(match[i]) for i in range(1, 7))
+    year, month, day, hour, minute, second = (int(match[i] or 0) for i in range(1, 7))
     fraction = (match[7] or ".")[1:]
     micro = int(fraction[:6].ljust(6, "0"))
     if not micro and fraction[6:].strip("0"):
