@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from litestar import Litestar
+from litestar.connection import ASGIConnection
+from litestar.handlers import BaseRouteHandler
 from litestar.config.compression import CompressionConfig  # noqa: F401  (kept off: JSON is small, CPU is scarce)
 from litestar._openapi.plugin import OpenAPIPlugin
 from litestar.openapi import OpenAPIConfig
@@ -16,7 +19,7 @@ from app import __version__
 from app.domain.identity.middleware import AuthMiddleware
 from app.domain.markets.controllers import document_candle_upload
 from app.domain.system.controllers import document_liveness
-from app.lib.errors import EXCEPTION_HANDLERS, problem_details_plugin
+from app.lib.errors import EXCEPTION_HANDLERS, ApiError, problem_details_plugin
 from app.lib.gc_tuning import freeze_startup_objects
 from app.lib.http import ApiResponse
 from app.lib.idempotency import IdempotencyMiddleware
@@ -39,10 +42,22 @@ from app.server.routes import route_handlers
 log = get_logger("app.server")
 
 
+def require_metrics_token(connection: ASGIConnection, _handler: BaseRouteHandler) -> None:
+    """`METRICS_TOKEN` set: /metrics answers only `Authorization: Bearer <token>` (compared in constant
+    time). Unset: open, for a private network where Prometheus scrapes without credentials."""
+    token = connection.app.state.settings.metrics_token
+    if token is None:
+        return
+    scheme, _, presented = connection.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), token.encode()):
+        raise ApiError(401, "/metrics needs the metrics bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+
 class MetricsController(PrometheusController):
     path = "/metrics"
     openmetrics_format = False
     include_in_schema = False  # Prometheus text exposition, not part of the JSON API
+    guards = [require_metrics_token]
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
