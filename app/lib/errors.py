@@ -144,8 +144,9 @@ def _from_http_exception(exc: HTTPException) -> ProblemDetailsException:
 
 
 # PostgreSQL refuses to store some text: NUL (U+0000) in any text column (22021), or characters the
-# database encoding lacks (22P05). Only client input puts them there, so that is malformed input, not a
-# 500; catching it here covers every text field, query filter and cursor at once.
+# database encoding lacks (22P05). Only client input puts them there, so that is a 422 (well-formed
+# input breaking a rule of the store), not a 500; catching it here covers every text field, query
+# filter and cursor at once.
 _UNSTORABLE_TEXT = frozenset({"22021", "22P05"})
 
 
@@ -168,7 +169,8 @@ def classify_unhandled(exc: BaseException) -> tuple[int, str]:
     from app.lib.dependency_errors import classify_dependency_error
 
     if _is_unstorable_text(exc):
-        return 400, _UNSTORABLE_DETAIL
+        # Well-formed JSON text that breaks a storage rule: 422, like any other rule (API.md).
+        return 422, _UNSTORABLE_DETAIL
     return classify_dependency_error(exc)
 
 
@@ -193,7 +195,7 @@ def body_decode_error(exc: RecursionError | UnicodeDecodeError) -> ApiError:
 def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     """Unknown errors: log with the request id, answer a generic body (never leak internals)."""
     status, detail = classify_unhandled(exc)
-    if status == 400:
+    if status == 422:
         log.info("unstorable_text_rejected", path=request.url.path, error=repr(exc)[:200])
     elif status == 503:
         log.warning("dependency_unavailable", path=request.url.path, error=repr(exc)[:300])

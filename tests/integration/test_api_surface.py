@@ -106,3 +106,33 @@ async def test_daily_candles_accept_a_date_only_ts(client, admin_headers):
     bad = {**candle, "ts": "2026-02-30"}
     resp = await client.post(url, json={"timeframe": "1d", "candles": [bad]}, headers=admin_headers)
     assert resp.status_code == 422 and "ts" in resp.text, resp.text
+
+
+async def test_schema_states_the_bounds_the_server_enforces(client):
+    schemas = (await client.get("/schema/openapi.json")).json()["components"]["schemas"]
+    assert schemas["PerformanceIn"]["oneOf"] == [{"required": ["equity"]}, {"required": ["returns"]}]
+    assert schemas["SweepCreate"]["properties"]["grid"]["minProperties"] == 1
+    number = schemas["AccountCreate"]["properties"]["initial_cash"]["oneOf"][1]
+    assert number["minimum"] == 0 and number["exclusiveMaximum"] == 1e20
+    doc = (await client.get("/schema/openapi.json")).json()
+    params = doc["paths"]["/api/v1/backtests/sweeps/{sweep_id}"]["get"]["parameters"]
+    rank_by = next(p for p in params if p["name"] == "rank_by")
+    assert "sharpe" in rank_by["schema"]["enum"] and "heartbeat" not in rank_by["schema"]["enum"]
+    cursor = next(
+        p
+        for p in doc["paths"]["/api/v1/accounts/{account_id}/orders"]["get"]["parameters"]
+        if p["name"] == "cursor"
+    )
+    assert "^[A-Za-z0-9_-]{1,200}$" in str(cursor["schema"])
+
+
+async def test_async_csv_upload_refuses_a_body_without_the_header_at_once(client, admin_headers):
+    from tests.integration.helpers import make_market
+
+    symbol = await make_market(client, admin_headers)
+    resp = await client.post(
+        f"/api/v1/instruments/{symbol}/candles?async=true&timeframe=1h",
+        content=b"2.225073858507e-311",
+        headers={**admin_headers, "Content-Type": "text/csv"},
+    )
+    assert resp.status_code == 422 and "header" in resp.text, resp.text

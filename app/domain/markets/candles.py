@@ -197,6 +197,23 @@ def _parse_decimal(row: int, field: str, value: object) -> Decimal:
     return number
 
 
+def _check_header_line(line: str) -> None:
+    if len(line.encode("utf-8")) > MAX_LINE_BYTES:
+        raise CandleValidationError(0, f"line longer than {MAX_LINE_BYTES} bytes")
+    got = line.removeprefix("\ufeff").strip(_WS)
+    if got != CSV_HEADER:
+        raise CandleValidationError(0, f"bad header: expected {CSV_HEADER!r}, got {_short(got)}")
+
+
+def check_csv_header(first_line: bytes) -> None:
+    """`CandleValidationError` (row 0) unless `first_line` is the CSV header (BOM and spaces allowed)."""
+    try:
+        text = first_line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CandleValidationError(0, "invalid UTF-8") from None
+    _check_header_line(text)
+
+
 def _epoch_of(dt: datetime) -> tuple[int, int]:
     delta = dt - _EPOCH
     return delta.days * 86_400 + delta.seconds, delta.microseconds
@@ -450,11 +467,7 @@ class CandleCsvParser:
                 yield batch
 
     def _header(self, line: str) -> None:
-        if len(line.encode("utf-8")) > MAX_LINE_BYTES:
-            raise CandleValidationError(0, f"line longer than {MAX_LINE_BYTES} bytes")
-        got = line.removeprefix("\ufeff").strip(_WS)
-        if got != CSV_HEADER:
-            raise CandleValidationError(0, f"bad header: expected {CSV_HEADER!r}, got {_short(got)}")
+        _check_header_line(line)
 
 
 # The frozen dataclass __init__ sets each field through object.__setattr__ (~0.6 us, a quarter of a

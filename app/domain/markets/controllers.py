@@ -14,6 +14,7 @@ from app.domain.identity.guards import requires_admin, requires_market_data
 from app.domain.markets import services
 from app.domain.markets.schemas import (
     CandleList,
+    CandleLoadAccepted,
     CandleLoadStatus,
     CandleUpload,
     ExchangeCreate,
@@ -23,6 +24,7 @@ from app.domain.markets.schemas import (
     InstrumentList,
     InstrumentOut,
     InstrumentPatch,
+    LoadResult,
     PriceIn,
     PriceOut,
     Timeframe,
@@ -113,6 +115,10 @@ class InstrumentController(Controller):
         status_code=201,
         request_max_body_size=MAX_UPLOAD,
         summary="Bulk-load OHLCV candles (JSON or text/csv with ?timeframe=); all or nothing",
+        responses={
+            201: ResponseSpec(LoadResult, description="Loaded"),
+            202: ResponseSpec(CandleLoadAccepted, description="?async=true: parked; a worker loads it"),
+        },
     )
     async def load_candles(
         self,
@@ -240,6 +246,7 @@ def document_candle_upload(openapi: OpenAPI) -> None:
     )
     csv = Schema(
         type=OpenAPIType.STRING,
+        pattern=r"^\ufeff?\s*" + CANDLE_CSV_HEADER,
         description=f"Header `{CANDLE_CSV_HEADER}`, then one candle per line with the same fields as the "
         "JSON form; `?timeframe=` is required (and `?async=true` loads it on a worker)",
     )

@@ -23,9 +23,7 @@ from app.domain.trading.schemas import (
 )
 from app.lib.db import DbConn, order_connection, provide_db
 from app.lib.http import ApiResponse
-from app.lib.pagination import Limit
-
-Cursor = Annotated[str | None, Parameter(max_length=200)]
+from app.lib.pagination import Cursor, Limit
 
 
 class OrderController(Controller):
