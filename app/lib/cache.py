@@ -16,8 +16,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import msgspec
-
+from app.lib.decimals import encode_json
 from app.lib.kv import KV, MemoryKV, RedisKV
 from app.lib.log import ThrottledWarning, get_logger
 from app.lib.metrics import CACHE_EVENTS
@@ -26,7 +25,6 @@ log = get_logger("app.cache")
 _warn_unavailable = ThrottledWarning(log, "cache_unavailable")
 _warn_store_failed = ThrottledWarning(log, "cache_store_failed")
 
-_encoder = msgspec.json.Encoder()
 STAT_KEYS = ("stats:hits", "stats:misses", "stats:errors")
 # Every cached value lives under this prefix (see get_json); clear() and stats() look at nothing else.
 ENTRY_PREFIX = "c:"
@@ -60,7 +58,7 @@ class Cache:
         except Exception as exc:
             _warn_unavailable(error=repr(exc)[:200])
             CACHE_EVENTS.labels(event="errors").inc()
-            return _encoder.encode(await loader())
+            return encode_json(await loader())
         if cached is not None:
             await self._count("hits")
             return cached
@@ -71,7 +69,7 @@ class Cache:
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._inflight[full_key] = future
         try:
-            payload = _encoder.encode(await loader())
+            payload = encode_json(await loader())
             try:
                 await self.kv.set(full_key, payload, ttl=ttl or self.default_ttl)
             except Exception as exc:

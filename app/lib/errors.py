@@ -8,6 +8,7 @@ HTTP exceptions (validation, 404, 405, ...) and our domain errors into it, so ev
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Any
 
 import msgspec
@@ -121,6 +122,8 @@ def _field_errors(extra: Any) -> list[dict[str, str]] | None:
         if isinstance(item, dict):
             message = str(item.get("message"))
             key = item.get("key")
+            if message == "'data'":  # Litestar's signature model on a missing body: the KeyError's text
+                message = "A request body is required"
             if not key or key == "data":
                 key = field_from_message(message, str(item.get("source") or "body"))
             out.append({"field": str(key), "message": message})
@@ -141,8 +144,9 @@ def _from_http_exception(exc: HTTPException) -> ProblemDetailsException:
 
 
 # PostgreSQL refuses to store some text: NUL (U+0000) in any text column (22021), or characters the
-# database encoding lacks (22P05). Only client input puts them there, so that is malformed input, not a
-# 500; catching it here covers every text field, query filter and cursor at once.
+# database encoding lacks (22P05). Only client input puts them there, so that is a 422 (well-formed
+# input breaking a rule of the store), not a 500; catching it here covers every text field, query
+# filter and cursor at once.
 _UNSTORABLE_TEXT = frozenset({"22021", "22P05"})
 
 
@@ -157,19 +161,46 @@ def _is_unstorable_text(exc: BaseException) -> bool:
     return False
 
 
-def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    """Unknown errors: log with the request id, answer a generic body (never leak internals)."""
+_UNSTORABLE_DETAIL = "Text input contains a character that cannot be stored (such as U+0000 NUL)"
+
+
+def classify_unhandled(exc: BaseException) -> tuple[int, str]:
+    """The status and detail `internal_error_handler` answers for an exception no other handler took."""
     from app.lib.dependency_errors import classify_dependency_error
 
     if _is_unstorable_text(exc):
-        log.info("unstorable_text_rejected", path=request.url.path, error=repr(exc)[:200])
-        status, detail = 400, "Text input contains a character that cannot be stored (such as U+0000 NUL)"
+        # Well-formed JSON text that breaks a storage rule: 422, like any other rule (API.md).
+        return 422, _UNSTORABLE_DETAIL
+    return classify_dependency_error(exc)
+
+
+def status_of(exc: BaseException) -> int:
+    """The status the app's exception handlers will send for `exc`, for code that sees the exception
+    before they do (the access log and HTTP metrics, recorded by the outermost middleware)."""
+    if isinstance(exc, HTTPException):
+        return exc.status_code
+    return classify_unhandled(exc)[0]
+
+
+def body_decode_error(exc: RecursionError | UnicodeDecodeError) -> ApiError:
+    """A JSON body the decoder cannot read for a reason msgspec does not report as a DecodeError: nesting
+    deeper than its recursion limit, or bytes that are not UTF-8. Malformed input, so a 400."""
+    if isinstance(exc, RecursionError):
+        message = "JSON body is nested too deeply"
     else:
-        status, detail = classify_dependency_error(exc)
-        if status == 503:
-            log.warning("dependency_unavailable", path=request.url.path, error=repr(exc)[:300])
-        else:
-            log.exception("unhandled_error", path=request.url.path, method=request.method)
+        message = f"Request body is not valid UTF-8 (byte {exc.start})"
+    return ApiError(400, message, errors=[{"field": "body", "message": message}])
+
+
+def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """Unknown errors: log with the request id, answer a generic body (never leak internals)."""
+    status, detail = classify_unhandled(exc)
+    if status == 422:
+        log.info("unstorable_text_rejected", path=request.url.path, error=repr(exc)[:200])
+    elif status == 503:
+        log.warning("dependency_unavailable", path=request.url.path, error=repr(exc)[:300])
+    else:
+        log.exception("unhandled_error", path=request.url.path, method=request.method)
     body = {
         "type": TYPE_BASE + _SLUGS[status],
         "title": _TITLES[status],
@@ -246,9 +277,14 @@ class TradedeskProblemDetailsPlugin(ProblemDetailsPlugin, ReceiveRoutePlugin):
             return
         for handler in route.route_handlers:
             errors = documented_errors(route.path, set(handler.http_methods), bool(route.path_parameters))
-            if errors:
-                # A handler's own entries win: it knows its statuses better than the conventions do.
-                handler.responses = {**errors, **(handler.responses or {})}
+            # A handler's own entries win: it knows its statuses better than the conventions do. None of
+            # them carries generated examples (ResponseSpec makes random ones by default: an `equity` of
+            # "yqIvHoWtVStHqUYZYuOV"); a schema shows real examples or none.
+            responses = {**errors, **(handler.responses or {})}
+            handler.responses = {
+                status: replace(spec, generate_examples=False) if spec.generate_examples else spec
+                for status, spec in responses.items()
+            } or None
 
 
 def problem_details_plugin() -> ProblemDetailsPlugin:

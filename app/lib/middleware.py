@@ -11,6 +11,7 @@ import structlog
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.lib.errors import status_of
 from app.lib.ids import new_request_id
 from app.lib.log import get_logger
 from app.lib.metrics import HTTP_IN_PROGRESS, observe_http
@@ -37,10 +38,15 @@ def request_id_of(scope: Scope) -> str:
 
 
 async def add_request_id_header(message: Message, scope: Scope) -> None:
-    """before_send hook: runs for every response, also 404/405 that no route middleware sees."""
+    """before_send hook: runs for every response, also 404/405 that no route middleware sees.
+
+    Also `X-Content-Type-Options: nosniff` on every response: a browser must not guess a type other than
+    the declared one (a JSON body that contains markup must never be run as HTML)."""
     if message["type"] == "http.response.start":
         headers = message.setdefault("headers", [])
         headers.append((b"x-request-id", request_id_of(scope).encode("latin-1")))
+        if not any(name.lower() == b"x-content-type-options" for name, _ in headers):
+            headers.append((b"x-content-type-options", b"nosniff"))
 
 
 class LeanMiddleware(ASGIMiddleware):
@@ -83,9 +89,10 @@ class RequestContextMiddleware(LeanMiddleware):
         try:
             await next_app(scope, receive, send_wrapper)
         except Exception as exc:
-            # Raised by inner middleware (401 from auth, 429 from the limiter): Litestar's outer exception
-            # handler writes the response after we return, so record the status it is going to send.
-            status_holder[0] = getattr(exc, "status_code", 500)
+            # Raised by inner middleware (401 from auth, 429 from the limiter, a database outage during the
+            # key lookup): Litestar's outer exception handler writes the response after we return, so
+            # record the status it is going to send (a dependency outage is its 503, not a 500).
+            status_holder[0] = status_of(exc)
             raise
         finally:
             HTTP_IN_PROGRESS.dec()

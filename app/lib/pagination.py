@@ -13,6 +13,17 @@ from app.lib.errors import ApiError
 
 # Litestar enforces bounds on query parameters through Parameter (msgspec Meta is ignored there).
 Limit = Annotated[int, Parameter(ge=1, le=500, description="page size (1..500)")]
+# A cursor is opaque: unpadded base64url, copied from a page's `next_cursor`. Not that shape: 400 (Litestar
+# checks the pattern); that shape but not a cursor this API issued: 422 (decode_cursor).
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]{1,200}$"
+Cursor = Annotated[
+    str | None,
+    Parameter(
+        max_length=200,
+        pattern=CURSOR_PATTERN,
+        description="opaque: the `next_cursor` of the previous page (unpadded base64url)",
+    ),
+]
 
 
 def encode_cursor(ts: datetime, row_id: uuid.UUID | int) -> str:
@@ -25,12 +36,17 @@ def _b64(cursor: str) -> str:
     return base64.b64decode(padded.encode(), altchars=b"-_", validate=True).decode()
 
 
+def _not_issued() -> ApiError:
+    message = "not a cursor this API issued (use a page's next_cursor)"
+    return ApiError(422, "Invalid cursor", errors=[{"field": "cursor", "message": message}])
+
+
 def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         ts_s, id_s = _b64(cursor).split("|", 1)
         return datetime.fromisoformat(ts_s), uuid.UUID(id_s)
     except Exception as exc:  # any garbage cursor is the client's error
-        raise ApiError(400, "Invalid cursor", errors=[{"field": "cursor", "message": "malformed cursor"}]) from exc
+        raise _not_issued() from exc
 
 
 def decode_int_cursor(cursor: str) -> tuple[datetime, int]:
@@ -38,4 +54,4 @@ def decode_int_cursor(cursor: str) -> tuple[datetime, int]:
         ts_s, id_s = _b64(cursor).split("|", 1)
         return datetime.fromisoformat(ts_s), int(id_s)
     except Exception as exc:
-        raise ApiError(400, "Invalid cursor", errors=[{"field": "cursor", "message": "malformed cursor"}]) from exc
+        raise _not_issued() from exc

@@ -80,6 +80,8 @@ class Settings:
     # HTTP (behind a TLS-terminating proxy; over direct TLS it always is).
     desk_session_seconds: int = 8 * 3600
     desk_cookie_secure: bool = False
+    # Bearer token /metrics asks for; None (the default) leaves it open, for a private network.
+    metrics_token: str | None = None
 
     @property
     def embedded(self) -> bool:
@@ -123,6 +125,7 @@ class Settings:
             access_log=_bool("TRADEDESK_ACCESS_LOG", True),
             desk_session_seconds=_int("DESK_SESSION_SECONDS", 8 * 3600),
             desk_cookie_secure=_bool("DESK_COOKIE_SECURE", False),
+            metrics_token=_env("METRICS_TOKEN"),
         )
 
     def problems(self) -> list[str]:

@@ -2,26 +2,37 @@
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from litestar import Litestar
+from litestar.connection import ASGIConnection
+from litestar.handlers import BaseRouteHandler
 from litestar.config.compression import CompressionConfig  # noqa: F401  (kept off: JSON is small, CPU is scarce)
 from litestar._openapi.plugin import OpenAPIPlugin
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import OpenAPI
-from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.plugins.prometheus import PrometheusController
 
 from app import __version__
 from app.domain.identity.middleware import AuthMiddleware
+from app.domain.markets.controllers import document_candle_upload
 from app.domain.system.controllers import document_liveness
-from app.lib.errors import EXCEPTION_HANDLERS, problem_details_plugin
+from app.lib.errors import EXCEPTION_HANDLERS, ApiError, problem_details_plugin
 from app.lib.gc_tuning import freeze_startup_objects
+from app.lib.http import ApiResponse
 from app.lib.idempotency import IdempotencyMiddleware
 from app.lib.log import configure_logging, get_logger
 from app.lib.middleware import RequestContextMiddleware, add_request_id_header
-from app.lib.openapi_schema import openapi_schema_plugins
+from app.lib.openapi_schema import (
+    mark_anonymous_operations,
+    openapi_schema_plugins,
+    openapi_security,
+    swagger_assets_router,
+    swagger_render_plugin,
+)
+from app.lib.request import ApiRequest
 from app.lib.ratelimit import RateLimitMiddleware
 from app.lib.settings import Settings, get_settings
 from app.lib.state import open_resources
@@ -31,10 +42,22 @@ from app.server.routes import route_handlers
 log = get_logger("app.server")
 
 
+def require_metrics_token(connection: ASGIConnection, _handler: BaseRouteHandler) -> None:
+    """`METRICS_TOKEN` set: /metrics answers only `Authorization: Bearer <token>` (compared in constant
+    time). Unset: open, for a private network where Prometheus scrapes without credentials."""
+    token = connection.app.state.settings.metrics_token
+    if token is None:
+        return
+    scheme, _, presented = connection.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), token.encode()):
+        raise ApiError(401, "/metrics needs the metrics bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+
 class MetricsController(PrometheusController):
     path = "/metrics"
     openmetrics_format = False
     include_in_schema = False  # Prometheus text exposition, not part of the JSON API
+    guards = [require_metrics_token]
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -74,8 +97,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         "orders": settings.rate_limit_orders,
         "anonymous": settings.rate_limit_anonymous,
     }
+    security_components, security = openapi_security()
     app = Litestar(
-        route_handlers=[*route_handlers(), MetricsController],
+        route_handlers=[*route_handlers(), MetricsController, swagger_assets_router()],
         lifespan=[lifespan],
         middleware=[
             RequestContextMiddleware(settings.access_log),
@@ -87,17 +111,22 @@ def create_app(settings: Settings | None = None) -> Litestar:
         exception_handlers=EXCEPTION_HANDLERS,
         before_send=[add_request_id_header],
         request_max_body_size=settings.max_body_bytes,
+        request_class=ApiRequest,
+        response_class=ApiResponse,
         openapi_config=OpenAPIConfig(
             title="Tradedesk API",
             version=__version__,
             path="/schema",
-            render_plugins=[SwaggerRenderPlugin()],
+            render_plugins=[swagger_render_plugin()],
             description="Accounts, instruments, paper exchange, risk, backtests and jobs.",
+            components=security_components,
+            security=security,
         ),
         debug=False,
     )
     # The liveness probe is a raw ASGI route handler (see HealthController.health), which Litestar leaves
-    # out of the OpenAPI document; this plugin subclass adds it back when the document is first built.
+    # out of the OpenAPI document; this plugin subclass adds it back when the document is first built,
+    # and marks the anonymous operations as needing no key.
     app.plugins.get(OpenAPIPlugin).__class__ = _OpenAPIWithLiveness
     return app
 
@@ -108,4 +137,6 @@ class _OpenAPIWithLiveness(OpenAPIPlugin):
     def _build_openapi(self) -> OpenAPI:
         openapi = super()._build_openapi()
         document_liveness(openapi)
+        document_candle_upload(openapi)
+        mark_anonymous_operations(openapi)
         return openapi

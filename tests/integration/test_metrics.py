@@ -134,3 +134,23 @@ async def test_job_runs_counter_and_queue_depth_gauge(client, admin_headers, set
     stats = (await client.get("/api/v1/jobs", headers=admin_headers)).json()
     gauge = value(await scrape(client), "tradedesk_queue_depth", "tradedesk_queue_depth")
     assert gauge == stats["queued"]
+
+
+async def test_metrics_token_guards_the_scrape_when_set():
+    """`METRICS_TOKEN` set: /metrics needs it as a bearer token; unset (the session client): open."""
+    from litestar.testing import AsyncTestClient
+
+    from app.server.app import create_app
+
+    async with AsyncTestClient(app=create_app(make_settings(metrics_token="scrape-secret")), timeout=30) as c:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic scrape-secret"}):
+            resp = await c.get("/metrics", headers=headers)
+            assert resp.status_code == 401, (headers, resp.text)
+            assert resp.headers["content-type"].startswith("application/problem+json")
+            assert resp.headers["www-authenticate"] == "Bearer"
+        resp = await c.get("/metrics", headers={"Authorization": "Bearer scrape-secret"})
+        assert resp.status_code == 200 and "tradedesk_http_requests_total" in resp.text
+
+
+async def test_metrics_are_open_without_a_token(client):
+    assert (await client.get("/metrics")).status_code == 200

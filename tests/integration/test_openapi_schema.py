@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.lib.openapi_schema import DECIMAL_PATTERN
+from app.lib.openapi_schema import DECIMAL_PATTERN, NON_NEGATIVE_DECIMAL_PATTERN, POSITIVE_DECIMAL_PATTERN
+
 
 @pytest.mark.asyncio(loop_scope="session")
 async def test_decimals_and_unknown_fields_are_documented(client, make_user):
@@ -18,8 +19,10 @@ async def test_decimals_and_unknown_fields_are_documented(client, make_user):
     schema = (await client.get("/schema/openapi.json")).json()["components"]["schemas"]
     order = schema["OrderCreate"]
     assert order["additionalProperties"] is False
+    # quantity must be > 0 (OrderCreate.__post_init__), and the schema says so
     assert order["properties"]["quantity"]["oneOf"][:2] == [
-        {"type": "string", "pattern": DECIMAL_PATTERN}, {"type": "number"},
+        {"type": "string", "pattern": POSITIVE_DECIMAL_PATTERN},
+        {"type": "number", "exclusiveMaximum": 1e20, "exclusiveMinimum": 0},
     ]
     # ... and the API does refuse an unknown field.
     resp = await client.post(
@@ -40,3 +43,10 @@ def test_every_decimal_string_the_pattern_admits_decodes_exactly(value):
 @pytest.mark.parametrize("text", ["1.2.3", "abc", "", "1e", "--1", "NaN", "Infinity", "1,5"])
 def test_the_pattern_refuses_what_is_not_a_finite_decimal(text):
     assert re.fullmatch(DECIMAL_PATTERN, text) is None
+
+
+@given(st.decimals(allow_nan=False, allow_infinity=False))
+def test_the_bounded_patterns_admit_exactly_the_bounded_values(value):
+    for text in (str(value), format(value, "f")):
+        assert bool(re.fullmatch(POSITIVE_DECIMAL_PATTERN, text)) == (value > 0), text
+        assert bool(re.fullmatch(NON_NEGATIVE_DECIMAL_PATTERN, text)) == (value >= 0), text

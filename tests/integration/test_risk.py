@@ -673,7 +673,9 @@ async def test_violations_pagination(client, admin_headers, make_user, risk_mana
     stamps = [v["created_at"] for v in full]
     assert stamps == sorted(stamps, reverse=True)
     bad = await client.get(f"{base(acct)}/violations", params={"cursor": "garbage"}, headers=h)
-    assert bad.status_code == 400
+    assert bad.status_code == 422  # the documented shape (base64url), but not a cursor the API issued
+    bad = await client.get(f"{base(acct)}/violations", params={"cursor": "garbage!"}, headers=h)
+    assert bad.status_code == 400  # not even the documented shape
     too_many = await client.get(f"{base(acct)}/violations", params={"limit": 501}, headers=h)
     assert too_many.status_code == 400
 

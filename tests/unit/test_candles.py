@@ -157,7 +157,7 @@ def test_candle_row_is_frozen() -> None:
         (("2026-13-01T00:00:00Z", *GOOD[1:]), "ts", "ts is not a valid timestamp"),
         (("2026-02-30T00:00:00Z", *GOOD[1:]), "ts", "ts is not a valid timestamp"),
         (("2026-01-01T23:59:60Z", *GOOD[1:]), "ts", "ts is not a valid timestamp"),
-        (("2026-01-01", *GOOD[1:]), "ts", "ts is not an RFC 3339 timestamp"),
+        (("2026-02-30", *GOOD[1:]), "ts", "ts is not a valid timestamp"),  # a date is midnight UTC
         (("20260101T000000Z", *GOOD[1:]), "ts", "ts is not an RFC 3339 timestamp"),
         (("yesterday", *GOOD[1:]), "ts", "ts is not an RFC 3339 timestamp"),
         (("2026-01-01T00:00:00+24:00", *GOOD[1:]), "ts", "invalid UTC offset"),

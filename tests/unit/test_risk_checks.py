@@ -449,3 +449,16 @@ def test_reduce_only_orders_are_never_risk_increasing(position, qty):
         o = order(side=side, qty=str(qty))
         if is_reduce_only_ok(s, o):
             assert not is_risk_increasing(s, o)
+
+
+def test_breach_messages_round_ratios_and_use_plain_notation():
+    """A message once read "concentration 21.70625010263162417193685650% in AAA ..."."""
+    s = state(cash="1000", positions={"BBB": ("3", "1201.2345")})
+    pct = check_pre_trade(s, order(qty="10", price="100.01"), [limit("max_concentration_pct", "20")])
+    shown = pct.message.split("concentration ")[1].split("%")[0]
+    assert len(shown.split(".")[1]) == 2 and pct.would_be < Decimal(shown)  # rounded up; the breach is exact
+    assert len(str(pct.would_be)) > 10
+    notional = check_pre_trade(
+        state(cash="1E+7"), order(qty="1000", price="1E+3"), [limit("max_order_notional", "1E+5")]
+    )
+    assert "E" not in notional.message and "1000000" in notional.message and "100000" in notional.message

@@ -1,11 +1,10 @@
 from __future__ import annotations
 
-from typing import Annotated
 from uuid import UUID
 
 from litestar import Controller, Request, get, post, put
 from litestar.di import Provide
-from litestar.params import FromPath, JSONBody, Parameter
+from litestar.params import FromPath, JSONBody
 
 from app.domain.accounts import services
 from app.domain.accounts.schemas import (
@@ -17,7 +16,7 @@ from app.domain.accounts.schemas import (
 )
 from app.domain.identity.guards import requires_risk_manager
 from app.lib.db import DbConn, provide_db
-from app.lib.pagination import Limit
+from app.lib.pagination import Cursor, Limit
 
 
 class AccountController(Controller):
@@ -32,7 +31,7 @@ class AccountController(Controller):
     @get("/", summary="My accounts (risk_manager/admin: all accounts)")
     async def list_accounts(
         self, db: DbConn, request: Request, limit: Limit = 50,
-        cursor: Annotated[str | None, Parameter(max_length=200)] = None,
+        cursor: Cursor = None,
     ) -> AccountPage:
         items, nxt = await services.list_accounts(db, request.user, limit, cursor)
         return AccountPage(items=items, next_cursor=nxt)

@@ -18,6 +18,8 @@ Frequency = Literal["raw", "1h", "1d"]
 class PerformanceIn(msgspec.Struct, forbid_unknown_fields=True):
     """Exactly one of `equity` (values > 0) or `returns` (simple returns per period, >= -1)."""
 
+    __exactly_one_of__ = ("equity", "returns")  # the OpenAPI schema says so (app/lib/openapi_schema.py)
+
     equity: Series | None = None
     returns: Series | None = None
     periods_per_year: PeriodsPerYear = 252

@@ -30,15 +30,15 @@ from app.domain.backtesting.schemas import (
 from app.lib.db import DbConn, provide_db
 from app.lib.errors import invalid
 from app.lib.http import cache_of, json_bytes
-from app.lib.pagination import Limit
+from app.lib.pagination import Cursor, Limit
 
-Cursor = Annotated[str | None, Parameter(max_length=200)]
 MaxPoints = Annotated[int, Parameter(ge=2, le=services.STORED_EQUITY_POINTS)]
 ReportToken = Annotated[str, Parameter(min_length=16, max_length=128)]
 
 
 def _html(body: str) -> Response[str]:
-    return Response(body, media_type="text/html; charset=utf-8", headers=SECURITY_HEADERS)
+    # Litestar adds "; charset=utf-8" to text/* media types itself (naming it here sent it twice).
+    return Response(body, media_type="text/html", headers=SECURITY_HEADERS)
 
 
 class StrategyController(Controller):
@@ -143,7 +143,10 @@ class BacktestController(Controller):
         request: Request,
         sweep_id: FromPath[UUID],
         limit: Limit = 50,
-        rank_by: Annotated[str | None, Parameter(max_length=32)] = None,
+        # Decoded as text so that an unknown metric is a 422 naming the allowed ones; documented as the enum.
+        rank_by: Annotated[
+            str | None, Parameter(max_length=32, schema_extra={"enum": list(RANKABLE)})
+        ] = None,
     ) -> SweepOut:
         if rank_by is not None and rank_by not in RANKABLE:
             raise invalid(f"rank_by must be one of: {', '.join(RANKABLE)}", "rank_by")

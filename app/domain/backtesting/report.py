@@ -21,6 +21,7 @@ import msgspec
 import numpy as np
 
 from app.domain.backtesting.schemas import MONEY_METRICS, BacktestOut
+from app.lib.decimals import plain
 
 WIDTH = 1200
 MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 78, 16, 14, 26
@@ -362,8 +363,8 @@ def render_report(bt: BacktestOut, stored: dict[str, Any], trades: list[dict[str
         ("bars", f"{int(stored.get('bars', ts.size)):,}"),
         ("from", _date(int(ts[0]), intraday) if ts.size else "–"),
         ("to", _date(int(ts[-1]), intraday) if ts.size else "–"),
-        ("initial cash", str(bt.initial_cash)),
-        ("commission", str(bt.commission)),
+        ("initial cash", plain(bt.initial_cash)),
+        ("commission", plain(bt.commission)),
         ("slippage (bps)", str(bt.slippage_bps)),
         ("input hash", (bt.input_hash or "")[:16] + "…"),
         ("run time", f"{bt.run_seconds:.2f} s" if bt.run_seconds is not None else "–"),

@@ -17,7 +17,7 @@ import re
 import secrets
 import uuid
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
 from typing import Any
 
 import msgspec
@@ -72,6 +72,7 @@ from app.domain.markets.candles import timeframe_seconds
 from app.domain.markets.models import Candle, Instrument
 from app.lib.cache import Cache
 from app.lib.db import tx
+from app.lib.decimals import plain
 from app.lib.errors import ApiError, conflict, invalid, not_found
 from app.lib.jobs import enqueue
 from app.lib.kv import KV
@@ -131,11 +132,28 @@ def periods_per_year(timeframe: str) -> int:
 # ------------------------------------------------------------------------------------------------ rendering
 
 
-def money(value: float | None) -> str | None:
-    """A float amount as the shortest decimal string that round-trips to it (no exponent)."""
+# Money amounts of a backtest (PnL, commission, equity metrics) are rounded to the fee scale of live
+# trading (app/domain/trading/rules.py: FEE_QUANTUM): the engine computes in floats, whose last bits are
+# noise once printed as decimals ("198.40075000000002").
+MONEY_PLACES = 8
+_WIDE = Context(prec=60)  # quantize() at 8 places needs more than the default 28 digits for big amounts
+
+
+def decimal_places(step: Decimal | None, default: int = MONEY_PLACES) -> int:
+    """Decimal places of an instrument's tick or lot size ("0.05" -> 2, "1" -> 0, "10" -> 0)."""
+    if step is None or not step.is_finite() or step <= 0:
+        return default
+    return max(0, -int(step.normalize().as_tuple().exponent))
+
+
+def money(value: float | None, places: int = MONEY_PLACES, *, keep_zeros: bool = False) -> str | None:
+    """A float amount as a plain decimal string rounded half-even to `places`; trailing zeros dropped
+    unless `keep_zeros` (prices keep their tick's places: "198.40")."""
     if value is None or not math.isfinite(value):
         return None
-    return format(Decimal(repr(float(value) + 0.0)), "f")
+    with localcontext(_WIDE):
+        rounded = Decimal(repr(float(value) + 0.0)).quantize(Decimal(1).scaleb(-places), ROUND_HALF_EVEN)
+        return plain(rounded if keep_zeros else rounded.normalize())
 
 
 def clean_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -195,15 +213,19 @@ def _utc(epoch_seconds: int | None) -> datetime | None:
     return None if epoch_seconds is None else datetime.fromtimestamp(epoch_seconds, UTC)
 
 
-def trade_out(index: int, t: dict[str, Any]) -> TradeOut:
+def trade_out(
+    index: int, t: dict[str, Any], price_places: int = MONEY_PLACES, qty_places: int = MONEY_PLACES
+) -> TradeOut:
+    """One stored trade; prices rounded to the instrument's tick places and the quantity to its lot's
+    (slippage moves fills off the tick grid, so prices are rounded for display, not snapped)."""
     return TradeOut(
         index=index,
         side=t["side"],
-        quantity=money(t["quantity"]),
+        quantity=money(t["quantity"], qty_places),
         entry_ts=_utc(t["entry_ts"]),  # type: ignore[arg-type]
-        entry_price=money(t["entry_price"]),
+        entry_price=money(t["entry_price"], price_places, keep_zeros=True),
         exit_ts=_utc(t["exit_ts"]),
-        exit_price=money(t["exit_price"]),  # type: ignore[arg-type]
+        exit_price=money(t["exit_price"], price_places, keep_zeros=True),  # type: ignore[arg-type]
         pnl=money(t["pnl"]),
         return_pct=t["return_pct"],
         commission=money(t["commission"]),  # type: ignore[arg-type]
@@ -541,7 +563,15 @@ async def backtest_trades(
             BacktestResult.backtest_id == backtest_id
         )
     )
-    items = [trade_out(lo + i, t) for i, t in enumerate(chunk or [])]
+    steps = (
+        await conn.execute(
+            select(Instrument.tick_size, Instrument.lot_size)
+            .join(Backtest, Backtest.symbol == Instrument.symbol)
+            .where(Backtest.id == backtest_id)
+        )
+    ).first()
+    places = (decimal_places(steps.tick_size), decimal_places(steps.lot_size)) if steps else ()
+    items = [trade_out(lo + i, t, *places) for i, t in enumerate(chunk or [])]
     if sort != "asc":
         items.reverse()
     nxt_index = hi + 1 if sort == "asc" else lo - 1

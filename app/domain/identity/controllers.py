@@ -4,7 +4,7 @@ from uuid import UUID
 
 from litestar import Controller, Request, delete, get, post
 from litestar.di import Provide
-from litestar.params import FromPath, JSONBody, Parameter
+from litestar.params import FromPath, JSONBody
 
 from app.domain.identity import services
 from app.domain.identity.guards import requires_admin
@@ -21,7 +21,7 @@ from app.domain.identity.schemas import (
     UserPage,
 )
 from app.lib.db import DbConn, provide_db
-from app.lib.pagination import Limit
+from app.lib.pagination import Cursor, Limit
 
 DB = {"db": Provide(provide_db)}
 
@@ -43,7 +43,7 @@ class UserController(Controller):
 
     @get("/", guards=[requires_admin], summary="List users (admin)")
     async def list_users(
-        self, db: DbConn, limit: Limit = 50, cursor: str | None = Parameter(default=None, max_length=200)
+        self, db: DbConn, limit: Limit = 50, cursor: Cursor = None
     ) -> UserPage:
         items, nxt = await services.list_users(db, limit, cursor)
         return UserPage(items=items, next_cursor=nxt)

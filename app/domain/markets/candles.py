@@ -68,9 +68,10 @@ _TF_NAMES = {seconds: name for name, seconds in TIMEFRAMES.items()}
 
 _DECIMAL_RE = re.compile(r"([+-]?)([0-9]*)(?:\.([0-9]*))?", re.ASCII)
 _EPOCH_RE = re.compile(r"[+-]?[0-9]+", re.ASCII)
+# RFC 3339 date-time, or a bare date ("2026-01-01": midnight UTC, what a daily candle's ts means).
 _RFC3339_RE = re.compile(
-    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]+)?"
-    r"([Zz]|([+-])([0-9]{2}):([0-9]{2}))?",
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})(?:[Tt ]([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]+)?"
+    r"([Zz]|([+-])([0-9]{2}):([0-9]{2}))?)?",
     re.ASCII,
 )
 
@@ -196,6 +197,23 @@ def _parse_decimal(row: int, field: str, value: object) -> Decimal:
     return number
 
 
+def _check_header_line(line: str) -> None:
+    if len(line.encode("utf-8")) > MAX_LINE_BYTES:
+        raise CandleValidationError(0, f"line longer than {MAX_LINE_BYTES} bytes")
+    got = line.removeprefix("\ufeff").strip(_WS)
+    if got != CSV_HEADER:
+        raise CandleValidationError(0, f"bad header: expected {CSV_HEADER!r}, got {_short(got)}")
+
+
+def check_csv_header(first_line: bytes) -> None:
+    """`CandleValidationError` (row 0) unless `first_line` is the CSV header (BOM and spaces allowed)."""
+    try:
+        text = first_line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CandleValidationError(0, "invalid UTF-8") from None
+    _check_header_line(text)
+
+
 def _epoch_of(dt: datetime) -> tuple[int, int]:
     delta = dt - _EPOCH
     return delta.days * 86_400 + delta.seconds, delta.microseconds
@@ -205,9 +223,9 @@ def _parse_rfc3339(row: int, value: str) -> datetime:
     match = _RFC3339_RE.fullmatch(value)
     if match is None:
         raise CandleValidationError(
-            row, f"ts is not an RFC 3339 timestamp or epoch seconds: {_short(value)}", "ts"
+            row, f"ts is not an RFC 3339 timestamp, a date or epoch seconds: {_short(value)}", "ts"
         )
-    year, month, day, hour, minute, second = (int(match[i]) for i in range(1, 7))
+    year, month, day, hour, minute, second = (int(match[i] or 0) for i in range(1, 7))
     fraction = (match[7] or ".")[1:]
     micro = int(fraction[:6].ljust(6, "0"))
     if not micro and fraction[6:].strip("0"):
@@ -449,11 +467,7 @@ class CandleCsvParser:
                 yield batch
 
     def _header(self, line: str) -> None:
-        if len(line.encode("utf-8")) > MAX_LINE_BYTES:
-            raise CandleValidationError(0, f"line longer than {MAX_LINE_BYTES} bytes")
-        got = line.removeprefix("\ufeff").strip(_WS)
-        if got != CSV_HEADER:
-            raise CandleValidationError(0, f"bad header: expected {CSV_HEADER!r}, got {_short(got)}")
+        _check_header_line(line)
 
 
 # The frozen dataclass __init__ sets each field through object.__setattr__ (~0.6 us, a quarter of a

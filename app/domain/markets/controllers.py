@@ -1,18 +1,20 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 from uuid import UUID
 
 from litestar import Controller, Request, Response, get, patch, post
 from litestar.di import Provide
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import OpenAPI, OpenAPIFormat, OpenAPIMediaType, OpenAPIType, RequestBody, Schema
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter, QueryParameter
 
 from app.domain.identity.guards import requires_admin, requires_market_data
 from app.domain.markets import services
 from app.domain.markets.schemas import (
     CandleList,
+    CandleLoadAccepted,
     CandleLoadStatus,
     CandleUpload,
     ExchangeCreate,
@@ -22,13 +24,15 @@ from app.domain.markets.schemas import (
     InstrumentList,
     InstrumentOut,
     InstrumentPatch,
+    LoadResult,
     PriceIn,
     PriceOut,
     Timeframe,
 )
 from app.lib.db import DbConn, provide_db
-from app.lib.errors import ApiError, field_from_message, invalid
-from app.lib.http import cache_of, connect, json_bytes
+from app.lib.errors import ApiError, body_decode_error, field_from_message, invalid
+from app.lib.http import ApiResponse, cache_of, connect, json_bytes
+from app.lib.openapi_schema import DECIMAL_PATTERN
 from app.lib.pagination import Limit
 
 DB = {"db": Provide(provide_db)}
@@ -111,6 +115,10 @@ class InstrumentController(Controller):
         status_code=201,
         request_max_body_size=MAX_UPLOAD,
         summary="Bulk-load OHLCV candles (JSON or text/csv with ?timeframe=); all or nothing",
+        responses={
+            201: ResponseSpec(LoadResult, description="Loaded"),
+            202: ResponseSpec(CandleLoadAccepted, description="?async=true: parked; a worker loads it"),
+        },
     )
     async def load_candles(
         self,
@@ -127,7 +135,7 @@ class InstrumentController(Controller):
             if content_type != "text/csv" or timeframe is None:
                 raise invalid("?async=true needs a text/csv body and ?timeframe=", "timeframe")
             accepted = await services.park_candle_upload(db, request.app.state.queue, symbol, timeframe, request.stream())
-            return Response(accepted, status_code=202)
+            return ApiResponse(accepted, status_code=202)
         if content_type == "text/csv":
             if timeframe is None:
                 raise invalid("?timeframe= is required for text/csv uploads", "timeframe")
@@ -144,11 +152,13 @@ class InstrumentController(Controller):
                 raise invalid(str(exc), field_from_message(str(exc))) from exc
             except msgspec.DecodeError as exc:
                 raise ApiError(400, f"Malformed JSON: {exc}") from exc
+            except (RecursionError, UnicodeDecodeError) as exc:
+                raise body_decode_error(exc) from None
             result = await services.load_candles_json(db, symbol, upload.timeframe, upload.candles)
         else:
             raise ApiError(415, f"Unsupported content type {content_type!r}; use application/json or text/csv")
         await cache_of(request).invalidate(f"candles:{symbol}", "instruments")
-        return Response(result, status_code=201)
+        return ApiResponse(result, status_code=201)
 
     @get(
         "/{symbol:str}/candles/loads/{upload_id:uuid}",
@@ -190,3 +200,61 @@ class InstrumentController(Controller):
     async def get_price(self, db: DbConn, symbol: FromPath[str]) -> PriceOut:
         return await services.get_price(db, symbol)
 
+
+
+CANDLE_UPLOAD_PATH = "/api/v1/instruments/{symbol}/candles"
+CANDLE_CSV_HEADER = "ts,open,high,low,close,volume"
+
+
+def document_candle_upload(openapi: OpenAPI) -> None:
+    """The candle upload reads its body itself (JSON or a streamed CSV), so Litestar sees no `data` to
+    describe: write both forms into the document (API.md, "Exchanges, instruments, market data")."""
+    operation = (openapi.paths or {}).get(CANDLE_UPLOAD_PATH)
+    operation = operation.post if operation is not None else None
+    if operation is None:
+        return
+    number = Schema(
+        one_of=[
+            Schema(type=OpenAPIType.STRING, pattern=DECIMAL_PATTERN),
+            Schema(type=OpenAPIType.INTEGER),
+        ],
+        description="Exact decimal string or integer (prices > 0, volume >= 0)",
+    )
+    ts = Schema(
+        one_of=[
+            Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.DATE_TIME),
+            Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.DATE),
+            Schema(type=OpenAPIType.INTEGER),
+        ],
+        description="RFC 3339 time, a date (midnight UTC: daily candles), or epoch seconds; aligned to "
+        "the timeframe",
+    )
+    candle = Schema(
+        type=OpenAPIType.OBJECT,
+        required=["ts", "open", "high", "low", "close", "volume"],
+        properties={"ts": ts, **{name: number for name in ("open", "high", "low", "close", "volume")}},
+        additional_properties=False,
+    )
+    upload = Schema(
+        type=OpenAPIType.OBJECT,
+        required=["timeframe", "candles"],
+        properties={
+            "timeframe": Schema(type=OpenAPIType.STRING, enum=list(get_args(Timeframe))),
+            "candles": Schema(type=OpenAPIType.ARRAY, items=candle, max_items=1_000_000),
+        },
+        additional_properties=False,
+    )
+    csv = Schema(
+        type=OpenAPIType.STRING,
+        pattern=r"^\ufeff?\s*" + CANDLE_CSV_HEADER,
+        description=f"Header `{CANDLE_CSV_HEADER}`, then one candle per line with the same fields as the "
+        "JSON form; `?timeframe=` is required (and `?async=true` loads it on a worker)",
+    )
+    operation.request_body = RequestBody(
+        required=True,
+        description="All or nothing: any invalid row rejects the batch, naming the row",
+        content={
+            "application/json": OpenAPIMediaType(schema=upload),
+            "text/csv": OpenAPIMediaType(schema=csv),
+        },
+    )

@@ -17,8 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.domain.markets.candles import (
     COPY_COLUMNS,
+    MAX_LINE_BYTES,
     CandleRow,
     CandleValidationError,
+    check_csv_header,
     parse_csv_stream,
     to_copy_csv,
     validate_batch,
@@ -357,10 +359,37 @@ def candle_load_job_key(upload_id: uuid.UUID) -> str:
     return f"candle-load:{upload_id}"
 
 
+async def _csv_header_first(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The chunks unchanged, once the first line has been checked to be the CSV header: a body that is
+    not a candle CSV at all is refused at once (422) instead of by the worker after a 202."""
+    head = b""
+    checked = False
+    async for chunk in chunks:
+        if checked:
+            yield chunk
+            continue
+        head += chunk
+        if b"\n" in head or len(head) > MAX_LINE_BYTES:
+            _require_csv_header(head.split(b"\n", 1)[0])
+            checked = True
+            yield head
+    if not checked:
+        _require_csv_header(head)
+        yield head
+
+
+def _require_csv_header(first_line: bytes) -> None:
+    try:
+        check_csv_header(first_line)
+    except CandleValidationError as exc:
+        raise candle_error(exc) from exc
+
+
 async def park_candle_upload(
     conn: AsyncConnection, queue: Any, symbol: str, timeframe: str, chunks: AsyncIterator[bytes]
 ) -> CandleLoadAccepted:
     """Store the streamed body in 1 MiB rows and enqueue `markets.load_candles` for it."""
+    chunks = _csv_header_first(chunks)
     from app.domain.markets.models import CandleUploadChunk
     from app.lib.jobs import enqueue
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import (
+    ROUND_CEILING,
     ROUND_HALF_EVEN,
     Context,
     Decimal,
@@ -260,6 +261,24 @@ _MESSAGES = {
 }
 
 
+# Computed ratios in messages are shown to a reader's precision (percentages to 0.01, leverage to
+# 0.0001), rounded up so that a figure over its limit never reads as equal to it; the exact figure stays
+# in the breach's `would_be`. Every figure is in plain notation, never "1E+5".
+_SHOWN_QUANTUM = {
+    "max_concentration_pct": Decimal("0.01"),
+    "max_drawdown_pct": Decimal("0.01"),
+    "max_leverage": Decimal("0.0001"),
+}
+
+
+def _shown(value: Decimal, kind: str | None) -> str:
+    quantum = _SHOWN_QUANTUM.get(kind) if kind else None
+    if quantum is not None and value.is_finite() and value.as_tuple().exponent < quantum.as_tuple().exponent:  # type: ignore[operator]
+        with localcontext(_WIDE):
+            value = value.quantize(quantum, rounding=ROUND_CEILING)
+    return format(value, "f")
+
+
 def _applies(limit: Limit, symbol: str) -> bool:
     return limit.enabled and (limit.symbol is None or limit.symbol == symbol)
 
@@ -285,7 +304,9 @@ def pre_trade_breaches(state: PortfolioState, order: ProposedOrder, limits: Iter
             over = exact is None or exact > limit_exact
             breached = over and increases
         if breached:
-            msg = _MESSAGES[lim.limit_type].format(w=would_be, v=lim.value, s=order.symbol)
+            msg = _MESSAGES[lim.limit_type].format(
+                w=_shown(would_be, lim.limit_type), v=_shown(lim.value, None), s=order.symbol
+            )
             breaches.append(Breach(lim.id, lim.limit_type, lim.value, would_be, msg, lim.symbol))
     return breaches
 

@@ -23,9 +23,8 @@ from app.domain.risk.schemas import (
     ViolationPage,
 )
 from app.lib.db import DbConn, provide_db
-from app.lib.pagination import Limit
+from app.lib.pagination import Cursor, Limit
 
-Cursor = Annotated[str | None, Parameter(max_length=200)]
 Lookback = Annotated[int, Parameter(ge=2, le=5000, description="daily closes per held symbol")]
 
 

@@ -62,7 +62,7 @@ def _storable(value: Decimal) -> Decimal:
 
 
 def breach_error(breach: checks.Breach) -> ApiError:
-    would_be = str(breach.would_be) if breach.would_be.is_finite() else "Infinity"
+    would_be = format(breach.would_be, "f") if breach.would_be.is_finite() else "Infinity"
     return ApiError(
         422,
         breach.message,
@@ -70,7 +70,7 @@ def breach_error(breach: checks.Breach) -> ApiError:
         title="Risk limit breached",
         limit_id=breach.limit_id,
         limit_type=breach.limit_type,
-        limit_value=str(breach.limit_value),
+        limit_value=format(breach.limit_value, "f"),
         would_be=would_be,
         symbol=breach.symbol,
     )

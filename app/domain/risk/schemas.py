@@ -7,14 +7,21 @@ from uuid import UUID
 
 import msgspec
 
+from app.domain.risk.checks import LIMIT_TYPES
 from app.lib.validation import at_most, positive
 
 Severity = Literal["warning", "critical"]
 Phase = Literal["pre_trade", "post_trade"]
 Symbol = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
-# Free text here so that an unknown kind is a 422 naming the allowed ones (checks.validate_limit),
-# not a bare decoding error.
-LimitTypeName = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+# The kinds of limit (docs/TRADING.md, "Risk limit types"). Decoded as free text so that an unknown kind
+# is a 422 naming the allowed ones (checks.validate_limit), not a bare decoding error; the OpenAPI
+# schema still lists them as an enum.
+LimitTypeName = Annotated[
+    str,
+    # Litestar's struct schema takes `extra_json_schema["extra"]` as schema_extra.
+    msgspec.Meta(min_length=1, max_length=32, extra_json_schema={"extra": {"enum": list(LIMIT_TYPES)}}),
+]
+LimitType = Literal[LIMIT_TYPES]  # type: ignore[valid-type]  # answers: always one of them
 _HUNDRED = Decimal(100)
 
 
@@ -52,7 +59,7 @@ class LimitPatch(msgspec.Struct, forbid_unknown_fields=True):
 class LimitOut(msgspec.Struct):
     id: UUID
     account_id: UUID
-    limit_type: str
+    limit_type: LimitType
     value: Decimal
     symbol: str | None
     warn_at_pct: Decimal
@@ -89,7 +96,7 @@ class LimitUsage(msgspec.Struct):
     measure between orders) and utilisation is null when unbounded (leverage with no equity)."""
 
     id: UUID
-    limit_type: str
+    limit_type: LimitType
     symbol: str | None
     value: Decimal
     warn_at_pct: Decimal
@@ -145,7 +152,7 @@ class ViolationOut(msgspec.Struct):
     id: UUID
     account_id: UUID
     limit_id: UUID | None
-    limit_type: str
+    limit_type: LimitType
     limit_value: Decimal
     would_be: Decimal
     phase: Phase
@@ -162,7 +169,7 @@ class AlertOut(msgspec.Struct):
     id: UUID
     account_id: UUID
     limit_id: UUID
-    limit_type: str
+    limit_type: LimitType
     severity: Severity
     utilisation: float | None  # used / value when the alert was raised; null if unbounded
     message: str

@@ -22,9 +22,8 @@ from app.domain.trading.schemas import (
     ValidateOut,
 )
 from app.lib.db import DbConn, order_connection, provide_db
-from app.lib.pagination import Limit
-
-Cursor = Annotated[str | None, Parameter(max_length=200)]
+from app.lib.http import ApiResponse
+from app.lib.pagination import Cursor, Limit
 
 
 class OrderController(Controller):
@@ -43,7 +42,7 @@ class OrderController(Controller):
     ) -> Response[OrderOut]:
         async with order_connection(request.app.state) as conn:
             order, created = await services.place_order(conn, request.user, account_id, data)
-        return Response(order, status_code=201 if created else 200)  # type: ignore[arg-type]
+        return ApiResponse(order, status_code=201 if created else 200)  # type: ignore[arg-type]
 
     @post("/orders/validate", status_code=200, summary="Run every pre-trade check without placing anything")
     async def validate_order(

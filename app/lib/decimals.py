@@ -1,0 +1,80 @@
+"""Decimals as users read them: plain notation ("100000", "0", "0.0000005"), never "1.0E+5" or "0E-8".
+
+`str(Decimal)` switches to exponent form when the exponent is positive (asyncpg's binary NUMERIC decoder
+returns 100000 as Decimal("1.0E+5")) or the value is smaller than 1e-6 (a zero fee kept at the 1e-8 fee
+scale is Decimal("0E-8")), and msgspec encodes a Decimal as exactly that string. Two places fix it once:
+
+* the NUMERIC codec (`decode_numeric`, on every database connection: app/lib/db.py) reads PostgreSQL's
+  text form, which is plain and keeps the stored scale, and turns the only plain texts whose Decimal
+  prints in exponent form (zero or |x| < 1e-6, all starting "0.000000") into their normalised value;
+* the JSON encoder (`encode_json`, used by every response and the read-through cache) renders any
+  Decimal that would still print in exponent form (made by arithmetic, not read) in plain notation.
+
+msgspec encodes Decimal natively and calls no hook for it, so the encoder checks the encoded bytes for an
+exponent ("E+" / "E-", which plain decimals, UUIDs, timestamps and lower-case floats never contain) and
+only then re-encodes with those Decimals rendered; typical answers pay one scan of their bytes.
+"""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+
+_TINY = ("0.000000", "-0.000000")
+_ZERO = Decimal(0)
+
+
+def plain(value: Decimal) -> str:
+    """`value` in plain notation; values that already print plainly keep their scale ("1.50")."""
+    text = str(value)
+    if "E" not in text:
+        return text
+    return format(value.normalize(), "f")  # 1.0E+5 -> "100000", 0E-8 -> "0", 5.0E-7 -> "0.0000005"
+
+
+def decode_numeric(text: str, _decimal: type[Decimal] = Decimal) -> Decimal:
+    """asyncpg text-format NUMERIC decoder: exact, scale-preserving, and plain when printed where a
+    Decimal can be (a zero with more than six places becomes 0; a nonzero below 1e-6 cannot print
+    plainly as a Decimal and is left to `encode_json`)."""
+    if text.startswith(_TINY):
+        value = _decimal(text)
+        return value if value else _ZERO
+    return _decimal(text)
+
+
+# Kept as Python objects by to_builtins so the second encoding renders them exactly as the first did.
+_KEEP = (Decimal, datetime.datetime, datetime.date, datetime.time, datetime.timedelta, uuid.UUID, bytes)
+
+
+def _render(tree: Any) -> Any:
+    kind = type(tree)
+    if kind is Decimal:
+        return plain(tree)
+    if kind is dict:
+        return {key: _render(item) for key, item in tree.items()}
+    if kind is list:
+        return [_render(item) for item in tree]
+    return tree
+
+
+def has_exponent(body: bytes) -> bool:
+    return b"E+" in body or b"E-" in body
+
+
+def plain_decimals(content: Any, enc_hook: Any = None) -> Any:
+    """`content` as builtins with every Decimal rendered by `plain` (for a second, plain encoding)."""
+    return _render(msgspec.to_builtins(content, builtin_types=_KEEP, enc_hook=enc_hook))
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def encode_json(content: Any) -> bytes:
+    body = _encoder.encode(content)
+    if has_exponent(body):
+        body = _encoder.encode(plain_decimals(content))
+    return body

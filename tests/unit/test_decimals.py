@@ -1,0 +1,65 @@
+"""Plain notation at the codec and at the encoder (app/lib/decimals.py), and the decimal-string check."""
+
+from __future__ import annotations
+
+from decimal import Decimal as D
+
+import msgspec
+import pytest
+
+from app.lib.decimals import decode_numeric, encode_json, plain
+from app.lib.errors import ApiError
+from app.lib.request import check_decimal_strings, decimal_paths
+
+
+def test_codec_reads_postgres_text_exactly_and_plainly():
+    assert str(decode_numeric("100000")) == "100000"
+    assert str(decode_numeric("1.50")) == "1.50"  # the stored scale survives
+    assert str(decode_numeric("0.00000000")) == "0"
+    assert str(decode_numeric("0.000001")) == "0.000001"
+    assert decode_numeric("0.00000050") == D("0.0000005")
+
+
+def test_encoder_renders_arithmetic_decimals_plainly_and_leaves_text_alone():
+    body = {"cash": D("1.0E+5"), "fee": D("0E-8"), "tiny": D("5.0E-7"), "name": "1E+5", "ratio": 1e-7}
+    assert msgspec.json.decode(encode_json(body)) == {
+        "cash": "100000",
+        "fee": "0",
+        "tiny": "0.0000005",
+        "name": "1E+5",
+        "ratio": 1e-7,
+    }
+    assert encode_json({"price": D("101.250")}) == b'{"price":"101.250"}'
+    assert plain(D("1.00E+6")) == "1000000"
+
+
+class Leg(msgspec.Struct):
+    price: D
+
+
+class Body(msgspec.Struct):
+    qty: D
+    name: str
+    legs: list[Leg] = []
+    weights: dict[str, D] = {}
+    maybe: D | None = None
+
+
+@pytest.mark.parametrize(
+    ("value", "field"),
+    [
+        ({"qty": "1_000", "name": "x"}, "qty"),
+        ({"qty": "1", "name": "x", "legs": [{"price": "1"}, {"price": " 2"}]}, "legs[1].price"),
+        ({"qty": "1", "name": "x", "weights": {"A": "\uff11"}}, "weights.A"),
+        ({"qty": "1", "name": "x", "maybe": "\u0661"}, "maybe"),
+    ],
+)
+def test_decimal_strings_outside_the_pattern_name_their_field(value, field):
+    with pytest.raises(ApiError) as caught:
+        check_decimal_strings(value, decimal_paths(Body))
+    assert caught.value.status_code == 422
+    assert caught.value.extra["errors"][0]["field"] == field
+
+
+def test_plain_decimal_strings_and_other_text_pass():
+    check_decimal_strings({"qty": "1e5", "name": " 1_000 ", "legs": [{"price": 2.5}]}, decimal_paths(Body))
