@@ -62,7 +62,7 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "json"
     data_dir: Path = field(default_factory=lambda: Path(".data"))
-    # Limits per minute, per API key (or per IP for anonymous requests).
+    # Limits per minute, per user (or per IP for anonymous requests).
     rate_limit_read: int = 6_000
     rate_limit_write: int = 1_200
     rate_limit_orders: int = 600
@@ -76,6 +76,11 @@ class Settings:
     default_slippage_bps: float = 0.0
     test_slowdown_ms: int = 0  # benchmark-gate self test only; see benchmarks/README
     access_log: bool = True
+    # Per-user caps that keep one account from taking what is shared: live (neither revoked nor expired)
+    # API keys, and backtests / sweeps waiting or running on the workers.
+    api_keys_max_per_user: int = 20
+    backtests_max_active_per_user: int = 20
+    sweeps_max_active_per_user: int = 2
 
     @property
     def embedded(self) -> bool:
@@ -117,6 +122,9 @@ class Settings:
             key_cache_seconds=_float("API_KEY_CACHE_SECONDS", 1.0),
             test_slowdown_ms=_int("TRADEDESK_TEST_SLOWDOWN_MS", 0),
             access_log=_bool("TRADEDESK_ACCESS_LOG", True),
+            api_keys_max_per_user=_int("API_KEYS_MAX_PER_USER", 20),
+            backtests_max_active_per_user=_int("BACKTESTS_MAX_ACTIVE_PER_USER", 20),
+            sweeps_max_active_per_user=_int("SWEEPS_MAX_ACTIVE_PER_USER", 2),
         )
 
     def problems(self) -> list[str]:
