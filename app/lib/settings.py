@@ -127,12 +127,14 @@ class Settings:
             sweeps_max_active_per_user=_int("SWEEPS_MAX_ACTIVE_PER_USER", 2),
         )
 
-    def problems(self) -> list[str]:
-        """Reasons this configuration is not fit for production (used by `tradedesk check`)."""
+    def problems(self, *, embedded: bool = False) -> list[str]:
+        """Reasons this configuration is not fit for production (used by `tradedesk check`).
+
+        `embedded`: the embedded development setup was chosen (no DATABASE_URL): missing URLs are expected."""
         found: list[str] = []
-        if self.database_url is None:
+        if self.database_url is None and not embedded:
             found.append("DATABASE_URL is not set (embedded PostgreSQL is for development only)")
-        if self.redis_url is None:
+        if self.redis_url is None and not embedded:
             found.append("REDIS_URL is not set (in-memory cache/rate limits do not span processes)")
         if self.admin_api_key and (len(self.admin_api_key) < 32 or self.admin_api_key.startswith("dev")):
             found.append("TRADEDESK_ADMIN_API_KEY is short or a development default")
