@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import click
@@ -13,7 +15,6 @@ import click
 from app.lib.embedded import apply_embedded_defaults
 from app.lib.log import configure_logging
 from app.lib.settings import get_settings
-
 
 # Commands that run a service: their log lines are their output. Every other command is a one-shot tool
 # that prints its result and logs only warnings and errors, unless --verbose.
@@ -105,13 +106,33 @@ def worker(concurrency) -> None:
     if settings.effective_queue_url is None:
         click.echo("REDIS_URL (or TRADEDESK_QUEUE_URL) is not set; in embedded mode workers run inside `serve`.")
         sys.exit(2)
-    from app.lib.jobs import make_queue
+    from app.lib.jobs import make_queue, shutdown_budget
     from app.lib.state import build_worker
+
+    budget = shutdown_budget(settings.worker_shutdown_seconds)
+
+    def force_exit() -> None:
+        # Graceful shutdown overran its budget: something does not stop (a job's thread, a hung pool
+        # close). The jobs it held are re-queued by the sweep (heartbeat or timeout), as after a crash.
+        logging.getLogger("app.worker").error("worker_shutdown_forced after %.1f s", budget.total)
+        os._exit(1)
 
     async def run() -> None:
         queue = make_queue(settings)
         await queue.connect()
         w = build_worker(queue, settings, concurrency=concurrency)
+        w.SIGNALS = []  # handled here: SAQ's handler only sets the event, with no bound on what follows
+        watchdog = threading.Timer(budget.total, force_exit)
+        watchdog.daemon = True
+
+        def on_signal() -> None:
+            if not watchdog.is_alive():
+                watchdog.start()
+            w.event.set()
+
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, on_signal)
         try:
             await w.start()
         finally:

@@ -51,6 +51,9 @@ class Settings:
     # In-process SAQ workers (embedded mode runs them inside the API process).
     workers_in_process: bool = False
     worker_concurrency: int = 10
+    # SIGTERM to a worker: running jobs get part of this to finish, are then cancelled (and re-queued),
+    # and the process is gone within it (app/lib/jobs.py: shutdown_budget).
+    worker_shutdown_seconds: float = 10.0
     db_pool_size: int = 20
     db_max_overflow: int = 10
     # Raw asyncpg connections for placement, validation and the orders list (app/lib/db.py: create_order_pool).
@@ -102,6 +105,7 @@ class Settings:
             admin_api_key=_env("TRADEDESK_ADMIN_API_KEY"),
             workers_in_process=_bool("TRADEDESK_WORKERS_IN_PROCESS", _env("REDIS_URL") is None),
             worker_concurrency=_int("TRADEDESK_WORKER_CONCURRENCY", 10),
+            worker_shutdown_seconds=_float("WORKER_SHUTDOWN_SECONDS", 10.0),
             db_pool_size=_int("DB_POOL_SIZE", 20),
             db_max_overflow=_int("DB_MAX_OVERFLOW", 10),
             db_order_pool_size=_int("DB_ORDER_POOL_SIZE", 8),
