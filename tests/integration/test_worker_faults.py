@@ -27,7 +27,7 @@ from litestar.testing import AsyncTestClient
 from app.lib.db import libpq_url
 from app.server.app import create_app
 from tests.conftest import make_settings, server_env
-from tests.integration.helpers import make_market
+from tests.integration.helpers import make_daily_market
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.slow]
 
@@ -58,17 +58,8 @@ def _tail(path: Path, chars: int = 4000) -> str:
 
 async def _sweep_with_market(settings, admin_headers, combos: int) -> tuple[str, int]:
     """A sweep of `combos` runs submitted through the API on `settings`' queue (no worker consumes it yet)."""
-    from app.domain.markets.synthetic import candles_to_csv, generate_candles
-
     async with AsyncTestClient(app=create_app(settings), timeout=30) as c:
-        symbol = await make_market(c, admin_headers)
-        rows = generate_candles(bars=300, seed=3, timeframe="1d")
-        resp = await c.post(
-            f"/api/v1/instruments/{symbol}/candles?timeframe=1d",
-            content=candles_to_csv(rows).encode(),
-            headers={**admin_headers, "Content-Type": "text/csv"},
-        )
-        assert resp.status_code == 201, resp.text
+        symbol = await make_daily_market(c, admin_headers, bars=300, seed=3)
         fast = list(range(2, 2 + combos // 2))
         resp = await c.post(
             "/api/v1/backtests/sweeps",
@@ -149,7 +140,7 @@ async def test_worker_killed_mid_sweep_recovers_within_a_minute(
 
         await _wait(done, RECOVERY_BOUND, "sweep completed after the kill", lambda: _tail(log_path))
         elapsed = time.monotonic() - killed
-        print(f"\nFAULT sweep worker-kill ({locked_table} locked): {total} runs done {elapsed:.1f} s after the kill")
+        print(f"\nFAULT sweep worker-kill ({locked_table} locked): {total} runs done {elapsed:.1f} s later")
         assert await _sweep_counts(conn, sweep_id) == {"completed": total}
         results = await conn.fetchval(
             "SELECT count(*) FROM backtest_results r JOIN backtests b ON b.id = r.backtest_id "
