@@ -178,6 +178,7 @@ def load_job_modules() -> dict[str, JobSpec]:
         "app.domain.trading.tasks",
         "app.domain.risk.tasks",
         "app.domain.backtesting.tasks",
+        "app.domain.backtesting.recovery",
         "app.domain.jobs.tasks",
     ):
         try:
