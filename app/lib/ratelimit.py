@@ -28,7 +28,7 @@ EXEMPT = frozenset({"/health", "/ready", "/metrics"})
 def route_group(method: str, path: str, authenticated: bool) -> str:
     if not authenticated:
         return "anonymous"
-    # Validation runs every pre-trade check and locks the account like a placement: same budget.
+    # Validation is a dry run of the whole placement path (every check, the order pool): same budget.
     order_paths = ("/orders", "/orders/validate")
     if method == "POST" and path.startswith("/api/v1/accounts/") and path.endswith(order_paths):
         return "orders"
