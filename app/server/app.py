@@ -80,9 +80,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
             from app.domain.identity.services import ensure_admin_key
 
             try:
-                await ensure_admin_key(resources.engine, settings.admin_api_key)
+                action = await ensure_admin_key(resources.engine, settings.admin_api_key)
             except Exception as exc:  # database not migrated yet: /ready will say so
                 log.warning("admin_bootstrap_failed", error=repr(exc)[:300])
+            else:
+                # "restored": the key had been revoked or had expired (or its user demoted) through the API.
+                log_admin = log.warning if action == "restored" else log.info
+                log_admin("admin_key_ensured", action=action)
         freeze_startup_objects()
         log.info("app_started", version=__version__, embedded=settings.embedded)
         try:

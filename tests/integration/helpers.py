@@ -8,6 +8,21 @@ from decimal import Decimal
 from tests.integration.test_markets import make_market  # noqa: F401  (re-exported)
 
 
+async def make_daily_market(client, admin_headers, bars: int, seed: int) -> str:
+    """A new instrument with `bars` synthetic daily candles, loaded through the CSV upload."""
+    from app.domain.markets.synthetic import candles_to_csv, generate_candles
+
+    symbol = await make_market(client, admin_headers)
+    rows = generate_candles(bars=bars, seed=seed, timeframe="1d")
+    resp = await client.post(
+        f"/api/v1/instruments/{symbol}/candles?timeframe=1d",
+        content=candles_to_csv(rows).encode(),
+        headers={**admin_headers, "Content-Type": "text/csv"},
+    )
+    assert resp.status_code == 201, resp.text
+    return symbol
+
+
 async def make_account(client, headers, cash: str = "100000", allow_short: bool = False) -> str:
     resp = await client.post(
         "/api/v1/accounts", json={"name": f"acct-{uuid.uuid4().hex[:6]}", "initial_cash": cash, "allow_short": allow_short},

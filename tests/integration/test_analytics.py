@@ -194,9 +194,11 @@ async def test_account_performance_uses_daily_equity_and_is_tenant_isolated(clie
     resp = await client.get(f"/api/v1/accounts/{account}/performance", headers=owner["headers"])
     assert resp.status_code == 200, resp.text
     body = resp.json()
-    series = [float(daily[k]) for k in sorted(daily, reverse=True)] + [1000.0]  # today: the opening snapshot
+    # The first snapshot opens the series, then each day's last; today closes at the equity now (the
+    # account holds only cash: its 1000).
+    series = [999.5] + [float(daily[k]) for k in sorted(daily, reverse=True)] + [1000.0]
     returns = [b / a - 1 for a, b in zip(series, series[1:], strict=False)]
-    assert body["points"] == 6 and body["frequency"] == "1d" and body["account_id"] == account
+    assert body["points"] == 7 and body["frequency"] == "1d" and body["account_id"] == account
     # The series ends where it started: compounding by hand leaves ~1e-14 of rounding in the growth.
     assert_close(body, by_hand(returns), rel=1e-9, abs_=1e-12)
 
@@ -221,13 +223,21 @@ async def test_account_performance_uses_daily_equity_and_is_tenant_isolated(clie
     ).status_code == 200
 
 
-async def test_new_account_performance_is_all_nulls(client, make_user):
+async def test_new_account_performance_is_one_flat_period(client, make_user):
     owner = await make_user()
     account = await make_account(client, owner["headers"])
     body = (await client.get(f"/api/v1/accounts/{account}/performance", headers=owner["headers"])).json()
+    # opening equity, then today's close valued now; one return is too few for volatility or Sharpe
     assert (
-        body["points"] == 1
-        and body["periods"] == 0
+        body["points"] == 2
+        and body["periods"] == 1
         and body["sharpe"] is None
-        and body["total_return"] is None
+        and body["total_return"] == 0.0
     )
+    # with an `end`, only stored snapshots count: the creation snapshot alone is no period
+    body = (
+        await client.get(
+            f"/api/v1/accounts/{account}/performance?end=2100-01-01T00:00:00Z", headers=owner["headers"]
+        )
+    ).json()
+    assert body["points"] == 1 and body["periods"] == 0 and body["total_return"] is None

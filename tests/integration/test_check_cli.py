@@ -40,7 +40,7 @@ def test_check_reports_database_redis_cache_and_schedules(settings):
     out = done.stdout
     assert "[ok] database: reachable and at migration head" in out, out
     assert "[ok] redis: reachable" in out and "[ok] cache: read-through round trip works" in out
-    assert "[ok] schedules: 4 enabled" in out
+    assert "[ok] schedules: 5 enabled" in out  # the four of migration 0002 and 0007's orphan recovery
     assert done.returncode == 0, out
 
 

@@ -121,7 +121,7 @@ def test_api_deployment_rolls_without_losing_capacity():
 def test_worker_deployment_lets_jobs_finish():
     worker = _resources()[("Deployment", "tradedesk-worker")]
     assert _container(worker)["command"] == ["tradedesk", "worker"]
-    # SAQ's shutdown grace (20 s, app/lib/jobs.py) must fit inside the pod's.
+    # A worker is gone within WORKER_SHUTDOWN_SECONDS (10 s by default) of SIGTERM: inside the pod's grace.
     assert worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 60
     _assert_hardened(worker)
 

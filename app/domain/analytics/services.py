@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
+from decimal import Decimal
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -20,6 +21,8 @@ from app.domain.accounts.models import Account, EquitySnapshot
 from app.domain.analytics.metrics import performance_metrics
 from app.domain.analytics.schemas import AccountPerformanceOut, PerformanceIn, PerformanceOut
 from app.domain.identity.schemas import Principal
+from app.domain.trading.book import load_book
+from app.lib.db import utcnow
 from app.lib.errors import field_from_message, invalid, not_found
 
 # Below this many points the maths takes well under a millisecond: not worth a thread hop.
@@ -79,9 +82,12 @@ async def account_performance(
     start: datetime | None = None,
     end: datetime | None = None,
 ) -> AccountPerformanceOut:
-    """The metric set over the account's equity snapshots. Snapshots come at irregular times (every
-    fill plus a scheduled job), so by default the series is the last snapshot of each UTC day
-    (`frequency=1d`; `1h` per hour; `raw` takes every snapshot as one period)."""
+    """The metric set over the account's equity snapshots. Snapshots come at irregular times (one at
+    creation, one after every fill, plus a scheduled job), so by default the series is the account's
+    opening equity (the first snapshot in range) followed by the last snapshot of each UTC day
+    (`frequency=1d`; `1h` per hour), and without `end` the current period closes at the equity valued
+    now, so a new account has figures from its first minute instead of waiting for a second period's
+    snapshot. `raw` takes every snapshot as one period, as stored."""
     if await conn.scalar(select(Account.id).where(Account.id == account_id, visible_to(principal))) is None:
         raise not_found("Account")
     where = [EquitySnapshot.account_id == account_id]
@@ -95,17 +101,12 @@ async def account_performance(
             .where(*where)
             .order_by(EquitySnapshot.ts, EquitySnapshot.id)
         )
+        points = [(r.ts, r.equity) for r in (await conn.execute(stmt)).all()]
     else:
-        bucket = func.date_trunc(_BUCKETS[frequency], EquitySnapshot.ts, "UTC")
-        stmt = (
-            select(EquitySnapshot.ts, EquitySnapshot.equity)
-            .where(*where)
-            .ext(distinct_on(bucket))
-            .order_by(bucket, EquitySnapshot.ts.desc(), EquitySnapshot.id.desc())
-        )
-    rows = (await conn.execute(stmt)).all()
+        unit = _BUCKETS[frequency]
+        points = await _period_closes(conn, principal, account_id, where, unit, live=end is None)
     # NUMERIC -> float64: the statistics are ratios, computed in floating point like the backtests.
-    equity = np.asarray([float(r.equity) for r in rows], dtype=np.float64)
+    equity = np.asarray([float(value) for _, value in points], dtype=np.float64)
     if equity.size and np.all(equity > 0.0):
         metrics = _metrics(equity=equity, periods_per_year=periods_per_year, risk_free_rate=risk_free_rate)
     else:
@@ -121,6 +122,47 @@ async def account_performance(
         periods_per_year=periods_per_year,
         risk_free_rate=risk_free_rate,
         points=int(equity.size),
-        first_ts=rows[0].ts if rows else None,
-        last_ts=rows[-1].ts if rows else None,
+        first_ts=points[0][0] if points else None,
+        last_ts=points[-1][0] if points else None,
     )
+
+
+async def _period_closes(
+    conn: AsyncConnection,
+    principal: Principal,
+    account_id: uuid.UUID,
+    where: list[ColumnElement[bool]],
+    unit: str,
+    *,
+    live: bool,
+) -> list[tuple[datetime, Decimal]]:
+    """(ts, equity): the first snapshot in range (the opening value, so the first period has a start),
+    then the last snapshot of each `unit`; with `live`, the current period's close is the equity now."""
+    bucket = func.date_trunc(unit, EquitySnapshot.ts, "UTC")
+    columns = (EquitySnapshot.ts, EquitySnapshot.equity, EquitySnapshot.id)
+    closes = (
+        select(*columns)
+        .where(*where)
+        .ext(distinct_on(bucket))
+        .order_by(bucket, EquitySnapshot.ts.desc(), EquitySnapshot.id.desc())
+    )
+    opening = select(*columns).where(*where).order_by(EquitySnapshot.ts, EquitySnapshot.id).limit(1)
+    rows = (await conn.execute(closes)).all()
+    first = (await conn.execute(opening)).first()
+    points = [(r.ts, r.equity) for r in rows]
+    if first is not None and rows and first.id != rows[0].id:
+        points.insert(0, (first.ts, first.equity))
+    if live and points:
+        book = await load_book(conn, account_id, reader=principal)
+        now = utcnow()
+        if book is not None:
+            if len(points) > 1 and _period_start(points[-1][0], unit) == _period_start(now, unit):
+                points[-1] = (now, book.equity)
+            else:
+                points.append((now, book.equity))
+    return points
+
+
+def _period_start(ts: datetime, unit: str) -> datetime:
+    ts = ts.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    return ts if unit == "hour" else ts.replace(hour=0)

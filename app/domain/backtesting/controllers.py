@@ -65,7 +65,8 @@ class BacktestController(Controller):
 
     @post("/", status_code=202, summary="Submit a backtest; it runs on a worker (poll GET for progress)")
     async def create(self, db: DbConn, request: Request, data: JSONBody[BacktestCreate]) -> BacktestOut:
-        return await services.create_backtest(db, request.app.state.queue, request.user, data)
+        quota = request.app.state.settings.backtests_max_active_per_user
+        return await services.create_backtest(db, request.app.state.queue, request.user, data, quota)
 
     @get("/", summary="My backtests, newest first")
     async def list_backtests(
@@ -134,7 +135,8 @@ class BacktestController(Controller):
 
     @post("/sweeps", status_code=202, summary="Run a strategy over every combination of a parameter grid")
     async def create_sweep(self, db: DbConn, request: Request, data: JSONBody[SweepCreate]) -> SweepCreated:
-        return await services.create_sweep(db, request.app.state.queue, request.user, data)
+        quota = request.app.state.settings.sweeps_max_active_per_user
+        return await services.create_sweep(db, request.app.state.queue, request.user, data, quota)
 
     @get("/sweeps/{sweep_id:uuid}", summary="Counts by status and the completed runs ranked by a metric")
     async def get_sweep(

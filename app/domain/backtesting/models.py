@@ -53,6 +53,13 @@ class Backtest(Base):
     __table_args__ = (
         Index("ix_backtests_owner_created", "owner_id", text("created_at DESC")),
         Index("ix_backtests_sweep", "sweep_id"),
+        # The per-user quota counts only queued and running rows (app/domain/backtesting/quotas.py).
+        Index(
+            "ix_backtests_owner_active",
+            "owner_id",
+            "sweep_id",
+            postgresql_where=text("status IN ('queued', 'running')"),
+        ),
     )
 
 

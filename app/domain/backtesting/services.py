@@ -41,6 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.domain.backtesting.engine import Bars, equity_downsample
 from app.domain.backtesting.models import Backtest, BacktestResult, Sweep
+from app.domain.backtesting.quotas import enforce_active_quota
 from app.domain.backtesting.report import render_report
 from app.domain.backtesting.schemas import (
     ACTIVE_STATUSES,
@@ -384,7 +385,11 @@ async def _mark_unqueued(conn: AsyncConnection, where: ColumnElement[bool], exc:
 
 
 async def create_backtest(
-    conn: AsyncConnection, queue: Queue | None, principal: Principal, data: BacktestCreate
+    conn: AsyncConnection,
+    queue: Queue | None,
+    principal: Principal,
+    data: BacktestCreate,
+    max_active: int | None = None,
 ) -> BacktestOut:
     queue = require_queue(queue)
     _check_strategy(data.strategy)
@@ -393,6 +398,8 @@ async def create_backtest(
     backtest_id = uuid.uuid4()
     key = job_key(backtest_id)
     async with tx(conn):
+        if max_active is not None:
+            await enforce_active_quota(conn, principal.user_id, "backtests", max_active)
         row = (
             await conn.execute(
                 insert(Backtest)
@@ -743,7 +750,11 @@ def expand_grid(data: SweepCreate) -> tuple[list[dict[str, Any]], list[SkippedCo
 
 
 async def create_sweep(
-    conn: AsyncConnection, queue: Queue | None, principal: Principal, data: SweepCreate
+    conn: AsyncConnection,
+    queue: Queue | None,
+    principal: Principal,
+    data: SweepCreate,
+    max_active: int | None = None,
 ) -> SweepCreated:
     queue = require_queue(queue)
     combos, skipped = expand_grid(data)
@@ -772,6 +783,8 @@ async def create_sweep(
             }
         )
     async with tx(conn):
+        if max_active is not None:
+            await enforce_active_quota(conn, principal.user_id, "sweeps", max_active)
         created_at = (
             await conn.execute(
                 insert(Sweep)

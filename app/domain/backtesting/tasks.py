@@ -295,9 +295,13 @@ def _shutting_down(ctx: dict[str, Any]) -> bool:
 # ------------------------------------------------------------------------------------------------ jobs
 
 
-# Heartbeat: the run reports progress at least every few seconds while it simulates, so a dead worker's
-# backtest is retried within ~2 minutes instead of after the 30-minute timeout.
-@job(RUN_JOB, RunKwargs, timeout=1800, retries=2, public=False, heartbeat=120)
+# Heartbeat: the worker touches a running job every RUN_HEARTBEAT / 4 s (app/lib/jobs.py: keep_alive), so
+# a dead worker's runs are retried within about RUN_HEARTBEAT + one 10 s sweep + 5 s instead of after the
+# 30-minute timeout (tests/integration/test_worker_faults.py).
+RUN_HEARTBEAT = 20
+
+
+@job(RUN_JOB, RunKwargs, timeout=1800, retries=2, public=False, heartbeat=RUN_HEARTBEAT)
 async def run_backtest_job(ctx: dict[str, Any], *, backtest_id: Any) -> dict[str, Any]:
     """Run one backtest: load bars, simulate with progress, store metrics, trades and equity."""
     engine: AsyncEngine = ctx["engine"]
@@ -408,7 +412,9 @@ async def run_backtest_job(ctx: dict[str, Any], *, backtest_id: Any) -> dict[str
     }
 
 
-@job(FAN_OUT_JOB, FanOutKwargs, timeout=600, retries=3, public=False)
+# The fan-out carries the same heartbeat: killed mid-way, it is retried (and enqueues the runs still
+# `queued`; job keys dedupe the ones already enqueued) within a minute, not after its 600 s timeout.
+@job(FAN_OUT_JOB, FanOutKwargs, timeout=600, retries=3, public=False, heartbeat=RUN_HEARTBEAT)
 async def fan_out_job(ctx: dict[str, Any], *, sweep_id: Any) -> dict[str, Any]:
     """Enqueue one `backtest.run` per queued run of a sweep (keys dedupe a retried fan-out)."""
     engine: AsyncEngine = ctx["engine"]

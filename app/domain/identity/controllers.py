@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+from dataclasses import dataclass
 from uuid import UUID
 
 from litestar import Controller, Request, delete, get, post
 from litestar.di import Provide
-from litestar.params import FromPath, JSONBody
+from litestar.openapi.spec import OpenAPIType, Operation, RequestBody, Schema
+from litestar.params import FromPath, JSONBody, Parameter
 
 from app.domain.identity import services
 from app.domain.identity.guards import requires_admin
@@ -49,6 +51,25 @@ class UserController(Controller):
         return UserPage(items=items, next_cursor=nxt)
 
 
+@dataclass
+class OptionalBodyOperation(Operation):
+    """An operation whose JSON body may be left out. Litestar marks every body `required` and, for
+    `Struct | None`, documents a JSON `null` body; the handler accepts an absent body instead."""
+
+    def __post_init__(self) -> None:
+        body = self.request_body
+        if isinstance(body, RequestBody):
+            body.required = False
+            for media in (body.content or {}).values():
+                schema = media.schema
+                if isinstance(schema, Schema) and schema.one_of:
+                    refs = [
+                        s for s in schema.one_of if not (isinstance(s, Schema) and s.type == OpenAPIType.NULL)
+                    ]
+                    if len(refs) == 1:
+                        media.schema = refs[0]
+
+
 class AuthKeyController(Controller):
     path = "/api/v1/auth/keys"
     tags = ["auth"]
@@ -56,8 +77,9 @@ class AuthKeyController(Controller):
 
     @post("/", status_code=201, summary="Create an API key (the secret is shown once)")
     async def create_key(self, db: DbConn, request: Request, data: JSONBody[KeyCreate]) -> KeyCreated:
-        async with db.begin():
-            key, secret = await services.create_key(db, request.user.user_id, data.name, data.expires_at)
+        cap = request.app.state.settings.api_keys_max_per_user
+        user_id = request.user.user_id
+        key, secret = await services.create_user_key(db, user_id, data.name, data.expires_at, cap)
         return KeyCreated(**{f: getattr(key, f) for f in key.__struct_fields__}, api_key=secret)
 
     @get("/", summary="List my API keys (never the secrets)")
@@ -68,7 +90,14 @@ class AuthKeyController(Controller):
     async def revoke_key(self, db: DbConn, request: Request, key_id: FromPath[UUID]) -> None:
         await services.revoke_key(db, request.user.user_id, key_id)
 
-    @post("/{key_id:uuid}/rotate", status_code=201, summary="Rotate: new secret; the old stays valid for grace_seconds")
+    @post(
+        "/{key_id:uuid}/rotate",
+        status_code=201,
+        summary="Rotate: new secret; the old stays valid for grace_seconds",
+        description="The body is optional (no body: `grace_seconds` 3600). A key is rotated once: "
+        "rotating it again, or rotating an expired or revoked key, is 409.",
+        operation_class=OptionalBodyOperation,
+    )
     async def rotate_key(
         self, db: DbConn, request: Request, key_id: FromPath[UUID], data: JSONBody[KeyRotate | None] = None
     ) -> KeyCreated:

@@ -10,15 +10,16 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Literal
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import ColumnElement, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.domain.identity.models import ApiKey, User
 from app.domain.identity.schemas import KeyOut, Principal, UserOut
 from app.lib.db import driver_connection, tx, utcnow
-from app.lib.errors import conflict, not_found
+from app.lib.errors import ApiError, conflict, invalid, not_found
 from app.lib.pagination import decode_cursor, encode_cursor
 
 KEY_PREFIX = "td_"
@@ -102,6 +103,39 @@ async def create_key(
     return KeyOut(**row._mapping), key
 
 
+def _live(now: datetime) -> ColumnElement[bool]:
+    return ApiKey.revoked_at.is_(None) & (ApiKey.expires_at.is_(None) | (ApiKey.expires_at > now))
+
+
+async def lock_user(conn: AsyncConnection, user_id: uuid.UUID) -> None:
+    """Serialise one user's submissions that a per-user cap counts (FOR NO KEY UPDATE: inserts of rows
+    that reference the user, which take KEY SHARE, still pass)."""
+    await conn.execute(select(User.id).where(User.id == user_id).with_for_update(key_share=True))
+
+
+async def create_user_key(
+    conn: AsyncConnection, user_id: uuid.UUID, name: str, expires_at: datetime | None, max_live_keys: int
+) -> tuple[KeyOut, str]:
+    """A new key for the caller: 422 when it would be born expired, 409 past the live-key cap (each key
+    is its own credential; without a cap a user could mint keys without end)."""
+    now = utcnow()
+    if expires_at is not None and expires_at <= now:
+        raise invalid("expires_at must be in the future", "expires_at")
+    async with tx(conn):
+        await lock_user(conn, user_id)
+        live = await conn.scalar(
+            select(func.count()).select_from(ApiKey).where(ApiKey.user_id == user_id, _live(now))
+        )
+        if live >= max_live_keys:
+            raise ApiError(
+                409,
+                f"A user may hold at most {max_live_keys} live API keys; revoke one first",
+                slug="too-many-api-keys",
+                limit=max_live_keys,
+            )
+        return await create_key(conn, user_id, name, expires_at)
+
+
 async def list_keys(conn: AsyncConnection, user_id: uuid.UUID) -> list[KeyOut]:
     rows = await conn.execute(select(*_KEY_COLS).where(ApiKey.user_id == user_id).order_by(ApiKey.created_at.desc()))
     return [KeyOut(**r._mapping) for r in rows]
@@ -122,6 +156,12 @@ async def revoke_key(conn: AsyncConnection, user_id: uuid.UUID, key_id: uuid.UUI
 async def rotate_key(
     conn: AsyncConnection, user_id: uuid.UUID, key_id: uuid.UUID, grace_seconds: int
 ) -> tuple[KeyOut, str]:
+    """Issue the successor of a live key; the old one stays valid for the grace period.
+
+    A key has at most one successor: a second rotation (a client retrying) is 409 instead of a second new
+    key that would inherit the first rotation's grace expiry. Concurrent rotations of one key queue on its
+    row lock, so exactly one of them wins. An expired key is refused: its successor would be born dead.
+    """
     async with tx(conn):
         old = (
             await conn.execute(
@@ -134,7 +174,13 @@ async def rotate_key(
             raise not_found("API key")
         if old.revoked_at is not None:
             raise conflict("API key is revoked")
-        grace_end = utcnow() + timedelta(seconds=grace_seconds)
+        now = utcnow()
+        if old.expires_at is not None and old.expires_at <= now:
+            raise conflict("API key has expired; create a new key instead")
+        successor = await conn.scalar(select(ApiKey.id).where(ApiKey.rotated_from == key_id).limit(1))
+        if successor is not None:
+            raise conflict("API key was already rotated; use its successor", successor_id=str(successor))
+        grace_end = now + timedelta(seconds=grace_seconds)
         # The old key stays valid for the grace period (never longer than it already would have).
         new_expiry = grace_end if old.expires_at is None else min(old.expires_at, grace_end)
         await conn.execute(update(ApiKey).where(ApiKey.id == key_id).values(expires_at=new_expiry))
@@ -143,20 +189,50 @@ async def rotate_key(
     return created
 
 
-async def ensure_admin_key(engine: AsyncEngine, key: str, email: str = "admin@tradedesk.local") -> None:
-    """Idempotent bootstrap of the admin that authenticates with exactly `key`."""
+AdminKeyAction = Literal["unchanged", "created", "restored"]
+
+
+async def ensure_admin_key(
+    engine: AsyncEngine, key: str, email: str = "admin@tradedesk.local"
+) -> AdminKeyAction:
+    """Idempotent bootstrap of the admin that authenticates with exactly `key`.
+
+    The configured key is the operator's way back in, so start-up makes it work whatever happened to it
+    through the API: a revoked or expired bootstrap key is reinstated, and its user made an active admin
+    again. Returns what it did (the caller logs it).
+    """
     digest = hash_key(key)
     async with engine.begin() as conn:
         # Serialise concurrent start-ups (several API processes) on one advisory lock.
         await conn.execute(select(func.pg_advisory_xact_lock(7_305_001)))
-        if await conn.scalar(select(ApiKey.id).where(ApiKey.key_hash == digest)) is not None:
-            return
+        found = (
+            await conn.execute(
+                select(ApiKey.id, ApiKey.user_id, ApiKey.revoked_at, ApiKey.expires_at, User.role)
+                .add_columns(User.is_active)
+                .join(User, User.id == ApiKey.user_id)
+                .where(ApiKey.key_hash == digest)
+            )
+        ).one_or_none()
+        if found is not None:
+            now = utcnow()
+            usable = found.revoked_at is None and (found.expires_at is None or found.expires_at > now)
+            if usable and found.role == "admin" and found.is_active:
+                return "unchanged"
+            await conn.execute(
+                update(ApiKey).where(ApiKey.id == found.id).values(revoked_at=None, expires_at=None)
+            )
+            await conn.execute(
+                update(User).where(User.id == found.user_id).values(role="admin", is_active=True)
+            )
+            KEY_CACHE.clear()
+            return "restored"
         user_id = await conn.scalar(select(User.id).where(func.lower(User.email) == email))
         if user_id is None:
             user_id = await conn.scalar(insert(User).values(email=email, role="admin").returning(User.id))
         await conn.execute(
             insert(ApiKey).values(user_id=user_id, name="bootstrap", prefix=display_prefix(key), key_hash=digest)
         )
+    return "created"
 
 
 @dataclass(slots=True)

@@ -5,7 +5,11 @@ from __future__ import annotations
 from app.lib.settings import Settings
 
 
-async def run_checks(settings: Settings, *, require_workers: bool = True) -> tuple[bool, list[str]]:
+async def run_checks(
+    settings: Settings, *, require_workers: bool = True, embedded: bool = False
+) -> tuple[bool, list[str]]:
+    """`embedded`: the CLI started (or attached to) the embedded PostgreSQL; its URL is in `settings`.
+    Running without DATABASE_URL/REDIS_URL is then the chosen development setup, reported, not failed."""
     from app.domain.system.services import check_database, queue_workers
     from app.lib.db import create_engine
     from app.lib.jobs import make_queue
@@ -19,9 +23,16 @@ async def run_checks(settings: Settings, *, require_workers: bool = True) -> tup
         ok = ok and passed
         lines.append(f"[{'ok' if passed else 'FAIL'}] {what}")
 
-    for problem in settings.problems():
+    problems = settings.problems(embedded=embedded)
+    for problem in problems:
         report(False, f"settings: {problem}")
-    if not settings.problems():
+    if embedded:
+        pgdata = settings.data_dir.resolve() / "pg"
+        lines.append(
+            f"[info] settings: embedded mode (development): PostgreSQL in {pgdata}, job queue in it, "
+            "cache and rate limits in memory; set DATABASE_URL and REDIS_URL for production"
+        )
+    elif not problems:
         report(True, "settings: production-shaped")
 
     if settings.database_url:
@@ -56,6 +67,7 @@ async def run_checks(settings: Settings, *, require_workers: bool = True) -> tup
         try:
             await queue.connect()
             workers, queued = await queue_workers(queue)
+            report(True, "queue: reachable")
             if require_workers:
                 report(workers > 0, f"workers: {workers} alive, {queued} job(s) queued")
             else:
