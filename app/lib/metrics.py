@@ -52,3 +52,10 @@ def observe_http(method: str, path: str, status: int, seconds: float) -> None:
         _children[key] = pair
     pair[0].inc()  # type: ignore[attr-defined]
     pair[1].observe(seconds)  # type: ignore[attr-defined]
+
+# Failed API-key authentications by what happened to them (app/domain/identity/bruteforce.py): rejected
+# (plain 401), slowed (401 held back), blocked (429 while the client IP is blocked).
+AUTH_FAILURES = Counter("tradedesk_auth_failures_total", "Failed API-key authentications", ["outcome"])
+AUTH_IP_BLOCKS = Counter("tradedesk_auth_ip_blocks_total", "Client IPs blocked after repeated auth failures")
+for _outcome in ("rejected", "slowed", "blocked"):
+    AUTH_FAILURES.labels(_outcome)  # export zeros, so rate() and alerts see the series before a first failure

@@ -76,6 +76,13 @@ class Settings:
     default_slippage_bps: float = 0.0
     test_slowdown_ms: int = 0  # benchmark-gate self test only; see benchmarks/README
     access_log: bool = True
+    # Brute-force protection per client IP (app/domain/identity/bruteforce.py).
+    auth_failure_window_seconds: int = 300
+    auth_slowdown_after: int = 5
+    auth_slowdown_base_ms: int = 250
+    auth_slowdown_max_ms: int = 5_000
+    auth_block_after: int = 20
+    auth_block_seconds: int = 900
 
     @property
     def embedded(self) -> bool:
@@ -117,6 +124,12 @@ class Settings:
             key_cache_seconds=_float("API_KEY_CACHE_SECONDS", 1.0),
             test_slowdown_ms=_int("TRADEDESK_TEST_SLOWDOWN_MS", 0),
             access_log=_bool("TRADEDESK_ACCESS_LOG", True),
+            auth_failure_window_seconds=_int("AUTH_FAILURE_WINDOW_SECONDS", 300),
+            auth_slowdown_after=_int("AUTH_SLOWDOWN_AFTER", 5),
+            auth_slowdown_base_ms=_int("AUTH_SLOWDOWN_BASE_MS", 250),
+            auth_slowdown_max_ms=_int("AUTH_SLOWDOWN_MAX_MS", 5_000),
+            auth_block_after=_int("AUTH_BLOCK_AFTER", 20),
+            auth_block_seconds=_int("AUTH_BLOCK_SECONDS", 900),
         )
 
     def problems(self) -> list[str]:

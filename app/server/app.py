@@ -14,6 +14,7 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.plugins.prometheus import PrometheusController
 
 from app import __version__
+from app.domain.identity.bruteforce import BruteForcePolicy
 from app.domain.identity.middleware import AuthMiddleware
 from app.domain.system.controllers import document_liveness
 from app.lib.errors import EXCEPTION_HANDLERS, problem_details_plugin
@@ -79,7 +80,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[lifespan],
         middleware=[
             RequestContextMiddleware(settings.access_log),
-            AuthMiddleware(),
+            AuthMiddleware(BruteForcePolicy.from_settings(settings)),
             RateLimitMiddleware(limits, settings.rate_limit_window_seconds),
             IdempotencyMiddleware(settings.idempotency_ttl_seconds),
         ],

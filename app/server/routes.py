@@ -8,6 +8,7 @@ from typing import Any
 def route_handlers() -> list[Any]:
     from app.domain.accounts.controllers import AccountController
     from app.domain.analytics.controllers import AnalyticsController
+    from app.domain.audit.controllers import AuditController
     from app.domain.backtesting.controllers import (
         BacktestController,
         SharedReportController,
@@ -40,5 +41,6 @@ def route_handlers() -> list[Any]:
         BacktestController,
         SharedReportController,
         AnalyticsController,
+        AuditController,
     ]
     return handlers

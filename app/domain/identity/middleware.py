@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from app.domain.identity.services import authenticate
+from app.domain.audit.admin_requests import WRITE_METHODS, is_admin_only, run_audited
+from app.domain.audit.services import bind_request
+from app.domain.identity.bruteforce import BruteForcePolicy, reject_failed_authentication
+from app.domain.identity.services import KEY_PREFIX, authenticate
 from app.lib.errors import ApiError
 from app.lib.middleware import LeanMiddleware
 
@@ -35,7 +38,11 @@ def is_anonymous_path(path: str) -> bool:
 
 class AuthMiddleware(LeanMiddleware):
 
+    def __init__(self, brute_force: BruteForcePolicy | None = None) -> None:
+        self.brute_force = brute_force or BruteForcePolicy()
+
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        bind_request(scope)
         key = _credential(scope)
         if is_anonymous_path(scope["path"]):
             scope["user"] = None
@@ -45,7 +52,11 @@ class AuthMiddleware(LeanMiddleware):
             raise ApiError(401, "Missing API key", headers={"WWW-Authenticate": "Bearer"})
         principal = await authenticate(scope["app"].state.engine, key)
         if principal is None:
-            raise ApiError(401, "Invalid, expired or revoked API key", headers={"WWW-Authenticate": "Bearer"})
+            shown = key[:10] if key.startswith(KEY_PREFIX) else None  # the public display prefix
+            raise await reject_failed_authentication(scope, self.brute_force, shown)
         scope["user"] = principal
         scope["auth"] = principal.key_id
+        if principal.role == "admin" and scope["method"] in WRITE_METHODS and is_admin_only(scope):
+            await run_audited(scope, receive, send, next_app)
+            return
         await next_app(scope, receive, send)
