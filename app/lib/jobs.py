@@ -105,10 +105,12 @@ def job(
 
 
 def _observe(ctx: dict[str, Any], name: str, status: str, seconds: float) -> None:
-    from app.lib.metrics import JOB_DURATION, JOB_RUNS
+    from app.lib.metrics import JOB_DURATION, JOB_LAST_SUCCESS, JOB_RUNS
 
     JOB_RUNS.labels(function=name, status=status).inc()
     JOB_DURATION.labels(function=name).observe(seconds)
+    if status == "complete":
+        JOB_LAST_SUCCESS.labels(function=name).set_to_current_time()
 
 
 # Prometheus counters are per process, so the fleet-wide "failures in the last hour" is kept in the KV:

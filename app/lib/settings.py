@@ -83,6 +83,10 @@ class Settings:
     auth_slowdown_max_ms: int = 5_000
     auth_block_after: int = 20
     auth_block_seconds: int = 900
+    # Operational gauges are refreshed by a /metrics scrape at most this often per process.
+    metrics_refresh_seconds: float = 5.0
+    # `tradedesk worker` serves its own Prometheus metrics (job runs, durations) on this port; 0: off.
+    worker_metrics_port: int = 0
 
     @property
     def embedded(self) -> bool:
@@ -130,6 +134,8 @@ class Settings:
             auth_slowdown_max_ms=_int("AUTH_SLOWDOWN_MAX_MS", 5_000),
             auth_block_after=_int("AUTH_BLOCK_AFTER", 20),
             auth_block_seconds=_int("AUTH_BLOCK_SECONDS", 900),
+            metrics_refresh_seconds=_float("METRICS_REFRESH_SECONDS", 5.0),
+            worker_metrics_port=_int("TRADEDESK_WORKER_METRICS_PORT", 0),
         )
 
     def problems(self) -> list[str]:

@@ -5,17 +5,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from litestar import Litestar
+from litestar import Litestar, Request, Response, get
 from litestar.config.compression import CompressionConfig  # noqa: F401  (kept off: JSON is small, CPU is scarce)
 from litestar._openapi.plugin import OpenAPIPlugin
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import OpenAPI
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.plugins.prometheus import PrometheusController
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from app import __version__
 from app.domain.identity.bruteforce import BruteForcePolicy
 from app.domain.identity.middleware import AuthMiddleware
+from app.domain.system import ops_metrics
 from app.domain.system.controllers import document_liveness
 from app.lib.errors import EXCEPTION_HANDLERS, problem_details_plugin
 from app.lib.gc_tuning import freeze_startup_objects
@@ -36,6 +38,14 @@ class MetricsController(PrometheusController):
     path = "/metrics"
     openmetrics_format = False
     include_in_schema = False  # Prometheus text exposition, not part of the JSON API
+
+    @get()
+    async def get(self, request: Request) -> Response:
+        """Litestar's exposition, after refreshing the operational gauges (dependency health, pools,
+        queue, trading states, schedule lag) that no request path counts."""
+        state = request.app.state
+        await ops_metrics.refresh(state, state.settings.metrics_refresh_seconds)
+        return Response(generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
