@@ -319,3 +319,15 @@ def test_dashboards_and_alerts_against_live_prometheus(settings, tmp_path):
     finally:
         for proc in procs:
             _stop(proc)
+
+
+def test_vector_log_shipping_example_parses_and_routes_security_events():
+    config = yaml.safe_load((OBS / "vector.yaml").read_text())
+    assert config["sources"]["tradedesk_pods"]["type"] == "kubernetes_logs"
+    assert config["transforms"]["by_category"]["route"]["security"] == '.category == "security"'
+    sinks = config["sinks"]
+    assert sinks["loki_security"]["inputs"] == ["by_category.security"]
+    assert sinks["loki_app"]["inputs"] == ["by_category._unmatched"]
+    # High-cardinality ids stay in the line, never labels.
+    for sink in sinks.values():
+        assert not {"request_id", "trace_id"} & {v.strip("{} ") for v in sink["labels"].values()}

@@ -1,0 +1,58 @@
+"""Run in a subprocess by test_log_context.py (tracing and logging are process-global).
+
+With tracing on (in-memory exporter) and INFO logs, sends POST /api/v1/jobs with a known X-Request-ID,
+runs the job on an in-process worker, and prints the spans; the log lines go to stderr.
+"""
+
+import asyncio
+import json
+import sys
+
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from app.lib.tracing import configure_tracing
+
+exporter = InMemorySpanExporter()
+configure_tracing(exporter=exporter)
+
+from litestar.testing import AsyncTestClient  # noqa: E402
+
+from app.lib.jobs import make_queue  # noqa: E402
+from app.lib.settings import Settings  # noqa: E402
+from app.lib.state import build_worker  # noqa: E402
+from app.server.app import create_app  # noqa: E402
+
+
+async def main() -> None:
+    cfg = json.loads(sys.argv[1])
+    settings = Settings(**cfg)
+    queue = make_queue(settings)
+    await queue.connect()
+    worker = build_worker(queue, settings, concurrency=1)
+    worker.SIGNALS = []
+    worker._shutdown_grace_period_s = 1
+    task = asyncio.create_task(worker.start())
+    status = None
+    try:
+        async with AsyncTestClient(app=create_app(settings), timeout=30) as client:
+            headers = {"Authorization": f"Bearer {settings.admin_api_key}", "X-Request-ID": "probe-request-1"}
+            resp = await client.post("/api/v1/jobs", json={"function": "system.echo"}, headers=headers)
+            key = resp.json()["key"]
+            plain = {"Authorization": headers["Authorization"]}
+            for _ in range(100):
+                status = (await client.get(f"/api/v1/jobs/{key}", headers=plain)).json()["status"]
+                if status == "complete":
+                    break
+                await asyncio.sleep(0.1)
+    finally:
+        await worker.stop()
+        task.cancel()
+        await queue.disconnect()
+    spans = [
+        {"name": s.name, "trace": format(s.context.trace_id, "032x"), "parent": s.parent is not None}
+        for s in exporter.get_finished_spans()
+    ]
+    print(json.dumps({"status": status, "key": key, "spans": spans}))
+
+
+asyncio.run(main())
