@@ -21,7 +21,7 @@ def test_request_and_job_lines_carry_request_and_trace_ids():
         for k, v in dataclasses.asdict(settings).items()
         if k != "data_dir"
     }
-    script = Path(__file__).with_name("scripts") / "log_context_probe.py"
+    script = Path(__file__).with_name("scripts") / "trace_probe.py"
     done = subprocess.run(
         [sys.executable, str(script), json.dumps(cfg)],
         capture_output=True,
