@@ -49,7 +49,9 @@ async def previous_handle(self, scope, receive, send, next_app) -> None:  # noqa
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--requests", type=int, default=300, help="requests per round")
     parser.add_argument("--rounds", type=int, default=15)
     args = parser.parse_args()
@@ -66,11 +68,22 @@ def main() -> None:
     try:
         upgrade(_url(db))
         settings = replace(
-            Settings(), env="bench", database_url=async_url(_url(db)), redis_url=REDIS_URL,
-            queue_name=f"tdmeas-{run}", redis_prefix=f"tdmeas-{run}",
-            admin_api_key=f"td_meas_admin_{run}_0123456789abcdefghij", workers_in_process=False,
-            log_level="WARNING", access_log=False, rate_limit_read=10**9, rate_limit_write=10**9,
-            rate_limit_orders=10**9, rate_limit_anonymous=10**9, db_pool_size=4, db_max_overflow=2,
+            Settings(),
+            env="bench",
+            database_url=async_url(_url(db)),
+            redis_url=REDIS_URL,
+            queue_name=f"tdmeas-{run}",
+            redis_prefix=f"tdmeas-{run}",
+            admin_api_key=f"td_meas_admin_{run}_0123456789abcdefghij",
+            workers_in_process=False,
+            log_level="WARNING",
+            access_log=False,
+            rate_limit_read=10**9,
+            rate_limit_write=10**9,
+            rate_limit_orders=10**9,
+            rate_limit_anonymous=10**9,
+            db_pool_size=4,
+            db_max_overflow=2,
             db_order_pool_size=2,
         )
         current = AuthMiddleware.handle
@@ -83,7 +96,9 @@ def main() -> None:
         for driver in drivers.values():
             driver.start()
         admin = {"authorization": f"Bearer {settings.admin_api_key}"}
-        _, body = drivers["current"].call("POST", "/api/v1/users", json={"email": f"m-{run}@e.co"}, headers=admin)
+        _, body = drivers["current"].call(
+            "POST", "/api/v1/users", json={"email": f"m-{run}@e.co"}, headers=admin
+        )
         trader = {"authorization": "Bearer " + msgspec.json.decode(body)["api_key"]}
 
         results: dict[tuple[str, str], list[float]] = {}

@@ -142,7 +142,8 @@ async def _columns(url: str) -> dict[tuple[str, str], tuple[str, bool, bool]]:
         rows = await conn.fetch(
             "SELECT table_name, column_name, data_type, is_nullable = 'YES' AS nullable,"
             " column_default IS NOT NULL OR is_identity = 'YES' AS defaulted"
-            " FROM information_schema.columns WHERE table_schema = 'public' AND table_name <> 'alembic_version'"
+            " FROM information_schema.columns"
+            " WHERE table_schema = 'public' AND table_name <> 'alembic_version'"
         )
     finally:
         await conn.close()

@@ -168,7 +168,7 @@ async def flow(settings) -> None:  # noqa: ANN001
         await call("GET", "/api/v1/users", 200)
 
 
-async def main(out: str) -> None:
+async def main() -> str:
     from dataclasses import fields
 
     from app.lib.db import async_url
@@ -201,10 +201,14 @@ async def main(out: str) -> None:
     finally:
         await admin_conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin_conn.close()
+    return head
+
+
+def write(out: str, head: str) -> None:
     with open(out, "w") as f:
         json.dump({"revision": head, "statements": STATEMENTS}, f, indent=1)
         f.write("\n")
     print(f"{len(STATEMENTS)} statements at revision {head} -> {out}", file=sys.stderr)
 
 
-asyncio.run(main(sys.argv[1]))
+write(sys.argv[1], asyncio.run(main()))
