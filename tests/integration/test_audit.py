@@ -193,3 +193,20 @@ async def test_pagination_and_filters(client, admin_headers, make_user):
         resp = await client.get("/api/v1/audit", params=params, headers=admin_headers)
         assert resp.status_code == 400, (params, resp.text)
         assert resp.json()["errors"][0]["field"] == field, resp.json()
+
+
+async def test_automatic_reduce_only_is_audited(client, admin_headers, make_user):
+    from tests.integration.helpers import place, set_price
+    from tests.integration.test_risk import add_limit, monitor, setup
+
+    trader, symbol, acct = await setup(client, admin_headers, make_user)
+    rm = await make_user("risk_manager")
+    await add_limit(client, rm["headers"], acct, "max_daily_loss", 500)
+    await place(client, trader["headers"], acct, symbol=symbol, side="buy", type="market", quantity=100)
+    await set_price(client, admin_headers, symbol, "94")
+    result = await monitor(client, trader["headers"], acct)
+    assert result["trading_state"] == "reduce_only"
+    events = await audit(client, admin_headers, user_id=trader["id"], type="account.trading_state_changed")
+    assert len(events) == 1 and events[0]["account_id"] == acct
+    assert events[0]["details"]["automatic"] is True
+    assert events[0]["details"]["from"] == "active" and events[0]["details"]["to"] == "reduce_only"
