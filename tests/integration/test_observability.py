@@ -226,6 +226,7 @@ async def _bad_key_burst(api: str, count: int) -> None:
 
 
 @needs_prometheus
+@pytest.mark.slow
 def test_dashboards_and_alerts_against_live_prometheus(settings, tmp_path):
     api_port, worker_port, prom_port = _free_port(), _free_port(), _free_port()
     api, prom_url = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{prom_port}"
