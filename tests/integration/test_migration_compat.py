@@ -22,21 +22,17 @@ import uuid
 from pathlib import Path
 
 import asyncpg
-from alembic.config import Config
 from alembic.script import ScriptDirectory
 
-from app.lib.migrate import upgrade
+from app.lib.migrate import alembic_config, upgrade
 from tests.conftest import _admin_exec, _db_url
 
-ROOT = Path(__file__).resolve().parents[2]
 CAPTURED = Path(__file__).with_name("data") / "release_queries.json"
 TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "START TRANSACTION")
 
 
 def _scripts() -> ScriptDirectory:
-    cfg = Config(str(ROOT / "alembic.ini"))
-    cfg.set_main_option("script_location", str(ROOT / "migrations"))
-    return ScriptDirectory.from_config(cfg)
+    return ScriptDirectory.from_config(alembic_config(""))
 
 
 def _decode(value):
