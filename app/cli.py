@@ -100,12 +100,20 @@ def serve(host, port, workers, migrate, seed_demo, ssl_certfile, ssl_keyfile, ac
 
 @main.command()
 @click.option("--concurrency", default=None, type=int, help="Jobs run concurrently by this worker")
-def worker(concurrency) -> None:
+@click.option("--metrics-port", default=None, type=int, help="Serve Prometheus metrics on this port (0: off)")
+def worker(concurrency, metrics_port) -> None:
     """Run a SAQ worker (and the schedule loop) against the configured queue."""
     settings = _settings()
     if settings.effective_queue_url is None:
         click.echo("REDIS_URL (or TRADEDESK_QUEUE_URL) is not set; in embedded mode workers run inside `serve`.")
         sys.exit(2)
+    port = settings.worker_metrics_port if metrics_port is None else metrics_port
+    if port:
+        # Job runs, durations and last successes are counted in the worker process; a worker serves no
+        # HTTP otherwise, so prometheus_client's own exposition thread serves them.
+        from prometheus_client import start_http_server
+
+        start_http_server(port)
     from app.lib.jobs import make_queue, shutdown_budget
     from app.lib.state import build_worker
 

@@ -60,6 +60,10 @@ def make_settings(**overrides) -> Settings:
         rate_limit_write=1_000_000,
         rate_limit_orders=1_000_000,
         rate_limit_anonymous=1_000_000,
+        # Every in-process request comes from the same peer ("testclient"): tests that present bad keys on
+        # purpose must not slow or block each other (tests/integration/test_bruteforce.py sets its own).
+        auth_slowdown_after=1_000_000,
+        auth_block_after=1_000_000,
         access_log=False,
         # The whole suite shares one PostgreSQL (max_connections 100) with the cluster processes, and
         # every pool keeps what it opened: 8 + 8 + 4 here, 10 + 10 + 5 per cluster process.
@@ -171,6 +175,8 @@ def server_env(settings: Settings, **extra: str) -> dict[str, str]:
         RATE_LIMIT_WRITE_PER_MINUTE="100000000",
         RATE_LIMIT_ORDERS_PER_MINUTE="100000000",
         RATE_LIMIT_ANONYMOUS_PER_MINUTE="100000000",
+        AUTH_SLOWDOWN_AFTER="100000000",
+        AUTH_BLOCK_AFTER="100000000",
         DB_POOL_SIZE="10",
         DB_MAX_OVERFLOW="10",
         DB_ORDER_POOL_SIZE="5",

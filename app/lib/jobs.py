@@ -23,7 +23,7 @@ from saq.queue.redis import RedisQueue
 
 from app.lib.db import libpq_url
 from app.lib.kv import make_redis
-from app.lib.log import get_logger
+from app.lib.log import get_logger, job_log_context
 from app.lib.settings import Settings
 from app.lib.tracing import inject_into, job_span
 
@@ -72,13 +72,18 @@ def job(
     def register(fn: JobFn) -> JobFn:
         async def run(ctx: dict[str, Any], **kwargs: Any) -> Any:
             job_obj = ctx.get("job")
+            meta = getattr(job_obj, "meta", None)
+            # The span and the log context cover the whole run, so job_started/job_finished carry them.
+            with job_log_context(meta, getattr(job_obj, "key", None)), job_span(name, meta):
+                return await observed(ctx, job_obj, **kwargs)
+
+        async def observed(ctx: dict[str, Any], job_obj: Any, **kwargs: Any) -> Any:
             started = time.perf_counter()
             log.info("job_started", function=name, key=getattr(job_obj, "key", None),
                      attempt=getattr(job_obj, "attempts", None))
             beat = keep_alive(job_obj)
             try:
-                with job_span(name, getattr(job_obj, "meta", None)):
-                    result = await fn(ctx, **kwargs)
+                result = await fn(ctx, **kwargs)
             except asyncio.CancelledError:
                 elapsed = time.perf_counter() - started
                 if _timed_out(ctx, job_obj, elapsed):
@@ -128,10 +133,12 @@ def keep_alive(job_obj: Any) -> asyncio.Task[None] | None:
 
 
 def _observe(ctx: dict[str, Any], name: str, status: str, seconds: float) -> None:
-    from app.lib.metrics import JOB_DURATION, JOB_RUNS
+    from app.lib.metrics import JOB_DURATION, JOB_LAST_SUCCESS, JOB_RUNS
 
     JOB_RUNS.labels(function=name, status=status).inc()
     JOB_DURATION.labels(function=name).observe(seconds)
+    if status == "complete":
+        JOB_LAST_SUCCESS.labels(function=name).set_to_current_time()
 
 
 # Prometheus counters are per process, so the fleet-wide "failures in the last hour" is kept in the KV:

@@ -52,3 +52,34 @@ def observe_http(method: str, path: str, status: int, seconds: float) -> None:
         _children[key] = pair
     pair[0].inc()  # type: ignore[attr-defined]
     pair[1].observe(seconds)  # type: ignore[attr-defined]
+
+# Failed API-key authentications by what happened to them (app/domain/identity/bruteforce.py): rejected
+# (plain 401), slowed (401 held back), blocked (429 while the client IP is blocked).
+AUTH_FAILURES = Counter("tradedesk_auth_failures_total", "Failed API-key authentications", ["outcome"])
+AUTH_IP_BLOCKS = Counter("tradedesk_auth_ip_blocks_total", "Client IPs blocked after repeated auth failures")
+for _outcome in ("rejected", "slowed", "blocked"):
+    AUTH_FAILURES.labels(_outcome)  # export zeros, so rate() and alerts see the series before a first failure
+
+# Operational gauges, refreshed when /metrics is scraped (app/domain/system/ops_metrics.py): the values
+# dashboards and alerts need that no request path counts (dependency health, pool use, queue, accounts).
+DB_UP = Gauge("tradedesk_db_up", "1 when PostgreSQL answered SELECT 1 at the last refresh, else 0")
+DB_PING_SECONDS = Gauge("tradedesk_db_ping_seconds", "Round trip of SELECT 1 at the last refresh")
+REDIS_UP = Gauge("tradedesk_redis_up", "1 when Redis answered PING at the last refresh, else 0")
+REDIS_PING_SECONDS = Gauge("tradedesk_redis_ping_seconds", "Round trip of PING at the last refresh")
+DB_POOL_CONNECTIONS = Gauge(
+    "tradedesk_db_pool_connections", "Connections of this process's pools by state (in_use, idle)",
+    ["pool", "state"],
+)
+DB_POOL_MAX = Gauge("tradedesk_db_pool_max_connections", "Most connections a pool may open", ["pool"])
+WORKERS_ALIVE = Gauge("tradedesk_workers_alive", "SAQ workers that sent a heartbeat in the last 6 s")
+QUEUE_OLDEST_AGE = Gauge("tradedesk_queue_oldest_job_age_seconds", "Wait of the oldest ready job (0: none)")
+JOB_FAILURES_LAST_HOUR = Gauge("tradedesk_job_failures_last_hour", "Failed or timed-out job runs, fleet")
+ACCOUNTS = Gauge("tradedesk_accounts", "Accounts by trading state", ["trading_state"])
+SCHEDULE_OVERDUE = Gauge(
+    "tradedesk_schedule_overdue_seconds", "How far an enabled schedule's next run is past (0: on time)",
+    ["schedule"],
+)
+# Set by whichever process runs the job (workers export it on --metrics-port).
+JOB_LAST_SUCCESS = Gauge(
+    "tradedesk_job_last_success_timestamp_seconds", "Unix time of the last successful run", ["function"]
+)

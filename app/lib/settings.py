@@ -90,6 +90,17 @@ class Settings:
     api_keys_max_per_user: int = 20
     backtests_max_active_per_user: int = 20
     sweeps_max_active_per_user: int = 2
+    # Brute-force protection per client IP (app/domain/identity/bruteforce.py).
+    auth_failure_window_seconds: int = 300
+    auth_slowdown_after: int = 5
+    auth_slowdown_base_ms: int = 250
+    auth_slowdown_max_ms: int = 5_000
+    auth_block_after: int = 20
+    auth_block_seconds: int = 900
+    # Operational gauges are refreshed by a /metrics scrape at most this often per process.
+    metrics_refresh_seconds: float = 5.0
+    # `tradedesk worker` serves its own Prometheus metrics (job runs, durations) on this port; 0: off.
+    worker_metrics_port: int = 0
 
     @property
     def embedded(self) -> bool:
@@ -138,6 +149,14 @@ class Settings:
             api_keys_max_per_user=_int("API_KEYS_MAX_PER_USER", 20),
             backtests_max_active_per_user=_int("BACKTESTS_MAX_ACTIVE_PER_USER", 20),
             sweeps_max_active_per_user=_int("SWEEPS_MAX_ACTIVE_PER_USER", 2),
+            auth_failure_window_seconds=_int("AUTH_FAILURE_WINDOW_SECONDS", 300),
+            auth_slowdown_after=_int("AUTH_SLOWDOWN_AFTER", 5),
+            auth_slowdown_base_ms=_int("AUTH_SLOWDOWN_BASE_MS", 250),
+            auth_slowdown_max_ms=_int("AUTH_SLOWDOWN_MAX_MS", 5_000),
+            auth_block_after=_int("AUTH_BLOCK_AFTER", 20),
+            auth_block_seconds=_int("AUTH_BLOCK_SECONDS", 900),
+            metrics_refresh_seconds=_float("METRICS_REFRESH_SECONDS", 5.0),
+            worker_metrics_port=_int("TRADEDESK_WORKER_METRICS_PORT", 0),
         )
 
     def problems(self, *, embedded: bool = False) -> list[str]:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import structlog
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 
@@ -56,7 +57,11 @@ def litestar_plugin() -> Any | None:
 
 
 def inject_into(meta: dict[str, Any]) -> dict[str, Any]:
-    """Add the current trace context to a job's meta (no-op when tracing is off)."""
+    """Add the current trace context and request id to a job's meta, so the job's log lines and spans
+    lead back to the request that enqueued it."""
+    request_id = structlog.contextvars.get_contextvars().get("request_id")
+    if request_id is not None:
+        meta = {**meta, "request_id": request_id}
     if _enabled:
         carrier: dict[str, str] = {}
         propagate.inject(carrier)

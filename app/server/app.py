@@ -6,18 +6,21 @@ import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from litestar import Litestar
+from litestar import Litestar, Request, Response, get
+from litestar._openapi.plugin import OpenAPIPlugin
+from litestar.config.compression import CompressionConfig  # noqa: F401  (kept off: JSON is small, CPU is scarce)
 from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
-from litestar.config.compression import CompressionConfig  # noqa: F401  (kept off: JSON is small, CPU is scarce)
-from litestar._openapi.plugin import OpenAPIPlugin
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import OpenAPI
 from litestar.plugins.prometheus import PrometheusController
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from app import __version__
+from app.domain.identity.bruteforce import BruteForcePolicy
 from app.domain.identity.middleware import AuthMiddleware
 from app.domain.markets.controllers import document_candle_upload
+from app.domain.system import ops_metrics
 from app.domain.system.controllers import document_liveness
 from app.lib.errors import EXCEPTION_HANDLERS, ApiError, problem_details_plugin
 from app.lib.gc_tuning import freeze_startup_objects
@@ -32,8 +35,8 @@ from app.lib.openapi_schema import (
     swagger_assets_router,
     swagger_render_plugin,
 )
-from app.lib.request import ApiRequest
 from app.lib.ratelimit import RateLimitMiddleware
+from app.lib.request import ApiRequest
 from app.lib.settings import Settings, get_settings
 from app.lib.state import open_resources
 from app.lib.tracing import configure_tracing, litestar_plugin
@@ -58,6 +61,14 @@ class MetricsController(PrometheusController):
     openmetrics_format = False
     include_in_schema = False  # Prometheus text exposition, not part of the JSON API
     guards = [require_metrics_token]
+
+    @get()
+    async def get(self, request: Request) -> Response:
+        """Litestar's exposition, after refreshing the operational gauges (dependency health, pools,
+        queue, trading states, schedule lag) that no request path counts."""
+        state = request.app.state
+        await ops_metrics.refresh(state, state.settings.metrics_refresh_seconds)
+        return Response(generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -107,7 +118,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[lifespan],
         middleware=[
             RequestContextMiddleware(settings.access_log),
-            AuthMiddleware(),
+            AuthMiddleware(BruteForcePolicy.from_settings(settings)),
             RateLimitMiddleware(limits, settings.rate_limit_window_seconds),
             IdempotencyMiddleware(settings.idempotency_ttl_seconds),
         ],

@@ -8,6 +8,7 @@ from typing import Any
 def route_handlers() -> list[Any]:
     from app.domain.accounts.controllers import AccountController
     from app.domain.analytics.controllers import AnalyticsController
+    from app.domain.audit.controllers import AuditController
     from app.domain.backtesting.controllers import (
         BacktestController,
         SharedReportController,
@@ -44,5 +45,6 @@ def route_handlers() -> list[Any]:
         DeskSessionController,
         desk_page,
         desk_assets,
+        AuditController,
     ]
     return handlers

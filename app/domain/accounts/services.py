@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app.domain.accounts.access import visible_to
 from app.domain.accounts.models import Account, EquitySnapshot, TradingStateChange
 from app.domain.accounts.schemas import AccountCreate, AccountOut, TradingStateOut
+from app.domain.audit.services import record as audit
 from app.domain.identity.schemas import Principal
 from app.domain.trading.book import AccountBook, load_book
 from app.lib.db import tx, utcnow
@@ -101,4 +102,6 @@ async def set_trading_state(
                 account_id=account_id, actor_id=principal.user_id, old_state=current, new_state=state, reason=reason
             )
         )
+        change = {"from": current, "to": state, "reason": reason}
+        await audit(conn, "account.trading_state_changed", account_id=account_id, details=change)
     return TradingStateOut(account_id=account_id, state=state, reason=reason, previous_state=current)  # type: ignore[arg-type]

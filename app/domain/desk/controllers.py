@@ -14,7 +14,8 @@ from litestar.params import JSONBody
 from litestar.static_files import create_static_files_router
 
 from app.domain.desk import sessions
-from app.domain.identity.services import authenticate
+from app.domain.identity.bruteforce import reject_failed_authentication
+from app.domain.identity.services import KEY_PREFIX, authenticate
 from app.lib.errors import ApiError
 
 DESK_DIR = Path(__file__).resolve().parents[2] / "static" / "desk"
@@ -75,7 +76,8 @@ class DeskSessionController(Controller):
     async def sign_in(self, request: Request, data: JSONBody[SignIn]) -> Response[DeskSessionOut]:
         principal = await authenticate(request.app.state.engine, data.api_key)
         if principal is None:
-            raise ApiError(401, "Invalid, expired or revoked API key")
+            shown = data.api_key[:10] if data.api_key.startswith(KEY_PREFIX) else None
+            raise await reject_failed_authentication(request.scope, request.scope["brute_force"], shown)
         ttl = request.app.state.settings.desk_session_seconds
         session_id, session = await sessions.create(request.app.state.kv, principal, data.api_key, ttl)
         request.scope["user"] = principal

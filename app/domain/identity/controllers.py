@@ -3,7 +3,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from uuid import UUID
 
-from litestar import Controller, Request, delete, get, post
+from litestar import Controller, Request, delete, get, patch, post
 from litestar.di import Provide
 from litestar.openapi.spec import OpenAPIType, Operation, RequestBody, Schema
 from litestar.params import FromPath, JSONBody, Parameter
@@ -21,6 +21,7 @@ from app.domain.identity.schemas import (
     UserCreated,
     UserOut,
     UserPage,
+    UserUpdate,
 )
 from app.lib.db import DbConn, provide_db
 from app.lib.pagination import Cursor, Limit
@@ -42,6 +43,12 @@ class UserController(Controller):
     async def me(self, db: DbConn, request: Request) -> UserOut:
         principal: Principal = request.user
         return await services.get_user(db, principal.user_id)
+
+    @patch("/{user_id:uuid}", guards=[requires_admin], summary="Change a user's role or deactivate them")
+    async def update_user(
+        self, db: DbConn, request: Request, user_id: FromPath[UUID], data: JSONBody[UserUpdate]
+    ) -> UserOut:
+        return await services.update_user(db, request.user, user_id, data)
 
     @get("/", guards=[requires_admin], summary="List users (admin)")
     async def list_users(

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from app.domain.audit.admin_requests import WRITE_METHODS, is_admin_only, run_audited
+from app.domain.audit.services import bind_request
 from app.domain.desk.sessions import authenticate_cookie, session_cookie
-from app.domain.identity.services import authenticate
+from app.domain.identity.bruteforce import BruteForcePolicy, reject_failed_authentication
+from app.domain.identity.services import KEY_PREFIX, authenticate
 from app.lib.errors import ApiError
 from app.lib.middleware import LeanMiddleware
 
@@ -38,7 +41,11 @@ def is_anonymous_path(path: str) -> bool:
 
 class AuthMiddleware(LeanMiddleware):
 
+    def __init__(self, brute_force: BruteForcePolicy | None = None) -> None:
+        self.brute_force = brute_force or BruteForcePolicy()
+
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        bind_request(scope)
         key = _credential(scope)
         if is_anonymous_path(scope["path"]):
             scope["user"] = None
@@ -46,21 +53,25 @@ class AuthMiddleware(LeanMiddleware):
             return
         if key is None:
             if scope["path"] == DESK_SIGN_IN and scope["method"] == "POST":
+                # The desk's sign-in checks the key in its body itself (and counts failures the same way).
                 scope["user"] = None
+                scope["brute_force"] = self.brute_force
                 await next_app(scope, receive, send)
                 return
             session_id = session_cookie(scope)
-            if session_id is not None and (found := await authenticate_cookie(scope, session_id)) is not None:
-                principal, session = found
-                scope["user"] = principal
-                scope["auth"] = principal.key_id
-                scope["desk_session"] = (session_id, session)
-                await next_app(scope, receive, send)
-                return
-            raise ApiError(401, "Missing API key", headers={"WWW-Authenticate": "Bearer"})
-        principal = await authenticate(scope["app"].state.engine, key)
-        if principal is None:
-            raise ApiError(401, "Invalid, expired or revoked API key", headers={"WWW-Authenticate": "Bearer"})
+            found = await authenticate_cookie(scope, session_id) if session_id is not None else None
+            if found is None:
+                raise ApiError(401, "Missing API key", headers={"WWW-Authenticate": "Bearer"})
+            principal, session = found
+            scope["desk_session"] = (session_id, session)
+        else:
+            principal = await authenticate(scope["app"].state.engine, key)
+            if principal is None:
+                shown = key[:10] if key.startswith(KEY_PREFIX) else None  # the public display prefix
+                raise await reject_failed_authentication(scope, self.brute_force, shown)
         scope["user"] = principal
         scope["auth"] = principal.key_id
+        if principal.role == "admin" and scope["method"] in WRITE_METHODS and is_admin_only(scope):
+            await run_audited(scope, receive, send, next_app)
+            return
         await next_app(scope, receive, send)

@@ -32,6 +32,11 @@ class UserCreate(msgspec.Struct, forbid_unknown_fields=True):
     role: Role = "trader"
 
 
+class UserUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    role: Role | None = None
+    is_active: bool | None = None
+
+
 class UserOut(msgspec.Struct):
     id: UUID
     email: str

@@ -16,8 +16,9 @@ from sqlalchemy import ColumnElement, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from app.domain.audit.services import record as audit
 from app.domain.identity.models import ApiKey, User
-from app.domain.identity.schemas import KeyOut, Principal, UserOut
+from app.domain.identity.schemas import KeyOut, Principal, UserOut, UserUpdate
 from app.lib.db import driver_connection, tx, utcnow
 from app.lib.errors import ApiError, conflict, invalid, not_found
 from app.lib.pagination import decode_cursor, encode_cursor
@@ -82,6 +83,33 @@ async def get_user(conn: AsyncConnection, user_id: uuid.UUID) -> UserOut:
     return UserOut(*row)
 
 
+async def update_user(
+    conn: AsyncConnection, actor: Principal, user_id: uuid.UUID, data: UserUpdate
+) -> UserOut:
+    """Change a user's role or (de)activate them, audited. An admin cannot change themselves, so the last
+    admin can never demote or lock out themselves by mistake."""
+    if data.role is None and data.is_active is None:
+        raise invalid("Nothing to change: give role and/or is_active", "role")
+    if user_id == actor.user_id:
+        raise conflict("Admins cannot change their own role or status")
+    async with tx(conn):
+        locked = select(User.role, User.is_active).where(User.id == user_id).with_for_update()
+        old = (await conn.execute(locked)).one_or_none()
+        if old is None:
+            raise not_found("User")
+        changes = {k: v for k, v in (("role", data.role), ("is_active", data.is_active)) if v is not None}
+        changed = update(User).where(User.id == user_id).values(**changes).returning(*_USER_COLS)
+        row = (await conn.execute(changed)).one()
+        if data.role is not None and data.role != old.role:
+            details = {"from": old.role, "to": data.role}
+            await audit(conn, "user.role_changed", subject_user_id=user_id, details=details)
+        if data.is_active is not None and data.is_active != old.is_active:
+            status_event = "user.activated" if data.is_active else "user.deactivated"
+            await audit(conn, status_event, subject_user_id=user_id)
+    KEY_CACHE.clear()  # cached principals carry the role
+    return UserOut(**row._mapping)
+
+
 async def create_key(
     conn: AsyncConnection, user_id: uuid.UUID, name: str, expires_at: datetime | None, rotated_from: uuid.UUID | None = None
 ) -> tuple[KeyOut, str]:
@@ -100,6 +128,8 @@ async def create_key(
             .returning(*_KEY_COLS)
         )
     ).one()
+    if rotated_from is None:
+        await audit(conn, "key.created", subject_user_id=user_id, target=str(row.id), details={"name": name})
     return KeyOut(**row._mapping), key
 
 
@@ -148,6 +178,8 @@ async def revoke_key(conn: AsyncConnection, user_id: uuid.UUID, key_id: uuid.UUI
             .where(ApiKey.id == key_id, ApiKey.user_id == user_id)
             .values(revoked_at=func.coalesce(ApiKey.revoked_at, func.now()))
         )
+        if result.rowcount:
+            await audit(conn, "key.revoked", subject_user_id=user_id, target=str(key_id))
     if result.rowcount == 0:
         raise not_found("API key")
     KEY_CACHE.clear()
@@ -185,6 +217,8 @@ async def rotate_key(
         new_expiry = grace_end if old.expires_at is None else min(old.expires_at, grace_end)
         await conn.execute(update(ApiKey).where(ApiKey.id == key_id).values(expires_at=new_expiry))
         created = await create_key(conn, user_id, old.name, old.expires_at, rotated_from=key_id)
+        details = {"new_key_id": str(created[0].id), "old_key_valid_until": new_expiry.isoformat()}
+        await audit(conn, "key.rotated", subject_user_id=user_id, target=str(key_id), details=details)
     KEY_CACHE.clear()
     return created
 

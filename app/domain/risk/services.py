@@ -36,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.domain.accounts.access import visible_to
 from app.domain.accounts.models import Account, EquitySnapshot, TradingStateChange
+from app.domain.audit.services import record as audit
 from app.domain.identity.schemas import Principal
 from app.domain.markets.models import Instrument
 from app.domain.risk import alerts as alerting
@@ -666,6 +667,8 @@ async def monitor_account(
                     )
                 )
                 log.warning("risk_auto_reduce_only", account_id=str(account_id), limit_type=stop.limit_type)
+                change = {"from": book.trading_state, "to": new_state, "reason": reason, "automatic": True}
+                await audit(conn, "account.trading_state_changed", account_id=account_id, details=change)
     return MonitorResult(
         account_id=account_id,
         checked_at=now,

@@ -1,6 +1,7 @@
 """Run in a subprocess by test_tracing.py: tracing is process-global, so it must not leak into the suite.
 
-Enqueues `system.echo` through POST /api/v1/jobs, runs it on an in-process worker and prints the spans.
+Enqueues `system.echo` through POST /api/v1/jobs (X-Request-ID: probe-request-1), runs it on an in-process
+worker and prints the spans and the job's key; test_log_context.py reads the log lines it writes to stderr.
 """
 
 import asyncio
@@ -36,7 +37,7 @@ async def main() -> None:
         async with AsyncTestClient(app=create_app(settings), timeout=30) as client:
             headers = {"Authorization": f"Bearer {settings.admin_api_key}"}
             resp = await client.post("/api/v1/jobs", json={"function": "system.echo", "kwargs": {"message": "t"}},
-                                     headers=headers)
+                                     headers={**headers, "X-Request-ID": "probe-request-1"})
             key = resp.json()["key"]
             for _ in range(100):
                 status = (await client.get(f"/api/v1/jobs/{key}", headers=headers)).json()["status"]
@@ -53,7 +54,7 @@ async def main() -> None:
          "db": s.attributes.get("db.statement", s.attributes.get("db.query.text"))}
         for s in exporter.get_finished_spans()
     ]
-    print(json.dumps({"status": status, "spans": spans}))
+    print(json.dumps({"status": status, "key": key, "spans": spans}))
 
 
 os.environ.setdefault("LOG_LEVEL", "WARNING")
