@@ -7,7 +7,7 @@ from litestar import Controller, Request, delete, get, patch, post
 from litestar.di import Provide
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
-from app.domain.risk import services
+from app.domain.risk import services, stress_service
 from app.domain.risk.schemas import (
     AlertOut,
     AlertPage,
@@ -20,6 +20,8 @@ from app.domain.risk.schemas import (
     MonitorResult,
     Phase,
     Severity,
+    StressOut,
+    StressRequest,
     ViolationPage,
 )
 from app.lib.db import DbConn, provide_db
@@ -153,3 +155,21 @@ class RiskController(Controller):
         self, db: DbConn, request: Request, account_id: FromPath[UUID], alert_id: FromPath[UUID]
     ) -> AlertOut:
         return await services.acknowledge_alert(db, request.user, account_id, alert_id)
+
+
+class DeskRiskController(Controller):
+    """Risk across accounts: stress tests (and, for risk managers, the desk's overview)."""
+
+    path = "/api/v1/risk"
+    tags = ["risk"]
+    dependencies = {"db": Provide(provide_db)}
+
+    @post(
+        "/stress",
+        status_code=200,
+        summary="Revalue accounts under price scenarios (shocks or a historical window)",
+        description="A trader may stress only their own accounts (another's is 404); without `accounts`, "
+        "every account the caller can read. See docs/RISK.md for the rules.",
+    )
+    async def stress(self, db: DbConn, request: Request, data: JSONBody[StressRequest]) -> StressOut:
+        return await stress_service.stress_test(db, request.user, data)

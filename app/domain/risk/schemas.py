@@ -184,3 +184,89 @@ class MonitorResult(msgspec.Struct):
     alerts: list[AlertOut]
     trading_state: str
     previous_trading_state: str
+
+
+# ------------------------------------------------------------------------------------------- stress tests
+
+# A fractional price move: -0.10 is a 10% fall; -1 takes the price to zero (a price cannot go below).
+Shock = Annotated[float, msgspec.Meta(ge=-1.0, le=100.0)]
+ShockKey = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+
+
+class HistoricalWindow(msgspec.Struct, forbid_unknown_fields=True):
+    """Replay the move of each symbol between two instants of its stored daily candles."""
+
+    start: datetime
+    end: datetime
+
+    def __post_init__(self) -> None:
+        if self.end <= self.start:
+            raise ValueError("`historical.end` must be after `historical.start`")
+
+
+class StressScenario(msgspec.Struct, forbid_unknown_fields=True):
+    """Exactly one of `shocks` (symbol -> fractional move, `*` for every symbol without its own) or
+    `historical` (a window of daily candles)."""
+
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    shocks: Annotated[dict[ShockKey, Shock], msgspec.Meta(min_length=1, max_length=1000)] | None = None
+    historical: HistoricalWindow | None = None
+
+    def __post_init__(self) -> None:
+        if (self.shocks is None) == (self.historical is None):
+            raise ValueError("a scenario needs exactly one of `shocks` and `historical`")
+
+
+class StressRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """Without `accounts`, every account the caller may read (a trader: their own; a risk manager: the
+    firm)."""
+
+    scenarios: Annotated[list[StressScenario], msgspec.Meta(min_length=1, max_length=50)]
+    accounts: Annotated[list[UUID], msgspec.Meta(min_length=1, max_length=20_000)] | None = None
+    groups: Annotated[list[UUID], msgspec.Meta(min_length=1, max_length=1000)] | None = None
+
+
+class StressBreach(msgspec.Struct):
+    """A limit the account would be over after the shock (`would_be` null: unbounded, no equity left)."""
+
+    limit_id: UUID
+    limit_type: str
+    symbol: str | None
+    limit_value: Decimal
+    would_be: Decimal | None
+
+
+class StressAccountResult(msgspec.Struct):
+    account_id: UUID
+    equity: Decimal
+    pnl: Decimal
+    equity_after: Decimal
+    breaches: list[StressBreach]
+
+
+class StressGroupResult(msgspec.Struct):
+    group_id: UUID
+    name: str
+    pnl: Decimal
+    equity: Decimal
+    equity_after: Decimal
+    accounts: int
+
+
+class StressScenarioResult(msgspec.Struct):
+    scenario: str
+    kind: Literal["shocks", "historical"]
+    # The move applied to each symbol held by the stressed accounts.
+    shocks: dict[str, float]
+    # Held symbols a historical window has no daily close for (at or before `start` and `end`): not moved.
+    missing_history: list[str]
+    firm_pnl: Decimal
+    firm_equity: Decimal
+    firm_equity_after: Decimal
+    groups: list[StressGroupResult]
+    accounts: list[StressAccountResult]
+
+
+class StressOut(msgspec.Struct):
+    as_of: datetime
+    results: list[StressScenarioResult]
