@@ -453,6 +453,16 @@ async def test_var_aligns_two_symbols_and_handles_shorts_and_missing_history(
         assert var[key] == pytest.approx(expected[key], rel=1e-12, abs=1e-15)
     assert var["annual_volatility"] == pytest.approx(expected["vol"], rel=1e-12)
     assert D(var["base_amount"]) == 20 * D(ca[-1]) + 30 * D(cb[-1])
+    # parametric VaR over the same aligned closes: z * sqrt(w' cov w) - w.mu, w = q * last close
+    asset_r = closes[1:] / closes[:-1] - 1
+    w = q * closes[-1]
+    sigma = float(np.sqrt(w @ np.cov(asset_r, rowvar=False, ddof=1) @ w))
+    expected_par = 1.6448536269514722 * sigma - float(w @ asset_r.mean(axis=0))
+    par, mc = var["parametric"], var["monte_carlo"]
+    assert float(par["var_95_amount"]) == pytest.approx(expected_par, abs=1e-6)
+    assert par["var_95"] == pytest.approx(expected_par / gross)
+    assert float(mc["var_95_amount"]) == pytest.approx(expected_par, rel=0.05)  # 10,000 seeded draws
+    assert (await metrics(client, h, acct))["var"]["monte_carlo"] == mc  # seeded: the same figures
 
     # a held symbol with no daily history: VaR unknown (null), never NaN, and named
     c = await make_market(client, admin_headers, taker="0", maker="0", price="10")
@@ -460,6 +470,7 @@ async def test_var_aligns_two_symbols_and_handles_shorts_and_missing_history(
     var = (await metrics(client, h, acct))["var"]
     assert var["missing_history"] == [c] and var["var_95"] is None and var["var_95_amount"] is None
     assert var["annual_volatility"] is None
+    assert var["parametric"] is None and var["monte_carlo"] is None
 
 
 async def test_flat_account_metrics_and_isolation(client, admin_headers, make_user, risk_manager):
@@ -467,6 +478,7 @@ async def test_flat_account_metrics_and_isolation(client, admin_headers, make_us
     m = await metrics(client, risk_manager["headers"], acct)
     assert D(m["gross_exposure"]) == 0 and m["leverage"] == 0 and m["largest_symbol"] is None
     assert m["var"]["var_95"] == 0 and D(m["var"]["var_99_amount"]) == 0
+    assert m["var"]["parametric"]["var_95"] == 0 and D(m["var"]["monte_carlo"]["var_99_amount"]) == 0
     assert D(m["equity"]) == D("100000") and D(m["daily_pnl"]) == 0 and D(m["peak_equity"]) == D("100000")
     other = await make_user("trader")
     assert (await client.get(f"{base(acct)}/metrics", headers=other["headers"])).status_code == 404

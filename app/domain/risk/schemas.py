@@ -102,7 +102,23 @@ class LimitUsage(msgspec.Struct):
     breached: bool
 
 
+class VarMethodOut(msgspec.Struct):
+    """A model-based 1-day VaR/CVaR (risk/calculations.py): fractions of `base_amount` and amounts."""
+
+    var_95: float | None
+    cvar_95: float | None
+    var_99: float | None
+    cvar_99: float | None
+    var_95_amount: Decimal | None
+    cvar_95_amount: Decimal | None
+    var_99_amount: Decimal | None
+    cvar_99_amount: Decimal | None
+
+
 class VarOut(msgspec.Struct):
+    """Historical VaR (the top-level figures), and beside it the parametric (variance-covariance) and the
+    seeded Monte Carlo VaR over the same closes (null with fewer than three common closes)."""
+
     lookback: int
     observations: int
     var_95: float | None
@@ -117,6 +133,8 @@ class VarOut(msgspec.Struct):
     # The amount the return fractions are relative to: long-only value, else gross exposure.
     base_amount: Decimal
     missing_history: list[str]
+    parametric: VarMethodOut | None = None
+    monte_carlo: VarMethodOut | None = None
 
 
 class MetricsOut(msgspec.Struct):

@@ -50,6 +50,7 @@ from app.domain.risk.schemas import (
     LimitUsage,
     MetricsOut,
     MonitorResult,
+    VarMethodOut,
     VarOut,
     ViolationOut,
 )
@@ -447,6 +448,8 @@ async def _var(
             annual_volatility=0.0,
             base_amount=ZERO,
             missing_history=[],
+            parametric=_FLAT_METHOD,
+            monte_carlo=_FLAT_METHOD,
         )
     quantities = [positions[s][0] for s in held]
     # Same rule as calculations.returns_base, kept exact: long-only value, else gross exposure.
@@ -456,9 +459,12 @@ async def _var(
         series[symbol][ts] = float(close)
     missing = [s for s in held if not series[s]]
     common = sorted(set.intersection(*(set(v) for v in series.values()))) if not missing else []
+    models = None
     if len(common) >= 2:
         closes = np.array([[series[s][ts] for s in held] for ts in common], dtype=np.float64)
-        returns = calculations.portfolio_returns(np.array([float(q) for q in quantities]), closes)
+        q = np.array([float(q) for q in quantities])
+        returns = calculations.portfolio_returns(q, closes)
+        models = calculations.model_var_report(q, closes, base)
     else:
         returns = np.empty(0, dtype=np.float64)
     report = calculations.var_report(returns, base)
@@ -476,6 +482,26 @@ async def _var(
         annual_volatility=_float(calculations.annualised_volatility(returns)),
         base_amount=base,
         missing_history=missing,
+        parametric=_method_out(models["parametric"]) if models else None,
+        monte_carlo=_method_out(models["monte_carlo"]) if models else None,
+    )
+
+
+_FLAT_METHOD = VarMethodOut(
+    var_95=0.0,
+    cvar_95=0.0,
+    var_99=0.0,
+    cvar_99=0.0,
+    var_95_amount=ZERO,
+    cvar_95_amount=ZERO,
+    var_99_amount=ZERO,
+    cvar_99_amount=ZERO,
+)
+
+
+def _method_out(report: dict[str, Any]) -> VarMethodOut:
+    return VarMethodOut(
+        **{k: _float(v) if isinstance(v, float) else v for k, v in report.items()}  # type: ignore[arg-type]
     )
 
 
