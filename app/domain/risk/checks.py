@@ -189,16 +189,17 @@ def _gross(
 
 
 def _ratio(
-    numerator: Decimal, denominator: Decimal, scale: Decimal = Decimal(1)
+    numerator: Decimal, denominator: Decimal, scale: Decimal = Decimal(1), *, exact: bool = True
 ) -> tuple[Decimal, Fraction | None]:
-    """numerator * scale / denominator as (reported Decimal, exact Fraction); unbounded at equity <= 0."""
+    """numerator * scale / denominator as (reported Decimal, exact Fraction); unbounded at equity <= 0.
+    With `exact=False` the Fraction is not built (None): the monitor compares the reported figure."""
     if denominator <= 0:
         if numerator == 0:
             return _ZERO, Fraction(0)
         return UNBOUNDED, None
-    exact = Fraction(numerator) * Fraction(scale) / Fraction(denominator)
+    fraction = Fraction(numerator) * Fraction(scale) / Fraction(denominator) if exact else None
     with localcontext(_REPORT):
-        return (numerator * scale) / denominator, exact
+        return (numerator * scale) / denominator, fraction
 
 
 def _measure(
@@ -317,10 +318,10 @@ def current_value(state: PortfolioState, limit: Limit) -> Decimal | None:
         if kind == "max_gross_exposure":
             return _gross(state)
         if kind == "max_leverage":
-            return _ratio(_gross(state), state.equity)[0]
+            return _ratio(_gross(state), state.equity, exact=False)[0]
         if kind == "max_concentration_pct":
             largest = max((abs(q * p) for _, q, p in items), default=_ZERO)
-            return _ratio(largest, state.equity, _HUNDRED)[0]
+            return _ratio(largest, state.equity, _HUNDRED, exact=False)[0]
         if kind == "max_open_orders":
             return Decimal(state.open_orders)
         if kind == "max_orders_per_minute":
@@ -337,8 +338,11 @@ def utilisation(state: PortfolioState, limit: Limit) -> Decimal | None:
     """
     if not limit.enabled or limit.value <= 0:
         return None
-    used = current_value(state, limit)
-    if used is None:
+    return _utilisation(limit, current_value(state, limit))
+
+
+def _utilisation(limit: Limit, used: Decimal | None) -> Decimal | None:
+    if used is None or not limit.enabled or limit.value <= 0:
         return None
     if used.is_infinite():
         return UNBOUNDED
@@ -346,21 +350,29 @@ def utilisation(state: PortfolioState, limit: Limit) -> Decimal | None:
         return used / limit.value
 
 
+def _breach(limit: Limit, used: Decimal | None) -> Breach | None:
+    if used is None or not limit.enabled:
+        return None
+    over = used >= limit.value if limit.limit_type in STOP_TYPES else used > limit.value
+    if not over:
+        return None
+    scope = f" ({limit.symbol})" if limit.symbol else ""
+    msg = f"{limit.limit_type}{scope} is {used}, limit {limit.value}"
+    return Breach(limit.id, limit.limit_type, limit.value, used, msg, limit.symbol)
+
+
 def current_breaches(state: PortfolioState, limits: Iterable[Limit]) -> list[Breach]:
     """Limits the account is over right now (for the monitor): used > value, or >= for loss stops."""
-    out: list[Breach] = []
-    for lim in _sorted(list(limits)):
-        if not lim.enabled:
-            continue
-        used = current_value(state, lim)
-        if used is None:
-            continue
-        over = used >= lim.value if lim.limit_type in STOP_TYPES else used > lim.value
-        if over:
-            scope = f" ({lim.symbol})" if lim.symbol else ""
-            msg = f"{lim.limit_type}{scope} is {used}, limit {lim.value}"
-            out.append(Breach(lim.id, lim.limit_type, lim.value, used, msg, lim.symbol))
-    return out
+    return assess(state, list(limits))[0]
+
+
+def assess(state: PortfolioState, limits: list[Limit]) -> tuple[list[Breach], list[Decimal | None]]:
+    """`current_breaches` (in check order) and each limit's `utilisation` (in the order given), measuring
+    every limit once: the monitor's whole decision input."""
+    used = [current_value(state, lim) if lim.enabled else None for lim in limits]
+    position = {id(lim): i for i, lim in enumerate(limits)}
+    breaches = [b for lim in _sorted(limits) if (b := _breach(lim, used[position[id(lim)]])) is not None]
+    return breaches, [_utilisation(lim, u) for lim, u in zip(limits, used, strict=True)]
 
 
 def validate_limit(

@@ -103,9 +103,9 @@ def decide(state: checks.PortfolioState, rows: Sequence[Any], trading_state: str
     """The post-trade check of one account (pure). `rows` are its enabled limits with `alert_level` and
     `auto_reduce_only`."""
     limits = [as_check_limit(r) for r in rows]
-    decision = Decision(breaches=checks.current_breaches(state, limits))
-    for row, lim in zip(rows, limits, strict=True):
-        util = checks.utilisation(state, lim)
+    breaches, utilisations = checks.assess(state, limits)
+    decision = Decision(breaches=breaches)
+    for row, util in zip(rows, utilisations, strict=True):
         if util is None:
             continue
         level, severity = alerting.next_alert(row.alert_level, util * _HUNDRED, row.warn_at_pct)

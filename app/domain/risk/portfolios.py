@@ -4,7 +4,9 @@
 monitor); a desk-wide question (stress 10,000 accounts, sweep every limit) reads the accounts, their
 positions and their enabled limits for a whole batch at once, without locks, from one snapshot
 (REPEATABLE READ is not needed: each statement's figures are used only together with rows of the same
-statement, and the writes that follow are conditional, see `sweep.py`).
+statement, and the writes that follow are conditional, see `monitoring.py`). The ids arrive as one
+array joined through `unnest` (a hash or nested-loop join), never `= ANY(array)`, which PostgreSQL
+evaluates as a linear search of the array per row scanned.
 
 The figures match `risk.services` / `risk.pretrade` for one account: a position is marked at its
 instrument's last price, at cost when never priced; peak equity is the highest of the account's
@@ -49,24 +51,27 @@ _ACCOUNTS_SQL = text(
                 THEN (SELECT count(*) FROM orders o
                        WHERE o.account_id = a.id AND o.created_at > now() - interval '60 seconds')
                 ELSE 0 END AS orders_last_minute
-      FROM accounts a
-     WHERE a.id = ANY(CAST(:ids AS uuid[]))
+      FROM unnest(CAST(:ids AS uuid[])) AS t(id)
+      JOIN accounts a ON a.id = t.id
      ORDER BY a.id
     """
 )
 _POSITIONS_SQL = text(
     """
     SELECT p.account_id, p.symbol, p.quantity, coalesce(i.last_price, p.avg_entry_price) AS price
-      FROM positions p JOIN instruments i ON i.symbol = p.symbol
-     WHERE p.account_id = ANY(CAST(:ids AS uuid[])) AND p.quantity <> 0
+      FROM unnest(CAST(:ids AS uuid[])) AS t(id)
+      JOIN positions p ON p.account_id = t.id
+      JOIN instruments i ON i.symbol = p.symbol
+     WHERE p.quantity <> 0
     """
 )
 LIMITS_SQL = text(
     """
     SELECT r.id, r.account_id, r.limit_type, r.value, r.symbol, r.warn_at_pct, r.enabled, r.auto_reduce_only,
            r.alert_level
-      FROM risk_limits r
-     WHERE r.account_id = ANY(CAST(:ids AS uuid[])) AND r.enabled
+      FROM unnest(CAST(:ids AS uuid[])) AS t(id)
+      JOIN risk_limits r ON r.account_id = t.id
+     WHERE r.enabled
      ORDER BY r.account_id, r.created_at, r.id
     """
 )

@@ -288,3 +288,144 @@ class StressScenarioResult(msgspec.Struct):
 class StressOut(msgspec.Struct):
     as_of: datetime
     results: list[StressScenarioResult]
+
+
+# ------------------------------------------------------------------------------------------------ groups
+
+GroupName = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+
+
+class GroupCreate(msgspec.Struct, forbid_unknown_fields=True):
+    """`is_firm` makes the single top group (no parent). Without `parent_id`, a group goes under the firm
+    group when there is one."""
+
+    name: GroupName
+    parent_id: UUID | None = None
+    is_firm: bool = False
+
+
+class GroupOut(msgspec.Struct):
+    id: UUID
+    name: str
+    parent_id: UUID | None
+    is_firm: bool
+    created_at: datetime
+
+
+class GroupPage(msgspec.Struct):
+    items: list[GroupOut]
+    next_cursor: str | None
+
+
+class AccountGroupIn(msgspec.Struct, forbid_unknown_fields=True):
+    """`null` takes the account out of every group."""
+
+    group_id: UUID | None
+
+
+class AccountGroupOut(msgspec.Struct):
+    account_id: UUID
+    group_id: UUID | None
+    group_limited: bool
+
+
+class GroupLimitCreate(msgspec.Struct, forbid_unknown_fields=True):
+    limit_type: LimitTypeName
+    value: Decimal
+    symbol: Symbol | None = None
+    warn_at_pct: Decimal = Decimal(80)
+    enabled: bool = True
+
+    def __post_init__(self) -> None:
+        positive(self, "value", "warn_at_pct")
+        at_most(self, "warn_at_pct", _HUNDRED)
+
+
+class GroupLimitPatch(msgspec.Struct, forbid_unknown_fields=True):
+    value: Decimal | msgspec.UnsetType = msgspec.UNSET
+    warn_at_pct: Decimal | msgspec.UnsetType = msgspec.UNSET
+    enabled: bool | msgspec.UnsetType = msgspec.UNSET
+
+    def __post_init__(self) -> None:
+        for name in ("value", "warn_at_pct"):
+            if getattr(self, name) is not msgspec.UNSET:
+                positive(self, name)
+        if self.warn_at_pct is not msgspec.UNSET:
+            at_most(self, "warn_at_pct", _HUNDRED)
+
+
+class GroupLimitOut(msgspec.Struct):
+    id: UUID
+    group_id: UUID
+    limit_type: str
+    value: Decimal
+    symbol: str | None
+    warn_at_pct: Decimal
+    enabled: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class GroupLimitPage(msgspec.Struct):
+    items: list[GroupLimitOut]
+    next_cursor: str | None
+
+
+class UtilisationOut(msgspec.Struct):
+    """One limit measured now, of an account (`scope: account`) or a group (`scope: group`)."""
+
+    scope: Literal["account", "group"]
+    owner_id: UUID  # the account's or the group's id
+    limit_id: UUID
+    limit_type: str
+    symbol: str | None
+    value: Decimal
+    used: Decimal | None
+    utilisation: float | None
+
+
+class TotalsOut(msgspec.Struct):
+    accounts: int
+    equity: Decimal
+    gross_exposure: Decimal
+    net_exposure: Decimal
+    daily_pnl: Decimal
+    open_orders: int
+
+
+class GroupOverviewOut(msgspec.Struct):
+    id: UUID
+    name: str
+    parent_id: UUID | None
+    is_firm: bool
+    totals: TotalsOut
+    limits: list[UtilisationOut]
+
+
+class OverviewOut(msgspec.Struct):
+    as_of: datetime
+    firm: TotalsOut  # every account
+    groups: list[GroupOverviewOut]
+    top_utilisations: list[UtilisationOut]
+    open_alerts: int
+    recent_alerts: list[AlertOut]
+
+
+class ComponentVarOut(msgspec.Struct):
+    account_id: UUID
+    var_95_amount: Decimal
+    var_99_amount: Decimal
+
+
+class PortfolioVarOut(msgspec.Struct):
+    """Parametric 1-day VaR of the accounts' combined positions, with each account's component (Euler
+    allocation: the components add up to the total; a negative one hedges the rest)."""
+
+    group_id: UUID | None  # null: firm-wide (every account)
+    accounts: int
+    lookback: int
+    observations: int
+    var_95_amount: Decimal | None
+    var_99_amount: Decimal | None
+    missing_history: list[str]
+    components: list[ComponentVarOut]

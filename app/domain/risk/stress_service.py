@@ -6,6 +6,9 @@ manager or admin any account. Without `accounts`, every account the caller can r
 Decisions where the issue is silent (docs/RISK.md):
 
 * `firm_pnl` / `firm_equity*` sum over the accounts stressed (for a trader: their own accounts).
+* `groups` (risk manager / admin only; a trader gets `[]`) lists every group holding a stressed account,
+  summing the accounts of its sub-groups too. `groups` in the request adds every account of those
+  groups (and sub-groups) to `accounts`.
 * A historical window moves each held symbol by `close(end) / close(start) - 1`, where `close(t)` is the
   close of the symbol's last daily candle with `ts <= t`. A symbol without such a candle (at either end)
   is not moved and is listed in `missing_history`.
@@ -29,10 +32,12 @@ from app.domain.accounts.models import Account
 from app.domain.identity.schemas import Principal
 from app.domain.markets.models import Instrument
 from app.domain.risk import stress
+from app.domain.risk.models import RiskGroup
 from app.domain.risk.portfolios import Portfolio, load_portfolios
 from app.domain.risk.schemas import (
     StressAccountResult,
     StressBreach,
+    StressGroupResult,
     StressOut,
     StressRequest,
     StressScenario,
@@ -172,20 +177,86 @@ def _breaches(
     return by_account
 
 
-async def stress_test(conn: AsyncConnection, principal: Principal, data: StressRequest) -> StressOut:
-    if data.groups is not None:
+_GROUP_MEMBERS_SQL = text(
+    """
+    WITH RECURSIVE sub AS (
+      SELECT id FROM risk_groups WHERE id = ANY(CAST(:groups AS uuid[]))
+      UNION
+      SELECT g.id FROM risk_groups g JOIN sub ON g.parent_id = sub.id
+    )
+    SELECT a.id FROM accounts a WHERE a.group_id IN (SELECT id FROM sub)
+    """
+)
+
+
+async def _group_accounts(
+    conn: AsyncConnection, principal: Principal, group_ids: list[uuid.UUID]
+) -> list[uuid.UUID]:
+    if not principal.can_read_all_accounts:
+        raise ApiError(403, "Stressing groups requires the risk_manager or admin role")
+    known = set((await conn.execute(select(RiskGroup.id).where(RiskGroup.id.in_(group_ids)))).scalars())
+    unknown = [g for g in group_ids if g not in known]
+    if unknown:
         raise ApiError(
             422,
-            f"Unknown group {data.groups[0]}",
-            errors=[{"field": "groups", "message": f"group {g} not found"} for g in data.groups[:20]],
+            f"Unknown group {unknown[0]}",
+            errors=[{"field": "groups", "message": f"group {g} not found"} for g in unknown[:20]],
         )
+    return list((await conn.execute(_GROUP_MEMBERS_SQL, {"groups": group_ids})).scalars())
+
+
+async def _membership(conn: AsyncConnection) -> tuple[dict[uuid.UUID, Any], dict[uuid.UUID, uuid.UUID]]:
+    tree = {
+        r.id: r for r in (await conn.execute(select(RiskGroup.id, RiskGroup.name, RiskGroup.parent_id))).all()
+    }
+    if not tree:
+        return {}, {}
+    member_of = dict(
+        (await conn.execute(select(Account.id, Account.group_id).where(Account.group_id.is_not(None)))).all()
+    )
+    return tree, member_of
+
+
+def _group_results(
+    tree: dict[uuid.UUID, Any],
+    member_of: dict[uuid.UUID, uuid.UUID],
+    portfolios: list[Portfolio],
+    pnl: list[Decimal],
+) -> list[StressGroupResult]:
+    """Each group holding a stressed account (its sub-groups' accounts included), by name."""
+    sums: dict[uuid.UUID, list[Decimal]] = {}
+    counts: dict[uuid.UUID, int] = {}
+    for p, loss in zip(portfolios, pnl, strict=True):
+        gid, seen = member_of.get(p.id), set()
+        while gid is not None and gid not in seen:
+            seen.add(gid)
+            total = sums.setdefault(gid, [_ZERO, _ZERO])
+            total[0] += loss
+            total[1] += p.equity
+            counts[gid] = counts.get(gid, 0) + 1
+            gid = tree[gid].parent_id
+    return sorted(
+        (
+            StressGroupResult(gid, tree[gid].name, t[0], t[1], t[1] + t[0], counts[gid])
+            for gid, t in sums.items()
+        ),
+        key=lambda g: g.name,
+    )
+
+
+async def stress_test(conn: AsyncConnection, principal: Principal, data: StressRequest) -> StressOut:
     names = [sc.name for sc in data.scenarios]
     if len(set(names)) != len(names):
         raise ApiError(
             422, "Scenario names must be unique", errors=[{"field": "scenarios", "message": "duplicate name"}]
         )
     await _check_symbols(conn, data.scenarios)
-    ids = await _target_accounts(conn, principal, data.accounts)
+    if data.groups is not None:
+        members = await _group_accounts(conn, principal, data.groups)
+        named = await _target_accounts(conn, principal, data.accounts) if data.accounts is not None else []
+        ids = sorted(set(members) | set(named))
+    else:
+        ids = await _target_accounts(conn, principal, data.accounts)
     portfolios = await load_portfolios(conn, ids, with_orders=False)
     symbols = sorted({s for p in portfolios for s in p.state.positions})
     rows, missing = [], []
@@ -197,19 +268,19 @@ async def stress_test(conn: AsyncConnection, principal: Principal, data: StressR
             row, gaps = await _historical_row(conn, symbols, scenario) if symbols else (np.empty(0), [])
             rows.append(row)
             missing.append(gaps)
-    if conn.in_transaction():
-        await conn.rollback()  # reads only: end the implicit transaction before the computation
     books, limit_rows = _books(portfolios, symbols)
     result = stress.run(books, np.vstack(rows) if symbols else np.zeros((len(rows), 0)))
     equity = [p.equity for p in portfolios]
     firm_equity = sum(equity, _ZERO)
     out = []
+    tree, member_of = await _membership(conn) if principal.can_read_all_accounts else ({}, {})
     for s, scenario in enumerate(data.scenarios):
         breaches = _breaches(result, s, books, limit_rows)
         accounts = []
         firm_pnl = _ZERO
+        pnls = [money(float(x)) for x in result.pnl[s]]
         for i, p in enumerate(portfolios):
-            pnl = money(float(result.pnl[s, i]))
+            pnl = pnls[i]
             firm_pnl += pnl
             accounts.append(
                 StressAccountResult(
@@ -229,8 +300,10 @@ async def stress_test(conn: AsyncConnection, principal: Principal, data: StressR
                 firm_pnl=firm_pnl,
                 firm_equity=firm_equity,
                 firm_equity_after=firm_equity + firm_pnl,
-                groups=[],
+                groups=_group_results(tree, member_of, portfolios, pnls),
                 accounts=accounts,
             )
         )
+    if conn.in_transaction():
+        await conn.rollback()  # reads only
     return StressOut(as_of=utcnow(), results=out)
