@@ -105,3 +105,49 @@ def test_many_accounts_match_a_loop():
             assert result.used[sc, a] == pytest.approx(
                 float(np.abs(qty[rows] * price[rows] * (1 + moves)).sum())
             )
+
+
+# ----------------------------------------------------------------------------------- group pre-trade
+
+from decimal import Decimal  # noqa: E402
+
+from app.domain.risk import checks, groups  # noqa: E402
+
+D = Decimal
+
+
+def _glimit(kind: str, value: str, symbol: str | None = None) -> groups.GroupLimit:
+    return groups.GroupLimit(f"L-{kind}", "G", "desk", kind, D(value), symbol)
+
+
+def test_group_pre_trade_hand_computed():
+    # the group: gross 1500, net 500 (a long 1000 and a short 500 in two accounts), 9 open orders; the
+    # ordering account holds 10 X marked at 100 (its part of the sums); the order buys 5 X at 102
+    figures = groups.GroupFigures(
+        gross=D(1500), net=D(500), daily_pnl=D(-40), open_orders=9, net_position={"X": D(10)}
+    )
+    buy = checks.ProposedOrder("X", "buy", D(5), D(102))
+    check = lambda *lims: groups.check_pre_trade(figures, list(lims), buy, D(10), D(100))  # noqa: E731
+    # re-marked at 102: gross before 1520, after 1520 - 1020 + 1530 = 2030; net after 520 + 510 = 1030
+    assert check(_glimit("max_gross_exposure", "2030")) is None
+    b = check(_glimit("max_gross_exposure", "2029.99"))
+    assert b is not None and b.would_be == D(2030) and b.limit_type == "max_gross_exposure"
+    assert check(_glimit("max_net_exposure", "1030")) is None
+    assert check(_glimit("max_net_exposure", "1029")).would_be == D(1030)
+    assert check(_glimit("max_net_position", "15", "X")) is None
+    assert check(_glimit("max_net_position", "14")).would_be == D(15)  # unscoped: the order's symbol
+    assert check(_glimit("max_net_position", "1", "Y")) is None  # another symbol's limit
+    assert check(_glimit("max_open_orders", "10")) is None
+    assert check(_glimit("max_open_orders", "9")).would_be == D(10)
+    assert check(_glimit("max_daily_loss", "40")).would_be == D(40)  # a stop: reached at >=
+    assert check(_glimit("max_daily_loss", "41")) is None
+    # reducing orders pass exposure, position and loss limits they are over
+    sell = checks.ProposedOrder("X", "sell", D(5), D(100))
+    assert groups.check_pre_trade(
+        figures,
+        [_glimit("max_gross_exposure", "1"), _glimit("max_net_position", "1"), _glimit("max_daily_loss", "1")],
+        sell, D(10), D(100),
+    ) is None  # fmt: skip
+    # the first breach in type order
+    b = check(_glimit("max_open_orders", "1"), _glimit("max_gross_exposure", "1"))
+    assert b.limit_type == "max_gross_exposure"
