@@ -21,11 +21,12 @@ async def _desk(client, admin_headers, make_user, rh):
     """An account long 100 at 100 that lost 200 (price 98): daily loss 200 over a 150 stop, gross
     exposure 9,800 at 85% of an 11,529.41 limit (warning), a position limit far away (ok)."""
     trader, symbol, acct = await setup(client, admin_headers, make_user)
+    await place(client, trader["headers"], acct, symbol=symbol, side="buy", type="market", quantity=100)
+    await set_price(client, admin_headers, symbol, "98")
+    # limits after the price: the price's own post-trade check (risk/post_trade.py) has nothing to check
     await add_limit(client, rh, acct, "max_daily_loss", 150)
     await add_limit(client, rh, acct, "max_gross_exposure", "11529.41")
     await add_limit(client, rh, acct, "max_position_quantity", 1000)
-    await place(client, trader["headers"], acct, symbol=symbol, side="buy", type="market", quantity=100)
-    await set_price(client, admin_headers, symbol, "98")
     return trader, symbol, acct
 
 
@@ -88,9 +89,9 @@ async def test_a_checker_racing_the_sweep_raises_the_alert_once(
     compare-and-set transition matches nothing, so the crossing is alerted once."""
     rm = await make_user("risk_manager")
     trader, symbol, acct = await setup(client, admin_headers, make_user)
-    await add_limit(client, rm["headers"], acct, "max_gross_exposure", "11529.41")
     await place(client, trader["headers"], acct, symbol=symbol, side="buy", type="market", quantity=100)
-    await set_price(client, admin_headers, symbol, "98")  # 85%: warning, no account change
+    await set_price(client, admin_headers, symbol, "98")
+    await add_limit(client, rm["headers"], acct, "max_gross_exposure", "11529.41")  # 85%: warning
 
     real_load = monitoring.load_portfolios
 

@@ -709,36 +709,43 @@ async def monitor_all(
         if time.monotonic() >= deadline:
             complete = False
             break
-        try:
-            swept = await monitoring.sweep_batch(conn, ids)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("risk_sweep_batch_failed", first_account=str(ids[0]), accounts=len(ids))
-            swept = monitoring.SweepResult(stale=ids)
-        counts["accounts"] += swept.accounts
-        counts["violations"] += swept.violations
-        counts["alerts"] += swept.alerts
-        counts["reduce_only"] += swept.reduce_only
-        for account_id in swept.stale:
-            try:
-                result = await monitor_account(conn, account_id)
-            except asyncio.CancelledError:
-                raise
-            except ApiError:
-                continue  # deleted since the batch was read
-            except Exception:
-                log.exception("risk_monitor_failed", account_id=str(account_id))
-                counts["failed"] += 1
-            else:
-                counts["accounts"] += 1
-                counts["violations"] += len(result.violations)
-                counts["alerts"] += len(result.alerts)
-                counts["reduce_only"] += result.trading_state != result.previous_trading_state
+        await check_accounts(conn, ids, counts)
         after = ids[-1]
         if len(ids) < batch_size:
             break
     return {**counts, "complete": complete, "resume_after": None if complete else str(after)}
+
+
+async def check_accounts(conn: AsyncConnection, ids: list[uuid.UUID], counts: dict[str, int]) -> None:
+    """The post-trade check of `ids` (one set-based batch), adding to `counts`. Accounts whose row moved
+    between the batch's read and its write, and every account of a batch whose set-based write failed,
+    are checked one by one with monitor_account; one failing account is logged and counted."""
+    try:
+        swept = await monitoring.sweep_batch(conn, ids)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("risk_sweep_batch_failed", first_account=str(ids[0]), accounts=len(ids))
+        swept = monitoring.SweepResult(stale=list(ids))
+    counts["accounts"] += swept.accounts
+    counts["violations"] += swept.violations
+    counts["alerts"] += swept.alerts
+    counts["reduce_only"] += swept.reduce_only
+    for account_id in swept.stale:
+        try:
+            result = await monitor_account(conn, account_id)
+        except asyncio.CancelledError:
+            raise
+        except ApiError:
+            continue  # deleted since the batch was read
+        except Exception:
+            log.exception("risk_monitor_failed", account_id=str(account_id))
+            counts["failed"] += 1
+        else:
+            counts["accounts"] += 1
+            counts["violations"] += len(result.violations)
+            counts["alerts"] += len(result.alerts)
+            counts["reduce_only"] += result.trading_state != result.previous_trading_state
 
 
 _SNAPSHOT_SQL = text(
