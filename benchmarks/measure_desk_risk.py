@@ -12,7 +12,9 @@ over a limit, 3 in 20 at 85%). Timed, in this order:
 2. `monitor_all`, second pass (steady state: violations again, no alerts);
 3. the per-account monitor (`monitor_account` for every account, one transaction each: what
    `monitor_all` did before the sweep), steady state, for the ratio against 2;
-4. `stress_test` as a risk manager over every account with `--scenarios` scenarios (shock scenarios
+4. the event-driven post-trade check (`post_trade.check_holders`, what a committed price update runs) for
+   five symbols, each held by about 1,000 accounts;
+5. `stress_test` as a risk manager over every account with `--scenarios` scenarios (shock scenarios
    plus one historical window), service call (load + numpy + result objects) and the JSON encoding of
    its response separately.
 
@@ -75,6 +77,20 @@ def scenarios(n: int) -> list[dict[str, Any]]:
     return out
 
 
+async def post_trade_latency(engine: Any, symbols: int = 5) -> tuple[list[float], list[int]]:
+    """check_holders (the committed-price hook's work) for a few symbols, each held by ~1,000 accounts."""
+    from app.domain.risk.post_trade import check_holders
+
+    times, checked = [], []
+    async with engine.connect() as conn:
+        for k in range(symbols):
+            t0 = time.perf_counter()
+            counts = await check_holders(conn, f"M{k:02d}")
+            times.append((time.perf_counter() - t0) * 1000)
+            checked.append(counts["accounts"])
+    return times, checked
+
+
 async def stress(engine: Any, n: int) -> tuple[float, float, int, int, int]:
     from app.domain.identity.schemas import Principal
     from app.domain.risk.schemas import StressRequest
@@ -126,6 +142,7 @@ def main() -> None:
             old = old_s = None
             if not args.skip_per_account:
                 old, old_s = loop.run_until_complete(per_account(engine))
+            latency_ms, checked = loop.run_until_complete(post_trade_latency(engine))
             stress_s, encode_s, stressed, breaches, size = loop.run_until_complete(
                 stress(engine, args.scenarios)
             )
@@ -160,6 +177,11 @@ def main() -> None:
             f"\nAfter the passes: {w1:,} warning / {c1:,} critical alerts after the 1st, {w2:,} / {c2:,} "
             f"after the 2nd; {after_second['reduce_only']:,} accounts in reduce_only.\n"
         )
+        print("| post-trade check after a price update (check_holders) | accounts checked | ms |")
+        print("|---|---:|---:|")
+        for k, (t, n) in enumerate(zip(latency_ms, checked, strict=True)):
+            print(f"| symbol M{k:02d} | {n:,} | {t:,.0f} |")
+        print()
         print("| stress test | accounts | scenarios | service call | JSON encode | breaches | response |")
         print("|---|---:|---:|---:|---:|---:|---:|")
         print(

@@ -25,7 +25,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app.domain.accounts.access import visible_to
 from app.domain.accounts.models import Account
 from app.domain.identity.schemas import Principal
-from app.domain.markets.models import Instrument
 from app.domain.risk import calculations, checks, groups
 from app.domain.risk.models import RiskAlert, RiskGroup, RiskGroupLimit
 from app.domain.risk.portfolios import Portfolio, load_portfolios
@@ -44,7 +43,14 @@ from app.domain.risk.schemas import (
     TotalsOut,
     UtilisationOut,
 )
-from app.domain.risk.services import _CLOSES_SQL, ALERT_COLS, _alert_out, _float
+from app.domain.risk.services import (
+    _CLOSES_SQL,
+    ALERT_COLS,
+    _alert_out,
+    _ensure_symbol,
+    _float,
+    raise_problems,
+)
 from app.lib.db import tx, utcnow
 from app.lib.errors import ApiError, conflict, invalid, not_found
 from app.lib.pagination import decode_cursor, encode_cursor
@@ -188,13 +194,7 @@ async def set_account_group(
 
 
 def _validate(limit_type: str, value: Decimal, symbol: str | None, warn_at_pct: Decimal) -> None:
-    problems = groups.validate_group_limit(limit_type, value, symbol, warn_at_pct)
-    if problems:
-        raise ApiError(
-            422,
-            "; ".join(f"{f}: {m}" for f, m in problems),
-            errors=[{"field": f, "message": m} for f, m in problems],
-        )
+    raise_problems(groups.validate_group_limit(limit_type, value, symbol, warn_at_pct))
 
 
 async def create_group_limit(
@@ -204,11 +204,7 @@ async def create_group_limit(
     _validate(data.limit_type, data.value, data.symbol, data.warn_at_pct)
     async with tx(conn):
         await _lock_group(conn, group_id)
-        if (
-            data.symbol is not None
-            and await conn.scalar(select(Instrument.symbol).where(Instrument.symbol == data.symbol)) is None
-        ):
-            raise invalid(f"Unknown symbol {data.symbol!r}", "symbol")
+        await _ensure_symbol(conn, data.symbol)
         row = (
             await conn.execute(
                 insert(RiskGroupLimit)

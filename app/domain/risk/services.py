@@ -192,7 +192,11 @@ def _ensure_may_manage(principal: Principal) -> None:
 
 
 def _validate(limit_type: str, value: Decimal, symbol: str | None, warn_at_pct: Decimal) -> None:
-    problems = checks.validate_limit(limit_type, value, symbol, warn_at_pct)
+    raise_problems(checks.validate_limit(limit_type, value, symbol, warn_at_pct))
+
+
+def raise_problems(problems: list[tuple[str, str]]) -> None:
+    """A limit definition's (field, message) problems as one 422 naming every field."""
     if problems:
         raise ApiError(
             422,
