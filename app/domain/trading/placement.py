@@ -29,6 +29,7 @@ hammer.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import json
 import time
@@ -140,7 +141,7 @@ SELECT {_EXISTING_ORDER_SQL} AS existing_order,
        {POSITIONS_JSON_SQL} AS positions,
        CASE WHEN $2::text = 'sell' THEN {OPEN_SELLS_SQL.replace(":symbol", "$3::text")} END AS open_sell_quantity,
        EXISTS (SELECT 1 FROM risk_limits r WHERE r.account_id = a.id AND r.enabled) AS has_limits,
-       a.group_limited
+       a.group_limited, a.group_id
   FROM accounts a
   LEFT JOIN (SELECT {INSTRUMENT_COLUMNS}, i.xmin::text AS instrument_version, e.xmin::text AS exchange_version
                FROM instruments i JOIN exchanges e ON e.code = i.exchange_code
@@ -278,7 +279,8 @@ async def place_order(
             full = True
             row = await apg.fetchrow(READ_SQL, account_id, True, data.symbol, data.client_order_id)
     if row is not None and row["group_limited"] and not dry_run:
-        return await _place_locked(apg, principal, account_id, data, grouped=True)  # group limits: see there
+        async with _group_gate(row["group_id"]):  # group limits: see _place_locked and _group_gate
+            return await _place_locked(apg, principal, account_id, data, grouped=True)
     inst = None
     if row is not None and row["symbol"] is not None:
         inst = InstrumentInfo(*[row[name] for name in _INSTRUMENT_FIELDS])
@@ -299,6 +301,24 @@ async def place_order(
             _CONTENDED[account_id] = time.monotonic() + CONTENTION_SECONDS
         return await _place_locked(apg, principal, account_id, data)
     return order, True
+
+
+# Orders of accounts under a group limit are serial per group (the group row lock). Without a gate every
+# waiting order of a process waits in PostgreSQL, and each commit wakes them all to compete for the row
+# again; queued here first, one order per process and group waits on the row at a time. Only a queue:
+# the database lock is what guarantees the limit. Keyed by the account's own group (accounts of sibling
+# groups under one limited parent meet on the database lock only). Per process, bounded.
+_GROUP_GATES: dict[Any, asyncio.Lock] = {}
+
+
+def _group_gate(group_id: Any) -> asyncio.Lock:
+    gate = _GROUP_GATES.get(group_id)
+    if gate is None:
+        if len(_GROUP_GATES) >= 10_000:
+            for key in [k for k, g in _GROUP_GATES.items() if not g.locked()]:
+                del _GROUP_GATES[key]
+        gate = _GROUP_GATES[group_id] = asyncio.Lock()
+    return gate
 
 
 class LostRace(enum.Enum):
