@@ -143,11 +143,8 @@ def test_group_pre_trade_hand_computed():
     assert check(_glimit("max_daily_loss", "41")) is None
     # reducing orders pass exposure, position and loss limits they are over
     sell = checks.ProposedOrder("X", "sell", D(5), D(100))
-    assert groups.check_pre_trade(
-        figures,
-        [_glimit("max_gross_exposure", "1"), _glimit("max_net_position", "1"), _glimit("max_daily_loss", "1")],
-        sell, D(10), D(100),
-    ) is None  # fmt: skip
+    over = [_glimit(kind, "1") for kind in ("max_gross_exposure", "max_net_position", "max_daily_loss")]
+    assert groups.check_pre_trade(figures, over, sell, D(10), D(100)) is None
     # the first breach in type order
     b = check(_glimit("max_open_orders", "1"), _glimit("max_gross_exposure", "1"))
     assert b.limit_type == "max_gross_exposure"
