@@ -675,7 +675,7 @@ async def run_monitor(conn: AsyncConnection, principal: Principal, account_id: u
 async def monitor_all(
     conn: AsyncConnection,
     *,
-    batch_size: int = 200,
+    batch_size: int = 500,
     time_budget_seconds: float = 240.0,
     start_after: uuid.UUID | None = None,
 ) -> dict[str, Any]:
