@@ -302,26 +302,34 @@ def check_pre_trade(state: PortfolioState, order: ProposedOrder, limits: Iterabl
 # ---------------------------------------------------------------------------------------------------
 
 
-def current_value(state: PortfolioState, limit: Limit) -> Decimal | None:
-    """The figure a limit measures right now ("used"), or None for per-order kinds."""
+def current_value(
+    state: PortfolioState, limit: Limit, memo: dict[str, Decimal] | None = None
+) -> Decimal | None:
+    """The figure a limit measures right now ("used"), or None for per-order kinds. `memo` keeps the
+    account-wide figures (gross exposure, equity) between calls on one state (`assess`)."""
     kind = limit.limit_type
     if kind not in _ORDER:
         raise ValueError(f"unknown limit type {kind!r}")
     if kind in PER_ORDER_TYPES:
         return None
+    if memo is None:
+        memo = {}
     with localcontext(_WIDE):
-        items = [(s, q, p) for s, (q, p) in state.positions.items() if limit.symbol in (None, s)]
-        if kind == "max_position_quantity":
-            return max((abs(q) for _, q, _ in items), default=_ZERO)
-        if kind == "max_position_notional":
-            return max((abs(q * p) for _, q, p in items), default=_ZERO)
-        if kind == "max_gross_exposure":
-            return _gross(state)
-        if kind == "max_leverage":
-            return _ratio(_gross(state), state.equity, exact=False)[0]
-        if kind == "max_concentration_pct":
-            largest = max((abs(q * p) for _, q, p in items), default=_ZERO)
-            return _ratio(largest, state.equity, _HUNDRED, exact=False)[0]
+        if kind in ("max_gross_exposure", "max_leverage"):
+            gross = memo.get("gross")
+            if gross is None:
+                gross = memo["gross"] = _gross(state)
+            if kind == "max_gross_exposure":
+                return gross
+            return _ratio(gross, _equity(state, memo), exact=False)[0]
+        if kind in ("max_position_quantity", "max_position_notional", "max_concentration_pct"):
+            items = [(q, p) for s, (q, p) in state.positions.items() if limit.symbol in (None, s)]
+            if kind == "max_position_quantity":
+                return max((abs(q) for q, _ in items), default=_ZERO)
+            largest = max((abs(q * p) for q, p in items), default=_ZERO)
+            if kind == "max_position_notional":
+                return largest
+            return _ratio(largest, _equity(state, memo), _HUNDRED, exact=False)[0]
         if kind == "max_open_orders":
             return Decimal(state.open_orders)
         if kind == "max_orders_per_minute":
@@ -329,6 +337,13 @@ def current_value(state: PortfolioState, limit: Limit) -> Decimal | None:
         if kind == "max_daily_loss":
             return max(-state.daily_pnl, _ZERO)
         return max(state.drawdown_pct, _ZERO)  # max_drawdown_pct
+
+
+def _equity(state: PortfolioState, memo: dict[str, Decimal]) -> Decimal:
+    equity = memo.get("equity")
+    if equity is None:
+        equity = memo["equity"] = state.equity
+    return equity
 
 
 def utilisation(state: PortfolioState, limit: Limit) -> Decimal | None:
@@ -369,7 +384,8 @@ def current_breaches(state: PortfolioState, limits: Iterable[Limit]) -> list[Bre
 def assess(state: PortfolioState, limits: list[Limit]) -> tuple[list[Breach], list[Decimal | None]]:
     """`current_breaches` (in check order) and each limit's `utilisation` (in the order given), measuring
     every limit once: the monitor's whole decision input."""
-    used = [current_value(state, lim) if lim.enabled else None for lim in limits]
+    memo: dict[str, Decimal] = {}
+    used = [current_value(state, lim, memo) if lim.enabled else None for lim in limits]
     position = {id(lim): i for i, lim in enumerate(limits)}
     breaches = [b for lim in _sorted(limits) if (b := _breach(lim, used[position[id(lim)]])) is not None]
     return breaches, [_utilisation(lim, u) for lim, u in zip(limits, used, strict=True)]

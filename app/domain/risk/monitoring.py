@@ -111,16 +111,10 @@ def decide(state: checks.PortfolioState, rows: Sequence[Any], trading_state: str
         level, severity = alerting.next_alert(row.alert_level, util * _HUNDRED, row.warn_at_pct)
         if level != row.alert_level:  # an alert is raised only on a move up
             decision.transitions.append(Transition(row, row.alert_level, level, severity, util))
-    if trading_state == "active":
+    stops = [b for b in decision.breaches if b.limit_type in checks.STOP_TYPES]
+    if trading_state == "active" and stops:
         by_id = {str(r.id): r for r in rows}
-        decision.stop = next(
-            (
-                b
-                for b in decision.breaches
-                if b.limit_type in checks.STOP_TYPES and by_id[b.limit_id].auto_reduce_only
-            ),
-            None,
-        )
+        decision.stop = next((b for b in stops if by_id[b.limit_id].auto_reduce_only), None)
     return decision
 
 
