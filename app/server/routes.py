@@ -19,7 +19,7 @@ def route_handlers() -> list[Any]:
     from app.domain.jobs.controllers import JobController, ScheduleController
     from app.domain.jobs.web_ui import saq_ui
     from app.domain.markets.controllers import ExchangeController, InstrumentController
-    from app.domain.risk.controllers import RiskController
+    from app.domain.risk.controllers import DeskRiskController, RiskController
     from app.domain.system.cache_controller import CacheController
     from app.domain.system.controllers import HealthController
     from app.domain.trading.controllers import OrderController
@@ -34,6 +34,7 @@ def route_handlers() -> list[Any]:
         AccountController,
         OrderController,
         RiskController,
+        DeskRiskController,
         JobController,
         ScheduleController,
         saq_ui,

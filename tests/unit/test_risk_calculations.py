@@ -132,3 +132,84 @@ def test_drawdown():
     assert drawdown(D("120"), D("100")) == 0  # a stale peak never gives a negative drawdown
     assert drawdown(D("-50"), D("100")) == D("1.5")
     assert drawdown(D("10"), D("0")) is None
+
+
+# ------------------------------------------------------------------------------- parametric / Monte Carlo
+
+from app.domain.risk.calculations import (  # noqa: E402
+    asset_returns,
+    component_var,
+    model_var_report,
+    monte_carlo_var,
+    parametric_var,
+    return_moments,
+)
+
+Z95 = 1.6448536269514722  # standard normal quantile at 0.95
+Z99 = 2.3263478740408408
+COV = np.array([[0.0004, 0.0001], [0.0001, 0.0009]])
+W = np.array([1000.0, 2000.0])
+# sigma^2 = 1000^2*0.0004 + 2*1000*2000*0.0001 + 2000^2*0.0009 = 400 + 400 + 3600 = 4400
+SIGMA = math.sqrt(4400.0)
+
+
+def _pdf(z: float) -> float:
+    return math.exp(-z * z / 2) / math.sqrt(2 * math.pi)
+
+
+def test_parametric_var_closed_form():
+    var, cvar = parametric_var(W, np.zeros(2), COV, 0.95)
+    assert var == pytest.approx(Z95 * SIGMA, rel=1e-12)  # 109.1079...
+    assert cvar == pytest.approx(SIGMA * _pdf(Z95) / 0.05, rel=1e-12)  # 136.82...
+    var99, _ = parametric_var(W, np.zeros(2), COV, 0.99)
+    assert var99 == pytest.approx(Z99 * SIGMA, rel=1e-12)
+    # an expected gain of 1000*0.001 = 1 a day lowers both by 1
+    var_m, cvar_m = parametric_var(W, np.array([0.001, 0.0]), COV, 0.95)
+    assert var_m == pytest.approx(Z95 * SIGMA - 1.0) and cvar_m == pytest.approx(cvar - 1.0)
+
+
+def test_monte_carlo_converges_to_parametric_on_normal_returns():
+    mean = np.array([0.0005, -0.0002])
+    exact_var, exact_cvar = parametric_var(W, mean, COV, 0.95)
+    errors = []
+    for n in (1_000, 20_000, 400_000):
+        var, cvar = monte_carlo_var(W, mean, COV, 0.95, simulations=n, seed=11)
+        errors.append(abs(var - exact_var) / exact_var)
+    assert errors[-1] < 0.005  # 400k draws: within 0.5% of the closed form
+    assert errors[-1] < errors[0]
+    var, cvar = monte_carlo_var(W, mean, COV, 0.95, simulations=400_000, seed=11)
+    assert cvar == pytest.approx(exact_cvar, rel=0.01)
+    # seeded: the same inputs give the same figures
+    assert monte_carlo_var(W, mean, COV, 0.99, seed=5) == monte_carlo_var(W, mean, COV, 0.99, seed=5)
+
+
+def test_moments_from_closes_and_report_on_sampled_normal_returns():
+    rng = np.random.default_rng(1)
+    returns = rng.multivariate_normal([0.0, 0.0], COV, size=5000)
+    closes = 100 * np.vstack([np.ones(2), np.cumprod(1 + returns, axis=0)])
+    assert asset_returns(closes) == pytest.approx(returns)
+    mean, cov = return_moments(asset_returns(closes))
+    assert cov == pytest.approx(np.cov(returns, rowvar=False), rel=1e-9)  # ddof 1
+    q = np.array([10.0, 20.0])
+    base = D(repr(float(q @ closes[-1])))
+    report = model_var_report(q, closes, base, simulations=200_000)
+    assert report is not None
+    w = q * closes[-1]
+    exact, _ = parametric_var(w, mean, cov, 0.95)
+    par, mc = report["parametric"], report["monte_carlo"]
+    assert float(par["var_95_amount"]) == pytest.approx(exact, abs=1e-6)
+    assert par["var_95"] == pytest.approx(exact / float(base))
+    assert float(mc["var_95_amount"]) == pytest.approx(exact, rel=0.01)
+    assert par["var_99"] > par["var_95"] and par["cvar_95"] > par["var_95"]
+    assert model_var_report(q, closes[:2], base) is None  # one return: no covariance
+
+
+def test_component_var_adds_up_and_shows_hedges():
+    accounts = np.array([[1000.0, 0.0], [0.0, 2000.0], [-500.0, 0.0]])  # the third hedges the first
+    parts = component_var(accounts, np.zeros(2), COV, 0.95)
+    total, _ = parametric_var(accounts.sum(axis=0), np.zeros(2), COV, 0.95)
+    assert parts.sum() == pytest.approx(total)
+    assert parts[2] < 0 < parts[0]
+    # one account alone carries the whole VaR
+    assert component_var(W[None, :], np.zeros(2), COV, 0.95)[0] == pytest.approx(Z95 * SIGMA)
+    assert component_var(np.zeros((2, 2)), np.zeros(2), COV, 0.95).tolist() == [0.0, 0.0]

@@ -27,6 +27,14 @@ class Account(Base):
     trading_state: Mapped[str] = mapped_column(String(16), server_default="active")
     trading_state_reason: Mapped[str | None]
     peak_equity: Mapped[Decimal]
+    # The risk group the account belongs to (risk/models.py: RiskGroup), if any.
+    group_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("risk_groups.id", ondelete="RESTRICT", use_alter=True), index=True
+    )
+    # Whether the group or one of its ancestors has an enabled limit: placement reads it with the account
+    # row (no extra subquery) and then takes the group lock. Kept by every write that can change it
+    # (membership, group limits, group parents), each of which also moves the account row's version.
+    group_limited: Mapped[bool] = mapped_column(server_default=text("false"))
     created_at: Mapped[datetime] = created_at_col()
     updated_at: Mapped[datetime] = created_at_col()
 

@@ -1,7 +1,9 @@
-"""The hook a new last price fires, inside the transaction that stores it.
+"""The hooks a new last price fires: inside the transaction that stores it, and after it commits.
 
 Markets does not know about orders: the trading domain registers its matcher here, so each price
-update matches resting orders in the same transaction (DOMAIN.md, "Paper exchange").
+update matches resting orders in the same transaction (DOMAIN.md, "Paper exchange"). The risk domain
+registers its post-trade check as a committed-price hook: it runs after the price (and its fills) are
+visible, outside the price transaction, so the check neither lengthens nor can fail that transaction.
 """
 
 from __future__ import annotations
@@ -31,3 +33,20 @@ async def publish_price(
     for hook in PRICE_HOOKS:
         fills += await hook(conn, symbol, price, volume, ts)
     return fills
+
+
+CommittedPriceHook = Callable[[AsyncConnection, str], Awaitable[None]]
+
+COMMITTED_PRICE_HOOKS: list[CommittedPriceHook] = []
+
+
+def on_price_committed(hook: CommittedPriceHook) -> CommittedPriceHook:
+    if hook not in COMMITTED_PRICE_HOOKS:
+        COMMITTED_PRICE_HOOKS.append(hook)
+    return hook
+
+
+async def publish_price_committed(conn: AsyncConnection, symbol: str) -> None:
+    """Run every committed-price hook (after the price transaction has committed)."""
+    for hook in COMMITTED_PRICE_HOOKS:
+        await hook(conn, symbol)

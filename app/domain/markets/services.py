@@ -25,7 +25,7 @@ from app.domain.markets.candles import (
     to_copy_csv,
     validate_batch,
 )
-from app.domain.markets.events import publish_price
+from app.domain.markets.events import publish_price, publish_price_committed
 from app.domain.markets.models import Candle, Exchange, Instrument
 from app.domain.markets.schemas import (
     CandleLoadAccepted,
@@ -328,6 +328,7 @@ async def set_price(
         if not is_multiple(price, row.tick_size):
             raise invalid(f"price {price} is not a multiple of tick_size {row.tick_size}", "price")
         fills = await _store_price(conn, symbol, price, volume, ts)
+    await publish_price_committed(conn, symbol)  # post-trade risk checks, after the commit
     return PriceOut(symbol=symbol, price=price, ts=ts, fills=fills)
 
 

@@ -190,16 +190,17 @@ def _gross(
 
 
 def _ratio(
-    numerator: Decimal, denominator: Decimal, scale: Decimal = Decimal(1)
+    numerator: Decimal, denominator: Decimal, scale: Decimal = Decimal(1), *, exact: bool = True
 ) -> tuple[Decimal, Fraction | None]:
-    """numerator * scale / denominator as (reported Decimal, exact Fraction); unbounded at equity <= 0."""
+    """numerator * scale / denominator as (reported Decimal, exact Fraction); unbounded at equity <= 0.
+    With `exact=False` the Fraction is not built (None): the monitor compares the reported figure."""
     if denominator <= 0:
         if numerator == 0:
             return _ZERO, Fraction(0)
         return UNBOUNDED, None
-    exact = Fraction(numerator) * Fraction(scale) / Fraction(denominator)
+    fraction = Fraction(numerator) * Fraction(scale) / Fraction(denominator) if exact else None
     with localcontext(_REPORT):
-        return (numerator * scale) / denominator, exact
+        return (numerator * scale) / denominator, fraction
 
 
 def _measure(
@@ -322,26 +323,34 @@ def check_pre_trade(state: PortfolioState, order: ProposedOrder, limits: Iterabl
 # ---------------------------------------------------------------------------------------------------
 
 
-def current_value(state: PortfolioState, limit: Limit) -> Decimal | None:
-    """The figure a limit measures right now ("used"), or None for per-order kinds."""
+def current_value(
+    state: PortfolioState, limit: Limit, memo: dict[str, Decimal] | None = None
+) -> Decimal | None:
+    """The figure a limit measures right now ("used"), or None for per-order kinds. `memo` keeps the
+    account-wide figures (gross exposure, equity) between calls on one state (`assess`)."""
     kind = limit.limit_type
     if kind not in _ORDER:
         raise ValueError(f"unknown limit type {kind!r}")
     if kind in PER_ORDER_TYPES:
         return None
+    if memo is None:
+        memo = {}
     with localcontext(_WIDE):
-        items = [(s, q, p) for s, (q, p) in state.positions.items() if limit.symbol in (None, s)]
-        if kind == "max_position_quantity":
-            return max((abs(q) for _, q, _ in items), default=_ZERO)
-        if kind == "max_position_notional":
-            return max((abs(q * p) for _, q, p in items), default=_ZERO)
-        if kind == "max_gross_exposure":
-            return _gross(state)
-        if kind == "max_leverage":
-            return _ratio(_gross(state), state.equity)[0]
-        if kind == "max_concentration_pct":
-            largest = max((abs(q * p) for _, q, p in items), default=_ZERO)
-            return _ratio(largest, state.equity, _HUNDRED)[0]
+        if kind in ("max_gross_exposure", "max_leverage"):
+            gross = memo.get("gross")
+            if gross is None:
+                gross = memo["gross"] = _gross(state)
+            if kind == "max_gross_exposure":
+                return gross
+            return _ratio(gross, _equity(state, memo), exact=False)[0]
+        if kind in ("max_position_quantity", "max_position_notional", "max_concentration_pct"):
+            items = [(q, p) for s, (q, p) in state.positions.items() if limit.symbol in (None, s)]
+            if kind == "max_position_quantity":
+                return max((abs(q) for q, _ in items), default=_ZERO)
+            largest = max((abs(q * p) for q, p in items), default=_ZERO)
+            if kind == "max_position_notional":
+                return largest
+            return _ratio(largest, _equity(state, memo), _HUNDRED, exact=False)[0]
         if kind == "max_open_orders":
             return Decimal(state.open_orders)
         if kind == "max_orders_per_minute":
@@ -351,6 +360,13 @@ def current_value(state: PortfolioState, limit: Limit) -> Decimal | None:
         return max(state.drawdown_pct, _ZERO)  # max_drawdown_pct
 
 
+def _equity(state: PortfolioState, memo: dict[str, Decimal]) -> Decimal:
+    equity = memo.get("equity")
+    if equity is None:
+        equity = memo["equity"] = state.equity
+    return equity
+
+
 def utilisation(state: PortfolioState, limit: Limit) -> Decimal | None:
     """used / value as a fraction (1 = at the limit); None for per-order kinds and disabled limits.
 
@@ -358,8 +374,11 @@ def utilisation(state: PortfolioState, limit: Limit) -> Decimal | None:
     """
     if not limit.enabled or limit.value <= 0:
         return None
-    used = current_value(state, limit)
-    if used is None:
+    return _utilisation(limit, current_value(state, limit))
+
+
+def _utilisation(limit: Limit, used: Decimal | None) -> Decimal | None:
+    if used is None or not limit.enabled or limit.value <= 0:
         return None
     if used.is_infinite():
         return UNBOUNDED
@@ -367,21 +386,30 @@ def utilisation(state: PortfolioState, limit: Limit) -> Decimal | None:
         return used / limit.value
 
 
+def _breach(limit: Limit, used: Decimal | None) -> Breach | None:
+    if used is None or not limit.enabled:
+        return None
+    over = used >= limit.value if limit.limit_type in STOP_TYPES else used > limit.value
+    if not over:
+        return None
+    scope = f" ({limit.symbol})" if limit.symbol else ""
+    msg = f"{limit.limit_type}{scope} is {used}, limit {limit.value}"
+    return Breach(limit.id, limit.limit_type, limit.value, used, msg, limit.symbol)
+
+
 def current_breaches(state: PortfolioState, limits: Iterable[Limit]) -> list[Breach]:
     """Limits the account is over right now (for the monitor): used > value, or >= for loss stops."""
-    out: list[Breach] = []
-    for lim in _sorted(list(limits)):
-        if not lim.enabled:
-            continue
-        used = current_value(state, lim)
-        if used is None:
-            continue
-        over = used >= lim.value if lim.limit_type in STOP_TYPES else used > lim.value
-        if over:
-            scope = f" ({lim.symbol})" if lim.symbol else ""
-            msg = f"{lim.limit_type}{scope} is {used}, limit {lim.value}"
-            out.append(Breach(lim.id, lim.limit_type, lim.value, used, msg, lim.symbol))
-    return out
+    return assess(state, list(limits))[0]
+
+
+def assess(state: PortfolioState, limits: list[Limit]) -> tuple[list[Breach], list[Decimal | None]]:
+    """`current_breaches` (in check order) and each limit's `utilisation` (in the order given), measuring
+    every limit once: the monitor's whole decision input."""
+    memo: dict[str, Decimal] = {}
+    used = [current_value(state, lim, memo) if lim.enabled else None for lim in limits]
+    position = {id(lim): i for i, lim in enumerate(limits)}
+    breaches = [b for lim in _sorted(limits) if (b := _breach(lim, used[position[id(lim)]])) is not None]
+    return breaches, [_utilisation(lim, u) for lim, u in zip(limits, used, strict=True)]
 
 
 def validate_limit(

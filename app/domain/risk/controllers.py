@@ -3,14 +3,23 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from litestar import Controller, Request, delete, get, patch, post
+from litestar import Controller, Request, delete, get, patch, post, put
 from litestar.di import Provide
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
-from app.domain.risk import services
+from app.domain.risk import group_service, post_trade, services, stress_service
 from app.domain.risk.schemas import (
+    AccountGroupIn,
+    AccountGroupOut,
     AlertOut,
     AlertPage,
+    GroupCreate,
+    GroupLimitCreate,
+    GroupLimitOut,
+    GroupLimitPage,
+    GroupLimitPatch,
+    GroupOut,
+    GroupPage,
     LimitAuditPage,
     LimitCreate,
     LimitOut,
@@ -18,12 +27,18 @@ from app.domain.risk.schemas import (
     LimitPatch,
     MetricsOut,
     MonitorResult,
+    OverviewOut,
     Phase,
+    PortfolioVarOut,
     Severity,
+    StressOut,
+    StressRequest,
     ViolationPage,
 )
 from app.lib.db import DbConn, provide_db
 from app.lib.pagination import Cursor, Limit
+
+assert post_trade.check_after_price  # imported for its committed-price hook (markets/events.py)
 
 Lookback = Annotated[int, Parameter(ge=2, le=5000, description="daily closes per held symbol")]
 
@@ -143,6 +158,12 @@ class RiskController(Controller):
         )
         return AlertPage(items=items, next_cursor=nxt)
 
+    @put("/group", summary="Put the account in a risk group, or take it out with null (risk_manager/admin)")
+    async def set_group(
+        self, db: DbConn, request: Request, account_id: FromPath[UUID], data: JSONBody[AccountGroupIn]
+    ) -> AccountGroupOut:
+        return await group_service.set_account_group(db, request.user, account_id, data)
+
     @post(
         "/alerts/{alert_id:uuid}/acknowledge",
         status_code=200,
@@ -152,3 +173,85 @@ class RiskController(Controller):
         self, db: DbConn, request: Request, account_id: FromPath[UUID], alert_id: FromPath[UUID]
     ) -> AlertOut:
         return await services.acknowledge_alert(db, request.user, account_id, alert_id)
+
+
+class DeskRiskController(Controller):
+    """Risk across accounts: stress tests (and, for risk managers, the desk's overview)."""
+
+    path = "/api/v1/risk"
+    tags = ["risk"]
+    dependencies = {"db": Provide(provide_db)}
+
+    @post(
+        "/stress",
+        status_code=200,
+        summary="Revalue accounts under price scenarios (shocks or a historical window)",
+        description="A trader may stress only their own accounts (another's is 404); without `accounts`, "
+        "every account the caller can read. See docs/RISK.md for the rules.",
+    )
+    async def stress(self, db: DbConn, request: Request, data: JSONBody[StressRequest]) -> StressOut:
+        return await stress_service.stress_test(db, request.user, data)
+
+    @get(
+        "/overview",
+        summary="Firm and group totals, the top limit utilisations, open alerts (risk_manager/admin)",
+    )
+    async def overview(self, db: DbConn, request: Request) -> OverviewOut:
+        return await group_service.overview(db, request.user)
+
+    @get("/var", summary="Parametric VaR of a group's accounts (firm-wide without group_id), with components")
+    async def portfolio_var(
+        self,
+        db: DbConn,
+        request: Request,
+        group_id: FromQuery[UUID | None] = None,
+        lookback: Lookback = 250,
+    ) -> PortfolioVarOut:
+        return await group_service.portfolio_var(db, request.user, group_id, lookback=lookback)
+
+    @post("/groups", status_code=201, summary="Create a risk group (risk_manager/admin)")
+    async def create_group(self, db: DbConn, request: Request, data: JSONBody[GroupCreate]) -> GroupOut:
+        return await group_service.create_group(db, request.user, data)
+
+    @get("/groups", summary="Risk groups, newest first (risk_manager/admin)")
+    async def list_groups(
+        self, db: DbConn, request: Request, limit: Limit = 50, cursor: Cursor = None
+    ) -> GroupPage:
+        items, nxt = await group_service.list_groups(db, request.user, limit=limit, cursor=cursor)
+        return GroupPage(items=items, next_cursor=nxt)
+
+    @get("/groups/{group_id:uuid}", summary="One risk group")
+    async def get_group(self, db: DbConn, request: Request, group_id: FromPath[UUID]) -> GroupOut:
+        return await group_service.get_group(db, request.user, group_id)
+
+    @get("/groups/{group_id:uuid}/limits", summary="The group's limits, newest first")
+    async def list_group_limits(
+        self, db: DbConn, request: Request, group_id: FromPath[UUID]
+    ) -> GroupLimitPage:
+        items = await group_service.list_group_limits(db, request.user, group_id)
+        return GroupLimitPage(items=items, next_cursor=None)
+
+    @post(
+        "/groups/{group_id:uuid}/limits", status_code=201, summary="Create a group limit (risk_manager/admin)"
+    )
+    async def create_group_limit(
+        self, db: DbConn, request: Request, group_id: FromPath[UUID], data: JSONBody[GroupLimitCreate]
+    ) -> GroupLimitOut:
+        return await group_service.create_group_limit(db, request.user, group_id, data)
+
+    @patch("/groups/{group_id:uuid}/limits/{limit_id:uuid}", summary="Change a group limit")
+    async def update_group_limit(
+        self,
+        db: DbConn,
+        request: Request,
+        group_id: FromPath[UUID],
+        limit_id: FromPath[UUID],
+        data: JSONBody[GroupLimitPatch],
+    ) -> GroupLimitOut:
+        return await group_service.update_group_limit(db, request.user, group_id, limit_id, data)
+
+    @delete("/groups/{group_id:uuid}/limits/{limit_id:uuid}", status_code=204, summary="Remove a group limit")
+    async def delete_group_limit(
+        self, db: DbConn, request: Request, group_id: FromPath[UUID], limit_id: FromPath[UUID]
+    ) -> None:
+        await group_service.delete_group_limit(db, request.user, group_id, limit_id)

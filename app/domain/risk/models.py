@@ -5,7 +5,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Identity, Index, String, text
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Identity, Index, String, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -73,3 +73,39 @@ class RiskAlert(Base):
     acknowledged_by: Mapped[uuid.UUID | None]
 
     __table_args__ = (Index("ix_risk_alerts_account_created", "account_id", text("created_at DESC")),)
+
+
+class RiskGroup(Base):
+    """A desk, a strategy family, or the firm (the single top group, `is_firm`). Groups form a tree by
+    `parent_id`; an account belongs to at most one group (`accounts.group_id`) and so to all its
+    ancestors."""
+
+    __tablename__ = "risk_groups"
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    parent_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("risk_groups.id", ondelete="RESTRICT"))
+    is_firm: Mapped[bool] = mapped_column(server_default=text("false"))
+    created_at: Mapped[datetime] = created_at_col()
+    updated_at: Mapped[datetime] = created_at_col()
+
+    __table_args__ = (
+        Index("uq_risk_groups_firm", "is_firm", unique=True, postgresql_where=text("is_firm")),
+        CheckConstraint("NOT is_firm OR parent_id IS NULL", name="firm_is_top"),
+    )
+
+
+class RiskGroupLimit(Base):
+    """A limit on the sum over every account of a group (and of its sub-groups)."""
+
+    __tablename__ = "risk_group_limits"
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    group_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("risk_groups.id", ondelete="CASCADE"), index=True)
+    limit_type: Mapped[str] = mapped_column(String(32))
+    value: Mapped[Decimal]
+    symbol: Mapped[str | None] = mapped_column(String(32))
+    warn_at_pct: Mapped[Decimal] = mapped_column(server_default=text("80"))
+    enabled: Mapped[bool] = mapped_column(server_default=text("true"))
+    created_at: Mapped[datetime] = created_at_col()
+    updated_at: Mapped[datetime] = created_at_col()

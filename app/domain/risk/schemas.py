@@ -109,7 +109,23 @@ class LimitUsage(msgspec.Struct):
     breached: bool
 
 
+class VarMethodOut(msgspec.Struct):
+    """A model-based 1-day VaR/CVaR (risk/calculations.py): fractions of `base_amount` and amounts."""
+
+    var_95: float | None
+    cvar_95: float | None
+    var_99: float | None
+    cvar_99: float | None
+    var_95_amount: Decimal | None
+    cvar_95_amount: Decimal | None
+    var_99_amount: Decimal | None
+    cvar_99_amount: Decimal | None
+
+
 class VarOut(msgspec.Struct):
+    """Historical VaR (the top-level figures), and beside it the parametric (variance-covariance) and the
+    seeded Monte Carlo VaR over the same closes (null with fewer than three common closes)."""
+
     lookback: int
     observations: int
     var_95: float | None
@@ -124,6 +140,8 @@ class VarOut(msgspec.Struct):
     # The amount the return fractions are relative to: long-only value, else gross exposure.
     base_amount: Decimal
     missing_history: list[str]
+    parametric: VarMethodOut | None = None
+    monte_carlo: VarMethodOut | None = None
 
 
 class MetricsOut(msgspec.Struct):
@@ -191,3 +209,230 @@ class MonitorResult(msgspec.Struct):
     alerts: list[AlertOut]
     trading_state: str
     previous_trading_state: str
+
+
+# ------------------------------------------------------------------------------------------- stress tests
+
+# A fractional price move: -0.10 is a 10% fall; -1 takes the price to zero (a price cannot go below).
+Shock = Annotated[float, msgspec.Meta(ge=-1.0, le=100.0)]
+ShockKey = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+
+
+class HistoricalWindow(msgspec.Struct, forbid_unknown_fields=True):
+    """Replay the move of each symbol between two instants of its stored daily candles."""
+
+    start: datetime
+    end: datetime
+
+    def __post_init__(self) -> None:
+        if self.end <= self.start:
+            raise ValueError("`historical.end` must be after `historical.start`")
+
+
+class StressScenario(msgspec.Struct, forbid_unknown_fields=True):
+    """Exactly one of `shocks` (symbol -> fractional move, `*` for every symbol without its own) or
+    `historical` (a window of daily candles)."""
+
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    shocks: Annotated[dict[ShockKey, Shock], msgspec.Meta(min_length=1, max_length=1000)] | None = None
+    historical: HistoricalWindow | None = None
+
+    def __post_init__(self) -> None:
+        if (self.shocks is None) == (self.historical is None):
+            raise ValueError("a scenario needs exactly one of `shocks` and `historical`")
+
+
+class StressRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """Without `accounts`, every account the caller may read (a trader: their own; a risk manager: the
+    firm)."""
+
+    scenarios: Annotated[list[StressScenario], msgspec.Meta(min_length=1, max_length=50)]
+    accounts: Annotated[list[UUID], msgspec.Meta(min_length=1, max_length=20_000)] | None = None
+    groups: Annotated[list[UUID], msgspec.Meta(min_length=1, max_length=1000)] | None = None
+
+
+class StressBreach(msgspec.Struct):
+    """A limit the account would be over after the shock (`would_be` null: unbounded, no equity left)."""
+
+    limit_id: UUID
+    limit_type: str
+    symbol: str | None
+    limit_value: Decimal
+    would_be: Decimal | None
+
+
+class StressAccountResult(msgspec.Struct):
+    account_id: UUID
+    equity: Decimal
+    pnl: Decimal
+    equity_after: Decimal
+    breaches: list[StressBreach]
+
+
+class StressGroupResult(msgspec.Struct):
+    group_id: UUID
+    name: str
+    pnl: Decimal
+    equity: Decimal
+    equity_after: Decimal
+    accounts: int
+
+
+class StressScenarioResult(msgspec.Struct):
+    scenario: str
+    kind: Literal["shocks", "historical"]
+    # The move applied to each symbol held by the stressed accounts.
+    shocks: dict[str, float]
+    # Held symbols a historical window has no daily close for (at or before `start` and `end`): not moved.
+    missing_history: list[str]
+    firm_pnl: Decimal
+    firm_equity: Decimal
+    firm_equity_after: Decimal
+    groups: list[StressGroupResult]
+    accounts: list[StressAccountResult]
+
+
+class StressOut(msgspec.Struct):
+    as_of: datetime
+    results: list[StressScenarioResult]
+
+
+# ------------------------------------------------------------------------------------------------ groups
+
+GroupName = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+
+
+class GroupCreate(msgspec.Struct, forbid_unknown_fields=True):
+    """`is_firm` makes the single top group (no parent). Without `parent_id`, a group goes under the firm
+    group when there is one."""
+
+    name: GroupName
+    parent_id: UUID | None = None
+    is_firm: bool = False
+
+
+class GroupOut(msgspec.Struct):
+    id: UUID
+    name: str
+    parent_id: UUID | None
+    is_firm: bool
+    created_at: datetime
+
+
+class GroupPage(msgspec.Struct):
+    items: list[GroupOut]
+    next_cursor: str | None
+
+
+class AccountGroupIn(msgspec.Struct, forbid_unknown_fields=True):
+    """`null` takes the account out of every group."""
+
+    group_id: UUID | None
+
+
+class AccountGroupOut(msgspec.Struct):
+    account_id: UUID
+    group_id: UUID | None
+    group_limited: bool
+
+
+class GroupLimitCreate(msgspec.Struct, forbid_unknown_fields=True):
+    limit_type: LimitTypeName
+    value: Decimal
+    symbol: Symbol | None = None
+    warn_at_pct: Decimal = Decimal(80)
+    enabled: bool = True
+
+    def __post_init__(self) -> None:
+        positive(self, "value", "warn_at_pct")
+        at_most(self, "warn_at_pct", _HUNDRED)
+
+
+class GroupLimitPatch(msgspec.Struct, forbid_unknown_fields=True):
+    value: Decimal | msgspec.UnsetType = msgspec.UNSET
+    warn_at_pct: Decimal | msgspec.UnsetType = msgspec.UNSET
+    enabled: bool | msgspec.UnsetType = msgspec.UNSET
+
+    def __post_init__(self) -> None:
+        for name in ("value", "warn_at_pct"):
+            if getattr(self, name) is not msgspec.UNSET:
+                positive(self, name)
+        if self.warn_at_pct is not msgspec.UNSET:
+            at_most(self, "warn_at_pct", _HUNDRED)
+
+
+class GroupLimitOut(msgspec.Struct):
+    id: UUID
+    group_id: UUID
+    limit_type: str
+    value: Decimal
+    symbol: str | None
+    warn_at_pct: Decimal
+    enabled: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class GroupLimitPage(msgspec.Struct):
+    items: list[GroupLimitOut]
+    next_cursor: str | None
+
+
+class UtilisationOut(msgspec.Struct):
+    """One limit measured now, of an account (`scope: account`) or a group (`scope: group`)."""
+
+    scope: Literal["account", "group"]
+    owner_id: UUID  # the account's or the group's id
+    limit_id: UUID
+    limit_type: str
+    symbol: str | None
+    value: Decimal
+    used: Decimal | None
+    utilisation: float | None
+
+
+class TotalsOut(msgspec.Struct):
+    accounts: int
+    equity: Decimal
+    gross_exposure: Decimal
+    net_exposure: Decimal
+    daily_pnl: Decimal
+    open_orders: int
+
+
+class GroupOverviewOut(msgspec.Struct):
+    id: UUID
+    name: str
+    parent_id: UUID | None
+    is_firm: bool
+    totals: TotalsOut
+    limits: list[UtilisationOut]
+
+
+class OverviewOut(msgspec.Struct):
+    as_of: datetime
+    firm: TotalsOut  # every account
+    groups: list[GroupOverviewOut]
+    top_utilisations: list[UtilisationOut]
+    open_alerts: int
+    recent_alerts: list[AlertOut]
+
+
+class ComponentVarOut(msgspec.Struct):
+    account_id: UUID
+    var_95_amount: Decimal
+    var_99_amount: Decimal
+
+
+class PortfolioVarOut(msgspec.Struct):
+    """Parametric 1-day VaR of the accounts' combined positions, with each account's component (Euler
+    allocation: the components add up to the total; a negative one hedges the rest)."""
+
+    group_id: UUID | None  # null: firm-wide (every account)
+    accounts: int
+    lookback: int
+    observations: int
+    var_95_amount: Decimal | None
+    var_99_amount: Decimal | None
+    missing_history: list[str]
+    components: list[ComponentVarOut]

@@ -39,9 +39,12 @@ from app.domain.accounts.models import Account, EquitySnapshot, TradingStateChan
 from app.domain.audit.services import record as audit
 from app.domain.identity.schemas import Principal
 from app.domain.markets.models import Instrument
-from app.domain.risk import alerts as alerting
-from app.domain.risk import calculations, checks, pretrade
+from app.domain.risk import calculations, checks, monitoring, pretrade
 from app.domain.risk.models import RiskAlert, RiskLimit, RiskLimitAudit, RiskViolation
+from app.domain.risk.monitoring import NUMERIC_CAP as _NUMERIC_CAP
+from app.domain.risk.monitoring import alert_message as _alert_message
+from app.domain.risk.monitoring import as_check_limit as _as_check_limit
+from app.domain.risk.monitoring import storable as _storable
 from app.domain.risk.schemas import (
     AlertOut,
     LimitAuditOut,
@@ -51,6 +54,7 @@ from app.domain.risk.schemas import (
     LimitUsage,
     MetricsOut,
     MonitorResult,
+    VarMethodOut,
     VarOut,
     ViolationOut,
 )
@@ -64,8 +68,6 @@ log = get_logger("app.risk")
 
 ZERO = Decimal(0)
 _HUNDRED = Decimal(100)
-# NUMERIC cannot store Infinity (unbounded leverage/concentration with no equity): capped like pre-trade.
-_NUMERIC_CAP = Decimal("1e20")
 _NIL_UUID = uuid.UUID(int=0)
 
 LIMIT_COLS = (
@@ -127,10 +129,6 @@ def _float(value: Any) -> float | None:
     return out if isfinite(out) else None
 
 
-def _storable(value: Decimal) -> Decimal:
-    return value if value.is_finite() and abs(value) < _NUMERIC_CAP else _NUMERIC_CAP
-
-
 def _limit_out(row: Any) -> LimitOut:
     return LimitOut(*row)
 
@@ -168,17 +166,6 @@ def _audit_state(row: Any) -> dict[str, Any]:
     }
 
 
-def _as_check_limit(row: Any) -> checks.Limit:
-    return checks.Limit(
-        id=str(row.id),
-        limit_type=row.limit_type,
-        value=row.value,
-        symbol=row.symbol,
-        enabled=row.enabled,
-        warn_at_pct=row.warn_at_pct,
-    )
-
-
 async def _visible_account(
     conn: AsyncConnection, principal: Principal, account_id: uuid.UUID, *, lock: bool = False
 ) -> Any:
@@ -206,7 +193,11 @@ def _ensure_may_manage(principal: Principal) -> None:
 
 
 def _validate(limit_type: str, value: Decimal, symbol: str | None, warn_at_pct: Decimal) -> None:
-    problems = checks.validate_limit(limit_type, value, symbol, warn_at_pct)
+    raise_problems(checks.validate_limit(limit_type, value, symbol, warn_at_pct))
+
+
+def raise_problems(problems: list[tuple[str, str]]) -> None:
+    """A limit definition's (field, message) problems as one 422 naming every field."""
     if problems:
         raise ApiError(
             422,
@@ -448,6 +439,8 @@ async def _var(
             annual_volatility=0.0,
             base_amount=ZERO,
             missing_history=[],
+            parametric=_FLAT_METHOD,
+            monte_carlo=_FLAT_METHOD,
         )
     quantities = [positions[s][0] for s in held]
     # Same rule as calculations.returns_base, kept exact: long-only value, else gross exposure.
@@ -457,9 +450,12 @@ async def _var(
         series[symbol][ts] = float(close)
     missing = [s for s in held if not series[s]]
     common = sorted(set.intersection(*(set(v) for v in series.values()))) if not missing else []
+    models = None
     if len(common) >= 2:
         closes = np.array([[series[s][ts] for s in held] for ts in common], dtype=np.float64)
-        returns = calculations.portfolio_returns(np.array([float(q) for q in quantities]), closes)
+        q = np.array([float(q) for q in quantities])
+        returns = calculations.portfolio_returns(q, closes)
+        models = calculations.model_var_report(q, closes, base)
     else:
         returns = np.empty(0, dtype=np.float64)
     report = calculations.var_report(returns, base)
@@ -477,6 +473,26 @@ async def _var(
         annual_volatility=_float(calculations.annualised_volatility(returns)),
         base_amount=base,
         missing_history=missing,
+        parametric=_method_out(models["parametric"]) if models else None,
+        monte_carlo=_method_out(models["monte_carlo"]) if models else None,
+    )
+
+
+_FLAT_METHOD = VarMethodOut(
+    var_95=0.0,
+    cvar_95=0.0,
+    var_99=0.0,
+    cvar_99=0.0,
+    var_95_amount=ZERO,
+    cvar_95_amount=ZERO,
+    var_99_amount=ZERO,
+    cvar_99_amount=ZERO,
+)
+
+
+def _method_out(report: dict[str, Any]) -> VarMethodOut:
+    return VarMethodOut(
+        **{k: _float(v) if isinstance(v, float) else v for k, v in report.items()}  # type: ignore[arg-type]
     )
 
 
@@ -558,14 +574,6 @@ async def risk_metrics(
 # ---------------------------------------------------------------------------------------------- monitoring
 
 
-def _alert_message(row: Any, severity: str, util: Decimal) -> str:
-    scope = f" ({row.symbol})" if row.symbol else ""
-    pct = f"{(util * _HUNDRED):.2f}%" if util.is_finite() else "unbounded"
-    if severity == alerting.CRITICAL:
-        return f"{row.limit_type}{scope} is at {pct} of its limit {row.value}"
-    return f"{row.limit_type}{scope} is at {pct} of its limit {row.value} (warning at {row.warn_at_pct}%)"
-
-
 async def monitor_account(
     conn: AsyncConnection, account_id: uuid.UUID, *, actor_id: uuid.UUID | None = None
 ) -> MonitorResult:
@@ -584,10 +592,8 @@ async def monitor_account(
         state, peak = await _peak_and_state(conn, book)
         if peak > book.peak_equity:
             await conn.execute(update(Account).where(Account.id == account_id).values(peak_equity=peak))
-        by_id = {str(r.id): r for r in rows}
-        limits = [_as_check_limit(r) for r in rows]
-
-        breaches = checks.current_breaches(state, limits)
+        decision = monitoring.decide(state, rows, book.trading_state)
+        breaches = decision.breaches
         violations: list[ViolationOut] = []
         if breaches:
             values = [
@@ -599,12 +605,7 @@ async def monitor_account(
                     "limit_value": b.limit_value,
                     "would_be": _storable(b.would_be),
                     "phase": "post_trade",
-                    "detail": {
-                        "message": b.message,
-                        "symbol": b.symbol,
-                        "equity": str(state.equity),
-                        "checked_by": str(actor_id) if actor_id else None,
-                    },
+                    "detail": monitoring.violation_detail(b, state.equity, actor_id),
                 }
                 for b in breaches
             ]
@@ -613,14 +614,10 @@ async def monitor_account(
             violations = sorted((_violation_out(r) for r in result), key=lambda v: position[v.id])
 
         raised: list[AlertOut] = []
-        for row, lim in zip(rows, limits, strict=True):
-            util = checks.utilisation(state, lim)
-            if util is None:
-                continue
-            level, severity = alerting.next_alert(row.alert_level, util * _HUNDRED, row.warn_at_pct)
-            if level != row.alert_level:
-                await conn.execute(update(RiskLimit).where(RiskLimit.id == row.id).values(alert_level=level))
-            if severity is not None:
+        for t in decision.transitions:
+            row = t.row
+            await conn.execute(update(RiskLimit).where(RiskLimit.id == row.id).values(alert_level=t.new))
+            if t.severity is not None:
                 alert = (
                     await conn.execute(
                         insert(RiskAlert)
@@ -629,9 +626,9 @@ async def monitor_account(
                             account_id=account_id,
                             limit_id=row.id,
                             limit_type=row.limit_type,
-                            severity=severity,
-                            utilisation=_storable(util),
-                            message=_alert_message(row, severity, util),
+                            severity=t.severity,
+                            utilisation=_storable(t.utilisation),
+                            message=_alert_message(row, t.severity, t.utilisation),
                             created_at=now,
                         )
                         .returning(*ALERT_COLS)
@@ -640,35 +637,28 @@ async def monitor_account(
                 raised.append(_alert_out(alert))
 
         new_state = book.trading_state
-        if book.trading_state == "active":
-            stop = next(
-                (
-                    b
-                    for b in breaches
-                    if b.limit_type in checks.STOP_TYPES and by_id[b.limit_id].auto_reduce_only
-                ),
-                None,
+        reason = decision.reduce_only_reason
+        if reason is not None and decision.stop is not None:
+            new_state = "reduce_only"
+            await conn.execute(
+                update(Account)
+                .where(Account.id == account_id)
+                .values(trading_state=new_state, trading_state_reason=reason, updated_at=now)
             )
-            if stop is not None:
-                new_state = "reduce_only"
-                reason = f"automatic: {stop.limit_type} limit {stop.limit_id} breached ({stop.message})"
-                await conn.execute(
-                    update(Account)
-                    .where(Account.id == account_id)
-                    .values(trading_state=new_state, trading_state_reason=reason, updated_at=now)
+            await conn.execute(
+                insert(TradingStateChange).values(
+                    account_id=account_id,
+                    actor_id=None,
+                    old_state=book.trading_state,
+                    new_state=new_state,
+                    reason=reason,
                 )
-                await conn.execute(
-                    insert(TradingStateChange).values(
-                        account_id=account_id,
-                        actor_id=None,
-                        old_state=book.trading_state,
-                        new_state=new_state,
-                        reason=reason,
-                    )
-                )
-                log.warning("risk_auto_reduce_only", account_id=str(account_id), limit_type=stop.limit_type)
-                change = {"from": book.trading_state, "to": new_state, "reason": reason, "automatic": True}
-                await audit(conn, "account.trading_state_changed", account_id=account_id, details=change)
+            )
+            log.warning(
+                "risk_auto_reduce_only", account_id=str(account_id), limit_type=decision.stop.limit_type
+            )
+            change = {"from": book.trading_state, "to": new_state, "reason": reason, "automatic": True}
+            await audit(conn, "account.trading_state_changed", account_id=account_id, details=change)
     return MonitorResult(
         account_id=account_id,
         checked_at=now,
@@ -688,14 +678,17 @@ async def run_monitor(conn: AsyncConnection, principal: Principal, account_id: u
 async def monitor_all(
     conn: AsyncConnection,
     *,
-    batch_size: int = 200,
+    batch_size: int = 500,
     time_budget_seconds: float = 240.0,
     start_after: uuid.UUID | None = None,
 ) -> dict[str, Any]:
-    """Monitor every account that has an enabled limit, in id order, each in its own short transaction.
+    """Monitor every account that has an enabled limit, in id order, a batch at a time, set-based
+    (risk/monitoring.py: a fixed number of statements per batch, the same decisions as monitor_account).
 
-    Stops at the time budget and reports where it got to (`resume_after`), so a scheduler can continue.
-    One failing account is logged and counted; it does not stop the others.
+    Stops at the time budget (checked between batches) and reports where it got to (`resume_after`), so
+    a scheduler can continue. Accounts whose row changed between the batch's read and its write, and
+    every account of a batch whose set-based write failed, are checked one by one with monitor_account;
+    one failing account is logged and counted; it does not stop the others.
     """
     deadline = time.monotonic() + time_budget_seconds
     counts = {"accounts": 0, "violations": 0, "alerts": 0, "reduce_only": 0, "failed": 0}
@@ -718,28 +711,48 @@ async def monitor_all(
             ).scalars()
         )
         await conn.rollback()
-        for account_id in ids:
-            if time.monotonic() >= deadline:
-                complete = False
-                break
-            try:
-                result = await monitor_account(conn, account_id)
-            except asyncio.CancelledError:
-                raise
-            except ApiError:
-                continue  # deleted since the batch was read
-            except Exception:
-                log.exception("risk_monitor_failed", account_id=str(account_id))
-                counts["failed"] += 1
-            else:
-                counts["accounts"] += 1
-                counts["violations"] += len(result.violations)
-                counts["alerts"] += len(result.alerts)
-                counts["reduce_only"] += result.trading_state != result.previous_trading_state
-            after = account_id
-        if not complete or len(ids) < batch_size:
+        if not ids:
+            break
+        if time.monotonic() >= deadline:
+            complete = False
+            break
+        await check_accounts(conn, ids, counts)
+        after = ids[-1]
+        if len(ids) < batch_size:
             break
     return {**counts, "complete": complete, "resume_after": None if complete else str(after)}
+
+
+async def check_accounts(conn: AsyncConnection, ids: list[uuid.UUID], counts: dict[str, int]) -> None:
+    """The post-trade check of `ids` (one set-based batch), adding to `counts`. Accounts whose row moved
+    between the batch's read and its write, and every account of a batch whose set-based write failed,
+    are checked one by one with monitor_account; one failing account is logged and counted."""
+    try:
+        swept = await monitoring.sweep_batch(conn, ids)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("risk_sweep_batch_failed", first_account=str(ids[0]), accounts=len(ids))
+        swept = monitoring.SweepResult(stale=list(ids))
+    counts["accounts"] += swept.accounts
+    counts["violations"] += swept.violations
+    counts["alerts"] += swept.alerts
+    counts["reduce_only"] += swept.reduce_only
+    for account_id in swept.stale:
+        try:
+            result = await monitor_account(conn, account_id)
+        except asyncio.CancelledError:
+            raise
+        except ApiError:
+            continue  # deleted since the batch was read
+        except Exception:
+            log.exception("risk_monitor_failed", account_id=str(account_id))
+            counts["failed"] += 1
+        else:
+            counts["accounts"] += 1
+            counts["violations"] += len(result.violations)
+            counts["alerts"] += len(result.alerts)
+            counts["reduce_only"] += result.trading_state != result.previous_trading_state
 
 
 _SNAPSHOT_SQL = text(

@@ -7,12 +7,16 @@ from uuid import UUID
 
 import msgspec
 
+from app.domain.risk import post_trade
 from app.domain.risk.services import monitor_all, snapshot_equity
 from app.lib.jobs import job
 
+assert post_trade.check_after_price  # workers that set prices run the same post-trade hook
+
 
 class MonitorAllKwargs(msgspec.Struct, forbid_unknown_fields=True):
-    batch_size: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 200
+    # Accounts per set-based batch (risk/monitoring.py): a fixed number of statements each.
+    batch_size: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 500
     # Kept under the job timeout so a run ends cleanly with `resume_after` instead of being killed.
     time_budget_seconds: Annotated[float, msgspec.Meta(gt=0, le=3000)] = 240.0
     start_after: UUID | None = None
@@ -26,7 +30,7 @@ class SnapshotKwargs(msgspec.Struct, forbid_unknown_fields=True):
 async def monitor_all_job(
     ctx: dict[str, Any],
     *,
-    batch_size: int = 200,
+    batch_size: int = 500,
     time_budget_seconds: float = 240.0,
     start_after: UUID | str | None = None,
 ) -> dict[str, Any]:

@@ -29,6 +29,7 @@ hammer.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import json
 import time
@@ -44,7 +45,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.domain.identity.schemas import Principal
 from app.domain.risk import checks as risk_checks
-from app.domain.risk import pretrade
+from app.domain.risk import group_pretrade, pretrade
 from app.domain.trading import rules
 from app.domain.trading.book import (
     _LOAD_SQL_BODY,
@@ -108,7 +109,7 @@ BOOK_SQL = (
     .replace(
         "SELECT a.id,",
         f"""SELECT {_EXISTING_ORDER_SQL} AS existing_order,
-       a.xmin::text AS row_version,
+       a.xmin::text AS row_version, a.group_limited, a.group_id,
        a.id,""",
         1,
     )
@@ -139,7 +140,8 @@ SELECT {_EXISTING_ORDER_SQL} AS existing_order,
        a.allow_short, a.trading_state, a.initial_cash,
        {POSITIONS_JSON_SQL} AS positions,
        CASE WHEN $2::text = 'sell' THEN {OPEN_SELLS_SQL.replace(":symbol", "$3::text")} END AS open_sell_quantity,
-       EXISTS (SELECT 1 FROM risk_limits r WHERE r.account_id = a.id AND r.enabled) AS has_limits
+       EXISTS (SELECT 1 FROM risk_limits r WHERE r.account_id = a.id AND r.enabled) AS has_limits,
+       a.group_limited, a.group_id
   FROM accounts a
   LEFT JOIN (SELECT {INSTRUMENT_COLUMNS}, i.xmin::text AS instrument_version, e.xmin::text AS exchange_version
                FROM instruments i JOIN exchanges e ON e.code = i.exchange_code
@@ -276,6 +278,9 @@ async def place_order(
             _LIMITED[account_id] = time.monotonic() + LIMITED_SECONDS
             full = True
             row = await apg.fetchrow(READ_SQL, account_id, True, data.symbol, data.client_order_id)
+    if row is not None and row["group_limited"] and not dry_run:
+        async with _group_gate(row["group_id"]):  # group limits: see _place_locked and _group_gate
+            return await _place_locked(apg, principal, account_id, data, grouped=True)
     inst = None
     if row is not None and row["symbol"] is not None:
         inst = InstrumentInfo(*[row[name] for name in _INSTRUMENT_FIELDS])
@@ -296,6 +301,24 @@ async def place_order(
             _CONTENDED[account_id] = time.monotonic() + CONTENTION_SECONDS
         return await _place_locked(apg, principal, account_id, data)
     return order, True
+
+
+# Orders of accounts under a group limit are serial per group (the group row lock). Without a gate every
+# waiting order of a process waits in PostgreSQL, and each commit wakes them all to compete for the row
+# again; queued here first, one order per process and group waits on the row at a time. Only a queue:
+# the database lock is what guarantees the limit. Keyed by the account's own group (accounts of sibling
+# groups under one limited parent meet on the database lock only). Per process, bounded.
+_GROUP_GATES: dict[Any, asyncio.Lock] = {}
+
+
+def _group_gate(group_id: Any) -> asyncio.Lock:
+    gate = _GROUP_GATES.get(group_id)
+    if gate is None:
+        if len(_GROUP_GATES) >= 10_000:
+            for key in [k for k, g in _GROUP_GATES.items() if not g.locked()]:
+                del _GROUP_GATES[key]
+        gate = _GROUP_GATES[group_id] = asyncio.Lock()
+    return gate
 
 
 class LostRace(enum.Enum):
@@ -433,15 +456,28 @@ async def _place_on_snapshot(apg: Any, principal: Principal, data: OrderCreate, 
 
 
 async def _place_locked(
-    apg: Any, principal: Principal, account_id: uuid.UUID, data: OrderCreate
+    apg: Any, principal: Principal, account_id: uuid.UUID, data: OrderCreate, *, grouped: bool = False,
+    attempt: int = 0,
 ) -> tuple[OrderOut | ValidateOut, bool]:
+    """Decide and write under row locks. `grouped`: the account's groups have limits, so their rows are
+    locked first (app/domain/risk/group_pretrade.py); an account found grouped without those locks (its
+    membership or its groups' limits changed since they were looked up) is placed again with them."""
     tr = apg.transaction()
     await tr.start()
     try:
+        locked_groups = await apg.fetch(group_pretrade.GROUP_LOCK_SQL, account_id) if grouped else []
         inst_row = await apg.fetchrow(LOCK_SQL, data.symbol, account_id)
         if inst_row is None:  # unknown symbol: still lock (and 404) the account before saying 422
             await apg.fetchrow(LOCK_ACCOUNT_ONLY_SQL, account_id)
         row = await apg.fetchrow(BOOK_SQL, account_id, True, data.symbol, data.client_order_id)
+        if (
+            row is not None and row["group_limited"] and attempt < 3
+            and {r["account_group"] for r in locked_groups} != {row["group_id"]}
+        ):
+            await tr.rollback()
+            if grouped:
+                PLACEMENT_RETRIES.labels(changed="group").inc()
+            return await _place_locked(apg, principal, account_id, data, grouped=True, attempt=attempt + 1)
         inst = InstrumentInfo(*list(inst_row.values())[:12]) if inst_row is not None else None
         outcome = await _decide(apg, principal, data, row, inst, False, True)
         if isinstance(outcome, risk_checks.Breach):
@@ -495,6 +531,8 @@ async def _decide(
     _check_account(book, data, inst, price)
     proposed = risk_checks.ProposedOrder(data.symbol, data.side, data.quantity, price)
     breach = pretrade.check(book, pretrade.portfolio_state(book), proposed) if book.limits else None
+    if breach is None and row["group_limited"]:
+        breach = await group_pretrade.breach(apg, book, proposed)
     if breach is not None:
         detail = {"symbol": data.symbol, "side": data.side, "type": data.type, "quantity": str(data.quantity),
                   "price": str(price), "dry_run": dry_run, "message": breach.message}

@@ -1,0 +1,134 @@
+"""Placement throughput of accounts under a group limit against accounts without one, same run, as markdown.
+
+    python -m benchmarks.measure_group_placement [--accounts 32] [--concurrency 16] [--seconds 5] [--rounds 3]
+
+A scratch database (td_meas_*) gets one priced instrument, `--accounts` accounts in one group with an
+enabled group limit (`max_gross_exposure`, far from reached: every order passes its check, as in normal
+trading) and as many accounts without a group. `place_order` (the HTTP handler's service call, on the
+order pool's asyncpg connections, no HTTP) places market orders of 1 from `--concurrency` tasks, each on
+its own account, for `--seconds` per phase; phases alternate grouped / ungrouped `--rounds` times so both
+see the same machine load. The database is dropped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+import uuid
+from dataclasses import replace
+from decimal import Decimal
+
+import asyncpg
+
+from app.lib.settings import Settings
+from benchmarks.conftest import _admin, _url
+
+SETUP = """
+INSERT INTO exchanges (code, name, taker_fee_rate, maker_fee_rate) VALUES ('GX', 'group bench', 0, 0);
+INSERT INTO instruments (symbol, exchange_code, base_asset, quote_asset, tick_size, lot_size, min_quantity,
+                         min_notional, last_price, last_price_at)
+VALUES ('GP', 'GX', 'G', 'USD', 0.01, 1, 1, 0, 100, now());
+INSERT INTO users (id, email, role) VALUES ('{owner}', 'group-bench@bench.example', 'trader');
+INSERT INTO risk_groups (id, name) VALUES ('{group}', 'bench desk');
+INSERT INTO risk_group_limits (id, group_id, limit_type, value) VALUES (gen_random_uuid(), '{group}',
+       'max_gross_exposure', 1e15);
+INSERT INTO accounts (id, owner_id, name, base_currency, initial_cash, cash, peak_equity, group_id,
+                      group_limited)
+SELECT md5('ga' || g)::uuid, '{owner}', 'g' || g, 'USD', 1e12, 1e12, 1e12,
+       CASE WHEN g < {n} THEN '{group}'::uuid END, g < {n}
+  FROM generate_series(0, 2 * {n} - 1) g;
+"""
+
+
+async def phase(
+    pool: asyncpg.Pool, principal: object, accounts: list[uuid.UUID], tasks: int, seconds: float
+) -> float:
+    from app.domain.trading.placement import place_order
+    from app.domain.trading.schemas import OrderCreate
+
+    order = OrderCreate(symbol="GP", side="buy", type="market", quantity=Decimal(1))
+    stop = time.perf_counter() + seconds
+    done = 0
+
+    async def worker(i: int) -> None:
+        nonlocal done
+        account = accounts[i % len(accounts)]
+        while time.perf_counter() < stop:
+            async with pool.acquire() as conn:
+                await place_order(conn, principal, account, order)
+            done += 1
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(i) for i in range(tasks)))
+    return done / (time.perf_counter() - t0)
+
+
+async def run(url: str, n: int, tasks: int, seconds: float, rounds: int) -> tuple[list[float], list[float]]:
+    from app.domain.identity.schemas import Principal
+    from app.lib.db import create_order_pool
+
+    owner, group = uuid.uuid4(), uuid.uuid4()
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(SETUP.format(owner=owner, group=group, n=n))
+        rows = await conn.fetch("SELECT id, group_id FROM accounts ORDER BY id")
+    finally:
+        await conn.close()
+    grouped = [r["id"] for r in rows if r["group_id"] is not None]
+    plain = [r["id"] for r in rows if r["group_id"] is None]
+    principal = Principal(
+        user_id=owner, role="trader", key_id=uuid.uuid4(), email="group-bench@bench.example"
+    )
+    pool = await create_order_pool(replace(Settings(), db_order_pool_size=tasks), url)
+    try:
+        await phase(pool, principal, grouped, tasks, 1.0)  # warm-up: connections, prepared statements
+        await phase(pool, principal, plain, tasks, 1.0)
+        with_limits, without = [], []
+        for _ in range(rounds):
+            with_limits.append(await phase(pool, principal, grouped, tasks, seconds))
+            without.append(await phase(pool, principal, plain, tasks, seconds))
+        return with_limits, without
+    finally:
+        await pool.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--accounts", type=int, default=32)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    from app.lib.log import configure_logging
+    from app.lib.migrate import upgrade
+
+    configure_logging("ERROR")
+    db = f"td_meas_groupplace_{uuid.uuid4().hex[:8]}"
+    url = _url(db)
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(_admin(f'CREATE DATABASE "{db}"'))
+    try:
+        upgrade(url)
+        with_limits, without = loop.run_until_complete(
+            run(url, args.accounts, args.concurrency, args.seconds, args.rounds)
+        )
+    finally:
+        loop.run_until_complete(_admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
+        loop.close()
+    shape = f"{args.concurrency} tasks, {args.accounts} accounts, {args.rounds} x {args.seconds:g} s"
+    print(f"| placement ({shape}) | orders/s per phase | median |")
+    print("|---|---|---:|")
+    for label, values in (
+        ("accounts in a group with a limit", with_limits),
+        ("accounts without a group", without),
+    ):
+        per_phase = ", ".join(f"{v:,.0f}" for v in values)
+        print(f"| {label} | {per_phase} | {statistics.median(values):,.0f} |")
+    ratio = statistics.median(with_limits) / statistics.median(without)
+    print(f"\nRatio with / without group limits: {ratio:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""Group limits at order placement on real PostgreSQL: the breach body and violation, validate, and 32
+accounts of one group placing concurrently through two API processes never exceeding a group limit."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from tests.integration.helpers import D, make_account, make_market, positions
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+G = "/api/v1/risk/groups"
+
+
+async def _group(client, rh, accounts: list[str], limit: dict) -> dict:
+    resp = await client.post(G, json={"name": f"Desk P {uuid.uuid4().hex[:8]}"}, headers=rh)
+    assert resp.status_code == 201, resp.text
+    group = resp.json()
+    for acct in accounts:
+        resp = await client.put(
+            f"/api/v1/accounts/{acct}/risk/group", json={"group_id": group["id"]}, headers=rh
+        )
+        assert resp.status_code == 200, resp.text
+    resp = await client.post(f"{G}/{group['id']}/limits", json=limit, headers=rh)
+    assert resp.status_code == 201, resp.text
+    return {**group, "limit": resp.json()}
+
+
+def _order(symbol: str, quantity: str = "1", side: str = "buy") -> dict:
+    return {"symbol": symbol, "side": side, "type": "market", "quantity": quantity, "time_in_force": "gtc"}
+
+
+async def test_group_limit_breach_is_a_422_with_a_violation(client, admin_headers, make_user):
+    rm = await make_user("risk_manager")
+    trader = await make_user("trader")
+    th = trader["headers"]
+    x = await make_market(client, admin_headers, price="100", taker="0", maker="0")
+    a, b, outside = [await make_account(client, th) for _ in range(3)]
+    group = await _group(client, rm["headers"], [a, b], {"limit_type": "max_gross_exposure", "value": "1500"})
+    url = "/api/v1/accounts/{}/orders"
+    assert (await client.post(url.format(a), json=_order(x, "10"), headers=th)).status_code == 201
+    # b's 6 would take the group to 1,600: over, although b alone holds nothing
+    dry = await client.post(url.format(b) + "/validate", json=_order(x, "6"), headers=th)
+    assert dry.status_code == 422 and dry.json()["limit_type"] == "max_gross_exposure"
+    resp = await client.post(url.format(b), json=_order(x, "6"), headers=th)
+    assert resp.status_code == 422, resp.text
+    body = resp.json()
+    assert body["type"].endswith("/risk-limit-breached")
+    assert (
+        body["limit_id"] == group["limit"]["id"]
+        and body["limit_value"] == "1500"
+        and D(body["would_be"]) == 1600
+    )
+    assert "group" in body["detail"]
+    assert (
+        await client.post(url.format(b), json=_order(x, "5"), headers=th)
+    ).status_code == 201  # exactly 1500
+    # an account outside the group is not limited by it
+    assert (await client.post(url.format(outside), json=_order(x, "50"), headers=th)).status_code == 201
+    # a reducing order passes a limit the group is at
+    assert (await client.post(url.format(a), json=_order(x, "3", "sell"), headers=th)).status_code == 201
+    violations = (
+        await client.get(f"/api/v1/accounts/{b}/risk/violations", params={"phase": "pre_trade"}, headers=th)
+    ).json()["items"]
+    assert [v["limit_id"] for v in violations] == [group["limit"]["id"]] * 2  # the dry run's and the order's
+
+
+async def test_32_accounts_of_one_group_across_two_api_processes_never_exceed_it(
+    client, live, admin_headers, make_user
+):
+    """96 orders of 1 from 32 accounts of one group, through two API processes (granian): exactly the 40
+    that fit a group net-position limit of 40 are accepted, and the accounts hold 40 together."""
+    rm = await make_user("risk_manager")
+    trader = await make_user("trader")
+    th = trader["headers"]
+    x = await make_market(client, admin_headers, price="100", taker="0", maker="0")
+    accounts = [await make_account(client, th) for _ in range(32)]
+    await _group(
+        client, rm["headers"], accounts, {"limit_type": "max_net_position", "value": "40", "symbol": x}
+    )
+    jobs = [
+        live[i % 2].post(f"/api/v1/accounts/{acct}/orders", json=_order(x), headers=th)
+        for i, acct in enumerate(accounts * 3)
+    ]
+    codes = [r.status_code for r in await asyncio.gather(*jobs)]
+    assert codes.count(201) == 40 and codes.count(422) == 56, (codes.count(201), codes.count(422), set(codes))
+    held = [D((await positions(client, th, acct)).get(x, {"quantity": "0"})["quantity"]) for acct in accounts]
+    assert sum(held) == 40
