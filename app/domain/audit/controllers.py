@@ -1,21 +1,18 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
 from uuid import UUID
 
 from litestar import Controller, get
 from litestar.di import Provide
-from litestar.params import FromQuery, Parameter
+from litestar.params import FromQuery
 
 from app.domain.audit import services
 from app.domain.audit.schemas import AuditPage, AuditType
 from app.domain.identity.guards import requires_admin
 from app.lib.db import DbConn, provide_db
 from app.lib.errors import ApiError
-from app.lib.pagination import Limit
-
-Cursor = Annotated[str | None, Parameter(max_length=200)]
+from app.lib.pagination import Cursor, Limit
 
 
 class AuditController(Controller):

@@ -156,6 +156,7 @@ _ACCOUNTS_SQL = text(
     SELECT id, NULL, 'active', 'reduce_only', reason, :now FROM changed WHERE reason IS NOT NULL
     """
 )
+_OWNERS_SQL = text("SELECT id, owner_id FROM accounts WHERE id = ANY(CAST(:ids AS uuid[]))")
 _VIOLATIONS_SQL = text(
     """
     INSERT INTO risk_violations (id, account_id, limit_id, limit_type, limit_value, would_be, phase, detail,
@@ -270,10 +271,13 @@ async def sweep_batch(conn: AsyncConnection, ids: Sequence[uuid.UUID]) -> SweepR
                     alerts["messages"].append(alert_message(t.row, t.severity, t.utilisation))
         if peaks["ids"]:
             await conn.execute(_ACCOUNTS_SQL, {**peaks, "now": now})
-            for account_id, reason in zip(peaks["ids"], peaks["reasons"], strict=True):
-                if reason is not None:  # the security audit trail records every trading-state change
+            switched = [(a, r) for a, r in zip(peaks["ids"], peaks["reasons"], strict=True) if r is not None]
+            if switched:  # the security audit trail records every trading-state change, with its owner
+                owners = dict((await conn.execute(_OWNERS_SQL, {"ids": [a for a, _ in switched]})).all())
+                for account_id, reason in switched:
                     change = {"from": "active", "to": "reduce_only", "reason": reason, "automatic": True}
-                    await audit(conn, "account.trading_state_changed", account_id=account_id, details=change)
+                    await audit(conn, "account.trading_state_changed", subject_user_id=owners.get(account_id),
+                                account_id=account_id, details=change)
         if violations["ids"]:
             await conn.execute(_VIOLATIONS_SQL, {**violations, "now": now})
             result.violations = len(violations["ids"])

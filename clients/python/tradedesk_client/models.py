@@ -250,6 +250,19 @@ class Alert(Model, kw_only=True):
     acknowledged_by: uuid.UUID | None
 
 
+class VarMethod(Model, kw_only=True):
+    """A model-based 1-day VaR/CVaR (parametric or Monte Carlo): fractions of `base_amount` and amounts."""
+
+    var_95: float | None
+    cvar_95: float | None
+    var_99: float | None
+    cvar_99: float | None
+    var_95_amount: Decimal | None
+    cvar_95_amount: Decimal | None
+    var_99_amount: Decimal | None
+    cvar_99_amount: Decimal | None
+
+
 class VarReport(Model, kw_only=True):
     lookback: int
     observations: int
@@ -264,6 +277,8 @@ class VarReport(Model, kw_only=True):
     annual_volatility: float | None
     base_amount: Decimal
     missing_history: list[str]
+    parametric: VarMethod | None = None
+    monte_carlo: VarMethod | None = None
 
 
 class LimitUsage(Model, kw_only=True):
@@ -519,6 +534,7 @@ SERVER_SCHEMAS: dict[type[Model], str] = {
     Violation: "ViolationOut",
     Alert: "AlertOut",
     VarReport: "VarOut",
+    VarMethod: "VarMethodOut",
     LimitUsage: "LimitUsage",
     RiskMetrics: "MetricsOut",
     Performance: "PerformanceOut",
