@@ -2,11 +2,18 @@
 
 Markets does not know about orders: the trading domain registers its matcher here, so each price
 update matches resting orders in the same transaction (DOMAIN.md, "Paper exchange").
+
+A hook may also register a *quiet band* provider: given the instrument (whose row the caller holds FOR
+UPDATE), it answers the open interval (lower, upper) of prices at which the hook has nothing to do. The
+price path then skips the hook for a price strictly inside the band (`feed_prices` in services.py), which
+is what lets a replay run far faster than one matching transaction per price. A hook without a provider
+runs for every price.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
@@ -14,13 +21,74 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 PriceHook = Callable[[AsyncConnection, str, Decimal, Decimal | None, datetime], Awaitable[int]]
 
+
+@dataclass(frozen=True, slots=True)
+class QuietBand:
+    """Prices p with `lower < p < upper` need no hook (None: unbounded on that side). `always` means some
+    hook must see every price (e.g. a triggered stop still waiting for volume)."""
+
+    lower: Decimal | None = None
+    upper: Decimal | None = None
+    always: bool = False
+
+    def contains(self, price: Decimal) -> bool:
+        return (
+            not self.always
+            and (self.lower is None or price > self.lower)
+            and (self.upper is None or price < self.upper)
+        )
+
+    def narrowed(self, other: QuietBand) -> QuietBand:
+        lower = (
+            other.lower
+            if self.lower is None
+            else self.lower
+            if other.lower is None
+            else max(self.lower, other.lower)
+        )
+        upper = (
+            other.upper
+            if self.upper is None
+            else self.upper
+            if other.upper is None
+            else min(self.upper, other.upper)
+        )
+        return QuietBand(lower, upper, self.always or other.always)
+
+
+ALWAYS = QuietBand(always=True)
+BandProvider = Callable[[AsyncConnection, str], Awaitable[QuietBand]]
+
 PRICE_HOOKS: list[PriceHook] = []
+QUIET_BANDS: dict[PriceHook, BandProvider] = {}
 
 
 def on_price(hook: PriceHook) -> PriceHook:
     if hook not in PRICE_HOOKS:
         PRICE_HOOKS.append(hook)
     return hook
+
+
+def quiet_band_of(hook: PriceHook) -> Callable[[BandProvider], BandProvider]:
+    """Register `provider` as the quiet band of `hook` (see the module docstring)."""
+
+    def register(provider: BandProvider) -> BandProvider:
+        QUIET_BANDS[hook] = provider
+        return provider
+
+    return register
+
+
+async def quiet_band(conn: AsyncConnection, symbol: str) -> QuietBand:
+    """The band in which no registered hook has anything to do. Call it with the instrument row locked
+    FOR UPDATE, in a statement after the lock (so that it sees what the lock's previous holder committed)."""
+    band = QuietBand()
+    for hook in PRICE_HOOKS:
+        provider = QUIET_BANDS.get(hook)
+        if provider is None:
+            return ALWAYS
+        band = band.narrowed(await provider(conn, symbol))
+    return band
 
 
 async def publish_price(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 
 from sqlalchemy import func, select
@@ -23,8 +23,11 @@ async def seed_markets(engine: AsyncEngine, bars: int = 750) -> None:
     async with engine.begin() as conn:
         await services.upsert_exchange(
             conn,
+            # Around the clock (the session rolls over at 16:00 UTC, when `day` orders expire), so the
+            # demo's simulated feed trades at night and on weekends too.
             {"code": "DEMOX", "name": "Demo Exchange", "timezone": "UTC", "maker_fee_rate": Decimal("0.0005"),
-             "taker_fee_rate": Decimal("0.001"), "slippage_bps": Decimal("0")},
+             "taker_fee_rate": Decimal("0.001"), "slippage_bps": Decimal("0"), "session_open": time(16, 0),
+             "session_close": time(16, 0), "session_days": [1, 2, 3, 4, 5, 6, 7]},
         )
         for symbol, base, quote, tick, lot, _, _ in DEMO_INSTRUMENTS:
             await services.upsert_instrument(

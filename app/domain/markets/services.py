@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import io
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -23,7 +24,7 @@ from app.domain.markets.candles import (
     to_copy_csv,
     validate_batch,
 )
-from app.domain.markets.events import publish_price
+from app.domain.markets.events import publish_price, quiet_band
 from app.domain.markets.models import Candle, Exchange, Instrument
 from app.domain.markets.schemas import (
     CandleLoadAccepted,
@@ -42,7 +43,7 @@ from app.lib.errors import ApiError, conflict, invalid, not_found
 
 EXCHANGE_COLS = (
     Exchange.code, Exchange.name, Exchange.timezone, Exchange.session_close, Exchange.maker_fee_rate,
-    Exchange.taker_fee_rate, Exchange.slippage_bps, Exchange.status,
+    Exchange.taker_fee_rate, Exchange.slippage_bps, Exchange.status, Exchange.session_open, Exchange.session_days,
 )
 INSTRUMENT_COLS = (
     Instrument.symbol, Instrument.exchange_code.label("exchange"), Instrument.base_asset, Instrument.quote_asset,
@@ -54,6 +55,7 @@ INSTRUMENT_COLS = (
 def _exchange_out(row: Any) -> ExchangeOut:
     values = dict(row._mapping)
     values["session_close"] = values["session_close"].strftime("%H:%M:%S")
+    values["session_open"] = values["session_open"].strftime("%H:%M:%S")
     return ExchangeOut(**values)
 
 
@@ -77,6 +79,7 @@ async def create_exchange(conn: AsyncConnection, data: ExchangeCreate) -> Exchan
                     insert(Exchange)
                     .values(
                         code=data.code, name=data.name, timezone=data.timezone, session_close=data.session_close,
+                        session_open=data.session_open, session_days=data.session_days,
                         maker_fee_rate=data.maker_fee_rate, taker_fee_rate=data.taker_fee_rate,
                         slippage_bps=data.slippage_bps, status=data.status,
                     )
@@ -308,25 +311,72 @@ async def _store_price(conn: AsyncConnection, symbol: str, price: Decimal, volum
     return await publish_price(conn, symbol, price, volume, ts)
 
 
-async def set_price(
-    conn: AsyncConnection, symbol: str, price: Decimal, ts: datetime | None, volume: Decimal | None
-) -> PriceOut:
-    """Store the last price and match resting orders against it, in one transaction."""
-    ts = ts.astimezone(UTC) if ts is not None else datetime.now(UTC)
+@dataclass(frozen=True, slots=True)
+class PricePoint:
+    price: Decimal
+    ts: datetime
+    volume: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FeedStep:
+    consumed: int  # how many of the points became the last price, in order
+    fills: int
+    matched: bool  # whether the last of them ran the price hooks (matching)
+
+
+_LOCK_INSTRUMENT_SQL = text("SELECT tick_size FROM instruments WHERE symbol = :symbol FOR UPDATE")
+
+
+async def feed_prices(conn: AsyncConnection, symbol: str, points: Sequence[PricePoint]) -> FeedStep:
+    """The price path: `points` become `symbol`'s last price in order, each matched against the resting
+    orders, in one transaction that holds the instrument row FOR UPDATE. `POST .../price` feeds one point,
+    replays and simulations feed runs of them; so a price update from any source never interleaves with
+    another one or with a placement on the same instrument.
+
+    Fast path: the quiet band (events.quiet_band: for the matcher, the prices between the highest resting
+    buy trigger and the lowest resting sell trigger) is read once after the lock. A price inside it
+    cannot act on any order, so it only becomes the last price; the transaction stores the last of such a
+    run with one UPDATE. The first price outside the band is stored and matched, and the transaction
+    ends with it: one matching per transaction keeps the documented lock order (the accounts a match
+    locks are taken sorted, once) and lets the caller commit fills before feeding on. Returns how many
+    points were consumed; the caller feeds the rest.
+    """
+    if not points:
+        return FeedStep(0, 0, False)
     async with tx(conn):
-        row = (
-            await conn.execute(
-                select(Instrument.tick_size).where(Instrument.symbol == symbol).with_for_update()
-            )
-        ).one_or_none()
-        if row is None:
+        tick = await conn.scalar(_LOCK_INSTRUMENT_SQL, {"symbol": symbol})
+        if tick is None:
             raise not_found("Instrument")
         from app.domain.trading.rules import is_multiple
 
-        if not is_multiple(price, row.tick_size):
-            raise invalid(f"price {price} is not a multiple of tick_size {row.tick_size}", "price")
-        fills = await _store_price(conn, symbol, price, volume, ts)
-    return PriceOut(symbol=symbol, price=price, ts=ts, fills=fills)
+        for point in points:
+            if not is_multiple(point.price, tick):
+                raise invalid(f"price {point.price} is not a multiple of tick_size {tick}", "price")
+        band = await quiet_band(conn, symbol)
+        consumed = 0
+        for point in points:
+            consumed += 1
+            if not band.contains(point.price):
+                fills = await _store_price(conn, symbol, point.price, point.volume, point.ts)
+                return FeedStep(consumed, fills, True)
+        last = points[consumed - 1]
+        await conn.execute(_STORE_LAST_SQL, {"symbol": symbol, "price": last.price, "ts": last.ts})
+    return FeedStep(consumed, 0, False)
+
+
+_STORE_LAST_SQL = text(
+    "UPDATE instruments SET last_price = :price, last_price_at = :ts, updated_at = now() WHERE symbol = :symbol"
+)
+
+
+async def set_price(
+    conn: AsyncConnection, symbol: str, price: Decimal, ts: datetime | None, volume: Decimal | None
+) -> PriceOut:
+    """Store the last price and match resting orders against it, in one transaction (feed_prices)."""
+    ts = ts.astimezone(UTC) if ts is not None else datetime.now(UTC)
+    step = await feed_prices(conn, symbol, (PricePoint(price, ts, volume),))
+    return PriceOut(symbol=symbol, price=price, ts=ts, fills=step.fills)
 
 
 async def get_price(conn: AsyncConnection, symbol: str) -> PriceOut:
