@@ -76,6 +76,8 @@ class Settings:
     default_slippage_bps: float = 0.0
     test_slowdown_ms: int = 0  # benchmark-gate self test only; see benchmarks/README
     access_log: bool = True
+    # `serve --seed-demo` (make run) starts a simulated live feed of the demo instruments.
+    demo_simulation: bool = True
 
     @property
     def embedded(self) -> bool:
@@ -117,6 +119,7 @@ class Settings:
             key_cache_seconds=_float("API_KEY_CACHE_SECONDS", 1.0),
             test_slowdown_ms=_int("TRADEDESK_TEST_SLOWDOWN_MS", 0),
             access_log=_bool("TRADEDESK_ACCESS_LOG", True),
+            demo_simulation=_bool("TRADEDESK_DEMO_SIMULATION", True),
         )
 
     def problems(self) -> list[str]:

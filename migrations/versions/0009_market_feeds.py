@@ -41,7 +41,7 @@ def upgrade() -> None:
         "market_feeds",
         sa.Column("id", sa.UUID(), nullable=False),
         sa.Column("kind", sa.String(length=16), nullable=False),
-        sa.Column("owner_id", sa.UUID(), nullable=False),
+        sa.Column("owner_id", sa.UUID(), nullable=True),
         sa.Column("label", sa.String(length=64), nullable=True),
         sa.Column("symbols", postgresql.ARRAY(sa.String(length=32)), nullable=False),
         sa.Column("params", postgresql.JSONB(astext_type=sa.Text()), nullable=False),

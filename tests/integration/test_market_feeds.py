@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -429,3 +430,62 @@ async def test_simulation_moves_the_price_on_the_tick_grid_fills_orders_and_stop
     unpriced = await make_market(c, admin_headers)
     bad = await c.post("/api/v1/market/simulations", json={"symbols": [unpriced]}, headers=admin_headers)
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "symbols"
+
+
+async def test_make_run_starts_the_demo_simulation_and_a_restart_replaces_it(
+    feed_client, admin_headers, db_engine, monkeypatch
+):
+    from app.domain.markets.seed import DEMO_SIMULATION_LABEL, start_demo_simulation
+    from app.lib.settings import Settings
+
+    c = feed_client
+    settings = c.app.state.settings
+    symbols = [await make_market(c, admin_headers, price="10.00"), await make_market(c, admin_headers, price="20.00")]
+    first = await start_demo_simulation(db_engine, settings, settings.admin_api_key, symbols)
+    deadline = time.monotonic() + 30
+    while (body := (await c.get(f"/api/v1/market/simulations/{first}", headers=admin_headers)).json())["prices_fed"] < 2:
+        assert time.monotonic() < deadline, body
+        await asyncio.sleep(0.05)
+    assert body["label"] == DEMO_SIMULATION_LABEL and body["params"]["interval_ms"] == 500
+    second = await start_demo_simulation(db_engine, settings, settings.admin_api_key, symbols)
+    assert (await wait_final(c, admin_headers, "simulations", first))["status"] == "stopped"
+    resp = await c.delete(f"/api/v1/market/simulations/{second}", headers=admin_headers)
+    assert resp.status_code == 200
+    assert (await wait_final(c, admin_headers, "simulations", second))["status"] == "stopped"
+    monkeypatch.setenv("TRADEDESK_DEMO_SIMULATION", "false")
+    assert Settings.from_env().demo_simulation is False
+    monkeypatch.delenv("TRADEDESK_DEMO_SIMULATION")
+    assert Settings.from_env().demo_simulation is True
+
+
+def _cli(settings, *args: str) -> subprocess.CompletedProcess:
+    import sys
+    from pathlib import Path
+
+    from tests.conftest import server_env
+
+    tradedesk = str(Path(sys.executable).with_name("tradedesk"))
+    return subprocess.run([tradedesk, "market", *args], env=server_env(settings, COLUMNS="160"), capture_output=True,
+                          text=True, timeout=120)
+
+
+async def test_cli_replays_with_a_progress_bar_and_simulates_for_a_duration(client, admin_headers, settings, db_engine):
+    symbol = await make_market(client, admin_headers)
+    await load(client, admin_headers, symbol, BARS)
+    done = await asyncio.to_thread(_cli, settings, "replay", symbol, "--timeframe", "1d", "--speed", "max")
+    assert done.returncode == 0, done.stderr
+    assert "completed: 12 prices (3 bars), 0 fills" in done.stdout
+    assert "12/12" in done.stdout + done.stderr  # the progress bar's last state
+    async with db_engine.connect() as conn:
+        kind, owner = (await conn.execute(text(
+            "SELECT kind, owner_id FROM market_feeds WHERE symbols = ARRAY[CAST(:s AS varchar)]"), {"s": symbol})).one()
+    assert (kind, owner) == ("replay", None)
+    sim = await asyncio.to_thread(_cli, settings, "simulate", symbol, "--interval-ms", "20", "--duration", "1.5",
+                                  "--seed", "3")
+    assert sim.returncode == 0, sim.stderr
+    last = sim.stdout.strip().splitlines()[-1]
+    assert last.startswith("stopped: ") and not last.startswith("stopped: 0 prices"), sim.stdout
+    bad = await asyncio.to_thread(_cli, settings, "replay", symbol, "--start", "2031-01-01")
+    assert bad.returncode == 2 and "no 1d candles in the requested range (start)" in bad.stderr
+    bad = await asyncio.to_thread(_cli, settings, "replay", "NOSUCH9")
+    assert bad.returncode == 2 and "(symbols)" in bad.stderr

@@ -211,7 +211,7 @@ class MarketController(Controller):
     @post("/replays", guards=[requires_market_data], status_code=202,
           summary="Replay stored candles as last prices, through the price path (a job)")
     async def create_replay(self, db: DbConn, request: Request, data: JSONBody[ReplayCreate]) -> MarketFeedOut:
-        return await feeds.create_replay(db, request.app.state.queue, request.user, data)
+        return await feeds.create_replay(db, request.app.state.queue, request.user.user_id, data)
 
     @get("/replays", guards=[requires_market_data], summary="Replays, newest first")
     async def list_replays(
@@ -231,7 +231,7 @@ class MarketController(Controller):
     @post("/simulations", guards=[requires_market_data], status_code=202,
           summary="Start a seeded random-walk feed (GBM on the tick grid) until stopped (a job)")
     async def create_simulation(self, db: DbConn, request: Request, data: JSONBody[SimulationCreate]) -> MarketFeedOut:
-        return await feeds.create_simulation(db, request.app.state.queue, request.user, data)
+        return await feeds.create_simulation(db, request.app.state.queue, request.user.user_id, data)
 
     @get("/simulations", guards=[requires_market_data], summary="Simulations, newest first")
     async def list_simulations(

@@ -24,7 +24,6 @@ from saq import Queue
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.domain.identity.schemas import Principal
 from app.domain.markets.candles import TIMEFRAMES
 from app.domain.markets.models import Exchange, Instrument, MarketFeed, MarketFeedSymbol
 from app.domain.markets.schemas import (
@@ -245,25 +244,28 @@ async def release(conn: AsyncConnection, feed_id: uuid.UUID) -> None:
 async def _submit(
     conn: AsyncConnection,
     queue: Queue | None,
-    principal: Principal,
+    owner_id: uuid.UUID | None,
     kind: str,
     symbols: list[str],
     params: dict[str, Any],
     total_prices: int | None,
     label: str | None = None,
+    run_here: bool = False,
 ) -> MarketFeedOut:
+    """Create the feed and claim its symbols; enqueue its job, or with `run_here` leave it queued for the
+    caller to run in its own process (the CLI: feed_jobs.run_feed)."""
     from app.lib.jobs import enqueue
 
-    if queue is None:
+    if queue is None and not run_here:
         raise ApiError(503, "No job queue is configured")
     feed_id = uuid.uuid4()
-    key = job_key(feed_id)
+    key = None if run_here else job_key(feed_id)
     async with tx(conn):
         await conn.execute(
             MarketFeed.__table__.insert().values(
                 id=feed_id,
                 kind=kind,
-                owner_id=principal.user_id,
+                owner_id=owner_id,
                 symbols=symbols,
                 params=params,
                 status="queued",
@@ -273,13 +275,16 @@ async def _submit(
             )
         )
         await _claim(conn, feed_id, symbols)
+    if run_here:
+        return await get_feed(conn, kind, feed_id)
+    assert queue is not None
     try:
         await enqueue(
             queue,
             REPLAY_JOB if kind == "replay" else SIMULATION_JOB,
             {"feed_id": str(feed_id)},
             key=key,
-            meta={"user_id": str(principal.user_id), "source": "api"},
+            meta={"user_id": str(owner_id), "source": "api"},
         )
     except Exception as exc:
         log.warning("market_feed_enqueue_failed", feed_id=str(feed_id), error=repr(exc)[:300])
@@ -290,7 +295,8 @@ async def _submit(
 
 
 async def create_replay(
-    conn: AsyncConnection, queue: Queue | None, principal: Principal, data: ReplayCreate
+    conn: AsyncConnection, queue: Queue | None, owner_id: uuid.UUID | None, data: ReplayCreate, *,
+    run_here: bool = False,
 ) -> MarketFeedOut:
     if data.timeframe not in TIMEFRAMES:
         raise invalid(f"timeframe must be one of {', '.join(TIMEFRAMES)}", "timeframe")
@@ -311,15 +317,18 @@ async def create_replay(
         "bars": bars,
     }
     per_bar = 4 if data.path == "ohlc" else 1
-    return await _submit(conn, queue, principal, "replay", data.symbols, params, bars * per_bar)
+    return await _submit(
+        conn, queue, owner_id, "replay", data.symbols, params, bars * per_bar, run_here=run_here
+    )
 
 
 async def create_simulation(
     conn: AsyncConnection,
     queue: Queue | None,
-    principal: Principal,
+    owner_id: uuid.UUID | None,
     data: SimulationCreate,
     label: str | None = None,
+    run_here: bool = False,
 ) -> MarketFeedOut:
     if not 10 <= data.interval_ms <= 3_600_000:
         raise invalid("interval_ms must be between 10 and 3600000", "interval_ms")
@@ -343,7 +352,7 @@ async def create_simulation(
         # A seed is always recorded, so any simulation can be run again exactly.
         "seed": data.seed if data.seed is not None else secrets.randbits(62),
     }
-    return await _submit(conn, queue, principal, "simulation", data.symbols, params, None, label)
+    return await _submit(conn, queue, owner_id, "simulation", data.symbols, params, None, label, run_here)
 
 
 # ---------------------------------------------------------------------------------------------- reads, stop

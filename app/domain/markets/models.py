@@ -100,7 +100,7 @@ class MarketFeed(Base):
 
     id: Mapped[uuid.UUID] = uuid_pk()
     kind: Mapped[str] = mapped_column(String(16))  # replay | simulation
-    owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
+    owner_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))  # None: started by the CLI
     label: Mapped[str | None] = mapped_column(String(64))
     symbols: Mapped[list[str]] = mapped_column(ARRAY(String(32)))
     params: Mapped[dict[str, Any]] = mapped_column(JSONB)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -44,3 +45,43 @@ async def seed_markets(engine: AsyncEngine, bars: int = 750) -> None:
                 continue
             rows = generate_candles(bars=bars, seed=seed, timeframe="1d", start=start, start_price=price, tick_size=tick)
             await services.load_candles(conn, symbol, "1d", services._list_batches(rows))
+
+
+DEMO_SIMULATION_LABEL = "demo"
+
+
+async def start_demo_simulation(
+    engine: AsyncEngine, settings: Any, api_key: str, symbols: list[str] | None = None
+) -> str | None:
+    """Start the demo's live feed (a simulation of the demo instruments), so that prices move and resting
+    orders fill within seconds of `make run`. The previous run's demo feed is stopped first (its worker
+    died with the server). Returns the simulation's id, or None without a queue."""
+    from app.domain.identity.services import authenticate
+    from app.domain.markets import feeds
+    from app.domain.markets.schemas import SimulationCreate
+    from app.lib.jobs import load_job_modules, make_queue
+
+    if settings.effective_queue_url is None:
+        return None
+    load_job_modules()
+    principal = await authenticate(engine, api_key)
+    assert principal is not None, "the demo admin key was just ensured"
+    queue = make_queue(settings)
+    await queue.connect()
+    try:
+        async with engine.connect() as conn:
+            await feeds.stop_labelled(conn, DEMO_SIMULATION_LABEL)
+            data = SimulationCreate(
+                symbols=symbols or [s[0] for s in DEMO_INSTRUMENTS], interval_ms=DEMO_INTERVAL_MS,
+                annual_volatility=DEMO_VOLATILITY,
+            )
+            out = await feeds.create_simulation(conn, queue, principal.user_id, data, label=DEMO_SIMULATION_LABEL)
+    finally:
+        await queue.disconnect()
+    return out.id
+
+
+# Two prices a second per instrument; at 150 % annual volatility over calendar time a step moves a $100
+# price by about 0.03 (three ticks of DEMO), so a limit a few cents from the market fills within seconds.
+DEMO_INTERVAL_MS = 500
+DEMO_VOLATILITY = 1.5
