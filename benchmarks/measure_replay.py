@@ -55,9 +55,17 @@ def main() -> None:
 
         upgrade(_url(db))
         settings = replace(
-            Settings(), database_url=_url(db), redis_url=REDIS_URL, redis_prefix=f"rpl-{run}", queue_name=f"rpl-{run}",
-            admin_api_key=f"td_rpl_{run}_0123456789abcdefghijklmn", access_log=False, log_level="WARNING",
-            rate_limit_read=10**9, rate_limit_write=10**9, rate_limit_orders=10**9,
+            Settings(),
+            database_url=_url(db),
+            redis_url=REDIS_URL,
+            redis_prefix=f"rpl-{run}",
+            queue_name=f"rpl-{run}",
+            admin_api_key=f"td_rpl_{run}_0123456789abcdefghijklmn",
+            access_log=False,
+            log_level="WARNING",
+            rate_limit_read=10**9,
+            rate_limit_write=10**9,
+            rate_limit_orders=10**9,
         )
         drv = AsgiDriver(create_app(settings), loop)
         drv.start()
@@ -65,8 +73,14 @@ def main() -> None:
         print("| book | fed by | prices | bars | seconds | prices/s | bars/s | fills |")
         print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
         for orders, bars in ((0, args.bars), (args.orders, args.book_bars)):
-            candles = generate_candles(bars=bars, seed=7, timeframe="1m", start=START, start_price=Decimal("100"),
-                                       tick_size=Decimal("0.01"))
+            candles = generate_candles(
+                bars=bars,
+                seed=7,
+                timeframe="1m",
+                start=START,
+                start_price=Decimal("100"),
+                tick_size=Decimal("0.01"),
+            )
             replayed, posted = bench.instrument(candles, orders), bench.instrument(candles, orders)
             label = f"{orders:,} resting orders" if orders else "no resting orders"
             bench.replay(label, replayed, bars)
@@ -81,12 +95,18 @@ class Bench:
     def __init__(self, drv: AsgiDriver, loop: asyncio.AbstractEventLoop, admin: dict[str, str]) -> None:
         self.drv, self.loop, self.admin = drv, loop, admin
         self.count = 0
-        status, _ = drv.call("POST", "/api/v1/exchanges", json={"code": "RX", "name": "replay"}, headers=admin)
+        status, _ = drv.call(
+            "POST", "/api/v1/exchanges", json={"code": "RX", "name": "replay"}, headers=admin
+        )
         assert status == 201
         self.accounts = []
         for i in range(10):
-            status, body = drv.call("POST", "/api/v1/accounts", headers=admin,
-                                    json={"name": f"r{i}", "initial_cash": "1000000000", "allow_short": True})
+            status, body = drv.call(
+                "POST",
+                "/api/v1/accounts",
+                headers=admin,
+                json={"name": f"r{i}", "initial_cash": "1000000000", "allow_short": True},
+            )
             assert status == 201, body
             self.accounts.append(msgspec.json.decode(body)["id"])
 
@@ -95,13 +115,26 @@ class Bench:
         spread evenly over the candles' range (the same orders, by a fixed seed, for every twin)."""
         self.count += 1
         symbol = f"R{self.count}"
-        status, body = self.drv.call("POST", "/api/v1/instruments", headers=self.admin, json={
-            "symbol": symbol, "exchange": "RX", "base_asset": "R", "quote_asset": "USD", "tick_size": "0.01",
-            "lot_size": "1"})
+        status, body = self.drv.call(
+            "POST",
+            "/api/v1/instruments",
+            headers=self.admin,
+            json={
+                "symbol": symbol,
+                "exchange": "RX",
+                "base_asset": "R",
+                "quote_asset": "USD",
+                "tick_size": "0.01",
+                "lot_size": "1",
+            },
+        )
         assert status == 201, body
-        status, body = self.drv.call("POST", f"/api/v1/instruments/{symbol}/candles?timeframe=1m",
-                                     content=candles_to_csv(candles).encode(),
-                                     headers={**self.admin, "content-type": "text/csv"})
+        status, body = self.drv.call(
+            "POST",
+            f"/api/v1/instruments/{symbol}/candles?timeframe=1m",
+            content=candles_to_csv(candles).encode(),
+            headers={**self.admin, "content-type": "text/csv"},
+        )
         assert status == 201, body[:300]
         first = candles[0].open
         self._price(symbol, first)
@@ -110,20 +143,33 @@ class Bench:
         for i in range(orders):
             below = (low + (first - low) * Decimal(rng.random())).quantize(Decimal("0.01"))
             above = (first + (high - first) * Decimal(rng.random())).quantize(Decimal("0.01"))
-            side, kind, price = [("buy", "limit", below), ("sell", "limit", above), ("buy", "stop", above),
-                                 ("sell", "stop", below)][i % 4]
+            side, kind, price = [
+                ("buy", "limit", below),
+                ("sell", "limit", above),
+                ("buy", "stop", above),
+                ("sell", "stop", below),
+            ][i % 4]
             if price == first:
                 continue
-            order = {"symbol": symbol, "side": side, "type": kind, "quantity": "1", "time_in_force": "gtc",
-                     ("limit_price" if kind == "limit" else "stop_price"): str(price)}
-            status, body = self.drv.call("POST", f"/api/v1/accounts/{self.accounts[i % 10]}/orders", json=order,
-                                         headers=self.admin)
+            order = {
+                "symbol": symbol,
+                "side": side,
+                "type": kind,
+                "quantity": "1",
+                "time_in_force": "gtc",
+                ("limit_price" if kind == "limit" else "stop_price"): str(price),
+            }
+            status, body = self.drv.call(
+                "POST", f"/api/v1/accounts/{self.accounts[i % 10]}/orders", json=order, headers=self.admin
+            )
             assert status == 201, body
         return symbol
 
     def _price(self, symbol: str, price: Decimal, ts: datetime | None = None) -> int:
         body = {"price": str(price)} if ts is None else {"price": str(price), "ts": ts.isoformat()}
-        status, out = self.drv.call("POST", f"/api/v1/instruments/{symbol}/price", json=body, headers=self.admin)
+        status, out = self.drv.call(
+            "POST", f"/api/v1/instruments/{symbol}/price", json=body, headers=self.admin
+        )
         assert status == 200, out
         return msgspec.json.decode(out)["fills"]
 
@@ -136,8 +182,9 @@ class Bench:
 
         async def go() -> tuple[float, dict]:
             async with engine.connect() as conn:
-                feed = await feeds.create_replay(conn, None, None, ReplayCreate(symbols=[symbol], timeframe="1m"),
-                                                 run_here=True)
+                feed = await feeds.create_replay(
+                    conn, None, None, ReplayCreate(symbols=[symbol], timeframe="1m"), run_here=True
+                )
             started = time.perf_counter()
             result = await run_feed({"engine": engine}, feed.id)
             return time.perf_counter() - started, result
@@ -145,20 +192,27 @@ class Bench:
         seconds, result = self.loop.run_until_complete(go())
         assert result["status"] == "completed" and result["bars_fed"] == bars, result
         prices = result["prices_fed"]
-        print(f"| {label} | replay job | {prices:,} | {bars:,} | {seconds:.2f} | {prices / seconds:,.0f} | "
-              f"{bars / seconds:,.0f} | {result['fills']:,} |")
+        print(
+            f"| {label} | replay job | {prices:,} | {bars:,} | {seconds:.2f} | {prices / seconds:,.0f} | "
+            f"{bars / seconds:,.0f} | {result['fills']:,} |"
+        )
 
     def post(self, label: str, symbol: str, candles: list, limit: int) -> None:
-        points = [p for c in candles for p in bar_path(c.ts, c.open, c.high, c.low, c.close, 60, "ohlc",
-                                                       Decimal("0.01"))][:limit]
+        points = [
+            p
+            for c in candles
+            for p in bar_path(c.ts, c.open, c.high, c.low, c.close, 60, "ohlc", Decimal("0.01"))
+        ][:limit]
         fills = 0
         started = time.perf_counter()
         for point in points:
             fills += self._price(symbol, point.price, point.ts)
         seconds = time.perf_counter() - started
         bars = sum(p.ends_bar for p in points)
-        print(f"| {label} | POST .../price, one by one | {len(points):,} | {bars:,} | {seconds:.2f} | "
-              f"{len(points) / seconds:,.0f} | {bars / seconds:,.0f} | {fills:,} |")
+        print(
+            f"| {label} | POST .../price, one by one | {len(points):,} | {bars:,} | {seconds:.2f} | "
+            f"{len(points) / seconds:,.0f} | {bars / seconds:,.0f} | {fills:,} |"
+        )
 
 
 if __name__ == "__main__":

@@ -37,7 +37,9 @@ def _speed(value: str) -> float | str:
     try:
         return float(value)
     except ValueError as exc:
-        raise click.BadParameter("a positive number (bar seconds per second) or 'max'", param_hint="--speed") from exc
+        raise click.BadParameter(
+            "a positive number (bar seconds per second) or 'max'", param_hint="--speed"
+        ) from exc
 
 
 async def _run(kind: str, create: Any, duration: float | None) -> dict[str, Any]:
@@ -62,8 +64,13 @@ async def _run(kind: str, create: Any, duration: float | None) -> dict[str, Any]
         if duration is not None:
             loop.call_later(duration, stop.set)
         job = asyncio.create_task(run_feed({"engine": engine}, feed.id))
-        columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("{task.fields[detail]}"), TimeElapsedColumn()]
+        columns = [
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(),
+        ]
         with Progress(*columns) as progress:
             task = progress.add_task(f"{kind} {' '.join(feed.symbols)}", total=feed.total_prices, detail="")
             async with engine.connect() as watcher:
@@ -90,8 +97,14 @@ async def _run(kind: str, create: Any, duration: float | None) -> dict[str, Any]
         loop.remove_signal_handler(signal.SIGINT)
         async with engine.connect() as conn:
             final = await feeds.get_feed(conn, kind, feed_id)
-        return {"id": final.id, "status": final.status, "prices": final.prices_fed, "bars": final.bars_fed,
-                "fills": final.fills, "error": final.error}
+        return {
+            "id": final.id,
+            "status": final.status,
+            "prices": final.prices_fed,
+            "bars": final.bars_fed,
+            "fills": final.fills,
+            "error": final.error,
+        }
     finally:
         await engine.dispose()
 
@@ -131,16 +144,24 @@ def market() -> None:
 @click.option("--timeframe", type=click.Choice(list(TIMEFRAMES)), default="1d", show_default=True)
 @click.option("--start", default=None, help="First bar (ISO 8601, UTC if no offset)")
 @click.option("--end", default=None, help="Last bar (ISO 8601, UTC if no offset)")
-@click.option("--speed", default="max", show_default=True, help="Bar seconds per wall second (1 = real time), or max")
+@click.option(
+    "--speed", default="max", show_default=True, help="Bar seconds per wall second (1 = real time), or max"
+)
 @click.option("--path", type=click.Choice(["ohlc", "close"]), default="ohlc", show_default=True)
-def replay(symbols: tuple[str, ...], timeframe: str, start: str | None, end: str | None, speed: str, path: str) -> None:
+def replay(
+    symbols: tuple[str, ...], timeframe: str, start: str | None, end: str | None, speed: str, path: str
+) -> None:
     """Replay the stored candles of SYMBOLS in time order as last prices; resting orders fill as live."""
     from app.domain.markets import feeds
     from app.domain.markets.schemas import ReplayCreate
 
     data = ReplayCreate(
-        symbols=list(symbols), timeframe=timeframe, start=_utc(start, "--start"), end=_utc(end, "--end"),
-        speed=_speed(speed), path=path,  # type: ignore[arg-type]
+        symbols=list(symbols),
+        timeframe=timeframe,
+        start=_utc(start, "--start"),
+        end=_utc(end, "--end"),
+        speed=_speed(speed),
+        path=path,  # type: ignore[arg-type]
     )
     _execute("replay", lambda conn: feeds.create_replay(conn, None, None, data, run_here=True))
 
@@ -148,16 +169,27 @@ def replay(symbols: tuple[str, ...], timeframe: str, start: str | None, end: str
 @market.command("simulate")
 @click.argument("symbols", nargs=-1, required=True)
 @click.option("--interval-ms", type=int, default=1000, show_default=True, help="Wall time between two prices")
-@click.option("--volatility", type=float, default=0.5, show_default=True, help="Annual volatility (0.5 = 50 %)")
+@click.option(
+    "--volatility", type=float, default=0.5, show_default=True, help="Annual volatility (0.5 = 50 %)"
+)
 @click.option("--drift", type=float, default=0.0, show_default=True, help="Annual drift")
 @click.option("--seed", type=int, default=None, help="Random seed (default: a new one, shown in the feed)")
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds (default: Ctrl-C)")
-def simulate(symbols: tuple[str, ...], interval_ms: int, volatility: float, drift: float, seed: int | None,
-             duration: float | None) -> None:
+def simulate(
+    symbols: tuple[str, ...],
+    interval_ms: int,
+    volatility: float,
+    drift: float,
+    seed: int | None,
+    duration: float | None,
+) -> None:
     """Feed a seeded random walk (GBM on the tick grid) for SYMBOLS from their last prices until stopped."""
     from app.domain.markets import feeds
     from app.domain.markets.schemas import SimulationCreate
 
-    data = SimulationCreate(symbols=list(symbols), interval_ms=interval_ms, annual_volatility=volatility,
-                            drift=drift, seed=seed)
-    _execute("simulation", lambda conn: feeds.create_simulation(conn, None, None, data, run_here=True), duration)
+    data = SimulationCreate(
+        symbols=list(symbols), interval_ms=interval_ms, annual_volatility=volatility, drift=drift, seed=seed
+    )
+    _execute(
+        "simulation", lambda conn: feeds.create_simulation(conn, None, None, data, run_here=True), duration
+    )

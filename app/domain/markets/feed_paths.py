@@ -1,14 +1,14 @@
 """The prices a replay or a simulation feeds: the bar path of a candle and a random walk on the tick grid.
 
-Pure (numpy, no I/O), so the feed jobs (tasks.py) and their tests share one definition.
+Pure (numpy, no I/O), so the feed jobs (feed_jobs.py) and their tests share one definition.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
+from typing import NamedTuple
 
 import numpy as np
 
@@ -21,11 +21,14 @@ def to_tick(price: Decimal, tick: Decimal) -> Decimal:
     return (price / tick).quantize(Decimal(1), rounding=ROUND_HALF_EVEN) * tick
 
 
-@dataclass(frozen=True, slots=True)
-class PathPrice:
-    ts: datetime
+class PricePoint(NamedTuple):
+    """One price for the price path (services.feed_prices). A NamedTuple: a replay makes four per bar, and
+    building a tuple costs a fraction of a frozen dataclass."""
+
     price: Decimal
-    ends_bar: bool  # the bar's last price (a replay counts bars by these)
+    ts: datetime
+    volume: Decimal | None = None  # quantity available at this price; None = unlimited
+    ends_bar: bool = False  # the bar's last price (a replay counts bars by these)
 
 
 def bar_path(
@@ -36,24 +39,27 @@ def bar_path(
     close: Decimal,
     bar_seconds: int,
     path: str,
-    tick: Decimal,
-) -> list[PathPrice]:
+    tick: Decimal | None,
+) -> list[PricePoint]:
     """One bar as last prices (DOMAIN.md, "Market replay").
 
     `ohlc`: open; then low and high, low first for an up bar (close >= open) and high first for a down bar;
     then close. The timestamps are the bar's `ts` plus thirds of the timeframe, the close at the bar's end
-    minus one second. `close`: the close alone, at the bar's end minus one second.
+    minus one second. `close`: the close alone, at the bar's end minus one second. Prices are rounded to
+    `tick` (None: the caller knows they are on the grid already).
     """
+    if tick is not None:
+        open_, high, low, close = (to_tick(p, tick) for p in (open_, high, low, close))
     end = ts + timedelta(seconds=bar_seconds - 1)
     if path == "close":
-        return [PathPrice(end, to_tick(close, tick), True)]
+        return [PricePoint(close, end, None, True)]
     third = timedelta(seconds=bar_seconds / 3)
-    middle = (low, high) if close >= open_ else (high, low)
+    first, second = (low, high) if close >= open_ else (high, low)
     return [
-        PathPrice(ts, to_tick(open_, tick), False),
-        PathPrice(ts + third, to_tick(middle[0], tick), False),
-        PathPrice(ts + 2 * third, to_tick(middle[1], tick), False),
-        PathPrice(end, to_tick(close, tick), True),
+        PricePoint(open_, ts),
+        PricePoint(first, ts + third),
+        PricePoint(second, ts + 2 * third),
+        PricePoint(close, end, None, True),
     ]
 
 
