@@ -11,12 +11,10 @@ from decimal import Decimal
 
 import pytest
 import pytest_asyncio
-from litestar.testing import AsyncTestClient
 from sqlalchemy import text
 
 from app.domain.trading.reconcile import reconcile_account
-from tests.conftest import make_settings
-from tests.integration.helpers import make_account, make_market, place
+from tests.integration.helpers import client_with_worker, make_account, make_market, place
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -26,24 +24,9 @@ DAY = timedelta(days=1)
 
 @pytest_asyncio.fixture(loop_scope="session", scope="module")
 async def feed_client(settings):
-    """An app and a real worker of its own on a queue nobody else uses (the session `client` has none)."""
-    from app.lib.jobs import make_queue
-    from app.lib.state import build_worker
-    from app.server.app import create_app
-
-    s = make_settings(queue_name=f"{settings.queue_name}-feeds-{uuid.uuid4().hex[:6]}")
-    queue = make_queue(s)
-    await queue.connect()
-    worker = build_worker(queue, s, concurrency=6)
-    worker.SIGNALS = []
-    task = asyncio.create_task(worker.start())
-    try:
-        async with AsyncTestClient(app=create_app(s), timeout=60) as c:
-            yield c
-    finally:
-        await worker.stop()
-        task.cancel()
-        await queue.disconnect()
+    """An app and a real worker on a queue nobody else uses, on its own loop (DELETE waits for the worker)."""
+    async with client_with_worker(settings, "feeds", concurrency=6, own_loop=True) as c:
+        yield c
 
 
 async def load(

@@ -113,7 +113,7 @@ async def test_quiet_band_and_matching_filter_agree_with_the_matching_rules(
             assert band.contains(price) == (not acting), (price, band)
 
 
-async def test_a_run_inside_the_band_is_one_update_and_a_crossing_price_ends_the_transaction(
+async def test_a_run_inside_the_band_is_one_update_and_a_transaction_matches_once(
     client, admin_headers, make_user, db_engine
 ):
     symbol = await make_market(client, admin_headers, price="100.00")
@@ -150,21 +150,20 @@ async def test_a_run_inside_the_band_is_one_update_and_a_crossing_price_ends_the
             )
         ).one()
         assert (stored.last_price, stored.last_price_at) == (quiet[-1].price, quiet[-1].ts)
-        crossing = [
-            PricePoint(Decimal("101.00"), t0),
-            PricePoint(Decimal("95.00"), t0),
-            PricePoint(Decimal("99.00"), t0),
-        ]
-        step = await feed_prices(conn, symbol, crossing)
-        assert (step.consumed, step.fills, step.matched) == (2, 1, True)
+        # 101 inside; 95 reaches the buy (matched, band read again); 99 inside; 105 reaches the sell: a
+        # second match, left for the next transaction.
+        points = [PricePoint(Decimal(p), t0) for p in ("101.00", "95.00", "99.00", "105.00", "100.00")]
+        step = await feed_prices(conn, symbol, points)
+        assert (step.consumed, step.fills, step.matched) == (3, 1, True)
         status = await conn.scalar(text("SELECT status FROM orders WHERE id = :id"), {"id": buy["id"]})
         assert status == "filled"
-        assert (
-            await conn.scalar(text("SELECT last_price FROM instruments WHERE symbol = :s"), {"s": symbol})
-            == 95
-        )
-        step = await feed_prices(conn, symbol, crossing[2:])
-        assert (step.consumed, step.matched) == (1, False)
+        last = text("SELECT last_price FROM instruments WHERE symbol = :s")
+        assert await conn.scalar(last, {"s": symbol}) == 99
+        step = await feed_prices(conn, symbol, points[3:])
+        assert (step.consumed, step.fills, step.matched) == (2, 1, True)
+        assert await conn.scalar(last, {"s": symbol}) == 100
+        step = await feed_prices(conn, symbol, points[1:2])  # the book is empty now: nothing to match
+        assert (step.consumed, step.fills, step.matched) == (1, 0, False)
         await conn.commit()
 
 

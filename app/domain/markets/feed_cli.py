@@ -13,22 +13,12 @@ import os
 import signal
 import sys
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 import click
 
+from app.domain.backtesting.cli import _utc  # the same ISO 8601 option parsing
 from app.domain.markets.candles import TIMEFRAMES
-
-
-def _utc(value: str | None, hint: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise click.BadParameter(f"not an ISO 8601 date/time: {value!r}", param_hint=hint) from exc
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _speed(value: str) -> float | str:

@@ -329,12 +329,13 @@ async def feed_prices(conn: AsyncConnection, symbol: str, points: Sequence[Price
     another one or with a placement on the same instrument.
 
     Fast path: the quiet band (events.quiet_band: for the matcher, the prices between the highest resting
-    buy trigger and the lowest resting sell trigger) is read once after the lock. A price inside it
-    cannot act on any order, so it only becomes the last price; the transaction stores the last of such a
-    run with one UPDATE. The first price outside the band is stored and matched, and the transaction
-    ends with it: one matching per transaction keeps the documented lock order (the accounts a match
-    locks are taken sorted, once) and lets the caller commit fills before feeding on. Returns how many
-    points were consumed; the caller feeds the rest.
+    buy trigger and the lowest resting sell trigger) is read after the lock. A price inside it cannot act
+    on any order, so it only becomes the last price; the transaction stores the last of a run of such
+    prices with one UPDATE. A price outside the band is stored and matched, and the band read again (the
+    match filled or triggered orders). At most one price is matched per transaction: the next price
+    outside the band is left for the next one. That keeps the documented lock order (the accounts a match
+    locks are taken sorted, once per transaction) and commits fills before feeding on. Returns how many
+    points were consumed, in order; the caller feeds the rest.
     """
     if not points:
         return FeedStep(0, 0, False)
@@ -348,18 +349,29 @@ async def feed_prices(conn: AsyncConnection, symbol: str, points: Sequence[Price
             if not is_multiple(point.price, tick):
                 raise invalid(f"price {point.price} is not a multiple of tick_size {tick}", "price")
         band = await quiet_band(conn, symbol)
-        lower, upper = band.lower, band.upper
-        consumed = 0
+        lower, upper, always = band.lower, band.upper, band.always
+        consumed = fills = 0
+        matched_any = False
+        matched_last = False  # whether the last consumed price is the matched one (already stored)
         for point in points:
-            consumed += 1
             price = point.price
             # band.contains(price), inlined: this loop is a replay's per-price cost.
-            if band.always or (lower is not None and price <= lower) or (upper is not None and price >= upper):
+            if always or (lower is not None and price <= lower) or (upper is not None and price >= upper):
+                if matched_any:
+                    break
                 fills = await _store_price(conn, symbol, price, point.volume, point.ts)
-                return FeedStep(consumed, fills, True)
-        last = points[consumed - 1]
-        await conn.execute(_STORE_LAST_SQL, {"symbol": symbol, "price": last.price, "ts": last.ts})
-    return FeedStep(consumed, 0, False)
+                matched_any = matched_last = True
+                consumed += 1
+                if consumed < len(points):
+                    band = await quiet_band(conn, symbol)
+                    lower, upper, always = band.lower, band.upper, band.always
+                continue
+            matched_last = False
+            consumed += 1
+        if not matched_last:
+            last = points[consumed - 1]
+            await conn.execute(_STORE_LAST_SQL, {"symbol": symbol, "price": last.price, "ts": last.ts})
+    return FeedStep(consumed, fills, matched_any)
 
 
 _STORE_LAST_SQL = text(
