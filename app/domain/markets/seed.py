@@ -81,7 +81,9 @@ async def start_demo_simulation(
     return out.id
 
 
-# Two prices a second per instrument; at 150 % annual volatility over calendar time a step moves a $100
-# price by about 0.03 (three ticks of DEMO), so a limit a few cents from the market fills within seconds.
+# Two prices a second per instrument, at 400 % annual volatility over calendar time (a demo, not a model
+# of anything): one step moves a $50 price by about 0.025 (one standard deviation), ten seconds by about
+# 0.11, so a limit a few cents from the market fills within seconds. At 150 % a limit 3 cents away was
+# still resting after 15 s of `make run`.
 DEMO_INTERVAL_MS = 500
-DEMO_VOLATILITY = 1.5
+DEMO_VOLATILITY = 4.0
