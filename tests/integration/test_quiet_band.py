@@ -19,6 +19,7 @@ from sqlalchemy import text
 from app.domain.markets.services import PricePoint, feed_prices
 from app.domain.trading import rules
 from app.domain.trading.services import _ACTS_AT_PRICE, resting_quiet_band
+from app.lib.errors import ApiError
 from tests.integration.helpers import make_account, make_market, place, set_price
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -272,3 +273,35 @@ async def test_an_order_committed_while_a_price_update_waits_for_the_instrument_
         status = await pricing.scalar(text("SELECT status FROM orders WHERE id = :id"), {"id": new_id})
         assert status == "filled"
         await pricing.commit()
+
+
+async def test_observers_see_every_committed_price_in_order_quiet_or_matched(client, admin_headers, make_user, db_engine):
+    from app.domain.markets import events
+
+    symbol = await make_market(client, admin_headers, price="100.00")
+    user = await make_user("trader")
+    acct = await make_account(client, user["headers"])
+    await place(client, user["headers"], acct, symbol=symbol, side="buy", type="limit", quantity=1, limit_price="95.00")
+    seen: list[tuple[str, Decimal]] = []
+
+    async def observe(sym, prices) -> None:
+        seen.extend((sym, p.price) for p in prices)
+
+    async def broken(sym, prices) -> None:
+        raise RuntimeError("an observer's failure must not undo or fail a stored price")
+
+    events.on_prices_committed(broken)
+    events.on_prices_committed(observe)
+    try:
+        points = [PricePoint(Decimal(p), datetime.now(UTC)) for p in ("99.00", "95.00", "97.00", "98.00")]
+        async with db_engine.connect() as conn:
+            done = 0
+            while done < len(points):
+                done += (await feed_prices(conn, symbol, points[done:])).consumed
+        with pytest.raises(ApiError):  # a failed transaction (unknown symbol) tells nobody
+            async with db_engine.connect() as conn:
+                await feed_prices(conn, "NOSUCH0", points)
+    finally:
+        events.COMMITTED_PRICE_OBSERVERS.remove(broken)
+        events.COMMITTED_PRICE_OBSERVERS.remove(observe)
+    assert seen == [(symbol, p.price) for p in points]

@@ -7,15 +7,21 @@ A hook may also register a *quiet band* provider: given the instrument (whose ro
 UPDATE), it answers the open interval (lower, upper) of prices at which the hook has nothing to do. The
 price path then skips the hook for a price strictly inside the band (`feed_prices` in services.py), which
 is what lets a replay run far faster than one matching transaction per price. A hook without a provider
-runs for every price.
+runs for every price (and so turns the fast path off: keep hooks for work that must happen in the price's
+transaction).
+
+Whatever must see every price but needs no part in its transaction (publishing `prices:<symbol>` to a
+stream, metrics) subscribes with `on_prices_committed`: it is called after each price-path transaction
+commits, with the prices it stored, in order, quiet or not.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -61,6 +67,26 @@ BandProvider = Callable[[AsyncConnection, str], Awaitable[QuietBand]]
 
 PRICE_HOOKS: list[PriceHook] = []
 QUIET_BANDS: dict[PriceHook, BandProvider] = {}
+# Called with (symbol, prices) after commit; each price has `.price`, `.ts` and `.volume` (PricePoint).
+CommittedPrices = Callable[[str, Sequence[Any]], Awaitable[None]]
+COMMITTED_PRICE_OBSERVERS: list[CommittedPrices] = []
+
+
+def on_prices_committed(observer: CommittedPrices) -> CommittedPrices:
+    if observer not in COMMITTED_PRICE_OBSERVERS:
+        COMMITTED_PRICE_OBSERVERS.append(observer)
+    return observer
+
+
+async def prices_committed(symbol: str, prices: Sequence[Any]) -> None:
+    """Tell every observer; an observer's failure is logged, never raised (the prices are stored)."""
+    for observer in COMMITTED_PRICE_OBSERVERS:
+        try:
+            await observer(symbol, prices)
+        except Exception as exc:
+            from app.lib.log import get_logger
+
+            get_logger("app.markets.events").warning("price_observer_failed", symbol=symbol, error=repr(exc)[:300])
 
 
 def on_price(hook: PriceHook) -> PriceHook:

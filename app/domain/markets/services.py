@@ -24,7 +24,7 @@ from app.domain.markets.candles import (
     to_copy_csv,
     validate_batch,
 )
-from app.domain.markets.events import publish_price, quiet_band
+from app.domain.markets.events import COMMITTED_PRICE_OBSERVERS, prices_committed, publish_price, quiet_band
 from app.domain.markets.feed_paths import PricePoint
 from app.domain.markets.models import Candle, Exchange, Instrument
 from app.domain.markets.schemas import (
@@ -335,7 +335,8 @@ async def feed_prices(conn: AsyncConnection, symbol: str, points: Sequence[Price
     match filled or triggered orders). At most one price is matched per transaction: the next price
     outside the band is left for the next one. That keeps the documented lock order (the accounts a match
     locks are taken sorted, once per transaction) and commits fills before feeding on. Returns how many
-    points were consumed, in order; the caller feeds the rest.
+    points were consumed, in order; the caller feeds the rest. After the commit, the consumed points go to
+    the observers of events.on_prices_committed (every price, quiet or not).
     """
     if not points:
         return FeedStep(0, 0, False)
@@ -371,6 +372,8 @@ async def feed_prices(conn: AsyncConnection, symbol: str, points: Sequence[Price
         if not matched_last:
             last = points[consumed - 1]
             await conn.execute(_STORE_LAST_SQL, {"symbol": symbol, "price": last.price, "ts": last.ts})
+    if COMMITTED_PRICE_OBSERVERS:
+        await prices_committed(symbol, points[:consumed])
     return FeedStep(consumed, fills, matched_any)
 
 
