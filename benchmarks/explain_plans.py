@@ -631,13 +631,15 @@ async def collect(url: str) -> tuple[list[Explained], dict[str, Any]]:
         )
 
         # -- matching scan for a price update (locks: rolled back).
-        resting = str(_RESTING_SQL).replace(":symbol", "$1")
+        # Only the orders the price acts on are fetched; at S03's last price (130) that is its open book's
+        # marketable side, the heaviest case a price update at the last price meets.
+        resting = str(_RESTING_SQL).replace(":symbol", "$1").replace(":price", "$2::numeric")
         out.append(
             await explain(
                 conn,
-                "matching _RESTING_SQL (S03, FOR UPDATE SKIP LOCKED)",
+                "matching _RESTING_SQL (S03 at 130, FOR UPDATE SKIP LOCKED)",
                 resting,
-                ["S03"],
+                ["S03", Decimal("130")],
                 sizes,
                 rollback=True,
             )

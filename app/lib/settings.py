@@ -101,6 +101,8 @@ class Settings:
     metrics_refresh_seconds: float = 5.0
     # `tradedesk worker` serves its own Prometheus metrics (job runs, durations) on this port; 0: off.
     worker_metrics_port: int = 0
+    # `serve --seed-demo` (make run) starts a simulated live feed of the demo instruments.
+    demo_simulation: bool = True
 
     @property
     def embedded(self) -> bool:
@@ -157,6 +159,7 @@ class Settings:
             auth_block_seconds=_int("AUTH_BLOCK_SECONDS", 900),
             metrics_refresh_seconds=_float("METRICS_REFRESH_SECONDS", 5.0),
             worker_metrics_port=_int("TRADEDESK_WORKER_METRICS_PORT", 0),
+            demo_simulation=_bool("TRADEDESK_DEMO_SIMULATION", True),
         )
 
     def problems(self, *, embedded: bool = False) -> list[str]:

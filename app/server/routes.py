@@ -18,7 +18,7 @@ def route_handlers() -> list[Any]:
     from app.domain.identity.controllers import AuthKeyController, UserController, whoami
     from app.domain.jobs.controllers import JobController, ScheduleController
     from app.domain.jobs.web_ui import saq_ui
-    from app.domain.markets.controllers import ExchangeController, InstrumentController
+    from app.domain.markets.controllers import ExchangeController, InstrumentController, MarketController
     from app.domain.risk.controllers import DeskRiskController, RiskController
     from app.domain.system.cache_controller import CacheController
     from app.domain.system.controllers import HealthController
@@ -31,6 +31,7 @@ def route_handlers() -> list[Any]:
         whoami,
         ExchangeController,
         InstrumentController,
+        MarketController,
         AccountController,
         OrderController,
         RiskController,

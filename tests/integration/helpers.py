@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from decimal import Decimal
 
 from tests.integration.test_markets import make_market  # noqa: F401  (re-exported)
@@ -92,3 +95,52 @@ async def discard_pending_jobs(queue) -> None:
     job_ids += await queue.redis.lrange(queue.namespace("queued"), 0, -1)
     names = [queue.namespace(k) for k in ("queued", "incomplete", "schedule", "active")]
     await queue.redis.delete(*names, *set(job_ids))
+
+
+@asynccontextmanager
+async def client_with_worker(settings, name: str, concurrency: int, *, own_loop: bool = False) -> AsyncIterator:
+    """An app and a real SAQ worker of its own on a queue nobody else uses (the session `client` has none).
+
+    The worker runs on the test's event loop, or with `own_loop` on a loop in a thread of its own: a request
+    through the test client blocks the test's loop until it is answered, so a request that waits for a
+    row the worker holds in an open transaction (a DELETE of a running replay) would wait for the statement
+    timeout if the worker shared that loop."""
+    import threading
+
+    from litestar.testing import AsyncTestClient
+
+    from app.lib.jobs import make_queue
+    from app.lib.state import build_worker
+    from app.server.app import create_app
+    from tests.conftest import make_settings
+
+    s = make_settings(queue_name=f"{settings.queue_name}-{name}-{uuid.uuid4().hex[:6]}")
+    loop = asyncio.new_event_loop() if own_loop else asyncio.get_running_loop()
+    queue = make_queue(s)
+    worker = build_worker(queue, s, concurrency=concurrency)
+    worker.SIGNALS = []
+
+    async def run() -> None:
+        await queue.connect()
+        try:
+            await worker.start()  # until its event is set; then it stops itself
+        finally:
+            await queue.disconnect()
+
+    if own_loop:
+        thread = threading.Thread(target=loop.run_until_complete, args=(run(),), name=f"worker-{name}", daemon=True)
+        thread.start()
+    else:
+        task = asyncio.create_task(run())
+    try:
+        async with AsyncTestClient(app=create_app(s), timeout=60) as c:
+            yield c
+    finally:
+        if own_loop:
+            loop.call_soon_threadsafe(worker.event.set)
+            await asyncio.to_thread(thread.join, 60)
+            if not thread.is_alive():
+                loop.close()
+        else:
+            await worker.stop()
+            await asyncio.wait_for(task, 30)  # start() returns once stopped; run() then disconnects

@@ -11,7 +11,6 @@ from decimal import ROUND_HALF_EVEN, Decimal
 import numpy as np
 import pytest
 import pytest_asyncio
-from litestar.testing import AsyncTestClient
 from sqlalchemy import func, select
 
 from app.domain.backtesting import tasks
@@ -21,7 +20,7 @@ from app.domain.backtesting.schemas import MONEY_METRICS
 from app.domain.backtesting.services import periods_per_year
 from app.domain.markets.synthetic import candles_to_csv, generate_candles
 from tests.conftest import make_settings
-from tests.integration.helpers import discard_pending_jobs, make_market
+from tests.integration.helpers import client_with_worker, discard_pending_jobs, make_market
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -93,23 +92,8 @@ async def wait_for(
 @pytest_asyncio.fixture(loop_scope="session", scope="module")
 async def worker_client(settings):
     """An app and a real worker of its own on a queue nobody else uses (the session `client` has none)."""
-    from app.lib.jobs import make_queue
-    from app.lib.state import build_worker
-    from app.server.app import create_app
-
-    s = make_settings(queue_name=f"{settings.queue_name}-bt-{uuid.uuid4().hex[:6]}")
-    queue = make_queue(s)
-    await queue.connect()
-    worker = build_worker(queue, s, concurrency=4)
-    worker.SIGNALS = []
-    task = asyncio.create_task(worker.start())
-    try:
-        async with AsyncTestClient(app=create_app(s), timeout=60) as c:
-            yield c
-    finally:
-        await worker.stop()
-        task.cancel()
-        await queue.disconnect()
+    async with client_with_worker(settings, "bt", concurrency=4) as c:
+        yield c
 
 
 @pytest_asyncio.fixture(loop_scope="session", scope="module")

@@ -88,4 +88,6 @@ def generate(symbol: str, bars: int, seed: int, timeframe: str, start_price: str
         click.echo(f"{symbol}: wrote {bars} {timeframe} bars to {out}", err=True)
 
 
-COMMANDS = [data]
+from app.domain.markets.feed_cli import market  # noqa: E402  (its own module: the feeds CLI)
+
+COMMANDS = [data, market]

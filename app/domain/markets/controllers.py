@@ -4,14 +4,14 @@ from datetime import datetime
 from typing import Annotated, Any, get_args
 from uuid import UUID
 
-from litestar import Controller, Request, Response, get, patch, post
+from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.di import Provide
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import OpenAPI, OpenAPIFormat, OpenAPIMediaType, OpenAPIType, RequestBody, Schema
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter, QueryParameter
 
 from app.domain.identity.guards import requires_admin, requires_market_data
-from app.domain.markets import services
+from app.domain.markets import feeds, services
 from app.domain.markets.schemas import (
     CandleList,
     CandleLoadAccepted,
@@ -25,8 +25,13 @@ from app.domain.markets.schemas import (
     InstrumentOut,
     InstrumentPatch,
     LoadResult,
+    MarketClock,
+    MarketFeedList,
+    MarketFeedOut,
     PriceIn,
     PriceOut,
+    ReplayCreate,
+    SimulationCreate,
     Timeframe,
 )
 from app.lib.db import DbConn, provide_db
@@ -258,3 +263,55 @@ def document_candle_upload(openapi: OpenAPI) -> None:
             "text/csv": OpenAPIMediaType(schema=csv),
         },
     )
+
+
+class MarketController(Controller):
+    """The market clock, and replays and simulations: jobs that feed last prices through the price path."""
+
+    path = "/api/v1/market"
+    tags = ["market"]
+    dependencies = DB
+
+    @get("/clock", summary="Whether each exchange is open now, and its next open and close")
+    async def clock(self, db: DbConn) -> MarketClock:
+        return await feeds.market_clock(db)
+
+    @post("/replays", guards=[requires_market_data], status_code=202,
+          summary="Replay stored candles as last prices, through the price path (a job)")
+    async def create_replay(self, db: DbConn, request: Request, data: JSONBody[ReplayCreate]) -> MarketFeedOut:
+        return await feeds.create_replay(db, request.app.state.queue, request.user.user_id, data)
+
+    @get("/replays", guards=[requires_market_data], summary="Replays, newest first")
+    async def list_replays(
+        self, db: DbConn, limit: Limit = 50, status: Annotated[str | None, Parameter(max_length=16)] = None
+    ) -> MarketFeedList:
+        return MarketFeedList(items=await feeds.list_feeds(db, "replay", limit, status))
+
+    @get("/replays/{feed_id:uuid}", guards=[requires_market_data], summary="A replay: status, progress, counters")
+    async def get_replay(self, db: DbConn, feed_id: FromPath[UUID]) -> MarketFeedOut:
+        return await feeds.get_feed(db, "replay", feed_id)
+
+    @delete("/replays/{feed_id:uuid}", guards=[requires_market_data], status_code=200,
+            summary="Stop a replay (between two price updates)")
+    async def stop_replay(self, db: DbConn, request: Request, feed_id: FromPath[UUID]) -> MarketFeedOut:
+        return await feeds.stop_feed(db, request.app.state.queue, "replay", feed_id)
+
+    @post("/simulations", guards=[requires_market_data], status_code=202,
+          summary="Start a seeded random-walk feed (GBM on the tick grid) until stopped (a job)")
+    async def create_simulation(self, db: DbConn, request: Request, data: JSONBody[SimulationCreate]) -> MarketFeedOut:
+        return await feeds.create_simulation(db, request.app.state.queue, request.user.user_id, data)
+
+    @get("/simulations", guards=[requires_market_data], summary="Simulations, newest first")
+    async def list_simulations(
+        self, db: DbConn, limit: Limit = 50, status: Annotated[str | None, Parameter(max_length=16)] = None
+    ) -> MarketFeedList:
+        return MarketFeedList(items=await feeds.list_feeds(db, "simulation", limit, status))
+
+    @get("/simulations/{feed_id:uuid}", guards=[requires_market_data], summary="A simulation: status, counters")
+    async def get_simulation(self, db: DbConn, feed_id: FromPath[UUID]) -> MarketFeedOut:
+        return await feeds.get_feed(db, "simulation", feed_id)
+
+    @delete("/simulations/{feed_id:uuid}", guards=[requires_market_data], status_code=200,
+            summary="Stop a simulation (between two price updates)")
+    async def stop_simulation(self, db: DbConn, request: Request, feed_id: FromPath[UUID]) -> MarketFeedOut:
+        return await feeds.stop_feed(db, request.app.state.queue, "simulation", feed_id)

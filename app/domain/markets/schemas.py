@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime, time
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -23,6 +23,12 @@ class ExchangeCreate(msgspec.Struct, forbid_unknown_fields=True):
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
     timezone: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "UTC"
     session_close: time = time(16, 0)
+    # The market clock's sessions (app/domain/markets/clock.py): open at `session_open` local time on
+    # each ISO weekday in `session_days` (1 = Monday .. 7 = Sunday), close at the next `session_close`.
+    session_open: time = time(9, 30)
+    session_days: Annotated[list[Annotated[int, msgspec.Meta(ge=1, le=7)]], msgspec.Meta(max_length=7)] = msgspec.field(
+        default_factory=lambda: [1, 2, 3, 4, 5]
+    )
     maker_fee_rate: Rate = Decimal(0)
     taker_fee_rate: Rate = Decimal(0)
     slippage_bps: Decimal = Decimal(0)
@@ -33,6 +39,9 @@ class ExchangeCreate(msgspec.Struct, forbid_unknown_fields=True):
         at_most(self, "maker_fee_rate", Decimal(1))
         at_most(self, "taker_fee_rate", Decimal(1))
         at_most(self, "slippage_bps", Decimal(1000))
+        if len(set(self.session_days)) != len(self.session_days):
+            raise ValueError("`session_days` lists a weekday twice")
+        self.session_days = sorted(self.session_days)
 
 
 class ExchangeOut(msgspec.Struct):
@@ -45,6 +54,8 @@ class ExchangeOut(msgspec.Struct):
     taker_fee_rate: Decimal
     slippage_bps: Decimal
     status: str
+    session_open: Annotated[str, msgspec.Meta(pattern=r"^\d{2}:\d{2}:\d{2}$")]
+    session_days: list[int]
 
 
 class ExchangeList(msgspec.Struct):
@@ -170,3 +181,72 @@ class CandleLoadStatus(msgspec.Struct):
     progress: float
     result: dict | None = None
     error: str | None = None
+
+
+# --------------------------------------------------------------------------------- clock, replays, simulations
+
+
+class ExchangeClock(msgspec.Struct):
+    code: str
+    is_open: bool
+    next_open: datetime | None
+    next_close: datetime | None
+    timezone: str
+    session_open: str
+    session_close: str
+    session_days: list[int]
+
+
+class MarketClock(msgspec.Struct):
+    now: datetime
+    exchanges: list[ExchangeClock]
+
+
+# Symbols and timeframe are checked by the service (422 naming the field: an unknown symbol is a rule,
+# not malformed JSON); these bounds only keep the body small.
+FeedSymbols = Annotated[list[Annotated[str, msgspec.Meta(max_length=64)]], msgspec.Meta(min_length=1, max_length=50)]
+
+
+class ReplayCreate(msgspec.Struct, forbid_unknown_fields=True):
+    symbols: FeedSymbols
+    timeframe: Annotated[str, msgspec.Meta(max_length=8)] = "1d"
+    start: datetime | None = None
+    end: datetime | None = None
+    # Bar-time seconds per wall second (1 = real time), or "max": as fast as the price path goes.
+    speed: float | str = "max"
+    path: Literal["ohlc", "close"] = "ohlc"
+
+
+class SimulationCreate(msgspec.Struct, forbid_unknown_fields=True):
+    symbols: FeedSymbols
+    interval_ms: int = 1000
+    annual_volatility: float = 0.5
+    drift: float = 0.0
+    seed: int | None = None
+
+
+class MarketFeedOut(msgspec.Struct):
+    """A replay or a simulation. `progress` is 0..1 for a replay (prices fed / prices to feed) and stays
+    0 for a simulation, which runs until stopped."""
+
+    id: str
+    kind: str
+    status: str
+    progress: float
+    symbols: list[str]
+    params: dict[str, Any]
+    prices_fed: int
+    bars_fed: int
+    fills: int
+    total_prices: int | None
+    market_ts: datetime | None
+    error: str | None
+    label: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class MarketFeedList(msgspec.Struct):
+    items: list[MarketFeedOut]
+    next_cursor: str | None = None

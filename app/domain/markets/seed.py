@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -23,8 +24,11 @@ async def seed_markets(engine: AsyncEngine, bars: int = 750) -> None:
     async with engine.begin() as conn:
         await services.upsert_exchange(
             conn,
+            # Around the clock (the session rolls over at 16:00 UTC, when `day` orders expire), so the
+            # demo's simulated feed trades at night and on weekends too.
             {"code": "DEMOX", "name": "Demo Exchange", "timezone": "UTC", "maker_fee_rate": Decimal("0.0005"),
-             "taker_fee_rate": Decimal("0.001"), "slippage_bps": Decimal("0")},
+             "taker_fee_rate": Decimal("0.001"), "slippage_bps": Decimal("0"), "session_open": time(16, 0),
+             "session_close": time(16, 0), "session_days": [1, 2, 3, 4, 5, 6, 7]},
         )
         for symbol, base, quote, tick, lot, _, _ in DEMO_INSTRUMENTS:
             await services.upsert_instrument(
@@ -41,3 +45,45 @@ async def seed_markets(engine: AsyncEngine, bars: int = 750) -> None:
                 continue
             rows = generate_candles(bars=bars, seed=seed, timeframe="1d", start=start, start_price=price, tick_size=tick)
             await services.load_candles(conn, symbol, "1d", services._list_batches(rows))
+
+
+DEMO_SIMULATION_LABEL = "demo"
+
+
+async def start_demo_simulation(
+    engine: AsyncEngine, settings: Any, api_key: str, symbols: list[str] | None = None
+) -> str | None:
+    """Start the demo's live feed (a simulation of the demo instruments), so that prices move and resting
+    orders fill within seconds of `make run`. The previous run's demo feed is stopped first (its worker
+    died with the server). Returns the simulation's id, or None without a queue."""
+    from app.domain.identity.services import authenticate
+    from app.domain.markets import feeds
+    from app.domain.markets.schemas import SimulationCreate
+    from app.lib.jobs import load_job_modules, make_queue
+
+    if settings.effective_queue_url is None:
+        return None
+    load_job_modules()
+    principal = await authenticate(engine, api_key)
+    assert principal is not None, "the demo admin key was just ensured"
+    queue = make_queue(settings)
+    await queue.connect()
+    try:
+        async with engine.connect() as conn:
+            await feeds.stop_labelled(conn, DEMO_SIMULATION_LABEL)
+            data = SimulationCreate(
+                symbols=symbols or [s[0] for s in DEMO_INSTRUMENTS], interval_ms=DEMO_INTERVAL_MS,
+                annual_volatility=DEMO_VOLATILITY,
+            )
+            out = await feeds.create_simulation(conn, queue, principal.user_id, data, label=DEMO_SIMULATION_LABEL)
+    finally:
+        await queue.disconnect()
+    return out.id
+
+
+# Two prices a second per instrument, at 400 % annual volatility over calendar time (a demo, not a model
+# of anything): one step moves a $50 price by about 0.025 (one standard deviation), ten seconds by about
+# 0.11, so a limit a few cents from the market fills within seconds. At 150 % a limit 3 cents away was
+# still resting after 15 s of `make run`.
+DEMO_INTERVAL_MS = 500
+DEMO_VOLATILITY = 4.0

@@ -39,6 +39,11 @@ async def seed_demo(settings: Settings) -> str:
             seed_markets = None
         if seed_markets is not None:
             await seed_markets(engine)
+            if settings.demo_simulation:
+                from app.domain.markets.seed import start_demo_simulation
+
+                feed_id = await start_demo_simulation(engine, settings, key)
+                log.info("demo_simulation_started", simulation_id=feed_id)
     finally:
         await engine.dispose()
     return key

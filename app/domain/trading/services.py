@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app.domain.accounts.access import ensure_may_trade, visible_to
 from app.domain.accounts.models import Account
 from app.domain.identity.schemas import Principal
-from app.domain.markets.events import on_price
+from app.domain.markets.events import QuietBand, on_price, quiet_band_of
 from app.domain.risk import checks as risk_checks
 from app.domain.risk import pretrade
 from app.domain.trading import rules
@@ -203,14 +203,44 @@ async def place_order(
 
 # ------------------------------------------------------------------------------------------------- matching
 
+# Which resting orders a price can act on (fill, or trigger a stop), written once and used twice: to fetch
+# (and lock) only those orders when a price arrives, and to derive the quiet band, the prices at which
+# none acts. Mirrors rules.match with immediate=False: a market order or a triggered stop acts at any
+# price; a limit (or a triggered stop-limit) when the price reaches its limit (buy <=, sell >=); an
+# untriggered stop or stop-limit when the price reaches its stop (buy >=, sell <=). Orders it leaves out
+# would get "nothing" from rules.match, and consume no volume, so matching only them changes nothing.
+# tests/unit/test_quiet_band.py checks the equivalence against rules.match.
+_ALWAYS_ACTS = "(type = 'market' OR (type = 'stop' AND triggered))"
+_LIMIT_LIKE = "(type = 'limit' OR (type = 'stop_limit' AND triggered))"
+_UNTRIGGERED_STOP = "(type IN ('stop', 'stop_limit') AND NOT triggered)"
+_ACTS_AT_PRICE = f"""({_ALWAYS_ACTS}
+         OR (side = 'buy' AND {_LIMIT_LIKE} AND limit_price >= :price)
+         OR (side = 'sell' AND {_LIMIT_LIKE} AND limit_price <= :price)
+         OR (side = 'buy' AND {_UNTRIGGERED_STOP} AND stop_price <= :price)
+         OR (side = 'sell' AND {_UNTRIGGERED_STOP} AND stop_price >= :price))"""
 _RESTING_SQL = text(
-    """
+    f"""
     SELECT id, account_id, side, type, time_in_force, quantity, filled_quantity, avg_fill_price, limit_price,
            stop_price, triggered, status, reserved_cash, fees
       FROM orders
      WHERE symbol = :symbol AND status IN ('new', 'accepted', 'partially_filled')
+       AND {_ACTS_AT_PRICE}
      ORDER BY created_at, id
      FOR UPDATE SKIP LOCKED
+    """
+)
+# The quiet band: below `lower` some buy limit fills or some sell stop triggers, above `upper` some sell
+# limit fills or some buy stop triggers; in between nothing acts. One pass over the symbol's resting
+# orders (the partial index ix_orders_open_by_symbol), no row locks.
+_QUIET_BAND_SQL = text(
+    f"""
+    SELECT max(CASE WHEN side = 'buy' AND {_LIMIT_LIKE} THEN limit_price
+                    WHEN side = 'sell' AND {_UNTRIGGERED_STOP} THEN stop_price END) AS lower,
+           min(CASE WHEN side = 'sell' AND {_LIMIT_LIKE} THEN limit_price
+                    WHEN side = 'buy' AND {_UNTRIGGERED_STOP} THEN stop_price END) AS upper,
+           coalesce(bool_or({_ALWAYS_ACTS}), false) AS always
+      FROM orders
+     WHERE symbol = :symbol AND status IN ('new', 'accepted', 'partially_filled')
     """
 )
 
@@ -233,7 +263,7 @@ async def match_resting_orders(
             {"s": symbol},
         )
     ).one()
-    resting = (await conn.execute(_RESTING_SQL, {"symbol": symbol})).all()
+    resting = (await conn.execute(_RESTING_SQL, {"symbol": symbol, "price": price})).all()
     if not resting:
         return 0
     now = utcnow()
@@ -329,6 +359,16 @@ async def match_resting_orders(
     for book in books.values():
         await book.save(conn, now)
     return fills_made
+
+
+@quiet_band_of(match_resting_orders)
+async def resting_quiet_band(conn: AsyncConnection, symbol: str) -> QuietBand:
+    """The prices at which no resting order of `symbol` acts. Sound only with the instrument row locked
+    FOR UPDATE by the caller, and read in a statement after that lock: a placement writes its order while
+    holding the instrument FOR KEY SHARE (placement.py), so every order placed before the lock is
+    committed and visible here, and none can be added until the caller commits."""
+    row = (await conn.execute(_QUIET_BAND_SQL, {"symbol": symbol})).one()
+    return QuietBand(row.lower, row.upper, row.always)
 
 
 def _round_price(value: Decimal | None) -> Decimal | None:
