@@ -147,18 +147,3 @@ async def publish_price_committed(conn: AsyncConnection, symbol: str) -> None:
     for hook in COMMITTED_PRICE_HOOKS:
         await hook(conn, symbol)
 
-
-CommittedPriceHook = Callable[[AsyncConnection, str], Awaitable[None]]
-COMMITTED_PRICE_HOOKS: list[CommittedPriceHook] = []
-
-
-def on_price_committed(hook: CommittedPriceHook) -> CommittedPriceHook:
-    if hook not in COMMITTED_PRICE_HOOKS:
-        COMMITTED_PRICE_HOOKS.append(hook)
-    return hook
-
-
-async def publish_price_committed(conn: AsyncConnection, symbol: str) -> None:
-    """Run every committed-price hook (after the price transaction has committed), on `conn`."""
-    for hook in COMMITTED_PRICE_HOOKS:
-        await hook(conn, symbol)
