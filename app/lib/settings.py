@@ -76,6 +76,11 @@ class Settings:
     default_slippage_bps: float = 0.0
     test_slowdown_ms: int = 0  # benchmark-gate self test only; see benchmarks/README
     access_log: bool = True
+    # Streams (docs/STREAMING.md): WebSocket + SSE connections per user across all API processes, messages
+    # a client may fall behind before it is closed (4008), seconds between heartbeats.
+    stream_max_connections_per_user: int = 20
+    stream_buffer_messages: int = 1_000
+    stream_heartbeat_seconds: float = 15.0
 
     @property
     def embedded(self) -> bool:
@@ -117,6 +122,9 @@ class Settings:
             key_cache_seconds=_float("API_KEY_CACHE_SECONDS", 1.0),
             test_slowdown_ms=_int("TRADEDESK_TEST_SLOWDOWN_MS", 0),
             access_log=_bool("TRADEDESK_ACCESS_LOG", True),
+            stream_max_connections_per_user=_int("STREAM_MAX_CONNECTIONS_PER_USER", 20),
+            stream_buffer_messages=_int("STREAM_BUFFER_MESSAGES", 1_000),
+            stream_heartbeat_seconds=_float("STREAM_HEARTBEAT_SECONDS", 15.0),
         )
 
     def problems(self) -> list[str]:

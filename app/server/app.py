@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -15,6 +16,7 @@ from litestar.plugins.prometheus import PrometheusController
 
 from app import __version__
 from app.domain.identity.middleware import AuthMiddleware
+from app.domain.streams.runtime import stream_runtime
 from app.domain.system.controllers import document_liveness
 from app.lib.errors import EXCEPTION_HANDLERS, problem_details_plugin
 from app.lib.gc_tuning import freeze_startup_objects
@@ -46,6 +48,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         resources = await open_resources(settings)
+        # Streams (app/domain/streams): the channels plugin is started here, after the engine it reads
+        # from, and stopped before it.
+        streams = stream_runtime(settings, resources.engine)
+        app.state.streams = await streams.__aenter__()
         app.state.resources = resources
         app.state.settings = settings
         app.state.engine = resources.engine
@@ -65,6 +71,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         try:
             yield
         finally:
+            with contextlib.suppress(Exception):
+                await streams.__aexit__(None, None, None)
             await resources.close()
             log.info("app_stopped")
 

@@ -12,6 +12,7 @@ from app.domain.accounts.access import visible_to
 from app.domain.accounts.models import Account, EquitySnapshot, TradingStateChange
 from app.domain.accounts.schemas import AccountCreate, AccountOut, TradingStateOut
 from app.domain.identity.schemas import Principal
+from app.domain.streams.events import defer_account_state
 from app.domain.trading.book import AccountBook, load_book
 from app.lib.db import tx, utcnow
 from app.lib.errors import not_found
@@ -101,4 +102,5 @@ async def set_trading_state(
                 account_id=account_id, actor_id=principal.user_id, old_state=current, new_state=state, reason=reason
             )
         )
+        await defer_account_state(conn, account_id, utcnow())  # the `accounts` stream, after commit
     return TradingStateOut(account_id=account_id, state=state, reason=reason, previous_state=current)  # type: ignore[arg-type]

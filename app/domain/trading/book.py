@@ -199,6 +199,12 @@ async def load_book(
     return book_from_row(row._mapping, with_stats)
 
 
+async def read_book_in_tx(conn: AsyncConnection, account_id: uuid.UUID) -> AccountBook | None:
+    """The book as the caller's transaction sees it, without taking a lock (the caller holds one)."""
+    row = (await conn.execute(_LOAD_SQL, {"account_id": account_id, "with_stats": False, "symbol": ""})).one_or_none()
+    return None if row is None else book_from_row(row._mapping, False)
+
+
 def book_from_row(row: Any, with_stats: bool) -> AccountBook:
     """Build the book from one row of `_LOAD_SQL_BODY` (a SQLAlchemy mapping or an asyncpg Record)."""
     positions: dict[str, accounting.PositionState] = {}
