@@ -78,10 +78,10 @@ async def connect(url: str, key: str | None):
     return await websockets.connect(ws_url(url), additional_headers=headers, max_size=2**24)
 
 
-async def recv(ws, timeout: float = 10.0) -> dict:
+async def recv(ws, wait: float = 10.0) -> dict:
     """The next message that is not a heartbeat."""
     while True:
-        message = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+        message = json.loads(await asyncio.wait_for(ws.recv(), wait))
         if message["type"] != "heartbeat":
             return message
 
@@ -94,10 +94,10 @@ async def subscribe(ws, streams: list[str], since: dict | None = None) -> dict:
     return await recv(ws)
 
 
-async def trade_updates(ws, count: int, timeout: float = 15.0) -> list[dict]:
+async def trade_updates(ws, count: int, wait: float = 15.0) -> list[dict]:
     out: list[dict] = []
     while len(out) < count:
-        message = await recv(ws, timeout)
+        message = await recv(ws, wait)
         if message["type"] == "trade_update":
             out.append(message)
     return out
@@ -229,7 +229,7 @@ async def test_resume_while_events_commit_during_the_hand_over_has_no_gap_and_no
             stop.set()
             await asyncio.gather(*writers)
             final = await _last_seq(http_a, user["headers"], acct)
-            received = await trade_updates(ws, final - since, timeout=20)
+            received = await trade_updates(ws, final - since, wait=20)
             assert [m["seq"] for m in received] == list(range(since + 1, final + 1))
             assert await no_more(ws, 0.5) == []
         finally:
@@ -300,10 +300,10 @@ async def test_activities_pages_equal_the_stream(client, admin_headers, make_use
         await ws.close()
 
 
-async def _closed_with(ws, timeout: float = 10.0) -> int:
+async def _closed_with(ws, wait: float = 10.0) -> int:
     try:
         while True:
-            await asyncio.wait_for(ws.recv(), timeout)
+            await asyncio.wait_for(ws.recv(), wait)
     except websockets.ConnectionClosed as exc:
         return exc.rcvd.code if exc.rcvd is not None else -1
 
@@ -469,3 +469,55 @@ async def test_a_consumer_that_never_reads_is_closed_4008_and_orders_keep_their_
             assert int.from_bytes(data[close_at + 2 : close_at + 4], "big") == 4008, data[close_at : close_at + 40]
         finally:
             sock.close()
+
+
+async def test_prices_bars_accounts_and_risk_streams(client, admin_headers, make_user, stream_servers):
+    user, sym, acct = await _trader(client, admin_headers, make_user, cash="100000")
+    a, b = stream_servers
+    ws = await connect(a, user["api_key"])
+    try:
+        ack = await subscribe(ws, [f"prices:{sym}", f"bars:{sym}:1d", "accounts", "risk"])
+        assert ack["streams"] == sorted(["accounts", f"bars:{sym}:1d", f"prices:{sym}", "risk"])
+        async with httpx.AsyncClient(base_url=b, timeout=10) as http_b:
+            assert (await http_b.post(f"/api/v1/instruments/{sym}/price", json={"price": "101"},
+                                      headers=admin_headers)).status_code == 200
+            price = await recv(ws)
+            assert price["type"] == "price" and price["symbol"] == sym and price["price"] == "101"
+            candle = {"ts": "2030-01-02T00:00:00Z", "open": "100", "high": "103", "low": "99", "close": "102",
+                      "volume": "1000"}
+            resp = await http_b.post(f"/api/v1/instruments/{sym}/candles",
+                                     json={"timeframe": "1d", "candles": [candle]}, headers=admin_headers)
+            assert resp.status_code in (200, 201), resp.text
+            got = {m["type"]: m for m in [await recv(ws), await recv(ws)]}  # the bar and its close as a price
+            assert got["bar"] == {"type": "bar", "symbol": sym, "timeframe": "1d", "ts": "2030-01-02T00:00:00Z",
+                                  "open": "100", "high": "103", "low": "99", "close": "102", "volume": "1000"}
+            assert got["price"]["price"] == "102"
+            # A buy: the account's new cash and buying power on `accounts`.
+            market = {"symbol": sym, "side": "buy", "type": "market", "quantity": "10", "time_in_force": "gtc"}
+            assert (await http_b.post(f"/api/v1/accounts/{acct}/orders", json=market,
+                                      headers=user["headers"])).status_code == 201
+            account = await recv(ws)
+            rest = (await http_b.get(f"/api/v1/accounts/{acct}", headers=user["headers"])).json()
+            assert account["type"] == "account" and account["account_id"] == acct
+            for field in ("cash", "equity", "buying_power", "reserved_cash", "realized_pnl", "trading_state"):
+                assert account[field] == rest[field], field
+            # A pre-trade breach: the recorded violation on `risk`.
+            limit = await http_b.post(f"/api/v1/accounts/{acct}/risk/limits",
+                                      json={"limit_type": "max_order_quantity", "value": "5"}, headers=admin_headers)
+            assert limit.status_code == 201, limit.text
+            denied = await http_b.post(f"/api/v1/accounts/{acct}/orders", json=market, headers=user["headers"])
+            assert denied.status_code == 422
+            violation = await recv(ws)
+            assert violation["type"] == "violation" and violation["account_id"] == acct
+            assert violation["data"]["limit_type"] == "max_order_quantity" and violation["data"]["phase"] == "pre_trade"
+            listed = (await http_b.get(f"/api/v1/accounts/{acct}/risk/violations", headers=user["headers"])).json()
+            assert listed["items"][0]["id"] == violation["data"]["id"]
+            # A halt: the account's trading state on `accounts`.
+            halted = await http_b.put(f"/api/v1/accounts/{acct}/trading-state",
+                                      json={"state": "halted", "reason": "test"}, headers=admin_headers)
+            assert halted.status_code == 200, halted.text
+            state = await recv(ws)
+            assert state["type"] == "account" and state["trading_state"] == "halted"
+        assert await no_more(ws) == []
+    finally:
+        await ws.close()

@@ -53,6 +53,7 @@ from app.domain.risk.schemas import (
     VarOut,
     ViolationOut,
 )
+from app.domain.streams.events import defer_risk_messages
 from app.domain.trading.book import AccountBook, load_book
 from app.lib.db import tx, utcnow
 from app.lib.errors import ApiError, conflict, not_found
@@ -666,6 +667,7 @@ async def monitor_account(
                     )
                 )
                 log.warning("risk_auto_reduce_only", account_id=str(account_id), limit_type=stop.limit_type)
+        defer_risk_messages(conn, book, now, violations, raised, new_state)  # the streams, after commit
     return MonitorResult(
         account_id=account_id,
         checked_at=now,

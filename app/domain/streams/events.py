@@ -3,14 +3,17 @@ new state, built from what the writer stored (never re-read)."""
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+import msgspec
+
 from app.domain.streams import publish
 from app.domain.streams.log import trade_update_payload
-from app.domain.streams.messages import AccountUpdate, encode, trade_update
+from app.domain.streams.messages import AccountUpdate, RiskMessage, encode, trade_update
 from app.domain.trading.book import AccountBook
 
 
@@ -63,3 +66,22 @@ async def defer_account_state(conn: Any, account_id: uuid.UUID, at: datetime) ->
     book = await read_book_in_tx(conn, account_id)
     if book is not None:
         defer_account_update(conn, book, at)
+
+
+def risk_payload(kind: str, owner_id: uuid.UUID, account_id: uuid.UUID, at: datetime, data: Any) -> tuple[str, bytes]:
+    """A `violation` or `risk_alert` message; `data` is the stored row as the REST list shows it."""
+    body = RiskMessage(type=kind, account_id=account_id, at=at, data=msgspec.to_builtins(data))
+    return publish.RISK, publish.header(owner_id, account_id) + encode(body)
+
+
+def defer_risk_messages(
+    conn: Any, book: AccountBook, at: datetime, violations: list[Any], alerts: list[Any], trading_state: str
+) -> None:
+    """A post-trade check's outcome for the `risk` stream (and `accounts` when it changed the trading
+    state), published when its transaction commits."""
+    for violation in violations:
+        publish.defer(conn, *risk_payload("violation", book.owner_id, book.id, at, violation))
+    for alert in alerts:
+        publish.defer(conn, *risk_payload("risk_alert", book.owner_id, book.id, at, alert))
+    if trading_state != book.trading_state:
+        defer_account_update(conn, dataclasses.replace(book, trading_state=trading_state), at)

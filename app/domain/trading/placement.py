@@ -45,8 +45,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app.domain.identity.schemas import Principal
 from app.domain.risk import checks as risk_checks
 from app.domain.risk import pretrade
+from app.domain.risk.schemas import ViolationOut
 from app.domain.streams import publish as streams
-from app.domain.streams.events import stream_messages
+from app.domain.streams.events import risk_payload, stream_messages
 from app.domain.trading import rules
 from app.domain.trading.book import (
     _LOAD_SQL_BODY,
@@ -211,7 +212,7 @@ SELECT (SELECT count(*) FROM account) AS applied, EXISTS (SELECT 1 FROM inst) AS
 
 VIOLATION_SQL = """
 INSERT INTO risk_violations (id, account_id, limit_id, limit_type, limit_value, would_be, phase, detail, created_at)
-VALUES ($1, $2, $3, $4, $5, $6, 'pre_trade', $7::jsonb, now())
+VALUES ($1, $2, $3, $4, $5, $6, 'pre_trade', $7::jsonb, $8)
 """
 
 
@@ -450,14 +451,15 @@ async def _place_locked(
             await apg.fetchrow(LOCK_ACCOUNT_ONLY_SQL, account_id)
         row = await apg.fetchrow(BOOK_SQL, account_id, True, data.symbol, data.client_order_id)
         inst = InstrumentInfo(*list(inst_row.values())[:12]) if inst_row is not None else None
-        outcome = await _decide(apg, principal, data, row, inst, False, True)
+        messages: list[tuple[str, bytes]] = []
+        outcome = await _decide(apg, principal, data, row, inst, False, True, after_commit=messages)
         if isinstance(outcome, risk_checks.Breach):
             await tr.commit()  # keep the recorded violation
+            streams.publish_all(messages)
             raise _rejected(outcome)
         if not isinstance(outcome, _Plan):
             await tr.rollback()
             return outcome
-        messages: list[tuple[str, bytes]] = []
         order = await _execute_and_write(apg, outcome, data, utcnow(), row["row_version"], None, None,
                                          after_commit=messages)
         if isinstance(order, LostRace):  # cannot happen with both rows locked; never report a lost write
@@ -475,7 +477,7 @@ async def _place_locked(
 
 async def _decide(
     apg: Any, principal: Principal, data: OrderCreate, row: Any, inst: InstrumentInfo | None, dry_run: bool,
-    full: bool,
+    full: bool, *, after_commit: list[tuple[str, bytes]] | None = None,
 ) -> _Plan | risk_checks.Breach | tuple[OrderOut | ValidateOut, bool]:
     """Every placement rule on one snapshot of the account: a plan to write, a recorded risk breach, or the
     final answer (an idempotent replay, a dry run's result). Other rule failures raise 4xx. `row` is a
@@ -508,10 +510,21 @@ async def _decide(
     if breach is not None:
         detail = {"symbol": data.symbol, "side": data.side, "type": data.type, "quantity": str(data.quantity),
                   "price": str(price), "dry_run": dry_run, "message": breach.message}
-        await apg.execute(
-            VIOLATION_SQL, uuid.uuid4(), book.id, uuid.UUID(breach.limit_id) if breach.limit_id else None,
-            breach.limit_type, breach.limit_value, pretrade._storable(breach.would_be), json.dumps(detail),
+        violation = ViolationOut(
+            id=uuid.uuid4(), account_id=book.id, limit_id=uuid.UUID(breach.limit_id) if breach.limit_id else None,
+            limit_type=breach.limit_type, limit_value=breach.limit_value,
+            would_be=pretrade._storable(breach.would_be), phase="pre_trade", detail=detail, created_at=utcnow(),
         )
+        await apg.execute(
+            VIOLATION_SQL, violation.id, book.id, violation.limit_id, breach.limit_type, breach.limit_value,
+            violation.would_be, json.dumps(detail), violation.created_at,
+        )
+        # The `risk` stream: now if the insert committed on its own, else after the caller's COMMIT.
+        message = risk_payload("violation", book.owner_id, book.id, violation.created_at, violation)
+        if after_commit is None:
+            streams.publish(*message)
+        else:
+            after_commit.append(message)
         return breach
     if dry_run:
         return ValidateOut(accepted=True, estimated_price=price, estimated_cost=data.quantity * price), False
