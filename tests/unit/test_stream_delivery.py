@@ -93,7 +93,7 @@ async def test_shuffled_duplicated_and_dropped_live_messages_are_delivered_once_
     live += rng.sample(live, 20)  # some arrive twice
     rng.shuffle(live)
     for u in live:
-        client.on_trade_update(ACCOUNT.hex, u.seq, encode(u))
+        client.on_trade_update(ACCOUNT.hex, u.seq, encode(u).decode())
         if rng.random() < 0.05:
             await asyncio.sleep(0.02)  # let a catch-up run in between
     await asyncio.sleep(0.05)
@@ -108,12 +108,12 @@ async def test_a_gap_waits_briefly_for_the_late_message_before_reading_the_log()
     assert await _drain(client) == [1, 2, 3]
     log.extend(_update(s) for s in (4, 5))
     reads = hub.reads
-    client.on_trade_update(ACCOUNT.hex, 5, encode(log[4]))  # 4 is late
-    client.on_trade_update(ACCOUNT.hex, 4, encode(log[3]))
+    client.on_trade_update(ACCOUNT.hex, 5, encode(log[4]).decode())  # 4 is late
+    client.on_trade_update(ACCOUNT.hex, 4, encode(log[3]).decode())
     assert await _drain(client) == [4, 5]
     assert hub.reads == reads  # arrived in time: no read
     log.extend(_update(s) for s in (6, 7))
-    client.on_trade_update(ACCOUNT.hex, 7, encode(log[6]))  # 6 never arrives live
+    client.on_trade_update(ACCOUNT.hex, 7, encode(log[6]).decode())  # 6 never arrives live
     assert await _drain(client) == [6, 7]
     assert hub.reads == reads + 1
 
@@ -129,6 +129,6 @@ async def test_a_full_buffer_closes_the_client_with_4008_and_a_replay_never_over
         got.append(item[0])
     assert got == list(range(1, 1001)) and client.close_code is None
     for _ in range(21):
-        client.offer(b"{}")
+        client.offer("{}")
     assert client.close_code == 4008
     assert await client.take() is None

@@ -152,7 +152,7 @@ async def _handle_message(client: Client, rt: StreamRuntime, text: str) -> None:
     try:
         message = _decode_message(text)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        client.offer(error("invalid-message", f"not a client message: {exc}"[:300]))
+        client.offer(error("invalid-message", f"not a client message: {exc}"[:300]).decode())
         return
     try:
         if message.action == "subscribe":
@@ -168,9 +168,9 @@ async def _handle_message(client: Client, rt: StreamRuntime, text: str) -> None:
         else:
             raise StreamRequestError("invalid-message", f"unknown action {message.action!r}")
     except StreamRequestError as exc:
-        client.offer(error(exc.code, exc.message))
+        client.offer(error(exc.code, exc.message).decode())
         return
-    await client.set_streams(wanted, since, encode({"type": "subscribed", "streams": sorted(wanted)}))
+    await client.set_streams(wanted, since, encode({"type": "subscribed", "streams": sorted(wanted)}).decode())
 
 
 def _canonical(name: str) -> str:
@@ -187,7 +187,7 @@ async def _send_loop(socket: WebSocket, client: Client) -> None:
         item = await client.take()
         if item is None:
             return
-        await send({"type": "websocket.send", "text": item[1].decode()})
+        await send({"type": "websocket.send", "text": item[1]})
 
 
 async def _receive_loop(socket: WebSocket, client: Client, rt: StreamRuntime) -> None:
@@ -231,7 +231,7 @@ async def stream_socket(socket: WebSocket) -> None:
         with contextlib.suppress(Exception):
             await rt.slots.release(principal.user_id, conn_id)
         code = client.close_code or 1000
-        if code != 1000 or not receiver.cancelled():
+        if code != 1000:  # 1000: the client left; 4008 (overflow) and 1001 (shutdown) are ours to send
             with contextlib.suppress(Exception):
                 await socket.close(code=code, reason="slow consumer: resume with since" if code == 4008 else "")
 
@@ -317,8 +317,8 @@ async def _sse_events(client: Client, rt: StreamRuntime, user_id: uuid.UUID, con
                 return
             seq, body = item
             if seq:
-                yield ServerSentEventMessage(data=body.decode(), id=seq)
-            elif body.startswith(b'{"type":"heartbeat"'):
+                yield ServerSentEventMessage(data=body, id=seq)
+            elif body.startswith('{"type":"heartbeat"'):
                 yield ServerSentEventMessage(comment="heartbeat")
     finally:
         STREAM_CONNECTIONS.dec()

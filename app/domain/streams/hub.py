@@ -69,7 +69,7 @@ class ResilientChannelsPlugin(ChannelsPlugin):
                 raise
             except Exception as exc:
                 log.warning("stream_backend_receive_failed", error=repr(exc)[:200])
-                await asyncio.sleep(0.5)
+            await asyncio.sleep(0.5)
 
 
 class _ChannelSubscriber(Subscriber):
@@ -94,14 +94,15 @@ class _Cursor:
 
     def __init__(self, last: int) -> None:
         self.last = last
-        self.held: dict[int, bytes] = {}
+        self.held: dict[int, str] = {}
         self.busy = False  # a catch-up from PostgreSQL is running: live messages are held
         self.gap_timer: asyncio.TimerHandle | None = None
 
 
 class Client:
     """One connected consumer (a WebSocket or an SSE response): its subscriptions, its per-account
-    cursors and its bounded send buffer. Items are (seq, JSON bytes); seq is 0 except for trade_updates."""
+    cursors and its bounded send buffer. Items are (seq, JSON text); seq is 0 except for trade_updates.
+    The text is decoded once per message in the hub and shared by every client that gets it."""
 
     def __init__(self, hub: StreamHub, principal: Principal, limit: int) -> None:
         self.hub = hub
@@ -111,14 +112,14 @@ class Client:
         self.cursors: dict[str, _Cursor] = {}
         self.known_accounts: set[str] | None = None  # visible accounts when trade_updates was subscribed
         self.close_code: int | None = None
-        self._items: deque[tuple[int, bytes]] = deque()
+        self._items: deque[tuple[int, str]] = deque()
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
-        self._pending: list[tuple[str, int, bytes]] | None = None  # live trade_updates while subscribing
+        self._pending: list[tuple[str, int, str]] | None = None  # live trade_updates while subscribing
         self._tasks: set[asyncio.Task] = set()
 
     # ------------------------------------------------------------------------------------- the buffer
-    def offer(self, body: bytes, seq: int = 0) -> None:
+    def offer(self, body: str, seq: int = 0) -> None:
         """Queue a live message; a full buffer closes the client (4008). Never waits."""
         if self.close_code is not None:
             return
@@ -128,7 +129,7 @@ class Client:
         self._items.append((seq, body))
         self._wake.set()
 
-    async def put_replayed(self, body: bytes, seq: int) -> None:
+    async def put_replayed(self, body: str, seq: int) -> None:
         """Queue a replayed message, waiting while the buffer is half full: a replay of any length never
         overflows it, and live messages keep the other half."""
         while len(self._items) >= self.limit // 2 and self.close_code is None:
@@ -138,7 +139,7 @@ class Client:
             self._items.append((seq, body))
             self._wake.set()
 
-    async def take(self) -> tuple[int, bytes] | None:
+    async def take(self) -> tuple[int, str] | None:
         """The next item to send, or None once the client is closed."""
         while not self._items:
             if self.close_code is not None:
@@ -160,7 +161,7 @@ class Client:
         self._room.set()
 
     # ------------------------------------------------------------------------------- trade updates
-    def on_trade_update(self, account: str, seq: int, body: bytes) -> None:
+    def on_trade_update(self, account: str, seq: int, body: str) -> None:
         if self._pending is not None:
             self._pending.append((account, seq, body))
             return
@@ -183,12 +184,12 @@ class Client:
         if cur.gap_timer is None:
             cur.gap_timer = asyncio.get_running_loop().call_later(GAP_GRACE_SECONDS, self._gap_expired, account)
 
-    def _hold(self, cur: _Cursor, seq: int, body: bytes) -> None:
+    def _hold(self, cur: _Cursor, seq: int, body: str) -> None:
         cur.held[seq] = body
         if len(cur.held) > self.limit:
             self.close(CLOSE_OVERFLOW, "overflow")
 
-    def _deliver(self, cur: _Cursor, seq: int, body: bytes) -> None:
+    def _deliver(self, cur: _Cursor, seq: int, body: str) -> None:
         cur.last = seq
         STREAM_MESSAGES.labels(type="trade_update").inc()
         self.offer(body, seq)
@@ -231,7 +232,7 @@ class Client:
                     lambda apg, after=cur.last: stream_log.read_log(apg, account_id, after, REPLAY_PAGE)
                 )
                 for update in updates:
-                    await self.put_replayed(messages.encode(update), update.seq)
+                    await self.put_replayed(messages.encode(update).decode(), update.seq)
                     cur.last = update.seq
                 if len(updates) < REPLAY_PAGE:
                     break
@@ -251,7 +252,7 @@ class Client:
             self.close(1011, "error")
 
     # ---------------------------------------------------------------------------- subscriptions
-    async def set_streams(self, wanted: set[str], since: dict[str, int], ack: bytes | None) -> None:
+    async def set_streams(self, wanted: set[str], since: dict[str, int], ack: str | None) -> None:
         """Switch to `wanted` (already authorised), queue `ack`, and resume the accounts in `since` from
         their seq. Live messages are routed to this client before the start points are read, so nothing
         committed after a start point can be missed; those that arrive meanwhile wait until `ack` is out."""
@@ -301,7 +302,10 @@ class Client:
 
     async def aclose(self) -> None:
         self.hub.forget(self)
-        await self.hub.route(self, set(), self.streams)
+        try:
+            await self.hub.route(self, set(), self.streams)
+        except Exception as exc:  # the backend's unsubscribe (Redis down): nothing to undo locally
+            log.warning("stream_unsubscribe_failed", error=repr(exc)[:200])
         self.streams = set()
         for cur in self.cursors.values():
             if cur.gap_timer is not None:
@@ -346,6 +350,8 @@ class StreamHub:
             client.close(1001, "shutdown")
 
     async def _subscribe_channel(self, name: str) -> None:
+        # The plugin's channel registry and backend directly (litestar is pinned <3): `plugin.subscribe`
+        # would hand each message to a queue that a task per channel then drains, one more hop per message.
         sub = _ChannelSubscriber(self.plugin, self, name)
         self._subscribers[name] = sub
         self.plugin._channels.setdefault(publish.channel(name), set()).add(sub)
@@ -401,8 +407,9 @@ class StreamHub:
     def dispatch(self, name: str, payload: bytes) -> None:
         routes = self.routes.get(name)
         if routes is None:  # prices / bars: no header
+            text = payload.decode()
             for client in tuple(self.channels.get(name, ())):
-                client.offer(payload)
+                client.offer(text)
             if name in self.channels:
                 STREAM_MESSAGES.labels(type=name.partition(":")[0]).inc()
             return
@@ -410,7 +417,7 @@ class StreamHub:
             return
         head = payload[: publish.HEADER_BYTES].decode()
         owner, account, seq = head[:32], head[32:64], int(head[64:84])
-        body = payload[publish.HEADER_BYTES :]
+        body = payload[publish.HEADER_BYTES :].decode()
         targets: set[Client] = set()
         for key in ("*", "o" + owner, "a" + account):
             group = routes.get(key)
@@ -428,7 +435,7 @@ class StreamHub:
     async def _heartbeats(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_seconds)
-            beat = messages.heartbeat(datetime.now(UTC))
+            beat = messages.heartbeat(datetime.now(UTC)).decode()
             started = time.perf_counter()
             for client in tuple(self.clients):
                 client.offer(beat)

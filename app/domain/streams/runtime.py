@@ -73,6 +73,7 @@ async def stream_runtime(settings: Settings, engine: AsyncEngine) -> AsyncIterat
         slots = ConnectionSlots(redis, settings.redis_prefix, settings.stream_max_connections_per_user,
                                 settings.stream_heartbeat_seconds)
         hub.on_heartbeat.append(slots.refresh)
+        await hub.start()
         try:
             yield StreamRuntime(settings, engine, hub, slots)
         finally:
