@@ -63,8 +63,8 @@ def _pct(values: list[float], q: float) -> float:
 
 
 class Server:
-    def __init__(self, db: str, run: str) -> None:
-        self.port = 18_000 + int(run[:4], 16) % 2000
+    def __init__(self, db: str, run: str, offset: int = 0) -> None:
+        self.port = 18_000 + int(run[:4], 16) % 2000 + offset
         self.url = f"http://127.0.0.1:{self.port}"
         self.admin_key = f"td_meas_admin_{run}_0123456789abcdefghij"
         env = dict(os.environ)
@@ -175,14 +175,16 @@ async def _raw_subscriber(url: str, key: str, streams: list[str]) -> tuple[async
     return reader, writer
 
 
-async def placement_and_latency(server: Server, key: str, trader: dict, args) -> dict:
-    ws_url = server.url.replace("http", "ws") + "/api/v1/stream"
+async def placement_and_latency(server: Server, key: str, trader: dict, args, streams: Server | None = None) -> dict:
+    """`streams`: a second API process the subscribers connect to (orders still go to `server`)."""
+    streams = streams or server
+    ws_url = streams.url.replace("http", "ws") + "/api/v1/stream"
     async with httpx.AsyncClient(base_url=server.url, timeout=30,
                                  limits=httpx.Limits(max_connections=16)) as http:
         account = await _new_account(http, trader)
         await _place_for(http, trader, account, 2, args.rate)  # warm-up
         probe_ws = await _subscribe(ws_url, key, [f"trade_updates:{account}"])
-        raw = [await _raw_subscriber(server.url, key, [f"trade_updates:{account}"]) for _ in range(args.subscribers - 1)]
+        raw = [await _raw_subscriber(streams.url, key, [f"trade_updates:{account}"]) for _ in range(args.subscribers - 1)]
         latencies: list[float] = []
         listening = False
 
@@ -297,13 +299,14 @@ async def main(args) -> dict:
 
     await asyncio.to_thread(upgrade, _url(db))
     server = Server(db, run)
+    second = Server(db, run, offset=1) if args.separate else None
     try:
         admin = {"Authorization": f"Bearer {server.admin_key}"}
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
             key, trader = await _setup(http, admin)
         out: dict = {}
         if args.subscribers:
-            out["placement"] = await placement_and_latency(server, key, trader, args)
+            out["placement"] = await placement_and_latency(server, key, trader, args, second)
             print(json.dumps(out["placement"]), flush=True)
         if args.replay:
             out["replay"] = await replay(server, key, trader, args.replay)
@@ -314,6 +317,8 @@ async def main(args) -> dict:
         return out
     finally:
         server.stop()
+        if second is not None:
+            second.stop()
         await _admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
         await drop_redis_keys(f"tdmeas-{run}")
 
@@ -325,4 +330,6 @@ if __name__ == "__main__":
     parser.add_argument("--phase-seconds", type=float, default=6)
     parser.add_argument("--idle", type=int, default=2000)
     parser.add_argument("--replay", type=int, default=10_000)
+    parser.add_argument("--separate", action="store_true",
+                        help="subscribers on a second API process (the placing process only publishes)")
     print(json.dumps(asyncio.run(main(parser.parse_args())), indent=2))
