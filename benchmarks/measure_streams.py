@@ -12,6 +12,12 @@
    RSS before and after, and heartbeat jitter (|interval - 1 s|) seen on 50 of them.
 3. Resume: `--replay` events are written while no one listens, then one client resumes with since=0;
    time from the subscribe to the last replayed message.
+4. `--idle-baseline N`: the same idle measurement on benchmarks/peers/bare_ws_app.py under the same
+   granian settings: the server's own memory per WebSocket connection.
+
+Subscribers other than the latency probe are raw sockets that read and discard bytes, so that the load
+generator's own WebSocket parsing does not take the cores from the server. `--separate` puts the
+subscribers on a second API process (orders still go to the first).
 
 The load generator shares the machine with the server (2 cores here): its WebSocket receive work
 competes with the server for CPU, so the figures are a floor for a server with its own cores.
@@ -60,6 +66,24 @@ def _rss_kib(pid: int) -> int:
 def _pct(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(q * len(values)))]
+
+
+class BareServer:
+    """benchmarks/peers/bare_ws_app.py under granian as `tradedesk serve` runs it (ASGI, 1 worker, uvloop)."""
+
+    def __init__(self, port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        granian = str(Path(sys.executable).with_name("granian"))
+        self.proc = subprocess.Popen(
+            [granian, "--interface", "asgi", "--loop", "uvloop", "--port", str(port), "--no-log",
+             "benchmarks.peers.bare_ws_app:app"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )
+        time.sleep(4)
+
+    def stop(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        self.proc.wait(timeout=20)
 
 
 class Server:
@@ -314,6 +338,13 @@ async def main(args) -> dict:
         if args.idle:
             out["idle"] = await idle_connections(server, key, args.idle)
             print(json.dumps(out["idle"]), flush=True)
+        if args.idle_baseline:
+            bare = BareServer(server.port + 2)
+            try:
+                out["idle_bare_asgi"] = await idle_connections(bare, key, args.idle_baseline)  # type: ignore[arg-type]
+            finally:
+                bare.stop()
+            print(json.dumps(out["idle_bare_asgi"]), flush=True)
         return out
     finally:
         server.stop()
@@ -330,6 +361,8 @@ if __name__ == "__main__":
     parser.add_argument("--phase-seconds", type=float, default=6)
     parser.add_argument("--idle", type=int, default=2000)
     parser.add_argument("--replay", type=int, default=10_000)
+    parser.add_argument("--idle-baseline", type=int, default=0,
+                        help="also hold this many connections on a bare ASGI WebSocket app (server memory alone)")
     parser.add_argument("--separate", action="store_true",
                         help="subscribers on a second API process (the placing process only publishes)")
     print(json.dumps(asyncio.run(main(parser.parse_args())), indent=2))
