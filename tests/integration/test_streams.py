@@ -7,19 +7,15 @@ import asyncio
 import json
 import os
 import random
-import signal
 import socket
-import subprocess
-import sys
 import time
 import uuid
-from pathlib import Path
 
 import httpx
 import pytest
 import websockets
 
-from tests.conftest import _free_port, server_env
+from tests.conftest import api_servers
 from tests.integration.helpers import make_account, make_market
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -31,42 +27,9 @@ MAX_CONNECTIONS = 5
 @pytest.fixture(scope="module")
 def stream_servers(settings):
     """Two API processes with small stream limits (buffer, connections, heartbeat) to test them."""
-    tradedesk = str(Path(sys.executable).with_name("tradedesk"))
-    ports = [_free_port(), _free_port()]
-    env = server_env(
-        settings, STREAM_BUFFER_MESSAGES=str(BUFFER), STREAM_MAX_CONNECTIONS_PER_USER=str(MAX_CONNECTIONS),
-        STREAM_HEARTBEAT_SECONDS="1",
-    )
-    procs = [
-        subprocess.Popen([tradedesk, "serve", "--port", str(p), "--no-access-log"], env=env,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-        for p in ports
-    ]
-    urls = [f"http://127.0.0.1:{p}" for p in ports]
-    try:
-        deadline = time.monotonic() + 60
-        for url, proc in zip(urls, procs, strict=True):
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"API process exited: {proc.stderr.read().decode()[-2000:]}")
-                try:
-                    if httpx.get(url + "/health", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError("API process did not start in 60 s")
-                time.sleep(0.2)
+    with api_servers(settings, STREAM_BUFFER_MESSAGES=str(BUFFER), STREAM_MAX_CONNECTIONS_PER_USER=str(MAX_CONNECTIONS),
+                     STREAM_HEARTBEAT_SECONDS="1") as (urls, _):
         yield urls
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
 
 
 def ws_url(http_url: str) -> str:

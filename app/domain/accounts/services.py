@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from decimal import Decimal
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -20,11 +19,7 @@ from app.lib.pagination import decode_cursor, encode_cursor
 
 
 def account_out(book: AccountBook, row: dict) -> AccountOut:
-    unrealized = Decimal(0)
-    for symbol, pos in book.positions.items():
-        price = book.prices.get(symbol)
-        if pos.quantity and price is not None:
-            unrealized += pos.unrealized_pnl(price)
+    unrealized = book.unrealized_pnl
     return AccountOut(
         id=book.id, name=row["name"], base_currency=row["base_currency"], initial_cash=book.initial_cash,
         cash=book.cash, equity=book.equity, buying_power=book.buying_power, reserved_cash=book.reserved_cash,

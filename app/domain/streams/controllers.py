@@ -270,6 +270,7 @@ class StreamController(Controller):
 
     @get(
         "/stream",
+        media_type="text/event-stream",
         summary="Server-Sent Events of the account's trade_updates (id = seq; Last-Event-ID resumes)",
         description="Each event's data is a trade_update (docs/STREAMING.md); `: heartbeat` comments keep the "
         "connection alive. A Last-Event-ID older than the retained log is 409 resume-too-old.",

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -18,14 +17,9 @@ from app.domain.trading.book import AccountBook
 
 
 def account_update(book: AccountBook, at: datetime) -> AccountUpdate:
-    unrealized = Decimal(0)
-    for symbol, pos in book.positions.items():
-        price = book.prices.get(symbol)
-        if pos.quantity and price is not None:
-            unrealized += pos.unrealized_pnl(price)
     return AccountUpdate(
         account_id=book.id, at=at, cash=book.cash, equity=book.equity, buying_power=book.buying_power,
-        reserved_cash=book.reserved_cash, realized_pnl=book.realized_pnl, unrealized_pnl=unrealized,
+        reserved_cash=book.reserved_cash, realized_pnl=book.realized_pnl, unrealized_pnl=book.unrealized_pnl,
         trading_state=book.trading_state,
     )
 

@@ -111,6 +111,16 @@ class AccountBook:
         return total
 
     @property
+    def unrealized_pnl(self) -> Decimal:
+        """Open positions marked at their last prices (positions never priced count zero)."""
+        total = ZERO
+        for symbol, pos in self.positions.items():
+            price = self.prices.get(symbol)
+            if pos.quantity and price is not None:
+                total += pos.unrealized_pnl(price)
+        return total
+
+    @property
     def buying_power(self) -> Decimal:
         return self.cash - self.reserved_cash
 
