@@ -484,3 +484,28 @@ async def test_prices_bars_accounts_and_risk_streams(client, admin_headers, make
         assert await no_more(ws) == []
     finally:
         await ws.close()
+
+
+async def test_trade_updates_covers_accounts_created_later_and_unsubscribe_stops_it(
+    client, admin_headers, make_user, stream_servers
+):
+    user, sym, first = await _trader(client, admin_headers, make_user)
+    a, b = stream_servers
+    ws = await connect(a, user["api_key"])
+    try:
+        assert (await subscribe(ws, ["trade_updates", f"prices:{sym}"]))["type"] == "subscribed"
+        later = await make_account(client, user["headers"], cash="100000")  # created after the subscribe
+        async with httpx.AsyncClient(base_url=b, timeout=10) as http_b:
+            await _place_resting(http_b, user["headers"], later, sym, 1)
+            got = await trade_updates(ws, 2)
+            assert [(m["account_id"], m["seq"]) for m in got] == [(later, 1), (later, 2)]
+            await ws.send(json.dumps({"action": "unsubscribe", "streams": ["trade_updates"]}))
+            assert await recv(ws) == {"type": "subscribed", "streams": [f"prices:{sym}"]}
+            await _place_resting(http_b, user["headers"], first, sym, 1)
+            assert await no_more(ws) == []
+            await ws.send(json.dumps({"action": "dance"}))
+            assert (await recv(ws))["code"] == "invalid-message"
+            await ws.send("not json")
+            assert (await recv(ws))["code"] == "invalid-message"
+    finally:
+        await ws.close()
