@@ -316,7 +316,7 @@ class Client:
 
 
 class StreamHub:
-    """One per API process (app.state.stream_hub)."""
+    """One per API process (app.state.streams.hub)."""
 
     def __init__(self, plugin: ChannelsPlugin, reader: Reader, heartbeat_seconds: float) -> None:
         self.plugin = plugin
