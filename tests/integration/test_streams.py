@@ -509,3 +509,32 @@ async def test_trade_updates_covers_accounts_created_later_and_unsubscribe_stops
             assert (await recv(ws))["code"] == "invalid-message"
     finally:
         await ws.close()
+
+
+async def test_post_trade_alerts_and_violations_reach_the_risk_stream_of_owner_and_risk_manager(
+    client, admin_headers, make_user, stream_servers
+):
+    user, sym, acct = await _trader(client, admin_headers, make_user, cash="100000")
+    risk = await make_user("risk_manager")
+    a, b = stream_servers
+    mine, watcher = await connect(a, user["api_key"]), await connect(b, risk["api_key"])
+    try:
+        for ws in (mine, watcher):
+            assert (await subscribe(ws, ["risk"]))["type"] == "subscribed"
+        async with httpx.AsyncClient(base_url=b, timeout=10) as http_b:
+            limit = await http_b.post(f"/api/v1/accounts/{acct}/risk/limits",
+                                      json={"limit_type": "max_gross_exposure", "value": "1000"}, headers=admin_headers)
+            assert limit.status_code == 201, limit.text
+            market = {"symbol": sym, "side": "buy", "type": "market", "quantity": "9", "time_in_force": "gtc"}
+            assert (await http_b.post(f"/api/v1/accounts/{acct}/orders", json=market,
+                                      headers=user["headers"])).status_code == 201  # 900 of 1000: 90%
+            checked = await http_b.post(f"/api/v1/accounts/{acct}/risk/monitor", headers=user["headers"])
+            assert checked.status_code == 200, checked.text
+            (alert,) = checked.json()["alerts"]
+        for ws in (mine, watcher):
+            message = await recv(ws)
+            assert message["type"] == "risk_alert" and message["account_id"] == acct
+            assert message["data"]["id"] == alert["id"] and message["data"]["severity"] == "warning"
+    finally:
+        await mine.close()
+        await watcher.close()
