@@ -23,8 +23,20 @@ LINE = re.compile(r"^(kept|read)\s+client CPU\s+([\d.]+) us/order, wall\s+([\d.]
 
 def run(tree: Path, orders: int) -> dict[str, tuple[float, float]]:
     out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.measure_placement_roundtrips", "--orders", str(orders), "--repeats", "1"],
-        cwd=tree, capture_output=True, text=True, check=True, env={"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin"},
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.measure_placement_roundtrips",
+            "--orders",
+            str(orders),
+            "--repeats",
+            "1",
+        ],
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin"},
     ).stdout
     found = {}
     for line in out.splitlines():
@@ -43,16 +55,20 @@ def main() -> None:
     here = Path(__file__).resolve().parent.parent
     results: dict[str, list[dict[str, tuple[float, float]]]] = {"this": [], "other": []}
     for i in range(args.rounds):
-        order = [("this", here), ("other", args.other)] if i % 2 == 0 else [("other", args.other), ("this", here)]
+        order = (
+            [("this", here), ("other", args.other)] if i % 2 == 0 else [("other", args.other), ("this", here)]
+        )
         for name, tree in order:
             results[name].append(run(tree, args.orders))
             print(name, results[name][-1], flush=True)
     for mode in ("kept", "read"):
         cpu = {k: statistics.median(r[mode][0] for r in v) for k, v in results.items()}
         wall = {k: statistics.median(r[mode][1] for r in v) for k, v in results.items()}
-        print(f"{mode}: this CPU {cpu['this']:.1f} us, wall {wall['this']:.1f} us | other CPU {cpu['other']:.1f} us, "
-              f"wall {wall['other']:.1f} us | wall ratio this/other {wall['this'] / wall['other']:.3f}, "
-              f"CPU ratio {cpu['this'] / cpu['other']:.3f}")
+        print(
+            f"{mode}: this CPU {cpu['this']:.1f} us, wall {wall['this']:.1f} us | other CPU {cpu['other']:.1f} us, "
+            f"wall {wall['other']:.1f} us | wall ratio this/other {wall['this'] / wall['other']:.3f}, "
+            f"CPU ratio {cpu['this'] / cpu['other']:.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from decimal import Decimal
 
 from app.domain.identity.schemas import Principal
 from app.domain.streams import publish
-from app.domain.streams.hub import Client, StreamHub
+from app.domain.streams.hub import Client, StreamHub, _Cursor
 from app.domain.streams.log import trade_update_payload
 from app.domain.streams.messages import trade_update
 from app.domain.trading.schemas import OrderOut
@@ -39,22 +39,44 @@ async def run(clients: int, messages: int) -> float:
     owner, account = uuid.uuid4(), uuid.uuid4()
     principal = Principal(user_id=owner, role="trader", key_id=uuid.uuid4(), email="f@example.com")
     now = datetime.now(UTC)
-    order = OrderOut(uuid.uuid4(), None, account, "DEMO", "buy", "limit", Decimal(1), Decimal(0), None, Decimal(90),
-                     None, "gtc", "accepted", None, Decimal(0), now, now)
-    payloads = [trade_update_payload(owner, trade_update(account, s, "accepted", now, order, None, None, None))
-                for s in range(1, messages + 1)]
+    order = OrderOut(
+        uuid.uuid4(),
+        None,
+        account,
+        "DEMO",
+        "buy",
+        "limit",
+        Decimal(1),
+        Decimal(0),
+        None,
+        Decimal(90),
+        None,
+        "gtc",
+        "accepted",
+        None,
+        Decimal(0),
+        now,
+        now,
+    )
+    payloads = [
+        trade_update_payload(owner, trade_update(account, s, "accepted", now, order, None, None, None))
+        for s in range(1, messages + 1)
+    ]
     subs = [Client(hub, principal, messages + 10) for _ in range(clients)]
     for c in subs:
         hub.attach(c)
         c.streams = {f"trade_updates:{account}"}
-        c.cursors[account.hex] = __import__("app.domain.streams.hub", fromlist=["_Cursor"])._Cursor(0)
+        c.cursors[account.hex] = _Cursor(0)
         hub.routes["trade_updates"].setdefault("a" + account.hex, set()).add(c)
     sent = 0
+    all_sent = asyncio.Event()
 
     async def sender(c: Client) -> None:
         nonlocal sent
-        while (item := await c.take()) is not None:
+        while await c.take() is not None:
             sent += 1  # stands for `await send(...)`
+            if sent == clients * messages:
+                all_sent.set()
 
     tasks = [asyncio.create_task(sender(c)) for c in subs]
     await asyncio.sleep(0)
@@ -62,8 +84,7 @@ async def run(clients: int, messages: int) -> float:
     for p in payloads:
         hub.dispatch(publish.TRADE_UPDATES, p)
         await asyncio.sleep(0)
-    while sent < clients * messages:
-        await asyncio.sleep(0)
+    await all_sent.wait()
     cpu = time.process_time() - started
     for c in subs:
         c.close(1000, "done")
@@ -77,8 +98,10 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=2000)
     args = parser.parse_args()
     runs = [asyncio.run(run(args.clients, args.messages)) for _ in range(5)]
-    print(f"{statistics.median(runs):.2f} us CPU per delivered message ({args.clients} clients; runs: "
-          f"{', '.join(f'{r:.2f}' for r in runs)})")
+    print(
+        f"{statistics.median(runs):.2f} us CPU per delivered message ({args.clients} clients; runs: "
+        f"{', '.join(f'{r:.2f}' for r in runs)})"
+    )
 
 
 if __name__ == "__main__":

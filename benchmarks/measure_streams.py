@@ -75,9 +75,20 @@ class BareServer:
         self.url = f"http://127.0.0.1:{port}"
         granian = str(Path(sys.executable).with_name("granian"))
         self.proc = subprocess.Popen(
-            [granian, "--interface", "asgi", "--loop", "uvloop", "--port", str(port), "--no-log",
-             "benchmarks.peers.bare_ws_app:app"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            [
+                granian,
+                "--interface",
+                "asgi",
+                "--loop",
+                "uvloop",
+                "--port",
+                str(port),
+                "--no-log",
+                "benchmarks.peers.bare_ws_app:app",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         time.sleep(4)
 
@@ -93,17 +104,30 @@ class Server:
         self.admin_key = f"td_meas_admin_{run}_0123456789abcdefghij"
         env = dict(os.environ)
         env.update(
-            DATABASE_URL=async_url(_url(db)), REDIS_URL=REDIS_URL, TRADEDESK_QUEUE_NAME=f"tdmeas-{run}",
-            TRADEDESK_REDIS_PREFIX=f"tdmeas-{run}", TRADEDESK_ADMIN_API_KEY=self.admin_key,
-            TRADEDESK_WORKERS_IN_PROCESS="false", LOG_LEVEL="WARNING", TRADEDESK_ACCESS_LOG="false",
-            RATE_LIMIT_READ_PER_MINUTE="1000000000", RATE_LIMIT_WRITE_PER_MINUTE="1000000000",
-            RATE_LIMIT_ORDERS_PER_MINUTE="1000000000", RATE_LIMIT_ANONYMOUS_PER_MINUTE="1000000000",
-            STREAM_MAX_CONNECTIONS_PER_USER="100000", STREAM_HEARTBEAT_SECONDS="1",
+            DATABASE_URL=async_url(_url(db)),
+            REDIS_URL=REDIS_URL,
+            TRADEDESK_QUEUE_NAME=f"tdmeas-{run}",
+            TRADEDESK_REDIS_PREFIX=f"tdmeas-{run}",
+            TRADEDESK_ADMIN_API_KEY=self.admin_key,
+            TRADEDESK_WORKERS_IN_PROCESS="false",
+            LOG_LEVEL="WARNING",
+            TRADEDESK_ACCESS_LOG="false",
+            RATE_LIMIT_READ_PER_MINUTE="1000000000",
+            RATE_LIMIT_WRITE_PER_MINUTE="1000000000",
+            RATE_LIMIT_ORDERS_PER_MINUTE="1000000000",
+            RATE_LIMIT_ANONYMOUS_PER_MINUTE="1000000000",
+            STREAM_MAX_CONNECTIONS_PER_USER="100000",
+            STREAM_HEARTBEAT_SECONDS="1",
             STREAM_BUFFER_MESSAGES="100000",
         )
         tradedesk = str(Path(sys.executable).with_name("tradedesk"))
-        self.proc = subprocess.Popen([tradedesk, "serve", "--port", str(self.port), "--no-access-log"], env=env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [tradedesk, "serve", "--port", str(self.port), "--no-access-log"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -124,13 +148,29 @@ class Server:
 
 
 async def _setup(http: httpx.AsyncClient, admin: dict) -> tuple[str, dict]:
-    user = (await http.post("/api/v1/users", json={"email": f"s-{uuid.uuid4().hex[:8]}@example.com"},
-                            headers=admin)).json()
+    user = (
+        await http.post(
+            "/api/v1/users", json={"email": f"s-{uuid.uuid4().hex[:8]}@example.com"}, headers=admin
+        )
+    ).json()
     trader = {"Authorization": f"Bearer {user['api_key']}"}
     for path, body in (
-        ("/api/v1/exchanges", {"code": "SX", "name": "s", "taker_fee_rate": "0.001", "maker_fee_rate": "0.0005"}),
-        ("/api/v1/instruments", {"symbol": "STRM", "exchange": "SX", "base_asset": "S", "quote_asset": "USD",
-                                 "tick_size": "0.01", "lot_size": "1", "min_quantity": "1"}),
+        (
+            "/api/v1/exchanges",
+            {"code": "SX", "name": "s", "taker_fee_rate": "0.001", "maker_fee_rate": "0.0005"},
+        ),
+        (
+            "/api/v1/instruments",
+            {
+                "symbol": "STRM",
+                "exchange": "SX",
+                "base_asset": "S",
+                "quote_asset": "USD",
+                "tick_size": "0.01",
+                "lot_size": "1",
+                "min_quantity": "1",
+            },
+        ),
         ("/api/v1/instruments/STRM/price", {"price": "100"}),
     ):
         resp = await http.post(path, json=body, headers=admin)
@@ -139,12 +179,20 @@ async def _setup(http: httpx.AsyncClient, admin: dict) -> tuple[str, dict]:
 
 
 async def _new_account(http: httpx.AsyncClient, trader: dict) -> str:
-    resp = await http.post("/api/v1/accounts", json={"name": "s", "initial_cash": "1000000000000"}, headers=trader)
+    resp = await http.post(
+        "/api/v1/accounts", json={"name": "s", "initial_cash": "1000000000000"}, headers=trader
+    )
     return resp.json()["id"]
 
 
-ORDER = {"symbol": "STRM", "side": "buy", "type": "limit", "quantity": "1", "limit_price": "90",
-         "time_in_force": "gtc"}
+ORDER = {
+    "symbol": "STRM",
+    "side": "buy",
+    "type": "limit",
+    "quantity": "1",
+    "limit_price": "90",
+    "time_in_force": "gtc",
+}
 
 
 async def _place_for(http: httpx.AsyncClient, trader: dict, account: str, seconds: float, rate: float) -> int:
@@ -169,7 +217,9 @@ async def _place_for(http: httpx.AsyncClient, trader: dict, account: str, second
 
 
 async def _subscribe(ws_url: str, key: str, streams: list[str], since: dict | None = None):
-    ws = await websockets.connect(ws_url, additional_headers={"Authorization": f"Bearer {key}"}, max_queue=None)
+    ws = await websockets.connect(
+        ws_url, additional_headers={"Authorization": f"Bearer {key}"}, max_queue=None
+    )
     body: dict = {"action": "subscribe", "streams": streams}
     if since is not None:
         body["since"] = since
@@ -179,36 +229,48 @@ async def _subscribe(ws_url: str, key: str, streams: list[str], since: dict | No
     return ws
 
 
-async def _raw_subscriber(url: str, key: str, streams: list[str]) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def _raw_subscriber(
+    url: str, key: str, streams: list[str]
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """A subscriber that reads and discards bytes without parsing WebSocket frames: the load generator
     then costs next to nothing per message, so the server's share of the 2 cores is what is measured."""
     host, port = url.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
     writer.write(
-        (f"GET /api/v1/stream HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-         f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-         f"Authorization: Bearer {key}\r\n\r\n").encode()
+        (
+            f"GET /api/v1/stream HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            f"Authorization: Bearer {key}\r\n\r\n"
+        ).encode()
     )
     await reader.readuntil(b"\r\n\r\n")
     payload = json.dumps({"action": "subscribe", "streams": streams}).encode()
     mask = os.urandom(4)
     assert len(payload) < 126
-    writer.write(bytes([0x81, 0x80 | len(payload)]) + mask + bytes(c ^ mask[i % 4] for i, c in enumerate(payload)))
+    writer.write(
+        bytes([0x81, 0x80 | len(payload)]) + mask + bytes(c ^ mask[i % 4] for i, c in enumerate(payload))
+    )
     await writer.drain()
     await reader.readuntil(b'"subscribed"')
     return reader, writer
 
 
-async def placement_and_latency(server: Server, key: str, trader: dict, args, streams: Server | None = None) -> dict:
+async def placement_and_latency(
+    server: Server, key: str, trader: dict, args, streams: Server | None = None
+) -> dict:
     """`streams`: a second API process the subscribers connect to (orders still go to `server`)."""
     streams = streams or server
     ws_url = streams.url.replace("http", "ws") + "/api/v1/stream"
-    async with httpx.AsyncClient(base_url=server.url, timeout=30,
-                                 limits=httpx.Limits(max_connections=16)) as http:
+    async with httpx.AsyncClient(
+        base_url=server.url, timeout=30, limits=httpx.Limits(max_connections=16)
+    ) as http:
         account = await _new_account(http, trader)
         await _place_for(http, trader, account, 2, args.rate)  # warm-up
         probe_ws = await _subscribe(ws_url, key, [f"trade_updates:{account}"])
-        raw = [await _raw_subscriber(streams.url, key, [f"trade_updates:{account}"]) for _ in range(args.subscribers - 1)]
+        raw = [
+            await _raw_subscriber(streams.url, key, [f"trade_updates:{account}"])
+            for _ in range(args.subscribers - 1)
+        ]
         latencies: list[float] = []
         listening = False
 
@@ -240,8 +302,11 @@ async def placement_and_latency(server: Server, key: str, trader: dict, args, st
             t.cancel()
     none, subscribed = statistics.mean(rates["none"]), statistics.mean(rates["subscribed"])
     return {
-        "orders_per_s_no_subscribers": round(none, 1), "orders_per_s_with_subscribers": round(subscribed, 1),
-        "ratio": round(subscribed / none, 3), "phases": rates, "latency_samples": len(latencies),
+        "orders_per_s_no_subscribers": round(none, 1),
+        "orders_per_s_with_subscribers": round(subscribed, 1),
+        "ratio": round(subscribed / none, 3),
+        "phases": rates,
+        "latency_samples": len(latencies),
         "latency_p50_ms": round(_pct(latencies, 0.5) * 1000, 2) if latencies else None,
         "latency_p99_ms": round(_pct(latencies, 0.99) * 1000, 2) if latencies else None,
     }
@@ -279,7 +344,9 @@ async def idle_connections(server: Server, key: str, n: int) -> dict:
     for w in sockets:
         await w.close()
     return {
-        "connections": n, "rss_before_mib": round(before / 1024, 1), "rss_after_mib": round(after / 1024, 1),
+        "connections": n,
+        "rss_before_mib": round(before / 1024, 1),
+        "rss_after_mib": round(after / 1024, 1),
         "rss_per_connection_kib": round((after - before) / n, 1),
         "heartbeats_seen": len(beats),
         "heartbeat_delivery_p50_ms": round(_pct(delays, 0.5) * 1000, 1) if delays else None,
@@ -300,10 +367,13 @@ async def replay(server: Server, key: str, trader: dict, events: int) -> dict:
                 assert resp.status_code == 201
 
         await asyncio.gather(*(one() for _ in range(events // 2)))  # new + accepted per order
-    ws = await websockets.connect(ws_url, additional_headers={"Authorization": f"Bearer {key}"}, max_queue=None)
+    ws = await websockets.connect(
+        ws_url, additional_headers={"Authorization": f"Bearer {key}"}, max_queue=None
+    )
     started = time.perf_counter()
-    await ws.send(json.dumps({"action": "subscribe", "streams": [f"trade_updates:{account}"],
-                              "since": {account: 0}}))
+    await ws.send(
+        json.dumps({"action": "subscribe", "streams": [f"trade_updates:{account}"], "since": {account: 0}})
+    )
     last = 0
     while last < events:
         msg = json.loads(await ws.recv())
@@ -361,8 +431,15 @@ if __name__ == "__main__":
     parser.add_argument("--phase-seconds", type=float, default=6)
     parser.add_argument("--idle", type=int, default=2000)
     parser.add_argument("--replay", type=int, default=10_000)
-    parser.add_argument("--idle-baseline", type=int, default=0,
-                        help="also hold this many connections on a bare ASGI WebSocket app (server memory alone)")
-    parser.add_argument("--separate", action="store_true",
-                        help="subscribers on a second API process (the placing process only publishes)")
+    parser.add_argument(
+        "--idle-baseline",
+        type=int,
+        default=0,
+        help="also hold this many connections on a bare ASGI WebSocket app (server memory alone)",
+    )
+    parser.add_argument(
+        "--separate",
+        action="store_true",
+        help="subscribers on a second API process (the placing process only publishes)",
+    )
     print(json.dumps(asyncio.run(main(parser.parse_args())), indent=2))

@@ -18,8 +18,8 @@ def route_handlers() -> list[Any]:
     from app.domain.jobs.web_ui import saq_ui
     from app.domain.markets.controllers import ExchangeController, InstrumentController
     from app.domain.risk.controllers import RiskController
-    from app.domain.system.cache_controller import CacheController
     from app.domain.streams.controllers import StreamController, stream_socket
+    from app.domain.system.cache_controller import CacheController
     from app.domain.system.controllers import HealthController
     from app.domain.trading.controllers import OrderController
 

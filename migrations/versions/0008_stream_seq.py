@@ -29,9 +29,13 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    op.add_column("accounts", sa.Column("event_seq", sa.BigInteger(), server_default=sa.text("0"), nullable=False))
+    op.add_column(
+        "accounts", sa.Column("event_seq", sa.BigInteger(), server_default=sa.text("0"), nullable=False)
+    )
     op.add_column("order_events", sa.Column("seq", sa.BigInteger(), nullable=True))
-    op.add_column("order_events", sa.Column("order_state", postgresql.JSONB(astext_type=sa.Text()), nullable=True))
+    op.add_column(
+        "order_events", sa.Column("order_state", postgresql.JSONB(astext_type=sa.Text()), nullable=True)
+    )
     op.add_column("order_events", sa.Column("position_qty", sa.Numeric(), nullable=True))
     op.execute(
         """

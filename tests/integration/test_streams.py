@@ -27,8 +27,12 @@ MAX_CONNECTIONS = 5
 @pytest.fixture(scope="module")
 def stream_servers(settings):
     """Two API processes with small stream limits (buffer, connections, heartbeat) to test them."""
-    with api_servers(settings, STREAM_BUFFER_MESSAGES=str(BUFFER), STREAM_MAX_CONNECTIONS_PER_USER=str(MAX_CONNECTIONS),
-                     STREAM_HEARTBEAT_SECONDS="1") as (urls, _):
+    with api_servers(
+        settings,
+        STREAM_BUFFER_MESSAGES=str(BUFFER),
+        STREAM_MAX_CONNECTIONS_PER_USER=str(MAX_CONNECTIONS),
+        STREAM_HEARTBEAT_SECONDS="1",
+    ) as (urls, _):
         yield urls
 
 
@@ -84,8 +88,14 @@ async def _trader(client, admin_headers, make_user, cash: str = "10000000"):
 
 
 def _resting_buy(sym: str, price: str = "90") -> dict:
-    return {"symbol": sym, "side": "buy", "type": "limit", "quantity": "1", "limit_price": price,
-            "time_in_force": "gtc"}
+    return {
+        "symbol": sym,
+        "side": "buy",
+        "type": "limit",
+        "quantity": "1",
+        "limit_price": price,
+        "time_in_force": "gtc",
+    }
 
 
 async def test_fill_from_a_price_posted_to_another_process_reaches_the_subscriber(
@@ -98,11 +108,14 @@ async def test_fill_from_a_price_posted_to_another_process_reaches_the_subscribe
         ack = await subscribe(ws, [f"trade_updates:{acct}"])
         assert ack == {"type": "subscribed", "streams": [f"trade_updates:{acct}"]}
         async with httpx.AsyncClient(base_url=b, timeout=10) as http_b:
-            placed = await http_b.post(f"/api/v1/accounts/{acct}/orders", json=_resting_buy(sym, "95"),
-                                       headers=user["headers"])
+            placed = await http_b.post(
+                f"/api/v1/accounts/{acct}/orders", json=_resting_buy(sym, "95"), headers=user["headers"]
+            )
             assert placed.status_code == 201, placed.text
             new, accepted = await trade_updates(ws, 2)
-            priced = await http_b.post(f"/api/v1/instruments/{sym}/price", json={"price": "94"}, headers=admin_headers)
+            priced = await http_b.post(
+                f"/api/v1/instruments/{sym}/price", json={"price": "94"}, headers=admin_headers
+            )
             assert priced.status_code == 200, priced.text
         (fill,) = await trade_updates(ws, 1)
         order_id = placed.json()["id"]
@@ -111,7 +124,9 @@ async def test_fill_from_a_price_posted_to_another_process_reaches_the_subscribe
         assert all(m["order"]["id"] == order_id and m["account_id"] == acct for m in (new, accepted, fill))
         assert new["order"]["status"] == "new" and accepted["order"]["status"] == "accepted"
         assert fill["order"]["status"] == "filled" and fill["order"]["filled_quantity"] == "1"
-        assert fill["fill"]["price"] == "95" and fill["fill"]["quantity"] == "1" and fill["position_qty"] == "1"
+        assert (
+            fill["fill"]["price"] == "95" and fill["fill"]["quantity"] == "1" and fill["position_qty"] == "1"
+        )
         # The account's new state follows on the `accounts` stream of whoever subscribes to it.
         assert await no_more(ws) == []
     finally:
@@ -127,8 +142,13 @@ async def _place_resting(http: httpx.AsyncClient, headers: dict, acct: str, sym:
 async def _last_seq(http: httpx.AsyncClient, headers: dict, acct: str) -> int:
     after, last = 0, 0
     while True:
-        page = (await http.get(f"/api/v1/accounts/{acct}/activities", params={"after_seq": after, "limit": 500},
-                               headers=headers)).json()
+        page = (
+            await http.get(
+                f"/api/v1/accounts/{acct}/activities",
+                params={"after_seq": after, "limit": 500},
+                headers=headers,
+            )
+        ).json()
         if page["items"]:
             last = page["items"][-1]["seq"]
         if page["next_after_seq"] is None:
@@ -173,7 +193,10 @@ async def test_resume_while_events_commit_during_the_hand_over_has_no_gap_and_no
     rng = random.Random(seed)
     user, sym, acct = await _trader(client, admin_headers, make_user)
     a, b = stream_servers
-    async with httpx.AsyncClient(base_url=a, timeout=10) as http_a, httpx.AsyncClient(base_url=b, timeout=10) as http_b:
+    async with (
+        httpx.AsyncClient(base_url=a, timeout=10) as http_a,
+        httpx.AsyncClient(base_url=b, timeout=10) as http_b,
+    ):
         await _place_resting(http_b, user["headers"], acct, sym, rng.randint(20, 60))
         stop = asyncio.Event()
 
@@ -229,8 +252,9 @@ async def test_sse_resumes_from_last_event_id(client, admin_headers, make_user, 
             unknown = await http_a.get(f"/api/v1/accounts/{uuid.uuid4()}/stream", headers=other["headers"])
             assert foreign.status_code == unknown.status_code == 404
             assert foreign.json()["detail"] == unknown.json()["detail"]
-            ahead = await http_a.get(f"/api/v1/accounts/{acct}/stream",
-                                     headers={**user["headers"], "Last-Event-ID": "999999"})
+            ahead = await http_a.get(
+                f"/api/v1/accounts/{acct}/stream", headers={**user["headers"], "Last-Event-ID": "999999"}
+            )
             assert ahead.status_code == 409 and ahead.json()["type"].endswith("/invalid-since")
 
 
@@ -243,17 +267,28 @@ async def test_activities_pages_equal_the_stream(client, admin_headers, make_use
         async with httpx.AsyncClient(base_url=b, timeout=10) as http_b:
             await _place_resting(http_b, user["headers"], acct, sym, 4)
             market = {"symbol": sym, "side": "buy", "type": "market", "quantity": "2", "time_in_force": "gtc"}
-            assert (await http_b.post(f"/api/v1/accounts/{acct}/orders", json=market,
-                                      headers=user["headers"])).status_code == 201
-            listed = (await http_b.get(f"/api/v1/accounts/{acct}/orders", headers=user["headers"])).json()["items"]
+            assert (
+                await http_b.post(f"/api/v1/accounts/{acct}/orders", json=market, headers=user["headers"])
+            ).status_code == 201
+            listed = (await http_b.get(f"/api/v1/accounts/{acct}/orders", headers=user["headers"])).json()[
+                "items"
+            ]
             resting = [o for o in listed if o["status"] == "accepted"][0]
-            assert (await http_b.delete(f"/api/v1/accounts/{acct}/orders/{resting['id']}",
-                                        headers=user["headers"])).status_code == 200
+            assert (
+                await http_b.delete(
+                    f"/api/v1/accounts/{acct}/orders/{resting['id']}", headers=user["headers"]
+                )
+            ).status_code == 200
         streamed = await trade_updates(ws, 4 * 2 + 3 + 1)
         pages, after = [], 0
         while after is not None:
-            page = (await client.get(f"/api/v1/accounts/{acct}/activities", params={"after_seq": after, "limit": 5},
-                                     headers=user["headers"])).json()
+            page = (
+                await client.get(
+                    f"/api/v1/accounts/{acct}/activities",
+                    params={"after_seq": after, "limit": 5},
+                    headers=user["headers"],
+                )
+            ).json()
             pages.extend(page["items"])
             after = page["next_after_seq"]
         assert pages == streamed
@@ -361,16 +396,22 @@ def _raw_websocket(url: str, key: str, first_message: bytes) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect((host, int(port)))
     sock.sendall(
-        (f"GET /api/v1/stream HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-         f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-         f"Authorization: Bearer {key}\r\n\r\n").encode()
+        (
+            f"GET /api/v1/stream HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            f"Authorization: Bearer {key}\r\n\r\n"
+        ).encode()
     )
     response = b""
     while b"\r\n\r\n" not in response:
         response += sock.recv(1)
     assert b" 101 " in response.split(b"\r\n")[0], response
     mask = os.urandom(4)
-    frame = bytes([0x81, 0x80 | len(first_message)]) + mask + bytes(c ^ mask[i % 4] for i, c in enumerate(first_message))
+    frame = (
+        bytes([0x81, 0x80 | len(first_message)])
+        + mask
+        + bytes(c ^ mask[i % 4] for i, c in enumerate(first_message))
+    )
     sock.sendall(frame)
     return sock
 
@@ -390,20 +431,27 @@ async def test_a_consumer_that_never_reads_is_closed_4008_and_orders_keep_their_
     user, sym, acct = await _trader(client, admin_headers, make_user)
     a, _ = stream_servers
     async with httpx.AsyncClient(base_url=a, timeout=10) as http_a:
+
         async def cycle(n: int) -> float:
             """n resting buys, then a price that fills them all: 3n trade_updates and n+1 account updates.
             Returns the mean placement time."""
             started = time.perf_counter()
             await _place_resting(http_a, user["headers"], acct, sym, n)
             elapsed = (time.perf_counter() - started) / n
-            resp = await http_a.post(f"/api/v1/instruments/{sym}/price", json={"price": "89"}, headers=admin_headers)
+            resp = await http_a.post(
+                f"/api/v1/instruments/{sym}/price", json={"price": "89"}, headers=admin_headers
+            )
             assert resp.json()["fills"] == n
-            await http_a.post(f"/api/v1/instruments/{sym}/price", json={"price": "100"}, headers=admin_headers)
+            await http_a.post(
+                f"/api/v1/instruments/{sym}/price", json={"price": "100"}, headers=admin_headers
+            )
             return elapsed
 
         baseline = await cycle(100)
         closes_before = _overflow_closes((await http_a.get("/metrics")).text)
-        subscribe_frame = json.dumps({"action": "subscribe", "streams": ["trade_updates", "accounts"]}).encode()
+        subscribe_frame = json.dumps(
+            {"action": "subscribe", "streams": ["trade_updates", "accounts"]}
+        ).encode()
         sock = _raw_websocket(a, user["api_key"], subscribe_frame)
         try:
             paces = []
@@ -429,7 +477,9 @@ async def test_a_consumer_that_never_reads_is_closed_4008_and_orders_keep_their_
                 data += chunk
             close_at = data.rfind(b"\x88")
             assert close_at >= 0, data[-200:]
-            assert int.from_bytes(data[close_at + 2 : close_at + 4], "big") == 4008, data[close_at : close_at + 40]
+            assert int.from_bytes(data[close_at + 2 : close_at + 4], "big") == 4008, data[
+                close_at : close_at + 40
+            ]
         finally:
             sock.close()
 
@@ -442,42 +492,83 @@ async def test_prices_bars_accounts_and_risk_streams(client, admin_headers, make
         ack = await subscribe(ws, [f"prices:{sym}", f"bars:{sym}:1d", "accounts", "risk"])
         assert ack["streams"] == sorted(["accounts", f"bars:{sym}:1d", f"prices:{sym}", "risk"])
         async with httpx.AsyncClient(base_url=b, timeout=10) as http_b:
-            assert (await http_b.post(f"/api/v1/instruments/{sym}/price", json={"price": "101"},
-                                      headers=admin_headers)).status_code == 200
+            assert (
+                await http_b.post(
+                    f"/api/v1/instruments/{sym}/price", json={"price": "101"}, headers=admin_headers
+                )
+            ).status_code == 200
             price = await recv(ws)
             assert price["type"] == "price" and price["symbol"] == sym and price["price"] == "101"
-            candle = {"ts": "2030-01-02T00:00:00Z", "open": "100", "high": "103", "low": "99", "close": "102",
-                      "volume": "1000"}
-            resp = await http_b.post(f"/api/v1/instruments/{sym}/candles",
-                                     json={"timeframe": "1d", "candles": [candle]}, headers=admin_headers)
+            candle = {
+                "ts": "2030-01-02T00:00:00Z",
+                "open": "100",
+                "high": "103",
+                "low": "99",
+                "close": "102",
+                "volume": "1000",
+            }
+            resp = await http_b.post(
+                f"/api/v1/instruments/{sym}/candles",
+                json={"timeframe": "1d", "candles": [candle]},
+                headers=admin_headers,
+            )
             assert resp.status_code in (200, 201), resp.text
             got = {m["type"]: m for m in [await recv(ws), await recv(ws)]}  # the bar and its close as a price
-            assert got["bar"] == {"type": "bar", "symbol": sym, "timeframe": "1d", "ts": "2030-01-02T00:00:00Z",
-                                  "open": "100", "high": "103", "low": "99", "close": "102", "volume": "1000"}
+            assert got["bar"] == {
+                "type": "bar",
+                "symbol": sym,
+                "timeframe": "1d",
+                "ts": "2030-01-02T00:00:00Z",
+                "open": "100",
+                "high": "103",
+                "low": "99",
+                "close": "102",
+                "volume": "1000",
+            }
             assert got["price"]["price"] == "102"
             # A buy: the account's new cash and buying power on `accounts`.
-            market = {"symbol": sym, "side": "buy", "type": "market", "quantity": "10", "time_in_force": "gtc"}
-            assert (await http_b.post(f"/api/v1/accounts/{acct}/orders", json=market,
-                                      headers=user["headers"])).status_code == 201
+            market = {
+                "symbol": sym,
+                "side": "buy",
+                "type": "market",
+                "quantity": "10",
+                "time_in_force": "gtc",
+            }
+            assert (
+                await http_b.post(f"/api/v1/accounts/{acct}/orders", json=market, headers=user["headers"])
+            ).status_code == 201
             account = await recv(ws)
             rest = (await http_b.get(f"/api/v1/accounts/{acct}", headers=user["headers"])).json()
             assert account["type"] == "account" and account["account_id"] == acct
             for field in ("cash", "equity", "buying_power", "reserved_cash", "realized_pnl", "trading_state"):
                 assert account[field] == rest[field], field
             # A pre-trade breach: the recorded violation on `risk`.
-            limit = await http_b.post(f"/api/v1/accounts/{acct}/risk/limits",
-                                      json={"limit_type": "max_order_quantity", "value": "5"}, headers=admin_headers)
+            limit = await http_b.post(
+                f"/api/v1/accounts/{acct}/risk/limits",
+                json={"limit_type": "max_order_quantity", "value": "5"},
+                headers=admin_headers,
+            )
             assert limit.status_code == 201, limit.text
-            denied = await http_b.post(f"/api/v1/accounts/{acct}/orders", json=market, headers=user["headers"])
+            denied = await http_b.post(
+                f"/api/v1/accounts/{acct}/orders", json=market, headers=user["headers"]
+            )
             assert denied.status_code == 422
             violation = await recv(ws)
             assert violation["type"] == "violation" and violation["account_id"] == acct
-            assert violation["data"]["limit_type"] == "max_order_quantity" and violation["data"]["phase"] == "pre_trade"
-            listed = (await http_b.get(f"/api/v1/accounts/{acct}/risk/violations", headers=user["headers"])).json()
+            assert (
+                violation["data"]["limit_type"] == "max_order_quantity"
+                and violation["data"]["phase"] == "pre_trade"
+            )
+            listed = (
+                await http_b.get(f"/api/v1/accounts/{acct}/risk/violations", headers=user["headers"])
+            ).json()
             assert listed["items"][0]["id"] == violation["data"]["id"]
             # A halt: the account's trading state on `accounts`.
-            halted = await http_b.put(f"/api/v1/accounts/{acct}/trading-state",
-                                      json={"state": "halted", "reason": "test"}, headers=admin_headers)
+            halted = await http_b.put(
+                f"/api/v1/accounts/{acct}/trading-state",
+                json={"state": "halted", "reason": "test"},
+                headers=admin_headers,
+            )
             assert halted.status_code == 200, halted.text
             state = await recv(ws)
             assert state["type"] == "account" and state["trading_state"] == "halted"
@@ -522,12 +613,16 @@ async def test_post_trade_alerts_and_violations_reach_the_risk_stream_of_owner_a
         for ws in (mine, watcher):
             assert (await subscribe(ws, ["risk"]))["type"] == "subscribed"
         async with httpx.AsyncClient(base_url=b, timeout=10) as http_b:
-            limit = await http_b.post(f"/api/v1/accounts/{acct}/risk/limits",
-                                      json={"limit_type": "max_gross_exposure", "value": "1000"}, headers=admin_headers)
+            limit = await http_b.post(
+                f"/api/v1/accounts/{acct}/risk/limits",
+                json={"limit_type": "max_gross_exposure", "value": "1000"},
+                headers=admin_headers,
+            )
             assert limit.status_code == 201, limit.text
             market = {"symbol": sym, "side": "buy", "type": "market", "quantity": "9", "time_in_force": "gtc"}
-            assert (await http_b.post(f"/api/v1/accounts/{acct}/orders", json=market,
-                                      headers=user["headers"])).status_code == 201  # 900 of 1000: 90%
+            assert (
+                await http_b.post(f"/api/v1/accounts/{acct}/orders", json=market, headers=user["headers"])
+            ).status_code == 201  # 900 of 1000: 90%
             checked = await http_b.post(f"/api/v1/accounts/{acct}/risk/monitor", headers=user["headers"])
             assert checked.status_code == 200, checked.text
             (alert,) = checked.json()["alerts"]

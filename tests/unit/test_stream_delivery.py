@@ -23,8 +23,25 @@ NOW = datetime(2026, 12, 6, tzinfo=UTC)
 
 
 def _update(seq: int):
-    order = OrderOut(uuid.uuid4(), None, ACCOUNT, "DEMO", "buy", "limit", Decimal(1), Decimal(0), None, Decimal(90),
-                     None, "gtc", "accepted", None, Decimal(0), NOW, NOW)
+    order = OrderOut(
+        uuid.uuid4(),
+        None,
+        ACCOUNT,
+        "DEMO",
+        "buy",
+        "limit",
+        Decimal(1),
+        Decimal(0),
+        None,
+        Decimal(90),
+        None,
+        "gtc",
+        "accepted",
+        None,
+        Decimal(0),
+        NOW,
+        NOW,
+    )
     return trade_update(ACCOUNT, seq, "accepted", NOW, order, None, None, None)
 
 

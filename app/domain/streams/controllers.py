@@ -69,7 +69,9 @@ async def authorise_streams(rt: StreamRuntime, principal: Principal, names: list
     """The canonical names of `names`, or StreamRequestError. An account the caller may not read is
     answered exactly like one that does not exist."""
     if len(names) > MAX_STREAMS_PER_CONNECTION:
-        raise StreamRequestError("too-many-streams", f"at most {MAX_STREAMS_PER_CONNECTION} streams per connection")
+        raise StreamRequestError(
+            "too-many-streams", f"at most {MAX_STREAMS_PER_CONNECTION} streams per connection"
+        )
     out: set[str] = set()
     for name in names:
         if not isinstance(name, str) or len(name) > 100:
@@ -84,8 +86,11 @@ async def authorise_streams(rt: StreamRuntime, principal: Principal, names: list
                 account_id = uuid.UUID(rest)
             except ValueError:
                 raise unknown from None
-            state = await rt.read(lambda apg, a=account_id: stream_log.log_state(
-                apg, a, principal.user_id, principal.can_read_all_accounts))
+            state = await rt.read(
+                lambda apg, a=account_id: stream_log.log_state(
+                    apg, a, principal.user_id, principal.can_read_all_accounts
+                )
+            )
             if state is None:
                 raise unknown
             out.add(f"trade_updates:{account_id}")
@@ -116,8 +121,11 @@ async def authorise_since(
             account_id = uuid.UUID(key)
         except ValueError:
             raise StreamRequestError("unknown-stream", f"unknown account {key!r}") from None
-        state = await rt.read(lambda apg, a=account_id: stream_log.log_state(
-            apg, a, principal.user_id, principal.can_read_all_accounts))
+        state = await rt.read(
+            lambda apg, a=account_id: stream_log.log_state(
+                apg, a, principal.user_id, principal.can_read_all_accounts
+            )
+        )
         if state is None:
             raise StreamRequestError("unknown-stream", f"unknown account {key!r}")
         if "trade_updates" not in streams and f"trade_updates:{account_id}" not in streams:
@@ -170,7 +178,9 @@ async def _handle_message(client: Client, rt: StreamRuntime, text: str) -> None:
     except StreamRequestError as exc:
         client.offer(error(exc.code, exc.message).decode())
         return
-    await client.set_streams(wanted, since, encode({"type": "subscribed", "streams": sorted(wanted)}).decode())
+    await client.set_streams(
+        wanted, since, encode({"type": "subscribed", "streams": sorted(wanted)}).decode()
+    )
 
 
 def _canonical(name: str) -> str:
@@ -233,7 +243,9 @@ async def stream_socket(socket: WebSocket) -> None:
         code = client.close_code or 1000
         if code != 1000:  # 1000: the client left; 4008 (overflow) and 1001 (shutdown) are ours to send
             with contextlib.suppress(Exception):
-                await socket.close(code=code, reason="slow consumer: resume with since" if code == 4008 else "")
+                await socket.close(
+                    code=code, reason="slow consumer: resume with since" if code == 4008 else ""
+                )
 
 
 # ---------------------------------------------------------------------------------------------- SSE, REST
@@ -250,15 +262,21 @@ class StreamController(Controller):
         summary="The account's order events (trade_updates), ascending by seq: the stream's durable log",
     )
     async def activities(
-        self, request: Request, account_id: FromPath[uuid.UUID],
-        after_seq: Annotated[int, Parameter(ge=0, le=2**62, description="Return events with seq > after_seq")] = 0,
+        self,
+        request: Request,
+        account_id: FromPath[uuid.UUID],
+        after_seq: Annotated[
+            int, Parameter(ge=0, le=2**62, description="Return events with seq > after_seq")
+        ] = 0,
         limit: Limit = 50,
     ) -> ActivityPage:
         rt = _runtime(request)
         principal: Principal = request.user
 
         async def read(apg: Any) -> ActivityPage:
-            state = await stream_log.log_state(apg, account_id, principal.user_id, principal.can_read_all_accounts)
+            state = await stream_log.log_state(
+                apg, account_id, principal.user_id, principal.can_read_all_accounts
+            )
             if state is None:
                 raise not_found("Account")
             items = await stream_log.read_log(apg, account_id, after_seq, limit + 1)
@@ -276,12 +294,18 @@ class StreamController(Controller):
         "connection alive. A Last-Event-ID older than the retained log is 409 resume-too-old.",
     )
     async def stream(
-        self, request: Request, account_id: FromPath[uuid.UUID], last_event_id: LastEventId = None,
+        self,
+        request: Request,
+        account_id: FromPath[uuid.UUID],
+        last_event_id: LastEventId = None,
     ) -> ServerSentEvent:
         rt = _runtime(request)
         principal: Principal = request.user
-        state = await rt.read(lambda apg: stream_log.log_state(
-            apg, account_id, principal.user_id, principal.can_read_all_accounts))
+        state = await rt.read(
+            lambda apg: stream_log.log_state(
+                apg, account_id, principal.user_id, principal.can_read_all_accounts
+            )
+        )
         if state is None:
             raise not_found("Account")
         since: dict[str, int] = {}
@@ -289,15 +313,21 @@ class StreamController(Controller):
             try:
                 seq = int(last_event_id)
             except ValueError:
-                raise ApiError(400, "Last-Event-ID must be a seq (an integer)", slug="invalid-last-event-id") from None
+                raise ApiError(
+                    400, "Last-Event-ID must be a seq (an integer)", slug="invalid-last-event-id"
+                ) from None
             problem = state.resume_error(seq)
             if problem is not None:
                 raise ApiError(409, problem[1], slug=problem[0])
             since = {account_id.hex: seq}
         conn_id = uuid.uuid4().hex
         if not await rt.slots.acquire(principal.user_id, conn_id):
-            raise ApiError(429, "Too many stream connections for this user", slug="too-many-streams",
-                           headers={"Retry-After": str(int(rt.settings.stream_heartbeat_seconds))})
+            raise ApiError(
+                429,
+                "Too many stream connections for this user",
+                slug="too-many-streams",
+                headers={"Retry-After": str(int(rt.settings.stream_heartbeat_seconds))},
+            )
         client = Client(rt.hub, principal, rt.settings.stream_buffer_messages)
         rt.hub.attach(client)
         try:
@@ -309,7 +339,9 @@ class StreamController(Controller):
         return ServerSentEvent(_sse_events(client, rt, principal.user_id, conn_id))
 
 
-async def _sse_events(client: Client, rt: StreamRuntime, user_id: uuid.UUID, conn_id: str) -> AsyncIterator[Any]:
+async def _sse_events(
+    client: Client, rt: StreamRuntime, user_id: uuid.UUID, conn_id: str
+) -> AsyncIterator[Any]:
     STREAM_CONNECTIONS.inc()
     try:
         while True:

@@ -18,8 +18,14 @@ from app.domain.trading.book import AccountBook
 
 def account_update(book: AccountBook, at: datetime) -> AccountUpdate:
     return AccountUpdate(
-        account_id=book.id, at=at, cash=book.cash, equity=book.equity, buying_power=book.buying_power,
-        reserved_cash=book.reserved_cash, realized_pnl=book.realized_pnl, unrealized_pnl=book.unrealized_pnl,
+        account_id=book.id,
+        at=at,
+        cash=book.cash,
+        equity=book.equity,
+        buying_power=book.buying_power,
+        reserved_cash=book.reserved_cash,
+        realized_pnl=book.realized_pnl,
+        unrealized_pnl=book.unrealized_pnl,
         trading_state=book.trading_state,
     )
 
@@ -37,8 +43,16 @@ def stream_messages(
     out = []
     for i, event in enumerate(events):
         fill = fill_id if event.get("fill_id") is not None else None
-        update = trade_update(book.id, first + i, event["type"], at, event["order_state"], fill, event.get("data"),
-                              event.get("position_qty"))
+        update = trade_update(
+            book.id,
+            first + i,
+            event["type"],
+            at,
+            event["order_state"],
+            fill,
+            event.get("data"),
+            event.get("position_qty"),
+        )
         out.append((publish.TRADE_UPDATES, trade_update_payload(book.owner_id, update)))
     out.append(account_payload(book, at))
     return out
@@ -62,7 +76,9 @@ async def defer_account_state(conn: Any, account_id: uuid.UUID, at: datetime) ->
         defer_account_update(conn, book, at)
 
 
-def risk_payload(kind: str, owner_id: uuid.UUID, account_id: uuid.UUID, at: datetime, data: Any) -> tuple[str, bytes]:
+def risk_payload(
+    kind: str, owner_id: uuid.UUID, account_id: uuid.UUID, at: datetime, data: Any
+) -> tuple[str, bytes]:
     """A `violation` or `risk_alert` message; `data` is the stored row as the REST list shows it."""
     body = RiskMessage(type=kind, account_id=account_id, at=at, data=msgspec.to_builtins(data))
     return publish.RISK, publish.header(owner_id, account_id) + encode(body)

@@ -182,7 +182,9 @@ class Client:
             return
         self._hold(cur, seq, body)
         if cur.gap_timer is None:
-            cur.gap_timer = asyncio.get_running_loop().call_later(GAP_GRACE_SECONDS, self._gap_expired, account)
+            cur.gap_timer = asyncio.get_running_loop().call_later(
+                GAP_GRACE_SECONDS, self._gap_expired, account
+            )
 
     def _hold(self, cur: _Cursor, seq: int, body: str) -> None:
         cur.held[seq] = body
@@ -205,7 +207,9 @@ class Client:
                 del cur.held[seq]
             break
         if cur.held and cur.gap_timer is None and not cur.busy:
-            cur.gap_timer = asyncio.get_running_loop().call_later(GAP_GRACE_SECONDS, self._gap_expired, account)
+            cur.gap_timer = asyncio.get_running_loop().call_later(
+                GAP_GRACE_SECONDS, self._gap_expired, account
+            )
         elif not cur.held and cur.gap_timer is not None:
             cur.gap_timer.cancel()
             cur.gap_timer = None
@@ -266,7 +270,9 @@ class Client:
                 self.known_accounts = None
             elif "trade_updates" in added:
                 seqs = await self.hub.read(
-                    lambda apg: stream_log.visible_seqs(apg, self.principal.user_id, self.principal.can_read_all_accounts)
+                    lambda apg: stream_log.visible_seqs(
+                        apg, self.principal.user_id, self.principal.can_read_all_accounts
+                    )
                 )
                 self.known_accounts = {a.hex for a in seqs}
                 start = {a.hex: s for a, s in seqs.items()}
@@ -274,8 +280,14 @@ class Client:
                 if s.startswith("trade_updates:"):
                     account = uuid.UUID(s.split(":", 1)[1]).hex
                     if account not in start and account not in self.cursors:
-                        state = await self.hub.read(lambda apg, a=account: stream_log.log_state(
-                            apg, uuid.UUID(a), self.principal.user_id, self.principal.can_read_all_accounts))
+                        state = await self.hub.read(
+                            lambda apg, a=account: stream_log.log_state(
+                                apg,
+                                uuid.UUID(a),
+                                self.principal.user_id,
+                                self.principal.can_read_all_accounts,
+                            )
+                        )
                         start[account] = state.last_seq if state is not None else 0
             for account, seq in start.items():
                 if account not in self.cursors:

@@ -60,14 +60,24 @@ def trade_update_payload(owner_id: uuid.UUID, update: TradeUpdate) -> bytes:
     return publish.header(owner_id, update.account_id, update.seq) + encode(update)
 
 
-def defer_trade_updates(conn: AsyncConnection, events: Sequence[dict[str, Any]], owners: dict[uuid.UUID, uuid.UUID],
-                        orders: Sequence[OrderOut]) -> None:
+def defer_trade_updates(
+    conn: AsyncConnection,
+    events: Sequence[dict[str, Any]],
+    owners: dict[uuid.UUID, uuid.UUID],
+    orders: Sequence[OrderOut],
+) -> None:
     """Queue the trade_updates of inserted `events` (with `orders[i]` the order after `events[i]`) for
     publication when the transaction commits."""
     for event, order in zip(events, orders, strict=True):
         update = trade_update(
-            event["account_id"], event["seq"], event["type"], event["created_at"], order, event.get("fill_id"),
-            event.get("data"), event.get("position_qty"),
+            event["account_id"],
+            event["seq"],
+            event["type"],
+            event["created_at"],
+            order,
+            event.get("fill_id"),
+            event.get("data"),
+            event.get("position_qty"),
         )
         publish.defer(conn, publish.TRADE_UPDATES, trade_update_payload(owners[event["account_id"]], update))
 
@@ -92,12 +102,22 @@ SELECT e.seq, e.type, e.created_at, e.fill_id, e.data::text AS data, e.position_
 """
 
 
-async def read_log(apg: Any, account_id: uuid.UUID, after_seq: int, limit: int, upto: int | None = None) -> list[TradeUpdate]:
+async def read_log(
+    apg: Any, account_id: uuid.UUID, after_seq: int, limit: int, upto: int | None = None
+) -> list[TradeUpdate]:
     """Events of `account_id` with `after_seq < seq (<= upto)`, ascending (`apg`: an asyncpg connection)."""
     rows = await apg.fetch(_READ_SQL, account_id, after_seq, upto, limit)
     return [
-        trade_update(account_id, r["seq"], r["type"], r["created_at"], r["order_state"], r["fill_id"], r["data"],
-                     r["position_qty"])
+        trade_update(
+            account_id,
+            r["seq"],
+            r["type"],
+            r["created_at"],
+            r["order_state"],
+            r["fill_id"],
+            r["data"],
+            r["position_qty"],
+        )
         for r in rows
     ]
 
@@ -120,7 +140,10 @@ class LogState(msgspec.Struct, frozen=True):
         if since < 0 or since > self.last_seq:
             return "invalid-since", f"since {since} is outside this account's log (last seq {self.last_seq})"
         if self.first_seq is not None and since < self.first_seq - 1:
-            return "resume-too-old", f"events after seq {since} are no longer retained (oldest {self.first_seq})"
+            return (
+                "resume-too-old",
+                f"events after seq {since} are no longer retained (oldest {self.first_seq})",
+            )
         return None
 
 

@@ -110,8 +110,14 @@ encode = msgspec.json.Encoder().encode
 
 
 def trade_update(
-    account_id: uuid.UUID, seq: int, event_type: str, at: datetime, order: OrderOut | str | bytes,
-    fill_id: uuid.UUID | None, data: dict[str, Any] | str | None, position_qty: Decimal | None,
+    account_id: uuid.UUID,
+    seq: int,
+    event_type: str,
+    at: datetime,
+    order: OrderOut | str | bytes,
+    fill_id: uuid.UUID | None,
+    data: dict[str, Any] | str | None,
+    position_qty: Decimal | None,
 ) -> TradeUpdate:
     """Build a trade_update from an order_events row's values (`order` and `data` as stored JSON text
     when read back from PostgreSQL)."""
@@ -123,13 +129,21 @@ def trade_update(
             data = _decode_dict(data)
         data = data or {}
         fill = TradeFill(
-            id=fill_id, quantity=Decimal(data["quantity"]), price=Decimal(data["price"]), fee=Decimal(data["fee"]),
+            id=fill_id,
+            quantity=Decimal(data["quantity"]),
+            price=Decimal(data["price"]),
+            fee=Decimal(data["fee"]),
             liquidity=data["liquidity"],
             realized_pnl=Decimal(data["realized_pnl"]) if data.get("realized_pnl") is not None else None,
         )
     return TradeUpdate(
-        account_id=account_id, seq=seq, event=EVENT_NAMES.get(event_type, event_type), at=at, order=order,
-        fill=fill, position_qty=position_qty if position_qty is not None else msgspec.UNSET,
+        account_id=account_id,
+        seq=seq,
+        event=EVENT_NAMES.get(event_type, event_type),
+        at=at,
+        order=order,
+        fill=fill,
+        position_qty=position_qty if position_qty is not None else msgspec.UNSET,
     )
 
 

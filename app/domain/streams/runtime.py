@@ -51,7 +51,8 @@ async def channels(settings: Settings) -> AsyncIterator[tuple[ResilientChannelsP
     redis = _redis(settings) if settings.redis_url else None
     backend: ChannelsBackend = (
         RedisChannelsPubSubBackend(redis=redis, key_prefix=f"{settings.redis_prefix}_CHANNELS")
-        if redis is not None else MemoryChannelsBackend()
+        if redis is not None
+        else MemoryChannelsBackend()
     )
     plugin = ResilientChannelsPlugin(backend=backend, arbitrary_channels_allowed=True)
     try:
@@ -70,8 +71,12 @@ async def channels(settings: Settings) -> AsyncIterator[tuple[ResilientChannelsP
 async def stream_runtime(settings: Settings, engine: AsyncEngine) -> AsyncIterator[StreamRuntime]:
     async with channels(settings) as (plugin, redis):
         hub = StreamHub(plugin, lambda fn: read_with(engine, fn), settings.stream_heartbeat_seconds)
-        slots = ConnectionSlots(redis, settings.redis_prefix, settings.stream_max_connections_per_user,
-                                settings.stream_heartbeat_seconds)
+        slots = ConnectionSlots(
+            redis,
+            settings.redis_prefix,
+            settings.stream_max_connections_per_user,
+            settings.stream_heartbeat_seconds,
+        )
         hub.on_heartbeat.append(slots.refresh)
         await hub.start()
         try:

@@ -44,7 +44,9 @@ class ConnectionSlots:
                 return False
             held.add(conn_id)
             return True
-        ok = await self._acquire(keys=[self._key(user_id)], args=[time.time(), self.stale, self.limit, conn_id])
+        ok = await self._acquire(
+            keys=[self._key(user_id)], args=[time.time(), self.stale, self.limit, conn_id]
+        )
         if ok:
             self._local.setdefault(user_id, set()).add(conn_id)
         return bool(ok)
