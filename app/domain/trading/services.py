@@ -420,7 +420,8 @@ async def expire_day_orders(conn: AsyncConnection, now: datetime | None = None, 
                     .with_for_update(skip_locked=True)
                 )
             ).all()
-            for r in rows:
+            # Accounts in id order, as matching locks them: each close updates its account (the event's seq).
+            for r in sorted(rows, key=lambda r: r.account_id):
                 await _close_order(conn, r.account_id, r.id, r.status, r.reserved_cash, OrderStatus.EXPIRED,
                                    EventType.EXPIRED, "day order: session closed")
             expired += len(rows)
