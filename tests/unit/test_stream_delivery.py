@@ -149,3 +149,13 @@ async def test_a_full_buffer_closes_the_client_with_4008_and_a_replay_never_over
         client.offer("{}")
     assert client.close_code == 4008
     assert await client.take() is None
+
+
+def test_resume_points_outside_the_retained_log_are_refused():
+    from app.domain.streams.log import LogState
+
+    state = LogState(owner_id=uuid.uuid4(), last_seq=120, first_seq=51)  # events 1..50 no longer kept
+    assert state.resume_error(50) is None and state.resume_error(120) is None
+    assert state.resume_error(49)[0] == "resume-too-old"
+    assert state.resume_error(121)[0] == "invalid-since" and state.resume_error(-1)[0] == "invalid-since"
+    assert LogState(owner_id=uuid.uuid4(), last_seq=0, first_seq=None).resume_error(0) is None
