@@ -12,6 +12,10 @@ import time
 import uuid
 from typing import Any
 
+from app.lib.log import get_logger
+
+log = get_logger("app.streams")
+
 STALE_HEARTBEATS = 3
 
 _ACQUIRE = """
@@ -44,9 +48,13 @@ class ConnectionSlots:
                 return False
             held.add(conn_id)
             return True
-        ok = await self._acquire(
-            keys=[self._key(user_id)], args=[time.time(), self.stale, self.limit, conn_id]
-        )
+        try:
+            ok = await self._acquire(
+                keys=[self._key(user_id)], args=[time.time(), self.stale, self.limit, conn_id]
+            )
+        except Exception as exc:  # Redis unavailable: count this process's connections only, never refuse all
+            log.warning("stream_slots_unavailable", error=repr(exc)[:200])
+            ok = len(self._local.get(user_id, ())) < self.limit
         if ok:
             self._local.setdefault(user_id, set()).add(conn_id)
         return bool(ok)
@@ -58,7 +66,10 @@ class ConnectionSlots:
             if not held:
                 del self._local[user_id]
         if self.redis is not None:
-            await self.redis.zrem(self._key(user_id), conn_id)
+            try:
+                await self.redis.zrem(self._key(user_id), conn_id)
+            except Exception as exc:  # the entry expires with its key
+                log.warning("stream_slots_unavailable", error=repr(exc)[:200])
 
     async def refresh(self) -> None:
         """Mark every connection of this process alive (called on each heartbeat)."""
