@@ -28,8 +28,11 @@ from app.domain.streams.hub import Client
 from app.domain.streams.messages import ActivityPage, encode, error
 from app.domain.streams.runtime import StreamRuntime
 from app.lib.errors import ApiError, not_found
+from app.lib.log import get_logger
 from app.lib.metrics import STREAM_CONNECTIONS
 from app.lib.pagination import Limit
+
+log = get_logger("app.streams")
 
 AUTH_TIMEOUT_SECONDS = 5.0
 MAX_STREAMS_PER_CONNECTION = 200
@@ -178,9 +181,13 @@ async def _handle_message(client: Client, rt: StreamRuntime, text: str) -> None:
     except StreamRequestError as exc:
         client.offer(error(exc.code, exc.message).decode())
         return
-    await client.set_streams(
-        wanted, since, encode({"type": "subscribed", "streams": sorted(wanted)}).decode()
-    )
+    try:
+        await client.set_streams(
+            wanted, since, encode({"type": "subscribed", "streams": sorted(wanted)}).decode()
+        )
+    except Exception as exc:  # the channels backend (Redis) or PostgreSQL is unavailable
+        log.warning("stream_subscribe_failed", error=repr(exc)[:200])
+        client.offer(error("unavailable", "the stream backend is unavailable; try again").decode())
 
 
 def _canonical(name: str) -> str:

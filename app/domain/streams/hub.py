@@ -345,12 +345,21 @@ class StreamHub:
         self.on_heartbeat: list[Callable[[], Awaitable[None]]] = []
 
     async def start(self) -> None:
+        """Subscribe the account-scoped channels. With the backend unreachable (Redis down at start-up)
+        the API still starts: the next subscription tries again, and until then clients get heartbeats,
+        replays and the durable log, but no live messages."""
         async with self._lock:
+            if self._heartbeat_task is None:
+                self._heartbeat_task = asyncio.create_task(self._heartbeats(), name="stream-heartbeats")
             if self._started:
                 return
-            for kind in publish.ACCOUNT_KINDS:
-                await self._subscribe_channel(kind)
-            self._heartbeat_task = asyncio.create_task(self._heartbeats(), name="stream-heartbeats")
+            try:
+                for kind in publish.ACCOUNT_KINDS:
+                    if kind not in self._subscribers:
+                        await self._subscribe_channel(kind)
+            except Exception as exc:
+                log.warning("stream_backend_subscribe_failed", error=repr(exc)[:200])
+                return
             self._started = True
 
     async def stop(self) -> None:
@@ -364,10 +373,10 @@ class StreamHub:
     async def _subscribe_channel(self, name: str) -> None:
         # The plugin's channel registry and backend directly (litestar is pinned <3): `plugin.subscribe`
         # would hand each message to a queue that a task per channel then drains, one more hop per message.
+        await self.plugin._backend.subscribe([publish.channel(name)])
         sub = _ChannelSubscriber(self.plugin, self, name)
         self._subscribers[name] = sub
         self.plugin._channels.setdefault(publish.channel(name), set()).add(sub)
-        await self.plugin._backend.subscribe([publish.channel(name)])
 
     async def _unsubscribe_channel(self, name: str) -> None:
         sub = self._subscribers.pop(name, None)
