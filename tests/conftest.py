@@ -8,6 +8,7 @@ never collide.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -193,8 +194,11 @@ class LiveCluster:
         self.procs = procs
 
 
-@pytest.fixture(scope="session")
-def cluster(settings) -> LiveCluster:
+@contextlib.contextmanager
+def api_servers(settings: Settings, count: int = 2, **extra_env: str):
+    """`count` real API processes (`tradedesk serve`, granian) on this run's database and Redis, with
+    `extra_env` on top of server_env; yields their base URLs and stops them afterwards."""
+    import signal
     import subprocess
     import sys
     import time
@@ -203,11 +207,11 @@ def cluster(settings) -> LiveCluster:
     import httpx
 
     tradedesk = str(Path(sys.executable).with_name("tradedesk"))
-    ports = [_free_port(), _free_port()]
+    ports = [_free_port() for _ in range(count)]
     procs = [
         subprocess.Popen(
             [tradedesk, "serve", "--port", str(port), "--no-access-log"],
-            env=server_env(settings),
+            env=server_env(settings, **extra_env),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             start_new_session=True,
@@ -229,10 +233,8 @@ def cluster(settings) -> LiveCluster:
                 if time.monotonic() > deadline:
                     raise RuntimeError("API process did not start in 60 s")
                 time.sleep(0.2)
-        yield LiveCluster(urls, procs)
+        yield urls, procs
     finally:
-        import signal
-
         for proc in procs:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
@@ -241,6 +243,12 @@ def cluster(settings) -> LiveCluster:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="session")
+def cluster(settings) -> LiveCluster:
+    with api_servers(settings) as (urls, procs):
+        yield LiveCluster(urls, procs)
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -213,10 +213,21 @@ async def begin(conn: AsyncConnection):
 
 @asynccontextmanager
 async def tx(conn: AsyncConnection) -> AsyncIterator[Any]:
+    """A service's transaction. Stream messages its writers deferred (app/domain/streams/publish.py) are
+    published once it has committed, and dropped if it rolls back: a subscriber never sees a write that
+    did not happen."""
+    from app.domain.streams.publish import discard_deferred, flush_deferred
+
     if conn.in_transaction():
         await conn.rollback()
-    async with conn.begin() as trans:
-        yield trans
+    discard_deferred(conn)
+    try:
+        async with conn.begin() as trans:
+            yield trans
+    except BaseException:
+        discard_deferred(conn)
+        raise
+    flush_deferred(conn)
 
 
 async def raw_connection(conn: AsyncConnection | Any) -> Any:

@@ -83,3 +83,16 @@ SCHEDULE_OVERDUE = Gauge(
 JOB_LAST_SUCCESS = Gauge(
     "tradedesk_job_last_success_timestamp_seconds", "Unix time of the last successful run", ["function"]
 )
+# Streams (app/domain/streams)
+STREAM_CONNECTIONS = Gauge("tradedesk_stream_connections", "Open WebSocket and SSE stream connections")
+STREAM_MESSAGES = Counter("tradedesk_stream_messages_total", "Messages queued to stream clients", ["type"])
+STREAM_CLOSED = Counter("tradedesk_stream_closed_total", "Stream connections closed by the server", ["reason"])
+STREAM_PUBLISH_FAILURES = Counter(
+    "tradedesk_stream_publish_failures_total", "Stream messages that could not be handed to the backend"
+)
+STREAM_GAP_FILLS = Counter(
+    "tradedesk_stream_gap_fills_total", "trade_update gaps filled from the durable log (late or lost publishes)"
+)
+HEARTBEAT_LAG = Histogram(
+    "tradedesk_stream_heartbeat_fanout_seconds", "Time to queue one heartbeat to every stream client of a process"
+)

@@ -103,6 +103,11 @@ class Settings:
     worker_metrics_port: int = 0
     # `serve --seed-demo` (make run) starts a simulated live feed of the demo instruments.
     demo_simulation: bool = True
+    # Streams (docs/STREAMING.md): WebSocket + SSE connections per user across all API processes, messages
+    # a client may fall behind before it is closed (4008), seconds between heartbeats.
+    stream_max_connections_per_user: int = 20
+    stream_buffer_messages: int = 1_000
+    stream_heartbeat_seconds: float = 15.0
 
     @property
     def embedded(self) -> bool:
@@ -160,6 +165,9 @@ class Settings:
             metrics_refresh_seconds=_float("METRICS_REFRESH_SECONDS", 5.0),
             worker_metrics_port=_int("TRADEDESK_WORKER_METRICS_PORT", 0),
             demo_simulation=_bool("TRADEDESK_DEMO_SIMULATION", True),
+            stream_max_connections_per_user=_int("STREAM_MAX_CONNECTIONS_PER_USER", 20),
+            stream_buffer_messages=_int("STREAM_BUFFER_MESSAGES", 1_000),
+            stream_heartbeat_seconds=_float("STREAM_HEARTBEAT_SECONDS", 15.0),
         )
 
     def problems(self, *, embedded: bool = False) -> list[str]:

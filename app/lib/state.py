@@ -68,9 +68,18 @@ async def worker_context_startup(ctx: dict[str, Any], settings: Settings) -> Non
     ctx["engine"] = create_engine(settings)
     ctx["kv"] = make_kv(settings)
     ctx["cache"] = Cache(ctx["kv"], settings.cache_ttl_seconds)
+    # A worker process publishes the stream messages of what its jobs write (fills from price updates,
+    # day expiry, risk alerts) to the API processes' subscribers.
+    from app.domain.streams.runtime import channels
+
+    ctx["stream_channels"] = channels(settings)
+    await ctx["stream_channels"].__aenter__()
 
 
 async def worker_context_shutdown(ctx: dict[str, Any]) -> None:
+    if "stream_channels" in ctx:
+        with contextlib.suppress(Exception):
+            await ctx.pop("stream_channels").__aexit__(None, None, None)
     if "kv" in ctx:
         await ctx["kv"].close()
     if "engine" in ctx:

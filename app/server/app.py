@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,6 +21,7 @@ from app import __version__
 from app.domain.identity.bruteforce import BruteForcePolicy
 from app.domain.identity.middleware import AuthMiddleware
 from app.domain.markets.controllers import document_candle_upload
+from app.domain.streams.runtime import stream_runtime
 from app.domain.system import ops_metrics
 from app.domain.system.controllers import document_liveness
 from app.lib.errors import EXCEPTION_HANDLERS, ApiError, problem_details_plugin
@@ -80,6 +82,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         resources = await open_resources(settings)
+        # Streams (app/domain/streams): the channels plugin is started here, after the engine it reads
+        # from, and stopped before it.
+        streams = stream_runtime(settings, resources.engine)
+        app.state.streams = await streams.__aenter__()
         app.state.resources = resources
         app.state.settings = settings
         app.state.engine = resources.engine
@@ -103,6 +109,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         try:
             yield
         finally:
+            with contextlib.suppress(Exception):
+                await streams.__aexit__(None, None, None)
             await resources.close()
             log.info("app_stopped")
 

@@ -20,6 +20,7 @@ def route_handlers() -> list[Any]:
     from app.domain.jobs.web_ui import saq_ui
     from app.domain.markets.controllers import ExchangeController, InstrumentController, MarketController
     from app.domain.risk.controllers import DeskRiskController, RiskController
+    from app.domain.streams.controllers import StreamController, stream_socket
     from app.domain.system.cache_controller import CacheController
     from app.domain.system.controllers import HealthController
     from app.domain.trading.controllers import OrderController
@@ -48,5 +49,7 @@ def route_handlers() -> list[Any]:
         desk_page,
         desk_assets,
         AuditController,
+        StreamController,
+        stream_socket,
     ]
     return handlers

@@ -1,7 +1,7 @@
 """market clock sessions, replays and simulations
 
 Revision ID: 0009
-Revises: 0012
+Revises: 0008
 Create Date: 2026-12-06 06:00:00
 
 Exchanges gain the session's opening time and trading weekdays (the market clock); `market_feeds` holds
@@ -15,7 +15,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0009"
-down_revision: str | None = "0012"
+down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

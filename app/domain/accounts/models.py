@@ -37,6 +37,9 @@ class Account(Base):
     group_limited: Mapped[bool] = mapped_column(server_default=text("false"))
     created_at: Mapped[datetime] = created_at_col()
     updated_at: Mapped[datetime] = created_at_col()
+    # The last order-event seq of this account (order_events.seq): every event writer bumps it on the
+    # row it already updates or locks, so numbering needs no lock of its own.
+    event_seq: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
 
 
 class Position(Base):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from decimal import Decimal
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -13,6 +12,7 @@ from app.domain.accounts.models import Account, EquitySnapshot, TradingStateChan
 from app.domain.accounts.schemas import AccountCreate, AccountOut, TradingStateOut
 from app.domain.audit.services import record as audit
 from app.domain.identity.schemas import Principal
+from app.domain.streams.events import defer_account_state
 from app.domain.trading.book import AccountBook, load_book
 from app.lib.db import tx, utcnow
 from app.lib.errors import not_found
@@ -20,11 +20,7 @@ from app.lib.pagination import decode_cursor, encode_cursor
 
 
 def account_out(book: AccountBook, row: dict) -> AccountOut:
-    unrealized = Decimal(0)
-    for symbol, pos in book.positions.items():
-        price = book.prices.get(symbol)
-        if pos.quantity and price is not None:
-            unrealized += pos.unrealized_pnl(price)
+    unrealized = book.unrealized_pnl
     return AccountOut(
         id=book.id, name=row["name"], base_currency=row["base_currency"], initial_cash=book.initial_cash,
         cash=book.cash, equity=book.equity, buying_power=book.buying_power, reserved_cash=book.reserved_cash,
@@ -104,4 +100,5 @@ async def set_trading_state(
         )
         change = {"from": current, "to": state, "reason": reason}
         await audit(conn, "account.trading_state_changed", account_id=account_id, details=change)
+        await defer_account_state(conn, account_id, utcnow())  # the `accounts` stream, after commit
     return TradingStateOut(account_id=account_id, state=state, reason=reason, previous_state=current)  # type: ignore[arg-type]

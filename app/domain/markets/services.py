@@ -28,6 +28,7 @@ from app.domain.markets.candles import (
 )
 from app.domain.markets.events import (
     COMMITTED_PRICE_OBSERVERS,
+    on_prices_committed,
     prices_committed,
     publish_price,
     publish_price_committed,
@@ -47,6 +48,9 @@ from app.domain.markets.schemas import (
     LoadResult,
     PriceOut,
 )
+from app.domain.streams import publish as streams
+from app.domain.streams.messages import BarUpdate, PriceUpdate
+from app.domain.streams.messages import encode as encode_message
 from app.lib.db import driver_connection, tx
 from app.lib.errors import ApiError, conflict, invalid, not_found
 
@@ -222,6 +226,9 @@ async def load_candles(
         fresh = not await conn.scalar(
             select(exists_(select(Candle.ts).where(Candle.symbol == symbol, Candle.timeframe == timeframe)))
         )
+        previous_newest = None if fresh else await conn.scalar(
+            select(func.max(Candle.ts)).where(Candle.symbol == symbol, Candle.timeframe == timeframe)
+        )
         if fresh:
             target, columns, prefix = "candles", ["symbol", "timeframe", *COPY_COLUMNS], (symbol, timeframe)
         else:
@@ -251,6 +258,12 @@ async def load_candles(
         last_price = None
         if last is not None:
             last_price = await _set_price_from_candle(conn, symbol, last)
+            if previous_newest is None or last.ts > previous_newest:
+                # `bars:<symbol>:<timeframe>`: the upload's newest bar, when it extends the series (a feed
+                # storing each bar as it closes); the older bars of a bulk load are history, not news.
+                bar = BarUpdate(symbol=symbol, timeframe=timeframe, ts=last.ts, open=last.open, high=last.high,
+                                low=last.low, close=last.close, volume=last.volume)
+                streams.defer(conn, f"bars:{symbol}:{timeframe}", encode_message(bar))
     return LoadResult(
         symbol=symbol, timeframe=timeframe, rows=rows, first_ts=first_ts,
         last_ts=last.ts if last else None, last_price=last_price,
@@ -318,6 +331,16 @@ async def _store_price(conn: AsyncConnection, symbol: str, price: Decimal, volum
         update(Instrument).where(Instrument.symbol == symbol).values(last_price=price, last_price_at=ts, updated_at=func.now())
     )
     return await publish_price(conn, symbol, price, volume, ts)
+
+
+@on_prices_committed
+async def publish_committed_prices(symbol: str, prices: Sequence[PricePoint]) -> None:
+    """`prices:<symbol>` gets every committed price, quiet or matched (a quiet price never reaches
+    `_store_price`: see feed_prices)."""
+    if streams.enabled():
+        streams.publish_all(
+            (f"prices:{symbol}", encode_message(PriceUpdate(symbol=symbol, price=p.price, ts=p.ts))) for p in prices
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,6 +58,7 @@ from app.domain.risk.schemas import (
     VarOut,
     ViolationOut,
 )
+from app.domain.streams.events import defer_risk_messages
 from app.domain.trading.book import AccountBook, load_book
 from app.lib.db import tx, utcnow
 from app.lib.errors import ApiError, conflict, not_found
@@ -659,6 +660,7 @@ async def monitor_account(
             )
             change = {"from": book.trading_state, "to": new_state, "reason": reason, "automatic": True}
             await audit(conn, "account.trading_state_changed", account_id=account_id, details=change)
+        defer_risk_messages(conn, book, now, violations, raised, new_state)  # the streams, after commit
     return MonitorResult(
         account_id=account_id,
         checked_at=now,

@@ -111,6 +111,16 @@ class AccountBook:
         return total
 
     @property
+    def unrealized_pnl(self) -> Decimal:
+        """Open positions marked at their last prices (positions never priced count zero)."""
+        total = ZERO
+        for symbol, pos in self.positions.items():
+            price = self.prices.get(symbol)
+            if pos.quantity and price is not None:
+                total += pos.unrealized_pnl(price)
+        return total
+
+    @property
     def buying_power(self) -> Decimal:
         return self.cash - self.reserved_cash
 
@@ -197,6 +207,12 @@ async def load_book(
     if row is None:
         return None
     return book_from_row(row._mapping, with_stats)
+
+
+async def read_book_in_tx(conn: AsyncConnection, account_id: uuid.UUID) -> AccountBook | None:
+    """The book as the caller's transaction sees it, without taking a lock (the caller holds one)."""
+    row = (await conn.execute(_LOAD_SQL, {"account_id": account_id, "with_stats": False, "symbol": ""})).one_or_none()
+    return None if row is None else book_from_row(row._mapping, False)
 
 
 def book_from_row(row: Any, with_stats: bool) -> AccountBook:

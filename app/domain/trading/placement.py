@@ -46,6 +46,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app.domain.identity.schemas import Principal
 from app.domain.risk import checks as risk_checks
 from app.domain.risk import group_pretrade, pretrade
+from app.domain.risk.schemas import ViolationOut
+from app.domain.streams import publish as streams
+from app.domain.streams.events import risk_payload, stream_messages
 from app.domain.trading import rules
 from app.domain.trading.book import (
     _LOAD_SQL_BODY,
@@ -158,7 +161,9 @@ SELECT {_EXISTING_ORDER_SQL} AS existing_order,
 # read. The statement returns what it stored in the account and the position, with the account row's new
 # version: the state an account's next order may be decided on without a read (_Snapshot). The order's
 # events arrive as one JSON array ($24): six parallel arrays cost asyncpg an ABC isinstance check per
-# element and PostgreSQL six array inputs per order.
+# element and PostgreSQL six array inputs per order. The events take the account's next $38 stream
+# numbers (`seq`, app/domain/streams/log.py) from the counter on the account row this statement updates
+# anyway: no extra lock, and seq order is commit order.
 WRITE_SQL = """
 WITH inst AS (
   SELECT 1 FROM instruments i JOIN exchanges e ON e.code = i.exchange_code
@@ -167,9 +172,9 @@ WITH inst AS (
    FOR KEY SHARE OF i
 ), account AS (
   UPDATE accounts SET cash = $29, reserved_cash = $30, realized_pnl = $31, fees_paid = $32,
-                      peak_equity = $33, updated_at = $18
+                      peak_equity = $33, updated_at = $18, event_seq = event_seq + $38
    WHERE id = $2 AND xmin = $35::text::xid AND EXISTS (SELECT 1 FROM inst)
-  RETURNING id, xmin::text AS version, cash, reserved_cash, realized_pnl, fees_paid, peak_equity
+  RETURNING id, xmin::text AS version, cash, reserved_cash, realized_pnl, fees_paid, peak_equity, event_seq
 ), new_order AS (
   INSERT INTO orders (id, account_id, client_order_id, symbol, side, type, time_in_force, quantity,
                       filled_quantity, avg_fill_price, limit_price, stop_price, triggered, status,
@@ -180,11 +185,14 @@ WITH inst AS (
   INSERT INTO fills (id, order_id, account_id, symbol, side, quantity, price, fee, liquidity, created_at)
   SELECT $19, new_order.id, $2, $4, $5, $20, $21, $22, $23, $18 FROM new_order WHERE $19::uuid IS NOT NULL
 ), new_events AS (
-  INSERT INTO order_events (order_id, account_id, type, status_from, status_to, reason, fill_id, data, created_at)
-  SELECT new_order.id, $2, e.type, e.status_from, e.status_to, e.reason, e.fill_id, e.data, $18
-    FROM new_order,
+  INSERT INTO order_events (order_id, account_id, type, status_from, status_to, reason, fill_id, data, created_at,
+                            seq, order_state, position_qty)
+  SELECT new_order.id, $2, e.type, e.status_from, e.status_to, e.reason, e.fill_id, e.data, $18,
+         account.event_seq - $38 + e.ordinality, e.order_state, e.position_qty
+    FROM new_order, account,
          ROWS FROM (jsonb_to_recordset($24::jsonb) AS (type text, status_from text, status_to text, reason text,
-                                                      fill_id uuid, data jsonb)) WITH ORDINALITY AS e
+                                                      fill_id uuid, data jsonb, order_state jsonb,
+                                                      position_qty numeric)) WITH ORDINALITY AS e
    ORDER BY e.ordinality
 ), position AS (
   INSERT INTO positions (account_id, symbol, quantity, avg_entry_price, realized_pnl, updated_at)
@@ -200,13 +208,13 @@ WITH inst AS (
 SELECT (SELECT count(*) FROM account) AS applied, EXISTS (SELECT 1 FROM inst) AS instrument_unchanged,
        a.version AS account_version, a.cash, a.reserved_cash, a.realized_pnl, a.fees_paid, a.peak_equity,
        p.quantity AS position_quantity, p.avg_entry_price AS position_avg_entry_price,
-       p.realized_pnl AS position_realized_pnl
+       p.realized_pnl AS position_realized_pnl, a.event_seq
   FROM (SELECT 1) AS one LEFT JOIN account a ON true LEFT JOIN position p ON true
 """
 
 VIOLATION_SQL = """
 INSERT INTO risk_violations (id, account_id, limit_id, limit_type, limit_value, would_be, phase, detail, created_at)
-VALUES ($1, $2, $3, $4, $5, $6, 'pre_trade', $7::jsonb, now())
+VALUES ($1, $2, $3, $4, $5, $6, 'pre_trade', $7::jsonb, $8)
 """
 
 
@@ -479,17 +487,21 @@ async def _place_locked(
                 PLACEMENT_RETRIES.labels(changed="group").inc()
             return await _place_locked(apg, principal, account_id, data, grouped=True, attempt=attempt + 1)
         inst = InstrumentInfo(*list(inst_row.values())[:12]) if inst_row is not None else None
-        outcome = await _decide(apg, principal, data, row, inst, False, True)
+        messages: list[tuple[str, bytes]] = []
+        outcome = await _decide(apg, principal, data, row, inst, False, True, after_commit=messages)
         if isinstance(outcome, risk_checks.Breach):
             await tr.commit()  # keep the recorded violation
+            streams.publish_all(messages)
             raise _rejected(outcome)
         if not isinstance(outcome, _Plan):
             await tr.rollback()
             return outcome
-        order = await _execute_and_write(apg, outcome, data, utcnow(), row["row_version"], None, None)
+        order = await _execute_and_write(apg, outcome, data, utcnow(), row["row_version"], None, None,
+                                         after_commit=messages)
         if isinstance(order, LostRace):  # cannot happen with both rows locked; never report a lost write
             raise RuntimeError("locked order write applied to no account row")
         await tr.commit()
+        streams.publish_all(messages)
     except BaseException:
         try:
             await tr.rollback()
@@ -501,7 +513,7 @@ async def _place_locked(
 
 async def _decide(
     apg: Any, principal: Principal, data: OrderCreate, row: Any, inst: InstrumentInfo | None, dry_run: bool,
-    full: bool,
+    full: bool, *, after_commit: list[tuple[str, bytes]] | None = None,
 ) -> _Plan | risk_checks.Breach | tuple[OrderOut | ValidateOut, bool]:
     """Every placement rule on one snapshot of the account: a plan to write, a recorded risk breach, or the
     final answer (an idempotent replay, a dry run's result). Other rule failures raise 4xx. `row` is a
@@ -536,10 +548,21 @@ async def _decide(
     if breach is not None:
         detail = {"symbol": data.symbol, "side": data.side, "type": data.type, "quantity": str(data.quantity),
                   "price": str(price), "dry_run": dry_run, "message": breach.message}
-        await apg.execute(
-            VIOLATION_SQL, uuid.uuid4(), book.id, uuid.UUID(breach.limit_id) if breach.limit_id else None,
-            breach.limit_type, breach.limit_value, pretrade._storable(breach.would_be), json.dumps(detail),
+        violation = ViolationOut(
+            id=uuid.uuid4(), account_id=book.id, limit_id=uuid.UUID(breach.limit_id) if breach.limit_id else None,
+            limit_type=breach.limit_type, limit_value=breach.limit_value,
+            would_be=pretrade._storable(breach.would_be), phase="pre_trade", detail=detail, created_at=utcnow(),
         )
+        await apg.execute(
+            VIOLATION_SQL, violation.id, book.id, violation.limit_id, breach.limit_type, breach.limit_value,
+            violation.would_be, json.dumps(detail), violation.created_at,
+        )
+        # The `risk` stream: now if the insert committed on its own, else after the caller's COMMIT.
+        message = risk_payload("violation", book.owner_id, book.id, violation.created_at, violation)
+        if after_commit is None:
+            streams.publish(*message)
+        else:
+            after_commit.append(message)
         return breach
     if dry_run:
         return ValidateOut(accepted=True, estimated_price=price, estimated_cost=data.quantity * price), False
@@ -553,19 +576,32 @@ def _rejected(breach: risk_checks.Breach) -> Exception:
 
 async def _execute_and_write(
     apg: Any, plan: _Plan, data: OrderCreate, now: datetime, row_version: str, instrument_version: str | None,
-    exchange_version: str | None, *, remember: Any = None,
+    exchange_version: str | None, *, remember: Any = None, after_commit: list[tuple[str, bytes]] | None = None,
 ) -> OrderOut | LostRace:
     """Execute the order against the last price and write everything, or say which row changed. With
-    `remember` (the lean read the decision used), keep the state written for the account's next order."""
+    `remember` (the lean read the decision used), keep the state written for the account's next order.
+    The stream messages are published at once (the write commits on its own) or, inside the locked
+    path's transaction, appended to `after_commit` for the caller to publish after COMMIT."""
     book, inst, est_price = plan.book, plan.inst, plan.price
 
     order_id = new_time_ordered_uuid()
+
+    def state(status: OrderStatus, filled: Decimal, avg: Decimal | None, fees: Decimal) -> OrderOut:
+        """The order after one event: each event row stores it (the stream's `order`)."""
+        return OrderOut(
+            id=order_id, client_order_id=data.client_order_id, account_id=book.id, symbol=data.symbol,
+            side=data.side, type=data.type, quantity=data.quantity, filled_quantity=filled, avg_fill_price=avg,
+            limit_price=data.limit_price, stop_price=data.stop_price, time_in_force=data.time_in_force,
+            status=status.value, reject_reason=None, fees=fees, created_at=now, updated_at=now,  # type: ignore[arg-type]
+        )
+
     # The order_events rows, in order (written as one JSON array; absent keys are NULL). The StrEnum members
     # go in as they are: msgspec writes their values.
+    accepted = rules.transition(OrderStatus.NEW, OrderStatus.ACCEPTED)
     events: list[dict[str, Any]] = [
-        {"type": EventType.CREATED, "status_to": OrderStatus.NEW},
-        {"type": EventType.ACCEPTED, "status_from": OrderStatus.NEW,
-         "status_to": rules.transition(OrderStatus.NEW, OrderStatus.ACCEPTED)},
+        {"type": EventType.CREATED, "status_to": OrderStatus.NEW, "order_state": state(OrderStatus.NEW, ZERO, None, ZERO)},
+        {"type": EventType.ACCEPTED, "status_from": OrderStatus.NEW, "status_to": accepted,
+         "order_state": state(accepted, ZERO, None, ZERO)},
     ]
     view = OrderView(data.side, data.type, data.time_in_force, data.quantity, ZERO, data.limit_price, data.stop_price)
     status = OrderStatus.ACCEPTED
@@ -579,7 +615,7 @@ async def _execute_and_write(
         triggered = m.triggered and data.type in ("stop", "stop_limit")
         if m.newly_triggered:
             events.append({"type": EventType.TRIGGERED, "status_from": status, "status_to": status,
-                           "data": {"last_price": str(inst.last_price)}})
+                           "data": {"last_price": str(inst.last_price)}, "order_state": state(status, ZERO, None, ZERO)})
         if data.time_in_force == "fok" and m.triggered and m.fill_qty != view.remaining:
             m = rules.MatchResult(m.triggered, ZERO, None, None, m.newly_triggered)
         if m.filled:
@@ -593,12 +629,15 @@ async def _execute_and_write(
                 "status_from": status, "status_to": new_status, "fill_id": str(fill_id),
                 "data": {"quantity": str(m.fill_qty), "price": str(m.fill_price), "fee": str(fill_fee),
                          "liquidity": m.liquidity, "realized_pnl": str(realized)},
+                "order_state": state(new_status, m.fill_qty, m.fill_price, fill_fee),
+                "position_qty": book.position(data.symbol).quantity,
             })
             status, filled, avg_price, fees = new_status, m.fill_qty, m.fill_price, fill_fee
         if status is not OrderStatus.FILLED and m.triggered and data.time_in_force in ("ioc", "fok"):
             reason = "fok: could not fill entirely at once" if data.time_in_force == "fok" else "ioc: remainder canceled"
             events.append({"type": EventType.CANCELED, "status_from": status,
-                           "status_to": rules.transition(status, OrderStatus.CANCELED), "reason": reason})
+                           "status_to": rules.transition(status, OrderStatus.CANCELED), "reason": reason,
+                           "order_state": state(OrderStatus.CANCELED, filled, avg_price, fees)})
             status = OrderStatus.CANCELED
     reserved = ZERO
     if status in (OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED) and data.side == "buy":
@@ -617,7 +656,7 @@ async def _execute_and_write(
         fill_id, fill_qty, fill_price, fill_fee, liquidity, _encode_json(events).decode(),
         position.quantity, position.avg_entry_price, position.realized_pnl, fill_id is not None,
         book.cash, book.reserved_cash, book.realized_pnl, book.fees_paid, book.peak_equity, equity,
-        row_version, instrument_version, exchange_version,
+        row_version, instrument_version, exchange_version, len(events),
     )
     if not written["applied"]:
         return LostRace.ACCOUNT if written["instrument_unchanged"] else LostRace.INSTRUMENT
@@ -626,9 +665,9 @@ async def _execute_and_write(
     _counter(ORDERS, data.type, status.value).inc()
     if liquidity is not None:
         _counter(FILLS, liquidity).inc()
-    return OrderOut(
-        id=order_id, client_order_id=data.client_order_id, account_id=book.id, symbol=data.symbol, side=data.side,
-        type=data.type, quantity=data.quantity, filled_quantity=filled, avg_fill_price=avg_price,
-        limit_price=data.limit_price, stop_price=data.stop_price, time_in_force=data.time_in_force,
-        status=status.value, reject_reason=None, fees=fees, created_at=now, updated_at=now,  # type: ignore[arg-type]
-    )
+    messages = stream_messages(book, events, written["event_seq"], now, fill_id)
+    if after_commit is None:
+        streams.publish_all(messages)
+    else:
+        after_commit.extend(messages)
+    return events[-1]["order_state"]

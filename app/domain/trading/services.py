@@ -25,6 +25,8 @@ from app.domain.identity.schemas import Principal
 from app.domain.markets.events import QuietBand, on_price, quiet_band_of
 from app.domain.risk import checks as risk_checks
 from app.domain.risk import pretrade
+from app.domain.streams.events import defer_account_state, defer_account_update
+from app.domain.streams.log import assign_seqs, defer_trade_updates, stored_order
 from app.domain.trading import rules
 from app.domain.trading.book import AccountBook, fill_row, insert_fills, load_book
 from app.domain.trading.models import Fill, Order, OrderEvent
@@ -221,7 +223,7 @@ _ACTS_AT_PRICE = f"""({_ALWAYS_ACTS}
 _RESTING_SQL = text(
     f"""
     SELECT id, account_id, side, type, time_in_force, quantity, filled_quantity, avg_fill_price, limit_price,
-           stop_price, triggered, status, reserved_cash, fees
+           stop_price, triggered, status, reserved_cash, fees, client_order_id, created_at
       FROM orders
      WHERE symbol = :symbol AND status IN ('new', 'accepted', 'partially_filled')
        AND {_ACTS_AT_PRICE}
@@ -294,6 +296,7 @@ async def match_resting_orders(
     # Phase 3: apply.
     fill_rows: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
+    states: list[OrderOut] = []  # the order after each event (the stream's `order`)
     fills_made = 0
     for o, m, cancel_rest in plans:
         book = books[o.account_id]
@@ -301,9 +304,15 @@ async def match_resting_orders(
         status = OrderStatus(o.status)
         filled, avg, fees, reserved = o.filled_quantity, o.avg_fill_price, o.fees, o.reserved_cash
         reason = None
+
+        def add(event: dict[str, Any], state: OrderOut) -> None:
+            event["order_state"] = stored_order(state)
+            events.append(event)
+            states.append(state)
+
         if m.newly_triggered:
-            events.append(_event(o.id, o.account_id, EventType.TRIGGERED, status, status, now,
-                                 data={"last_price": str(price)}))
+            add(_event(o.id, o.account_id, EventType.TRIGGERED, status, status, now, data={"last_price": str(price)}),
+                _resting_state(o, symbol, status, filled, avg, fees, reason, now))
         qty = m.fill_qty
         if qty > 0 and o.side == "buy" and not book.allow_short and pretrade.margin_multiplier(book) <= 1:
             # A gap can make a triggered stop cost more than was reserved: never take cash below zero.
@@ -322,12 +331,13 @@ async def match_resting_orders(
             fill = fill_row(o.id, o.account_id, symbol, o.side, qty, m.fill_price, fee, m.liquidity, now)
             fill_rows.append(fill)
             new_status = rules.fill_status(view, qty)
-            events.append(_event(
+            event = _event(
                 o.id, o.account_id, EventType.FILLED if new_status is OrderStatus.FILLED else EventType.PARTIALLY_FILLED,
                 status, new_status, now, fill_id=fill["id"],
                 data={"quantity": str(qty), "price": str(m.fill_price), "fee": str(fee), "liquidity": m.liquidity,
                       "realized_pnl": str(realized)},
-            ))
+            )
+            event["position_qty"] = book.position(symbol).quantity
             avg = ((avg or ZERO) * filled + m.fill_price * qty) / (filled + qty)
             remaining_before = o.quantity - filled
             release = reserved * qty / remaining_before if remaining_before > 0 else reserved
@@ -338,12 +348,14 @@ async def match_resting_orders(
             filled += qty
             fees += fee
             status = new_status
+            add(event, _resting_state(o, symbol, status, filled, avg, fees, reason, now))
             fills_made += 1
             FILLS.labels(liquidity=m.liquidity).inc()
         if status is not OrderStatus.FILLED and cancel_rest:
-            events.append(_event(o.id, o.account_id, EventType.CANCELED, status, OrderStatus.CANCELED, now,
-                                 reason=reason or f"{o.time_in_force}: remainder canceled at trigger"))
+            cancel = _event(o.id, o.account_id, EventType.CANCELED, status, OrderStatus.CANCELED, now,
+                            reason=reason or f"{o.time_in_force}: remainder canceled at trigger")
             status = OrderStatus.CANCELED
+            add(cancel, _resting_state(o, symbol, status, filled, avg, fees, reason, now))
             book.reserved_cash -= reserved
             reserved = ZERO
         await conn.execute(
@@ -355,9 +367,12 @@ async def match_resting_orders(
         )
     await insert_fills(conn, fill_rows)
     if events:
+        owners = await assign_seqs(conn, events)
         await conn.execute(insert(OrderEvent), events)
+        defer_trade_updates(conn, events, owners, states)
     for book in books.values():
         await book.save(conn, now)
+        defer_account_update(conn, book, now)
     return fills_made
 
 
@@ -369,6 +384,15 @@ async def resting_quiet_band(conn: AsyncConnection, symbol: str) -> QuietBand:
     committed and visible here, and none can be added until the caller commits."""
     row = (await conn.execute(_QUIET_BAND_SQL, {"symbol": symbol})).one()
     return QuietBand(row.lower, row.upper, row.always)
+
+
+def _resting_state(o: Any, symbol: str, status: OrderStatus, filled: Decimal, avg: Decimal | None, fees: Decimal,
+                   reason: str | None, now: datetime) -> OrderOut:
+    """A resting order (a _RESTING_SQL row) after one of its events, as the orders row will hold it."""
+    return OrderOut(
+        o.id, o.client_order_id, o.account_id, symbol, o.side, o.type, o.quantity, filled, _round_price(avg),
+        o.limit_price, o.stop_price, o.time_in_force, status.value, reason, fees, o.created_at, now,  # type: ignore[arg-type]
+    )
 
 
 def _round_price(value: Decimal | None) -> Decimal | None:
@@ -402,14 +426,23 @@ async def _close_order(conn: AsyncConnection, account_id: uuid.UUID, order_id: u
                        reserved: Decimal, to: OrderStatus, etype: EventType, reason: str) -> None:
     now = utcnow()
     event = _event(order_id, account_id, etype, status, to.value, now, reason=reason)
-    await conn.execute(
-        update(Order).where(Order.id == order_id).values(status=to.value, reserved_cash=ZERO, updated_at=now)
-    )
-    await conn.execute(insert(OrderEvent).values(**event))
+    closed = (
+        await conn.execute(
+            update(Order).where(Order.id == order_id).values(status=to.value, reserved_cash=ZERO, updated_at=now)
+            .returning(*ORDER_COLS)
+        )
+    ).one()
     if reserved:
         await conn.execute(
             update(Account).where(Account.id == account_id).values(reserved_cash=Account.reserved_cash - reserved, updated_at=now)
         )
+    state = _order_out(closed)
+    event["order_state"] = stored_order(state)
+    owners = await assign_seqs(conn, [event])
+    await conn.execute(insert(OrderEvent).values(**event))
+    defer_trade_updates(conn, [event], owners, [state])
+    if reserved:
+        await defer_account_state(conn, account_id, now)
 
 
 async def expire_day_orders(conn: AsyncConnection, now: datetime | None = None, batch: int = 500) -> int:
@@ -427,7 +460,8 @@ async def expire_day_orders(conn: AsyncConnection, now: datetime | None = None, 
                     .with_for_update(skip_locked=True)
                 )
             ).all()
-            for r in rows:
+            # Accounts in id order, as matching locks them: each close updates its account (the event's seq).
+            for r in sorted(rows, key=lambda r: r.account_id):
                 await _close_order(conn, r.account_id, r.id, r.status, r.reserved_cash, OrderStatus.EXPIRED,
                                    EventType.EXPIRED, "day order: session closed")
             expired += len(rows)

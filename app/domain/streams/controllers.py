@@ -1,0 +1,367 @@
+"""GET /api/v1/stream (WebSocket), GET /api/v1/accounts/{id}/stream (SSE), GET .../activities.
+
+The protocol is documented in docs/STREAMING.md (OpenAPI cannot describe a WebSocket). Handlers parse,
+authorise and hand over to the hub; the rules of delivery live in hub.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, get, websocket
+from litestar.connection import WebSocket
+from litestar.exceptions import WebSocketDisconnect
+from litestar.params import FromPath, HeaderParameter, Parameter
+from litestar.response import ServerSentEvent, ServerSentEventMessage
+
+from app.domain.identity.middleware import _credential
+from app.domain.identity.schemas import Principal
+from app.domain.identity.services import authenticate
+from app.domain.markets.candles import TIMEFRAMES
+from app.domain.streams import log as stream_log
+from app.domain.streams.hub import Client
+from app.domain.streams.messages import ActivityPage, encode, error
+from app.domain.streams.runtime import StreamRuntime
+from app.lib.errors import ApiError, not_found
+from app.lib.log import get_logger
+from app.lib.metrics import STREAM_CONNECTIONS
+from app.lib.pagination import Limit
+
+log = get_logger("app.streams")
+
+AUTH_TIMEOUT_SECONDS = 5.0
+MAX_STREAMS_PER_CONNECTION = 200
+CLOSE_BAD_KEY, CLOSE_TOO_MANY = 4401, 4429
+ACCOUNT_STREAMS = frozenset({"trade_updates", "accounts", "risk"})
+
+
+class StreamRequestError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class _ClientMessage(msgspec.Struct, forbid_unknown_fields=True):
+    action: str
+    streams: list[str] = []
+    since: dict[str, int] = {}
+    key: str | None = None
+
+
+_decode_message = msgspec.json.Decoder(_ClientMessage).decode
+
+
+def _runtime(conn: Any) -> StreamRuntime:
+    return conn.app.state.streams
+
+
+# ------------------------------------------------------------------------------------------ authorisation
+
+
+async def _instrument_exists(apg: Any, symbol: str) -> bool:
+    return await apg.fetchval("SELECT EXISTS (SELECT 1 FROM instruments WHERE symbol = $1)", symbol)
+
+
+async def authorise_streams(rt: StreamRuntime, principal: Principal, names: list[str]) -> set[str]:
+    """The canonical names of `names`, or StreamRequestError. An account the caller may not read is
+    answered exactly like one that does not exist."""
+    if len(names) > MAX_STREAMS_PER_CONNECTION:
+        raise StreamRequestError(
+            "too-many-streams", f"at most {MAX_STREAMS_PER_CONNECTION} streams per connection"
+        )
+    out: set[str] = set()
+    for name in names:
+        if not isinstance(name, str) or len(name) > 100:
+            raise StreamRequestError("unknown-stream", "stream names are strings of at most 100 characters")
+        if name in ACCOUNT_STREAMS:
+            out.add(name)
+            continue
+        kind, _, rest = name.partition(":")
+        unknown = StreamRequestError("unknown-stream", f"unknown stream {name!r}")
+        if kind == "trade_updates" and rest:
+            try:
+                account_id = uuid.UUID(rest)
+            except ValueError:
+                raise unknown from None
+            state = await rt.read(
+                lambda apg, a=account_id: stream_log.log_state(
+                    apg, a, principal.user_id, principal.can_read_all_accounts
+                )
+            )
+            if state is None:
+                raise unknown
+            out.add(f"trade_updates:{account_id}")
+        elif kind == "prices" and rest:
+            if not await rt.read(lambda apg, s=rest: _instrument_exists(apg, s)):
+                raise unknown
+            out.add(name)
+        elif kind == "bars" and rest:
+            symbol, _, timeframe = rest.rpartition(":")
+            if timeframe not in TIMEFRAMES or not symbol:
+                raise unknown
+            if not await rt.read(lambda apg, s=symbol: _instrument_exists(apg, s)):
+                raise unknown
+            out.add(name)
+        else:
+            raise unknown
+    return out
+
+
+async def authorise_since(
+    rt: StreamRuntime, principal: Principal, since: dict[str, int], streams: set[str]
+) -> dict[str, int]:
+    """`since` keyed by account hex, after checking each account is readable, covered by a subscribed
+    trade_updates stream and still fully retained."""
+    out: dict[str, int] = {}
+    for key, seq in since.items():
+        try:
+            account_id = uuid.UUID(key)
+        except ValueError:
+            raise StreamRequestError("unknown-stream", f"unknown account {key!r}") from None
+        state = await rt.read(
+            lambda apg, a=account_id: stream_log.log_state(
+                apg, a, principal.user_id, principal.can_read_all_accounts
+            )
+        )
+        if state is None:
+            raise StreamRequestError("unknown-stream", f"unknown account {key!r}")
+        if "trade_updates" not in streams and f"trade_updates:{account_id}" not in streams:
+            raise StreamRequestError(
+                "invalid-since", f"since names account {key} but no subscribed trade_updates stream covers it"
+            )
+        problem = state.resume_error(seq)
+        if problem is not None:
+            raise StreamRequestError(*problem)
+        out[account_id.hex] = seq
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- WebSocket
+
+
+async def _authenticate_socket(socket: WebSocket, rt: StreamRuntime) -> Principal | None:
+    key = _credential(socket.scope)
+    if key is None:
+        try:
+            text = await asyncio.wait_for(socket.receive_text(), AUTH_TIMEOUT_SECONDS)
+            message = _decode_message(text)
+        except (TimeoutError, msgspec.ValidationError, msgspec.DecodeError):
+            return None
+        if message.action != "auth" or not message.key:
+            return None
+        key = message.key
+    return await authenticate(rt.engine, key)
+
+
+async def _handle_message(client: Client, rt: StreamRuntime, text: str) -> None:
+    try:
+        message = _decode_message(text)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        client.offer(error("invalid-message", f"not a client message: {exc}"[:300]).decode())
+        return
+    try:
+        if message.action == "subscribe":
+            wanted = client.streams | await authorise_streams(rt, client.principal, message.streams)
+            if len(wanted) > MAX_STREAMS_PER_CONNECTION:
+                raise StreamRequestError("too-many-streams", f"at most {MAX_STREAMS_PER_CONNECTION} streams")
+            since = await authorise_since(rt, client.principal, message.since, wanted)
+        elif message.action == "unsubscribe":
+            wanted = client.streams - {_canonical(s) for s in message.streams}
+            since = {}
+        elif message.action == "auth":
+            raise StreamRequestError("invalid-message", "already authenticated")
+        else:
+            raise StreamRequestError("invalid-message", f"unknown action {message.action!r}")
+    except StreamRequestError as exc:
+        client.offer(error(exc.code, exc.message).decode())
+        return
+    try:
+        await client.set_streams(
+            wanted, since, encode({"type": "subscribed", "streams": sorted(wanted)}).decode()
+        )
+    except Exception as exc:  # the channels backend (Redis) or PostgreSQL is unavailable
+        log.warning("stream_subscribe_failed", error=repr(exc)[:200])
+        client.offer(error("unavailable", "the stream backend is unavailable; try again").decode())
+
+
+def _canonical(name: str) -> str:
+    kind, _, rest = name.partition(":")
+    if kind == "trade_updates" and rest:
+        with contextlib.suppress(ValueError):
+            return f"trade_updates:{uuid.UUID(rest)}"
+    return name
+
+
+async def _send_loop(socket: WebSocket, client: Client) -> None:
+    send = socket.send
+    while True:
+        item = await client.take()
+        if item is None:
+            return
+        await send({"type": "websocket.send", "text": item[1]})
+
+
+async def _receive_loop(socket: WebSocket, client: Client, rt: StreamRuntime) -> None:
+    try:
+        while client.close_code is None:
+            await _handle_message(client, rt, await socket.receive_text())
+    except WebSocketDisconnect:
+        pass
+    finally:
+        client.close(1000, "client_gone")
+
+
+@websocket("/api/v1/stream")
+async def stream_socket(socket: WebSocket) -> None:
+    rt = _runtime(socket)
+    await socket.accept()
+    principal = await _authenticate_socket(socket, rt)
+    if principal is None:
+        with contextlib.suppress(Exception):
+            await socket.close(code=CLOSE_BAD_KEY, reason="missing, invalid, expired or revoked API key")
+        return
+    conn_id = uuid.uuid4().hex
+    if not await rt.slots.acquire(principal.user_id, conn_id):
+        with contextlib.suppress(Exception):
+            await socket.close(code=CLOSE_TOO_MANY, reason="too many stream connections for this user")
+        return
+    client = Client(rt.hub, principal, rt.settings.stream_buffer_messages)
+    rt.hub.attach(client)
+    STREAM_CONNECTIONS.inc()
+    receiver = asyncio.create_task(_receive_loop(socket, client, rt))
+    try:
+        await _send_loop(socket, client)
+    except Exception:  # the peer went away mid-send
+        client.close(1000, "client_gone")
+    finally:
+        STREAM_CONNECTIONS.dec()
+        receiver.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await receiver
+        await client.aclose()
+        with contextlib.suppress(Exception):
+            await rt.slots.release(principal.user_id, conn_id)
+        code = client.close_code or 1000
+        if code != 1000:  # 1000: the client left; 4008 (overflow) and 1001 (shutdown) are ours to send
+            with contextlib.suppress(Exception):
+                await socket.close(
+                    code=code, reason="slow consumer: resume with since" if code == 4008 else ""
+                )
+
+
+# ---------------------------------------------------------------------------------------------- SSE, REST
+
+LastEventId = Annotated[str | None, HeaderParameter(name="Last-Event-ID", max_length=24, required=False)]
+
+
+class StreamController(Controller):
+    path = "/api/v1/accounts/{account_id:uuid}"
+    tags = ["streams"]
+
+    @get(
+        "/activities",
+        summary="The account's order events (trade_updates), ascending by seq: the stream's durable log",
+    )
+    async def activities(
+        self,
+        request: Request,
+        account_id: FromPath[uuid.UUID],
+        after_seq: Annotated[
+            int, Parameter(ge=0, le=2**62, description="Return events with seq > after_seq")
+        ] = 0,
+        limit: Limit = 50,
+    ) -> ActivityPage:
+        rt = _runtime(request)
+        principal: Principal = request.user
+
+        async def read(apg: Any) -> ActivityPage:
+            state = await stream_log.log_state(
+                apg, account_id, principal.user_id, principal.can_read_all_accounts
+            )
+            if state is None:
+                raise not_found("Account")
+            items = await stream_log.read_log(apg, account_id, after_seq, limit + 1)
+            more = len(items) > limit
+            items = items[:limit]
+            return ActivityPage(items=items, next_after_seq=items[-1].seq if more else None)
+
+        return await rt.read(read)
+
+    @get(
+        "/stream",
+        media_type="text/event-stream",
+        summary="Server-Sent Events of the account's trade_updates (id = seq; Last-Event-ID resumes)",
+        description="Each event's data is a trade_update (docs/STREAMING.md); `: heartbeat` comments keep the "
+        "connection alive. A Last-Event-ID older than the retained log is 409 resume-too-old.",
+    )
+    async def stream(
+        self,
+        request: Request,
+        account_id: FromPath[uuid.UUID],
+        last_event_id: LastEventId = None,
+    ) -> ServerSentEvent:
+        rt = _runtime(request)
+        principal: Principal = request.user
+        state = await rt.read(
+            lambda apg: stream_log.log_state(
+                apg, account_id, principal.user_id, principal.can_read_all_accounts
+            )
+        )
+        if state is None:
+            raise not_found("Account")
+        since: dict[str, int] = {}
+        if last_event_id is not None and last_event_id.strip():
+            try:
+                seq = int(last_event_id)
+            except ValueError:
+                raise ApiError(
+                    400, "Last-Event-ID must be a seq (an integer)", slug="invalid-last-event-id"
+                ) from None
+            problem = state.resume_error(seq)
+            if problem is not None:
+                raise ApiError(409, problem[1], slug=problem[0])
+            since = {account_id.hex: seq}
+        conn_id = uuid.uuid4().hex
+        if not await rt.slots.acquire(principal.user_id, conn_id):
+            raise ApiError(
+                429,
+                "Too many stream connections for this user",
+                slug="too-many-streams",
+                headers={"Retry-After": str(int(rt.settings.stream_heartbeat_seconds))},
+            )
+        client = Client(rt.hub, principal, rt.settings.stream_buffer_messages)
+        rt.hub.attach(client)
+        try:
+            await client.set_streams({f"trade_updates:{account_id}"}, since, None)
+        except BaseException:
+            await client.aclose()
+            await rt.slots.release(principal.user_id, conn_id)
+            raise
+        return ServerSentEvent(_sse_events(client, rt, principal.user_id, conn_id))
+
+
+async def _sse_events(
+    client: Client, rt: StreamRuntime, user_id: uuid.UUID, conn_id: str
+) -> AsyncIterator[Any]:
+    STREAM_CONNECTIONS.inc()
+    try:
+        while True:
+            item = await client.take()
+            if item is None:
+                return
+            seq, body = item
+            if seq:
+                yield ServerSentEventMessage(data=body, id=seq)
+            elif body.startswith('{"type":"heartbeat"'):
+                yield ServerSentEventMessage(comment="heartbeat")
+    finally:
+        STREAM_CONNECTIONS.dec()
+        await client.aclose()
+        with contextlib.suppress(Exception):
+            await rt.slots.release(user_id, conn_id)

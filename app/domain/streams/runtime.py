@@ -1,0 +1,85 @@
+"""Per-process stream machinery, opened with the API (hub, connection slots, publisher) or with a
+worker process (publisher only)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from litestar.channels.backends.base import ChannelsBackend
+from litestar.channels.backends.memory import MemoryChannelsBackend
+from litestar.channels.backends.redis import RedisChannelsPubSubBackend
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.domain.streams import publish
+from app.domain.streams.hub import ResilientChannelsPlugin, StreamHub
+from app.domain.streams.slots import ConnectionSlots
+from app.lib.db import driver_connection
+from app.lib.settings import Settings
+
+
+@dataclass
+class StreamRuntime:
+    settings: Settings
+    engine: AsyncEngine
+    hub: StreamHub
+    slots: ConnectionSlots
+
+    async def read(self, fn: Callable[[Any], Awaitable[Any]]) -> Any:
+        return await read_with(self.engine, fn)
+
+
+async def read_with(engine: AsyncEngine, fn: Callable[[Any], Awaitable[Any]]) -> Any:
+    """Run fn(asyncpg connection) on a pooled connection (hand-written SQL, no SQLAlchemy transaction)."""
+    async with engine.connect() as conn:
+        return await fn(await driver_connection(conn))
+
+
+def _redis(settings: Settings) -> Any:
+    import redis.asyncio as aioredis
+
+    # No socket timeout: the pub/sub connection is idle between messages by design.
+    return aioredis.from_url(settings.redis_url, socket_connect_timeout=1.0, socket_keepalive=True)
+
+
+@contextlib.asynccontextmanager
+async def channels(settings: Settings) -> AsyncIterator[tuple[ResilientChannelsPlugin, Any]]:
+    """The started channels plugin (Redis pub/sub across processes, memory in one process), installed as
+    this process's publisher."""
+    redis = _redis(settings) if settings.redis_url else None
+    backend: ChannelsBackend = (
+        RedisChannelsPubSubBackend(redis=redis, key_prefix=f"{settings.redis_prefix}_CHANNELS")
+        if redis is not None
+        else MemoryChannelsBackend()
+    )
+    plugin = ResilientChannelsPlugin(backend=backend, arbitrary_channels_allowed=True)
+    try:
+        async with plugin:
+            publish.configure(plugin, settings.redis_prefix)
+            try:
+                yield plugin, redis
+            finally:
+                publish.unconfigure(plugin)
+    finally:
+        if redis is not None:
+            await redis.aclose()
+
+
+@contextlib.asynccontextmanager
+async def stream_runtime(settings: Settings, engine: AsyncEngine) -> AsyncIterator[StreamRuntime]:
+    async with channels(settings) as (plugin, redis):
+        hub = StreamHub(plugin, lambda fn: read_with(engine, fn), settings.stream_heartbeat_seconds)
+        slots = ConnectionSlots(
+            redis,
+            settings.redis_prefix,
+            settings.stream_max_connections_per_user,
+            settings.stream_heartbeat_seconds,
+        )
+        hub.on_heartbeat.append(slots.refresh)
+        await hub.start()
+        try:
+            yield StreamRuntime(settings, engine, hub, slots)
+        finally:
+            await hub.stop()

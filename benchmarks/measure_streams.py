@@ -1,0 +1,445 @@
+"""Streams under load, against a real API process (granian, one worker) on a scratch database.
+
+    python -m benchmarks.measure_streams [--subscribers 100] [--rate 500] [--phase-seconds 6]
+                                         [--idle 2000] [--replay 10000]
+
+1. Placement with `--subscribers` WebSocket subscribers of the account's trade_updates against none, in
+   alternating phases of one run (none, subscribed, none, subscribed): orders per second (closed loop, 8
+   in flight, capped at `--rate`) and the ratio. During subscribed phases one probe subscriber decodes
+   every message and records delivery latency = receive time - the event's `at` (taken just before the
+   write commits, same clock); the others only receive.
+2. `--idle` idle connections (subscribed to `accounts`, heartbeat every second): the server process's
+   RSS before and after, and heartbeat jitter (|interval - 1 s|) seen on 50 of them.
+3. Resume: `--replay` events are written while no one listens, then one client resumes with since=0;
+   time from the subscribe to the last replayed message.
+4. `--idle-baseline N`: the same idle measurement on benchmarks/peers/bare_ws_app.py under the same
+   granian settings: the server's own memory per WebSocket connection.
+
+Subscribers other than the latency probe are raw sockets that read and discard bytes, so that the load
+generator's own WebSocket parsing does not take the cores from the server. `--separate` puts the
+subscribers on a second API process (orders still go to the first).
+
+The load generator shares the machine with the server (2 cores here): its WebSocket receive work
+competes with the server for CPU, so the figures are a floor for a server with its own cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import websockets
+
+from app.lib.db import async_url
+from benchmarks.conftest import REDIS_URL, _admin, _url, drop_redis_keys
+
+
+def _rss_kib(pid: int) -> int:
+    """RSS of a process and its children (granian runs the app in a child process)."""
+    total = 0
+    pids = [pid]
+    while pids:
+        p = pids.pop()
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+            with open(f"/proc/{p}/task/{p}/children") as f:
+                pids.extend(int(c) for c in f.read().split())
+        except FileNotFoundError:
+            continue
+    return total
+
+
+def _pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+class BareServer:
+    """benchmarks/peers/bare_ws_app.py under granian as `tradedesk serve` runs it (ASGI, 1 worker, uvloop)."""
+
+    def __init__(self, port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        granian = str(Path(sys.executable).with_name("granian"))
+        self.proc = subprocess.Popen(
+            [
+                granian,
+                "--interface",
+                "asgi",
+                "--loop",
+                "uvloop",
+                "--port",
+                str(port),
+                "--no-log",
+                "benchmarks.peers.bare_ws_app:app",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        time.sleep(4)
+
+    def stop(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        self.proc.wait(timeout=20)
+
+
+class Server:
+    def __init__(self, db: str, run: str, offset: int = 0) -> None:
+        self.port = 18_000 + int(run[:4], 16) % 2000 + offset
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.admin_key = f"td_meas_admin_{run}_0123456789abcdefghij"
+        env = dict(os.environ)
+        env.update(
+            DATABASE_URL=async_url(_url(db)),
+            REDIS_URL=REDIS_URL,
+            TRADEDESK_QUEUE_NAME=f"tdmeas-{run}",
+            TRADEDESK_REDIS_PREFIX=f"tdmeas-{run}",
+            TRADEDESK_ADMIN_API_KEY=self.admin_key,
+            TRADEDESK_WORKERS_IN_PROCESS="false",
+            LOG_LEVEL="WARNING",
+            TRADEDESK_ACCESS_LOG="false",
+            RATE_LIMIT_READ_PER_MINUTE="1000000000",
+            RATE_LIMIT_WRITE_PER_MINUTE="1000000000",
+            RATE_LIMIT_ORDERS_PER_MINUTE="1000000000",
+            RATE_LIMIT_ANONYMOUS_PER_MINUTE="1000000000",
+            STREAM_MAX_CONNECTIONS_PER_USER="100000",
+            STREAM_HEARTBEAT_SECONDS="1",
+            STREAM_BUFFER_MESSAGES="100000",
+        )
+        tradedesk = str(Path(sys.executable).with_name("tradedesk"))
+        self.proc = subprocess.Popen(
+            [tradedesk, "serve", "--port", str(self.port), "--no-access-log"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("server did not start")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+async def _setup(http: httpx.AsyncClient, admin: dict) -> tuple[str, dict]:
+    user = (
+        await http.post(
+            "/api/v1/users", json={"email": f"s-{uuid.uuid4().hex[:8]}@example.com"}, headers=admin
+        )
+    ).json()
+    trader = {"Authorization": f"Bearer {user['api_key']}"}
+    for path, body in (
+        (
+            "/api/v1/exchanges",
+            {"code": "SX", "name": "s", "taker_fee_rate": "0.001", "maker_fee_rate": "0.0005"},
+        ),
+        (
+            "/api/v1/instruments",
+            {
+                "symbol": "STRM",
+                "exchange": "SX",
+                "base_asset": "S",
+                "quote_asset": "USD",
+                "tick_size": "0.01",
+                "lot_size": "1",
+                "min_quantity": "1",
+            },
+        ),
+        ("/api/v1/instruments/STRM/price", {"price": "100"}),
+    ):
+        resp = await http.post(path, json=body, headers=admin)
+        assert resp.status_code in (200, 201), resp.text
+    return user["api_key"], trader
+
+
+async def _new_account(http: httpx.AsyncClient, trader: dict) -> str:
+    resp = await http.post(
+        "/api/v1/accounts", json={"name": "s", "initial_cash": "1000000000000"}, headers=trader
+    )
+    return resp.json()["id"]
+
+
+ORDER = {
+    "symbol": "STRM",
+    "side": "buy",
+    "type": "limit",
+    "quantity": "1",
+    "limit_price": "90",
+    "time_in_force": "gtc",
+}
+
+
+async def _place_for(http: httpx.AsyncClient, trader: dict, account: str, seconds: float, rate: float) -> int:
+    """Closed loop, 8 in flight, at most `rate` orders/s; returns orders placed."""
+    done = 0
+    end = time.perf_counter() + seconds
+    interval = 8 / rate
+
+    async def worker() -> None:
+        nonlocal done
+        while time.perf_counter() < end:
+            started = time.perf_counter()
+            resp = await http.post(f"/api/v1/accounts/{account}/orders", json=ORDER, headers=trader)
+            assert resp.status_code == 201, resp.text
+            done += 1
+            pause = interval - (time.perf_counter() - started)
+            if pause > 0:
+                await asyncio.sleep(pause)
+
+    await asyncio.gather(*(worker() for _ in range(8)))
+    return done
+
+
+async def _subscribe(ws_url: str, key: str, streams: list[str], since: dict | None = None):
+    ws = await websockets.connect(
+        ws_url, additional_headers={"Authorization": f"Bearer {key}"}, max_queue=None
+    )
+    body: dict = {"action": "subscribe", "streams": streams}
+    if since is not None:
+        body["since"] = since
+    await ws.send(json.dumps(body))
+    while json.loads(await ws.recv())["type"] != "subscribed":
+        pass
+    return ws
+
+
+async def _raw_subscriber(
+    url: str, key: str, streams: list[str]
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A subscriber that reads and discards bytes without parsing WebSocket frames: the load generator
+    then costs next to nothing per message, so the server's share of the 2 cores is what is measured."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        (
+            f"GET /api/v1/stream HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            f"Authorization: Bearer {key}\r\n\r\n"
+        ).encode()
+    )
+    await reader.readuntil(b"\r\n\r\n")
+    payload = json.dumps({"action": "subscribe", "streams": streams}).encode()
+    mask = os.urandom(4)
+    assert len(payload) < 126
+    writer.write(
+        bytes([0x81, 0x80 | len(payload)]) + mask + bytes(c ^ mask[i % 4] for i, c in enumerate(payload))
+    )
+    await writer.drain()
+    await reader.readuntil(b'"subscribed"')
+    return reader, writer
+
+
+async def placement_and_latency(
+    server: Server, key: str, trader: dict, args, streams: Server | None = None
+) -> dict:
+    """`streams`: a second API process the subscribers connect to (orders still go to `server`)."""
+    streams = streams or server
+    ws_url = streams.url.replace("http", "ws") + "/api/v1/stream"
+    async with httpx.AsyncClient(
+        base_url=server.url, timeout=30, limits=httpx.Limits(max_connections=16)
+    ) as http:
+        account = await _new_account(http, trader)
+        await _place_for(http, trader, account, 2, args.rate)  # warm-up
+        probe_ws = await _subscribe(ws_url, key, [f"trade_updates:{account}"])
+        raw = [
+            await _raw_subscriber(streams.url, key, [f"trade_updates:{account}"])
+            for _ in range(args.subscribers - 1)
+        ]
+        latencies: list[float] = []
+        listening = False
+
+        async def probe(ws) -> None:
+            async for raw in ws:
+                received = time.time()
+                msg = json.loads(raw)
+                if listening and msg["type"] == "trade_update":
+                    latencies.append(received - datetime.fromisoformat(msg["at"]).timestamp())
+
+        async def drain(reader: asyncio.StreamReader) -> None:
+            while await reader.read(1 << 16):
+                pass
+
+        tasks = [asyncio.create_task(probe(probe_ws))] + [asyncio.create_task(drain(r)) for r, _ in raw]
+        rates: dict[str, list[float]] = {"none": [], "subscribed": []}
+        for phase in ("none", "subscribed", "none", "subscribed"):
+            # Subscribers stay connected; in the "none" phases the orders go to an account nobody watches.
+            target = account if phase == "subscribed" else await _new_account(http, trader)
+            listening = phase == "subscribed"
+            placed = await _place_for(http, trader, target, args.phase_seconds, args.rate)
+            listening = False
+            rates[phase].append(placed / args.phase_seconds)
+            await asyncio.sleep(1)
+        await probe_ws.close()
+        for _, writer in raw:
+            writer.close()
+        for t in tasks:
+            t.cancel()
+    none, subscribed = statistics.mean(rates["none"]), statistics.mean(rates["subscribed"])
+    return {
+        "orders_per_s_no_subscribers": round(none, 1),
+        "orders_per_s_with_subscribers": round(subscribed, 1),
+        "ratio": round(subscribed / none, 3),
+        "phases": rates,
+        "latency_samples": len(latencies),
+        "latency_p50_ms": round(_pct(latencies, 0.5) * 1000, 2) if latencies else None,
+        "latency_p99_ms": round(_pct(latencies, 0.99) * 1000, 2) if latencies else None,
+    }
+
+
+async def idle_connections(server: Server, key: str, n: int) -> dict:
+    ws_url = server.url.replace("http", "ws") + "/api/v1/stream"
+    before = _rss_kib(server.proc.pid)
+    beats: list[tuple[float, float]] = []  # (server `at`, receive time) on the first 50 connections
+    watching = False
+
+    async def watch(ws, sample: bool) -> None:
+        async for raw in ws:
+            if sample and watching:
+                msg = json.loads(raw)
+                if msg["type"] == "heartbeat":
+                    beats.append((datetime.fromisoformat(msg["at"]).timestamp(), time.time()))
+
+    sockets, tasks = [], []
+    for i in range(0, n, 100):
+        batch = await asyncio.gather(*(_subscribe(ws_url, key, ["accounts"]) for _ in range(min(100, n - i))))
+        for ws in batch:
+            tasks.append(asyncio.create_task(watch(ws, len(sockets) < 50)))
+            sockets.append(ws)
+    await asyncio.sleep(3)
+    after = _rss_kib(server.proc.pid)
+    watching = True
+    await asyncio.sleep(12)
+    watching = False
+    delays = [received - at for at, received in beats]
+    ticks = sorted({at for at, _ in beats})
+    interval_error = [abs((b - a) - 1.0) for a, b in zip(ticks, ticks[1:], strict=False)]
+    for t in tasks:
+        t.cancel()
+    for w in sockets:
+        await w.close()
+    return {
+        "connections": n,
+        "rss_before_mib": round(before / 1024, 1),
+        "rss_after_mib": round(after / 1024, 1),
+        "rss_per_connection_kib": round((after - before) / n, 1),
+        "heartbeats_seen": len(beats),
+        "heartbeat_delivery_p50_ms": round(_pct(delays, 0.5) * 1000, 1) if delays else None,
+        "heartbeat_delivery_p99_ms": round(_pct(delays, 0.99) * 1000, 1) if delays else None,
+        "heartbeat_interval_error_max_ms": round(max(interval_error) * 1000, 1) if interval_error else None,
+    }
+
+
+async def replay(server: Server, key: str, trader: dict, events: int) -> dict:
+    ws_url = server.url.replace("http", "ws") + "/api/v1/stream"
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        account = await _new_account(http, trader)
+        sem = asyncio.Semaphore(8)
+
+        async def one() -> None:
+            async with sem:
+                resp = await http.post(f"/api/v1/accounts/{account}/orders", json=ORDER, headers=trader)
+                assert resp.status_code == 201
+
+        await asyncio.gather(*(one() for _ in range(events // 2)))  # new + accepted per order
+    ws = await websockets.connect(
+        ws_url, additional_headers={"Authorization": f"Bearer {key}"}, max_queue=None
+    )
+    started = time.perf_counter()
+    await ws.send(
+        json.dumps({"action": "subscribe", "streams": [f"trade_updates:{account}"], "since": {account: 0}})
+    )
+    last = 0
+    while last < events:
+        msg = json.loads(await ws.recv())
+        if msg["type"] == "trade_update":
+            assert msg["seq"] == last + 1
+            last = msg["seq"]
+    elapsed = time.perf_counter() - started
+    await ws.close()
+    return {"events": events, "seconds": round(elapsed, 3), "events_per_s": round(events / elapsed)}
+
+
+async def main(args) -> dict:
+    run = uuid.uuid4().hex[:8]
+    db = f"td_meas_{run}"
+    await _admin(f'CREATE DATABASE "{db}"')
+    from app.lib.migrate import upgrade
+
+    await asyncio.to_thread(upgrade, _url(db))
+    server = Server(db, run)
+    second = Server(db, run, offset=1) if args.separate else None
+    try:
+        admin = {"Authorization": f"Bearer {server.admin_key}"}
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            key, trader = await _setup(http, admin)
+        out: dict = {}
+        if args.subscribers:
+            out["placement"] = await placement_and_latency(server, key, trader, args, second)
+            print(json.dumps(out["placement"]), flush=True)
+        if args.replay:
+            out["replay"] = await replay(server, key, trader, args.replay)
+            print(json.dumps(out["replay"]), flush=True)
+        if args.idle:
+            out["idle"] = await idle_connections(server, key, args.idle)
+            print(json.dumps(out["idle"]), flush=True)
+        if args.idle_baseline:
+            bare = BareServer(server.port + 2)
+            try:
+                out["idle_bare_asgi"] = await idle_connections(bare, key, args.idle_baseline)  # type: ignore[arg-type]
+            finally:
+                bare.stop()
+            print(json.dumps(out["idle_bare_asgi"]), flush=True)
+        return out
+    finally:
+        server.stop()
+        if second is not None:
+            second.stop()
+        await _admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        await drop_redis_keys(f"tdmeas-{run}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--subscribers", type=int, default=100)
+    parser.add_argument("--rate", type=float, default=500)
+    parser.add_argument("--phase-seconds", type=float, default=6)
+    parser.add_argument("--idle", type=int, default=2000)
+    parser.add_argument("--replay", type=int, default=10_000)
+    parser.add_argument(
+        "--idle-baseline",
+        type=int,
+        default=0,
+        help="also hold this many connections on a bare ASGI WebSocket app (server memory alone)",
+    )
+    parser.add_argument(
+        "--separate",
+        action="store_true",
+        help="subscribers on a second API process (the placing process only publishes)",
+    )
+    print(json.dumps(asyncio.run(main(parser.parse_args())), indent=2))

@@ -1,0 +1,635 @@
+"""Streams end to end: real API processes (granian) sharing the test database and Redis, WebSocket and
+SSE clients, orders placed and prices posted through either process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import socket
+import time
+import uuid
+
+import httpx
+import pytest
+import websockets
+
+from tests.conftest import api_servers
+from tests.integration.helpers import make_account, make_market
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+BUFFER = 50
+MAX_CONNECTIONS = 5
+
+
+@pytest.fixture(scope="module")
+def stream_servers(settings):
+    """Two API processes with small stream limits (buffer, connections, heartbeat) to test them."""
+    with api_servers(
+        settings,
+        STREAM_BUFFER_MESSAGES=str(BUFFER),
+        STREAM_MAX_CONNECTIONS_PER_USER=str(MAX_CONNECTIONS),
+        STREAM_HEARTBEAT_SECONDS="1",
+    ) as (urls, _):
+        yield urls
+
+
+def ws_url(http_url: str) -> str:
+    return http_url.replace("http://", "ws://") + "/api/v1/stream"
+
+
+async def connect(url: str, key: str | None):
+    headers = {"Authorization": f"Bearer {key}"} if key else None
+    return await websockets.connect(ws_url(url), additional_headers=headers, max_size=2**24)
+
+
+async def recv(ws, wait: float = 10.0) -> dict:
+    """The next message that is not a heartbeat."""
+    while True:
+        message = json.loads(await asyncio.wait_for(ws.recv(), wait))
+        if message["type"] != "heartbeat":
+            return message
+
+
+async def subscribe(ws, streams: list[str], since: dict | None = None) -> dict:
+    body: dict = {"action": "subscribe", "streams": streams}
+    if since is not None:
+        body["since"] = since
+    await ws.send(json.dumps(body))
+    return await recv(ws)
+
+
+async def trade_updates(ws, count: int, wait: float = 15.0) -> list[dict]:
+    out: list[dict] = []
+    while len(out) < count:
+        message = await recv(ws, wait)
+        if message["type"] == "trade_update":
+            out.append(message)
+    return out
+
+
+async def no_more(ws, seconds: float = 0.7) -> list[dict]:
+    """Messages (other than heartbeats) that arrive within `seconds`: expected to be none."""
+    extra = []
+    try:
+        while True:
+            extra.append(await recv(ws, seconds))
+    except TimeoutError:
+        return extra
+
+
+async def _trader(client, admin_headers, make_user, cash: str = "10000000"):
+    user = await make_user("trader")
+    sym = await make_market(client, admin_headers, price="100", taker="0.001")
+    acct = await make_account(client, user["headers"], cash=cash)
+    return user, sym, acct
+
+
+def _resting_buy(sym: str, price: str = "90") -> dict:
+    return {
+        "symbol": sym,
+        "side": "buy",
+        "type": "limit",
+        "quantity": "1",
+        "limit_price": price,
+        "time_in_force": "gtc",
+    }
+
+
+async def test_fill_from_a_price_posted_to_another_process_reaches_the_subscriber(
+    client, admin_headers, make_user, stream_servers
+):
+    user, sym, acct = await _trader(client, admin_headers, make_user)
+    a, b = stream_servers
+    ws = await connect(a, user["api_key"])
+    try:
+        ack = await subscribe(ws, [f"trade_updates:{acct}"])
+        assert ack == {"type": "subscribed", "streams": [f"trade_updates:{acct}"]}
+        async with httpx.AsyncClient(base_url=b, timeout=10) as http_b:
+            placed = await http_b.post(
+                f"/api/v1/accounts/{acct}/orders", json=_resting_buy(sym, "95"), headers=user["headers"]
+            )
+            assert placed.status_code == 201, placed.text
+            new, accepted = await trade_updates(ws, 2)
+            priced = await http_b.post(
+                f"/api/v1/instruments/{sym}/price", json={"price": "94"}, headers=admin_headers
+            )
+            assert priced.status_code == 200, priced.text
+        (fill,) = await trade_updates(ws, 1)
+        order_id = placed.json()["id"]
+        assert [m["event"] for m in (new, accepted, fill)] == ["new", "accepted", "fill"]
+        assert [m["seq"] for m in (new, accepted, fill)] == [1, 2, 3]
+        assert all(m["order"]["id"] == order_id and m["account_id"] == acct for m in (new, accepted, fill))
+        assert new["order"]["status"] == "new" and accepted["order"]["status"] == "accepted"
+        assert fill["order"]["status"] == "filled" and fill["order"]["filled_quantity"] == "1"
+        assert (
+            fill["fill"]["price"] == "95" and fill["fill"]["quantity"] == "1" and fill["position_qty"] == "1"
+        )
+        # The account's new state follows on the `accounts` stream of whoever subscribes to it.
+        assert await no_more(ws) == []
+    finally:
+        await ws.close()
+
+
+async def _place_resting(http: httpx.AsyncClient, headers: dict, acct: str, sym: str, n: int) -> None:
+    for _ in range(n):
+        resp = await http.post(f"/api/v1/accounts/{acct}/orders", json=_resting_buy(sym), headers=headers)
+        assert resp.status_code == 201, resp.text
+
+
+async def _last_seq(http: httpx.AsyncClient, headers: dict, acct: str) -> int:
+    after, last = 0, 0
+    while True:
+        page = (
+            await http.get(
+                f"/api/v1/accounts/{acct}/activities",
+                params={"after_seq": after, "limit": 500},
+                headers=headers,
+            )
+        ).json()
+        if page["items"]:
+            last = page["items"][-1]["seq"]
+        if page["next_after_seq"] is None:
+            return last
+        after = page["next_after_seq"]
+
+
+async def test_resume_after_a_disconnect_replays_exactly_the_missed_events(
+    client, admin_headers, make_user, stream_servers
+):
+    user, sym, acct = await _trader(client, admin_headers, make_user)
+    a, b = stream_servers
+    async with httpx.AsyncClient(base_url=b, timeout=10) as http_b:
+        await _place_resting(http_b, user["headers"], acct, sym, 3)
+        ws = await connect(a, user["api_key"])
+        await subscribe(ws, [f"trade_updates:{acct}"], since={acct: 0})
+        seen = await trade_updates(ws, 6)
+        assert [m["seq"] for m in seen] == list(range(1, 7))
+        await ws.close()
+        # 50 resting orders while disconnected: 100 events (new, accepted).
+        await _place_resting(http_b, user["headers"], acct, sym, 50)
+        ws = await connect(a, user["api_key"])
+        try:
+            await subscribe(ws, [f"trade_updates:{acct}"], since={acct: 6})
+            missed = await trade_updates(ws, 100)
+            assert [m["seq"] for m in missed] == list(range(7, 107))
+            assert [m["event"] for m in missed[:2]] == ["new", "accepted"]
+            await _place_resting(http_b, user["headers"], acct, sym, 1)  # then live, without a gap
+            live = await trade_updates(ws, 2)
+            assert [m["seq"] for m in live] == [107, 108]
+            assert await no_more(ws) == []
+        finally:
+            await ws.close()
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_resume_while_events_commit_during_the_hand_over_has_no_gap_and_no_duplicate(
+    client, admin_headers, make_user, stream_servers, seed
+):
+    """Writers on both processes keep committing while the client resumes from a random seq, at a random
+    moment: the client must end up with every seq from there on, once, in order."""
+    rng = random.Random(seed)
+    user, sym, acct = await _trader(client, admin_headers, make_user)
+    a, b = stream_servers
+    async with (
+        httpx.AsyncClient(base_url=a, timeout=10) as http_a,
+        httpx.AsyncClient(base_url=b, timeout=10) as http_b,
+    ):
+        await _place_resting(http_b, user["headers"], acct, sym, rng.randint(20, 60))
+        stop = asyncio.Event()
+
+        async def writer(http: httpx.AsyncClient) -> None:
+            while not stop.is_set():
+                await _place_resting(http, user["headers"], acct, sym, 1)
+                await asyncio.sleep(rng.random() * 0.01)
+
+        writers = [asyncio.create_task(writer(http_a)), asyncio.create_task(writer(http_b))]
+        await asyncio.sleep(rng.random() * 0.3)
+        since = rng.randint(0, await _last_seq(http_a, user["headers"], acct))
+        ws = await connect(rng.choice([a, b]), user["api_key"])
+        try:
+            await subscribe(ws, [f"trade_updates:{acct}"], since={acct: since})
+            await asyncio.sleep(0.3 + rng.random() * 0.5)
+            stop.set()
+            await asyncio.gather(*writers)
+            final = await _last_seq(http_a, user["headers"], acct)
+            received = await trade_updates(ws, final - since, wait=20)
+            assert [m["seq"] for m in received] == list(range(since + 1, final + 1))
+            assert await no_more(ws, 0.5) == []
+        finally:
+            stop.set()
+            await ws.close()
+
+
+async def test_sse_resumes_from_last_event_id(client, admin_headers, make_user, stream_servers):
+    user, sym, acct = await _trader(client, admin_headers, make_user)
+    a, b = stream_servers
+    async with httpx.AsyncClient(base_url=b, timeout=10) as http_b:
+        await _place_resting(http_b, user["headers"], acct, sym, 5)  # seq 1..10
+        async with httpx.AsyncClient(base_url=a, timeout=10) as http_a:
+            headers = {**user["headers"], "Last-Event-ID": "4"}
+            async with http_a.stream("GET", f"/api/v1/accounts/{acct}/stream", headers=headers) as resp:
+                assert resp.status_code == 200
+                assert resp.headers["content-type"].startswith("text/event-stream")
+                got: list[tuple[int, dict]] = []
+                event_id = None
+                lines = resp.aiter_lines()
+                await _place_resting(http_b, user["headers"], acct, sym, 1)  # live: seq 11, 12
+                while len(got) < 8:
+                    line = await asyncio.wait_for(anext(lines), 10)
+                    if line.startswith("id:"):
+                        event_id = int(line[3:].strip())
+                    elif line.startswith("data:"):
+                        got.append((event_id, json.loads(line[5:].strip())))
+        assert [i for i, _ in got] == list(range(5, 13))
+        assert all(m["seq"] == i and m["type"] == "trade_update" for i, m in got)
+        # Unknown and foreign accounts are the same 404; a Last-Event-ID ahead of the log is refused.
+        other = await make_user("trader")
+        async with httpx.AsyncClient(base_url=a, timeout=10) as http_a:
+            foreign = await http_a.get(f"/api/v1/accounts/{acct}/stream", headers=other["headers"])
+            unknown = await http_a.get(f"/api/v1/accounts/{uuid.uuid4()}/stream", headers=other["headers"])
+            assert foreign.status_code == unknown.status_code == 404
+            assert foreign.json()["detail"] == unknown.json()["detail"]
+            ahead = await http_a.get(
+                f"/api/v1/accounts/{acct}/stream", headers={**user["headers"], "Last-Event-ID": "999999"}
+            )
+            assert ahead.status_code == 409 and ahead.json()["type"].endswith("/invalid-since")
+
+
+async def test_activities_pages_equal_the_stream(client, admin_headers, make_user, stream_servers):
+    user, sym, acct = await _trader(client, admin_headers, make_user)
+    a, b = stream_servers
+    ws = await connect(a, user["api_key"])
+    try:
+        await subscribe(ws, ["trade_updates"])
+        async with httpx.AsyncClient(base_url=b, timeout=10) as http_b:
+            await _place_resting(http_b, user["headers"], acct, sym, 4)
+            market = {"symbol": sym, "side": "buy", "type": "market", "quantity": "2", "time_in_force": "gtc"}
+            assert (
+                await http_b.post(f"/api/v1/accounts/{acct}/orders", json=market, headers=user["headers"])
+            ).status_code == 201
+            listed = (await http_b.get(f"/api/v1/accounts/{acct}/orders", headers=user["headers"])).json()[
+                "items"
+            ]
+            resting = [o for o in listed if o["status"] == "accepted"][0]
+            assert (
+                await http_b.delete(
+                    f"/api/v1/accounts/{acct}/orders/{resting['id']}", headers=user["headers"]
+                )
+            ).status_code == 200
+        streamed = await trade_updates(ws, 4 * 2 + 3 + 1)
+        pages, after = [], 0
+        while after is not None:
+            page = (
+                await client.get(
+                    f"/api/v1/accounts/{acct}/activities",
+                    params={"after_seq": after, "limit": 5},
+                    headers=user["headers"],
+                )
+            ).json()
+            pages.extend(page["items"])
+            after = page["next_after_seq"]
+        assert pages == streamed
+        assert [m["event"] for m in streamed[-4:]] == ["new", "accepted", "fill", "canceled"]
+        assert streamed[-1]["order"]["status"] == "canceled"
+    finally:
+        await ws.close()
+
+
+async def _closed_with(ws, wait: float = 10.0) -> int:
+    try:
+        while True:
+            await asyncio.wait_for(ws.recv(), wait)
+    except websockets.ConnectionClosed as exc:
+        return exc.rcvd.code if exc.rcvd is not None else -1
+
+
+async def test_bad_key_and_missing_auth_close_4401_and_first_message_auth_works(
+    client, admin_headers, make_user, stream_servers
+):
+    user, sym, acct = await _trader(client, admin_headers, make_user)
+    a, _ = stream_servers
+    ws = await connect(a, "td_not_a_key")
+    assert await _closed_with(ws) == 4401
+    ws = await connect(a, None)
+    await ws.send(json.dumps({"action": "auth", "key": "td_not_a_key"}))
+    assert await _closed_with(ws) == 4401
+    ws = await connect(a, None)
+    await ws.send(json.dumps({"action": "subscribe", "streams": ["trade_updates"]}))  # not an auth message
+    assert await _closed_with(ws) == 4401
+    ws = await connect(a, None)
+    started = time.monotonic()
+    assert await _closed_with(ws, 10) == 4401  # nothing sent: closed after the 5 s auth window
+    assert 4.5 < time.monotonic() - started < 8
+    ws = await connect(a, None)
+    try:
+        await ws.send(json.dumps({"action": "auth", "key": user["api_key"]}))
+        assert (await subscribe(ws, [f"trade_updates:{acct}"]))["type"] == "subscribed"
+    finally:
+        await ws.close()
+
+
+async def test_every_stream_name_is_authorised_like_rest(client, admin_headers, make_user, stream_servers):
+    owner, sym, acct = await _trader(client, admin_headers, make_user)
+    intruder = await make_user("trader")
+    risk = await make_user("risk_manager")
+    a, b = stream_servers
+    ws = await connect(a, intruder["api_key"])
+    watcher = await connect(b, risk["api_key"])
+    try:
+        foreign = await subscribe(ws, [f"trade_updates:{acct}"])
+        unknown_id = str(uuid.uuid4())
+        unknown = await subscribe(ws, [f"trade_updates:{unknown_id}"])
+        assert foreign["type"] == unknown["type"] == "error"
+        assert foreign["code"] == unknown["code"] == "unknown-stream"
+        assert foreign["message"].replace(acct, "X") == unknown["message"].replace(unknown_id, "X")
+        resumed = await subscribe(ws, ["trade_updates"], since={acct: 0})
+        resumed_unknown = await subscribe(ws, ["trade_updates"], since={unknown_id: 0})
+        assert resumed["code"] == resumed_unknown["code"] == "unknown-stream"
+        for bad in ["nope", "prices:NOSUCH", f"bars:{sym}:7m", "trade_updates:", "bars:NOSUCH:1d"]:
+            assert (await subscribe(ws, [bad]))["code"] == "unknown-stream", bad
+        # Everything the intruder may subscribe to carries nothing of the owner's account.
+        ok = await subscribe(ws, ["trade_updates", "accounts", "risk"])
+        assert ok == {"type": "subscribed", "streams": ["accounts", "risk", "trade_updates"]}
+        assert (await subscribe(watcher, ["trade_updates", "accounts"]))["type"] == "subscribed"
+        async with httpx.AsyncClient(base_url=b, timeout=10) as http_b:
+            await _place_resting(http_b, owner["headers"], acct, sym, 2)
+            act = await http_b.get(f"/api/v1/accounts/{acct}/activities", headers=intruder["headers"])
+            assert act.status_code == 404
+        # A risk manager reads every account: the four events and the account updates arrive there.
+        seen = [await recv(watcher) for _ in range(6)]
+        assert sorted(m["type"] for m in seen) == ["account", "account"] + ["trade_update"] * 4
+        assert all(m["account_id"] == acct for m in seen)
+        assert await no_more(ws) == []
+    finally:
+        await ws.close()
+        await watcher.close()
+
+
+async def test_connection_limit_per_user_spans_processes(client, make_user, stream_servers):
+    user = await make_user("trader")
+    a, b = stream_servers
+    sockets = []
+    try:
+        for i in range(MAX_CONNECTIONS):
+            ws = await connect(a if i % 2 else b, user["api_key"])
+            assert (await subscribe(ws, ["trade_updates"]))["type"] == "subscribed"
+            sockets.append(ws)
+        extra = await connect(a, user["api_key"])
+        assert await _closed_with(extra) == 4429
+        await sockets.pop().close()
+        await asyncio.sleep(0.3)
+        again = await connect(b, user["api_key"])
+        sockets.append(again)
+        assert (await subscribe(again, ["accounts"]))["type"] == "subscribed"
+    finally:
+        for ws in sockets:
+            await ws.close()
+
+
+def _raw_websocket(url: str, key: str, first_message: bytes) -> socket.socket:
+    """A WebSocket client that never reads (tiny receive buffer): the slowest possible consumer."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((host, int(port)))
+    sock.sendall(
+        (
+            f"GET /api/v1/stream HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            f"Authorization: Bearer {key}\r\n\r\n"
+        ).encode()
+    )
+    response = b""
+    while b"\r\n\r\n" not in response:
+        response += sock.recv(1)
+    assert b" 101 " in response.split(b"\r\n")[0], response
+    mask = os.urandom(4)
+    frame = (
+        bytes([0x81, 0x80 | len(first_message)])
+        + mask
+        + bytes(c ^ mask[i % 4] for i, c in enumerate(first_message))
+    )
+    sock.sendall(frame)
+    return sock
+
+
+def _overflow_closes(metrics: str) -> float:
+    for line in metrics.splitlines():
+        if line.startswith('tradedesk_stream_closed_total{reason="overflow"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+async def test_a_consumer_that_never_reads_is_closed_4008_and_orders_keep_their_pace(
+    client, admin_headers, make_user, stream_servers
+):
+    """The client stops reading; once what the kernel buffers and its STREAM_BUFFER_MESSAGES are full,
+    the server closes it with 4008. Placement meanwhile keeps its pace: publishing never waits on it."""
+    user, sym, acct = await _trader(client, admin_headers, make_user)
+    a, _ = stream_servers
+    async with httpx.AsyncClient(base_url=a, timeout=10) as http_a:
+
+        async def cycle(n: int) -> float:
+            """n resting buys, then a price that fills them all: 3n trade_updates and n+1 account updates.
+            Returns the mean placement time."""
+            started = time.perf_counter()
+            await _place_resting(http_a, user["headers"], acct, sym, n)
+            elapsed = (time.perf_counter() - started) / n
+            resp = await http_a.post(
+                f"/api/v1/instruments/{sym}/price", json={"price": "89"}, headers=admin_headers
+            )
+            assert resp.json()["fills"] == n
+            await http_a.post(
+                f"/api/v1/instruments/{sym}/price", json={"price": "100"}, headers=admin_headers
+            )
+            return elapsed
+
+        baseline = await cycle(100)
+        closes_before = _overflow_closes((await http_a.get("/metrics")).text)
+        subscribe_frame = json.dumps(
+            {"action": "subscribe", "streams": ["trade_updates", "accounts"]}
+        ).encode()
+        sock = _raw_websocket(a, user["api_key"], subscribe_frame)
+        try:
+            paces = []
+            for _ in range(12):  # at most ~14,000 messages (~9 MB)
+                paces.append(await cycle(300))
+                if _overflow_closes((await http_a.get("/metrics")).text) > closes_before:
+                    break
+            else:
+                pytest.fail("the stuck consumer was never closed")
+            assert max(paces) < baseline * 1.5 + 0.002, (baseline, paces)
+            # What reached the socket ends with a close frame carrying 4008.
+            sock.setblocking(False)
+            data = b""
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                try:
+                    chunk = sock.recv(1 << 16)
+                except BlockingIOError:
+                    await asyncio.sleep(0.01)
+                    continue
+                if not chunk:
+                    break
+                data += chunk
+            close_at = data.rfind(b"\x88")
+            assert close_at >= 0, data[-200:]
+            assert int.from_bytes(data[close_at + 2 : close_at + 4], "big") == 4008, data[
+                close_at : close_at + 40
+            ]
+        finally:
+            sock.close()
+
+
+async def test_prices_bars_accounts_and_risk_streams(client, admin_headers, make_user, stream_servers):
+    user, sym, acct = await _trader(client, admin_headers, make_user, cash="100000")
+    a, b = stream_servers
+    ws = await connect(a, user["api_key"])
+    try:
+        ack = await subscribe(ws, [f"prices:{sym}", f"bars:{sym}:1d", "accounts", "risk"])
+        assert ack["streams"] == sorted(["accounts", f"bars:{sym}:1d", f"prices:{sym}", "risk"])
+        async with httpx.AsyncClient(base_url=b, timeout=10) as http_b:
+            assert (
+                await http_b.post(
+                    f"/api/v1/instruments/{sym}/price", json={"price": "101"}, headers=admin_headers
+                )
+            ).status_code == 200
+            price = await recv(ws)
+            assert price["type"] == "price" and price["symbol"] == sym and price["price"] == "101"
+            candle = {
+                "ts": "2030-01-02T00:00:00Z",
+                "open": "100",
+                "high": "103",
+                "low": "99",
+                "close": "102",
+                "volume": "1000",
+            }
+            resp = await http_b.post(
+                f"/api/v1/instruments/{sym}/candles",
+                json={"timeframe": "1d", "candles": [candle]},
+                headers=admin_headers,
+            )
+            assert resp.status_code in (200, 201), resp.text
+            got = {m["type"]: m for m in [await recv(ws), await recv(ws)]}  # the bar and its close as a price
+            assert got["bar"] == {
+                "type": "bar",
+                "symbol": sym,
+                "timeframe": "1d",
+                "ts": "2030-01-02T00:00:00Z",
+                "open": "100",
+                "high": "103",
+                "low": "99",
+                "close": "102",
+                "volume": "1000",
+            }
+            assert got["price"]["price"] == "102"
+            # A buy: the account's new cash and buying power on `accounts`.
+            market = {
+                "symbol": sym,
+                "side": "buy",
+                "type": "market",
+                "quantity": "10",
+                "time_in_force": "gtc",
+            }
+            assert (
+                await http_b.post(f"/api/v1/accounts/{acct}/orders", json=market, headers=user["headers"])
+            ).status_code == 201
+            account = await recv(ws)
+            rest = (await http_b.get(f"/api/v1/accounts/{acct}", headers=user["headers"])).json()
+            assert account["type"] == "account" and account["account_id"] == acct
+            for field in ("cash", "equity", "buying_power", "reserved_cash", "realized_pnl", "trading_state"):
+                assert account[field] == rest[field], field
+            # A pre-trade breach: the recorded violation on `risk`.
+            limit = await http_b.post(
+                f"/api/v1/accounts/{acct}/risk/limits",
+                json={"limit_type": "max_order_quantity", "value": "5"},
+                headers=admin_headers,
+            )
+            assert limit.status_code == 201, limit.text
+            denied = await http_b.post(
+                f"/api/v1/accounts/{acct}/orders", json=market, headers=user["headers"]
+            )
+            assert denied.status_code == 422
+            violation = await recv(ws)
+            assert violation["type"] == "violation" and violation["account_id"] == acct
+            assert (
+                violation["data"]["limit_type"] == "max_order_quantity"
+                and violation["data"]["phase"] == "pre_trade"
+            )
+            listed = (
+                await http_b.get(f"/api/v1/accounts/{acct}/risk/violations", headers=user["headers"])
+            ).json()
+            assert listed["items"][0]["id"] == violation["data"]["id"]
+            # A halt: the account's trading state on `accounts`.
+            halted = await http_b.put(
+                f"/api/v1/accounts/{acct}/trading-state",
+                json={"state": "halted", "reason": "test"},
+                headers=admin_headers,
+            )
+            assert halted.status_code == 200, halted.text
+            state = await recv(ws)
+            assert state["type"] == "account" and state["trading_state"] == "halted"
+        assert await no_more(ws) == []
+    finally:
+        await ws.close()
+
+
+async def test_trade_updates_covers_accounts_created_later_and_unsubscribe_stops_it(
+    client, admin_headers, make_user, stream_servers
+):
+    user, sym, first = await _trader(client, admin_headers, make_user)
+    a, b = stream_servers
+    ws = await connect(a, user["api_key"])
+    try:
+        assert (await subscribe(ws, ["trade_updates", f"prices:{sym}"]))["type"] == "subscribed"
+        later = await make_account(client, user["headers"], cash="100000")  # created after the subscribe
+        async with httpx.AsyncClient(base_url=b, timeout=10) as http_b:
+            await _place_resting(http_b, user["headers"], later, sym, 1)
+            got = await trade_updates(ws, 2)
+            assert [(m["account_id"], m["seq"]) for m in got] == [(later, 1), (later, 2)]
+            await ws.send(json.dumps({"action": "unsubscribe", "streams": ["trade_updates"]}))
+            assert await recv(ws) == {"type": "subscribed", "streams": [f"prices:{sym}"]}
+            await _place_resting(http_b, user["headers"], first, sym, 1)
+            assert await no_more(ws) == []
+            await ws.send(json.dumps({"action": "dance"}))
+            assert (await recv(ws))["code"] == "invalid-message"
+            await ws.send("not json")
+            assert (await recv(ws))["code"] == "invalid-message"
+    finally:
+        await ws.close()
+
+
+async def test_post_trade_alerts_and_violations_reach_the_risk_stream_of_owner_and_risk_manager(
+    client, admin_headers, make_user, stream_servers
+):
+    user, sym, acct = await _trader(client, admin_headers, make_user, cash="100000")
+    risk = await make_user("risk_manager")
+    a, b = stream_servers
+    mine, watcher = await connect(a, user["api_key"]), await connect(b, risk["api_key"])
+    try:
+        for ws in (mine, watcher):
+            assert (await subscribe(ws, ["risk"]))["type"] == "subscribed"
+        async with httpx.AsyncClient(base_url=b, timeout=10) as http_b:
+            limit = await http_b.post(
+                f"/api/v1/accounts/{acct}/risk/limits",
+                json={"limit_type": "max_gross_exposure", "value": "1000"},
+                headers=admin_headers,
+            )
+            assert limit.status_code == 201, limit.text
+            market = {"symbol": sym, "side": "buy", "type": "market", "quantity": "9", "time_in_force": "gtc"}
+            assert (
+                await http_b.post(f"/api/v1/accounts/{acct}/orders", json=market, headers=user["headers"])
+            ).status_code == 201  # 900 of 1000: 90%
+            checked = await http_b.post(f"/api/v1/accounts/{acct}/risk/monitor", headers=user["headers"])
+            assert checked.status_code == 200, checked.text
+            (alert,) = checked.json()["alerts"]
+        for ws in (mine, watcher):
+            message = await recv(ws)
+            assert message["type"] == "risk_alert" and message["account_id"] == acct
+            assert message["data"]["id"] == alert["id"] and message["data"]["severity"] == "warning"
+    finally:
+        await mine.close()
+        await watcher.close()

@@ -1,0 +1,161 @@
+"""Per-account delivery rules of a stream client (hub.Client), without a network or a database: the
+durable log is a list, the hub a stub. Live messages may arrive late, twice or out of order; the client
+must deliver each seq once, in order, filling gaps from the log."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+
+from app.domain.identity.schemas import Principal
+from app.domain.streams import hub as hub_module
+from app.domain.streams.hub import Client
+from app.domain.streams.messages import encode, trade_update
+from app.domain.trading.schemas import OrderOut
+
+ACCOUNT = uuid.uuid4()
+NOW = datetime(2026, 12, 6, tzinfo=UTC)
+
+
+def _update(seq: int):
+    order = OrderOut(
+        uuid.uuid4(),
+        None,
+        ACCOUNT,
+        "DEMO",
+        "buy",
+        "limit",
+        Decimal(1),
+        Decimal(0),
+        None,
+        Decimal(90),
+        None,
+        "gtc",
+        "accepted",
+        None,
+        Decimal(0),
+        NOW,
+        NOW,
+    )
+    return trade_update(ACCOUNT, seq, "accepted", NOW, order, None, None, None)
+
+
+class FakeHub:
+    def __init__(self, log: list) -> None:
+        self.log = log
+        self.reads = 0
+
+    async def read(self, fn):
+        self.reads += 1
+        return await fn(self)
+
+    async def fetch_log(self, after: int, limit: int):
+        await asyncio.sleep(0)
+        return [u for u in self.log if u.seq > after][:limit]
+
+    async def route(self, client, added, removed):
+        return None
+
+    def forget(self, client):
+        return None
+
+
+@pytest.fixture(autouse=True)
+def _log_reader(monkeypatch):
+    async def read_log(apg, account_id, after, limit, upto=None):
+        return await apg.fetch_log(after, limit)
+
+    async def log_state(apg, account_id, user_id, read_all):
+        return None
+
+    monkeypatch.setattr(hub_module.stream_log, "read_log", read_log)
+    monkeypatch.setattr(hub_module.stream_log, "log_state", log_state)
+    monkeypatch.setattr(hub_module, "GAP_GRACE_SECONDS", 0.01)
+
+
+def _client(log: list, limit: int = 10_000) -> tuple[Client, FakeHub]:
+    hub = FakeHub(log)
+    principal = Principal(user_id=uuid.uuid4(), role="trader", key_id=uuid.uuid4(), email="t@example.com")
+    client = Client(hub, principal, limit)  # type: ignore[arg-type]
+    return client, hub
+
+
+async def _drain(client: Client) -> list[int]:
+    seqs = []
+    while True:
+        try:
+            item = await asyncio.wait_for(client.take(), 0.2)
+        except TimeoutError:
+            return seqs
+        if item is None:
+            return seqs
+        if item[0]:
+            seqs.append(item[0])
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("seed", range(20))
+async def test_shuffled_duplicated_and_dropped_live_messages_are_delivered_once_in_order(seed):
+    rng = random.Random(seed)
+    log = [_update(s) for s in range(1, 201)]
+    client, _ = _client(log)
+    start = rng.randint(0, 50)
+    await client.set_streams({f"trade_updates:{ACCOUNT}"}, {ACCOUNT.hex: start}, None)
+    live = [u for u in log if rng.random() > 0.1]  # some publishes are lost
+    live += rng.sample(live, 20)  # some arrive twice
+    rng.shuffle(live)
+    for u in live:
+        client.on_trade_update(ACCOUNT.hex, u.seq, encode(u).decode())
+        if rng.random() < 0.05:
+            await asyncio.sleep(0.02)  # let a catch-up run in between
+    await asyncio.sleep(0.05)
+    assert await _drain(client) == list(range(start + 1, 201))
+
+
+@pytest.mark.asyncio
+async def test_a_gap_waits_briefly_for_the_late_message_before_reading_the_log():
+    log = [_update(s) for s in range(1, 4)]
+    client, hub = _client(log)
+    await client.set_streams({f"trade_updates:{ACCOUNT}"}, {ACCOUNT.hex: 0}, None)
+    assert await _drain(client) == [1, 2, 3]
+    log.extend(_update(s) for s in (4, 5))
+    reads = hub.reads
+    client.on_trade_update(ACCOUNT.hex, 5, encode(log[4]).decode())  # 4 is late
+    client.on_trade_update(ACCOUNT.hex, 4, encode(log[3]).decode())
+    assert await _drain(client) == [4, 5]
+    assert hub.reads == reads  # arrived in time: no read
+    log.extend(_update(s) for s in (6, 7))
+    client.on_trade_update(ACCOUNT.hex, 7, encode(log[6]).decode())  # 6 never arrives live
+    assert await _drain(client) == [6, 7]
+    assert hub.reads == reads + 1
+
+
+@pytest.mark.asyncio
+async def test_a_full_buffer_closes_the_client_with_4008_and_a_replay_never_overflows_it():
+    log = [_update(s) for s in range(1, 1001)]
+    client, _ = _client(log, limit=20)
+    await client.set_streams({f"trade_updates:{ACCOUNT}"}, {ACCOUNT.hex: 0}, None)
+    got = []
+    for _ in range(1000):
+        item = await asyncio.wait_for(client.take(), 1)
+        got.append(item[0])
+    assert got == list(range(1, 1001)) and client.close_code is None
+    for _ in range(21):
+        client.offer("{}")
+    assert client.close_code == 4008
+    assert await client.take() is None
+
+
+def test_resume_points_outside_the_retained_log_are_refused():
+    from app.domain.streams.log import LogState
+
+    state = LogState(owner_id=uuid.uuid4(), last_seq=120, first_seq=51)  # events 1..50 no longer kept
+    assert state.resume_error(50) is None and state.resume_error(120) is None
+    assert state.resume_error(49)[0] == "resume-too-old"
+    assert state.resume_error(121)[0] == "invalid-since" and state.resume_error(-1)[0] == "invalid-since"
+    assert LogState(owner_id=uuid.uuid4(), last_seq=0, first_seq=None).resume_error(0) is None
