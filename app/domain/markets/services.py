@@ -278,6 +278,8 @@ async def _set_price_from_candle(conn: AsyncConnection, symbol: str, candle: Can
     if current.last_price_at is not None and current.last_price_at > candle.ts:
         return current.last_price
     await _store_price(conn, symbol, candle.close, None, candle.ts)
+    price = PriceUpdate(symbol=symbol, price=candle.close, ts=candle.ts)
+    streams.defer(conn, f"prices:{symbol}", encode_message(price))  # after the load commits
     return candle.close
 
 
