@@ -25,14 +25,15 @@ TimeQuery = Annotated[
 
 
 def query_time(value: str | None, name: str) -> datetime | None:
-    """A `TimeQuery` value as an aware UTC datetime (naive times are UTC); an impossible one is a 400."""
+    """A `TimeQuery` value as an aware UTC datetime (naive times are UTC). One of the documented shape
+    that names no real time (February 30th) is a 422, like any well-formed value that breaks a rule."""
     if value is None:
         return None
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         message = f"`{name}` is not a valid time: {value[:40]!r}"
-        raise ApiError(400, message, errors=[{"field": name, "message": message}]) from None
+        raise ApiError(422, message, errors=[{"field": name, "message": message}]) from None
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 

@@ -147,6 +147,8 @@ async def test_a_number_is_not_a_date_and_options_and_405_say_allow(client, admi
         assert resp.status_code == 400 and "start" in resp.text, (value, resp.status_code, resp.text)
     resp = await client.get(f"/api/v1/instruments/{symbol}/candles?start=2026-01-01", headers=admin_headers)
     assert resp.status_code == 200, resp.text
+    resp = await client.get(f"/api/v1/instruments/{symbol}/candles?end=2026-02-30", headers=admin_headers)
+    assert resp.status_code == 422 and resp.json()["errors"][0]["field"] == "end", resp.text
     resp = await client.request("DELETE", "/api/v1/exchanges", headers=admin_headers)
     assert resp.status_code == 405 and set(resp.headers["allow"].replace(" ", "").split(",")) >= {"GET", "POST"}
     resp = await client.request("OPTIONS", f"/api/v1/instruments/{symbol}/candles", headers=admin_headers)
