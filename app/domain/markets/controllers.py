@@ -188,7 +188,8 @@ class InstrumentController(Controller):
                 items = await services.query_candles(db, symbol, timeframe, start_time, end_time, limit)
             return CandleList(symbol=symbol, timeframe=timeframe, items=items)
 
-        key = f"{timeframe}:{start_time.isoformat() if start_time else ''}:{end_time.isoformat() if end_time else ''}:{limit}"
+        bounds = [t.isoformat() if t else "" for t in (start_time, end_time)]
+        key = f"{timeframe}:{bounds[0]}:{bounds[1]}:{limit}"
         return json_bytes(await cache_of(request).get_json(f"candles:{symbol}", key, load))
 
     @post("/{symbol:str}/price", guards=[requires_market_data], status_code=200, summary="Set the last price; matches resting orders")
