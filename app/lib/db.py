@@ -145,7 +145,9 @@ async def _numeric_as_text(connection: Any) -> None:
     Decimal("1.0E+5"), which answers would show in exponent form; `decode_numeric` also keeps a zero at a
     fine scale ("0.00000000") from printing as "0E-8" (app/lib/decimals.py).
     """
-    await connection.set_type_codec("numeric", encoder=str, decoder=decode_numeric, schema="pg_catalog", format="text")
+    await connection.set_type_codec(
+        "numeric", encoder=str, decoder=decode_numeric, schema="pg_catalog", format="text"
+    )
 
 
 def _numeric_codec_on_connect(dbapi_connection: Any, _record: Any) -> None:

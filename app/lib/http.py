@@ -2,15 +2,39 @@
 
 from __future__ import annotations
 
-from typing import Any, AsyncContextManager
+from datetime import UTC, datetime
+from typing import Annotated, Any, AsyncContextManager
 
 from litestar import Request, Response
+from litestar.params import Parameter
 from litestar.serialization import default_serializer
 from litestar.types import Serializer
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.lib.cache import Cache
 from app.lib.decimals import has_exponent, plain_decimals
+from app.lib.errors import ApiError
+
+# A time in a query string: RFC 3339, or a date (midnight UTC). Read as text and parsed here, because the
+# lenient conversion of query values would take "0.5" or "1e3" as seconds since the epoch.
+TIME_QUERY_PATTERN = r"^\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|[+-]\d{2}:\d{2})?)?$"
+TimeQuery = Annotated[
+    str | None,
+    Parameter(pattern=TIME_QUERY_PATTERN, description="RFC 3339 time, or a date (midnight UTC)"),
+]
+
+
+def query_time(value: str | None, name: str) -> datetime | None:
+    """A `TimeQuery` value as an aware UTC datetime (naive times are UTC). One of the documented shape
+    that names no real time (February 30th) is a 422, like any well-formed value that breaks a rule."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        message = f"`{name}` is not a valid time: {value[:40]!r}"
+        raise ApiError(422, message, errors=[{"field": name, "message": message}]) from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 class ApiResponse(Response):

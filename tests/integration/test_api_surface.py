@@ -136,3 +136,21 @@ async def test_async_csv_upload_refuses_a_body_without_the_header_at_once(client
         headers={**admin_headers, "Content-Type": "text/csv"},
     )
     assert resp.status_code == 422 and "header" in resp.text, resp.text
+
+
+async def test_a_number_is_not_a_date_and_options_and_405_say_allow(client, admin_headers):
+    from tests.integration.helpers import make_market
+
+    symbol = await make_market(client, admin_headers)
+    for value in ("0.5", "1", "1e3"):
+        resp = await client.get(f"/api/v1/instruments/{symbol}/candles?start={value}", headers=admin_headers)
+        assert resp.status_code == 400 and "start" in resp.text, (value, resp.status_code, resp.text)
+    resp = await client.get(f"/api/v1/instruments/{symbol}/candles?start=2026-01-01", headers=admin_headers)
+    assert resp.status_code == 200, resp.text
+    resp = await client.get(f"/api/v1/instruments/{symbol}/candles?end=2026-02-30", headers=admin_headers)
+    assert resp.status_code == 422 and resp.json()["errors"][0]["field"] == "end", resp.text
+    resp = await client.request("DELETE", "/api/v1/exchanges", headers=admin_headers)
+    allowed = set(resp.headers["allow"].replace(" ", "").split(","))
+    assert resp.status_code == 405 and allowed >= {"GET", "POST"}, resp.headers
+    resp = await client.request("OPTIONS", f"/api/v1/instruments/{symbol}/candles", headers=admin_headers)
+    assert resp.status_code == 204 and "OPTIONS" in resp.headers["allow"], (resp.status_code, resp.headers)

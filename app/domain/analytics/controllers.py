@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
@@ -16,6 +15,7 @@ from app.domain.analytics.schemas import (
     PerformanceOut,
 )
 from app.lib.db import DbConn, provide_db
+from app.lib.http import TimeQuery, query_time
 
 # A million points as JSON numbers is ~20 MB; the app-wide body limit is sized for ordinary requests.
 MAX_ANALYTICS_BODY = 32 * 1024 * 1024
@@ -47,9 +47,10 @@ class AnalyticsController(Controller):
         frequency: FromQuery[Frequency] = "1d",
         periods_per_year: Annotated[int, Parameter(ge=1, le=100_000_000)] = 252,
         risk_free_rate: Annotated[float, Parameter(gt=-1, le=10)] = 0.0,
-        start: FromQuery[datetime | None] = None,
-        end: FromQuery[datetime | None] = None,
+        start: TimeQuery = None,
+        end: TimeQuery = None,
     ) -> AccountPerformanceOut:
+        start_time, end_time = query_time(start, "start"), query_time(end, "end")
         return await services.account_performance(
             db,
             request.user,
@@ -57,6 +58,6 @@ class AnalyticsController(Controller):
             frequency=frequency,
             periods_per_year=periods_per_year,
             risk_free_rate=risk_free_rate,
-            start=start,
-            end=end,
+            start=start_time,
+            end=end_time,
         )

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, get_args
 from uuid import UUID
 
@@ -36,7 +35,7 @@ from app.domain.markets.schemas import (
 )
 from app.lib.db import DbConn, provide_db
 from app.lib.errors import ApiError, body_decode_error, field_from_message, invalid
-from app.lib.http import ApiResponse, cache_of, connect, json_bytes
+from app.lib.http import ApiResponse, TimeQuery, cache_of, connect, json_bytes, query_time
 from app.lib.openapi_schema import DECIMAL_PATTERN
 from app.lib.pagination import Limit
 
@@ -183,16 +182,19 @@ class InstrumentController(Controller):
         request: Request,
         symbol: FromPath[str],
         timeframe: FromQuery[Timeframe] = "1d",
-        start: FromQuery[datetime | None] = None,
-        end: FromQuery[datetime | None] = None,
+        start: TimeQuery = None,
+        end: TimeQuery = None,
         limit: Annotated[int, Parameter(ge=1, le=10_000)] = 1000,
     ) -> Response[bytes]:
+        start_time, end_time = query_time(start, "start"), query_time(end, "end")
+
         async def load() -> CandleList:
             async with connect(request) as db:
-                items = await services.query_candles(db, symbol, timeframe, start, end, limit)
+                items = await services.query_candles(db, symbol, timeframe, start_time, end_time, limit)
             return CandleList(symbol=symbol, timeframe=timeframe, items=items)
 
-        key = f"{timeframe}:{start.isoformat() if start else ''}:{end.isoformat() if end else ''}:{limit}"
+        bounds = [t.isoformat() if t else "" for t in (start_time, end_time)]
+        key = f"{timeframe}:{bounds[0]}:{bounds[1]}:{limit}"
         return json_bytes(await cache_of(request).get_json(f"candles:{symbol}", key, load))
 
     @post("/{symbol:str}/price", guards=[requires_market_data], status_code=200, summary="Set the last price; matches resting orders")

@@ -274,9 +274,11 @@ _SHOWN_QUANTUM = {
 
 def _shown(value: Decimal, kind: str | None) -> str:
     quantum = _SHOWN_QUANTUM.get(kind) if kind else None
-    if quantum is not None and value.is_finite() and value.as_tuple().exponent < quantum.as_tuple().exponent:  # type: ignore[operator]
-        with localcontext(_WIDE):
-            value = value.quantize(quantum, rounding=ROUND_CEILING)
+    if quantum is not None and value.is_finite():
+        finer = value.as_tuple().exponent < quantum.as_tuple().exponent  # type: ignore[operator]
+        if finer:
+            with localcontext(_WIDE):
+                value = value.quantize(quantum, rounding=ROUND_CEILING)
     return format(value, "f")
 
 
