@@ -381,3 +381,55 @@ def test_signals_agree_with_the_loop_on_random_data(seed, sizing):
     res = run_portfolio(bars, plan, **kwargs)
     ref = reference_portfolio(bars, plan, **kwargs)
     assert_matches_reference(res, ref)
+
+
+# --------------------------------------------------------------------------------------------
+# Plans built from API allocations
+# --------------------------------------------------------------------------------------------
+
+
+def test_build_plan_for_each_allocation_form():
+    from app.domain.backtesting.portfolio_service import build_plan
+    from app.domain.backtesting.rules_lang import evaluate, parse_condition
+    from app.domain.backtesting.strategies import STRATEGIES, parse_params
+    from app.domain.backtesting.strategies.base import hold_events
+
+    bars = random_bars(120, 3, 7)
+    day = lambda i: str(np.datetime64(int(bars.ts[i]), "s")) + "Z"  # noqa: E731
+    plan = build_plan(
+        bars, {"type": "target_weights", "weights": {"S1": 0.5}, "rebalance": "monthly"}, allow_short=False
+    )
+    assert plan.decision_bars.tolist() == rebalance_bars(bars.ts, "monthly").tolist()
+    assert plan.weights[0].tolist() == [0.0, 0.5, 0.0]
+    schedule = [
+        {"ts": day(10), "weights": {"S0": 1.0}},
+        {"ts": day(20), "weights": {"S2": 0.5}},
+        {"ts": day(20)[:-1] + "Z", "weights": {"S1": 0.25}},  # same bar: the later entry decides
+    ]
+    plan = build_plan(bars, {"type": "target_weights", "schedule": schedule}, allow_short=False)
+    assert plan.decision_bars.tolist() == [10, 20]
+    assert plan.weights.tolist() == [[1.0, 0.0, 0.0], [0.0, 0.25, 0.0]]
+
+    params = {"fast": 5, "slow": 12, "allow_short": False}
+    plan = build_plan(bars, {"type": "signals", "strategy": "sma_cross", "params": params}, allow_short=False)
+    want = [
+        STRATEGIES["sma_cross"].signals(bars.column(j), parse_params("sma_cross", params)) for j in range(3)
+    ]
+    assert plan.direction.tolist() == np.column_stack(want).tolist() and plan.sizing == "equal_weight"
+
+    rules = {
+        "type": "rules",
+        "entry": "close > sma(close, 10)",
+        "exit": "close < sma(close, 5)",
+        "sizing": "percent_equity",
+        "percent": 20,
+    }
+    plan = build_plan(bars, rules, allow_short=False)
+    entry, exit_ = parse_condition(rules["entry"]), parse_condition(rules["exit"])
+    for j in range(3):
+        s = bars.series(j)
+        assert (
+            plan.direction[:, j].tolist()
+            == hold_events(120, (evaluate(entry, s), 1), (evaluate(exit_, s), 0)).tolist()
+        )
+    assert (plan.sizing, plan.percent) == ("percent_equity", 20.0)

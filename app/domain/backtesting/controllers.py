@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from litestar import Controller, Request, Response, delete, get, post
@@ -9,9 +9,12 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
 from app.domain.backtesting import (
+    portfolio_service,
+    portfolio_tasks,  # noqa: F401  (registers the portfolio job)
     services,
     tasks,  # noqa: F401  (registers the jobs that services enqueue)
 )
+from app.domain.backtesting.portfolio_schemas import PositionsOut
 from app.domain.backtesting.report import SECURITY_HEADERS
 from app.domain.backtesting.schemas import (
     RANKABLE,
@@ -28,7 +31,7 @@ from app.domain.backtesting.schemas import (
     TradePage,
 )
 from app.lib.db import DbConn, provide_db
-from app.lib.errors import invalid
+from app.lib.errors import decode_body, invalid
 from app.lib.http import cache_of, json_bytes
 from app.lib.pagination import Limit
 
@@ -63,9 +66,20 @@ class BacktestController(Controller):
     tags = ["backtests"]
     dependencies = {"db": Provide(provide_db)}
 
-    @post("/", status_code=202, summary="Submit a backtest; it runs on a worker (poll GET for progress)")
-    async def create(self, db: DbConn, request: Request, data: JSONBody[BacktestCreate]) -> BacktestOut:
-        return await services.create_backtest(db, request.app.state.queue, request.user, data)
+    @post(
+        "/",
+        status_code=202,
+        summary="Submit a backtest (one symbol and a strategy, or a portfolio: `symbols` + `allocation`); "
+        "it runs on a worker (poll GET for progress)",
+    )
+    async def create(self, db: DbConn, request: Request, data: JSONBody[dict[str, Any]]) -> BacktestOut:
+        # One endpoint, two forms told apart by their fields (msgspec cannot decode an untagged union
+        # of two objects): each form is then decoded strictly into its own struct.
+        queue = request.app.state.queue
+        if portfolio_service.is_portfolio_body(data):
+            body = portfolio_service.decode_portfolio(data)
+            return await portfolio_service.create_portfolio_backtest(db, queue, request.user, body)
+        return await services.create_backtest(db, queue, request.user, decode_body(data, BacktestCreate))
 
     @get("/", summary="My backtests, newest first")
     async def list_backtests(
@@ -116,6 +130,19 @@ class BacktestController(Controller):
         self, db: DbConn, request: Request, backtest_id: FromPath[UUID], max_points: MaxPoints = 1000
     ) -> Response[bytes]:
         payload = await services.backtest_equity(db, cache_of(request), request.user, backtest_id, max_points)
+        return json_bytes(payload)
+
+    @get(
+        "/{backtest_id:uuid}/positions",
+        summary="A portfolio backtest's quantity per symbol over time, sampled to max_points",
+        responses={200: ResponseSpec(PositionsOut, description="Positions over time")},
+    )
+    async def positions(
+        self, db: DbConn, request: Request, backtest_id: FromPath[UUID], max_points: MaxPoints = 500
+    ) -> Response[bytes]:
+        payload = await portfolio_service.backtest_positions(
+            db, cache_of(request), request.user, backtest_id, max_points
+        )
         return json_bytes(payload)
 
     @get(

@@ -56,7 +56,7 @@ import msgspec
 import numpy as np
 
 from app.domain.analytics.metrics import performance_metrics, trade_metrics
-from app.domain.backtesting.engine import _equity_returns
+from app.domain.backtesting.engine import Bars, _equity_returns
 
 ProgressFn = Callable[[float], Any]
 Rebalance = Literal["daily", "weekly", "monthly"]
@@ -108,6 +108,14 @@ class PortfolioBars:
     @property
     def m(self) -> int:
         return len(self.symbols)
+
+    def column(self, j: int) -> Bars:
+        """Symbol ``j``'s bars as single-instrument ``Bars`` (what registered strategies take)."""
+        return Bars(ts=self.ts, **self.series(j))
+
+    def series(self, j: int) -> dict[str, np.ndarray]:
+        """Symbol ``j``'s price arrays by name (what the rules language evaluates over)."""
+        return {name: getattr(self, name)[:, j] for name in ("open", "high", "low", "close", "volume")}
 
 
 @dataclass(frozen=True, slots=True)

@@ -113,6 +113,7 @@ BACKTEST_COLS = (
     Backtest.created_at,
     Backtest.started_at,
     Backtest.finished_at,
+    Backtest.kind,
 )
 
 
@@ -188,6 +189,8 @@ def backtest_out(row: Any) -> BacktestOut:
         finished_at=m["finished_at"],
         queued_seconds=_seconds(m["created_at"], m["started_at"]),
         run_seconds=_seconds(m["started_at"], m["finished_at"]),
+        kind=m["kind"],
+        symbols=list(m["params"].get("symbols") or []) if m["kind"] == "portfolio" else None,
     )
 
 
@@ -210,6 +213,8 @@ def trade_out(index: int, t: dict[str, Any]) -> TradeOut:
         is_open=t["is_open"],
         entry_bar=t["entry_bar"],
         exit_bar=t["exit_bar"],
+        symbol=t.get("symbol"),
+        exit_reason=t.get("exit_reason"),
     )
 
 
