@@ -3,6 +3,7 @@ numbers, determinism and input hashing, positions, and 422s naming the field."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
 
@@ -11,10 +12,12 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import func, select
 
+from app.domain.backtesting.engine import Bars, run_strategy
 from app.domain.backtesting.models import Backtest
 from app.domain.backtesting.portfolio_service import load_portfolio_bars
 from app.domain.backtesting.portfolio_tasks import simulate_spec
 from app.domain.backtesting.schemas import MONEY_METRICS
+from app.domain.backtesting.services import load_bars
 from app.domain.markets.synthetic import generate_candles
 from tests.integration import test_backtests
 from tests.integration.helpers import make_market
@@ -240,3 +243,100 @@ async def test_aligned_loading_checks_every_timestamp(market, db_engine):
         assert bars.symbols == tuple(syms) and bars.n == 300
         with pytest.raises(ValueError, match="do not line up"):
             await load_portfolio_bars(conn, [*syms, market["late"]], "1d", None, None)
+
+
+# ---------------------------------------------------------------------------------------------- walk-forward
+
+
+async def wait_walkforward(client, headers, wf_id: str, limit_seconds: float = 90.0) -> dict:
+    deadline = asyncio.get_running_loop().time() + limit_seconds
+    while True:
+        resp = await client.get(f"/api/v1/backtests/walkforward/{wf_id}", headers=headers)
+        assert resp.status_code == 200, resp.text
+        out = resp.json()
+        if out["status"] != "running":
+            return out
+        assert asyncio.get_running_loop().time() < deadline, out
+        await asyncio.sleep(0.05)
+
+
+async def test_walkforward_picks_each_windows_best_and_stitches_out_of_sample(
+    worker_client, market, make_user, db_engine
+):
+    user = await make_user("trader")
+    symbol = market["aligned"][0]
+    grid = {"fast": [5, 10], "slow": [20, 40]}
+    payload = {
+        "strategy": "sma_cross",
+        "symbol": symbol,
+        "timeframe": "1d",
+        "initial_cash": "10000",
+        "commission": "0.001",
+        "grid": grid,
+        "train_bars": 100,
+        "test_bars": 50,
+        "objective": "total_return",
+    }
+    resp = await worker_client.post("/api/v1/backtests/walkforward", json=payload, headers=user["headers"])
+    assert resp.status_code == 202, resp.text
+    assert resp.json()["windows_total"] == 4  # (300 - 150) / 50 + 1
+    out = await wait_walkforward(worker_client, user["headers"], resp.json()["id"])
+    assert out["status"] == "completed" and out["windows_done"] == 4, out
+
+    async with db_engine.connect() as conn:
+        bars = await load_bars(conn, symbol, "1d", None, None)
+    combos = [{"fast": f, "slow": s, "allow_short": False} for f in (5, 10) for s in (20, 40)]
+
+    def direct(a: int, b: int, params: dict):
+        sub = Bars(**{k: getattr(bars, k)[a:b] for k in ("ts", "open", "high", "low", "close", "volume")})
+        return run_strategy(
+            sub, "sma_cross", params, initial_cash=10_000.0, commission=0.001, periods_per_year=252
+        )
+
+    level, stitched = 10_000.0, []
+    for w in out["windows"]:
+        a = w["index"] * 50
+        scores = [direct(a, a + 100, c).metrics["total_return"] for c in combos]
+        best = combos[int(np.argmax(scores))]
+        assert w["params"] == best, (w["index"], scores)
+        test = direct(a + 100, a + 150, best)
+        assert w["out_of_sample"]["total_return"] == test.metrics["total_return"]
+        stitched.extend((test.equity * (level / test.equity[0])).tolist())
+        level = stitched[-1]
+    assert float(out["equity"][0]["equity"]) == 10_000.0
+    assert float(out["equity"][-1]["equity"]) == pytest.approx(level, rel=1e-12)
+    assert out["metrics"]["total_return"] == pytest.approx(level / 10_000.0 - 1, rel=1e-9)
+    assert len(out["equity"]) == len(stitched) == 200
+
+
+async def test_portfolio_walkforward_and_bad_requests(worker_client, market, make_user):
+    user = await make_user("trader")
+    syms = market["aligned"]
+    payload = {
+        "allocation": {"type": "signals", "strategy": "sma_cross", "sizing": "equal_weight"},
+        "symbols": syms,
+        "timeframe": "1d",
+        "initial_cash": "10000",
+        "grid": {"fast": [5, 10], "slow": [30]},
+        "train_bars": 120,
+        "test_bars": 60,
+    }
+    resp = await worker_client.post("/api/v1/backtests/walkforward", json=payload, headers=user["headers"])
+    assert resp.status_code == 202, resp.text
+    out = await wait_walkforward(worker_client, user["headers"], resp.json()["id"])
+    assert out["status"] == "completed" and out["windows_done"] == 3 and out["metrics"]["sharpe"] is not None
+    other = await make_user("trader")
+    resp = await worker_client.get(f"/api/v1/backtests/walkforward/{out['id']}", headers=other["headers"])
+    assert resp.status_code == 404
+    for change, field in [
+        ({"train_bars": 280}, "train_bars"),
+        ({"step_bars": 10}, "step_bars"),
+        ({"grid": {"fast": [50], "slow": [30]}}, "grid.fast"),
+        ({"allocation": {"type": "signals", "strategy": "nope"}}, "allocation.strategy"),
+        ({"symbols": [*syms, market["late"]]}, "symbols[3]"),
+    ]:
+        resp = await worker_client.post(
+            "/api/v1/backtests/walkforward", json={**payload, **change}, headers=user["headers"]
+        )
+        assert resp.status_code == 422, (change, resp.text)
+        assert resp.json()["errors"][0]["field"] == field, resp.text

@@ -13,8 +13,10 @@ from app.domain.backtesting import (
     portfolio_tasks,  # noqa: F401  (registers the portfolio job)
     services,
     tasks,  # noqa: F401  (registers the jobs that services enqueue)
+    walkforward_service,
+    walkforward_tasks,  # noqa: F401  (registers the window job)
 )
-from app.domain.backtesting.portfolio_schemas import PositionsOut
+from app.domain.backtesting.portfolio_schemas import PositionsOut, WalkForwardCreate, WalkForwardOut
 from app.domain.backtesting.report import SECURITY_HEADERS
 from app.domain.backtesting.schemas import (
     RANKABLE,
@@ -162,6 +164,26 @@ class BacktestController(Controller):
     @post("/sweeps", status_code=202, summary="Run a strategy over every combination of a parameter grid")
     async def create_sweep(self, db: DbConn, request: Request, data: JSONBody[SweepCreate]) -> SweepCreated:
         return await services.create_sweep(db, request.app.state.queue, request.user, data)
+
+    @post(
+        "/walkforward",
+        status_code=202,
+        summary="Walk-forward: each window's grid runs on its training bars on the workers, the best on its "
+        "test bars; the result stitches the out-of-sample equity",
+    )
+    async def create_walkforward(
+        self, db: DbConn, request: Request, data: JSONBody[WalkForwardCreate]
+    ) -> WalkForwardOut:
+        return await walkforward_service.create_walkforward(db, request.app.state.queue, request.user, data)
+
+    @get(
+        "/walkforward/{walkforward_id:uuid}",
+        summary="Windows with chosen parameters, metrics, stitched equity",
+    )
+    async def get_walkforward(
+        self, db: DbConn, request: Request, walkforward_id: FromPath[UUID]
+    ) -> WalkForwardOut:
+        return await walkforward_service.get_walkforward(db, request.user, walkforward_id)
 
     @get("/sweeps/{sweep_id:uuid}", summary="Counts by status and the completed runs ranked by a metric")
     async def get_sweep(

@@ -124,21 +124,28 @@ def normalised_spec(data: PortfolioCreate) -> dict[str, Any]:
     return spec
 
 
-async def check_portfolio_market(conn: AsyncConnection, data: PortfolioCreate) -> None:
+async def check_portfolio_market(
+    conn: AsyncConnection,
+    symbols: list[str],
+    timeframe: str,
+    start: datetime | None,
+    end: datetime | None,
+    benchmark: str | None = None,
+) -> int:
     """Instruments exist; each symbol (and the benchmark) has two candles in the range, and they line
-    up with the first symbol's: same count, first and last timestamp."""
-    wanted = [*data.symbols, *([data.benchmark] if data.benchmark else [])]
+    up with the first symbol's: same count, first and last timestamp. Returns the bar count."""
+    wanted = [*symbols, *([benchmark] if benchmark else [])]
     found = set((await conn.scalars(select(Instrument.symbol).where(Instrument.symbol.in_(wanted)))).all())
-    for i, sym in enumerate(data.symbols):
+    for i, sym in enumerate(symbols):
         if sym not in found:
             raise invalid(f"Unknown instrument {sym!r}", f"symbols[{i}]")
-    if data.benchmark and data.benchmark not in found:
-        raise invalid(f"Unknown instrument {data.benchmark!r}", "benchmark")
-    where = [Candle.symbol.in_(wanted), Candle.timeframe == data.timeframe]
-    if data.start is not None:
-        where.append(Candle.ts >= data.start)
-    if data.end is not None:
-        where.append(Candle.ts <= data.end)
+    if benchmark and benchmark not in found:
+        raise invalid(f"Unknown instrument {benchmark!r}", "benchmark")
+    where = [Candle.symbol.in_(wanted), Candle.timeframe == timeframe]
+    if start is not None:
+        where.append(Candle.ts >= start)
+    if end is not None:
+        where.append(Candle.ts <= end)
     rows = (
         await conn.execute(
             select(Candle.symbol, func.count(), func.min(Candle.ts), func.max(Candle.ts))
@@ -147,21 +154,22 @@ async def check_portfolio_market(conn: AsyncConnection, data: PortfolioCreate) -
         )
     ).all()
     stats = {r[0]: (int(r[1]), r[2], r[3]) for r in rows}
-    fields = [(sym, f"symbols[{i}]") for i, sym in enumerate(data.symbols)]
-    if data.benchmark:
-        fields.append((data.benchmark, "benchmark"))
-    first = stats.get(data.symbols[0])
+    fields = [(sym, f"symbols[{i}]") for i, sym in enumerate(symbols)]
+    if benchmark:
+        fields.append((benchmark, "benchmark"))
+    first = stats.get(symbols[0])
     for sym, field in fields:
         got = stats.get(sym)
         if got is None or got[0] < 2:
-            raise invalid(f"{sym} has fewer than two {data.timeframe} candles in the requested range", field)
+            raise invalid(f"{sym} has fewer than two {timeframe} candles in the requested range", field)
         if first is not None and got != first:
             raise invalid(
-                f"{sym}'s {data.timeframe} candles do not line up with {data.symbols[0]}'s "
+                f"{sym}'s {timeframe} candles do not line up with {symbols[0]}'s "
                 f"({got[0]} bars {got[1]:%Y-%m-%d %H:%M} .. {got[2]:%Y-%m-%d %H:%M} against "
                 f"{first[0]} bars {first[1]:%Y-%m-%d %H:%M} .. {first[2]:%Y-%m-%d %H:%M})",
                 field,
             )
+    return first[0] if first is not None else 0
 
 
 async def create_portfolio_backtest(
@@ -169,7 +177,7 @@ async def create_portfolio_backtest(
 ) -> BacktestOut:
     queue = require_queue(queue)
     spec = normalised_spec(data)
-    await check_portfolio_market(conn, data)
+    await check_portfolio_market(conn, data.symbols, data.timeframe, data.start, data.end, data.benchmark)
     backtest_id = uuid.uuid4()
     key = job_key(backtest_id)
     rate = data.commission if not hasattr(data.commission, "rate") else data.commission.rate  # type: ignore[union-attr]
