@@ -156,7 +156,7 @@ class BacktestController(Controller):
     @post(
         "/{backtest_id:uuid}/report-token",
         status_code=201,
-        summary="A single-use, 5-minute link to the report for a browser (no API key in the URL)",
+        summary="A 5-minute link to the report for a browser (no API key in the URL), reopenable until then",
     )
     async def report_token(self, db: DbConn, request: Request, backtest_id: FromPath[UUID]) -> ReportTokenOut:
         return await services.create_report_token(db, request.app.state.kv, request.user, backtest_id)
@@ -185,6 +185,22 @@ class BacktestController(Controller):
     ) -> WalkForwardOut:
         return await walkforward_service.get_walkforward(db, request.user, walkforward_id)
 
+    @get(
+        "/sweeps/{sweep_id:uuid}/heatmap",
+        summary="Self-contained HTML heatmap of a 2-parameter sweep's ranking metric",
+        media_type="text/html",
+    )
+    async def sweep_heatmap(
+        self,
+        db: DbConn,
+        request: Request,
+        sweep_id: FromPath[UUID],
+        rank_by: Annotated[str | None, Parameter(max_length=32)] = None,
+    ) -> Response[str]:
+        if rank_by is not None and rank_by not in RANKABLE:
+            raise invalid(f"rank_by must be one of: {', '.join(RANKABLE)}", "rank_by")
+        return _html(await services.sweep_heatmap(db, request.user, sweep_id, rank_by))
+
     @get("/sweeps/{sweep_id:uuid}", summary="Counts by status and the completed runs ranked by a metric")
     async def get_sweep(
         self,
@@ -203,7 +219,7 @@ class SharedReportController(Controller):
     """The report opened with a token from POST .../report-token instead of an API key.
 
     It lives under /static/ because that is the prefix the API-key middleware lets through without a
-    key; the token is the credential here (single use, 5 minutes, this backtest's report only).
+    key; the token is the credential here (5 minutes, this backtest's report only).
     """
 
     path = "/static/reports"

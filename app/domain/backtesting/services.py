@@ -42,6 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app.domain.backtesting.engine import Bars, equity_downsample
 from app.domain.backtesting.models import Backtest, BacktestResult, Sweep
 from app.domain.backtesting.report import render_report
+from app.domain.backtesting.report_portfolio import render_sweep_heatmap, render_tear_sheet
 from app.domain.backtesting.schemas import (
     ACTIVE_STATUSES,
     ASCENDING_METRICS,
@@ -609,6 +610,11 @@ async def _report_html(conn: AsyncConnection, cache: Cache, backtest_id: uuid.UU
     async def load() -> str:
         row = (await conn.execute(select(*BACKTEST_COLS).where(Backtest.id == backtest_id))).one()
         stored, trades = await _stored_result(conn, backtest_id)
+        if row.kind == "portfolio":
+            positions = await conn.scalar(
+                select(BacktestResult.positions).where(BacktestResult.backtest_id == backtest_id)
+            )
+            return render_tear_sheet(backtest_out(row), stored, positions or {}, trades)
         return render_report(backtest_out(row), stored, trades)
 
     payload = await cache.get_json("backtests", f"{backtest_id}:report", load, ttl=RESULT_CACHE_TTL)
@@ -629,9 +635,9 @@ def _token_key(token: str) -> str:
 async def create_report_token(
     conn: AsyncConnection, kv: KV, principal: Principal, backtest_id: uuid.UUID
 ) -> ReportTokenOut:
-    """A single-use link to one backtest's report, for clients that cannot send headers (a browser tab,
-    a headless screenshot). Only the token's hash is stored, it expires after REPORT_TOKEN_TTL seconds,
-    is bound to this backtest and grants nothing else."""
+    """A link to one backtest's report, for clients that cannot send headers (a browser tab, a headless
+    screenshot). Only the token's hash is stored; it expires after REPORT_TOKEN_TTL seconds, is bound to
+    this backtest and grants nothing else. Until then the link can be reopened (a reload, a second tab)."""
     await _require_completed(conn, principal, backtest_id)
     token = secrets.token_urlsafe(32)
     await kv.set(_token_key(token), str(backtest_id).encode(), ttl=REPORT_TOKEN_TTL)
@@ -642,16 +648,9 @@ async def create_report_token(
 async def redeem_report_token(
     conn: AsyncConnection, kv: KV, cache: Cache, backtest_id: uuid.UUID, token: str
 ) -> str:
-    key = _token_key(token)
-    stored = await kv.get(key)
-    # The used-marker (SET NX) makes redemption atomic: two racing requests cannot both get the page.
-    if (
-        stored is None
-        or stored.decode() != str(backtest_id)
-        or not await kv.set_nx(key + ":used", b"1", REPORT_TOKEN_TTL)
-    ):
-        raise ApiError(401, "Invalid, expired or already used report token")
-    await kv.delete(key)
+    stored = await kv.get(_token_key(token))
+    if stored is None or stored.decode() != str(backtest_id):
+        raise ApiError(401, "Invalid or expired report token")
     await _require_completed(conn, None, backtest_id)
     return await _report_html(conn, cache, backtest_id)
 
@@ -850,4 +849,28 @@ async def get_sweep(
         progress=(total - active) / total if total else 1.0,
         created_at=sweep.created_at,
         ranked=ranked,
+    )
+
+
+async def sweep_heatmap(
+    conn: AsyncConnection, principal: Principal, sweep_id: uuid.UUID, rank_by: str | None = None
+) -> str:
+    """The HTML heatmap of a sweep over exactly two parameters (the ranking metric per combination)."""
+    sweep = (await conn.execute(select(Sweep).where(Sweep.id == sweep_id, _sweep_visible(principal)))).first()
+    if sweep is None:
+        raise not_found("Sweep")
+    names = list(sweep.grid)
+    if len(names) != 2:
+        raise invalid(f"A heatmap needs a sweep over exactly two parameters, not {len(names)}", "grid")
+    metric = rank_by or sweep.rank_by
+    rows = (
+        await conn.execute(
+            select(Backtest.params, Backtest.metrics).where(
+                Backtest.sweep_id == sweep_id, Backtest.status == "completed"
+            )
+        )
+    ).all()
+    runs = [(r.params.get(names[0]), r.params.get(names[1]), (r.metrics or {}).get(metric)) for r in rows]
+    return render_sweep_heatmap(
+        str(sweep_id), sweep.strategy, metric, names[0], names[1], runs, metric in ASCENDING_METRICS
     )
