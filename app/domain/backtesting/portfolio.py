@@ -355,7 +355,8 @@ class _Book:
         self.t_exit_qty = np.zeros(m)
         self.t_peak = np.zeros(m)
         self.fills = 0
-        self.closed: list[tuple[np.ndarray, int, np.ndarray, str | np.ndarray]] = []
+        # Closed round trips, in batches: (symbols, exit bars, snapshots of their accounting, reasons).
+        self.closed: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
 
     def fill(
         self,
@@ -363,10 +364,13 @@ class _Book:
         dq: np.ndarray,
         price: np.ndarray,
         fee: np.ndarray,
-        bar: int,
+        bar: int | np.ndarray,
         reason: str | np.ndarray = "signal",
     ) -> None:
-        """Apply fills of signed quantity ``dq`` at ``price`` with ``fee`` to symbols ``idx`` at ``bar``."""
+        """Apply fills of signed quantity ``dq`` at ``price`` with ``fee`` to symbols ``idx`` at ``bar``.
+
+        ``bar`` may give one bar per fill for fills that only close positions (exits inside bars).
+        """
         if idx.size == 0:
             return
         self.fills += int(idx.size)
@@ -393,8 +397,9 @@ class _Book:
             if np.any(flat):
                 fi = ci[flat]
                 self.q[fi] = 0.0
-                why = reason if isinstance(reason, str) else reason[c][flat]
-                self.closed.append((fi, bar, self._snapshot(fi), why))
+                why = np.full(fi.size, reason, dtype=object) if isinstance(reason, str) else reason[c][flat]
+                at = np.full(fi.size, bar) if np.ndim(bar) == 0 else np.asarray(bar)[c][flat]
+                self.closed.append((fi, at, self._snapshot(fi), why))
         # Opening part (from flat, an increase, or the second half of a reversal).
         o = opening > 0.0
         if np.any(o):
@@ -446,32 +451,60 @@ class _Book:
         bars = self.bars
         ts = bars.ts
         rows: list[tuple[int, int, PortfolioTrade]] = []
-        for idx, bar, snap, why in self.closed:
-            for k, i in enumerate(idx.tolist()):
-                side, t_bar, real, fee, en, eq, xn, xq, peak = snap[k].tolist()
-                reason = why if isinstance(why, str) else str(why[k])
-                rows.append(
-                    (
-                        int(t_bar),
-                        i,
-                        PortfolioTrade(
-                            symbol=bars.symbols[i],
-                            side="long" if side > 0 else "short",
-                            quantity=peak,
-                            entry_ts=int(ts[int(t_bar)]),
-                            entry_price=en / eq,
-                            exit_ts=int(ts[bar]),
-                            exit_price=xn / xq,
-                            pnl=real,
-                            return_pct=real / en,
-                            commission=fee,
-                            is_open=False,
-                            entry_bar=int(t_bar),
-                            exit_bar=bar,
-                            exit_reason=reason,
-                        ),
-                    )
+        if self.closed:
+            idx = np.concatenate([c[0] for c in self.closed])
+            at = np.concatenate([c[1] for c in self.closed]).astype(np.int64)
+            snap = np.concatenate([c[2] for c in self.closed])
+            why = np.concatenate([c[3] for c in self.closed])
+            t_bar = snap[:, 1].astype(np.int64)
+            columns = zip(
+                idx.tolist(),
+                at.tolist(),
+                t_bar.tolist(),
+                ts[t_bar].tolist(),
+                ts[at].tolist(),
+                snap[:, 0].tolist(),
+                snap[:, 2].tolist(),
+                snap[:, 3].tolist(),
+                (snap[:, 4] / snap[:, 5]).tolist(),
+                (snap[:, 6] / snap[:, 7]).tolist(),
+                snap[:, 4].tolist(),
+                snap[:, 8].tolist(),
+                why.tolist(),
+                strict=True,
+            )
+            for (
+                i,
+                exit_bar,
+                entry_bar,
+                entry_ts,
+                exit_ts,
+                side,
+                real,
+                fee,
+                entry_px,
+                exit_px,
+                en,
+                peak,
+                reason,
+            ) in columns:
+                trade = PortfolioTrade(
+                    symbol=bars.symbols[i],
+                    side="long" if side > 0 else "short",
+                    quantity=peak,
+                    entry_ts=entry_ts,
+                    entry_price=entry_px,
+                    exit_ts=exit_ts,
+                    exit_price=exit_px,
+                    pnl=real,
+                    return_pct=real / en,
+                    commission=fee,
+                    is_open=False,
+                    entry_bar=entry_bar,
+                    exit_bar=exit_bar,
+                    exit_reason=str(reason),
                 )
+                rows.append((entry_bar, i, trade))
         last = bars.close[-1]
         for i in np.flatnonzero(self.q != 0.0).tolist():
             side = float(self.t_side[i])
@@ -690,14 +723,16 @@ def run_portfolio(
     change_q: list[np.ndarray] = [book.q.copy()]
     change_cash: list[float] = [book.cash]
 
-    def record(bar: int) -> None:
+    def record(bar: int, q: np.ndarray | None = None, cash: float | None = None) -> None:
+        """The state holding from ``bar``'s close (the book's current one unless given)."""
+        q = book.q.copy() if q is None else q
+        cash = book.cash if cash is None else cash
         if change_bars[-1] == bar:
-            change_q[-1] = book.q.copy()
-            change_cash[-1] = book.cash
+            change_q[-1], change_cash[-1] = q, cash
         else:
             change_bars.append(bar)
-            change_q.append(book.q.copy())
-            change_cash.append(book.cash)
+            change_q.append(q)
+            change_cash.append(cash)
 
     bounds = np.append(exec_bars, n).tolist()
     report_every = max(1, len(exec_bars) // 50)
@@ -821,24 +856,29 @@ def _run_exits(
     exits: Exits,
     slip: float,
     commission: Commission,
-    record: Callable[[int], None],
+    record: Callable[..., None],
     blocked: np.ndarray,
     *,
     block: bool,
 ) -> None:
-    """Close every position whose exit level is reached in [a, b), bar by bar of exit."""
+    """Close every position whose exit level is reached in [a, b): one batch of fills, then the cash
+    and quantities after each exit bar recorded for the equity curve."""
     sym, bar, price, reason = _scan_exits(book, a, b, exits, slip)
     if sym.size == 0:
         return
     order = np.lexsort((sym, bar))
     sym, bar, price, reason = sym[order], bar[order], price[order], reason[order]
-    starts = np.flatnonzero(np.diff(np.concatenate(([-1], bar))))
-    for g, start in enumerate(starts.tolist()):
-        stop = int(starts[g + 1]) if g + 1 < starts.size else sym.size
-        idx = sym[start:stop]
-        dq = -book.q[idx]
-        px = price[start:stop]
-        book.fill(idx, dq, px, commission.fee(np.abs(dq) * px), int(bar[start]), reason[start:stop])
-        record(int(bar[start]))
-        if block:
-            blocked[idx] = True
+    held = book.q[sym].copy()
+    fee = commission.fee(np.abs(held) * price)
+    cash = book.cash + np.cumsum(held * price - fee)  # cash after each fill, in bar order
+    book.fill(sym, -held, price, fee, bar, reason)
+    book.cash = float(cash[-1])
+    # Each position exits once per segment, so the quantities after exit bar k are the final ones
+    # with the positions that exit later still held.
+    ends = np.append(np.flatnonzero(bar[1:] != bar[:-1]), bar.size - 1)
+    for end in ends.tolist():
+        q = book.q.copy()
+        q[sym[end + 1 :]] = held[end + 1 :]
+        record(int(bar[end]), q, float(cash[end]))
+    if block:
+        blocked[sym] = True

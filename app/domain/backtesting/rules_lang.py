@@ -450,7 +450,7 @@ def evaluate(node: Node, series: Mapping[str, np.ndarray]) -> np.ndarray:
         if cached is not None:
             return cached
         if isinstance(n, Number):
-            out = np.full(length, n.value)
+            out = np.broadcast_to(np.float64(n.value), (length,))  # a read-only view, no allocation
         elif isinstance(n, Series):
             out = np.asarray(series[n.name], dtype=np.float64)
         elif isinstance(n, Call):
@@ -475,4 +475,5 @@ def evaluate(node: Node, series: Mapping[str, np.ndarray]) -> np.ndarray:
 
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         result = ev(node)
-    return result.astype(bool) if node.kind == "bool" else result.astype(np.float64)
+    out = np.array(result, dtype=bool if node.kind == "bool" else np.float64, copy=None)
+    return out if out.flags.writeable else out.copy()  # a bare literal is still a broadcast view
