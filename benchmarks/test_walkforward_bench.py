@@ -16,7 +16,7 @@ import time
 import msgspec
 import pytest
 
-from app.domain.markets.synthetic import candles_to_csv, generate_candles
+from benchmarks.workers import daily_instrument, in_process_workers
 
 GRID = {"fast": [5, 10, 15, 20, 30], "slow": [50, 100, 150, 200]}
 WORKERS = 2
@@ -25,56 +25,11 @@ CONCURRENCY = 4
 
 @pytest.fixture(scope="module")
 def walkforward_env(driver, loop, bench_settings):
-    from app.lib.jobs import make_queue
-    from app.lib.state import build_worker
-
     admin = {"authorization": f"Bearer {bench_settings.admin_api_key}"}
-    status, body = driver.call("POST", "/api/v1/exchanges", json={"code": "WFX", "name": "wf"}, headers=admin)
-    assert status == 201, body
-    status, body = driver.call(
-        "POST",
-        "/api/v1/instruments",
-        json={
-            "symbol": "WF10Y",
-            "exchange": "WFX",
-            "base_asset": "W",
-            "quote_asset": "USD",
-            "tick_size": "0.01",
-            "lot_size": "1",
-            "min_quantity": "1",
-        },
-        headers=admin,
-    )
-    assert status == 201, body
-    csv = candles_to_csv(generate_candles(bars=2_520, seed=12, timeframe="1d"))
-    status, body = driver.call(
-        "POST",
-        "/api/v1/instruments/WF10Y/candles?timeframe=1d",
-        content=csv.encode(),
-        headers={**admin, "content-type": "text/csv"},
-    )
-    assert status == 201, body
+    daily_instrument(driver, admin, "WFX", "WF10Y", seed=12)
 
-    async def start():
-        queue = make_queue(bench_settings)
-        await queue.connect()
-        workers = [build_worker(queue, bench_settings, concurrency=CONCURRENCY) for _ in range(WORKERS)]
-        for w in workers:
-            w.SIGNALS = []
-        tasks = [asyncio.create_task(w.start()) for w in workers]
-        return queue, workers, tasks
-
-    queue, workers, tasks = loop.run_until_complete(start())
-    yield admin
-
-    async def stop():
-        for w in workers:
-            await w.stop()
-        for t in tasks:
-            t.cancel()
-        await queue.disconnect()
-
-    loop.run_until_complete(stop())
+    with in_process_workers(loop, bench_settings, WORKERS, CONCURRENCY):
+        yield admin
 
 
 def test_walkforward_10_windows_20_combinations(benchmark, driver, loop, walkforward_env):

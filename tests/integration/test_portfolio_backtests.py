@@ -211,6 +211,8 @@ async def test_bad_portfolios_are_422_naming_the_field_with_no_row(client, marke
         problem = resp.json()
         assert problem["errors"][0]["field"] == field, (field, problem)
         assert words in problem["detail"], (words, problem)
+        if field == "allocation.entry":
+            assert problem["position"] == 27
     # Shorting and leverage make the refused weights acceptable (accepted: 202 with the session queue).
     ok = body(syms, {**fixed, "weights": weights(syms, [-0.2, 0.6, 0.6])}, allow_short=True, leverage=1.5)
     assert (await client.post("/api/v1/backtests", json=ok, headers=user["headers"])).status_code == 202

@@ -169,35 +169,40 @@ def server(database_url, settings, tmp_path_factory):
             proc.wait(timeout=10)
 
 
+async def _instrument(http: httpx.AsyncClient, admin: dict[str, str], bars: int, seed: int) -> str:
+    code, symbol = f"XP{uuid.uuid4().hex[:6].upper()}", f"PF{uuid.uuid4().hex[:6].upper()}"
+    assert (
+        await http.post("/api/v1/exchanges", json={"code": code, "name": "Tear"}, headers=admin)
+    ).status_code == 201
+    resp = await http.post(
+        "/api/v1/instruments",
+        json={
+            "symbol": symbol,
+            "exchange": code,
+            "base_asset": "P",
+            "quote_asset": "USD",
+            "tick_size": "0.01",
+            "lot_size": "1",
+            "min_quantity": "1",
+            "min_notional": "0",
+        },
+        headers=admin,
+    )
+    assert resp.status_code == 201, resp.text
+    csv = candles_to_csv(generate_candles(bars=bars, seed=seed, timeframe="1d"))
+    resp = await http.post(
+        f"/api/v1/instruments/{symbol}/candles?timeframe=1d",
+        content=csv.encode(),
+        headers={**admin, "Content-Type": "text/csv"},
+    )
+    assert resp.status_code == 201, resp.text
+    return symbol
+
+
 async def _completed_backtest(base: str, admin_key: str) -> tuple[str, dict[str, str]]:
     admin = {"Authorization": f"Bearer {admin_key}"}
     async with httpx.AsyncClient(base_url=base, timeout=30) as http:
-        code, symbol = f"XB{uuid.uuid4().hex[:6].upper()}", f"BR{uuid.uuid4().hex[:6].upper()}"
-        assert (
-            await http.post("/api/v1/exchanges", json={"code": code, "name": "Browser"}, headers=admin)
-        ).status_code == 201
-        resp = await http.post(
-            "/api/v1/instruments",
-            json={
-                "symbol": symbol,
-                "exchange": code,
-                "base_asset": "B",
-                "quote_asset": "USD",
-                "tick_size": "0.01",
-                "lot_size": "1",
-                "min_quantity": "1",
-                "min_notional": "0",
-            },
-            headers=admin,
-        )
-        assert resp.status_code == 201, resp.text
-        csv = candles_to_csv(generate_candles(bars=1500, seed=21, timeframe="1d"))
-        resp = await http.post(
-            f"/api/v1/instruments/{symbol}/candles?timeframe=1d",
-            content=csv.encode(),
-            headers={**admin, "Content-Type": "text/csv"},
-        )
-        assert resp.status_code == 201, resp.text
+        symbol = await _instrument(http, admin, 1500, 21)
         resp = await http.post(
             "/api/v1/users", json={"email": f"browser-{uuid.uuid4().hex[:8]}@example.com"}, headers=admin
         )
@@ -276,36 +281,6 @@ async def test_report_renders_its_charts_in_a_real_browser(browser, server, sett
         assert (width, height) == (1280, 1600)
         assert await asyncio.to_thread(count_color, data, COLORS["equity"]) > 500
         assert await asyncio.to_thread(count_color, data, COLORS["price"]) > 300
-
-
-async def _instrument(http: httpx.AsyncClient, admin: dict[str, str], bars: int, seed: int) -> str:
-    code, symbol = f"XP{uuid.uuid4().hex[:6].upper()}", f"PF{uuid.uuid4().hex[:6].upper()}"
-    assert (
-        await http.post("/api/v1/exchanges", json={"code": code, "name": "Tear"}, headers=admin)
-    ).status_code == 201
-    resp = await http.post(
-        "/api/v1/instruments",
-        json={
-            "symbol": symbol,
-            "exchange": code,
-            "base_asset": "P",
-            "quote_asset": "USD",
-            "tick_size": "0.01",
-            "lot_size": "1",
-            "min_quantity": "1",
-            "min_notional": "0",
-        },
-        headers=admin,
-    )
-    assert resp.status_code == 201, resp.text
-    csv = candles_to_csv(generate_candles(bars=bars, seed=seed, timeframe="1d"))
-    resp = await http.post(
-        f"/api/v1/instruments/{symbol}/candles?timeframe=1d",
-        content=csv.encode(),
-        headers={**admin, "Content-Type": "text/csv"},
-    )
-    assert resp.status_code == 201, resp.text
-    return symbol
 
 
 def _render_status(html: str, charts: int, min_width: int = 300) -> str:

@@ -396,9 +396,7 @@ def test_build_plan_for_each_allocation_form():
 
     bars = random_bars(120, 3, 7)
     day = lambda i: str(np.datetime64(int(bars.ts[i]), "s")) + "Z"  # noqa: E731
-    plan = build_plan(
-        bars, {"type": "target_weights", "weights": {"S1": 0.5}, "rebalance": "monthly"}, allow_short=False
-    )
+    plan = build_plan(bars, {"type": "target_weights", "weights": {"S1": 0.5}, "rebalance": "monthly"})
     assert plan.decision_bars.tolist() == rebalance_bars(bars.ts, "monthly").tolist()
     assert plan.weights[0].tolist() == [0.0, 0.5, 0.0]
     schedule = [
@@ -406,12 +404,12 @@ def test_build_plan_for_each_allocation_form():
         {"ts": day(20), "weights": {"S2": 0.5}},
         {"ts": day(20)[:-1] + "Z", "weights": {"S1": 0.25}},  # same bar: the later entry decides
     ]
-    plan = build_plan(bars, {"type": "target_weights", "schedule": schedule}, allow_short=False)
+    plan = build_plan(bars, {"type": "target_weights", "schedule": schedule})
     assert plan.decision_bars.tolist() == [10, 20]
     assert plan.weights.tolist() == [[1.0, 0.0, 0.0], [0.0, 0.25, 0.0]]
 
     params = {"fast": 5, "slow": 12, "allow_short": False}
-    plan = build_plan(bars, {"type": "signals", "strategy": "sma_cross", "params": params}, allow_short=False)
+    plan = build_plan(bars, {"type": "signals", "strategy": "sma_cross", "params": params})
     want = [
         STRATEGIES["sma_cross"].signals(bars.column(j), parse_params("sma_cross", params)) for j in range(3)
     ]
@@ -424,7 +422,7 @@ def test_build_plan_for_each_allocation_form():
         "sizing": "percent_equity",
         "percent": 20,
     }
-    plan = build_plan(bars, rules, allow_short=False)
+    plan = build_plan(bars, rules)
     entry, exit_ = parse_condition(rules["entry"]), parse_condition(rules["exit"])
     for j in range(3):
         s = bars.series(j)

@@ -31,16 +31,23 @@ from app.domain.backtesting.portfolio import (
     WeightPlan,
     rebalance_bars,
 )
-from app.domain.backtesting.portfolio_schemas import PortfolioCreate, PositionsOut, PositionsPoint
+from app.domain.backtesting.portfolio_schemas import (
+    CommissionModel,
+    PortfolioCreate,
+    PositionsOut,
+    PositionsPoint,
+    Signals,
+    TargetWeights,
+)
 from app.domain.backtesting.rules_lang import RuleError, evaluate, parse_condition
 from app.domain.backtesting.schemas import BacktestOut
 from app.domain.backtesting.services import (
     BACKTEST_COLS,
-    _mark_unqueued,
     _require_completed,
     backtest_out,
     candle_range,
     check_params,
+    enqueue_run,
     job_key,
     money,
     require_queue,
@@ -51,8 +58,7 @@ from app.domain.identity.schemas import Principal
 from app.domain.markets.models import Candle, Instrument
 from app.lib.cache import Cache
 from app.lib.db import tx
-from app.lib.errors import ApiError, decode_body, invalid
-from app.lib.jobs import enqueue
+from app.lib.errors import decode_body, invalid
 from app.lib.log import get_logger
 
 log = get_logger("app.backtests")
@@ -95,7 +101,7 @@ def normalised_spec(data: PortfolioCreate) -> dict[str, Any]:
     """The request as the worker will run it (defaults filled, params parsed), or a 422."""
     alloc = data.allocation
     spec = msgspec.to_builtins(data)
-    if alloc.__class__.__name__ == "TargetWeights":
+    if isinstance(alloc, TargetWeights):
         if alloc.weights is not None:  # type: ignore[union-attr]
             _check_weight_rows([("allocation.weights", alloc.weights)], data)  # type: ignore[union-attr]
         else:
@@ -108,7 +114,7 @@ def normalised_spec(data: PortfolioCreate) -> dict[str, Any]:
                     raise invalid(
                         "schedule entries must be in increasing `ts` order", f"allocation.schedule[{i}].ts"
                     )
-    elif alloc.__class__.__name__ == "Signals":
+    elif isinstance(alloc, Signals):
         if alloc.strategy not in STRATEGIES:  # type: ignore[union-attr]
             raise invalid(str(UnknownStrategyError(alloc.strategy)), "allocation.strategy")  # type: ignore[union-attr]
         spec["allocation"]["params"] = check_params(alloc.strategy, alloc.params, "allocation.params")  # type: ignore[union-attr]
@@ -118,7 +124,7 @@ def normalised_spec(data: PortfolioCreate) -> dict[str, Any]:
                 parse_condition(getattr(alloc, name))
             except RuleError as exc:
                 raise invalid(f"`{name}` rule: {exc}", f"allocation.{name}", position=exc.position) from exc
-    if alloc.__class__.__name__ != "TargetWeights" and alloc.sizing == "percent_equity":  # type: ignore[union-attr]
+    if not isinstance(alloc, TargetWeights) and alloc.sizing == "percent_equity":
         if alloc.percent > 100 * data.leverage:  # type: ignore[union-attr, operator]
             raise invalid("`percent` above 100 needs `leverage`", "allocation.percent")
     return spec
@@ -180,7 +186,7 @@ async def create_portfolio_backtest(
     await check_portfolio_market(conn, data.symbols, data.timeframe, data.start, data.end, data.benchmark)
     backtest_id = uuid.uuid4()
     key = job_key(backtest_id)
-    rate = data.commission if not hasattr(data.commission, "rate") else data.commission.rate  # type: ignore[union-attr]
+    rate = data.commission.rate if isinstance(data.commission, CommissionModel) else data.commission
     async with tx(conn):
         row = (
             await conn.execute(
@@ -205,18 +211,7 @@ async def create_portfolio_backtest(
                 .returning(*BACKTEST_COLS)
             )
         ).one()
-    try:
-        await enqueue(
-            queue,
-            PORTFOLIO_RUN_JOB,
-            {"backtest_id": str(backtest_id)},
-            key=key,
-            meta={"user_id": str(principal.user_id), "source": "api"},
-        )
-    except Exception as exc:
-        log.warning("backtest_enqueue_failed", backtest_id=str(backtest_id), error=repr(exc)[:300])
-        await _mark_unqueued(conn, Backtest.id == backtest_id, exc)
-        raise ApiError(503, "The job queue is unavailable; the backtest was not started") from exc
+    await enqueue_run(conn, queue, principal, backtest_id, PORTFOLIO_RUN_JOB)
     log.info("portfolio_backtest_submitted", backtest_id=str(backtest_id), symbols=len(data.symbols))
     return backtest_out(row)
 
@@ -278,9 +273,7 @@ def _weights_vector(weights: dict[str, float], symbols: tuple[str, ...]) -> list
     return [float(weights.get(s, 0.0)) for s in symbols]
 
 
-def build_plan(
-    bars: PortfolioBars, allocation: dict[str, Any], *, allow_short: bool
-) -> WeightPlan | SignalPlan:
+def build_plan(bars: PortfolioBars, allocation: dict[str, Any]) -> WeightPlan | SignalPlan:
     """The engine plan of a normalised allocation (see ``normalised_spec``)."""
     kind = allocation["type"]
     if kind == "target_weights":

@@ -17,11 +17,10 @@ from typing import Any
 import msgspec
 import numpy as np
 from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.domain.backtesting.engine import equity_downsample
-from app.domain.backtesting.models import Backtest, BacktestResult
+from app.domain.backtesting.models import Backtest
 from app.domain.backtesting.portfolio import (
     PortfolioBars,
     PortfolioResult,
@@ -35,16 +34,17 @@ from app.domain.backtesting.portfolio_service import (
     load_portfolio_bars,
 )
 from app.domain.backtesting.schemas import ACTIVE_STATUSES
-from app.domain.backtesting.services import STORED_EQUITY_POINTS, clean_metrics, load_bars
+from app.domain.backtesting.services import STORED_EQUITY_POINTS, load_bars
 from app.domain.backtesting.tasks import (
     LOADED,
     SIMULATED,
     ProgressReporter,
     RunKwargs,
     _progress_writer,
-    _set_status,
-    _shutting_down,
-    _was_aborted,
+    attempt_failed,
+    failed_for_good,
+    interrupted,
+    store_result,
 )
 from app.domain.backtesting.tear_sheet import tear_sheet_data
 from app.domain.markets.models import Instrument
@@ -92,30 +92,15 @@ async def _store(
     engine: AsyncEngine, backtest_id: uuid.UUID, bars: PortfolioBars, result: PortfolioResult
 ) -> bool:
     trades, equity, positions = result_documents(bars, result)
-    async with engine.begin() as conn:
-        done = (
-            await conn.execute(
-                update(Backtest)
-                .where(Backtest.id == backtest_id, Backtest.status.in_(ACTIVE_STATUSES))
-                .values(
-                    status="completed",
-                    progress=1.0,
-                    metrics=clean_metrics(result.metrics),
-                    input_hash=result.input_hash,
-                    error=None,
-                    finished_at=func.now(),
-                )
-                .returning(Backtest.id)
-            )
-        ).first()
-        if done is None:
-            return False
-        await conn.execute(
-            pg_insert(BacktestResult)
-            .values(backtest_id=backtest_id, trades=trades, equity=equity, positions=positions)
-            .on_conflict_do_nothing(index_elements=[BacktestResult.backtest_id])
-        )
-    return True
+    return await store_result(
+        engine,
+        backtest_id,
+        result.metrics,
+        result.input_hash,
+        trades=trades,
+        equity=equity,
+        positions=positions,
+    )
 
 
 async def simulate_spec(
@@ -155,7 +140,7 @@ async def simulate_spec(
         costs["benchmark_close_sha256"] = hashlib.sha256(bench.astype("<f8").tobytes()).hexdigest()
 
     def run() -> PortfolioResult:
-        plan = build_plan(bars, spec["allocation"], allow_short=options["allow_short"])
+        plan = build_plan(bars, spec["allocation"])
         digest = portfolio_input_hash(bars, spec["allocation"], costs)
         return run_portfolio(
             bars, plan, benchmark_close=bench, progress=progress, input_hash=digest, **options
@@ -190,27 +175,12 @@ async def run_portfolio_job(ctx: dict[str, Any], *, backtest_id: Any) -> dict[st
         bars, result = await simulate_spec(engine, spec, reporter)
         stored = await _store(engine, bid, bars, result)
     except ValueError as exc:
-        BACKTESTS.labels(status="failed").inc()
-        await _set_status(engine, bid, "failed", str(exc))
-        log.warning("backtest_failed", backtest_id=str(bid), error=str(exc)[:300])
-        return {"backtest_id": str(bid), "status": "failed", "error": str(exc)}
+        return await failed_for_good(engine, bid, exc, started)
     except asyncio.CancelledError:
-        reason = _was_aborted(ctx, saq_job)
-        if reason is not None:
-            await _set_status(engine, bid, "canceled", f"canceled: {reason}")
-        elif _shutting_down(ctx) or (saq_job is not None and saq_job.retryable):
-            await _set_status(engine, bid, "queued", "interrupted; will be retried")
-        else:
-            await _set_status(engine, bid, "failed", "timed out")
+        await interrupted(ctx, engine, bid, saq_job)
         raise
     except Exception as exc:
-        if saq_job is not None and saq_job.retryable:
-            await _set_status(
-                engine, bid, "queued", f"attempt {saq_job.attempts} failed: {exc!r}; will be retried"
-            )
-        else:
-            BACKTESTS.labels(status="failed").inc()
-            await _set_status(engine, bid, "failed", repr(exc))
+        await attempt_failed(engine, bid, saq_job, exc, started)
         raise
     elapsed = time.perf_counter() - started
     if not stored:

@@ -367,6 +367,24 @@ async def _mark_unqueued(conn: AsyncConnection, where: ColumnElement[bool], exc:
         )
 
 
+async def enqueue_run(
+    conn: AsyncConnection, queue: Queue, principal: Principal, backtest_id: uuid.UUID, job: str
+) -> None:
+    """Enqueue a committed backtest row's run, or fail the row and answer 503."""
+    try:
+        await enqueue(
+            queue,
+            job,
+            {"backtest_id": str(backtest_id)},
+            key=job_key(backtest_id),
+            meta={"user_id": str(principal.user_id), "source": "api"},
+        )
+    except Exception as exc:
+        log.warning("backtest_enqueue_failed", backtest_id=str(backtest_id), error=repr(exc)[:300])
+        await _mark_unqueued(conn, Backtest.id == backtest_id, exc)
+        raise ApiError(503, "The job queue is unavailable; the backtest was not started") from exc
+
+
 async def create_backtest(
     conn: AsyncConnection, queue: Queue | None, principal: Principal, data: BacktestCreate
 ) -> BacktestOut:
@@ -399,18 +417,7 @@ async def create_backtest(
                 .returning(*BACKTEST_COLS)
             )
         ).one()
-    try:
-        await enqueue(
-            queue,
-            RUN_JOB,
-            {"backtest_id": str(backtest_id)},
-            key=key,
-            meta={"user_id": str(principal.user_id), "source": "api"},
-        )
-    except Exception as exc:
-        log.warning("backtest_enqueue_failed", backtest_id=str(backtest_id), error=repr(exc)[:300])
-        await _mark_unqueued(conn, Backtest.id == backtest_id, exc)
-        raise ApiError(503, "The job queue is unavailable; the backtest was not started") from exc
+    await enqueue_run(conn, queue, principal, backtest_id, RUN_JOB)
     log.info("backtest_submitted", backtest_id=str(backtest_id), strategy=data.strategy, symbol=data.symbol)
     return backtest_out(row)
 

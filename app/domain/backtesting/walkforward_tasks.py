@@ -82,7 +82,7 @@ async def make_runner(ctx: dict[str, Any], spec: dict[str, Any]) -> tuple[Runner
                 **{k: getattr(bars, k)[a:b] for k in ("open", "high", "low", "close", "volume")},
             )
             alloc = {**allocation, "type": "signals", "strategy": strategy, "params": params}
-            result = run_portfolio(sub, build_plan(sub, alloc, allow_short=options["allow_short"]), **options)
+            result = run_portfolio(sub, build_plan(sub, alloc), **options)
             return result.metrics, result.ts, result.equity
 
         return run_portfolio_slice, bars.n, P
