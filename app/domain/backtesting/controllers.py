@@ -6,7 +6,7 @@ from uuid import UUID
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import Provide
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromPath, FromQuery, JSONBody, Parameter
+from litestar.params import Body, FromPath, FromQuery, JSONBody, Parameter
 
 from app.domain.backtesting import (
     portfolio_service,
@@ -40,6 +40,17 @@ from app.lib.pagination import Limit
 Cursor = Annotated[str | None, Parameter(max_length=200)]
 MaxPoints = Annotated[int, Parameter(ge=2, le=services.STORED_EQUITY_POINTS)]
 ReportToken = Annotated[str, Parameter(min_length=16, max_length=128)]
+SubmissionBody = Annotated[
+    dict[str, Any],
+    Body(
+        title="BacktestCreate | PortfolioCreate",
+        description="One instrument: {strategy, params, symbol, timeframe, start?, end?, initial_cash, "
+        "commission, slippage_bps?}. A portfolio (a body with `symbols` or `allocation`): {symbols, "
+        "timeframe, start?, end?, initial_cash, commission (fraction or {rate, fixed, minimum}), "
+        "slippage_bps?, allocation, benchmark?, periods_per_year?, exits?, allow_short?, leverage?, whole_units?}; "
+        "see docs/PORTFOLIO.md. Each form refuses unknown fields (400).",
+    ),
+]
 
 
 def _html(body: str) -> Response[str]:
@@ -74,7 +85,7 @@ class BacktestController(Controller):
         summary="Submit a backtest (one symbol and a strategy, or a portfolio: `symbols` + `allocation`); "
         "it runs on a worker (poll GET for progress)",
     )
-    async def create(self, db: DbConn, request: Request, data: JSONBody[dict[str, Any]]) -> BacktestOut:
+    async def create(self, db: DbConn, request: Request, data: SubmissionBody) -> BacktestOut:
         # One endpoint, two forms told apart by their fields (msgspec cannot decode an untagged union
         # of two objects): each form is then decoded strictly into its own struct.
         queue = request.app.state.queue
