@@ -44,11 +44,13 @@ SubmissionBody = Annotated[
     dict[str, Any],
     Body(
         title="BacktestCreate | PortfolioCreate",
-        description="One instrument: {strategy, params, symbol, timeframe, start?, end?, initial_cash, "
-        "commission, slippage_bps?}. A portfolio (a body with `symbols` or `allocation`): {symbols, "
-        "timeframe, start?, end?, initial_cash, commission (fraction or {rate, fixed, minimum}), "
-        "slippage_bps?, allocation, benchmark?, periods_per_year?, exits?, allow_short?, leverage?, whole_units?}; "
-        "see docs/PORTFOLIO.md. Each form refuses unknown fields (400).",
+        description=(
+            "One instrument: {strategy, params, symbol, timeframe, start?, end?, initial_cash, commission, "
+            "slippage_bps?}. A portfolio (a body with `symbols` or `allocation`): {symbols, timeframe, "
+            "start?, end?, initial_cash, commission (fraction or {rate, fixed, minimum}), slippage_bps?, "
+            "allocation, benchmark?, periods_per_year?, exits?, allow_short?, leverage?, whole_units?}; "
+            "see docs/PORTFOLIO.md. Each form refuses unknown fields (400)."
+        ),
     ),
 ]
 
