@@ -16,7 +16,7 @@ import time
 import msgspec
 import pytest
 
-from app.domain.markets.synthetic import candles_to_csv, generate_candles
+from benchmarks.workers import daily_instrument, in_process_workers
 
 GRID = {
     "fast": [3, 5, 8, 10, 12, 15, 20, 25, 30, 40],
@@ -28,58 +28,11 @@ CONCURRENCY = 4
 
 @pytest.fixture(scope="module")
 def sweep_env(driver, loop, bench_settings):
-    from app.lib.jobs import make_queue
-    from app.lib.state import build_worker
-
     admin = {"authorization": f"Bearer {bench_settings.admin_api_key}"}
-    assert (
-        driver.call("POST", "/api/v1/exchanges", json={"code": "SWX", "name": "sweep"}, headers=admin)[0]
-        == 201
-    )
-    status, body = driver.call(
-        "POST",
-        "/api/v1/instruments",
-        json={
-            "symbol": "SWEEP10Y",
-            "exchange": "SWX",
-            "base_asset": "S",
-            "quote_asset": "USD",
-            "tick_size": "0.01",
-            "lot_size": "1",
-            "min_quantity": "1",
-        },
-        headers=admin,
-    )
-    assert status == 201, body
-    csv = candles_to_csv(generate_candles(bars=2_520, seed=10, timeframe="1d"))
-    status, body = driver.call(
-        "POST",
-        "/api/v1/instruments/SWEEP10Y/candles?timeframe=1d",
-        content=csv.encode(),
-        headers={**admin, "content-type": "text/csv"},
-    )
-    assert status == 201, body
+    daily_instrument(driver, admin, "SWX", "SWEEP10Y", seed=10)
 
-    async def start():
-        queue = make_queue(bench_settings)
-        await queue.connect()
-        workers = [build_worker(queue, bench_settings, concurrency=CONCURRENCY) for _ in range(WORKERS)]
-        for w in workers:
-            w.SIGNALS = []
-        tasks = [asyncio.create_task(w.start()) for w in workers]
-        return queue, workers, tasks
-
-    queue, workers, tasks = loop.run_until_complete(start())
-    yield admin
-
-    async def stop():
-        for w in workers:
-            await w.stop()
-        for t in tasks:
-            t.cancel()
-        await queue.disconnect()
-
-    loop.run_until_complete(stop())
+    with in_process_workers(loop, bench_settings, WORKERS, CONCURRENCY):
+        yield admin
 
 
 def test_sweep_100_combinations_10y_daily(benchmark, driver, loop, sweep_env):

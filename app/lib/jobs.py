@@ -186,6 +186,8 @@ def load_job_modules() -> dict[str, JobSpec]:
         "app.domain.risk.tasks",
         "app.domain.backtesting.tasks",
         "app.domain.backtesting.recovery",
+        "app.domain.backtesting.portfolio_tasks",
+        "app.domain.backtesting.walkforward_tasks",
         "app.domain.jobs.tasks",
     ):
         try:

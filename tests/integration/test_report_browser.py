@@ -1,5 +1,6 @@
 """The HTML report in a real browser: `tradedesk serve` (with its own in-process worker) runs a backtest,
-headless Chromium opens the report through a single-use report token, and the charts must have drawn.
+headless Chromium opens the report through a report token, and the charts must have drawn. The same for
+a portfolio backtest's tear sheet and a 2-parameter sweep's heatmap.
 
 Needs the `chromium` package (Debian/Ubuntu: `apt-get install -y chromium`); skipped without it.
 """
@@ -168,35 +169,40 @@ def server(database_url, settings, tmp_path_factory):
             proc.wait(timeout=10)
 
 
+async def _instrument(http: httpx.AsyncClient, admin: dict[str, str], bars: int, seed: int) -> str:
+    code, symbol = f"XP{uuid.uuid4().hex[:6].upper()}", f"PF{uuid.uuid4().hex[:6].upper()}"
+    assert (
+        await http.post("/api/v1/exchanges", json={"code": code, "name": "Tear"}, headers=admin)
+    ).status_code == 201
+    resp = await http.post(
+        "/api/v1/instruments",
+        json={
+            "symbol": symbol,
+            "exchange": code,
+            "base_asset": "P",
+            "quote_asset": "USD",
+            "tick_size": "0.01",
+            "lot_size": "1",
+            "min_quantity": "1",
+            "min_notional": "0",
+        },
+        headers=admin,
+    )
+    assert resp.status_code == 201, resp.text
+    csv = candles_to_csv(generate_candles(bars=bars, seed=seed, timeframe="1d"))
+    resp = await http.post(
+        f"/api/v1/instruments/{symbol}/candles?timeframe=1d",
+        content=csv.encode(),
+        headers={**admin, "Content-Type": "text/csv"},
+    )
+    assert resp.status_code == 201, resp.text
+    return symbol
+
+
 async def _completed_backtest(base: str, admin_key: str) -> tuple[str, dict[str, str]]:
     admin = {"Authorization": f"Bearer {admin_key}"}
     async with httpx.AsyncClient(base_url=base, timeout=30) as http:
-        code, symbol = f"XB{uuid.uuid4().hex[:6].upper()}", f"BR{uuid.uuid4().hex[:6].upper()}"
-        assert (
-            await http.post("/api/v1/exchanges", json={"code": code, "name": "Browser"}, headers=admin)
-        ).status_code == 201
-        resp = await http.post(
-            "/api/v1/instruments",
-            json={
-                "symbol": symbol,
-                "exchange": code,
-                "base_asset": "B",
-                "quote_asset": "USD",
-                "tick_size": "0.01",
-                "lot_size": "1",
-                "min_quantity": "1",
-                "min_notional": "0",
-            },
-            headers=admin,
-        )
-        assert resp.status_code == 201, resp.text
-        csv = candles_to_csv(generate_candles(bars=1500, seed=21, timeframe="1d"))
-        resp = await http.post(
-            f"/api/v1/instruments/{symbol}/candles?timeframe=1d",
-            content=csv.encode(),
-            headers={**admin, "Content-Type": "text/csv"},
-        )
-        assert resp.status_code == 201, resp.text
+        symbol = await _instrument(http, admin, 1500, 21)
         resp = await http.post(
             "/api/v1/users", json={"email": f"browser-{uuid.uuid4().hex[:8]}@example.com"}, headers=admin
         )
@@ -258,9 +264,11 @@ async def test_report_renders_its_charts_in_a_real_browser(browser, server, sett
         widths = [int(w) for w in re.findall(r":(\d+)x\d+", status)]
         assert len(widths) == 3 and all(w > 800 for w in widths), status
 
-        # The token was single use: the same link no longer opens the report.
+        # The link can be reopened while the token is valid (a reload); a wrong token cannot.
         reused = await http.get(url.removeprefix(server))
-        assert reused.status_code == 401
+        assert reused.status_code == 200 and "<svg" in reused.text
+        wrong = url.removeprefix(server).rsplit("=", 1)[0] + "=" + "x" * 43
+        assert (await http.get(wrong)).status_code == 401
         assert (await http.get(f"/static/reports/{backtest_id}")).status_code in (400, 401)
         assert (await http.get(f"/api/v1/backtests/{backtest_id}/report")).status_code == 401
 
@@ -273,3 +281,90 @@ async def test_report_renders_its_charts_in_a_real_browser(browser, server, sett
         assert (width, height) == (1280, 1600)
         assert await asyncio.to_thread(count_color, data, COLORS["equity"]) > 500
         assert await asyncio.to_thread(count_color, data, COLORS["price"]) > 300
+
+
+def _render_status(html: str, charts: int, min_width: int = 300) -> str:
+    status = re.search(r'<div id="render-status"[^>]*>', html).group(0)
+    assert f'data-charts="{charts}"' in status and f'data-drawn="{charts}"' in status, status
+    assert 'data-rendered="true"' in html
+    widths = [int(w) for w in re.findall(r":(\d+)x\d+", status)]
+    assert len(widths) == charts and all(w > min_width for w in widths), status
+    return status
+
+
+async def test_portfolio_tear_sheet_and_sweep_heatmap_render_in_a_real_browser(
+    browser, server, settings, tmp_path
+):
+    admin = {"Authorization": f"Bearer {settings.admin_api_key}"}
+    async with httpx.AsyncClient(base_url=server, timeout=30) as http:
+        symbols = [await _instrument(http, admin, 600, seed) for seed in (31, 32, 33, 34)]
+        resp = await http.post(
+            "/api/v1/users", json={"email": f"tear-{uuid.uuid4().hex[:8]}@example.com"}, headers=admin
+        )
+        user = {"Authorization": f"Bearer {resp.json()['api_key']}"}
+        resp = await http.post(
+            "/api/v1/backtests",
+            json={
+                "symbols": symbols[1:],
+                "benchmark": symbols[0],
+                "timeframe": "1d",
+                "initial_cash": "100000",
+                "commission": {"rate": "0.0005", "minimum": "1"},
+                "allocation": {
+                    "type": "target_weights",
+                    "weights": dict.fromkeys(symbols[1:], 0.3),
+                    "rebalance": "monthly",
+                },
+                "exits": {"trailing_stop_pct": 15},
+            },
+            headers=user,
+        )
+        assert resp.status_code == 202, resp.text
+        backtest_id = resp.json()["id"]
+        resp = await http.post(
+            "/api/v1/backtests/sweeps",
+            json={
+                "strategy": "sma_cross",
+                "grid": {"fast": [5, 10, 20], "slow": [30, 60]},
+                "symbol": symbols[0],
+                "timeframe": "1d",
+                "initial_cash": "100000",
+                "rank_by": "sharpe",
+            },
+            headers=user,
+        )
+        assert resp.status_code == 202, resp.text
+        sweep_id = resp.json()["id"]
+        deadline = time.monotonic() + 60
+        while True:
+            body = (await http.get(f"/api/v1/backtests/{backtest_id}", headers=user)).json()
+            sweep = (await http.get(f"/api/v1/backtests/sweeps/{sweep_id}", headers=user)).json()
+            if body["status"] == "completed" and sweep["status"] == "completed":
+                break
+            assert body["status"] in ("queued", "running") or body["status"] == "completed", body
+            assert time.monotonic() < deadline, (body["status"], sweep["counts"])
+            await asyncio.sleep(0.1)
+
+        resp = await http.post(f"/api/v1/backtests/{backtest_id}/report-token", headers=user)
+        url = server + resp.json()["url"]
+        dom = await asyncio.to_thread(_run_chromium, browser, tmp_path, "--dump-dom", url)
+        html = dom.stdout.decode()
+        assert dom.returncode == 0 and "render-status" in html, dom.stderr.decode()[-2000:]
+        # equity vs benchmark, underwater, monthly heatmap, rolling Sharpe, exposure per symbol
+        status = _render_status(html, 5)
+        for name in ("equity", "drawdown", "monthly", "rolling-sharpe", "exposure"):
+            assert f"{name}:" in status, status
+        assert html.count('class="cell"') >= 12  # at least a year of monthly cells
+        assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)  # self-contained: nothing fetched
+
+        # The sweep heatmap: a 3 x 2 grid of cells, one chart, drawn.
+        resp = await http.get(f"/api/v1/backtests/sweeps/{sweep_id}/heatmap", headers=user)
+        assert resp.status_code == 200 and resp.headers["content-security-policy"].startswith(
+            "default-src 'none'"
+        )
+        page = tmp_path / "heatmap.html"
+        page.write_text(resp.text)
+        dom = await asyncio.to_thread(_run_chromium, browser, tmp_path, "--dump-dom", page.as_uri())
+        html = dom.stdout.decode()
+        _render_status(html, 1, min_width=200)  # 3 columns of 90 px
+        assert html.count('class="cell"') == 6

@@ -1,17 +1,22 @@
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import Provide
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromPath, FromQuery, JSONBody, Parameter
+from litestar.params import Body, FromPath, FromQuery, JSONBody, Parameter
 
 from app.domain.backtesting import (
+    portfolio_service,
+    portfolio_tasks,  # noqa: F401  (registers the portfolio job)
     services,
     tasks,  # noqa: F401  (registers the jobs that services enqueue)
+    walkforward_service,
+    walkforward_tasks,  # noqa: F401  (registers the window job)
 )
+from app.domain.backtesting.portfolio_schemas import PositionsOut, WalkForwardCreate, WalkForwardOut
 from app.domain.backtesting.report import SECURITY_HEADERS
 from app.domain.backtesting.schemas import (
     RANKABLE,
@@ -28,12 +33,25 @@ from app.domain.backtesting.schemas import (
     TradePage,
 )
 from app.lib.db import DbConn, provide_db
-from app.lib.errors import invalid
+from app.lib.errors import decode_body, invalid
 from app.lib.http import cache_of, json_bytes
 from app.lib.pagination import Cursor, Limit
 
 MaxPoints = Annotated[int, Parameter(ge=2, le=services.STORED_EQUITY_POINTS)]
 ReportToken = Annotated[str, Parameter(min_length=16, max_length=128)]
+SubmissionBody = Annotated[
+    dict[str, Any],
+    Body(
+        title="BacktestCreate | PortfolioCreate",
+        description=(
+            "One instrument: {strategy, params, symbol, timeframe, start?, end?, initial_cash, commission, "
+            "slippage_bps?}. A portfolio (a body with `symbols` or `allocation`): {symbols, timeframe, "
+            "start?, end?, initial_cash, commission (fraction or {rate, fixed, minimum}), slippage_bps?, "
+            "allocation, benchmark?, periods_per_year?, exits?, allow_short?, leverage?, whole_units?}; "
+            "see docs/PORTFOLIO.md. Each form refuses unknown fields (400)."
+        ),
+    ),
+]
 
 
 def _html(body: str) -> Response[str]:
@@ -63,10 +81,21 @@ class BacktestController(Controller):
     tags = ["backtests"]
     dependencies = {"db": Provide(provide_db)}
 
-    @post("/", status_code=202, summary="Submit a backtest; it runs on a worker (poll GET for progress)")
-    async def create(self, db: DbConn, request: Request, data: JSONBody[BacktestCreate]) -> BacktestOut:
+    @post(
+        "/",
+        status_code=202,
+        summary="Submit a backtest (one symbol and a strategy, or a portfolio: `symbols` + `allocation`); "
+        "it runs on a worker (poll GET for progress)",
+    )
+    async def create(self, db: DbConn, request: Request, data: SubmissionBody) -> BacktestOut:
+        # One endpoint, two forms told apart by their fields (msgspec cannot decode an untagged union
+        # of two objects): each form is then decoded strictly into its own struct.
+        queue = request.app.state.queue
         quota = request.app.state.settings.backtests_max_active_per_user
-        return await services.create_backtest(db, request.app.state.queue, request.user, data, quota)
+        if portfolio_service.is_portfolio_body(data):
+            body = portfolio_service.decode_portfolio(data)
+            return await portfolio_service.create_portfolio_backtest(db, queue, request.user, body, quota)
+        return await services.create_backtest(db, queue, request.user, decode_body(data, BacktestCreate), quota)
 
     @get("/", summary="My backtests, newest first")
     async def list_backtests(
@@ -120,6 +149,19 @@ class BacktestController(Controller):
         return json_bytes(payload)
 
     @get(
+        "/{backtest_id:uuid}/positions",
+        summary="A portfolio backtest's quantity per symbol over time, sampled to max_points",
+        responses={200: ResponseSpec(PositionsOut, description="Positions over time")},
+    )
+    async def positions(
+        self, db: DbConn, request: Request, backtest_id: FromPath[UUID], max_points: MaxPoints = 500
+    ) -> Response[bytes]:
+        payload = await portfolio_service.backtest_positions(
+            db, cache_of(request), request.user, backtest_id, max_points
+        )
+        return json_bytes(payload)
+
+    @get(
         "/{backtest_id:uuid}/report", summary="Self-contained HTML report with charts", media_type="text/html"
     )
     async def report(self, db: DbConn, request: Request, backtest_id: FromPath[UUID]) -> Response[str]:
@@ -128,7 +170,7 @@ class BacktestController(Controller):
     @post(
         "/{backtest_id:uuid}/report-token",
         status_code=201,
-        summary="A single-use, 5-minute link to the report for a browser (no API key in the URL)",
+        summary="A 5-minute link to the report for a browser (no API key in the URL), reopenable until then",
     )
     async def report_token(self, db: DbConn, request: Request, backtest_id: FromPath[UUID]) -> ReportTokenOut:
         return await services.create_report_token(db, request.app.state.kv, request.user, backtest_id)
@@ -137,6 +179,42 @@ class BacktestController(Controller):
     async def create_sweep(self, db: DbConn, request: Request, data: JSONBody[SweepCreate]) -> SweepCreated:
         quota = request.app.state.settings.sweeps_max_active_per_user
         return await services.create_sweep(db, request.app.state.queue, request.user, data, quota)
+
+    @post(
+        "/walkforward",
+        status_code=202,
+        summary="Walk-forward: each window's grid runs on its training bars on the workers, the best on its "
+        "test bars; the result stitches the out-of-sample equity",
+    )
+    async def create_walkforward(
+        self, db: DbConn, request: Request, data: JSONBody[WalkForwardCreate]
+    ) -> WalkForwardOut:
+        return await walkforward_service.create_walkforward(db, request.app.state.queue, request.user, data)
+
+    @get(
+        "/walkforward/{walkforward_id:uuid}",
+        summary="Windows with chosen parameters, metrics, stitched equity",
+    )
+    async def get_walkforward(
+        self, db: DbConn, request: Request, walkforward_id: FromPath[UUID]
+    ) -> WalkForwardOut:
+        return await walkforward_service.get_walkforward(db, request.user, walkforward_id)
+
+    @get(
+        "/sweeps/{sweep_id:uuid}/heatmap",
+        summary="Self-contained HTML heatmap of a 2-parameter sweep's ranking metric",
+        media_type="text/html",
+    )
+    async def sweep_heatmap(
+        self,
+        db: DbConn,
+        request: Request,
+        sweep_id: FromPath[UUID],
+        rank_by: Annotated[str | None, Parameter(max_length=32)] = None,
+    ) -> Response[str]:
+        if rank_by is not None and rank_by not in RANKABLE:
+            raise invalid(f"rank_by must be one of: {', '.join(RANKABLE)}", "rank_by")
+        return _html(await services.sweep_heatmap(db, request.user, sweep_id, rank_by))
 
     @get("/sweeps/{sweep_id:uuid}", summary="Counts by status and the completed runs ranked by a metric")
     async def get_sweep(
@@ -159,7 +237,7 @@ class SharedReportController(Controller):
     """The report opened with a token from POST .../report-token instead of an API key.
 
     It lives under /static/ because that is the prefix the API-key middleware lets through without a
-    key; the token is the credential here (single use, 5 minutes, this backtest's report only).
+    key; the token is the credential here (5 minutes, this backtest's report only).
     """
 
     path = "/static/reports"

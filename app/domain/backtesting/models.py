@@ -5,7 +5,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Double, ForeignKey, Index, String, text
+from sqlalchemy import BigInteger, Double, ForeignKey, Index, String, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -46,6 +46,8 @@ class Backtest(Base):
     error: Mapped[str | None]
     input_hash: Mapped[str | None] = mapped_column(String(64))
     job_key: Mapped[str | None] = mapped_column(String(128))
+    # "single" (one instrument, a strategy) or "portfolio" (its request is kept whole in `params`).
+    kind: Mapped[str] = mapped_column(String(16), server_default=text("'single'"))
     created_at: Mapped[datetime] = created_at_col()
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
@@ -71,4 +73,45 @@ class BacktestResult(Base):
     )
     trades: Mapped[list[Any]] = mapped_column(JSONB)
     equity: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    # Portfolio runs: per-symbol quantities at sampled bars (see portfolio_tasks.result_positions).
+    positions: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     created_at: Mapped[datetime] = created_at_col()
+
+
+class WalkForward(Base):
+    """A walk-forward run: its request, status and (when every window is done) the stitched result."""
+
+    __tablename__ = "walkforwards"
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), index=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    objective: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))
+    windows_total: Mapped[int]
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    error: Mapped[str | None]
+    created_at: Mapped[datetime] = created_at_col()
+    finished_at: Mapped[datetime | None]
+
+
+class WalkForwardWindow(Base):
+    """One train/test window of a walk-forward run, written by the worker that ran its sweep."""
+
+    __tablename__ = "walkforward_windows"
+
+    walkforward_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("walkforwards.id", ondelete="CASCADE"), primary_key=True
+    )
+    index: Mapped[int] = mapped_column(primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    train_start: Mapped[int] = mapped_column(BigInteger)
+    train_end: Mapped[int] = mapped_column(BigInteger)
+    test_start: Mapped[int] = mapped_column(BigInteger)
+    test_end: Mapped[int] = mapped_column(BigInteger)
+    params: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    in_sample: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    out_of_sample: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # Test-window equity (ts, equity) as run from the window's own start cash; stitched at the end.
+    equity: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    error: Mapped[str | None]

@@ -89,6 +89,10 @@ class BacktestOut(msgspec.Struct):
     finished_at: datetime | None
     queued_seconds: float | None
     run_seconds: float | None
+    # "portfolio" runs name their symbols here (their `symbol` is "portfolio") and keep the whole
+    # request in `params`.
+    kind: Literal["single", "portfolio"] = "single"
+    symbols: list[str] | None = None
 
 
 class BacktestPage(msgspec.Struct):
@@ -110,6 +114,10 @@ class TradeOut(msgspec.Struct):
     is_open: bool
     entry_bar: int
     exit_bar: int | None
+    # Portfolio trades: the symbol, and why the position closed (signal, stop_loss, trailing_stop,
+    # take_profit; null while open).
+    symbol: str | None = None
+    exit_reason: str | None = None
 
 
 class TradePage(msgspec.Struct):

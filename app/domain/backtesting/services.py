@@ -43,6 +43,7 @@ from app.domain.backtesting.engine import Bars, equity_downsample
 from app.domain.backtesting.models import Backtest, BacktestResult, Sweep
 from app.domain.backtesting.quotas import enforce_active_quota
 from app.domain.backtesting.report import render_report
+from app.domain.backtesting.report_portfolio import render_sweep_heatmap, render_tear_sheet
 from app.domain.backtesting.schemas import (
     ACTIVE_STATUSES,
     ASCENDING_METRICS,
@@ -115,6 +116,7 @@ BACKTEST_COLS = (
     Backtest.created_at,
     Backtest.started_at,
     Backtest.finished_at,
+    Backtest.kind,
 )
 
 
@@ -207,6 +209,8 @@ def backtest_out(row: Any) -> BacktestOut:
         finished_at=m["finished_at"],
         queued_seconds=_seconds(m["created_at"], m["started_at"]),
         run_seconds=_seconds(m["started_at"], m["finished_at"]),
+        kind=m["kind"],
+        symbols=list(m["params"].get("symbols") or []) if m["kind"] == "portfolio" else None,
     )
 
 
@@ -233,6 +237,8 @@ def trade_out(
         is_open=t["is_open"],
         entry_bar=t["entry_bar"],
         exit_bar=t["exit_bar"],
+        symbol=t.get("symbol"),
+        exit_reason=t.get("exit_reason"),
     )
 
 
@@ -384,6 +390,24 @@ async def _mark_unqueued(conn: AsyncConnection, where: ColumnElement[bool], exc:
         )
 
 
+async def enqueue_run(
+    conn: AsyncConnection, queue: Queue, principal: Principal, backtest_id: uuid.UUID, job: str
+) -> None:
+    """Enqueue a committed backtest row's run, or fail the row and answer 503."""
+    try:
+        await enqueue(
+            queue,
+            job,
+            {"backtest_id": str(backtest_id)},
+            key=job_key(backtest_id),
+            meta={"user_id": str(principal.user_id), "source": "api"},
+        )
+    except Exception as exc:
+        log.warning("backtest_enqueue_failed", backtest_id=str(backtest_id), error=repr(exc)[:300])
+        await _mark_unqueued(conn, Backtest.id == backtest_id, exc)
+        raise ApiError(503, "The job queue is unavailable; the backtest was not started") from exc
+
+
 async def create_backtest(
     conn: AsyncConnection,
     queue: Queue | None,
@@ -422,18 +446,7 @@ async def create_backtest(
                 .returning(*BACKTEST_COLS)
             )
         ).one()
-    try:
-        await enqueue(
-            queue,
-            RUN_JOB,
-            {"backtest_id": str(backtest_id)},
-            key=key,
-            meta={"user_id": str(principal.user_id), "source": "api"},
-        )
-    except Exception as exc:
-        log.warning("backtest_enqueue_failed", backtest_id=str(backtest_id), error=repr(exc)[:300])
-        await _mark_unqueued(conn, Backtest.id == backtest_id, exc)
-        raise ApiError(503, "The job queue is unavailable; the backtest was not started") from exc
+    await enqueue_run(conn, queue, principal, backtest_id, RUN_JOB)
     log.info("backtest_submitted", backtest_id=str(backtest_id), strategy=data.strategy, symbol=data.symbol)
     return backtest_out(row)
 
@@ -641,6 +654,11 @@ async def _report_html(conn: AsyncConnection, cache: Cache, backtest_id: uuid.UU
     async def load() -> str:
         row = (await conn.execute(select(*BACKTEST_COLS).where(Backtest.id == backtest_id))).one()
         stored, trades = await _stored_result(conn, backtest_id)
+        if row.kind == "portfolio":
+            positions = await conn.scalar(
+                select(BacktestResult.positions).where(BacktestResult.backtest_id == backtest_id)
+            )
+            return render_tear_sheet(backtest_out(row), stored, positions or {}, trades)
         return render_report(backtest_out(row), stored, trades)
 
     payload = await cache.get_json("backtests", f"{backtest_id}:report", load, ttl=RESULT_CACHE_TTL)
@@ -661,9 +679,9 @@ def _token_key(token: str) -> str:
 async def create_report_token(
     conn: AsyncConnection, kv: KV, principal: Principal, backtest_id: uuid.UUID
 ) -> ReportTokenOut:
-    """A single-use link to one backtest's report, for clients that cannot send headers (a browser tab,
-    a headless screenshot). Only the token's hash is stored, it expires after REPORT_TOKEN_TTL seconds,
-    is bound to this backtest and grants nothing else."""
+    """A link to one backtest's report, for clients that cannot send headers (a browser tab, a headless
+    screenshot). Only the token's hash is stored; it expires after REPORT_TOKEN_TTL seconds, is bound to
+    this backtest and grants nothing else. Until then the link can be reopened (a reload, a second tab)."""
     await _require_completed(conn, principal, backtest_id)
     token = secrets.token_urlsafe(32)
     await kv.set(_token_key(token), str(backtest_id).encode(), ttl=REPORT_TOKEN_TTL)
@@ -674,16 +692,9 @@ async def create_report_token(
 async def redeem_report_token(
     conn: AsyncConnection, kv: KV, cache: Cache, backtest_id: uuid.UUID, token: str
 ) -> str:
-    key = _token_key(token)
-    stored = await kv.get(key)
-    # The used-marker (SET NX) makes redemption atomic: two racing requests cannot both get the page.
-    if (
-        stored is None
-        or stored.decode() != str(backtest_id)
-        or not await kv.set_nx(key + ":used", b"1", REPORT_TOKEN_TTL)
-    ):
-        raise ApiError(401, "Invalid, expired or already used report token")
-    await kv.delete(key)
+    stored = await kv.get(_token_key(token))
+    if stored is None or stored.decode() != str(backtest_id):
+        raise ApiError(401, "Invalid or expired report token")
     await _require_completed(conn, None, backtest_id)
     return await _report_html(conn, cache, backtest_id)
 
@@ -888,4 +899,28 @@ async def get_sweep(
         progress=(total - active) / total if total else 1.0,
         created_at=sweep.created_at,
         ranked=ranked,
+    )
+
+
+async def sweep_heatmap(
+    conn: AsyncConnection, principal: Principal, sweep_id: uuid.UUID, rank_by: str | None = None
+) -> str:
+    """The HTML heatmap of a sweep over exactly two parameters (the ranking metric per combination)."""
+    sweep = (await conn.execute(select(Sweep).where(Sweep.id == sweep_id, _sweep_visible(principal)))).first()
+    if sweep is None:
+        raise not_found("Sweep")
+    names = list(sweep.grid)
+    if len(names) != 2:
+        raise invalid(f"A heatmap needs a sweep over exactly two parameters, not {len(names)}", "grid")
+    metric = rank_by or sweep.rank_by
+    rows = (
+        await conn.execute(
+            select(Backtest.params, Backtest.metrics).where(
+                Backtest.sweep_id == sweep_id, Backtest.status == "completed"
+            )
+        )
+    ).all()
+    runs = [(r.params.get(names[0]), r.params.get(names[1]), (r.metrics or {}).get(metric)) for r in rows]
+    return render_sweep_heatmap(
+        str(sweep_id), sweep.strategy, metric, names[0], names[1], runs, metric in ASCENDING_METRICS
     )

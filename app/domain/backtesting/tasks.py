@@ -233,6 +233,16 @@ class _Superseded(Exception):
 
 async def _store(engine: AsyncEngine, backtest_id: uuid.UUID, bars: Bars, result: EngineResult) -> bool:
     trades, equity = result_documents(bars, result)
+    return await store_result(
+        engine, backtest_id, result.metrics, result.input_hash, trades=trades, equity=equity
+    )
+
+
+async def store_result(
+    engine: AsyncEngine, backtest_id: uuid.UUID, metrics: dict[str, Any], input_hash: str, **documents: Any
+) -> bool:
+    """Complete the row and write its result documents (backtest_results columns) in one transaction;
+    False when the row is no longer queued/running (canceled, or a racing attempt stored first)."""
     try:
         async with engine.begin() as conn:
             # Status first: it takes the row lock, so a racing second attempt waits here and then finds
@@ -244,8 +254,8 @@ async def _store(engine: AsyncEngine, backtest_id: uuid.UUID, bars: Bars, result
                     .values(
                         status="completed",
                         progress=1.0,
-                        metrics=clean_metrics(result.metrics),
-                        input_hash=result.input_hash,
+                        metrics=clean_metrics(metrics),
+                        input_hash=input_hash,
                         error=None,
                         finished_at=func.now(),
                     )
@@ -256,7 +266,7 @@ async def _store(engine: AsyncEngine, backtest_id: uuid.UUID, bars: Bars, result
                 raise _Superseded
             await conn.execute(
                 pg_insert(BacktestResult)
-                .values(backtest_id=backtest_id, trades=trades, equity=equity)
+                .values(backtest_id=backtest_id, **documents)
                 .on_conflict_do_nothing(index_elements=[BacktestResult.backtest_id])
             )
     except _Superseded:
@@ -290,6 +300,44 @@ def _was_aborted(ctx: dict[str, Any], saq_job: Any) -> str | None:
 def _shutting_down(ctx: dict[str, Any]) -> bool:
     worker = ctx.get("worker")
     return worker is not None and worker.event.is_set()
+
+
+async def failed_for_good(
+    engine: AsyncEngine, bid: uuid.UUID, exc: ValueError, started: float
+) -> dict[str, Any]:
+    """Bad data or parameters fail the same way on every attempt: fail the run, no retry."""
+    BACKTESTS.labels(status="failed").inc()
+    BACKTEST_SECONDS.observe(time.perf_counter() - started)
+    await _set_status(engine, bid, "failed", str(exc))
+    log.warning("backtest_failed", backtest_id=str(bid), error=str(exc)[:300])
+    return {"backtest_id": str(bid), "status": "failed", "error": str(exc)}
+
+
+async def interrupted(ctx: dict[str, Any], engine: AsyncEngine, bid: uuid.UUID, saq_job: Any) -> None:
+    """The run was cancelled: by an abort (canceled), a shutdown or a retryable timeout (queued again),
+    or a final timeout (failed). The caller re-raises."""
+    reason = _was_aborted(ctx, saq_job)
+    if reason is not None:
+        await _set_status(engine, bid, "canceled", f"canceled: {reason}")
+    elif _shutting_down(ctx) or (saq_job is not None and saq_job.retryable):
+        await _set_status(engine, bid, "queued", "interrupted; will be retried")
+    else:
+        BACKTESTS.labels(status="failed").inc()
+        await _set_status(engine, bid, "failed", "timed out")
+
+
+async def attempt_failed(
+    engine: AsyncEngine, bid: uuid.UUID, saq_job: Any, exc: Exception, started: float
+) -> None:
+    """An unexpected error: queued again while SAQ will retry, else failed. The caller re-raises."""
+    if saq_job is not None and saq_job.retryable:
+        await _set_status(
+            engine, bid, "queued", f"attempt {saq_job.attempts} failed: {exc!r}; will be retried"
+        )
+    else:
+        BACKTESTS.labels(status="failed").inc()
+        BACKTEST_SECONDS.observe(time.perf_counter() - started)
+        await _set_status(engine, bid, "failed", repr(exc))
 
 
 # ------------------------------------------------------------------------------------------------ jobs
@@ -360,31 +408,12 @@ async def run_backtest_job(ctx: dict[str, Any], *, backtest_id: Any) -> dict[str
         )
         stored = await _store(engine, bid, bars, result)
     except ValueError as exc:
-        # Bad data or parameters fail the same way on every attempt: no retry.
-        BACKTESTS.labels(status="failed").inc()
-        BACKTEST_SECONDS.observe(time.perf_counter() - started)
-        await _set_status(engine, bid, "failed", str(exc))
-        log.warning("backtest_failed", backtest_id=str(bid), error=str(exc)[:300])
-        return {"backtest_id": str(bid), "status": "failed", "error": str(exc)}
+        return await failed_for_good(engine, bid, exc, started)
     except asyncio.CancelledError:
-        reason = _was_aborted(ctx, saq_job)
-        if reason is not None:
-            await _set_status(engine, bid, "canceled", f"canceled: {reason}")
-        elif _shutting_down(ctx) or (saq_job is not None and saq_job.retryable):
-            await _set_status(engine, bid, "queued", "interrupted; will be retried")
-        else:
-            BACKTESTS.labels(status="failed").inc()
-            await _set_status(engine, bid, "failed", "timed out")
+        await interrupted(ctx, engine, bid, saq_job)
         raise
     except Exception as exc:
-        if saq_job is not None and saq_job.retryable:
-            await _set_status(
-                engine, bid, "queued", f"attempt {saq_job.attempts} failed: {exc!r}; will be retried"
-            )
-        else:
-            BACKTESTS.labels(status="failed").inc()
-            BACKTEST_SECONDS.observe(time.perf_counter() - started)
-            await _set_status(engine, bid, "failed", repr(exc))
+        await attempt_failed(engine, bid, saq_job, exc, started)
         raise
     elapsed = time.perf_counter() - started
     if not stored:
