@@ -4,7 +4,8 @@ Each stores the times of CALLS calls (`extra_info["times_us"]`, benchmarks/harne
 gate (benchmarks/gate.py) runs this file in two processes at once, one on its reference commit's `app/`
 and one on this tree's, taking turns call by call, and compares call i of one with call i of the other.
 The bodies call public HTTP endpoints and pure functions with stable signatures only: they must also run
-against the reference commit.
+against the reference commit. Pure cores are named `test_core_*`: the gate measures them in a process pair
+of their own, without the app loaded (benchmarks/gate.py, PROCESS_GROUPS).
 """
 
 from __future__ import annotations

@@ -37,7 +37,8 @@ def test_calls_are_compared_pair_by_pair():
 
 def test_noisy_pairs_are_outvoted_a_steady_slowdown_is_not():
     ref = [{"x": [100.0] * 9}, {"x": [100.0] * 9}]
-    noisy = [{"x": [102, 300, 99, 104, 101, 250, 98, 100, 103]}, {"x": [101, 99, 400, 100, 102, 98, 97, 99, 100]}]
+    noisy = [{"x": [102, 300, 99, 104, 101, 250, 98, 100, 103]},
+             {"x": [101, 99, 400, 100, 102, 98, 97, 99, 100]}]
     slow = [{"x": [112, 100, 115, 113, 120, 111, 114, 90, 116]}, {"x": [113] * 9}]
     assert _verdicts(ref, noisy)["x"].status == "ok"
     verdict = _verdicts(ref, slow)["x"]
@@ -242,6 +243,8 @@ def test_run_pair_alternates_the_two_processes_test_by_test(tmp_path, monkeypatc
     args = gate.build_parser().parse_args(["run", "--rounds", "2", "--timeout", "60"])
     reference, candidate = gate.run_pair(sides, 1, tmp_path, args)
     steps = ["one[0]", "one[1]"] + [f"two[{r}]{call}" for r in (0, 1) for call in ("", " call 0", " call 1")]
-    assert log.read_text().split("\n")[:-1] == [f"{side} {step}" for step in steps for side in ("reference", "candidate")]
-    assert gate.rounds_of(reference) == [{"test_one": [1.0], "test_two": [2.0]}, {"test_one": [2.0], "test_two": [2.0]}]
+    turns = [f"{side} {step}" for step in steps for side in ("reference", "candidate")]
+    assert log.read_text().split("\n")[:-1] == turns
+    assert gate.rounds_of(reference) == [{"test_one": [1.0], "test_two": [2.0]},
+                                         {"test_one": [2.0], "test_two": [2.0]}]
     assert gate.rounds_of(candidate) == gate.rounds_of(reference)
