@@ -30,7 +30,7 @@ test-fast: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow"
 
 ## Latency gate: hot endpoints and pure cores, this tree against the commit in benchmarks/REFERENCE measured
-## in the same run (a temporary git worktree, alternating pytest processes; benchmarks/gate.py).
+## in the same run (a temporary git worktree; two pytest processes taking turns call by call; benchmarks/gate.py).
 ## GATE_ARGS passes options, e.g. GATE_ARGS="--inject-candidate orders_list_sleep_ms=2" (the gate's self-test).
 bench: install
 	$(BIN)/python -m benchmarks.gate run $(GATE_ARGS)
