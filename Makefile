@@ -9,7 +9,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 DESK_SOURCES := $(wildcard desk/src/*.ts desk/src/*.css desk/src/views/*.ts) desk/index.html desk/package.json \
 	desk/package-lock.json desk/vite.config.ts desk/tsconfig.json
 
-.PHONY: install desk run test test-fast bench bench-baseline bench-all bench-peers fuzz loadtest cluster lint fmt worker clean
+.PHONY: install desk run test test-fast bench bench-reference bench-all bench-peers fuzz loadtest cluster lint fmt worker clean
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -41,24 +41,15 @@ test: install desk
 test-fast: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow"
 
-GATE_RUN = $(BIN)/python -m pytest benchmarks/test_gate_bench.py -p no:xdist -p no:cacheprovider -q \
-	--benchmark-columns=median,min,rounds --benchmark-sort=name
-
-## Latency gate: hot endpoints and pure cores vs benchmarks/baseline.json (ratios to same-run references).
-## A failing first run is measured once more; a benchmark fails only if it is slow in both runs.
+## Latency gate: hot endpoints and pure cores, this tree against the commit in benchmarks/REFERENCE measured
+## in the same run (a temporary git worktree; two pytest processes taking turns call by call; benchmarks/gate.py).
+## GATE_ARGS passes options, e.g. GATE_ARGS="--inject-candidate orders_list_sleep_ms=2" (the gate's self-test).
 bench: install
-	@mkdir -p .benchmarks
-	$(GATE_RUN) --benchmark-json=.benchmarks/gate-1.json
-	@$(BIN)/python -m benchmarks.gate check .benchmarks/gate-1.json || { \
-	  echo "latency gate: measuring again to tell a regression from noise"; \
-	  $(GATE_RUN) --benchmark-json=.benchmarks/gate-2.json && \
-	  $(BIN)/python -m benchmarks.gate check .benchmarks/gate-1.json .benchmarks/gate-2.json; }
+	$(BIN)/python -m benchmarks.gate run $(GATE_ARGS)
 
-## Record this machine's baseline on purpose: the median of three runs (review the diff of benchmarks/baseline.json).
-bench-baseline: install
-	@mkdir -p .benchmarks
-	for i in 1 2 3; do $(GATE_RUN) --benchmark-json=.benchmarks/baseline-run-$$i.json || exit 1; done
-	$(BIN)/python -m benchmarks.gate update .benchmarks/baseline-run-{1,2,3}.json
+## Move the gate's reference to HEAD (a deliberate step: review and commit benchmarks/REFERENCE on its own).
+bench-reference: install
+	$(BIN)/python -m benchmarks.gate set-reference
 
 ## Every benchmark (engine, parser, risk core, gate set), for the numbers in docs/BENCHMARKS.md.
 bench-all: install

@@ -1,6 +1,8 @@
 """Benchmark fixtures: a fresh migrated database, the real app on one event loop, seeded data.
 
 Run with `make bench` (pytest-benchmark turns itself off under xdist, so always `-p no:xdist`).
+The gate (benchmarks/gate.py) runs these fixtures against its reference commit's `app/` and `migrations/`
+too: keep them to public HTTP endpoints and long-lived entry points (Settings, create_app, upgrade).
 """
 
 from __future__ import annotations
@@ -9,12 +11,14 @@ import asyncio
 import os
 import uuid
 from dataclasses import replace
+from pathlib import Path
 
 import asyncpg
 import pytest
 
 from app.lib.db import async_url, libpq_url
 from app.lib.settings import Settings
+from benchmarks import inject
 from benchmarks.harness import AsgiDriver
 
 SERVER_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -50,6 +54,47 @@ async def drop_redis_keys(namespace: str) -> None:
         await redis.aclose()
 
 
+def pytest_configure(config) -> None:
+    """Under the gate, `app` must come from the tree being measured (its worktree for the reference)."""
+    tree = os.environ.get("TRADEDESK_BENCH_TREE")
+    if tree:
+        import app
+
+        here = Path(app.__file__).resolve()
+        if not here.is_relative_to(Path(tree).resolve()):
+            raise pytest.UsageError(f"benchmarks import app from {here}, not from the measured tree {tree}")
+
+
+ROUNDS = int(os.environ.get("TRADEDESK_BENCH_ROUNDS", "1"))
+
+
+@pytest.fixture(autouse=True)
+def gate_round(request) -> int:
+    """Which in-process round of the gate this is (TRADEDESK_BENCH_ROUNDS > 1 parametrizes it)."""
+    return getattr(request, "param", 0)
+
+
+def pytest_generate_tests(metafunc) -> None:
+    if ROUNDS > 1 and metafunc.module.__name__.endswith("test_gate_bench"):
+        metafunc.parametrize("gate_round", range(ROUNDS))
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Round by round (every benchmark once, then again): a benchmark's rounds spread over the run."""
+    def round_of(item) -> int:
+        callspec = getattr(item, "callspec", None)
+        return callspec.params.get("gate_round", 0) if callspec else 0
+
+    items.sort(key=round_of)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def injected_slowdowns():
+    """The gate's self-test slows a core from outside (benchmarks/inject.py); a no-op otherwise."""
+    with inject.patched_cores(inject.active()):
+        yield
+
+
 @pytest.fixture(scope="session")
 def loop():
     loop = asyncio.new_event_loop()
@@ -74,7 +119,6 @@ def bench_settings() -> Settings:
         rate_limit_write=10**9,
         rate_limit_orders=10**9,
         rate_limit_anonymous=10**9,
-        test_slowdown_ms=int(os.environ.get("TRADEDESK_TEST_SLOWDOWN_MS", "0")),
     )
 
 
@@ -86,7 +130,7 @@ def driver(loop, bench_settings):
     loop.run_until_complete(_admin(f'CREATE DATABASE "{DB}"'))
     try:
         upgrade(_url(DB))
-        drv = AsgiDriver(create_app(bench_settings), loop)
+        drv = AsgiDriver(inject.wrap_app(create_app(bench_settings), inject.active()), loop)
         drv.start()
         yield drv
         drv.stop()

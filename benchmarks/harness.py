@@ -16,6 +16,8 @@ from typing import Any
 
 import msgspec
 
+from benchmarks import baton
+
 
 class AsgiDriver:
     def __init__(self, app: Any, loop: asyncio.AbstractEventLoop) -> None:
@@ -97,105 +99,14 @@ def calibration(n: int = 20_000) -> int:
     return total
 
 
-# Workload-matched references for the pure cores. A bytecode loop is a poor yardstick for code that
-# spends its time in libmpdec or in numpy: machines differ in how fast each kind of work runs (seen:
-# the pre-trade check 50% dearer and the engine 20% cheaper against `calibration` on a second machine),
-# and a neighbour thrashing the shared cache slows a 100k-bar numpy pass but not a loop that lives in
-# L1 (seen: the engine +31% against `calibration`, twice in a row, on a CI run of an unchanged engine).
-# Each reference below does the same kind of work as its target, so both move together.
-
-_DEC = None
-
-
-def decimal_reference(n: int = 400) -> Any:
-    """Decimal multiply/add/compare and dict look-ups, like a pre-trade check over a 50-position book."""
-    global _DEC
-    if _DEC is None:
-        from decimal import Decimal
-
-        _DEC = {f"S{i}": (Decimal(10 + i), Decimal("100.5") + i) for i in range(50)}
-    book = _DEC
-    total = exposure = None
-    for i in range(n):
-        qty, price = book[f"S{i % 50}"]
-        notional = qty * price
-        total = notional if total is None else total + notional
-        exposure = abs(notional) if exposure is None or abs(notional) > exposure else exposure
-    return total, exposure
-
-
-_SMALL = None
-
-
-def small_array_reference(n: int = 5000, repeats: int = 2) -> float:
-    """numpy reductions, cumulative ops and a sort over a few thousand values: per-call overhead plus
-    short vector loops, like the performance metrics over 5,000 returns."""
-    import numpy as np
-
-    global _SMALL
-    if _SMALL is None or len(_SMALL) != n:
-        _SMALL = np.random.default_rng(5).normal(0.0004, 0.01, n)
-    r = _SMALL
-    acc = 0.0
-    for _ in range(repeats):
-        equity = np.cumprod(1.0 + r)
-        drawdown = equity / np.maximum.accumulate(equity) - 1.0
-        acc += float(r.mean() / r.std(ddof=1)) + float(drawdown.min()) + float(np.percentile(r, 5))
-        acc += float(np.sort(r)[n // 2]) + float(np.sum(r[r < 0] ** 2))
-    return acc
-
-
-_BIG = None
-
-
-def array_pipeline_reference(n: int = 100_000, segments: int = 16_000) -> int:
-    """The backtest engine's mix over n bars: whole-array numpy passes (rolling means via cumsum,
-    comparisons, diffs), a sha256 over the inputs, and an interpreted loop that builds a small object
-    per segment."""
-    import hashlib
-
-    import numpy as np
-
-    global _BIG
-    if _BIG is None or len(_BIG) != n:
-        _BIG = 100 * np.exp(np.cumsum(np.random.default_rng(9).normal(0, 0.01, n)))
-    close = _BIG
-    c = np.cumsum(close)
-    fast = (c[30:] - c[:-30]) / 30
-    slow = (c[60:] - c[:-60]) / 60
-    signal = (fast[30:] > slow).astype(np.int8)
-    starts = (np.flatnonzero(np.diff(signal)) + 1).tolist()
-    returns = np.diff(close) / close[:-1]
-    equity = np.cumprod(1.0 + returns)
-    drawdown = equity / np.maximum.accumulate(equity) - 1.0
-    digest = hashlib.sha256(close.tobytes() + equity.tobytes() + drawdown.tobytes()).hexdigest()
-    rows = []
-    price = float(close[0])
-    for i in range(segments):
-        bar = starts[i % len(starts)] if starts else i
-        price = price * 1.0001 + bar * 1e-9
-        rows.append({"bar": bar, "price": price, "pnl": price - 100.0, "side": "long" if i & 1 else "short"})
-    return len(rows) + len(digest) + int(np.partition(returns, n // 2)[n // 2] > 0)
-
-
-def interleaved_ratio(target: Callable[[], Any], reference: Callable[[], Any], pairs: int) -> dict[str, float]:
-    """Median of per-pair ratios target/reference, measured back to back.
-
-    Interleaving cancels slow drifts in machine load (the neighbour's build, CPU frequency), which a
-    ratio of two separately measured medians would not.
-    """
-    ratios: list[float] = []
-    target_times: list[float] = []
-    for _ in range(pairs):
-        t0 = time.perf_counter()
-        reference()
-        t1 = time.perf_counter()
+def turn_times(target: Callable[[], Any], calls: int) -> dict[str, Any]:
+    """Times of `calls` calls of `target`, one call per turn: under the latency gate the other tree's
+    process makes its call of the same benchmark in between (benchmarks/baton.py), so call i here and
+    call i there ran a millisecond apart under the same load. The gate compares them pair by pair."""
+    times: list[float] = []
+    for _ in range(calls):
+        baton.pass_turn()
+        start = time.perf_counter()
         target()
-        t2 = time.perf_counter()
-        ratios.append((t2 - t1) / max(t1 - t0, 1e-9))
-        target_times.append(t2 - t1)
-    return {
-        "ratio": statistics.median(ratios),
-        "target_median_ms": statistics.median(target_times) * 1000,
-        "pairs": pairs,
-    }
+        times.append(time.perf_counter() - start)
+    return {"times_us": [round(t * 1e6, 2) for t in times], "median_ms": statistics.median(times) * 1000}

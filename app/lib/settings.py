@@ -77,7 +77,6 @@ class Settings:
     cache_ttl_seconds: int = 30
     key_cache_seconds: float = 1.0
     default_slippage_bps: float = 0.0
-    test_slowdown_ms: int = 0  # benchmark-gate self test only; see benchmarks/README
     access_log: bool = True
     # The desk (web front-end): how long a sign-in lasts, and whether its cookie is `Secure` even on plain
     # HTTP (behind a TLS-terminating proxy; over direct TLS it always is).
@@ -148,7 +147,6 @@ class Settings:
             max_upload_bytes=_int("MAX_UPLOAD_BYTES", 512 * 1024 * 1024),
             cache_ttl_seconds=_int("CACHE_TTL_SECONDS", 30),
             key_cache_seconds=_float("API_KEY_CACHE_SECONDS", 1.0),
-            test_slowdown_ms=_int("TRADEDESK_TEST_SLOWDOWN_MS", 0),
             access_log=_bool("TRADEDESK_ACCESS_LOG", True),
             desk_session_seconds=_int("DESK_SESSION_SECONDS", 8 * 3600),
             desk_cookie_secure=_bool("DESK_COOKIE_SECURE", False),

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 from uuid import UUID
 
@@ -58,8 +57,6 @@ class OrderController(Controller):
         status: FromQuery[StatusName | None] = None, symbol: Annotated[str | None, Parameter(max_length=32)] = None,
         side: FromQuery[Side | None] = None,
     ) -> OrderPage:
-        if request.app.state.settings.test_slowdown_ms:  # benchmark-gate self test only (never set in prod)
-            await asyncio.sleep(request.app.state.settings.test_slowdown_ms / 1000)
         async with order_connection(request.app.state) as conn:
             items, nxt = await services.list_orders(
                 conn, request.user, account_id, limit=limit, cursor=cursor, status=status, symbol=symbol, side=side
