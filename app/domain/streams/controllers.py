@@ -19,6 +19,7 @@ from litestar.exceptions import WebSocketDisconnect
 from litestar.params import FromPath, HeaderParameter, Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
+from app.domain.desk import sessions as desk_sessions
 from app.domain.identity.middleware import _credential
 from app.domain.identity.schemas import Principal
 from app.domain.identity.services import authenticate
@@ -147,6 +148,8 @@ async def authorise_since(
 
 async def _authenticate_socket(socket: WebSocket, rt: StreamRuntime) -> Principal | None:
     key = _credential(socket.scope)
+    if key is None and (principal := await desk_sessions.authenticate_socket(socket.scope)) is not None:
+        return principal  # the desk: its session cookie, on an upgrade from this server's own origin
     if key is None:
         try:
             text = await asyncio.wait_for(socket.receive_text(), AUTH_TIMEOUT_SECONDS)
@@ -182,8 +185,13 @@ async def _handle_message(client: Client, rt: StreamRuntime, text: str) -> None:
         client.offer(error(exc.code, exc.message).decode())
         return
     try:
+        # `seqs`: where each account's trade updates stand for this subscription (its last seq before the
+        # live ones, or the `since` asked for), so a client that reconnects resumes even an account it has
+        # not heard from yet.
         await client.set_streams(
-            wanted, since, encode({"type": "subscribed", "streams": sorted(wanted)}).decode()
+            wanted,
+            since,
+            lambda seqs: encode({"type": "subscribed", "streams": sorted(wanted), "seqs": seqs}).decode(),
         )
     except Exception as exc:  # the channels backend (Redis) or PostgreSQL is unavailable
         log.warning("stream_subscribe_failed", error=repr(exc)[:200])

@@ -22,7 +22,8 @@ from tradedesk_client.errors import (
     Unauthorized,
     Unprocessable,
 )
-from tradedesk_client.stream import Stream, StreamError, TradeUpdate
+from tradedesk_client.models import TradeUpdate
+from tradedesk_client.stream import Stream, StreamError
 
 __version__ = "0.1.0"
 

@@ -25,6 +25,12 @@ def _headers(api_key: str | None) -> dict[str, str]:
     return headers
 
 
+def _after(call: Call, after_seq: int) -> Call:
+    return Call(
+        call.method, call.path, params={**(call.params or {}), "after_seq": after_seq}, model=call.model
+    )
+
+
 def _with_cursor(call: Call, cursor: str | None) -> Call:
     params = dict(call.params or {})
     params["cursor"] = cursor
@@ -48,6 +54,7 @@ class _Resources:
         self.users = r.Users(self)
         self.keys = r.Keys(self)
         self.market = r.Market(self)
+        self.activities = r.Activities(self)
 
 
 class Client(_Resources):
@@ -112,6 +119,14 @@ class Client(_Resources):
             if not cursor:
                 return
 
+    def paginate_seq(self, call: Call) -> Iterator[Any]:
+        page = self.run(call)
+        while True:
+            yield from page.items
+            if page.next_after_seq is None:
+                return
+            page = self.run(_after(call, page.next_after_seq))
+
 
 class AsyncClient(_Resources):
     """Asyncio client: the same methods as `Client`, each awaited; `iter*` methods are async iterators;
@@ -175,6 +190,15 @@ class AsyncClient(_Resources):
             cursor = page.next_cursor
             if not cursor:
                 return
+
+    async def paginate_seq(self, call: Call) -> AsyncIterator[Any]:
+        page = await self.run(call)
+        while True:
+            for item in page.items:
+                yield item
+            if page.next_after_seq is None:
+                return
+            page = await self.run(_after(call, page.next_after_seq))
 
     def stream(self, streams: list[str], *, since: dict[str, int] | None = None, **options: Any) -> Any:
         """Live messages of `streams` (e.g. `["trade_updates"]`), reconnecting and resuming by itself so

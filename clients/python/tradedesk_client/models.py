@@ -67,6 +67,8 @@ class Exchange(Model, kw_only=True):
     taker_fee_rate: Decimal
     slippage_bps: Decimal
     status: str
+    session_open: str
+    session_days: list[int]
 
 
 class Instrument(Model, kw_only=True):
@@ -206,6 +208,36 @@ class TradingState(Model, kw_only=True):
     state: str
     reason: str | None
     previous_state: str
+
+
+class TradeFill(Model, kw_only=True):
+    """The execution carried by a fill's trade update (the order gives its symbol and side)."""
+
+    id: uuid.UUID
+    quantity: Decimal
+    price: Decimal
+    fee: Decimal
+    liquidity: str
+    realized_pnl: Decimal | None = None
+
+
+class TradeUpdate(Model, kw_only=True):
+    """One order event, from the stream or the activities list: `order` is the order after the event;
+    `seq` counts the account's events from 1 without gaps, in commit order."""
+
+    type: str = "trade_update"
+    account_id: uuid.UUID
+    seq: int
+    event: str
+    at: datetime
+    order: Order
+    fill: TradeFill | None = None
+    position_qty: Decimal | None = None
+
+
+class ActivityPage(Model, kw_only=True):
+    items: list[TradeUpdate]
+    next_after_seq: int | None
 
 
 # --- risk ---------------------------------------------------------------------------------------------------
@@ -384,6 +416,8 @@ class Backtest(Model, kw_only=True):
     finished_at: datetime | None
     queued_seconds: float | None
     run_seconds: float | None
+    kind: str = "single"  # or "portfolio"
+    symbols: list[str] | None = None  # a portfolio's symbols
 
 
 class BacktestTrade(Model, kw_only=True):
@@ -400,6 +434,8 @@ class BacktestTrade(Model, kw_only=True):
     is_open: bool
     entry_bar: int
     exit_bar: int | None
+    symbol: str | None = None  # a portfolio trade's symbol
+    exit_reason: str | None = None
 
 
 class EquityPoint(Model, kw_only=True):
@@ -549,6 +585,9 @@ SERVER_SCHEMAS: dict[type[Model], str] = {
     SweepRun: "SweepRun",
     Sweep: "SweepOut",
     ReportToken: "ReportTokenOut",
+    TradeFill: "TradeFill",
+    TradeUpdate: "TradeUpdate",
+    ActivityPage: "ActivityPage",
     JobAccepted: "JobAccepted",
     Job: "JobOut",
 }

@@ -577,3 +577,25 @@ class Market(_Resource):
 
 def _iso(value: datetime | str | None) -> str | None:
     return value.isoformat() if isinstance(value, datetime) else value
+
+
+class Activities(_Resource):
+    """An account's trade updates as a list (the stream's durable log), ascending by `seq`."""
+
+    def list(
+        self, account_id: Id, *, after_seq: int | None = None, limit: int | None = None
+    ) -> m.ActivityPage:
+        params = {"after_seq": after_seq, "limit": limit}
+        return self._run(
+            Call("GET", f"/accounts/{account_id}/activities", params=params, model=m.ActivityPage)
+        )
+
+    def iter(self, account_id: Id, *, after_seq: int = 0, limit: int = 500) -> Iterable[m.TradeUpdate]:
+        return self._runner.paginate_seq(
+            Call(
+                "GET",
+                f"/accounts/{account_id}/activities",
+                params={"after_seq": after_seq, "limit": limit},
+                model=m.ActivityPage,
+            )
+        )

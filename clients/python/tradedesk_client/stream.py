@@ -22,7 +22,7 @@ from typing import Any
 import msgspec
 
 from tradedesk_client.errors import TradedeskError
-from tradedesk_client.models import Fill, Order
+from tradedesk_client.models import TradeUpdate
 
 # WebSocket close codes of the contract.
 CLOSE_UNAUTHORISED = 4401
@@ -36,17 +36,6 @@ class StreamError(TradedeskError):
     def __init__(self, code: str, message: str) -> None:
         self.code = code
         super().__init__(f"{code}: {message}")
-
-
-class TradeUpdate(msgspec.Struct, kw_only=True):
-    type: str
-    account_id: str
-    seq: int
-    event: str
-    at: str
-    order: Order
-    fill: Fill | None = None
-    position_qty: str | None = None
 
 
 class _Envelope(msgspec.Struct):
@@ -83,7 +72,7 @@ class Stream:
         self.url = base_url.replace("https://", "wss://", 1).replace("http://", "ws://", 1) + "/api/v1/stream"
         self.api_key = api_key
         self.streams = list(streams)
-        self.last_seq: dict[str, int] = dict(since or {})
+        self.last_seq: dict[str, int] = {str(k): v for k, v in (since or {}).items()}
         self.idle_timeout = idle_timeout
         self.max_backoff = max_backoff
         self.open_timeout = open_timeout
@@ -132,20 +121,21 @@ class Stream:
                         kind = _envelope.decode(raw).type
                         if kind == "trade_update":
                             update = _trade_update.decode(raw)
-                            last = self.last_seq.get(update.account_id)
+                            account = str(update.account_id)
+                            last = self.last_seq.get(account)
                             if last is not None and update.seq <= last:
                                 self.duplicates_dropped += 1
                                 continue
                             if last is not None and update.seq != last + 1:
                                 raise _Resubscribe
-                            self.last_seq[update.account_id] = update.seq
+                            self.last_seq[account] = update.seq
                             failures = 0
                             yield update
                             continue
                         message = _any.decode(raw)
                         if kind == "subscribed":
                             for account_id, seq in (message.get("seqs") or {}).items():
-                                self.last_seq.setdefault(account_id, int(seq))
+                                self.last_seq.setdefault(str(account_id), int(seq))
                             failures = 0
                         elif kind == "error":
                             raise StreamError(str(message.get("code")), str(message.get("message")))
