@@ -50,3 +50,51 @@ async def test_sweep_research_ranks_and_plots(server, tmp_path):
     assert len(ranked) == 6
     svg = out.read_text()
     assert svg.startswith("<svg") and svg.count("<rect") == 6
+
+
+async def test_sma_cross_bot_trades_a_replay_and_reconciles(server):
+    async with AsyncClient(server.url, api_key=server.admin_key) as admin:
+        symbol = await make_market(admin, bars=120)
+    stdout = await asyncio.to_thread(
+        run_example,
+        "sma_cross_bot.py",
+        "--url",
+        server.url,
+        "--key",
+        server.admin_key,
+        "--symbol",
+        symbol,
+        "--fast",
+        "3",
+        "--slow",
+        "8",
+        "--speed",
+        "2592000",
+    )
+    result = dict(line.split(": ", 1) for line in stdout.splitlines() if ": " in line)
+    assert result["replay"] == "completed", stdout
+    assert int(result["fills"]) >= 2 and int(result["trade_updates"]) >= 2, stdout
+
+
+async def test_bracket_bot_protects_every_entry(server):
+    async with AsyncClient(server.url, api_key=server.admin_key) as admin:
+        symbol = await make_market(admin, bars=5)
+    stdout = await asyncio.to_thread(
+        run_example,
+        "bracket_bot.py",
+        "--url",
+        server.url,
+        "--key",
+        server.admin_key,
+        "--symbol",
+        symbol,
+        "--rounds",
+        "2",
+        "--take-profit",
+        "0.3",
+        "--stop-loss",
+        "0.3",
+    )
+    result = dict(line.split(": ", 1) for line in stdout.splitlines() if ": " in line)
+    assert result["position"] == "0" and int(result["fills"]) >= 4, stdout  # 2 entries, 2 exits (+ a buy-back)
+    assert result["rounds"].count("take_profit") + result["rounds"].count("stop_loss") == 2, stdout

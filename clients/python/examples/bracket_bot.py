@@ -2,7 +2,8 @@
 
 It starts a seeded random-walk feed for SYMBOL (admin or market-data key), buys QUANTITY at market, then
 rests a take-profit limit sell TAKE_PROFIT % above its fill and a stop sell STOP_LOSS % below, and follows
-its `trade_updates`: when one exit fills it cancels the other (one-cancels-the-other, kept by the bot), and
+its `trade_updates`: when one exit fills it cancels the other (one-cancels-the-other, kept by the bot; if
+both filled before the cancel landed, it buys the extra back), and
 a new entry follows until ROUNDS entries are done. It prints each round and checks at the end that its
 position equals the sum of its fills.
 
@@ -34,7 +35,9 @@ async def run(
 ) -> dict:
     async with AsyncClient(url, api_key=key) as td:
         instrument = await td.instruments.get(symbol)
-        account = await td.accounts.create(f"bracket {symbol}", initial_cash="1000000")
+        # Two resting exits for one position: without an exchange-side OCO group each counts against the
+        # sellable position, so the account allows shorting and the bot keeps only one exit standing.
+        account = await td.accounts.create(f"bracket {symbol}", initial_cash="1000000", allow_short=True)
         stream = td.stream([f"trade_updates:{account.id}"], yield_control=True)
         updates: asyncio.Queue = asyncio.Queue()
 
@@ -73,8 +76,8 @@ async def run(
                         other = next(i for i in exits if i != message.order.id)
                         try:
                             await td.orders.cancel(account.id, other)
-                        except Conflict:
-                            pass  # it filled too in the meantime: the position check below tells
+                        except Conflict:  # it filled too in the meantime: close the short it opened
+                            await td.orders.place(account.id, symbol, "buy", "market", quantity=quantity)
                         results.append(
                             (n, str(price), exits[message.order.id], str(message.order.avg_fill_price))
                         )

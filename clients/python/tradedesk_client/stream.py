@@ -98,7 +98,7 @@ class Stream:
 
     async def _messages(self) -> AsyncIterator[Any]:
         import websockets
-        from websockets.exceptions import ConnectionClosed, InvalidStatus
+        from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
         failures = 0
         first = True
@@ -115,7 +115,7 @@ class Stream:
                     subscribe: dict[str, Any] = {"action": "subscribe", "streams": self.streams}
                     if self.last_seq:
                         subscribe["since"] = dict(self.last_seq)
-                    await ws.send(_encode(subscribe))
+                    await ws.send(_encode(subscribe).decode())  # a text frame, as the protocol says
                     while not self._closed:
                         raw = await asyncio.wait_for(ws.recv(), timeout=self.idle_timeout)
                         kind = _envelope.decode(raw).type
@@ -155,5 +155,5 @@ class Stream:
                 if exc.response.status_code in (401, 403):
                     raise StreamError("unauthorized", "the server refused the API key") from exc
                 failures += 1
-            except (_Resubscribe, TimeoutError, OSError):
-                failures += 1
+            except (_Resubscribe, TimeoutError, OSError, EOFError, WebSocketException):
+                failures += 1  # a refused or broken handshake, a silent stream, a gap: reconnect
