@@ -49,7 +49,7 @@ async def test_stream_resumes_after_the_connection_is_cut(server):
                 activities = [a async for a in direct.activities.iter(account.id)]
                 total = activities[-1].seq
                 deadline = asyncio.get_running_loop().time() + 30
-                while len(seen) < total and asyncio.get_running_loop().time() < deadline:
+                while len(seen) < total and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
                     await asyncio.sleep(0.1)
                 stream.close()
                 consumer.cancel()
