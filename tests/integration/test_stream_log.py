@@ -126,3 +126,24 @@ async def test_activities_of_another_users_account_is_404_like_an_unknown_one(
         f"/api/v1/accounts/{acct}/activities", params={"after_seq": "-1"}, headers=owner["headers"]
     )
     assert bad.status_code == 400
+
+
+async def test_one_price_that_triggers_a_stop_and_fills_a_limit_logs_both(client, admin_headers, make_user):
+    """A price update whose events mix fills (with the position after them) and a trigger (without) is
+    written in one statement: every event row carries the same fields."""
+    user = await make_user("trader")
+    h = user["headers"]
+    sym = await make_market(client, admin_headers, price="100")
+    acct = await make_account(client, h, cash="100000")
+    await place(client, h, acct, symbol=sym, side="buy", type="market", quantity=5)
+    limit = await place(client, h, acct, symbol=sym, side="sell", type="limit", quantity=2, limit_price="101")
+    stop = await place(client, h, acct, symbol=sym, side="buy", type="stop", quantity=1, stop_price="101")
+    await set_price(client, admin_headers, sym, "101")  # fills the limit, then triggers and fills the stop
+    events = await _activities(client, h, acct)
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    by_order: dict[str, list[str]] = {}
+    for e in events:
+        by_order.setdefault(e["order"]["id"], []).append(e["event"])
+    assert by_order[limit["id"]][-1] == "fill", by_order
+    assert by_order[stop["id"]][-2:] == ["triggered", "fill"], by_order
+    assert D([e for e in events if e["event"] == "fill"][-1]["position_qty"]) == D("4")

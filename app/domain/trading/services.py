@@ -113,6 +113,8 @@ def _event(order_id: uuid.UUID, account_id: uuid.UUID, etype: EventType, frm: st
     return {
         "order_id": order_id, "account_id": account_id, "type": etype.value, "status_from": frm, "status_to": to,
         "reason": reason, "fill_id": fill_id, "data": data, "created_at": now,
+        # Every row of one executemany needs the same keys: a fill sets the position after it.
+        "position_qty": None,
     }
 
 
