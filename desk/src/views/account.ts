@@ -260,7 +260,7 @@ export async function accountView(accountId: string, live: Live): Promise<HTMLEl
   );
 
   // --- live updates -------------------------------------------------------------------------------
-  live.subscribe([`trade_updates:${accountId}`]);
+  live.subscribe([`trade_updates:${accountId}`, "accounts"]);
   const off = live.on((message: Message) => {
     if (message.type === "trade_update" && message.account_id === accountId) {
       orders.set(message.order.id, message.order);
