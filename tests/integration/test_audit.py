@@ -3,6 +3,7 @@ and GET /api/v1/audit (admin only, cursor-paginated, filterable)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -115,10 +116,15 @@ async def test_admin_actions(client, admin_headers):
     assert resp.status_code == 201, resp.text
     resp = await client.post("/api/v1/exchanges", json={"code": code, "name": "again"}, headers=admin_headers)
     assert resp.status_code == 409
-    events = await audit(
-        client, admin_headers, type="admin.action", user_id=admin_id, since=since.isoformat()
-    )
-    mine = [e for e in events if e["target"] == "POST /api/v1/exchanges"]
+    # An admin action is recorded once its response has gone out: wait for the second one's row.
+    for _ in range(50):
+        events = await audit(
+            client, admin_headers, type="admin.action", user_id=admin_id, since=since.isoformat()
+        )
+        mine = [e for e in events if e["target"] == "POST /api/v1/exchanges"]
+        if len(mine) >= 2:
+            break
+        await asyncio.sleep(0.1)
     assert [e["details"]["status"] for e in mine] == [409, 201]
     assert mine[0]["details"]["route"] == "/api/v1/exchanges"
     # Reads are not admin actions, nor are writes on routes other roles may use (an admin's own order).
