@@ -51,7 +51,9 @@ def upgrade() -> None:
          WHERE m.account_id = a.id
         """
     )
-    op.alter_column("order_events", "seq", nullable=False)
+    # Expand only (docs/DEPLOYMENT.md, "Migrations"): the previous release, still running during a rolling
+    # deploy, writes events without a seq. Those rows stay out of the stream log (they bump no counter, so
+    # the numbering of the new release's events has no gap); NOT NULL comes in a later contract migration.
     op.create_index("uq_order_events_account_seq", "order_events", ["account_id", "seq"], unique=True)
 
 

@@ -91,7 +91,7 @@ class OrderEvent(Base):
     created_at: Mapped[datetime] = created_at_col()
     # The account's stream sequence (1, 2, 3, ... per account, no gaps), taken from accounts.event_seq in
     # the transaction that writes the event (migration 0008; app/domain/streams/log.py).
-    seq: Mapped[int] = mapped_column(BigInteger)
+    seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # NULL: written by a previous release
     # The Order object after this event and the position after a fill: a replayed trade_update is a copy
     # of this row. NULL for events written before migration 0008.
     order_state: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
