@@ -106,7 +106,7 @@ async def test_fill_from_a_price_posted_to_another_process_reaches_the_subscribe
     ws = await connect(a, user["api_key"])
     try:
         ack = await subscribe(ws, [f"trade_updates:{acct}"])
-        assert ack == {"type": "subscribed", "streams": [f"trade_updates:{acct}"]}
+        assert ack == {"type": "subscribed", "streams": [f"trade_updates:{acct}"], "seqs": {acct: 0}}
         async with httpx.AsyncClient(base_url=b, timeout=10) as http_b:
             placed = await http_b.post(
                 f"/api/v1/accounts/{acct}/orders", json=_resting_buy(sym, "95"), headers=user["headers"]
@@ -352,7 +352,8 @@ async def test_every_stream_name_is_authorised_like_rest(client, admin_headers, 
             assert (await subscribe(ws, [bad]))["code"] == "unknown-stream", bad
         # Everything the intruder may subscribe to carries nothing of the owner's account.
         ok = await subscribe(ws, ["trade_updates", "accounts", "risk"])
-        assert ok == {"type": "subscribed", "streams": ["accounts", "risk", "trade_updates"]}
+        assert ok["type"] == "subscribed" and ok["streams"] == ["accounts", "risk", "trade_updates"]
+        assert isinstance(ok["seqs"], dict)  # where each readable account's trade updates stand
         assert (await subscribe(watcher, ["trade_updates", "accounts"]))["type"] == "subscribed"
         async with httpx.AsyncClient(base_url=b, timeout=10) as http_b:
             await _place_resting(http_b, owner["headers"], acct, sym, 2)
@@ -591,7 +592,7 @@ async def test_trade_updates_covers_accounts_created_later_and_unsubscribe_stops
             got = await trade_updates(ws, 2)
             assert [(m["account_id"], m["seq"]) for m in got] == [(later, 1), (later, 2)]
             await ws.send(json.dumps({"action": "unsubscribe", "streams": ["trade_updates"]}))
-            assert await recv(ws) == {"type": "subscribed", "streams": [f"prices:{sym}"]}
+            assert await recv(ws) == {"type": "subscribed", "streams": [f"prices:{sym}"], "seqs": {}}
             await _place_resting(http_b, user["headers"], first, sym, 1)
             assert await no_more(ws) == []
             await ws.send(json.dumps({"action": "dance"}))

@@ -14,7 +14,7 @@ from litestar.params import JSONBody
 from litestar.static_files import create_static_files_router
 
 from app.domain.desk import sessions
-from app.domain.identity.bruteforce import reject_failed_authentication
+from app.domain.identity.bruteforce import BruteForcePolicy, reject_failed_authentication
 from app.domain.identity.services import KEY_PREFIX, authenticate
 from app.lib.errors import ApiError
 
@@ -77,7 +77,8 @@ class DeskSessionController(Controller):
         principal = await authenticate(request.app.state.engine, data.api_key)
         if principal is None:
             shown = data.api_key[:10] if data.api_key.startswith(KEY_PREFIX) else None
-            raise await reject_failed_authentication(request.scope, request.scope["brute_force"], shown)
+            policy = request.scope.get("brute_force") or BruteForcePolicy.from_settings(request.app.state.settings)
+            raise await reject_failed_authentication(request.scope, policy, shown)
         ttl = request.app.state.settings.desk_session_seconds
         session_id, session = await sessions.create(request.app.state.kv, principal, data.api_key, ttl)
         request.scope["user"] = principal

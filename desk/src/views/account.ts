@@ -284,7 +284,7 @@ export async function accountView(accountId: string, live: Live): Promise<HTMLEl
     } else if (message.type === "price") {
       document.querySelectorAll(`[data-price="${CSS.escape(message.symbol)}"]`).forEach((el) => (el.textContent = message.price));
     } else if (message.type === "account" && message.account_id === accountId) {
-      refresh();
+      refreshAll(); // cash moved: a fill, a cancel or a state change; the blotter follows too
     }
   });
   const poll = window.setInterval(() => {
