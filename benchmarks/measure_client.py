@@ -14,26 +14,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import signal
-import socket
 import statistics
-import subprocess
-import sys
 import time
 import uuid
-from pathlib import Path
 
 import httpx
 from tradedesk_client import AsyncClient
 
-from benchmarks.conftest import REDIS_URL, _admin, _url
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from benchmarks.live_server import live_server
 
 
 async def _rounds(url: str, key: str, orders: int, rounds: int, concurrency: int) -> dict:
@@ -114,51 +102,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--concurrency", type=int, default=8)
     args = parser.parse_args()
-    run = uuid.uuid4().hex[:8]
-    db = f"td_client_{run}"
-    asyncio.run(_admin(f'CREATE DATABASE "{db}"'))
-    key = f"td_client_{run}_0123456789abcdefghijklmnop"
-    proc = None
-    try:
-        from app.lib.migrate import upgrade
-
-        upgrade(_url(db))
-        port = _port()
-        env = dict(
-            os.environ,
-            DATABASE_URL=_url(db),
-            REDIS_URL=REDIS_URL,
-            TRADEDESK_REDIS_PREFIX=f"cl-{run}",
-            TRADEDESK_QUEUE_NAME=f"cl-{run}",
-            TRADEDESK_ADMIN_API_KEY=key,
-            LOG_LEVEL="WARNING",
-            RATE_LIMIT_ORDERS_PER_MINUTE="100000000",
-            RATE_LIMIT_WRITE_PER_MINUTE="100000000",
-            RATE_LIMIT_READ_PER_MINUTE="100000000",
-        )
-        exe = str(Path(sys.executable).with_name("tradedesk"))
-        proc = subprocess.Popen(
-            [exe, "serve", "--port", str(port), "--no-access-log"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(300):
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+    with live_server(
+        "client",
+        RATE_LIMIT_ORDERS_PER_MINUTE="100000000",
+        RATE_LIMIT_WRITE_PER_MINUTE="100000000",
+        RATE_LIMIT_READ_PER_MINUTE="100000000",
+    ) as (url, key):
         result = asyncio.run(_rounds(url, key, args.orders, args.rounds, args.concurrency))
-        for name, value in result.items():
-            print(f"{name}: {value:.3f}")
-    finally:
-        if proc is not None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=20)
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
+    for name, value in result.items():
+        print(f"{name}: {value:.3f}")
 
 
 if __name__ == "__main__":

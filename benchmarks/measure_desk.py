@@ -17,19 +17,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import signal
-import socket
 import statistics
-import subprocess
-import sys
 import time
 import uuid
-from pathlib import Path
 
 import httpx
 
-from benchmarks.conftest import REDIS_URL, _admin, _url
+from benchmarks.live_server import live_server
 
 ARGS = [
     "--no-sandbox",
@@ -48,12 +42,6 @@ WATCH_FILL = """orderId => new Promise(resolve => {
   const observer = new MutationObserver(() => { if (seen()) { observer.disconnect(); done(); } });
   observer.observe(document.getElementById("blotter"), {subtree: true, childList: true, characterData: true});
 })"""
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -157,49 +145,10 @@ def main() -> None:
     parser.add_argument("--loads", type=int, default=10)
     parser.add_argument("--fills", type=int, default=30)
     args = parser.parse_args()
-    run = uuid.uuid4().hex[:8]
-    db = f"td_desk_{run}"
-    asyncio.run(_admin(f'CREATE DATABASE "{db}"'))
-    admin_key = f"td_desk_{run}_0123456789abcdefghijklmnop"
-    proc = None
-    try:
-        from app.lib.migrate import upgrade
-
-        upgrade(_url(db))
-        port = _port()
-        env = dict(
-            os.environ,
-            DATABASE_URL=_url(db),
-            REDIS_URL=REDIS_URL,
-            TRADEDESK_REDIS_PREFIX=f"desk-{run}",
-            TRADEDESK_QUEUE_NAME=f"desk-{run}",
-            TRADEDESK_ADMIN_API_KEY=admin_key,
-            LOG_LEVEL="WARNING",
-            TRADEDESK_ACCESS_LOG="false",
-        )
-        exe = str(Path(sys.executable).with_name("tradedesk"))
-        proc = subprocess.Popen(
-            [exe, "serve", "--port", str(port), "--no-access-log"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(300):
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+    with live_server("desk") as (url, admin_key):
         result = asyncio.run(measure(url, admin_key, args.loads, args.fills))
-        for key, value in result.items():
-            print(f"{key}: {value:.1f}" if isinstance(value, float) else f"{key}: {value}")
-    finally:
-        if proc is not None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=20)
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
+    for key, value in result.items():
+        print(f"{key}: {value:.1f}" if isinstance(value, float) else f"{key}: {value}")
 
 
 if __name__ == "__main__":
