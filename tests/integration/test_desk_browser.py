@@ -199,10 +199,12 @@ async def test_trader_places_an_order_and_sees_the_fill_without_reload(chromium,
         status = page.locator("#blotter [data-order]").first
         assert await status.inner_text() == "accepted"
 
+        # Seen without a reload, from the stream (fill to paint: p95 38 ms in benchmarks/measure_desk.py);
+        # the wait allows for a busy CI machine.
         await desk["admin"]("POST", f"/instruments/{desk['symbol']}/price", {"price": "94.50"}, expect=200)
-        await page.locator("#blotter [data-order]", has_text="filled").first.wait_for(timeout=2000)
-        await page.locator("#fills td", has_text="95").first.wait_for(timeout=2000)
-        await page.locator("#positions td", has_text=desk["symbol"]).wait_for(timeout=2000)
+        await page.locator("#blotter [data-order]", has_text="filled").first.wait_for(timeout=5000)
+        await page.locator("#fills td", has_text="95").first.wait_for(timeout=5000)
+        await page.locator("#positions td", has_text=desk["symbol"]).wait_for(timeout=5000)
         await snapshot(page, "trader")
 
         await page.select_option("#ticket-type", "market")
@@ -247,7 +249,7 @@ async def test_risk_manager_halts_and_the_traders_ticket_shows_it(chromium, desk
         await card.get_by_role("button", name="Apply").click()
         await card.locator(".badge", has_text="halted").wait_for()
 
-        await trader.locator("#halt-notice", has_text="halted").wait_for(timeout=3000)
+        await trader.locator("#halt-notice", has_text="halted").wait_for(timeout=5000)
         assert await trader.locator("#ticket-submit").is_disabled()
         await snapshot(trader, "trader-halted")
         await desk["admin"](
