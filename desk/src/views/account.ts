@@ -287,9 +287,13 @@ export async function accountView(accountId: string, live: Live): Promise<HTMLEl
       refreshAll(); // cash moved: a fill, a cancel or a state change; the blotter follows too
     }
   });
+  // Without the stream the page polls every second; with it, a slow safety net every 3 s still catches
+  // anything the stream did not bring (a resumed connection replays by seq, but a page never misses a fill).
+  let ticks = 0;
   const poll = window.setInterval(() => {
     feed.textContent = live.connected ? "live" : "polling";
-    if (!live.connected) refreshAll().catch(() => undefined);
+    ticks += 1;
+    if (!live.connected || ticks % 3 === 0) refreshAll().catch(() => undefined);
   }, 1000);
 
   const view = h(
