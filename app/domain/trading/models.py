@@ -37,9 +37,22 @@ class Order(Base):
     expires_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = created_at_col()
     updated_at: Mapped[datetime] = created_at_col()
+    # Contingent orders, trailing stops and replace (migration 0013; rules in docs/TRADING.md).
+    order_class: Mapped[str] = mapped_column(String(8), server_default=text("'simple'"))
+    # An exit leg's entry (an OCO's stop-loss leg: its take-profit leg); NULL for an entry or a simple order.
+    parent_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"))
+    leg: Mapped[str | None] = mapped_column(String(12))  # take_profit | stop_loss
+    trail_price: Mapped[Decimal | None]
+    trail_percent: Mapped[Decimal | None]
+    hwm: Mapped[Decimal | None]  # trailing stop: the best price since acceptance
+    reduce_only: Mapped[bool] = mapped_column(server_default=text("false"))
+    notional: Mapped[Decimal | None]
+    version: Mapped[int] = mapped_column(server_default=text("1"))  # + 1 per replace
+    priority_at: Mapped[datetime | None]  # time priority after a replace that lost it; NULL: created_at
 
     __table_args__ = (
         UniqueConstraint("account_id", "client_order_id"),
+        Index("ix_orders_parent", "parent_id", postgresql_where=text("parent_id IS NOT NULL")),
         Index("ix_orders_account_created", "account_id", text("created_at DESC"), text("id DESC")),
         # Resting orders per symbol in time priority: the matching engine's only scan.
         Index(

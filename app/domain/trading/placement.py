@@ -103,7 +103,9 @@ LOCK_ACCOUNT_ONLY_SQL = "SELECT id FROM accounts WHERE id = $1 FOR UPDATE"
 _EXISTING_ORDER_SQL = """(SELECT json_build_array(o.id::text, o.client_order_id, o.account_id::text, o.symbol, o.side, o.type,
                           o.quantity::text, o.filled_quantity::text, o.avg_fill_price::text, o.limit_price::text,
                           o.stop_price::text, o.time_in_force, o.status, o.reject_reason, o.fees::text,
-                          o.created_at, o.updated_at)
+                          o.created_at, o.updated_at, o.order_class, o.parent_id::text, o.leg,
+                          o.trail_price::text, o.trail_percent::text, o.hwm::text, o.reduce_only, o.notional::text,
+                          o.expires_at, o.version)
               FROM orders o WHERE o.account_id = a.id AND o.client_order_id = $4::text)"""
 BOOK_SQL = (
     _LOAD_SQL_BODY.replace(":with_stats", "$2::boolean")
@@ -233,13 +235,17 @@ def _counter(metric: Any, *labels: str) -> Any:
 
 def _existing_order(values: list[Any]) -> OrderOut:
     (oid, coid, account_id, symbol, side, otype, qty, filled, avg, limit, stop, tif, status, reason, fees,
-     created, updated) = values
+     created, updated, order_class, parent_id, leg, trail_price, trail_percent, hwm, reduce_only, notional, expires,
+     version) = values
     d = lambda v: None if v is None else Decimal(v)  # noqa: E731
     return OrderOut(
         id=uuid.UUID(oid), client_order_id=coid, account_id=uuid.UUID(account_id), symbol=symbol, side=side,
         type=otype, quantity=Decimal(qty), filled_quantity=Decimal(filled), avg_fill_price=d(avg),
         limit_price=d(limit), stop_price=d(stop), time_in_force=tif, status=status, reject_reason=reason,
         fees=Decimal(fees), created_at=datetime.fromisoformat(created), updated_at=datetime.fromisoformat(updated),
+        order_class=order_class, parent_id=None if parent_id is None else uuid.UUID(parent_id), leg=leg,
+        trail_price=d(trail_price), trail_percent=d(trail_percent), hwm=d(hwm), reduce_only=reduce_only,
+        notional=d(notional), expires_at=None if expires is None else datetime.fromisoformat(expires), version=version,
     )
 
 
@@ -585,6 +591,7 @@ async def _execute_and_write(
     book, inst, est_price = plan.book, plan.inst, plan.price
 
     order_id = new_time_ordered_uuid()
+    expires_at = next_session_close(now, inst.timezone, inst.session_close) if data.time_in_force == "day" else None
 
     def state(status: OrderStatus, filled: Decimal, avg: Decimal | None, fees: Decimal) -> OrderOut:
         """The order after one event: each event row stores it (the stream's `order`)."""
@@ -593,6 +600,7 @@ async def _execute_and_write(
             side=data.side, type=data.type, quantity=data.quantity, filled_quantity=filled, avg_fill_price=avg,
             limit_price=data.limit_price, stop_price=data.stop_price, time_in_force=data.time_in_force,
             status=status.value, reject_reason=None, fees=fees, created_at=now, updated_at=now,  # type: ignore[arg-type]
+            expires_at=expires_at,
         )
 
     # The order_events rows, in order (written as one JSON array; absent keys are NULL). The StrEnum members
@@ -643,7 +651,6 @@ async def _execute_and_write(
     if status in (OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED) and data.side == "buy":
         reserved = _reservation(data.quantity - filled, est_price, inst)
         book.reserved_cash += reserved
-    expires_at = next_session_close(now, inst.timezone, inst.session_close) if data.time_in_force == "day" else None
     position = book.position(data.symbol)
     equity = book.equity
     if fill_id is not None and equity > book.peak_equity:

@@ -10,15 +10,17 @@ import msgspec
 from app.lib.validation import positive
 
 Side = Literal["buy", "sell"]
-OrderTypeName = Literal["market", "limit", "stop", "stop_limit"]
+OrderTypeName = Literal["market", "limit", "stop", "stop_limit", "trailing_stop"]
+OrderClassName = Literal["simple", "bracket", "oto", "oco"]
+LegName = Literal["take_profit", "stop_loss"]
 TifName = Literal["gtc", "ioc", "fok", "day"]
-StatusName = Literal["new", "accepted", "partially_filled", "filled", "canceled", "rejected", "expired"]
+StatusName = Literal["new", "held", "accepted", "partially_filled", "filled", "canceled", "rejected", "expired"]
 
 
 class OrderCreate(msgspec.Struct, forbid_unknown_fields=True):
     symbol: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
     side: Side
-    type: OrderTypeName
+    type: Literal["market", "limit", "stop", "stop_limit"]
     quantity: Decimal
     limit_price: Decimal | None = None
     stop_price: Decimal | None = None
@@ -64,6 +66,18 @@ class OrderOut(msgspec.Struct):
     fees: Decimal
     created_at: datetime
     updated_at: datetime
+    order_class: OrderClassName = "simple"
+    parent_id: UUID | None = None
+    leg: LegName | None = None
+    trail_price: Decimal | None = None
+    trail_percent: Decimal | None = None
+    hwm: Decimal | None = None
+    reduce_only: bool = False
+    notional: Decimal | None = None
+    expires_at: datetime | None = None
+    version: int = 1
+    # The group's other orders (exit legs of an entry; an OCO's sibling), only with `?nested=true`.
+    legs: list[OrderOut] | None = None
 
 
 class OrderPage(msgspec.Struct):

@@ -50,7 +50,9 @@ OPEN = (OrderStatus.NEW.value, OrderStatus.ACCEPTED.value, OrderStatus.PARTIALLY
 ORDER_COLS = (
     Order.id, Order.client_order_id, Order.account_id, Order.symbol, Order.side, Order.type, Order.quantity,
     Order.filled_quantity, Order.avg_fill_price, Order.limit_price, Order.stop_price, Order.time_in_force,
-    Order.status, Order.reject_reason, Order.fees, Order.created_at, Order.updated_at,
+    Order.status, Order.reject_reason, Order.fees, Order.created_at, Order.updated_at, Order.order_class,
+    Order.parent_id, Order.leg, Order.trail_price, Order.trail_percent, Order.hwm, Order.reduce_only, Order.notional,
+    Order.expires_at, Order.version,
 )
 FILL_COLS = (
     Fill.id, Fill.order_id, Fill.account_id, Fill.symbol, Fill.side, Fill.quantity, Fill.price, Fill.fee,
@@ -225,7 +227,8 @@ _ACTS_AT_PRICE = f"""({_ALWAYS_ACTS}
 _RESTING_SQL = text(
     f"""
     SELECT id, account_id, side, type, time_in_force, quantity, filled_quantity, avg_fill_price, limit_price,
-           stop_price, triggered, status, reserved_cash, fees, client_order_id, created_at
+           stop_price, triggered, status, reserved_cash, fees, client_order_id, created_at, order_class,
+           parent_id, leg, trail_price, trail_percent, hwm, reduce_only, notional, expires_at, version
       FROM orders
      WHERE symbol = :symbol AND status IN ('new', 'accepted', 'partially_filled')
        AND {_ACTS_AT_PRICE}
@@ -394,6 +397,8 @@ def _resting_state(o: Any, symbol: str, status: OrderStatus, filled: Decimal, av
     return OrderOut(
         o.id, o.client_order_id, o.account_id, symbol, o.side, o.type, o.quantity, filled, _round_price(avg),
         o.limit_price, o.stop_price, o.time_in_force, status.value, reason, fees, o.created_at, now,  # type: ignore[arg-type]
+        o.order_class, o.parent_id, o.leg, o.trail_price, o.trail_percent, o.hwm, o.reduce_only, o.notional,
+        o.expires_at, o.version,
     )
 
 
@@ -490,7 +495,8 @@ async def get_order(conn: AsyncConnection, principal: Principal, account_id: uui
 _ORDER_SELECT = (
     "o.id, o.client_order_id, o.account_id, o.symbol, o.side, o.type, o.quantity, o.filled_quantity, "
     "o.avg_fill_price, o.limit_price, o.stop_price, o.time_in_force, o.status, o.reject_reason, o.fees, "
-    "o.created_at, o.updated_at"
+    "o.created_at, o.updated_at, o.order_class, o.parent_id, o.leg, o.trail_price, o.trail_percent, o.hwm, "
+    "o.reduce_only, o.notional, o.expires_at, o.version"
 )
 
 

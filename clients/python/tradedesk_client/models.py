@@ -160,6 +160,17 @@ class Order(Model, kw_only=True):
     fees: Decimal
     created_at: datetime
     updated_at: datetime
+    order_class: str = "simple"
+    parent_id: uuid.UUID | None = None
+    leg: str | None = None  # take_profit | stop_loss
+    trail_price: Decimal | None = None
+    trail_percent: Decimal | None = None
+    hwm: Decimal | None = None  # trailing stop: the best price since acceptance
+    reduce_only: bool = False
+    notional: Decimal | None = None
+    expires_at: datetime | None = None
+    version: int = 1
+    legs: list[Order] | None = None  # with nested=True
 
 
 class Validation(Model, kw_only=True):
