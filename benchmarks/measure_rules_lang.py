@@ -69,7 +69,9 @@ def main() -> None:
             theirs.append(reference["best"])
     load = os.getloadavg()
     print(f"rule: {RULE}\nbars: {BARS:,}; rounds: {args.rounds}; load average {load[0]:.2f} {load[1]:.2f}")
-    print(f"this tree: median best {statistics.median(mine):.3f} s (min {min(mine):.3f}, max {max(mine):.3f})")
+    print(
+        f"this tree: median best {statistics.median(mine):.3f} s (min {min(mine):.3f}, max {max(mine):.3f})"
+    )
     if theirs:
         ratios = [a / b for a, b in zip(mine, theirs, strict=True)]
         print(

@@ -59,22 +59,13 @@ from app.domain.identity.schemas import Principal
 from app.domain.markets.models import Candle, Instrument
 from app.lib.cache import Cache
 from app.lib.db import tx
-from app.lib.errors import decode_body, invalid
+from app.lib.errors import invalid
 from app.lib.log import get_logger
 
 log = get_logger("app.backtests")
 
 PORTFOLIO_RUN_JOB = "backtest.run_portfolio"
 PORTFOLIO_LABEL = "portfolio"
-
-
-def decode_portfolio(body: dict[str, Any]) -> PortfolioCreate:
-    """The portfolio form of POST /backtests, or a 400 naming the field (like any decoding error)."""
-    return decode_body(body, PortfolioCreate)
-
-
-def is_portfolio_body(body: Any) -> bool:
-    return isinstance(body, dict) and ("symbols" in body or "allocation" in body)
 
 
 # ------------------------------------------------------------------------------------------------ validation
@@ -180,7 +171,10 @@ async def check_portfolio_market(
 
 
 async def create_portfolio_backtest(
-    conn: AsyncConnection, queue: Queue | None, principal: Principal, data: PortfolioCreate,
+    conn: AsyncConnection,
+    queue: Queue | None,
+    principal: Principal,
+    data: PortfolioCreate,
     max_active: int | None = None,
 ) -> BacktestOut:
     queue = require_queue(queue)
