@@ -213,7 +213,7 @@ def _open_trade(side: int, qty: float, bar: int, ts: int, price: float, fee: flo
     )
 
 
-def _equity_returns(equity: np.ndarray) -> np.ndarray:
+def equity_returns(equity: np.ndarray) -> np.ndarray:
     """Per-bar returns of an equity curve that reached <= 0: wiped out at the first such bar."""
     ruined = int(np.flatnonzero(equity <= 0.0)[0])
     r = np.zeros(equity.size - 1)
@@ -236,7 +236,7 @@ def _finish(
     if np.all(equity > 0.0):
         metrics = performance_metrics(equity=equity, periods_per_year=periods_per_year)
     else:
-        metrics = performance_metrics(returns=_equity_returns(equity), periods_per_year=periods_per_year)
+        metrics = performance_metrics(returns=equity_returns(equity), periods_per_year=periods_per_year)
     closed = [t.pnl for t in trades if not t.is_open]
     metrics.update(
         trade_metrics(

@@ -44,13 +44,13 @@ from app.domain.backtesting.rules_lang import RuleError, evaluate, parse_conditi
 from app.domain.backtesting.schemas import BacktestOut
 from app.domain.backtesting.services import (
     BACKTEST_COLS,
-    _require_completed,
     backtest_out,
     candle_range,
     check_params,
     enqueue_run,
     job_key,
     money,
+    require_completed,
     require_queue,
 )
 from app.domain.backtesting.strategies import STRATEGIES, UnknownStrategyError, get_strategy, parse_params
@@ -347,7 +347,7 @@ def engine_options(spec: dict[str, Any], lot_sizes: list[float]) -> dict[str, An
 async def backtest_positions(
     conn: AsyncConnection, cache: Cache, principal: Principal, backtest_id: uuid.UUID, max_points: int
 ) -> bytes:
-    await _require_completed(conn, principal, backtest_id)
+    await require_completed(conn, principal, backtest_id)
 
     async def load() -> PositionsOut:
         stored = await conn.scalar(

@@ -40,10 +40,10 @@ from app.domain.backtesting.tasks import (
     SIMULATED,
     ProgressReporter,
     RunKwargs,
-    _progress_writer,
     attempt_failed,
     failed_for_good,
     interrupted,
+    progress_writer,
     store_result,
 )
 from app.domain.backtesting.tear_sheet import tear_sheet_data
@@ -169,7 +169,7 @@ async def run_portfolio_job(ctx: dict[str, Any], *, backtest_id: Any) -> dict[st
         return {"backtest_id": str(bid), "status": status or "missing", "skipped": True}
 
     started = time.perf_counter()
-    write = _progress_writer(engine, bid, saq_job)
+    write = progress_writer(engine, bid, saq_job)
     try:
         reporter = ProgressReporter(asyncio.get_running_loop(), write, LOADED, SIMULATED, LOADED)
         bars, result = await simulate_spec(engine, spec, reporter)

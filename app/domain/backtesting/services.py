@@ -532,7 +532,7 @@ async def cancel_backtest(
     return await get_backtest(conn, principal, backtest_id)
 
 
-async def _require_completed(
+async def require_completed(
     conn: AsyncConnection, principal: Principal | None, backtest_id: uuid.UUID
 ) -> None:
     where = [Backtest.id == backtest_id]
@@ -555,7 +555,7 @@ async def backtest_trades(
 ) -> tuple[list[TradeOut], str | None, int]:
     """A page of the stored trade list. The cursor is the index of the next trade; the slice is cut
     inside PostgreSQL, so a page never ships the whole list to the API."""
-    await _require_completed(conn, principal, backtest_id)
+    await require_completed(conn, principal, backtest_id)
     total = int(
         await conn.scalar(
             select(func.jsonb_array_length(BacktestResult.trades)).where(
@@ -629,7 +629,7 @@ def equity_series(stored: dict[str, Any], max_points: int) -> tuple[np.ndarray, 
 async def backtest_equity(
     conn: AsyncConnection, cache: Cache, principal: Principal, backtest_id: uuid.UUID, max_points: int
 ) -> bytes:
-    await _require_completed(conn, principal, backtest_id)
+    await require_completed(conn, principal, backtest_id)
 
     async def load() -> EquityOut:
         stored, _ = await _stored_result(conn, backtest_id)
@@ -668,7 +668,7 @@ async def _report_html(conn: AsyncConnection, cache: Cache, backtest_id: uuid.UU
 async def report_page(
     conn: AsyncConnection, cache: Cache, principal: Principal, backtest_id: uuid.UUID
 ) -> str:
-    await _require_completed(conn, principal, backtest_id)
+    await require_completed(conn, principal, backtest_id)
     return await _report_html(conn, cache, backtest_id)
 
 
@@ -682,7 +682,7 @@ async def create_report_token(
     """A link to one backtest's report, for clients that cannot send headers (a browser tab, a headless
     screenshot). Only the token's hash is stored; it expires after REPORT_TOKEN_TTL seconds, is bound to
     this backtest and grants nothing else. Until then the link can be reopened (a reload, a second tab)."""
-    await _require_completed(conn, principal, backtest_id)
+    await require_completed(conn, principal, backtest_id)
     token = secrets.token_urlsafe(32)
     await kv.set(_token_key(token), str(backtest_id).encode(), ttl=REPORT_TOKEN_TTL)
     expires = datetime.now(UTC) + timedelta(seconds=REPORT_TOKEN_TTL)
@@ -695,7 +695,7 @@ async def redeem_report_token(
     stored = await kv.get(_token_key(token))
     if stored is None or stored.decode() != str(backtest_id):
         raise ApiError(401, "Invalid or expired report token")
-    await _require_completed(conn, None, backtest_id)
+    await require_completed(conn, None, backtest_id)
     return await _report_html(conn, cache, backtest_id)
 
 

@@ -283,7 +283,7 @@ async def _set_price_from_candle(conn: AsyncConnection, symbol: str, candle: Can
     return candle.close
 
 
-async def _list_batches(rows: list[CandleRow]) -> AsyncIterator[list[CandleRow]]:
+async def one_batch(rows: list[CandleRow]) -> AsyncIterator[list[CandleRow]]:
     yield rows
 
 
@@ -292,7 +292,7 @@ async def load_candles_json(conn: AsyncConnection, symbol: str, timeframe: str, 
         rows = validate_batch(({f: getattr(c, f) for f in c.__struct_fields__} for c in candles), timeframe)
     except CandleValidationError as exc:
         raise candle_error(exc) from exc
-    return await load_candles(conn, symbol, timeframe, _list_batches(rows))
+    return await load_candles(conn, symbol, timeframe, one_batch(rows))
 
 
 async def load_candles_csv(conn: AsyncConnection, symbol: str, timeframe: str, chunks: AsyncIterator[bytes]) -> LoadResult:
