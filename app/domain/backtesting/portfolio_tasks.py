@@ -19,7 +19,7 @@ import numpy as np
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.domain.backtesting.engine import equity_downsample
+from app.domain.backtesting.downsample import equity_downsample
 from app.domain.backtesting.models import Backtest
 from app.domain.backtesting.portfolio import (
     PortfolioBars,

@@ -23,8 +23,9 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.domain.backtesting.downsample import equity_downsample
 from app.domain.backtesting.engine import BacktestResult as EngineResult
-from app.domain.backtesting.engine import Bars, equity_downsample, run_strategy
+from app.domain.backtesting.engine import Bars, run_strategy
 from app.domain.backtesting.models import Backtest, BacktestResult
 from app.domain.backtesting.schemas import ACTIVE_STATUSES
 from app.domain.backtesting.services import (
