@@ -8,7 +8,8 @@ The rules the code base keeps:
 3. `app/domain` imports no `app.server` module and no `app.cli`.
 4. A `controllers` module is imported only by `app.server` (the routes and the app factory): services,
    jobs and other controllers never reach into one.
-5. No import cycle between modules, counting imports inside functions (a deferred import hides a cycle
+5. `app/tools` (operator tools such as the load generator) is reached only from `app.cli`.
+6. No import cycle between modules, counting imports inside functions (a deferred import hides a cycle
    from the interpreter, not from the reader) and not counting `if TYPE_CHECKING:` blocks.
 
 What breaks a rule today is listed below with the reason it is still there; an entry that no longer
@@ -276,6 +277,17 @@ def test_only_the_server_imports_controllers():
         if imp.module.rsplit(".", 1)[-1] == "controllers" and imp.module != module
     )
     assert not found, f"controllers are wired by app.server only: {found}"
+
+
+def test_only_the_cli_imports_tools():
+    found = sorted(
+        (imp.importer, imp.module, imp.line)
+        for module in MODULES
+        if module != "app.cli" and not module.startswith("app.tools")
+        for imp in imports_of(module)
+        if imp.module.startswith("app.tools")
+    )
+    assert not found, f"app/tools is reached from the CLI only: {found}"
 
 
 def test_no_import_cycle():

@@ -12,11 +12,11 @@ from sqlalchemy import exists as exists_
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.domain.markets.candle_csv import parse_csv_stream
 from app.domain.markets.candles import (
     COPY_COLUMNS,
     CandleRow,
     CandleValidationError,
-    parse_csv_stream,
     to_copy_csv,
     validate_batch,
 )
