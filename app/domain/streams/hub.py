@@ -33,6 +33,7 @@ from litestar.channels.backends.redis import RedisChannelsPubSubBackend
 from app.domain.identity.schemas import Principal
 from app.domain.streams import log as stream_log
 from app.domain.streams import messages, publish
+from app.domain.streams.interest import Interest
 from app.lib.log import get_logger
 from app.lib.metrics import HEARTBEAT_LAG, STREAM_CLOSED, STREAM_GAP_FILLS, STREAM_MESSAGES
 
@@ -40,6 +41,7 @@ log = get_logger("app.streams")
 
 GAP_GRACE_SECONDS = 0.05  # how long an out-of-order message waits for the ones before it to arrive live
 REPLAY_PAGE = 1000
+HINT_RETRIES = 5  # a hinted seq not in the log yet: read again after 0.1, 0.2, 0.4, 0.8, 1.6 s
 CLOSE_OVERFLOW = 4008
 
 Reader = Callable[[Callable[[Any], Awaitable[Any]]], Awaitable[Any]]  # runs fn(asyncpg connection)
@@ -91,7 +93,11 @@ class ResilientChannelsPlugin(ChannelsPlugin):
                 raise
             except Exception as exc:
                 log.warning("stream_backend_receive_failed", error=repr(exc)[:200])
+                if self.interest is not None:  # interest messages may have been missed meanwhile
+                    self.interest.lost_updates()
             await asyncio.sleep(0.5)
+
+    interest: Interest | None = None
 
 
 class _ChannelSubscriber(Subscriber):
@@ -111,14 +117,32 @@ class _ChannelSubscriber(Subscriber):
         self.put_nowait(item)
 
 
+class CallbackSubscriber(Subscriber):
+    """The plugin's subscriber for one channel, handing each payload to `callback` (no queue)."""
+
+    def __init__(self, plugin: ChannelsPlugin, callback: Callable[[bytes], None]) -> None:
+        super().__init__(plugin)
+        self._callback = callback
+
+    def put_nowait(self, item: bytes | None) -> bool:
+        if item is not None:
+            self._callback(item)
+        return True
+
+    async def put(self, item: bytes | None) -> None:
+        self.put_nowait(item)
+
+
 class _Cursor:
-    __slots__ = ("last", "held", "busy", "gap_timer")
+    __slots__ = ("last", "held", "busy", "gap_timer", "hint", "recheck")
 
     def __init__(self, last: int) -> None:
         self.last = last
         self.held: dict[int, str] = {}
         self.busy = False  # a catch-up from PostgreSQL is running: live messages are held
         self.gap_timer: asyncio.TimerHandle | None = None
+        self.hint = 0  # the highest seq a hint said the log has reached
+        self.recheck = False  # a hint came during a catch-up: read once more before stopping
 
 
 class Client:
@@ -184,8 +208,12 @@ class Client:
 
     # ------------------------------------------------------------------------------- trade updates
     def on_trade_update(self, account: str, seq: int, body: str) -> None:
+        """A live trade_update, or (empty `body`) a hint that the account's log has reached `seq`."""
         if self._pending is not None:
             self._pending.append((account, seq, body))
+            return
+        if not body:
+            self._on_hint(account, seq)
             return
         cur = self.cursors.get(account)
         if cur is None:
@@ -207,6 +235,20 @@ class Client:
             cur.gap_timer = asyncio.get_running_loop().call_later(
                 GAP_GRACE_SECONDS, self._gap_expired, account
             )
+
+    def _on_hint(self, account: str, seq: int) -> None:
+        cur = self.cursors.get(account)
+        if cur is None:
+            if self.known_accounts is None or account in self.known_accounts:
+                return
+            cur = self.cursors[account] = _Cursor(0)
+        if seq <= cur.last or self.close_code is not None:
+            return
+        cur.hint = max(cur.hint, seq)
+        if cur.busy:
+            cur.recheck = True
+        else:
+            self.spawn(self.catch_up(account))
 
     def _hold(self, cur: _Cursor, seq: int, body: str) -> None:
         cur.held[seq] = body
@@ -252,6 +294,7 @@ class Client:
             return
         cur.busy = True
         account_id = uuid.UUID(account)
+        retries = 0
         try:
             while self.close_code is None:
                 updates = await self.hub.read(
@@ -260,8 +303,17 @@ class Client:
                 for update in updates:
                     await self.put_replayed(messages.encode(update).decode(), update.seq)
                     cur.last = update.seq
-                if len(updates) < REPLAY_PAGE:
+                if len(updates) == REPLAY_PAGE:
+                    continue
+                if cur.recheck:  # a hint arrived while this read was under way
+                    cur.recheck = False
+                    continue
+                if cur.last >= cur.hint or retries >= HINT_RETRIES:
                     break
+                # A hint names a seq the log does not show yet: the writer decided to skip its publish
+                # just before COMMIT (placement's locked path) and the hint overtook the commit.
+                retries += 1
+                await asyncio.sleep(GAP_GRACE_SECONDS * 2**retries)
         finally:
             cur.busy = False
         self._drain(account, cur)
@@ -356,8 +408,16 @@ class Client:
 class StreamHub:
     """One per API process (app.state.streams.hub)."""
 
-    def __init__(self, plugin: ChannelsPlugin, reader: Reader, heartbeat_seconds: float) -> None:
+    def __init__(
+        self,
+        plugin: ChannelsPlugin,
+        reader: Reader,
+        heartbeat_seconds: float,
+        interest: Interest | None = None,
+    ) -> None:
         self.plugin = plugin
+        # Which route keys this process has clients for, shared with every publisher (interest.py).
+        self.interest = interest if interest is not None else Interest(None, "", "local")
         self.read = reader
         self.heartbeat_seconds = heartbeat_seconds
         self.clients: set[Client] = set()
@@ -418,11 +478,23 @@ class StreamHub:
         p = client.principal
         return [(kind, "*" if p.can_read_all_accounts else "o" + p.user_id.hex)]
 
+    def _interest_keys(self, client: Client, streams: set[str]) -> list[str]:
+        return [
+            key
+            for stream in streams
+            if stream.partition(":")[0] in publish.ACCOUNT_KINDS
+            for _, key in self._route_keys(client, stream)
+        ]
+
     def attach(self, client: Client) -> None:
         self.clients.add(client)
 
     async def route(self, client: Client, added: set[str], removed: set[str]) -> None:
+        """Route `added` streams to the client (announcing new interest to every publisher first) and
+        stop routing `removed` ones."""
         await self.start()
+        await self.interest.acquire(self._interest_keys(client, added))
+        released = self._interest_keys(client, removed)
         for stream in removed:
             if stream.partition(":")[0] in publish.ACCOUNT_KINDS:
                 for kind, key in self._route_keys(client, stream):
@@ -447,6 +519,7 @@ class StreamHub:
                     self.channels[stream] = set()
                     await self._subscribe_channel(stream)
                 self.channels[stream].add(client)
+        await self.interest.release(released)
 
     def forget(self, client: Client) -> None:
         self.clients.discard(client)
