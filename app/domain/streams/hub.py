@@ -49,6 +49,16 @@ Reader = Callable[[Callable[[Any], Awaitable[Any]]], Awaitable[Any]]  # runs fn(
 
 PUBLISH_BATCH = 512  # messages per Redis round trip at most
 
+_TRADE_UPDATES_SENT = STREAM_MESSAGES.labels(type="trade_update")
+_delivered = 0  # trade_updates queued to clients and not yet added to _TRADE_UPDATES_SENT
+
+
+def _count_delivered() -> None:
+    global _delivered
+    if _delivered:
+        _TRADE_UPDATES_SENT.inc(_delivered)
+        _delivered = 0
+
 
 class ResilientChannelsPlugin(ChannelsPlugin):
     """The stock plugin ends its publish task on the first backend error (a Redis restart) and then
@@ -159,7 +169,9 @@ class Client:
         self.known_accounts: set[str] | None = None  # visible accounts when trade_updates was subscribed
         self.close_code: int | None = None
         self._items: deque[tuple[int, str]] = deque()
-        self._wake = asyncio.Event()
+        # The sender waits on a bare future rather than an asyncio.Event: one fewer waiter list and
+        # method layer per message, on the path every delivered message takes (measure_stream_fanout).
+        self._waiter: asyncio.Future[None] | None = None
         self._room = asyncio.Event()
         self._pending: list[tuple[str, int, str]] | None = None  # live trade_updates while subscribing
         self._tasks: set[asyncio.Task] = set()
@@ -173,7 +185,14 @@ class Client:
             self.close(CLOSE_OVERFLOW, "overflow")
             return
         self._items.append((seq, body))
-        self._wake.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def put_replayed(self, body: str, seq: int) -> None:
         """Queue a replayed message, waiting while the buffer is half full: a replay of any length never
@@ -183,15 +202,15 @@ class Client:
             await self._room.wait()
         if self.close_code is None:
             self._items.append((seq, body))
-            self._wake.set()
+            self._wake()
 
     async def take(self) -> tuple[int, str] | None:
         """The next item to send, or None once the client is closed."""
         while not self._items:
             if self.close_code is not None:
                 return None
-            self._wake.clear()
-            await self._wake.wait()
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
         if self.close_code is not None:
             return None
         item = self._items.popleft()
@@ -203,7 +222,7 @@ class Client:
         if self.close_code is None:
             self.close_code = code
             STREAM_CLOSED.labels(reason=reason).inc()
-        self._wake.set()
+        self._wake()
         self._room.set()
 
     # ------------------------------------------------------------------------------- trade updates
@@ -256,8 +275,11 @@ class Client:
             self.close(CLOSE_OVERFLOW, "overflow")
 
     def _deliver(self, cur: _Cursor, seq: int, body: str) -> None:
+        # Counted in a plain int and added to the metric once per dispatch: a labelled Prometheus inc per
+        # delivered message was a quarter of the fan-out's CPU.
+        global _delivered
         cur.last = seq
-        STREAM_MESSAGES.labels(type="trade_update").inc()
+        _delivered += 1
         self.offer(body, seq)
 
     def _drain(self, account: str, cur: _Cursor) -> None:
@@ -546,6 +568,7 @@ class StreamHub:
         if name == publish.TRADE_UPDATES:
             for client in targets:
                 client.on_trade_update(account, seq, body)
+            _count_delivered()
         else:
             for client in targets:
                 client.offer(body)
@@ -555,6 +578,7 @@ class StreamHub:
     async def _heartbeats(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_seconds)
+            _count_delivered()  # including those of catch-ups since the last message
             beat = messages.heartbeat(datetime.now(UTC)).decode()
             started = time.perf_counter()
             for client in tuple(self.clients):
