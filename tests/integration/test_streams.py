@@ -448,11 +448,30 @@ async def test_a_consumer_that_never_reads_is_closed_4008_and_orders_keep_their_
             )
             return elapsed
 
-        baseline = await cycle(100)
-        closes_before = _overflow_closes((await http_a.get("/metrics")).text)
         subscribe_frame = json.dumps(
             {"action": "subscribe", "streams": ["trade_updates", "accounts"]}
         ).encode()
+        # During the baseline a consumer that keeps up (reading raw bytes), so that the baseline publishes
+        # what the later phases publish: with nobody subscribed nothing would be built or sent.
+        healthy = _raw_websocket(a, user["api_key"], subscribe_frame)
+        healthy.settimeout(10)
+        acked = b""
+        while b'"subscribed"' not in acked:
+            acked += healthy.recv(1 << 16)
+        healthy.setblocking(False)
+
+        async def keep_reading() -> None:
+            loop = asyncio.get_running_loop()
+            while await loop.sock_recv(healthy, 1 << 16):
+                pass
+
+        reading = asyncio.create_task(keep_reading())
+        try:
+            baseline = await cycle(100)
+        finally:
+            reading.cancel()
+            healthy.close()
+        closes_before = _overflow_closes((await http_a.get("/metrics")).text)
         sock = _raw_websocket(a, user["api_key"], subscribe_frame)
         try:
             paces = []
