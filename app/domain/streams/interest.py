@@ -4,8 +4,8 @@ A write with no live subscriber anywhere (no process has a client routed to the 
 "everything") builds and publishes no account-scoped message: the trade_update is in the durable log,
 where a subscriber that comes later starts or resumes from its seq, and `accounts` / `risk` messages are
 live-only state that the next change supersedes (docs/STREAMING.md, "Limits of the design"). Building
-and publishing every event's message for nobody cost a market order ~1.4 ms of CPU (Redis pipeline, and
-every API process reading its own echo back), more than the rest of placement.
+and publishing every event's message for nobody made a market order cost 1.4-1.7x the CPU (the Redis
+pipeline, and every API process reading its own echo back; docs/BENCHMARKS.md).
 
 Interest keys are the hub's route keys: "*" (a risk manager or admin: every account), "o<owner hex>" (a
 trader's own accounts), "a<account hex>" (one account). Each process counts its local clients per key
