@@ -55,17 +55,21 @@ class OrderController(Controller):
     async def list_orders(
         self, request: Request, account_id: FromPath[UUID], limit: Limit = 50, cursor: Cursor = None,
         status: FromQuery[StatusName | None] = None, symbol: Annotated[str | None, Parameter(max_length=32)] = None,
-        side: FromQuery[Side | None] = None,
+        side: FromQuery[Side | None] = None, nested: FromQuery[bool] = False,
     ) -> OrderPage:
         async with order_connection(request.app.state) as conn:
             items, nxt = await services.list_orders(
-                conn, request.user, account_id, limit=limit, cursor=cursor, status=status, symbol=symbol, side=side
+                conn, request.user, account_id, limit=limit, cursor=cursor, status=status, symbol=symbol, side=side,
+                nested=nested,
             )
         return OrderPage(items=items, next_cursor=nxt)
 
-    @get("/orders/{order_id:uuid}", summary="One order")
-    async def get_order(self, db: DbConn, request: Request, account_id: FromPath[UUID], order_id: FromPath[UUID]) -> OrderOut:
-        return await services.get_order(db, request.user, account_id, order_id)
+    @get("/orders/{order_id:uuid}", summary="One order (`nested=true`: with its group's exit legs)")
+    async def get_order(
+        self, db: DbConn, request: Request, account_id: FromPath[UUID], order_id: FromPath[UUID],
+        nested: FromQuery[bool] = False,
+    ) -> OrderOut:
+        return await services.get_order(db, request.user, account_id, order_id, nested=nested)
 
     @delete("/orders/{order_id:uuid}", status_code=200, summary="Cancel an open order (409 if already final)")
     async def cancel_order(self, db: DbConn, request: Request, account_id: FromPath[UUID], order_id: FromPath[UUID]) -> OrderOut:

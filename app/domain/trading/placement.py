@@ -214,6 +214,11 @@ SELECT (SELECT count(*) FROM account) AS applied, EXISTS (SELECT 1 FROM inst) AS
   FROM (SELECT 1) AS one LEFT JOIN account a ON true LEFT JOIN position p ON true
 """
 
+# The contingent columns of an order written by WRITE_SQL in the same transaction (contingent.py).
+_COLUMN_NAMES = ("order_class", "parent_id", "leg", "trail_price", "trail_percent", "hwm", "reduce_only")
+_COLUMNS_SQL = """UPDATE orders SET order_class = $2, parent_id = $3, leg = $4, trail_price = $5, trail_percent = $6,
+                       hwm = $7, reduce_only = $8 WHERE id = $1"""
+
 VIOLATION_SQL = """
 INSERT INTO risk_violations (id, account_id, limit_id, limit_type, limit_value, would_be, phase, detail, created_at)
 VALUES ($1, $2, $3, $4, $5, $6, 'pre_trade', $7::jsonb, $8)
@@ -276,6 +281,11 @@ async def place_order(
     if isinstance(conn, AsyncConnection) and conn.in_transaction():
         await conn.rollback()  # end an implicit read transaction left by an earlier SQLAlchemy call
     apg = await raw_connection(conn)
+    if (data.order_class != "simple" or data.type == "trailing_stop" or data.take_profit is not None
+            or data.stop_loss is not None or data.trail_price is not None or data.trail_percent is not None):
+        from app.domain.trading import contingent  # (its own locked path: groups and trailing stops)
+
+        return await contingent.place(apg, principal, account_id, data, dry_run=dry_run)
     if not dry_run and _contended(account_id):
         return await _place_locked(apg, principal, account_id, data)
     snapshot = None if dry_run else _SNAPSHOTS.pop(account_id, None)
@@ -583,9 +593,12 @@ def _rejected(breach: risk_checks.Breach) -> Exception:
 async def _execute_and_write(
     apg: Any, plan: _Plan, data: OrderCreate, now: datetime, row_version: str, instrument_version: str | None,
     exchange_version: str | None, *, remember: Any = None, after_commit: list[tuple[str, bytes]] | None = None,
+    columns: dict[str, Any] | None = None,
 ) -> OrderOut | LostRace:
     """Execute the order against the last price and write everything, or say which row changed. With
     `remember` (the lean read the decision used), keep the state written for the account's next order.
+    `columns` (contingent.py, inside its transaction): the order's class, leg and trail columns
+    (`_COLUMNS_SQL`), which simple orders leave at their defaults.
     The stream messages are published at once (the write commits on its own) or, inside the locked
     path's transaction, appended to `after_commit` for the caller to publish after COMMIT."""
     book, inst, est_price = plan.book, plan.inst, plan.price
@@ -600,7 +613,7 @@ async def _execute_and_write(
             side=data.side, type=data.type, quantity=data.quantity, filled_quantity=filled, avg_fill_price=avg,
             limit_price=data.limit_price, stop_price=data.stop_price, time_in_force=data.time_in_force,
             status=status.value, reject_reason=None, fees=fees, created_at=now, updated_at=now,  # type: ignore[arg-type]
-            expires_at=expires_at,
+            expires_at=expires_at, **(columns or {}),
         )
 
     # The order_events rows, in order (written as one JSON array; absent keys are NULL). The StrEnum members
@@ -667,6 +680,8 @@ async def _execute_and_write(
     )
     if not written["applied"]:
         return LostRace.ACCOUNT if written["instrument_unchanged"] else LostRace.INSTRUMENT
+    if columns is not None:
+        await apg.execute(_COLUMNS_SQL, order_id, *(columns.get(name) for name in _COLUMN_NAMES))
     if remember is not None:
         _remember(remember, data, written, status, filled, inst.last_price)
     _counter(ORDERS, data.type, status.value).inc()

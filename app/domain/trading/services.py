@@ -27,7 +27,7 @@ from app.domain.risk import checks as risk_checks
 from app.domain.risk import pretrade
 from app.domain.streams.events import defer_account_state, defer_account_update
 from app.domain.streams.log import assign_seqs, defer_trade_updates, stored_order
-from app.domain.trading import rules
+from app.domain.trading import contingent, rules
 from app.domain.trading.book import AccountBook, fill_row, insert_fills, load_book
 from app.domain.trading.models import Fill, Order, OrderEvent
 from app.domain.trading.rules import EventType, OrderStatus, OrderView
@@ -209,21 +209,28 @@ async def place_order(
 
 # ------------------------------------------------------------------------------------------------- matching
 
-# Which resting orders a price can act on (fill, or trigger a stop), written once and used twice: to fetch
-# (and lock) only those orders when a price arrives, and to derive the quiet band, the prices at which
-# none acts. Mirrors rules.match with immediate=False: a market order or a triggered stop acts at any
-# price; a limit (or a triggered stop-limit) when the price reaches its limit (buy <=, sell >=); an
-# untriggered stop or stop-limit when the price reaches its stop (buy >=, sell <=). Orders it leaves out
-# would get "nothing" from rules.match, and consume no volume, so matching only them changes nothing.
-# tests/unit/test_quiet_band.py checks the equivalence against rules.match.
-_ALWAYS_ACTS = "(type = 'market' OR (type = 'stop' AND triggered))"
+# Which resting orders a price can act on (fill, trigger a stop, or move a trailing stop's hwm), written
+# once and used twice: to fetch (and lock) only those orders when a price arrives, and to derive the quiet
+# band, the prices at which none acts. Mirrors rules.match with immediate=False: a market order or a
+# triggered stop acts at any price; a limit (or a triggered stop-limit) when the price reaches its limit
+# (buy <=, sell >=); an untriggered stop, stop-limit or trailing stop when the price reaches its stop (buy >=,
+# sell <=); an untriggered trailing stop also when the price passes its hwm in the trader's favour (sell
+# above, buy below: its stop follows). Orders it leaves out would get "nothing" from rules.match, and
+# consume no volume, so matching only them changes nothing. Held legs are not open: they never act.
+# tests/integration/test_quiet_band.py checks the equivalence against rules.match.
+_ALWAYS_ACTS = "(type = 'market' OR (type IN ('stop', 'trailing_stop') AND triggered))"
 _LIMIT_LIKE = "(type = 'limit' OR (type = 'stop_limit' AND triggered))"
-_UNTRIGGERED_STOP = "(type IN ('stop', 'stop_limit') AND NOT triggered)"
+_UNTRIGGERED_STOP = "(type IN ('stop', 'stop_limit', 'trailing_stop') AND NOT triggered)"
+_TRAILING = "(type = 'trailing_stop' AND NOT triggered)"
 _ACTS_AT_PRICE = f"""({_ALWAYS_ACTS}
          OR (side = 'buy' AND {_LIMIT_LIKE} AND limit_price >= :price)
          OR (side = 'sell' AND {_LIMIT_LIKE} AND limit_price <= :price)
          OR (side = 'buy' AND {_UNTRIGGERED_STOP} AND stop_price <= :price)
-         OR (side = 'sell' AND {_UNTRIGGERED_STOP} AND stop_price >= :price))"""
+         OR (side = 'sell' AND {_UNTRIGGERED_STOP} AND stop_price >= :price)
+         OR (side = 'sell' AND {_TRAILING} AND hwm < :price)
+         OR (side = 'buy' AND {_TRAILING} AND hwm > :price))"""
+# Orders of a halted account are left out: matching never fills them (the kill switch), and they take no
+# volume from others'. (Matching checks the locked account again before it fills.)
 _RESTING_SQL = text(
     f"""
     SELECT id, account_id, side, type, time_in_force, quantity, filled_quantity, avg_fill_price, limit_price,
@@ -232,24 +239,29 @@ _RESTING_SQL = text(
       FROM orders
      WHERE symbol = :symbol AND status IN ('new', 'accepted', 'partially_filled')
        AND {_ACTS_AT_PRICE}
+       AND NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id = orders.account_id AND a.trading_state = 'halted')
      ORDER BY created_at, id
      FOR UPDATE SKIP LOCKED
     """
 )
-# The quiet band: below `lower` some buy limit fills or some sell stop triggers, above `upper` some sell
-# limit fills or some buy stop triggers; in between nothing acts. One pass over the symbol's resting
-# orders (the partial index ix_orders_open_by_symbol), no row locks.
+# The quiet band: below `lower` some buy limit fills, some sell stop triggers or some buy trailing stop's hwm
+# moves; above `upper` some sell limit fills, some buy stop triggers or some sell trailing stop's hwm
+# moves; in between nothing acts. One pass over the symbol's resting orders (the partial index
+# ix_orders_open_by_symbol), no row locks.
 _QUIET_BAND_SQL = text(
     f"""
-    SELECT max(CASE WHEN side = 'buy' AND {_LIMIT_LIKE} THEN limit_price
-                    WHEN side = 'sell' AND {_UNTRIGGERED_STOP} THEN stop_price END) AS lower,
-           min(CASE WHEN side = 'sell' AND {_LIMIT_LIKE} THEN limit_price
-                    WHEN side = 'buy' AND {_UNTRIGGERED_STOP} THEN stop_price END) AS upper,
+    SELECT greatest(max(CASE WHEN side = 'buy' AND {_LIMIT_LIKE} THEN limit_price
+                             WHEN side = 'sell' AND {_UNTRIGGERED_STOP} THEN stop_price END),
+                    max(CASE WHEN side = 'buy' AND {_TRAILING} THEN hwm END)) AS lower,
+           least(min(CASE WHEN side = 'sell' AND {_LIMIT_LIKE} THEN limit_price
+                          WHEN side = 'buy' AND {_UNTRIGGERED_STOP} THEN stop_price END),
+                 min(CASE WHEN side = 'sell' AND {_TRAILING} THEN hwm END)) AS upper,
            coalesce(bool_or({_ALWAYS_ACTS}), false) AS always
       FROM orders
      WHERE symbol = :symbol AND status IN ('new', 'accepted', 'partially_filled')
     """
 )
+_TRAIL_SQL = text("UPDATE orders SET hwm = :hwm, stop_price = :stop, updated_at = :now WHERE id = :id")
 
 
 @on_price
@@ -259,7 +271,9 @@ async def match_resting_orders(
     """Match every resting order of `symbol` against a new last price, in time priority.
 
     Runs inside the price update's transaction (the caller holds the instrument row FOR UPDATE).
-    `volume` is the quantity available at this price, shared by the orders in time priority.
+    `volume` is the quantity available at this price, shared by the orders in time priority. Members of
+    contingent groups follow their group's rules (contingent.py: `Groups`); trailing stops move their
+    hwm and stop first (no event: a trail move is not a status change, and would be one per price).
     """
     inst = (
         await conn.execute(
@@ -274,12 +288,27 @@ async def match_resting_orders(
     if not resting:
         return 0
     now = utcnow()
+    roots = {o.parent_id or o.id for o in resting if o.order_class != "simple"}
+    groups = await contingent.Groups.load(conn, roots) if roots else None  # (orders, before any account)
     available = volume
     # Phase 1 (pure): what happens to each order at this price.
     plans: list[tuple[Any, rules.MatchResult, bool]] = []
+    trails: list[dict[str, Any]] = []
+    pending: dict[uuid.UUID, Decimal] = {}  # exit fills planned per group at this price
     for o in resting:
+        if o.type == "trailing_stop" and not o.triggered:
+            hwm = rules.trail_hwm(o.side, o.hwm, price)
+            if hwm != o.hwm:  # the price passed the hwm in the trader's favour: it cannot reach the stop
+                stop = rules.trailing_stop_price(o.side, hwm, o.trail_price, o.trail_percent, inst.tick_size)
+                trails.append({"id": o.id, "hwm": hwm, "stop": stop, "now": now})
+                continue
         view = OrderView(o.side, o.type, o.time_in_force, o.quantity, o.filled_quantity, o.limit_price, o.stop_price, o.triggered)
-        m = rules.match(view, price, available, slippage_bps=inst.slippage_bps, tick_size=inst.tick_size,
+        take = available
+        if o.leg is not None and groups is not None:
+            leg = groups.members[o.id]
+            cap = groups.cap(leg) - pending.get(leg.root, ZERO)
+            take = cap if take is None else min(take, cap)
+        m = rules.match(view, price, take, slippage_bps=inst.slippage_bps, tick_size=inst.tick_size,
                         lot_size=inst.lot_size, immediate=False)
         cancel_rest = False
         if m.newly_triggered and o.time_in_force in ("ioc", "fok"):
@@ -288,8 +317,13 @@ async def match_resting_orders(
             cancel_rest = True
         if m.filled and available is not None:
             available -= m.fill_qty
+        if m.filled and o.leg is not None:
+            root = o.parent_id or o.id
+            pending[root] = pending.get(root, ZERO) + m.fill_qty
         if m.filled or m.newly_triggered or cancel_rest:
             plans.append((o, m, cancel_rest))
+    if trails:
+        await conn.execute(_TRAIL_SQL, trails)
     if not plans:
         return 0
     # Phase 2: lock the accounts involved, in id order (no deadlock between concurrent updates).
@@ -303,22 +337,50 @@ async def match_resting_orders(
     events: list[dict[str, Any]] = []
     states: list[OrderOut] = []  # the order after each event (the stream's `order`)
     fills_made = 0
+
+    def add(event: dict[str, Any], state: OrderOut) -> None:
+        event["order_state"] = stored_order(state)
+        events.append(event)
+        states.append(state)
+
     for o, m, cancel_rest in plans:
         book = books[o.account_id]
-        view = OrderView(o.side, o.type, o.time_in_force, o.quantity, o.filled_quantity, o.limit_price, o.stop_price, o.triggered)
-        status = OrderStatus(o.status)
-        filled, avg, fees, reserved = o.filled_quantity, o.avg_fill_price, o.fees, o.reserved_cash
+        if book.trading_state == "halted":
+            continue  # the kill switch: a halted account's orders never fill (nor trigger)
+        member = groups.members.get(o.id) if groups is not None else None
+        if member is not None:
+            if member.status not in OPEN:
+                continue  # ended earlier at this price by its group (the other leg filled)
+            status, quantity = OrderStatus(member.status), member.quantity
+            filled, avg, fees, reserved = member.filled_quantity, member.avg_fill_price, member.fees, member.reserved_cash
+        else:
+            status, quantity = OrderStatus(o.status), o.quantity
+            filled, avg, fees, reserved = o.filled_quantity, o.avg_fill_price, o.fees, o.reserved_cash
+        view = OrderView(o.side, o.type, o.time_in_force, quantity, filled, o.limit_price, o.stop_price, o.triggered)
         reason = None
 
-        def add(event: dict[str, Any], state: OrderOut) -> None:
-            event["order_state"] = stored_order(state)
-            events.append(event)
-            states.append(state)
+        def state() -> OrderOut:
+            if member is not None:
+                return member.out()
+            return _resting_state(o, symbol, status, filled, avg, fees, reason, now)
+
+        def sync() -> None:
+            if member is not None:
+                member.status, member.filled_quantity, member.fees = status.value, filled, fees
+                member.avg_fill_price, member.reserved_cash = _round_price(avg), reserved
+                member.triggered, member.reject_reason = o.triggered or m.triggered, reason
+                member.updated_at, member.dirty = now, True
 
         if m.newly_triggered:
+            sync()
             add(_event(o.id, o.account_id, EventType.TRIGGERED, status, status, now, data={"last_price": str(price)}),
-                _resting_state(o, symbol, status, filled, avg, fees, reason, now))
+                state())
         qty = m.fill_qty
+        if qty > 0 and member is not None and member.leg is not None:
+            # An exit never fills more than its group's entry did, nor past the position it closes.
+            held = book.position(symbol).quantity
+            room = max(held if o.side == "sell" else -held, ZERO)
+            qty = rules.floor_to_lot(min(qty, groups.cap(member), room), inst.lot_size)  # type: ignore[union-attr]
         if qty > 0 and o.side == "buy" and not book.allow_short and pretrade.margin_multiplier(book) <= 1:
             # A gap can make a triggered stop cost more than was reserved: never take cash below zero.
             assert m.fill_price is not None
@@ -344,7 +406,7 @@ async def match_resting_orders(
             )
             event["position_qty"] = book.position(symbol).quantity
             avg = ((avg or ZERO) * filled + m.fill_price * qty) / (filled + qty)
-            remaining_before = o.quantity - filled
+            remaining_before = quantity - filled
             release = reserved * qty / remaining_before if remaining_before > 0 else reserved
             if new_status is OrderStatus.FILLED:
                 release = reserved
@@ -353,23 +415,36 @@ async def match_resting_orders(
             filled += qty
             fees += fee
             status = new_status
-            add(event, _resting_state(o, symbol, status, filled, avg, fees, reason, now))
+            sync()
+            add(event, state())
             fills_made += 1
             FILLS.labels(liquidity=m.liquidity).inc()
+            if member is not None:
+                changes = (groups.on_entry_fill(member, qty, now) if member.leg is None  # type: ignore[union-attr]
+                           else groups.on_leg_fill(member, qty, now))  # type: ignore[union-attr]
+                for change in changes:
+                    add(*change)
         if status is not OrderStatus.FILLED and cancel_rest:
             cancel = _event(o.id, o.account_id, EventType.CANCELED, status, OrderStatus.CANCELED, now,
                             reason=reason or f"{o.time_in_force}: remainder canceled at trigger")
             status = OrderStatus.CANCELED
-            add(cancel, _resting_state(o, symbol, status, filled, avg, fees, reason, now))
             book.reserved_cash -= reserved
             reserved = ZERO
-        await conn.execute(
-            update(Order).where(Order.id == o.id).values(
-                filled_quantity=filled, avg_fill_price=_round_price(avg), fees=fees, status=status.value,
-                reserved_cash=reserved, triggered=o.triggered or m.triggered, updated_at=now,
-                reject_reason=reason,
+            sync()
+            add(cancel, _resting_state(o, symbol, status, filled, avg, fees, reason, now) if member is None else state())
+            if member is not None and member.leg is None:
+                for change in groups.on_entry_final(member, now):  # type: ignore[union-attr]
+                    add(*change)
+        if member is None:
+            await conn.execute(
+                update(Order).where(Order.id == o.id).values(
+                    filled_quantity=filled, avg_fill_price=_round_price(avg), fees=fees, status=status.value,
+                    reserved_cash=reserved, triggered=o.triggered or m.triggered, updated_at=now,
+                    reject_reason=reason,
+                )
             )
-        )
+    if groups is not None:
+        await groups.write(conn)
     await insert_fills(conn, fill_rows)
     if events:
         owners = await assign_seqs(conn, events)
@@ -479,7 +554,8 @@ async def expire_day_orders(conn: AsyncConnection, now: datetime | None = None, 
 # --------------------------------------------------------------------------------------------------- reads
 
 
-async def get_order(conn: AsyncConnection, principal: Principal, account_id: uuid.UUID, order_id: uuid.UUID) -> OrderOut:
+async def get_order(conn: AsyncConnection, principal: Principal, account_id: uuid.UUID, order_id: uuid.UUID,
+                    *, nested: bool = False) -> OrderOut:
     row = (
         await conn.execute(
             select(*ORDER_COLS)
@@ -489,7 +565,30 @@ async def get_order(conn: AsyncConnection, principal: Principal, account_id: uui
     ).one_or_none()
     if row is None:
         raise not_found("Order")
-    return _order_out(row)
+    out = _order_out(row)
+    return (await with_legs(conn, [out]))[0] if nested else out
+
+
+async def with_legs(conn: AsyncConnection | Any, orders: list[OrderOut]) -> list[OrderOut]:
+    """`?nested=true`: each order with `legs`, the exit legs of its group other than itself (an entry's
+    legs, a leg's sibling; [] for a simple order), in id order. One query for the whole page."""
+    import msgspec
+
+    roots = {o.parent_id or o.id for o in orders if o.order_class != "simple"}
+    members: list[OrderOut] = []
+    if roots and isinstance(conn, AsyncConnection):
+        rows = await conn.execute(
+            select(*ORDER_COLS).where(func.coalesce(Order.parent_id, Order.id).in_(roots), Order.leg.is_not(None))
+            .order_by(Order.id)
+        )
+        members = [_order_out(r) for r in rows]
+    elif roots:  # an asyncpg connection (the list's)
+        members = [OrderOut(*r) for r in await conn.fetch(_LEGS_OF_SQL, list(roots))]
+    return [
+        msgspec.structs.replace(o, legs=[m for m in members if (m.parent_id or m.id) == (o.parent_id or o.id)
+                                         and m.id != o.id])
+        for o in orders
+    ]
 
 
 _ORDER_SELECT = (
@@ -519,12 +618,17 @@ def _list_orders_sql(with_cursor: bool) -> str:
     """.replace("SELECT o.id, o.client", "SELECT o.id, o.client", 1)
 
 
+_LEGS_OF_SQL = f"""
+SELECT {_ORDER_SELECT} FROM orders o
+ WHERE coalesce(o.parent_id, o.id) = ANY($1::uuid[]) AND o.leg IS NOT NULL ORDER BY o.id
+"""
+
 _LIST_ORDERS_SQL = {False: _list_orders_sql(False), True: _list_orders_sql(True)}
 
 
 async def list_orders(
     conn: AsyncConnection | Any, principal: Principal, account_id: uuid.UUID, *, limit: int, cursor: str | None,
-    status: str | None, symbol: str | None, side: str | None,
+    status: str | None, symbol: str | None, side: str | None, nested: bool = False,
 ) -> tuple[list[OrderOut], str | None]:
     """Newest first; asyncpg straight into msgspec Structs (this is the most frequent read)."""
     args: list[Any] = [account_id, principal.user_id, principal.can_read_all_accounts, status, symbol, side, limit + 1]
@@ -538,6 +642,8 @@ async def list_orders(
         return [], None
     items = [OrderOut(*r) for r in rows[:limit]]
     nxt = encode_cursor(items[-1].created_at, items[-1].id) if len(rows) > limit else None
+    if nested:
+        items = await with_legs(apg, items)
     return items, nxt
 
 
