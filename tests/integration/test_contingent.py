@@ -77,3 +77,47 @@ async def test_trailing_sell_stop_follows_the_high_and_fills_as_market(client, a
     assert o2["status"] == "filled" and D(o2["avg_fill_price"]) == D("102.50")
     assert D(o2["fees"]) == D("1025") * TAKER
     assert [e[0] for e in await events(client, h, acct, o["id"])] == ["created", "accepted", "triggered", "filled"]
+
+
+async def test_halt_cancels_open_orders_and_held_legs_in_one_transaction(client, admin_headers, make_user):
+    h, sym, acct = await setup(client, admin_headers, make_user)
+    rm = await make_user("risk_manager")
+    await place(client, h, acct, symbol=sym, side="buy", type="market", quantity=5)
+    rest = await place(client, h, acct, symbol=sym, side="buy", type="limit", quantity=3, limit_price="90")
+    br = await place(client, h, acct, symbol=sym, side="buy", type="limit", quantity=2, limit_price="95",
+                     order_class="bracket", take_profit={"limit_price": "110"}, stop_loss={"stop_price": "90"})
+    trail = await place(client, h, acct, symbol=sym, side="sell", type="trailing_stop", quantity=5, trail_percent="5")
+    resp = await client.put(f"/api/v1/accounts/{acct}/trading-state", json={"state": "halted", "reason": "kill"},
+                            headers=rm["headers"])
+    assert resp.status_code == 200, resp.text
+    ids = {rest["id"], br["id"], trail["id"], *(leg["id"] for leg in br["legs"])}
+    assert set(resp.json()["canceled_orders"]) == ids
+    for oid in ids:
+        o = await order(client, h, acct, oid)
+        assert o["status"] == "canceled" and o["reject_reason"] is None
+        assert (await events(client, h, acct, oid))[-1][0] == "canceled"
+    a = await account(client, h, acct)
+    assert D(a["reserved_cash"]) == 0 and a["trading_state"] == "halted"
+
+
+async def test_halted_account_orders_never_fill_when_not_canceled(client, admin_headers, make_user):
+    h, sym, acct = await setup(client, admin_headers, make_user)
+    rm = await make_user("risk_manager")
+    other = await make_account(client, h)
+    await place(client, h, acct, symbol=sym, side="buy", type="market", quantity=5)
+    stop = await place(client, h, acct, symbol=sym, side="sell", type="stop_limit", quantity=5, stop_price="95",
+                       limit_price="94")
+    buy = await place(client, h, acct, symbol=sym, side="buy", type="limit", quantity=1, limit_price="90")
+    theirs = await place(client, h, other, symbol=sym, side="buy", type="limit", quantity=1, limit_price="90")
+    resp = await client.put(f"/api/v1/accounts/{acct}/trading-state",
+                            json={"state": "halted", "reason": "look", "cancel_open_orders": False},
+                            headers=rm["headers"])
+    assert resp.status_code == 200 and resp.json()["canceled_orders"] == []
+    for price in ("94.50", "89", "94"):  # through the stop, through the buy limit, back into the stop-limit
+        await set_price(client, admin_headers, sym, price)
+    for oid in (stop["id"], buy["id"]):
+        o = await order(client, h, acct, oid)
+        assert o["status"] == "accepted" and D(o["filled_quantity"]) == 0
+        assert [e[0] for e in await events(client, h, acct, oid)] == ["created", "accepted"]
+    assert (await order(client, h, other, theirs["id"]))["status"] == "filled"  # other accounts fill
+    assert D((await positions(client, h, acct))[sym]["quantity"]) == 5

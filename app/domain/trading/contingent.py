@@ -33,6 +33,7 @@ from decimal import Decimal
 from typing import Any
 
 import msgspec
+from sqlalchemy import insert as sa_insert
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -44,7 +45,7 @@ from app.domain.streams.events import stream_messages
 from app.domain.trading import rules
 from app.domain.trading.rules import EventType, OrderStatus
 from app.domain.trading.schemas import OrderCreate, OrderOut, ValidateOut
-from app.lib.db import utcnow
+from app.lib.db import tx, utcnow
 from app.lib.errors import conflict, invalid, not_found
 from app.lib.ids import new_time_ordered_uuid
 
@@ -594,3 +595,93 @@ class Groups:
             await conn.execute(_WRITE_MEMBER_SQL, rows)
         for m in self.members.values():
             m.dirty = False
+
+
+# ------------------------------------------------------------------------------------------------ cancel, expiry
+
+_LOCK_INSTRUMENT_SQL = text("SELECT 1 FROM instruments WHERE symbol = :s FOR KEY SHARE")
+_LOCK_ACCOUNT_SQL = text("SELECT id FROM accounts WHERE id = :a FOR UPDATE")
+_RELEASE_SQL = text("UPDATE accounts SET reserved_cash = reserved_cash - :r, updated_at = :now WHERE id = :a")
+_ROOT_SQL = text("SELECT coalesce(parent_id, id) FROM orders WHERE id = :id AND account_id = :a")
+
+
+async def apply(conn: AsyncConnection, groups: Groups, changes: list[Change], released: dict[uuid.UUID, Decimal],
+                now: datetime) -> None:
+    """Store what `groups` changed outside matching: the members, the cash they released, their events
+    (numbered, with the order after each) and the streams' messages after commit. Locks the accounts (by
+    id) after the orders, as everywhere."""
+    from app.domain.streams.events import defer_account_state
+    from app.domain.streams.log import assign_seqs, defer_trade_updates, stored_order
+    from app.domain.trading.models import OrderEvent
+
+    accounts = sorted({e["account_id"] for e, _ in changes} | set(released))
+    for account_id in accounts:
+        await conn.execute(_LOCK_ACCOUNT_SQL, {"a": account_id})
+    await groups.write(conn)
+    for account_id, cash in released.items():
+        if cash:
+            await conn.execute(_RELEASE_SQL, {"r": cash, "now": now, "a": account_id})
+    if changes:
+        events = [event for event, _ in changes]
+        for event, state in changes:
+            event["order_state"] = stored_order(state)
+        owners = await assign_seqs(conn, events)
+        await conn.execute(sa_insert(OrderEvent), events)
+        defer_trade_updates(conn, events, owners, [state for _, state in changes])
+    for account_id, cash in released.items():
+        if cash:
+            await defer_account_state(conn, account_id, now)
+
+
+async def cancel(conn: AsyncConnection, principal: Principal, account_id: uuid.UUID, order_id: uuid.UUID,
+                 symbol: str) -> None:
+    """A client cancel of a group member (`Groups.cancel`), locked instrument -> group -> account."""
+    from app.domain.accounts.access import ensure_may_trade
+    from app.domain.trading.services import _visible_owner
+
+    async with tx(conn):
+        owner = await _visible_owner(conn, principal, account_id)
+        ensure_may_trade(principal, owner)
+        await conn.execute(_LOCK_INSTRUMENT_SQL, {"s": symbol})
+        root = await conn.scalar(_ROOT_SQL, {"id": order_id, "a": account_id})
+        groups = await Groups.load(conn, {root}) if root is not None else None
+        target = groups.members.get(order_id) if groups is not None else None
+        if target is None or groups is None:
+            raise not_found("Order")
+        if target.status not in OPEN_OR_HELD:
+            raise conflict(f"Order is already {target.status}", order_status=target.status)
+        now = utcnow()
+        changes, cash = groups.cancel(target, "canceled by client", now)
+        await apply(conn, groups, changes, {account_id: cash}, now)
+
+
+_EXPIRED_GROUPS_SQL = text(
+    """SELECT DISTINCT coalesce(parent_id, id) AS root, symbol FROM orders
+        WHERE expires_at <= :now AND status IN ('new', 'held', 'accepted', 'partially_filled')
+          AND order_class <> 'simple'
+        LIMIT :batch"""
+)
+
+
+async def expire_groups(conn: AsyncConnection, now: datetime, batch: int = 500) -> int:
+    """Expire the `day` members of groups whose session closed: per group, instrument -> group -> account.
+    An entry expires first (its legs keep what it filled, or are canceled), then its open legs."""
+    expired = 0
+    while True:
+        async with tx(conn):
+            todo = (await conn.execute(_EXPIRED_GROUPS_SQL, {"now": now, "batch": batch})).all()
+        for root, symbol in todo:
+            async with tx(conn):
+                await conn.execute(_LOCK_INSTRUMENT_SQL, {"s": symbol})
+                groups = await Groups.load(conn, {root})
+                changes: list[Change] = []
+                released: dict[uuid.UUID, Decimal] = {}
+                for m in sorted(groups.members.values(), key=lambda m: m.leg is not None):  # the entry first
+                    if m.status in OPEN_OR_HELD and m.expires_at is not None and m.expires_at <= now:
+                        done, cash = groups.close(m, "expired", EventType.EXPIRED, "day order: session closed", now)
+                        changes.extend(done)
+                        released[m.account_id] = released.get(m.account_id, ZERO) + cash
+                        expired += 1
+                await apply(conn, groups, changes, released, now)
+        if len(todo) < batch:
+            return expired

@@ -486,21 +486,31 @@ def _round_price(value: Decimal | None) -> Decimal | None:
 # --------------------------------------------------------------------------------------------- cancel/expire
 
 
+class _GroupMember(Exception):
+    """The order belongs to a contingent group: it is canceled with the group's locks and rules."""
+
+
 async def cancel_order(conn: AsyncConnection, principal: Principal, account_id: uuid.UUID, order_id: uuid.UUID) -> OrderOut:
-    async with tx(conn):
-        owner = await _visible_owner(conn, principal, account_id)
-        ensure_may_trade(principal, owner)
-        row = (
-            await conn.execute(
-                select(Order.status, Order.reserved_cash).where(Order.id == order_id, Order.account_id == account_id).with_for_update()
-            )
-        ).one_or_none()
-        if row is None:
-            raise not_found("Order")
-        if row.status not in OPEN:
-            raise conflict(f"Order is already {row.status}", order_status=row.status)
-        await _close_order(conn, account_id, order_id, row.status, row.reserved_cash, OrderStatus.CANCELED,
-                           EventType.CANCELED, "canceled by client")
+    try:
+        async with tx(conn):
+            owner = await _visible_owner(conn, principal, account_id)
+            ensure_may_trade(principal, owner)
+            row = (
+                await conn.execute(
+                    select(Order.status, Order.reserved_cash, Order.order_class, Order.symbol)
+                    .where(Order.id == order_id, Order.account_id == account_id).with_for_update()
+                )
+            ).one_or_none()
+            if row is None:
+                raise not_found("Order")
+            if row.order_class != "simple":  # (rolled back: a group is locked instrument first)
+                raise _GroupMember(row.symbol)
+            if row.status not in OPEN:
+                raise conflict(f"Order is already {row.status}", order_status=row.status)
+            await _close_order(conn, account_id, order_id, row.status, row.reserved_cash, OrderStatus.CANCELED,
+                               EventType.CANCELED, "canceled by client")
+    except _GroupMember as group:
+        await contingent.cancel(conn, principal, account_id, order_id, group.args[0])
     return await get_order(conn, principal, account_id, order_id)
 
 
@@ -528,7 +538,8 @@ async def _close_order(conn: AsyncConnection, account_id: uuid.UUID, order_id: u
 
 
 async def expire_day_orders(conn: AsyncConnection, now: datetime | None = None, batch: int = 500) -> int:
-    """Expire `day` orders whose exchange session has closed. Each order in its own short transaction."""
+    """Expire `day` orders whose exchange session has closed, in short transactions of up to `batch`
+    simple orders, then the members of contingent groups (contingent.expire_groups)."""
     now = now or utcnow()
     expired = 0
     while True:
@@ -536,7 +547,7 @@ async def expire_day_orders(conn: AsyncConnection, now: datetime | None = None, 
             rows = (
                 await conn.execute(
                     select(Order.id, Order.account_id, Order.status, Order.reserved_cash)
-                    .where(Order.expires_at <= now, Order.status.in_(OPEN))
+                    .where(Order.expires_at <= now, Order.status.in_(OPEN), Order.order_class == "simple")
                     .order_by(Order.expires_at)
                     .limit(batch)
                     .with_for_update(skip_locked=True)
@@ -548,7 +559,8 @@ async def expire_day_orders(conn: AsyncConnection, now: datetime | None = None, 
                                    EventType.EXPIRED, "day order: session closed")
             expired += len(rows)
         if len(rows) < batch:
-            return expired
+            # Groups, each with its instrument locked first (contingent.py).
+            return expired + await contingent.expire_groups(conn, now, batch)
 
 
 # --------------------------------------------------------------------------------------------------- reads
