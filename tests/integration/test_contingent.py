@@ -121,3 +121,199 @@ async def test_halted_account_orders_never_fill_when_not_canceled(client, admin_
         assert [e[0] for e in await events(client, h, acct, oid)] == ["created", "accepted"]
     assert (await order(client, h, other, theirs["id"]))["status"] == "filled"  # other accounts fill
     assert D((await positions(client, h, acct))[sym]["quantity"]) == 5
+
+
+async def test_partial_entry_fills_protect_exactly_the_filled_quantity(client, admin_headers, make_user):
+    h, sym, acct = await setup(client, admin_headers, make_user)
+    o = await place(client, h, acct, symbol=sym, side="buy", type="limit", quantity=10, limit_price="95",
+                    order_class="bracket", take_profit={"limit_price": "110"}, stop_loss={"stop_price": "90"})
+    await set_price(client, admin_headers, sym, "95", volume="4")  # entry fills 4 of 10
+    entry = await nested(client, h, acct, o["id"])
+    assert entry["status"] == "partially_filled" and D(entry["filled_quantity"]) == 4
+    legs = legs_by_name(entry)
+    assert legs["take_profit"]["status"] == legs["stop_loss"]["status"] == "accepted"
+    tp_events = await client.get(f"/api/v1/accounts/{acct}/orders/{legs['take_profit']['id']}/events", headers=h)
+    activated = tp_events.json()["items"][-1]
+    assert activated["type"] == "activated" and activated["data"] == {"quantity": "4", "active_quantity": "4"}
+    await set_price(client, admin_headers, sym, "111")  # the take-profit may sell only the 4 bought
+    entry = await nested(client, h, acct, o["id"])
+    legs = legs_by_name(entry)
+    tp, sl = legs["take_profit"], legs["stop_loss"]
+    assert D(tp["filled_quantity"]) == 4 and tp["status"] == "partially_filled" and D(tp["avg_fill_price"]) == 110
+    assert D(sl["quantity"]) == 6 and sl["status"] == "accepted"  # one updates the other
+    assert [e[0] for e in await events(client, h, acct, sl["id"])][-1] == "reduced"
+    assert D((await positions(client, h, acct))[sym]["quantity"]) == 0
+    await set_price(client, admin_headers, sym, "95", volume="2")  # entry fills 2 more: legs protect 2
+    await set_price(client, admin_headers, sym, "89")  # the rest of the entry fills at 95; the stop sells 2
+    entry = await nested(client, h, acct, o["id"])
+    legs = legs_by_name(entry)
+    tp, sl = legs["take_profit"], legs["stop_loss"]
+    assert entry["status"] == "filled"
+    assert D(sl["filled_quantity"]) == 2 and D(sl["avg_fill_price"]) == 89 and D(tp["quantity"]) == 8
+    assert D((await positions(client, h, acct))[sym]["quantity"]) == 4  # the last 4 bought at 89: next price
+    await set_price(client, admin_headers, sym, "88")
+    entry = await nested(client, h, acct, o["id"])
+    legs = legs_by_name(entry)
+    tp, sl = legs["take_profit"], legs["stop_loss"]
+    assert sl["status"] == "filled" and D(sl["filled_quantity"]) == 6 and D(sl["quantity"]) == 6
+    assert tp["status"] == "filled" and D(tp["quantity"]) == 4 and D(tp["filled_quantity"]) == 4
+    assert D((await positions(client, h, acct))[sym]["quantity"]) == 0
+    fills = (await client.get(f"/api/v1/accounts/{acct}/fills", headers=h)).json()["items"]
+    sold = sum(D(f["quantity"]) for f in fills if f["side"] == "sell")
+    assert sold == 10
+
+
+async def test_canceling_a_partly_filled_entry_keeps_legs_for_the_fill(client, admin_headers, make_user):
+    h, sym, acct = await setup(client, admin_headers, make_user)
+    o = await place(client, h, acct, symbol=sym, side="buy", type="limit", quantity=10, limit_price="95",
+                    order_class="oto", stop_loss={"stop_price": "90", "limit_price": "89.50"})
+    assert [leg["type"] for leg in o["legs"]] == ["stop_limit"]
+    await set_price(client, admin_headers, sym, "95", volume="3")
+    resp = await client.delete(f"/api/v1/accounts/{acct}/orders/{o['id']}", headers=h)
+    assert resp.status_code == 200 and resp.json()["status"] == "canceled"
+    leg = (await nested(client, h, acct, o["id"]))["legs"][0]
+    assert leg["status"] == "accepted" and D(leg["quantity"]) == 3
+    assert D((await account(client, h, acct))["reserved_cash"]) == 0
+    await set_price(client, admin_headers, sym, "89.90")  # triggers; 89.90 is within its limit: sells at once
+    leg = await order(client, h, acct, leg["id"])
+    assert leg["status"] == "filled" and D(leg["avg_fill_price"]) == D("89.90")
+    assert D(leg["fees"]) == D("269.70") * TAKER
+    assert D((await positions(client, h, acct))[sym]["quantity"]) == 0
+
+
+async def test_canceling_an_unfilled_entry_cancels_held_legs_and_a_leg_cancels_its_group(client, admin_headers, make_user):
+    h, sym, acct = await setup(client, admin_headers, make_user)
+    o = await place(client, h, acct, symbol=sym, side="buy", type="limit", quantity=5, limit_price="95",
+                    order_class="bracket", take_profit={"limit_price": "110"}, stop_loss={"stop_price": "90"})
+    resp = await client.delete(f"/api/v1/accounts/{acct}/orders/{o['id']}", headers=h)
+    assert resp.status_code == 200
+    legs = (await nested(client, h, acct, o["id"]))["legs"]
+    assert {leg["status"] for leg in legs} == {"canceled"}
+    assert (await events(client, h, acct, legs[0]["id"]))[-1] == ("canceled", "held", "canceled")
+    o2 = await place(client, h, acct, symbol=sym, side="buy", type="limit", quantity=5, limit_price="95",
+                     order_class="bracket", take_profit={"limit_price": "110"}, stop_loss={"stop_price": "90"})
+    sl = legs_by_name(o2)["stop_loss"]
+    resp = await client.delete(f"/api/v1/accounts/{acct}/orders/{sl['id']}", headers=h)
+    assert resp.status_code == 200 and resp.json()["status"] == "canceled"
+    group = await nested(client, h, acct, o2["id"])
+    assert group["status"] == "canceled" and {leg["status"] for leg in group["legs"]} == {"canceled"}
+    resp = await client.delete(f"/api/v1/accounts/{acct}/orders/{sl['id']}", headers=h)
+    assert resp.status_code == 409
+    assert D((await account(client, h, acct))["reserved_cash"]) == 0
+
+
+async def test_oco_closes_a_position_once_and_counts_once_against_it(client, admin_headers, make_user):
+    h, sym, acct = await setup(client, admin_headers, make_user)
+    await place(client, h, acct, symbol=sym, side="buy", type="market", quantity=20)
+    groups = []
+    for _ in range(2):
+        groups.append(await place(client, h, acct, symbol=sym, side="sell", type="limit", quantity=10,
+                                  order_class="oco", take_profit={"limit_price": "105"},
+                                  stop_loss={"stop_price": "95"}))
+    tp = groups[0]
+    assert tp["leg"] == "take_profit" and tp["reduce_only"] and D(tp["limit_price"]) == 105
+    sl = tp["legs"][0]
+    assert sl["leg"] == "stop_loss" and sl["parent_id"] == tp["id"] and sl["status"] == "accepted"
+    # both groups' legs together are 40 to sell of a long 20: each group counts once, so nothing is left
+    resp = await client.post(f"/api/v1/accounts/{acct}/orders", headers=h,
+                             json={"symbol": sym, "side": "sell", "type": "market", "quantity": "1"})
+    assert resp.status_code == 422 and resp.json()["errors"][0]["field"] == "quantity"
+    await set_price(client, admin_headers, sym, "94")  # both stops trigger and sell at 94 (taker)
+    for g in groups:
+        group = await nested(client, h, acct, g["id"])
+        assert group["status"] == "canceled" and group["legs"][0]["status"] == "filled"
+        assert D(group["legs"][0]["avg_fill_price"]) == 94
+        assert D(group["legs"][0]["fees"]) == D("940") * TAKER
+    assert D((await positions(client, h, acct))[sym]["quantity"]) == 0
+
+
+async def test_short_bracket_and_buy_trailing_stop_mirror(client, admin_headers, make_user):
+    h, sym, acct = await setup(client, admin_headers, make_user, allow_short=True)
+    o = await place(client, h, acct, symbol=sym, side="sell", type="market", quantity=4, order_class="bracket",
+                    take_profit={"limit_price": "90"}, stop_loss={"stop_price": "104"})
+    assert o["status"] == "filled" and D(o["avg_fill_price"]) == 100
+    legs = legs_by_name(o)
+    assert {leg["side"] for leg in legs.values()} == {"buy"} and {leg["status"] for leg in legs.values()} == {"accepted"}
+    trail = await place(client, h, acct, symbol=sym, side="buy", type="trailing_stop", quantity=1, trail_percent="1.5")
+    assert D(trail["hwm"]) == 100 and D(trail["stop_price"]) == D("101.50")
+    await set_price(client, admin_headers, sym, "97.03")  # hwm 97.03, stop ceil(98.48545) = 98.49
+    t = await order(client, h, acct, trail["id"])
+    assert D(t["hwm"]) == D("97.03") and D(t["stop_price"]) == D("98.49")
+    await set_price(client, admin_headers, sym, "98.49")  # reaches the stop: fills as market
+    t = await order(client, h, acct, trail["id"])
+    assert t["status"] == "filled" and D(t["avg_fill_price"]) == D("98.49")
+    # The short is now 3 (the trailing buy closed 1): the stop-loss leg is reduce-only and buys 3 of its 4,
+    # never reversing the position; the take-profit shrinks by as much and both keep the last 1 open.
+    await set_price(client, admin_headers, sym, "104")
+    group = await nested(client, h, acct, o["id"])
+    legs = legs_by_name(group)
+    sl, tp = legs["stop_loss"], legs["take_profit"]
+    assert sl["status"] == "partially_filled" and D(sl["filled_quantity"]) == 3 and D(sl["avg_fill_price"]) == 104
+    assert tp["status"] == "accepted" and D(tp["quantity"]) == 1
+    assert D((await positions(client, h, acct))[sym]["quantity"]) == 0
+    await set_price(client, admin_headers, sym, "105")  # nothing left to close: nothing fills
+    assert D((await positions(client, h, acct))[sym]["quantity"]) == 0
+
+
+BRACKET = {"order_class": "bracket", "take_profit": {"limit_price": "110"}, "stop_loss": {"stop_price": "90"}}
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"type": "limit", "limit_price": "95", **BRACKET, "take_profit": {"limit_price": "94"}}, "take_profit.limit_price"),
+        ({"type": "limit", "limit_price": "95", **BRACKET, "stop_loss": {"stop_price": "96"}}, "stop_loss.stop_price"),
+        ({"type": "market", **BRACKET, "take_profit": {"limit_price": "99"}}, "take_profit.limit_price"),
+        ({"type": "limit", "limit_price": "95", **BRACKET, "take_profit": {"limit_price": "110.005"}},
+         "take_profit.limit_price"),
+        ({"type": "limit", "limit_price": "95", **BRACKET, "time_in_force": "ioc"}, "time_in_force"),
+        ({"type": "limit", "limit_price": "95", **BRACKET, "time_in_force": "fok"}, "time_in_force"),
+        ({"type": "limit", "limit_price": "95", "order_class": "bracket", "take_profit": {"limit_price": "110"}},
+         "stop_loss"),
+        ({"type": "limit", "limit_price": "95", "order_class": "oto", **{k: BRACKET[k] for k in ("take_profit", "stop_loss")}},
+         "take_profit"),
+        ({"type": "limit", "limit_price": "95", "take_profit": {"limit_price": "110"}}, "take_profit"),
+        ({"type": "trailing_stop", "trail_price": "1", "trail_percent": "1", "side": "sell"}, "trail_percent"),
+        ({"type": "trailing_stop", "side": "sell"}, "trail_price"),
+        ({"type": "trailing_stop", "side": "sell", "trail_price": "1", "stop_price": "99"}, "stop_price"),
+        ({"type": "trailing_stop", "side": "sell", "trail_price": "100"}, "trail_price"),
+        ({"type": "trailing_stop", "side": "sell", "trail_price": "0.005"}, "trail_price"),
+        ({"type": "limit", "limit_price": "95", "trail_price": "1"}, "trail_price"),
+        ({"type": "stop", "stop_price": "105", "trail_percent": "1"}, "trail_percent"),
+        ({"type": "market", "side": "sell", "order_class": "oco", "take_profit": {"limit_price": "105"},
+          "stop_loss": {"stop_price": "95"}}, "type"),
+        ({"type": "limit", "side": "sell", "order_class": "oco", "take_profit": {"limit_price": "99"},
+          "stop_loss": {"stop_price": "95"}}, "take_profit.limit_price"),
+        ({"type": "limit", "side": "sell", "order_class": "oco", "take_profit": {"limit_price": "105"},
+          "stop_loss": {"stop_price": "95"}, "limit_price": "104"}, "limit_price"),
+    ],
+)
+async def test_bad_contingent_input_is_422_naming_the_field_and_writes_nothing(client, admin_headers, make_user,
+                                                                                body, field):
+    h, sym, acct = await setup(client, admin_headers, make_user)
+    await place(client, h, acct, symbol=sym, side="buy", type="market", quantity=5)
+    before = (await client.get(f"/api/v1/accounts/{acct}/orders", headers=h)).json()["items"]
+    body = {"symbol": sym, "side": "buy", "quantity": "5", **body}
+    resp = await client.post(f"/api/v1/accounts/{acct}/orders", json=body, headers=h)
+    assert resp.status_code == 422, resp.text
+    problem = resp.json()
+    assert problem["errors"][0]["field"] == field and problem["status"] == 422 and problem["detail"]
+    after = (await client.get(f"/api/v1/accounts/{acct}/orders", headers=h)).json()["items"]
+    assert after == before
+    validate = await client.post(f"/api/v1/accounts/{acct}/orders/validate", json=body, headers=h)
+    assert validate.status_code == 422 and validate.json()["errors"][0]["field"] == field
+
+
+async def test_replayed_client_order_id_returns_the_group_once(client, admin_headers, make_user):
+    h, sym, acct = await setup(client, admin_headers, make_user)
+    body = {"symbol": sym, "side": "buy", "type": "limit", "quantity": "2", "limit_price": "95",
+            "client_order_id": "br-1", **BRACKET}
+    first = await client.post(f"/api/v1/accounts/{acct}/orders", json=body, headers=h)
+    again = await client.post(f"/api/v1/accounts/{acct}/orders", json=body, headers=h)
+    assert first.status_code == 201 and again.status_code == 200
+    assert again.json()["id"] == first.json()["id"]
+    assert {leg["id"] for leg in again.json()["legs"]} == {leg["id"] for leg in first.json()["legs"]}
+    changed = await client.post(f"/api/v1/accounts/{acct}/orders", json={**body, "quantity": "3"}, headers=h)
+    assert changed.status_code == 409
+    listed = (await client.get(f"/api/v1/accounts/{acct}/orders?nested=true", headers=h)).json()["items"]
+    assert len(listed) == 3 and {len(o["legs"]) for o in listed} == {1, 2}
