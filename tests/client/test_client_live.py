@@ -206,3 +206,28 @@ async def test_blocking_client(server):
 
     order, positions, orders = await asyncio.to_thread(bot)
     assert order.status == "filled" and positions[0].quantity == Decimal("3") and len(orders) == 2
+
+
+async def test_contingent_order_helpers_against_a_live_server(server):
+    async with AsyncClient(server.url, api_key=server.admin_key) as admin:
+        symbol = await make_market(admin, bars=5)
+        trader = await admin.users.create(f"client-{uuid.uuid4().hex[:8]}@example.com", "trader")
+        risk_manager = await admin.users.create(f"risk-{uuid.uuid4().hex[:8]}@example.com", "risk_manager")
+    async with AsyncClient(server.url, api_key=trader.api_key) as td:
+        account = await td.accounts.create("contingent bot", "100000")
+        entry = await td.orders.bracket(account.id, symbol, "buy", 4, limit_price="95", take_profit="110",
+                                        stop_loss="90", stop_loss_limit="89.50")
+        assert entry.order_class == "bracket" and entry.status == "accepted"
+        assert sorted((leg.leg, leg.status, leg.type) for leg in entry.legs or []) == [
+            ("stop_loss", "held", "stop_limit"), ("take_profit", "held", "limit")]
+        again = await td.orders.get(account.id, entry.id, nested=True)
+        assert {leg.id for leg in again.legs or []} == {leg.id for leg in entry.legs or []}
+        assert (await td.orders.get(account.id, entry.id)).legs is None
+        await td.orders.place(account.id, symbol, "buy", "market", quantity=6)
+        oco = await td.orders.oco(account.id, symbol, "sell", 3, take_profit="120", stop_loss="80")
+        assert oco.leg == "take_profit" and oco.reduce_only and (oco.legs or [])[0].leg == "stop_loss"
+        trail = await td.orders.trailing_stop(account.id, symbol, "sell", 3, trail_percent="2")
+        assert trail.type == "trailing_stop" and trail.hwm == Decimal("100") and trail.stop_price == Decimal("98")
+    async with AsyncClient(server.url, api_key=risk_manager.api_key) as rm:
+        halted = await rm.accounts.set_trading_state(account.id, "halted", "client test")
+        assert set(halted.canceled_orders) == {entry.id, oco.id, trail.id, *(o.id for o in (entry.legs or []) + (oco.legs or []))}

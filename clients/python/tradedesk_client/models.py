@@ -16,7 +16,8 @@ from typing import Any, Literal
 import msgspec
 
 Side = Literal["buy", "sell"]
-OrderType = Literal["market", "limit", "stop", "stop_limit"]
+OrderType = Literal["market", "limit", "stop", "stop_limit", "trailing_stop"]
+OrderClass = Literal["simple", "bracket", "oto", "oco"]
 TimeInForce = Literal["gtc", "ioc", "fok", "day"]
 TradingStateName = Literal["active", "reduce_only", "halted"]
 
@@ -129,6 +130,19 @@ class Account(Model, kw_only=True):
     created_at: datetime
 
 
+class TakeProfit(Model, kw_only=True):
+    """The take-profit leg of a bracket, OTO or OCO (a limit order on the closing side)."""
+
+    limit_price: Decimal
+
+
+class StopLoss(Model, kw_only=True):
+    """The stop-loss leg: a stop, or with `limit_price` a stop-limit, on the closing side."""
+
+    stop_price: Decimal
+    limit_price: Decimal | None = None
+
+
 class OrderRequest(Model, kw_only=True):
     """The body of `POST .../orders` and `.../orders/validate` (server schema `OrderCreate`)."""
 
@@ -140,6 +154,11 @@ class OrderRequest(Model, kw_only=True):
     stop_price: Decimal | None = None
     time_in_force: TimeInForce = "gtc"
     client_order_id: str | None = None
+    order_class: OrderClass = "simple"
+    take_profit: TakeProfit | None = None
+    stop_loss: StopLoss | None = None
+    trail_price: Decimal | None = None  # trailing_stop: exactly one of trail_price / trail_percent
+    trail_percent: Decimal | None = None
 
 
 class Order(Model, kw_only=True):
@@ -219,6 +238,7 @@ class TradingState(Model, kw_only=True):
     state: str
     reason: str | None
     previous_state: str
+    canceled_orders: list[uuid.UUID] = msgspec.field(default_factory=list)  # what halting canceled
 
 
 class TradeFill(Model, kw_only=True):
@@ -571,6 +591,8 @@ SERVER_SCHEMAS: dict[type[Model], str] = {
     Price: "PriceOut",
     Account: "AccountOut",
     OrderRequest: "OrderCreate",
+    TakeProfit: "TakeProfit",
+    StopLoss: "StopLoss",
     Order: "OrderOut",
     Validation: "ValidateOut",
     Fill: "FillOut",

@@ -165,6 +165,67 @@ class Orders(_Resource):
             )
         )
 
+    def bracket(
+        self,
+        account_id: Id,
+        symbol: str,
+        side: m.Side,
+        quantity: Number,
+        *,
+        take_profit: Number,
+        stop_loss: Number,
+        stop_loss_limit: Number | None = None,
+        type: str = "limit",
+        limit_price: Number | None = None,
+        stop_price: Number | None = None,
+        order_class: str = "bracket",
+        **extra: Any,
+    ) -> m.Order:
+        """An entry with a take-profit (limit) and a stop-loss (stop, or stop-limit with `stop_loss_limit`)
+        on the closing side, held until the entry fills. The answer is the entry with its `legs`."""
+        return self.place(
+            account_id, symbol, side, type, quantity, limit_price=limit_price, stop_price=stop_price,
+            order_class=order_class, take_profit={"limit_price": _dec(take_profit)},
+            stop_loss=_body(stop_price=stop_loss, limit_price=stop_loss_limit), **extra,
+        )
+
+    def oco(
+        self,
+        account_id: Id,
+        symbol: str,
+        side: m.Side,
+        quantity: Number,
+        *,
+        take_profit: Number,
+        stop_loss: Number,
+        stop_loss_limit: Number | None = None,
+        **extra: Any,
+    ) -> m.Order:
+        """Two exits of an existing position (`side`: the closing side); the first to fill cancels the
+        other. The answer is the take-profit leg with the stop-loss in `legs`."""
+        return self.place(
+            account_id, symbol, side, "limit", quantity, order_class="oco",
+            take_profit={"limit_price": _dec(take_profit)},
+            stop_loss=_body(stop_price=stop_loss, limit_price=stop_loss_limit), **extra,
+        )
+
+    def trailing_stop(
+        self,
+        account_id: Id,
+        symbol: str,
+        side: m.Side,
+        quantity: Number,
+        *,
+        trail_price: Number | None = None,
+        trail_percent: Number | None = None,
+        **extra: Any,
+    ) -> m.Order:
+        """A stop that follows the best price since acceptance by `trail_price` or `trail_percent`."""
+        return self.place(
+            account_id, symbol, side, "trailing_stop", quantity, trail_price=trail_price,
+            trail_percent=trail_percent, **extra,
+        )
+
     def validate(
         self,
         account_id: Id,
@@ -181,8 +242,10 @@ class Orders(_Resource):
             Call("POST", f"/accounts/{account_id}/orders/validate", body=body, model=m.Validation)
         )
 
-    def get(self, account_id: Id, order_id: Id) -> m.Order:
-        return self._run(Call("GET", f"/accounts/{account_id}/orders/{order_id}", model=m.Order))
+    def get(self, account_id: Id, order_id: Id, *, nested: bool = False) -> m.Order:
+        """One order; `nested=True` adds its group's exit legs (`legs`)."""
+        params = {"nested": "true"} if nested else None
+        return self._run(Call("GET", f"/accounts/{account_id}/orders/{order_id}", params=params, model=m.Order))
 
     def list(
         self,
