@@ -317,3 +317,31 @@ async def test_replayed_client_order_id_returns_the_group_once(client, admin_hea
     assert changed.status_code == 409
     listed = (await client.get(f"/api/v1/accounts/{acct}/orders?nested=true", headers=h)).json()["items"]
     assert len(listed) == 3 and {len(o["legs"]) for o in listed} == {1, 2}
+
+
+async def test_day_groups_expire_entry_first_legs_keep_the_fill_or_are_canceled(client, admin_headers, make_user,
+                                                                                 db_engine):
+    from datetime import timedelta
+
+    from app.domain.trading.services import expire_day_orders
+    from app.lib.db import utcnow
+
+    h, sym, acct = await setup(client, admin_headers, make_user)
+    unfilled = await place(client, h, acct, symbol=sym, side="buy", type="limit", quantity=5, limit_price="95",
+                           time_in_force="day", **BRACKET)
+    partly = await place(client, h, acct, symbol=sym, side="buy", type="limit", quantity=5, limit_price="96",
+                         time_in_force="day", **BRACKET)
+    assert {leg["time_in_force"] for leg in partly["legs"]} == {"day"}
+    assert {leg["expires_at"] for leg in partly["legs"]} == {partly["expires_at"]}
+    await set_price(client, admin_headers, sym, "96", volume="2")  # `partly` fills 2 of 5
+    async with db_engine.connect() as conn:
+        assert await expire_day_orders(conn, utcnow() + timedelta(days=2)) >= 2
+    group = await nested(client, h, acct, unfilled["id"])
+    assert group["status"] == "expired" and {leg["status"] for leg in group["legs"]} == {"canceled"}
+    assert (await events(client, h, acct, group["legs"][0]["id"]))[-1] == ("canceled", "held", "canceled")
+    group = await nested(client, h, acct, partly["id"])
+    assert group["status"] == "expired" and D(group["filled_quantity"]) == 2
+    for leg in group["legs"]:  # shrunk to the 2 filled (reduced), then expired with the session
+        assert leg["status"] == "expired" and D(leg["quantity"]) == 2
+        assert [e[0] for e in await events(client, h, acct, leg["id"])][-2:] == ["reduced", "expired"]
+    assert D((await account(client, h, acct))["reserved_cash"]) == 0
