@@ -227,7 +227,9 @@ async def test_contingent_order_helpers_against_a_live_server(server):
         oco = await td.orders.oco(account.id, symbol, "sell", 3, take_profit="120", stop_loss="80")
         assert oco.leg == "take_profit" and oco.reduce_only and (oco.legs or [])[0].leg == "stop_loss"
         trail = await td.orders.trailing_stop(account.id, symbol, "sell", 3, trail_percent="2")
-        assert trail.type == "trailing_stop" and trail.hwm == Decimal("100") and trail.stop_price == Decimal("98")
+        assert trail.type == "trailing_stop" and trail.hwm == Decimal("100")
+        assert trail.stop_price == Decimal("98")
     async with AsyncClient(server.url, api_key=risk_manager.api_key) as rm:
         halted = await rm.accounts.set_trading_state(account.id, "halted", "client test")
-        assert set(halted.canceled_orders) == {entry.id, oco.id, trail.id, *(o.id for o in (entry.legs or []) + (oco.legs or []))}
+        legs = {o.id for o in (entry.legs or []) + (oco.legs or [])}
+        assert set(halted.canceled_orders) == {entry.id, oco.id, trail.id, *legs}

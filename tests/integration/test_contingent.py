@@ -5,7 +5,17 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.helpers import D, account, events, make_account, make_market, order, place, positions, set_price
+from tests.integration.helpers import (
+    D,
+    account,
+    events,
+    make_account,
+    make_market,
+    order,
+    place,
+    positions,
+    set_price,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -32,17 +42,35 @@ def legs_by_name(o: dict) -> dict[str, dict]:
 
 async def test_bracket_entry_rests_legs_held_then_take_profit_cancels_stop(client, admin_headers, make_user):
     h, sym, acct = await setup(client, admin_headers, make_user)
-    o = await place(client, h, acct, symbol=sym, side="buy", type="limit", quantity=10, limit_price="95",
-                    order_class="bracket", take_profit={"limit_price": "110"}, stop_loss={"stop_price": "90"})
+    o = await place(
+        client,
+        h,
+        acct,
+        symbol=sym,
+        side="buy",
+        type="limit",
+        quantity=10,
+        limit_price="95",
+        order_class="bracket",
+        take_profit={"limit_price": "110"},
+        stop_loss={"stop_price": "90"},
+    )
     assert o["status"] == "accepted" and o["order_class"] == "bracket"
     legs = legs_by_name(o)
     tp, sl = legs["take_profit"], legs["stop_loss"]
     assert tp["status"] == sl["status"] == "held" and tp["side"] == sl["side"] == "sell"
-    assert tp["type"] == "limit" and D(tp["limit_price"]) == 110 and sl["type"] == "stop" and D(sl["stop_price"]) == 90
+    assert (
+        tp["type"] == "limit"
+        and D(tp["limit_price"]) == 110
+        and sl["type"] == "stop"
+        and D(sl["stop_price"]) == 90
+    )
     assert tp["parent_id"] == sl["parent_id"] == o["id"] and tp["reduce_only"] and D(tp["quantity"]) == 10
     assert await events(client, h, acct, tp["id"]) == [("created", None, "new"), ("held", "new", "held")]
     # a price between the legs' prices but above the entry: nothing happens (held legs never act)
-    await set_price(client, admin_headers, sym, "89")  # entry fills at 95 (maker); legs activate, act next price
+    await set_price(
+        client, admin_headers, sym, "89"
+    )  # entry fills at 95 (maker); legs activate, act next price
     entry = await nested(client, h, acct, o["id"])
     assert entry["status"] == "filled" and D(entry["avg_fill_price"]) == 95
     legs = legs_by_name(entry)
@@ -64,7 +92,9 @@ async def test_bracket_entry_rests_legs_held_then_take_profit_cancels_stop(clien
 async def test_trailing_sell_stop_follows_the_high_and_fills_as_market(client, admin_headers, make_user):
     h, sym, acct = await setup(client, admin_headers, make_user)
     await place(client, h, acct, symbol=sym, side="buy", type="market", quantity=10)
-    o = await place(client, h, acct, symbol=sym, side="sell", type="trailing_stop", quantity=10, trail_price="2")
+    o = await place(
+        client, h, acct, symbol=sym, side="sell", type="trailing_stop", quantity=10, trail_price="2"
+    )
     assert o["status"] == "accepted" and D(o["hwm"]) == 100 and D(o["stop_price"]) == 98
     await set_price(client, admin_headers, sym, "105")
     o2 = await order(client, h, acct, o["id"])
@@ -76,7 +106,12 @@ async def test_trailing_sell_stop_follows_the_high_and_fills_as_market(client, a
     o2 = await order(client, h, acct, o["id"])
     assert o2["status"] == "filled" and D(o2["avg_fill_price"]) == D("102.50")
     assert D(o2["fees"]) == D("1025") * TAKER
-    assert [e[0] for e in await events(client, h, acct, o["id"])] == ["created", "accepted", "triggered", "filled"]
+    assert [e[0] for e in await events(client, h, acct, o["id"])] == [
+        "created",
+        "accepted",
+        "triggered",
+        "filled",
+    ]
 
 
 async def test_halt_cancels_open_orders_and_held_legs_in_one_transaction(client, admin_headers, make_user):
@@ -84,11 +119,27 @@ async def test_halt_cancels_open_orders_and_held_legs_in_one_transaction(client,
     rm = await make_user("risk_manager")
     await place(client, h, acct, symbol=sym, side="buy", type="market", quantity=5)
     rest = await place(client, h, acct, symbol=sym, side="buy", type="limit", quantity=3, limit_price="90")
-    br = await place(client, h, acct, symbol=sym, side="buy", type="limit", quantity=2, limit_price="95",
-                     order_class="bracket", take_profit={"limit_price": "110"}, stop_loss={"stop_price": "90"})
-    trail = await place(client, h, acct, symbol=sym, side="sell", type="trailing_stop", quantity=5, trail_percent="5")
-    resp = await client.put(f"/api/v1/accounts/{acct}/trading-state", json={"state": "halted", "reason": "kill"},
-                            headers=rm["headers"])
+    br = await place(
+        client,
+        h,
+        acct,
+        symbol=sym,
+        side="buy",
+        type="limit",
+        quantity=2,
+        limit_price="95",
+        order_class="bracket",
+        take_profit={"limit_price": "110"},
+        stop_loss={"stop_price": "90"},
+    )
+    trail = await place(
+        client, h, acct, symbol=sym, side="sell", type="trailing_stop", quantity=5, trail_percent="5"
+    )
+    resp = await client.put(
+        f"/api/v1/accounts/{acct}/trading-state",
+        json={"state": "halted", "reason": "kill"},
+        headers=rm["headers"],
+    )
     assert resp.status_code == 200, resp.text
     ids = {rest["id"], br["id"], trail["id"], *(leg["id"] for leg in br["legs"])}
     assert set(resp.json()["canceled_orders"]) == ids
@@ -105,13 +156,24 @@ async def test_halted_account_orders_never_fill_when_not_canceled(client, admin_
     rm = await make_user("risk_manager")
     other = await make_account(client, h)
     await place(client, h, acct, symbol=sym, side="buy", type="market", quantity=5)
-    stop = await place(client, h, acct, symbol=sym, side="sell", type="stop_limit", quantity=5, stop_price="95",
-                       limit_price="94")
+    stop = await place(
+        client,
+        h,
+        acct,
+        symbol=sym,
+        side="sell",
+        type="stop_limit",
+        quantity=5,
+        stop_price="95",
+        limit_price="94",
+    )
     buy = await place(client, h, acct, symbol=sym, side="buy", type="limit", quantity=1, limit_price="90")
     theirs = await place(client, h, other, symbol=sym, side="buy", type="limit", quantity=1, limit_price="90")
-    resp = await client.put(f"/api/v1/accounts/{acct}/trading-state",
-                            json={"state": "halted", "reason": "look", "cancel_open_orders": False},
-                            headers=rm["headers"])
+    resp = await client.put(
+        f"/api/v1/accounts/{acct}/trading-state",
+        json={"state": "halted", "reason": "look", "cancel_open_orders": False},
+        headers=rm["headers"],
+    )
     assert resp.status_code == 200 and resp.json()["canceled_orders"] == []
     for price in ("94.50", "89", "94"):  # through the stop, through the buy limit, back into the stop-limit
         await set_price(client, admin_headers, sym, price)
@@ -125,21 +187,38 @@ async def test_halted_account_orders_never_fill_when_not_canceled(client, admin_
 
 async def test_partial_entry_fills_protect_exactly_the_filled_quantity(client, admin_headers, make_user):
     h, sym, acct = await setup(client, admin_headers, make_user)
-    o = await place(client, h, acct, symbol=sym, side="buy", type="limit", quantity=10, limit_price="95",
-                    order_class="bracket", take_profit={"limit_price": "110"}, stop_loss={"stop_price": "90"})
+    o = await place(
+        client,
+        h,
+        acct,
+        symbol=sym,
+        side="buy",
+        type="limit",
+        quantity=10,
+        limit_price="95",
+        order_class="bracket",
+        take_profit={"limit_price": "110"},
+        stop_loss={"stop_price": "90"},
+    )
     await set_price(client, admin_headers, sym, "95", volume="4")  # entry fills 4 of 10
     entry = await nested(client, h, acct, o["id"])
     assert entry["status"] == "partially_filled" and D(entry["filled_quantity"]) == 4
     legs = legs_by_name(entry)
     assert legs["take_profit"]["status"] == legs["stop_loss"]["status"] == "accepted"
-    tp_events = await client.get(f"/api/v1/accounts/{acct}/orders/{legs['take_profit']['id']}/events", headers=h)
+    tp_events = await client.get(
+        f"/api/v1/accounts/{acct}/orders/{legs['take_profit']['id']}/events", headers=h
+    )
     activated = tp_events.json()["items"][-1]
     assert activated["type"] == "activated" and activated["data"] == {"quantity": "4", "active_quantity": "4"}
     await set_price(client, admin_headers, sym, "111")  # the take-profit may sell only the 4 bought
     entry = await nested(client, h, acct, o["id"])
     legs = legs_by_name(entry)
     tp, sl = legs["take_profit"], legs["stop_loss"]
-    assert D(tp["filled_quantity"]) == 4 and tp["status"] == "partially_filled" and D(tp["avg_fill_price"]) == 110
+    assert (
+        D(tp["filled_quantity"]) == 4
+        and tp["status"] == "partially_filled"
+        and D(tp["avg_fill_price"]) == 110
+    )
     assert D(sl["quantity"]) == 6 and sl["status"] == "accepted"  # one updates the other
     assert [e[0] for e in await events(client, h, acct, sl["id"])][-1] == "reduced"
     assert D((await positions(client, h, acct))[sym]["quantity"]) == 0
@@ -165,8 +244,18 @@ async def test_partial_entry_fills_protect_exactly_the_filled_quantity(client, a
 
 async def test_canceling_a_partly_filled_entry_keeps_legs_for_the_fill(client, admin_headers, make_user):
     h, sym, acct = await setup(client, admin_headers, make_user)
-    o = await place(client, h, acct, symbol=sym, side="buy", type="limit", quantity=10, limit_price="95",
-                    order_class="oto", stop_loss={"stop_price": "90", "limit_price": "89.50"})
+    o = await place(
+        client,
+        h,
+        acct,
+        symbol=sym,
+        side="buy",
+        type="limit",
+        quantity=10,
+        limit_price="95",
+        order_class="oto",
+        stop_loss={"stop_price": "90", "limit_price": "89.50"},
+    )
     assert [leg["type"] for leg in o["legs"]] == ["stop_limit"]
     await set_price(client, admin_headers, sym, "95", volume="3")
     resp = await client.delete(f"/api/v1/accounts/{acct}/orders/{o['id']}", headers=h)
@@ -181,17 +270,41 @@ async def test_canceling_a_partly_filled_entry_keeps_legs_for_the_fill(client, a
     assert D((await positions(client, h, acct))[sym]["quantity"]) == 0
 
 
-async def test_canceling_an_unfilled_entry_cancels_held_legs_and_a_leg_cancels_its_group(client, admin_headers, make_user):
+async def test_canceling_an_unfilled_entry_cancels_held_legs_and_a_leg_cancels_its_group(
+    client, admin_headers, make_user
+):
     h, sym, acct = await setup(client, admin_headers, make_user)
-    o = await place(client, h, acct, symbol=sym, side="buy", type="limit", quantity=5, limit_price="95",
-                    order_class="bracket", take_profit={"limit_price": "110"}, stop_loss={"stop_price": "90"})
+    o = await place(
+        client,
+        h,
+        acct,
+        symbol=sym,
+        side="buy",
+        type="limit",
+        quantity=5,
+        limit_price="95",
+        order_class="bracket",
+        take_profit={"limit_price": "110"},
+        stop_loss={"stop_price": "90"},
+    )
     resp = await client.delete(f"/api/v1/accounts/{acct}/orders/{o['id']}", headers=h)
     assert resp.status_code == 200
     legs = (await nested(client, h, acct, o["id"]))["legs"]
     assert {leg["status"] for leg in legs} == {"canceled"}
     assert (await events(client, h, acct, legs[0]["id"]))[-1] == ("canceled", "held", "canceled")
-    o2 = await place(client, h, acct, symbol=sym, side="buy", type="limit", quantity=5, limit_price="95",
-                     order_class="bracket", take_profit={"limit_price": "110"}, stop_loss={"stop_price": "90"})
+    o2 = await place(
+        client,
+        h,
+        acct,
+        symbol=sym,
+        side="buy",
+        type="limit",
+        quantity=5,
+        limit_price="95",
+        order_class="bracket",
+        take_profit={"limit_price": "110"},
+        stop_loss={"stop_price": "90"},
+    )
     sl = legs_by_name(o2)["stop_loss"]
     resp = await client.delete(f"/api/v1/accounts/{acct}/orders/{sl['id']}", headers=h)
     assert resp.status_code == 200 and resp.json()["status"] == "canceled"
@@ -207,16 +320,30 @@ async def test_oco_closes_a_position_once_and_counts_once_against_it(client, adm
     await place(client, h, acct, symbol=sym, side="buy", type="market", quantity=20)
     groups = []
     for _ in range(2):
-        groups.append(await place(client, h, acct, symbol=sym, side="sell", type="limit", quantity=10,
-                                  order_class="oco", take_profit={"limit_price": "105"},
-                                  stop_loss={"stop_price": "95"}))
+        groups.append(
+            await place(
+                client,
+                h,
+                acct,
+                symbol=sym,
+                side="sell",
+                type="limit",
+                quantity=10,
+                order_class="oco",
+                take_profit={"limit_price": "105"},
+                stop_loss={"stop_price": "95"},
+            )
+        )
     tp = groups[0]
     assert tp["leg"] == "take_profit" and tp["reduce_only"] and D(tp["limit_price"]) == 105
     sl = tp["legs"][0]
     assert sl["leg"] == "stop_loss" and sl["parent_id"] == tp["id"] and sl["status"] == "accepted"
     # both groups' legs together are 40 to sell of a long 20: each group counts once, so nothing is left
-    resp = await client.post(f"/api/v1/accounts/{acct}/orders", headers=h,
-                             json={"symbol": sym, "side": "sell", "type": "market", "quantity": "1"})
+    resp = await client.post(
+        f"/api/v1/accounts/{acct}/orders",
+        headers=h,
+        json={"symbol": sym, "side": "sell", "type": "market", "quantity": "1"},
+    )
     assert resp.status_code == 422 and resp.json()["errors"][0]["field"] == "quantity"
     await set_price(client, admin_headers, sym, "94")  # both stops trigger and sell at 94 (taker)
     for g in groups:
@@ -229,12 +356,26 @@ async def test_oco_closes_a_position_once_and_counts_once_against_it(client, adm
 
 async def test_short_bracket_and_buy_trailing_stop_mirror(client, admin_headers, make_user):
     h, sym, acct = await setup(client, admin_headers, make_user, allow_short=True)
-    o = await place(client, h, acct, symbol=sym, side="sell", type="market", quantity=4, order_class="bracket",
-                    take_profit={"limit_price": "90"}, stop_loss={"stop_price": "104"})
+    o = await place(
+        client,
+        h,
+        acct,
+        symbol=sym,
+        side="sell",
+        type="market",
+        quantity=4,
+        order_class="bracket",
+        take_profit={"limit_price": "90"},
+        stop_loss={"stop_price": "104"},
+    )
     assert o["status"] == "filled" and D(o["avg_fill_price"]) == 100
     legs = legs_by_name(o)
-    assert {leg["side"] for leg in legs.values()} == {"buy"} and {leg["status"] for leg in legs.values()} == {"accepted"}
-    trail = await place(client, h, acct, symbol=sym, side="buy", type="trailing_stop", quantity=1, trail_percent="1.5")
+    assert {leg["side"] for leg in legs.values()} == {"buy"} and {leg["status"] for leg in legs.values()} == {
+        "accepted"
+    }
+    trail = await place(
+        client, h, acct, symbol=sym, side="buy", type="trailing_stop", quantity=1, trail_percent="1.5"
+    )
     assert D(trail["hwm"]) == 100 and D(trail["stop_price"]) == D("101.50")
     await set_price(client, admin_headers, sym, "97.03")  # hwm 97.03, stop ceil(98.48545) = 98.49
     t = await order(client, h, acct, trail["id"])
@@ -248,7 +389,11 @@ async def test_short_bracket_and_buy_trailing_stop_mirror(client, admin_headers,
     group = await nested(client, h, acct, o["id"])
     legs = legs_by_name(group)
     sl, tp = legs["stop_loss"], legs["take_profit"]
-    assert sl["status"] == "partially_filled" and D(sl["filled_quantity"]) == 3 and D(sl["avg_fill_price"]) == 104
+    assert (
+        sl["status"] == "partially_filled"
+        and D(sl["filled_quantity"]) == 3
+        and D(sl["avg_fill_price"]) == 104
+    )
     assert tp["status"] == "accepted" and D(tp["quantity"]) == 1
     assert D((await positions(client, h, acct))[sym]["quantity"]) == 0
     await set_price(client, admin_headers, sym, "105")  # nothing left to close: nothing fills
@@ -261,35 +406,86 @@ BRACKET = {"order_class": "bracket", "take_profit": {"limit_price": "110"}, "sto
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        ({"type": "limit", "limit_price": "95", **BRACKET, "take_profit": {"limit_price": "94"}}, "take_profit.limit_price"),
-        ({"type": "limit", "limit_price": "95", **BRACKET, "stop_loss": {"stop_price": "96"}}, "stop_loss.stop_price"),
+        (
+            {"type": "limit", "limit_price": "95", **BRACKET, "take_profit": {"limit_price": "94"}},
+            "take_profit.limit_price",
+        ),
+        (
+            {"type": "limit", "limit_price": "95", **BRACKET, "stop_loss": {"stop_price": "96"}},
+            "stop_loss.stop_price",
+        ),
         ({"type": "market", **BRACKET, "take_profit": {"limit_price": "99"}}, "take_profit.limit_price"),
-        ({"type": "limit", "limit_price": "95", **BRACKET, "take_profit": {"limit_price": "110.005"}},
-         "take_profit.limit_price"),
+        (
+            {"type": "limit", "limit_price": "95", **BRACKET, "take_profit": {"limit_price": "110.005"}},
+            "take_profit.limit_price",
+        ),
         ({"type": "limit", "limit_price": "95", **BRACKET, "time_in_force": "ioc"}, "time_in_force"),
         ({"type": "limit", "limit_price": "95", **BRACKET, "time_in_force": "fok"}, "time_in_force"),
-        ({"type": "limit", "limit_price": "95", "order_class": "bracket", "take_profit": {"limit_price": "110"}},
-         "stop_loss"),
-        ({"type": "limit", "limit_price": "95", "order_class": "oto", **{k: BRACKET[k] for k in ("take_profit", "stop_loss")}},
-         "take_profit"),
+        (
+            {
+                "type": "limit",
+                "limit_price": "95",
+                "order_class": "bracket",
+                "take_profit": {"limit_price": "110"},
+            },
+            "stop_loss",
+        ),
+        (
+            {
+                "type": "limit",
+                "limit_price": "95",
+                "order_class": "oto",
+                **{k: BRACKET[k] for k in ("take_profit", "stop_loss")},
+            },
+            "take_profit",
+        ),
         ({"type": "limit", "limit_price": "95", "take_profit": {"limit_price": "110"}}, "take_profit"),
-        ({"type": "trailing_stop", "trail_price": "1", "trail_percent": "1", "side": "sell"}, "trail_percent"),
+        (
+            {"type": "trailing_stop", "trail_price": "1", "trail_percent": "1", "side": "sell"},
+            "trail_percent",
+        ),
         ({"type": "trailing_stop", "side": "sell"}, "trail_price"),
         ({"type": "trailing_stop", "side": "sell", "trail_price": "1", "stop_price": "99"}, "stop_price"),
         ({"type": "trailing_stop", "side": "sell", "trail_price": "100"}, "trail_price"),
         ({"type": "trailing_stop", "side": "sell", "trail_price": "0.005"}, "trail_price"),
         ({"type": "limit", "limit_price": "95", "trail_price": "1"}, "trail_price"),
         ({"type": "stop", "stop_price": "105", "trail_percent": "1"}, "trail_percent"),
-        ({"type": "market", "side": "sell", "order_class": "oco", "take_profit": {"limit_price": "105"},
-          "stop_loss": {"stop_price": "95"}}, "type"),
-        ({"type": "limit", "side": "sell", "order_class": "oco", "take_profit": {"limit_price": "99"},
-          "stop_loss": {"stop_price": "95"}}, "take_profit.limit_price"),
-        ({"type": "limit", "side": "sell", "order_class": "oco", "take_profit": {"limit_price": "105"},
-          "stop_loss": {"stop_price": "95"}, "limit_price": "104"}, "limit_price"),
+        (
+            {
+                "type": "market",
+                "side": "sell",
+                "order_class": "oco",
+                "take_profit": {"limit_price": "105"},
+                "stop_loss": {"stop_price": "95"},
+            },
+            "type",
+        ),
+        (
+            {
+                "type": "limit",
+                "side": "sell",
+                "order_class": "oco",
+                "take_profit": {"limit_price": "99"},
+                "stop_loss": {"stop_price": "95"},
+            },
+            "take_profit.limit_price",
+        ),
+        (
+            {
+                "type": "limit",
+                "side": "sell",
+                "order_class": "oco",
+                "take_profit": {"limit_price": "105"},
+                "stop_loss": {"stop_price": "95"},
+                "limit_price": "104",
+            },
+            "limit_price",
+        ),
     ],
 )
-async def test_bad_contingent_input_is_422_naming_the_field_and_writes_nothing(client, admin_headers, make_user,
-                                                                                body, field):
+async def test_bad_contingent_input_is_422_naming_the_field_and_writes_nothing(
+    client, admin_headers, make_user, body, field
+):
     h, sym, acct = await setup(client, admin_headers, make_user)
     await place(client, h, acct, symbol=sym, side="buy", type="market", quantity=5)
     before = (await client.get(f"/api/v1/accounts/{acct}/orders", headers=h)).json()["items"]
@@ -306,8 +502,15 @@ async def test_bad_contingent_input_is_422_naming_the_field_and_writes_nothing(c
 
 async def test_replayed_client_order_id_returns_the_group_once(client, admin_headers, make_user):
     h, sym, acct = await setup(client, admin_headers, make_user)
-    body = {"symbol": sym, "side": "buy", "type": "limit", "quantity": "2", "limit_price": "95",
-            "client_order_id": "br-1", **BRACKET}
+    body = {
+        "symbol": sym,
+        "side": "buy",
+        "type": "limit",
+        "quantity": "2",
+        "limit_price": "95",
+        "client_order_id": "br-1",
+        **BRACKET,
+    }
     first = await client.post(f"/api/v1/accounts/{acct}/orders", json=body, headers=h)
     again = await client.post(f"/api/v1/accounts/{acct}/orders", json=body, headers=h)
     assert first.status_code == 201 and again.status_code == 200
@@ -319,18 +522,39 @@ async def test_replayed_client_order_id_returns_the_group_once(client, admin_hea
     assert len(listed) == 3 and {len(o["legs"]) for o in listed} == {1, 2}
 
 
-async def test_day_groups_expire_entry_first_legs_keep_the_fill_or_are_canceled(client, admin_headers, make_user,
-                                                                                 db_engine):
+async def test_day_groups_expire_entry_first_legs_keep_the_fill_or_are_canceled(
+    client, admin_headers, make_user, db_engine
+):
     from datetime import timedelta
 
     from app.domain.trading.services import expire_day_orders
     from app.lib.db import utcnow
 
     h, sym, acct = await setup(client, admin_headers, make_user)
-    unfilled = await place(client, h, acct, symbol=sym, side="buy", type="limit", quantity=5, limit_price="95",
-                           time_in_force="day", **BRACKET)
-    partly = await place(client, h, acct, symbol=sym, side="buy", type="limit", quantity=5, limit_price="96",
-                         time_in_force="day", **BRACKET)
+    unfilled = await place(
+        client,
+        h,
+        acct,
+        symbol=sym,
+        side="buy",
+        type="limit",
+        quantity=5,
+        limit_price="95",
+        time_in_force="day",
+        **BRACKET,
+    )
+    partly = await place(
+        client,
+        h,
+        acct,
+        symbol=sym,
+        side="buy",
+        type="limit",
+        quantity=5,
+        limit_price="96",
+        time_in_force="day",
+        **BRACKET,
+    )
     assert {leg["time_in_force"] for leg in partly["legs"]} == {"day"}
     assert {leg["expires_at"] for leg in partly["legs"]} == {partly["expires_at"]}
     await set_price(client, admin_headers, sym, "96", volume="2")  # `partly` fills 2 of 5

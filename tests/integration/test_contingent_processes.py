@@ -24,14 +24,34 @@ async def test_alternating_prices_from_two_processes_fill_exactly_one_exit_per_g
     groups = []
     for k in range(1, 31):
         step = Decimal(k) / 10
-        o = await place(client, h, acct, symbol=sym, side="sell", type="limit", quantity=1, order_class="oco",
-                        take_profit={"limit_price": str(100 + step)}, stop_loss={"stop_price": str(100 - step)})
+        o = await place(
+            client,
+            h,
+            acct,
+            symbol=sym,
+            side="sell",
+            type="limit",
+            quantity=1,
+            order_class="oco",
+            take_profit={"limit_price": str(100 + step)},
+            stop_loss={"stop_price": str(100 - step)},
+        )
         groups.append(o)
     # brackets whose entries fill on the way and whose exits then race too
     brackets = [
-        await place(client, h, acct, symbol=sym, side="buy", type="limit", quantity=2, limit_price=str(100 - k),
-                    order_class="bracket", take_profit={"limit_price": str(101 + k)},
-                    stop_loss={"stop_price": str(99 - k - Decimal("0.5"))})
+        await place(
+            client,
+            h,
+            acct,
+            symbol=sym,
+            side="buy",
+            type="limit",
+            quantity=2,
+            limit_price=str(100 - k),
+            order_class="bracket",
+            take_profit={"limit_price": str(101 + k)},
+            stop_loss={"stop_price": str(99 - k - Decimal("0.5"))},
+        )
         for k in (1, 2)
     ]
     prices = []
@@ -41,11 +61,13 @@ async def test_alternating_prices_from_two_processes_fill_exactly_one_exit_per_g
     prices += ["96", "105", "94", "104", "95.50", "106"]
 
     async def post(i, price):
-        resp = await live[i % 2].post(f"/api/v1/instruments/{sym}/price", json={"price": price}, headers=admin_headers)
+        resp = await live[i % 2].post(
+            f"/api/v1/instruments/{sym}/price", json={"price": price}, headers=admin_headers
+        )
         assert resp.status_code == 200, resp.text
 
     for batch in range(0, len(prices), 8):  # 8 in flight at a time, alternating between the processes
-        await asyncio.gather(*[post(i, p) for i, p in enumerate(prices[batch:batch + 8], start=batch)])
+        await asyncio.gather(*[post(i, p) for i, p in enumerate(prices[batch : batch + 8], start=batch)])
 
     for o in groups:
         resp = await client.get(f"/api/v1/accounts/{acct}/orders/{o['id']}?nested=true", headers=h)

@@ -318,7 +318,8 @@ async def test_trailing_stops_act_when_their_hwm_moves_or_their_stop_is_reached(
     acct = await make_account(client, h, cash="100000000", allow_short=True)
     rng = random.Random(11)
     for _ in range(4):  # trailing stops with different hwm: placed at different last prices
-        await set_price(client, admin_headers, symbol, str(Decimal("98") + Decimal(rng.randint(0, 400)) * CENT))
+        last = Decimal("98") + Decimal(rng.randint(0, 400)) * CENT
+        await set_price(client, admin_headers, symbol, str(last))
         for side in ("buy", "sell"):
             trail = {"trail_price": str(Decimal(rng.randint(20, 300)) * CENT)} if rng.random() < 0.5 else {
                 "trail_percent": str(Decimal(rng.randint(5, 40)) / 10)}
@@ -329,8 +330,9 @@ async def test_trailing_stops_act_when_their_hwm_moves_or_their_stop_is_reached(
         book = (
             await conn.execute(
                 text(
-                    "SELECT id, side, type, time_in_force, quantity, filled_quantity, limit_price, stop_price, "
-                    "triggered, hwm FROM orders WHERE symbol = :s AND status IN ('new', 'accepted', 'partially_filled')"
+                    "SELECT id, side, type, time_in_force, quantity, filled_quantity, limit_price, "
+                    "stop_price, triggered, hwm FROM orders WHERE symbol = :s "
+                    "AND status IN ('new', 'accepted', 'partially_filled')"
                 ),
                 {"s": symbol},
             )
@@ -347,9 +349,10 @@ async def test_trailing_stops_act_when_their_hwm_moves_or_their_stop_is_reached(
                 if o.type == "trailing_stop" and rules.trail_hwm(o.side, o.hwm, price) != o.hwm:
                     acting.add(o.id)
                     continue
-                view = rules.OrderView(o.side, o.type, o.time_in_force, o.quantity, o.filled_quantity, o.limit_price,
-                                       o.stop_price, o.triggered)
-                m = rules.match(view, price, None, slippage_bps=0, tick_size=CENT, lot_size=Decimal(1), immediate=False)
+                view = rules.OrderView(o.side, o.type, o.time_in_force, o.quantity, o.filled_quantity,
+                                       o.limit_price, o.stop_price, o.triggered)
+                m = rules.match(view, price, None, slippage_bps=0, tick_size=CENT, lot_size=Decimal(1),
+                                immediate=False)
                 if m.filled or m.newly_triggered:
                     acting.add(o.id)
             selected = set(

@@ -103,7 +103,8 @@ def test_enum_values_match_the_api():
 def test_transition_table_is_complete_and_explicit():
     assert set(ALLOWED_TRANSITIONS) == set(OrderStatus)
     assert ALLOWED_TRANSITIONS[S.NEW] == {S.HELD, S.ACCEPTED, S.REJECTED, S.CANCELED}
-    assert ALLOWED_TRANSITIONS[S.HELD] == {S.ACCEPTED, S.CANCELED, S.EXPIRED}  # an exit leg waiting for its entry
+    # an exit leg waiting for its entry
+    assert ALLOWED_TRANSITIONS[S.HELD] == {S.ACCEPTED, S.CANCELED, S.EXPIRED}
     assert ALLOWED_TRANSITIONS[S.ACCEPTED] == {S.PARTIALLY_FILLED, S.FILLED, S.CANCELED, S.EXPIRED}
     assert ALLOWED_TRANSITIONS[S.PARTIALLY_FILLED] == {S.PARTIALLY_FILLED, S.FILLED, S.CANCELED, S.EXPIRED}
     assert TERMINAL_STATUSES == {S.FILLED, S.CANCELED, S.REJECTED, S.EXPIRED}

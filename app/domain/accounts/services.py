@@ -94,11 +94,14 @@ async def set_trading_state(
             async with tx(conn):
                 locked = await killswitch.lock_open_orders(conn, account_id) if cancel else []
                 current = await conn.scalar(
-                    select(Account.trading_state).where(Account.id == account_id, visible_to(principal)).with_for_update()
+                    select(Account.trading_state)
+                    .where(Account.id == account_id, visible_to(principal))
+                    .with_for_update()
                 )
                 if current is None:
                     raise not_found("Account")
-                if cancel and attempt + 1 < killswitch.ATTEMPTS and await killswitch.missed(conn, account_id, locked):
+                last = attempt + 1 == killswitch.ATTEMPTS
+                if cancel and not last and await killswitch.missed(conn, account_id, locked):
                     raise killswitch.Retry
                 now = utcnow()
                 await conn.execute(
@@ -124,6 +127,7 @@ async def set_trading_state(
         except killswitch.Retry:
             continue
         return TradingStateOut(  # type: ignore[arg-type]
-            account_id=account_id, state=state, reason=reason, previous_state=current, canceled_orders=canceled,
+            account_id=account_id, state=state, reason=reason, previous_state=current,
+            canceled_orders=canceled,
         )
     raise AssertionError("unreachable: the last attempt does not retry")

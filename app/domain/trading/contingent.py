@@ -43,7 +43,7 @@ from app.domain.risk import group_pretrade
 from app.domain.streams import publish as streams
 from app.domain.streams.events import stream_messages
 from app.domain.trading import rules
-from app.domain.trading.rules import EventType, OrderStatus
+from app.domain.trading.rules import EventType
 from app.domain.trading.schemas import OrderCreate, OrderOut, ValidateOut
 from app.lib.db import tx, utcnow
 from app.lib.errors import conflict, invalid, not_found
@@ -107,8 +107,10 @@ def _check_ticks(data: OrderCreate, tick: Decimal) -> None:
     if data.take_profit is not None:
         prices.append(("take_profit.limit_price", data.take_profit.limit_price))
     if data.stop_loss is not None:
-        prices += [("stop_loss.stop_price", data.stop_loss.stop_price),
-                   ("stop_loss.limit_price", data.stop_loss.limit_price)]
+        prices += [
+            ("stop_loss.stop_price", data.stop_loss.stop_price),
+            ("stop_loss.limit_price", data.stop_loss.limit_price),
+        ]
     for name, price in prices:
         if price is not None and not rules.is_multiple(price, tick):
             raise invalid(f"{name} {price} is not a multiple of tick_size {tick}", name)
@@ -126,17 +128,30 @@ def _check_sides(data: OrderCreate, last: Decimal | None) -> None:
         what = "the last price"
     else:
         up = data.side == "buy"  # a long entry: its exits sell higher (take-profit) or lower (stop-loss)
-        ref = data.limit_price if data.type in ("limit", "stop_limit") else data.stop_price if data.type == "stop" else last
-        what = "the entry's limit price" if data.type in ("limit", "stop_limit") else (
-            "the entry's stop price" if data.type == "stop" else "the last price")
+        ref = (
+            data.limit_price
+            if data.type in ("limit", "stop_limit")
+            else data.stop_price
+            if data.type == "stop"
+            else last
+        )
+        what = (
+            "the entry's limit price"
+            if data.type in ("limit", "stop_limit")
+            else ("the entry's stop price" if data.type == "stop" else "the last price")
+        )
     word = ("above", "below") if up else ("below", "above")
     if tp is not None and sl is not None and (tp <= sl if up else tp >= sl):
-        raise invalid(f"take_profit.limit_price {tp} must be {word[0]} stop_loss.stop_price {sl}",
-                      "take_profit.limit_price")
+        raise invalid(
+            f"take_profit.limit_price {tp} must be {word[0]} stop_loss.stop_price {sl}",
+            "take_profit.limit_price",
+        )
     if ref is None:
         return
     if tp is not None and (tp <= ref if up else tp >= ref):
-        raise invalid(f"take_profit.limit_price {tp} must be {word[0]} {what} {ref}", "take_profit.limit_price")
+        raise invalid(
+            f"take_profit.limit_price {tp} must be {word[0]} {what} {ref}", "take_profit.limit_price"
+        )
     if sl is not None and (sl >= ref if up else sl <= ref):
         raise invalid(f"stop_loss.stop_price {sl} must be {word[1]} {what} {ref}", "stop_loss.stop_price")
 
@@ -150,11 +165,19 @@ def _order_to_check(data: OrderCreate, inst: Any) -> OrderCreate:
         return msgspec.structs.replace(data, limit_price=data.take_profit.limit_price)
     if data.type == "trailing_stop":
         if inst.last_price is None:
-            raise invalid(f"{inst.symbol} has no price yet: a trailing stop starts from the last price", "symbol",
-                          slug="no-market-price")
+            raise invalid(
+                f"{inst.symbol} has no price yet: a trailing stop starts from the last price",
+                "symbol",
+                slug="no-market-price",
+            )
         if data.side == "sell" and data.trail_price is not None and data.trail_price >= inst.last_price:
-            raise invalid(f"trail_price {data.trail_price} must be below the last price {inst.last_price}", "trail_price")
-        stop = rules.trailing_stop_price(data.side, inst.last_price, data.trail_price, data.trail_percent, inst.tick_size)
+            raise invalid(
+                f"trail_price {data.trail_price} must be below the last price {inst.last_price}",
+                "trail_price",
+            )
+        stop = rules.trailing_stop_price(
+            data.side, inst.last_price, data.trail_price, data.trail_percent, inst.tick_size
+        )
         return msgspec.structs.replace(data, stop_price=stop)
     return data
 
@@ -165,12 +188,13 @@ _LEGS_SQL = """
 WITH account AS (
   UPDATE accounts SET event_seq = event_seq + $2 WHERE id = $1 RETURNING event_seq
 ), legs AS (
-  INSERT INTO orders (id, account_id, symbol, side, type, time_in_force, quantity, limit_price, stop_price, status,
-                      expires_at, created_at, updated_at, order_class, parent_id, leg, reduce_only)
-  SELECT l.id, $1, l.symbol, l.side, l.type, l.time_in_force, l.quantity, l.limit_price, l.stop_price, l.status,
-         l.expires_at, l.created_at, l.created_at, l.order_class, l.parent_id, l.leg, true
-    FROM jsonb_to_recordset($3::jsonb) AS l(id uuid, symbol text, side text, type text, time_in_force text,
-                                           quantity numeric, limit_price numeric, stop_price numeric, status text,
+  INSERT INTO orders (id, account_id, symbol, side, type, time_in_force, quantity, limit_price, stop_price,
+                      status, expires_at, created_at, updated_at, order_class, parent_id, leg, reduce_only)
+  SELECT l.id, $1, l.symbol, l.side, l.type, l.time_in_force, l.quantity, l.limit_price, l.stop_price,
+         l.status, l.expires_at, l.created_at, l.created_at, l.order_class, l.parent_id, l.leg, true
+    FROM jsonb_to_recordset($3::jsonb) AS l(id uuid, symbol text, side text, type text,
+                                           time_in_force text, quantity numeric, limit_price numeric,
+                                           stop_price numeric, status text,
                                            expires_at timestamptz, created_at timestamptz, order_class text,
                                            parent_id uuid, leg text)
   RETURNING id
@@ -191,15 +215,34 @@ _encode = msgspec.json.Encoder().encode
 
 
 def _same_request(data: OrderCreate, existing: OrderOut) -> bool:
-    mine = (data.symbol, data.side, data.quantity, data.time_in_force, data.order_class, data.trail_price,
-            data.trail_percent)
-    theirs = (existing.symbol, existing.side, existing.quantity, existing.time_in_force, existing.order_class,
-              existing.trail_price, existing.trail_percent)
+    mine = (
+        data.symbol,
+        data.side,
+        data.quantity,
+        data.time_in_force,
+        data.order_class,
+        data.trail_price,
+        data.trail_percent,
+    )
+    theirs = (
+        existing.symbol,
+        existing.side,
+        existing.quantity,
+        existing.time_in_force,
+        existing.order_class,
+        existing.trail_price,
+        existing.trail_percent,
+    )
     if data.type == "trailing_stop":  # its stop_price follows the market
         return mine == theirs and existing.type == "trailing_stop"
-    limit = data.take_profit.limit_price if data.order_class == "oco" and data.take_profit else data.limit_price
-    return mine == theirs and (data.type, limit, data.stop_price) == (existing.type, existing.limit_price,
-                                                                       existing.stop_price)
+    limit = (
+        data.take_profit.limit_price if data.order_class == "oco" and data.take_profit else data.limit_price
+    )
+    return mine == theirs and (data.type, limit, data.stop_price) == (
+        existing.type,
+        existing.limit_price,
+        existing.stop_price,
+    )
 
 
 async def place(
@@ -224,7 +267,9 @@ async def place(
     tr = apg.transaction()
     await tr.start()
     try:
-        await apg.fetch(group_pretrade.GROUP_LOCK_SQL, account_id)  # risk groups' rows first, as _place_locked
+        await apg.fetch(
+            group_pretrade.GROUP_LOCK_SQL, account_id
+        )  # risk groups' rows first, as _place_locked
         inst_row = await apg.fetchrow(LOCK_SQL, data.symbol, account_id)
         if inst_row is None:
             await apg.fetchrow(LOCK_ACCOUNT_ONLY_SQL, account_id)
@@ -237,11 +282,15 @@ async def place(
         if existing is not None and not dry_run:
             order = _existing_order(json.loads(existing) if isinstance(existing, str) else existing)
             if not _same_request(data, order):
-                raise conflict("client_order_id was already used with different order fields",
-                               client_order_id=data.client_order_id)
+                raise conflict(
+                    "client_order_id was already used with different order fields",
+                    client_order_id=data.client_order_id,
+                )
             legs = await apg.fetch(_GROUP_SQL_APG, order.id)
             await tr.rollback()
-            return msgspec.structs.replace(order, legs=[OrderOut(*r) for r in legs if r[0] != order.id]), False
+            return msgspec.structs.replace(
+                order, legs=[OrderOut(*r) for r in legs if r[0] != order.id]
+            ), False
         inst = InstrumentInfo(*list(inst_row.values())[:12]) if inst_row is not None else None
         _validate_against_instrument(data, inst)
         assert inst is not None
@@ -259,12 +308,17 @@ async def place(
         now = utcnow()
         oco = data.order_class == "oco"
         columns = {
-            "order_class": data.order_class, "parent_id": None, "leg": "take_profit" if oco else None,
-            "trail_price": data.trail_price, "trail_percent": data.trail_percent,
-            "hwm": inst.last_price if data.type == "trailing_stop" else None, "reduce_only": oco,
+            "order_class": data.order_class,
+            "parent_id": None,
+            "leg": "take_profit" if oco else None,
+            "trail_price": data.trail_price,
+            "trail_percent": data.trail_percent,
+            "hwm": inst.last_price if data.type == "trailing_stop" else None,
+            "reduce_only": oco,
         }
-        entry = await _execute_and_write(apg, outcome, checked, now, row["row_version"], None, None,
-                                         after_commit=messages, columns=columns)
+        entry = await _execute_and_write(
+            apg, outcome, checked, now, row["row_version"], None, None, after_commit=messages, columns=columns
+        )
         assert isinstance(entry, OrderOut)  # both rows are locked: the write cannot lose a race
         legs: list[OrderOut] = []
         if data.order_class != "simple":
@@ -280,20 +334,49 @@ async def place(
     return (msgspec.structs.replace(entry, legs=legs) if data.order_class != "simple" else entry), True
 
 
-def _leg_out(leg_id: uuid.UUID, entry: OrderOut, *, leg: str, side: str, type_: str, quantity: Decimal,
-             limit_price: Decimal | None, stop_price: Decimal | None, status: str, parent_id: uuid.UUID,
-             now: datetime) -> OrderOut:
+def _leg_out(
+    leg_id: uuid.UUID,
+    entry: OrderOut,
+    *,
+    leg: str,
+    side: str,
+    type_: str,
+    quantity: Decimal,
+    limit_price: Decimal | None,
+    stop_price: Decimal | None,
+    status: str,
+    parent_id: uuid.UUID,
+    now: datetime,
+) -> OrderOut:
     return OrderOut(
-        id=leg_id, client_order_id=None, account_id=entry.account_id, symbol=entry.symbol, side=side,  # type: ignore[arg-type]
-        type=type_, quantity=quantity, filled_quantity=ZERO, avg_fill_price=None, limit_price=limit_price,  # type: ignore[arg-type]
-        stop_price=stop_price, time_in_force=entry.time_in_force, status=status, reject_reason=None,  # type: ignore[arg-type]
-        fees=ZERO, created_at=now, updated_at=now, order_class=entry.order_class, parent_id=parent_id, leg=leg,  # type: ignore[arg-type]
-        reduce_only=True, expires_at=entry.expires_at,
+        id=leg_id,
+        client_order_id=None,
+        account_id=entry.account_id,
+        symbol=entry.symbol,
+        side=side,  # type: ignore[arg-type]
+        type=type_,
+        quantity=quantity,
+        filled_quantity=ZERO,
+        avg_fill_price=None,
+        limit_price=limit_price,  # type: ignore[arg-type]
+        stop_price=stop_price,
+        time_in_force=entry.time_in_force,
+        status=status,
+        reject_reason=None,  # type: ignore[arg-type]
+        fees=ZERO,
+        created_at=now,
+        updated_at=now,
+        order_class=entry.order_class,
+        parent_id=parent_id,
+        leg=leg,  # type: ignore[arg-type]
+        reduce_only=True,
+        expires_at=entry.expires_at,
     )
 
 
-async def _write_legs(apg: Any, book: Any, data: OrderCreate, entry: OrderOut, now: datetime,
-                      messages: list[tuple[str, bytes]]) -> list[OrderOut]:
+async def _write_legs(
+    apg: Any, book: Any, data: OrderCreate, entry: OrderOut, now: datetime, messages: list[tuple[str, bytes]]
+) -> list[OrderOut]:
     """The exit legs of a just-written entry (an OCO: its stop-loss leg), with their events, in one
     statement. A bracket/OTO leg is held until the entry fills; an entry that filled at placement (it
     fills entirely there: ioc/fok entries are refused) activates them at once."""
@@ -304,7 +387,14 @@ async def _write_legs(apg: Any, book: Any, data: OrderCreate, entry: OrderOut, n
         specs.append(("take_profit", "limit", data.take_profit.limit_price, None))
     if data.stop_loss is not None:
         sl = data.stop_loss
-        specs.append(("stop_loss", "stop_limit" if sl.limit_price is not None else "stop", sl.limit_price, sl.stop_price))
+        specs.append(
+            (
+                "stop_loss",
+                "stop_limit" if sl.limit_price is not None else "stop",
+                sl.limit_price,
+                sl.stop_price,
+            )
+        )
     filled = entry.filled_quantity
     final = entry.status in ("filled", "canceled", "expired", "rejected")
     quantity = filled if final and not oco else entry.quantity
@@ -312,17 +402,40 @@ async def _write_legs(apg: Any, book: Any, data: OrderCreate, entry: OrderOut, n
     events: list[dict[str, Any]] = []
     outs: list[OrderOut] = []
 
-    def event(out: OrderOut, etype: EventType, frm: str | None, reason: str | None = None,
-              data_: dict[str, Any] | None = None) -> None:
+    def event(
+        out: OrderOut,
+        etype: EventType,
+        frm: str | None,
+        reason: str | None = None,
+        data_: dict[str, Any] | None = None,
+    ) -> None:
         if frm is not None:
             rules.transition(frm, out.status)
-        events.append({"order_id": out.id, "type": etype, "status_from": frm, "status_to": out.status,
-                       "reason": reason, "data": data_, "created_at": now, "order_state": out})
+        events.append(
+            {
+                "order_id": out.id,
+                "type": etype,
+                "status_from": frm,
+                "status_to": out.status,
+                "reason": reason,
+                "data": data_,
+                "created_at": now,
+                "order_state": out,
+            }
+        )
 
     for name, type_, limit, stop in specs:
         leg_id = new_time_ordered_uuid()
-        common = dict(leg=name, side=side, type_=type_, quantity=quantity, limit_price=limit, stop_price=stop,
-                      parent_id=entry.id, now=now)
+        common = dict(
+            leg=name,
+            side=side,
+            type_=type_,
+            quantity=quantity,
+            limit_price=limit,
+            stop_price=stop,
+            parent_id=entry.id,
+            now=now,
+        )
         new = _leg_out(leg_id, entry, status="new", **common)  # type: ignore[arg-type]
         event(new, EventType.CREATED, None)
         if oco:
@@ -333,19 +446,43 @@ async def _write_legs(apg: Any, book: Any, data: OrderCreate, entry: OrderOut, n
             event(_leg_out(leg_id, entry, status=status, **common), EventType.HELD, "new")  # type: ignore[arg-type]
             if filled > 0:
                 status = "accepted"
-                event(_leg_out(leg_id, entry, status=status, **common), EventType.ACTIVATED, "held",  # type: ignore[arg-type]
-                      data_={"quantity": str(filled), "active_quantity": str(filled)})
+                event(
+                    _leg_out(leg_id, entry, status=status, **common),
+                    EventType.ACTIVATED,
+                    "held",  # type: ignore[arg-type]
+                    data_={"quantity": str(filled), "active_quantity": str(filled)},
+                )
             elif final:
                 status = "canceled"
-                event(_leg_out(leg_id, entry, status=status, **common), EventType.CANCELED, "held",  # type: ignore[arg-type]
-                      reason="entry ended unfilled")
+                event(
+                    _leg_out(leg_id, entry, status=status, **common),
+                    EventType.CANCELED,
+                    "held",  # type: ignore[arg-type]
+                    reason="entry ended unfilled",
+                )
         out = _leg_out(leg_id, entry, status=status, **common)  # type: ignore[arg-type]
         outs.append(out)
-        leg_rows.append({"id": leg_id, "symbol": entry.symbol, "side": side, "type": type_,
-                         "time_in_force": entry.time_in_force, "quantity": quantity, "limit_price": limit,
-                         "stop_price": stop, "status": status, "expires_at": entry.expires_at, "created_at": now,
-                         "order_class": entry.order_class, "parent_id": entry.id, "leg": name})
-    last_seq = await apg.fetchval(_LEGS_SQL, book.id, len(events), _encode(leg_rows).decode(), _encode(events).decode())
+        leg_rows.append(
+            {
+                "id": leg_id,
+                "symbol": entry.symbol,
+                "side": side,
+                "type": type_,
+                "time_in_force": entry.time_in_force,
+                "quantity": quantity,
+                "limit_price": limit,
+                "stop_price": stop,
+                "status": status,
+                "expires_at": entry.expires_at,
+                "created_at": now,
+                "order_class": entry.order_class,
+                "parent_id": entry.id,
+                "leg": name,
+            }
+        )
+    last_seq = await apg.fetchval(
+        _LEGS_SQL, book.id, len(events), _encode(leg_rows).decode(), _encode(events).decode()
+    )
     messages.extend(stream_messages(book, events, last_seq, now, None))
     return outs
 
@@ -373,9 +510,10 @@ OPEN_OR_HELD = ("new", "held", "accepted", "partially_filled")
 _OPEN = ("new", "accepted", "partially_filled")
 
 _MEMBER_COLS = (
-    "id, account_id, symbol, side, type, time_in_force, quantity, filled_quantity, avg_fill_price, limit_price, "
-    "stop_price, triggered, status, reserved_cash, fees, client_order_id, created_at, updated_at, order_class, "
-    "parent_id, leg, trail_price, trail_percent, hwm, reduce_only, notional, expires_at, version, reject_reason"
+    "id, account_id, symbol, side, type, time_in_force, quantity, filled_quantity, avg_fill_price, "
+    "limit_price, stop_price, triggered, status, reserved_cash, fees, client_order_id, created_at, "
+    "updated_at, order_class, parent_id, leg, trail_price, trail_percent, hwm, reduce_only, notional, "
+    "expires_at, version, reject_reason"
 )
 # Every member of the groups rooted at :roots, locked in id order (the caller holds the instrument).
 _LOAD_GROUPS_SQL = text(
@@ -384,8 +522,9 @@ _LOAD_GROUPS_SQL = text(
          ORDER BY id FOR UPDATE"""
 )
 _WRITE_MEMBER_SQL = text(
-    """UPDATE orders SET quantity = :quantity, filled_quantity = :filled_quantity, avg_fill_price = :avg_fill_price,
-                         fees = :fees, status = :status, reserved_cash = :reserved_cash, triggered = :triggered,
+    """UPDATE orders SET quantity = :quantity, filled_quantity = :filled_quantity,
+                         avg_fill_price = :avg_fill_price, fees = :fees, status = :status,
+                         reserved_cash = :reserved_cash, triggered = :triggered,
                          reject_reason = :reject_reason, updated_at = :updated_at
         WHERE id = :id"""
 )
@@ -436,21 +575,53 @@ class Member:
 
     def out(self) -> OrderOut:
         return OrderOut(
-            self.id, self.client_order_id, self.account_id, self.symbol, self.side, self.type, self.quantity,  # type: ignore[arg-type]
-            self.filled_quantity, self.avg_fill_price, self.limit_price, self.stop_price, self.time_in_force,  # type: ignore[arg-type]
-            self.status, self.reject_reason, self.fees, self.created_at, self.updated_at, self.order_class,  # type: ignore[arg-type]
-            self.parent_id, self.leg, self.trail_price, self.trail_percent, self.hwm, self.reduce_only,  # type: ignore[arg-type]
-            self.notional, self.expires_at, self.version,
+            self.id,
+            self.client_order_id,
+            self.account_id,
+            self.symbol,
+            self.side,
+            self.type,
+            self.quantity,  # type: ignore[arg-type]
+            self.filled_quantity,
+            self.avg_fill_price,
+            self.limit_price,
+            self.stop_price,
+            self.time_in_force,  # type: ignore[arg-type]
+            self.status,
+            self.reject_reason,
+            self.fees,
+            self.created_at,
+            self.updated_at,
+            self.order_class,  # type: ignore[arg-type]
+            self.parent_id,
+            self.leg,
+            self.trail_price,
+            self.trail_percent,
+            self.hwm,
+            self.reduce_only,  # type: ignore[arg-type]
+            self.notional,
+            self.expires_at,
+            self.version,
         )
 
     def row(self) -> dict[str, Any]:
-        return {"id": self.id, "quantity": self.quantity, "filled_quantity": self.filled_quantity,
-                "avg_fill_price": self.avg_fill_price, "fees": self.fees, "status": self.status,
-                "reserved_cash": self.reserved_cash, "triggered": self.triggered, "reject_reason": self.reject_reason,
-                "updated_at": self.updated_at}
+        return {
+            "id": self.id,
+            "quantity": self.quantity,
+            "filled_quantity": self.filled_quantity,
+            "avg_fill_price": self.avg_fill_price,
+            "fees": self.fees,
+            "status": self.status,
+            "reserved_cash": self.reserved_cash,
+            "triggered": self.triggered,
+            "reject_reason": self.reject_reason,
+            "updated_at": self.updated_at,
+        }
 
 
-Change = tuple[dict[str, Any], OrderOut]  # an order_events row (services._event's keys) and the order after it
+Change = tuple[
+    dict[str, Any], OrderOut
+]  # an order_events row (services._event's keys) and the order after it
 
 
 @dataclass
@@ -494,15 +665,34 @@ class Groups:
         exits = sum((m.filled_quantity for m in self.legs(leg)), ZERO)
         return max(min(self.entry_filled[entry.id] - exits, leg.remaining), ZERO)
 
-    def _change(self, m: Member, etype: EventType, frm: str, now: datetime, *, reason: str | None = None,
-                data: dict[str, Any] | None = None) -> Change:
+    def _change(
+        self,
+        m: Member,
+        etype: EventType,
+        frm: str,
+        now: datetime,
+        *,
+        reason: str | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> Change:
         if frm != m.status:
-            rules.transition(frm, m.status)  # an illegal transition is a bug: raise before anything is written
+            rules.transition(
+                frm, m.status
+            )  # an illegal transition is a bug: raise before anything is written
         m.dirty = True
         m.updated_at = now
-        event = {"order_id": m.id, "account_id": m.account_id, "type": etype.value, "status_from": frm,
-                 "status_to": m.status, "reason": reason, "fill_id": None, "data": data, "created_at": now,
-                 "position_qty": None}
+        event = {
+            "order_id": m.id,
+            "account_id": m.account_id,
+            "type": etype.value,
+            "status_from": frm,
+            "status_to": m.status,
+            "reason": reason,
+            "fill_id": None,
+            "data": data,
+            "created_at": now,
+            "position_qty": None,
+        }
         return event, m.out()
 
     def on_entry_fill(self, entry: Member, qty: Decimal, now: datetime) -> list[Change]:
@@ -515,8 +705,15 @@ class Groups:
                 frm = leg.status
                 if frm == "held":
                     leg.status = "accepted"
-                out.append(self._change(leg, EventType.ACTIVATED, frm, now, data={
-                    "quantity": str(qty), "active_quantity": str(entry.filled_quantity - exits)}))
+                out.append(
+                    self._change(
+                        leg,
+                        EventType.ACTIVATED,
+                        frm,
+                        now,
+                        data={"quantity": str(qty), "active_quantity": str(entry.filled_quantity - exits)},
+                    )
+                )
         return out
 
     def on_leg_fill(self, leg: Member, qty: Decimal, now: datetime) -> list[Change]:
@@ -529,7 +726,9 @@ class Groups:
             out.extend(self._shrink(other, qty, now, f"the {leg.leg} leg filled {qty}", by=leg.id))
         return out
 
-    def _shrink(self, m: Member, by_qty: Decimal, now: datetime, reason: str, by: uuid.UUID | None = None) -> list[Change]:
+    def _shrink(
+        self, m: Member, by_qty: Decimal, now: datetime, reason: str, by: uuid.UUID | None = None
+    ) -> list[Change]:
         frm, before = m.status, m.quantity
         m.quantity = before - by_qty
         ended = m.remaining <= 0
@@ -543,7 +742,9 @@ class Groups:
             frm = m.status
             m.status = "canceled"
             m.reserved_cash = ZERO
-            out.append(self._change(m, EventType.CANCELED, frm, now, reason="nothing left to exit in its group"))
+            out.append(
+                self._change(m, EventType.CANCELED, frm, now, reason="nothing left to exit in its group")
+            )
         return out
 
     def on_entry_final(self, entry: Member, now: datetime) -> list[Change]:
@@ -557,12 +758,16 @@ class Groups:
             if entry.filled_quantity == 0:
                 frm = leg.status
                 leg.status = "canceled"
-                out.append(self._change(leg, EventType.CANCELED, frm, now, reason=f"entry {entry.status} unfilled"))
+                out.append(
+                    self._change(leg, EventType.CANCELED, frm, now, reason=f"entry {entry.status} unfilled")
+                )
             else:
                 out.extend(self._shrink(leg, short, now, f"entry {entry.status} at its filled quantity"))
         return out
 
-    def close(self, m: Member, to: str, etype: EventType, reason: str, now: datetime) -> tuple[list[Change], Decimal]:
+    def close(
+        self, m: Member, to: str, etype: EventType, reason: str, now: datetime
+    ) -> tuple[list[Change], Decimal]:
         """End one open or held member (canceled, expired); returns its events and the cash it released."""
         frm = m.status
         released = m.reserved_cash
@@ -583,8 +788,13 @@ class Groups:
             return self.close(target, "canceled", EventType.CANCELED, reason, now)
         for m in sorted(self.group(target), key=lambda m: m.leg is None):  # the legs, then the entry
             if m.status in OPEN_OR_HELD:
-                changes, cash = self.close(m, "canceled", EventType.CANCELED,
-                                           reason if m is target else f"{reason} (its group's {target.leg} leg)", now)
+                changes, cash = self.close(
+                    m,
+                    "canceled",
+                    EventType.CANCELED,
+                    reason if m is target else f"{reason} (its group's {target.leg} leg)",
+                    now,
+                )
                 out.extend(changes)
                 released += cash
         return out, released
@@ -597,7 +807,7 @@ class Groups:
             m.dirty = False
 
 
-# ------------------------------------------------------------------------------------------------ cancel, expiry
+# ----------------------------------------------------------------------------------------- cancel, expiry
 
 _LOCK_INSTRUMENT_SQL = text("SELECT 1 FROM instruments WHERE symbol = :s FOR KEY SHARE")
 _LOCK_ACCOUNT_SQL = text("SELECT id FROM accounts WHERE id = :a FOR UPDATE")
@@ -605,8 +815,13 @@ _RELEASE_SQL = text("UPDATE accounts SET reserved_cash = reserved_cash - :r, upd
 _ROOT_SQL = text("SELECT coalesce(parent_id, id) FROM orders WHERE id = :id AND account_id = :a")
 
 
-async def apply(conn: AsyncConnection, groups: Groups, changes: list[Change], released: dict[uuid.UUID, Decimal],
-                now: datetime) -> None:
+async def apply(
+    conn: AsyncConnection,
+    groups: Groups,
+    changes: list[Change],
+    released: dict[uuid.UUID, Decimal],
+    now: datetime,
+) -> None:
     """Store what `groups` changed outside matching: the members, the cash they released, their events
     (numbered, with the order after each) and the streams' messages after commit. Locks the accounts (by
     id) after the orders, as everywhere."""
@@ -633,8 +848,9 @@ async def apply(conn: AsyncConnection, groups: Groups, changes: list[Change], re
             await defer_account_state(conn, account_id, now)
 
 
-async def cancel(conn: AsyncConnection, principal: Principal, account_id: uuid.UUID, order_id: uuid.UUID,
-                 symbol: str) -> None:
+async def cancel(
+    conn: AsyncConnection, principal: Principal, account_id: uuid.UUID, order_id: uuid.UUID, symbol: str
+) -> None:
     """A client cancel of a group member (`Groups.cancel`), locked instrument -> group -> account."""
     from app.domain.accounts.access import ensure_may_trade
     from app.domain.trading.services import _visible_owner
@@ -678,7 +894,9 @@ async def expire_groups(conn: AsyncConnection, now: datetime, batch: int = 500) 
                 released: dict[uuid.UUID, Decimal] = {}
                 for m in sorted(groups.members.values(), key=lambda m: m.leg is not None):  # the entry first
                     if m.status in OPEN_OR_HELD and m.expires_at is not None and m.expires_at <= now:
-                        done, cash = groups.close(m, "expired", EventType.EXPIRED, "day order: session closed", now)
+                        done, cash = groups.close(
+                            m, "expired", EventType.EXPIRED, "day order: session closed", now
+                        )
                         changes.extend(done)
                         released[m.account_id] = released.get(m.account_id, ZERO) + cash
                         expired += 1

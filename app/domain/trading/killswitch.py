@@ -27,7 +27,8 @@ _LOCK_INSTRUMENTS_SQL = text(
     "SELECT symbol FROM instruments WHERE symbol = ANY(CAST(:s AS text[])) ORDER BY symbol FOR KEY SHARE"
 )
 _LOCK_ORDERS_SQL = text(
-    f"SELECT {contingent._MEMBER_COLS} FROM orders WHERE account_id = :a AND {_OPEN_OR_HELD} ORDER BY id FOR UPDATE"
+    f"SELECT {contingent._MEMBER_COLS} FROM orders WHERE account_id = :a AND {_OPEN_OR_HELD} "
+    "ORDER BY id FOR UPDATE"
 )
 _MISSED_SQL = text(
     f"SELECT EXISTS (SELECT 1 FROM orders WHERE account_id = :a AND {_OPEN_OR_HELD} "
@@ -55,8 +56,9 @@ async def missed(conn: AsyncConnection, account_id: uuid.UUID, locked: list[cont
     return bool(await conn.scalar(_MISSED_SQL, {"a": account_id, "ids": [m.id for m in locked]}))
 
 
-async def cancel_locked(conn: AsyncConnection, account_id: uuid.UUID, locked: list[contingent.Member], reason: str,
-                        now: datetime) -> list[uuid.UUID]:
+async def cancel_locked(
+    conn: AsyncConnection, account_id: uuid.UUID, locked: list[contingent.Member], reason: str, now: datetime
+) -> list[uuid.UUID]:
     """Cancel every order of `locked` (all open or held; the account is locked) with one event each."""
     groups = contingent.Groups({m.id: m for m in locked})
     changes: list[contingent.Change] = []

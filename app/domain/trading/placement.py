@@ -216,8 +216,8 @@ SELECT (SELECT count(*) FROM account) AS applied, EXISTS (SELECT 1 FROM inst) AS
 
 # The contingent columns of an order written by WRITE_SQL in the same transaction (contingent.py).
 _COLUMN_NAMES = ("order_class", "parent_id", "leg", "trail_price", "trail_percent", "hwm", "reduce_only")
-_COLUMNS_SQL = """UPDATE orders SET order_class = $2, parent_id = $3, leg = $4, trail_price = $5, trail_percent = $6,
-                       hwm = $7, reduce_only = $8 WHERE id = $1"""
+_COLUMNS_SQL = """UPDATE orders SET order_class = $2, parent_id = $3, leg = $4, trail_price = $5,
+                       trail_percent = $6, hwm = $7, reduce_only = $8 WHERE id = $1"""
 
 VIOLATION_SQL = """
 INSERT INTO risk_violations (id, account_id, limit_id, limit_type, limit_value, would_be, phase, detail, created_at)

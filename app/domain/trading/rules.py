@@ -518,7 +518,8 @@ def trail_hwm(side: Side | str, hwm: Decimal, last_price: Decimal) -> Decimal:
 
 
 def trailing_stop_price(
-    side: Side | str, hwm: Decimal, trail_price: Decimal | None, trail_percent: Decimal | None, tick_size: Decimal
+    side: Side | str, hwm: Decimal, trail_price: Decimal | None, trail_percent: Decimal | None,
+    tick_size: Decimal,
 ) -> Decimal:
     """The stop of a trailing stop at `hwm`: sell `hwm - trail_price` or `hwm * (1 - trail_percent/100)`,
     buy `hwm + trail_price` or `hwm * (1 + trail_percent/100)`, rounded to the tick away from the market

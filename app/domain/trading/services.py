@@ -352,35 +352,24 @@ async def match_resting_orders(
             if member.status not in OPEN:
                 continue  # ended earlier at this price by its group (the other leg filled)
             status, quantity = OrderStatus(member.status), member.quantity
-            filled, avg, fees, reserved = member.filled_quantity, member.avg_fill_price, member.fees, member.reserved_cash
+            filled, avg = member.filled_quantity, member.avg_fill_price
+            fees, reserved = member.fees, member.reserved_cash
         else:
             status, quantity = OrderStatus(o.status), o.quantity
             filled, avg, fees, reserved = o.filled_quantity, o.avg_fill_price, o.fees, o.reserved_cash
-        view = OrderView(o.side, o.type, o.time_in_force, quantity, filled, o.limit_price, o.stop_price, o.triggered)
+        view = OrderView(o.side, o.type, o.time_in_force, quantity, filled, o.limit_price, o.stop_price,
+                         o.triggered)
         reason = None
-
-        def state() -> OrderOut:
-            if member is not None:
-                return member.out()
-            return _resting_state(o, symbol, status, filled, avg, fees, reason, now)
-
-        def sync() -> None:
-            if member is not None:
-                member.status, member.filled_quantity, member.fees = status.value, filled, fees
-                member.avg_fill_price, member.reserved_cash = _round_price(avg), reserved
-                member.triggered, member.reject_reason = o.triggered or m.triggered, reason
-                member.updated_at, member.dirty = now, True
-
+        triggered = o.triggered or m.triggered
         if m.newly_triggered:
-            sync()
             add(_event(o.id, o.account_id, EventType.TRIGGERED, status, status, now, data={"last_price": str(price)}),
-                state())
+                _step_state(o, member, symbol, status, filled, avg, fees, reserved, triggered, reason, now))
         qty = m.fill_qty
-        if qty > 0 and member is not None and member.leg is not None:
+        if qty > 0 and member is not None and member.leg is not None and groups is not None:
             # An exit never fills more than its group's entry did, nor past the position it closes.
             held = book.position(symbol).quantity
             room = max(held if o.side == "sell" else -held, ZERO)
-            qty = rules.floor_to_lot(min(qty, groups.cap(member), room), inst.lot_size)  # type: ignore[union-attr]
+            qty = rules.floor_to_lot(min(qty, groups.cap(member), room), inst.lot_size)
         if qty > 0 and o.side == "buy" and not book.allow_short and pretrade.margin_multiplier(book) <= 1:
             # A gap can make a triggered stop cost more than was reserved: never take cash below zero.
             assert m.fill_price is not None
@@ -415,13 +404,13 @@ async def match_resting_orders(
             filled += qty
             fees += fee
             status = new_status
-            sync()
-            add(event, state())
+            add(event, _step_state(o, member, symbol, status, filled, avg, fees, reserved, triggered, reason,
+                                   now))
             fills_made += 1
             FILLS.labels(liquidity=m.liquidity).inc()
-            if member is not None:
-                changes = (groups.on_entry_fill(member, qty, now) if member.leg is None  # type: ignore[union-attr]
-                           else groups.on_leg_fill(member, qty, now))  # type: ignore[union-attr]
+            if member is not None and groups is not None:
+                changes = (groups.on_entry_fill(member, qty, now) if member.leg is None
+                           else groups.on_leg_fill(member, qty, now))
                 for change in changes:
                     add(*change)
         if status is not OrderStatus.FILLED and cancel_rest:
@@ -430,16 +419,16 @@ async def match_resting_orders(
             status = OrderStatus.CANCELED
             book.reserved_cash -= reserved
             reserved = ZERO
-            sync()
-            add(cancel, _resting_state(o, symbol, status, filled, avg, fees, reason, now) if member is None else state())
-            if member is not None and member.leg is None:
-                for change in groups.on_entry_final(member, now):  # type: ignore[union-attr]
+            add(cancel, _step_state(o, member, symbol, status, filled, avg, fees, reserved, triggered, reason,
+                                    now))
+            if member is not None and member.leg is None and groups is not None:
+                for change in groups.on_entry_final(member, now):
                     add(*change)
         if member is None:
             await conn.execute(
                 update(Order).where(Order.id == o.id).values(
                     filled_quantity=filled, avg_fill_price=_round_price(avg), fees=fees, status=status.value,
-                    reserved_cash=reserved, triggered=o.triggered or m.triggered, updated_at=now,
+                    reserved_cash=reserved, triggered=triggered, updated_at=now,
                     reject_reason=reason,
                 )
             )
@@ -464,6 +453,19 @@ async def resting_quiet_band(conn: AsyncConnection, symbol: str) -> QuietBand:
     committed and visible here, and none can be added until the caller commits."""
     row = (await conn.execute(_QUIET_BAND_SQL, {"symbol": symbol})).one()
     return QuietBand(row.lower, row.upper, row.always)
+
+
+def _step_state(o: Any, member: contingent.Member | None, symbol: str, status: OrderStatus, filled: Decimal,
+                avg: Decimal | None, fees: Decimal, reserved: Decimal, triggered: bool, reason: str | None,
+                now: datetime) -> OrderOut:
+    """The order after one of its matching events. A group member's state is kept on its `Member`
+    (written once, after the group's rules ran); a simple order's is written by the caller."""
+    if member is None:
+        return _resting_state(o, symbol, status, filled, avg, fees, reason, now)
+    member.status, member.filled_quantity, member.fees = status.value, filled, fees
+    member.avg_fill_price, member.reserved_cash = _round_price(avg), reserved
+    member.triggered, member.reject_reason, member.updated_at, member.dirty = triggered, reason, now, True
+    return member.out()
 
 
 def _resting_state(o: Any, symbol: str, status: OrderStatus, filled: Decimal, avg: Decimal | None, fees: Decimal,
@@ -507,8 +509,8 @@ async def cancel_order(conn: AsyncConnection, principal: Principal, account_id: 
                 raise _GroupMember(row.symbol)
             if row.status not in OPEN:
                 raise conflict(f"Order is already {row.status}", order_status=row.status)
-            await _close_order(conn, account_id, order_id, row.status, row.reserved_cash, OrderStatus.CANCELED,
-                               EventType.CANCELED, "canceled by client")
+            await _close_order(conn, account_id, order_id, row.status, row.reserved_cash,
+                               OrderStatus.CANCELED, EventType.CANCELED, "canceled by client")
     except _GroupMember as group:
         await contingent.cancel(conn, principal, account_id, order_id, group.args[0])
     return await get_order(conn, principal, account_id, order_id)
@@ -590,7 +592,8 @@ async def with_legs(conn: AsyncConnection | Any, orders: list[OrderOut]) -> list
     members: list[OrderOut] = []
     if roots and isinstance(conn, AsyncConnection):
         rows = await conn.execute(
-            select(*ORDER_COLS).where(func.coalesce(Order.parent_id, Order.id).in_(roots), Order.leg.is_not(None))
+            select(*ORDER_COLS)
+            .where(func.coalesce(Order.parent_id, Order.id).in_(roots), Order.leg.is_not(None))
             .order_by(Order.id)
         )
         members = [_order_out(r) for r in rows]

@@ -245,7 +245,8 @@ class Orders(_Resource):
     def get(self, account_id: Id, order_id: Id, *, nested: bool = False) -> m.Order:
         """One order; `nested=True` adds its group's exit legs (`legs`)."""
         params = {"nested": "true"} if nested else None
-        return self._run(Call("GET", f"/accounts/{account_id}/orders/{order_id}", params=params, model=m.Order))
+        path = f"/accounts/{account_id}/orders/{order_id}"
+        return self._run(Call("GET", path, params=params, model=m.Order))
 
     def list(
         self,
