@@ -187,6 +187,8 @@ def _order_to_check(data: OrderCreate, inst: Any) -> OrderCreate:
 _LEGS_SQL = """
 WITH account AS (
   UPDATE accounts SET event_seq = event_seq + $2 WHERE id = $1 RETURNING event_seq
+), entry AS (
+  UPDATE orders SET order_class = $6, leg = $7, reduce_only = $8 WHERE id = $5
 ), legs AS (
   INSERT INTO orders (id, account_id, symbol, side, type, time_in_force, quantity, limit_price, stop_price,
                       status, expires_at, created_at, updated_at, order_class, parent_id, leg, reduce_only)
@@ -246,10 +248,18 @@ def _same_request(data: OrderCreate, existing: OrderOut) -> bool:
 
 
 async def place(
-    apg: Any, principal: Principal, account_id: uuid.UUID, data: OrderCreate, *, dry_run: bool = False
+    apg: Any,
+    principal: Principal,
+    account_id: uuid.UUID,
+    data: OrderCreate,
+    *,
+    dry_run: bool = False,
+    grouped: bool = False,
 ) -> tuple[OrderOut | ValidateOut, bool]:
     """Place (or check) a bracket, OTO, OCO or trailing stop, in one locked transaction. The answer is the
-    entry (an OCO: its take-profit leg) with its `legs`."""
+    entry (an OCO: its take-profit leg) with its `legs`. `grouped`: the account is under risk-group
+    limits, whose rows are locked first (as placement's `_place_locked`); an account found grouped
+    without them is placed again with them."""
     from app.domain.trading.placement import (
         BOOK_SQL,
         LOCK_ACCOUNT_ONLY_SQL,
@@ -267,13 +277,15 @@ async def place(
     tr = apg.transaction()
     await tr.start()
     try:
-        await apg.fetch(
-            group_pretrade.GROUP_LOCK_SQL, account_id
-        )  # risk groups' rows first, as _place_locked
+        if grouped:
+            await apg.fetch(group_pretrade.GROUP_LOCK_SQL, account_id)  # risk groups' rows first
         inst_row = await apg.fetchrow(LOCK_SQL, data.symbol, account_id)
         if inst_row is None:
             await apg.fetchrow(LOCK_ACCOUNT_ONLY_SQL, account_id)
         row = await apg.fetchrow(BOOK_SQL, account_id, True, data.symbol, data.client_order_id)
+        if row is not None and row["group_limited"] and not grouped:
+            await tr.rollback()
+            return await place(apg, principal, account_id, data, dry_run=dry_run, grouped=True)
         if row is None or not (principal.can_read_all_accounts or row["owner_id"] == principal.user_id):
             raise not_found("Account")
         row = dict(row.items())
@@ -317,7 +329,9 @@ async def place(
             "reduce_only": oco,
         }
         entry = await _execute_and_write(
-            apg, outcome, checked, now, row["row_version"], None, None, after_commit=messages, columns=columns
+            apg, outcome, checked, now, row["row_version"], None, None, after_commit=messages,
+            columns=columns,
+            store_columns=data.order_class == "simple",  # a group's entry: with its legs, one statement
         )
         assert isinstance(entry, OrderOut)  # both rows are locked: the write cannot lose a race
         legs: list[OrderOut] = []
@@ -481,7 +495,15 @@ async def _write_legs(
             }
         )
     last_seq = await apg.fetchval(
-        _LEGS_SQL, book.id, len(events), _encode(leg_rows).decode(), _encode(events).decode()
+        _LEGS_SQL,
+        book.id,
+        len(events),
+        _encode(leg_rows).decode(),
+        _encode(events).decode(),
+        entry.id,
+        entry.order_class,
+        entry.leg,
+        entry.reduce_only,
     )
     messages.extend(stream_messages(book, events, last_seq, now, None))
     return outs

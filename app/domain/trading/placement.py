@@ -593,12 +593,13 @@ def _rejected(breach: risk_checks.Breach) -> Exception:
 async def _execute_and_write(
     apg: Any, plan: _Plan, data: OrderCreate, now: datetime, row_version: str, instrument_version: str | None,
     exchange_version: str | None, *, remember: Any = None, after_commit: list[tuple[str, bytes]] | None = None,
-    columns: dict[str, Any] | None = None,
+    columns: dict[str, Any] | None = None, store_columns: bool = True,
 ) -> OrderOut | LostRace:
     """Execute the order against the last price and write everything, or say which row changed. With
     `remember` (the lean read the decision used), keep the state written for the account's next order.
     `columns` (contingent.py, inside its transaction): the order's class, leg and trail columns
-    (`_COLUMNS_SQL`), which simple orders leave at their defaults.
+    (`_COLUMNS_SQL`, unless the caller stores them in its own next statement), which simple orders leave at
+    their defaults.
     The stream messages are published at once (the write commits on its own) or, inside the locked
     path's transaction, appended to `after_commit` for the caller to publish after COMMIT."""
     book, inst, est_price = plan.book, plan.inst, plan.price
@@ -680,7 +681,7 @@ async def _execute_and_write(
     )
     if not written["applied"]:
         return LostRace.ACCOUNT if written["instrument_unchanged"] else LostRace.INSTRUMENT
-    if columns is not None:
+    if columns is not None and store_columns:
         await apg.execute(_COLUMNS_SQL, order_id, *(columns.get(name) for name in _COLUMN_NAMES))
     if remember is not None:
         _remember(remember, data, written, status, filled, inst.last_price)

@@ -261,6 +261,12 @@ _QUIET_BAND_SQL = text(
      WHERE symbol = :symbol AND status IN ('new', 'accepted', 'partially_filled')
     """
 )
+_MATCHED_SQL = text(
+    """UPDATE orders SET filled_quantity = :filled_quantity, avg_fill_price = :avg_fill_price, fees = :fees,
+                         status = :status, reserved_cash = :reserved_cash, triggered = :triggered,
+                         updated_at = :updated_at, reject_reason = :reject_reason
+        WHERE id = :id"""
+)
 _TRAIL_SQL = text("UPDATE orders SET hwm = :hwm, stop_price = :stop, updated_at = :now WHERE id = :id")
 
 
@@ -337,6 +343,7 @@ async def match_resting_orders(
     events: list[dict[str, Any]] = []
     states: list[OrderOut] = []  # the order after each event (the stream's `order`)
     fills_made = 0
+    order_rows: list[dict[str, Any]] = []  # the simple orders' new state (group members: `groups.write`)
 
     def add(event: dict[str, Any], state: OrderOut) -> None:
         event["order_state"] = stored_order(state)
@@ -425,13 +432,13 @@ async def match_resting_orders(
                 for change in groups.on_entry_final(member, now):
                     add(*change)
         if member is None:
-            await conn.execute(
-                update(Order).where(Order.id == o.id).values(
-                    filled_quantity=filled, avg_fill_price=_round_price(avg), fees=fees, status=status.value,
-                    reserved_cash=reserved, triggered=triggered, updated_at=now,
-                    reject_reason=reason,
-                )
-            )
+            order_rows.append({
+                "id": o.id, "filled_quantity": filled, "avg_fill_price": _round_price(avg), "fees": fees,
+                "status": status.value, "reserved_cash": reserved, "triggered": triggered, "updated_at": now,
+                "reject_reason": reason,
+            })
+    if order_rows:  # one executemany (pipelined): a statement per order cost a round trip per order
+        await conn.execute(_MATCHED_SQL, order_rows)
     if groups is not None:
         await groups.write(conn)
     await insert_fills(conn, fill_rows)
