@@ -344,6 +344,7 @@ async def match_resting_orders(
     states: list[OrderOut] = []  # the order after each event (the stream's `order`)
     fills_made = 0
     order_rows: list[dict[str, Any]] = []  # the simple orders' new state (group members: `groups.write`)
+    fill_counts: dict[str, int] = {}  # counted once per price: labels().inc() per fill costs ~0.1 ms
 
     def add(event: dict[str, Any], state: OrderOut) -> None:
         event["order_state"] = stored_order(state)
@@ -414,7 +415,7 @@ async def match_resting_orders(
             add(event, _step_state(o, member, symbol, status, filled, avg, fees, reserved, triggered, reason,
                                    now))
             fills_made += 1
-            FILLS.labels(liquidity=m.liquidity).inc()
+            fill_counts[m.liquidity] = fill_counts.get(m.liquidity, 0) + 1
             if member is not None and groups is not None:
                 changes = (groups.on_entry_fill(member, qty, now) if member.leg is None
                            else groups.on_leg_fill(member, qty, now))
@@ -437,6 +438,8 @@ async def match_resting_orders(
                 "status": status.value, "reserved_cash": reserved, "triggered": triggered, "updated_at": now,
                 "reject_reason": reason,
             })
+    for liquidity, count in fill_counts.items():
+        FILLS.labels(liquidity=liquidity).inc(count)
     if order_rows:  # one executemany (pipelined): a statement per order cost a round trip per order
         await conn.execute(_MATCHED_SQL, order_rows)
     if groups is not None:
