@@ -569,3 +569,53 @@ async def test_day_groups_expire_entry_first_legs_keep_the_fill_or_are_canceled(
         assert leg["status"] == "expired" and D(leg["quantity"]) == 2
         assert [e[0] for e in await events(client, h, acct, leg["id"])][-2:] == ["reduced", "expired"]
     assert D((await account(client, h, acct))["reserved_cash"]) == 0
+
+
+async def test_a_bracket_is_checked_as_its_entry_by_account_and_group_limits(
+    client, admin_headers, make_user
+):
+    rm = await make_user("risk_manager")
+    h, sym, acct = await setup(client, admin_headers, make_user, taker="0", maker="0")
+    resp = await client.post(
+        f"/api/v1/accounts/{acct}/risk/limits",
+        headers=rm["headers"],
+        json={"limit_type": "max_position_quantity", "value": "10"},
+    )
+    assert resp.status_code == 201, resp.text
+    # entry 10 fills at once: exactly at the limit; its exits (reduce-only) add nothing
+    o = await place(client, h, acct, symbol=sym, side="buy", type="market", quantity=10, **BRACKET)
+    assert o["status"] == "filled" and {leg["status"] for leg in o["legs"]} == {"accepted"}
+    over = await place(
+        client,
+        h,
+        acct,
+        expect=422,
+        symbol=sym,
+        side="buy",
+        type="limit",
+        quantity=1,
+        limit_price="95",
+        **BRACKET,
+    )
+    assert over["type"].endswith("/risk-limit-breached") and over["limit_type"] == "max_position_quantity"
+    # the same on an account under a risk-group limit (the group path locks the group's rows first)
+    other = await make_account(client, h)
+    group = (await client.post("/api/v1/risk/groups", json={"name": "desk-c"}, headers=rm["headers"])).json()
+    resp = await client.put(
+        f"/api/v1/accounts/{other}/risk/group", json={"group_id": group["id"]}, headers=rm["headers"]
+    )
+    assert resp.status_code == 200, resp.text
+    resp = await client.post(
+        f"/api/v1/risk/groups/{group['id']}/limits",
+        headers=rm["headers"],
+        json={"limit_type": "max_gross_exposure", "value": "1000"},
+    )
+    assert resp.status_code == 201, resp.text
+    ok = await place(client, h, other, symbol=sym, side="buy", type="market", quantity=10, **BRACKET)
+    assert ok["status"] == "filled" and len(ok["legs"]) == 2
+    breach = await place(
+        client, h, other, expect=422, symbol=sym, side="buy", type="market", quantity=1, **BRACKET
+    )
+    assert breach["limit_type"] == "max_gross_exposure"
+    listed = (await client.get(f"/api/v1/accounts/{other}/orders", headers=h)).json()["items"]
+    assert len(listed) == 3  # the entry and its two legs; nothing of the refused bracket
