@@ -88,6 +88,7 @@ def test_enum_values_match_the_api():
         "filled",
         "canceled",
         "expired",
+        "replaced",
     }
     assert Side("buy") == "buy"  # str enums compare equal to the stored strings
     assert str(OrderStatus.PARTIALLY_FILLED) == f"{OrderStatus.PARTIALLY_FILLED}" == "partially_filled"

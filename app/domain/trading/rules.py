@@ -87,6 +87,7 @@ class EventType(StrEnum):
     FILLED = "filled"
     CANCELED = "canceled"
     EXPIRED = "expired"
+    REPLACED = "replaced"  # PATCH in place: status unchanged, `data` has the old and new values
 
 
 class LeftoverAction(StrEnum):

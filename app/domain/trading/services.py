@@ -232,7 +232,7 @@ _RESTING_SQL = text(
       FROM orders
      WHERE symbol = :symbol AND status IN ('new', 'accepted', 'partially_filled')
        AND {_ACTS_AT_PRICE}
-     ORDER BY created_at, id
+     ORDER BY coalesce(priority_at, created_at), id
      FOR UPDATE SKIP LOCKED
     """
 )
@@ -329,6 +329,14 @@ async def match_resting_orders(
             if affordable < qty:
                 qty = max(affordable, ZERO)
                 cancel_rest, reason = True, "insufficient cash for the full fill"
+        if qty > 0 and o.reduce_only:
+            # A reduce-only order never reverses the position (other fills may have shrunk it since it
+            # was placed): a fill past flat is cut there and the rest canceled.
+            held = book.position(symbol).quantity
+            room = held if o.side == "sell" else -held
+            if room < qty:
+                qty = max(room, ZERO)
+                cancel_rest, reason = True, "reduce_only: the position is closed"
         if qty > 0:
             assert m.fill_price is not None and m.liquidity is not None
             rate = inst.taker_fee_rate if m.liquidity == "taker" else inst.maker_fee_rate
@@ -539,6 +547,26 @@ async def list_orders(
     items = [OrderOut(*r) for r in rows[:limit]]
     nxt = encode_cursor(items[-1].created_at, items[-1].id) if len(rows) > limit else None
     return items, nxt
+
+
+async def order_by_client_id(
+    conn: AsyncConnection | Any, principal: Principal, account_id: uuid.UUID, client_order_id: str
+) -> OrderOut:
+    """The account's order with this client_order_id (unique per account), or 404 (also for an account the
+    caller may not see: never reveal that it exists)."""
+    apg = await raw_connection(conn)
+    row = await apg.fetchrow(
+        _BY_CLIENT_ID_SQL, account_id, principal.user_id, principal.can_read_all_accounts, client_order_id
+    )
+    if row is None:
+        raise not_found("Order")
+    return OrderOut(*row)
+
+
+_BY_CLIENT_ID_SQL = f"""
+SELECT {_ORDER_SELECT} FROM orders o JOIN accounts a ON a.id = o.account_id
+ WHERE o.account_id = $1 AND (a.owner_id = $2 OR $3) AND o.client_order_id = $4
+"""
 
 
 async def order_fills(conn: AsyncConnection, principal: Principal, account_id: uuid.UUID, order_id: uuid.UUID) -> list[FillOut]:
