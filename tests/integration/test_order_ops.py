@@ -358,6 +358,56 @@ async def test_replace_racing_a_fill_never_leaves_filled_above_quantity(
     )  # the first order's rest
 
 
+async def test_replaces_and_price_updates_from_two_processes_keep_every_invariant(
+    client, admin_headers, make_user, live, db_engine
+):
+    """Replaces through one API process while another feeds volume-limited prices that fill the same
+    orders: every order ends with filled <= quantity, the reservations match the open orders, and the
+    account reconciles with its fills."""
+    import random
+
+    from app.domain.trading.reconcile import reconcile_account
+
+    proc_a, proc_b = live
+    h, sym, acct = await setup(client, admin_headers, make_user)
+    ids = []
+    for _ in range(4):
+        o = await place(client, h, acct, symbol=sym, side="buy", type="limit", quantity=10, limit_price="95")
+        ids.append(o["id"])
+    rng = random.Random(17)
+    statuses: list[int] = []
+
+    async def replaces() -> None:
+        for i in range(32):
+            body = {"quantity": str(rng.randint(1, 14))}
+            resp = await proc_a.patch(f"/api/v1/accounts/{acct}/orders/{ids[i % 4]}", json=body, headers=h)
+            assert resp.status_code in (200, 409, 422), resp.text
+            statuses.append(resp.status_code)
+
+    async def prices() -> None:
+        for i in range(32):
+            body = {"price": "95" if i % 2 == 0 else "100", "volume": "2"}
+            resp = await proc_b.post(f"/api/v1/instruments/{sym}/price", json=body, headers=admin_headers)
+            assert resp.status_code == 200, resp.text
+
+    await asyncio.gather(replaces(), prices())
+    assert 200 in statuses
+    expected_reserved = total_filled = D(0)
+    for oid in ids:
+        o = await order(client, h, acct, oid)
+        filled, qty = D(o["filled_quantity"]), D(o["quantity"])
+        total_filled += filled
+        assert filled <= qty, o
+        assert (o["status"] == "filled") == (filled == qty), o
+        if o["status"] in ("accepted", "partially_filled"):
+            expected_reserved += (qty - filled) * 95 * (1 + TAKER)
+    assert total_filled > 0
+    assert D((await account(client, h, acct))["reserved_cash"]) == expected_reserved
+    async with db_engine.connect() as conn:
+        drift = await reconcile_account(conn, uuid.UUID(acct))
+    assert drift.ok, drift.problems
+
+
 # -------------------------------------------------------------------------------------------- cancel-all
 
 
