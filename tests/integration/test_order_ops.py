@@ -163,6 +163,55 @@ async def test_reduce_only_may_only_shrink_the_position(client, admin_headers, m
     assert (b["status"], D(b["filled_quantity"])) == ("canceled", 0)
 
 
+async def test_reduce_only_counts_the_two_exits_of_a_group_once(client, admin_headers, make_user, db_engine):
+    """An OCO's take-profit and stop-loss legs (the stop-loss leg linked to the take-profit leg) share one
+    quantity: against a long of 10, legs of 6 leave room for 4 more reduce-only, not for none."""
+    from sqlalchemy import text
+
+    # (a short-enabled account: the long-only sellable rule is not what this test is about)
+    h, sym, acct = await setup(client, admin_headers, make_user, allow_short=True)
+    await place(client, h, acct, symbol=sym, side="buy", type="market", quantity=10)
+    tp, sl = uuid.uuid4(), uuid.uuid4()
+    insert = text(
+        "INSERT INTO orders (id, account_id, symbol, side, type, time_in_force, quantity, limit_price,"
+        " stop_price, status, order_class, parent_id, leg, reduce_only, created_at, updated_at)"
+        " VALUES (:id, :acct, :sym, 'sell', :type, 'gtc', 6, :limit, :stop, 'accepted', 'oco', :parent, :leg,"
+        " true, now(), now())"
+    )
+    async with db_engine.begin() as conn:
+        await conn.execute(
+            insert,
+            {
+                "id": tp,
+                "acct": uuid.UUID(acct),
+                "sym": sym,
+                "type": "limit",
+                "limit": 150,
+                "stop": None,
+                "parent": None,
+                "leg": "take_profit",
+            },
+        )
+        await conn.execute(
+            insert,
+            {
+                "id": sl,
+                "acct": uuid.UUID(acct),
+                "sym": sym,
+                "type": "stop",
+                "limit": None,
+                "stop": 80,
+                "parent": tp,
+                "leg": "stop_loss",
+            },
+        )
+    url = f"/api/v1/accounts/{acct}/orders"
+    body = {"symbol": sym, "side": "sell", "type": "limit", "limit_price": "160", "reduce_only": True}
+    over = await client.post(url, json={**body, "quantity": "5"}, headers=h)
+    assert over.status_code == 422 and field_of(over) == ["quantity"], over.text
+    assert (await client.post(url, json={**body, "quantity": "4"}, headers=h)).status_code == 201
+
+
 # ------------------------------------------------------------------------------------------------- replace
 
 
@@ -247,7 +296,8 @@ async def test_replace_rejections(client, admin_headers, make_user):
         (lim, {"quantity": "100000"}, 422, "quantity"),  # buying power
         (lim, {"time_in_force": "ioc"}, 422, "time_in_force"),
         (lim, {"colour": "red"}, 400, "colour"),
-        (lim, {}, 400, "body"),
+        (lim, {}, 422, "body"),
+        (lim, {"quantity": "-1"}, 422, "quantity"),
     ]
     for target, body, status, field in cases:
         resp = await patch(client, h, acct, target["id"], **body)

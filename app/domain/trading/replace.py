@@ -51,8 +51,9 @@ from app.domain.trading.services import (
     next_session_close,
 )
 from app.lib.db import raw_connection, tx, utcnow
-from app.lib.errors import conflict, invalid, not_found
+from app.lib.errors import conflict, field_from_message, invalid, not_found
 from app.lib.metrics import RISK_REJECTIONS
+from app.lib.validation import positive
 
 ZERO = Decimal(0)
 
@@ -180,6 +181,12 @@ async def _replace(
 def _new_values(o: Any, data: OrderReplace, inst: InstrumentInfo) -> dict[str, Any]:
     """The order's fields after the replace, each rule failure a 422 naming its field."""
     named = [f for f in data.__struct_fields__ if getattr(data, f) is not None]
+    if not named:
+        raise invalid("the body names no field to change", "body")
+    try:
+        positive(data, "quantity", *_PRICE_FIELDS)
+    except ValueError as exc:
+        raise invalid(str(exc), field_from_message(str(exc))) from None
     allowed = _FIELDS_BY_TYPE.get(o.type, frozenset())
     for field in named:
         if field not in allowed:

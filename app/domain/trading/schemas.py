@@ -51,8 +51,10 @@ class OrderCreate(msgspec.Struct, forbid_unknown_fields=True):
         order is compared by its notional: its quantity depends on the price at acceptance."""
         size = self.notional if self.notional is not None else self.quantity
         stored = other["notional"] if other.get("notional") is not None else other["quantity"]
-        mine = (self.symbol, self.side, self.type, size, self.limit_price, self.stop_price, self.time_in_force,
-                self.reduce_only)
+        mine = (
+            self.symbol, self.side, self.type, size, self.limit_price, self.stop_price, self.time_in_force,
+            self.reduce_only,
+        )
         theirs = (
             other["symbol"], other["side"], other["type"], stored, other["limit_price"], other["stop_price"],
             other["time_in_force"], other.get("reduce_only", False),
@@ -93,7 +95,8 @@ class OrderOut(msgspec.Struct):
 
 
 class OrderReplace(msgspec.Struct, forbid_unknown_fields=True):
-    """PATCH body: the fields to change; absent (or null) fields keep their values."""
+    """PATCH body: the fields to change; absent (or null) fields keep their values. Its rules (at least one
+    field, positive amounts, the fields the order's type takes) are checked by the replace: 422."""
 
     quantity: Decimal | None = None
     limit_price: Decimal | None = None
@@ -101,11 +104,6 @@ class OrderReplace(msgspec.Struct, forbid_unknown_fields=True):
     trail_price: Decimal | None = None
     trail_percent: Decimal | None = None
     time_in_force: TifName | None = None
-
-    def __post_init__(self) -> None:
-        positive(self, "quantity", "limit_price", "stop_price", "trail_price", "trail_percent")
-        if all(getattr(self, f) is None for f in self.__struct_fields__):
-            raise ValueError("`body` names no field to change")
 
 
 class CancelFailure(msgspec.Struct):

@@ -18,15 +18,23 @@ from app.lib.errors import invalid
 ZERO = Decimal(0)
 
 # The open quantity of the account's other reduce-only orders on one symbol and side ($4: the order
-# being replaced, left out; NULL at placement). Read only for reduce-only orders, so the placement
-# reads of every other order stay as they are. On the optimistic placement path it runs after the
-# account's version was read: an order placed or canceled since changed the account row (its event
+# being replaced, left out; NULL at placement). The two exits of a bracket or OCO group share one
+# quantity (a fill of one reduces the other), so a group counts once: its stop-loss leg is left out
+# while its take-profit leg is open (an OCO's stop-loss leg has the take-profit leg as parent, a
+# bracket's legs share the entry as parent). Held legs are not open: they wait for an entry fill that
+# grows the position by as much as they may take off. Read only for reduce-only orders, so the
+# placement reads of every other order stay as they are. On the optimistic placement path it runs after
+# the account's version was read: an order placed or canceled since changed the account row (its event
 # counter), so the version check of the write fails and the locked path decides again, after this
 # query under the account lock.
 OPEN_REDUCE_ONLY_SQL = """
-SELECT coalesce(sum(quantity - filled_quantity), 0)::text FROM orders
- WHERE account_id = $1 AND symbol = $2 AND side = $3 AND reduce_only
-   AND status IN ('new', 'held', 'accepted', 'partially_filled') AND ($4::uuid IS NULL OR id <> $4::uuid)
+SELECT coalesce(sum(o.quantity - o.filled_quantity), 0)::text FROM orders o
+ WHERE o.account_id = $1 AND o.symbol = $2 AND o.side = $3 AND o.reduce_only
+   AND o.status IN ('new', 'accepted', 'partially_filled') AND ($4::uuid IS NULL OR o.id <> $4::uuid)
+   AND NOT (o.leg = 'stop_loss' AND o.parent_id IS NOT NULL AND EXISTS (
+         SELECT 1 FROM orders t
+          WHERE t.leg = 'take_profit' AND t.status IN ('new', 'accepted', 'partially_filled')
+            AND (t.id = o.parent_id OR t.parent_id = o.parent_id)))
 """
 
 
