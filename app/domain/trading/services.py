@@ -224,6 +224,9 @@ _ACTS_AT_PRICE = f"""({_ALWAYS_ACTS}
          OR (side = 'sell' AND {_LIMIT_LIKE} AND limit_price <= :price)
          OR (side = 'buy' AND {_UNTRIGGERED_STOP} AND stop_price <= :price)
          OR (side = 'sell' AND {_UNTRIGGERED_STOP} AND stop_price >= :price))"""
+# Time priority is `coalesce(priority_at, created_at), id`: a replace that raised the quantity or changed a
+# price set `priority_at` (replace.py). The partial index on (symbol, created_at, id) still finds the
+# symbol's resting orders; the few that act at one price are sorted after the filter.
 _RESTING_SQL = text(
     f"""
     SELECT id, account_id, side, type, time_in_force, quantity, filled_quantity, avg_fill_price, limit_price,
