@@ -51,6 +51,10 @@ async def test_notional_market_order_is_sized_by_the_last_price_floored_to_the_l
     client, admin_headers, make_user
 ):
     h, sym, acct = await setup(client, admin_headers, make_user, price="33.33", lot="0.001", min_qty="0.001")
+    body = {"symbol": sym, "side": "buy", "type": "market", "notional": "1000"}
+    checked = await client.post(f"/api/v1/accounts/{acct}/orders/validate", json=body, headers=h)
+    assert checked.status_code == 200, checked.text
+    assert D(checked.json()["estimated_cost"]) == D("30.003") * D("33.33")
     o = await place(client, h, acct, symbol=sym, side="buy", type="market", notional="1000")
     # 1000 / 33.33 = 30.0030003... -> 30.003 lots of 0.001, exactly
     assert D(o["quantity"]) == D("30.003") and D(o["filled_quantity"]) == D("30.003")
