@@ -233,3 +233,35 @@ async def test_contingent_order_helpers_against_a_live_server(server):
         halted = await rm.accounts.set_trading_state(account.id, "halted", "client test")
         legs = {o.id for o in (entry.legs or []) + (oco.legs or [])}
         assert set(halted.canceled_orders) == {entry.id, oco.id, trail.id, *legs}
+
+
+async def test_order_operations_through_the_client(server):
+    """Notional and reduce-only orders, replace, cancel-all, the client_order_id lookup and closing
+    positions, through the client's resource methods and its shortcuts."""
+    async with AsyncClient(server.url, api_key=server.admin_key) as admin:
+        symbol = await make_market(admin, bars=2)
+        trader = await admin.users.create(f"ops-{uuid.uuid4().hex[:8]}@example.com", "trader")
+    async with AsyncClient(server.url, api_key=trader.api_key) as td:
+        account = await td.accounts.create("ops bot", "100000")
+        bought = await td.orders.place(account.id, symbol, "buy", "market", notional="1050")
+        assert bought.quantity == Decimal("10") and bought.notional == Decimal("1050")
+        with pytest.raises(Unprocessable) as exc:
+            await td.orders.place(account.id, symbol, "buy", "market", quantity=1, reduce_only=True)
+        assert exc.value.slug == "reduce-only"
+        resting = await td.orders.place(
+            account.id, symbol, "sell", "limit", quantity=4, limit_price="120", client_order_id="tp-1",
+            reduce_only=True,
+        )
+        replaced = await td.replace_order(account.id, resting.id, quantity=3, limit_price="125")
+        assert (replaced.id, replaced.version, replaced.quantity) == (resting.id, 2, Decimal("3"))
+        assert (await td.get_order_by_client_id(account.id, "tp-1")).limit_price == Decimal("125")
+        with pytest.raises(NotFound):
+            await td.orders.get_by_client_id(account.id, "nope")
+        result = await td.cancel_all_orders(account.id, symbol=symbol)
+        assert result.canceled == [resting.id] and result.failed == []
+        closed = await td.close_position(account.id, symbol, percentage=50)
+        assert closed.reduce_only and closed.side == "sell" and closed.quantity == Decimal("5")
+        everything = await td.close_all_positions(account.id, cancel_orders=True)
+        assert [o.quantity for o in everything.orders] == [Decimal("5")] and everything.failed == []
+    with Client(server.url, api_key=trader.api_key) as blocking:
+        assert blocking.cancel_all_orders(account.id).canceled == []

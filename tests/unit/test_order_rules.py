@@ -92,6 +92,7 @@ def test_enum_values_match_the_api():
         "held",
         "activated",
         "reduced",
+        "replaced",
     }
     assert Side("buy") == "buy"  # str enums compare equal to the stored strings
     assert str(OrderStatus.PARTIALLY_FILLED) == f"{OrderStatus.PARTIALLY_FILLED}" == "partially_filled"

@@ -326,7 +326,7 @@ async def place(
             "trail_price": data.trail_price,
             "trail_percent": data.trail_percent,
             "hwm": inst.last_price if data.type == "trailing_stop" else None,
-            "reduce_only": oco,
+            "reduce_only": oco or data.reduce_only,
         }
         entry = await _execute_and_write(
             apg, outcome, checked, now, row["row_version"], None, None, after_commit=messages,

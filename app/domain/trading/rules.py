@@ -92,6 +92,7 @@ class EventType(StrEnum):
     HELD = "held"  # an exit leg placed with its entry, waiting for the entry's fill
     ACTIVATED = "activated"  # an entry fill made (more of) its exit legs executable
     REDUCED = "reduced"  # the other exit leg of the group filled: this one's quantity shrank by as much
+    REPLACED = "replaced"  # PATCH in place: status unchanged, `data` has the old and new values
 
 
 class LeftoverAction(StrEnum):

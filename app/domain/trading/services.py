@@ -231,6 +231,9 @@ _ACTS_AT_PRICE = f"""({_ALWAYS_ACTS}
          OR (side = 'buy' AND {_TRAILING} AND hwm > :price))"""
 # Orders of a halted account are left out: matching never fills them (the kill switch), and they take no
 # volume from others'. (Matching checks the locked account again before it fills.)
+# Time priority is `coalesce(priority_at, created_at), id`: a replace that raised the quantity or changed a
+# price set `priority_at` (replace.py). The partial index on (symbol, created_at, id) still finds the
+# symbol's resting orders; the few that act at one price are sorted after the filter.
 _RESTING_SQL = text(
     f"""
     SELECT id, account_id, side, type, time_in_force, quantity, filled_quantity, avg_fill_price, limit_price,
@@ -240,7 +243,7 @@ _RESTING_SQL = text(
      WHERE symbol = :symbol AND status IN ('new', 'accepted', 'partially_filled')
        AND {_ACTS_AT_PRICE}
        AND NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id = orders.account_id AND a.trading_state = 'halted')
-     ORDER BY created_at, id
+     ORDER BY coalesce(priority_at, created_at), id
      FOR UPDATE SKIP LOCKED
     """
 )
@@ -388,6 +391,14 @@ async def match_resting_orders(
             if affordable < qty:
                 qty = max(affordable, ZERO)
                 cancel_rest, reason = True, "insufficient cash for the full fill"
+        if qty > 0 and o.reduce_only:
+            # A reduce-only order never reverses the position (other fills may have shrunk it since it
+            # was placed): a fill past flat is cut there and the rest canceled.
+            held = book.position(symbol).quantity
+            room = held if o.side == "sell" else -held
+            if room < qty:
+                qty = max(room, ZERO)
+                cancel_rest, reason = True, "reduce_only: the position is closed"
         if qty > 0:
             assert m.fill_price is not None and m.liquidity is not None
             rate = inst.taker_fee_rate if m.liquidity == "taker" else inst.maker_fee_rate
@@ -670,6 +681,26 @@ async def list_orders(
     if nested:
         items = await with_legs(apg, items)
     return items, nxt
+
+
+async def order_by_client_id(
+    conn: AsyncConnection | Any, principal: Principal, account_id: uuid.UUID, client_order_id: str
+) -> OrderOut:
+    """The account's order with this client_order_id (unique per account), or 404 (also for an account the
+    caller may not see: never reveal that it exists)."""
+    apg = await raw_connection(conn)
+    row = await apg.fetchrow(
+        _BY_CLIENT_ID_SQL, account_id, principal.user_id, principal.can_read_all_accounts, client_order_id
+    )
+    if row is None:
+        raise not_found("Order")
+    return OrderOut(*row)
+
+
+_BY_CLIENT_ID_SQL = f"""
+SELECT {_ORDER_SELECT} FROM orders o JOIN accounts a ON a.id = o.account_id
+ WHERE o.account_id = $1 AND (a.owner_id = $2 OR $3) AND o.client_order_id = $4
+"""
 
 
 async def order_fills(conn: AsyncConnection, principal: Principal, account_id: uuid.UUID, order_id: uuid.UUID) -> list[FillOut]:

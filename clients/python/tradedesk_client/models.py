@@ -149,7 +149,7 @@ class OrderRequest(Model, kw_only=True):
     symbol: str
     side: Side
     type: OrderType
-    quantity: Decimal
+    quantity: Decimal | None = None  # or `notional` (market orders: a cash amount)
     limit_price: Decimal | None = None
     stop_price: Decimal | None = None
     time_in_force: TimeInForce = "gtc"
@@ -159,6 +159,19 @@ class OrderRequest(Model, kw_only=True):
     stop_loss: StopLoss | None = None
     trail_price: Decimal | None = None  # trailing_stop: exactly one of trail_price / trail_percent
     trail_percent: Decimal | None = None
+    notional: Decimal | None = None  # market orders: a cash amount instead of `quantity`
+    reduce_only: bool = False
+
+
+class OrderReplace(Model, kw_only=True):
+    """The body of `PATCH .../orders/{order_id}`: only the fields to change."""
+
+    quantity: Decimal | None = None
+    limit_price: Decimal | None = None
+    stop_price: Decimal | None = None
+    trail_price: Decimal | None = None
+    trail_percent: Decimal | None = None
+    time_in_force: TimeInForce | None = None
 
 
 class Order(Model, kw_only=True):
@@ -578,6 +591,30 @@ class MarketFeed(Model, kw_only=True):
     finished_at: datetime | None
 
 
+
+class CancelFailure(Model, kw_only=True):
+    id: uuid.UUID
+    reason: str
+
+
+class CancelAllResult(Model, kw_only=True):
+    """`DELETE .../orders`: the orders canceled and the ones that could not be (with the reason)."""
+
+    canceled: list[uuid.UUID]
+    failed: list[CancelFailure]
+
+
+class CloseFailure(Model, kw_only=True):
+    symbol: str
+    reason: str
+
+
+class CloseAllResult(Model, kw_only=True):
+    """`DELETE .../positions`: the closing orders placed and the positions that could not be closed."""
+
+    orders: list[Order]
+    failed: list[CloseFailure]
+
 # Every model and the server schema it mirrors (checked against /schema/openapi.json by the test suite).
 SERVER_SCHEMAS: dict[type[Model], str] = {
     User: "UserOut",
@@ -594,6 +631,11 @@ SERVER_SCHEMAS: dict[type[Model], str] = {
     TakeProfit: "TakeProfit",
     StopLoss: "StopLoss",
     Order: "OrderOut",
+    OrderReplace: "OrderReplace",
+    CancelFailure: "CancelFailure",
+    CancelAllResult: "CancelAllOut",
+    CloseFailure: "CloseFailure",
+    CloseAllResult: "CloseAllOut",
     Validation: "ValidateOut",
     Fill: "FillOut",
     OrderEvent: "OrderEventOut",
