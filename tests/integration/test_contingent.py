@@ -619,3 +619,29 @@ async def test_a_bracket_is_checked_as_its_entry_by_account_and_group_limits(
     assert breach["limit_type"] == "max_gross_exposure"
     listed = (await client.get(f"/api/v1/accounts/{other}/orders", headers=h)).json()["items"]
     assert len(listed) == 3  # the entry and its two legs; nothing of the refused bracket
+
+
+async def test_cancel_all_cancels_a_bracket_as_a_group_and_lists_every_member(client, admin_headers, make_user):
+    h, sym, acct = await setup(client, admin_headers, make_user)
+    o = await place(client, h, acct, symbol=sym, side="buy", type="limit", quantity=10, limit_price="95",
+                    order_class="bracket", take_profit={"limit_price": "110"}, stop_loss={"stop_price": "90"})
+    simple = await place(client, h, acct, symbol=sym, side="buy", type="limit", quantity=1, limit_price="90")
+    resp = await client.delete(f"/api/v1/accounts/{acct}/orders", headers=h)
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    members = {o["id"], *(leg["id"] for leg in o["legs"])}
+    assert set(body["canceled"]) == members | {simple["id"]} and body["failed"] == []
+    after = await nested(client, h, acct, o["id"])
+    assert after["status"] == "canceled" and {leg["status"] for leg in after["legs"]} == {"canceled"}
+    assert D((await account(client, h, acct))["reserved_cash"]) == 0
+
+
+async def test_notional_is_refused_on_a_contingent_order_and_nothing_is_written(client, admin_headers, make_user):
+    h, sym, acct = await setup(client, admin_headers, make_user)
+    resp = await client.post(f"/api/v1/accounts/{acct}/orders", headers=h, json={
+        "symbol": sym, "side": "buy", "type": "market", "notional": "1000", "order_class": "bracket",
+        "take_profit": {"limit_price": "110"}, "stop_loss": {"stop_price": "90"}})
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["errors"][0]["field"] == "notional"
+    listed = await client.get(f"/api/v1/accounts/{acct}/orders", headers=h)
+    assert listed.json()["items"] == []
