@@ -18,7 +18,7 @@ from decimal import Decimal
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.domain.trading import contingent
+from app.domain.trading import groups as grouping
 from app.domain.trading.rules import EventType
 
 _OPEN_OR_HELD = "status IN ('new', 'held', 'accepted', 'partially_filled')"
@@ -27,7 +27,7 @@ _LOCK_INSTRUMENTS_SQL = text(
     "SELECT symbol FROM instruments WHERE symbol = ANY(CAST(:s AS text[])) ORDER BY symbol FOR KEY SHARE"
 )
 _LOCK_ORDERS_SQL = text(
-    f"SELECT {contingent._MEMBER_COLS} FROM orders WHERE account_id = :a AND {_OPEN_OR_HELD} "
+    f"SELECT {grouping._MEMBER_COLS} FROM orders WHERE account_id = :a AND {_OPEN_OR_HELD} "
     "ORDER BY id FOR UPDATE"
 )
 _MISSED_SQL = text(
@@ -41,27 +41,27 @@ class Retry(Exception):
     """An open order appeared between the reads and the account lock: start the transaction again."""
 
 
-async def lock_open_orders(conn: AsyncConnection, account_id: uuid.UUID) -> list[contingent.Member]:
+async def lock_open_orders(conn: AsyncConnection, account_id: uuid.UUID) -> list[grouping.Member]:
     """Lock the instruments of the account's open and held orders, then those orders. Before the account."""
     symbols = sorted((await conn.execute(_SYMBOLS_SQL, {"a": account_id})).scalars())
     if not symbols:
         return []
     await conn.execute(_LOCK_INSTRUMENTS_SQL, {"s": symbols})
     rows = (await conn.execute(_LOCK_ORDERS_SQL, {"a": account_id})).all()
-    return [contingent.Member(**r._mapping) for r in rows]
+    return [grouping.Member(**r._mapping) for r in rows]
 
 
-async def missed(conn: AsyncConnection, account_id: uuid.UUID, locked: list[contingent.Member]) -> bool:
+async def missed(conn: AsyncConnection, account_id: uuid.UUID, locked: list[grouping.Member]) -> bool:
     """With the account locked: is any open order of it not among `locked`?"""
     return bool(await conn.scalar(_MISSED_SQL, {"a": account_id, "ids": [m.id for m in locked]}))
 
 
 async def cancel_locked(
-    conn: AsyncConnection, account_id: uuid.UUID, locked: list[contingent.Member], reason: str, now: datetime
+    conn: AsyncConnection, account_id: uuid.UUID, locked: list[grouping.Member], reason: str, now: datetime
 ) -> list[uuid.UUID]:
     """Cancel every order of `locked` (all open or held; the account is locked) with one event each."""
-    groups = contingent.Groups({m.id: m for m in locked})
-    changes: list[contingent.Change] = []
+    groups = grouping.Groups({m.id: m for m in locked})
+    changes: list[grouping.Change] = []
     released = Decimal(0)
     for m in locked:
         frm = m.status
@@ -69,5 +69,5 @@ async def cancel_locked(
         released += m.reserved_cash
         m.reserved_cash = Decimal(0)
         changes.append(groups._change(m, EventType.CANCELED, frm, now, reason=reason))
-    await contingent.apply(conn, groups, changes, {account_id: released}, now)
+    await grouping.apply(conn, groups, changes, {account_id: released}, now)
     return [m.id for m in locked]

@@ -27,7 +27,8 @@ from app.domain.risk import checks as risk_checks
 from app.domain.risk import pretrade
 from app.domain.streams.events import defer_account_state, defer_account_update
 from app.domain.streams.log import assign_seqs, defer_trade_updates, stored_order
-from app.domain.trading import contingent, rules
+from app.domain.trading import groups as grouping
+from app.domain.trading import rules
 from app.domain.trading.book import AccountBook, fill_row, insert_fills, load_book
 from app.domain.trading.models import Fill, Order, OrderEvent
 from app.domain.trading.rules import EventType, OrderStatus, OrderView
@@ -281,7 +282,7 @@ async def match_resting_orders(
 
     Runs inside the price update's transaction (the caller holds the instrument row FOR UPDATE).
     `volume` is the quantity available at this price, shared by the orders in time priority. Members of
-    contingent groups follow their group's rules (contingent.py: `Groups`); trailing stops move their
+    contingent groups follow their group's rules (groups.py: `Groups`); trailing stops move their
     hwm and stop first (no event: a trail move is not a status change, and would be one per price).
     """
     inst = (
@@ -298,7 +299,7 @@ async def match_resting_orders(
         return 0
     now = utcnow()
     roots = {o.parent_id or o.id for o in resting if o.order_class != "simple"}
-    groups = await contingent.Groups.load(conn, roots) if roots else None  # (orders, before any account)
+    groups = await grouping.Groups.load(conn, roots) if roots else None  # (orders, before any account)
     available = volume
     # Phase 1 (pure): what happens to each order at this price.
     plans: list[tuple[Any, rules.MatchResult, bool]] = []
@@ -476,7 +477,7 @@ async def resting_quiet_band(conn: AsyncConnection, symbol: str) -> QuietBand:
     return QuietBand(row.lower, row.upper, row.always)
 
 
-def _step_state(o: Any, member: contingent.Member | None, symbol: str, status: OrderStatus, filled: Decimal,
+def _step_state(o: Any, member: grouping.Member | None, symbol: str, status: OrderStatus, filled: Decimal,
                 avg: Decimal | None, fees: Decimal, reserved: Decimal, triggered: bool, reason: str | None,
                 now: datetime) -> OrderOut:
     """The order after one of its matching events. A group member's state is kept on its `Member`
@@ -533,7 +534,7 @@ async def cancel_order(conn: AsyncConnection, principal: Principal, account_id: 
             await _close_order(conn, account_id, order_id, row.status, row.reserved_cash,
                                OrderStatus.CANCELED, EventType.CANCELED, "canceled by client")
     except _GroupMember as group:
-        await contingent.cancel(conn, principal, account_id, order_id, group.args[0])
+        await grouping.cancel(conn, principal, account_id, order_id, group.args[0])
     return await get_order(conn, principal, account_id, order_id)
 
 
@@ -562,7 +563,7 @@ async def _close_order(conn: AsyncConnection, account_id: uuid.UUID, order_id: u
 
 async def expire_day_orders(conn: AsyncConnection, now: datetime | None = None, batch: int = 500) -> int:
     """Expire `day` orders whose exchange session has closed, in short transactions of up to `batch`
-    simple orders, then the members of contingent groups (contingent.expire_groups)."""
+    simple orders, then the members of contingent groups (groups.py: expire_groups)."""
     now = now or utcnow()
     expired = 0
     while True:
@@ -582,8 +583,8 @@ async def expire_day_orders(conn: AsyncConnection, now: datetime | None = None, 
                                    EventType.EXPIRED, "day order: session closed")
             expired += len(rows)
         if len(rows) < batch:
-            # Groups, each with its instrument locked first (contingent.py).
-            return expired + await contingent.expire_groups(conn, now, batch)
+            # Groups, each with its instrument locked first (groups.py).
+            return expired + await grouping.expire_groups(conn, now, batch)
 
 
 # --------------------------------------------------------------------------------------------------- reads
