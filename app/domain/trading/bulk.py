@@ -17,7 +17,8 @@ from sqlalchemy import select, text
 from app.domain.accounts.access import ensure_may_trade
 from app.domain.accounts.models import Position
 from app.domain.identity.schemas import Principal
-from app.domain.trading import contingent, rules, services
+from app.domain.trading import groups as grouping
+from app.domain.trading import rules, services
 from app.domain.trading.models import Order
 from app.domain.trading.rules import EventType, OrderStatus
 from app.domain.trading.schemas import (
@@ -78,7 +79,7 @@ async def cancel_all(
                     )
             if row.order_class != "simple":
                 # A group member: canceled with its group, locked instrument -> group -> account.
-                await contingent.cancel(conn, principal, account_id, order_id, row.symbol)
+                await grouping.cancel(conn, principal, account_id, order_id, row.symbol)
         except (ApiError, rules.IllegalTransition, ValueError) as exc:
             failed.append(CancelFailure(order_id, str(getattr(exc, "detail", exc))))
             continue
