@@ -33,7 +33,7 @@ from app.domain.identity.schemas import Principal
 from app.domain.markets.models import Instrument
 from app.domain.risk import stress
 from app.domain.risk.models import RiskGroup
-from app.domain.risk.portfolios import Portfolio, load_portfolios
+from app.domain.risk.portfolios import Portfolio, as_books, load_portfolios
 from app.domain.risk.schemas import (
     StressAccountResult,
     StressBreach,
@@ -116,46 +116,6 @@ async def _historical_row(
         else:
             moves[symbol] = float(end_close / start_close - 1)
     return np.array([moves[s] for s in symbols], dtype=np.float64), sorted(missing)
-
-
-def _books(portfolios: list[Portfolio], symbols: list[str]) -> tuple[stress.Books, list[Any]]:
-    """Flatten the portfolios for the numpy core; also the limit rows, in the core's limit order."""
-    column = {s: j for j, s in enumerate(symbols)}
-    pos_account, pos_symbol, pos_quantity, pos_price = [], [], [], []
-    lim_account, lim_kind, lim_value, lim_position, lim_scoped, lim_rows = [], [], [], [], [], []
-    for i, p in enumerate(portfolios):
-        position_row = {}
-        for symbol, (quantity, price) in p.state.positions.items():
-            position_row[symbol] = len(pos_account)
-            pos_account.append(i)
-            pos_symbol.append(column[symbol])
-            pos_quantity.append(float(quantity))
-            pos_price.append(float(price))
-        for row in p.limits:
-            code = stress.KIND_CODE.get(row.limit_type)
-            if code is None:
-                continue
-            lim_account.append(i)
-            lim_kind.append(code)
-            lim_value.append(float(row.value))
-            lim_position.append(position_row.get(row.symbol, -1) if row.symbol else -1)
-            lim_scoped.append(row.symbol is not None)
-            lim_rows.append(row)
-    books = stress.Books(
-        equity=np.array([float(p.equity) for p in portfolios], dtype=np.float64),
-        daily_pnl=np.array([float(p.state.daily_pnl) for p in portfolios], dtype=np.float64),
-        peak=np.array([float(p.peak) for p in portfolios], dtype=np.float64),
-        pos_account=np.array(pos_account, dtype=np.intp),
-        pos_symbol=np.array(pos_symbol, dtype=np.intp),
-        pos_quantity=np.array(pos_quantity, dtype=np.float64),
-        pos_price=np.array(pos_price, dtype=np.float64),
-        limit_account=np.array(lim_account, dtype=np.intp),
-        limit_kind=np.array(lim_kind, dtype=np.intp),
-        limit_value=np.array(lim_value, dtype=np.float64),
-        limit_position=np.array(lim_position, dtype=np.intp),
-        limit_scoped=np.array(lim_scoped, dtype=bool),
-    )
-    return books, lim_rows
 
 
 def _breaches(
@@ -268,7 +228,7 @@ async def stress_test(conn: AsyncConnection, principal: Principal, data: StressR
             row, gaps = await _historical_row(conn, symbols, scenario) if symbols else (np.empty(0), [])
             rows.append(row)
             missing.append(gaps)
-    books, limit_rows = _books(portfolios, symbols)
+    books, limit_rows = as_books(portfolios, symbols)
     result = stress.run(books, np.vstack(rows) if symbols else np.zeros((len(rows), 0)))
     equity = [p.equity for p in portfolios]
     firm_equity = sum(equity, _ZERO)
