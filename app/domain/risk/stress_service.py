@@ -47,6 +47,7 @@ from app.lib.db import utcnow
 from app.lib.errors import ApiError
 
 _ZERO = Decimal(0)
+_NONE: list[StressBreach] = []  # shared by every account without a breach (never mutated)
 
 _WINDOW_CLOSES_SQL = text(
     """
@@ -65,6 +66,15 @@ def money(value: float) -> Decimal:
     Decimal below 1e-6 would be exponent notation, so such amounts are 0)."""
     d = Decimal(f"{value:.8f}")
     return d if d and d.adjusted() >= -6 else _ZERO
+
+
+def money_all(values: np.ndarray) -> list[Decimal]:
+    """`money` of every finite value of a float array, in one pass: formatting and Decimal construction run
+    through `map` (no Python frame per value); the few values near zero take `money` itself."""
+    out = list(map(Decimal, map("{:.8f}".format, values.tolist())))
+    for k in np.flatnonzero(np.abs(values) < 2e-6):
+        out[k] = money(float(values[k]))
+    return out
 
 
 async def _target_accounts(
@@ -231,26 +241,18 @@ async def stress_test(conn: AsyncConnection, principal: Principal, data: StressR
     books, limit_rows = as_books(portfolios, symbols)
     result = stress.run(books, np.vstack(rows) if symbols else np.zeros((len(rows), 0)))
     equity = [p.equity for p in portfolios]
+    account_ids = [p.id for p in portfolios]
     firm_equity = sum(equity, _ZERO)
     out = []
     tree, member_of = await _membership(conn) if principal.can_read_all_accounts else ({}, {})
     for s, scenario in enumerate(data.scenarios):
         breaches = _breaches(result, s, books, limit_rows)
-        accounts = []
-        firm_pnl = _ZERO
-        pnls = [money(float(x)) for x in result.pnl[s]]
-        for i, p in enumerate(portfolios):
-            pnl = pnls[i]
-            firm_pnl += pnl
-            accounts.append(
-                StressAccountResult(
-                    account_id=p.id,
-                    equity=equity[i],
-                    pnl=pnl,
-                    equity_after=equity[i] + pnl,
-                    breaches=breaches.get(i, []),
-                )
-            )
+        pnls = money_all(result.pnl[s])
+        firm_pnl = sum(pnls, _ZERO)
+        accounts = [
+            StressAccountResult(account_id=a, equity=e, pnl=x, equity_after=e + x, breaches=breaches.get(i, _NONE))
+            for i, (a, e, x) in enumerate(zip(account_ids, equity, pnls, strict=True))
+        ]
         out.append(
             StressScenarioResult(
                 scenario=scenario.name,
