@@ -250,7 +250,9 @@ async def stress_test(conn: AsyncConnection, principal: Principal, data: StressR
         pnls = money_all(result.pnl[s])
         firm_pnl = sum(pnls, _ZERO)
         accounts = [
-            StressAccountResult(account_id=a, equity=e, pnl=x, equity_after=e + x, breaches=breaches.get(i, _NONE))
+            StressAccountResult(
+                account_id=a, equity=e, pnl=x, equity_after=e + x, breaches=breaches.get(i, _NONE)
+            )
             for i, (a, e, x) in enumerate(zip(account_ids, equity, pnls, strict=True))
         ]
         out.append(
