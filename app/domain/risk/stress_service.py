@@ -95,13 +95,14 @@ async def _target_accounts(
     return sorted(found)
 
 
-async def _check_symbols(conn: AsyncConnection, scenarios: list[StressScenario]) -> None:
+async def check_symbols(conn: AsyncConnection, scenarios: list[Any], field: str = "scenarios[{i}].") -> None:
+    """422 naming every shock on a symbol that is not an instrument (`field` prefixes `shocks.SYM`)."""
     named = {s for sc in scenarios if sc.shocks for s in sc.shocks if s != "*"}
     if not named:
         return
     known = set((await conn.execute(select(Instrument.symbol).where(Instrument.symbol.in_(named)))).scalars())
     errors = [
-        {"field": f"scenarios[{i}].shocks.{s}", "message": "unknown instrument"}
+        {"field": f"{field.format(i=i)}shocks.{s}", "message": "unknown instrument"}
         for i, sc in enumerate(scenarios)
         for s in (sc.shocks or {})
         if s != "*" and s not in known
@@ -220,7 +221,7 @@ async def stress_test(conn: AsyncConnection, principal: Principal, data: StressR
         raise ApiError(
             422, "Scenario names must be unique", errors=[{"field": "scenarios", "message": "duplicate name"}]
         )
-    await _check_symbols(conn, data.scenarios)
+    await check_symbols(conn, data.scenarios)
     if data.groups is not None:
         members = await _group_accounts(conn, principal, data.groups)
         named = await _target_accounts(conn, principal, data.accounts) if data.accounts is not None else []
