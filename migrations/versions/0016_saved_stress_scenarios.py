@@ -1,4 +1,4 @@
-"""saved stress scenarios: named price scenarios kept for re-use and run daily by a job
+"""saved stress scenarios (named price scenarios run by id and daily by a job); positions by symbol
 
 Revision ID: 0016
 Revises: 0013
@@ -8,6 +8,10 @@ Create Date: 2026-12-06 09:30:00
 `shocks` (symbol -> fractional move) or a historical window (`historical_start`, `historical_end`).
 `daily` scenarios are run over the firm by the `risk.run_saved_scenarios` job, which stores the run's
 firm-level summary in `last_run` (docs/RISK.md).
+
+`ix_positions_symbol` lets the post-trade check after a price update find the holders of that symbol
+without reading every position (docs/BENCHMARKS.md, "Risk at desk scale"). `symbol` never changes on a
+position, so updates of a position stay HOT.
 """
 
 from collections.abc import Sequence
@@ -48,7 +52,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_risk_scenarios")),
         sa.UniqueConstraint("name", name=op.f("uq_risk_scenarios_name")),
     )
+    op.create_index(op.f("ix_positions_symbol"), "positions", ["symbol"], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_positions_symbol"), table_name="positions")
     op.drop_table("risk_scenarios")
