@@ -1,6 +1,7 @@
 """Desk-scale risk, two revisions side by side on one database: sweep, post-trade check, stress test.
 
     python -m benchmarks.measure_desk_risk_ab [--base main] [--accounts 10000] [--rounds 3]
+        [--base-without-index NAME ...]
 
 Builds the scratch database of benchmarks/measure_desk_risk.py (10,000 accounts x 5 positions, limits at
 50%, 85% and 105%), runs the first sweep (alerts fire, stops switch), then alternates, round after round,
@@ -11,7 +12,12 @@ running the working tree. Each process times, on the same data:
 2. `post_trade.check_holders` for five symbols, each held by about 1,000 accounts with limits;
 3. `stress_test` as a risk manager over every account with 20 scenarios (19 shocks, one historical window).
 
-Every pass writes the same rows whichever code runs it, so the data stays comparable. Prints the medians
+Each is timed in wall time and in CPU time of the measuring process (`time.process_time`: the Python
+side alone, less sensitive to a busy machine than wall time; PostgreSQL's own work is not in it).
+
+Every pass writes the same rows whichever code runs it, so the data stays comparable. The database has the
+working tree's schema; `--base-without-index NAME` drops an index the working tree added before each base
+run (and creates it again, from `pg_indexes`, before each run of the working tree). Prints the medians
 per revision and their ratios as markdown, and the load average at the start and the end. The database
 and the extracted tree are removed at the end.
 """
@@ -28,6 +34,8 @@ import sys
 import tempfile
 import uuid
 from pathlib import Path
+
+import asyncpg
 
 from benchmarks.conftest import _admin, _url
 
@@ -54,22 +62,23 @@ async def main():
     engine = create_engine(replace(Settings(), database_url=async_url(url), log_level="ERROR"))
     out = {}
     async with engine.connect() as conn:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         swept = await monitor_all(conn, batch_size=500, time_budget_seconds=3000)
-        out["sweep_s"] = time.perf_counter() - t0
+        out["sweep_s"], out["sweep_cpu_s"] = time.perf_counter() - t0, time.process_time() - c0
         out["swept"] = [swept["accounts"], swept["violations"], swept["alerts"], swept["reduce_only"]]
-        out["post_ms"] = []
+        out["post_ms"], out["post_cpu_ms"] = [], []
         for k in range(5):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             counts = await check_holders(conn, f"M{k:02d}")
             out["post_ms"].append((time.perf_counter() - t0) * 1000)
+            out["post_cpu_ms"].append((time.process_time() - c0) * 1000)
         out["post_accounts"] = counts["accounts"]
         request = msgspec.convert({"scenarios": scenarios}, StressRequest)
         reader = Principal(user_id=uuid.uuid4(), role="risk_manager", key_id=uuid.uuid4(),
                            email="rm@b.example")
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         result = await stress_test(conn, reader, request)
-        out["stress_s"] = time.perf_counter() - t0
+        out["stress_s"], out["stress_cpu_s"] = time.perf_counter() - t0, time.process_time() - c0
         t0 = time.perf_counter()
         body = msgspec.json.encode(result)
         out["encode_s"] = time.perf_counter() - t0
@@ -81,6 +90,25 @@ async def main():
 
 asyncio.run(main())
 '''
+
+
+async def _index_ddl(url: str, names: list[str]) -> dict[str, str]:
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch("SELECT indexname, indexdef FROM pg_indexes WHERE indexname = ANY($1)", names)
+        return {r["indexname"]: r["indexdef"] for r in rows}
+    finally:
+        await conn.close()
+
+
+async def _sql(url: str, statements: list[str]) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+        await conn.execute("ANALYZE positions")
+    finally:
+        await conn.close()
 
 
 def _load() -> str:
@@ -106,6 +134,7 @@ def main() -> None:
     parser.add_argument("--base", default="main")
     parser.add_argument("--accounts", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--base-without-index", action="append", default=[])
     args = parser.parse_args()
 
     from app.lib.migrate import upgrade
@@ -127,9 +156,12 @@ def main() -> None:
             upgrade(url)
             asyncio.run(generate(url, args.accounts))
             _run(ROOT, script, url, scen)  # the first pass: alerts and stops, then steady state
+            indexes = asyncio.run(_index_ddl(url, args.base_without_index))
             runs: dict[str, list[dict]] = {"base": [], "head": []}
             for _ in range(args.rounds):
+                asyncio.run(_sql(url, [f'DROP INDEX IF EXISTS "{name}"' for name in indexes]))
                 runs["base"].append(_run(base_dir, script, url, scen))
+                asyncio.run(_sql(url, list(indexes.values())))
                 runs["head"].append(_run(ROOT, script, url, scen))
     finally:
         asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
@@ -137,8 +169,8 @@ def main() -> None:
     def med(rev: str, key: str) -> float:
         return statistics.median(r[key] for r in runs[rev])
 
-    def post(rev: str) -> float:
-        return statistics.median(t for r in runs[rev] for t in r["post_ms"])
+    def post(rev: str, key: str = "post_ms") -> float:
+        return statistics.median(t for r in runs[rev] for t in r[key])
 
     print(f"Load average (1, 5, 15 min): {start_load} at the start, {_load()} at the end. "
           f"{args.rounds} rounds, base `{args.base}` then the working tree in each.\n")
@@ -147,7 +179,11 @@ def main() -> None:
     rows = [
         (f"sweep, {args.accounts:,} accounts (s)", med("base", "sweep_s"), med("head", "sweep_s")),
         ("post-trade check, ~1,000 holders (ms, median of 5 symbols x rounds)", post("base"), post("head")),
+        ("sweep: CPU of the Python process (s)", med("base", "sweep_cpu_s"), med("head", "sweep_cpu_s")),
+        ("post-trade check: CPU of the Python process (ms)", post("base", "post_cpu_ms"),
+         post("head", "post_cpu_ms")),
         ("stress, 20 scenarios (s, service call)", med("base", "stress_s"), med("head", "stress_s")),
+        ("stress: CPU of the Python process (s)", med("base", "stress_cpu_s"), med("head", "stress_cpu_s")),
         ("stress response JSON encode (s)", med("base", "encode_s"), med("head", "encode_s")),
     ]
     for label, b, h in rows:
