@@ -172,7 +172,6 @@ _LOCK_SQL = text(
      WHERE id = ANY(CAST(:ids AS uuid[])) ORDER BY id FOR UPDATE
     """
 )
-_VERSIONS_SQL = text("SELECT id, xmin::text AS version FROM accounts WHERE id = ANY(CAST(:ids AS uuid[]))")
 _ACCOUNTS_SQL = text(
     """
     WITH v AS (
@@ -241,10 +240,11 @@ async def sweep_batch(conn: AsyncConnection, ids: Sequence[uuid.UUID]) -> SweepR
     """Check the accounts of `ids` set-based (see the module docstring). Accounts that no longer exist
     are skipped; `stale` ones are left to the caller."""
     async with tx(conn):
-        # Versions first: an account whose row is still this version when it is locked below did not
-        # change between this read and the lock, so the state read in between is current.
-        versions = dict((await conn.execute(_VERSIONS_SQL, {"ids": list(ids)})).all())
+        # The row versions come with the accounts, the first of the batch's reads: an account whose row is
+        # still this version when it is locked below did not change between this read and the lock, so
+        # the state read in between (its positions and limits, read after) is current.
         portfolios = await load_portfolios(conn, ids)
+    versions = {p.id: p.version for p in portfolios}
     result = SweepResult()
     decided = []
     for p, calm in zip(portfolios, quiet(portfolios), strict=True):

@@ -51,7 +51,8 @@ _ACCOUNTS_SQL = """
                      AND r.limit_type = 'max_orders_per_minute') > 0
                 THEN (SELECT count(*) FROM orders o
                        WHERE o.account_id = a.id AND o.created_at > now() - interval '60 seconds')
-                ELSE 0 END AS orders_last_minute
+                ELSE 0 END AS orders_last_minute,
+           a.xmin::text AS version
       FROM unnest($1::uuid[]) AS t(id)
       JOIN accounts a ON a.id = t.id
      ORDER BY a.id
@@ -107,6 +108,7 @@ class Portfolio:
     # The positions again as float64 (quantity, price), in `state.positions` order, for the numpy core
     # (`as_books`): PostgreSQL sends them as float8, which costs far less than float() of each Decimal.
     floats: list[tuple[float, float]] | None = None
+    version: str | None = None  # the account row's version (xmin) when it was read
 
     @cached_property
     def equity(self) -> Decimal:
@@ -136,7 +138,7 @@ async def load_portfolios(
     out = []
     for row in accounts:
         account_id, owner_id, cash, reserved_cash, stored_peak, trading_state, snapshot_peak = row[:7]
-        day_open_equity, open_orders, orders_last_minute = row[7:]
+        day_open_equity, open_orders, orders_last_minute, version = row[7:]
         state = checks.PortfolioState(
             cash=cash,
             positions=positions.get(account_id, {}),
@@ -159,6 +161,7 @@ async def load_portfolios(
             day_open_equity=day_open_equity,
             limits=limits.get(account_id, []),
             floats=floats.get(account_id, []),
+            version=version,
         )
         portfolio.__dict__["equity"] = equity  # the cached_property's value, already computed
         out.append(portfolio)
