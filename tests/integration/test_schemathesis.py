@@ -88,6 +88,8 @@ KNOWN: dict[tuple[str, str], str] = {
     ("POST /api/v1/risk/groups/{group_id}/limits", _REJECTED): _TINY,
     ("PATCH /api/v1/risk/groups/{group_id}/limits/{limit_id}", _REJECTED): _TINY,
     ("POST /api/v1/risk/stress", _REJECTED): "a scenario needs shocks or a historical window; accounts readable",
+    ("POST /api/v1/risk/scenarios", _REJECTED): "historical.end after historical.start (as in /risk/stress)",
+    ("PATCH /api/v1/risk/scenarios/{scenario_id}", _REJECTED): "historical.end after historical.start",
     ("POST /api/v1/market/replays", _REJECTED): "symbols must exist and have stored candles in the range",
     ("POST /api/v1/backtests/walkforward", _REJECTED): "grid values the strategy accepts; windows within the data",
     ("POST /api/v1/desk/session", _REJECTED): "a body key that does not authenticate is refused (401, 429)",

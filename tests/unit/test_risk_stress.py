@@ -148,3 +148,16 @@ def test_group_pre_trade_hand_computed():
     # the first breach in type order
     b = check(_glimit("max_open_orders", "1"), _glimit("max_gross_exposure", "1"))
     assert b.limit_type == "max_gross_exposure"
+
+
+def test_money_all_is_money_of_each_value_in_plain_notation():
+    from app.domain.risk.stress_service import money, money_all
+
+    rng = np.random.default_rng(5)
+    values = np.concatenate([
+        rng.normal(0, 1e4, 500), rng.normal(0, 1e-5, 500), rng.uniform(-3e-6, 3e-6, 500),
+        [0.0, -0.0, 1e-6, -1e-6, 9.99999995e-7, 9.9999999e-7, 5e-9, -4.9e-9, 1e15, 123.456789125],
+    ])
+    got = money_all(values)
+    assert got == [money(float(v)) for v in values]
+    assert all("E" not in str(d) for d in got)

@@ -46,7 +46,8 @@ class Position(Base):
     __tablename__ = "positions"
 
     account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
-    symbol: Mapped[str] = mapped_column(ForeignKey("instruments.symbol"))
+    # Indexed for the post-trade check, which finds the holders of a symbol on every price update.
+    symbol: Mapped[str] = mapped_column(ForeignKey("instruments.symbol"), index=True)
     quantity: Mapped[Decimal]
     avg_entry_price: Mapped[Decimal]
     realized_pnl: Mapped[Decimal] = mapped_column(server_default=text("0"))

@@ -7,7 +7,7 @@ from litestar import Controller, Request, delete, get, patch, post, put
 from litestar.di import Provide
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
-from app.domain.risk import group_service, post_trade, services, stress_service
+from app.domain.risk import group_service, post_trade, scenario_service, services, stress_service
 from app.domain.risk.schemas import (
     AccountGroupIn,
     AccountGroupOut,
@@ -30,6 +30,11 @@ from app.domain.risk.schemas import (
     OverviewOut,
     Phase,
     PortfolioVarOut,
+    SavedScenarioCreate,
+    SavedScenarioOut,
+    SavedScenarioPage,
+    SavedScenarioPatch,
+    ScenarioRunIn,
     Severity,
     StressOut,
     StressRequest,
@@ -255,3 +260,46 @@ class DeskRiskController(Controller):
         self, db: DbConn, request: Request, group_id: FromPath[UUID], limit_id: FromPath[UUID]
     ) -> None:
         await group_service.delete_group_limit(db, request.user, group_id, limit_id)
+
+    @post("/scenarios", status_code=201, summary="Save a stress scenario (risk_manager/admin)")
+    async def create_scenario(
+        self, db: DbConn, request: Request, data: JSONBody[SavedScenarioCreate]
+    ) -> SavedScenarioOut:
+        return await scenario_service.create_scenario(db, request.user, data)
+
+    @get("/scenarios", summary="Saved stress scenarios, newest first")
+    async def list_scenarios(
+        self, db: DbConn, request: Request, limit: Limit = 50, cursor: Cursor = None
+    ) -> SavedScenarioPage:
+        items, nxt = await scenario_service.list_scenarios(db, request.user, limit=limit, cursor=cursor)
+        return SavedScenarioPage(items=items, next_cursor=nxt)
+
+    @get("/scenarios/{scenario_id:uuid}", summary="One saved stress scenario")
+    async def get_scenario(
+        self, db: DbConn, request: Request, scenario_id: FromPath[UUID]
+    ) -> SavedScenarioOut:
+        return await scenario_service.get_scenario(db, request.user, scenario_id)
+
+    @patch("/scenarios/{scenario_id:uuid}", summary="Change a saved stress scenario (risk_manager/admin)")
+    async def update_scenario(
+        self, db: DbConn, request: Request, scenario_id: FromPath[UUID], data: JSONBody[SavedScenarioPatch]
+    ) -> SavedScenarioOut:
+        return await scenario_service.update_scenario(db, request.user, scenario_id, data)
+
+    @delete("/scenarios/{scenario_id:uuid}", status_code=204, summary="Remove a saved scenario")
+    async def delete_scenario(self, db: DbConn, request: Request, scenario_id: FromPath[UUID]) -> None:
+        await scenario_service.delete_scenario(db, request.user, scenario_id)
+
+    @post(
+        "/scenarios/{scenario_id:uuid}/run",
+        status_code=200,
+        summary="Stress accounts under a saved scenario (the rules of POST /api/v1/risk/stress)",
+    )
+    async def run_scenario(
+        self,
+        db: DbConn,
+        request: Request,
+        scenario_id: FromPath[UUID],
+        data: JSONBody[ScenarioRunIn | None] = None,
+    ) -> StressOut:
+        return await scenario_service.run_scenario(db, request.user, scenario_id, data)

@@ -109,3 +109,31 @@ class RiskGroupLimit(Base):
     enabled: Mapped[bool] = mapped_column(server_default=text("true"))
     created_at: Mapped[datetime] = created_at_col()
     updated_at: Mapped[datetime] = created_at_col()
+
+
+class RiskScenario(Base):
+    """A saved stress scenario: `shocks` or a historical window, run by id or daily by a job (`daily`),
+    which keeps the firm-level summary of its last run."""
+
+    __tablename__ = "risk_scenarios"
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    shocks: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))  # None is SQL NULL
+    historical_start: Mapped[datetime | None]
+    historical_end: Mapped[datetime | None]
+    daily: Mapped[bool] = mapped_column(server_default=text("true"))
+    created_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = created_at_col()
+    updated_at: Mapped[datetime] = created_at_col()
+    last_run_at: Mapped[datetime | None]
+    last_run: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
+
+    __table_args__ = (
+        CheckConstraint(
+            "(shocks IS NULL) <> (historical_start IS NULL AND historical_end IS NULL) "
+            "AND (historical_start IS NULL) = (historical_end IS NULL) "
+            "AND (historical_end IS NULL OR historical_end > historical_start)",
+            name="one_kind",
+        ),
+    )

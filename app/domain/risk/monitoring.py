@@ -35,13 +35,14 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+import numpy as np
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.domain.audit.services import record as audit
 from app.domain.risk import alerts as alerting
-from app.domain.risk import checks
-from app.domain.risk.portfolios import load_portfolios
+from app.domain.risk import checks, stress
+from app.domain.risk.portfolios import Portfolio, as_books, load_portfolios
 from app.lib.db import tx, utcnow
 from app.lib.log import get_logger
 
@@ -128,6 +129,41 @@ def violation_detail(breach: checks.Breach, equity: Decimal, actor_id: uuid.UUID
     }
 
 
+# Relative margin of the float screen below. Its figures are within about 1e-14 (relative) of the exact
+# ones: equity, peak and daily PnL are converted from their exact Decimal values, and the rest are sums of
+# a few products of converted numbers; a limit within the margin of its warning line is decided exactly.
+SCREEN_MARGIN = 1e-9
+
+
+def quiet(portfolios: Sequence[Portfolio]) -> list[bool]:
+    """Which accounts `decide` would find nothing for (no breach, no alert transition, hence no stop),
+    screened in float64 with numpy over the whole batch: each limit a price moves is measured at once by
+    the stress core with no shock (risk/stress.py computes the monitor's figures), and an account is quiet
+    when every limit has no alert state and is clearly below its warning line (`warn_at_pct`, at most
+    100% of the limit). An account with an alert state, a limit within SCREEN_MARGIN of its warning line,
+    or a quantity or order-count limit (not measured here) is decided exactly with `decide`. Most accounts
+    sit well under their limits, and the exact `Decimal` decision is most of a check's cost
+    (docs/BENCHMARKS.md, "Risk at desk scale")."""
+    loud = [
+        any(
+            r.alert_level is not None
+            or (r.limit_type not in stress.KIND_CODE and r.limit_type not in checks.PER_ORDER_TYPES)
+            for r in p.limits
+        )
+        for p in portfolios
+    ]
+    symbols = sorted({s for p in portfolios for s in p.state.positions})
+    books, rows = as_books(portfolios, symbols)
+    if rows:
+        used = stress.run(books, np.zeros((1, len(symbols)))).used[0]
+        warn = [getattr(r, "warn_f", None) or float(min(r.warn_at_pct, 100)) / 100 for r in rows]
+        line = np.array(warn, dtype=np.float64) * books.limit_value * (1.0 - SCREEN_MARGIN)
+        near = ~(used < line)  # inf (no equity left) and nan are near too
+        for i in np.flatnonzero(np.bincount(books.limit_account[near], minlength=len(portfolios))):
+            loud[i] = True
+    return [not x for x in loud]
+
+
 # ------------------------------------------------------------------------------------------- the sweep
 
 _LOCK_SQL = text(
@@ -136,7 +172,6 @@ _LOCK_SQL = text(
      WHERE id = ANY(CAST(:ids AS uuid[])) ORDER BY id FOR UPDATE
     """
 )
-_VERSIONS_SQL = text("SELECT id, xmin::text AS version FROM accounts WHERE id = ANY(CAST(:ids AS uuid[]))")
 _ACCOUNTS_SQL = text(
     """
     WITH v AS (
@@ -205,14 +240,15 @@ async def sweep_batch(conn: AsyncConnection, ids: Sequence[uuid.UUID]) -> SweepR
     """Check the accounts of `ids` set-based (see the module docstring). Accounts that no longer exist
     are skipped; `stale` ones are left to the caller."""
     async with tx(conn):
-        # Versions first: an account whose row is still this version when it is locked below did not
-        # change between this read and the lock, so the state read in between is current.
-        versions = dict((await conn.execute(_VERSIONS_SQL, {"ids": list(ids)})).all())
+        # The row versions come with the accounts, the first of the batch's reads: an account whose row is
+        # still this version when it is locked below did not change between this read and the lock, so
+        # the state read in between (its positions and limits, read after) is current.
         portfolios = await load_portfolios(conn, ids)
+    versions = {p.id: p.version for p in portfolios}
     result = SweepResult()
     decided = []
-    for p in portfolios:
-        decision = decide(p.state, p.limits, p.trading_state)
+    for p, calm in zip(portfolios, quiet(portfolios), strict=True):
+        decision = Decision() if calm else decide(p.state, p.limits, p.trading_state)
         writes = decision.breaches or decision.transitions or decision.stop or p.peak > p.stored_peak
         decided.append((p, decision, writes))
     to_lock = sorted(p.id for p, _, writes in decided if writes)

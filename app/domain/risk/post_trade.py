@@ -25,13 +25,15 @@ from app.lib.log import get_logger
 
 log = get_logger("app.risk")
 
-BATCH = 500
+BATCH = 1000  # one set-based batch for the 1,000 holders of the measured case
 
 _HOLDERS_SQL = text(
     """
     SELECT p.account_id FROM positions p
      WHERE p.symbol = :symbol AND p.quantity <> 0
-       AND EXISTS (SELECT 1 FROM risk_limits r WHERE r.account_id = p.account_id AND r.enabled)
+       -- a scalar subquery, not EXISTS: a probe of each holder's limits (ix_risk_limits_account_id), where
+       -- EXISTS was planned as a hash of every enabled limit of the firm
+       AND (SELECT true FROM risk_limits r WHERE r.account_id = p.account_id AND r.enabled LIMIT 1)
      ORDER BY p.account_id
     """
 )

@@ -33,7 +33,7 @@ from app.domain.identity.schemas import Principal
 from app.domain.markets.models import Instrument
 from app.domain.risk import stress
 from app.domain.risk.models import RiskGroup
-from app.domain.risk.portfolios import Portfolio, load_portfolios
+from app.domain.risk.portfolios import Portfolio, as_books, load_portfolios
 from app.domain.risk.schemas import (
     StressAccountResult,
     StressBreach,
@@ -47,6 +47,7 @@ from app.lib.db import utcnow
 from app.lib.errors import ApiError
 
 _ZERO = Decimal(0)
+_NONE: list[StressBreach] = []  # shared by every account without a breach (never mutated)
 
 _WINDOW_CLOSES_SQL = text(
     """
@@ -67,6 +68,15 @@ def money(value: float) -> Decimal:
     return d if d and d.adjusted() >= -6 else _ZERO
 
 
+def money_all(values: np.ndarray) -> list[Decimal]:
+    """`money` of every finite value of a float array, in one pass: formatting and Decimal construction run
+    through `map` (no Python frame per value); the few values near zero take `money` itself."""
+    out = list(map(Decimal, map("{:.8f}".format, values.tolist())))
+    for k in np.flatnonzero(np.abs(values) < 2e-6):
+        out[k] = money(float(values[k]))
+    return out
+
+
 async def _target_accounts(
     conn: AsyncConnection, principal: Principal, requested: list[uuid.UUID] | None
 ) -> list[uuid.UUID]:
@@ -85,13 +95,14 @@ async def _target_accounts(
     return sorted(found)
 
 
-async def _check_symbols(conn: AsyncConnection, scenarios: list[StressScenario]) -> None:
+async def check_symbols(conn: AsyncConnection, scenarios: list[Any], field: str = "scenarios[{i}].") -> None:
+    """422 naming every shock on a symbol that is not an instrument (`field` prefixes `shocks.SYM`)."""
     named = {s for sc in scenarios if sc.shocks for s in sc.shocks if s != "*"}
     if not named:
         return
     known = set((await conn.execute(select(Instrument.symbol).where(Instrument.symbol.in_(named)))).scalars())
     errors = [
-        {"field": f"scenarios[{i}].shocks.{s}", "message": "unknown instrument"}
+        {"field": f"{field.format(i=i)}shocks.{s}", "message": "unknown instrument"}
         for i, sc in enumerate(scenarios)
         for s in (sc.shocks or {})
         if s != "*" and s not in known
@@ -116,46 +127,6 @@ async def _historical_row(
         else:
             moves[symbol] = float(end_close / start_close - 1)
     return np.array([moves[s] for s in symbols], dtype=np.float64), sorted(missing)
-
-
-def _books(portfolios: list[Portfolio], symbols: list[str]) -> tuple[stress.Books, list[Any]]:
-    """Flatten the portfolios for the numpy core; also the limit rows, in the core's limit order."""
-    column = {s: j for j, s in enumerate(symbols)}
-    pos_account, pos_symbol, pos_quantity, pos_price = [], [], [], []
-    lim_account, lim_kind, lim_value, lim_position, lim_scoped, lim_rows = [], [], [], [], [], []
-    for i, p in enumerate(portfolios):
-        position_row = {}
-        for symbol, (quantity, price) in p.state.positions.items():
-            position_row[symbol] = len(pos_account)
-            pos_account.append(i)
-            pos_symbol.append(column[symbol])
-            pos_quantity.append(float(quantity))
-            pos_price.append(float(price))
-        for row in p.limits:
-            code = stress.KIND_CODE.get(row.limit_type)
-            if code is None:
-                continue
-            lim_account.append(i)
-            lim_kind.append(code)
-            lim_value.append(float(row.value))
-            lim_position.append(position_row.get(row.symbol, -1) if row.symbol else -1)
-            lim_scoped.append(row.symbol is not None)
-            lim_rows.append(row)
-    books = stress.Books(
-        equity=np.array([float(p.equity) for p in portfolios], dtype=np.float64),
-        daily_pnl=np.array([float(p.state.daily_pnl) for p in portfolios], dtype=np.float64),
-        peak=np.array([float(p.peak) for p in portfolios], dtype=np.float64),
-        pos_account=np.array(pos_account, dtype=np.intp),
-        pos_symbol=np.array(pos_symbol, dtype=np.intp),
-        pos_quantity=np.array(pos_quantity, dtype=np.float64),
-        pos_price=np.array(pos_price, dtype=np.float64),
-        limit_account=np.array(lim_account, dtype=np.intp),
-        limit_kind=np.array(lim_kind, dtype=np.intp),
-        limit_value=np.array(lim_value, dtype=np.float64),
-        limit_position=np.array(lim_position, dtype=np.intp),
-        limit_scoped=np.array(lim_scoped, dtype=bool),
-    )
-    return books, lim_rows
 
 
 def _breaches(
@@ -250,7 +221,7 @@ async def stress_test(conn: AsyncConnection, principal: Principal, data: StressR
         raise ApiError(
             422, "Scenario names must be unique", errors=[{"field": "scenarios", "message": "duplicate name"}]
         )
-    await _check_symbols(conn, data.scenarios)
+    await check_symbols(conn, data.scenarios)
     if data.groups is not None:
         members = await _group_accounts(conn, principal, data.groups)
         named = await _target_accounts(conn, principal, data.accounts) if data.accounts is not None else []
@@ -268,29 +239,23 @@ async def stress_test(conn: AsyncConnection, principal: Principal, data: StressR
             row, gaps = await _historical_row(conn, symbols, scenario) if symbols else (np.empty(0), [])
             rows.append(row)
             missing.append(gaps)
-    books, limit_rows = _books(portfolios, symbols)
+    books, limit_rows = as_books(portfolios, symbols)
     result = stress.run(books, np.vstack(rows) if symbols else np.zeros((len(rows), 0)))
     equity = [p.equity for p in portfolios]
+    account_ids = [p.id for p in portfolios]
     firm_equity = sum(equity, _ZERO)
     out = []
     tree, member_of = await _membership(conn) if principal.can_read_all_accounts else ({}, {})
     for s, scenario in enumerate(data.scenarios):
         breaches = _breaches(result, s, books, limit_rows)
-        accounts = []
-        firm_pnl = _ZERO
-        pnls = [money(float(x)) for x in result.pnl[s]]
-        for i, p in enumerate(portfolios):
-            pnl = pnls[i]
-            firm_pnl += pnl
-            accounts.append(
-                StressAccountResult(
-                    account_id=p.id,
-                    equity=equity[i],
-                    pnl=pnl,
-                    equity_after=equity[i] + pnl,
-                    breaches=breaches.get(i, []),
-                )
+        pnls = money_all(result.pnl[s])
+        firm_pnl = sum(pnls, _ZERO)
+        accounts = [
+            StressAccountResult(
+                account_id=a, equity=e, pnl=x, equity_after=e + x, breaches=breaches.get(i, _NONE)
             )
+            for i, (a, e, x) in enumerate(zip(account_ids, equity, pnls, strict=True))
+        ]
         out.append(
             StressScenarioResult(
                 scenario=scenario.name,

@@ -1,4 +1,5 @@
-"""Risk jobs: the post-trade monitor over every account, and equity snapshots (daily PnL, drawdown)."""
+"""Risk jobs: the post-trade monitor over every account, equity snapshots (daily PnL, drawdown) and the
+daily run of the saved stress scenarios."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from uuid import UUID
 
 import msgspec
 
-from app.domain.risk import post_trade
+from app.domain.risk import post_trade, scenario_service
 from app.domain.risk.services import monitor_all, snapshot_equity
 from app.lib.jobs import job
 
@@ -47,3 +48,11 @@ async def snapshot_equity_job(ctx: dict[str, Any], *, batch_size: int = 1000) ->
     """Write an equity snapshot for every account (cash + positions at last prices)."""
     async with ctx["engine"].connect() as conn:
         return await snapshot_equity(conn, batch_size=batch_size)
+
+
+@job("risk.run_saved_scenarios", timeout=1800)
+async def run_saved_scenarios_job(ctx: dict[str, Any]) -> dict[str, int]:
+    """Stress every account under every daily saved scenario; each scenario keeps its summary (last_run).
+    Scheduled like any job: `POST /api/v1/jobs/schedules` with a daily cron."""
+    async with ctx["engine"].connect() as conn:
+        return await scenario_service.run_daily(conn)
