@@ -18,13 +18,12 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from tests.integration.test_desk_browser import (  # noqa: F401  (module fixtures used by name)
-    Api,
-    chromium,
-    desk_server,
-    sign_in,
-    snapshot,
-)
+from tests.integration import test_desk_browser as browser_tests
+from tests.integration.test_desk_browser import Api, sign_in, snapshot
+
+# The browser and the live server of the desk's browser tests (module-scoped fixtures, by name).
+chromium = browser_tests.chromium
+desk_server = browser_tests.desk_server
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.slow]
 
@@ -71,14 +70,26 @@ async def world(desk_server) -> AsyncIterator[dict]:
     await admin(
         "POST",
         "/instruments",
-        {"symbol": symbol, "exchange": code, "base_asset": symbol, "quote_asset": "USD",
-         "tick_size": "0.01", "lot_size": "1"},
+        {
+            "symbol": symbol,
+            "exchange": code,
+            "base_asset": symbol,
+            "quote_asset": "USD",
+            "tick_size": "0.01",
+            "lot_size": "1",
+        },
         expect=201,
     )
     candles = generate_candles(bars=120, seed=5, timeframe="1d", start=datetime(2024, 1, 1, tzinfo=UTC))
     rows = [
-        {"ts": c.ts.isoformat(), "open": str(c.open), "high": str(c.high), "low": str(c.low),
-         "close": str(c.close), "volume": str(c.volume)}
+        {
+            "ts": c.ts.isoformat(),
+            "open": str(c.open),
+            "high": str(c.high),
+            "low": str(c.low),
+            "close": str(c.close),
+            "volume": str(c.volume),
+        }
         for c in candles
     ]
     await admin("POST", f"/instruments/{symbol}/candles", {"timeframe": "1d", "candles": rows}, expect=201)
@@ -87,24 +98,39 @@ async def world(desk_server) -> AsyncIterator[dict]:
         "POST", "/users", {"email": f"a11y-{uuid.uuid4().hex[:6]}@example.com", "role": "trader"}, expect=201
     )
     risk = await admin(
-        "POST", "/users", {"email": f"a11y-risk-{uuid.uuid4().hex[:6]}@example.com", "role": "risk_manager"},
+        "POST",
+        "/users",
+        {"email": f"a11y-risk-{uuid.uuid4().hex[:6]}@example.com", "role": "risk_manager"},
         expect=201,
     )
     as_trader = Api(desk_server.url, trader["api_key"])
-    account = await as_trader("POST", "/accounts", {"name": "A11y trader", "initial_cash": "100000"}, expect=201)
+    account = await as_trader(
+        "POST", "/accounts", {"name": "A11y trader", "initial_cash": "100000"}, expect=201
+    )
     orders = f"/accounts/{account['id']}/orders"
-    await as_trader("POST", orders, {"symbol": symbol, "side": "buy", "type": "market", "quantity": "5"}, expect=201)
     await as_trader(
-        "POST", orders,
+        "POST", orders, {"symbol": symbol, "side": "buy", "type": "market", "quantity": "5"}, expect=201
+    )
+    await as_trader(
+        "POST",
+        orders,
         {"symbol": symbol, "side": "buy", "type": "limit", "quantity": "2", "limit_price": "90.00"},
         expect=201,
     )
     await admin(
-        "POST", f"/accounts/{account['id']}/risk/limits",
-        {"limit_type": "max_position_quantity", "value": "100"}, expect=201,
+        "POST",
+        f"/accounts/{account['id']}/risk/limits",
+        {"limit_type": "max_position_quantity", "value": "100"},
+        expect=201,
     )
-    backtest = {"strategy": "sma_cross", "symbol": symbol, "timeframe": "1d", "initial_cash": "100000",
-                "commission": "0.001", "params": {"fast": 5, "slow": 20}}
+    backtest = {
+        "strategy": "sma_cross",
+        "symbol": symbol,
+        "timeframe": "1d",
+        "initial_cash": "100000",
+        "commission": "0.001",
+        "params": {"fast": 5, "slow": 20},
+    }
     run = await as_trader("POST", "/backtests", backtest, expect=202)
     for _ in range(300):
         if (await as_trader("GET", f"/backtests/{run['id']}"))["status"] in ("completed", "failed"):
@@ -202,8 +228,13 @@ async def test_the_order_ticket_works_from_the_keyboard(chromium, world):
             order_limit.append(await page.evaluate("() => document.activeElement.id"))
         assert order[:5] == ["ticket-symbol", "ticket-side", "ticket-class", "ticket-type", "ticket-sizing"]
         assert order_limit == [
-            "ticket-type", "ticket-quantity", "ticket-limit", "ticket-reduce-only", "ticket-tif",
-            "ticket-validate", "ticket-submit",
+            "ticket-type",
+            "ticket-quantity",
+            "ticket-limit",
+            "ticket-reduce-only",
+            "ticket-tif",
+            "ticket-validate",
+            "ticket-submit",
         ]
         await page.focus("#ticket-quantity")
         await page.keyboard.press("Control+A")
