@@ -174,7 +174,9 @@ export function nest(orders: Iterable<Order>): { order: Order; depth: number }[]
       children.set(o.parent_id, list);
     } else roots.push(o);
   }
-  roots.sort((a, b) => b.created_at.localeCompare(a.created_at) || b.id.localeCompare(a.id));
+  // By time, not by text: the API writes as many fractional digits as a timestamp has.
+  const at = (o: Order) => Date.parse(o.created_at) || 0;
+  roots.sort((a, b) => at(b) - at(a) || (a.id < b.id ? 1 : -1));
   const out: { order: Order; depth: number }[] = [];
   const seen = new Set<string>();
   const walk = (o: Order, depth: number) => {
@@ -182,7 +184,7 @@ export function nest(orders: Iterable<Order>): { order: Order; depth: number }[]
     seen.add(o.id);
     out.push({ order: o, depth });
     const legs = (children.get(o.id) ?? []).sort(
-      (a, b) => (a.leg ?? "").localeCompare(b.leg ?? "") || a.created_at.localeCompare(b.created_at),
+      (a, b) => (a.leg ?? "").localeCompare(b.leg ?? "") || at(a) - at(b),
     );
     legs.forEach((leg) => walk(leg, depth + 1));
   };
