@@ -240,7 +240,7 @@ def _register_optional() -> None:
         "app.domain.trading.cli",
         "app.domain.backtesting.cli",
         "app.domain.system.cli",
-        "app.lib.loadtest",
+        "app.tools.loadtest.cli",
     ):
         try:
             mod = importlib.import_module(module)

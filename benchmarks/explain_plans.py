@@ -351,7 +351,7 @@ def _first_words(sql: str) -> str:
 
 async def collect(url: str) -> tuple[list[Explained], dict[str, Any]]:
     from app.domain.identity.schemas import Principal
-    from app.domain.markets.services import _CANDLES_SQL
+    from app.domain.markets.services import CANDLES_SQL
     from app.domain.risk.services import monitor_account, monitor_all, risk_metrics, snapshot_equity
     from app.domain.trading.placement import BOOK_SQL, LOCK_SQL, READ_SQL, WRITE_SQL
     from app.domain.trading.services import _LIST_ORDERS_SQL, _RESTING_SQL, positions
@@ -651,8 +651,8 @@ async def collect(url: str) -> tuple[list[Explained], dict[str, Any]]:
             out.append(
                 await explain(
                     conn,
-                    f"candles _CANDLES_SQL limit={limit}",
-                    _CANDLES_SQL,
+                    f"candles CANDLES_SQL limit={limit}",
+                    CANDLES_SQL,
                     ["S04", "1m", start, None, limit],
                     sizes,
                 )
@@ -660,8 +660,8 @@ async def collect(url: str) -> tuple[list[Explained], dict[str, Any]]:
         out.append(
             await explain(
                 conn,
-                "candles _CANDLES_SQL limit=10000, start+end",
-                _CANDLES_SQL,
+                "candles CANDLES_SQL limit=10000, start+end",
+                CANDLES_SQL,
                 ["S04", "1m", start, start + timedelta(days=7), 10000],
                 sizes,
             )
@@ -669,8 +669,8 @@ async def collect(url: str) -> tuple[list[Explained], dict[str, Any]]:
         out.append(
             await explain(
                 conn,
-                "candles _CANDLES_SQL limit=10000, generic plan",
-                _CANDLES_SQL,
+                "candles CANDLES_SQL limit=10000, generic plan",
+                CANDLES_SQL,
                 ["S04", "1m", start, None, 10000],
                 sizes,
                 generic=True,
@@ -679,8 +679,8 @@ async def collect(url: str) -> tuple[list[Explained], dict[str, Any]]:
         out.append(
             await explain(
                 conn,
-                "candles _CANDLES_SQL latest 1000 (no start: from the oldest)",
-                _CANDLES_SQL,
+                "candles CANDLES_SQL latest 1000 (no start: from the oldest)",
+                CANDLES_SQL,
                 ["S04", "1m", None, None, 1000],
                 sizes,
             )

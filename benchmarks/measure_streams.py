@@ -19,6 +19,11 @@ Subscribers other than the latency probe are raw sockets that read and discard b
 generator's own WebSocket parsing does not take the cores from the server. `--separate` puts the
 subscribers on a second API process (orders still go to the first).
 
+`--compare-tree PATH` runs every measurement on two API processes, one of this tree and one of another
+checkout (`git archive <commit> | tar -x -C PATH`, served with this environment's Python), both up
+for the whole run on one database with separate Redis namespaces, taking turns measurement by
+measurement (this, other, other, this, ... for `--rounds` rounds): a before/after in one run.
+
 The load generator shares the machine with the server (2 cores here): its WebSocket receive work
 competes with the server for CPU, so the figures are a floor for a server with its own cores.
 """
@@ -98,7 +103,7 @@ class BareServer:
 
 
 class Server:
-    def __init__(self, db: str, run: str, offset: int = 0) -> None:
+    def __init__(self, db: str, run: str, offset: int = 0, tree: Path | None = None) -> None:
         self.port = 18_000 + int(run[:4], 16) % 2000 + offset
         self.url = f"http://127.0.0.1:{self.port}"
         self.admin_key = f"td_meas_admin_{run}_0123456789abcdefghij"
@@ -107,7 +112,7 @@ class Server:
             DATABASE_URL=async_url(_url(db)),
             REDIS_URL=REDIS_URL,
             TRADEDESK_QUEUE_NAME=f"tdmeas-{run}",
-            TRADEDESK_REDIS_PREFIX=f"tdmeas-{run}",
+            TRADEDESK_REDIS_PREFIX=f"tdmeas-{run}" + (f"-{offset}" if offset else ""),
             TRADEDESK_ADMIN_API_KEY=self.admin_key,
             TRADEDESK_WORKERS_IN_PROCESS="false",
             LOG_LEVEL="WARNING",
@@ -120,10 +125,13 @@ class Server:
             STREAM_HEARTBEAT_SECONDS="1",
             STREAM_BUFFER_MESSAGES="100000",
         )
+        if tree is not None:  # its `app` package ahead of this tree's (installed in editable mode)
+            env["PYTHONPATH"] = str(tree)
         tradedesk = str(Path(sys.executable).with_name("tradedesk"))
         self.proc = subprocess.Popen(
             [tradedesk, "serve", "--port", str(self.port), "--no-access-log"],
             env=env,
+            cwd=tree,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
@@ -385,6 +393,20 @@ async def replay(server: Server, key: str, trader: dict, events: int) -> dict:
     return {"events": events, "seconds": round(elapsed, 3), "events_per_s": round(events / elapsed)}
 
 
+async def measure(server: Server, key: str, trader: dict, args, second: Server | None) -> dict:
+    out: dict = {}
+    if args.subscribers:
+        out["placement"] = await placement_and_latency(server, key, trader, args, second)
+        print(json.dumps(out["placement"]), flush=True)
+    if args.replay:
+        out["replay"] = await replay(server, key, trader, args.replay)
+        print(json.dumps(out["replay"]), flush=True)
+    if args.idle:
+        out["idle"] = await idle_connections(server, key, args.idle)
+        print(json.dumps(out["idle"]), flush=True)
+    return out
+
+
 async def main(args) -> dict:
     run = uuid.uuid4().hex[:8]
     db = f"td_meas_{run}"
@@ -394,20 +416,20 @@ async def main(args) -> dict:
     await asyncio.to_thread(upgrade, _url(db))
     server = Server(db, run)
     second = Server(db, run, offset=1) if args.separate else None
+    other = Server(db, run, offset=3, tree=args.compare_tree) if args.compare_tree else None
     try:
         admin = {"Authorization": f"Bearer {server.admin_key}"}
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
             key, trader = await _setup(http, admin)
-        out: dict = {}
-        if args.subscribers:
-            out["placement"] = await placement_and_latency(server, key, trader, args, second)
-            print(json.dumps(out["placement"]), flush=True)
-        if args.replay:
-            out["replay"] = await replay(server, key, trader, args.replay)
-            print(json.dumps(out["replay"]), flush=True)
-        if args.idle:
-            out["idle"] = await idle_connections(server, key, args.idle)
-            print(json.dumps(out["idle"]), flush=True)
+        if other is None:
+            out = await measure(server, key, trader, args, second)
+        else:
+            out = {"this": [], "other": []}
+            for i in range(args.rounds):
+                for name in ("this", "other") if i % 2 == 0 else ("other", "this"):
+                    print(f"-- {name}", flush=True)
+                    target = server if name == "this" else other
+                    out[name].append(await measure(target, key, trader, args, None))
         if args.idle_baseline:
             bare = BareServer(server.port + 2)
             try:
@@ -417,9 +439,9 @@ async def main(args) -> dict:
             print(json.dumps(out["idle_bare_asgi"]), flush=True)
         return out
     finally:
-        server.stop()
-        if second is not None:
-            second.stop()
+        for s in (server, second, other):
+            if s is not None:
+                s.stop()
         await _admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
         await drop_redis_keys(f"tdmeas-{run}")
 
@@ -442,4 +464,6 @@ if __name__ == "__main__":
         action="store_true",
         help="subscribers on a second API process (the placing process only publishes)",
     )
+    parser.add_argument("--compare-tree", type=Path, help="another checkout to measure side by side")
+    parser.add_argument("--rounds", type=int, default=2, help="with --compare-tree: turns per tree")
     print(json.dumps(asyncio.run(main(parser.parse_args())), indent=2))

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from app.domain.markets.candles import parse_csv_stream
+from app.domain.markets.candle_csv import parse_csv_stream
 from app.domain.markets.synthetic import candles_to_csv, generate_candles
 
 ROWS = 200_000

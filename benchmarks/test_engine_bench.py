@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.domain.backtesting.engine import Bars, run_backtest_loop, run_strategy
+from app.domain.backtesting.engine import Bars, run_strategy
+from tests.unit.engine_reference import run_backtest_loop
 
 # Costs small enough that the account keeps trading for the whole series (about 20k round trips on
 # the 1M bars), so the benchmark measures trading work rather than an idle drained account.

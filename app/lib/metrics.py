@@ -90,6 +90,11 @@ STREAM_CLOSED = Counter("tradedesk_stream_closed_total", "Stream connections clo
 STREAM_PUBLISH_FAILURES = Counter(
     "tradedesk_stream_publish_failures_total", "Stream messages that could not be handed to the backend"
 )
+STREAM_PUBLISH_SKIPPED = Counter(
+    "tradedesk_stream_publish_skipped_total",
+    "Account-scoped stream messages neither built nor published: no subscriber in any process",
+    ["type"],
+)
 STREAM_GAP_FILLS = Counter(
     "tradedesk_stream_gap_fills_total", "trade_update gaps filled from the durable log (late or lost publishes)"
 )

@@ -6,7 +6,7 @@
 Steps: (re)create the database ``td_peers`` on the server of ``--db-url``, migrate it with Alembic, seed
 it (benchmarks/peers/seed.py), then for each app start it under granian with identical settings (one
 worker, uvloop, no websockets, a free port on 127.0.0.1), wait for ``/health``, run every scenario with
-`app.lib.loadtest.run_load`, stop it. Prints a markdown table and writes
+`app.tools.loadtest.run_load`, stop it. Prints a markdown table and writes
 ``benchmarks/results/peers-<date>-<HHMM>.json``.
 
 Besides req/s and latency, each row reports the server's CPU milliseconds per request (user + system
@@ -40,7 +40,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from app.lib.loadtest import cpu_seconds_between, cpu_seconds_by_command, process_tree_cpu_seconds, run_load
+from app.tools.loadtest import cpu_seconds_between, cpu_seconds_by_command, process_tree_cpu_seconds, run_load
 from benchmarks.peers.seed import plain_url, seed
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -448,7 +448,7 @@ def main(argv: list[str] | None = None) -> None:
             "accounts": len(fixture["account_ids"]),
             "server": "granian --interface asgi --workers 1 --loop uvloop --no-ws",
             "pool_size": args.pool_size,
-            "load_client": "app.lib.loadtest raw HTTP/1.1 keep-alive",
+            "load_client": "app.tools.loadtest raw HTTP/1.1 keep-alive",
         },
         "machine": {
             "cpus": os.cpu_count(),

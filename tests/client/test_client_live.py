@@ -10,6 +10,7 @@ from decimal import Decimal
 import pytest
 from tradedesk_client import (
     AsyncClient,
+    BadRequest,
     Client,
     Conflict,
     Forbidden,
@@ -160,6 +161,24 @@ async def test_every_resource_method_against_a_live_server(server):
             assert asyncio.get_running_loop().time() < deadline, ranked
             await asyncio.sleep(0.3)
         assert len(ranked.ranked) == 4 and ranked.ranked[0].rank == 1
+        portfolio = await td.backtests.portfolio(
+            [symbol],
+            "1d",
+            "10000",
+            m.TargetWeights(weights={symbol: 0.5}, rebalance="weekly"),
+            commission=m.Commission(rate=Decimal("0.001"), minimum=Decimal("1")),
+            exits=m.Exits(trailing_stop_pct=10.0),
+        )
+        assert portfolio.kind == "portfolio" and portfolio.symbols == [symbol]
+        portfolio = await wait_backtest(td, portfolio.id)
+        assert portfolio.status == "completed", portfolio.error
+        positions = await td.backtests.positions(portfolio.id, max_points=20)
+        assert positions.symbols == [symbol] and 0 < positions.points <= 20
+        assert all(isinstance(q, Decimal) for p in positions.items for q in p.quantities.values())
+        rules = m.RulesAllocation(entry="close > sma(close, 5)", exit="close < sma(close, 5)")
+        with pytest.raises(BadRequest) as mixed:
+            await td.backtests.portfolio([symbol], "1d", "10000", rules, strategy="sma_cross")
+        assert "strategy" in mixed.value.field_errors()
 
     async with AsyncClient(server.url, api_key=risk_manager.api_key) as rm:
         limit = await rm.risk.create_limit(account.id, "max_order_quantity", "3")

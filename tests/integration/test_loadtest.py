@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.lib.loadtest import run_load
+from app.tools.loadtest import run_load
 from tests.integration.helpers import D, make_account, make_market
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -27,7 +27,7 @@ async def test_checkpoint_writes_a_new_checkpoint(database_url):
 
 
 async def test_database_cpu_is_read_from_the_postgres_processes(database_url):
-    from app.lib.loadtest import cpu_seconds_between, cpu_seconds_by_command
+    from app.tools.loadtest import cpu_seconds_between, cpu_seconds_by_command
 
     start = cpu_seconds_by_command("postgres")
     if not start:
@@ -54,7 +54,7 @@ def test_a_process_tree_counts_its_children():
     import sys
     import time
 
-    from app.lib.loadtest import _processes, process_tree_cpu_seconds
+    from app.tools.loadtest import process_tree_cpu_seconds, processes
 
     shell = subprocess.Popen(["sh", "-c", f"{sys.executable} -c '{BURN_THEN_WAIT}'; true"],  # the child burns 0.3 s
                              start_new_session=True)
@@ -62,7 +62,7 @@ def test_a_process_tree_counts_its_children():
         deadline = time.monotonic() + 10
         while process_tree_cpu_seconds(shell.pid) < 0.25 and time.monotonic() < deadline:
             time.sleep(0.05)
-        shell_alone = next(cpu for pid, _, _, cpu in _processes() if pid == shell.pid)
+        shell_alone = next(cpu for pid, _, _, cpu in processes() if pid == shell.pid)
         assert process_tree_cpu_seconds(shell.pid) >= 0.25 > shell_alone
     finally:
         os.killpg(shell.pid, signal.SIGKILL)

@@ -4,6 +4,7 @@ numbers, determinism and input hashing, positions, and 422s naming the field."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from datetime import UTC, datetime
 
@@ -14,6 +15,7 @@ from sqlalchemy import func, select
 
 from app.domain.backtesting.engine import Bars, run_strategy
 from app.domain.backtesting.models import Backtest
+from app.domain.backtesting.portfolio_schemas import BacktestSubmission
 from app.domain.backtesting.portfolio_service import load_portfolio_bars
 from app.domain.backtesting.portfolio_tasks import simulate_spec
 from app.domain.backtesting.schemas import MONEY_METRICS
@@ -225,6 +227,7 @@ async def test_malformed_portfolios_are_400_naming_the_field(client, market, mak
     user = await make_user("trader")
     syms = market["aligned"]
     fixed = {"type": "target_weights", "weights": {syms[0]: 1.0}, "rebalance": "monthly"}
+    single = {"strategy": "sma_cross", "symbol": syms[0], "timeframe": "1d", "initial_cash": "1000"}
     for payload, field in [
         ({**body(syms, fixed), "colour": "red"}, "colour"),
         (body(syms, {"type": "momentum"}), "allocation.type"),
@@ -232,10 +235,37 @@ async def test_malformed_portfolios_are_400_naming_the_field(client, market, mak
         (body(syms, {"type": "signals", "strategy": "sma_cross", "sizing": "percent_equity"}), "allocation"),
         (body([syms[0], syms[0]], fixed), "symbols"),
         (body(syms, fixed, exits={"stop_loss_pct": 150}), "exits.stop_loss_pct"),
+        # A field of the one-instrument form in a portfolio body, and the other way round.
+        (body(syms, fixed, strategy="sma_cross"), "strategy"),
+        (body(syms, fixed, params={"fast": 5}), "params"),
+        ({k: v for k, v in body(syms, fixed).items() if k != "symbols"}, "symbols"),
+        ({**single, "exits": {"stop_loss_pct": 5}}, "exits"),
+        ({**single, "allow_short": True}, "allow_short"),
+        ({k: v for k, v in single.items() if k != "strategy"}, "strategy"),
+        ({**single, "commission": {"rate": "0.001"}}, "commission"),
+        ({**single, "initial_cash": "0"}, "initial_cash"),
     ]:
         resp = await client.post("/api/v1/backtests", json=payload, headers=user["headers"])
         assert resp.status_code == 400, (field, resp.text)
         assert resp.json()["errors"][0]["field"] == field, resp.text
+
+
+async def test_the_submission_body_is_documented_field_by_field(client):
+    document = (await client.get("/schema/openapi.json")).json()
+    operation = document["paths"]["/api/v1/backtests"]["post"]
+    ref = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    assert ref == "#/components/schemas/BacktestSubmission"
+    schemas = document["components"]["schemas"]
+    submission = schemas["BacktestSubmission"]
+    assert submission["additionalProperties"] is False
+    assert set(submission["properties"]) == set(BacktestSubmission.__struct_fields__)
+    assert sorted(submission["required"]) == ["initial_cash", "timeframe"]
+    assert submission["oneOf"] == [{"required": ["symbol"]}, {"required": ["symbols"]}]
+    allocation = json.dumps(submission["properties"]["allocation"])
+    for form in ("TargetWeights", "Signals", "Rules"):
+        assert f"#/components/schemas/{form}" in allocation
+        assert schemas[form]["properties"]["type"]["const"] in ("target_weights", "signals", "rules")
+    assert set(schemas["TargetWeights"]["properties"]) == {"type", "weights", "rebalance", "schedule"}
 
 
 async def test_aligned_loading_checks_every_timestamp(market, db_engine):

@@ -84,7 +84,7 @@ KNOWN: dict[tuple[str, str], str] = {
     ("POST /api/v1/accounts/{account_id}/orders", _REJECTED): "stop_price/limit_price required by `type`",
     ("POST /api/v1/accounts/{account_id}/orders/validate", _REJECTED): "stop_price/limit_price by `type`",
     ("POST /api/v1/exchanges", _REJECTED): "fee rates at most 1, slippage at most 1000 bps (decimal strings)",
-    ("POST /api/v1/backtests", _REJECTED): "commission below 1 and start before end",
+    ("POST /api/v1/backtests", _REJECTED): "strategy with symbol, allocation with symbols; commission < 1",
     ("POST /api/v1/risk/groups/{group_id}/limits", _REJECTED): _TINY,
     ("PATCH /api/v1/risk/groups/{group_id}/limits/{limit_id}", _REJECTED): _TINY,
     ("POST /api/v1/risk/stress", _REJECTED): "a scenario needs shocks or a historical window; accounts readable",

@@ -448,11 +448,30 @@ async def test_a_consumer_that_never_reads_is_closed_4008_and_orders_keep_their_
             )
             return elapsed
 
-        baseline = await cycle(100)
-        closes_before = _overflow_closes((await http_a.get("/metrics")).text)
         subscribe_frame = json.dumps(
             {"action": "subscribe", "streams": ["trade_updates", "accounts"]}
         ).encode()
+        # During the baseline a consumer that keeps up (reading raw bytes), so that the baseline publishes
+        # what the later phases publish: with nobody subscribed nothing would be built or sent.
+        healthy = _raw_websocket(a, user["api_key"], subscribe_frame)
+        healthy.settimeout(10)
+        acked = b""
+        while b'"subscribed"' not in acked:
+            acked += healthy.recv(1 << 16)
+        healthy.setblocking(False)
+
+        async def keep_reading() -> None:
+            loop = asyncio.get_running_loop()
+            while await loop.sock_recv(healthy, 1 << 16):
+                pass
+
+        reading = asyncio.create_task(keep_reading())
+        try:
+            baseline = await cycle(100)
+        finally:
+            reading.cancel()
+            healthy.close()
+        closes_before = _overflow_closes((await http_a.get("/metrics")).text)
         sock = _raw_websocket(a, user["api_key"], subscribe_frame)
         try:
             paces = []
@@ -634,3 +653,88 @@ async def test_post_trade_alerts_and_violations_reach_the_risk_stream_of_owner_a
     finally:
         await mine.close()
         await watcher.close()
+
+
+def _skipped_trade_updates(metrics: str) -> float:
+    for line in metrics.splitlines():
+        if line.startswith('tradedesk_stream_publish_skipped_total{type="trade_update"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+async def _until_skipped(http: httpx.AsyncClient, headers: dict, acct: str, sym: str) -> float:
+    """Place orders until the process skips their publication (a connection of an earlier test may still
+    be closing elsewhere); the skip count then."""
+    deadline = time.monotonic() + 10
+    while True:
+        before = _skipped_trade_updates((await http.get("/metrics")).text)
+        await _place_resting(http, headers, acct, sym, 1)
+        after = _skipped_trade_updates((await http.get("/metrics")).text)
+        if after == before + 2:
+            return after
+        assert time.monotonic() < deadline, "orders of an account nobody subscribes to were still published"
+
+
+async def test_with_no_subscriber_nothing_is_published_and_a_later_subscriber_misses_nothing(
+    client, admin_headers, make_user, stream_servers
+):
+    """A write that no process has a subscriber for builds and publishes no message; the events are in
+    the durable log, so a subscriber that comes later resumes from it, and gets the next ones live."""
+    user, sym, acct = await _trader(client, admin_headers, make_user)
+    a, b = stream_servers
+    async with httpx.AsyncClient(base_url=a, timeout=10) as http_a:
+        skipped = await _until_skipped(http_a, user["headers"], acct, sym)
+        await _place_resting(http_a, user["headers"], acct, sym, 4)
+        assert _skipped_trade_updates((await http_a.get("/metrics")).text) == skipped + 8
+        last = await _last_seq(http_a, user["headers"], acct)
+        for stream in ("trade_updates", f"trade_updates:{acct}"):
+            ws = await connect(b, user["api_key"])
+            try:
+                await subscribe(ws, [stream], since={acct: 0})
+                assert [m["seq"] for m in await trade_updates(ws, last)] == list(range(1, last + 1))
+                await _place_resting(http_a, user["headers"], acct, sym, 1)
+                assert [m["seq"] for m in await trade_updates(ws, 2)] == [last + 1, last + 2]
+                assert await no_more(ws) == []
+                last += 2
+            finally:
+                await ws.close()
+        # Published while someone listened, skipped again once nobody does.
+        await _until_skipped(http_a, user["headers"], acct, sym)
+
+
+async def test_an_event_skipped_before_its_process_heard_of_a_new_subscriber_still_reaches_it(
+    client, admin_headers, make_user, stream_servers
+):
+    """The hand-over race, made certain: the in-process app (a third API process of this run) is kept from
+    reading the other processes' subscriptions, so it skips an order's events although the subscriber on
+    `b` has already been told where its stream starts. No later event follows. When the app reads the
+    subscription it hints what it skipped, and the subscriber reads the events from the log."""
+    from app.domain.streams import publish
+
+    user, sym, acct = await _trader(client, admin_headers, make_user)
+    _, b = stream_servers
+    interest = publish._PUBLISHER.interest
+    assert interest is not None and interest.redis is not None
+    (listener,) = publish._PUBLISHER.plugin._channels[interest.key]
+    held: list[bytes] = []
+    listener._callback = held.append
+    try:
+        skipped = await _until_skipped(client, user["headers"], acct, sym)
+        ws = await connect(b, user["api_key"])
+        try:
+            ack = await subscribe(ws, [f"trade_updates:{acct}"])
+            start = ack["seqs"][acct]
+            await _place_resting(client, user["headers"], acct, sym, 1)
+            assert _skipped_trade_updates((await client.get("/metrics")).text) == skipped + 2
+            assert await no_more(ws) == []  # skipped: nothing on the wire
+            assert any(m.startswith(b"+") for m in held)
+            listener._callback = interest.on_message
+            for message in held:
+                interest.on_message(message)
+            hinted = await asyncio.wait_for(trade_updates(ws, 2), 10)  # heartbeats flow meanwhile
+            assert [m["seq"] for m in hinted] == [start + 1, start + 2]
+            assert await no_more(ws) == []
+        finally:
+            await ws.close()
+    finally:
+        listener._callback = interest.on_message

@@ -5,15 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.domain.backtesting.engine import (
-    Bars,
-    compute_input_hash,
-    equity_downsample,
-    run_backtest,
-    run_backtest_loop,
-    run_strategy,
-)
+from app.domain.backtesting.downsample import equity_downsample
+from app.domain.backtesting.engine import Bars, compute_input_hash, run_backtest, run_strategy
 from app.domain.backtesting.strategies import STRATEGIES, parse_params
+from tests.unit.engine_reference import run_backtest_loop
 
 T0 = 1_700_000_000
 

@@ -10,14 +10,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from app.domain.markets.candle_csv import CandleCsvParser, parse_csv_stream
 from app.domain.markets.candles import (
     CSV_HEADER,
     MAX_LINE_BYTES,
     TIMEFRAMES,
-    CandleCsvParser,
     CandleRow,
     CandleValidationError,
-    parse_csv_stream,
     to_copy_records,
     validate_batch,
     validate_row,

@@ -10,6 +10,7 @@ import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import msgspec
 import pytest
 
 from app.domain.identity.schemas import Principal
@@ -95,6 +96,7 @@ async def _drain(client: Client) -> list[int]:
         if item is None:
             return seqs
         if item[0]:
+            assert msgspec.json.decode(item[1])["seq"] == item[0]  # the message itself, never a hint
             seqs.append(item[0])
 
 
@@ -159,3 +161,68 @@ def test_resume_points_outside_the_retained_log_are_refused():
     assert state.resume_error(49)[0] == "resume-too-old"
     assert state.resume_error(121)[0] == "invalid-since" and state.resume_error(-1)[0] == "invalid-since"
     assert LogState(owner_id=uuid.uuid4(), last_seq=0, first_seq=None).resume_error(0) is None
+
+
+@pytest.mark.asyncio
+async def test_a_hint_reads_the_log_up_to_its_seq():
+    """A hint (a header without a body: a publisher skipped these events for want of subscribers)
+    makes the client read what it has not delivered from the log, without waiting for a next event."""
+    log = [_update(s) for s in range(1, 4)]
+    client, hub = _client(log)
+    await client.set_streams({f"trade_updates:{ACCOUNT}"}, {ACCOUNT.hex: 0}, None)
+    assert await _drain(client) == [1, 2, 3]
+    log.extend(_update(s) for s in (4, 5))
+    reads = hub.reads
+    client.on_trade_update(ACCOUNT.hex, 2, "")  # already delivered: nothing to do
+    assert hub.reads == reads
+    client.on_trade_update(ACCOUNT.hex, 5, "")
+    assert await _drain(client) == [4, 5]
+    client.on_trade_update(ACCOUNT.hex, 6, "")
+    log.append(_update(6))  # the hinted transaction commits after its hint arrived
+    assert await _drain(client) == [6]
+
+
+def test_interest_counts_local_subscribers_and_hints_what_it_skipped_when_another_process_subscribes():
+    from app.domain.streams import interest as interest_module
+    from app.domain.streams.interest import Interest
+
+    owner, account, other = uuid.uuid4().hex, uuid.uuid4().hex, uuid.uuid4().hex
+    interest = Interest(None, "td", "p1")
+    hints: list[tuple[str, bytes]] = []
+    interest.hint = lambda name, payload: hints.append((name, payload))
+    assert not interest.wanted(owner, account) and not interest.anyone()
+
+    asyncio.run(interest.acquire(["a" + account]))
+    assert interest.wanted(owner, account) and not interest.wanted(owner, other)
+    asyncio.run(interest.release(["a" + account]))
+    assert not interest.wanted(owner, account)
+
+    interest.note_skipped(owner, account, 7)
+    interest.note_skipped(owner, account, 5)  # a writer that decided earlier: the higher seq is kept
+    interest.note_skipped(uuid.uuid4().hex, other, 3)
+    interest.on_message(f"+p1 o{owner}".encode())  # our own announcement: ignored
+    assert hints == [] and not interest.wanted(owner, account)
+    interest.on_message(f"+p2 o{owner}".encode())
+    assert interest.wanted(owner, account)
+    assert hints == [("trade_updates", f"{owner}{account}{7:020d}".encode())]
+    interest.on_message(f"-p2 o{owner}".encode())
+    assert not interest.wanted(owner, account)
+
+    hints.clear()
+    interest.on_message(b"+p3 *")
+    assert interest.wanted(owner, other) and len(hints) == 2
+
+    # Skips are remembered for SKIP_MEMORY_SECONDS, then forgotten.
+    interest.skipped.clear()
+    interest.note_skipped(owner, account, 9)
+    long_ago = interest.skipped[account][2] - interest_module.SKIP_MEMORY_SECONDS - 1
+    interest.skipped[account] = (owner, 9, long_ago)
+    interest.note_skipped(owner, other, 1)
+    assert list(interest.skipped) == [other]
+
+
+def test_an_interest_not_yet_read_from_redis_publishes_everything():
+    from app.domain.streams.interest import Interest
+
+    interest = Interest(object(), "td", "p1")  # a Redis that has not been read yet
+    assert interest.wanted(uuid.uuid4().hex, uuid.uuid4().hex)

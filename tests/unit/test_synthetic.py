@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.domain.markets.candles import CSV_HEADER, TIMEFRAMES, CandleRow, parse_csv_stream, validate_batch
+from app.domain.markets.candle_csv import parse_csv_stream
+from app.domain.markets.candles import CSV_HEADER, TIMEFRAMES, CandleRow, validate_batch
 from app.domain.markets.synthetic import DEFAULT_START, candles_to_csv, generate_candles
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -13,6 +12,7 @@ import click
 
 from app.domain.backtesting.strategies import STRATEGIES
 from app.domain.markets.candles import TIMEFRAMES
+from app.lib.cli_params import utc_option
 
 
 def parse_params(raw: str) -> dict[str, Any]:
@@ -24,16 +24,6 @@ def parse_params(raw: str) -> dict[str, Any]:
             raise click.BadParameter(f"expected name=value, got {item!r}", param_hint="--params")
         params[name.strip()] = value.strip()
     return params
-
-
-def _utc(value: str | None, hint: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise click.BadParameter(f"not an ISO 8601 date/time: {value!r}", param_hint=hint) from exc
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 def _decimal(value: str, hint: str) -> Decimal:
@@ -88,8 +78,8 @@ def run(
                 "initial_cash": _decimal(initial_cash, "--initial-cash"),
                 "commission": _decimal(commission, "--commission"),
                 "slippage_bps": _decimal(slippage_bps, "--slippage-bps"),
-                "start": _utc(start, "--start"),
-                "end": _utc(end, "--end"),
+                "start": utc_option(start, "--start"),
+                "end": utc_option(end, "--end"),
             },
             BacktestCreate,
         )

@@ -1,12 +1,12 @@
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 from uuid import UUID
 
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import Provide
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import Body, FromPath, FromQuery, JSONBody, Parameter
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
 from app.domain.backtesting import (
     portfolio_service,
@@ -16,11 +16,16 @@ from app.domain.backtesting import (
     walkforward_service,
     walkforward_tasks,  # noqa: F401  (registers the window job)
 )
-from app.domain.backtesting.portfolio_schemas import PositionsOut, WalkForwardCreate, WalkForwardOut
+from app.domain.backtesting.portfolio_schemas import (
+    BacktestSubmission,
+    PortfolioCreate,
+    PositionsOut,
+    WalkForwardCreate,
+    WalkForwardOut,
+)
 from app.domain.backtesting.report import SECURITY_HEADERS
 from app.domain.backtesting.schemas import (
     RANKABLE,
-    BacktestCreate,
     BacktestOut,
     BacktestPage,
     EquityOut,
@@ -33,25 +38,12 @@ from app.domain.backtesting.schemas import (
     TradePage,
 )
 from app.lib.db import DbConn, provide_db
-from app.lib.errors import decode_body, invalid
+from app.lib.errors import invalid
 from app.lib.http import cache_of, json_bytes
 from app.lib.pagination import Cursor, Limit
 
 MaxPoints = Annotated[int, Parameter(ge=2, le=services.STORED_EQUITY_POINTS)]
 ReportToken = Annotated[str, Parameter(min_length=16, max_length=128)]
-SubmissionBody = Annotated[
-    dict[str, Any],
-    Body(
-        title="BacktestCreate | PortfolioCreate",
-        description=(
-            "One instrument: {strategy, params, symbol, timeframe, start?, end?, initial_cash, commission, "
-            "slippage_bps?}. A portfolio (a body with `symbols` or `allocation`): {symbols, timeframe, "
-            "start?, end?, initial_cash, commission (fraction or {rate, fixed, minimum}), slippage_bps?, "
-            "allocation, benchmark?, periods_per_year?, exits?, allow_short?, leverage?, whole_units?}; "
-            "see docs/PORTFOLIO.md. Each form refuses unknown fields (400)."
-        ),
-    ),
-]
 
 
 def _html(body: str) -> Response[str]:
@@ -87,15 +79,13 @@ class BacktestController(Controller):
         summary="Submit a backtest (one symbol and a strategy, or a portfolio: `symbols` + `allocation`); "
         "it runs on a worker (poll GET for progress)",
     )
-    async def create(self, db: DbConn, request: Request, data: SubmissionBody) -> BacktestOut:
-        # One endpoint, two forms told apart by their fields (msgspec cannot decode an untagged union
-        # of two objects): each form is then decoded strictly into its own struct.
+    async def create(self, db: DbConn, request: Request, data: JSONBody[BacktestSubmission]) -> BacktestOut:
         queue = request.app.state.queue
         quota = request.app.state.settings.backtests_max_active_per_user
-        if portfolio_service.is_portfolio_body(data):
-            body = portfolio_service.decode_portfolio(data)
-            return await portfolio_service.create_portfolio_backtest(db, queue, request.user, body, quota)
-        return await services.create_backtest(db, queue, request.user, decode_body(data, BacktestCreate), quota)
+        form = data.form()  # decoding built it once already: this cannot fail
+        if isinstance(form, PortfolioCreate):
+            return await portfolio_service.create_portfolio_backtest(db, queue, request.user, form, quota)
+        return await services.create_backtest(db, queue, request.user, form, quota)
 
     @get("/", summary="My backtests, newest first")
     async def list_backtests(

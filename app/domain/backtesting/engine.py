@@ -31,6 +31,10 @@ Execution model (``run_backtest``):
 
 Only position changes are simulated in Python (few compared to bars); the equity curve and all
 per-bar arrays are built with numpy.
+
+The module is one idea, the simulation above, and runs a little past 500 lines because of this execution
+model and the one loop over position changes. Its plain-Python reference lives with the tests
+(tests/unit/engine_reference.py); chart downsampling is in downsample.py.
 """
 
 from __future__ import annotations
@@ -138,7 +142,7 @@ def compute_input_hash(
     return h.hexdigest()
 
 
-def _costs(
+def run_costs(
     *,
     initial_cash: float,
     commission: float,
@@ -157,7 +161,7 @@ def _costs(
     }
 
 
-def _validate_run(
+def validate_run(
     bars: Bars,
     *,
     initial_cash: float,
@@ -191,7 +195,7 @@ def _validate_run(
 # ----------------------------------------------------------------------------------------------
 
 
-def _open_trade(side: int, qty: float, bar: int, ts: int, price: float, fee: float, mark: float) -> Trade:
+def open_trade(side: int, qty: float, bar: int, ts: int, price: float, fee: float, mark: float) -> Trade:
     notional = qty * price
     if side > 0:
         pnl = qty * mark - (notional + fee)
@@ -213,7 +217,7 @@ def _open_trade(side: int, qty: float, bar: int, ts: int, price: float, fee: flo
     )
 
 
-def _equity_returns(equity: np.ndarray) -> np.ndarray:
+def equity_returns(equity: np.ndarray) -> np.ndarray:
     """Per-bar returns of an equity curve that reached <= 0: wiped out at the first such bar."""
     ruined = int(np.flatnonzero(equity <= 0.0)[0])
     r = np.zeros(equity.size - 1)
@@ -223,7 +227,7 @@ def _equity_returns(equity: np.ndarray) -> np.ndarray:
     return r
 
 
-def _finish(
+def finish_run(
     *,
     trades: list[Trade],
     ts: np.ndarray,
@@ -236,7 +240,7 @@ def _finish(
     if np.all(equity > 0.0):
         metrics = performance_metrics(equity=equity, periods_per_year=periods_per_year)
     else:
-        metrics = performance_metrics(returns=_equity_returns(equity), periods_per_year=periods_per_year)
+        metrics = performance_metrics(returns=equity_returns(equity), periods_per_year=periods_per_year)
     closed = [t.pnl for t in trades if not t.is_open]
     metrics.update(
         trade_metrics(
@@ -283,7 +287,7 @@ def run_backtest(
     ``progress(fraction)`` is called with non-decreasing values in [0, 1]; it ends with 1.0.
     Raises ``ValueError`` for invalid costs or a target that is not in {-1, 0, 1} per bar.
     """
-    _validate_run(
+    validate_run(
         bars,
         initial_cash=initial_cash,
         commission=commission,
@@ -296,7 +300,7 @@ def run_backtest(
         raise ValueError(f"target has shape {tgt.shape}, expected {bars.close.shape}")
     if tgt.size and not np.all((tgt == -1) | (tgt == 0) | (tgt == 1)):
         raise ValueError("target values must be -1, 0 or 1")
-    costs = _costs(
+    costs = run_costs(
         initial_cash=initial_cash,
         commission=commission,
         slippage_bps=slippage_bps,
@@ -445,9 +449,9 @@ def run_backtest(
 
     if side != 0:
         trades.append(
-            _open_trade(side, qty, entry_bar, int(ts[entry_bar]), entry_px, entry_fee, float(close[-1]))
+            open_trade(side, qty, entry_bar, int(ts[entry_bar]), entry_px, entry_fee, float(close[-1]))
         )
-    result = _finish(
+    result = finish_run(
         trades=trades,
         ts=ts,
         equity=equity,
@@ -479,7 +483,7 @@ def run_strategy(
     spec = get_strategy(strategy)
     parsed = parse_params(strategy, dict(params) if params is not None else None)
     allow_short = bool(getattr(parsed, "allow_short", False))
-    costs = _costs(
+    costs = run_costs(
         initial_cash=initial_cash,
         commission=commission,
         slippage_bps=slippage_bps,
@@ -487,7 +491,7 @@ def run_strategy(
         allow_short=allow_short,
         periods_per_year=periods_per_year,
     )
-    _validate_run(
+    validate_run(
         bars,
         initial_cash=initial_cash,
         commission=commission,
@@ -509,176 +513,3 @@ def run_strategy(
         progress=progress,
         input_hash=input_hash,
     )
-
-
-# ----------------------------------------------------------------------------------------------
-# Plain-Python reference
-# ----------------------------------------------------------------------------------------------
-
-
-def run_backtest_loop(
-    bars: Bars,
-    *,
-    fast: int = 10,
-    slow: int = 30,
-    allow_short: bool = False,
-    initial_cash: float,
-    commission: float,
-    slippage_bps: float = 0.0,
-    lot_size: float = 1.0,
-    periods_per_year: int = 252,
-) -> BacktestResult:
-    """sma_cross simulated bar by bar in plain Python: the readable reference for ``run_strategy``.
-
-    SMAs come from a running sum updated once per bar; the signal is decided at each close and acted
-    on at the next open. It must produce exactly the trades, equity and metrics of
-    ``run_strategy(bars, "sma_cross", ...)``, which the tests check on random data.
-    """
-    params = parse_params("sma_cross", {"fast": fast, "slow": slow, "allow_short": allow_short})
-    _validate_run(
-        bars,
-        initial_cash=initial_cash,
-        commission=commission,
-        slippage_bps=slippage_bps,
-        lot_size=lot_size,
-        periods_per_year=periods_per_year,
-    )
-    costs = _costs(
-        initial_cash=initial_cash,
-        commission=commission,
-        slippage_bps=slippage_bps,
-        lot_size=lot_size,
-        allow_short=allow_short,
-        periods_per_year=periods_per_year,
-    )
-    input_hash = compute_input_hash(bars, "sma_cross", params, costs)
-
-    ts = bars.ts.tolist()
-    opens = bars.open.tolist()
-    closes = bars.close.tolist()
-    n = len(closes)
-    c = float(commission)
-    lot = float(lot_size)
-    buy_adj = 1.0 + slippage_bps / 1e4
-    sell_adj = 1.0 - slippage_bps / 1e4
-
-    cash = float(initial_cash)
-    qty = 0.0
-    side = 0
-    entry_bar = 0
-    entry_px = entry_fee = 0.0
-    trades: list[Trade] = []
-    equity = [0.0] * n
-    position = [0.0] * n
-
-    prefix = [0.0]  # prefix[i] = close[0] + ... + close[i-1]
-    prev_fast = prev_slow = None
-    wanted = 0  # target decided at the previous close
-
-    def exit_trade(bar: int, price: float) -> None:
-        nonlocal cash, qty, side
-        notional = qty * price
-        fee = notional * c
-        entry_notional = qty * entry_px
-        if side > 0:
-            cash = cash + notional - fee
-            pnl = (notional - fee) - (entry_notional + entry_fee)
-        else:
-            cash = cash - notional - fee
-            pnl = (entry_notional - entry_fee) - (notional + fee)
-        trades.append(
-            Trade(
-                side="long" if side > 0 else "short",
-                quantity=qty,
-                entry_ts=ts[entry_bar],
-                entry_price=entry_px,
-                exit_ts=ts[bar],
-                exit_price=price,
-                pnl=pnl,
-                return_pct=pnl / entry_notional,
-                commission=entry_fee + fee,
-                is_open=False,
-                entry_bar=entry_bar,
-                exit_bar=bar,
-            )
-        )
-        qty = 0.0
-        side = 0
-
-    for t in range(n):
-        # 1. At the open: move the position to what was decided at the previous close.
-        if t > 0 and side != wanted:
-            if side != 0:
-                exit_trade(t, opens[t] * (buy_adj if side < 0 else sell_adj))
-            if wanted != 0:
-                price = opens[t] * (buy_adj if wanted > 0 else sell_adj)
-                size = math.floor(cash / (price * (1.0 + c)) / lot) * lot
-                if size > 0:
-                    notional = size * price
-                    fee = notional * c
-                    cash = cash - notional - fee if wanted > 0 else cash + notional - fee
-                    qty, side = float(size), wanted
-                    entry_bar, entry_px, entry_fee = t, price, fee
-        # 2. At the close: mark to market, stop out an exhausted short.
-        if side < 0 and cash + (-qty) * closes[t] <= 0.0:
-            exit_trade(t, closes[t] * buy_adj)
-        position[t] = side * qty
-        equity[t] = cash + position[t] * closes[t]
-        # 3. Decide the next target from the SMAs including this close.
-        prefix.append(prefix[-1] + closes[t])
-        cur_fast = (prefix[t + 1] - prefix[t + 1 - fast]) / fast if t + 1 >= fast else None
-        cur_slow = (prefix[t + 1] - prefix[t + 1 - slow]) / slow if t + 1 >= slow else None
-        if None not in (prev_fast, prev_slow, cur_fast, cur_slow):
-            if prev_fast < prev_slow and cur_fast > cur_slow:
-                wanted = 1
-            elif prev_fast > prev_slow and cur_fast < cur_slow:
-                wanted = -1 if allow_short else 0
-        prev_fast, prev_slow = cur_fast, cur_slow
-
-    if side != 0:
-        trades.append(_open_trade(side, qty, entry_bar, ts[entry_bar], entry_px, entry_fee, closes[-1]))
-    return _finish(
-        trades=trades,
-        ts=bars.ts,
-        equity=np.asarray(equity, dtype=np.float64),
-        position=np.asarray(position, dtype=np.float64),
-        initial_cash=initial_cash,
-        periods_per_year=periods_per_year,
-        input_hash=input_hash,
-    )
-
-
-# ----------------------------------------------------------------------------------------------
-# Presentation helper
-# ----------------------------------------------------------------------------------------------
-
-
-def equity_downsample(ts: np.ndarray, equity: np.ndarray, max_points: int) -> tuple[np.ndarray, np.ndarray]:
-    """At most ``max_points`` points of an equity curve for charts, in time order.
-
-    Keeps the first and last point and, for each of ``(max_points - 2) // 2`` equal buckets of the
-    points between, the minimum and the maximum (so drawdown troughs and peaks survive).
-    """
-    ts = np.asarray(ts)
-    equity = np.asarray(equity, dtype=np.float64)
-    if ts.shape != equity.shape or ts.ndim != 1:
-        raise ValueError("ts and equity must be one-dimensional and of equal length")
-    if max_points < 2:
-        raise ValueError("max_points must be at least 2")
-    n = equity.size
-    if n <= max_points:
-        return ts.copy(), equity.copy()
-    inner = equity[1:-1]
-    buckets = (max_points - 2) // 2
-    if buckets == 0:
-        idx = np.array([0, n - 1])
-        return ts[idx], equity[idx]
-    width = -(-inner.size // buckets)
-    rows = -(-inner.size // width)
-    # Edge padding repeats the last real value after it, so argmin/argmax (first occurrence) never
-    # pick a padding slot.
-    grid = np.pad(inner, (0, rows * width - inner.size), mode="edge").reshape(rows, width)
-    base = np.arange(rows) * width
-    picks = np.concatenate((base + grid.argmin(axis=1), base + grid.argmax(axis=1))) + 1
-    idx = np.unique(np.concatenate(([0, n - 1], picks)))
-    return ts[idx], equity[idx]

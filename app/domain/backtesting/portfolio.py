@@ -56,7 +56,7 @@ import msgspec
 import numpy as np
 
 from app.domain.analytics.metrics import performance_metrics, trade_metrics
-from app.domain.backtesting.engine import _equity_returns
+from app.domain.backtesting.engine import equity_returns
 from app.domain.backtesting.portfolio_book import Book, rebalance, run_exits
 from app.domain.backtesting.portfolio_model import (
     Commission,
@@ -359,7 +359,7 @@ def run_portfolio(
         metrics = performance_metrics(equity=equity, periods_per_year=periods_per_year)
         returns = equity[1:] / equity[:-1] - 1.0
     else:
-        returns = _equity_returns(equity)
+        returns = equity_returns(equity)
         metrics = performance_metrics(returns=returns, periods_per_year=periods_per_year)
     closed = [t.pnl for t in trades if not t.is_open]
     held = np.zeros(n, dtype=bool)

@@ -13,7 +13,14 @@ from uuid import UUID
 
 import msgspec
 
-from app.domain.backtesting.schemas import ParamName, RankMetric, StrategyName, Symbol, UtcDatetime
+from app.domain.backtesting.schemas import (
+    BacktestCreate,
+    ParamName,
+    RankMetric,
+    StrategyName,
+    Symbol,
+    UtcDatetime,
+)
 from app.domain.markets.schemas import Timeframe
 from app.lib.validation import non_negative, positive
 
@@ -124,6 +131,117 @@ class PortfolioCreate(msgspec.Struct, forbid_unknown_fields=True):
             raise ValueError("`start` must not be after `end`")
         if len(set(self.symbols)) != len(self.symbols):
             raise ValueError("`symbols` lists a symbol twice")
+
+
+_UNSET = msgspec.UNSET
+Unset = msgspec.UnsetType
+_SINGLE_ONLY = ("strategy", "symbol", "params")
+_PORTFOLIO_ONLY = (
+    "symbols",
+    "allocation",
+    "benchmark",
+    "periods_per_year",
+    "exits",
+    "allow_short",
+    "leverage",
+    "whole_units",
+)
+
+
+def _about(form: str, text: str = "") -> msgspec.Meta:
+    return msgspec.Meta(description=f"{form}. {text}." if text else f"{form}.")
+
+
+_ONE = "One-instrument form only"
+_MANY = "Portfolio form only"
+
+
+class BacktestSubmission(msgspec.Struct, forbid_unknown_fields=True):
+    """The body of ``POST /api/v1/backtests``: one instrument and a strategy (`symbol`, `strategy`,
+    `params`), or a portfolio (`symbols`, `allocation` and the portfolio settings).
+
+    One struct holds the fields of both forms so that the body is decoded and documented field by
+    field (msgspec cannot decode an untagged union of two objects, and a discriminator field would
+    break the contract). A field of the other form is refused naming it; `form()` gives the strict
+    `BacktestCreate` or `PortfolioCreate` that the services take, and decoding already built it once,
+    so its checks answer as decoding errors (400 naming the field).
+    """
+
+    __exactly_one_of__ = ("symbol", "symbols")  # the OpenAPI schema says so (app/lib/openapi_schema.py)
+
+    timeframe: Timeframe
+    initial_cash: Decimal
+    commission: Annotated[
+        Decimal | CommissionModel,
+        msgspec.Meta(
+            description="A fraction of notional; a portfolio also takes {rate, fixed, minimum}: "
+            "fee per fill max(minimum, fixed + rate * notional)."
+        ),
+    ] = Decimal(0)
+    slippage_bps: Decimal | None = None
+    start: UtcDatetime | None = None
+    end: UtcDatetime | None = None
+    strategy: Annotated[StrategyName, _about(_ONE, "A registered strategy (GET /strategies)")] | Unset = (
+        _UNSET
+    )
+    symbol: Annotated[Symbol, _about(_ONE)] | Unset = _UNSET
+    params: Annotated[dict[ParamName, Any], _about(_ONE, "The strategy's parameters")] | Unset = _UNSET
+    symbols: (
+        Annotated[
+            list[Symbol],
+            msgspec.Meta(min_length=1, max_length=MAX_SYMBOLS, description=f"{_MANY}. Distinct symbols."),
+        ]
+        | Unset
+    ) = _UNSET
+    allocation: Annotated[Allocation, _about(_MANY)] | Unset = _UNSET
+    benchmark: (
+        Annotated[Symbol, _about(_MANY, "Adds alpha, beta, tracking error, information ratio")] | Unset
+    ) = _UNSET
+    periods_per_year: (
+        Annotated[int, msgspec.Meta(ge=1, le=1_000_000, description=f"{_MANY}. Default: from the data.")]
+        | Unset
+    ) = _UNSET
+    exits: Annotated[ExitsIn, _about(_MANY)] | Unset = _UNSET
+    allow_short: Annotated[bool, _about(_MANY, "Default false")] | Unset = _UNSET
+    leverage: Annotated[float, msgspec.Meta(gt=0.0, le=10.0, description=f"{_MANY}. Default 1.")] | Unset = (
+        _UNSET
+    )
+    whole_units: Annotated[bool, _about(_MANY, "Default false")] | Unset = _UNSET
+
+    def __post_init__(self) -> None:
+        # The same bounds as the forms' (stated here too so that the OpenAPI schema carries them).
+        positive(self, "initial_cash")
+        non_negative(self, "slippage_bps")
+        self.form()
+
+    def is_portfolio(self) -> bool:
+        return self.symbols is not _UNSET or self.allocation is not _UNSET
+
+    def form(self) -> BacktestCreate | PortfolioCreate:
+        """The strict form of this body; a ValueError naming the first field that does not belong."""
+        portfolio = self.is_portfolio()
+        given = {
+            name: value for name in self.__struct_fields__ if (value := getattr(self, name)) is not _UNSET
+        }
+        for name in _SINGLE_ONLY if portfolio else _PORTFOLIO_ONLY:
+            if name in given:
+                which = (
+                    "a one-instrument backtest (a portfolio names its strategy in `allocation`)"
+                    if portfolio
+                    else "a portfolio backtest (a body with `symbols` and `allocation`)"
+                )
+                raise ValueError(f"`{name}` belongs to {which}")
+        if portfolio:
+            for name in ("symbols", "allocation"):
+                if name not in given:
+                    raise ValueError(f"`{name}` is required for a portfolio backtest")
+            return PortfolioCreate(**given)
+        for name in ("strategy", "symbol"):
+            if name not in given:
+                raise ValueError(f"`{name}` is required (or `symbols` and `allocation` for a portfolio)")
+        if isinstance(self.commission, CommissionModel):
+            raise ValueError("`commission` of a one-instrument backtest is a fraction of notional")
+        return BacktestCreate(**given)
 
 
 class PositionsPoint(msgspec.Struct):

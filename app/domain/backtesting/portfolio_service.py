@@ -44,13 +44,13 @@ from app.domain.backtesting.rules_lang import RuleError, evaluate, parse_conditi
 from app.domain.backtesting.schemas import BacktestOut
 from app.domain.backtesting.services import (
     BACKTEST_COLS,
-    _require_completed,
     backtest_out,
     candle_range,
     check_params,
     enqueue_run,
     job_key,
     money,
+    require_completed,
     require_queue,
 )
 from app.domain.backtesting.strategies import STRATEGIES, UnknownStrategyError, get_strategy, parse_params
@@ -59,22 +59,13 @@ from app.domain.identity.schemas import Principal
 from app.domain.markets.models import Candle, Instrument
 from app.lib.cache import Cache
 from app.lib.db import tx
-from app.lib.errors import decode_body, invalid
+from app.lib.errors import invalid
 from app.lib.log import get_logger
 
 log = get_logger("app.backtests")
 
 PORTFOLIO_RUN_JOB = "backtest.run_portfolio"
 PORTFOLIO_LABEL = "portfolio"
-
-
-def decode_portfolio(body: dict[str, Any]) -> PortfolioCreate:
-    """The portfolio form of POST /backtests, or a 400 naming the field (like any decoding error)."""
-    return decode_body(body, PortfolioCreate)
-
-
-def is_portfolio_body(body: Any) -> bool:
-    return isinstance(body, dict) and ("symbols" in body or "allocation" in body)
 
 
 # ------------------------------------------------------------------------------------------------ validation
@@ -180,7 +171,10 @@ async def check_portfolio_market(
 
 
 async def create_portfolio_backtest(
-    conn: AsyncConnection, queue: Queue | None, principal: Principal, data: PortfolioCreate,
+    conn: AsyncConnection,
+    queue: Queue | None,
+    principal: Principal,
+    data: PortfolioCreate,
     max_active: int | None = None,
 ) -> BacktestOut:
     queue = require_queue(queue)
@@ -353,7 +347,7 @@ def engine_options(spec: dict[str, Any], lot_sizes: list[float]) -> dict[str, An
 async def backtest_positions(
     conn: AsyncConnection, cache: Cache, principal: Principal, backtest_id: uuid.UUID, max_points: int
 ) -> bytes:
-    await _require_completed(conn, principal, backtest_id)
+    await require_completed(conn, principal, backtest_id)
 
     async def load() -> PositionsOut:
         stored = await conn.scalar(

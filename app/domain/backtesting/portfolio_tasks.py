@@ -19,7 +19,7 @@ import numpy as np
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.domain.backtesting.engine import equity_downsample
+from app.domain.backtesting.downsample import equity_downsample
 from app.domain.backtesting.models import Backtest
 from app.domain.backtesting.portfolio import (
     PortfolioBars,
@@ -40,10 +40,10 @@ from app.domain.backtesting.tasks import (
     SIMULATED,
     ProgressReporter,
     RunKwargs,
-    _progress_writer,
     attempt_failed,
     failed_for_good,
     interrupted,
+    progress_writer,
     store_result,
 )
 from app.domain.backtesting.tear_sheet import tear_sheet_data
@@ -169,7 +169,7 @@ async def run_portfolio_job(ctx: dict[str, Any], *, backtest_id: Any) -> dict[st
         return {"backtest_id": str(bid), "status": status or "missing", "skipped": True}
 
     started = time.perf_counter()
-    write = _progress_writer(engine, bid, saq_job)
+    write = progress_writer(engine, bid, saq_job)
     try:
         reporter = ProgressReporter(asyncio.get_running_loop(), write, LOADED, SIMULATED, LOADED)
         bars, result = await simulate_spec(engine, spec, reporter)

@@ -64,7 +64,7 @@ SECURITY_HEADERS = {
     "Cache-Control": "private, no-store",
 }
 
-_STYLE = """
+STYLE = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1d2330;
        background: #ffffff; margin: 0; padding: 24px 32px; }
 h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 16px; margin: 28px 0 8px; }
@@ -97,7 +97,7 @@ _PERCENT = {
     "win_rate",
     "exposure_pct",
 }
-_METRIC_ORDER = (
+METRIC_ORDER = (
     "total_return",
     "cagr",
     "annual_volatility",
@@ -128,11 +128,11 @@ _METRIC_ORDER = (
 )
 
 
-def _esc(value: Any) -> str:
+def esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _num(x: float, digits: int = 2) -> str:
+def num(x: float, digits: int = 2) -> str:
     if not math.isfinite(x):
         return "–"
     if x != 0 and abs(x) < 1:
@@ -144,7 +144,7 @@ def format_metric(key: str, value: Any) -> str:
     if value is None:
         return "–"
     if key in MONEY_METRICS:
-        return _num(float(value))
+        return num(float(value))
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, int):
@@ -155,7 +155,7 @@ def format_metric(key: str, value: Any) -> str:
     return f"{x:.3f}"
 
 
-def _date(ts: int, intraday: bool) -> str:
+def date_label(ts: int, intraday: bool) -> str:
     dt = datetime.fromtimestamp(int(ts), UTC)
     return dt.strftime("%Y-%m-%d %H:%M" if intraday else "%Y-%m-%d")
 
@@ -177,7 +177,7 @@ def _nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     return ticks
 
 
-class _Frame:
+class Frame:
     """Maps data coordinates to one chart's SVG pixels."""
 
     def __init__(self, height: int, t0: float, t1: float, lo: float, hi: float) -> None:
@@ -201,7 +201,7 @@ class _Frame:
         )
 
 
-def _path(xs: np.ndarray, ys: np.ndarray) -> str:
+def svg_path(xs: np.ndarray, ys: np.ndarray) -> str:
     pts = [f"{x:.1f},{y:.1f}" for x, y in zip(xs.tolist(), ys.tolist(), strict=True)]
     if len(pts) == 1:  # one point: a short horizontal stub so the series is visible
         x, y = float(xs[0]), float(ys[0])
@@ -209,29 +209,29 @@ def _path(xs: np.ndarray, ys: np.ndarray) -> str:
     return "M" + " L".join(pts)
 
 
-def _axes(f: _Frame, ts: np.ndarray, intraday: bool, fmt: Any) -> str:
+def axes(f: Frame, ts: np.ndarray, intraday: bool, fmt: Any) -> str:
     out = ['<g class="grid">']
     for v in _nice_ticks(f.lo, f.hi):
         y = float(f.y(v))
         out.append(f'<line x1="{f.x0}" x2="{f.x1}" y1="{y:.1f}" y2="{y:.1f}"/>')
-        out.append(f'<text x="{f.x0 - 6}" y="{y + 4:.1f}" text-anchor="end">{_esc(fmt(v))}</text>')
+        out.append(f'<text x="{f.x0 - 6}" y="{y + 4:.1f}" text-anchor="end">{esc(fmt(v))}</text>')
     out.append("</g>")
     n_labels = 6
     for i in range(n_labels):
         t = f.t0 + (f.t1 - f.t0) * i / (n_labels - 1)
         x = float(f.x(t))
         anchor = "start" if i == 0 else ("end" if i == n_labels - 1 else "middle")
-        label = _esc(_date(int(t), intraday))
+        label = esc(date_label(int(t), intraday))
         out.append(f'<text x="{x:.1f}" y="{f.height - 8}" text-anchor="{anchor}">{label}</text>')
     out.append(f'<line class="axis" x1="{f.x0}" x2="{f.x1}" y1="{f.y1}" y2="{f.y1}"/>')
     out.append(f'<line class="axis" x1="{f.x0}" x2="{f.x0}" y1="{f.y0}" y2="{f.y1}"/>')
     return "".join(out)
 
 
-def _svg(name: str, height: int, label: str, body: str) -> str:
+def svg(name: str, height: int, label: str, body: str) -> str:
     return (
         f'<svg data-chart="{name}" viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" height="{height}" '
-        f'role="img" aria-label="{_esc(label)}" xmlns="http://www.w3.org/2000/svg">{body}</svg>'
+        f'role="img" aria-label="{esc(label)}" xmlns="http://www.w3.org/2000/svg">{body}</svg>'
     )
 
 
@@ -255,10 +255,10 @@ def price_chart(ts: np.ndarray, close: np.ndarray, trades: list[dict[str, Any]],
         for key in ("entry_price", "exit_price"):
             if t.get(key) is not None:
                 lo, hi = min(lo, float(t[key])), max(hi, float(t[key]))
-    f = _Frame(height, float(ts[0]), float(ts[-1]), lo, hi)
-    body = [_axes(f, ts, intraday, _num)]
+    f = Frame(height, float(ts[0]), float(ts[-1]), lo, hi)
+    body = [axes(f, ts, intraday, num)]
     body.append(
-        f'<path class="series" d="{_path(f.x(ts), f.y(close))}" fill="none" stroke="{COLORS["price"]}" '
+        f'<path class="series" d="{svg_path(f.x(ts), f.y(close))}" fill="none" stroke="{COLORS["price"]}" '
         'stroke-width="1.5" stroke-linejoin="round"/>'
     )
     for t in _sample(trades, MAX_MARKERS):
@@ -269,47 +269,47 @@ def price_chart(ts: np.ndarray, close: np.ndarray, trades: list[dict[str, Any]],
         for leg, when, price, is_buy in legs:
             x, y = float(f.x(when)), float(f.y(price))
             color = COLORS["buy"] if is_buy else COLORS["sell"]
-            tip = f"{t['side']} {leg} {_date(when, intraday)} @ {_num(float(price), 4)}"
+            tip = f"{t['side']} {leg} {date_label(when, intraday)} @ {num(float(price), 4)}"
             body.append(
                 f'<polygon class="trade-marker" points="{_triangle(x, y, is_buy)}" fill="{color}" '
-                f'fill-opacity="0.85"><title>{_esc(tip)}</title></polygon>'
+                f'fill-opacity="0.85"><title>{esc(tip)}</title></polygon>'
             )
-    return _svg("price", height, "Close price with trade entries and exits", "".join(body))
+    return svg("price", height, "Close price with trade entries and exits", "".join(body))
 
 
 def equity_chart(ts: np.ndarray, equity: np.ndarray, initial_cash: float, intraday: bool) -> str:
     height = 280
     lo, hi = min(float(equity.min()), initial_cash), max(float(equity.max()), initial_cash)
-    f = _Frame(height, float(ts[0]), float(ts[-1]), lo, hi)
+    f = Frame(height, float(ts[0]), float(ts[-1]), lo, hi)
     y_base = float(f.y(initial_cash))
     body = [
-        _axes(f, ts, intraday, _num),
+        axes(f, ts, intraday, num),
         f'<line x1="{f.x0}" x2="{f.x1}" y1="{y_base:.1f}" y2="{y_base:.1f}" stroke="#9aa3b0" '
         'stroke-dasharray="4 4"/>',
-        f'<path class="series" d="{_path(f.x(ts), f.y(equity))}" fill="none" stroke="{COLORS["equity"]}" '
+        f'<path class="series" d="{svg_path(f.x(ts), f.y(equity))}" fill="none" stroke="{COLORS["equity"]}" '
         'stroke-width="2" stroke-linejoin="round"/>',
     ]
-    return _svg("equity", height, "Equity curve", "".join(body))
+    return svg("equity", height, "Equity curve", "".join(body))
 
 
 def drawdown_chart(ts: np.ndarray, drawdown: np.ndarray, intraday: bool) -> str:
     height = 190
-    f = _Frame(height, float(ts[0]), float(ts[-1]), min(float(drawdown.min()), -0.01), 0.0)
+    f = Frame(height, float(ts[0]), float(ts[-1]), min(float(drawdown.min()), -0.01), 0.0)
     xs, ys = f.x(ts), f.y(drawdown)
     zero = float(f.y(0.0))
-    area = _path(xs, ys) + f" L{float(xs[-1]):.1f},{zero:.1f} L{float(xs[0]):.1f},{zero:.1f} Z"
+    area = svg_path(xs, ys) + f" L{float(xs[-1]):.1f},{zero:.1f} L{float(xs[0]):.1f},{zero:.1f} Z"
     body = [
-        _axes(f, ts, intraday, lambda v: f"{v * 100:.0f}%"),
+        axes(f, ts, intraday, lambda v: f"{v * 100:.0f}%"),
         f'<path d="{area}" fill="{COLORS["drawdown"]}" fill-opacity="0.18" stroke="none"/>',
-        f'<path class="series" d="{_path(xs, ys)}" fill="none" stroke="{COLORS["drawdown"]}" '
+        f'<path class="series" d="{svg_path(xs, ys)}" fill="none" stroke="{COLORS["drawdown"]}" '
         'stroke-width="1.5"/>',
     ]
-    return _svg("drawdown", height, "Drawdown from the running peak", "".join(body))
+    return svg("drawdown", height, "Drawdown from the running peak", "".join(body))
 
 
-def _table(rows: list[tuple[str, str]], numeric: bool = True) -> str:
+def table(rows: list[tuple[str, str]], numeric: bool = True) -> str:
     cls = ' class="num"' if numeric else ""
-    body = "".join(f"<tr><th>{_esc(k)}</th><td{cls}>{_esc(v)}</td></tr>" for k, v in rows)
+    body = "".join(f"<tr><th>{esc(k)}</th><td{cls}>{esc(v)}</td></tr>" for k, v in rows)
     return f"<table>{body}</table>"
 
 
@@ -323,14 +323,14 @@ def _trades_table(trades: list[dict[str, Any]], intraday: bool) -> str:
     offset = len(trades) - 1
     for i, t in enumerate(shown):
         pnl = float(t["pnl"])
-        exit_ts = _date(t["exit_ts"], intraday) if t.get("exit_ts") is not None else "open"
-        exit_px = _num(float(t["exit_price"]), 4) if t.get("exit_price") is not None else "–"
+        exit_ts = date_label(t["exit_ts"], intraday) if t.get("exit_ts") is not None else "open"
+        exit_px = num(float(t["exit_price"]), 4) if t.get("exit_price") is not None else "–"
         rows.append(
-            f"<tr><td>{offset - i + 1}</td><td>{_esc(t['side'])}</td>"
-            f"<td>{_date(t['entry_ts'], intraday)}</td>"
-            f'<td class="num">{_num(float(t["entry_price"]), 4)}</td><td>{exit_ts}</td>'
-            f'<td class="num">{exit_px}</td><td class="num">{_num(float(t["quantity"]), 4)}</td>'
-            f'<td class="num {"pos" if pnl > 0 else "neg" if pnl < 0 else ""}">{_num(pnl)}</td>'
+            f"<tr><td>{offset - i + 1}</td><td>{esc(t['side'])}</td>"
+            f"<td>{date_label(t['entry_ts'], intraday)}</td>"
+            f'<td class="num">{num(float(t["entry_price"]), 4)}</td><td>{exit_ts}</td>'
+            f'<td class="num">{exit_px}</td><td class="num">{num(float(t["quantity"]), 4)}</td>'
+            f'<td class="num {"pos" if pnl > 0 else "neg" if pnl < 0 else ""}">{num(pnl)}</td>'
             f'<td class="num">{float(t["return_pct"]) * 100:.2f}%</td></tr>'
         )
     note = (
@@ -350,9 +350,7 @@ def render_report(bt: BacktestOut, stored: dict[str, Any], trades: list[dict[str
     drawdown = np.minimum(np.where(peak > 0, equity / np.where(peak > 0, peak, 1.0) - 1.0, 0.0), 0.0)
 
     metrics = bt.metrics or {}
-    ordered = [k for k in _METRIC_ORDER if k in metrics] + sorted(
-        k for k in metrics if k not in _METRIC_ORDER
-    )
+    ordered = [k for k in METRIC_ORDER if k in metrics] + sorted(k for k in metrics if k not in METRIC_ORDER)
     metric_rows = [(k.replace("_", " "), format_metric(k, metrics[k])) for k in ordered]
     half = (len(metric_rows) + 1) // 2
     param_rows = [(k, msgspec.json.encode(v).decode()) for k, v in sorted(bt.params.items())]
@@ -361,8 +359,8 @@ def render_report(bt: BacktestOut, stored: dict[str, Any], trades: list[dict[str
         ("symbol", bt.symbol),
         ("timeframe", bt.timeframe),
         ("bars", f"{int(stored.get('bars', ts.size)):,}"),
-        ("from", _date(int(ts[0]), intraday) if ts.size else "–"),
-        ("to", _date(int(ts[-1]), intraday) if ts.size else "–"),
+        ("from", date_label(int(ts[0]), intraday) if ts.size else "–"),
+        ("to", date_label(int(ts[-1]), intraday) if ts.size else "–"),
         ("initial cash", plain(bt.initial_cash)),
         ("commission", plain(bt.commission)),
         ("slippage (bps)", str(bt.slippage_bps)),
@@ -388,16 +386,16 @@ def render_report(bt: BacktestOut, stored: dict[str, Any], trades: list[dict[str
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f'<meta name="referrer" content="no-referrer"><title>{_esc(title)}</title>'
-        f"<style>{_STYLE}</style></head><body>"
-        f"<h1>{_esc(title)}</h1>"
-        f'<div class="sub">Backtest <code>{_esc(bt.id)}</code> · '
-        f'<span class="status">{_esc(bt.status)}</span> · finished {_esc(finished)}</div>'
+        f'<meta name="referrer" content="no-referrer"><title>{esc(title)}</title>'
+        f"<style>{STYLE}</style></head><body>"
+        f"<h1>{esc(title)}</h1>"
+        f'<div class="sub">Backtest <code>{esc(bt.id)}</code> · '
+        f'<span class="status">{esc(bt.status)}</span> · finished {esc(finished)}</div>'
         f"{charts}"
         '<h2>Metrics</h2><div class="cols">'
-        f"{_table(metric_rows[:half])}{_table(metric_rows[half:])}</div>"
+        f"{table(metric_rows[:half])}{table(metric_rows[half:])}</div>"
         '<h2>Setup</h2><div class="cols">'
-        f"{_table(setup_rows, numeric=False)}{_table(param_rows, numeric=False)}</div>"
+        f"{table(setup_rows, numeric=False)}{table(param_rows, numeric=False)}</div>"
         f"<h2>Trades</h2>{_trades_table(trades, intraday)}"
         f"<script>{RENDER_SCRIPT}</script>"
         "</body></html>"

@@ -17,23 +17,23 @@ import msgspec
 import numpy as np
 
 from app.domain.backtesting.report import (
-    _METRIC_ORDER,
-    _STYLE,
     COLORS,
     MARGIN_LEFT,
     MARGIN_RIGHT,
+    METRIC_ORDER,
     RENDER_SCRIPT,
+    STYLE,
     WIDTH,
-    _axes,
-    _date,
-    _esc,
-    _Frame,
-    _num,
-    _path,
-    _svg,
-    _table,
+    Frame,
+    axes,
+    date_label,
     drawdown_chart,
+    esc,
     format_metric,
+    num,
+    svg,
+    svg_path,
+    table,
 )
 from app.domain.backtesting.schemas import BacktestOut
 
@@ -44,7 +44,7 @@ MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", 
 
 
 def _legend(items: list[tuple[str, str]]) -> str:
-    spans = "".join(f'<span><i style="background:{c}"></i>{_esc(name)}</span>' for name, c in items)
+    spans = "".join(f'<span><i style="background:{c}"></i>{esc(name)}</span>' for name, c in items)
     return f'<div class="legend">{spans}</div>'
 
 
@@ -55,34 +55,34 @@ def equity_vs_benchmark_chart(
     lo, hi = float(equity.min()), float(equity.max())
     if bench is not None:
         lo, hi = min(lo, float(bench.min())), max(hi, float(bench.max()))
-    f = _Frame(height, float(ts[0]), float(ts[-1]), lo, hi)
-    body = [_axes(f, ts, intraday, _num)]
+    f = Frame(height, float(ts[0]), float(ts[-1]), lo, hi)
+    body = [axes(f, ts, intraday, num)]
     if bench is not None:
         body.append(
-            f'<path d="{_path(f.x(ts), f.y(bench))}" fill="none" stroke="{BENCHMARK_COLOR}" '
+            f'<path d="{svg_path(f.x(ts), f.y(bench))}" fill="none" stroke="{BENCHMARK_COLOR}" '
             'stroke-width="1.5" stroke-dasharray="5 3"/>'
         )
     body.append(
-        f'<path class="series" d="{_path(f.x(ts), f.y(equity))}" fill="none" stroke="{COLORS["equity"]}" '
+        f'<path class="series" d="{svg_path(f.x(ts), f.y(equity))}" fill="none" stroke="{COLORS["equity"]}" '
         'stroke-width="2" stroke-linejoin="round"/>'
     )
-    return _svg("equity", height, "Equity against the benchmark", "".join(body))
+    return svg("equity", height, "Equity against the benchmark", "".join(body))
 
 
 def rolling_sharpe_chart(ts: np.ndarray, values: np.ndarray, window: int, intraday: bool) -> str:
     height = 200
-    f = _Frame(
+    f = Frame(
         height, float(ts[0]), float(ts[-1]), min(float(values.min()), 0.0), max(float(values.max()), 0.0)
     )
     zero = float(f.y(0.0))
     body = [
-        _axes(f, ts, intraday, lambda v: f"{v:.1f}"),
+        axes(f, ts, intraday, lambda v: f"{v:.1f}"),
         f'<line x1="{f.x0}" x2="{f.x1}" y1="{zero:.1f}" y2="{zero:.1f}" stroke="#9aa3b0" '
         'stroke-dasharray="4 4"/>',
-        f'<path class="series" d="{_path(f.x(ts), f.y(values))}" fill="none" stroke="{PALETTE[3]}" '
+        f'<path class="series" d="{svg_path(f.x(ts), f.y(values))}" fill="none" stroke="{PALETTE[3]}" '
         'stroke-width="1.5"/>',
     ]
-    return _svg("rolling-sharpe", height, f"Rolling Sharpe ratio over {window} bars", "".join(body))
+    return svg("rolling-sharpe", height, f"Rolling Sharpe ratio over {window} bars", "".join(body))
 
 
 def exposure_chart(
@@ -97,22 +97,22 @@ def exposure_chart(
     lines = [(symbols[j], exposure[:, j]) for j in top]
     if len(order) > MAX_EXPOSURE_LINES:
         lines.append(("others", exposure[:, order[MAX_EXPOSURE_LINES:]].sum(axis=1)))
-    f = _Frame(height, float(ts[0]), float(ts[-1]), 0.0, max(float(gross.max()), 0.01))
-    body = [_axes(f, ts, intraday, lambda v: f"{v * 100:.0f}%")]
+    f = Frame(height, float(ts[0]), float(ts[-1]), 0.0, max(float(gross.max()), 0.01))
+    body = [axes(f, ts, intraday, lambda v: f"{v * 100:.0f}%")]
     legend = []
     for k, (name, values) in enumerate(lines):
         color = PALETTE[k % len(PALETTE)]
         legend.append((name, color))
         body.append(
-            f'<path d="{_path(f.x(ts), f.y(values))}" fill="none" stroke="{color}" stroke-width="1.2">'
-            f"<title>{_esc(name)}</title></path>"
+            f'<path d="{svg_path(f.x(ts), f.y(values))}" fill="none" stroke="{color}" stroke-width="1.2">'
+            f"<title>{esc(name)}</title></path>"
         )
     body.append(
-        f'<path class="series" d="{_path(f.x(ts), f.y(gross))}" fill="none" stroke="#1d2330" '
+        f'<path class="series" d="{svg_path(f.x(ts), f.y(gross))}" fill="none" stroke="#1d2330" '
         'stroke-width="2"><title>gross exposure</title></path>'
     )
     legend.append(("gross", "#1d2330"))
-    return _svg("exposure", height, "Exposure per symbol as a share of equity", "".join(body)), legend
+    return svg("exposure", height, "Exposure per symbol as a share of equity", "".join(body)), legend
 
 
 def _diverging(value: float, scale: float) -> str:
@@ -151,11 +151,11 @@ def heatmap(
     out = []
     for j, c in enumerate(cols):
         out.append(
-            f'<text x="{x0 + cell_w * (j + 0.5):.1f}" y="{y0 - 8:.1f}" text-anchor="middle">{_esc(c)}</text>'
+            f'<text x="{x0 + cell_w * (j + 0.5):.1f}" y="{y0 - 8:.1f}" text-anchor="middle">{esc(c)}</text>'
         )
     for i, r in enumerate(rows):
         y = y0 + cell_h * i
-        out.append(f'<text x="{x0 - 6:.1f}" y="{y + cell_h * 0.65:.1f}" text-anchor="end">{_esc(r)}</text>')
+        out.append(f'<text x="{x0 - 6:.1f}" y="{y + cell_h * 0.65:.1f}" text-anchor="end">{esc(r)}</text>')
         for j, v in enumerate(values[i]):
             x = x0 + cell_w * j
             shown = math.nan if v is None else (v - centre) * (-1 if ascending else 1)
@@ -163,16 +163,16 @@ def heatmap(
             out.append(
                 f'<rect class="cell" x="{x:.1f}" y="{y:.1f}" width="{cell_w - 1:.1f}" '
                 f'height="{cell_h - 1:.1f}" fill="{_diverging(shown, scale)}">'
-                f"<title>{_esc(r)} {_esc(cols[j])}: {_esc(text)}</title></rect>"
+                f"<title>{esc(r)} {esc(cols[j])}: {esc(text)}</title></rect>"
                 f'<text x="{x + cell_w / 2:.1f}" y="{y + cell_h * 0.65:.1f}" '
-                f'text-anchor="middle">{_esc(text)}</text>'
+                f'text-anchor="middle">{esc(text)}</text>'
             )
     w, h = cell_w * len(cols), cell_h * len(rows)
     out.append(
         f'<path class="series" d="M{x0:.1f},{y0:.1f} h{w:.1f} v{h:.1f} h{-w:.1f} Z" fill="none" '
         'stroke="#aeb5c0" stroke-width="1"/>'
     )
-    return _svg(name, height, label, "".join(out))
+    return svg(name, height, label, "".join(out))
 
 
 def monthly_heatmap(monthly: list[list[float]]) -> str:
@@ -194,20 +194,18 @@ def _page(title: str, subtitle: str, body: str) -> str:
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f'<meta name="referrer" content="no-referrer"><title>{_esc(title)}</title>'
-        f"<style>{_STYLE}</style></head><body>"
-        f'<h1>{_esc(title)}</h1><div class="sub">{subtitle}</div>{body}'
+        f'<meta name="referrer" content="no-referrer"><title>{esc(title)}</title>'
+        f"<style>{STYLE}</style></head><body>"
+        f'<h1>{esc(title)}</h1><div class="sub">{subtitle}</div>{body}'
         f"<script>{RENDER_SCRIPT}</script></body></html>"
     )
 
 
 def _metric_tables(metrics: dict[str, Any]) -> str:
-    ordered = [k for k in _METRIC_ORDER if k in metrics] + sorted(
-        k for k in metrics if k not in _METRIC_ORDER
-    )
+    ordered = [k for k in METRIC_ORDER if k in metrics] + sorted(k for k in metrics if k not in METRIC_ORDER)
     rows = [(k.replace("_", " "), format_metric(k, metrics[k])) for k in ordered]
     half = (len(rows) + 1) // 2
-    return f'<div class="cols">{_table(rows[:half])}{_table(rows[half:])}</div>'
+    return f'<div class="cols">{table(rows[:half])}{table(rows[half:])}</div>'
 
 
 def render_tear_sheet(
@@ -256,8 +254,8 @@ def render_tear_sheet(
         ("symbols", f"{len(spec.get('symbols', []))}: " + ", ".join(spec.get("symbols", [])[:12])),
         ("timeframe", bt.timeframe),
         ("bars", f"{int(stored.get('bars', ts.size)):,}"),
-        ("from", _date(int(ts[0]), intraday) if ts.size else "–"),
-        ("to", _date(int(ts[-1]), intraday) if ts.size else "–"),
+        ("from", date_label(int(ts[0]), intraday) if ts.size else "–"),
+        ("to", date_label(int(ts[-1]), intraday) if ts.size else "–"),
         ("initial cash", str(bt.initial_cash)),
         ("commission", msgspec.json.encode(spec.get("commission")).decode()),
         ("slippage (bps)", str(bt.slippage_bps)),
@@ -268,7 +266,7 @@ def render_tear_sheet(
     parts.append("<h2>Metrics</h2>" + _metric_tables(bt.metrics or {}))
     parts.append(
         '<h2>Setup</h2><div class="cols">'
-        f"{_table(setup, numeric=False)}{_table(detail or [('allocation', 'none')], numeric=False)}</div>"
+        f"{table(setup, numeric=False)}{table(detail or [('allocation', 'none')], numeric=False)}</div>"
     )
     closed = [t for t in trades if not t.get("is_open")]
     parts.append(
@@ -277,8 +275,8 @@ def render_tear_sheet(
     )
     finished = bt.finished_at.strftime("%Y-%m-%d %H:%M:%S UTC") if bt.finished_at else "–"
     subtitle = (
-        f'Backtest <code>{_esc(bt.id)}</code> · <span class="status">{_esc(bt.status)}</span> · '
-        f"finished {_esc(finished)}"
+        f'Backtest <code>{esc(bt.id)}</code> · <span class="status">{esc(bt.status)}</span> · '
+        f"finished {esc(finished)}"
     )
     title = (
         f"Portfolio backtest: {alloc.get('type')} over {len(spec.get('symbols', []))} symbols, {bt.timeframe}"

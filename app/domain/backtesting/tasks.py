@@ -23,8 +23,9 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.domain.backtesting.downsample import equity_downsample
 from app.domain.backtesting.engine import BacktestResult as EngineResult
-from app.domain.backtesting.engine import Bars, equity_downsample, run_strategy
+from app.domain.backtesting.engine import Bars, run_strategy
 from app.domain.backtesting.models import Backtest, BacktestResult
 from app.domain.backtesting.schemas import ACTIVE_STATUSES
 from app.domain.backtesting.services import (
@@ -189,7 +190,7 @@ class ProgressReporter:
         self.last_time = time.monotonic()
 
 
-def _progress_writer(
+def progress_writer(
     engine: AsyncEngine, backtest_id: uuid.UUID, saq_job: Any
 ) -> Callable[[float], Awaitable[None]]:
     async def write(value: float) -> None:
@@ -385,7 +386,7 @@ async def run_backtest_job(ctx: dict[str, Any], *, backtest_id: Any) -> dict[str
         return {"backtest_id": str(bid), "status": status or "missing", "skipped": True}
 
     started = time.perf_counter()
-    write = _progress_writer(engine, bid, saq_job)
+    write = progress_writer(engine, bid, saq_job)
     try:
         if lot_size is None:
             raise ValueError(f"instrument {row.symbol!r} no longer exists")

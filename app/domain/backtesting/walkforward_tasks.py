@@ -18,7 +18,8 @@ import msgspec
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.domain.backtesting.engine import Bars, equity_downsample, run_strategy
+from app.domain.backtesting.downsample import equity_downsample
+from app.domain.backtesting.engine import Bars, run_strategy
 from app.domain.backtesting.models import WalkForward, WalkForwardWindow
 from app.domain.backtesting.portfolio import PortfolioBars, infer_periods_per_year, run_portfolio
 from app.domain.backtesting.portfolio_service import build_plan, engine_options, load_portfolio_bars

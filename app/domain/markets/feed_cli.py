@@ -17,8 +17,8 @@ from typing import Any
 
 import click
 
-from app.domain.backtesting.cli import _utc  # the same ISO 8601 option parsing
 from app.domain.markets.candles import TIMEFRAMES
+from app.lib.cli_params import utc_option
 
 
 def _speed(value: str) -> float | str:
@@ -148,8 +148,8 @@ def replay(
     data = ReplayCreate(
         symbols=list(symbols),
         timeframe=timeframe,
-        start=_utc(start, "--start"),
-        end=_utc(end, "--end"),
+        start=utc_option(start, "--start"),
+        end=utc_option(end, "--end"),
         speed=_speed(speed),
         path=path,  # type: ignore[arg-type]
     )

@@ -44,7 +44,7 @@ async def seed_markets(engine: AsyncEngine, bars: int = 750) -> None:
             if have:
                 continue
             rows = generate_candles(bars=bars, seed=seed, timeframe="1d", start=start, start_price=price, tick_size=tick)
-            await services.load_candles(conn, symbol, "1d", services._list_batches(rows))
+            await services.load_candles(conn, symbol, "1d", services.one_batch(rows))
 
 
 DEMO_SIMULATION_LABEL = "demo"

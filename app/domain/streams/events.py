@@ -38,7 +38,11 @@ def stream_messages(
     book: AccountBook, events: list[dict[str, Any]], last_seq: int, at: datetime, fill_id: uuid.UUID | None
 ) -> list[tuple[str, bytes]]:
     """Placement's messages: `events` are the rows it wrote (each with its `order_state`), numbered up to
-    `last_seq`; `fill_id` is the one fill a placement can make."""
+    `last_seq`; `fill_id` is the one fill a placement can make. None at all when no process has a
+    subscriber for the account (publish.wanted): the log keeps the events for one that comes later."""
+    if not publish.wanted(book.owner_id, book.id):
+        publish.skipped(book.owner_id, book.id, last_seq, len(events), 1)
+        return []
     first = last_seq - len(events) + 1
     out = []
     for i, event in enumerate(events):
@@ -60,6 +64,9 @@ def stream_messages(
 
 def defer_account_update(conn: Any, book: AccountBook, at: datetime) -> None:
     """Publish the account's state when `conn`'s transaction commits."""
+    if not publish.wanted(book.owner_id, book.id):
+        publish.skipped(book.owner_id, book.id, 0, 0, 1)
+        return
     publish.defer(conn, *account_payload(book, at))
 
 
@@ -67,7 +74,7 @@ async def defer_account_state(conn: Any, account_id: uuid.UUID, at: datetime) ->
     """For writers that change the account without its book in hand (a cancel releasing cash, a
     trading-state change): read the book inside the transaction (the row is already locked by the
     writer) and publish it when the transaction commits."""
-    if not publish.enabled():
+    if not publish.anyone():
         return
     from app.domain.trading.book import read_book_in_tx
 
@@ -89,6 +96,8 @@ def defer_risk_messages(
 ) -> None:
     """A post-trade check's outcome for the `risk` stream (and `accounts` when it changed the trading
     state), published when its transaction commits."""
+    if not publish.wanted(book.owner_id, book.id):
+        return
     for violation in violations:
         publish.defer(conn, *risk_payload("violation", book.owner_id, book.id, at, violation))
     for alert in alerts:

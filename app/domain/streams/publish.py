@@ -9,7 +9,11 @@ for a subscriber of `trade_updates`: the hub notices the gap in `seq` at the nex
 missing events from PostgreSQL (hub.py).
 
 Channel payloads of account-scoped streams start with a fixed header (owner id, account id as 32 hex
-digits each, seq as 20 digits) so that a receiving process routes a message without decoding it.
+digits each, seq as 20 digits) so that a receiving process routes a message without decoding it. A
+header with no body is a hint (interest.py): "this account's log has reached seq n".
+
+Account-scoped messages that no process has a subscriber for are not published at all (`wanted`,
+interest.py); writers may ask `wanted` first to skip building them.
 """
 
 from __future__ import annotations
@@ -17,10 +21,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.lib.log import get_logger
-from app.lib.metrics import STREAM_PUBLISH_FAILURES
+from app.lib.metrics import STREAM_PUBLISH_FAILURES, STREAM_PUBLISH_SKIPPED
+
+if TYPE_CHECKING:
+    from app.domain.streams.interest import Interest
 
 log = get_logger("app.streams")
 
@@ -28,22 +35,31 @@ HEADER_BYTES = 84
 TRADE_UPDATES, ACCOUNTS, RISK = "trade_updates", "accounts", "risk"
 ACCOUNT_KINDS = (TRADE_UPDATES, ACCOUNTS, RISK)
 OUTBOX_KEY = "td_stream_outbox"
+_SKIPPED = {
+    TRADE_UPDATES: STREAM_PUBLISH_SKIPPED.labels(type="trade_update"),
+    ACCOUNTS: STREAM_PUBLISH_SKIPPED.labels(type="account"),
+    RISK: STREAM_PUBLISH_SKIPPED.labels(type="risk"),
+}
 
 
 class _Publisher:
     plugin: Any = None  # a started litestar ChannelsPlugin (or None: publishing is off in this process)
     prefix: str = "td"
     loop: asyncio.AbstractEventLoop | None = None  # the plugin's loop (its queue is not thread-safe)
+    interest: Interest | None = None  # None: publish every message (nobody counts subscribers)
 
 
 _PUBLISHER = _Publisher()
 
 
-def configure(plugin: Any, prefix: str) -> None:
+def configure(plugin: Any, prefix: str, interest: Interest | None = None) -> None:
     """Called by the API's lifespan and by a worker process's startup; None turns publishing off."""
     _PUBLISHER.plugin = plugin
     _PUBLISHER.prefix = prefix
     _PUBLISHER.loop = asyncio.get_running_loop() if plugin is not None else None
+    _PUBLISHER.interest = interest if plugin is not None else None
+    if interest is not None:
+        interest.hint = publish
 
 
 def unconfigure(plugin: Any) -> None:
@@ -61,6 +77,36 @@ def channel(name: str) -> str:
     return f"{_PUBLISHER.prefix}:stream:{name}"
 
 
+def wanted(owner_id: uuid.UUID, account_id: uuid.UUID) -> bool:
+    """Would an account-scoped message of this account reach anyone? False also when publishing is off."""
+    if _PUBLISHER.plugin is None:
+        return False
+    interest = _PUBLISHER.interest
+    return interest is None or interest.wanted(owner_id.hex, account_id.hex)
+
+
+def anyone() -> bool:
+    """Is any account-scoped stream subscribed anywhere (or may it be)? False when publishing is off."""
+    if _PUBLISHER.plugin is None:
+        return False
+    interest = _PUBLISHER.interest
+    return interest is None or interest.anyone()
+
+
+def skipped(
+    owner_id: uuid.UUID, account_id: uuid.UUID, last_seq: int, trade_updates: int, accounts: int
+) -> None:
+    """A writer that asked `wanted` and got False: its `trade_updates` (numbered up to `last_seq`) and
+    `accounts` messages are not built."""
+    interest = _PUBLISHER.interest
+    if interest is not None:
+        if trade_updates:
+            interest.note_skipped(owner_id.hex, account_id.hex, last_seq)
+            _SKIPPED[TRADE_UPDATES].inc(trade_updates)
+        if accounts:
+            _SKIPPED[ACCOUNTS].inc(accounts)
+
+
 def header(owner_id: uuid.UUID, account_id: uuid.UUID, seq: int = 0) -> bytes:
     return f"{owner_id.hex}{account_id.hex}{seq:020d}".encode()
 
@@ -70,6 +116,14 @@ def publish(name: str, payload: bytes) -> None:
     plugin = _PUBLISHER.plugin
     if plugin is None:
         return
+    interest = _PUBLISHER.interest
+    if interest is not None and name in ACCOUNT_KINDS:
+        owner_hex, account_hex = payload[:32].decode(), payload[32:64].decode()
+        if not interest.wanted(owner_hex, account_hex):
+            if name == TRADE_UPDATES:
+                interest.note_skipped(owner_hex, account_hex, int(payload[64:HEADER_BYTES]))
+            _SKIPPED[name].inc()
+            return
     try:
         try:
             same_loop = asyncio.get_running_loop() is _PUBLISHER.loop

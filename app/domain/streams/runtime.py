@@ -4,6 +4,7 @@ worker process (publisher only)."""
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -14,10 +15,14 @@ from litestar.channels.backends.redis import RedisChannelsPubSubBackend
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.domain.streams import publish
-from app.domain.streams.hub import ResilientChannelsPlugin, StreamHub
+from app.domain.streams.hub import CallbackSubscriber, ResilientChannelsPlugin, StreamHub
+from app.domain.streams.interest import Interest
 from app.domain.streams.slots import ConnectionSlots
 from app.lib.db import driver_connection
+from app.lib.log import get_logger
 from app.lib.settings import Settings
+
+log = get_logger("app.streams")
 
 
 @dataclass
@@ -45,9 +50,9 @@ def _redis(settings: Settings) -> Any:
 
 
 @contextlib.asynccontextmanager
-async def channels(settings: Settings) -> AsyncIterator[tuple[ResilientChannelsPlugin, Any]]:
+async def channels(settings: Settings) -> AsyncIterator[tuple[ResilientChannelsPlugin, Any, Interest]]:
     """The started channels plugin (Redis pub/sub across processes, memory in one process), installed as
-    this process's publisher."""
+    this process's publisher, with the registry of which accounts have subscribers (interest.py)."""
     redis = _redis(settings) if settings.redis_url else None
     backend: ChannelsBackend = (
         RedisChannelsPubSubBackend(redis=redis, key_prefix=f"{settings.redis_prefix}_CHANNELS")
@@ -55,13 +60,28 @@ async def channels(settings: Settings) -> AsyncIterator[tuple[ResilientChannelsP
         else MemoryChannelsBackend()
     )
     plugin = ResilientChannelsPlugin(backend=backend, arbitrary_channels_allowed=True)
+    interest = Interest(redis, settings.redis_prefix, uuid.uuid4().hex[:16])
+    plugin.interest = interest
     try:
         async with plugin:
-            publish.configure(plugin, settings.redis_prefix)
+            if redis is not None:
+                # Listen for other processes' "+"/"-" before the first read of the registry, so that no
+                # change falls between the two. Redis unreachable: publish everything until it is back.
+                try:
+                    await backend.subscribe([interest.key])
+                    plugin._channels.setdefault(interest.key, set()).add(  # noqa: SLF001 (see hub.py)
+                        CallbackSubscriber(plugin, interest.on_message)
+                    )
+                    interest.listening = True
+                except Exception as exc:
+                    log.warning("stream_interest_subscribe_failed", error=repr(exc)[:200])
+            await interest.start()
+            publish.configure(plugin, settings.redis_prefix, interest)
             try:
-                yield plugin, redis
+                yield plugin, redis, interest
             finally:
                 publish.unconfigure(plugin)
+                await interest.stop()
     finally:
         if redis is not None:
             await redis.aclose()
@@ -69,8 +89,8 @@ async def channels(settings: Settings) -> AsyncIterator[tuple[ResilientChannelsP
 
 @contextlib.asynccontextmanager
 async def stream_runtime(settings: Settings, engine: AsyncEngine) -> AsyncIterator[StreamRuntime]:
-    async with channels(settings) as (plugin, redis):
-        hub = StreamHub(plugin, lambda fn: read_with(engine, fn), settings.stream_heartbeat_seconds)
+    async with channels(settings) as (plugin, redis, interest):
+        hub = StreamHub(plugin, lambda fn: read_with(engine, fn), settings.stream_heartbeat_seconds, interest)
         slots = ConnectionSlots(
             redis,
             settings.redis_prefix,

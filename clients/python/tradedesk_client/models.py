@@ -462,6 +462,94 @@ class BacktestEquity(Model, kw_only=True):
     items: list[EquityPoint]
 
 
+class Commission(Model, kw_only=True):
+    """A portfolio's fee per fill: ``max(minimum, fixed + rate * notional)``."""
+
+    rate: Decimal = Decimal(0)
+    fixed: Decimal = Decimal(0)
+    minimum: Decimal = Decimal(0)
+
+
+class Exits(Model, kw_only=True):
+    """Exits inside bars, in percent (5 = 5 %)."""
+
+    stop_loss_pct: float | None = None
+    take_profit_pct: float | None = None
+    trailing_stop_pct: float | None = None
+
+
+class WeightsAt(Model, kw_only=True):
+    ts: datetime
+    weights: dict[str, float]
+
+
+class TargetWeights(Model, kw_only=True, tag="target_weights", tag_field="type"):
+    """Fixed `weights` with a `rebalance` period, or a `schedule` of weights."""
+
+    weights: dict[str, float] | None = None
+    rebalance: Literal["daily", "weekly", "monthly"] | None = None
+    schedule: list[WeightsAt] | None = None
+
+
+class SignalsAllocation(Model, kw_only=True, tag="signals", tag_field="type"):
+    """A registered strategy per symbol."""
+
+    strategy: str
+    params: dict[str, Any] = {}
+    sizing: Literal["equal_weight", "percent_equity"] = "equal_weight"
+    percent: float | None = None
+
+
+class RulesAllocation(Model, kw_only=True, tag="rules", tag_field="type"):
+    """Entry and exit expressions of the rules language (docs/PORTFOLIO.md)."""
+
+    entry: str
+    exit: str
+    sizing: Literal["equal_weight", "percent_equity"] = "equal_weight"
+    percent: float | None = None
+
+
+Allocation = TargetWeights | SignalsAllocation | RulesAllocation
+
+
+class BacktestRequest(Model, kw_only=True):
+    """The body of `POST /backtests` (server schema `BacktestSubmission`): `strategy` + `symbol` (+
+    `params`), or a portfolio: `symbols` + `allocation` and the portfolio settings."""
+
+    timeframe: str
+    initial_cash: Decimal
+    commission: Decimal | Commission = Decimal(0)
+    slippage_bps: Decimal | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    strategy: str | None = None
+    symbol: str | None = None
+    params: dict[str, Any] | None = None
+    symbols: list[str] | None = None
+    allocation: Allocation | None = None
+    benchmark: str | None = None
+    periods_per_year: int | None = None
+    exits: Exits | None = None
+    allow_short: bool | None = None
+    leverage: float | None = None
+    whole_units: bool | None = None
+
+
+class PositionsPoint(Model, kw_only=True):
+    ts: datetime
+    quantities: dict[str, Decimal]
+
+
+class BacktestPositions(Model, kw_only=True):
+    """A portfolio backtest's quantity per symbol over time."""
+
+    backtest_id: uuid.UUID
+    symbols: list[str]
+    bars: int
+    points: int
+    items: list[PositionsPoint]
+
+
 class SkippedCombination(Model, kw_only=True):
     params: dict[str, Any]
     error: str
@@ -591,6 +679,15 @@ SERVER_SCHEMAS: dict[type[Model], str] = {
     BacktestTrade: "TradeOut",
     EquityPoint: "EquityPoint",
     BacktestEquity: "EquityOut",
+    Commission: "CommissionModel",
+    Exits: "ExitsIn",
+    WeightsAt: "ScheduleEntry",
+    TargetWeights: "TargetWeights",
+    SignalsAllocation: "Signals",
+    RulesAllocation: "Rules",
+    BacktestRequest: "BacktestSubmission",
+    PositionsPoint: "PositionsPoint",
+    BacktestPositions: "PositionsOut",
     SkippedCombination: "SkippedCombination",
     SweepCreated: "SweepCreated",
     SweepRun: "SweepRun",

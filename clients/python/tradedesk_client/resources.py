@@ -56,6 +56,12 @@ def _body(**fields: Any) -> dict[str, Any]:
     return out
 
 
+def _commission(value: Number | m.Commission | None) -> Any:
+    if isinstance(value, m.Commission):
+        return {k: _dec(v) for k, v in msgspec.structs.asdict(value).items()}
+    return value
+
+
 _INTEGER_FIELDS = frozenset(
     {
         "grace_seconds",
@@ -407,6 +413,33 @@ class Backtests(_Resource):
             Call("POST", "/backtests", body=body, model=m.Backtest, idempotency_key=idempotency_key)
         )
 
+    def portfolio(
+        self,
+        symbols: list[str],
+        timeframe: str,
+        initial_cash: Number,
+        allocation: m.Allocation,
+        *,
+        commission: Number | m.Commission | None = None,
+        exits: m.Exits | None = None,
+        idempotency_key: str | None = None,
+        **fields: Any,
+    ) -> m.Backtest:
+        """Submit a portfolio backtest: `allocation` is a `TargetWeights`, `SignalsAllocation` or
+        `RulesAllocation`; `fields` are the other `BacktestRequest` settings (benchmark, leverage, ...)."""
+        body = _body(
+            symbols=list(symbols),
+            timeframe=timeframe,
+            initial_cash=initial_cash,
+            allocation=msgspec.to_builtins(allocation),
+            commission=_commission(commission),
+            exits=None if exits is None else msgspec.to_builtins(exits),
+            **fields,
+        )
+        return self._run(
+            Call("POST", "/backtests", body=body, model=m.Backtest, idempotency_key=idempotency_key)
+        )
+
     def get(self, backtest_id: Id) -> m.Backtest:
         return self._run(Call("GET", f"/backtests/{backtest_id}", model=m.Backtest))
 
@@ -440,6 +473,16 @@ class Backtests(_Resource):
                 f"/backtests/{backtest_id}/equity",
                 params={"max_points": max_points},
                 model=m.BacktestEquity,
+            )
+        )
+
+    def positions(self, backtest_id: Id, *, max_points: int | None = None) -> m.BacktestPositions:
+        return self._run(
+            Call(
+                "GET",
+                f"/backtests/{backtest_id}/positions",
+                params={"max_points": max_points},
+                model=m.BacktestPositions,
             )
         )
 

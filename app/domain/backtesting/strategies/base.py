@@ -63,7 +63,9 @@ def sma(x: np.ndarray, n: int) -> np.ndarray:
     if n < 1 or x.size < n:
         return out
     c = np.cumsum(x)
-    out[n - 1 :] = (c[n - 1 :] - np.concatenate(([0.0], c[:-n]))) / n
+    out[n - 1] = c[n - 1] / n
+    np.subtract(c[n:], c[:-n], out=out[n:])
+    out[n:] /= n
     return out
 
 
@@ -95,23 +97,33 @@ def _ewm_from(x: np.ndarray, alpha: float, y0: float) -> np.ndarray:
     stays below 1e150, keeping every term finite; blocks are chained through their last value.
     """
     beta = 1.0 - alpha
-    out = np.empty_like(x)
-    if x.size == 0:
-        return out
+    size = x.size
+    if size == 0:
+        return np.empty_like(x)
     if beta <= 0.0:
-        out[:] = x
-        return out
-    block = max(1, min(x.size, int(150.0 / -math.log10(beta)) if beta < 1.0 else x.size))
+        return x.copy()
+    block = max(1, min(size, int(150.0 / -math.log10(beta)) if beta < 1.0 else size))
     powers = beta ** np.arange(block, dtype=np.float64)
-    inverse = 1.0 / powers
-    prev = float(y0)
-    for start in range(0, x.size, block):
-        chunk = x[start : start + block]
-        k = chunk.size
-        pw = powers[:k]
-        out[start : start + k] = beta * pw * prev + alpha * pw * np.cumsum(inverse[:k] * chunk)
-        prev = float(out[start + k - 1])
-    return out
+    # All blocks at once as rows of a matrix (the tail padded with zeros, cut off at the end): the
+    # within-block terms are one cumsum along the rows; only the chaining of the ~N/K carried values
+    # is a Python loop. Each element is computed by the same operations in the same order as a
+    # block-by-block loop, so the result is bit-for-bit that loop's.
+    rows = -(-size // block)
+    grid = np.zeros(rows * block)
+    grid[:size] = x
+    grid = grid.reshape(rows, block)
+    grid *= 1.0 / powers
+    np.cumsum(grid, axis=1, out=grid)
+    grid *= alpha * powers
+    carried = beta * powers
+    prev = np.empty(rows)
+    last_carry, last = float(carried[-1]), grid[:, -1].tolist()
+    value = float(y0)
+    for i in range(rows):
+        prev[i] = value
+        value = last_carry * value + last[i]
+    grid += prev[:, None] * carried
+    return grid.ravel()[:size].copy() if rows * block != size else grid.ravel()
 
 
 def ema(x: np.ndarray, n: int, *, alpha: float | None = None) -> np.ndarray:

@@ -44,11 +44,15 @@ def rsi(close: np.ndarray, period: int) -> np.ndarray:
     delta = np.diff(close)
     avg_gain = ema(np.maximum(delta, 0.0), period, alpha=1.0 / period)[period - 1 :]
     avg_loss = ema(np.maximum(-delta, 0.0), period, alpha=1.0 / period)[period - 1 :]
-    values = np.full(avg_gain.shape, 100.0)
-    has_loss = avg_loss > 0.0
-    values[has_loss] = 100.0 - 100.0 / (1.0 + avg_gain[has_loss] / avg_loss[has_loss])
-    values[~has_loss & (avg_gain == 0.0)] = 50.0
-    out[period:] = values
+    # Whole-array operations instead of boolean-mask indexing (which gathers and scatters copies): a
+    # zero loss gives an infinite ratio, i.e. exactly 100; no change at all (0 / 0) is set to 50 after.
+    values = out[period:]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        np.divide(avg_gain, avg_loss, out=values)
+    values += 1.0
+    np.divide(100.0, values, out=values)
+    np.subtract(100.0, values, out=values)
+    np.copyto(values, 50.0, where=(avg_loss == 0.0) & (avg_gain == 0.0))
     return out
 
 

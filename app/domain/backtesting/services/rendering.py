@@ -1,0 +1,119 @@
+"""Backtest rows, trades and metrics as API answers: floats as plain decimal strings."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
+from typing import Any
+
+import numpy as np
+
+from app.domain.backtesting.schemas import MONEY_METRICS, BacktestOut, TradeOut
+from app.lib.decimals import plain
+
+# Money amounts of a backtest (PnL, commission, equity metrics) are rounded to the fee scale of live
+# trading (app/domain/trading/rules.py: FEE_QUANTUM): the engine computes in floats, whose last bits are
+# noise once printed as decimals ("198.40075000000002").
+MONEY_PLACES = 8
+_WIDE = Context(prec=60)  # quantize() at 8 places needs more than the default 28 digits for big amounts
+
+
+def decimal_places(step: Decimal | None, default: int = MONEY_PLACES) -> int:
+    """Decimal places of an instrument's tick or lot size ("0.05" -> 2, "1" -> 0, "10" -> 0)."""
+    if step is None or not step.is_finite() or step <= 0:
+        return default
+    return max(0, -int(step.normalize().as_tuple().exponent))
+
+
+def money(value: float | None, places: int = MONEY_PLACES, *, keep_zeros: bool = False) -> str | None:
+    """A float amount as a plain decimal string rounded half-even to `places`; trailing zeros dropped
+    unless `keep_zeros` (prices keep their tick's places: "198.40")."""
+    if value is None or not math.isfinite(value):
+        return None
+    with localcontext(_WIDE):
+        rounded = Decimal(repr(float(value) + 0.0)).quantize(Decimal(1).scaleb(-places), ROUND_HALF_EVEN)
+        return plain(rounded if keep_zeros else rounded.normalize())
+
+
+def clean_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """JSON-safe metrics for storage: NaN and infinities become null, numpy scalars plain numbers."""
+    out: dict[str, Any] = {}
+    for key, value in metrics.items():
+        if isinstance(value, bool) or value is None:
+            out[key] = value
+        elif isinstance(value, int | np.integer):
+            out[key] = int(value)
+        else:
+            f = float(value)
+            out[key] = f if math.isfinite(f) else None
+    return out
+
+
+def metrics_out(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
+    if metrics is None:
+        return None
+    return {k: money(v) if k in MONEY_METRICS and v is not None else v for k, v in metrics.items()}
+
+
+def _seconds(a: datetime | None, b: datetime | None) -> float | None:
+    return round((b - a).total_seconds(), 6) if a is not None and b is not None else None
+
+
+def backtest_out(row: Any) -> BacktestOut:
+    m = row._mapping
+    return BacktestOut(
+        id=m["id"],
+        status=m["status"],
+        progress=float(m["progress"]),
+        strategy=m["strategy"],
+        params=m["params"],
+        symbol=m["symbol"],
+        timeframe=m["timeframe"],
+        start=m["start"],
+        end=m["end"],
+        initial_cash=m["initial_cash"],
+        commission=m["commission"],
+        slippage_bps=m["slippage_bps"],
+        metrics=metrics_out(m["metrics"]),
+        error=m["error"],
+        input_hash=m["input_hash"],
+        job_key=m["job_key"],
+        sweep_id=m["sweep_id"],
+        owner_id=m["owner_id"],
+        created_at=m["created_at"],
+        started_at=m["started_at"],
+        finished_at=m["finished_at"],
+        queued_seconds=_seconds(m["created_at"], m["started_at"]),
+        run_seconds=_seconds(m["started_at"], m["finished_at"]),
+        kind=m["kind"],
+        symbols=list(m["params"].get("symbols") or []) if m["kind"] == "portfolio" else None,
+    )
+
+
+def _utc(epoch_seconds: int | None) -> datetime | None:
+    return None if epoch_seconds is None else datetime.fromtimestamp(epoch_seconds, UTC)
+
+
+def trade_out(
+    index: int, t: dict[str, Any], price_places: int = MONEY_PLACES, qty_places: int = MONEY_PLACES
+) -> TradeOut:
+    """One stored trade; prices rounded to the instrument's tick places and the quantity to its lot's
+    (slippage moves fills off the tick grid, so prices are rounded for display, not snapped)."""
+    return TradeOut(
+        index=index,
+        side=t["side"],
+        quantity=money(t["quantity"], qty_places),
+        entry_ts=_utc(t["entry_ts"]),  # type: ignore[arg-type]
+        entry_price=money(t["entry_price"], price_places, keep_zeros=True),
+        exit_ts=_utc(t["exit_ts"]),
+        exit_price=money(t["exit_price"], price_places, keep_zeros=True),  # type: ignore[arg-type]
+        pnl=money(t["pnl"]),
+        return_pct=t["return_pct"],
+        commission=money(t["commission"]),  # type: ignore[arg-type]
+        is_open=t["is_open"],
+        entry_bar=t["entry_bar"],
+        exit_bar=t["exit_bar"],
+        symbol=t.get("symbol"),
+        exit_reason=t.get("exit_reason"),
+    )
