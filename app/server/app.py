@@ -37,6 +37,7 @@ from app.lib.openapi_schema import (
     swagger_assets_router,
     swagger_render_plugin,
 )
+from app.lib.query_params import reject_unknown_query_parameters
 from app.lib.ratelimit import RateLimitMiddleware
 from app.lib.request import ApiRequest
 from app.lib.settings import Settings, get_settings
@@ -133,6 +134,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         plugins=[problem_details_plugin(), *openapi_schema_plugins(), *([otel] if otel is not None else [])],
         exception_handlers=EXCEPTION_HANDLERS,
         before_send=[add_request_id_header],
+        before_request=reject_unknown_query_parameters,
         request_max_body_size=settings.max_body_bytes,
         request_class=ApiRequest,
         response_class=ApiResponse,

@@ -225,3 +225,62 @@ async def test_blocking_client(server):
 
     order, positions, orders = await asyncio.to_thread(bot)
     assert order.status == "filled" and positions[0].quantity == Decimal("3") and len(orders) == 2
+
+
+async def test_contingent_order_helpers_against_a_live_server(server):
+    async with AsyncClient(server.url, api_key=server.admin_key) as admin:
+        symbol = await make_market(admin, bars=5)
+        trader = await admin.users.create(f"client-{uuid.uuid4().hex[:8]}@example.com", "trader")
+        risk_manager = await admin.users.create(f"risk-{uuid.uuid4().hex[:8]}@example.com", "risk_manager")
+    async with AsyncClient(server.url, api_key=trader.api_key) as td:
+        account = await td.accounts.create("contingent bot", "100000")
+        entry = await td.orders.bracket(account.id, symbol, "buy", 4, limit_price="95", take_profit="110",
+                                        stop_loss="90", stop_loss_limit="89.50")
+        assert entry.order_class == "bracket" and entry.status == "accepted"
+        assert sorted((leg.leg, leg.status, leg.type) for leg in entry.legs or []) == [
+            ("stop_loss", "held", "stop_limit"), ("take_profit", "held", "limit")]
+        again = await td.orders.get(account.id, entry.id, nested=True)
+        assert {leg.id for leg in again.legs or []} == {leg.id for leg in entry.legs or []}
+        assert (await td.orders.get(account.id, entry.id)).legs is None
+        await td.orders.place(account.id, symbol, "buy", "market", quantity=6)
+        oco = await td.orders.oco(account.id, symbol, "sell", 3, take_profit="120", stop_loss="80")
+        assert oco.leg == "take_profit" and oco.reduce_only and (oco.legs or [])[0].leg == "stop_loss"
+        trail = await td.orders.trailing_stop(account.id, symbol, "sell", 3, trail_percent="2")
+        assert trail.type == "trailing_stop" and trail.hwm == Decimal("100")
+        assert trail.stop_price == Decimal("98")
+    async with AsyncClient(server.url, api_key=risk_manager.api_key) as rm:
+        halted = await rm.accounts.set_trading_state(account.id, "halted", "client test")
+        legs = {o.id for o in (entry.legs or []) + (oco.legs or [])}
+        assert set(halted.canceled_orders) == {entry.id, oco.id, trail.id, *legs}
+
+
+async def test_order_operations_through_the_client(server):
+    """Notional and reduce-only orders, replace, cancel-all, the client_order_id lookup and closing
+    positions, through the client's resource methods and its shortcuts."""
+    async with AsyncClient(server.url, api_key=server.admin_key) as admin:
+        symbol = await make_market(admin, bars=2)
+        trader = await admin.users.create(f"ops-{uuid.uuid4().hex[:8]}@example.com", "trader")
+    async with AsyncClient(server.url, api_key=trader.api_key) as td:
+        account = await td.accounts.create("ops bot", "100000")
+        bought = await td.orders.place(account.id, symbol, "buy", "market", notional="1050")
+        assert bought.quantity == Decimal("10") and bought.notional == Decimal("1050")
+        with pytest.raises(Unprocessable) as exc:
+            await td.orders.place(account.id, symbol, "buy", "market", quantity=1, reduce_only=True)
+        assert exc.value.slug == "reduce-only"
+        resting = await td.orders.place(
+            account.id, symbol, "sell", "limit", quantity=4, limit_price="120", client_order_id="tp-1",
+            reduce_only=True,
+        )
+        replaced = await td.replace_order(account.id, resting.id, quantity=3, limit_price="125")
+        assert (replaced.id, replaced.version, replaced.quantity) == (resting.id, 2, Decimal("3"))
+        assert (await td.get_order_by_client_id(account.id, "tp-1")).limit_price == Decimal("125")
+        with pytest.raises(NotFound):
+            await td.orders.get_by_client_id(account.id, "nope")
+        result = await td.cancel_all_orders(account.id, symbol=symbol)
+        assert result.canceled == [resting.id] and result.failed == []
+        closed = await td.close_position(account.id, symbol, percentage=50)
+        assert closed.reduce_only and closed.side == "sell" and closed.quantity == Decimal("5")
+        everything = await td.close_all_positions(account.id, cancel_orders=True)
+        assert [o.quantity for o in everything.orders] == [Decimal("5")] and everything.failed == []
+    with Client(server.url, api_key=trader.api_key) as blocking:
+        assert blocking.cancel_all_orders(account.id).canceled == []

@@ -305,3 +305,71 @@ async def test_observers_see_every_committed_price_in_order_quiet_or_matched(cli
         events.COMMITTED_PRICE_OBSERVERS.remove(broken)
         events.COMMITTED_PRICE_OBSERVERS.remove(observe)
     assert seen == [(symbol, p.price) for p in points]
+
+
+async def test_trailing_stops_act_when_their_hwm_moves_or_their_stop_is_reached(
+    client, admin_headers, make_user, db_engine
+):
+    """A trailing stop acts at a price past its hwm in the trader's favour (its stop follows) as well as at
+    its stop: the filter and the band agree with rules.trail_hwm and rules.match."""
+    symbol = await make_market(client, admin_headers, price="100.00")
+    user = await make_user("trader")
+    h = user["headers"]
+    acct = await make_account(client, h, cash="100000000", allow_short=True)
+    rng = random.Random(11)
+    for _ in range(4):  # trailing stops with different hwm: placed at different last prices
+        last = Decimal("98") + Decimal(rng.randint(0, 400)) * CENT
+        await set_price(client, admin_headers, symbol, str(last))
+        for side in ("buy", "sell"):
+            trail = {"trail_price": str(Decimal(rng.randint(20, 300)) * CENT)} if rng.random() < 0.5 else {
+                "trail_percent": str(Decimal(rng.randint(5, 40)) / 10)}
+            await place(client, h, acct, symbol=symbol, side=side, type="trailing_stop", quantity=1, **trail)
+    for side, limit in (("buy", "95.00"), ("sell", "105.00")):
+        await place(client, h, acct, symbol=symbol, side=side, type="limit", quantity=1, limit_price=limit)
+    async with db_engine.connect() as conn:
+        book = (
+            await conn.execute(
+                text(
+                    "SELECT id, side, type, time_in_force, quantity, filled_quantity, limit_price, "
+                    "stop_price, triggered, hwm FROM orders WHERE symbol = :s "
+                    "AND status IN ('new', 'accepted', 'partially_filled')"
+                ),
+                {"s": symbol},
+            )
+        ).all()
+        # (later prices may have triggered and filled some of the tighter trails)
+        assert sum(o.type == "trailing_stop" for o in book) >= 4 and len({o.hwm for o in book if o.hwm}) >= 2
+        band = await resting_quiet_band(conn, symbol)
+        edges = {p for o in book for p in (o.limit_price, o.stop_price, o.hwm) if p is not None}
+        prices = sorted(edges | {e + CENT for e in edges} | {e - CENT for e in edges}
+                        | {Decimal("90") + i * Decimal("0.29") for i in range(70)})
+        for price in prices:
+            acting = set()
+            for o in book:
+                if o.type == "trailing_stop" and rules.trail_hwm(o.side, o.hwm, price) != o.hwm:
+                    acting.add(o.id)
+                    continue
+                view = rules.OrderView(o.side, o.type, o.time_in_force, o.quantity, o.filled_quantity,
+                                       o.limit_price, o.stop_price, o.triggered)
+                m = rules.match(view, price, None, slippage_bps=0, tick_size=CENT, lot_size=Decimal(1),
+                                immediate=False)
+                if m.filled or m.newly_triggered:
+                    acting.add(o.id)
+            selected = set(
+                (
+                    await conn.execute(
+                        text(
+                            f"SELECT id FROM orders WHERE symbol = :symbol AND status IN ('new', 'accepted', "
+                            f"'partially_filled') AND {_ACTS_AT_PRICE}"
+                        ),
+                        {"symbol": symbol, "price": price},
+                    )
+                ).scalars()
+            )
+            assert selected == acting, price
+            # Sound everywhere; exact except at an hwm itself, where the band's open bound says "may act"
+            # and nothing does (a price equal to the hwm moves nothing): one matching pass that finds nothing.
+            if band.contains(price):
+                assert not acting, (price, band)
+            elif price not in {o.hwm for o in book}:
+                assert acting, (price, band)

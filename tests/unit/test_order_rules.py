@@ -68,10 +68,11 @@ def run(order, last, available=None, *, immediate, bps=0, lot=LOT, tick=TICK):
 
 def test_enum_values_match_the_api():
     assert [s.value for s in Side] == ["buy", "sell"]
-    assert [t.value for t in OrderType] == ["market", "limit", "stop", "stop_limit"]
+    assert [t.value for t in OrderType] == ["market", "limit", "stop", "stop_limit", "trailing_stop"]
     assert [t.value for t in TimeInForce] == ["gtc", "ioc", "fok", "day"]
     assert [s.value for s in OrderStatus] == [
         "new",
+        "held",
         "accepted",
         "partially_filled",
         "filled",
@@ -88,6 +89,10 @@ def test_enum_values_match_the_api():
         "filled",
         "canceled",
         "expired",
+        "held",
+        "activated",
+        "reduced",
+        "replaced",
     }
     assert Side("buy") == "buy"  # str enums compare equal to the stored strings
     assert str(OrderStatus.PARTIALLY_FILLED) == f"{OrderStatus.PARTIALLY_FILLED}" == "partially_filled"
@@ -98,11 +103,13 @@ def test_enum_values_match_the_api():
 
 def test_transition_table_is_complete_and_explicit():
     assert set(ALLOWED_TRANSITIONS) == set(OrderStatus)
-    assert ALLOWED_TRANSITIONS[S.NEW] == {S.ACCEPTED, S.REJECTED, S.CANCELED}
+    assert ALLOWED_TRANSITIONS[S.NEW] == {S.HELD, S.ACCEPTED, S.REJECTED, S.CANCELED}
+    # an exit leg waiting for its entry
+    assert ALLOWED_TRANSITIONS[S.HELD] == {S.ACCEPTED, S.CANCELED, S.EXPIRED}
     assert ALLOWED_TRANSITIONS[S.ACCEPTED] == {S.PARTIALLY_FILLED, S.FILLED, S.CANCELED, S.EXPIRED}
     assert ALLOWED_TRANSITIONS[S.PARTIALLY_FILLED] == {S.PARTIALLY_FILLED, S.FILLED, S.CANCELED, S.EXPIRED}
     assert TERMINAL_STATUSES == {S.FILLED, S.CANCELED, S.REJECTED, S.EXPIRED}
-    assert OPEN_STATUSES == {S.NEW, S.ACCEPTED, S.PARTIALLY_FILLED}
+    assert OPEN_STATUSES == {S.NEW, S.HELD, S.ACCEPTED, S.PARTIALLY_FILLED}
     for status in TERMINAL_STATUSES:
         assert ALLOWED_TRANSITIONS[status] == frozenset()
 
@@ -148,7 +155,8 @@ def test_markdown_transition_table():
     lines = md.strip().splitlines()
     assert lines[0] == "| From | Allowed next statuses |"
     assert len(lines) == 2 + len(OrderStatus)
-    assert "| `new` | `accepted`, `canceled`, `rejected` |" in lines
+    assert "| `new` | `held`, `accepted`, `canceled`, `rejected` |" in lines
+    assert "| `held` | `accepted`, `canceled`, `expired` |" in lines
     assert "| `filled` | — (terminal) |" in lines
 
 

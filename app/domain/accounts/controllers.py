@@ -44,4 +44,6 @@ class AccountController(Controller):
     async def set_trading_state(
         self, db: DbConn, request: Request, account_id: FromPath[UUID], data: JSONBody[TradingStateIn]
     ) -> TradingStateOut:
-        return await services.set_trading_state(db, request.user, account_id, data.state, data.reason)
+        return await services.set_trading_state(
+            db, request.user, account_id, data.state, data.reason, data.cancel_open_orders
+        )

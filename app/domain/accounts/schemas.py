@@ -49,6 +49,8 @@ class AccountPage(msgspec.Struct):
 class TradingStateIn(msgspec.Struct, forbid_unknown_fields=True):
     state: TradingState
     reason: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
+    # `halted` cancels the account's open orders (held legs included) in the same transaction unless false.
+    cancel_open_orders: bool = True
 
 
 class TradingStateOut(msgspec.Struct):
@@ -56,3 +58,4 @@ class TradingStateOut(msgspec.Struct):
     state: TradingState
     reason: str | None
     previous_state: TradingState
+    canceled_orders: list[UUID] = msgspec.field(default_factory=list)  # what halting canceled

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -79,26 +80,54 @@ async def list_accounts(
 
 
 async def set_trading_state(
-    conn: AsyncConnection, principal: Principal, account_id: uuid.UUID, state: str, reason: str | None
+    conn: AsyncConnection, principal: Principal, account_id: uuid.UUID, state: str, reason: str | None,
+    cancel_open_orders: bool = True,
 ) -> TradingStateOut:
-    """Halt / reduce-only / resume, audited. Effective for the next order (same account lock)."""
-    async with tx(conn):
-        current = await conn.scalar(
-            select(Account.trading_state).where(Account.id == account_id, visible_to(principal)).with_for_update()
+    """Halt / reduce-only / resume, audited. Effective for the next order (same account lock). Halting
+    cancels the account's open orders in the same transaction unless `cancel_open_orders` is false
+    (app/domain/trading/killswitch.py: its locks come before the account's)."""
+    from app.domain.trading import killswitch
+
+    cancel = state == "halted" and cancel_open_orders
+    for attempt in range(killswitch.ATTEMPTS):
+        try:
+            async with tx(conn):
+                locked = await killswitch.lock_open_orders(conn, account_id) if cancel else []
+                current = await conn.scalar(
+                    select(Account.trading_state)
+                    .where(Account.id == account_id, visible_to(principal))
+                    .with_for_update()
+                )
+                if current is None:
+                    raise not_found("Account")
+                last = attempt + 1 == killswitch.ATTEMPTS
+                if cancel and not last and await killswitch.missed(conn, account_id, locked):
+                    raise killswitch.Retry
+                now = utcnow()
+                await conn.execute(
+                    update(Account)
+                    .where(Account.id == account_id)
+                    .values(trading_state=state, trading_state_reason=reason, updated_at=now)
+                )
+                await conn.execute(
+                    insert(TradingStateChange).values(
+                        account_id=account_id, actor_id=principal.user_id, old_state=current, new_state=state,
+                        reason=reason,
+                    )
+                )
+                canceled = (
+                    await killswitch.cancel_locked(conn, account_id, locked, f"account halted: {reason}", now)
+                    if locked else []
+                )
+                change: dict[str, Any] = {"from": current, "to": state, "reason": reason}
+                if canceled:
+                    change["canceled_orders"] = [str(order_id) for order_id in canceled]
+                await audit(conn, "account.trading_state_changed", account_id=account_id, details=change)
+                await defer_account_state(conn, account_id, now)  # the `accounts` stream, after commit
+        except killswitch.Retry:
+            continue
+        return TradingStateOut(  # type: ignore[arg-type]
+            account_id=account_id, state=state, reason=reason, previous_state=current,
+            canceled_orders=canceled,
         )
-        if current is None:
-            raise not_found("Account")
-        await conn.execute(
-            update(Account)
-            .where(Account.id == account_id)
-            .values(trading_state=state, trading_state_reason=reason, updated_at=utcnow())
-        )
-        await conn.execute(
-            insert(TradingStateChange).values(
-                account_id=account_id, actor_id=principal.user_id, old_state=current, new_state=state, reason=reason
-            )
-        )
-        change = {"from": current, "to": state, "reason": reason}
-        await audit(conn, "account.trading_state_changed", account_id=account_id, details=change)
-        await defer_account_state(conn, account_id, utcnow())  # the `accounts` stream, after commit
-    return TradingStateOut(account_id=account_id, state=state, reason=reason, previous_state=current)  # type: ignore[arg-type]
+    raise AssertionError("unreachable: the last attempt does not retry")

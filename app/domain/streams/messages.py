@@ -17,7 +17,7 @@ import msgspec
 from app.domain.trading.schemas import OrderOut
 
 # order_events.type -> the `event` of a trade_update (API.md, "Streams"). Events of the contingent-order
-# work (replaced, triggered, held, activated) keep their names.
+# work (replaced, triggered, held, activated, reduced) keep their names.
 EVENT_NAMES: dict[str, str] = {
     "created": "new",
     "accepted": "accepted",
@@ -30,6 +30,7 @@ EVENT_NAMES: dict[str, str] = {
     "replaced": "replaced",
     "held": "held",
     "activated": "activated",
+    "reduced": "reduced",
 }
 
 

@@ -33,10 +33,13 @@ POSITIONS_JSON_SQL = """(SELECT coalesce(json_agg(json_build_array(p.symbol, p.q
                                                       p.realized_pnl::text, i.last_price::text)), '[]')
               FROM positions p JOIN instruments i ON i.symbol = p.symbol
              WHERE p.account_id = a.id)"""
-# Quantity of the account's open sell orders in :symbol (what a long-only account may still sell).
+# Quantity of the account's open sell orders in :symbol (what a long-only account may still sell). The two
+# exit legs of a group share one quantity and count once: a stop-loss leg is left out when its group has a
+# take-profit leg too (bracket, OCO; contingent.py). Held legs are not open: they count from activation.
 OPEN_SELLS_SQL = """(SELECT coalesce(sum(o.quantity - o.filled_quantity), 0)::text FROM orders o
                WHERE o.account_id = a.id AND o.status IN ('new', 'accepted', 'partially_filled')
-                 AND o.side = 'sell' AND o.symbol = :symbol)"""
+                 AND o.side = 'sell' AND o.symbol = :symbol
+                 AND (o.leg IS DISTINCT FROM 'stop_loss' OR o.order_class = 'oto'))"""
 _LOAD_SQL_BODY = (
     """
     SELECT a.id, a.owner_id, a.cash, a.reserved_cash, a.realized_pnl, a.fees_paid, a.peak_equity,

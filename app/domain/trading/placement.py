@@ -49,7 +49,7 @@ from app.domain.risk import group_pretrade, pretrade
 from app.domain.risk.schemas import ViolationOut
 from app.domain.streams import publish as streams
 from app.domain.streams.events import risk_payload, stream_messages
-from app.domain.trading import rules
+from app.domain.trading import rules, sizing
 from app.domain.trading.book import (
     _LOAD_SQL_BODY,
     OPEN_SELLS_SQL,
@@ -180,8 +180,9 @@ WITH inst AS (
 ), new_order AS (
   INSERT INTO orders (id, account_id, client_order_id, symbol, side, type, time_in_force, quantity,
                       filled_quantity, avg_fill_price, limit_price, stop_price, triggered, status,
-                      reserved_cash, fees, expires_at, created_at, updated_at)
-  SELECT $1, account.id, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18 FROM account
+                      reserved_cash, fees, expires_at, created_at, updated_at, reduce_only, notional)
+  SELECT $1, account.id, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18,
+         $39, $40 FROM account
   RETURNING id
 ), new_fill AS (
   INSERT INTO fills (id, order_id, account_id, symbol, side, quantity, price, fee, liquidity, created_at)
@@ -213,6 +214,11 @@ SELECT (SELECT count(*) FROM account) AS applied, EXISTS (SELECT 1 FROM inst) AS
        p.realized_pnl AS position_realized_pnl, a.event_seq
   FROM (SELECT 1) AS one LEFT JOIN account a ON true LEFT JOIN position p ON true
 """
+
+# The contingent columns of an order written by WRITE_SQL in the same transaction (contingent.py).
+_COLUMN_NAMES = ("order_class", "parent_id", "leg", "trail_price", "trail_percent", "hwm", "reduce_only")
+_COLUMNS_SQL = """UPDATE orders SET order_class = $2, parent_id = $3, leg = $4, trail_price = $5,
+                       trail_percent = $6, hwm = $7, reduce_only = $8 WHERE id = $1"""
 
 VIOLATION_SQL = """
 INSERT INTO risk_violations (id, account_id, limit_id, limit_type, limit_value, would_be, phase, detail, created_at)
@@ -250,9 +256,13 @@ def _existing_order(values: list[Any]) -> OrderOut:
 
 
 def _same_fields(data: OrderCreate, existing: OrderOut) -> bool:
-    return (data.symbol, data.side, data.type, data.quantity, data.limit_price, data.stop_price, data.time_in_force) == (
-        existing.symbol, existing.side, existing.type, existing.quantity, existing.limit_price, existing.stop_price,
-        existing.time_in_force,
+    # A notional order is compared by its notional: its quantity depends on the price at acceptance.
+    size = data.notional if data.notional is not None else data.quantity
+    stored = existing.notional if existing.notional is not None else existing.quantity
+    return (data.symbol, data.side, data.type, size, data.limit_price, data.stop_price, data.time_in_force,
+            data.reduce_only) == (
+        existing.symbol, existing.side, existing.type, stored, existing.limit_price, existing.stop_price,
+        existing.time_in_force, existing.reduce_only,
     )
 
 
@@ -275,7 +285,18 @@ async def place_order(
     tests), whose asyncpg connection is then used directly."""
     if isinstance(conn, AsyncConnection) and conn.in_transaction():
         await conn.rollback()  # end an implicit read transaction left by an earlier SQLAlchemy call
+    if data.notional is not None:
+        sizing.check_sizing_shape(data)
     apg = await raw_connection(conn)
+    if (data.order_class != "simple" or data.type == "trailing_stop" or data.take_profit is not None
+            or data.stop_loss is not None or data.trail_price is not None or data.trail_percent is not None):
+        from app.domain.trading import contingent  # (its own locked path: groups and trailing stops)
+
+        if data.notional is not None:
+            raise invalid(f"`notional` is for simple market orders, not {data.order_class} {data.type} orders",
+                          "notional", slug="notional-market-only")
+
+        return await contingent.place(apg, principal, account_id, data, dry_run=dry_run)
     if not dry_run and _contended(account_id):
         return await _place_locked(apg, principal, account_id, data)
     snapshot = None if dry_run else _SNAPSHOTS.pop(account_id, None)
@@ -538,6 +559,8 @@ async def _decide(
             return order, False
         raise conflict("client_order_id was already used with different order fields",
                        client_order_id=data.client_order_id)
+    if data.notional is not None and inst is not None and inst.status == "trading":
+        sizing.size_notional(data, inst)  # sets data.quantity at this decision's price
     _validate_against_instrument(data, inst)
     assert inst is not None
     book = book_from_row(row, full)
@@ -545,8 +568,12 @@ async def _decide(
         book.open_sell_quantity = Decimal(row["open_sell_quantity"])
     price = _estimated_price(data, inst)
     if data.quantity * price < inst.min_notional:
-        raise invalid(f"notional {data.quantity * price} is below min_notional {inst.min_notional}", "quantity")
+        raise invalid(f"notional {data.quantity * price} is below min_notional {inst.min_notional}",
+                      "quantity" if data.notional is None else "notional")
     _check_account(book, data, inst, price)
+    if data.reduce_only:
+        other = await sizing.open_reduce_only(apg, book.id, data.symbol, data.side)
+        sizing.check_reduce_only(book, data.symbol, data.side, data.quantity, other)
     proposed = risk_checks.ProposedOrder(data.symbol, data.side, data.quantity, price)
     breach = pretrade.check(book, pretrade.portfolio_state(book), proposed) if book.limits else None
     if breach is None and row["group_limited"]:
@@ -583,9 +610,13 @@ def _rejected(breach: risk_checks.Breach) -> Exception:
 async def _execute_and_write(
     apg: Any, plan: _Plan, data: OrderCreate, now: datetime, row_version: str, instrument_version: str | None,
     exchange_version: str | None, *, remember: Any = None, after_commit: list[tuple[str, bytes]] | None = None,
+    columns: dict[str, Any] | None = None, store_columns: bool = True,
 ) -> OrderOut | LostRace:
     """Execute the order against the last price and write everything, or say which row changed. With
     `remember` (the lean read the decision used), keep the state written for the account's next order.
+    `columns` (contingent.py, inside its transaction): the order's class, leg and trail columns
+    (`_COLUMNS_SQL`, unless the caller stores them in its own next statement), which simple orders leave at
+    their defaults.
     The stream messages are published at once (the write commits on its own) or, inside the locked
     path's transaction, appended to `after_commit` for the caller to publish after COMMIT."""
     book, inst, est_price = plan.book, plan.inst, plan.price
@@ -601,6 +632,7 @@ async def _execute_and_write(
             limit_price=data.limit_price, stop_price=data.stop_price, time_in_force=data.time_in_force,
             status=status.value, reject_reason=None, fees=fees, created_at=now, updated_at=now,  # type: ignore[arg-type]
             expires_at=expires_at,
+            **({"reduce_only": data.reduce_only, "notional": data.notional} | (columns or {})),
         )
 
     # The order_events rows, in order (written as one JSON array; absent keys are NULL). The StrEnum members
@@ -663,10 +695,12 @@ async def _execute_and_write(
         fill_id, fill_qty, fill_price, fill_fee, liquidity, _encode_json(events).decode(),
         position.quantity, position.avg_entry_price, position.realized_pnl, fill_id is not None,
         book.cash, book.reserved_cash, book.realized_pnl, book.fees_paid, book.peak_equity, equity,
-        row_version, instrument_version, exchange_version, len(events),
+        row_version, instrument_version, exchange_version, len(events), data.reduce_only, data.notional,
     )
     if not written["applied"]:
         return LostRace.ACCOUNT if written["instrument_unchanged"] else LostRace.INSTRUMENT
+    if columns is not None and store_columns:
+        await apg.execute(_COLUMNS_SQL, order_id, *(columns.get(name) for name in _COLUMN_NAMES))
     if remember is not None:
         _remember(remember, data, written, status, filled, inst.last_price)
     _counter(ORDERS, data.type, status.value).inc()

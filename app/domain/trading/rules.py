@@ -59,6 +59,7 @@ class OrderType(StrEnum):
     LIMIT = "limit"
     STOP = "stop"
     STOP_LIMIT = "stop_limit"
+    TRAILING_STOP = "trailing_stop"  # a stop whose stop_price follows the best price since acceptance
 
 
 class TimeInForce(StrEnum):
@@ -70,6 +71,7 @@ class TimeInForce(StrEnum):
 
 class OrderStatus(StrEnum):
     NEW = "new"
+    HELD = "held"  # an exit leg waiting for its entry's first fill (app/domain/trading/contingent.py)
     ACCEPTED = "accepted"
     PARTIALLY_FILLED = "partially_filled"
     FILLED = "filled"
@@ -87,6 +89,10 @@ class EventType(StrEnum):
     FILLED = "filled"
     CANCELED = "canceled"
     EXPIRED = "expired"
+    HELD = "held"  # an exit leg placed with its entry, waiting for the entry's fill
+    ACTIVATED = "activated"  # an entry fill made (more of) its exit legs executable
+    REDUCED = "reduced"  # the other exit leg of the group filled: this one's quantity shrank by as much
+    REPLACED = "replaced"  # PATCH in place: status unchanged, `data` has the old and new values
 
 
 class LeftoverAction(StrEnum):
@@ -97,7 +103,9 @@ class LeftoverAction(StrEnum):
     CANCEL = "cancel"  # ioc/fok remainder
 
 
-STOP_TYPES = frozenset({OrderType.STOP, OrderType.STOP_LIMIT})
+STOP_TYPES = frozenset({OrderType.STOP, OrderType.STOP_LIMIT, OrderType.TRAILING_STOP})
+# Orders that execute as market orders once executable (a trailing stop triggers into a market order).
+MARKET_LIKE_TYPES = frozenset({OrderType.MARKET, OrderType.STOP, OrderType.TRAILING_STOP})
 LIMIT_PRICED_TYPES = frozenset({OrderType.LIMIT, OrderType.STOP_LIMIT})
 
 # ---------------------------------------------------------------------------------------------------
@@ -115,7 +123,10 @@ _S = OrderStatus
 ALLOWED_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     # `new` is the row inserted before the pre-trade checks finish; a client may cancel it before it is
     # accepted, but it can never fill without being accepted first.
-    _S.NEW: frozenset({_S.ACCEPTED, _S.REJECTED, _S.CANCELED}),
+    _S.NEW: frozenset({_S.HELD, _S.ACCEPTED, _S.REJECTED, _S.CANCELED}),
+    # A held exit leg becomes accepted with its entry's first fill, is canceled with its group (its entry
+    # ended unfilled, a client cancel of any member, a halt) or expires with its `day` entry.
+    _S.HELD: frozenset({_S.ACCEPTED, _S.CANCELED, _S.EXPIRED}),
     _S.ACCEPTED: frozenset({_S.PARTIALLY_FILLED, _S.FILLED, _S.CANCELED, _S.EXPIRED}),
     # partially_filled -> partially_filled is a further partial fill: still an event, same status.
     _S.PARTIALLY_FILLED: frozenset({_S.PARTIALLY_FILLED, _S.FILLED, _S.CANCELED, _S.EXPIRED}),
@@ -402,7 +413,7 @@ def match(
 
     price: Decimal
     liquidity: Liquidity
-    if order.type in (OrderType.MARKET, OrderType.STOP):
+    if order.type in MARKET_LIKE_TYPES:
         if market_price is None:
             market_price = fill_price_for_market(order.side, last_price, slippage_bps, tick_size)
         price, liquidity = market_price, "taker"
@@ -492,3 +503,35 @@ def after_match_status(
         return OrderStatus.CANCELED, LeftoverAction.CANCEL
     status = OrderStatus.PARTIALLY_FILLED if filled_after > 0 else OrderStatus.ACCEPTED
     return status, LeftoverAction.REST
+
+
+# ---------------------------------------------------------------------------------------------------
+# Trailing stops
+# ---------------------------------------------------------------------------------------------------
+
+_HUNDRED = Decimal(100)
+
+
+def trail_hwm(side: Side | str, hwm: Decimal, last_price: Decimal) -> Decimal:
+    """The best price since acceptance after `last_price`: a sell trails the highest, a buy the lowest.
+    It only ever moves in the trader's favour."""
+    return max(hwm, last_price) if side == Side.SELL else min(hwm, last_price)
+
+
+def trailing_stop_price(
+    side: Side | str, hwm: Decimal, trail_price: Decimal | None, trail_percent: Decimal | None,
+    tick_size: Decimal,
+) -> Decimal:
+    """The stop of a trailing stop at `hwm`: sell `hwm - trail_price` or `hwm * (1 - trail_percent/100)`,
+    buy `hwm + trail_price` or `hwm * (1 + trail_percent/100)`, rounded to the tick away from the market
+    (sell down, buy up), so the trail is never tighter than asked. A sell stop is at least one tick."""
+    sell = side == Side.SELL
+    with localcontext(_WIDE):
+        if trail_price is not None:
+            raw = hwm - trail_price if sell else hwm + trail_price
+        else:
+            assert trail_percent is not None
+            factor = trail_percent / _HUNDRED
+            raw = hwm * (1 - factor) if sell else hwm * (1 + factor)
+    stop = round_to_tick(raw, tick_size, ROUND_FLOOR if sell else ROUND_CEILING)
+    return stop if not sell or stop > 0 else tick_size

@@ -17,33 +17,74 @@ TifName = Literal["gtc", "ioc", "fok", "day"]
 StatusName = Literal["new", "held", "accepted", "partially_filled", "filled", "canceled", "rejected", "expired"]
 
 
+class TakeProfit(msgspec.Struct, forbid_unknown_fields=True):
+    """The take-profit leg of a bracket, OTO or OCO: a limit order on the closing side."""
+
+    limit_price: Decimal
+
+    def __post_init__(self) -> None:
+        positive(self, "limit_price")
+
+
+class StopLoss(msgspec.Struct, forbid_unknown_fields=True):
+    """The stop-loss leg: a stop (or, with `limit_price`, a stop-limit) order on the closing side."""
+
+    stop_price: Decimal
+    limit_price: Decimal | None = None
+
+    def __post_init__(self) -> None:
+        positive(self, "stop_price", "limit_price")
+
+
 class OrderCreate(msgspec.Struct, forbid_unknown_fields=True):
     symbol: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
     side: Side
-    type: Literal["market", "limit", "stop", "stop_limit"]
-    quantity: Decimal
+    type: OrderTypeName
+    # Exactly one of `quantity` and `notional` (a cash amount, market orders only: the quantity is
+    # notional / last price at acceptance, floored to the lot). Which one is missing or doubled is a rule
+    # checked at placement (422 naming the field), so both are optional here.
+    quantity: Decimal | None = None
     limit_price: Decimal | None = None
     stop_price: Decimal | None = None
     time_in_force: TifName = "gtc"
     client_order_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+    # Contingent orders and trailing stops (docs/TRADING.md "Contingent orders"); the combinations are
+    # checked by app/domain/trading/contingent.py (422 naming the field).
+    order_class: OrderClassName = "simple"
+    take_profit: TakeProfit | None = None
+    stop_loss: StopLoss | None = None
+    trail_price: Decimal | None = None
+    trail_percent: Decimal | None = None
+    notional: Decimal | None = None
+    # The order may only shrink the position (docs/TRADING.md, "Reduce-only orders").
+    reduce_only: bool = False
 
     def __post_init__(self) -> None:
-        positive(self, "quantity", "limit_price", "stop_price")
-        if self.type in ("limit", "stop_limit") and self.limit_price is None:
+        positive(self, "quantity", "limit_price", "stop_price", "trail_price", "trail_percent", "notional")
+        if self.quantity is None and self.notional is None:
+            raise ValueError("`quantity` is required (or `notional` for a market order)")
+        # An OCO's limit price is its take-profit's (`limit_price` may repeat it).
+        if self.type in ("limit", "stop_limit") and self.limit_price is None and self.order_class != "oco":
             raise ValueError(f"`limit_price` is required for {self.type} orders")
         if self.type in ("stop", "stop_limit") and self.stop_price is None:
             raise ValueError(f"`stop_price` is required for {self.type} orders")
-        if self.type in ("market", "stop") and self.limit_price is not None:
+        if self.type in ("market", "stop", "trailing_stop") and self.limit_price is not None:
             raise ValueError(f"`limit_price` is not allowed on {self.type} orders")
         if self.type in ("market", "limit") and self.stop_price is not None:
             raise ValueError(f"`stop_price` is not allowed on {self.type} orders")
 
     def same_request(self, other: dict[str, Any]) -> bool:
-        """Whether a stored order was created from the same fields (client_order_id replay)."""
-        mine = (self.symbol, self.side, self.type, self.quantity, self.limit_price, self.stop_price, self.time_in_force)
+        """Whether a stored order was created from the same fields (client_order_id replay). A notional
+        order is compared by its notional: its quantity depends on the price at acceptance."""
+        size = self.notional if self.notional is not None else self.quantity
+        stored = other["notional"] if other.get("notional") is not None else other["quantity"]
+        mine = (
+            self.symbol, self.side, self.type, size, self.limit_price, self.stop_price, self.time_in_force,
+            self.reduce_only,
+        )
         theirs = (
-            other["symbol"], other["side"], other["type"], other["quantity"], other["limit_price"],
-            other["stop_price"], other["time_in_force"],
+            other["symbol"], other["side"], other["type"], stored, other["limit_price"], other["stop_price"],
+            other["time_in_force"], other.get("reduce_only", False),
         )
         return mine == theirs
 
@@ -78,6 +119,38 @@ class OrderOut(msgspec.Struct):
     version: int = 1
     # The group's other orders (exit legs of an entry; an OCO's sibling), only with `?nested=true`.
     legs: list[OrderOut] | None = None
+
+
+class OrderReplace(msgspec.Struct, forbid_unknown_fields=True):
+    """PATCH body: the fields to change; absent (or null) fields keep their values. Its rules (at least one
+    field, positive amounts, the fields the order's type takes) are checked by the replace: 422."""
+
+    quantity: Decimal | None = None
+    limit_price: Decimal | None = None
+    stop_price: Decimal | None = None
+    trail_price: Decimal | None = None
+    trail_percent: Decimal | None = None
+    time_in_force: TifName | None = None
+
+
+class CancelFailure(msgspec.Struct):
+    id: UUID
+    reason: str
+
+
+class CancelAllOut(msgspec.Struct):
+    canceled: list[UUID]
+    failed: list[CancelFailure]
+
+
+class CloseFailure(msgspec.Struct):
+    symbol: str
+    reason: str
+
+
+class CloseAllOut(msgspec.Struct):
+    orders: list[OrderOut]
+    failed: list[CloseFailure]
 
 
 class OrderPage(msgspec.Struct):

@@ -56,6 +56,22 @@ class _Resources:
         self.market = r.Market(self)
         self.activities = r.Activities(self)
 
+    # Shortcuts for the order operations bots use most (the same calls as the resource methods).
+    def replace_order(self, account_id: r.Id, order_id: r.Id, **fields: Any) -> Any:
+        return self.orders.replace(account_id, order_id, **fields)
+
+    def cancel_all_orders(self, account_id: r.Id, *, symbol: str | None = None) -> Any:
+        return self.orders.cancel_all(account_id, symbol=symbol)
+
+    def get_order_by_client_id(self, account_id: r.Id, client_order_id: str) -> Any:
+        return self.orders.get_by_client_id(account_id, client_order_id)
+
+    def close_position(self, account_id: r.Id, symbol: str, **options: Any) -> Any:
+        return self.positions.close(account_id, symbol, **options)
+
+    def close_all_positions(self, account_id: r.Id, *, cancel_orders: bool = False) -> Any:
+        return self.positions.close_all(account_id, cancel_orders=cancel_orders)
+
 
 class Client(_Resources):
     """Blocking client. `Client("http://127.0.0.1:8000", api_key=KEY)`; use as a context manager or

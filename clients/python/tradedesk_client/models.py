@@ -16,7 +16,8 @@ from typing import Any, Literal
 import msgspec
 
 Side = Literal["buy", "sell"]
-OrderType = Literal["market", "limit", "stop", "stop_limit"]
+OrderType = Literal["market", "limit", "stop", "stop_limit", "trailing_stop"]
+OrderClass = Literal["simple", "bracket", "oto", "oco"]
 TimeInForce = Literal["gtc", "ioc", "fok", "day"]
 TradingStateName = Literal["active", "reduce_only", "halted"]
 
@@ -129,17 +130,48 @@ class Account(Model, kw_only=True):
     created_at: datetime
 
 
+class TakeProfit(Model, kw_only=True):
+    """The take-profit leg of a bracket, OTO or OCO (a limit order on the closing side)."""
+
+    limit_price: Decimal
+
+
+class StopLoss(Model, kw_only=True):
+    """The stop-loss leg: a stop, or with `limit_price` a stop-limit, on the closing side."""
+
+    stop_price: Decimal
+    limit_price: Decimal | None = None
+
+
 class OrderRequest(Model, kw_only=True):
     """The body of `POST .../orders` and `.../orders/validate` (server schema `OrderCreate`)."""
 
     symbol: str
     side: Side
     type: OrderType
-    quantity: Decimal
+    quantity: Decimal | None = None  # or `notional` (market orders: a cash amount)
     limit_price: Decimal | None = None
     stop_price: Decimal | None = None
     time_in_force: TimeInForce = "gtc"
     client_order_id: str | None = None
+    order_class: OrderClass = "simple"
+    take_profit: TakeProfit | None = None
+    stop_loss: StopLoss | None = None
+    trail_price: Decimal | None = None  # trailing_stop: exactly one of trail_price / trail_percent
+    trail_percent: Decimal | None = None
+    notional: Decimal | None = None  # market orders: a cash amount instead of `quantity`
+    reduce_only: bool = False
+
+
+class OrderReplace(Model, kw_only=True):
+    """The body of `PATCH .../orders/{order_id}`: only the fields to change."""
+
+    quantity: Decimal | None = None
+    limit_price: Decimal | None = None
+    stop_price: Decimal | None = None
+    trail_price: Decimal | None = None
+    trail_percent: Decimal | None = None
+    time_in_force: TimeInForce | None = None
 
 
 class Order(Model, kw_only=True):
@@ -219,6 +251,7 @@ class TradingState(Model, kw_only=True):
     state: str
     reason: str | None
     previous_state: str
+    canceled_orders: list[uuid.UUID] = msgspec.field(default_factory=list)  # what halting canceled
 
 
 class TradeFill(Model, kw_only=True):
@@ -646,6 +679,30 @@ class MarketFeed(Model, kw_only=True):
     finished_at: datetime | None
 
 
+
+class CancelFailure(Model, kw_only=True):
+    id: uuid.UUID
+    reason: str
+
+
+class CancelAllResult(Model, kw_only=True):
+    """`DELETE .../orders`: the orders canceled and the ones that could not be (with the reason)."""
+
+    canceled: list[uuid.UUID]
+    failed: list[CancelFailure]
+
+
+class CloseFailure(Model, kw_only=True):
+    symbol: str
+    reason: str
+
+
+class CloseAllResult(Model, kw_only=True):
+    """`DELETE .../positions`: the closing orders placed and the positions that could not be closed."""
+
+    orders: list[Order]
+    failed: list[CloseFailure]
+
 # Every model and the server schema it mirrors (checked against /schema/openapi.json by the test suite).
 SERVER_SCHEMAS: dict[type[Model], str] = {
     User: "UserOut",
@@ -659,7 +716,14 @@ SERVER_SCHEMAS: dict[type[Model], str] = {
     Price: "PriceOut",
     Account: "AccountOut",
     OrderRequest: "OrderCreate",
+    TakeProfit: "TakeProfit",
+    StopLoss: "StopLoss",
     Order: "OrderOut",
+    OrderReplace: "OrderReplace",
+    CancelFailure: "CancelFailure",
+    CancelAllResult: "CancelAllOut",
+    CloseFailure: "CloseFailure",
+    CloseAllResult: "CloseAllOut",
     Validation: "ValidateOut",
     Fill: "FillOut",
     OrderEvent: "OrderEventOut",

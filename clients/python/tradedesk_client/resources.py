@@ -145,11 +145,15 @@ class Orders(_Resource):
         stop_price: Number | None = None,
         time_in_force: str = "gtc",
         client_order_id: str | None = None,
+        notional: Number | None = None,
+        reduce_only: bool | None = None,
         idempotency_key: str | None = None,
         **extra: Any,
     ) -> m.Order:
         """Place an order. Retries (after a timeout, a 503 or a 429) can never place it twice: the call keeps
-        one `Idempotency-Key` across its retries. `extra` passes fields this client version does not name."""
+        one `Idempotency-Key` across its retries. `extra` passes fields this client version does not name.
+        `notional` (market orders) sizes the order by cash instead of `quantity`; `reduce_only` lets it
+        only shrink the position."""
         body = _body(
             symbol=symbol,
             side=side,
@@ -159,6 +163,8 @@ class Orders(_Resource):
             stop_price=stop_price,
             time_in_force=time_in_force,
             client_order_id=client_order_id,
+            notional=notional,
+            reduce_only=reduce_only,
             **extra,
         )
         return self._run(
@@ -169,6 +175,67 @@ class Orders(_Resource):
                 model=m.Order,
                 idempotency_key=idempotency_key,
             )
+        )
+
+    def bracket(
+        self,
+        account_id: Id,
+        symbol: str,
+        side: m.Side,
+        quantity: Number,
+        *,
+        take_profit: Number,
+        stop_loss: Number,
+        stop_loss_limit: Number | None = None,
+        type: str = "limit",
+        limit_price: Number | None = None,
+        stop_price: Number | None = None,
+        order_class: str = "bracket",
+        **extra: Any,
+    ) -> m.Order:
+        """An entry with a take-profit (limit) and a stop-loss (stop, or stop-limit with `stop_loss_limit`)
+        on the closing side, held until the entry fills. The answer is the entry with its `legs`."""
+        return self.place(
+            account_id, symbol, side, type, quantity, limit_price=limit_price, stop_price=stop_price,
+            order_class=order_class, take_profit={"limit_price": _dec(take_profit)},
+            stop_loss=_body(stop_price=stop_loss, limit_price=stop_loss_limit), **extra,
+        )
+
+    def oco(
+        self,
+        account_id: Id,
+        symbol: str,
+        side: m.Side,
+        quantity: Number,
+        *,
+        take_profit: Number,
+        stop_loss: Number,
+        stop_loss_limit: Number | None = None,
+        **extra: Any,
+    ) -> m.Order:
+        """Two exits of an existing position (`side`: the closing side); the first to fill cancels the
+        other. The answer is the take-profit leg with the stop-loss in `legs`."""
+        return self.place(
+            account_id, symbol, side, "limit", quantity, order_class="oco",
+            take_profit={"limit_price": _dec(take_profit)},
+            stop_loss=_body(stop_price=stop_loss, limit_price=stop_loss_limit), **extra,
+        )
+
+    def trailing_stop(
+        self,
+        account_id: Id,
+        symbol: str,
+        side: m.Side,
+        quantity: Number,
+        *,
+        trail_price: Number | None = None,
+        trail_percent: Number | None = None,
+        **extra: Any,
+    ) -> m.Order:
+        """A stop that follows the best price since acceptance by `trail_price` or `trail_percent`."""
+        return self.place(
+            account_id, symbol, side, "trailing_stop", quantity, trail_price=trail_price,
+            trail_percent=trail_percent, **extra,
         )
 
     def validate(
@@ -187,8 +254,11 @@ class Orders(_Resource):
             Call("POST", f"/accounts/{account_id}/orders/validate", body=body, model=m.Validation)
         )
 
-    def get(self, account_id: Id, order_id: Id) -> m.Order:
-        return self._run(Call("GET", f"/accounts/{account_id}/orders/{order_id}", model=m.Order))
+    def get(self, account_id: Id, order_id: Id, *, nested: bool = False) -> m.Order:
+        """One order; `nested=True` adds its group's exit legs (`legs`)."""
+        params = {"nested": "true"} if nested else None
+        path = f"/accounts/{account_id}/orders/{order_id}"
+        return self._run(Call("GET", path, params=params, model=m.Order))
 
     def list(
         self,
@@ -218,6 +288,53 @@ class Orders(_Resource):
     def cancel(self, account_id: Id, order_id: Id) -> m.Order:
         return self._run(Call("DELETE", f"/accounts/{account_id}/orders/{order_id}", model=m.Order))
 
+    def replace(
+        self,
+        account_id: Id,
+        order_id: Id,
+        *,
+        quantity: Number | None = None,
+        limit_price: Number | None = None,
+        stop_price: Number | None = None,
+        trail_price: Number | None = None,
+        trail_percent: Number | None = None,
+        time_in_force: str | None = None,
+    ) -> m.Order:
+        """Replace an open order in place (same id, `version` + 1); only the fields given change."""
+        body = _body(
+            quantity=quantity,
+            limit_price=limit_price,
+            stop_price=stop_price,
+            trail_price=trail_price,
+            trail_percent=trail_percent,
+            time_in_force=time_in_force,
+        )
+        return self._run(
+            Call("PATCH", f"/accounts/{account_id}/orders/{order_id}", body=body, model=m.Order)
+        )
+
+    def cancel_all(self, account_id: Id, *, symbol: str | None = None) -> m.CancelAllResult:
+        """Cancel every open order (held legs too), or those of one symbol."""
+        return self._run(
+            Call(
+                "DELETE",
+                f"/accounts/{account_id}/orders",
+                params={"symbol": symbol},
+                model=m.CancelAllResult,
+            )
+        )
+
+    def get_by_client_id(self, account_id: Id, client_order_id: str) -> m.Order:
+        """The order placed with this `client_order_id` (`NotFound` if none)."""
+        return self._run(
+            Call(
+                "GET",
+                f"/accounts/{account_id}/orders",
+                params={"client_order_id": client_order_id},
+                model=m.Order,
+            )
+        )
+
     def fills(self, account_id: Id, order_id: Id) -> list[m.Fill]:
         return self._unwrap(
             Call("GET", f"/accounts/{account_id}/orders/{order_id}/fills", model=Page[m.Fill])
@@ -232,6 +349,32 @@ class Orders(_Resource):
 class Positions(_Resource):
     def list(self, account_id: Id) -> list[m.Position]:
         return self._unwrap(Call("GET", f"/accounts/{account_id}/positions", model=Items[m.Position]))
+
+    def close(
+        self,
+        account_id: Id,
+        symbol: str,
+        *,
+        quantity: Number | None = None,
+        percentage: Number | None = None,
+        cancel_orders: bool | None = None,
+    ) -> m.Order:
+        """Close the position (or `quantity` / `percentage` of it) with a reduce-only market order."""
+        params = {"quantity": _dec(quantity), "percentage": _dec(percentage), "cancel_orders": cancel_orders}
+        return self._run(
+            Call("DELETE", f"/accounts/{account_id}/positions/{symbol}", params=params, model=m.Order)
+        )
+
+    def close_all(self, account_id: Id, *, cancel_orders: bool = False) -> m.CloseAllResult:
+        """Close every position; with `cancel_orders` the account's open orders are canceled first."""
+        return self._run(
+            Call(
+                "DELETE",
+                f"/accounts/{account_id}/positions",
+                params={"cancel_orders": cancel_orders},
+                model=m.CloseAllResult,
+            )
+        )
 
 
 class Fills(_Resource):

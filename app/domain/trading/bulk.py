@@ -1,0 +1,186 @@
+"""Bulk actions on an account: cancel every open order, close a position or every position.
+
+Each order is canceled in a transaction of its own (the order, then the account: cancel_order's lock
+order), so one order that cannot be canceled (filled meanwhile by a price update) is reported in
+`failed` and does not undo the others. A close is a reduce-only market order placed through the usual
+placement path, with every pre-trade check. Rules in docs/TRADING.md.
+"""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select, text
+
+from app.domain.accounts.access import ensure_may_trade
+from app.domain.accounts.models import Position
+from app.domain.identity.schemas import Principal
+from app.domain.trading import groups as grouping
+from app.domain.trading import rules, services
+from app.domain.trading.models import Order
+from app.domain.trading.rules import EventType, OrderStatus
+from app.domain.trading.schemas import (
+    CancelAllOut,
+    CancelFailure,
+    CloseAllOut,
+    CloseFailure,
+    OrderCreate,
+    OrderOut,
+)
+from app.lib.db import tx
+from app.lib.errors import ApiError, invalid, not_found
+
+ZERO = Decimal(0)
+HUNDRED = Decimal(100)
+# Open orders and held legs (a leg waiting for its entry's fill is canceled with it).
+CANCELABLE = (*services.OPEN, "held")
+_LOT_SQL = text("SELECT lot_size FROM instruments WHERE symbol = :symbol")
+
+
+async def cancel_all(
+    conn: Any, principal: Principal, account_id: uuid.UUID, symbol: str | None
+) -> CancelAllOut:
+    owner = await services._visible_owner(conn, principal, account_id)
+    ensure_may_trade(principal, owner)
+    ids = await _cancelable_ids(conn, account_id, symbol)
+    if conn.in_transaction():
+        await conn.rollback()
+    canceled: list[uuid.UUID] = []
+    failed: list[CancelFailure] = []
+    for order_id in ids:
+        try:
+            async with tx(conn):
+                row = (
+                    await conn.execute(
+                        select(Order.status, Order.reserved_cash, Order.order_class, Order.symbol)
+                        .where(Order.id == order_id)
+                        .with_for_update()
+                    )
+                ).one()
+                if row.status == OrderStatus.CANCELED and row.order_class != "simple":
+                    # Canceled with its group by an earlier member of this list (a group is canceled whole).
+                    canceled.append(order_id)
+                    continue
+                if row.status not in CANCELABLE:
+                    failed.append(CancelFailure(order_id, f"already {row.status}"))
+                    continue
+                if row.order_class == "simple":
+                    await services._close_order(
+                        conn,
+                        account_id,
+                        order_id,
+                        row.status,
+                        row.reserved_cash,
+                        OrderStatus.CANCELED,
+                        EventType.CANCELED,
+                        "canceled by client (cancel all)",
+                    )
+            if row.order_class != "simple":
+                # A group member: canceled with its group, locked instrument -> group -> account.
+                await grouping.cancel(conn, principal, account_id, order_id, row.symbol)
+        except (ApiError, rules.IllegalTransition, ValueError) as exc:
+            failed.append(CancelFailure(order_id, str(getattr(exc, "detail", exc))))
+            continue
+        canceled.append(order_id)
+    return CancelAllOut(canceled=canceled, failed=failed)
+
+
+async def _cancelable_ids(conn: Any, account_id: uuid.UUID, symbol: str | None) -> list[uuid.UUID]:
+    """The account's open orders and held legs, oldest first (read without locks: each is locked and
+    checked again when it is canceled)."""
+    query = select(Order.id).where(Order.account_id == account_id, Order.status.in_(CANCELABLE))
+    if symbol is not None:
+        query = query.where(Order.symbol == symbol)
+    return list((await conn.scalars(query.order_by(Order.created_at, Order.id))).all())
+
+
+def close_quantity(
+    position: Decimal, lot_size: Decimal, quantity: Decimal | None, percentage: Decimal | None
+) -> Decimal:
+    """How much of a position (signed) a close sells or buys back: all of it, `quantity`, or `percentage`
+    of it floored to the lot (never more than the position; nothing left to close is a 422)."""
+    held = abs(position)
+    if quantity is not None and percentage is not None:
+        raise invalid("give either `quantity` or `percentage`, not both", "percentage")
+    if quantity is not None:
+        if not quantity.is_finite() or quantity <= 0:
+            raise invalid("quantity must be greater than 0", "quantity")
+        if quantity > held:
+            raise invalid(f"quantity {quantity} exceeds the position of {held}", "quantity")
+        return quantity
+    if percentage is not None:
+        if not percentage.is_finite() or percentage <= 0 or percentage > HUNDRED:
+            raise invalid("percentage must be above 0 and at most 100", "percentage")
+        qty = rules.floor_to_lot(held * percentage / HUNDRED, lot_size) if percentage < HUNDRED else held
+        if qty <= 0:
+            raise invalid(f"{percentage}% of {held} is less than one lot ({lot_size})", "percentage")
+        return qty
+    return held
+
+
+async def close_position(
+    conn: Any,
+    principal: Principal,
+    account_id: uuid.UUID,
+    symbol: str,
+    *,
+    quantity: Decimal | None = None,
+    percentage: Decimal | None = None,
+    cancel_orders: bool = False,
+) -> OrderOut:
+    owner = await services._visible_owner(conn, principal, account_id)
+    ensure_may_trade(principal, owner)
+    held = await conn.scalar(
+        select(Position.quantity).where(Position.account_id == account_id, Position.symbol == symbol)
+    )
+    if not held:
+        raise not_found("Position")
+    lot = await conn.scalar(_LOT_SQL, {"symbol": symbol})
+    qty = close_quantity(held, lot, quantity, percentage)
+    if cancel_orders:
+        await cancel_all(conn, principal, account_id, symbol)
+    return await _place_close(conn, principal, account_id, symbol, held, qty)
+
+
+async def _place_close(
+    conn: Any, principal: Principal, account_id: uuid.UUID, symbol: str, held: Decimal, qty: Decimal
+) -> OrderOut:
+    data = OrderCreate(
+        symbol=symbol,
+        side="sell" if held > 0 else "buy",
+        type="market",
+        quantity=qty,
+        time_in_force="gtc",
+        reduce_only=True,
+    )
+    if conn.in_transaction():
+        await conn.rollback()
+    order, _ = await services.place_order(conn, principal, account_id, data)
+    assert isinstance(order, OrderOut)
+    return order
+
+
+async def close_all(
+    conn: Any, principal: Principal, account_id: uuid.UUID, *, cancel_orders: bool
+) -> CloseAllOut:
+    owner = await services._visible_owner(conn, principal, account_id)
+    ensure_may_trade(principal, owner)
+    if cancel_orders:
+        await cancel_all(conn, principal, account_id, None)
+    rows = (
+        await conn.execute(
+            select(Position.symbol, Position.quantity)
+            .where(Position.account_id == account_id, Position.quantity != 0)
+            .order_by(Position.symbol)
+        )
+    ).all()
+    orders: list[OrderOut] = []
+    failed: list[CloseFailure] = []
+    for symbol, held in rows:
+        try:
+            orders.append(await _place_close(conn, principal, account_id, symbol, held, abs(held)))
+        except ApiError as exc:
+            failed.append(CloseFailure(symbol, str(exc.detail)))
+    return CloseAllOut(orders=orders, failed=failed)

@@ -1,0 +1,73 @@
+"""The kill switch: halting an account cancels its open orders (held legs included) in the halt's own
+transaction, unless the caller says `cancel_open_orders: false`. Matching never fills a halted account's
+order in any case (services.match_resting_orders).
+
+Locks in the documented order, instrument -> orders -> account: the account's open orders' instruments
+(FOR KEY SHARE, by symbol: a price update on them waits, and waits for nothing we hold), then the orders
+(FOR UPDATE, by id), then the account row (the caller's FOR UPDATE). An order written between the first
+read and the account lock (a placement commits by updating the account row, so none can commit after it)
+is not locked: the caller sees it with `missed` and starts again.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.domain.trading import groups as grouping
+from app.domain.trading.rules import EventType
+
+_OPEN_OR_HELD = "status IN ('new', 'held', 'accepted', 'partially_filled')"
+_SYMBOLS_SQL = text(f"SELECT DISTINCT symbol FROM orders WHERE account_id = :a AND {_OPEN_OR_HELD}")
+_LOCK_INSTRUMENTS_SQL = text(
+    "SELECT symbol FROM instruments WHERE symbol = ANY(CAST(:s AS text[])) ORDER BY symbol FOR KEY SHARE"
+)
+_LOCK_ORDERS_SQL = text(
+    f"SELECT {grouping._MEMBER_COLS} FROM orders WHERE account_id = :a AND {_OPEN_OR_HELD} "
+    "ORDER BY id FOR UPDATE"
+)
+_MISSED_SQL = text(
+    f"SELECT EXISTS (SELECT 1 FROM orders WHERE account_id = :a AND {_OPEN_OR_HELD} "
+    "AND NOT (id = ANY(CAST(:ids AS uuid[]))))"
+)
+ATTEMPTS = 5
+
+
+class Retry(Exception):
+    """An open order appeared between the reads and the account lock: start the transaction again."""
+
+
+async def lock_open_orders(conn: AsyncConnection, account_id: uuid.UUID) -> list[grouping.Member]:
+    """Lock the instruments of the account's open and held orders, then those orders. Before the account."""
+    symbols = sorted((await conn.execute(_SYMBOLS_SQL, {"a": account_id})).scalars())
+    if not symbols:
+        return []
+    await conn.execute(_LOCK_INSTRUMENTS_SQL, {"s": symbols})
+    rows = (await conn.execute(_LOCK_ORDERS_SQL, {"a": account_id})).all()
+    return [grouping.Member(**r._mapping) for r in rows]
+
+
+async def missed(conn: AsyncConnection, account_id: uuid.UUID, locked: list[grouping.Member]) -> bool:
+    """With the account locked: is any open order of it not among `locked`?"""
+    return bool(await conn.scalar(_MISSED_SQL, {"a": account_id, "ids": [m.id for m in locked]}))
+
+
+async def cancel_locked(
+    conn: AsyncConnection, account_id: uuid.UUID, locked: list[grouping.Member], reason: str, now: datetime
+) -> list[uuid.UUID]:
+    """Cancel every order of `locked` (all open or held; the account is locked) with one event each."""
+    groups = grouping.Groups({m.id: m for m in locked})
+    changes: list[grouping.Change] = []
+    released = Decimal(0)
+    for m in locked:
+        frm = m.status
+        m.status = "canceled"
+        released += m.reserved_cash
+        m.reserved_cash = Decimal(0)
+        changes.append(groups._change(m, EventType.CANCELED, frm, now, reason=reason))
+    await grouping.apply(conn, groups, changes, {account_id: released}, now)
+    return [m.id for m in locked]

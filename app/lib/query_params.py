@@ -1,0 +1,48 @@
+"""Unknown query parameters are a 400 on every GET of the API, never silently ignored (API.md).
+
+A misspelt filter (`?statuss=open`, `?symbol=` sent as `?sym=`) would otherwise answer an unfiltered
+page, which a bot takes for the filtered one. Litestar has no switch for this: it parses the
+parameters a handler declares and ignores the rest. Hand-written, then, from Litestar's own model of
+the handler: the `KwargsModel` it builds from the signature and the dependencies (the same source that
+parses the declared parameters, so nothing is listed twice), read once per handler and kept.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request
+
+from app.lib.errors import ApiError
+
+# Per route handler: the query parameter names it declares (its own and its dependencies').
+_DECLARED: dict[Any, frozenset[str]] = {}
+
+
+def _declared(request: Request[Any, Any, Any]) -> frozenset[str]:
+    handler = request.route_handler
+    names = _DECLARED.get(handler)
+    if names is None:
+        path_parameters = {name: None for name in request.path_params}
+        model = handler.create_kwargs_model(path_parameters=path_parameters)  # type: ignore[attr-defined,arg-type]
+        names = frozenset(p.field_alias for p in model.expected_query_params)
+        _DECLARED[handler] = names
+    return names
+
+
+async def reject_unknown_query_parameters(request: Request[Any, Any, Any]) -> None:
+    """Litestar `before_request` hook: 400 naming every query parameter the GET handler does not take."""
+    if (
+        request.method != "GET"
+        or not request.scope.get("query_string")
+        or not request.url.path.startswith("/api/")
+    ):
+        return
+    unknown = sorted(set(request.query_params) - _declared(request))
+    if unknown:
+        raise ApiError(
+            400,
+            f"unknown query parameter{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}",
+            slug="unknown-query-parameter",
+            errors=[{"field": name, "message": "unknown query parameter"} for name in unknown],
+        )
