@@ -117,6 +117,28 @@ async def world(desk_server) -> AsyncIterator[dict]:
         {"symbol": symbol, "side": "buy", "type": "limit", "quantity": "2", "limit_price": "90.00"},
         expect=201,
     )
+    # A bracket whose legs wait for its entry, and a trailing stop: the blotter's nested rows.
+    await as_trader(
+        "POST",
+        orders,
+        {
+            "symbol": symbol,
+            "side": "buy",
+            "type": "limit",
+            "quantity": "1",
+            "limit_price": "80.00",
+            "order_class": "bracket",
+            "take_profit": {"limit_price": "120.00"},
+            "stop_loss": {"stop_price": "70.00"},
+        },
+        expect=201,
+    )
+    await as_trader(
+        "POST",
+        orders,
+        {"symbol": symbol, "side": "sell", "type": "trailing_stop", "quantity": "1", "trail_percent": "5"},
+        expect=201,
+    )
     await admin(
         "POST",
         f"/accounts/{account['id']}/risk/limits",
@@ -168,6 +190,7 @@ async def test_every_view_has_no_serious_axe_violation(chromium, world, axe_sour
         await page.get_by_role("link", name="A11y trader").click()
         await page.locator("#ticket").wait_for()
         await page.locator("#positions td", has_text=world["symbol"]).wait_for()
+        await page.locator("#blotter tr.leg").first.wait_for()
         await assert_accessible(page, axe_source, "account")
         # The ticket with every optional part showing: exit legs, a trailing stop, a field error.
         await page.select_option("#ticket-class", "bracket")

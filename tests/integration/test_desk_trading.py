@@ -430,3 +430,182 @@ async def test_amend_sends_only_what_changed(chromium, market):
         assert "v2" in await row.inner_text() and "91.00" in await row.inner_text()
     finally:
         await context.close()
+
+
+# --- against the server's contingent orders, replace and bulk actions ---------------------------------
+
+
+async def place_from_ticket(page, symbol: str, **fields: str) -> None:
+    """Fills the ticket (select ids for choices, input ids for text) and places the order. The symbol is
+    always chosen: other tests' instruments share the database, so the first one may be any of them."""
+    await page.select_option("#ticket-symbol", symbol)
+    for field in ("ticket-class", "ticket-side", "ticket-type", "ticket-sizing", "ticket-trail-kind"):
+        if field in fields:
+            await page.select_option(f"#{field}", fields.pop(field))
+    for field, value in fields.items():
+        await page.fill(f"#{field}", value)
+    await page.get_by_role("button", name="Place order").click()
+    await page.locator("#ticket-result:not(:has-text('Placing'))").wait_for()
+
+
+async def test_a_bracket_from_the_ticket_shows_its_legs_activate_on_the_fill(chromium, market):
+    account = await new_account(market, "Bracket")
+    symbol = market["symbol"]
+    context, page = await sign_in(chromium, market["url"], market["trader"]["api_key"])
+    try:
+        await page.goto(f"{market['url']}/desk#/accounts/{account}")
+        await page.locator("#feed-status", has_text="live").wait_for(timeout=10_000)
+        await place_from_ticket(
+            page,
+            symbol,
+            **{
+                "ticket-class": "bracket",
+                "ticket-type": "limit",
+                "ticket-quantity": "5",
+                "ticket-limit": "99.00",
+                "ticket-tp-limit": "110.00",
+                "ticket-sl-stop": "90.00",
+            },
+        )
+        assert await page.inner_text("#ticket-result") == "Order accepted."
+        entry = page.locator("#blotter tbody tr:not(.leg)").first
+        entry_id = await entry.get_attribute("data-row")
+        legs = page.locator(f"#blotter tr.leg[data-parent='{entry_id}']")
+        await legs.nth(1).wait_for(timeout=5000)
+        assert [await legs.nth(i).locator(".badge").inner_text() for i in range(2)] == ["held", "held"]
+        assert (
+            "stop-loss" in await legs.nth(0).inner_text() and "take-profit" in await legs.nth(1).inner_text()
+        )
+
+        # The entry fills: both legs become working orders, seen through the stream.
+        await market["admin"]("POST", f"/instruments/{symbol}/price", {"price": "98.90"}, expect=200)
+        await page.locator(f"[data-order='{entry_id}']", has_text="filled").wait_for(timeout=5000)
+        for i in range(2):
+            await legs.nth(i).locator(".badge", has_text="accepted").wait_for(timeout=5000)
+        await page.get_by_role("button", name=f"Close position {symbol}").wait_for(timeout=5000)
+        # The take-profit fills; the stop-loss is canceled with it (one cancels the other).
+        await market["admin"]("POST", f"/instruments/{symbol}/price", {"price": "110.00"}, expect=200)
+        await legs.nth(1).locator(".badge", has_text="filled").wait_for(timeout=5000)
+        await legs.nth(0).locator(".badge", has_text="canceled").wait_for(timeout=5000)
+        # Entry and exit both filled: the position is flat again.
+        await page.get_by_role("button", name=f"Close position {symbol}").wait_for(
+            state="detached", timeout=5000
+        )
+    finally:
+        await market["admin"]("POST", f"/instruments/{symbol}/price", {"price": "100"}, expect=200)
+        await context.close()
+
+
+async def test_amend_changes_a_resting_order_on_the_server(chromium, market):
+    account = await new_account(market, "Amend")
+    context, page = await sign_in(chromium, market["url"], market["trader"]["api_key"])
+    try:
+        await page.goto(f"{market['url']}/desk#/accounts/{account}")
+        await place_from_ticket(
+            page,
+            market["symbol"],
+            **{"ticket-type": "limit", "ticket-quantity": "5", "ticket-limit": "90.00"},
+        )
+        row = page.locator("#blotter tbody tr").first
+        order_id = await row.get_attribute("data-row")
+        await row.get_by_role("button", name=re.compile("^Amend")).click()
+        await page.fill("#amend-quantity", "3")
+        await page.fill("#amend-limit_price", "91.00")
+        await page.get_by_role("button", name="Send amendment").click()
+        await page.locator("#amend-dialog").wait_for(state="detached")
+        await page.locator(f"[data-row='{order_id}']", has_text="v2").wait_for(timeout=5000)
+        text = await page.inner_text(f"[data-row='{order_id}']")
+        assert "91.00" in text and "\t3\t" in text
+        stored = await market["as_trader"]("GET", f"/accounts/{account}/orders/{order_id}", expect=200)
+        assert (stored["quantity"], stored["limit_price"], stored["version"]) == ("3", "91.00", 2)
+
+        # A server rule broken by the amendment shows in the dialog, the order unchanged.
+        await (
+            page.locator(f"[data-row='{order_id}']").get_by_role("button", name=re.compile("^Amend")).click()
+        )
+        await page.fill("#amend-limit_price", "91.005")
+        await page.get_by_role("button", name="Send amendment").click()
+        await page.locator("#amend-result.error").wait_for()
+        assert await page.get_attribute("#amend-limit_price", "aria-invalid") == "true"
+        await page.keyboard.press("Escape")
+        stored = await market["as_trader"]("GET", f"/accounts/{account}/orders/{order_id}", expect=200)
+        assert stored["version"] == 2
+
+        # Cancel all: every open order of the account ends.
+        await page.get_by_role("button", name="Cancel all orders").click()
+        await page.locator(f"[data-order='{order_id}']", has_text="canceled").wait_for(timeout=5000)
+    finally:
+        await context.close()
+
+
+async def test_close_a_position_and_close_all(chromium, market):
+    account = await new_account(market, "Close")
+    orders = f"/accounts/{account}/orders"
+    symbol = market["symbol"]
+    await market["as_trader"](
+        "POST", orders, {"symbol": symbol, "side": "buy", "type": "market", "quantity": "7"}, expect=201
+    )
+    context, page = await sign_in(chromium, market["url"], market["trader"]["api_key"])
+    try:
+        await page.goto(f"{market['url']}/desk#/accounts/{account}")
+        await page.locator("#positions td", has_text=symbol).wait_for()
+        await page.get_by_role("button", name=f"Close position {symbol}").click()
+        await page.get_by_role("button", name=f"Close position {symbol}").wait_for(
+            state="detached", timeout=5000
+        )
+        closing = page.locator("#blotter tbody tr").first
+        assert "reduce-only" in await closing.inner_text() and "sell" in await closing.inner_text()
+        positions = await market["as_trader"]("GET", f"/accounts/{account}/positions", expect=200)
+        assert all(p["quantity"] == "0" for p in positions["items"])
+
+        await market["as_trader"](
+            "POST", orders, {"symbol": symbol, "side": "buy", "type": "market", "quantity": "2"}, expect=201
+        )
+        await page.get_by_role("button", name=f"Close position {symbol}").wait_for(timeout=5000)
+        await page.get_by_role("button", name="Close all positions").click()
+        await page.get_by_role("button", name=f"Close position {symbol}").wait_for(
+            state="detached", timeout=5000
+        )
+    finally:
+        await context.close()
+
+
+async def test_a_trailing_stop_shows_its_stop_and_watermark_follow_the_price(chromium, market):
+    account = await new_account(market, "Trailing")
+    symbol = market["symbol"]
+    await market["as_trader"](
+        "POST",
+        f"/accounts/{account}/orders",
+        {"symbol": symbol, "side": "buy", "type": "market", "quantity": "5"},
+        expect=201,
+    )
+    context, page = await sign_in(chromium, market["url"], market["trader"]["api_key"])
+    try:
+        await page.goto(f"{market['url']}/desk#/accounts/{account}")
+        await page.locator("#feed-status", has_text="live").wait_for(timeout=10_000)
+        await place_from_ticket(
+            page,
+            symbol,
+            **{
+                "ticket-side": "sell",
+                "ticket-type": "trailing_stop",
+                "ticket-trail-kind": "trail_price",
+                "ticket-quantity": "5",
+                "ticket-trail": "2.00",
+            },
+        )
+        assert await page.inner_text("#ticket-result") == "Order accepted."
+        row = page.locator("#blotter tbody tr").first
+        price = row.locator("[data-price-of]")
+        assert re.fullmatch(r"stop 98(\.00)? · trail 2(\.00)? · hwm 100(\.00)?", await price.inner_text())
+        # The price rises: the watermark and the stop follow it on the page without a reload.
+        await market["admin"]("POST", f"/instruments/{symbol}/price", {"price": "105.00"}, expect=200)
+        await price.filter(
+            has_text=re.compile(r"stop 103(\.00)? · trail 2(\.00)? · hwm 105(\.00)?")
+        ).wait_for(timeout=5000)
+        # It falls to the stop: the order triggers and fills.
+        await market["admin"]("POST", f"/instruments/{symbol}/price", {"price": "102.50"}, expect=200)
+        await row.locator(".badge", has_text="filled").wait_for(timeout=5000)
+    finally:
+        await market["admin"]("POST", f"/instruments/{symbol}/price", {"price": "100"}, expect=200)
+        await context.close()
