@@ -6,9 +6,11 @@
 2. fill to paint: a resting limit order on the blotter, then a price posted through the API that fills
    it; the time from the moment the price request was sent (the fill commits before its answer) to the
    blotter showing `filled`, as the page's own clock records it (a MutationObserver, then the next
-   animation frame, i.e. painted), over `--fills` orders.
+   animation frame, i.e. painted), over `--fills` orders;
+3. idle reads: the API requests the account view makes in `--idle` seconds with nothing happening
+   while the stream is live (what polling would cost), as requests per minute.
 
-    python -m benchmarks.measure_desk [--loads 10] [--fills 30]
+    python -m benchmarks.measure_desk [--loads 10] [--fills 30] [--idle 10]
 
 Needs Debian's chromium and the built desk (`make desk`).
 """
@@ -49,7 +51,7 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-async def measure(url: str, admin_key: str, loads: int, fills: int) -> dict:
+async def measure(url: str, admin_key: str, loads: int, fills: int, idle: float) -> dict:
     from playwright.async_api import async_playwright
 
     api = httpx.AsyncClient(
@@ -104,6 +106,15 @@ async def measure(url: str, admin_key: str, loads: int, fills: int) -> dict:
         await page.wait_for_selector("#ticket")
         await page.wait_for_timeout(1000)
         feed = await page.inner_text("#feed-status")
+        reads: list[str] = []
+
+        def on_request(request) -> None:
+            if "/api/v1/" in request.url:
+                reads.append(request.url)
+
+        page.on("request", on_request)
+        await page.wait_for_timeout(idle * 1000)
+        page.remove_listener("request", on_request)
         latencies = []
         for i in range(fills):
             price = f"{99 - (i % 5):.2f}"
@@ -137,6 +148,7 @@ async def measure(url: str, admin_key: str, loads: int, fills: int) -> dict:
         "fill_to_paint_ms_p95": _pct(latencies, 0.95),
         "fill_to_paint_ms_max": max(latencies),
         "fills": len(latencies),
+        "idle_api_requests_per_min": len(reads) * 60 / idle,
     }
 
 
@@ -144,9 +156,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--loads", type=int, default=10)
     parser.add_argument("--fills", type=int, default=30)
+    parser.add_argument("--idle", type=float, default=10.0)
     args = parser.parse_args()
     with live_server("desk") as (url, admin_key):
-        result = asyncio.run(measure(url, admin_key, args.loads, args.fills))
+        result = asyncio.run(measure(url, admin_key, args.loads, args.fills, args.idle))
     for key, value in result.items():
         print(f"{key}: {value:.1f}" if isinstance(value, float) else f"{key}: {value}")
 

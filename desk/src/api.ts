@@ -87,3 +87,13 @@ export async function signOut(): Promise<void> {
   await api("DELETE", "desk/session");
   setCsrf(null);
 }
+
+/** A problem as one line: its detail, the risk limit that blocked the order, and each field error. */
+export function problemText(e: unknown): string {
+  if (!(e instanceof ApiProblem)) return String(e);
+  const p = e.problem;
+  const parts = [p.detail || p.title || `HTTP ${p.status}`];
+  if (p.limit_type) parts.push(`limit ${p.limit_type} = ${p.limit_value}, order would make it ${p.would_be}`);
+  for (const f of p.errors ?? []) parts.push(`${f.field}: ${f.message}`);
+  return parts.join(" — ");
+}

@@ -63,3 +63,9 @@ export function table(headers: string[], rows: Node[][], caption?: string): HTML
     h("tbody", {}, ...rows.map((cells) => h("tr", {}, ...cells.map((c) => h("td", {}, c))))),
   );
 }
+
+/** A wide table's own sideways scroller: a named region that takes keyboard focus, so the arrow keys
+ * scroll it where the screen is narrower than the table. */
+export function scroller(label: string, child: Node): HTMLElement {
+  return h("div", { class: "scroll-x", tabindex: 0, role: "region", "aria-label": label }, child);
+}

@@ -1,6 +1,6 @@
 // Live updates from the API's stream (/api/v1/stream, WebSocket, authenticated by the session cookie).
 // It resumes with `since` after a disconnect, so the blotter misses nothing; while the stream is
-// unreachable the views fall back to polling (the `connected` flag tells them).
+// unreachable the views fall back to polling (the `connected` flag and `onStatus` listeners tell them).
 
 export type Message = { type: string; [key: string]: any };
 type Handler = (message: Message) => void;
@@ -8,17 +8,24 @@ type Handler = (message: Message) => void;
 export class Live {
   private ws: WebSocket | null = null;
   private handlers = new Set<Handler>();
+  private statusListeners = new Set<(connected: boolean) => void>();
   private streams = new Set<string>();
   private lastSeq: Record<string, number> = {};
   private failures = 0;
   private closed = false;
+  private lastMessageAt = 0;
+  private watchdog: number | null = null;
   connected = false;
-
-  constructor(private onStatus: (connected: boolean) => void = () => {}) {}
 
   on(handler: Handler): () => void {
     this.handlers.add(handler);
     return () => this.handlers.delete(handler);
+  }
+
+  /** Called with `true` once a (re)connected stream confirms its subscriptions, `false` when it drops. */
+  onStatus(listener: (connected: boolean) => void): () => void {
+    this.statusListeners.add(listener);
+    return () => this.statusListeners.delete(listener);
   }
 
   subscribe(streams: string[]): void {
@@ -37,6 +44,7 @@ export class Live {
 
   close(): void {
     this.closed = true;
+    if (this.watchdog !== null) window.clearInterval(this.watchdog);
     this.ws?.close();
   }
 
@@ -54,6 +62,7 @@ export class Live {
       if (this.streams.size) this.send([...this.streams]);
     };
     ws.onmessage = (event) => {
+      this.lastMessageAt = Date.now();
       const message: Message = JSON.parse(event.data);
       if (message.type === "subscribed") {
         this.failures = 0;
@@ -69,20 +78,37 @@ export class Live {
       }
       this.handlers.forEach((handler) => handler(message));
     };
-    ws.onclose = (event) => {
-      this.ws = null;
-      this.setConnected(false);
-      if (this.closed || event.code === 4401) return;
-      this.failures += 1;
-      const delay = Math.min(10_000, 200 * 2 ** Math.min(this.failures, 6)) * Math.random();
-      window.setTimeout(() => this.connect(), delay);
-    };
+    ws.onclose = (event) => this.dropped(ws, event.code);
+    // The server sends a heartbeat every STREAM_HEARTBEAT_SECONDS (15 s by default): a connection silent
+    // for three of them is dead even if the socket has not noticed, so it is dropped and resumed, and
+    // the views poll meanwhile (they do not poll while the stream is up).
+    this.lastMessageAt = Date.now();
+    if (this.watchdog === null) {
+      this.watchdog = window.setInterval(() => {
+        if (this.ws?.readyState === WebSocket.OPEN && Date.now() - this.lastMessageAt > 45_000) {
+          const stale = this.ws;
+          stale.close();
+          this.dropped(stale, 4000);
+        }
+      }, 5_000);
+    }
+  }
+
+  private dropped(ws: WebSocket, code: number): void {
+    if (this.ws !== ws) return; // already handled (the watchdog dropped it first)
+    ws.onclose = ws.onmessage = ws.onopen = null;
+    this.ws = null;
+    this.setConnected(false);
+    if (this.closed || code === 4401) return;
+    this.failures += 1;
+    const delay = Math.min(10_000, 200 * 2 ** Math.min(this.failures, 6)) * Math.random();
+    window.setTimeout(() => this.connect(), delay);
   }
 
   private setConnected(connected: boolean): void {
     if (this.connected !== connected) {
       this.connected = connected;
-      this.onStatus(connected);
+      this.statusListeners.forEach((listener) => listener(connected));
     }
   }
 }

@@ -4,7 +4,6 @@ import { clear, h, toast } from "./dom";
 import { Live } from "./live";
 import { accountView } from "./views/account";
 import { accountsView } from "./views/accounts";
-import { instrumentView } from "./views/instrument";
 import { loginView } from "./views/login";
 import { researchView } from "./views/research";
 import { riskView } from "./views/risk";
@@ -38,7 +37,11 @@ async function route(): Promise<void> {
   const parts = path.split("/").filter(Boolean);
   try {
     if (parts[0] === "accounts" && parts[1]) show(await accountView(parts[1], live!));
-    else if (parts[0] === "instruments" && parts[1]) show(await instrumentView(decodeURIComponent(parts[1]), params.get("account"), live!));
+    else if (parts[0] === "instruments" && parts[1]) {
+      // The chart library is most of the bundle: it loads with the first instrument view, not the sign-in.
+      const { instrumentView } = await import("./views/instrument");
+      show(await instrumentView(decodeURIComponent(parts[1]), params.get("account"), live!));
+    }
     else if (parts[0] === "risk") show(await riskView());
     else if (parts[0] === "research") show(await researchView());
     else show(await accountsView());

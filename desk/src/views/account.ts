@@ -1,24 +1,11 @@
-import { api, all, ApiProblem } from "../api";
-import { clear, h, money, qty, table, time, toast } from "../dom";
+import { api, all, problemText } from "../api";
+import { clear, h, money, scroller, table, time, toast } from "../dom";
 import type { Live, Message } from "../live";
+import { flatten, OPEN, type Order } from "../orders";
 import { type Account, stateBadge } from "./accounts";
+import { amendDialog, blotterTable } from "./blotter";
+import { orderTicket } from "./ticket";
 
-interface Order {
-  id: string;
-  symbol: string;
-  side: string;
-  type: string;
-  quantity: string;
-  filled_quantity: string;
-  avg_fill_price: string | null;
-  limit_price: string | null;
-  stop_price: string | null;
-  time_in_force: string;
-  status: string;
-  reject_reason: string | null;
-  created_at: string;
-  updated_at: string;
-}
 interface Fill {
   id: string;
   order_id: string;
@@ -39,22 +26,36 @@ interface Position {
   realized_pnl: string;
 }
 
-const OPEN = new Set(["new", "accepted", "partially_filled", "held"]);
-
-export function problemText(e: unknown): string {
-  if (!(e instanceof ApiProblem)) return String(e);
-  const p = e.problem;
-  const parts = [p.detail || p.title || `HTTP ${p.status}`];
-  if (p.limit_type) parts.push(`limit ${p.limit_type} = ${p.limit_value}, order would make it ${p.would_be}`);
-  for (const f of p.errors ?? []) parts.push(`${f.field}: ${f.message}`);
-  return parts.join(" — ");
+/** `fn` run one at a time: calls while it runs make exactly one more run after it (none are lost). */
+function coalesced(fn: () => Promise<void>): () => Promise<void> {
+  let running: Promise<void> | null = null;
+  let next: Promise<void> | null = null;
+  const call = (): Promise<void> => {
+    if (!running) {
+      running = fn().finally(() => {
+        running = null;
+      });
+      return running;
+    }
+    next ??= running
+      .catch(() => undefined)
+      .then(() => {
+        next = null;
+        return call();
+      });
+    return next;
+  };
+  return call;
 }
 
 export async function accountView(accountId: string, live: Live): Promise<HTMLElement> {
   let account = await api<Account>("GET", `accounts/${accountId}`);
   const instruments = await all<{ symbol: string; status: string; last_price: string | null }>("instruments");
   const orders = new Map<string, Order>();
-  for (const o of (await api<{ items: Order[] }>("GET", `accounts/${accountId}/orders?limit=100`)).items) orders.set(o.id, o);
+  const loadOrders = async () => {
+    for (const o of flatten((await api<{ items: Order[] }>("GET", `accounts/${accountId}/orders?limit=100`)).items)) orders.set(o.id, o);
+  };
+  await loadOrders();
   let fills = (await api<{ items: Fill[] }>("GET", `accounts/${accountId}/fills?limit=100`)).items;
   let positions = (await api<{ items: Position[] }>("GET", `accounts/${accountId}/positions`)).items;
 
@@ -64,6 +65,13 @@ export async function accountView(accountId: string, live: Live): Promise<HTMLEl
   const positionsBox = h("div", { id: "positions" });
   const haltNotice = h("p", { class: "halted", id: "halt-notice", role: "alert" });
   const feed = h("span", { class: "feed", id: "feed-status" }, live.connected ? "live" : "polling");
+  // Fills are announced to screen readers as they arrive (the tables update silently).
+  const announcer = h("p", { class: "sr-only", id: "fill-announcer", role: "status" });
+  const ticket = orderTicket(accountId, instruments, (order) => {
+    orders.set(order.id, order);
+    renderBlotter();
+    refreshAccount();
+  });
 
   function renderSummary(): void {
     clear(summary);
@@ -82,31 +90,20 @@ export async function accountView(accountId: string, live: Live): Promise<HTMLEl
       : account.trading_state === "reduce_only"
         ? "Reduce-only: only orders that shrink a position are accepted."
         : "";
-    submit.disabled = halted;
+    ticket.setHalted(halted);
   }
 
   function renderBlotter(): void {
+    // A re-render must not lose the keyboard user's place: focus goes back to the same button.
+    const focused = document.activeElement;
+    const focusKey = focused instanceof HTMLElement && blotter.contains(focused) ? focused.dataset.key : undefined;
     clear(blotter);
-    const sorted = [...orders.values()].sort((a, b) => b.created_at.localeCompare(a.created_at));
-    const rows = sorted.map((o) => [
-      document.createTextNode(time(o.created_at)),
-      document.createTextNode(o.symbol),
-      document.createTextNode(o.side),
-      document.createTextNode(o.type),
-      document.createTextNode(qty(o.quantity)),
-      document.createTextNode(qty(o.filled_quantity)),
-      document.createTextNode(o.limit_price ?? o.stop_price ?? "–"),
-      document.createTextNode(o.avg_fill_price ?? "–"),
-      h("span", { class: `badge status-${o.status}`, "data-order": o.id }, o.status),
-      OPEN.has(o.status)
-        ? h("button", { type: "button", class: "small", onclick: () => cancel(o.id), "aria-label": `Cancel order ${o.id}` }, "Cancel")
-        : document.createTextNode(""),
-    ]);
-    blotter.append(
-      rows.length
-        ? table(["Time", "Symbol", "Side", "Type", "Qty", "Filled", "Price", "Avg fill", "Status", ""], rows)
-        : h("p", {}, "No orders yet."),
-    );
+    blotter.append(scroller("Blotter table", blotterTable(orders.values(), { cancel, amend })));
+    if (focusKey) {
+      const again = blotter.querySelector<HTMLElement>(`[data-key="${CSS.escape(focusKey)}"]`);
+      (again ?? blotter.querySelector<HTMLElement>(".scroll-x"))?.focus();
+    }
+    cancelAll.disabled = ![...orders.values()].some((o) => OPEN.has(o.status));
   }
 
   function renderFills(): void {
@@ -119,7 +116,9 @@ export async function accountView(accountId: string, live: Live): Promise<HTMLEl
       document.createTextNode(f.price),
       document.createTextNode(f.fee),
     ]);
-    fillsBox.append(rows.length ? table(["Time", "Symbol", "Side", "Qty", "Price", "Fee"], rows) : h("p", {}, "No fills yet."));
+    fillsBox.append(
+      rows.length ? scroller("Fills table", table(["Time", "Symbol", "Side", "Qty", "Price", "Fee"], rows)) : h("p", {}, "No fills yet."),
+    );
   }
 
   function renderPositions(): void {
@@ -132,168 +131,182 @@ export async function accountView(accountId: string, live: Live): Promise<HTMLEl
       document.createTextNode(money(p.unrealized_pnl)),
       document.createTextNode(money(p.realized_pnl)),
       Number(p.quantity) !== 0
-        ? h("button", { type: "button", class: "small", onclick: () => flatten(p) }, "Flatten")
+        ? h("button", { type: "button", class: "small", onclick: () => closePosition(p), "aria-label": `Close position ${p.symbol}` }, "Close")
         : document.createTextNode(""),
     ]);
     positionsBox.append(
       rows.length
-        ? table(["Symbol", "Qty", "Avg entry", "Last", "Unrealized", "Realized", ""], rows)
+        ? scroller("Positions table", table(["Symbol", "Qty", "Avg entry", "Last", "Unrealized", "Realized", "Actions"], rows))
         : h("p", {}, "No positions."),
     );
+    closeAll.disabled = !positions.some((p) => Number(p.quantity) !== 0);
     live.subscribe(positions.map((p) => `prices:${p.symbol}`));
   }
 
-  async function refresh(): Promise<void> {
+  // Account and positions (cash, PnL, marks) after anything that moves them.
+  const refreshAccount = coalesced(async () => {
     account = await api<Account>("GET", `accounts/${accountId}`);
     positions = (await api<{ items: Position[] }>("GET", `accounts/${accountId}/positions`)).items;
     renderSummary();
     renderPositions();
-  }
+  });
 
-  async function refreshAll(): Promise<void> {
-    for (const o of (await api<{ items: Order[] }>("GET", `accounts/${accountId}/orders?limit=100`)).items) orders.set(o.id, o);
+  // Everything: used while the stream is down, and once after each (re)subscription to catch what
+  // happened between these reads and the stream's first message.
+  const refreshAll = coalesced(async () => {
+    await loadOrders();
     fills = (await api<{ items: Fill[] }>("GET", `accounts/${accountId}/fills?limit=100`)).items;
     renderBlotter();
     renderFills();
-    await refresh();
-  }
+    await refreshAccount();
+  });
 
-  async function cancel(orderId: string): Promise<void> {
+  async function cancel(order: Order): Promise<void> {
     try {
-      const order = await api<Order>("DELETE", `accounts/${accountId}/orders/${orderId}`);
-      orders.set(order.id, order);
+      const canceled = await api<Order>("DELETE", `accounts/${accountId}/orders/${order.id}`);
+      orders.set(canceled.id, canceled);
       renderBlotter();
-      await refresh();
+      await refreshAll(); // a canceled leg cancels its group
     } catch (e) {
       toast(problemText(e), "error");
     }
   }
 
-  async function flatten(p: Position): Promise<void> {
-    const side = Number(p.quantity) > 0 ? "sell" : "buy";
-    const quantity = p.quantity.replace(/^-/, "");
+  function amend(order: Order, opener: HTMLElement): void {
+    const dialog = amendDialog(accountId, order, (updated) => {
+      orders.set(updated.id, updated);
+      renderBlotter();
+      toast(`Order amended (v${updated.version ?? "?"}).`);
+      refreshAccount();
+    });
+    dialog.addEventListener("close", () => {
+      // Back to the Amend button, or its successor if the blotter was redrawn meanwhile.
+      const target = opener.isConnected
+        ? opener
+        : blotter.querySelector<HTMLElement>(`[data-key="amend:${CSS.escape(order.id)}"]`) ?? blotter.querySelector<HTMLElement>(".scroll-x");
+      target?.focus();
+    });
+    document.body.append(dialog);
+    dialog.showModal();
+  }
+
+  async function cancelAllOrders(): Promise<void> {
     try {
-      const order = await api<Order>("POST", `accounts/${accountId}/orders`, { symbol: p.symbol, side, type: "market", quantity });
-      orders.set(order.id, order);
-      toast(`Flatten ${p.symbol}: ${order.status}`);
+      const result = await api<{ canceled: string[]; failed: { id: string; reason: string }[] }>("DELETE", `accounts/${accountId}/orders`);
+      toast(`Canceled ${result.canceled.length} orders${result.failed.length ? `; ${result.failed.length} could not be canceled` : ""}.`);
       await refreshAll();
     } catch (e) {
       toast(problemText(e), "error");
     }
   }
 
-  // --- the order ticket ---------------------------------------------------------------------------
-  const field = (id: string, label: string, input: HTMLElement) => h("div", { class: "field" }, h("label", { for: id }, label), input);
-  const symbol = h(
-    "select",
-    { id: "ticket-symbol", required: true },
-    ...instruments.filter((i) => i.status === "trading").map((i) => h("option", { value: i.symbol }, i.symbol)),
-  ) as HTMLSelectElement;
-  const side = h("select", { id: "ticket-side" }, h("option", { value: "buy" }, "buy"), h("option", { value: "sell" }, "sell")) as HTMLSelectElement;
-  const type = h(
-    "select",
-    { id: "ticket-type" },
-    ...["market", "limit", "stop", "stop_limit"].map((t) => h("option", { value: t }, t)),
-  ) as HTMLSelectElement;
-  const quantity = h("input", { id: "ticket-quantity", inputmode: "decimal", required: true, value: "1" }) as HTMLInputElement;
-  const limitPrice = h("input", { id: "ticket-limit", inputmode: "decimal" }) as HTMLInputElement;
-  const stopPrice = h("input", { id: "ticket-stop", inputmode: "decimal" }) as HTMLInputElement;
-  const tif = h("select", { id: "ticket-tif" }, ...["gtc", "day", "ioc", "fok"].map((t) => h("option", { value: t }, t))) as HTMLSelectElement;
-  const verdict = h("p", { id: "ticket-result", role: "status", "aria-live": "polite" });
-  const validateButton = h("button", { type: "button", id: "ticket-validate", onclick: () => send(true) }, "Validate");
-  const submit = h("button", { type: "submit", id: "ticket-submit" }, "Place order") as HTMLButtonElement;
-
-  function orderBody(): Record<string, string> {
-    const body: Record<string, string> = {
-      symbol: symbol.value,
-      side: side.value,
-      type: type.value,
-      quantity: quantity.value.trim(),
-      time_in_force: tif.value,
-    };
-    if (type.value === "limit" || type.value === "stop_limit") body.limit_price = limitPrice.value.trim();
-    if (type.value === "stop" || type.value === "stop_limit") body.stop_price = stopPrice.value.trim();
-    return body;
-  }
-
-  async function send(dryRun: boolean): Promise<void> {
-    verdict.className = "";
-    verdict.textContent = dryRun ? "Checking…" : "Placing…";
+  async function closePosition(p: Position): Promise<void> {
     try {
-      if (dryRun) {
-        const result = await api<{ accepted: boolean; estimated_cost?: string }>("POST", `accounts/${accountId}/orders/validate`, orderBody());
-        verdict.textContent = `Accepted by every check${result.estimated_cost ? `; estimated cost ${money(result.estimated_cost)}` : ""}.`;
-      } else {
-        const order = await api<Order>("POST", `accounts/${accountId}/orders`, orderBody());
-        orders.set(order.id, order);
-        renderBlotter();
-        verdict.textContent = `Order ${order.status}.`;
-        await refresh();
-      }
+      const order = await api<Order>("DELETE", `accounts/${accountId}/positions/${encodeURIComponent(p.symbol)}`);
+      orders.set(order.id, order);
+      toast(`Close ${p.symbol}: ${order.status}`);
+      await refreshAll();
     } catch (e) {
-      verdict.className = "error";
-      verdict.textContent = problemText(e);
+      toast(problemText(e), "error");
     }
   }
 
-  const ticket = h(
-    "form",
-    {
-      class: "card ticket",
-      id: "ticket",
-      "aria-label": "Order ticket",
-      onsubmit: (event: Event) => {
-        event.preventDefault();
-        send(false);
-      },
-    },
-    h("h2", {}, "Order ticket"),
-    field("ticket-symbol", "Symbol", symbol),
-    field("ticket-side", "Side", side),
-    field("ticket-type", "Type", type),
-    field("ticket-quantity", "Quantity", quantity),
-    field("ticket-limit", "Limit price", limitPrice),
-    field("ticket-stop", "Stop price", stopPrice),
-    field("ticket-tif", "Time in force", tif),
-    h("div", { class: "actions" }, validateButton, submit),
-    verdict,
-  );
+  async function closeAllPositions(): Promise<void> {
+    try {
+      const result = await api<{ orders: Order[]; failed: { symbol?: string; reason?: string }[] }>(
+        "DELETE",
+        `accounts/${accountId}/positions?cancel_orders=true`,
+      );
+      result.orders.forEach((o) => orders.set(o.id, o));
+      toast(`Closing ${result.orders.length} positions${result.failed.length ? `; ${result.failed.length} failed` : ""}.`);
+      await refreshAll();
+    } catch (e) {
+      toast(problemText(e), "error");
+    }
+  }
+
+  const cancelAll = h("button", { type: "button", class: "small", id: "cancel-all", onclick: cancelAllOrders }, "Cancel all orders") as HTMLButtonElement;
+  const closeAll = h("button", { type: "button", class: "small", id: "close-all", onclick: closeAllPositions }, "Close all positions") as HTMLButtonElement;
 
   // --- live updates -------------------------------------------------------------------------------
-  live.subscribe([`trade_updates:${accountId}`, "accounts"]);
+  // The stream brings every order event (trade_updates) and every change of cash and state (accounts);
+  // prices move marks, PnL and trailing stops, which are re-read when a price of this account arrives
+  // (at most once a second). No polling while the stream is up: it is the fallback when the stream is
+  // down, and a (re)subscription re-reads everything once.
+  let synced = false;
+  let priceTimer: number | null = null;
+  const priceSymbols = new Set<string>();
+  const onPrice = (symbol: string) => {
+    priceSymbols.add(symbol);
+    if (priceTimer !== null) return;
+    priceTimer = window.setTimeout(async () => {
+      priceTimer = null;
+      const symbols = new Set(priceSymbols);
+      priceSymbols.clear();
+      if (positions.some((p) => symbols.has(p.symbol))) refreshAccount().catch(() => undefined);
+      const trailing = [...orders.values()].filter((o) => o.type === "trailing_stop" && OPEN.has(o.status) && symbols.has(o.symbol));
+      if (!trailing.length) return;
+      for (const o of trailing) {
+        const fresh = await api<Order>("GET", `accounts/${accountId}/orders/${o.id}`).catch(() => null);
+        if (fresh) orders.set(fresh.id, fresh);
+      }
+      renderBlotter();
+    }, 1000);
+  };
+
+  live.subscribe([`trade_updates:${accountId}`, "accounts", ...new Set([...orders.values()].filter((o) => o.type === "trailing_stop" && OPEN.has(o.status)).map((o) => `prices:${o.symbol}`))]);
+  const offStatus = live.onStatus((connected) => {
+    feed.textContent = connected ? "live" : "polling";
+    if (!connected) synced = false;
+  });
   const off = live.on((message: Message) => {
-    if (message.type === "trade_update" && message.account_id === accountId) {
-      orders.set(message.order.id, message.order);
+    if (message.type === "subscribed") {
+      if (!synced && (message.streams ?? []).includes(`trade_updates:${accountId}`)) {
+        synced = true;
+        refreshAll().catch(() => undefined);
+      }
+    } else if (message.type === "trade_update" && message.account_id === accountId) {
+      const order: Order = message.order;
+      orders.set(order.id, order);
+      if (order.type === "trailing_stop" && OPEN.has(order.status)) live.subscribe([`prices:${order.symbol}`]);
       if (message.fill && !fills.some((f) => f.id === message.fill.id)) {
         // A trade update's fill carries the execution; the order gives its symbol and side.
         const fill: Fill = {
           id: message.fill.id,
-          order_id: message.order.id,
-          symbol: message.order.symbol,
-          side: message.order.side,
+          order_id: order.id,
+          symbol: order.symbol,
+          side: order.side,
           quantity: message.fill.quantity,
           price: message.fill.price,
           fee: message.fill.fee,
           created_at: message.at,
         };
         fills = [fill, ...fills];
+        announcer.textContent = `Fill: ${order.side} ${fill.quantity} ${order.symbol} at ${fill.price}; order ${order.status.replace("_", " ")}.`;
       }
       renderBlotter();
       renderFills();
-      if (message.fill || message.event === "canceled" || message.event === "expired") refresh();
+      if (message.fill) refreshAccount().catch(() => undefined);
     } else if (message.type === "price") {
       document.querySelectorAll(`[data-price="${CSS.escape(message.symbol)}"]`).forEach((el) => (el.textContent = message.price));
+      onPrice(message.symbol);
     } else if (message.type === "account" && message.account_id === accountId) {
-      refreshAll(); // cash moved: a fill, a cancel or a state change; the blotter follows too
+      const stateChanged = message.trading_state !== account.trading_state;
+      account = {
+        ...account,
+        cash: message.cash,
+        equity: message.equity,
+        buying_power: message.buying_power,
+        realized_pnl: message.realized_pnl,
+        unrealized_pnl: message.unrealized_pnl,
+        trading_state: message.trading_state,
+      };
+      renderSummary();
+      if (stateChanged) refreshAccount().catch(() => undefined); // the reason comes with the account
     }
   });
-  // Without the stream the page polls every second; with it, a slow safety net every 3 s still catches
-  // anything the stream did not bring (a resumed connection replays by seq, but a page never misses a fill).
-  let ticks = 0;
   const poll = window.setInterval(() => {
-    feed.textContent = live.connected ? "live" : "polling";
-    ticks += 1;
-    if (!live.connected || ticks % 3 === 0) refreshAll().catch(() => undefined);
+    if (!live.connected) refreshAll().catch(() => undefined);
   }, 1000);
 
   const view = h(
@@ -302,13 +315,21 @@ export async function accountView(accountId: string, live: Live): Promise<HTMLEl
     h("h1", {}, account.name, " ", feed),
     summary,
     haltNotice,
-    h("div", { class: "grid" }, ticket, h("div", { class: "card" }, h("h2", {}, "Positions"), positionsBox)),
-    h("div", { class: "card" }, h("h2", {}, "Blotter"), blotter),
-    h("div", { class: "card" }, h("h2", {}, "Fills"), fillsBox),
+    announcer,
+    h(
+      "div",
+      { class: "grid" },
+      ticket.element,
+      h("section", { class: "card", "aria-labelledby": "positions-title" }, h("div", { class: "card-head" }, h("h2", { id: "positions-title" }, "Positions"), closeAll), positionsBox),
+    ),
+    h("section", { class: "card", "aria-labelledby": "blotter-title" }, h("div", { class: "card-head" }, h("h2", { id: "blotter-title" }, "Blotter"), cancelAll), blotter),
+    h("section", { class: "card", "aria-labelledby": "fills-title" }, h("h2", { id: "fills-title" }, "Fills"), fillsBox),
   );
   (view as any).dispose = () => {
     off();
+    offStatus();
     window.clearInterval(poll);
+    if (priceTimer !== null) window.clearTimeout(priceTimer);
     live.unsubscribeAll();
   };
   renderSummary();

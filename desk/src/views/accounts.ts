@@ -1,5 +1,5 @@
 import { api, all, ApiProblem } from "../api";
-import { h, money, table, toast } from "../dom";
+import { h, money, scroller, table, toast } from "../dom";
 
 export interface Account {
   id: string;
@@ -56,7 +56,7 @@ export async function accountsView(): Promise<HTMLElement> {
     {},
     h("h1", {}, "Accounts"),
     accounts.length
-      ? table(["Account", "Equity", "Cash", "Buying power", "Realized PnL", "Unrealized PnL", "State"], rows)
+      ? scroller("Accounts table", table(["Account", "Equity", "Cash", "Buying power", "Realized PnL", "Unrealized PnL", "State"], rows))
       : h("p", {}, "No accounts yet."),
     create,
   );

@@ -24,14 +24,26 @@ export async function instrumentView(symbol: string, accountId: string | null, l
       )).items
     : [];
   const last = h("strong", { id: "last-price" }, instrument.last_price ?? "–");
-  const chartBox = h("div", { class: "chart", id: "candle-chart", role: "img", "aria-label": `${symbol} daily candles` });
+  // The chart is a canvas (plus the library's attribution link, so no role="img" around it): its text
+  // alternative is the figure's caption.
+  const chartBox = h("div", { class: "chart", id: "candle-chart" });
+  const closes = candles.length ? `, ${candles[0].ts.slice(0, 10)} to ${candles[candles.length - 1].ts.slice(0, 10)}, last close ${candles[candles.length - 1].close}` : "";
   const view = h(
     "section",
     {},
     h("h1", {}, `${symbol} `, h("small", {}, instrument.exchange)),
     h("p", {}, "Last price ", last),
-    chartBox,
-    h("p", { class: "muted" }, accountId ? `${fills.length} fills of this account are marked on the chart.` : ""),
+    h(
+      "figure",
+      { class: "chart-figure", "aria-labelledby": "chart-caption" },
+      chartBox,
+      h(
+        "figcaption",
+        { id: "chart-caption", class: "muted" },
+        `Daily candles of ${symbol}: ${candles.length} bars${closes}.`,
+        accountId ? ` ${fills.length} fills of this account are marked on the chart.` : "",
+      ),
+    ),
   );
   requestAnimationFrame(() => {
     const chart = createChart(chartBox, { height: 420, layout: { textColor: "#1f2933" }, timeScale: { timeVisible: true } });

@@ -1,6 +1,5 @@
-import { api, all } from "../api";
-import { clear, h, pct, time, toast } from "../dom";
-import { problemText } from "./account";
+import { api, all, problemText } from "../api";
+import { clear, h, pct, scroller, time, toast } from "../dom";
 
 interface Backtest {
   id: string;
@@ -69,7 +68,9 @@ export async function researchView(): Promise<HTMLElement> {
     const backtests = (await api<{ items: Backtest[] }>("GET", "backtests?limit=30")).items.filter((b) => !b.sweep_id);
     clear(listBox);
     listBox.append(
-      h(
+      scroller(
+        "Backtests table",
+        h(
         "table",
         {},
         h("caption", {}, "Backtests"),
@@ -91,6 +92,7 @@ export async function researchView(): Promise<HTMLElement> {
               h("td", {}, b.status === "completed" ? h("a", { href: `/api/v1/backtests/${b.id}/report`, target: "_blank", rel: "noopener" }, "Report") : b.error ?? ""),
             ),
           ),
+        ),
         ),
       ),
     );
@@ -154,7 +156,7 @@ export async function researchView(): Promise<HTMLElement> {
     sweepBox.append(
       h("h2", {}, `Sweep ${sweep.status}`),
       h("progress", { max: 1, value: sweep.progress, "aria-label": "sweep progress" }),
-      sweep.status === "completed" ? heatmap(sweep) : h("p", {}, `${Math.round(sweep.progress * 100)}%`),
+      sweep.status === "completed" ? scroller("Sweep heatmap", heatmap(sweep)) : h("p", {}, `${Math.round(sweep.progress * 100)}%`),
     );
     if (sweep.status !== "completed" && sweep.status !== "failed" && document.body.contains(sweepBox)) {
       window.setTimeout(() => watchSweep(id), 500);

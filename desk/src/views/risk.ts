@@ -1,8 +1,7 @@
-import { api, all } from "../api";
+import { api, all, problemText } from "../api";
 import { clear, h, money, pct, time, toast } from "../dom";
 import type { Account } from "./accounts";
 import { stateBadge } from "./accounts";
-import { problemText } from "./account";
 
 interface LimitUsage {
   limit_type: string;
