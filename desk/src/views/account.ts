@@ -54,7 +54,12 @@ export async function accountView(accountId: string, live: Live): Promise<HTMLEl
   let account = await api<Account>("GET", `accounts/${accountId}`);
   const instruments = await all<{ symbol: string; status: string; last_price: string | null }>("instruments");
   const orders = new Map<string, Order>();
-  for (const o of (await api<{ items: Order[] }>("GET", `accounts/${accountId}/orders?limit=100`)).items) orders.set(o.id, o);
+  // A REST refresh that was sent before a fill can answer after the stream brought it: keep the newer state.
+  const keep = (o: Order): void => {
+    const known = orders.get(o.id);
+    if (!known || Date.parse(o.updated_at) >= Date.parse(known.updated_at)) orders.set(o.id, o);
+  };
+  for (const o of (await api<{ items: Order[] }>("GET", `accounts/${accountId}/orders?limit=100`)).items) keep(o);
   let fills = (await api<{ items: Fill[] }>("GET", `accounts/${accountId}/fills?limit=100`)).items;
   let positions = (await api<{ items: Position[] }>("GET", `accounts/${accountId}/positions`)).items;
 
@@ -151,7 +156,7 @@ export async function accountView(accountId: string, live: Live): Promise<HTMLEl
   }
 
   async function refreshAll(): Promise<void> {
-    for (const o of (await api<{ items: Order[] }>("GET", `accounts/${accountId}/orders?limit=100`)).items) orders.set(o.id, o);
+    for (const o of (await api<{ items: Order[] }>("GET", `accounts/${accountId}/orders?limit=100`)).items) keep(o);
     fills = (await api<{ items: Fill[] }>("GET", `accounts/${accountId}/fills?limit=100`)).items;
     renderBlotter();
     renderFills();
@@ -161,7 +166,7 @@ export async function accountView(accountId: string, live: Live): Promise<HTMLEl
   async function cancel(orderId: string): Promise<void> {
     try {
       const order = await api<Order>("DELETE", `accounts/${accountId}/orders/${orderId}`);
-      orders.set(order.id, order);
+      keep(order);
       renderBlotter();
       await refresh();
     } catch (e) {
@@ -174,7 +179,7 @@ export async function accountView(accountId: string, live: Live): Promise<HTMLEl
     const quantity = p.quantity.replace(/^-/, "");
     try {
       const order = await api<Order>("POST", `accounts/${accountId}/orders`, { symbol: p.symbol, side, type: "market", quantity });
-      orders.set(order.id, order);
+      keep(order);
       toast(`Flatten ${p.symbol}: ${order.status}`);
       await refreshAll();
     } catch (e) {
@@ -225,7 +230,7 @@ export async function accountView(accountId: string, live: Live): Promise<HTMLEl
         verdict.textContent = `Accepted by every check${result.estimated_cost ? `; estimated cost ${money(result.estimated_cost)}` : ""}.`;
       } else {
         const order = await api<Order>("POST", `accounts/${accountId}/orders`, orderBody());
-        orders.set(order.id, order);
+        keep(order);
         renderBlotter();
         verdict.textContent = `Order ${order.status}.`;
         await refresh();
@@ -263,7 +268,7 @@ export async function accountView(accountId: string, live: Live): Promise<HTMLEl
   live.subscribe([`trade_updates:${accountId}`, "accounts"]);
   const off = live.on((message: Message) => {
     if (message.type === "trade_update" && message.account_id === accountId) {
-      orders.set(message.order.id, message.order);
+      keep(message.order);
       if (message.fill && !fills.some((f) => f.id === message.fill.id)) {
         // A trade update's fill carries the execution; the order gives its symbol and side.
         const fill: Fill = {
