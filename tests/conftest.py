@@ -75,6 +75,42 @@ def make_settings(**overrides) -> Settings:
     return replace(base, **overrides)
 
 
+# ------------------------------------------------------------------------------------ parallel runs
+# `make test` runs the suite in two passes (docs/TESTING.md): the tests not marked `serial` on several
+# pytest-xdist processes (`-n N --dist loadgroup`), each with its own database and Redis namespace (RUN_ID
+# above is drawn per process), then the `serial` ones in one process on an otherwise quiet suite.
+# Scheduling unit under xdist: a whole test file (its module-scoped fixtures, such as a live server, start
+# once), except that every test using the two-process `cluster` runs on one worker (one cluster at a time).
+
+# Files whose assertions need the machine to themselves (latency or pacing bounds, process races, a
+# browser), with the reason; their tests are marked `serial`.
+SERIAL_FILES = {
+    "tests/integration/test_bruteforce.py": "asserts that unslowed auth answers within 0.15 s",
+    "tests/integration/test_cache.py": "50-200 concurrent Redis round trips, each inside the 1 s socket timeout",
+    "tests/integration/test_concurrency.py": "races between real API processes, exact rate limits across them",
+    "tests/integration/test_desk_browser.py": "Chromium: fill-to-paint and halt waits bounded at 5 s",
+    "tests/integration/test_faults.py": "PostgreSQL connection kills under a storm, 2 s recovery bound",
+    "tests/integration/test_loadtest.py": "load against the cluster: throughput counts",
+    "tests/integration/test_observability.py": "a live Prometheus scraping the server on its interval",
+    "tests/integration/test_report_browser.py": "Chromium rendering the report",
+    "tests/integration/test_streams.py": "delivery pace of one client against another's (1.5x bound)",
+}
+CLUSTER_FIXTURES = {"cluster", "live"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
+def pytest_collection_modifyitems(config, items) -> None:
+    root = config.rootpath
+    for item in items:
+        relative = item.path.relative_to(root).as_posix() if item.path.is_relative_to(root) else item.path.name
+        if relative in SERIAL_FILES:
+            item.add_marker(pytest.mark.serial)
+        if any(True for _ in item.iter_markers("xdist_group")):
+            continue
+        group = "cluster" if CLUSTER_FIXTURES & set(getattr(item, "fixturenames", ())) else relative
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(scope="session")
 def database_url() -> str:
     return async_url(_db_url(TEST_DB))
