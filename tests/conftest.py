@@ -86,8 +86,8 @@ def make_settings(**overrides) -> Settings:
 # browser), with the reason; their tests are marked `serial`.
 SERIAL_FILES = {
     "tests/integration/test_bruteforce.py": "asserts that unslowed auth answers within 0.15 s",
-    "tests/integration/test_cache.py": "50-200 concurrent Redis round trips, each inside the 1 s socket timeout",
-    "tests/integration/test_concurrency.py": "races between real API processes, exact rate limits across them",
+    "tests/integration/test_cache.py": "200 concurrent Redis round trips, each inside the 1 s socket timeout",
+    "tests/integration/test_concurrency.py": "races between real API processes; exact rate limits across them",
     "tests/integration/test_desk_browser.py": "Chromium: fill-to-paint and halt waits bounded at 5 s",
     "tests/integration/test_faults.py": "PostgreSQL connection kills under a storm, 2 s recovery bound",
     "tests/integration/test_loadtest.py": "load against the cluster: throughput counts",
@@ -102,7 +102,8 @@ CLUSTER_FIXTURES = {"cluster", "live"}
 def pytest_collection_modifyitems(config, items) -> None:
     root = config.rootpath
     for item in items:
-        relative = item.path.relative_to(root).as_posix() if item.path.is_relative_to(root) else item.path.name
+        path = item.path
+        relative = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
         if relative in SERIAL_FILES:
             item.add_marker(pytest.mark.serial)
         if any(True for _ in item.iter_markers("xdist_group")):
