@@ -87,7 +87,7 @@ def make_settings(**overrides) -> Settings:
 SERIAL_FILES = {
     "tests/integration/test_bruteforce.py": "asserts that unslowed auth answers within 0.15 s",
     "tests/integration/test_cache.py": "200 concurrent Redis round trips, each inside the 1 s socket timeout",
-    "tests/integration/test_concurrency.py": "races between real API processes; exact rate limits across them",
+    "tests/integration/test_concurrency.py": "races between API processes; exact rate limits across them",
     "tests/integration/test_desk_browser.py": "Chromium: fill-to-paint and halt waits bounded at 5 s",
     "tests/integration/test_faults.py": "PostgreSQL connection kills under a storm, 2 s recovery bound",
     "tests/integration/test_loadtest.py": "load against the cluster: throughput counts",
