@@ -1,6 +1,10 @@
 """Constraints msgspec cannot express on Decimal fields (its Meta bounds accept only int/float types).
 
-Call from a Struct's `__post_init__`: a ValueError there becomes a 400 with the field named.
+Call from a Struct's `__post_init__`: a ValueError there becomes a 400 with the field named. The one rule
+the OpenAPI document cannot state at all, at most 18 decimal places (a JSON number's precision has no
+exact `multipleOf`, and the string pattern accepts any number of digits), is a 422 naming the field: the
+request matches the document and breaks a rule (docs/DECISIONS.md, "400 or 422"). It is raised as an
+ApiError, which msgspec lets through `__post_init__` unchanged (only ValueError/TypeError become its 400).
 """
 
 from __future__ import annotations
@@ -8,12 +12,15 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from app.lib.errors import ApiError
+
 
 def _finite(name: str, value: Decimal) -> None:
     if not value.is_finite():
         raise ValueError(f"`{name}` must be a finite decimal")
     if value.as_tuple().exponent < -18:  # type: ignore[operator]
-        raise ValueError(f"`{name}` has more than 18 decimal places")
+        message = f"`{name}` has more than 18 decimal places"
+        raise ApiError(422, message, errors=[{"field": name, "message": message}])
     # By exponent, not by arithmetic: `abs()` of a decoded ".5E+31402557204" overflows the decimal context
     # (a 500 found by schemathesis); adjusted() is the exponent of the leading digit, no arithmetic.
     if value and value.adjusted() >= 20:
