@@ -12,7 +12,15 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+import msgspec
+
 from app.lib.errors import ApiError
+
+
+def _absent(value: Any) -> bool:
+    """An optional field left out, or a patch's field not sent (by identity: a signalling NaN cannot be
+    compared with ==)."""
+    return value is None or value is msgspec.UNSET
 
 
 def _finite(name: str, value: Decimal) -> None:
@@ -30,7 +38,7 @@ def _finite(name: str, value: Decimal) -> None:
 def positive(obj: Any, *names: str) -> None:
     for name in names:
         value = getattr(obj, name)
-        if value is None:
+        if _absent(value):
             continue
         _finite(name, value)
         if value <= 0:
@@ -40,7 +48,7 @@ def positive(obj: Any, *names: str) -> None:
 def non_negative(obj: Any, *names: str) -> None:
     for name in names:
         value = getattr(obj, name)
-        if value is None:
+        if _absent(value):
             continue
         _finite(name, value)
         if value < 0:
@@ -49,5 +57,5 @@ def non_negative(obj: Any, *names: str) -> None:
 
 def at_most(obj: Any, name: str, bound: Decimal) -> None:
     value = getattr(obj, name)
-    if value is not None and value > bound:
+    if not _absent(value) and value > bound:
         raise ValueError(f"`{name}` must be at most {bound}")
