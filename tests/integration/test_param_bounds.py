@@ -1,6 +1,9 @@
-"""Integer bounds in the OpenAPI document are ones a client can check exactly: a JSON number is a float to
-most validators, and near 2**62 one past the bound rounds down onto it (schema-valid for the client, a 400
-from the server). `after_seq` is bounded at 2**52, where every integer around the bound is exact."""
+"""Query parameters as the OpenAPI document states them.
+
+Integer bounds are ones a client can check exactly: a JSON number is a float to most validators, and near
+2**62 one past the bound rounds down onto it (schema-valid for the client, a 400 from the server);
+`after_seq` is bounded at 2**52, where every integer around the bound is exact. A query parameter naming
+a resource documents the 404 it can answer."""
 
 from __future__ import annotations
 
@@ -25,3 +28,12 @@ async def test_after_seq_bound_is_exact_as_a_float_and_enforced(client, make_use
     assert at_bound.json()["items"] == []
     past = await client.get(path, params={"after_seq": 2**52 + 1}, headers=trader["headers"])
     assert past.status_code == 400, past.text
+
+
+async def test_var_of_an_unknown_group_is_a_documented_404(client, admin_headers):
+    schema = (await client.get("/schema/openapi.json")).json()
+    assert "404" in schema["paths"]["/api/v1/risk/var"]["get"]["responses"]
+    resp = await client.get(
+        "/api/v1/risk/var", params={"group_id": "3060b587-a8d5-1467-b884-244c932141b0"}, headers=admin_headers
+    )
+    assert resp.status_code == 404, resp.text
