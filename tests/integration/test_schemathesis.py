@@ -80,6 +80,7 @@ HYPOTHESIS = hypothesis.settings(
 # either, is a 422 that counts as accepted: tests/integration/test_decimal_places.py.)
 _REJECTED = "Schema-valid request rejected"
 _PRICE_BY_TYPE = "`limit_price` / `stop_price` required or refused by the value of `type`"
+_GRID = "`grid` names parameters (and values) of the chosen strategy, a run-time choice"
 KNOWN: dict[tuple[str, str], str] = {
     ("POST /api/v1/accounts/{account_id}/orders", _REJECTED): _PRICE_BY_TYPE,
     ("POST /api/v1/accounts/{account_id}/orders/validate", _REJECTED): _PRICE_BY_TYPE,
@@ -92,9 +93,8 @@ KNOWN: dict[tuple[str, str], str] = {
         "`warn_at_pct` at most 100 (decimal string)"
     ),
     ("POST /api/v1/risk/stress", _REJECTED): "each scenario has exactly one of `shocks` and `historical`",
-    ("POST /api/v1/backtests/walkforward", _REJECTED): (
-        "`grid` names parameters (and values) of the chosen strategy, a run-time choice"
-    ),
+    ("POST /api/v1/backtests/walkforward", _REJECTED): _GRID,
+    ("POST /api/v1/backtests/sweeps", _REJECTED): _GRID,
 }
 
 
