@@ -81,6 +81,7 @@ HYPOTHESIS = hypothesis.settings(
 _REJECTED = "Schema-valid request rejected"
 _PRICE_BY_TYPE = "`limit_price` / `stop_price` required or refused by the value of `type`"
 _GRID = "`grid` names parameters (and values) of the chosen strategy, a run-time choice"
+_WARN_AT = "`warn_at_pct` at most 100 (decimal string)"
 KNOWN: dict[tuple[str, str], str] = {
     ("POST /api/v1/accounts/{account_id}/orders", _REJECTED): _PRICE_BY_TYPE,
     ("POST /api/v1/accounts/{account_id}/orders/validate", _REJECTED): _PRICE_BY_TYPE,
@@ -89,9 +90,10 @@ KNOWN: dict[tuple[str, str], str] = {
         "exactly one of `strategy` (with `symbol`) and `allocation` (with `symbols`); commission below 1 "
         "as a decimal string; `start` not after `end`"
     ),
-    ("PATCH /api/v1/risk/groups/{group_id}/limits/{limit_id}", _REJECTED): (
-        "`warn_at_pct` at most 100 (decimal string)"
-    ),
+    ("POST /api/v1/accounts/{account_id}/risk/limits", _REJECTED): _WARN_AT,
+    ("PATCH /api/v1/accounts/{account_id}/risk/limits/{limit_id}", _REJECTED): _WARN_AT,
+    ("POST /api/v1/risk/groups/{group_id}/limits", _REJECTED): _WARN_AT,
+    ("PATCH /api/v1/risk/groups/{group_id}/limits/{limit_id}", _REJECTED): _WARN_AT,
     ("POST /api/v1/risk/stress", _REJECTED): "each scenario has exactly one of `shocks` and `historical`",
     ("POST /api/v1/backtests/walkforward", _REJECTED): _GRID,
     ("POST /api/v1/backtests/sweeps", _REJECTED): _GRID,
