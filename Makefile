@@ -34,12 +34,26 @@ desk: app/static/desk/index.html
 run: install desk
 	$(BIN)/tradedesk serve --migrate --seed-demo --host $${HOST:-127.0.0.1} --port $${PORT:-8000}
 
-## The whole suite against real PostgreSQL and Redis (DATABASE_URL / REDIS_URL, default: local servers).
+## The whole suite against real PostgreSQL and Redis (DATABASE_URL / REDIS_URL, default: local servers), in two
+## passes (docs/TESTING.md): everything not marked `serial` on TEST_WORKERS pytest-xdist processes, a test file
+## per process at a time, then the `serial` tests in one process. Both passes always run; the exit status fails
+## if either did. Bytecode caches stay on for the run (PYTHONDONTWRITEBYTECODE would make each of its many
+## server, worker and CLI processes compile every module again).
+TEST_WORKERS ?= 3
+PYTEST := env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m pytest -q -p no:cacheprovider
+PARALLEL := -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+
 test: install desk
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	status=0; \
+	$(PYTEST) $(PARALLEL) -m "not serial" || status=1; \
+	$(PYTEST) -m serial || status=1; \
+	exit $$status
 
 test-fast: install
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow"
+	status=0; \
+	$(PYTEST) $(PARALLEL) -m "not slow and not serial" || status=1; \
+	$(PYTEST) -m "serial and not slow" || status=1; \
+	exit $$status
 
 ## Latency gate: hot endpoints and pure cores, this tree against the commit in benchmarks/REFERENCE measured
 ## in the same run (a temporary git worktree; two pytest processes taking turns call by call; benchmarks/gate.py).

@@ -57,8 +57,11 @@ REFERENCE_COMMENT = (
     "# its own: `make bench-reference` writes HEAD here.\n"
 )
 # What the benchmark processes must not inherit from the caller: the gate sets them per side.
+# The PYTEST_XDIST_* ones: run from a pytest-xdist process (the gate's own tests under `make test`), the
+# benchmark processes would inherit its worker identity, and pytest-benchmark turns itself off under xdist.
 _SIDE_ENV = ("PYTHONPATH", "TRADEDESK_BENCH_TREE", "TRADEDESK_BENCH_INJECT", "TRADEDESK_BENCH_BATON",
-             "TRADEDESK_BENCH_ROUNDS")
+             "TRADEDESK_BENCH_ROUNDS", "PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT",
+             "PYTEST_XDIST_TESTRUNUID")
 # Test-suite plugins the benchmarks do not use; importing them (faker, hypothesis) costs seconds per process.
 _UNUSED_PLUGINS = ("-p", "no:faker", "-p", "no:hypothesispytest", "-p", "no:schemathesis", "-p", "no:anyio")
 

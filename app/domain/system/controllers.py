@@ -42,6 +42,7 @@ _LIVE_HEADERS = (
     (b"content-length", str(len(_LIVE_BODY)).encode()),
     (b"cache-control", b"no-store"),
 )
+_LIVE_ALLOW = b"GET, HEAD, OPTIONS"
 
 
 def document_liveness(schema: OpenAPI) -> None:
@@ -83,8 +84,12 @@ class HealthController(Controller):
         and load balancers call it constantly and there is nothing to parse. Documented in the OpenAPI
         schema by `document_liveness` (Litestar leaves ASGI handlers out).
         """
+        if scope["method"] == "OPTIONS":  # as Litestar's own routes answer it
+            await send({"type": "http.response.start", "status": 204, "headers": [(b"allow", _LIVE_ALLOW)]})
+            await send({"type": "http.response.body", "body": b""})
+            return
         if scope["method"] not in ("GET", "HEAD"):
-            raise MethodNotAllowedException(headers={"Allow": "GET, HEAD"})
+            raise MethodNotAllowedException(headers={"Allow": _LIVE_ALLOW.decode()})
         # A fresh list: before_send hooks append to it (the request id).
         await send({"type": "http.response.start", "status": 200, "headers": [*_LIVE_HEADERS]})
         await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else _LIVE_BODY})

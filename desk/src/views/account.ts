@@ -52,8 +52,13 @@ export async function accountView(accountId: string, live: Live): Promise<HTMLEl
   let account = await api<Account>("GET", `accounts/${accountId}`);
   const instruments = await all<{ symbol: string; status: string; last_price: string | null }>("instruments");
   const orders = new Map<string, Order>();
+  // A REST read sent before a fill can answer after the stream brought it: keep the newer state.
+  const keep = (o: Order): void => {
+    const known = orders.get(o.id);
+    if (!known || Date.parse(o.updated_at) >= Date.parse(known.updated_at)) orders.set(o.id, o);
+  };
   const loadOrders = async () => {
-    for (const o of flatten((await api<{ items: Order[] }>("GET", `accounts/${accountId}/orders?limit=100`)).items)) orders.set(o.id, o);
+    for (const o of flatten((await api<{ items: Order[] }>("GET", `accounts/${accountId}/orders?limit=100`)).items)) keep(o);
   };
   await loadOrders();
   let fills = (await api<{ items: Fill[] }>("GET", `accounts/${accountId}/fills?limit=100`)).items;
@@ -68,7 +73,7 @@ export async function accountView(accountId: string, live: Live): Promise<HTMLEl
   // Fills are announced to screen readers as they arrive (the tables update silently).
   const announcer = h("p", { class: "sr-only", id: "fill-announcer", role: "status" });
   const ticket = orderTicket(accountId, instruments, (order) => {
-    orders.set(order.id, order);
+    keep(order);
     renderBlotter();
     refreshAccount();
   });
@@ -164,7 +169,7 @@ export async function accountView(accountId: string, live: Live): Promise<HTMLEl
   async function cancel(order: Order): Promise<void> {
     try {
       const canceled = await api<Order>("DELETE", `accounts/${accountId}/orders/${order.id}`);
-      orders.set(canceled.id, canceled);
+      keep(canceled);
       renderBlotter();
       await refreshAll(); // a canceled leg cancels its group
     } catch (e) {
@@ -174,7 +179,7 @@ export async function accountView(accountId: string, live: Live): Promise<HTMLEl
 
   function amend(order: Order, opener: HTMLElement): void {
     const dialog = amendDialog(accountId, order, (updated) => {
-      orders.set(updated.id, updated);
+      keep(updated);
       renderBlotter();
       toast(`Order amended (v${updated.version ?? "?"}).`);
       refreshAccount();
@@ -203,7 +208,7 @@ export async function accountView(accountId: string, live: Live): Promise<HTMLEl
   async function closePosition(p: Position): Promise<void> {
     try {
       const order = await api<Order>("DELETE", `accounts/${accountId}/positions/${encodeURIComponent(p.symbol)}`);
-      orders.set(order.id, order);
+      keep(order);
       toast(`Close ${p.symbol}: ${order.status}`);
       await refreshAll();
     } catch (e) {
@@ -217,7 +222,7 @@ export async function accountView(accountId: string, live: Live): Promise<HTMLEl
         "DELETE",
         `accounts/${accountId}/positions?cancel_orders=true`,
       );
-      result.orders.forEach((o) => orders.set(o.id, o));
+      result.orders.forEach((o) => keep(o));
       toast(`Closing ${result.orders.length} positions${result.failed.length ? `; ${result.failed.length} failed` : ""}.`);
       await refreshAll();
     } catch (e) {
@@ -248,7 +253,7 @@ export async function accountView(accountId: string, live: Live): Promise<HTMLEl
       if (!trailing.length) return;
       for (const o of trailing) {
         const fresh = await api<Order>("GET", `accounts/${accountId}/orders/${o.id}`).catch(() => null);
-        if (fresh) orders.set(fresh.id, fresh);
+        if (fresh) keep(fresh);
       }
       renderBlotter();
     }, 1000);
@@ -267,7 +272,7 @@ export async function accountView(accountId: string, live: Live): Promise<HTMLEl
       }
     } else if (message.type === "trade_update" && message.account_id === accountId) {
       const order: Order = message.order;
-      orders.set(order.id, order);
+      keep(order);
       if (order.type === "trailing_stop" && OPEN.has(order.status)) live.subscribe([`prices:${order.symbol}`]);
       if (message.fill && !fills.some((f) => f.id === message.fill.id)) {
         // A trade update's fill carries the execution; the order gives its symbol and side.
