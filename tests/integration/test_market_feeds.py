@@ -69,12 +69,13 @@ async def wait_final(client, headers, kind: str, feed_id: str, limit: float = 60
 
 
 async def fills_in_order(db_engine, account_ids: list[str]) -> list[tuple[str, str, str, str, str]]:
-    """(order id, side, quantity, price, liquidity) of the accounts' fills, in commit order."""
+    """(order id, side, quantity, price, liquidity) of the accounts' fills, in booking order (`seq`: the fills
+    of one price update share `created_at`, and their time-ordered ids may share a millisecond)."""
     async with db_engine.connect() as conn:
         rows = await conn.execute(
             text(
                 "SELECT order_id::text, side, quantity::text, price::text, liquidity FROM fills "
-                "WHERE account_id = ANY(CAST(:a AS uuid[])) ORDER BY created_at, id"
+                "WHERE account_id = ANY(CAST(:a AS uuid[])) ORDER BY seq"
             ),
             {"a": account_ids},
         )

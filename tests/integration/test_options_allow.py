@@ -44,7 +44,8 @@ async def test_paths_with_several_handlers_list_them_all(client, admin_headers):
     """The shape that was broken: one path, handlers for several methods (list + create, read + update)."""
     for path, methods in {
         "/api/v1/accounts": {"GET", "POST", "OPTIONS"},
-        f"/api/v1/accounts/{SAMPLE_ID}/orders": {"GET", "POST", "OPTIONS"},
+        f"/api/v1/accounts/{SAMPLE_ID}/orders": {"GET", "POST", "DELETE", "OPTIONS"},
+        f"/api/v1/accounts/{SAMPLE_ID}/orders/{SAMPLE_ID}": {"GET", "PATCH", "DELETE", "OPTIONS"},
         f"/api/v1/accounts/{SAMPLE_ID}/risk/limits/{SAMPLE_ID}": {"GET", "PATCH", "DELETE", "OPTIONS"},
         "/api/v1/desk/session": {"GET", "POST", "DELETE", "OPTIONS"},
         "/health": {"GET", "HEAD", "OPTIONS"},

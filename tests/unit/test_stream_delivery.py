@@ -226,3 +226,25 @@ def test_an_interest_not_yet_read_from_redis_publishes_everything():
 
     interest = Interest(object(), "td", "p1")  # a Redis that has not been read yet
     assert interest.wanted(uuid.uuid4().hex, uuid.uuid4().hex)
+
+
+async def test_a_stopped_publisher_hands_publishing_back_to_the_one_still_running():
+    """An in-process worker's channels start next to the API's (embedded runs, test processes): when the
+    worker's stop, the API's publish again instead of nobody's."""
+    from app.domain.streams import publish
+
+    api, worker = object(), object()
+    before = (publish._PUBLISHER.plugin, publish._PUBLISHER.prefix, publish._PUBLISHER.interest)
+    try:
+        publish.configure(api, "api")
+        publish.configure(worker, "worker")
+        assert publish._PUBLISHER.plugin is worker
+        publish.unconfigure(worker)
+        assert (publish._PUBLISHER.plugin, publish._PUBLISHER.prefix) == (api, "api")
+        publish.unconfigure(api)
+        assert publish._PUBLISHER.plugin is (publish._INSTALLED[-1][0] if publish._INSTALLED else None)
+    finally:
+        publish.unconfigure(api)
+        publish.unconfigure(worker)
+        if before[0] is not None and publish._PUBLISHER.plugin is not before[0]:
+            publish.configure(*before)

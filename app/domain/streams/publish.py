@@ -52,19 +52,36 @@ class _Publisher:
 _PUBLISHER = _Publisher()
 
 
+# Every started publisher of this process, newest last. One process normally has one (the API's, or a
+# worker's); an embedded run or a test process can start a worker's next to the API's, and when one stops
+# the newest remaining one publishes again instead of none.
+_INSTALLED: list[tuple[Any, str, asyncio.AbstractEventLoop | None, Interest | None]] = []
+
+
 def configure(plugin: Any, prefix: str, interest: Interest | None = None) -> None:
     """Called by the API's lifespan and by a worker process's startup; None turns publishing off."""
+    loop = asyncio.get_running_loop() if plugin is not None else None
+    if plugin is not None:
+        _INSTALLED.append((plugin, prefix, loop, interest))
+    _install(plugin, prefix, loop, interest)
+
+
+def _install(plugin: Any, prefix: str, loop: asyncio.AbstractEventLoop | None, interest: Interest | None) -> None:
     _PUBLISHER.plugin = plugin
     _PUBLISHER.prefix = prefix
-    _PUBLISHER.loop = asyncio.get_running_loop() if plugin is not None else None
+    _PUBLISHER.loop = loop
     _PUBLISHER.interest = interest if plugin is not None else None
     if interest is not None:
         interest.hint = publish
 
 
 def unconfigure(plugin: Any) -> None:
+    _INSTALLED[:] = [entry for entry in _INSTALLED if entry[0] is not plugin]
     if _PUBLISHER.plugin is plugin:
-        configure(None, _PUBLISHER.prefix)
+        if _INSTALLED:
+            _install(*_INSTALLED[-1])
+        else:
+            _install(None, _PUBLISHER.prefix, None, None)
 
 
 def enabled() -> bool:
