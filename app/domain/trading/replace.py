@@ -135,6 +135,10 @@ async def _replace(
             .with_for_update()
         )
     ).one()
+    if o.status == "held":
+        # A held leg's prices were checked against its entry at placement; it is replaced once the entry's
+        # fill activates it (or the group is canceled and placed again).
+        raise conflict("a held leg is replaced once its entry fills and activates it", order_status=o.status)
     if o.status not in OPEN:
         raise conflict(f"Order is already {o.status}", order_status=o.status)
     new = _new_values(o, data, inst)
