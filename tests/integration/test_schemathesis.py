@@ -97,7 +97,10 @@ KNOWN: dict[tuple[str, str], str] = {
     ("POST /api/v1/risk/stress", _REJECTED): "each scenario has exactly one of `shocks` and `historical`",
     ("POST /api/v1/backtests/walkforward", _REJECTED): _GRID,
     ("POST /api/v1/backtests/sweeps", _REJECTED): _GRID,
-    ("POST /api/v1/market/replays", _REJECTED): "`timeframe` one of the candle timeframes, symbols that exist",
+    ("POST /api/v1/market/replays", _REJECTED): (
+        "a symbol near the 64-character bound written with astral characters: the generator and msgspec "
+        "count its length differently (seen as a 400 on `symbols[i]`)"
+    ),
     ("POST /api/v1/risk/scenarios", _REJECTED): "`historical.end` after `historical.start` (a comparison of two fields)",
     ("PATCH /api/v1/risk/scenarios/{scenario_id}", _REJECTED): "`historical.end` after `historical.start`",
 }
