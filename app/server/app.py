@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from app import __version__
 from app.domain.identity.bruteforce import BruteForcePolicy
 from app.domain.identity.middleware import AuthMiddleware
-from app.domain.markets.controllers import document_candle_upload
+from app.domain.markets.controllers import document_candle_upload, document_feed_symbols
 from app.domain.streams.runtime import stream_runtime
 from app.domain.system import ops_metrics
 from app.domain.system.controllers import document_liveness
@@ -186,5 +186,6 @@ class _OpenAPIWithLiveness(OpenAPIPlugin):
         openapi = super()._build_openapi()
         document_liveness(openapi)
         document_candle_upload(openapi)
+        document_feed_symbols(openapi)
         mark_anonymous_operations(openapi)
         return openapi

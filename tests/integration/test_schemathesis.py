@@ -97,10 +97,6 @@ KNOWN: dict[tuple[str, str], str] = {
     ("POST /api/v1/risk/stress", _REJECTED): "each scenario has exactly one of `shocks` and `historical`",
     ("POST /api/v1/backtests/walkforward", _REJECTED): _GRID,
     ("POST /api/v1/backtests/sweeps", _REJECTED): _GRID,
-    ("POST /api/v1/market/replays", _REJECTED): (
-        "Litestar's OpenAPI generation drops the 64-character bound on each symbol (a msgspec Meta on the "
-        "list's item type), so a longer symbol is schema-valid there and a 400 on `symbols[i]` here"
-    ),
     ("POST /api/v1/risk/scenarios", _REJECTED): "`historical.end` after `historical.start` (a comparison of two fields)",
     ("PATCH /api/v1/risk/scenarios/{scenario_id}", _REJECTED): "`historical.end` after `historical.start`",
 }

@@ -209,6 +209,21 @@ class InstrumentController(Controller):
 
 
 
+def document_feed_symbols(openapi: OpenAPI) -> None:
+    """Litestar's schema generation drops a msgspec Meta set on a list's item type (the length bound of
+    each symbol of a replay or a simulation); msgspec's own JSON schema keeps it, so copy it from there."""
+    import msgspec
+
+    schemas = (openapi.components.schemas if openapi.components is not None else None) or {}
+    for struct in (ReplayCreate, SimulationCreate):
+        target = schemas.get(struct.__name__)
+        symbols = (target.properties or {}).get("symbols") if target is not None else None
+        items = getattr(symbols, "items", None)
+        own = msgspec.json.schema(struct)["$defs"][struct.__name__]["properties"]["symbols"]["items"]
+        if isinstance(items, Schema) and "maxLength" in own:
+            items.max_length = own["maxLength"]
+
+
 CANDLE_UPLOAD_PATH = "/api/v1/instruments/{symbol}/candles"
 CANDLE_CSV_HEADER = "ts,open,high,low,close,volume"
 
