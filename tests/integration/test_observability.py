@@ -309,8 +309,14 @@ def test_dashboards_and_alerts_against_live_prometheus(settings, tmp_path):
         # A burst of bad keys: slowed, then blocked, counted, alerted.
         asyncio.run(_bad_key_burst(api, 150))
         prom.wait_for("TradedeskAuthFailureSpike", lambda: "TradedeskAuthFailureSpike" in prom.firing())
-        outcomes = {r["metric"]["outcome"] for r in prom.query("tradedesk:auth_failures:increase5m > 0")}
-        assert outcomes == {"rejected", "slowed", "blocked"}
+
+        def outcomes() -> set[str]:
+            return {r["metric"]["outcome"] for r in prom.query("tradedesk:auth_failures:increase5m > 0")}
+
+        # The alert can fire on an evaluation of the recording rule that has not yet seen the burst's last
+        # (blocked) failures: wait for a later evaluation rather than read once.
+        prom.wait_for("every auth failure outcome recorded", lambda: len(outcomes()) == 3)
+        assert outcomes() == {"rejected", "slowed", "blocked"}
 
         # A killed worker: its target goes down and, once its heartbeat expires, no worker is alive.
         worker.kill()
