@@ -57,10 +57,10 @@ import numpy as np
 
 from app.domain.analytics.metrics import performance_metrics, trade_metrics
 from app.domain.backtesting.engine import equity_returns
+from app.domain.backtesting.exits import Exits
 from app.domain.backtesting.portfolio_book import Book, rebalance, run_exits
 from app.domain.backtesting.portfolio_model import (
     Commission,
-    Exits,
     PortfolioBars,
     PortfolioResult,
     PortfolioTrade,

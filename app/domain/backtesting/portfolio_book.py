@@ -12,7 +12,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from app.domain.backtesting.portfolio_model import Commission, Exits, PortfolioBars, PortfolioTrade
+from app.domain.backtesting.exits import Exits, first_exits
+from app.domain.backtesting.portfolio_model import Commission, PortfolioBars, PortfolioTrade
 
 
 class Book:
@@ -272,58 +273,24 @@ def scan_exits(
     Updates ``book.extreme`` for the positions that survive the segment.
     """
     cols = np.flatnonzero(book.q != 0.0)
-    empty = np.empty(0, dtype=np.int64)
     if cols.size == 0:
+        empty = np.empty(0, dtype=np.int64)
         return empty, empty, np.empty(0), np.empty(0, dtype=object)
     bars = book.bars
-    s = np.sign(book.q[cols])
-    opens = bars.open[a:b, cols]
-    adverse = np.where(s > 0, bars.low[a:b, cols], bars.high[a:b, cols])
-    favourable = np.where(s > 0, bars.high[a:b, cols], bars.low[a:b, cols])
-    avg = book.avg[cols]
-    L = b - a
-    # Signed space: multiplying by s turns every short comparison into the long one.
-    neg_inf = np.full(cols.size, -np.inf)
-    fixed = s * avg * (1.0 - s * exits.stop_loss_pct / 100.0) if exits.stop_loss_pct is not None else neg_inf
-    ext_after = np.maximum.accumulate(s * favourable, axis=0)  # signed best price through each bar
-    ext0 = s * book.extreme[cols]
-    ext_before = np.vstack([ext0[None, :], np.maximum(ext_after[:-1], ext0)]) if L > 1 else ext0[None, :]
-    if exits.trailing_stop_pct is not None:
-        f = exits.trailing_stop_pct / 100.0
-        # Signed level of extreme * (1 - s f): s * e * (1 - s f) = (s e) * (1 - s f).
-        gap_trail = ext_before * (1.0 - s * f)
-        in_trail = np.maximum(ext_before, s * opens) * (1.0 - s * f)
-    else:
-        gap_trail = in_trail = np.full((L, cols.size), -np.inf)
-    gap_stop = np.maximum(fixed, gap_trail)
-    in_stop = np.maximum(fixed, in_trail)
-    sO, sA, sF = s * opens, s * adverse, s * favourable
-    gap = sO <= gap_stop
-    inside = sA <= in_stop
-    if exits.take_profit_pct is not None:
-        target = s * avg * (1.0 + s * exits.take_profit_pct / 100.0)
-        profit = sF >= target
-    else:
-        target = np.full(cols.size, np.inf)
-        profit = np.zeros_like(gap)
-    hit = gap | inside | profit
-    any_hit = hit.any(axis=0)
-    first = np.argmax(hit, axis=0)
-    survivors = ~any_hit
-    book.extreme[cols[survivors]] = s[survivors] * np.maximum(ext0[survivors], ext_after[-1, survivors])
-    if not np.any(any_hit):
-        return empty, empty, np.empty(0), np.empty(0, dtype=object)
-    j = np.flatnonzero(any_hit)
-    r = first[j]
-    sj = s[j]
-    is_gap = gap[r, j]
-    is_stop = is_gap | inside[r, j]
-    stop_level = np.where(is_gap, gap_stop[r, j], in_stop[r, j])
-    stop_px = np.where(is_gap, opens[r, j], sj * in_stop[r, j]) * (1.0 - sj * slip)
-    price = np.where(is_stop, stop_px, sj * target[j])
-    trailing_binds = stop_level > fixed[j]
-    reason = np.where(is_stop, np.where(trailing_binds, "trailing_stop", "stop_loss"), "take_profit")
-    return cols[j], a + r, price, reason.astype(object)
+    hits = first_exits(
+        bars.open[a:b, cols],
+        bars.high[a:b, cols],
+        bars.low[a:b, cols],
+        np.sign(book.q[cols]),
+        book.avg[cols],
+        book.extreme[cols],
+        exits,
+        slip,
+    )
+    survivors = np.ones(cols.size, dtype=bool)
+    survivors[hits.cols] = False
+    book.extreme[cols[survivors]] = hits.extreme[survivors]
+    return cols[hits.cols], a + hits.rows, hits.price, hits.reason
 
 
 def run_exits(

@@ -1,4 +1,4 @@
-"""Value types of the portfolio engine (portfolio.py): aligned bars, costs, exits, plans, results.
+"""Value types of the portfolio engine (portfolio.py): aligned bars, costs, plans, results (exits: exits.py).
 
 Pure data with validation, no simulation and no I/O.
 """
@@ -104,32 +104,6 @@ class Commission:
 
     def as_dict(self) -> dict[str, float]:
         return {"rate": self.rate, "fixed": self.fixed, "minimum": self.minimum}
-
-
-@dataclass(frozen=True, slots=True)
-class Exits:
-    """Exit levels in percent of the entry (or of the best price since, for the trailing stop)."""
-
-    stop_loss_pct: float | None = None
-    take_profit_pct: float | None = None
-    trailing_stop_pct: float | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("stop_loss_pct", "take_profit_pct", "trailing_stop_pct"):
-            v = getattr(self, name)
-            if v is not None and not (math.isfinite(v) and 0.0 < v < 100.0):
-                raise ValueError(f"`{name}` must be a percentage above 0 and below 100")
-
-    @property
-    def any(self) -> bool:
-        return any(v is not None for v in (self.stop_loss_pct, self.take_profit_pct, self.trailing_stop_pct))
-
-    def as_dict(self) -> dict[str, float | None]:
-        return {
-            "stop_loss_pct": self.stop_loss_pct,
-            "take_profit_pct": self.take_profit_pct,
-            "trailing_stop_pct": self.trailing_stop_pct,
-        }
 
 
 @dataclass(frozen=True, slots=True, eq=False)
