@@ -17,7 +17,6 @@ from app.domain.backtesting import tasks
 from app.domain.backtesting.engine import Bars, run_strategy
 from app.domain.backtesting.models import Backtest, BacktestResult
 from app.domain.backtesting.schemas import MONEY_METRICS
-from app.domain.backtesting.services import periods_per_year
 from app.domain.markets.synthetic import candles_to_csv, generate_candles
 from tests.conftest import make_settings
 from tests.integration.helpers import client_with_worker, discard_pending_jobs, make_market
@@ -47,7 +46,6 @@ def direct_run(bars: Bars, timeframe: str, params: dict, strategy: str = "sma_cr
         commission=0.0005,
         slippage_bps=2.0,
         lot_size=1.0,
-        periods_per_year=periods_per_year(timeframe),
     )
 
 
@@ -636,10 +634,3 @@ async def test_fan_out_enqueues_each_run_once(client, daily_market, make_user, d
     info = await queue.info(jobs=True, limit=1000)
     keys = [j["key"] for j in info["jobs"] if j["key"].startswith("backtest:")]
     assert len(keys) == len(set(keys))
-
-
-async def test_periods_per_year_follows_the_timeframe():
-    assert periods_per_year("1d") == 252
-    assert periods_per_year("1h") == 252 * 24
-    assert periods_per_year("1m") == 252 * 1440
-    assert periods_per_year("4h") == 252 * 6

@@ -133,7 +133,6 @@ def run(
             commission=float(data.commission),
             slippage_bps=float(data.slippage_bps or 0),
             lot_size=float(lot_size),
-            periods_per_year=services.periods_per_year(timeframe),
             progress=lambda f: progress.update(task, completed=f),
         )
         ran = time.perf_counter() - started

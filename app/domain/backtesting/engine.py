@@ -20,11 +20,18 @@ Execution model (``run_backtest``):
   that close (plus slippage and commission) by a stop-out, like a broker liquidating an exhausted
   account; with no cash left, no further entry can be sized. A long position cannot make equity
   negative (it is bought with cash), so this never applies to longs.
+- With ``exits`` (exits.py, the same code as the portfolio engine), a position is also closed inside
+  a bar by a stop-loss, take-profit or trailing stop: the bar's open is checked first (a gap through a
+  stop fills at the open), then its low / high; a bar that reaches both the stop and the target takes
+  the stop. The position then stays flat until the target changes (the next new entry), and the
+  trade's ``exit_reason`` says which exit closed it (``signal`` for a target change, ``stop_out`` for
+  the exhausted short below).
 - A position still open at the last bar stays open: it is marked to market at the last close and
   reported as a trade with ``is_open=True`` and no exit; its ``pnl`` is unrealised and net of the entry
   commission only.
 - ``Trade.return_pct`` is ``pnl / (quantity * entry_price)``, a fraction (0.05 = 5 %).
-- ``metrics`` are ``performance_metrics`` over the per-bar equity curve (``periods`` = bars - 1),
+- ``metrics`` are ``performance_metrics`` over the per-bar equity curve (``periods`` = bars - 1,
+  annualised by ``periods_per_year``, by default the data's calendar: periods.py),
   ``trade_metrics`` over the *closed* trades (exposure = share of bars ending with a position), plus
   ``final_equity``, ``initial_cash`` and ``open_trades``. If the equity ever reaches <= 0 (only
   through a short), the wealth path is taken as wiped out from that bar on (return -1, then 0).
@@ -32,8 +39,8 @@ Execution model (``run_backtest``):
 Only position changes are simulated in Python (few compared to bars); the equity curve and all
 per-bar arrays are built with numpy.
 
-The module is one idea, the simulation above, and runs a little past 500 lines because of this execution
-model and the one loop over position changes. Its plain-Python reference lives with the tests
+The module is one idea, the simulation above, and runs past 500 lines because of this execution model
+and the one loop over position changes. Its plain-Python reference lives with the tests
 (tests/unit/engine_reference.py); chart downsampling is in downsample.py.
 """
 
@@ -49,6 +56,8 @@ import msgspec
 import numpy as np
 
 from app.domain.analytics.metrics import performance_metrics, trade_metrics
+from app.domain.backtesting.exits import Exits, first_exits
+from app.domain.backtesting.periods import infer_periods_per_year
 from app.domain.backtesting.strategies import get_strategy, parse_params
 
 ProgressFn = Callable[[float], Any]
@@ -102,6 +111,9 @@ class Trade(msgspec.Struct, frozen=True, kw_only=True):
     is_open: bool
     entry_bar: int
     exit_bar: int | None
+    # Why the position closed: "signal" (the target changed), "stop_loss", "trailing_stop",
+    # "take_profit" (exits inside bars), "stop_out" (an exhausted short bought back); None while open.
+    exit_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -150,8 +162,11 @@ def run_costs(
     lot_size: float,
     allow_short: bool,
     periods_per_year: int,
+    exits: Exits | None = None,
 ) -> dict[str, Any]:
-    return {
+    """The costs part of the input hash. Exits are in it only when some level is given, so a run
+    without exits hashes as it always did."""
+    costs: dict[str, Any] = {
         "initial_cash": float(initial_cash),
         "commission": float(commission),
         "slippage_bps": float(slippage_bps),
@@ -159,6 +174,9 @@ def run_costs(
         "allow_short": bool(allow_short),
         "periods_per_year": int(periods_per_year),
     }
+    if exits is not None and exits.any:
+        costs["exits"] = exits.as_dict()
+    return costs
 
 
 def validate_run(
@@ -252,6 +270,7 @@ def finish_run(
     metrics["open_trades"] = sum(1 for t in trades if t.is_open)
     metrics["initial_cash"] = float(initial_cash)
     metrics["final_equity"] = float(equity[-1])
+    metrics["periods_per_year"] = int(periods_per_year)
     return BacktestResult(
         trades=trades,
         ts=ts,
@@ -276,17 +295,23 @@ def run_backtest(
     slippage_bps: float = 0.0,
     lot_size: float = 1.0,
     allow_short: bool = False,
-    periods_per_year: int = 252,
+    periods_per_year: int | None = None,
+    exits: Exits | None = None,
     progress: ProgressFn | None = None,
     input_hash: str | None = None,
 ) -> BacktestResult:
     """Simulate ``target`` (see the module docstring for the execution rules) over ``bars``.
+
+    ``periods_per_year`` defaults to the data's calendar (``infer_periods_per_year``); ``exits`` adds
+    stop-loss, take-profit and trailing-stop exits inside bars (exits.py).
 
     ``input_hash`` is stored as given; when omitted it is computed over the bars, the target array and
     the costs (use ``run_strategy`` to hash by strategy name and params instead).
     ``progress(fraction)`` is called with non-decreasing values in [0, 1]; it ends with 1.0.
     Raises ``ValueError`` for invalid costs or a target that is not in {-1, 0, 1} per bar.
     """
+    if periods_per_year is None:
+        periods_per_year = infer_periods_per_year(bars.ts) if isinstance(bars, Bars) else 252
     validate_run(
         bars,
         initial_cash=initial_cash,
@@ -307,6 +332,7 @@ def run_backtest(
         lot_size=lot_size,
         allow_short=allow_short,
         periods_per_year=periods_per_year,
+        exits=exits,
     )
     if input_hash is None:
         digest = hashlib.sha256(tgt.astype("<i1").tobytes()).hexdigest()
@@ -325,6 +351,7 @@ def run_backtest(
     open_ = bars.open
     close = bars.close
     ts = bars.ts
+    exiting = exits is not None and exits.any
     c = float(commission)
     cf = 1.0 + c
     lot = float(lot_size)
@@ -342,7 +369,7 @@ def run_backtest(
     ev_pos = [0.0]
     trades: list[Trade] = []
 
-    def close_position(bar: int, price: float) -> None:
+    def close_position(bar: int, price: float, reason: str = "signal") -> None:
         nonlocal cash, qty, side
         notional = qty * price
         fee = notional * c
@@ -367,6 +394,7 @@ def run_backtest(
                 is_open=False,
                 entry_bar=entry_bar,
                 exit_bar=bar,
+                exit_reason=reason,
             )
         )
         qty = 0.0
@@ -432,12 +460,35 @@ def run_backtest(
         ev_bar.append(bar)
         ev_cash.append(cash)
         ev_pos.append(v * qty)
+        # An exit inside a bar ends the position before that bar's close; the position then stays
+        # flat until the target changes (the next segment).
+        exit_end, exit_px, exit_why = end, 0.0, ""
+        if exiting:
+            hits = first_exits(
+                open_[bar:end, None],
+                bars.high[bar:end, None],
+                bars.low[bar:end, None],
+                np.array([float(v)]),
+                np.array([price]),
+                open_[bar : bar + 1],
+                exits,  # type: ignore[arg-type]
+                slippage_bps / 1e4,
+            )
+            if hits.cols.size:
+                exit_end, exit_px, exit_why = (
+                    bar + int(hits.rows[0]),
+                    float(hits.price[0]),
+                    str(hits.reason[0]),
+                )
         if v < 0:
-            marked = cash + (-qty) * close[bar:end]
+            marked = cash + (-qty) * close[bar:exit_end]
             ruin = np.flatnonzero(marked <= 0.0)
             if ruin.size:
                 stop_bar = bar + int(ruin[0])
-                close_position(stop_bar, float(close[stop_bar]) * buy_adj)
+                close_position(stop_bar, float(close[stop_bar]) * buy_adj, "stop_out")
+                continue
+        if exit_end < end:
+            close_position(exit_end, exit_px, exit_why)
 
     bar_arr = np.asarray(ev_bar, dtype=np.int64)
     last_of_bar = np.append(bar_arr[1:] != bar_arr[:-1], True)
@@ -474,15 +525,19 @@ def run_strategy(
     commission: float,
     slippage_bps: float = 0.0,
     lot_size: float = 1.0,
-    periods_per_year: int = 252,
+    periods_per_year: int | None = None,
+    exits: Exits | None = None,
     progress: ProgressFn | None = None,
 ) -> BacktestResult:
     """Parse params, compute the strategy's signals and run them; the input hash covers the strategy
-    name, the parsed params (defaults filled in) and the costs. ``allow_short`` comes from the
-    params (strategies without it are long/flat)."""
+    name, the parsed params (defaults filled in) and the costs (with the exits and the periods per
+    year, inferred from the bars when not given). ``allow_short`` comes from the params (strategies
+    without it are long/flat)."""
     spec = get_strategy(strategy)
     parsed = parse_params(strategy, dict(params) if params is not None else None)
     allow_short = bool(getattr(parsed, "allow_short", False))
+    if periods_per_year is None:
+        periods_per_year = infer_periods_per_year(bars.ts) if isinstance(bars, Bars) else 252
     costs = run_costs(
         initial_cash=initial_cash,
         commission=commission,
@@ -490,6 +545,7 @@ def run_strategy(
         lot_size=lot_size,
         allow_short=allow_short,
         periods_per_year=periods_per_year,
+        exits=exits,
     )
     validate_run(
         bars,
@@ -510,6 +566,7 @@ def run_strategy(
         lot_size=lot_size,
         allow_short=allow_short,
         periods_per_year=periods_per_year,
+        exits=exits,
         progress=progress,
         input_hash=input_hash,
     )

@@ -58,6 +58,7 @@ import numpy as np
 from app.domain.analytics.metrics import performance_metrics, trade_metrics
 from app.domain.backtesting.engine import equity_returns
 from app.domain.backtesting.exits import Exits
+from app.domain.backtesting.periods import infer_periods_per_year
 from app.domain.backtesting.portfolio_book import Book, rebalance, run_exits
 from app.domain.backtesting.portfolio_model import (
     Commission,
@@ -111,20 +112,6 @@ def rebalance_bars(ts: np.ndarray, rebalance: Rebalance) -> np.ndarray:
         raise ValueError(f"unknown rebalance {rebalance!r}")
     last = np.flatnonzero(period[1:] != period[:-1])
     return np.unique(np.concatenate(([0], last, [n - 1])))
-
-
-def infer_periods_per_year(ts: np.ndarray) -> int:
-    """Bars per year from the data's calendar: 252 for weekday-only daily bars, 365 for daily bars
-    with weekends, else the bar count of an average (365.25-day) year over the data's span."""
-    ts = np.asarray(ts, dtype=np.int64)
-    if ts.size < 2:
-        return 252
-    step = int(np.median(np.diff(ts)))
-    if step == 86_400:
-        weekday = (ts // 86_400 + 3) % 7  # 0 = Monday
-        return 365 if np.any(weekday >= 5) else 252
-    span = float(ts[-1] - ts[0] + step)
-    return max(1, round(ts.size * 365.25 * 86_400 / span))
 
 
 def benchmark_metrics(

@@ -15,7 +15,9 @@ import msgspec
 
 from app.domain.backtesting.schemas import (
     BacktestCreate,
+    ExitsIn,
     ParamName,
+    PeriodsPerYear,
     RankMetric,
     StrategyName,
     Symbol,
@@ -29,7 +31,6 @@ MAX_SCHEDULE = 10_000
 MAX_WINDOWS = 200
 
 Weight = Annotated[float, msgspec.Meta(ge=-10.0, le=10.0)]
-Percent = Annotated[float, msgspec.Meta(gt=0.0, lt=100.0)]
 Rule = Annotated[str, msgspec.Meta(min_length=1, max_length=2_000)]
 
 
@@ -44,14 +45,6 @@ class CommissionModel(msgspec.Struct, forbid_unknown_fields=True):
         non_negative(self, "rate", "fixed", "minimum")
         if self.rate >= 1:
             raise ValueError("`rate` is a fraction of notional and must be less than 1")
-
-
-class ExitsIn(msgspec.Struct, forbid_unknown_fields=True):
-    """Exits inside bars, in percent (5 = 5 %) like the paper exchange's `trail_percent`."""
-
-    stop_loss_pct: Percent | None = None
-    take_profit_pct: Percent | None = None
-    trailing_stop_pct: Percent | None = None
 
 
 class ScheduleEntry(msgspec.Struct, forbid_unknown_fields=True):
@@ -112,7 +105,7 @@ class PortfolioCreate(msgspec.Struct, forbid_unknown_fields=True):
     start: UtcDatetime | None = None
     end: UtcDatetime | None = None
     benchmark: Symbol | None = None
-    periods_per_year: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
+    periods_per_year: PeriodsPerYear | None = None
     exits: ExitsIn | None = None
     allow_short: bool = False
     leverage: Annotated[float, msgspec.Meta(gt=0.0, le=10.0)] = 1.0
@@ -140,8 +133,6 @@ _PORTFOLIO_ONLY = (
     "symbols",
     "allocation",
     "benchmark",
-    "periods_per_year",
-    "exits",
     "allow_short",
     "leverage",
     "whole_units",
@@ -198,10 +189,26 @@ class BacktestSubmission(msgspec.Struct, forbid_unknown_fields=True):
         Annotated[Symbol, _about(_MANY, "Adds alpha, beta, tracking error, information ratio")] | Unset
     ) = _UNSET
     periods_per_year: (
-        Annotated[int, msgspec.Meta(ge=1, le=1_000_000, description=f"{_MANY}. Default: from the data.")]
+        Annotated[
+            int,
+            msgspec.Meta(
+                ge=1,
+                le=1_000_000,
+                description="Both forms. Annualisation; default: from the data's calendar (252 for "
+                "weekday-only daily bars, 365 with weekends, else bars per average year).",
+            ),
+        ]
         | Unset
     ) = _UNSET
-    exits: Annotated[ExitsIn, _about(_MANY)] | Unset = _UNSET
+    exits: (
+        Annotated[
+            ExitsIn,
+            msgspec.Meta(
+                description="Both forms. Stop-loss, take-profit and trailing stop inside bars, in percent."
+            ),
+        ]
+        | Unset
+    ) = _UNSET
     allow_short: Annotated[bool, _about(_MANY, "Default false")] | Unset = _UNSET
     leverage: Annotated[float, msgspec.Meta(gt=0.0, le=10.0, description=f"{_MANY}. Default 1.")] | Unset = (
         _UNSET

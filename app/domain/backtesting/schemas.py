@@ -37,6 +37,12 @@ UtcDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 StrategyName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 Symbol = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
 ParamName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+Percent = Annotated[float, msgspec.Meta(gt=0.0, lt=100.0)]
+PeriodsPerYear = Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
+# A one-instrument row keeps its run settings (exits, periods_per_year) in `params` under this key,
+# next to the strategy's parameters; no strategy parameter can have this name (they are identifiers
+# without a leading underscore), and answers show the settings as fields of their own.
+RUN_SETTINGS_KEY = "_run"
 
 
 def _check_costs(obj: Any) -> None:
@@ -50,6 +56,14 @@ def _check_costs(obj: Any) -> None:
         raise ValueError("`start` must not be after `end`")
 
 
+class ExitsIn(msgspec.Struct, forbid_unknown_fields=True):
+    """Exits inside bars, in percent (5 = 5 %) like the paper exchange's `trail_percent`."""
+
+    stop_loss_pct: Percent | None = None
+    take_profit_pct: Percent | None = None
+    trailing_stop_pct: Percent | None = None
+
+
 class BacktestCreate(msgspec.Struct, forbid_unknown_fields=True):
     strategy: StrategyName
     symbol: Symbol
@@ -60,6 +74,8 @@ class BacktestCreate(msgspec.Struct, forbid_unknown_fields=True):
     slippage_bps: Decimal | None = None
     start: UtcDatetime | None = None
     end: UtcDatetime | None = None
+    exits: ExitsIn | None = None
+    periods_per_year: PeriodsPerYear | None = None
 
     def __post_init__(self) -> None:
         _check_costs(self)
@@ -93,6 +109,10 @@ class BacktestOut(msgspec.Struct):
     # request in `params`.
     kind: Literal["single", "portfolio"] = "single"
     symbols: list[str] | None = None
+    # One-instrument runs: the exits inside bars and the annualisation asked for (null: none / the
+    # data's calendar). A portfolio's are in its `params`.
+    exits: dict[str, float | None] | None = None
+    periods_per_year: int | None = None
 
 
 class BacktestPage(msgspec.Struct):
@@ -114,8 +134,8 @@ class TradeOut(msgspec.Struct):
     is_open: bool
     entry_bar: int
     exit_bar: int | None
-    # Portfolio trades: the symbol, and why the position closed (signal, stop_loss, trailing_stop,
-    # take_profit; null while open).
+    # Why the position closed (signal, stop_loss, trailing_stop, take_profit, and stop_out for an
+    # exhausted one-instrument short; null while open); portfolio trades also name the symbol.
     symbol: str | None = None
     exit_reason: str | None = None
 

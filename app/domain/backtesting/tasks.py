@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.domain.backtesting.downsample import equity_downsample
 from app.domain.backtesting.engine import BacktestResult as EngineResult
 from app.domain.backtesting.engine import Bars, run_strategy
+from app.domain.backtesting.exits import Exits
 from app.domain.backtesting.models import Backtest, BacktestResult
 from app.domain.backtesting.schemas import ACTIVE_STATUSES
 from app.domain.backtesting.services import (
@@ -35,7 +36,7 @@ from app.domain.backtesting.services import (
     clean_metrics,
     job_key,
     load_bars,
-    periods_per_year,
+    split_run_settings,
 )
 from app.domain.markets.models import Instrument
 from app.lib.jobs import enqueue, job
@@ -393,18 +394,21 @@ async def run_backtest_job(ctx: dict[str, Any], *, backtest_id: Any) -> dict[str
         bars = await bars_for(ctx, row.symbol, row.timeframe, row.start, row.end)
         await write(LOADED)
         reporter = ProgressReporter(asyncio.get_running_loop(), write, LOADED, SIMULATED, LOADED)
+        params, settings = split_run_settings(row.params)
         # The simulation is CPU work: in a thread, so the worker keeps heartbeating and serving other
         # jobs (and, in-process, API requests) meanwhile.
         result = await asyncio.to_thread(
             run_strategy,
             bars,
             row.strategy,
-            row.params,
+            params,
             initial_cash=float(row.initial_cash),
             commission=float(row.commission),
             slippage_bps=float(row.slippage_bps),
             lot_size=float(lot_size),
-            periods_per_year=periods_per_year(row.timeframe),
+            # Without a given value, annualised by the data's calendar (periods.py).
+            periods_per_year=settings.get("periods_per_year"),
+            exits=Exits(**settings["exits"]) if settings.get("exits") else None,
             progress=reporter,
         )
         stored = await _store(engine, bid, bars, result)

@@ -23,7 +23,7 @@ from app.domain.backtesting.engine import Bars, run_strategy
 from app.domain.backtesting.models import WalkForward, WalkForwardWindow
 from app.domain.backtesting.portfolio import PortfolioBars, infer_periods_per_year, run_portfolio
 from app.domain.backtesting.portfolio_service import build_plan, engine_options, load_portfolio_bars
-from app.domain.backtesting.services import clean_metrics, money, periods_per_year
+from app.domain.backtesting.services import clean_metrics, money
 from app.domain.backtesting.tasks import bars_for
 from app.domain.backtesting.walkforward import make_windows, run_window, stitch, stitched_metrics
 from app.domain.backtesting.walkforward_service import WINDOW_JOB
@@ -91,7 +91,7 @@ async def make_runner(ctx: dict[str, Any], spec: dict[str, Any]) -> tuple[Runner
     symbol = spec["symbol"]
     single = await bars_for(ctx, symbol, spec["timeframe"], start, end)
     (lot,) = await _lot_sizes(engine, [symbol])
-    P = periods_per_year(spec["timeframe"])
+    P = infer_periods_per_year(single.ts)
 
     def run_single_slice(bar_slice: tuple[int, int], params: dict[str, Any]) -> Any:
         a, b = bar_slice

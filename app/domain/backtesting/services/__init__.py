@@ -23,10 +23,8 @@ from app.domain.backtesting.services.common import (
     RESULT_CACHE_TTL,
     RUN_JOB,
     STORED_EQUITY_POINTS,
-    TRADING_DAYS_PER_YEAR,
     job_key,
     log,
-    periods_per_year,
     sweep_job_key,
 )
 from app.domain.backtesting.services.rendering import (
@@ -36,6 +34,7 @@ from app.domain.backtesting.services.rendering import (
     decimal_places,
     metrics_out,
     money,
+    split_run_settings,
     trade_out,
 )
 from app.domain.backtesting.services.reports import create_report_token, redeem_report_token, report_page
@@ -70,7 +69,6 @@ __all__ = [
     "RESULT_CACHE_TTL",
     "RUN_JOB",
     "STORED_EQUITY_POINTS",
-    "TRADING_DAYS_PER_YEAR",
     "abort_saq_job",
     "backtest_equity",
     "backtest_out",
@@ -99,7 +97,6 @@ __all__ = [
     "metrics_out",
     "money",
     "param_field",
-    "periods_per_year",
     "redeem_report_token",
     "report_page",
     "require_completed",
@@ -107,6 +104,7 @@ __all__ = [
     "slippage_or_zero",
     "stored_result",
     "sweep_heatmap",
+    "split_run_settings",
     "sweep_job_key",
     "sweep_visible",
     "trade_out",

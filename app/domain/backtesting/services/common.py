@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 
 from app.domain.backtesting.models import Backtest
-from app.domain.markets.candles import timeframe_seconds
 from app.lib.log import get_logger
 
 log = get_logger("app.backtests")
@@ -16,8 +15,6 @@ FAN_OUT_JOB = "backtest.fan_out"
 STORED_EQUITY_POINTS = 5_000
 RESULT_CACHE_TTL = 600
 REPORT_TOKEN_TTL = 300
-# Trading days of 24 hours, the convention of app/domain/markets/synthetic.py: 1d -> 252, 1h -> 6048.
-TRADING_DAYS_PER_YEAR = 252
 BACKTEST_COLS = (
     Backtest.id,
     Backtest.status,
@@ -50,7 +47,3 @@ def job_key(backtest_id: uuid.UUID) -> str:
 
 def sweep_job_key(sweep_id: uuid.UUID) -> str:
     return f"sweep:{sweep_id}"
-
-
-def periods_per_year(timeframe: str) -> int:
-    return round(TRADING_DAYS_PER_YEAR * 86_400 / timeframe_seconds(timeframe))

@@ -9,9 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from app.domain.backtesting.schemas import MONEY_METRICS, BacktestOut, TradeOut
+from app.domain.backtesting.schemas import MONEY_METRICS, RUN_SETTINGS_KEY, BacktestOut, TradeOut
 from app.lib.decimals import plain
 
+EXIT_FIELDS = ("stop_loss_pct", "take_profit_pct", "trailing_stop_pct")
 # Money amounts of a backtest (PnL, commission, equity metrics) are rounded to the fee scale of live
 # trading (app/domain/trading/rules.py: FEE_QUANTUM): the engine computes in floats, whose last bits are
 # noise once printed as decimals ("198.40075000000002").
@@ -60,14 +61,25 @@ def _seconds(a: datetime | None, b: datetime | None) -> float | None:
     return round((b - a).total_seconds(), 6) if a is not None and b is not None else None
 
 
+def split_run_settings(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(strategy parameters, run settings) of a one-instrument row's stored `params`."""
+    if RUN_SETTINGS_KEY not in params:
+        return params, {}
+    rest = {k: v for k, v in params.items() if k != RUN_SETTINGS_KEY}
+    return rest, dict(params[RUN_SETTINGS_KEY] or {})
+
+
 def backtest_out(row: Any) -> BacktestOut:
     m = row._mapping
+    portfolio = m["kind"] == "portfolio"
+    params, settings = (m["params"], {}) if portfolio else split_run_settings(m["params"])
+    exits = settings.get("exits")
     return BacktestOut(
         id=m["id"],
         status=m["status"],
         progress=float(m["progress"]),
         strategy=m["strategy"],
-        params=m["params"],
+        params=params,
         symbol=m["symbol"],
         timeframe=m["timeframe"],
         start=m["start"],
@@ -87,7 +99,9 @@ def backtest_out(row: Any) -> BacktestOut:
         queued_seconds=_seconds(m["created_at"], m["started_at"]),
         run_seconds=_seconds(m["started_at"], m["finished_at"]),
         kind=m["kind"],
-        symbols=list(m["params"].get("symbols") or []) if m["kind"] == "portfolio" else None,
+        symbols=list(m["params"].get("symbols") or []) if portfolio else None,
+        exits={k: exits.get(k) for k in EXIT_FIELDS} if exits else None,
+        periods_per_year=settings.get("periods_per_year"),
     )
 
 

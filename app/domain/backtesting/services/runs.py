@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 import numpy as np
 from saq import Queue
 from saq.job import TERMINAL_STATUSES, Status
@@ -18,6 +19,7 @@ from app.domain.backtesting.models import Backtest, BacktestResult
 from app.domain.backtesting.quotas import enforce_active_quota
 from app.domain.backtesting.schemas import (
     ACTIVE_STATUSES,
+    RUN_SETTINGS_KEY,
     BacktestCreate,
     BacktestOut,
     EquityOut,
@@ -72,6 +74,19 @@ async def enqueue_run(
         raise ApiError(503, "The job queue is unavailable; the backtest was not started") from exc
 
 
+def run_settings(data: BacktestCreate) -> dict[str, Any]:
+    """The run settings a one-instrument row keeps beside its strategy parameters (only those given,
+    so a run without them stores what it always did)."""
+    settings: dict[str, Any] = {}
+    if data.exits is not None:
+        exits = {k: v for k, v in msgspec.to_builtins(data.exits).items() if v is not None}
+        if exits:
+            settings["exits"] = exits
+    if data.periods_per_year is not None:
+        settings["periods_per_year"] = data.periods_per_year
+    return settings
+
+
 async def create_backtest(
     conn: AsyncConnection,
     queue: Queue | None,
@@ -82,6 +97,9 @@ async def create_backtest(
     queue = require_queue(queue)
     check_strategy(data.strategy)
     params = check_params(data.strategy, data.params)
+    settings = run_settings(data)
+    if settings:
+        params = {**params, RUN_SETTINGS_KEY: settings}
     await check_market(conn, data.symbol, data.timeframe, data.start, data.end)
     backtest_id = uuid.uuid4()
     key = job_key(backtest_id)
