@@ -493,6 +493,8 @@ async def test_sweep_runs_every_combination_and_ranks_them(worker_client, daily_
     assert [g[1] for g in got] == [e[1] for e in expected]
     assert {g[0] for g in got} == {e[0] for e in expected}
     assert [r["rank"] for r in body["ranked"]] == list(range(1, 13))
+    # Annualised by the data's calendar like a single run (daily bars with weekends: 365).
+    assert {r["metrics"]["periods_per_year"] for r in body["ranked"]} == {365}
 
     # Re-ranked by another metric on request; smaller-is-better metrics rank ascending.
     by_dd = (

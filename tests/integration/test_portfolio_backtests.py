@@ -239,7 +239,6 @@ async def test_malformed_portfolios_are_400_naming_the_field(client, market, mak
         (body(syms, fixed, strategy="sma_cross"), "strategy"),
         (body(syms, fixed, params={"fast": 5}), "params"),
         ({k: v for k, v in body(syms, fixed).items() if k != "symbols"}, "symbols"),
-        ({**single, "exits": {"stop_loss_pct": 5}}, "exits"),
         ({**single, "allow_short": True}, "allow_short"),
         ({k: v for k, v in single.items() if k != "strategy"}, "strategy"),
         ({**single, "commission": {"rate": "0.001"}}, "commission"),

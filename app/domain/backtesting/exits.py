@@ -44,10 +44,10 @@ class Exits:
         return any(v is not None for v in (self.stop_loss_pct, self.take_profit_pct, self.trailing_stop_pct))
 
     def as_dict(self) -> dict[str, float | None]:
+        """The levels as floats (what input hashes encode: 5 and 5.0 are one level)."""
         return {
-            "stop_loss_pct": self.stop_loss_pct,
-            "take_profit_pct": self.take_profit_pct,
-            "trailing_stop_pct": self.trailing_stop_pct,
+            name: None if (v := getattr(self, name)) is None else float(v)
+            for name in ("stop_loss_pct", "take_profit_pct", "trailing_stop_pct")
         }
 
 

@@ -462,6 +462,8 @@ class Backtest(Model, kw_only=True):
     run_seconds: float | None
     kind: str = "single"  # or "portfolio"
     symbols: list[str] | None = None  # a portfolio's symbols
+    exits: dict[str, float | None] | None = None  # a one-instrument run's exits inside bars
+    periods_per_year: int | None = None  # a one-instrument run's annualisation (None: the data's calendar)
 
 
 class BacktestTrade(Model, kw_only=True):
