@@ -93,6 +93,11 @@ async def test_exits_run_on_a_worker_and_match_the_engine(worker_client, markets
     ]
     reasons = {t["exit_reason"] for t in trades}
     assert {"stop_loss", "trailing_stop"} & reasons and "signal" in reasons
+    # The report's setup lists the exits and the annualisation.
+    report = await worker_client.get(f"/api/v1/backtests/{done['id']}/report", headers=user["headers"])
+    assert report.status_code == 200
+    for label, value in (("stop loss (%)", "3"), ("trailing stop (%)", "6"), ("periods per year", "365")):
+        assert f"<th>{label}</th><td>{value}</td>" in report.text, label
 
     # Without exits: a different input hash and only signal exits; the same request twice: same hash.
     plain = await submit(worker_client, user["headers"], symbol)

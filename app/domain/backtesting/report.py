@@ -364,6 +364,12 @@ def render_report(bt: BacktestOut, stored: dict[str, Any], trades: list[dict[str
         ("initial cash", plain(bt.initial_cash)),
         ("commission", plain(bt.commission)),
         ("slippage (bps)", str(bt.slippage_bps)),
+        *[
+            (name.replace("_pct", " (%)").replace("_", " "), f"{level:g}")
+            for name, level in (bt.exits or {}).items()
+            if level is not None
+        ],
+        ("periods per year", str(metrics.get("periods_per_year", bt.periods_per_year or "–"))),
         ("input hash", (bt.input_hash or "")[:16] + "…"),
         ("run time", f"{bt.run_seconds:.2f} s" if bt.run_seconds is not None else "–"),
     ]
