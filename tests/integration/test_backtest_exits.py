@@ -4,7 +4,12 @@ real worker: the body, the stored run settings, the engine's numbers, and 400s n
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -21,7 +26,7 @@ from tests.integration.test_backtests import bars_of, upload, wait_for
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 worker_client = test_backtests.worker_client
 
-COSTS = {"initial_cash": "100000", "commission": "0.0005", "slippage_bps": "2"}
+COSTS = test_backtests.COSTS
 EXITS = {"stop_loss_pct": 3, "trailing_stop_pct": 6}
 
 
@@ -38,17 +43,10 @@ async def markets(client, admin_headers):
 
 
 async def submit(client, headers, symbol: str, timeframe: str = "1d", **extra) -> dict:
-    body = {
-        "strategy": "sma_cross",
-        "params": {"fast": 5, "slow": 20},
-        "symbol": symbol,
-        "timeframe": timeframe,
-        **COSTS,
-        **extra,
-    }
-    resp = await client.post("/api/v1/backtests", json=body, headers=headers)
-    assert resp.status_code == 202, resp.text
-    created = resp.json()
+    """test_backtests.submit with this module's parameters, waited for until completed."""
+    created = await test_backtests.submit(
+        client, headers, symbol, timeframe, params={"fast": 5, "slow": 20}, **extra
+    )
     done, _ = await wait_for(client, headers, created["id"], limit_seconds=60)
     assert done["status"] == "completed", done
     return done
@@ -151,3 +149,27 @@ async def test_bad_exits_and_periods_are_400_naming_the_field(client, markets, m
             assert "stop_pct" in problem["errors"][0]["message"], problem
     async with db_engine.connect() as conn:
         assert await conn.scalar(select(func.count()).select_from(Backtest)) == before
+
+
+async def test_cli_runs_with_exits_and_periods_per_year(markets, settings):
+    symbol, rows = markets["daily"]
+    tradedesk = str(Path(sys.executable).with_name("tradedesk"))
+    env = {**os.environ, "DATABASE_URL": settings.database_url, "LOG_LEVEL": "WARNING"}
+    args = [tradedesk, "backtest", "run", "--strategy", "sma_cross", "--symbol", symbol, "--json"]
+    args += ["--params", "fast=5,slow=20", "--initial-cash", "100000", "--commission", "0.0005"]
+    args += ["--slippage-bps", "2", "--stop-loss-pct", "3", "--trailing-stop-pct", "6"]
+    done = await asyncio.to_thread(subprocess.run, args, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    expected = direct(rows, exits=Exits(stop_loss_pct=3, trailing_stop_pct=6))
+    assert out["input_hash"] == expected.input_hash
+    assert out["metrics"]["sharpe"] == expected.metrics["sharpe"]
+    assert out["metrics"]["periods_per_year"] == 365
+    given = await asyncio.to_thread(
+        subprocess.run, [*args, "--periods-per-year", "252"], env=env, capture_output=True, text=True
+    )
+    assert json.loads(given.stdout)["metrics"]["periods_per_year"] == 252
+    bad = await asyncio.to_thread(
+        subprocess.run, [*args, "--take-profit-pct", "-1"], env=env, capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and "take_profit_pct" in bad.stderr

@@ -48,9 +48,26 @@ def backtest() -> None:
 @click.option("--slippage-bps", default="0", show_default=True)
 @click.option("--start", default=None, help="First bar (ISO 8601, UTC if no offset)")
 @click.option("--end", default=None, help="Last bar (ISO 8601, UTC if no offset)")
+@click.option("--stop-loss-pct", type=float, default=None, help="Stop-loss exit, percent below the entry")
+@click.option("--take-profit-pct", type=float, default=None, help="Take-profit exit, percent above the entry")
+@click.option("--trailing-stop-pct", type=float, default=None, help="Trailing stop, percent off the best")
+@click.option("--periods-per-year", type=int, default=None, help="Default: from the data's calendar")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON instead of a table")
 def run(
-    strategy, symbol, timeframe, raw_params, initial_cash, commission, slippage_bps, start, end, as_json
+    strategy,
+    symbol,
+    timeframe,
+    raw_params,
+    initial_cash,
+    commission,
+    slippage_bps,
+    start,
+    end,
+    stop_loss_pct,
+    take_profit_pct,
+    trailing_stop_pct,
+    periods_per_year,
+    as_json,
 ) -> None:
     """Run STRATEGY over SYMBOL's stored candles and print its metrics."""
     import msgspec
@@ -60,6 +77,7 @@ def run(
 
     from app.domain.backtesting import services
     from app.domain.backtesting.engine import run_strategy
+    from app.domain.backtesting.exits import Exits
     from app.domain.backtesting.report import format_metric
     from app.domain.backtesting.schemas import BacktestCreate
     from app.lib.embedded import apply_embedded_defaults
@@ -80,6 +98,12 @@ def run(
                 "slippage_bps": _decimal(slippage_bps, "--slippage-bps"),
                 "start": utc_option(start, "--start"),
                 "end": utc_option(end, "--end"),
+                "exits": {
+                    "stop_loss_pct": stop_loss_pct,
+                    "take_profit_pct": take_profit_pct,
+                    "trailing_stop_pct": trailing_stop_pct,
+                },
+                "periods_per_year": periods_per_year,
             },
             BacktestCreate,
         )
@@ -133,6 +157,8 @@ def run(
             commission=float(data.commission),
             slippage_bps=float(data.slippage_bps or 0),
             lot_size=float(lot_size),
+            periods_per_year=data.periods_per_year,
+            exits=Exits(**msgspec.to_builtins(data.exits)) if data.exits is not None else None,
             progress=lambda f: progress.update(task, completed=f),
         )
         ran = time.perf_counter() - started
