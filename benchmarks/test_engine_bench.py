@@ -3,7 +3,8 @@
     python -m pytest benchmarks/test_engine_bench.py -p no:xdist -q
 
 The vectorised path (sma_cross signals + engine + metrics) must handle 1,000,000 bars in well under a
-second; the plain-Python loop reference is timed on 100,000 bars for comparison.
+second, with or without exits inside bars; the plain-Python loop reference is timed on 100,000 bars
+for comparison.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 from app.domain.backtesting.engine import Bars, run_strategy
+from app.domain.backtesting.exits import Exits
 from tests.unit.engine_reference import run_backtest_loop
 
 # Costs small enough that the account keeps trading for the whole series (about 20k round trips on
@@ -68,6 +70,22 @@ def test_vectorised_sma_cross_1m_bars(benchmark, bars_1m):
     assert len(result.trades) > 10_000, "the benchmark must actually trade"
     assert result.metrics["exposure_pct"] > 0.4
     assert result.equity.shape == (1_000_000,)
+    assert best < 1.0
+
+
+def test_vectorised_sma_cross_with_exits_1m_bars(benchmark, bars_1m):
+    exits = Exits(stop_loss_pct=0.3, take_profit_pct=1.0, trailing_stop_pct=0.6)
+    result = benchmark.pedantic(
+        run_strategy,
+        args=(bars_1m, "sma_cross", PARAMS),
+        kwargs={**COSTS, "exits": exits},
+        rounds=5,
+        iterations=1,
+        warmup_rounds=1,
+    )
+    best = _report(benchmark, len(bars_1m), "vectorised sma_cross with stop-loss, take-profit, trailing stop")
+    reasons = {t.exit_reason for t in result.trades}
+    assert {"stop_loss", "take_profit", "trailing_stop"} <= reasons, reasons
     assert best < 1.0
 
 

@@ -57,6 +57,7 @@ def run_backtest_loop(
     tp = exits.take_profit_pct / 100 if exits.take_profit_pct is not None else None
     tr = exits.trailing_stop_pct / 100 if exits.trailing_stop_pct is not None else None
     slip = slippage_bps / 1e4
+    exiting = exits.any
     params = parse_params("sma_cross", {"fast": fast, "slow": slow, "allow_short": allow_short})
     validate_run(
         bars,
@@ -79,8 +80,8 @@ def run_backtest_loop(
 
     ts = bars.ts.tolist()
     opens = bars.open.tolist()
-    highs = bars.high.tolist()
-    lows = bars.low.tolist()
+    highs = bars.high.tolist() if exiting else []
+    lows = bars.low.tolist() if exiting else []
     closes = bars.close.tolist()
     n = len(closes)
     c = float(commission)
@@ -150,7 +151,7 @@ def run_backtest_loop(
                     entry_bar, entry_px, entry_fee = t, price, fee
                     best = opens[t]
         # 1b. Exits inside the bar.
-        if side > 0 and exits.any:
+        if exiting and side > 0:
             fixed = entry_px * (1 - sl) if sl is not None else -math.inf
             trail = best * (1 - tr) if tr is not None else -math.inf
             trail_in = max(best, opens[t]) * (1 - tr) if tr is not None else -math.inf
@@ -166,7 +167,7 @@ def run_backtest_loop(
                 blocked = True
             else:
                 best = max(best, highs[t])
-        elif side < 0 and exits.any:
+        elif exiting and side < 0:
             fixed = entry_px * (1 + sl) if sl is not None else math.inf
             trail = best * (1 + tr) if tr is not None else math.inf
             trail_in = min(best, opens[t]) * (1 + tr) if tr is not None else math.inf
@@ -192,12 +193,13 @@ def run_backtest_loop(
         cur_fast = (prefix[t + 1] - prefix[t + 1 - fast]) / fast if t + 1 >= fast else None
         cur_slow = (prefix[t + 1] - prefix[t + 1 - slow]) / slow if t + 1 >= slow else None
         if None not in (prev_fast, prev_slow, cur_fast, cur_slow):
-            before = wanted
             if prev_fast < prev_slow and cur_fast > cur_slow:
+                blocked = blocked and wanted == 1
                 wanted = 1
             elif prev_fast > prev_slow and cur_fast < cur_slow:
-                wanted = -1 if allow_short else 0
-            blocked = blocked and wanted == before
+                down = -1 if allow_short else 0
+                blocked = blocked and wanted == down
+                wanted = down
         prev_fast, prev_slow = cur_fast, cur_slow
 
     if side != 0:

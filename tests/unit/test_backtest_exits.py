@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from app.domain.backtesting.engine import Bars, run_backtest, run_strategy
-from app.domain.backtesting.exits import Exits
+from app.domain.backtesting.exits import Exits, first_exits, first_exits_ragged
 from app.domain.backtesting.periods import infer_periods_per_year
 from app.domain.backtesting.portfolio import PortfolioBars, SignalPlan, run_portfolio
 from app.domain.backtesting.strategies import get_strategy, parse_params
@@ -295,3 +295,60 @@ def test_annualisation_follows_the_calendar_unless_given():
     inferred = run_strategy(seven_days, "buy_and_hold", {}, **kw)
     assert given.metrics["periods_per_year"] == 252
     assert given.input_hash != inferred.input_hash
+
+
+@pytest.mark.parametrize("exits", EXIT_CASES, ids=lambda e: repr(e.as_dict()))
+def test_exits_of_retried_entries_match_the_reference(exits):
+    """A violent series and a tiny account: entries wait for an affordable open (scanned on their own,
+    not in the batch of entries at a segment's start) and shorts can be stopped out."""
+    rng = np.random.default_rng(11)
+    n = 3000
+    close = 50.0 * np.exp(np.cumsum(rng.normal(0.0, 0.08, n)))
+    open_ = np.concatenate(([50.0], close[:-1])) * np.exp(rng.normal(0.0, 0.05, n))
+    b = Bars(
+        ts=np.arange(n) * 60,
+        open=open_,
+        high=np.maximum(open_, close) * 1.01,
+        low=np.minimum(open_, close) * 0.99,
+        close=close,
+        volume=np.ones(n),
+    )
+    params = {"fast": 2, "slow": 6, "allow_short": True}
+    costs = {"initial_cash": 60.0, "commission": 0.001, "slippage_bps": 3.0}
+    vec = run_strategy(b, "sma_cross", params, exits=exits, **costs)
+    ref = run_backtest_loop(b, **params, exits=exits, **costs)
+    assert vec.trades == ref.trades
+    np.testing.assert_array_equal(vec.equity, ref.equity)
+    target = get_strategy("sma_cross").signals(b, parse_params("sma_cross", params))
+    changes = set((np.flatnonzero(np.diff(target)) + 2).tolist())
+    retried = [t for t in vec.trades if t.entry_bar not in changes]
+    assert len(retried) >= 2, "data must exercise retried entries"
+    assert any(t.exit_reason not in (None, "signal") for t in retried)
+
+
+@pytest.mark.parametrize("exits", EXIT_CASES, ids=lambda e: repr(e.as_dict()))
+def test_the_batched_scan_equals_one_scan_per_holding_period(exits):
+    b = gbm(2000, 8)
+    rng = np.random.default_rng(1)
+    cuts = np.unique(np.concatenate(([0], rng.integers(1, 2000, 150), [2000])))
+    starts, ends = cuts[:-1], cuts[1:]  # lengths from 1 bar up
+    side = rng.choice([-1.0, 1.0], starts.size)
+    avg = b.open[starts] * np.where(side > 0, 1.0005, 0.9995)
+    bar, price, reason = first_exits_ragged(b.open, b.high, b.low, starts, ends, side, avg, exits, 0.0005)
+    for i in range(starts.size):
+        a, e = int(starts[i]), int(ends[i])
+        hits = first_exits(
+            b.open[a:e, None],
+            b.high[a:e, None],
+            b.low[a:e, None],
+            side[i : i + 1],
+            avg[i : i + 1],
+            b.open[a : a + 1],
+            exits,
+            0.0005,
+        )
+        if hits.cols.size:
+            assert (bar[i], price[i], reason[i]) == (a + hits.rows[0], hits.price[0], hits.reason[0])
+        else:
+            assert bar[i] == -1
+    assert np.count_nonzero(bar >= 0) > 10

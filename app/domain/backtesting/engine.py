@@ -56,7 +56,7 @@ import msgspec
 import numpy as np
 
 from app.domain.analytics.metrics import performance_metrics, trade_metrics
-from app.domain.backtesting.exits import Exits, first_exits
+from app.domain.backtesting.exits import Exits, first_exits, first_exits_ragged
 from app.domain.backtesting.periods import infer_periods_per_year
 from app.domain.backtesting.strategies import get_strategy, parse_params
 
@@ -357,6 +357,28 @@ def run_backtest(
     lot = float(lot_size)
     buy_adj = 1.0 + slippage_bps / 1e4
     sell_adj = 1.0 - slippage_bps / 1e4
+    if exiting:
+        # The exits of every position entered at its segment's start, found in one batch (an entry
+        # delayed by cash is scanned on its own below): (exit bar or -1, price, reason) per segment.
+        starts = np.asarray(seg_starts, dtype=np.int64)
+        side_at = want[starts].astype(np.float64)
+        held = np.flatnonzero(side_at != 0.0)
+        found = first_exits_ragged(
+            open_,
+            bars.high,
+            bars.low,
+            starts[held],
+            np.asarray(seg_ends, dtype=np.int64)[held],
+            side_at[held],
+            open_[starts[held]] * np.where(side_at[held] > 0, buy_adj, sell_adj),
+            exits,  # type: ignore[arg-type]
+            slippage_bps / 1e4,
+        )
+        planned: list[list[Any]] = []
+        for fill, values in zip((-1, 0.0, ""), found, strict=True):
+            column = np.full(starts.size, fill, dtype=values.dtype)
+            column[held] = values
+            planned.append(column.tolist())
 
     cash = float(initial_cash)
     qty = 0.0  # unsigned size of the open position
@@ -463,7 +485,10 @@ def run_backtest(
         # An exit inside a bar ends the position before that bar's close; the position then stays
         # flat until the target changes (the next segment).
         exit_end, exit_px, exit_why = end, 0.0, ""
-        if exiting:
+        if exiting and bar == start:
+            if planned[0][k] >= 0:
+                exit_end, exit_px, exit_why = planned[0][k], planned[1][k], planned[2][k]
+        elif exiting:
             hits = first_exits(
                 open_[bar:end, None],
                 bars.high[bar:end, None],

@@ -122,3 +122,60 @@ def first_exits(
     trailing_binds = stop_level > fixed[j]
     reason = np.where(is_stop, np.where(trailing_binds, "trailing_stop", "stop_loss"), "take_profit")
     return ExitHits(j, r, price, reason.astype(object), best)
+
+
+def first_exits_ragged(
+    open_: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    side: np.ndarray,
+    avg: np.ndarray,
+    exits: Exits,
+    slip: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``first_exits`` for many holding periods of one instrument at once: position ``i`` is held over
+    bars [starts[i], ends[i]) from the open of ``starts[i]`` (its best price before the first bar).
+
+    Returns (exit bar or -1, fill price, reason) per position. The periods are padded into a few
+    rectangles (lengths grouped by powers of two, so at most twice the bars are scanned); padding is NaN,
+    which compares false, so the answers are those of one ``first_exits`` call per period, bit for bit.
+    """
+    k = starts.size
+    bar = np.full(k, -1, dtype=np.int64)
+    price = np.zeros(k)
+    reason = np.full(k, "", dtype=object)
+    if k == 0:
+        return bar, price, reason
+    lengths = ends - starts
+    bucket = np.ceil(np.log2(np.maximum(lengths, 1))).astype(np.int64)
+    n = open_.size
+    for j in np.unique(bucket).tolist():
+        cols = np.flatnonzero(bucket == j)
+        width = int(lengths[cols].max())
+        offsets = np.arange(width)[:, None]
+        rows = starts[cols][None, :] + offsets
+        pad = offsets >= lengths[cols][None, :]
+        rows = np.minimum(rows, n - 1)
+
+        def take(a: np.ndarray, rows: np.ndarray = rows, pad: np.ndarray = pad) -> np.ndarray:
+            out = a[rows]
+            out[pad] = np.nan
+            return out
+
+        hits = first_exits(
+            take(open_),
+            take(high),
+            take(low),
+            side[cols],
+            avg[cols],
+            open_[starts[cols]],
+            exits,
+            slip,
+        )
+        at = cols[hits.cols]
+        bar[at] = starts[at] + hits.rows
+        price[at] = hits.price
+        reason[at] = hits.reason
+    return bar, price, reason
