@@ -337,6 +337,8 @@ async def test_walkforward_picks_each_windows_best_and_stitches_out_of_sample(
     assert float(out["equity"][0]["equity"]) == 10_000.0
     assert float(out["equity"][-1]["equity"]) == pytest.approx(level, rel=1e-12)
     assert out["metrics"]["total_return"] == pytest.approx(level / 10_000.0 - 1, rel=1e-9)
+    # Annualised by the data's calendar, like the runs (daily bars with weekends).
+    assert out["metrics"]["periods_per_year"] == 365
     assert len(out["equity"]) == len(stitched) == 200
 
 
