@@ -44,6 +44,7 @@ from app.lib.settings import Settings, get_settings
 from app.lib.state import open_resources
 from app.lib.tracing import configure_tracing, litestar_plugin
 from app.server.routes import route_handlers
+from app.server.wiring import wire
 
 log = get_logger("app.server")
 
@@ -75,6 +76,7 @@ class MetricsController(PrometheusController):
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
+    wire()
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.log_format)
     configure_tracing()

@@ -30,7 +30,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.domain.jobs.models import JobSchedule
-from app.lib.jobs import REGISTRY, enqueue, validate_kwargs
+from app.lib.jobs import enqueue, registry, validate_kwargs
 from app.lib.log import get_logger
 
 log = get_logger("app.scheduler")
@@ -87,7 +87,7 @@ class Scheduler:
     async def tick(self) -> list[str]:
         """Enqueue every run due now; returns the job keys enqueued by this process."""
         keys: list[str] = []
-        known = sorted(REGISTRY)
+        known = sorted(registry())
         for _ in range(MAX_RUNS_PER_TICK):
             outcome = await self._claim_one(known)
             if outcome is None:

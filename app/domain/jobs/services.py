@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -30,7 +29,7 @@ from app.domain.jobs.schemas import (
 )
 from app.lib.db import tx
 from app.lib.errors import ApiError, conflict, field_from_message, invalid, not_found
-from app.lib.jobs import REGISTRY, JobSpec, enqueue, failure_bucket_key, load_job_modules, validate_kwargs
+from app.lib.jobs import JobSpec, enqueue, failure_bucket_key, registry, validate_kwargs
 from app.lib.kv import KV
 from app.lib.log import get_logger
 from app.lib.metrics import QUEUE_DEPTH
@@ -56,19 +55,14 @@ STALE_QUEUE_SECONDS = 300
 ABORT_NOTE_TTL = 3600
 
 
-@functools.cache
-def _registry_loaded() -> None:
-    load_job_modules()
-
-
 def registered(name: str, *, public_only: bool) -> JobSpec:
-    _registry_loaded()
-    spec = REGISTRY.get(name)
+    jobs = registry()
+    spec = jobs.get(name)
     if spec is None or (public_only and not spec.public):
         raise invalid(
             f"Unknown job function {name!r}",
             "function",
-            functions=sorted(n for n, s in REGISTRY.items() if s.public or not public_only),
+            functions=sorted(n for n, s in jobs.items() if s.public or not public_only),
         )
     return spec
 

@@ -12,7 +12,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.domain.markets.events import (
     COMMITTED_PRICE_OBSERVERS,
-    on_prices_committed,
     prices_committed,
     publish_price,
     publish_price_committed,
@@ -39,7 +38,6 @@ async def store_price(
     return await publish_price(conn, symbol, price, volume, ts)
 
 
-@on_prices_committed
 async def publish_committed_prices(symbol: str, prices: Sequence[PricePoint]) -> None:
     """`prices:<symbol>` gets every committed price, quiet or matched (a quiet price never reaches
     `store_price`: see feed_prices)."""
