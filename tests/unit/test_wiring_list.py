@@ -57,7 +57,7 @@ def test_every_job_module_is_wired_and_nothing_registers_on_import():
     declaring, registering = _scan()
     listed = {m.__name__ for m in wiring.JOB_MODULES}
     assert declaring == listed, (
-        f"modules declaring @job, missing from JOB_MODULES (app/server/wiring.py): {sorted(declaring - listed)}; "
+        f"modules declaring @job, not in wiring.JOB_MODULES: {sorted(declaring - listed)}; "
         f"listed but declaring none: {sorted(listed - declaring)}"
     )
     assert not registering, f"price hooks are registered by wire() only, not on import: {registering}"
