@@ -28,7 +28,7 @@ from app.domain.jobs.schemas import (
     WorkerOut,
 )
 from app.lib.db import tx
-from app.lib.errors import ApiError, conflict, field_from_message, invalid, not_found
+from app.lib.errors import AlreadyExists, Conflict, Invalid, NotFound, QueueUnavailable, field_from_message
 from app.lib.jobs import JobSpec, enqueue, failure_bucket_key, registry, validate_kwargs
 from app.lib.kv import KV
 from app.lib.log import get_logger
@@ -59,7 +59,7 @@ def registered(name: str, *, public_only: bool) -> JobSpec:
     jobs = registry()
     spec = jobs.get(name)
     if spec is None or (public_only and not spec.public):
-        raise invalid(
+        raise Invalid(
             f"Unknown job function {name!r}",
             "function",
             functions=sorted(n for n, s in jobs.items() if s.public or not public_only),
@@ -73,8 +73,7 @@ def checked_kwargs(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     except msgspec.ValidationError as exc:
         message = str(exc)
         field = field_from_message(message, default="")
-        raise ApiError(
-            422,
+        raise Invalid(
             f"Invalid kwargs for {name}: {message}",
             errors=[{"field": f"kwargs.{field}" if field else "kwargs", "message": message}],
         ) from exc
@@ -82,7 +81,7 @@ def checked_kwargs(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
 
 def require_queue(queue: Queue | None) -> Queue:
     if queue is None:
-        raise ApiError(503, "No job queue is configured")
+        raise QueueUnavailable("No job queue is configured")
     return queue
 
 
@@ -127,7 +126,7 @@ async def submit_job(queue: Queue, data: JobCreate, user: Principal, request_id:
         meta=meta,
     )
     if job is None:  # only possible on a key collision, and API jobs get fresh keys
-        raise conflict("A job with this key is already queued")
+        raise Conflict("A job with this key is already queued")
     log.info("job_submitted", key=job.key, function=data.function, user_id=meta["user_id"])
     return job
 
@@ -135,7 +134,7 @@ async def submit_job(queue: Queue, data: JobCreate, user: Principal, request_id:
 async def get_job(queue: Queue, key: str) -> Job:
     job = await queue.job(key)
     if job is None:
-        raise not_found("Job")
+        raise NotFound("Job")
     return job
 
 
@@ -160,7 +159,7 @@ async def describe(job: Job, kv: KV) -> JobOut:
 async def abort_job(queue: Queue, kv: KV, key: str, user: Principal) -> Job:
     job = await get_job(queue, key)
     if job.status in TERMINAL_STATUSES:
-        raise conflict(f"Job already finished ({job.status.value})", job_status=job.status.value)
+        raise Conflict(f"Job already finished ({job.status.value})", job_status=job.status.value)
     if job.status == Status.ABORTING:
         return job
     was_waiting = job.status in (Status.NEW, Status.QUEUED)
@@ -277,7 +276,7 @@ def _next_or_422(cron: str, timezone: str) -> datetime:
     try:
         return next_fire(cron, timezone, datetime.now(UTC))
     except ScheduleError as exc:
-        raise invalid(exc.message, exc.field) from exc
+        raise Invalid(exc.message, exc.field) from exc
 
 
 def _schedule(row: Any) -> ScheduleOut:
@@ -295,7 +294,7 @@ async def get_schedule(conn: AsyncConnection, name: str, *, for_update: bool = F
         stmt = stmt.with_for_update()
     row = (await conn.execute(stmt)).one_or_none()
     if row is None:
-        raise not_found("Schedule")
+        raise NotFound("Schedule")
     return _schedule(row)
 
 
@@ -321,7 +320,7 @@ async def create_schedule(conn: AsyncConnection, data: ScheduleCreate) -> Schedu
                 )
             ).one()
         except IntegrityError as exc:
-            raise conflict(f"Schedule {data.name!r} already exists") from exc
+            raise AlreadyExists(f"Schedule {data.name!r} already exists") from exc
     return _schedule(row)
 
 
@@ -358,4 +357,4 @@ async def delete_schedule(conn: AsyncConnection, name: str) -> None:
     async with tx(conn):
         result = await conn.execute(delete(T).where(T.c.name == name))
     if result.rowcount == 0:
-        raise not_found("Schedule")
+        raise NotFound("Schedule")

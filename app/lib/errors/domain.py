@@ -26,11 +26,20 @@ class DomainError(ApiError):
         field: str | None = None,
         *,
         slug: str | None = None,
+        errors: list[dict[str, str]] | None = None,
         headers: dict[str, str] | None = None,
         **extra: Any,
     ) -> None:
-        errors = [{"field": field, "message": detail}] if field else None
+        """`field` names the one failing field (its message: `detail`); `errors` lists them otherwise."""
+        if errors is None and field:
+            errors = [{"field": field, "message": detail}]
         super().__init__(PROBLEMS[self.kind], detail, slug=slug, errors=errors, headers=headers, **extra)
+
+
+class Malformed(DomainError):
+    """Input that cannot be read as what it should be (a bad query value, unparsable JSON): 400."""
+
+    kind = "malformed"
 
 
 class Invalid(DomainError):
@@ -66,6 +75,24 @@ class Unauthenticated(DomainError):
     kind = "unauthenticated"
 
 
+class RateLimited(DomainError):
+    """Too many attempts from one client in a window: 429 (with Retry-After)."""
+
+    kind = "rate_limited"
+
+
+class TooLarge(DomainError):
+    """A body larger than this operation takes: 413."""
+
+    kind = "too_large"
+
+
+class UnsupportedMediaType(DomainError):
+    """A body in a format this operation does not read: 415."""
+
+    kind = "unsupported_media_type"
+
+
 class Unavailable(DomainError):
     """A backing service this needs (the job queue, a built front-end) is not there: 503."""
 
@@ -97,11 +124,15 @@ class NotSignedIn(Unauthenticated):
 
 # The one mapping from a kind of failure to its HTTP status (and so its problem type and title).
 PROBLEMS: dict[str, int] = {
+    "malformed": 400,
     "invalid": 422,
     "not_found": 404,
     "conflict": 409,
     "forbidden": 403,
     "unauthenticated": 401,
+    "too_large": 413,
+    "unsupported_media_type": 415,
+    "rate_limited": 429,
     "unavailable": 503,
 }
 
