@@ -1,10 +1,11 @@
 """The composition root: what every Tradedesk process registers before it serves a request or runs a job.
 
 `wire()` registers the price hooks (matching inside the price transaction, with its quiet band; the
-post-trade risk check and the stream publisher after commit) and every job module, by name, in one
-place. The API factory (`create_app`) and the `tradedesk` CLI (the worker and every command that
-stores prices or enqueues jobs) call it, so a worker process has exactly the hooks and jobs of an API
-process (tests/integration/test_wiring.py runs a real worker and compares). No domain module registers
+post-trade risk check and the stream publisher after commit), the stream messages a service transaction
+(`app.lib.db.tx`) publishes on commit, and every job module, by name, in one place. The API factory
+(`create_app`) and the `tradedesk` CLI (the worker and every command that stores prices or enqueues
+jobs) call it, so a worker process has exactly the hooks and jobs of an API process
+(tests/integration/test_wiring.py runs a real worker and compares). No domain module registers
 itself on import; the registries refuse to be used before `wire()` ran (app/lib/wired.py).
 
 A job module is imported here with a plain import: a missing module fails the import of this module,
@@ -24,10 +25,12 @@ from app.domain.markets import tasks as markets_tasks
 from app.domain.markets.services.prices import publish_committed_prices
 from app.domain.risk import tasks as risk_tasks
 from app.domain.risk.post_trade import check_after_price
+from app.domain.streams.publish import discard_deferred, flush_deferred
 from app.domain.system import tasks as system_tasks
 from app.domain.system.tasks import wiring_report
 from app.domain.trading import tasks as trading_tasks
 from app.domain.trading.services import match_resting_orders, resting_quiet_band
+from app.lib.db import on_transaction_end
 from app.lib.jobs import register_jobs
 from app.lib.wired import is_wired, mark_wired
 
@@ -52,6 +55,7 @@ def wire() -> None:
     events.on_price(match_resting_orders, quiet_band=resting_quiet_band)
     events.on_price_committed(check_after_price)
     events.on_prices_committed(publish_committed_prices)
+    on_transaction_end(discard_deferred, flush_deferred)
     register_jobs(*JOB_MODULES)
     mark_wired()
 

@@ -79,6 +79,9 @@ async def test_a_worker_process_has_the_hooks_and_jobs_of_an_api_process(tmp_pat
     ]
     assert api["committed_price_hooks"] == ["app.domain.risk.post_trade.check_after_price"]
     assert api["committed_price_observers"] == ["app.domain.markets.services.prices.publish_committed_prices"]
+    assert api["transaction_outboxes"] == [
+        "app.domain.streams.publish.discard_deferred / app.domain.streams.publish.flush_deferred"
+    ]
     assert {"markets.replay", "markets.simulate", "trading.expire_day_orders", "backtest.run",
             "risk.monitor_all", "system.wiring", "walkforward.window"} <= set(api["jobs"])
 

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import msgspec
 
 from app.domain.markets import events
+from app.lib.db import transaction_outboxes
 from app.lib.jobs import job, registry
 
 
@@ -56,6 +57,7 @@ def wiring_report() -> dict[str, list[str]]:
         "quiet_bands": [f"{_qualified(h)} <- {_qualified(p)}" for h, p in events.QUIET_BANDS.items()],
         "committed_price_hooks": [_qualified(h) for h in events.COMMITTED_PRICE_HOOKS],
         "committed_price_observers": [_qualified(o) for o in events.COMMITTED_PRICE_OBSERVERS],
+        "transaction_outboxes": [f"{_qualified(d)} / {_qualified(f)}" for d, f in transaction_outboxes()],
         "jobs": sorted(registry()),
     }
 
