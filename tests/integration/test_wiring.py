@@ -82,6 +82,10 @@ async def test_a_worker_process_has_the_hooks_and_jobs_of_an_api_process(tmp_pat
     assert api["transaction_outboxes"] == [
         "app.domain.streams.publish.discard_deferred / app.domain.streams.publish.flush_deferred"
     ]
+    assert api["worker_services"] == [
+        "app.server.wiring.worker_stream_channels (own process)",
+        "app.domain.jobs.scheduler.running_scheduler",
+    ]
     assert {"markets.replay", "markets.simulate", "trading.expire_day_orders", "backtest.run",
             "risk.monitor_all", "system.wiring", "walkforward.window"} <= set(api["jobs"])
 

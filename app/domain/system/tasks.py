@@ -10,6 +10,7 @@ import msgspec
 from app.domain.markets import events
 from app.lib.db import transaction_outboxes
 from app.lib.jobs import job, registry
+from app.lib.state import worker_services
 
 
 class EchoKwargs(msgspec.Struct, forbid_unknown_fields=True):
@@ -58,6 +59,7 @@ def wiring_report() -> dict[str, list[str]]:
         "committed_price_hooks": [_qualified(h) for h in events.COMMITTED_PRICE_HOOKS],
         "committed_price_observers": [_qualified(o) for o in events.COMMITTED_PRICE_OBSERVERS],
         "transaction_outboxes": [f"{_qualified(d)} / {_qualified(f)}" for d, f in transaction_outboxes()],
+        "worker_services": [_qualified(svc) + " (own process)" * own for svc, own in worker_services()],
         "jobs": sorted(registry()),
     }
 
