@@ -167,7 +167,9 @@ class InstrumentController(Controller):
                 raise body_decode_error(exc) from None
             result = await services.load_candles_json(db, symbol, upload.timeframe, upload.candles)
         else:
-            raise UnsupportedMediaType(f"Unsupported content type {content_type!r}; use application/json or text/csv")
+            raise UnsupportedMediaType(
+                f"Unsupported content type {content_type!r}; use application/json or text/csv"
+            )
         await cache_of(request).invalidate(f"candles:{symbol}", "instruments")
         return ApiResponse(result, status_code=201)
 
