@@ -19,6 +19,10 @@ from app.lib.settings import get_settings
 # Commands that run a service: their log lines are their output. Every other command is a one-shot tool
 # that prints its result and logs only warnings and errors, unless --verbose.
 SERVICES = frozenset({"serve", "worker"})
+# Commands that neither store prices nor enqueue or run jobs: they skip the composition root
+# (app/server/wiring.py), whose imports cost about a second and a half of CPU. Every other command wires,
+# as the API does; one that needs it and is listed here fails with NotWired, not silently.
+UNWIRED = frozenset({"db", "users", "backup", "loadtest"})
 _cli_log_level: str | None = None
 
 
@@ -46,6 +50,10 @@ def _settings():
 def main(ctx: click.Context, verbose: bool) -> None:
     """Tradedesk: trading-platform backend."""
     _configure_cli_logging(ctx.invoked_subcommand in SERVICES, verbose)
+    if ctx.invoked_subcommand not in UNWIRED:
+        from app.server.wiring import wire
+
+        wire()
 
 
 @main.command()
@@ -231,25 +239,17 @@ def check(require_workers) -> None:
     sys.exit(0 if ok else 1)
 
 
-def _register_optional() -> None:
+def _register_domain_commands() -> None:
     """Domain command groups live next to their domain."""
-    import importlib
+    from app.domain.backtesting import cli as backtesting_cli
+    from app.domain.markets import cli as markets_cli
+    from app.domain.system import cli as system_cli
+    from app.domain.trading import cli as trading_cli
+    from app.tools.loadtest import cli as loadtest_cli
 
-    for module in (
-        "app.domain.markets.cli",
-        "app.domain.trading.cli",
-        "app.domain.backtesting.cli",
-        "app.domain.system.cli",
-        "app.tools.loadtest.cli",
-    ):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            continue
-        for command in getattr(mod, "COMMANDS", []):
+    for module in (markets_cli, trading_cli, backtesting_cli, system_cli, loadtest_cli):
+        for command in module.COMMANDS:
             main.add_command(command)
 
 
-_register_optional()
+_register_domain_commands()

@@ -93,7 +93,9 @@ async def matching(db: str, book_size: int, n_accounts: int, mixed: bool) -> tup
     from app.domain.trading.schemas import OrderCreate, StopLoss, TakeProfit
     from app.domain.trading.services import place_order
     from app.lib.db import async_url, create_engine
+    from app.server.wiring import wire
 
+    wire()  # the price path matches through the hooks the composition root registers
     engine = create_engine(replace(Settings(), database_url=async_url(_url(db)), db_pool_size=2))
     suffix = uuid.uuid4().hex[:8].upper()
     symbol = f"M{suffix}"

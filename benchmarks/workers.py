@@ -17,6 +17,9 @@ def in_process_workers(
 ) -> Iterator[None]:
     from app.lib.jobs import make_queue
     from app.lib.state import build_worker
+    from app.server.wiring import wire
+
+    wire()
 
     async def start():
         queue = make_queue(settings)

@@ -163,6 +163,16 @@ def _test_database():
         asyncio.run(cleanup())
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _wired() -> None:
+    """Every entry point of the application calls wire() (app/server/wiring.py); so does the suite, for
+    the tests that drive services, the price path or a worker without going through create_app.
+    tests/integration/test_wiring.py proves the entry points themselves wire, in processes of their own."""
+    from app.server.wiring import wire
+
+    wire()
+
+
 @pytest.fixture(scope="session")
 def settings() -> Settings:
     return make_settings()

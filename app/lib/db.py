@@ -8,7 +8,7 @@ advanced-alchemy's plugin does) would hide the one boundary that matters.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -213,23 +213,40 @@ async def begin(conn: AsyncConnection):
     return await conn.begin()
 
 
+# What a transaction's writers deferred to its commit: (discard, flush) pairs called with the connection,
+# registered by the composition root (app/server/wiring.py: the stream messages of
+# app/domain/streams/publish.py), so that this module knows no domain.
+_TX_OUTBOXES: list[tuple[Callable[[Any], None], Callable[[Any], None]]] = []
+
+
+def on_transaction_end(discard: Callable[[Any], None], flush: Callable[[Any], None]) -> None:
+    """Have `tx` call `flush(conn)` once its transaction committed and `discard(conn)` when it did not."""
+    if (discard, flush) not in _TX_OUTBOXES:
+        _TX_OUTBOXES.append((discard, flush))
+
+
+def transaction_outboxes() -> list[tuple[Callable[[Any], None], Callable[[Any], None]]]:
+    return list(_TX_OUTBOXES)
+
+
 @asynccontextmanager
 async def tx(conn: AsyncConnection) -> AsyncIterator[Any]:
-    """A service's transaction. Stream messages its writers deferred (app/domain/streams/publish.py) are
+    """A service's transaction. What its writers deferred (stream messages: `on_transaction_end`) is
     published once it has committed, and dropped if it rolls back: a subscriber never sees a write that
     did not happen."""
-    from app.domain.streams.publish import discard_deferred, flush_deferred
-
     if conn.in_transaction():
         await conn.rollback()
-    discard_deferred(conn)
+    for discard, _ in _TX_OUTBOXES:
+        discard(conn)
     try:
         async with conn.begin() as trans:
             yield trans
     except BaseException:
-        discard_deferred(conn)
+        for discard, _ in _TX_OUTBOXES:
+            discard(conn)
         raise
-    flush_deferred(conn)
+    for _, flush in _TX_OUTBOXES:
+        flush(conn)
 
 
 async def raw_connection(conn: AsyncConnection | Any) -> Any:

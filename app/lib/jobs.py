@@ -1,7 +1,10 @@
 """Job registry and SAQ queue/worker wiring.
 
-Every job function is registered with a msgspec Struct describing its kwargs, so `POST /api/v1/jobs`
-can validate input before enqueueing and only registered functions can ever run.
+Every job function is declared with `@job` and a msgspec Struct describing its kwargs, so
+`POST /api/v1/jobs` can validate input before enqueueing and only registered functions can ever run.
+`@job` only marks the function; the composition root (`app.server.wiring.wire()`) registers the job
+modules it lists with `register_jobs`, the same list for the API and the worker, and `registry()` refuses
+to answer before it did (app/lib/wired.py).
 
 We drive SAQ directly instead of through litestar-saq: the worker must share our engine/KV lifecycle
 (startup/shutdown hooks below), run in-process in the embedded mode and as `tradedesk worker` in
@@ -14,6 +17,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 import msgspec
@@ -26,6 +30,7 @@ from app.lib.kv import make_redis
 from app.lib.log import get_logger, job_log_context
 from app.lib.settings import Settings
 from app.lib.tracing import inject_into, job_span
+from app.lib.wired import require_wired
 
 log = get_logger("app.jobs")
 
@@ -49,6 +54,7 @@ class JobSpec:
 
 
 REGISTRY: dict[str, JobSpec] = {}
+_SPEC_ATTR = "tradedesk_job_spec"
 
 
 def job(
@@ -60,7 +66,8 @@ def job(
     public: bool = True,
     heartbeat: int = 0,
 ) -> Callable[[JobFn], JobFn]:
-    """Register `fn(ctx, **kwargs)` as job `name`. `retries` is SAQ's total number of attempts.
+    """Declare `fn(ctx, **kwargs)` as job `name` (registered by `register_jobs`). `retries` is SAQ's total
+    number of attempts.
 
     `heartbeat` (seconds, 0 = off): while the job runs, its worker touches it every `heartbeat / 4`
     seconds (`keep_alive`); a job untouched for longer is taken for dead by SAQ's sweep and retried,
@@ -109,7 +116,8 @@ def job(
 
         run.__qualname__ = name
         run.__name__ = name
-        REGISTRY[name] = JobSpec(name, run, kwargs_type, (fn.__doc__ or "").strip().split("\n")[0], timeout, retries, public, heartbeat)
+        spec = JobSpec(name, run, kwargs_type, (fn.__doc__ or "").strip().split("\n")[0], timeout, retries, public, heartbeat)
+        setattr(fn, _SPEC_ATTR, spec)
         return fn
 
     return register
@@ -175,31 +183,39 @@ def _timed_out(ctx: dict[str, Any], job_obj: Any, elapsed: float) -> bool:
     return not (task_ctx and task_ctx.get("aborted") is not None)
 
 
-def load_job_modules() -> dict[str, JobSpec]:
-    """Import every domain's tasks module so their @job registrations run."""
-    import importlib
+def declared_jobs(module: ModuleType) -> list[JobSpec]:
+    """The jobs `module` itself declares with `@job` (not the ones it imports)."""
+    return [
+        spec
+        for value in vars(module).values()
+        if isinstance(spec := getattr(value, _SPEC_ATTR, None), JobSpec)
+        and getattr(value, "__module__", None) == module.__name__
+    ]
 
-    for module in (
-        "app.domain.system.tasks",
-        "app.domain.markets.tasks",
-        "app.domain.trading.tasks",
-        "app.domain.risk.tasks",
-        "app.domain.backtesting.tasks",
-        "app.domain.backtesting.recovery",
-        "app.domain.backtesting.portfolio_tasks",
-        "app.domain.backtesting.walkforward_tasks",
-        "app.domain.jobs.tasks",
-    ):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
+
+def register_jobs(*modules: ModuleType) -> dict[str, JobSpec]:
+    """Register every job the given modules declare. A module that declares none is an error (a wrong
+    entry in the wiring list), as is a job name declared twice."""
+    for module in modules:
+        specs = declared_jobs(module)
+        if not specs:
+            raise ValueError(f"{module.__name__} declares no @job function")
+        for spec in specs:
+            existing = REGISTRY.get(spec.name)
+            if existing is not None and existing is not spec:
+                raise ValueError(f"job {spec.name!r} is declared twice ({module.__name__})")
+            REGISTRY[spec.name] = spec
+    return REGISTRY
+
+
+def registry() -> dict[str, JobSpec]:
+    """Every registered job, by name; `NotWired` before `wire()` ran."""
+    require_wired("the job registry")
     return REGISTRY
 
 
 def validate_kwargs(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
-    spec = REGISTRY[name]
+    spec = registry()[name]
     value = msgspec.convert(kwargs, spec.kwargs_type, strict=False)
     return msgspec.to_builtins(value)
 
@@ -325,11 +341,10 @@ def make_worker(
     concurrency: int | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> Worker:
-    load_job_modules()
     budget = shutdown_budget(settings.worker_shutdown_seconds)
     return Worker(
         queue,
-        functions=[(spec.name, spec.fn) for spec in REGISTRY.values()],
+        functions=[(spec.name, spec.fn) for spec in registry().values()],
         concurrency=concurrency or settings.worker_concurrency,
         startup=startup,
         shutdown=shutdown,
@@ -353,7 +368,7 @@ async def enqueue(
     scheduled: float = 0,
     meta: dict[str, Any] | None = None,
 ) -> Any:
-    spec = REGISTRY[name]
+    spec = registry()[name]
     options: dict[str, Any] = {
         "timeout": timeout if timeout is not None else spec.timeout,
         "retries": retries if retries is not None else spec.retries,

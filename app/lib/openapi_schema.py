@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 from litestar import Router
-from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin
 from litestar.datastructures import CacheControlHeader
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, OpenAPI, OpenAPIType, Reference, Schema, SecurityScheme
@@ -28,9 +27,12 @@ from litestar.openapi.spec.security_requirement import SecurityRequirement
 from litestar.plugins import OpenAPISchemaPlugin
 from litestar.static_files import create_static_files_router
 
+from app.lib.litestar_private import StructSchemaPlugin
+
 if TYPE_CHECKING:
-    from litestar._openapi.schema_generation import SchemaCreator
     from litestar.typing import FieldDefinition
+
+    from app.lib.litestar_private import SchemaCreator
 
 DECIMAL_PATTERN = r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$"
 

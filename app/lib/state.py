@@ -1,9 +1,15 @@
-"""Process-wide resources (engine, KV, queue, in-process worker), opened and closed with the app."""
+"""Process-wide resources (engine, KV, queue, in-process worker), opened and closed with the app.
+
+A worker runs, besides its jobs, the services the composition root registers with `on_worker_start`
+(app/server/wiring.py: the stream channels of a worker process, the schedule loop of every worker), so
+this module names no domain."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,23 +69,30 @@ def make_kv(settings: Settings) -> KV:
     return MemoryKV(namespace)
 
 
+# Started with every worker, in registration order, after its context is set up, and stopped in reverse
+# order before the context closes: (service, own_process_only). `own_process_only`: not for the in-process
+# worker of embedded mode, which shares the API's (the stream channels).
+WorkerService = Callable[[dict[str, Any]], AbstractAsyncContextManager[Any]]
+_WORKER_SERVICES: list[tuple[WorkerService, bool]] = []
+
+
+def on_worker_start(service: WorkerService, *, own_process_only: bool = False) -> None:
+    if all(existing is not service for existing, _ in _WORKER_SERVICES):
+        _WORKER_SERVICES.append((service, own_process_only))
+
+
+def worker_services() -> list[tuple[WorkerService, bool]]:
+    return list(_WORKER_SERVICES)
+
+
 async def worker_context_startup(ctx: dict[str, Any], settings: Settings) -> None:
     ctx["settings"] = settings
     ctx["engine"] = create_engine(settings)
     ctx["kv"] = make_kv(settings)
     ctx["cache"] = Cache(ctx["kv"], settings.cache_ttl_seconds)
-    # A worker process publishes the stream messages of what its jobs write (fills from price updates,
-    # day expiry, risk alerts) to the API processes' subscribers.
-    from app.domain.streams.runtime import channels
-
-    ctx["stream_channels"] = channels(settings)
-    await ctx["stream_channels"].__aenter__()
 
 
 async def worker_context_shutdown(ctx: dict[str, Any]) -> None:
-    if "stream_channels" in ctx:
-        with contextlib.suppress(Exception):
-            await ctx.pop("stream_channels").__aexit__(None, None, None)
     if "kv" in ctx:
         await ctx["kv"].close()
     if "engine" in ctx:
@@ -111,16 +124,16 @@ def build_worker(queue: Queue, settings: Settings, shared: Resources | None = No
         else:
             await worker_context_startup(ctx, settings)
             ctx["queue"] = queue
-        from app.domain.jobs.scheduler import start_scheduler
-
-        ctx["scheduler_task"] = start_scheduler(ctx)
+        services = ctx["worker_services"] = AsyncExitStack()
+        for service, own_process_only in _WORKER_SERVICES:
+            if not (own_process_only and shared is not None):
+                await services.enter_async_context(service(ctx))
 
     async def shutdown(ctx: dict[str, Any]) -> None:
-        task = ctx.get("scheduler_task")
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        services = ctx.pop("worker_services", None)
+        if services is not None:
+            with contextlib.suppress(Exception):
+                await services.aclose()
         if shared is None:
             await worker_context_shutdown(ctx)
 

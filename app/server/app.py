@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from litestar import Litestar, Request, Response, get
-from litestar._openapi.plugin import OpenAPIPlugin
 from litestar.config.compression import CompressionConfig  # noqa: F401  (kept off: JSON is small, CPU is scarce)
 from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
@@ -28,6 +27,7 @@ from app.lib.errors import EXCEPTION_HANDLERS, ApiError, problem_details_plugin
 from app.lib.gc_tuning import freeze_startup_objects
 from app.lib.http import ApiResponse
 from app.lib.idempotency import IdempotencyMiddleware
+from app.lib.litestar_private import complete_options_allow, finish_openapi_document
 from app.lib.log import configure_logging, get_logger
 from app.lib.middleware import RequestContextMiddleware, add_request_id_header
 from app.lib.openapi_schema import (
@@ -44,6 +44,7 @@ from app.lib.settings import Settings, get_settings
 from app.lib.state import open_resources
 from app.lib.tracing import configure_tracing, litestar_plugin
 from app.server.routes import route_handlers
+from app.server.wiring import wire
 
 log = get_logger("app.server")
 
@@ -75,6 +76,7 @@ class MetricsController(PrometheusController):
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
+    wire()
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.log_format)
     configure_tracing()
@@ -149,43 +151,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ),
         debug=False,
     )
-    # The liveness probe is a raw ASGI route handler (see HealthController.health), which Litestar leaves
-    # out of the OpenAPI document; this plugin subclass adds it back when the document is first built,
-    # and marks the anonymous operations as needing no key.
-    app.plugins.get(OpenAPIPlugin).__class__ = _OpenAPIWithLiveness
+    finish_openapi_document(app, finish_openapi)
     complete_options_allow(app)
     return app
 
 
-def complete_options_allow(app: Litestar) -> None:
-    """Make every path's `OPTIONS` answer list all of its methods in `Allow`.
-
-    Litestar 2 builds a path's default OPTIONS handler with the route that existed when the path's first
-    handler was registered; handlers registered for the same path afterwards replace the route but the
-    handler still reads the old one's methods (litestar-org/litestar#4169, fixed only in Litestar 3, and
-    the app is pinned to 2). Each default handler is pointed at the route that serves it."""
-    from litestar.routes import HTTPRoute
-
-    for route in app.routes:
-        if not isinstance(route, HTTPRoute):
-            continue
-        for handler in route.route_handlers:
-            fn = getattr(handler.fn, "__wrapped__", handler.fn)  # ensure_async_callable may wrap it
-            code = getattr(fn, "__code__", None)
-            if handler.handler_name != "options_handler" or code is None or "self" not in code.co_freevars:
-                continue
-            cell = fn.__closure__[code.co_freevars.index("self")]
-            if isinstance(cell.cell_contents, HTTPRoute):
-                cell.cell_contents = route
-
-
-class _OpenAPIWithLiveness(OpenAPIPlugin):
-    __slots__ = ()  # same layout as OpenAPIPlugin, so an instance can be switched to this class
-
-    def _build_openapi(self) -> OpenAPI:
-        openapi = super()._build_openapi()
-        document_liveness(openapi)
-        document_candle_upload(openapi)
-        document_feed_symbols(openapi)
-        mark_anonymous_operations(openapi)
-        return openapi
+def finish_openapi(openapi: OpenAPI) -> None:
+    """What Litestar leaves out of the document: the liveness probe (a raw ASGI route handler, see
+    HealthController.health), two hand-described bodies, and which operations need no key."""
+    document_liveness(openapi)
+    document_candle_upload(openapi)
+    document_feed_symbols(openapi)
+    mark_anonymous_operations(openapi)

@@ -511,9 +511,8 @@ async def test_worker_killed_mid_job_is_retried_and_completes_once(
     from app.domain.backtesting.services import job_key
     from app.domain.markets.synthetic import candles_to_csv, generate_candles
     from app.lib.db import libpq_url
-    from app.lib.jobs import enqueue, load_job_modules, make_queue
+    from app.lib.jobs import enqueue, make_queue
 
-    load_job_modules()
     queue_name = f"{settings.queue_name}-faults-{uuid.uuid4().hex[:6]}"
     s = make_settings(queue_name=queue_name)
     queue = make_queue(s)

@@ -282,9 +282,8 @@ async def test_schedule_crud_and_validation(client, admin_headers):
 
 async def test_missed_runs_run_once_and_unknown_functions_are_skipped(client, admin_headers, db_engine):
     from app.domain.jobs.scheduler import Scheduler
-    from app.lib.jobs import load_job_modules, make_queue
+    from app.lib.jobs import make_queue
 
-    load_job_modules()
     name = f"missed-{uuid.uuid4().hex[:8]}"
     ghost = f"ghost-{uuid.uuid4().hex[:8]}"
     resp = await client.post(

@@ -1,7 +1,7 @@
 """`OPTIONS` on every path answers 204 with an `Allow` header that lists every method the path serves.
 
 Litestar 2 built a path's OPTIONS answer from the first handler registered for it, so a path served by a
-GET and a POST answered `Allow: OPTIONS, POST` (app.server.app.complete_options_allow). The OpenAPI
+GET and a POST answered `Allow: OPTIONS, POST` (app.lib.litestar_private.complete_options_allow). The OpenAPI
 document is the contract: each of its paths must allow exactly its documented methods (HEAD besides GET
 is HTTP's own), and every other route the app serves (desk, schema UI, metrics) exactly its handlers'.
 """

@@ -217,9 +217,8 @@ class RedisServer:
 
 
 async def test_first_job_after_a_redis_restart_does_not_fail_on_a_stale_connection(tmp_path):
-    from app.lib.jobs import enqueue, load_job_modules, make_queue
+    from app.lib.jobs import enqueue, make_queue
 
-    load_job_modules()
     redis = RedisServer(tmp_path)
     redis.start()
     s = make_settings(redis_url=redis.url, queue_name=f"restart-{uuid.uuid4().hex[:6]}")
@@ -263,9 +262,8 @@ async def test_first_job_after_a_redis_restart_does_not_fail_on_a_stale_connecti
 
 
 async def test_sigterm_stops_a_busy_worker_gracefully_within_the_bound(tmp_path):
-    from app.lib.jobs import enqueue, load_job_modules, make_queue
+    from app.lib.jobs import enqueue, make_queue
 
-    load_job_modules()
     bound = 4
     s = make_settings(queue_name=f"{make_settings().queue_name}-term-{uuid.uuid4().hex[:6]}")
     queue = make_queue(s)

@@ -83,15 +83,6 @@ LIB_TO_DOMAIN_ALLOWED: dict[tuple[str, str], str] = {
         ("app.lib.models", f"app.domain.{area}.models"): "the metadata of every table, for Alembic"
         for area in ("accounts", "audit", "backtesting", "identity", "jobs", "markets", "risk", "trading")
     },
-    ("app.lib.db", "app.domain.streams.publish"): (
-        "tx() sends the stream messages its writers deferred once the transaction commits (a deferred "
-        "import); a commit-hook registry belongs to the explicit wiring of issue 25"
-    ),
-    ("app.lib.state", "app.domain.streams.runtime"): (
-        "the resources factory (API and worker) starts the stream channels; it is the composition root "
-        "until a bootstrap module outside lib takes that role"
-    ),
-    ("app.lib.state", "app.domain.jobs.scheduler"): "the same composition root starts the job scheduler",
 }
 
 CYCLES_ALLOWED: dict[frozenset[str], str] = {

@@ -12,7 +12,7 @@ from sqlalchemy import ColumnElement, true
 
 from app.domain.accounts.models import Account
 from app.domain.identity.schemas import Principal
-from app.lib.errors import ApiError
+from app.lib.errors import NotAccountOwner
 
 
 def visible_to(principal: Principal) -> ColumnElement[bool]:
@@ -23,4 +23,4 @@ def visible_to(principal: Principal) -> ColumnElement[bool]:
 
 def ensure_may_trade(principal: Principal, owner_id: UUID) -> None:
     if owner_id != principal.user_id and not principal.is_admin:
-        raise ApiError(403, "Only the account owner can place or cancel orders on this account")
+        raise NotAccountOwner("Only the account owner can place or cancel orders on this account")

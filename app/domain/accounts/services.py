@@ -16,7 +16,7 @@ from app.domain.identity.schemas import Principal
 from app.domain.streams.events import defer_account_state
 from app.domain.trading.book import AccountBook, load_book
 from app.lib.db import tx, utcnow
-from app.lib.errors import not_found
+from app.lib.errors import NotFound
 from app.lib.pagination import decode_cursor, encode_cursor
 
 
@@ -50,7 +50,7 @@ async def create_account(conn: AsyncConnection, principal: Principal, data: Acco
 async def get_account(conn: AsyncConnection, principal: Principal, account_id: uuid.UUID) -> AccountOut:
     book = await load_book(conn, account_id, reader=principal)
     if book is None:
-        raise not_found("Account")
+        raise NotFound("Account")
     row = (
         await conn.execute(
             select(Account.name, Account.base_currency, Account.trading_state_reason, Account.created_at).where(
@@ -99,7 +99,7 @@ async def set_trading_state(
                     .with_for_update()
                 )
                 if current is None:
-                    raise not_found("Account")
+                    raise NotFound("Account")
                 last = attempt + 1 == killswitch.ATTEMPTS
                 if cancel and not last and await killswitch.missed(conn, account_id, locked):
                     raise killswitch.Retry

@@ -11,7 +11,7 @@ from app.domain.audit import services
 from app.domain.audit.schemas import AuditPage, AuditType
 from app.domain.identity.guards import requires_admin
 from app.lib.db import DbConn, provide_db
-from app.lib.errors import ApiError
+from app.lib.errors import Malformed
 from app.lib.pagination import Cursor, Limit
 
 
@@ -34,14 +34,13 @@ class AuditController(Controller):
     ) -> AuditPage:
         for name, value in (("since", since), ("until", until)):
             if value is not None and value.tzinfo is None:
-                raise ApiError(
-                    400,
+                raise Malformed(
                     f"{name} needs a UTC offset",
                     errors=[{"field": name, "message": "RFC 3339 with offset"}],
                 )
         if since is not None and until is not None and since >= until:
-            raise ApiError(
-                400, "since must be before until", errors=[{"field": "since", "message": "not before until"}]
+            raise Malformed(
+                "since must be before until", errors=[{"field": "since", "message": "not before until"}]
             )
         items, nxt = await services.list_events(
             db, limit=limit, cursor=cursor, event_type=type, user_id=user_id, since=since, until=until

@@ -16,7 +16,7 @@ from litestar.static_files import create_static_files_router
 from app.domain.desk import sessions
 from app.domain.identity.bruteforce import BruteForcePolicy, reject_failed_authentication
 from app.domain.identity.services import KEY_PREFIX, authenticate
-from app.lib.errors import ApiError
+from app.lib.errors import NotSignedIn, Unavailable
 
 DESK_DIR = Path(__file__).resolve().parents[2] / "static" / "desk"
 
@@ -89,14 +89,14 @@ class DeskSessionController(Controller):
     async def current(self, request: Request) -> Response[DeskSessionOut]:
         found = request.scope.get("desk_session")
         if found is None:
-            raise ApiError(401, "Not signed in to the desk (no session cookie)")
+            raise NotSignedIn("Not signed in to the desk (no session cookie)")
         return Response(_out(request, found[1]), headers={"Cache-Control": "no-store"})
 
     @delete("/", status_code=204, summary="Sign out: the session ends at once")
     async def sign_out(self, request: Request) -> Response[None]:
         found = request.scope.get("desk_session")
         if found is None:
-            raise ApiError(401, "Not signed in to the desk (no session cookie)")
+            raise NotSignedIn("Not signed in to the desk (no session cookie)")
         await sessions.end(request.app.state.kv, found[0])
         return Response(None, status_code=204, cookies=[_cookie(request, "", 0)])
 
@@ -105,7 +105,7 @@ class DeskSessionController(Controller):
 async def desk_page() -> Response[bytes]:
     index = DESK_DIR / "index.html"
     if not index.is_file():
-        raise ApiError(503, "The desk front-end is not built: run `make desk` (needs Node.js and npm)",
+        raise Unavailable("The desk front-end is not built: run `make desk` (needs Node.js and npm)",
                        slug="desk-not-built")
     return Response(index.read_bytes(), media_type="text/html", headers=DESK_HEADERS)
 

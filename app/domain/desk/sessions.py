@@ -25,7 +25,7 @@ from litestar.types import Scope
 
 from app.domain.identity.schemas import Principal
 from app.domain.identity.services import authenticate_digest, hash_key
-from app.lib.errors import ApiError
+from app.lib.errors import Forbidden
 
 COOKIE = "td_desk"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -93,7 +93,7 @@ async def authenticate_cookie(scope: Scope, session_id: str) -> tuple[Principal,
     if scope.get("method", "GET") not in SAFE_METHODS:
         presented = _header(scope, b"x-csrf-token") or ""
         if not hmac.compare_digest(presented.encode(), session.csrf_token.encode()):
-            raise ApiError(403, "Missing or wrong X-CSRF-Token for a cookie-authenticated write",
+            raise Forbidden("Missing or wrong X-CSRF-Token for a cookie-authenticated write",
                            slug="csrf-token-required")
     return principal, session
 

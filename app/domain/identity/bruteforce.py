@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from litestar.types import Scope
 
 from app.domain.audit.services import client_ip, record_detached
-from app.lib.errors import ApiError
+from app.lib.errors import DomainError, RateLimited, Unauthenticated
 from app.lib.kv import KV
 from app.lib.log import ThrottledWarning, get_logger
 from app.lib.metrics import AUTH_FAILURES, AUTH_IP_BLOCKS
@@ -82,7 +82,7 @@ async def _block_remaining(kv: KV, policy: BruteForcePolicy, ip: str) -> tuple[f
 
 async def reject_failed_authentication(
     scope: Scope, policy: BruteForcePolicy, key_prefix: str | None
-) -> ApiError:
+) -> DomainError:
     """Count a failed key from this request's IP; audit it, hold it back, and return the error to raise."""
     state = scope["app"].state
     ip = client_ip(scope)
@@ -105,8 +105,7 @@ async def reject_failed_authentication(
                 details={"failures": failures, "block_seconds": policy.block_seconds},
             )
         retry_after = str(max(int(blocked_for + 0.999), 1))
-        return ApiError(
-            429,
+        return RateLimited(
             "Too many failed authentication attempts from this address",
             headers={**UNAUTHORIZED_HEADERS, "Retry-After": retry_after},
         )
@@ -117,4 +116,4 @@ async def reject_failed_authentication(
     )
     if delay:
         await asyncio.sleep(delay)
-    return ApiError(401, "Invalid, expired or revoked API key", headers=UNAUTHORIZED_HEADERS)
+    return Unauthenticated("Invalid, expired or revoked API key", headers=UNAUTHORIZED_HEADERS)

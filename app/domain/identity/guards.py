@@ -5,7 +5,7 @@ from __future__ import annotations
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
-from app.lib.errors import ApiError
+from app.lib.errors import RoleRequired
 
 
 def _role(connection: ASGIConnection) -> str | None:
@@ -15,14 +15,14 @@ def _role(connection: ASGIConnection) -> str | None:
 
 def requires_admin(connection: ASGIConnection, _: BaseRouteHandler) -> None:
     if _role(connection) != "admin":
-        raise ApiError(403, "This operation requires the admin role")
+        raise RoleRequired("This operation requires the admin role")
 
 
 def requires_risk_manager(connection: ASGIConnection, _: BaseRouteHandler) -> None:
     if _role(connection) not in ("admin", "risk_manager"):
-        raise ApiError(403, "This operation requires the risk_manager or admin role")
+        raise RoleRequired("This operation requires the risk_manager or admin role")
 
 
 def requires_market_data(connection: ASGIConnection, _: BaseRouteHandler) -> None:
     if _role(connection) not in ("admin", "market_data"):
-        raise ApiError(403, "This operation requires the admin or market-data role")
+        raise RoleRequired("This operation requires the admin or market-data role")

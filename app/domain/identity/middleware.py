@@ -14,7 +14,7 @@ from app.domain.audit.services import bind_request
 from app.domain.desk.sessions import authenticate_cookie, session_cookie
 from app.domain.identity.bruteforce import BruteForcePolicy, reject_failed_authentication
 from app.domain.identity.services import KEY_PREFIX, authenticate
-from app.lib.errors import ApiError
+from app.lib.errors import Unauthenticated
 from app.lib.middleware import LeanMiddleware
 
 ANONYMOUS_PREFIXES = ("/health", "/ready", "/metrics", "/schema", "/api/v1/health", "/static/", "/desk")
@@ -61,7 +61,7 @@ class AuthMiddleware(LeanMiddleware):
             session_id = session_cookie(scope)
             found = await authenticate_cookie(scope, session_id) if session_id is not None else None
             if found is None:
-                raise ApiError(401, "Missing API key", headers={"WWW-Authenticate": "Bearer"})
+                raise Unauthenticated("Missing API key", headers={"WWW-Authenticate": "Bearer"})
             principal, session = found
             scope["desk_session"] = (session_id, session)
         else:

@@ -20,7 +20,7 @@ from app.domain.audit.services import record as audit
 from app.domain.identity.models import ApiKey, User
 from app.domain.identity.schemas import KeyOut, Principal, UserOut, UserUpdate
 from app.lib.db import driver_connection, tx, utcnow
-from app.lib.errors import ApiError, conflict, invalid, not_found
+from app.lib.errors import AlreadyExists, Conflict, Invalid, NotFound
 from app.lib.pagination import decode_cursor, encode_cursor
 
 KEY_PREFIX = "td_"
@@ -49,11 +49,11 @@ async def create_user(conn: AsyncConnection, email: str, role: str) -> tuple[Use
     async with tx(conn):
         taken = await conn.scalar(select(User.id).where(func.lower(User.email) == email.lower()))
         if taken is not None:
-            raise conflict("A user with this email already exists")
+            raise AlreadyExists("A user with this email already exists")
         try:
             row = (await conn.execute(insert(User).values(email=email, role=role).returning(*_USER_COLS))).one()
         except IntegrityError as exc:
-            raise conflict("A user with this email already exists") from exc
+            raise AlreadyExists("A user with this email already exists") from exc
         key = new_key()
         key_id = await conn.scalar(
             insert(ApiKey)
@@ -79,7 +79,7 @@ async def get_user(conn: AsyncConnection, user_id: uuid.UUID) -> UserOut:
     apg = await driver_connection(conn)
     row = await apg.fetchrow("SELECT id, email, role, created_at, is_active FROM users WHERE id = $1", user_id)
     if row is None:
-        raise not_found("User")
+        raise NotFound("User")
     return UserOut(*row)
 
 
@@ -89,14 +89,14 @@ async def update_user(
     """Change a user's role or (de)activate them, audited. An admin cannot change themselves, so the last
     admin can never demote or lock out themselves by mistake."""
     if data.role is None and data.is_active is None:
-        raise invalid("Nothing to change: give role and/or is_active", "role")
+        raise Invalid("Nothing to change: give role and/or is_active", "role")
     if user_id == actor.user_id:
-        raise conflict("Admins cannot change their own role or status")
+        raise Conflict("Admins cannot change their own role or status")
     async with tx(conn):
         locked = select(User.role, User.is_active).where(User.id == user_id).with_for_update()
         old = (await conn.execute(locked)).one_or_none()
         if old is None:
-            raise not_found("User")
+            raise NotFound("User")
         changes = {k: v for k, v in (("role", data.role), ("is_active", data.is_active)) if v is not None}
         changed = update(User).where(User.id == user_id).values(**changes).returning(*_USER_COLS)
         row = (await conn.execute(changed)).one()
@@ -150,15 +150,14 @@ async def create_user_key(
     is its own credential; without a cap a user could mint keys without end)."""
     now = utcnow()
     if expires_at is not None and expires_at <= now:
-        raise invalid("expires_at must be in the future", "expires_at")
+        raise Invalid("expires_at must be in the future", "expires_at")
     async with tx(conn):
         await lock_user(conn, user_id)
         live = await conn.scalar(
             select(func.count()).select_from(ApiKey).where(ApiKey.user_id == user_id, _live(now))
         )
         if live >= max_live_keys:
-            raise ApiError(
-                409,
+            raise Conflict(
                 f"A user may hold at most {max_live_keys} live API keys; revoke one first",
                 slug="too-many-api-keys",
                 limit=max_live_keys,
@@ -181,7 +180,7 @@ async def revoke_key(conn: AsyncConnection, user_id: uuid.UUID, key_id: uuid.UUI
         if result.rowcount:
             await audit(conn, "key.revoked", subject_user_id=user_id, target=str(key_id))
     if result.rowcount == 0:
-        raise not_found("API key")
+        raise NotFound("API key")
     KEY_CACHE.clear()
 
 
@@ -203,15 +202,15 @@ async def rotate_key(
             )
         ).one_or_none()
         if old is None:
-            raise not_found("API key")
+            raise NotFound("API key")
         if old.revoked_at is not None:
-            raise conflict("API key is revoked")
+            raise Conflict("API key is revoked")
         now = utcnow()
         if old.expires_at is not None and old.expires_at <= now:
-            raise conflict("API key has expired; create a new key instead")
+            raise Conflict("API key has expired; create a new key instead")
         successor = await conn.scalar(select(ApiKey.id).where(ApiKey.rotated_from == key_id).limit(1))
         if successor is not None:
-            raise conflict("API key was already rotated; use its successor", successor_id=str(successor))
+            raise Conflict("API key was already rotated; use its successor", successor_id=str(successor))
         grace_end = now + timedelta(seconds=grace_seconds)
         # The old key stays valid for the grace period (never longer than it already would have).
         new_expiry = grace_end if old.expires_at is None else min(old.expires_at, grace_end)

@@ -18,7 +18,9 @@ know the function can still run them) and logged as a warning at most once a min
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -30,7 +32,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.domain.jobs.models import JobSchedule
-from app.lib.jobs import REGISTRY, enqueue, validate_kwargs
+from app.lib.jobs import enqueue, registry, validate_kwargs
 from app.lib.log import get_logger
 
 log = get_logger("app.scheduler")
@@ -87,7 +89,7 @@ class Scheduler:
     async def tick(self) -> list[str]:
         """Enqueue every run due now; returns the job keys enqueued by this process."""
         keys: list[str] = []
-        known = sorted(REGISTRY)
+        known = sorted(registry())
         for _ in range(MAX_RUNS_PER_TICK):
             outcome = await self._claim_one(known)
             if outcome is None:
@@ -192,8 +194,20 @@ class Scheduler:
 
 
 def start_scheduler(ctx: dict[str, Any]) -> asyncio.Task:
-    """Called by every worker at start-up (app/lib/state.py); the worker cancels the task on shutdown."""
+    """The schedule loop's task; `running_scheduler` starts it with a worker and cancels it after."""
     worker = ctx.get("worker")
     scheduler = Scheduler(ctx["engine"], ctx["queue"], getattr(worker, "id", None))
     ctx["scheduler"] = scheduler
     return asyncio.create_task(scheduler.run(), name="job-scheduler")
+
+
+@contextlib.asynccontextmanager
+async def running_scheduler(ctx: dict[str, Any]) -> AsyncIterator[None]:
+    """The schedule loop for as long as a worker runs (registered by app/server/wiring.py)."""
+    task = start_scheduler(ctx)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task

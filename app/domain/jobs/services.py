@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -29,8 +28,8 @@ from app.domain.jobs.schemas import (
     WorkerOut,
 )
 from app.lib.db import tx
-from app.lib.errors import ApiError, conflict, field_from_message, invalid, not_found
-from app.lib.jobs import REGISTRY, JobSpec, enqueue, failure_bucket_key, load_job_modules, validate_kwargs
+from app.lib.errors import AlreadyExists, Conflict, Invalid, NotFound, QueueUnavailable, field_from_message
+from app.lib.jobs import JobSpec, enqueue, failure_bucket_key, registry, validate_kwargs
 from app.lib.kv import KV
 from app.lib.log import get_logger
 from app.lib.metrics import QUEUE_DEPTH
@@ -56,19 +55,14 @@ STALE_QUEUE_SECONDS = 300
 ABORT_NOTE_TTL = 3600
 
 
-@functools.cache
-def _registry_loaded() -> None:
-    load_job_modules()
-
-
 def registered(name: str, *, public_only: bool) -> JobSpec:
-    _registry_loaded()
-    spec = REGISTRY.get(name)
+    jobs = registry()
+    spec = jobs.get(name)
     if spec is None or (public_only and not spec.public):
-        raise invalid(
+        raise Invalid(
             f"Unknown job function {name!r}",
             "function",
-            functions=sorted(n for n, s in REGISTRY.items() if s.public or not public_only),
+            functions=sorted(n for n, s in jobs.items() if s.public or not public_only),
         )
     return spec
 
@@ -79,8 +73,7 @@ def checked_kwargs(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     except msgspec.ValidationError as exc:
         message = str(exc)
         field = field_from_message(message, default="")
-        raise ApiError(
-            422,
+        raise Invalid(
             f"Invalid kwargs for {name}: {message}",
             errors=[{"field": f"kwargs.{field}" if field else "kwargs", "message": message}],
         ) from exc
@@ -88,7 +81,7 @@ def checked_kwargs(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
 
 def require_queue(queue: Queue | None) -> Queue:
     if queue is None:
-        raise ApiError(503, "No job queue is configured")
+        raise QueueUnavailable("No job queue is configured")
     return queue
 
 
@@ -133,7 +126,7 @@ async def submit_job(queue: Queue, data: JobCreate, user: Principal, request_id:
         meta=meta,
     )
     if job is None:  # only possible on a key collision, and API jobs get fresh keys
-        raise conflict("A job with this key is already queued")
+        raise Conflict("A job with this key is already queued")
     log.info("job_submitted", key=job.key, function=data.function, user_id=meta["user_id"])
     return job
 
@@ -141,7 +134,7 @@ async def submit_job(queue: Queue, data: JobCreate, user: Principal, request_id:
 async def get_job(queue: Queue, key: str) -> Job:
     job = await queue.job(key)
     if job is None:
-        raise not_found("Job")
+        raise NotFound("Job")
     return job
 
 
@@ -166,7 +159,7 @@ async def describe(job: Job, kv: KV) -> JobOut:
 async def abort_job(queue: Queue, kv: KV, key: str, user: Principal) -> Job:
     job = await get_job(queue, key)
     if job.status in TERMINAL_STATUSES:
-        raise conflict(f"Job already finished ({job.status.value})", job_status=job.status.value)
+        raise Conflict(f"Job already finished ({job.status.value})", job_status=job.status.value)
     if job.status == Status.ABORTING:
         return job
     was_waiting = job.status in (Status.NEW, Status.QUEUED)
@@ -283,7 +276,7 @@ def _next_or_422(cron: str, timezone: str) -> datetime:
     try:
         return next_fire(cron, timezone, datetime.now(UTC))
     except ScheduleError as exc:
-        raise invalid(exc.message, exc.field) from exc
+        raise Invalid(exc.message, exc.field) from exc
 
 
 def _schedule(row: Any) -> ScheduleOut:
@@ -301,7 +294,7 @@ async def get_schedule(conn: AsyncConnection, name: str, *, for_update: bool = F
         stmt = stmt.with_for_update()
     row = (await conn.execute(stmt)).one_or_none()
     if row is None:
-        raise not_found("Schedule")
+        raise NotFound("Schedule")
     return _schedule(row)
 
 
@@ -327,7 +320,7 @@ async def create_schedule(conn: AsyncConnection, data: ScheduleCreate) -> Schedu
                 )
             ).one()
         except IntegrityError as exc:
-            raise conflict(f"Schedule {data.name!r} already exists") from exc
+            raise AlreadyExists(f"Schedule {data.name!r} already exists") from exc
     return _schedule(row)
 
 
@@ -364,4 +357,4 @@ async def delete_schedule(conn: AsyncConnection, name: str) -> None:
     async with tx(conn):
         result = await conn.execute(delete(T).where(T.c.name == name))
     if result.rowcount == 0:
-        raise not_found("Schedule")
+        raise NotFound("Schedule")

@@ -34,7 +34,14 @@ from app.domain.markets.schemas import (
     Timeframe,
 )
 from app.lib.db import DbConn, provide_db
-from app.lib.errors import ApiError, body_decode_error, field_from_message, invalid
+from app.lib.errors import (
+    Invalid,
+    Malformed,
+    TooLarge,
+    UnsupportedMediaType,
+    body_decode_error,
+    field_from_message,
+)
 from app.lib.http import ApiResponse, TimeQuery, cache_of, connect, json_bytes, query_time
 from app.lib.openapi_schema import DECIMAL_PATTERN
 from app.lib.pagination import Limit
@@ -137,30 +144,32 @@ class InstrumentController(Controller):
             # Large loads as a job: the body is parked in PostgreSQL as it streams in, then a worker loads
             # it (all or nothing, with progress). Only CSV: JSON uploads are capped at 64 MiB anyway.
             if content_type != "text/csv" or timeframe is None:
-                raise invalid("?async=true needs a text/csv body and ?timeframe=", "timeframe")
+                raise Invalid("?async=true needs a text/csv body and ?timeframe=", "timeframe")
             accepted = await services.park_candle_upload(db, request.app.state.queue, symbol, timeframe, request.stream())
             return ApiResponse(accepted, status_code=202)
         if content_type == "text/csv":
             if timeframe is None:
-                raise invalid("?timeframe= is required for text/csv uploads", "timeframe")
+                raise Invalid("?timeframe= is required for text/csv uploads", "timeframe")
             result = await services.load_candles_csv(db, symbol, timeframe, request.stream())
         elif content_type in ("application/json", ""):
             import msgspec
 
             body = await request.body()
             if len(body) > 64 * 1024 * 1024:
-                raise ApiError(413, "JSON candle uploads are limited to 64 MiB; use text/csv for larger loads")
+                raise TooLarge("JSON candle uploads are limited to 64 MiB; use text/csv for larger loads")
             try:
                 upload = msgspec.json.decode(body, type=CandleUpload)
             except msgspec.ValidationError as exc:
-                raise invalid(str(exc), field_from_message(str(exc))) from exc
+                raise Invalid(str(exc), field_from_message(str(exc))) from exc
             except msgspec.DecodeError as exc:
-                raise ApiError(400, f"Malformed JSON: {exc}") from exc
+                raise Malformed(f"Malformed JSON: {exc}") from exc
             except (RecursionError, UnicodeDecodeError) as exc:
                 raise body_decode_error(exc) from None
             result = await services.load_candles_json(db, symbol, upload.timeframe, upload.candles)
         else:
-            raise ApiError(415, f"Unsupported content type {content_type!r}; use application/json or text/csv")
+            raise UnsupportedMediaType(
+                f"Unsupported content type {content_type!r}; use application/json or text/csv"
+            )
         await cache_of(request).invalidate(f"candles:{symbol}", "instruments")
         return ApiResponse(result, status_code=201)
 

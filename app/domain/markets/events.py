@@ -1,9 +1,12 @@
 """The hooks a new last price fires: inside the transaction that stores it, and after it commits.
 
-Markets does not know about orders: the trading domain registers its matcher here, so each price
-update matches resting orders in the same transaction (DOMAIN.md, "Paper exchange").
+Markets does not know about orders: the composition root (app/server/wiring.py, `wire()`) registers the
+trading domain's matcher here, so each price update matches resting orders in the same transaction
+(DOMAIN.md, "Paper exchange"). Nothing registers itself on import: every API process and every worker
+calls `wire()` at start, and the price path refuses to run before it did (app/lib/wired.py), so a
+process that forgot it cannot store prices without matching them.
 
-A hook may also register a *quiet band* provider: given the instrument (whose row the caller holds FOR
+A hook may also come with a *quiet band* provider: given the instrument (whose row the caller holds FOR
 UPDATE), it answers the open interval (lower, upper) of prices at which the hook has nothing to do. The
 price path then skips the hook for a price strictly inside the band (`feed_prices` in services.py), which
 is what lets a replay run far faster than one matching transaction per price. A hook without a provider
@@ -11,10 +14,10 @@ runs for every price (and so turns the fast path off: keep hooks for work that m
 transaction).
 
 Whatever must see every price but needs no part in its transaction (publishing `prices:<symbol>` to a
-stream, metrics) subscribes with `on_prices_committed`: it is called after each price-path transaction
+stream, metrics) is registered with `on_prices_committed`: it is called after each price-path transaction
 commits, with the prices it stored, in order, quiet or not.
 
-The risk domain registers its post-trade check as a committed-price hook (`on_price_committed`): it runs
+The risk domain's post-trade check is a committed-price hook (`on_price_committed`): it runs
 after the price (and its fills) are visible, outside the price transaction, on the caller's connection, so
 the check neither lengthens nor can fail that transaction.
 """
@@ -28,6 +31,8 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.lib.wired import require_wired
 
 PriceHook = Callable[[AsyncConnection, str, Decimal, Decimal | None, datetime], Awaitable[int]]
 
@@ -74,6 +79,8 @@ QUIET_BANDS: dict[PriceHook, BandProvider] = {}
 # Called with (symbol, prices) after commit; each price has `.price`, `.ts` and `.volume` (PricePoint).
 CommittedPrices = Callable[[str, Sequence[Any]], Awaitable[None]]
 COMMITTED_PRICE_OBSERVERS: list[CommittedPrices] = []
+CommittedPriceHook = Callable[[AsyncConnection, str], Awaitable[None]]
+COMMITTED_PRICE_HOOKS: list[CommittedPriceHook] = []
 
 
 def on_prices_committed(observer: CommittedPrices) -> CommittedPrices:
@@ -93,25 +100,19 @@ async def prices_committed(symbol: str, prices: Sequence[Any]) -> None:
             get_logger("app.markets.events").warning("price_observer_failed", symbol=symbol, error=repr(exc)[:300])
 
 
-def on_price(hook: PriceHook) -> PriceHook:
+def on_price(hook: PriceHook, quiet_band: BandProvider | None = None) -> PriceHook:
+    """Register `hook` for every stored price, with the provider of its quiet band if it has one."""
     if hook not in PRICE_HOOKS:
         PRICE_HOOKS.append(hook)
+    if quiet_band is not None:
+        QUIET_BANDS[hook] = quiet_band
     return hook
-
-
-def quiet_band_of(hook: PriceHook) -> Callable[[BandProvider], BandProvider]:
-    """Register `provider` as the quiet band of `hook` (see the module docstring)."""
-
-    def register(provider: BandProvider) -> BandProvider:
-        QUIET_BANDS[hook] = provider
-        return provider
-
-    return register
 
 
 async def quiet_band(conn: AsyncConnection, symbol: str) -> QuietBand:
     """The band in which no registered hook has anything to do. Call it with the instrument row locked
     FOR UPDATE, in a statement after the lock (so that it sees what the lock's previous holder committed)."""
+    require_wired("the price path (quiet band)")
     band = QuietBand()
     for hook in PRICE_HOOKS:
         provider = QUIET_BANDS.get(hook)
@@ -125,15 +126,11 @@ async def publish_price(
     conn: AsyncConnection, symbol: str, price: Decimal, volume: Decimal | None, ts: datetime
 ) -> int:
     """Run every hook; returns the number of fills they made."""
+    require_wired("the price path (price hooks)")
     fills = 0
     for hook in PRICE_HOOKS:
         fills += await hook(conn, symbol, price, volume, ts)
     return fills
-
-
-CommittedPriceHook = Callable[[AsyncConnection, str], Awaitable[None]]
-
-COMMITTED_PRICE_HOOKS: list[CommittedPriceHook] = []
 
 
 def on_price_committed(hook: CommittedPriceHook) -> CommittedPriceHook:

@@ -34,7 +34,7 @@ from app.domain.markets.schemas import (
     SimulationCreate,
 )
 from app.lib.db import tx
-from app.lib.errors import ApiError, conflict, invalid, not_found
+from app.lib.errors import Conflict, Invalid, NotFound, QueueUnavailable
 from app.lib.log import get_logger
 
 log = get_logger("app.markets.feeds")
@@ -134,7 +134,7 @@ async def market_clock(conn: AsyncConnection, now: datetime | None = None) -> Ma
 
 async def _instruments(conn: AsyncConnection, symbols: list[str]) -> dict[str, Any]:
     if len(set(symbols)) != len(symbols):
-        raise invalid("symbols lists a symbol twice", "symbols")
+        raise Invalid("symbols lists a symbol twice", "symbols")
     rows = (
         await conn.execute(
             select(Instrument.symbol, Instrument.tick_size, Instrument.last_price).where(
@@ -145,7 +145,7 @@ async def _instruments(conn: AsyncConnection, symbols: list[str]) -> dict[str, A
     found = {r.symbol: r for r in rows}
     for index, symbol in enumerate(symbols):
         if symbol not in found:
-            raise invalid(f"Unknown symbol {symbol!r} (symbols[{index}])", "symbols", slug="unknown-symbol")
+            raise Invalid(f"Unknown symbol {symbol!r} (symbols[{index}])", "symbols", slug="unknown-symbol")
     return found
 
 
@@ -154,9 +154,9 @@ def check_speed(speed: float | str) -> float | None:
     if speed == "max":
         return None
     if isinstance(speed, str):
-        raise invalid(f'speed must be a positive number or "max", not {speed!r}', "speed")
+        raise Invalid(f'speed must be a positive number or "max", not {speed!r}', "speed")
     if isinstance(speed, bool) or not math.isfinite(speed) or speed <= 0 or speed > MAX_SPEED:
-        raise invalid(f'speed must be greater than 0 and at most {MAX_SPEED:g} (or "max")', "speed")
+        raise Invalid(f'speed must be greater than 0 and at most {MAX_SPEED:g} (or "max")', "speed")
     return float(speed)
 
 
@@ -181,7 +181,7 @@ async def _bars_in_range(conn: AsyncConnection, data: ReplayCreate) -> int:
     for symbol, bars in rows:
         if not bars:
             field = "start" if data.start is not None or data.end is not None else "timeframe"
-            raise invalid(
+            raise Invalid(
                 f"{symbol} has no {data.timeframe} candles in the requested range", field, slug="no-candles"
             )
     return sum(bars for _, bars in rows)
@@ -227,7 +227,7 @@ async def _claim(conn: AsyncConnection, feed_id: uuid.UUID, symbols: list[str]) 
         holder = await conn.scalar(
             select(MarketFeedSymbol.feed_id).where(MarketFeedSymbol.symbol == taken[0])
         )
-        raise conflict(
+        raise Conflict(
             f"{taken[0]} is already fed by market feed {holder} (one replay or simulation per symbol; stop it first)",
             symbol=taken[0],
             feed_id=str(holder),
@@ -257,7 +257,7 @@ async def _submit(
     from app.lib.jobs import enqueue
 
     if queue is None and not run_here:
-        raise ApiError(503, "No job queue is configured")
+        raise QueueUnavailable("No job queue is configured")
     feed_id = uuid.uuid4()
     key = None if run_here else job_key(feed_id)
     async with tx(conn):
@@ -289,7 +289,7 @@ async def _submit(
     except Exception as exc:
         log.warning("market_feed_enqueue_failed", feed_id=str(feed_id), error=repr(exc)[:300])
         await finish(conn, feed_id, "failed", error=f"could not enqueue: {exc!r}"[:500])
-        raise ApiError(503, "The job queue is unavailable; the feed was not started") from exc
+        raise QueueUnavailable("The job queue is unavailable; the feed was not started") from exc
     log.info("market_feed_submitted", feed_id=str(feed_id), kind=kind, symbols=symbols)
     return await get_feed(conn, kind, feed_id)
 
@@ -299,12 +299,12 @@ async def create_replay(
     run_here: bool = False,
 ) -> MarketFeedOut:
     if data.timeframe not in TIMEFRAMES:
-        raise invalid(f"timeframe must be one of {', '.join(TIMEFRAMES)}", "timeframe")
+        raise Invalid(f"timeframe must be one of {', '.join(TIMEFRAMES)}", "timeframe")
     speed = check_speed(data.speed)
     start = data.start.astimezone(UTC) if data.start else None
     end = data.end.astimezone(UTC) if data.end else None
     if start and end and start > end:
-        raise invalid("end is before start", "end")
+        raise Invalid("end is before start", "end")
     await _instruments(conn, data.symbols)
     bars = await _bars_in_range(conn, data)
     await conn.rollback()
@@ -331,17 +331,17 @@ async def create_simulation(
     run_here: bool = False,
 ) -> MarketFeedOut:
     if not 10 <= data.interval_ms <= 3_600_000:
-        raise invalid("interval_ms must be between 10 and 3600000", "interval_ms")
+        raise Invalid("interval_ms must be between 10 and 3600000", "interval_ms")
     if not (math.isfinite(data.annual_volatility) and 0 < data.annual_volatility <= 10):
-        raise invalid("annual_volatility must be greater than 0 and at most 10 (1000 %)", "annual_volatility")
+        raise Invalid("annual_volatility must be greater than 0 and at most 10 (1000 %)", "annual_volatility")
     if not (math.isfinite(data.drift) and abs(data.drift) <= 10):
-        raise invalid("drift must be between -10 and 10", "drift")
+        raise Invalid("drift must be between -10 and 10", "drift")
     if data.seed is not None and not 0 <= data.seed < 2**63:
-        raise invalid("seed must be between 0 and 2^63 - 1", "seed")
+        raise Invalid("seed must be between 0 and 2^63 - 1", "seed")
     found = await _instruments(conn, data.symbols)
     for symbol in data.symbols:
         if found[symbol].last_price is None:
-            raise invalid(
+            raise Invalid(
                 f"{symbol} has no last price to start the walk from", "symbols", slug="no-market-price"
             )
     await conn.rollback()
@@ -363,7 +363,7 @@ async def get_feed(conn: AsyncConnection, kind: str, feed_id: uuid.UUID) -> Mark
         await conn.execute(select(*FEED_COLS).where(MarketFeed.id == feed_id, MarketFeed.kind == kind))
     ).first()
     if row is None:
-        raise not_found("Replay" if kind == "replay" else "Simulation")
+        raise NotFound("Replay" if kind == "replay" else "Simulation")
     return feed_out(row)
 
 
@@ -417,7 +417,7 @@ async def stop_feed(
             )
         ).first()
     if row is None:
-        raise not_found("Replay" if kind == "replay" else "Simulation")
+        raise NotFound("Replay" if kind == "replay" else "Simulation")
     if row.status == "queued":
         from app.domain.backtesting.services import abort_saq_job
 

@@ -59,11 +59,11 @@ async def start_demo_simulation(
     from app.domain.identity.services import authenticate
     from app.domain.markets import feeds
     from app.domain.markets.schemas import SimulationCreate
-    from app.lib.jobs import load_job_modules, make_queue
+    from app.lib.jobs import make_queue, registry
 
     if settings.effective_queue_url is None:
         return None
-    load_job_modules()
+    registry()  # the demo feed is a job: fail before any write if the entry point did not wire
     principal = await authenticate(engine, api_key)
     assert principal is not None, "the demo admin key was just ensured"
     queue = make_queue(settings)

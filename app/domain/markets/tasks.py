@@ -1,5 +1,5 @@
 """Market-data jobs: asynchronous candle loads (`POST .../candles?async=true`); the replay and simulation
-jobs live in feed_jobs, imported here, where the job registry looks."""
+jobs live in feed_jobs (both modules are listed in app/server/wiring.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from typing import Any
 import msgspec
 from sqlalchemy import delete, func, select
 
-from app.domain.markets import feed_jobs  # noqa: F401  (registers markets.replay and markets.simulate)
 from app.domain.markets.models import CandleUploadChunk
 from app.domain.markets.services import load_candles_csv
 from app.lib.jobs import job

@@ -7,7 +7,7 @@ from litestar import Controller, Request, delete, get, patch, post, put
 from litestar.di import Provide
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
-from app.domain.risk import group_service, post_trade, scenario_service, services, stress_service
+from app.domain.risk import group_service, scenario_service, services, stress_service
 from app.domain.risk.schemas import (
     AccountGroupIn,
     AccountGroupOut,
@@ -43,8 +43,6 @@ from app.domain.risk.schemas import (
 from app.lib.db import DbConn, provide_db
 from app.lib.errors import problem_response
 from app.lib.pagination import Cursor, Limit
-
-assert post_trade.check_after_price  # imported for its committed-price hook (markets/events.py)
 
 Lookback = Annotated[int, Parameter(ge=2, le=5000, description="daily closes per held symbol")]
 

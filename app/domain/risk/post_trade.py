@@ -19,7 +19,6 @@ import uuid
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.domain.markets.events import on_price_committed
 from app.domain.risk.services import check_accounts
 from app.lib.log import get_logger
 
@@ -49,7 +48,6 @@ async def check_holders(conn: AsyncConnection, symbol: str) -> dict[str, int]:
     return counts
 
 
-@on_price_committed
 async def check_after_price(conn: AsyncConnection, symbol: str) -> None:
     t0 = time.perf_counter()
     try:

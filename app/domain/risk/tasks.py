@@ -8,11 +8,9 @@ from uuid import UUID
 
 import msgspec
 
-from app.domain.risk import post_trade, scenario_service
+from app.domain.risk import scenario_service
 from app.domain.risk.services import monitor_all, snapshot_equity
 from app.lib.jobs import job
-
-assert post_trade.check_after_price  # workers that set prices run the same post-trade hook
 
 
 class MonitorAllKwargs(msgspec.Struct, forbid_unknown_fields=True):

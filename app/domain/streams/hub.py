@@ -14,6 +14,10 @@ live messages held meanwhile and the ones already replayed dropped: nothing miss
 
 A client's buffer is bounded (STREAM_BUFFER_MESSAGES); a client that falls that far behind is closed
 (4008) and resumes. Publishers never wait on any of this: they only append to the plugin's queue.
+
+One module past 500 lines: the subscription bookkeeping, the routing and the per-account cursors share
+one lock-free invariant (a message is routed synchronously, in the order the plugin delivers it), which
+is easier to keep when it is all in view.
 """
 
 from __future__ import annotations

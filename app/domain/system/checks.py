@@ -94,9 +94,9 @@ async def check_schedules(engine) -> list[tuple[bool, str]]:
     from sqlalchemy import select
 
     from app.domain.jobs.models import JobSchedule
-    from app.lib.jobs import load_job_modules
+    from app.lib.jobs import registry as job_registry
 
-    registry = load_job_modules()
+    registry = job_registry()
     async with engine.connect() as conn:
         rows = (await conn.execute(
             select(JobSchedule.name, JobSchedule.function, JobSchedule.next_run_at).where(JobSchedule.enabled)

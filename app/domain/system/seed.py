@@ -33,17 +33,12 @@ async def seed_demo(settings: Settings) -> str:
     engine = create_engine(settings)
     try:
         await ensure_admin_key(engine, key)
-        try:
-            from app.domain.markets.seed import seed_markets
-        except ModuleNotFoundError:
-            seed_markets = None
-        if seed_markets is not None:
-            await seed_markets(engine)
-            if settings.demo_simulation:
-                from app.domain.markets.seed import start_demo_simulation
+        from app.domain.markets.seed import seed_markets, start_demo_simulation
 
-                feed_id = await start_demo_simulation(engine, settings, key)
-                log.info("demo_simulation_started", simulation_id=feed_id)
+        await seed_markets(engine)
+        if settings.demo_simulation:
+            feed_id = await start_demo_simulation(engine, settings, key)
+            log.info("demo_simulation_started", simulation_id=feed_id)
     finally:
         await engine.dispose()
     return key

@@ -22,6 +22,9 @@ their events in one statement. Simple orders never come here (placement.py route
 Locking: everything that changes a group takes the instrument first (a price update FOR UPDATE, a
 cancel or expiry FOR KEY SHARE), then the group's rows in id order, then the account: the documented
 order (instrument -> orders -> accounts), so groups never deadlock with matching.
+
+One module past 500 lines: a group's body checks and its one locked placement transaction are read
+together (every check names the leg it refuses), and they change together with the group rules.
 """
 
 from __future__ import annotations

@@ -1,8 +1,15 @@
 """Order rules of the paper exchange: status machine, increments, matching and fees.
 
-Pure functions over `Decimal`; no I/O. The service layer loads an order, builds an `OrderView`, asks
-`match` what happens at a price, asks `after_match_status` where the order ends up, and persists the
-result with one event per status change.
+Pure functions over `Decimal`; no I/O. Placement (trading/placement.py, an order's first executable
+moment) and price matching (trading/services.py: `match_resting_orders`, the resting orders) build an
+`OrderView`, ask `match` what happens at a price (fill quantity and price, trigger), take the status of a
+fill from `fill_status` and every status change through `transition`, and use the rounding, fee and
+trailing-stop helpers; each of them decides the ioc/fok remainder and the final status itself and writes
+one event per status change. `fok_can_fill`, `after_match_status` and `LeftoverAction` state that
+remainder rule as pure functions for tests/unit/test_order_rules.py; production code does not call them.
+
+One module past 500 lines on purpose: the status machine, the tick and lot arithmetic, matching and
+fees are one specification (docs/TRADING.md renders its transition table from here), read together.
 
 Rules that DOMAIN.md leaves open are decided here and repeated in the docstrings:
 

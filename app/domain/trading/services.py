@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app.domain.accounts.access import ensure_may_trade, visible_to
 from app.domain.accounts.models import Account
 from app.domain.identity.schemas import Principal
-from app.domain.markets.events import QuietBand, on_price, quiet_band_of
+from app.domain.markets.events import QuietBand
 from app.domain.risk import checks as risk_checks
 from app.domain.risk import pretrade
 from app.domain.streams.events import defer_account_state, defer_account_update
@@ -274,7 +274,6 @@ _MATCHED_SQL = text(
 _TRAIL_SQL = text("UPDATE orders SET hwm = :hwm, stop_price = :stop, updated_at = :now WHERE id = :id")
 
 
-@on_price
 async def match_resting_orders(
     conn: AsyncConnection, symbol: str, price: Decimal, volume: Decimal | None, ts: datetime
 ) -> int:
@@ -467,7 +466,6 @@ async def match_resting_orders(
     return fills_made
 
 
-@quiet_band_of(match_resting_orders)
 async def resting_quiet_band(conn: AsyncConnection, symbol: str) -> QuietBand:
     """The prices at which no resting order of `symbol` acts. Sound only with the instrument row locked
     FOR UPDATE by the caller, and read in a statement after that lock: a placement writes its order while

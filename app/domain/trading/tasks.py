@@ -6,7 +6,6 @@ from typing import Any
 
 import msgspec
 
-from app.domain.trading import services  # noqa: F401  (registers the price-matching hook in workers)
 from app.domain.trading.reconcile import reconcile_all
 from app.domain.trading.services import expire_day_orders
 from app.lib.jobs import job

@@ -22,11 +22,13 @@ from app.lib.jobs import make_queue  # noqa: E402
 from app.lib.settings import Settings  # noqa: E402
 from app.lib.state import build_worker  # noqa: E402
 from app.server.app import create_app  # noqa: E402
+from app.server.wiring import wire  # noqa: E402
 
 
 async def main() -> None:
     cfg = json.loads(sys.argv[1])
     settings = Settings(**cfg)
+    wire()
     queue = make_queue(settings)
     await queue.connect()
     worker = build_worker(queue, settings, concurrency=1)

@@ -27,7 +27,7 @@ from app.domain.streams import publish as streams
 from app.domain.streams.messages import BarUpdate, PriceUpdate
 from app.domain.streams.messages import encode as encode_message
 from app.lib.db import driver_connection, tx
-from app.lib.errors import ApiError, invalid, not_found
+from app.lib.errors import Invalid, NotFound
 
 _STAGE_DDL = text(
     "CREATE TEMP TABLE candle_stage (ts timestamptz NOT NULL, open numeric NOT NULL, high numeric NOT NULL, "
@@ -41,9 +41,8 @@ _MERGE = text(
 )
 
 
-def candle_error(exc: CandleValidationError) -> ApiError:
-    return ApiError(
-        422,
+def candle_error(exc: CandleValidationError) -> Invalid:
+    return Invalid(
         str(exc),
         slug="invalid-candles",
         errors=[
@@ -69,7 +68,7 @@ async def load_candles(
             select(Instrument.symbol).where(Instrument.symbol == symbol).with_for_update()
         )
         if exists is None:
-            raise not_found("Instrument")
+            raise NotFound("Instrument")
         fresh = not await conn.scalar(
             select(exists_(select(Candle.ts).where(Candle.symbol == symbol, Candle.timeframe == timeframe)))
         )
@@ -109,7 +108,7 @@ async def load_candles(
         except CandleValidationError as exc:
             raise candle_error(exc) from exc
         if rows == 0:
-            raise invalid("The upload contains no candles", "candles")
+            raise Invalid("The upload contains no candles", "candles")
         if not fresh:
             await conn.execute(_MERGE, {"symbol": symbol, "timeframe": timeframe})
         last_price = None
@@ -201,5 +200,5 @@ async def query_candles(
     apg = await driver_connection(conn)
     rows = await apg.fetch(CANDLES_SQL, symbol, timeframe, start, end, limit)
     if not rows:
-        raise not_found("Instrument")
+        raise NotFound("Instrument")
     return [CandleOut(*r[1:]) for r in rows if r[1] is not None]

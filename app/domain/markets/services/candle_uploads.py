@@ -14,7 +14,7 @@ from app.domain.markets.models import Instrument
 from app.domain.markets.schemas import CandleLoadAccepted, CandleLoadStatus
 from app.domain.markets.services.candle_loads import candle_error
 from app.lib.db import tx
-from app.lib.errors import ApiError, not_found
+from app.lib.errors import NotFound, QueueUnavailable
 
 UPLOAD_CHUNK = 1 << 20
 
@@ -58,12 +58,12 @@ async def park_candle_upload(
     from app.lib.jobs import enqueue
 
     if queue is None:
-        raise ApiError(503, "The job queue is not available; upload without ?async=true")
+        raise QueueUnavailable("The job queue is not available; upload without ?async=true")
     upload_id = uuid.uuid4()
     total = 0
     async with tx(conn):
         if await conn.scalar(select(Instrument.symbol).where(Instrument.symbol == symbol)) is None:
-            raise not_found("Instrument")
+            raise NotFound("Instrument")
         seq = 0
         buffer = bytearray()
 
@@ -97,14 +97,14 @@ async def park_candle_upload(
 
 async def candle_load_status(queue: Any, symbol: str, upload_id: uuid.UUID) -> CandleLoadStatus:
     if queue is None:
-        raise ApiError(503, "The job queue is not available")
+        raise QueueUnavailable("The job queue is not available")
     job = await queue.job(candle_load_job_key(upload_id))
     if (
         job is None
         or (job.kwargs or {}).get("upload_id") != str(upload_id)
         or job.meta.get("symbol") not in (None, symbol)
     ):
-        raise not_found("Candle load")
+        raise NotFound("Candle load")
     status = str(job.status.value if hasattr(job.status, "value") else job.status)
     return CandleLoadStatus(
         upload_id=str(upload_id),

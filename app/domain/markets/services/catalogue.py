@@ -19,7 +19,7 @@ from app.domain.markets.schemas import (
     InstrumentPatch,
 )
 from app.lib.db import tx
-from app.lib.errors import conflict, invalid, not_found
+from app.lib.errors import AlreadyExists, Invalid, NotFound
 
 EXCHANGE_COLS = (
     Exchange.code,
@@ -67,7 +67,7 @@ def _valid_timezone(name: str) -> bool:
 
 async def create_exchange(conn: AsyncConnection, data: ExchangeCreate) -> ExchangeOut:
     if not _valid_timezone(data.timezone):
-        raise invalid(f"Unknown timezone {data.timezone!r}", "timezone")
+        raise Invalid(f"Unknown timezone {data.timezone!r}", "timezone")
     async with tx(conn):
         try:
             row = (
@@ -89,7 +89,7 @@ async def create_exchange(conn: AsyncConnection, data: ExchangeCreate) -> Exchan
                 )
             ).one()
         except IntegrityError as exc:
-            raise conflict(f"Exchange {data.code} already exists") from exc
+            raise AlreadyExists(f"Exchange {data.code} already exists") from exc
     return _exchange_out(row)
 
 
@@ -101,7 +101,7 @@ async def list_exchanges(conn: AsyncConnection) -> list[ExchangeOut]:
 async def get_exchange(conn: AsyncConnection, code: str) -> ExchangeOut:
     row = (await conn.execute(select(*EXCHANGE_COLS).where(Exchange.code == code))).one_or_none()
     if row is None:
-        raise not_found("Exchange")
+        raise NotFound("Exchange")
     return _exchange_out(row)
 
 
@@ -109,7 +109,7 @@ def _check_instrument_rules(tick: Decimal, lot: Decimal, min_qty: Decimal, min_n
     from app.domain.trading.rules import is_multiple
 
     if min_qty > 0 and not is_multiple(min_qty, lot):
-        raise invalid("min_quantity must be a multiple of lot_size", "min_quantity")
+        raise Invalid("min_quantity must be a multiple of lot_size", "min_quantity")
     for name, value in (
         ("tick_size", tick),
         ("lot_size", lot),
@@ -117,14 +117,14 @@ def _check_instrument_rules(tick: Decimal, lot: Decimal, min_qty: Decimal, min_n
         ("min_notional", min_notional),
     ):
         if value.as_tuple().exponent < -18:  # type: ignore[operator]
-            raise invalid(f"{name} has more than 18 decimal places", name)
+            raise Invalid(f"{name} has more than 18 decimal places", name)
 
 
 async def create_instrument(conn: AsyncConnection, data: InstrumentCreate) -> InstrumentOut:
     _check_instrument_rules(data.tick_size, data.lot_size, data.min_quantity, data.min_notional)
     async with tx(conn):
         if await conn.scalar(select(Exchange.code).where(Exchange.code == data.exchange)) is None:
-            raise invalid(f"Unknown exchange {data.exchange!r}", "exchange")
+            raise Invalid(f"Unknown exchange {data.exchange!r}", "exchange")
         try:
             await conn.execute(
                 insert(Instrument).values(
@@ -140,7 +140,7 @@ async def create_instrument(conn: AsyncConnection, data: InstrumentCreate) -> In
                 )
             )
         except IntegrityError as exc:
-            raise conflict(f"Instrument {data.symbol} already exists") from exc
+            raise AlreadyExists(f"Instrument {data.symbol} already exists") from exc
         return await get_instrument(conn, data.symbol)
 
 
@@ -168,7 +168,7 @@ async def get_instrument(conn: AsyncConnection, symbol: str, *, for_update: bool
         stmt = stmt.with_for_update()
     row = (await conn.execute(stmt)).one_or_none()
     if row is None:
-        raise not_found("Instrument")
+        raise NotFound("Instrument")
     return InstrumentOut(**row._mapping)
 
 

@@ -12,7 +12,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.domain.markets.events import (
     COMMITTED_PRICE_OBSERVERS,
-    on_prices_committed,
     prices_committed,
     publish_price,
     publish_price_committed,
@@ -25,7 +24,7 @@ from app.domain.streams import publish as streams
 from app.domain.streams.messages import PriceUpdate
 from app.domain.streams.messages import encode as encode_message
 from app.lib.db import tx
-from app.lib.errors import invalid, not_found
+from app.lib.errors import Invalid, NotFound
 
 
 async def store_price(
@@ -39,7 +38,6 @@ async def store_price(
     return await publish_price(conn, symbol, price, volume, ts)
 
 
-@on_prices_committed
 async def publish_committed_prices(symbol: str, prices: Sequence[PricePoint]) -> None:
     """`prices:<symbol>` gets every committed price, quiet or matched (a quiet price never reaches
     `store_price`: see feed_prices)."""
@@ -81,12 +79,12 @@ async def feed_prices(conn: AsyncConnection, symbol: str, points: Sequence[Price
     async with tx(conn):
         tick = await conn.scalar(_LOCK_INSTRUMENT_SQL, {"symbol": symbol})
         if tick is None:
-            raise not_found("Instrument")
+            raise NotFound("Instrument")
         from app.domain.trading.rules import is_multiple
 
         for point in points:
             if not is_multiple(point.price, tick):
-                raise invalid(f"price {point.price} is not a multiple of tick_size {tick}", "price")
+                raise Invalid(f"price {point.price} is not a multiple of tick_size {tick}", "price")
         band = await quiet_band(conn, symbol)
         lower, upper, always = band.lower, band.upper, band.always
         consumed = fills = 0
@@ -138,5 +136,5 @@ async def get_price(conn: AsyncConnection, symbol: str) -> PriceOut:
         )
     ).one_or_none()
     if row is None:
-        raise not_found("Instrument")
+        raise NotFound("Instrument")
     return PriceOut(symbol=symbol, price=row.last_price, ts=row.last_price_at)
