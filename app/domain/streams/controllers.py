@@ -20,7 +20,7 @@ from litestar.params import FromPath, HeaderParameter, Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from app.domain.desk import sessions as desk_sessions
-from app.domain.identity.middleware import _credential
+from app.domain.identity.middleware import credential
 from app.domain.identity.schemas import Principal
 from app.domain.identity.services import authenticate
 from app.domain.markets.candles import TIMEFRAMES
@@ -147,7 +147,7 @@ async def authorise_since(
 
 
 async def _authenticate_socket(socket: WebSocket, rt: StreamRuntime) -> Principal | None:
-    key = _credential(socket.scope)
+    key = credential(socket.scope)
     if key is None and (principal := await desk_sessions.authenticate_socket(socket.scope)) is not None:
         return principal  # the desk: its session cookie, on an upgrade from this server's own origin
     if key is None:
