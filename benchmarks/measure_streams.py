@@ -15,9 +15,13 @@
 4. `--idle-baseline N`: the same idle measurement on benchmarks/peers/bare_ws_app.py under the same
    granian settings: the server's own memory per WebSocket connection.
 
-Subscribers other than the latency probe are raw sockets that read and discard bytes, so that the load
-generator's own WebSocket parsing does not take the cores from the server. `--separate` puts the
-subscribers on a second API process (orders still go to the first).
+Subscribers other than the latency probe are raw sockets in a child process that reads and discards
+whatever each socket holds every 10 ms, so that neither WebSocket parsing nor a task wake-up per frame
+in the load generator takes the cores from the server (or the placing client's event loop). Besides
+orders/s, each phase reports the server's CPU per order (user + system of the API process(es), from
+/proc) and, from the difference, the server's CPU per frame sent. `--separate` puts the subscribers on
+a second API process (orders still go to the first); `--server` / `--stream-server` choose
+`tradedesk serve --server` for the first / the second.
 
 `--compare-tree PATH` runs every measurement on two API processes, one of this tree and one of another
 checkout (`git archive <commit> | tar -x -C PATH`, served with this environment's Python), both up
@@ -33,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import signal
 import statistics
@@ -102,8 +107,28 @@ class BareServer:
         self.proc.wait(timeout=20)
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its children (granian's worker, uvicorn's server)."""
+    total = 0
+    pids = [pid]
+    while pids:
+        p = pids.pop()
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+            with open(f"/proc/{p}/task/{p}/children") as f:
+                pids.extend(int(c) for c in f.read().split())
+        except FileNotFoundError:
+            continue
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 class Server:
-    def __init__(self, db: str, run: str, offset: int = 0, tree: Path | None = None) -> None:
+    def __init__(
+        self, db: str, run: str, offset: int = 0, tree: Path | None = None, kind: str = "granian"
+    ) -> None:
+        self.kind = kind
         self.port = 18_000 + int(run[:4], 16) % 2000 + offset
         self.url = f"http://127.0.0.1:{self.port}"
         self.admin_key = f"td_meas_admin_{run}_0123456789abcdefghij"
@@ -129,7 +154,8 @@ class Server:
             env["PYTHONPATH"] = str(tree)
         tradedesk = str(Path(sys.executable).with_name("tradedesk"))
         self.proc = subprocess.Popen(
-            [tradedesk, "serve", "--port", str(self.port), "--no-access-log"],
+            [tradedesk, "serve", "--port", str(self.port), "--no-access-log"]
+            + (["--server", kind] if kind != "granian" else []),
             env=env,
             cwd=tree,
             stdout=subprocess.DEVNULL,
@@ -237,30 +263,50 @@ async def _subscribe(ws_url: str, key: str, streams: list[str], since: dict | No
     return ws
 
 
-async def _raw_subscriber(
-    url: str, key: str, streams: list[str]
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A subscriber that reads and discards bytes without parsing WebSocket frames: the load generator
-    then costs next to nothing per message, so the server's share of the 2 cores is what is measured."""
+def _read_subscribers(url: str, key: str, streams: list[str], n: int, ready, stop, interval: float) -> None:
+    """A child process holding `n` raw WebSocket subscribers: every `interval` seconds it reads whatever
+    each socket has and discards it (one recv per socket per round, many frames each), so the subscribers
+    cost the shared cores next to nothing and nothing of the placing client's event loop. The server's work
+    per frame is the same as for a client that reads each frame as it comes."""
+    import select
+    import socket
+
     host, port = url.removeprefix("http://").split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(
-        (
-            f"GET /api/v1/stream HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-            f"Authorization: Bearer {key}\r\n\r\n"
-        ).encode()
-    )
-    await reader.readuntil(b"\r\n\r\n")
+    socks = []
     payload = json.dumps({"action": "subscribe", "streams": streams}).encode()
-    mask = os.urandom(4)
-    assert len(payload) < 126
-    writer.write(
-        bytes([0x81, 0x80 | len(payload)]) + mask + bytes(c ^ mask[i % 4] for i, c in enumerate(payload))
-    )
-    await writer.drain()
-    await reader.readuntil(b'"subscribed"')
-    return reader, writer
+    for _ in range(n):
+        sock = socket.create_connection((host, int(port)))
+        sock.sendall(
+            (
+                f"GET /api/v1/stream HTTP/1.1\r\nHost: {host}\r\n"
+                "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                f"Authorization: Bearer {key}\r\n\r\n"
+            ).encode()
+        )
+        seen = b""
+        while b"\r\n\r\n" not in seen:
+            seen += sock.recv(4096)
+        mask = os.urandom(4)
+        assert len(payload) < 126
+        sock.sendall(
+            bytes([0x81, 0x80 | len(payload)]) + mask + bytes(c ^ mask[i % 4] for i, c in enumerate(payload))
+        )
+        while b'"subscribed"' not in seen:
+            seen = seen[-64:] + sock.recv(1 << 16)
+        sock.setblocking(False)
+        socks.append(sock)
+    ready.set()
+    while not stop.is_set():
+        time.sleep(interval)
+        readable, _, _ = select.select(socks, [], [], 0)
+        for sock in readable:
+            try:
+                sock.recv(1 << 20)
+            except BlockingIOError:
+                pass
+    for sock in socks:
+        sock.close()
 
 
 async def placement_and_latency(
@@ -275,10 +321,14 @@ async def placement_and_latency(
         account = await _new_account(http, trader)
         await _place_for(http, trader, account, 2, args.rate)  # warm-up
         probe_ws = await _subscribe(ws_url, key, [f"trade_updates:{account}"])
-        raw = [
-            await _raw_subscriber(streams.url, key, [f"trade_updates:{account}"])
-            for _ in range(args.subscribers - 1)
-        ]
+        ctx = multiprocessing.get_context("spawn")
+        ready, stop = ctx.Event(), ctx.Event()
+        readers = ctx.Process(
+            target=_read_subscribers,
+            args=(streams.url, key, [f"trade_updates:{account}"], args.subscribers - 1, ready, stop, 0.01),
+        )
+        readers.start()
+        await asyncio.to_thread(ready.wait, 120)
         latencies: list[float] = []
         listening = False
 
@@ -289,31 +339,39 @@ async def placement_and_latency(
                 if listening and msg["type"] == "trade_update":
                     latencies.append(received - datetime.fromisoformat(msg["at"]).timestamp())
 
-        async def drain(reader: asyncio.StreamReader) -> None:
-            while await reader.read(1 << 16):
-                pass
-
-        tasks = [asyncio.create_task(probe(probe_ws))] + [asyncio.create_task(drain(r)) for r, _ in raw]
+        tasks = [asyncio.create_task(probe(probe_ws))]
         rates: dict[str, list[float]] = {"none": [], "subscribed": []}
+        cpu: dict[str, list[float]] = {"none": [], "subscribed": []}  # server CPU ms per order
+        procs = [server.proc.pid] + ([streams.proc.pid] if streams is not server else [])
         for phase in ("none", "subscribed", "none", "subscribed"):
             # Subscribers stay connected; in the "none" phases the orders go to an account nobody watches.
             target = account if phase == "subscribed" else await _new_account(http, trader)
             listening = phase == "subscribed"
+            cpu_before = sum(_cpu_seconds(p) for p in procs)
             placed = await _place_for(http, trader, target, args.phase_seconds, args.rate)
+            await asyncio.sleep(0.2)  # the last orders' frames leave the server
+            cpu[phase].append((sum(_cpu_seconds(p) for p in procs) - cpu_before) * 1000 / max(placed, 1))
             listening = False
             rates[phase].append(placed / args.phase_seconds)
             await asyncio.sleep(1)
         await probe_ws.close()
-        for _, writer in raw:
-            writer.close()
+        stop.set()
+        await asyncio.to_thread(readers.join, 30)
         for t in tasks:
             t.cancel()
     none, subscribed = statistics.mean(rates["none"]), statistics.mean(rates["subscribed"])
+    cpu_none, cpu_subscribed = statistics.mean(cpu["none"]), statistics.mean(cpu["subscribed"])
     return {
         "orders_per_s_no_subscribers": round(none, 1),
         "orders_per_s_with_subscribers": round(subscribed, 1),
         "ratio": round(subscribed / none, 3),
         "phases": rates,
+        "server_cpu_ms_per_order_no_subscribers": round(cpu_none, 3),
+        "server_cpu_ms_per_order_with_subscribers": round(cpu_subscribed, 3),
+        "server_cpu_ratio": round(cpu_subscribed / cpu_none, 3),
+        "server_cpu_us_per_frame": round(
+            (cpu_subscribed - cpu_none) * 1000 / (2 * args.subscribers), 2
+        ),  # a resting limit order makes two events (new, accepted), each a frame to every subscriber
         "latency_samples": len(latencies),
         "latency_p50_ms": round(_pct(latencies, 0.5) * 1000, 2) if latencies else None,
         "latency_p99_ms": round(_pct(latencies, 0.99) * 1000, 2) if latencies else None,
@@ -414,8 +472,8 @@ async def main(args) -> dict:
     from app.lib.migrate import upgrade
 
     await asyncio.to_thread(upgrade, _url(db))
-    server = Server(db, run)
-    second = Server(db, run, offset=1) if args.separate else None
+    server = Server(db, run, kind=args.server)
+    second = Server(db, run, offset=1, kind=args.stream_server or args.server) if args.separate else None
     other = Server(db, run, offset=3, tree=args.compare_tree) if args.compare_tree else None
     try:
         admin = {"Authorization": f"Bearer {server.admin_key}"}
@@ -463,6 +521,14 @@ if __name__ == "__main__":
         "--separate",
         action="store_true",
         help="subscribers on a second API process (the placing process only publishes)",
+    )
+    parser.add_argument(
+        "--server", choices=("granian", "uvicorn"), default="granian", help="`tradedesk serve --server`"
+    )
+    parser.add_argument(
+        "--stream-server",
+        choices=("granian", "uvicorn"),
+        help="with --separate: the subscribers' process's server (default: --server)",
     )
     parser.add_argument("--compare-tree", type=Path, help="another checkout to measure side by side")
     parser.add_argument("--rounds", type=int, default=2, help="with --compare-tree: turns per tree")
