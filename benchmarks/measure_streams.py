@@ -19,14 +19,18 @@ Subscribers other than the latency probe are raw sockets in a child process that
 whatever each socket holds every 10 ms, so that neither WebSocket parsing nor a task wake-up per frame
 in the load generator takes the cores from the server (or the placing client's event loop). Besides
 orders/s, each phase reports the server's CPU per order (user + system of the API process(es), from
-/proc) and, from the difference, the server's CPU per frame sent. `--separate` puts the subscribers on
-a second API process (orders still go to the first); `--server` / `--stream-server` choose
-`tradedesk serve --server` for the first / the second.
+/proc) and, from the difference, the server's CPU per message delivered to a subscriber. `--separate`
+puts the subscribers on a second API process (orders still go to the first); `--server` /
+`--stream-server` choose
+`tradedesk serve --server` for the first / the second. `--batch`: the subscribers connect with
+`?batch=true` (docs/STREAMING.md), several messages to a frame where they wait together.
 
 `--compare-tree PATH` runs every measurement on two API processes, one of this tree and one of another
 checkout (`git archive <commit> | tar -x -C PATH`, served with this environment's Python), both up
 for the whole run on one database with separate Redis namespaces, taking turns measurement by
 measurement (this, other, other, this, ... for `--rounds` rounds): a before/after in one run.
+`--compare-server uvicorn` (or granian) makes the other process one of this tree (or of `--compare-tree`)
+under that server.
 
 The load generator shares the machine with the server (2 cores here): its WebSocket receive work
 competes with the server for CPU, so the figures are a floor for a server with its own cores.
@@ -258,12 +262,15 @@ async def _subscribe(ws_url: str, key: str, streams: list[str], since: dict | No
     if since is not None:
         body["since"] = since
     await ws.send(json.dumps(body))
-    while json.loads(await ws.recv())["type"] != "subscribed":
-        pass
-    return ws
+    while True:
+        decoded = json.loads(await ws.recv())
+        if any(m["type"] == "subscribed" for m in (decoded if isinstance(decoded, list) else [decoded])):
+            return ws
 
 
-def _read_subscribers(url: str, key: str, streams: list[str], n: int, ready, stop, interval: float) -> None:
+def _read_subscribers(
+    url: str, key: str, streams: list[str], n: int, ready, stop, interval: float, query: str = ""
+) -> None:
     """A child process holding `n` raw WebSocket subscribers: every `interval` seconds it reads whatever
     each socket has and discards it (one recv per socket per round, many frames each), so the subscribers
     cost the shared cores next to nothing and nothing of the placing client's event loop. The server's work
@@ -278,7 +285,7 @@ def _read_subscribers(url: str, key: str, streams: list[str], n: int, ready, sto
         sock = socket.create_connection((host, int(port)))
         sock.sendall(
             (
-                f"GET /api/v1/stream HTTP/1.1\r\nHost: {host}\r\n"
+                f"GET /api/v1/stream{query} HTTP/1.1\r\nHost: {host}\r\n"
                 "Upgrade: websocket\r\nConnection: Upgrade\r\n"
                 f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
                 f"Authorization: Bearer {key}\r\n\r\n"
@@ -314,7 +321,7 @@ async def placement_and_latency(
 ) -> dict:
     """`streams`: a second API process the subscribers connect to (orders still go to `server`)."""
     streams = streams or server
-    ws_url = streams.url.replace("http", "ws") + "/api/v1/stream"
+    ws_url = streams.url.replace("http", "ws") + "/api/v1/stream" + ("?batch=true" if args.batch else "")
     async with httpx.AsyncClient(
         base_url=server.url, timeout=30, limits=httpx.Limits(max_connections=16)
     ) as http:
@@ -325,7 +332,16 @@ async def placement_and_latency(
         ready, stop = ctx.Event(), ctx.Event()
         readers = ctx.Process(
             target=_read_subscribers,
-            args=(streams.url, key, [f"trade_updates:{account}"], args.subscribers - 1, ready, stop, 0.01),
+            args=(
+                streams.url,
+                key,
+                [f"trade_updates:{account}"],
+                args.subscribers - 1,
+                ready,
+                stop,
+                0.01,
+                "?batch=true" if args.batch else "",
+            ),
         )
         readers.start()
         await asyncio.to_thread(ready.wait, 120)
@@ -335,9 +351,10 @@ async def placement_and_latency(
         async def probe(ws) -> None:
             async for raw in ws:
                 received = time.time()
-                msg = json.loads(raw)
-                if listening and msg["type"] == "trade_update":
-                    latencies.append(received - datetime.fromisoformat(msg["at"]).timestamp())
+                decoded = json.loads(raw)
+                for msg in decoded if isinstance(decoded, list) else [decoded]:
+                    if listening and msg["type"] == "trade_update":
+                        latencies.append(received - datetime.fromisoformat(msg["at"]).timestamp())
 
         tasks = [asyncio.create_task(probe(probe_ws))]
         rates: dict[str, list[float]] = {"none": [], "subscribed": []}
@@ -369,7 +386,7 @@ async def placement_and_latency(
         "server_cpu_ms_per_order_no_subscribers": round(cpu_none, 3),
         "server_cpu_ms_per_order_with_subscribers": round(cpu_subscribed, 3),
         "server_cpu_ratio": round(cpu_subscribed / cpu_none, 3),
-        "server_cpu_us_per_frame": round(
+        "server_cpu_us_per_delivered_message": round(
             (cpu_subscribed - cpu_none) * 1000 / (2 * args.subscribers), 2
         ),  # a resting limit order makes two events (new, accepted), each a frame to every subscriber
         "latency_samples": len(latencies),
@@ -474,7 +491,11 @@ async def main(args) -> dict:
     await asyncio.to_thread(upgrade, _url(db))
     server = Server(db, run, kind=args.server)
     second = Server(db, run, offset=1, kind=args.stream_server or args.server) if args.separate else None
-    other = Server(db, run, offset=3, tree=args.compare_tree) if args.compare_tree else None
+    other = (
+        Server(db, run, offset=3, tree=args.compare_tree, kind=args.compare_server or args.server)
+        if args.compare_tree or args.compare_server
+        else None
+    )
     try:
         admin = {"Authorization": f"Bearer {server.admin_key}"}
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
@@ -530,6 +551,14 @@ if __name__ == "__main__":
         choices=("granian", "uvicorn"),
         help="with --separate: the subscribers' process's server (default: --server)",
     )
+    parser.add_argument(
+        "--batch", action="store_true", help="subscribers connect with ?batch=true (arrays of messages)"
+    )
     parser.add_argument("--compare-tree", type=Path, help="another checkout to measure side by side")
+    parser.add_argument(
+        "--compare-server",
+        choices=("granian", "uvicorn"),
+        help="measure side by side against a process under this server (this tree, or --compare-tree's)",
+    )
     parser.add_argument("--rounds", type=int, default=2, help="with --compare-tree: turns per tree")
     print(json.dumps(asyncio.run(main(parser.parse_args())), indent=2))

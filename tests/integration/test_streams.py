@@ -313,6 +313,42 @@ async def test_a_uvicorn_process_serves_resume_live_sse_heartbeats_and_close_cod
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
 
 
+async def test_a_batching_connection_gets_arrays_of_the_same_messages_in_the_same_order(
+    client, admin_headers, make_user, stream_servers
+):
+    """`?batch=true` (docs/STREAMING.md): every frame is a JSON array of server messages; read one after
+    the other they are exactly what a connection without it gets."""
+    user, sym, acct = await _trader(client, admin_headers, make_user)
+    a, b = stream_servers
+    async with httpx.AsyncClient(base_url=b, timeout=10) as http_b:
+        await _place_resting(http_b, user["headers"], acct, sym, 20)  # seq 1..40
+        ws = await websockets.connect(
+            ws_url(a) + "?batch=true", additional_headers={"Authorization": f"Bearer {user['api_key']}"}
+        )
+        try:
+            await ws.send(
+                json.dumps({"action": "subscribe", "streams": [f"trade_updates:{acct}"], "since": {acct: 0}})
+            )
+            frames: list[list[dict]] = []
+            messages: list[dict] = []
+            while len([m for m in messages if m["type"] == "trade_update"]) < 40:
+                frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                assert isinstance(frame, list) and frame
+                frames.append(frame)
+                messages.extend(frame)
+            await _place_resting(http_b, user["headers"], acct, sym, 1)  # live: seq 41, 42
+            while len([m for m in messages if m["type"] == "trade_update"]) < 42:
+                frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                assert isinstance(frame, list) and frame
+                messages.extend(frame)
+        finally:
+            await ws.close()
+    messages = [m for m in messages if m["type"] != "heartbeat"]
+    assert messages[0] == {"type": "subscribed", "streams": [f"trade_updates:{acct}"], "seqs": {acct: 0}}
+    assert [m["seq"] for m in messages[1:]] == list(range(1, 43))
+    assert len(frames) < 40  # the replay shares frames
+
+
 async def test_activities_pages_equal_the_stream(client, admin_headers, make_user, stream_servers):
     user, sym, acct = await _trader(client, admin_headers, make_user)
     a, b = stream_servers
