@@ -10,8 +10,9 @@
    write commits, same clock); the others only receive.
 2. `--idle` idle connections (subscribed to `accounts`, heartbeat every second): the server process's
    RSS before and after, and heartbeat jitter (|interval - 1 s|) seen on 50 of them.
-3. Resume: `--replay` events are written while no one listens, then one client resumes with since=0;
-   time from the subscribe to the last replayed message.
+3. Resume: `--replay` events are written while no one listens, then a client resumes from seq 0 three
+   times, one after the other: a WebSocket, a WebSocket with `?batch=true`, SSE with `Last-Event-ID: 0`;
+   time from the request to the last replayed message, every message decoded and its seq checked.
 4. `--idle-baseline N`: the same idle measurement on benchmarks/peers/bare_ws_app.py under the same
    granian settings: the server's own memory per WebSocket connection.
 
@@ -359,15 +360,20 @@ async def placement_and_latency(
         tasks = [asyncio.create_task(probe(probe_ws))]
         rates: dict[str, list[float]] = {"none": [], "subscribed": []}
         cpu: dict[str, list[float]] = {"none": [], "subscribed": []}  # server CPU ms per order
+        placing_cpu: dict[str, list[float]] = {"none": [], "subscribed": []}  # the process taking orders
         procs = [server.proc.pid] + ([streams.proc.pid] if streams is not server else [])
         for phase in ("none", "subscribed", "none", "subscribed"):
             # Subscribers stay connected; in the "none" phases the orders go to an account nobody watches.
             target = account if phase == "subscribed" else await _new_account(http, trader)
             listening = phase == "subscribed"
             cpu_before = sum(_cpu_seconds(p) for p in procs)
+            placing_before = _cpu_seconds(server.proc.pid)
             placed = await _place_for(http, trader, target, args.phase_seconds, args.rate)
             await asyncio.sleep(0.2)  # the last orders' frames leave the server
             cpu[phase].append((sum(_cpu_seconds(p) for p in procs) - cpu_before) * 1000 / max(placed, 1))
+            placing_cpu[phase].append(
+                (_cpu_seconds(server.proc.pid) - placing_before) * 1000 / max(placed, 1)
+            )
             listening = False
             rates[phase].append(placed / args.phase_seconds)
             await asyncio.sleep(1)
@@ -386,6 +392,10 @@ async def placement_and_latency(
         "server_cpu_ms_per_order_no_subscribers": round(cpu_none, 3),
         "server_cpu_ms_per_order_with_subscribers": round(cpu_subscribed, 3),
         "server_cpu_ratio": round(cpu_subscribed / cpu_none, 3),
+        # With --separate: the process that takes the orders (it only publishes) on its own.
+        "placing_process_cpu_ratio": round(
+            statistics.mean(placing_cpu["subscribed"]) / statistics.mean(placing_cpu["none"]), 3
+        ),
         "server_cpu_us_per_delivered_message": round(
             (cpu_subscribed - cpu_none) * 1000 / (2 * args.subscribers), 2
         ),  # a resting limit order makes two events (new, accepted), each a frame to every subscriber
@@ -450,22 +460,54 @@ async def replay(server: Server, key: str, trader: dict, events: int) -> dict:
                 assert resp.status_code == 201
 
         await asyncio.gather(*(one() for _ in range(events // 2)))  # new + accepted per order
+    out: dict = {"events": events}
+    for mode in ("websocket", "websocket_batch", "sse"):
+        started = time.perf_counter()
+        if mode == "sse":
+            last = await _replay_sse(server, trader, account, events)
+        else:
+            last = await _replay_ws(
+                ws_url + ("?batch=true" if mode == "websocket_batch" else ""), key, account, events
+            )
+        elapsed = time.perf_counter() - started
+        assert last == events
+        out[f"{mode}_seconds"] = round(elapsed, 3)
+    return out
+
+
+async def _replay_ws(url: str, key: str, account: str, events: int) -> int:
+    """Resume from seq 0: time from the subscribe to the last replayed message, every message decoded."""
     ws = await websockets.connect(
-        ws_url, additional_headers={"Authorization": f"Bearer {key}"}, max_queue=None
+        url, additional_headers={"Authorization": f"Bearer {key}"}, max_queue=None, max_size=2**24
     )
-    started = time.perf_counter()
     await ws.send(
         json.dumps({"action": "subscribe", "streams": [f"trade_updates:{account}"], "since": {account: 0}})
     )
     last = 0
     while last < events:
-        msg = json.loads(await ws.recv())
-        if msg["type"] == "trade_update":
-            assert msg["seq"] == last + 1
-            last = msg["seq"]
-    elapsed = time.perf_counter() - started
+        decoded = json.loads(await ws.recv())
+        for msg in decoded if isinstance(decoded, list) else [decoded]:
+            if msg["type"] == "trade_update":
+                assert msg["seq"] == last + 1
+                last = msg["seq"]
     await ws.close()
-    return {"events": events, "seconds": round(elapsed, 3), "events_per_s": round(events / elapsed)}
+    return last
+
+
+async def _replay_sse(server: Server, trader: dict, account: str, events: int) -> int:
+    """The same over SSE with `Last-Event-ID: 0`."""
+    last = 0
+    headers = {**trader, "Last-Event-ID": "0"}
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        async with http.stream("GET", f"/api/v1/accounts/{account}/stream", headers=headers) as resp:
+            async for line in resp.aiter_lines():
+                if line.startswith("data:"):
+                    msg = json.loads(line[5:])
+                    assert msg["seq"] == last + 1
+                    last = msg["seq"]
+                    if last == events:
+                        break
+    return last
 
 
 async def measure(server: Server, key: str, trader: dict, args, second: Server | None) -> dict:
