@@ -128,7 +128,8 @@ def _serve_uvicorn(
         workers=workers,
         loop="uvloop",
         # The sans-I/O implementation: ~18 KiB per idle connection and ~2.7 us of CPU per frame sent
-        # (the legacy `websockets` one: ~25 KiB, ~6 us; docs/BENCHMARKS.md, "Streams: the server").
+        # (the legacy `websockets` one: ~25 KiB, ~6 us; docs/BENCHMARKS.md, "Streams: the server, batching
+        # and resume").
         ws="websockets-sansio",
         # The app keeps connections alive with its own heartbeats (STREAM_HEARTBEAT_SECONDS).
         ws_ping_interval=None,
