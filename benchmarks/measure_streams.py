@@ -131,7 +131,13 @@ def _cpu_seconds(pid: int) -> float:
 
 class Server:
     def __init__(
-        self, db: str, run: str, offset: int = 0, tree: Path | None = None, kind: str = "granian"
+        self,
+        db: str,
+        run: str,
+        offset: int = 0,
+        tree: Path | None = None,
+        kind: str = "granian",
+        shared: bool = False,
     ) -> None:
         self.kind = kind
         self.port = 18_000 + int(run[:4], 16) % 2000 + offset
@@ -142,7 +148,9 @@ class Server:
             DATABASE_URL=async_url(_url(db)),
             REDIS_URL=REDIS_URL,
             TRADEDESK_QUEUE_NAME=f"tdmeas-{run}",
-            TRADEDESK_REDIS_PREFIX=f"tdmeas-{run}" + (f"-{offset}" if offset else ""),
+            # --separate's stream process shares the namespace (its channels carry the first one's
+            # messages); --compare-*'s other process must not.
+            TRADEDESK_REDIS_PREFIX=f"tdmeas-{run}" + (f"-{offset}" if offset and not shared else ""),
             TRADEDESK_ADMIN_API_KEY=self.admin_key,
             TRADEDESK_WORKERS_IN_PROCESS="false",
             LOG_LEVEL="WARNING",
@@ -532,7 +540,11 @@ async def main(args) -> dict:
 
     await asyncio.to_thread(upgrade, _url(db))
     server = Server(db, run, kind=args.server)
-    second = Server(db, run, offset=1, kind=args.stream_server or args.server) if args.separate else None
+    second = (
+        Server(db, run, offset=1, kind=args.stream_server or args.server, shared=True)
+        if args.separate
+        else None
+    )
     other = (
         Server(db, run, offset=3, tree=args.compare_tree, kind=args.compare_server or args.server)
         if args.compare_tree or args.compare_server
