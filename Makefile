@@ -16,7 +16,7 @@ $(UV):
 	.tools/bin/pip install -q 'uv>=0.5'
 
 $(BIN)/tradedesk: $(UV) pyproject.toml uv.lock
-	$(UV) sync --frozen --quiet
+	$(UV) sync --frozen --quiet --extra uvicorn
 	@touch $@
 
 install: $(BIN)/tradedesk

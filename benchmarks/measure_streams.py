@@ -10,19 +10,28 @@
    write commits, same clock); the others only receive.
 2. `--idle` idle connections (subscribed to `accounts`, heartbeat every second): the server process's
    RSS before and after, and heartbeat jitter (|interval - 1 s|) seen on 50 of them.
-3. Resume: `--replay` events are written while no one listens, then one client resumes with since=0;
-   time from the subscribe to the last replayed message.
+3. Resume: `--replay` events are written while no one listens, then a client resumes from seq 0 three
+   times, one after the other: a WebSocket, a WebSocket with `?batch=true`, SSE with `Last-Event-ID: 0`;
+   time from the request to the last replayed message, every message decoded and its seq checked.
 4. `--idle-baseline N`: the same idle measurement on benchmarks/peers/bare_ws_app.py under the same
    granian settings: the server's own memory per WebSocket connection.
 
-Subscribers other than the latency probe are raw sockets that read and discard bytes, so that the load
-generator's own WebSocket parsing does not take the cores from the server. `--separate` puts the
-subscribers on a second API process (orders still go to the first).
+Subscribers other than the latency probe are raw sockets in a child process that reads and discards
+whatever each socket holds every 10 ms, so that neither WebSocket parsing nor a task wake-up per frame
+in the load generator takes the cores from the server (or the placing client's event loop). Besides
+orders/s, each phase reports the server's CPU per order (user + system of the API process(es), from
+/proc) and, from the difference, the server's CPU per message delivered to a subscriber. `--separate`
+puts the subscribers on a second API process (orders still go to the first); `--server` /
+`--stream-server` choose
+`tradedesk serve --server` for the first / the second. `--batch`: the subscribers connect with
+`?batch=true` (docs/STREAMING.md), several messages to a frame where they wait together.
 
 `--compare-tree PATH` runs every measurement on two API processes, one of this tree and one of another
 checkout (`git archive <commit> | tar -x -C PATH`, served with this environment's Python), both up
 for the whole run on one database with separate Redis namespaces, taking turns measurement by
 measurement (this, other, other, this, ... for `--rounds` rounds): a before/after in one run.
+`--compare-server uvicorn` (or granian) makes the other process one of this tree (or of `--compare-tree`)
+under that server.
 
 The load generator shares the machine with the server (2 cores here): its WebSocket receive work
 competes with the server for CPU, so the figures are a floor for a server with its own cores.
@@ -33,6 +42,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import signal
 import statistics
@@ -102,8 +112,34 @@ class BareServer:
         self.proc.wait(timeout=20)
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its children (granian's worker, uvicorn's server)."""
+    total = 0
+    pids = [pid]
+    while pids:
+        p = pids.pop()
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+            with open(f"/proc/{p}/task/{p}/children") as f:
+                pids.extend(int(c) for c in f.read().split())
+        except FileNotFoundError:
+            continue
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 class Server:
-    def __init__(self, db: str, run: str, offset: int = 0, tree: Path | None = None) -> None:
+    def __init__(
+        self,
+        db: str,
+        run: str,
+        offset: int = 0,
+        tree: Path | None = None,
+        kind: str = "granian",
+        shared: bool = False,
+    ) -> None:
+        self.kind = kind
         self.port = 18_000 + int(run[:4], 16) % 2000 + offset
         self.url = f"http://127.0.0.1:{self.port}"
         self.admin_key = f"td_meas_admin_{run}_0123456789abcdefghij"
@@ -112,7 +148,9 @@ class Server:
             DATABASE_URL=async_url(_url(db)),
             REDIS_URL=REDIS_URL,
             TRADEDESK_QUEUE_NAME=f"tdmeas-{run}",
-            TRADEDESK_REDIS_PREFIX=f"tdmeas-{run}" + (f"-{offset}" if offset else ""),
+            # --separate's stream process shares the namespace (its channels carry the first one's
+            # messages); --compare-*'s other process must not.
+            TRADEDESK_REDIS_PREFIX=f"tdmeas-{run}" + (f"-{offset}" if offset and not shared else ""),
             TRADEDESK_ADMIN_API_KEY=self.admin_key,
             TRADEDESK_WORKERS_IN_PROCESS="false",
             LOG_LEVEL="WARNING",
@@ -129,7 +167,8 @@ class Server:
             env["PYTHONPATH"] = str(tree)
         tradedesk = str(Path(sys.executable).with_name("tradedesk"))
         self.proc = subprocess.Popen(
-            [tradedesk, "serve", "--port", str(self.port), "--no-access-log"],
+            [tradedesk, "serve", "--port", str(self.port), "--no-access-log"]
+            + (["--server", kind] if kind != "granian" else []),
             env=env,
             cwd=tree,
             stdout=subprocess.DEVNULL,
@@ -232,35 +271,58 @@ async def _subscribe(ws_url: str, key: str, streams: list[str], since: dict | No
     if since is not None:
         body["since"] = since
     await ws.send(json.dumps(body))
-    while json.loads(await ws.recv())["type"] != "subscribed":
-        pass
-    return ws
+    while True:
+        decoded = json.loads(await ws.recv())
+        if any(m["type"] == "subscribed" for m in (decoded if isinstance(decoded, list) else [decoded])):
+            return ws
 
 
-async def _raw_subscriber(
-    url: str, key: str, streams: list[str]
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A subscriber that reads and discards bytes without parsing WebSocket frames: the load generator
-    then costs next to nothing per message, so the server's share of the 2 cores is what is measured."""
+def _read_subscribers(
+    url: str, key: str, streams: list[str], n: int, ready, stop, interval: float, query: str = ""
+) -> None:
+    """A child process holding `n` raw WebSocket subscribers: every `interval` seconds it reads whatever
+    each socket has and discards it (one recv per socket per round, many frames each), so the subscribers
+    cost the shared cores next to nothing and nothing of the placing client's event loop. The server's work
+    per frame is the same as for a client that reads each frame as it comes."""
+    import select
+    import socket
+
     host, port = url.removeprefix("http://").split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(
-        (
-            f"GET /api/v1/stream HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-            f"Authorization: Bearer {key}\r\n\r\n"
-        ).encode()
-    )
-    await reader.readuntil(b"\r\n\r\n")
+    socks = []
     payload = json.dumps({"action": "subscribe", "streams": streams}).encode()
-    mask = os.urandom(4)
-    assert len(payload) < 126
-    writer.write(
-        bytes([0x81, 0x80 | len(payload)]) + mask + bytes(c ^ mask[i % 4] for i, c in enumerate(payload))
-    )
-    await writer.drain()
-    await reader.readuntil(b'"subscribed"')
-    return reader, writer
+    for _ in range(n):
+        sock = socket.create_connection((host, int(port)))
+        sock.sendall(
+            (
+                f"GET /api/v1/stream{query} HTTP/1.1\r\nHost: {host}\r\n"
+                "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                f"Authorization: Bearer {key}\r\n\r\n"
+            ).encode()
+        )
+        seen = b""
+        while b"\r\n\r\n" not in seen:
+            seen += sock.recv(4096)
+        mask = os.urandom(4)
+        assert len(payload) < 126
+        sock.sendall(
+            bytes([0x81, 0x80 | len(payload)]) + mask + bytes(c ^ mask[i % 4] for i, c in enumerate(payload))
+        )
+        while b'"subscribed"' not in seen:
+            seen = seen[-64:] + sock.recv(1 << 16)
+        sock.setblocking(False)
+        socks.append(sock)
+    ready.set()
+    while not stop.is_set():
+        time.sleep(interval)
+        readable, _, _ = select.select(socks, [], [], 0)
+        for sock in readable:
+            try:
+                sock.recv(1 << 20)
+            except BlockingIOError:
+                pass
+    for sock in socks:
+        sock.close()
 
 
 async def placement_and_latency(
@@ -268,52 +330,83 @@ async def placement_and_latency(
 ) -> dict:
     """`streams`: a second API process the subscribers connect to (orders still go to `server`)."""
     streams = streams or server
-    ws_url = streams.url.replace("http", "ws") + "/api/v1/stream"
+    ws_url = streams.url.replace("http", "ws") + "/api/v1/stream" + ("?batch=true" if args.batch else "")
     async with httpx.AsyncClient(
         base_url=server.url, timeout=30, limits=httpx.Limits(max_connections=16)
     ) as http:
         account = await _new_account(http, trader)
         await _place_for(http, trader, account, 2, args.rate)  # warm-up
         probe_ws = await _subscribe(ws_url, key, [f"trade_updates:{account}"])
-        raw = [
-            await _raw_subscriber(streams.url, key, [f"trade_updates:{account}"])
-            for _ in range(args.subscribers - 1)
-        ]
+        ctx = multiprocessing.get_context("spawn")
+        ready, stop = ctx.Event(), ctx.Event()
+        readers = ctx.Process(
+            target=_read_subscribers,
+            args=(
+                streams.url,
+                key,
+                [f"trade_updates:{account}"],
+                args.subscribers - 1,
+                ready,
+                stop,
+                0.01,
+                "?batch=true" if args.batch else "",
+            ),
+        )
+        readers.start()
+        await asyncio.to_thread(ready.wait, 120)
         latencies: list[float] = []
         listening = False
 
         async def probe(ws) -> None:
             async for raw in ws:
                 received = time.time()
-                msg = json.loads(raw)
-                if listening and msg["type"] == "trade_update":
-                    latencies.append(received - datetime.fromisoformat(msg["at"]).timestamp())
+                decoded = json.loads(raw)
+                for msg in decoded if isinstance(decoded, list) else [decoded]:
+                    if listening and msg["type"] == "trade_update":
+                        latencies.append(received - datetime.fromisoformat(msg["at"]).timestamp())
 
-        async def drain(reader: asyncio.StreamReader) -> None:
-            while await reader.read(1 << 16):
-                pass
-
-        tasks = [asyncio.create_task(probe(probe_ws))] + [asyncio.create_task(drain(r)) for r, _ in raw]
+        tasks = [asyncio.create_task(probe(probe_ws))]
         rates: dict[str, list[float]] = {"none": [], "subscribed": []}
+        cpu: dict[str, list[float]] = {"none": [], "subscribed": []}  # server CPU ms per order
+        placing_cpu: dict[str, list[float]] = {"none": [], "subscribed": []}  # the process taking orders
+        procs = [server.proc.pid] + ([streams.proc.pid] if streams is not server else [])
         for phase in ("none", "subscribed", "none", "subscribed"):
             # Subscribers stay connected; in the "none" phases the orders go to an account nobody watches.
             target = account if phase == "subscribed" else await _new_account(http, trader)
             listening = phase == "subscribed"
+            cpu_before = sum(_cpu_seconds(p) for p in procs)
+            placing_before = _cpu_seconds(server.proc.pid)
             placed = await _place_for(http, trader, target, args.phase_seconds, args.rate)
+            await asyncio.sleep(0.2)  # the last orders' frames leave the server
+            cpu[phase].append((sum(_cpu_seconds(p) for p in procs) - cpu_before) * 1000 / max(placed, 1))
+            placing_cpu[phase].append(
+                (_cpu_seconds(server.proc.pid) - placing_before) * 1000 / max(placed, 1)
+            )
             listening = False
             rates[phase].append(placed / args.phase_seconds)
             await asyncio.sleep(1)
         await probe_ws.close()
-        for _, writer in raw:
-            writer.close()
+        stop.set()
+        await asyncio.to_thread(readers.join, 30)
         for t in tasks:
             t.cancel()
     none, subscribed = statistics.mean(rates["none"]), statistics.mean(rates["subscribed"])
+    cpu_none, cpu_subscribed = statistics.mean(cpu["none"]), statistics.mean(cpu["subscribed"])
     return {
         "orders_per_s_no_subscribers": round(none, 1),
         "orders_per_s_with_subscribers": round(subscribed, 1),
         "ratio": round(subscribed / none, 3),
         "phases": rates,
+        "server_cpu_ms_per_order_no_subscribers": round(cpu_none, 3),
+        "server_cpu_ms_per_order_with_subscribers": round(cpu_subscribed, 3),
+        "server_cpu_ratio": round(cpu_subscribed / cpu_none, 3),
+        # With --separate: the process that takes the orders (it only publishes) on its own.
+        "placing_process_cpu_ratio": round(
+            statistics.mean(placing_cpu["subscribed"]) / statistics.mean(placing_cpu["none"]), 3
+        ),
+        "server_cpu_us_per_delivered_message": round(
+            (cpu_subscribed - cpu_none) * 1000 / (2 * args.subscribers), 2
+        ),  # a resting limit order makes two events (new, accepted), each a frame to every subscriber
         "latency_samples": len(latencies),
         "latency_p50_ms": round(_pct(latencies, 0.5) * 1000, 2) if latencies else None,
         "latency_p99_ms": round(_pct(latencies, 0.99) * 1000, 2) if latencies else None,
@@ -375,22 +468,54 @@ async def replay(server: Server, key: str, trader: dict, events: int) -> dict:
                 assert resp.status_code == 201
 
         await asyncio.gather(*(one() for _ in range(events // 2)))  # new + accepted per order
+    out: dict = {"events": events}
+    for mode in ("websocket", "websocket_batch", "sse"):
+        started = time.perf_counter()
+        if mode == "sse":
+            last = await _replay_sse(server, trader, account, events)
+        else:
+            last = await _replay_ws(
+                ws_url + ("?batch=true" if mode == "websocket_batch" else ""), key, account, events
+            )
+        elapsed = time.perf_counter() - started
+        assert last == events
+        out[f"{mode}_seconds"] = round(elapsed, 3)
+    return out
+
+
+async def _replay_ws(url: str, key: str, account: str, events: int) -> int:
+    """Resume from seq 0: time from the subscribe to the last replayed message, every message decoded."""
     ws = await websockets.connect(
-        ws_url, additional_headers={"Authorization": f"Bearer {key}"}, max_queue=None
+        url, additional_headers={"Authorization": f"Bearer {key}"}, max_queue=None, max_size=2**24
     )
-    started = time.perf_counter()
     await ws.send(
         json.dumps({"action": "subscribe", "streams": [f"trade_updates:{account}"], "since": {account: 0}})
     )
     last = 0
     while last < events:
-        msg = json.loads(await ws.recv())
-        if msg["type"] == "trade_update":
-            assert msg["seq"] == last + 1
-            last = msg["seq"]
-    elapsed = time.perf_counter() - started
+        decoded = json.loads(await ws.recv())
+        for msg in decoded if isinstance(decoded, list) else [decoded]:
+            if msg["type"] == "trade_update":
+                assert msg["seq"] == last + 1
+                last = msg["seq"]
     await ws.close()
-    return {"events": events, "seconds": round(elapsed, 3), "events_per_s": round(events / elapsed)}
+    return last
+
+
+async def _replay_sse(server: Server, trader: dict, account: str, events: int) -> int:
+    """The same over SSE with `Last-Event-ID: 0`."""
+    last = 0
+    headers = {**trader, "Last-Event-ID": "0"}
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        async with http.stream("GET", f"/api/v1/accounts/{account}/stream", headers=headers) as resp:
+            async for line in resp.aiter_lines():
+                if line.startswith("data:"):
+                    msg = json.loads(line[5:])
+                    assert msg["seq"] == last + 1
+                    last = msg["seq"]
+                    if last == events:
+                        break
+    return last
 
 
 async def measure(server: Server, key: str, trader: dict, args, second: Server | None) -> dict:
@@ -414,9 +539,17 @@ async def main(args) -> dict:
     from app.lib.migrate import upgrade
 
     await asyncio.to_thread(upgrade, _url(db))
-    server = Server(db, run)
-    second = Server(db, run, offset=1) if args.separate else None
-    other = Server(db, run, offset=3, tree=args.compare_tree) if args.compare_tree else None
+    server = Server(db, run, kind=args.server)
+    second = (
+        Server(db, run, offset=1, kind=args.stream_server or args.server, shared=True)
+        if args.separate
+        else None
+    )
+    other = (
+        Server(db, run, offset=3, tree=args.compare_tree, kind=args.compare_server or args.server)
+        if args.compare_tree or args.compare_server
+        else None
+    )
     try:
         admin = {"Authorization": f"Bearer {server.admin_key}"}
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
@@ -464,6 +597,22 @@ if __name__ == "__main__":
         action="store_true",
         help="subscribers on a second API process (the placing process only publishes)",
     )
+    parser.add_argument(
+        "--server", choices=("granian", "uvicorn"), default="granian", help="`tradedesk serve --server`"
+    )
+    parser.add_argument(
+        "--stream-server",
+        choices=("granian", "uvicorn"),
+        help="with --separate: the subscribers' process's server (default: --server)",
+    )
+    parser.add_argument(
+        "--batch", action="store_true", help="subscribers connect with ?batch=true (arrays of messages)"
+    )
     parser.add_argument("--compare-tree", type=Path, help="another checkout to measure side by side")
+    parser.add_argument(
+        "--compare-server",
+        choices=("granian", "uvicorn"),
+        help="measure side by side against a process under this server (this tree, or --compare-tree's)",
+    )
     parser.add_argument("--rounds", type=int, default=2, help="with --compare-tree: turns per tree")
     print(json.dumps(asyncio.run(main(parser.parse_args())), indent=2))

@@ -269,9 +269,10 @@ class LiveCluster:
 
 
 @contextlib.contextmanager
-def api_servers(settings: Settings, count: int = 2, **extra_env: str):
-    """`count` real API processes (`tradedesk serve`, granian) on this run's database and Redis, with
-    `extra_env` on top of server_env; yields their base URLs and stops them afterwards."""
+def api_servers(settings: Settings, count: int = 2, servers: tuple[str, ...] = (), **extra_env: str):
+    """`count` real API processes (`tradedesk serve`, granian; `servers` names each one's `--server`) on
+    this run's database and Redis, with `extra_env` on top of server_env; yields their base URLs and stops
+    them afterwards."""
     import signal
     import subprocess
     import sys
@@ -282,15 +283,16 @@ def api_servers(settings: Settings, count: int = 2, **extra_env: str):
 
     tradedesk = str(Path(sys.executable).with_name("tradedesk"))
     ports = [_free_port() for _ in range(count)]
+    kinds = servers or ("granian",) * count
     procs = [
         subprocess.Popen(
-            [tradedesk, "serve", "--port", str(port), "--no-access-log"],
+            [tradedesk, "serve", "--port", str(port), "--no-access-log", "--server", kind],
             env=server_env(settings, **extra_env),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             start_new_session=True,
         )
-        for port in ports
+        for port, kind in zip(ports, kinds, strict=True)
     ]
     urls = [f"http://127.0.0.1:{port}" for port in ports]
     try:

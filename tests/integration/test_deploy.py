@@ -248,7 +248,7 @@ def test_containerfile_shape():
     assert stages == ["FROM ${NODE_IMAGE} AS desk", "FROM ${PYTHON_IMAGE} AS builder", "FROM ${PYTHON_IMAGE} AS runtime"]
     assert "npm ci" in text and "COPY --from=desk" in text  # the desk is built in its own stage
     assert "ARG PYTHON_IMAGE=python:3.11-slim" in text
-    assert "uv sync --frozen --no-dev --no-install-project" in text
+    assert "uv sync --frozen --no-dev --extra uvicorn --no-install-project" in text
     assert "USER 10001:10001" in text
     assert "EXPOSE 8000" in text
     assert "HEALTHCHECK" in text and "/health" in text

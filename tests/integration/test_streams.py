@@ -36,6 +36,20 @@ def stream_servers(settings):
         yield urls
 
 
+@pytest.fixture(scope="module")
+def uvicorn_stream_server(settings):
+    """One API process under `tradedesk serve --server uvicorn` (the stream-serving option), same settings."""
+    with api_servers(
+        settings,
+        count=1,
+        servers=("uvicorn",),
+        STREAM_BUFFER_MESSAGES=str(BUFFER),
+        STREAM_MAX_CONNECTIONS_PER_USER=str(MAX_CONNECTIONS),
+        STREAM_HEARTBEAT_SECONDS="1",
+    ) as (urls, _):
+        yield urls[0]
+
+
 def ws_url(http_url: str) -> str:
     return http_url.replace("http://", "ws://") + "/api/v1/stream"
 
@@ -256,6 +270,83 @@ async def test_sse_resumes_from_last_event_id(client, admin_headers, make_user, 
                 f"/api/v1/accounts/{acct}/stream", headers={**user["headers"], "Last-Event-ID": "999999"}
             )
             assert ahead.status_code == 409 and ahead.json()["type"].endswith("/invalid-since")
+
+
+async def test_a_uvicorn_process_serves_resume_live_sse_heartbeats_and_close_codes(
+    client, admin_headers, make_user, stream_servers, uvicorn_stream_server
+):
+    """`serve --server uvicorn` (docs/STREAMING.md, Deployment): orders go to a granian process, the
+    streams come from the uvicorn one, with the same protocol."""
+    user, sym, acct = await _trader(client, admin_headers, make_user)
+    _, b = stream_servers
+    u = uvicorn_stream_server
+    async with httpx.AsyncClient(base_url=b, timeout=10) as http_b:
+        await _place_resting(http_b, user["headers"], acct, sym, 3)  # seq 1..6, while nobody listens
+        ws = await connect(u, user["api_key"])
+        try:
+            ack = await subscribe(ws, [f"trade_updates:{acct}"], since={acct: 2})
+            assert ack == {"type": "subscribed", "streams": [f"trade_updates:{acct}"], "seqs": {acct: 2}}
+            replayed = await trade_updates(ws, 4)
+            await _place_resting(http_b, user["headers"], acct, sym, 1)  # live: seq 7, 8
+            live = await trade_updates(ws, 2)
+            assert [m["seq"] for m in replayed + live] == [3, 4, 5, 6, 7, 8]
+            assert [m["event"] for m in live] == ["new", "accepted"]
+            beat = json.loads(await asyncio.wait_for(ws.recv(), 5))  # nothing else is due: a heartbeat
+            assert beat["type"] == "heartbeat"
+            assert await no_more(ws) == []
+        finally:
+            await ws.close()
+        async with httpx.AsyncClient(base_url=u, timeout=10) as http_u:
+            headers = {**user["headers"], "Last-Event-ID": "6"}
+            async with http_u.stream("GET", f"/api/v1/accounts/{acct}/stream", headers=headers) as resp:
+                assert resp.status_code == 200
+                lines = resp.aiter_lines()
+                ids = []
+                while len(ids) < 2:
+                    line = await asyncio.wait_for(anext(lines), 10)
+                    if line.startswith("id:"):
+                        ids.append(int(line[3:].strip()))
+                assert ids == [7, 8]
+    bad = await connect(u, "td_not_a_key_0123456789")
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        await asyncio.wait_for(bad.recv(), 10)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+
+
+async def test_a_batching_connection_gets_arrays_of_the_same_messages_in_the_same_order(
+    client, admin_headers, make_user, stream_servers
+):
+    """`?batch=true` (docs/STREAMING.md): every frame is a JSON array of server messages; read one after
+    the other they are exactly what a connection without it gets."""
+    user, sym, acct = await _trader(client, admin_headers, make_user)
+    a, b = stream_servers
+    async with httpx.AsyncClient(base_url=b, timeout=10) as http_b:
+        await _place_resting(http_b, user["headers"], acct, sym, 20)  # seq 1..40
+        ws = await websockets.connect(
+            ws_url(a) + "?batch=true", additional_headers={"Authorization": f"Bearer {user['api_key']}"}
+        )
+        try:
+            await ws.send(
+                json.dumps({"action": "subscribe", "streams": [f"trade_updates:{acct}"], "since": {acct: 0}})
+            )
+            frames: list[list[dict]] = []
+            messages: list[dict] = []
+            while len([m for m in messages if m["type"] == "trade_update"]) < 40:
+                frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                assert isinstance(frame, list) and frame
+                frames.append(frame)
+                messages.extend(frame)
+            await _place_resting(http_b, user["headers"], acct, sym, 1)  # live: seq 41, 42
+            while len([m for m in messages if m["type"] == "trade_update"]) < 42:
+                frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                assert isinstance(frame, list) and frame
+                messages.extend(frame)
+        finally:
+            await ws.close()
+    messages = [m for m in messages if m["type"] != "heartbeat"]
+    assert messages[0] == {"type": "subscribed", "streams": [f"trade_updates:{acct}"], "seqs": {acct: 0}}
+    assert [m["seq"] for m in messages[1:]] == list(range(1, 43))
+    assert len(frames) < 40  # the replay shares frames
 
 
 async def test_activities_pages_equal_the_stream(client, admin_headers, make_user, stream_servers):

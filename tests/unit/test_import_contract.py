@@ -36,7 +36,6 @@ _TRADING_ORDERS = (
     "contingent orders, replace, bulk actions and the kill switch share placement's and matching's internals "
     "until the pure decision module gives them one public home"
 )
-_STREAMS = "streams authenticates a WebSocket with the middleware's credential parser (streams is in rework)"
 PRIVATE_ALLOWED: dict[tuple[str, str, str], str] = {
     ("app.domain.trading.placement", "app.domain.trading.book", "_LOAD_SQL_BODY"): _TRADING_DECISION,
     ("app.domain.trading.placement", "app.domain.trading.services", "_check_account"): _TRADING_DECISION,
@@ -55,7 +54,6 @@ PRIVATE_ALLOWED: dict[tuple[str, str, str], str] = {
     ("app.domain.risk.group_service", "app.domain.risk.services", "_ensure_symbol"): _RISK_SPLIT,
     ("app.domain.risk.group_service", "app.domain.risk.services", "_float"): _RISK_SPLIT,
     ("app.domain.risk.group_service", "app.domain.risk.calculations", "_amount"): _RISK_SPLIT,
-    ("app.domain.streams.controllers", "app.domain.identity.middleware", "_credential"): _STREAMS,
     ("app.domain.trading.bulk", "app.domain.trading.services", "_close_order"): _TRADING_ORDERS,
     ("app.domain.trading.bulk", "app.domain.trading.services", "_visible_owner"): _TRADING_ORDERS,
     ("app.domain.trading.contingent", "app.domain.trading.placement", "_Plan"): _TRADING_ORDERS,

@@ -248,3 +248,42 @@ async def test_a_stopped_publisher_hands_publishing_back_to_the_one_still_runnin
         publish.unconfigure(worker)
         if before[0] is not None and publish._PUBLISHER.plugin is not before[0]:
             publish.configure(*before)
+
+
+@pytest.mark.asyncio
+async def test_take_all_hands_over_everything_queued_in_order_and_a_replay_still_never_overflows():
+    log = [_update(s) for s in range(1, 1001)]
+    client, _ = _client(log, limit=20)
+    await client.set_streams({f"trade_updates:{ACCOUNT}"}, {ACCOUNT.hex: 0}, None)
+    got: list[int] = []
+    while len(got) < 1000:
+        items = await asyncio.wait_for(client.take_all(), 1)
+        assert items and len(items) <= 10  # a replay fills at most half the buffer
+        got.extend(seq for seq, _ in items)
+    assert got == list(range(1, 1001)) and client.close_code is None
+    client.close(1000, "done")
+    assert await client.take_all() is None
+
+
+def test_an_sse_chunk_carries_each_event_as_id_and_one_data_line_and_heartbeats_as_comments():
+    from app.domain.streams.controllers import sse_chunk
+
+    first, second = (encode(_update(s)).decode() for s in (7, 8))
+    heartbeat = '{"type":"heartbeat","at":"2026-12-06T00:00:00Z"}'
+    chunk = sse_chunk([(7, first), (0, heartbeat), (0, '{"type":"error"}'), (8, second)])
+    assert chunk == (
+        f"id: 7\r\ndata: {first}\r\n\r\n: heartbeat\r\n\r\nid: 8\r\ndata: {second}\r\n\r\n".encode()
+    )
+    # What an EventSource parser makes of it: two events (ids 7, 8, the JSON as data); the comment
+    # dispatches nothing (an empty `data:` line under it would dispatch an empty event).
+    events, data, last_id = [], [], None
+    for line in chunk.decode().split("\r\n"):
+        if line == "":
+            if data:
+                events.append((last_id, "\n".join(data)))
+            data = []
+        elif line.startswith("id: "):
+            last_id = int(line[4:])
+        elif line.startswith("data: "):
+            data.append(line[6:])
+    assert events == [(7, first), (8, second)]

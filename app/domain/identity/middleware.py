@@ -22,7 +22,9 @@ ANONYMOUS_PREFIXES = ("/health", "/ready", "/metrics", "/schema", "/api/v1/healt
 DESK_SIGN_IN = "/api/v1/desk/session"
 
 
-def _credential(scope: Scope) -> str | None:
+def credential(scope: Scope) -> str | None:
+    """The API key a request or WebSocket upgrade presents in its headers (`Authorization: Bearer` wins
+    over `X-API-Key`), or None. Shared by this middleware and the stream endpoint's header auth."""
     bearer = api_key = None
     for name, value in scope.get("headers", ()):
         if name == b"authorization":
@@ -46,7 +48,7 @@ class AuthMiddleware(LeanMiddleware):
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         bind_request(scope)
-        key = _credential(scope)
+        key = credential(scope)
         if is_anonymous_path(scope["path"]):
             scope["user"] = None
             await next_app(scope, receive, send)

@@ -20,7 +20,7 @@ from litestar.params import FromPath, HeaderParameter, Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from app.domain.desk import sessions as desk_sessions
-from app.domain.identity.middleware import _credential
+from app.domain.identity.middleware import credential
 from app.domain.identity.schemas import Principal
 from app.domain.identity.services import authenticate
 from app.domain.markets.candles import TIMEFRAMES
@@ -39,6 +39,13 @@ AUTH_TIMEOUT_SECONDS = 5.0
 MAX_STREAMS_PER_CONNECTION = 200
 CLOSE_BAD_KEY, CLOSE_TOO_MANY = 4401, 4429
 ACCOUNT_STREAMS = frozenset({"trade_updates", "accounts", "risk"})
+# Scope key under which app.server.asgi leaves the server's own `send` of a WebSocket. Inside Litestar each
+# frame passes three wrappers that do nothing for a `websocket.send` after the accept (the before_send
+# hook, the exception middleware's "response started" flag, the socket's disconnect check): with 100
+# subscribers of an account, 300 coroutine calls per event (docs/BENCHMARKS.md, "Streams"). The sender
+# uses it when present (under a real server) and the wrapped `socket.send` otherwise (in-process tests).
+RAW_SEND = "tradedesk.raw_send"
+BATCH_MAX = 100  # messages per frame when batching: a frame stays well under clients' 1 MiB limits
 
 
 class StreamRequestError(Exception):
@@ -147,7 +154,7 @@ async def authorise_since(
 
 
 async def _authenticate_socket(socket: WebSocket, rt: StreamRuntime) -> Principal | None:
-    key = _credential(socket.scope)
+    key = credential(socket.scope)
     if key is None and (principal := await desk_sessions.authenticate_socket(socket.scope)) is not None:
         return principal  # the desk: its session cookie, on an upgrade from this server's own origin
     if key is None:
@@ -206,8 +213,18 @@ def _canonical(name: str) -> str:
     return name
 
 
-async def _send_loop(socket: WebSocket, client: Client) -> None:
-    send = socket.send
+async def _send_loop(socket: WebSocket, client: Client, batch: bool) -> None:
+    send = socket.scope.get(RAW_SEND) or socket.send  # type: ignore[call-overload]
+    if batch:
+        # `?batch=true`: every frame is a JSON array of the messages queued when the sender ran (at least
+        # one, at most BATCH_MAX): one frame (one write, one wake-up of the client) for the event's fan-out
+        # instead of one per message when several are waiting (a placement's `new` and `accepted`, a
+        # replay). No delay is added to wait for more.
+        while True:
+            items = await client.take_all(BATCH_MAX)
+            if items is None:
+                return
+            await send({"type": "websocket.send", "text": "[" + ",".join([body for _, body in items]) + "]"})
     while True:
         item = await client.take()
         if item is None:
@@ -243,8 +260,9 @@ async def stream_socket(socket: WebSocket) -> None:
     rt.hub.attach(client)
     STREAM_CONNECTIONS.inc()
     receiver = asyncio.create_task(_receive_loop(socket, client, rt))
+    batch = socket.query_params.get("batch", "").lower() in ("1", "true")
     try:
-        await _send_loop(socket, client)
+        await _send_loop(socket, client, batch)
     except Exception:  # the peer went away mid-send
         client.close(1000, "client_gone")
     finally:
@@ -357,20 +375,43 @@ class StreamController(Controller):
         return ServerSentEvent(_sse_events(client, rt, principal.user_id, conn_id))
 
 
+class _SseChunk(ServerSentEventMessage):
+    """Events already in their wire form, several to a chunk: Litestar writes what `encode` returns."""
+
+    def __init__(self, raw: bytes) -> None:
+        super().__init__()
+        self.raw = raw
+
+    def encode(self) -> bytes:
+        return self.raw
+
+
+def sse_chunk(items: list[tuple[int, str]]) -> bytes:
+    """The SSE text of queued (seq, JSON) items: `id:` + `data:` per trade_update, a `: heartbeat` comment
+    per heartbeat (nothing else reaches an SSE client). One write for everything queued, not one per event:
+    a replay of 10,000 events goes out in a few hundred chunks. JSON from msgspec has no line breaks, so
+    each event is one `data:` line."""
+    parts = []
+    for seq, body in items:
+        if seq:
+            parts.append(f"id: {seq}\r\ndata: {body}\r\n\r\n")
+        elif body.startswith('{"type":"heartbeat"'):
+            parts.append(": heartbeat\r\n\r\n")
+    return "".join(parts).encode()
+
+
 async def _sse_events(
     client: Client, rt: StreamRuntime, user_id: uuid.UUID, conn_id: str
 ) -> AsyncIterator[Any]:
     STREAM_CONNECTIONS.inc()
     try:
         while True:
-            item = await client.take()
-            if item is None:
+            items = await client.take_all()
+            if items is None:
                 return
-            seq, body = item
-            if seq:
-                yield ServerSentEventMessage(data=body, id=seq)
-            elif body.startswith('{"type":"heartbeat"'):
-                yield ServerSentEventMessage(comment="heartbeat")
+            chunk = sse_chunk(items)
+            if chunk:
+                yield _SseChunk(chunk)
     finally:
         STREAM_CONNECTIONS.dec()
         await client.aclose()

@@ -222,6 +222,27 @@ class Client:
             self._room.set()
         return item
 
+    async def take_all(self, most: int = 0) -> list[tuple[int, str]] | None:
+        """Everything queued (at least one item; at most `most` if given), or None once the client is
+        closed: a sender that puts several messages in one write (SSE, a batching WebSocket) takes them at
+        once."""
+        while not self._items:
+            if self.close_code is not None:
+                return None
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        if self.close_code is not None:
+            return None
+        queued = self._items
+        if most and len(queued) > most:
+            items = [queued.popleft() for _ in range(most)]
+        else:
+            items = list(queued)
+            queued.clear()
+        if len(queued) < self.limit // 2:
+            self._room.set()
+        return items
+
     def close(self, code: int, reason: str) -> None:
         if self.close_code is None:
             self.close_code = code
