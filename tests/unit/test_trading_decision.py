@@ -117,6 +117,6 @@ def test_the_api_names_and_the_sql_fragments_derive_from_the_rules():
     assert queries.OPEN == "('new', 'accepted', 'partially_filled')"
     assert queries.OPEN_OR_HELD == "('new', 'held', 'accepted', 'partially_filled')"
     columns = queries.INSTRUMENT_COLUMNS.split(", ")
-    assert columns == [("e." if "fee" in f or f in ("slippage_bps", "timezone", "session_close") else "i.") + f
-                       for f in rules.INSTRUMENT_FIELDS]
+    exchange = ("maker_fee_rate", "taker_fee_rate", "slippage_bps", "timezone", "session_close")
+    assert columns == [("e." if f in exchange else "i.") + f for f in rules.INSTRUMENT_FIELDS]
     assert queries.ORDER_FIELDS == tuple(f for f in schemas.OrderOut.__struct_fields__ if f != "legs")
