@@ -120,3 +120,16 @@ def test_the_api_names_and_the_sql_fragments_derive_from_the_rules():
     exchange = ("maker_fee_rate", "taker_fee_rate", "slippage_bps", "timezone", "session_close")
     assert columns == [("e." if f in exchange else "i.") + f for f in rules.INSTRUMENT_FIELDS]
     assert queries.ORDER_FIELDS == tuple(f for f in schemas.OrderOut.__struct_fields__ if f != "legs")
+
+
+def test_contingent_bodies_are_routed_away_from_the_simple_placement_path():
+    import asyncio
+
+    from app.domain.trading import placement
+
+    bracket = order(order_class="bracket", take_profit={"limit_price": "120"}, stop_loss={"stop_price": "80"})
+    trailing = order(type="trailing_stop", side="sell", limit_price=None, trail_price=D(2))
+    assert decision.is_contingent(bracket) and decision.is_contingent(trailing)
+    assert not decision.is_contingent(order())
+    with pytest.raises(TypeError, match="services.place_order"):
+        asyncio.run(placement.place_order(None, None, uuid.uuid4(), bracket))  # type: ignore[arg-type]

@@ -17,7 +17,8 @@ open legs shrink by `Q - E`; a leg left with nothing to fill ends.
 Placement of a group (and of a trailing stop) is one locked transaction of its own (`place`): the
 instrument FOR KEY SHARE, the account FOR UPDATE, the book read, the entry's checks and execution with
 placement.py's code (the entry is checked as a simple order: legs add no exposure), then the legs and
-their events in one statement. Simple orders never come here (services.place_order routes on `applies`).
+their events in one statement. Simple orders never come here (services.place_order routes on
+`decision.is_contingent`).
 
 Locking: everything that changes a group takes the instrument first (a price update FOR UPDATE, a
 cancel or expiry FOR KEY SHARE), then the group's rows in id order, then the account: the documented
@@ -51,7 +52,7 @@ from app.domain.trading.placement import (
     rejected,
 )
 from app.domain.trading.queries import ORDER_COLUMNS
-from app.domain.trading.rules import EventType, InstrumentInfo
+from app.domain.trading.rules import INSTRUMENT_FIELDS, EventType, InstrumentInfo
 from app.domain.trading.schemas import OrderCreate, OrderOut, ValidateOut
 from app.lib.db import utcnow
 from app.lib.errors import conflict, invalid, not_found
@@ -62,17 +63,11 @@ GROUP_CLASSES = ("bracket", "oto", "oco")
 _ENTRY_TIFS = ("gtc", "day")
 
 
-def applies(data: OrderCreate) -> bool:
-    """Whether a body asks for a contingent order or a trailing stop (or names one of their fields, to be
-    refused here with the field named): placement routes it to `place_order`."""
-    return (data.order_class != "simple" or data.type == "trailing_stop" or data.take_profit is not None
-            or data.stop_loss is not None or data.trail_price is not None or data.trail_percent is not None)
-
-
 async def place_order(
     conn: Any, principal: Principal, account_id: uuid.UUID, data: OrderCreate, *, dry_run: bool = False
 ) -> tuple[OrderOut | ValidateOut, bool]:
-    """Place (or with dry_run, only check) a body that `applies`, on placement's connection (`place`)."""
+    """Place (or with dry_run, only check) a body `decision.is_contingent` routes here, on placement's
+    connection (`place`)."""
     if data.notional is not None:
         sizing.check_sizing_shape(data)
         raise invalid(f"`notional` is for simple market orders, not {data.order_class} {data.type} orders",
@@ -317,7 +312,7 @@ async def place(
             return msgspec.structs.replace(
                 order, legs=[OrderOut(*r) for r in legs if r[0] != order.id]
             ), False
-        inst = InstrumentInfo(*list(inst_row.values())[:12]) if inst_row is not None else None
+        inst = None if inst_row is None else InstrumentInfo(*[inst_row[name] for name in INSTRUMENT_FIELDS])
         decision.validate_against_instrument(data, inst)
         assert inst is not None
         _check_ticks(data, inst.tick_size)

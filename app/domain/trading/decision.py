@@ -47,6 +47,13 @@ class Plan:
     breach: risk_checks.Breach | None = None
 
 
+def is_contingent(data: Any) -> bool:
+    """Whether a body asks for a contingent order or a trailing stop (or names one of their fields, to be
+    refused with the field named): such orders take contingent.py's locked path, never placement.py's."""
+    return (data.order_class != "simple" or data.type == "trailing_stop" or data.take_profit is not None
+            or data.stop_loss is not None or data.trail_price is not None or data.trail_percent is not None)
+
+
 def next_session_close(now: datetime, tz_name: str, close: Any) -> datetime:
     """The exchange's next trading-day end after `now` (when `day` orders expire)."""
     tz = ZoneInfo(tz_name)

@@ -3,7 +3,7 @@
 1. One read (its own snapshot, no lock): the instrument, the account book (positions, and for an account
    with enabled risk limits the order stats and limits too: LEAN_READ_SQL / READ_SQL), any order with
    the same client_order_id, and the account row's version (`xmin`).
-2. Every rule runs in Python on that snapshot (rules, accounting, risk checks, the shared `AccountBook`).
+2. Every rule runs in Python on that snapshot (decision.py's pure `decide`, on the shared `AccountBook`).
 3. One data-modifying statement writes the order, its fill, its events, the position, the account and
    the equity snapshot, and commits on its own. It applies only if the account row and the instrument
    row are still the versions (`xmin`) that were read; otherwise nothing is written and the order is
@@ -246,6 +246,8 @@ async def place_order(
 
     `conn` is an asyncpg connection from the order pool (the HTTP path) or a SQLAlchemy connection (jobs,
     tests), whose asyncpg connection is then used directly."""
+    if decision.is_contingent(data):
+        raise TypeError("contingent orders and trailing stops are placed by services.place_order")
     if data.notional is not None:
         sizing.check_sizing_shape(data)
     apg = await order_connection(conn)
@@ -463,7 +465,7 @@ async def _place_locked(
             if grouped:
                 PLACEMENT_RETRIES.labels(changed="group").inc()
             return await _place_locked(apg, principal, account_id, data, grouped=True, attempt=attempt + 1)
-        inst = InstrumentInfo(*list(inst_row.values())[:12]) if inst_row is not None else None
+        inst = None if inst_row is None else InstrumentInfo(*[inst_row[name] for name in INSTRUMENT_FIELDS])
         messages: list[tuple[str, bytes]] = []
         outcome = await decide_on_row(apg, principal, data, row, inst, False, True, after_commit=messages)
         if isinstance(outcome, risk_checks.Breach):

@@ -24,7 +24,7 @@ from app.domain.markets.events import QuietBand, on_price, quiet_band_of
 from app.domain.risk import pretrade
 from app.domain.streams.events import defer_account_state, defer_account_update
 from app.domain.streams.log import assign_seqs, defer_trade_updates, stored_order
-from app.domain.trading import contingent, placement, rules
+from app.domain.trading import contingent, decision, placement, rules
 from app.domain.trading import groups as grouping
 from app.domain.trading.book import AccountBook, fill_row, insert_fills, load_book
 from app.domain.trading.models import Fill, Order, OrderEvent
@@ -84,7 +84,7 @@ async def place_order(
 ) -> tuple[OrderOut | ValidateOut, bool]:
     """Place (or with dry_run, only check) an order. Returns (result, created). Simple orders: placement.py;
     contingent orders and trailing stops: contingent.py (a locked path of their own)."""
-    if contingent.applies(data):
+    if decision.is_contingent(data):
         return await contingent.place_order(conn, principal, account_id, data, dry_run=dry_run)
     return await placement.place_order(conn, principal, account_id, data, dry_run=dry_run)
 
