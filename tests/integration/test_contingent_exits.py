@@ -5,10 +5,12 @@ entry filled, and the fills endpoints list one update's fills in the order they 
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 import pytest
 from sqlalchemy import text
 
+from app.lib.pagination import encode_cursor
 from tests.integration.helpers import D, make_account, make_market, order, place, positions, set_price
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -107,6 +109,10 @@ async def test_the_fills_of_one_price_are_listed_in_the_order_they_were_booked(
             assert page.status_code == 200, page.text
             seen += [f["id"] for f in page.json()["items"]]
         assert seen == [f["id"] for f in listed]  # pages follow the same order
+        # A cursor in the (created_at, id) form of earlier releases continues after the fill it names.
+        old = encode_cursor(datetime.fromisoformat(listed[0]["created_at"]), uuid.UUID(listed[0]["id"]))
+        page = await client.get(f"/api/v1/accounts/{acct}/fills?cursor={old}", headers=h)
+        assert page.status_code == 200 and [f["id"] for f in page.json()["items"]] == seen[1:], page.text
         for order_id in {f["order_id"] for f in listed}:
             resp = await client.get(f"/api/v1/accounts/{acct}/orders/{order_id}/fills", headers=h)
             assert [f["id"] for f in resp.json()["items"]] == [b for b in booked if b in

@@ -1,8 +1,13 @@
 """Order rules of the paper exchange: status machine, increments, matching and fees.
 
-Pure functions over `Decimal`; no I/O. The service layer loads an order, builds an `OrderView`, asks
-`match` what happens at a price, asks `after_match_status` where the order ends up, and persists the
-result with one event per status change.
+Pure functions over `Decimal`; no I/O. Placement (`placement.execute_and_write`, for an order's first
+execution) and price matching (`services.match_resting_orders`, for resting orders) build an
+`OrderView`, ask `match` what happens at a price and `fill_status` where a fill leaves the order, apply
+the ioc/fok remainder rule themselves, and write the result with one event per status change
+(`event_row`, which checks each transition against `ALLOWED_TRANSITIONS`). `after_match_status`,
+`fok_can_fill` and `LeftoverAction` state the same outcome as one function, for the rule tests
+(tests/unit/test_order_rules.py); production does not call them. The decision before execution
+(instrument, account and risk checks) is decision.py's.
 
 Rules that DOMAIN.md leaves open are decided here and repeated in the docstrings:
 
