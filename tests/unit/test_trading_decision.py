@@ -133,3 +133,22 @@ def test_contingent_bodies_are_routed_away_from_the_simple_placement_path():
     assert not decision.is_contingent(order())
     with pytest.raises(TypeError, match="services.place_order"):
         asyncio.run(placement.place_order(None, None, uuid.uuid4(), bracket))  # type: ignore[arg-type]
+
+
+def test_a_replayed_order_decodes_from_the_json_array_placement_reads():
+    import msgspec
+
+    from app.domain.trading import placement
+
+    now = datetime(2026, 1, 5, 20, 1, 2, 345678, tzinfo=UTC)
+    stored = schemas.OrderOut(
+        uuid.uuid4(), "c-1", uuid.uuid4(), "ABC", "buy", "limit", D("10"), D("2.5"), D("99.125"), D("99.50"),
+        None, "gtc", "partially_filled", None, D("0.12"), now, now, reduce_only=True, version=3,
+    )
+    # What json_build_array sends: ids and numbers as text (queries.ORDER_JSON), times as ISO strings.
+    as_json = msgspec.json.decode(msgspec.json.encode([getattr(stored, f) for f in queries.ORDER_FIELDS]))
+    assert {f for f in queries.ORDER_FIELDS if f"o.{f}::text" in queries.ORDER_JSON} == {
+        "id", "account_id", "parent_id", "quantity", "filled_quantity", "avg_fill_price", "limit_price",
+        "stop_price", "fees", "trail_price", "trail_percent", "hwm", "notional",
+    }
+    assert placement.existing_order(as_json) == stored

@@ -52,7 +52,13 @@ from app.domain.streams.events import risk_payload, stream_messages
 from app.domain.trading import decision, rules, sizing
 from app.domain.trading.book import POSITIONS_JSON_SQL, book_from_row, book_sql
 from app.domain.trading.decision import Plan
-from app.domain.trading.queries import INSTRUMENT_COLUMNS, INSTRUMENT_JOIN, open_sells
+from app.domain.trading.queries import (
+    INSTRUMENT_COLUMNS,
+    INSTRUMENT_JOIN,
+    ORDER_FIELDS,
+    ORDER_JSON,
+    open_sells,
+)
 from app.domain.trading.rules import (
     INSTRUMENT_FIELDS,
     OPEN_STATUSES,
@@ -86,12 +92,7 @@ LOCK_ACCOUNT_ONLY_SQL = "SELECT id FROM accounts WHERE id = $1 FOR UPDATE"
 
 # The shared book query (named parameters) with asyncpg's positional ones, plus the client_order_id
 # replay lookup and the row version, so that one round trip answers everything placement needs to decide.
-_EXISTING_ORDER_SQL = """(SELECT json_build_array(o.id::text, o.client_order_id, o.account_id::text, o.symbol, o.side, o.type,
-                          o.quantity::text, o.filled_quantity::text, o.avg_fill_price::text, o.limit_price::text,
-                          o.stop_price::text, o.time_in_force, o.status, o.reject_reason, o.fees::text,
-                          o.created_at, o.updated_at, o.order_class, o.parent_id::text, o.leg,
-                          o.trail_price::text, o.trail_percent::text, o.hwm::text, o.reduce_only, o.notional::text,
-                          o.expires_at, o.version)
+_EXISTING_ORDER_SQL = f"""(SELECT {ORDER_JSON}
               FROM orders o WHERE o.account_id = a.id AND o.client_order_id = $4::text)"""
 _BOOK_COLUMNS = f"""{_EXISTING_ORDER_SQL} AS existing_order,
        a.xmin::text AS row_version, a.group_limited, a.group_id,
@@ -214,19 +215,7 @@ def _counter(metric: Any, *labels: str) -> Any:
 
 def existing_order(values: list[Any]) -> OrderOut:
     """The stored order of a client_order_id replay, from `_EXISTING_ORDER_SQL`'s JSON array."""
-    (oid, coid, account_id, symbol, side, otype, qty, filled, avg, limit, stop, tif, status, reason, fees,
-     created, updated, order_class, parent_id, leg, trail_price, trail_percent, hwm, reduce_only, notional, expires,
-     version) = values
-    d = lambda v: None if v is None else Decimal(v)  # noqa: E731
-    return OrderOut(
-        id=uuid.UUID(oid), client_order_id=coid, account_id=uuid.UUID(account_id), symbol=symbol, side=side,
-        type=otype, quantity=Decimal(qty), filled_quantity=Decimal(filled), avg_fill_price=d(avg),
-        limit_price=d(limit), stop_price=d(stop), time_in_force=tif, status=status, reject_reason=reason,
-        fees=Decimal(fees), created_at=datetime.fromisoformat(created), updated_at=datetime.fromisoformat(updated),
-        order_class=order_class, parent_id=None if parent_id is None else uuid.UUID(parent_id), leg=leg,
-        trail_price=d(trail_price), trail_percent=d(trail_percent), hwm=d(hwm), reduce_only=reduce_only,
-        notional=d(notional), expires_at=None if expires is None else datetime.fromisoformat(expires), version=version,
-    )
+    return msgspec.convert(dict(zip(ORDER_FIELDS, values, strict=True)), OrderOut)
 
 
 async def order_connection(conn: AsyncConnection | Any) -> Any:

@@ -9,7 +9,12 @@ No statement runs here.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
+from decimal import Decimal
+from typing import get_args
+
+import msgspec
 
 from app.domain.trading.rules import INSTRUMENT_FIELDS, OPEN_OR_HELD_STATUSES, OPEN_STATUSES, OrderStatus
 from app.domain.trading.schemas import OrderOut
@@ -37,6 +42,18 @@ INSTRUMENT_JOIN = "instruments i JOIN exchanges e ON e.code = i.exchange_code"
 # An order as the API shows it (OrderOut's fields in order, `legs` aside), from `orders o`.
 ORDER_FIELDS: tuple[str, ...] = tuple(f for f in OrderOut.__struct_fields__ if f != "legs")
 ORDER_COLUMNS = ", ".join(f"o.{f}" for f in ORDER_FIELDS)
+
+
+def _as_text(tp: object) -> bool:
+    return tp in (Decimal, uuid.UUID) or any(_as_text(arg) for arg in get_args(tp))
+
+
+# The same as one JSON array (numbers and ids as text, so no value passes through a float): decoded into an
+# OrderOut by `msgspec.convert(dict(zip(ORDER_FIELDS, values)), OrderOut)`.
+ORDER_JSON = "json_build_array(" + ", ".join(
+    f"o.{f.name}::text" if _as_text(f.type) else f"o.{f.name}"
+    for f in msgspec.structs.fields(OrderOut) if f.name != "legs"
+) + ")"
 
 
 def active_quantity(o: str) -> str:

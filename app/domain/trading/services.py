@@ -28,7 +28,7 @@ from app.domain.trading import contingent, decision, placement, rules
 from app.domain.trading import groups as grouping
 from app.domain.trading.book import AccountBook, fill_row, insert_fills, load_book
 from app.domain.trading.models import Fill, Order, OrderEvent
-from app.domain.trading.queries import INSTRUMENT_COLUMNS, INSTRUMENT_JOIN, OPEN, ORDER_COLUMNS
+from app.domain.trading.queries import INSTRUMENT_COLUMNS, INSTRUMENT_JOIN, OPEN, ORDER_COLUMNS, ORDER_FIELDS
 from app.domain.trading.rules import OPEN_STATUSES, EventType, InstrumentInfo, OrderStatus, OrderView
 from app.domain.trading.schemas import (
     FillOut,
@@ -45,17 +45,9 @@ from app.lib.pagination import decode_cursor, decode_int_cursor, encode_cursor
 
 ZERO = Decimal(0)
 
-ORDER_COLS = (
-    Order.id, Order.client_order_id, Order.account_id, Order.symbol, Order.side, Order.type, Order.quantity,
-    Order.filled_quantity, Order.avg_fill_price, Order.limit_price, Order.stop_price, Order.time_in_force,
-    Order.status, Order.reject_reason, Order.fees, Order.created_at, Order.updated_at, Order.order_class,
-    Order.parent_id, Order.leg, Order.trail_price, Order.trail_percent, Order.hwm, Order.reduce_only, Order.notional,
-    Order.expires_at, Order.version,
-)
-FILL_COLS = (
-    Fill.id, Fill.order_id, Fill.account_id, Fill.symbol, Fill.side, Fill.quantity, Fill.price, Fill.fee,
-    Fill.liquidity, Fill.created_at,
-)
+# OrderOut's and FillOut's columns, in their field order (rows build them positionally).
+ORDER_COLS = tuple(getattr(Order, f) for f in ORDER_FIELDS)
+FILL_COLS = tuple(getattr(Fill, f) for f in FillOut.__struct_fields__)
 
 _INSTRUMENT_SQL = text(
     f"""
