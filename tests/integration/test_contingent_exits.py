@@ -109,6 +109,9 @@ async def test_the_fills_of_one_price_are_listed_in_the_order_they_were_booked(
             assert page.status_code == 200, page.text
             seen += [f["id"] for f in page.json()["items"]]
         assert seen == [f["id"] for f in listed]  # pages follow the same order
+        too_big = encode_cursor(datetime.fromisoformat(listed[0]["created_at"]), 2**70)
+        page = await client.get(f"/api/v1/accounts/{acct}/fills?cursor={too_big}", headers=h)
+        assert page.status_code == 422, page.text  # not a cursor this API issued (no 500 from bigint)
         # A cursor in the (created_at, id) form of earlier releases continues after the fill it names.
         old = encode_cursor(datetime.fromisoformat(listed[0]["created_at"]), uuid.UUID(listed[0]["id"]))
         page = await client.get(f"/api/v1/accounts/{acct}/fills?cursor={old}", headers=h)
