@@ -53,7 +53,7 @@ def _load() -> str:
 
 async def placement(db: str, account: uuid.UUID, owner: uuid.UUID, orders: int, repeats: int) -> dict:
     from app.domain.identity.schemas import Principal
-    from app.domain.trading import placement as place
+    from app.domain.trading import services as place
     from app.domain.trading.schemas import OrderCreate
 
     conn = await asyncpg.connect(_url(db))

@@ -49,9 +49,15 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         raise _not_issued() from exc
 
 
+_BIGINT = 2**63
+
+
 def decode_int_cursor(cursor: str) -> tuple[datetime, int]:
     try:
         ts_s, id_s = _b64(cursor).split("|", 1)
-        return datetime.fromisoformat(ts_s), int(id_s)
+        value = int(id_s)
+        if not -_BIGINT <= value < _BIGINT:  # no row has it, and PostgreSQL's bigint would refuse it (a 500)
+            raise ValueError(id_s)
+        return datetime.fromisoformat(ts_s), value
     except Exception as exc:
         raise _not_issued() from exc

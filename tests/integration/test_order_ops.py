@@ -367,7 +367,7 @@ async def test_replace_racing_a_fill_never_leaves_filled_above_quantity(
     h, sym, acct = await setup(client, admin_headers, make_user)
     # 1) The fill commits just before the replace takes its locks: the replace sees it and refuses.
     o = await place(client, h, acct, symbol=sym, side="buy", type="limit", quantity=10, limit_price="95")
-    lookup = replace._instrument
+    lookup = replace.load_instrument
     done: list[bool] = []
 
     async def fill_first(conn, symbol):
@@ -376,12 +376,12 @@ async def test_replace_racing_a_fill_never_leaves_filled_above_quantity(
             await _price_update(client, sym, "95", "5")()
         return await lookup(conn, symbol)
 
-    monkeypatch.setattr(replace, "_instrument", fill_first)
+    monkeypatch.setattr(replace, "load_instrument", fill_first)
     resp = await patch(client, h, acct, o["id"], quantity="3")
     assert resp.status_code == 422 and field_of(resp) == ["quantity"], resp.text
     got = await order(client, h, acct, o["id"])
     assert D(got["filled_quantity"]) == 5 and D(got["quantity"]) == 10 and got["version"] == 1
-    monkeypatch.setattr(replace, "_instrument", lookup)
+    monkeypatch.setattr(replace, "load_instrument", lookup)
 
     # 2) The price update arrives while the replace holds its locks: it waits, then fills the new quantity.
     await set_price(client, admin_headers, sym, "100")

@@ -13,7 +13,7 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
-from app.domain.trading import placement
+from app.domain.trading import decision, placement
 from app.domain.trading.reconcile import reconcile_account
 from app.lib.db import libpq_url
 from app.lib.metrics import PLACEMENT_RETRIES
@@ -26,16 +26,16 @@ def _interfere_once(monkeypatch, action) -> list[bool]:
     """Run `action` (a coroutine function, on the app's event loop) right after the first (optimistic)
     decision, before its write."""
     calls: list[bool] = []
-    decide = placement._decide
+    decide = placement.decide_on_row
 
     async def decide_then_interfere(*args, **kwargs):
         outcome = await decide(*args, **kwargs)
-        if not calls and isinstance(outcome, placement._Plan):
+        if not calls and isinstance(outcome, decision.Plan):
             await action()
         calls.append(True)
         return outcome
 
-    monkeypatch.setattr(placement, "_decide", decide_then_interfere)
+    monkeypatch.setattr(placement, "decide_on_row", decide_then_interfere)
     return calls
 
 
@@ -205,13 +205,13 @@ async def test_accounts_without_limits_take_the_lean_read_and_limits_are_still_f
     acct = await make_account(client, h, cash="100000")
     account_id = uuid.UUID(acct)
     reads: list[bool] = []  # `full` of every decision
-    decide = placement._decide
+    decide = placement.decide_on_row
 
     async def recording_decide(*args, **kwargs):
         reads.append(args[-1])
         return await decide(*args, **kwargs)
 
-    monkeypatch.setattr(placement, "_decide", recording_decide)
+    monkeypatch.setattr(placement, "decide_on_row", recording_decide)
     await place(client, h, acct, symbol=sym, side="buy", type="market", quantity="10")
     assert reads == [False] and account_id not in placement._LIMITED
 

@@ -15,7 +15,7 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
-from app.domain.trading import placement
+from app.domain.trading import placement, rules
 from app.domain.trading.book import book_from_row
 from app.lib.db import _numeric_as_text, libpq_url
 from app.lib.metrics import PLACEMENT_SNAPSHOTS
@@ -46,7 +46,7 @@ async def _fresh_lean_row(settings, account_id: uuid.UUID, side: str, symbol: st
 
 
 def _decision_inputs(row) -> dict:
-    """Everything _decide and the write take from a lean read row."""
+    """Everything decide_on_row and the write take from a lean read row."""
     book = book_from_row(row, False)
     return {
         "book": {k: getattr(book, k) for k in ("cash", "reserved_cash", "realized_pnl", "fees_paid", "peak_equity",
@@ -54,7 +54,7 @@ def _decision_inputs(row) -> dict:
         "positions": {s: (p.quantity, p.avg_entry_price, p.realized_pnl) for s, p in book.positions.items()},
         "prices": dict(book.prices),
         "scales": {k: str(getattr(book, k)) for k in ("cash", "reserved_cash", "realized_pnl", "fees_paid")},
-        **{k: row[k] for k in (*placement._INSTRUMENT_FIELDS, "row_version", "instrument_version",
+        **{k: row[k] for k in (*rules.INSTRUMENT_FIELDS, "row_version", "instrument_version",
                                "exchange_version", "existing_order")},
         "open_sell_quantity": None if row["open_sell_quantity"] is None else Decimal(row["open_sell_quantity"]),
     }

@@ -28,24 +28,14 @@ import pytest
 
 APP = Path(__file__).resolve().parents[2] / "app"
 
-# Areas being reworked elsewhere (issue 25's "one home per rule" for trading and risk; streams): their
+# Areas being reworked elsewhere (issue 25's "one home per rule" for risk; streams): their
 # private imports are known and listed until that work gives the shared pieces a public home.
-_TRADING_DECISION = "trading placement reuses services' checks until the pure decision module exists"
 _RISK_SPLIT = "risk group_service shares services' helpers until risk/services.py becomes a package"
 _TRADING_ORDERS = (
     "contingent orders, replace, bulk actions and the kill switch share placement's and matching's internals "
     "until the pure decision module gives them one public home"
 )
 PRIVATE_ALLOWED: dict[tuple[str, str, str], str] = {
-    ("app.domain.trading.placement", "app.domain.trading.book", "_LOAD_SQL_BODY"): _TRADING_DECISION,
-    ("app.domain.trading.placement", "app.domain.trading.services", "_check_account"): _TRADING_DECISION,
-    ("app.domain.trading.placement", "app.domain.trading.services", "_estimated_price"): _TRADING_DECISION,
-    ("app.domain.trading.placement", "app.domain.trading.services", "_reservation"): _TRADING_DECISION,
-    (
-        "app.domain.trading.placement",
-        "app.domain.trading.services",
-        "_validate_against_instrument",
-    ): _TRADING_DECISION,
     ("app.domain.trading.placement", "app.domain.risk.pretrade", "_storable"): (
         "risk/services.py keeps a copy of the same helper; one public home comes with the pre-trade rework"
     ),
@@ -54,24 +44,7 @@ PRIVATE_ALLOWED: dict[tuple[str, str, str], str] = {
     ("app.domain.risk.group_service", "app.domain.risk.services", "_ensure_symbol"): _RISK_SPLIT,
     ("app.domain.risk.group_service", "app.domain.risk.services", "_float"): _RISK_SPLIT,
     ("app.domain.risk.group_service", "app.domain.risk.calculations", "_amount"): _RISK_SPLIT,
-    ("app.domain.trading.bulk", "app.domain.trading.services", "_close_order"): _TRADING_ORDERS,
-    ("app.domain.trading.bulk", "app.domain.trading.services", "_visible_owner"): _TRADING_ORDERS,
-    ("app.domain.trading.contingent", "app.domain.trading.placement", "_Plan"): _TRADING_ORDERS,
-    ("app.domain.trading.contingent", "app.domain.trading.placement", "_decide"): _TRADING_ORDERS,
-    ("app.domain.trading.contingent", "app.domain.trading.placement", "_execute_and_write"): _TRADING_ORDERS,
-    ("app.domain.trading.contingent", "app.domain.trading.placement", "_existing_order"): _TRADING_ORDERS,
-    ("app.domain.trading.contingent", "app.domain.trading.placement", "_rejected"): _TRADING_ORDERS,
-    ("app.domain.trading.contingent", "app.domain.trading.services", "_validate_against_instrument"): _TRADING_ORDERS,
-    ("app.domain.trading.groups", "app.domain.trading.services", "_visible_owner"): _TRADING_ORDERS,
-    ("app.domain.trading.killswitch", "app.domain.trading.groups", "_MEMBER_COLS"): _TRADING_ORDERS,
     ("app.domain.trading.replace", "app.domain.risk.pretrade", "_storable"): _TRADING_ORDERS,
-    ("app.domain.trading.replace", "app.domain.trading.services", "_check_account"): _TRADING_ORDERS,
-    ("app.domain.trading.replace", "app.domain.trading.services", "_estimated_price"): _TRADING_ORDERS,
-    ("app.domain.trading.replace", "app.domain.trading.services", "_event"): _TRADING_ORDERS,
-    ("app.domain.trading.replace", "app.domain.trading.services", "_instrument"): _TRADING_ORDERS,
-    ("app.domain.trading.replace", "app.domain.trading.services", "_order_out"): _TRADING_ORDERS,
-    ("app.domain.trading.replace", "app.domain.trading.services", "_reservation"): _TRADING_ORDERS,
-    ("app.domain.trading.replace", "app.domain.trading.services", "_visible_owner"): _TRADING_ORDERS,
 }
 
 LIB_TO_DOMAIN_ALLOWED: dict[tuple[str, str], str] = {
@@ -83,14 +56,7 @@ LIB_TO_DOMAIN_ALLOWED: dict[tuple[str, str], str] = {
     },
 }
 
-CYCLES_ALLOWED: dict[frozenset[str], str] = {
-    frozenset({"app.domain.trading.contingent", "app.domain.trading.groups", "app.domain.trading.placement",
-               "app.domain.trading.services"}): (
-        "services.place_order defers to placement, which takes services' checks and hands contingent orders "
-        "to contingent.py, which reuses placement's decision; matching (services) applies the group rules "
-        "(groups.py), whose cancel reuses services' access check: the pure decision module of issue 25 breaks it"
-    ),
-}
+CYCLES_ALLOWED: dict[frozenset[str], str] = {}
 
 
 @dataclass(frozen=True)

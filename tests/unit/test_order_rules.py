@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from app.domain.trading.rules import (
     ALLOWED_TRANSITIONS,
+    OPEN_OR_HELD_STATUSES,
     OPEN_STATUSES,
     TERMINAL_STATUSES,
     EventType,
@@ -109,7 +110,8 @@ def test_transition_table_is_complete_and_explicit():
     assert ALLOWED_TRANSITIONS[S.ACCEPTED] == {S.PARTIALLY_FILLED, S.FILLED, S.CANCELED, S.EXPIRED}
     assert ALLOWED_TRANSITIONS[S.PARTIALLY_FILLED] == {S.PARTIALLY_FILLED, S.FILLED, S.CANCELED, S.EXPIRED}
     assert TERMINAL_STATUSES == {S.FILLED, S.CANCELED, S.REJECTED, S.EXPIRED}
-    assert OPEN_STATUSES == {S.NEW, S.HELD, S.ACCEPTED, S.PARTIALLY_FILLED}
+    assert OPEN_OR_HELD_STATUSES == {S.NEW, S.HELD, S.ACCEPTED, S.PARTIALLY_FILLED}
+    assert OPEN_STATUSES == {S.NEW, S.ACCEPTED, S.PARTIALLY_FILLED}  # a held leg neither fills nor counts
     for status in TERMINAL_STATUSES:
         assert ALLOWED_TRANSITIONS[status] == frozenset()
 

@@ -17,9 +17,11 @@ from sqlalchemy import insert, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.domain.accounts.access import visible_sql
 from app.domain.accounts.models import Account, EquitySnapshot, Position
 from app.domain.trading import accounting
 from app.domain.trading.models import Fill
+from app.domain.trading.queries import OPEN_STATUS_SQL, open_sells
 from app.domain.trading.rules import fee as fee_for
 from app.domain.trading.rules import notional
 from app.lib.ids import new_time_ordered_uuid
@@ -33,21 +35,21 @@ POSITIONS_JSON_SQL = """(SELECT coalesce(json_agg(json_build_array(p.symbol, p.q
                                                       p.realized_pnl::text, i.last_price::text)), '[]')
               FROM positions p JOIN instruments i ON i.symbol = p.symbol
              WHERE p.account_id = a.id)"""
-# Quantity of the account's open sell orders in :symbol (what a long-only account may still sell). The two
-# exit legs of a group share one quantity and count once: a stop-loss leg is left out when its group has a
-# take-profit leg too (bracket, OCO; contingent.py). Held legs are not open: they count from activation.
-OPEN_SELLS_SQL = """(SELECT coalesce(sum(o.quantity - o.filled_quantity), 0)::text FROM orders o
-               WHERE o.account_id = a.id AND o.status IN ('new', 'accepted', 'partially_filled')
-                 AND o.side = 'sell' AND o.symbol = :symbol
-                 AND (o.leg IS DISTINCT FROM 'stop_loss' OR o.order_class = 'oto'))"""
-_LOAD_SQL_BODY = (
-    """
-    SELECT a.id, a.owner_id, a.cash, a.reserved_cash, a.realized_pnl, a.fees_paid, a.peak_equity,
+
+
+def book_sql(account_id: str, with_stats: str, symbol: str, *, columns: str = "", joins: str = "") -> str:
+    """The account `a` with its positions and, when `with_stats` (a boolean parameter) holds, everything
+    pre-trade risk reads: open orders, the last minute's submissions, open sells in `symbol`, the day's
+    opening equity and the enabled limits. The three arguments are the statement's parameters (named for
+    SQLAlchemy, positional for asyncpg); `columns` come before the account's (each ending in a comma) and
+    `joins` after `FROM accounts a` (placement adds the instrument, its replay lookup and row versions)."""
+    return f"""
+    SELECT {columns}a.id, a.owner_id, a.cash, a.reserved_cash, a.realized_pnl, a.fees_paid, a.peak_equity,
            a.allow_short, a.trading_state, a.initial_cash,
-           """ + POSITIONS_JSON_SQL + """ AS positions,
-           CASE WHEN :with_stats THEN json_build_array(
+           {POSITIONS_JSON_SQL} AS positions,
+           CASE WHEN {with_stats} THEN json_build_array(
              (SELECT count(*) FROM orders o
-               WHERE o.account_id = a.id AND o.status IN ('new', 'accepted', 'partially_filled')),
+               WHERE o.account_id = a.id AND o.{OPEN_STATUS_SQL}),
              -- The submission-rate window is only needed when such a limit exists; counting it always
              -- would cost a busy bot an index range scan over its last minute of orders per order.
              CASE WHEN EXISTS (SELECT 1 FROM risk_limits r WHERE r.account_id = a.id AND r.enabled
@@ -55,29 +57,32 @@ _LOAD_SQL_BODY = (
                   THEN (SELECT count(*) FROM orders o
                          WHERE o.account_id = a.id AND o.created_at > now() - interval '60 seconds')
                   ELSE 0 END,
-             """ + OPEN_SELLS_SQL + """)
+             {open_sells(symbol)})
            END AS order_stats,
-           CASE WHEN :with_stats THEN coalesce(
+           CASE WHEN {with_stats} THEN coalesce(
              (SELECT s.equity::text FROM equity_snapshots s
                WHERE s.account_id = a.id AND s.ts >= date_trunc('day', now(), 'UTC') ORDER BY s.ts LIMIT 1),
              (SELECT s.equity::text FROM equity_snapshots s
                WHERE s.account_id = a.id AND s.ts < date_trunc('day', now(), 'UTC') ORDER BY s.ts DESC LIMIT 1))
            END AS day_open_equity,
-           CASE WHEN :with_stats THEN (
+           CASE WHEN {with_stats} THEN (
              SELECT coalesce(json_agg(json_build_array(r.id::text, r.limit_type, r.value::text, r.symbol,
                                                        r.warn_at_pct::text)), '[]')
                FROM risk_limits r WHERE r.account_id = a.id AND r.enabled)
            END AS limits
-      FROM accounts a
-     WHERE a.id = :account_id
+      FROM accounts a{joins}
+     WHERE a.id = {account_id}
     """
-)
+
+
 # Lock first, read second. In READ COMMITTED a statement that waits for a row lock re-checks only the
 # locked row; its subqueries (positions, order stats) keep the snapshot from before the wait and would
 # miss what the previous lock holder just committed. The read that follows the lock gets a new snapshot.
 LOCK_ACCOUNT_SQL = text("SELECT id FROM accounts WHERE id = :account_id FOR UPDATE")
-_LOAD_SQL = text(_LOAD_SQL_BODY)
-_READ_SQL = text(_LOAD_SQL_BODY + " AND (a.owner_id = :user_id OR :read_all)")
+_LOAD_SQL = text(book_sql(":account_id", ":with_stats", ":symbol"))
+_READ_SQL = text(
+    book_sql(":account_id", ":with_stats", ":symbol") + " AND " + visible_sql("a", ":user_id", ":read_all")
+)
 
 
 @dataclass
@@ -219,7 +224,7 @@ async def read_book_in_tx(conn: AsyncConnection, account_id: uuid.UUID) -> Accou
 
 
 def book_from_row(row: Any, with_stats: bool) -> AccountBook:
-    """Build the book from one row of `_LOAD_SQL_BODY` (a SQLAlchemy mapping or an asyncpg Record)."""
+    """Build the book from one row of `book_sql` (a SQLAlchemy mapping or an asyncpg Record)."""
     positions: dict[str, accounting.PositionState] = {}
     prices: dict[str, Decimal | None] = {}
     raw_positions = row["positions"]

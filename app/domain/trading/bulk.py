@@ -1,8 +1,9 @@
 """Bulk actions on an account: cancel every open order, close a position or every position.
 
-Each order is canceled in a transaction of its own (the order, then the account: cancel_order's lock
-order), so one order that cannot be canceled (filled meanwhile by a price update) is reported in
-`failed` and does not undo the others. A close is a reduce-only market order placed through the usual
+Each order is canceled in a transaction of its own, by the routine of a single cancel
+(services.cancel_one: a simple order, then its account; a group member with its group), so one order
+that cannot be canceled (filled meanwhile by a price update) is reported in `failed` and does not undo
+the others. A close is a reduce-only market order placed through the usual
 placement path, with every pre-trade check. Rules in docs/TRADING.md.
 """
 
@@ -14,13 +15,12 @@ from typing import Any
 
 from sqlalchemy import select, text
 
-from app.domain.accounts.access import ensure_may_trade
+from app.domain.accounts.access import ensure_may_trade, visible_owner
 from app.domain.accounts.models import Position
 from app.domain.identity.schemas import Principal
-from app.domain.trading import groups as grouping
 from app.domain.trading import rules, services
 from app.domain.trading.models import Order
-from app.domain.trading.rules import EventType, OrderStatus
+from app.domain.trading.rules import OPEN_OR_HELD_STATUSES, OrderStatus
 from app.domain.trading.schemas import (
     CancelAllOut,
     CancelFailure,
@@ -29,20 +29,19 @@ from app.domain.trading.schemas import (
     OrderCreate,
     OrderOut,
 )
-from app.lib.db import tx
 from app.lib.errors import ApiError, invalid, not_found
 
 ZERO = Decimal(0)
 HUNDRED = Decimal(100)
 # Open orders and held legs (a leg waiting for its entry's fill is canceled with it).
-CANCELABLE = (*services.OPEN, "held")
+CANCELABLE = tuple(s.value for s in OrderStatus if s in OPEN_OR_HELD_STATUSES)
 _LOT_SQL = text("SELECT lot_size FROM instruments WHERE symbol = :symbol")
 
 
 async def cancel_all(
     conn: Any, principal: Principal, account_id: uuid.UUID, symbol: str | None
 ) -> CancelAllOut:
-    owner = await services._visible_owner(conn, principal, account_id)
+    owner = await visible_owner(conn, principal, account_id)
     ensure_may_trade(principal, owner)
     ids = await _cancelable_ids(conn, account_id, symbol)
     if conn.in_transaction():
@@ -51,35 +50,16 @@ async def cancel_all(
     failed: list[CancelFailure] = []
     for order_id in ids:
         try:
-            async with tx(conn):
-                row = (
-                    await conn.execute(
-                        select(Order.status, Order.reserved_cash, Order.order_class, Order.symbol)
-                        .where(Order.id == order_id)
-                        .with_for_update()
-                    )
-                ).one()
-                if row.status == OrderStatus.CANCELED and row.order_class != "simple":
-                    # Canceled with its group by an earlier member of this list (a group is canceled whole).
-                    canceled.append(order_id)
-                    continue
-                if row.status not in CANCELABLE:
-                    failed.append(CancelFailure(order_id, f"already {row.status}"))
-                    continue
-                if row.order_class == "simple":
-                    await services._close_order(
-                        conn,
-                        account_id,
-                        order_id,
-                        row.status,
-                        row.reserved_cash,
-                        OrderStatus.CANCELED,
-                        EventType.CANCELED,
-                        "canceled by client (cancel all)",
-                    )
-            if row.order_class != "simple":
-                # A group member: canceled with its group, locked instrument -> group -> account.
-                await grouping.cancel(conn, principal, account_id, order_id, row.symbol)
+            await services.cancel_one(
+                conn, principal, account_id, order_id, "canceled by client (cancel all)", access_checked=True
+            )
+        except rules.OrderNotOpen as exc:
+            if exc.grouped and exc.status == OrderStatus.CANCELED:
+                # Canceled with its group by an earlier member of this list (a group is canceled whole).
+                canceled.append(order_id)
+            else:
+                failed.append(CancelFailure(order_id, f"already {exc.status}"))
+            continue
         except (ApiError, rules.IllegalTransition, ValueError) as exc:
             failed.append(CancelFailure(order_id, str(getattr(exc, "detail", exc))))
             continue
@@ -130,7 +110,7 @@ async def close_position(
     percentage: Decimal | None = None,
     cancel_orders: bool = False,
 ) -> OrderOut:
-    owner = await services._visible_owner(conn, principal, account_id)
+    owner = await visible_owner(conn, principal, account_id)
     ensure_may_trade(principal, owner)
     held = await conn.scalar(
         select(Position.quantity).where(Position.account_id == account_id, Position.symbol == symbol)
@@ -165,7 +145,7 @@ async def _place_close(
 async def close_all(
     conn: Any, principal: Principal, account_id: uuid.UUID, *, cancel_orders: bool
 ) -> CloseAllOut:
-    owner = await services._visible_owner(conn, principal, account_id)
+    owner = await visible_owner(conn, principal, account_id)
     ensure_may_trade(principal, owner)
     if cancel_orders:
         await cancel_all(conn, principal, account_id, None)

@@ -17,7 +17,8 @@ open legs shrink by `Q - E`; a leg left with nothing to fill ends.
 Placement of a group (and of a trailing stop) is one locked transaction of its own (`place`): the
 instrument FOR KEY SHARE, the account FOR UPDATE, the book read, the entry's checks and execution with
 placement.py's code (the entry is checked as a simple order: legs add no exposure), then the legs and
-their events in one statement. Simple orders never come here (placement.py routes on the body).
+their events in one statement. Simple orders never come here (services.place_order routes on
+`decision.is_contingent`).
 
 Locking: everything that changes a group takes the instrument first (a price update FOR UPDATE, a
 cancel or expiry FOR KEY SHARE), then the group's rows in id order, then the account: the documented
@@ -42,8 +43,19 @@ from app.domain.risk import checks as risk_checks
 from app.domain.risk import group_pretrade
 from app.domain.streams import publish as streams
 from app.domain.streams.events import stream_messages
-from app.domain.trading import rules
-from app.domain.trading.rules import EventType
+from app.domain.trading import decision, rules, sizing
+from app.domain.trading.placement import (
+    BOOK_SQL,
+    LOCK_ACCOUNT_ONLY_SQL,
+    LOCK_SQL,
+    decide_on_row,
+    execute_and_write,
+    existing_order,
+    order_connection,
+    rejected,
+)
+from app.domain.trading.queries import ORDER_COLUMNS
+from app.domain.trading.rules import INSTRUMENT_FIELDS, EventType, InstrumentInfo
 from app.domain.trading.schemas import OrderCreate, OrderOut, ValidateOut
 from app.lib.db import utcnow
 from app.lib.errors import conflict, invalid, not_found
@@ -52,6 +64,18 @@ from app.lib.ids import new_time_ordered_uuid
 ZERO = Decimal(0)
 GROUP_CLASSES = ("bracket", "oto", "oco")
 _ENTRY_TIFS = ("gtc", "day")
+
+
+async def place_order(
+    conn: Any, principal: Principal, account_id: uuid.UUID, data: OrderCreate, *, dry_run: bool = False
+) -> tuple[OrderOut | ValidateOut, bool]:
+    """Place (or with dry_run, only check) a body `decision.is_contingent` routes here, on placement's
+    connection (`place`)."""
+    if data.notional is not None:
+        sizing.check_sizing_shape(data)
+        raise invalid(f"`notional` is for simple market orders, not {data.order_class} {data.type} orders",
+                      "notional", slug="notional-market-only")
+    return await place(await order_connection(conn), principal, account_id, data, dry_run=dry_run)
 
 
 def _opposite(side: str) -> str:
@@ -260,18 +284,6 @@ async def place(
     entry (an OCO: its take-profit leg) with its `legs`. `grouped`: the account is under risk-group
     limits, whose rows are locked first (as placement's `_place_locked`); an account found grouped
     without them is placed again with them."""
-    from app.domain.trading.placement import (
-        BOOK_SQL,
-        LOCK_ACCOUNT_ONLY_SQL,
-        LOCK_SQL,
-        _decide,
-        _execute_and_write,
-        _existing_order,
-        _Plan,
-        _rejected,
-    )
-    from app.domain.trading.services import InstrumentInfo, _validate_against_instrument
-
     check_shape(data)
     messages: list[tuple[str, bytes]] = []
     tr = apg.transaction()
@@ -292,7 +304,7 @@ async def place(
         existing = row.pop("existing_order")
         row["existing_order"] = None
         if existing is not None and not dry_run:
-            order = _existing_order(json.loads(existing) if isinstance(existing, str) else existing)
+            order = existing_order(json.loads(existing) if isinstance(existing, str) else existing)
             if not _same_request(data, order):
                 raise conflict(
                     "client_order_id was already used with different order fields",
@@ -303,18 +315,18 @@ async def place(
             return msgspec.structs.replace(
                 order, legs=[OrderOut(*r) for r in legs if r[0] != order.id]
             ), False
-        inst = InstrumentInfo(*list(inst_row.values())[:12]) if inst_row is not None else None
-        _validate_against_instrument(data, inst)
+        inst = None if inst_row is None else InstrumentInfo(*[inst_row[name] for name in INSTRUMENT_FIELDS])
+        decision.validate_against_instrument(data, inst)
         assert inst is not None
         _check_ticks(data, inst.tick_size)
         _check_sides(data, inst.last_price)
         checked = _order_to_check(data, inst)
-        outcome = await _decide(apg, principal, checked, row, inst, dry_run, True, after_commit=messages)
+        outcome = await decide_on_row(apg, principal, checked, row, inst, dry_run, True, after_commit=messages)
         if isinstance(outcome, risk_checks.Breach):
             await tr.commit()  # keep the recorded violation
             streams.publish_all(messages)
-            raise _rejected(outcome)
-        if not isinstance(outcome, _Plan):
+            raise rejected(outcome)
+        if not isinstance(outcome, decision.Plan):
             await tr.rollback()
             return outcome
         now = utcnow()
@@ -328,7 +340,7 @@ async def place(
             "hwm": inst.last_price if data.type == "trailing_stop" else None,
             "reduce_only": oco or data.reduce_only,
         }
-        entry = await _execute_and_write(
+        entry = await execute_and_write(
             apg, outcome, checked, now, row["row_version"], None, None, after_commit=messages,
             columns=columns,
             store_columns=data.order_class == "simple",  # a group's entry: with its legs, one statement
@@ -511,15 +523,9 @@ async def _write_legs(
 
 # ------------------------------------------------------------------------------------------------ reads
 
-_GROUP_COLS = (
-    "o.id, o.client_order_id, o.account_id, o.symbol, o.side, o.type, o.quantity, o.filled_quantity, "
-    "o.avg_fill_price, o.limit_price, o.stop_price, o.time_in_force, o.status, o.reject_reason, o.fees, "
-    "o.created_at, o.updated_at, o.order_class, o.parent_id, o.leg, o.trail_price, o.trail_percent, o.hwm, "
-    "o.reduce_only, o.notional, o.expires_at, o.version"
-)
 # Every member of the group of order $1 (OrderOut's columns), in id order.
 _GROUP_SQL_APG = f"""
-SELECT {_GROUP_COLS} FROM orders o
+SELECT {ORDER_COLUMNS} FROM orders o
  WHERE o.id = (SELECT coalesce(parent_id, id) FROM orders WHERE id = $1)
     OR o.parent_id = (SELECT coalesce(parent_id, id) FROM orders WHERE id = $1)
  ORDER BY o.id

@@ -22,19 +22,20 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.domain.identity.schemas import Principal
 from app.domain.trading import rules
+from app.domain.trading.queries import OPEN_OR_HELD as OPEN_OR_HELD_SQL
 from app.domain.trading.rules import EventType
 from app.domain.trading.schemas import OrderOut
 from app.lib.db import tx, utcnow
-from app.lib.errors import conflict, not_found
+from app.lib.errors import not_found
 
 ZERO = Decimal(0)
 
 # ------------------------------------------------------------------------------------------------ groups
 
-OPEN_OR_HELD = ("new", "held", "accepted", "partially_filled")
-_OPEN = ("new", "accepted", "partially_filled")
+OPEN_OR_HELD = rules.OPEN_OR_HELD_STATUSES
+_OPEN = rules.OPEN_STATUSES
 
-_MEMBER_COLS = (
+MEMBER_COLUMNS = (
     "id, account_id, symbol, side, type, time_in_force, quantity, filled_quantity, avg_fill_price, "
     "limit_price, stop_price, triggered, status, reserved_cash, fees, client_order_id, created_at, "
     "updated_at, order_class, parent_id, leg, trail_price, trail_percent, hwm, reduce_only, notional, "
@@ -42,7 +43,7 @@ _MEMBER_COLS = (
 )
 # Every member of the groups rooted at :roots, locked in id order (the caller holds the instrument).
 _LOAD_GROUPS_SQL = text(
-    f"""SELECT {_MEMBER_COLS} FROM orders
+    f"""SELECT {MEMBER_COLUMNS} FROM orders
          WHERE id = ANY(CAST(:roots AS uuid[])) OR parent_id = ANY(CAST(:roots AS uuid[]))
          ORDER BY id FOR UPDATE"""
 )
@@ -146,7 +147,7 @@ class Member:
 
 Change = tuple[
     dict[str, Any], OrderOut
-]  # an order_events row (services._event's keys) and the order after it
+]  # an order_events row (rules.event_row's keys) and the order after it
 
 
 @dataclass
@@ -376,12 +377,12 @@ async def apply(
 async def cancel(
     conn: AsyncConnection, principal: Principal, account_id: uuid.UUID, order_id: uuid.UUID, symbol: str
 ) -> None:
-    """A client cancel of a group member (`Groups.cancel`), locked instrument -> group -> account."""
-    from app.domain.accounts.access import ensure_may_trade
-    from app.domain.trading.services import _visible_owner
+    """A client cancel of a group member (`Groups.cancel`), locked instrument -> group -> account; an order
+    already final raises `rules.OrderNotOpen` (grouped)."""
+    from app.domain.accounts.access import ensure_may_trade, visible_owner
 
     async with tx(conn):
-        owner = await _visible_owner(conn, principal, account_id)
+        owner = await visible_owner(conn, principal, account_id)
         ensure_may_trade(principal, owner)
         await conn.execute(_LOCK_INSTRUMENT_SQL, {"s": symbol})
         root = await conn.scalar(_ROOT_SQL, {"id": order_id, "a": account_id})
@@ -390,15 +391,15 @@ async def cancel(
         if target is None or groups is None:
             raise not_found("Order")
         if target.status not in OPEN_OR_HELD:
-            raise conflict(f"Order is already {target.status}", order_status=target.status)
+            raise rules.OrderNotOpen(target.status, grouped=True)
         now = utcnow()
         changes, cash = groups.cancel(target, "canceled by client", now)
         await apply(conn, groups, changes, {account_id: cash}, now)
 
 
 _EXPIRED_GROUPS_SQL = text(
-    """SELECT DISTINCT coalesce(parent_id, id) AS root, symbol FROM orders
-        WHERE expires_at <= :now AND status IN ('new', 'held', 'accepted', 'partially_filled')
+    f"""SELECT DISTINCT coalesce(parent_id, id) AS root, symbol FROM orders
+        WHERE expires_at <= :now AND status IN {OPEN_OR_HELD_SQL}
           AND order_class <> 'simple'
         LIMIT :batch"""
 )

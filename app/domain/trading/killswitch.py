@@ -19,15 +19,16 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.domain.trading import groups as grouping
+from app.domain.trading.queries import OPEN_OR_HELD
 from app.domain.trading.rules import EventType
 
-_OPEN_OR_HELD = "status IN ('new', 'held', 'accepted', 'partially_filled')"
+_OPEN_OR_HELD = f"status IN {OPEN_OR_HELD}"
 _SYMBOLS_SQL = text(f"SELECT DISTINCT symbol FROM orders WHERE account_id = :a AND {_OPEN_OR_HELD}")
 _LOCK_INSTRUMENTS_SQL = text(
     "SELECT symbol FROM instruments WHERE symbol = ANY(CAST(:s AS text[])) ORDER BY symbol FOR KEY SHARE"
 )
 _LOCK_ORDERS_SQL = text(
-    f"SELECT {grouping._MEMBER_COLS} FROM orders WHERE account_id = :a AND {_OPEN_OR_HELD} "
+    f"SELECT {grouping.MEMBER_COLUMNS} FROM orders WHERE account_id = :a AND {_OPEN_OR_HELD} "
     "ORDER BY id FOR UPDATE"
 )
 _MISSED_SQL = text(

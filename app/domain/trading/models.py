@@ -9,9 +9,8 @@ from sqlalchemy import BigInteger, ForeignKey, Identity, Index, String, UniqueCo
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
+from app.domain.trading.queries import OPEN_STATUS_SQL
 from app.lib.db import Base, created_at_col, uuid_pk
-
-OPEN_STATUSES_SQL = "status IN ('new', 'accepted', 'partially_filled')"
 
 
 class Order(Base):
@@ -60,10 +59,10 @@ class Order(Base):
             "symbol",
             "created_at",
             "id",
-            postgresql_where=text(OPEN_STATUSES_SQL),
+            postgresql_where=text(OPEN_STATUS_SQL),
         ),
-        Index("ix_orders_open_by_account", "account_id", postgresql_where=text(OPEN_STATUSES_SQL)),
-        Index("ix_orders_day_expiry", "expires_at", postgresql_where=text(OPEN_STATUSES_SQL)),
+        Index("ix_orders_open_by_account", "account_id", postgresql_where=text(OPEN_STATUS_SQL)),
+        Index("ix_orders_day_expiry", "expires_at", postgresql_where=text(OPEN_STATUS_SQL)),
     )
 
 

@@ -3,7 +3,7 @@
 1. One read (its own snapshot, no lock): the instrument, the account book (positions, and for an account
    with enabled risk limits the order stats and limits too: LEAN_READ_SQL / READ_SQL), any order with
    the same client_order_id, and the account row's version (`xmin`).
-2. Every rule runs in Python on that snapshot (rules, accounting, risk checks, the shared `AccountBook`).
+2. Every rule runs in Python on that snapshot (decision.py's pure `decide`, on the shared `AccountBook`).
 3. One data-modifying statement writes the order, its fill, its events, the position, the account and
    the equity snapshot, and commits on its own. It applies only if the account row and the instrument
    row are still the versions (`xmin`) that were read; otherwise nothing is written and the order is
@@ -49,39 +49,31 @@ from app.domain.risk import group_pretrade, pretrade
 from app.domain.risk.schemas import ViolationOut
 from app.domain.streams import publish as streams
 from app.domain.streams.events import risk_payload, stream_messages
-from app.domain.trading import rules, sizing
-from app.domain.trading.book import (
-    _LOAD_SQL_BODY,
-    OPEN_SELLS_SQL,
-    POSITIONS_JSON_SQL,
-    AccountBook,
-    book_from_row,
+from app.domain.trading import decision, rules, sizing
+from app.domain.trading.book import POSITIONS_JSON_SQL, book_from_row, book_sql
+from app.domain.trading.decision import Plan
+from app.domain.trading.queries import (
+    INSTRUMENT_COLUMNS,
+    INSTRUMENT_JOIN,
+    ORDER_FIELDS,
+    ORDER_JSON,
+    open_sells,
 )
-from app.domain.trading.rules import EventType, OrderStatus, OrderView
-from app.domain.trading.schemas import OrderCreate, OrderOut, ValidateOut
-from app.domain.trading.services import (
+from app.domain.trading.rules import (
+    INSTRUMENT_FIELDS,
+    OPEN_STATUSES,
+    EventType,
     InstrumentInfo,
-    _check_account,
-    _estimated_price,
-    _reservation,
-    _validate_against_instrument,
-    next_session_close,
+    OrderStatus,
+    OrderView,
 )
+from app.domain.trading.schemas import OrderCreate, OrderOut, ValidateOut
 from app.lib.db import raw_connection, utcnow
-from app.lib.errors import ApiError, conflict, invalid, not_found
+from app.lib.errors import ApiError, conflict, not_found
 from app.lib.ids import new_time_ordered_uuid
 from app.lib.metrics import FILLS, ORDERS, PLACEMENT_RETRIES, PLACEMENT_SNAPSHOTS, RISK_REJECTIONS
 
-# The instrument columns of READ_SQL, in InstrumentInfo's order.
-_INSTRUMENT_FIELDS = (
-    "symbol", "status", "tick_size", "lot_size", "min_quantity", "min_notional", "last_price", "maker_fee_rate",
-    "taker_fee_rate", "slippage_bps", "timezone", "session_close",
-)
-
 ZERO = Decimal(0)
-
-INSTRUMENT_COLUMNS = """i.symbol, i.status, i.tick_size, i.lot_size, i.min_quantity, i.min_notional, i.last_price,
-         e.maker_fee_rate, e.taker_fee_rate, e.slippage_bps, e.timezone, e.session_close"""
 
 # The locked path locks in the documented order (instrument, then account) in one round trip: the scalar
 # subquery runs per instrument row, i.e. after that row is locked. The book is read by the NEXT
@@ -90,7 +82,7 @@ INSTRUMENT_COLUMNS = """i.symbol, i.status, i.tick_size, i.lot_size, i.min_quant
 LOCK_SQL = f"""
 WITH inst AS (
   SELECT {INSTRUMENT_COLUMNS}
-    FROM instruments i JOIN exchanges e ON e.code = i.exchange_code
+    FROM {INSTRUMENT_JOIN}
    WHERE i.symbol = $1
    FOR KEY SHARE OF i
 )
@@ -100,37 +92,22 @@ LOCK_ACCOUNT_ONLY_SQL = "SELECT id FROM accounts WHERE id = $1 FOR UPDATE"
 
 # The shared book query (named parameters) with asyncpg's positional ones, plus the client_order_id
 # replay lookup and the row version, so that one round trip answers everything placement needs to decide.
-_EXISTING_ORDER_SQL = """(SELECT json_build_array(o.id::text, o.client_order_id, o.account_id::text, o.symbol, o.side, o.type,
-                          o.quantity::text, o.filled_quantity::text, o.avg_fill_price::text, o.limit_price::text,
-                          o.stop_price::text, o.time_in_force, o.status, o.reject_reason, o.fees::text,
-                          o.created_at, o.updated_at, o.order_class, o.parent_id::text, o.leg,
-                          o.trail_price::text, o.trail_percent::text, o.hwm::text, o.reduce_only, o.notional::text,
-                          o.expires_at, o.version)
+_EXISTING_ORDER_SQL = f"""(SELECT {ORDER_JSON}
               FROM orders o WHERE o.account_id = a.id AND o.client_order_id = $4::text)"""
-BOOK_SQL = (
-    _LOAD_SQL_BODY.replace(":with_stats", "$2::boolean")
-    .replace(":symbol", "$3::text")
-    .replace(":account_id", "$1::uuid")
-    .replace(
-        "SELECT a.id,",
-        f"""SELECT {_EXISTING_ORDER_SQL} AS existing_order,
+_BOOK_COLUMNS = f"""{_EXISTING_ORDER_SQL} AS existing_order,
        a.xmin::text AS row_version, a.group_limited, a.group_id,
-       a.id,""",
-        1,
-    )
+       """
+# The instrument (NULL columns when the symbol is unknown, so that an unknown account still answers 404
+# before an unknown symbol answers 422) with the row versions the optimistic write checks.
+_INSTRUMENT_JOIN_SQL = f"""
+  LEFT JOIN (SELECT {INSTRUMENT_COLUMNS}, i.xmin::text AS instrument_version, e.xmin::text AS exchange_version
+               FROM {INSTRUMENT_JOIN}
+              WHERE i.symbol = $3::text) inst ON true"""
+BOOK_SQL = book_sql("$1::uuid", "$2::boolean", "$3::text", columns=_BOOK_COLUMNS)
+# The optimistic read: the same, plus the instrument, in one unlocked statement.
+READ_SQL = book_sql(
+    "$1::uuid", "$2::boolean", "$3::text", columns=_BOOK_COLUMNS + "inst.*, ", joins=_INSTRUMENT_JOIN_SQL
 )
-# The optimistic read: the same, plus the instrument (NULL columns when the symbol is unknown, so that an
-# unknown account still answers 404 before an unknown symbol answers 422), in one unlocked statement.
-READ_SQL = BOOK_SQL.replace("a.id,", "inst.*, a.id,", 1).replace(
-    "FROM accounts a\n",
-    f"""FROM accounts a
-      LEFT JOIN (SELECT {INSTRUMENT_COLUMNS}, i.xmin::text AS instrument_version, e.xmin::text AS exchange_version
-                   FROM instruments i JOIN exchanges e ON e.code = i.exchange_code
-                  WHERE i.symbol = $3::text) inst ON true
-""",
-    1,
-)
-assert READ_SQL.count("inst.*") == 1 and "LEFT JOIN" in READ_SQL
 
 # The lean read, for accounts without enabled risk limits (most): READ_SQL without the order counts,
 # the day's opening equity and the limits, which only limits need, plus whether any limit exists. Every
@@ -144,13 +121,10 @@ SELECT {_EXISTING_ORDER_SQL} AS existing_order,
        a.id, a.owner_id, a.cash, a.reserved_cash, a.realized_pnl, a.fees_paid, a.peak_equity,
        a.allow_short, a.trading_state, a.initial_cash,
        {POSITIONS_JSON_SQL} AS positions,
-       CASE WHEN $2::text = 'sell' THEN {OPEN_SELLS_SQL.replace(":symbol", "$3::text")} END AS open_sell_quantity,
+       CASE WHEN $2::text = 'sell' THEN {open_sells("$3::text")} END AS open_sell_quantity,
        EXISTS (SELECT 1 FROM risk_limits r WHERE r.account_id = a.id AND r.enabled) AS has_limits,
        a.group_limited, a.group_id
-  FROM accounts a
-  LEFT JOIN (SELECT {INSTRUMENT_COLUMNS}, i.xmin::text AS instrument_version, e.xmin::text AS exchange_version
-               FROM instruments i JOIN exchanges e ON e.code = i.exchange_code
-              WHERE i.symbol = $3::text) inst ON true
+  FROM accounts a{_INSTRUMENT_JOIN_SQL}
  WHERE a.id = $1::uuid
 """
 
@@ -239,64 +213,33 @@ def _counter(metric: Any, *labels: str) -> Any:
     return child
 
 
-def _existing_order(values: list[Any]) -> OrderOut:
-    (oid, coid, account_id, symbol, side, otype, qty, filled, avg, limit, stop, tif, status, reason, fees,
-     created, updated, order_class, parent_id, leg, trail_price, trail_percent, hwm, reduce_only, notional, expires,
-     version) = values
-    d = lambda v: None if v is None else Decimal(v)  # noqa: E731
-    return OrderOut(
-        id=uuid.UUID(oid), client_order_id=coid, account_id=uuid.UUID(account_id), symbol=symbol, side=side,
-        type=otype, quantity=Decimal(qty), filled_quantity=Decimal(filled), avg_fill_price=d(avg),
-        limit_price=d(limit), stop_price=d(stop), time_in_force=tif, status=status, reject_reason=reason,
-        fees=Decimal(fees), created_at=datetime.fromisoformat(created), updated_at=datetime.fromisoformat(updated),
-        order_class=order_class, parent_id=None if parent_id is None else uuid.UUID(parent_id), leg=leg,
-        trail_price=d(trail_price), trail_percent=d(trail_percent), hwm=d(hwm), reduce_only=reduce_only,
-        notional=d(notional), expires_at=None if expires is None else datetime.fromisoformat(expires), version=version,
-    )
+def existing_order(values: list[Any]) -> OrderOut:
+    """The stored order of a client_order_id replay, from `_EXISTING_ORDER_SQL`'s JSON array."""
+    return msgspec.convert(dict(zip(ORDER_FIELDS, values, strict=True)), OrderOut)
 
 
-def _same_fields(data: OrderCreate, existing: OrderOut) -> bool:
-    # A notional order is compared by its notional: its quantity depends on the price at acceptance.
-    size = data.notional if data.notional is not None else data.quantity
-    stored = existing.notional if existing.notional is not None else existing.quantity
-    return (data.symbol, data.side, data.type, size, data.limit_price, data.stop_price, data.time_in_force,
-            data.reduce_only) == (
-        existing.symbol, existing.side, existing.type, stored, existing.limit_price, existing.stop_price,
-        existing.time_in_force, existing.reduce_only,
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class _Plan:
-    """An order that passed every check and is ready to be executed and written."""
-
-    book: AccountBook
-    inst: Any
-    price: Decimal
+async def order_connection(conn: AsyncConnection | Any) -> Any:
+    """The asyncpg connection placement talks to: `conn` itself (the order pool's), or the one under a
+    SQLAlchemy connection, after ending the implicit read transaction an earlier SQLAlchemy call left."""
+    if isinstance(conn, AsyncConnection) and conn.in_transaction():
+        await conn.rollback()
+    return await raw_connection(conn)
 
 
 async def place_order(
     conn: AsyncConnection | Any, principal: Principal, account_id: uuid.UUID, data: OrderCreate, *,
     dry_run: bool = False,
 ) -> tuple[OrderOut | ValidateOut, bool]:
-    """Place (or with dry_run, only check) an order. Returns (result, created).
+    """Place (or with dry_run, only check) a simple order. Returns (result, created). Contingent orders and
+    trailing stops take contingent.py's locked path (services.place_order routes on the body).
 
     `conn` is an asyncpg connection from the order pool (the HTTP path) or a SQLAlchemy connection (jobs,
     tests), whose asyncpg connection is then used directly."""
-    if isinstance(conn, AsyncConnection) and conn.in_transaction():
-        await conn.rollback()  # end an implicit read transaction left by an earlier SQLAlchemy call
+    if decision.is_contingent(data):
+        raise TypeError("contingent orders and trailing stops are placed by services.place_order")
     if data.notional is not None:
         sizing.check_sizing_shape(data)
-    apg = await raw_connection(conn)
-    if (data.order_class != "simple" or data.type == "trailing_stop" or data.take_profit is not None
-            or data.stop_loss is not None or data.trail_price is not None or data.trail_percent is not None):
-        from app.domain.trading import contingent  # (its own locked path: groups and trailing stops)
-
-        if data.notional is not None:
-            raise invalid(f"`notional` is for simple market orders, not {data.order_class} {data.type} orders",
-                          "notional", slug="notional-market-only")
-
-        return await contingent.place(apg, principal, account_id, data, dry_run=dry_run)
+    apg = await order_connection(conn)
     if not dry_run and _contended(account_id):
         return await _place_locked(apg, principal, account_id, data)
     snapshot = None if dry_run else _SNAPSHOTS.pop(account_id, None)
@@ -318,13 +261,13 @@ async def place_order(
             return await _place_locked(apg, principal, account_id, data, grouped=True)
     inst = None
     if row is not None and row["symbol"] is not None:
-        inst = InstrumentInfo(*[row[name] for name in _INSTRUMENT_FIELDS])
-    outcome = await _decide(apg, principal, data, row, inst, dry_run, full)
+        inst = InstrumentInfo(*[row[name] for name in INSTRUMENT_FIELDS])
+    outcome = await decide_on_row(apg, principal, data, row, inst, dry_run, full)
     if isinstance(outcome, risk_checks.Breach):
-        raise _rejected(outcome)
-    if not isinstance(outcome, _Plan):
+        raise rejected(outcome)
+    if not isinstance(outcome, Plan):
         return outcome
-    order = await _execute_and_write(
+    order = await execute_and_write(
         apg, outcome, data, utcnow(), row["row_version"], row["instrument_version"], row["exchange_version"],
         remember=None if full else row,
     )
@@ -447,7 +390,7 @@ def _remember(
         kept.append((data.symbol, written["position_quantity"], written["position_avg_entry_price"],
                      written["position_realized_pnl"], last_price))
     open_sells = read["open_sell_quantity"]
-    if open_sells is not None and data.side == "sell" and status in _OPEN_STATUSES:
+    if open_sells is not None and data.side == "sell" and status in OPEN_STATUSES:
         open_sells = str(Decimal(open_sells) + data.quantity - filled)
     row = dict(read.items())
     row.update(
@@ -460,21 +403,19 @@ def _remember(
     _SNAPSHOTS[row["id"]] = _Snapshot(data.symbol, row)
 
 
-_OPEN_STATUSES = frozenset({OrderStatus.NEW, OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED})
-
 
 async def _place_on_snapshot(apg: Any, principal: Principal, data: OrderCreate, snapshot: _Snapshot) -> OrderOut | None:
     """Decide on the kept state and write if it is still current; None: decide again on a fresh read."""
     row = snapshot.row
-    inst = InstrumentInfo(*[row[name] for name in _INSTRUMENT_FIELDS])
+    inst = InstrumentInfo(*[row[name] for name in INSTRUMENT_FIELDS])
     try:
-        outcome = await _decide(apg, principal, data, row, inst, False, False)
+        outcome = await decide_on_row(apg, principal, data, row, inst, False, False)
     except ApiError:
         _counter(PLACEMENT_SNAPSHOTS, "rejected").inc()  # a rejection must rest on current state
         return None
-    assert isinstance(outcome, _Plan)  # no replay (no existing order kept), no breach (no limits)
+    assert isinstance(outcome, Plan)  # no replay (no existing order kept), no breach (no limits)
     try:
-        order = await _execute_and_write(
+        order = await execute_and_write(
             apg, outcome, data, utcnow(), row["row_version"], row["instrument_version"], row["exchange_version"],
             remember=row,
         )
@@ -513,17 +454,17 @@ async def _place_locked(
             if grouped:
                 PLACEMENT_RETRIES.labels(changed="group").inc()
             return await _place_locked(apg, principal, account_id, data, grouped=True, attempt=attempt + 1)
-        inst = InstrumentInfo(*list(inst_row.values())[:12]) if inst_row is not None else None
+        inst = None if inst_row is None else InstrumentInfo(*[inst_row[name] for name in INSTRUMENT_FIELDS])
         messages: list[tuple[str, bytes]] = []
-        outcome = await _decide(apg, principal, data, row, inst, False, True, after_commit=messages)
+        outcome = await decide_on_row(apg, principal, data, row, inst, False, True, after_commit=messages)
         if isinstance(outcome, risk_checks.Breach):
             await tr.commit()  # keep the recorded violation
             streams.publish_all(messages)
-            raise _rejected(outcome)
-        if not isinstance(outcome, _Plan):
+            raise rejected(outcome)
+        if not isinstance(outcome, Plan):
             await tr.rollback()
             return outcome
-        order = await _execute_and_write(apg, outcome, data, utcnow(), row["row_version"], None, None,
+        order = await execute_and_write(apg, outcome, data, utcnow(), row["row_version"], None, None,
                                          after_commit=messages)
         if isinstance(order, LostRace):  # cannot happen with both rows locked; never report a lost write
             raise RuntimeError("locked order write applied to no account row")
@@ -538,13 +479,15 @@ async def _place_locked(
     return order, True
 
 
-async def _decide(
+async def decide_on_row(
     apg: Any, principal: Principal, data: OrderCreate, row: Any, inst: InstrumentInfo | None, dry_run: bool,
     full: bool, *, after_commit: list[tuple[str, bytes]] | None = None,
-) -> _Plan | risk_checks.Breach | tuple[OrderOut | ValidateOut, bool]:
+) -> Plan | risk_checks.Breach | tuple[OrderOut | ValidateOut, bool]:
     """Every placement rule on one snapshot of the account: a plan to write, a recorded risk breach, or the
-    final answer (an idempotent replay, a dry run's result). Other rule failures raise 4xx. `row` is a
-    READ_SQL/BOOK_SQL row (`full`) or a LEAN_READ_SQL row of an account without enabled limits."""
+    final answer (an idempotent replay, a dry run's result). The rules are decision.py's; this adds what
+    needs the connection (the reduce-only sum, group limits, recording a breach). Other rule failures
+    raise 4xx. `row` is a READ_SQL/BOOK_SQL row (`full`) or a LEAN_READ_SQL row of an account without
+    enabled limits."""
     from app.domain.accounts.access import ensure_may_trade
 
     if row is None or not (principal.can_read_all_accounts or row["owner_id"] == principal.user_id):
@@ -554,30 +497,24 @@ async def _decide(
     if existing is not None and not dry_run:
         if isinstance(existing, str):
             existing = json.loads(existing)
-        order = _existing_order(existing)
-        if _same_fields(data, order):
+        order = existing_order(existing)
+        if decision.same_fields(data, order):
             return order, False
         raise conflict("client_order_id was already used with different order fields",
                        client_order_id=data.client_order_id)
     if data.notional is not None and inst is not None and inst.status == "trading":
         sizing.size_notional(data, inst)  # sets data.quantity at this decision's price
-    _validate_against_instrument(data, inst)
+    decision.validate_against_instrument(data, inst)
     assert inst is not None
     book = book_from_row(row, full)
     if not full and row["open_sell_quantity"] is not None:
         book.open_sell_quantity = Decimal(row["open_sell_quantity"])
-    price = _estimated_price(data, inst)
-    if data.quantity * price < inst.min_notional:
-        raise invalid(f"notional {data.quantity * price} is below min_notional {inst.min_notional}",
-                      "quantity" if data.notional is None else "notional")
-    _check_account(book, data, inst, price)
-    if data.reduce_only:
-        other = await sizing.open_reduce_only(apg, book.id, data.symbol, data.side)
-        sizing.check_reduce_only(book, data.symbol, data.side, data.quantity, other)
-    proposed = risk_checks.ProposedOrder(data.symbol, data.side, data.quantity, price)
-    breach = pretrade.check(book, pretrade.portfolio_state(book), proposed) if book.limits else None
+    other = await sizing.open_reduce_only(apg, book.id, data.symbol, data.side) if data.reduce_only else None
+    plan = decision.decide(data, inst, book, other_reduce_only=other,
+                           notional_field="quantity" if data.notional is None else "notional")
+    price, breach = plan.price, plan.breach
     if breach is None and row["group_limited"]:
-        breach = await group_pretrade.breach(apg, book, proposed)
+        breach = await group_pretrade.breach(apg, book, plan.proposed)
     if breach is not None:
         detail = {"symbol": data.symbol, "side": data.side, "type": data.type, "quantity": str(data.quantity),
                   "price": str(price), "dry_run": dry_run, "message": breach.message}
@@ -599,16 +536,17 @@ async def _decide(
         return breach
     if dry_run:
         return ValidateOut(accepted=True, estimated_price=price, estimated_cost=data.quantity * price), False
-    return _Plan(book, inst, price)
+    return plan
 
 
-def _rejected(breach: risk_checks.Breach) -> Exception:
+def rejected(breach: risk_checks.Breach) -> Exception:
+    """The 422 for a breached limit (counted by limit type)."""
     RISK_REJECTIONS.labels(limit_type=breach.limit_type).inc()
     return pretrade.breach_error(breach)
 
 
-async def _execute_and_write(
-    apg: Any, plan: _Plan, data: OrderCreate, now: datetime, row_version: str, instrument_version: str | None,
+async def execute_and_write(
+    apg: Any, plan: Plan, data: OrderCreate, now: datetime, row_version: str, instrument_version: str | None,
     exchange_version: str | None, *, remember: Any = None, after_commit: list[tuple[str, bytes]] | None = None,
     columns: dict[str, Any] | None = None, store_columns: bool = True,
 ) -> OrderOut | LostRace:
@@ -622,7 +560,7 @@ async def _execute_and_write(
     book, inst, est_price = plan.book, plan.inst, plan.price
 
     order_id = new_time_ordered_uuid()
-    expires_at = next_session_close(now, inst.timezone, inst.session_close) if data.time_in_force == "day" else None
+    expires_at = decision.next_session_close(now, inst.timezone, inst.session_close) if data.time_in_force == "day" else None
 
     def state(status: OrderStatus, filled: Decimal, avg: Decimal | None, fees: Decimal) -> OrderOut:
         """The order after one event: each event row stores it (the stream's `order`)."""
@@ -650,7 +588,7 @@ async def _execute_and_write(
     if inst.last_price is not None:
         m = rules.match(view, inst.last_price, None, slippage_bps=inst.slippage_bps, tick_size=inst.tick_size,
                         lot_size=inst.lot_size, immediate=True,
-                        # a market order's estimate is its fill price (_estimated_price, same inputs)
+                        # a market order's estimate is its fill price (decision.estimated_price, same inputs)
                         market_price=est_price if data.type == "market" else None)
         triggered = m.triggered and data.type in ("stop", "stop_limit")
         if m.newly_triggered:
@@ -681,7 +619,7 @@ async def _execute_and_write(
             status = OrderStatus.CANCELED
     reserved = ZERO
     if status in (OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED) and data.side == "buy":
-        reserved = _reservation(data.quantity - filled, est_price, inst)
+        reserved = decision.reservation(data.quantity - filled, est_price, inst)
         book.reserved_cash += reserved
     position = book.position(data.symbol)
     equity = book.equity

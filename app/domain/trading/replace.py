@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.domain.accounts.access import ensure_may_trade
+from app.domain.accounts.access import ensure_may_trade, visible_owner
 from app.domain.accounts.models import Account
 from app.domain.identity.schemas import Principal
 from app.domain.risk import checks as risk_checks
@@ -31,25 +31,14 @@ from app.domain.risk.schemas import ViolationOut
 from app.domain.streams import publish as streams
 from app.domain.streams.events import defer_account_state, risk_payload
 from app.domain.streams.log import assign_seqs, defer_trade_updates, stored_order
-from app.domain.trading import rules, sizing
+from app.domain.trading import decision, rules, sizing
 from app.domain.trading.book import load_book
 from app.domain.trading.models import Order, OrderEvent
 from app.domain.trading.placement import VIOLATION_SQL
-from app.domain.trading.rules import EventType
+from app.domain.trading.queries import active_quantity
+from app.domain.trading.rules import OPEN_STATUSES, EventType, InstrumentInfo
 from app.domain.trading.schemas import OrderOut, OrderReplace
-from app.domain.trading.services import (
-    OPEN,
-    ORDER_COLS,
-    InstrumentInfo,
-    _check_account,
-    _estimated_price,
-    _event,
-    _instrument,
-    _order_out,
-    _reservation,
-    _visible_owner,
-    next_session_close,
-)
+from app.domain.trading.services import ORDER_COLS, load_instrument
 from app.lib.db import raw_connection, tx, utcnow
 from app.lib.errors import conflict, field_from_message, invalid, not_found
 from app.lib.metrics import RISK_REJECTIONS
@@ -68,11 +57,12 @@ _FIELDS_BY_TYPE: dict[str, frozenset[str]] = {
 }
 _PRICE_FIELDS = ("limit_price", "stop_price", "trail_price", "trail_percent")
 _GROUP_LIMITED_SQL = text("SELECT group_limited FROM accounts WHERE id = :account_id")
+_ACTIVE_SQL = f"SELECT {active_quantity('o')}::text FROM orders o WHERE o.id = $1"
 
 
 @dataclass(slots=True)
 class _Proposed:
-    """The replaced order in the shape the placement checks read (`_estimated_price`, `_check_account`)."""
+    """The replaced order in the shape the decision reads (`decision.Proposal`)."""
 
     symbol: str
     side: str
@@ -115,7 +105,7 @@ async def _replace(
     order_id: uuid.UUID,
     data: OrderReplace,
 ) -> OrderOut:
-    owner = await _visible_owner(conn, principal, account_id)
+    owner = await visible_owner(conn, principal, account_id)
     ensure_may_trade(principal, owner)
     symbol = await conn.scalar(
         select(Order.symbol).where(Order.id == order_id, Order.account_id == account_id)
@@ -126,7 +116,7 @@ async def _replace(
     group_limited = await conn.scalar(_GROUP_LIMITED_SQL, {"account_id": account_id})
     if group_limited:
         await apg.fetch(group_pretrade.GROUP_LOCK_SQL, account_id)  # groups first: the lock order of risk
-    inst = await _instrument(conn, symbol)
+    inst = await load_instrument(conn, symbol)
     assert inst is not None  # an order's instrument cannot be deleted (foreign key)
     o = (
         await conn.execute(
@@ -139,46 +129,47 @@ async def _replace(
         # A held leg's prices were checked against its entry at placement; it is replaced once the entry's
         # fill activates it (or the group is canceled and placed again).
         raise conflict("a held leg is replaced once its entry fills and activates it", order_status=o.status)
-    if o.status not in OPEN:
+    if o.status not in OPEN_STATUSES:
         raise conflict(f"Order is already {o.status}", order_status=o.status)
     new = _new_values(o, data, inst)
     book = await load_book(conn, account_id, with_stats=True, symbol=symbol)
     assert book is not None
     remaining_before = o.quantity - o.filled_quantity
+    # What the order takes of the position: an exit leg of a partly filled entry only what the entry
+    # filled (queries.active_quantity), as the open-sell and reduce-only sums count it. Its quantity
+    # follows its group: a replace changes its prices only.
+    active = remaining_before
+    if o.leg is not None and o.order_class in ("bracket", "oto"):
+        active = Decimal(await apg.fetchval(_ACTIVE_SQL, o.id))
     # The account without this order: the checks then see the replaced order as a new one.
     book.reserved_cash -= o.reserved_cash
     book.open_orders -= 1
     if o.side == "sell":
-        book.open_sell_quantity -= remaining_before
+        book.open_sell_quantity -= active
     remaining = new["quantity"] - o.filled_quantity
-    proposed = _Proposed(symbol, o.side, o.type, remaining, new["limit_price"], new["stop_price"])
+    checked_quantity = active if o.leg is not None else remaining
+    proposed = _Proposed(symbol, o.side, o.type, checked_quantity, new["limit_price"], new["stop_price"])
     if o.type == "trailing_stop" and proposed.stop_price is None:
         proposed.stop_price = inst.last_price  # not yet computed: the trigger is at most the last price away
-    price = _estimated_price(proposed, inst)  # type: ignore[arg-type]
-    if new["quantity"] * price < inst.min_notional:
-        raise invalid(
-            f"notional {new['quantity'] * price} is below min_notional {inst.min_notional}", "quantity"
-        )
-    _check_account(book, proposed, inst, price)  # type: ignore[arg-type]
+    other = None
     if o.reduce_only:
         other = await sizing.open_reduce_only(apg, account_id, symbol, o.side, exclude=o.id)
-        sizing.check_reduce_only(book, symbol, o.side, remaining, other)
-    checked = risk_checks.ProposedOrder(symbol, o.side, remaining, price)
-    breach = pretrade.check(book, pretrade.portfolio_state(book), checked) if book.limits else None
+    plan = decision.decide(proposed, inst, book, other_reduce_only=other, notional_quantity=new["quantity"])
+    price, breach = plan.price, plan.breach
     if breach is None and group_limited:
-        breach = await group_pretrade.breach(apg, book, checked)
+        breach = await group_pretrade.breach(apg, book, plan.proposed)
     if breach is not None:
         detail = {
             "symbol": symbol,
             "side": o.side,
             "type": o.type,
-            "quantity": str(remaining),
+            "quantity": str(checked_quantity),
             "price": str(price),
             "replace_of": str(o.id),
             "message": breach.message,
         }
         raise _Breached(breach, detail, book.owner_id)
-    reserved = _reservation(remaining, price, inst) if o.side == "buy" else ZERO
+    reserved = decision.reservation(remaining, price, inst) if o.side == "buy" else ZERO
     return await _write(conn, o, data, new, reserved)
 
 
@@ -285,9 +276,9 @@ async def _write(
     if new["time_in_force"] != o.time_in_force:
         expires_at = None
         if new["time_in_force"] == "day":
-            inst = await _instrument(conn, o.symbol)
+            inst = await load_instrument(conn, o.symbol)
             assert inst is not None
-            expires_at = next_session_close(now, inst.timezone, inst.session_close)
+            expires_at = decision.next_session_close(now, inst.timezone, inst.session_close)
     row = (
         await conn.execute(
             update(Order)
@@ -314,8 +305,8 @@ async def _write(
             .where(Account.id == o.account_id)
             .values(reserved_cash=Account.reserved_cash - o.reserved_cash + reserved, updated_at=now)
         )
-    state = _order_out(row)
-    event = _event(
+    state = OrderOut(*row)
+    event = rules.event_row(
         o.id,
         o.account_id,
         EventType.REPLACED,

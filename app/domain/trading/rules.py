@@ -1,12 +1,13 @@
 """Order rules of the paper exchange: status machine, increments, matching and fees.
 
-Pure functions over `Decimal`; no I/O. Placement (trading/placement.py, an order's first executable
-moment) and price matching (trading/services.py: `match_resting_orders`, the resting orders) build an
-`OrderView`, ask `match` what happens at a price (fill quantity and price, trigger), take the status of a
-fill from `fill_status` and every status change through `transition`, and use the rounding, fee and
-trailing-stop helpers; each of them decides the ioc/fok remainder and the final status itself and writes
-one event per status change. `fok_can_fill`, `after_match_status` and `LeftoverAction` state that
-remainder rule as pure functions for tests/unit/test_order_rules.py; production code does not call them.
+Pure functions over `Decimal`; no I/O. Placement (`placement.execute_and_write`, for an order's first
+execution) and price matching (`services.match_resting_orders`, for resting orders) build an
+`OrderView`, ask `match` what happens at a price and `fill_status` where a fill leaves the order, apply
+the ioc/fok remainder rule themselves, and write the result with one event per status change
+(`event_row`, which checks each transition against `ALLOWED_TRANSITIONS`). `after_match_status`,
+`fok_can_fill` and `LeftoverAction` state the same outcome as one function, for the rule tests
+(tests/unit/test_order_rules.py); production does not call them. The decision before execution
+(instrument, account and risk checks) is decision.py's.
 
 One module past 500 lines on purpose: the status machine, the tick and lot arithmetic, matching and
 fees are one specification (docs/TRADING.md renders its transition table from here), read together.
@@ -30,7 +31,7 @@ Rules that DOMAIN.md leaves open are decided here and repeated in the docstrings
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from decimal import (
     ROUND_CEILING,
     ROUND_FLOOR,
@@ -47,7 +48,7 @@ from decimal import (
 from enum import StrEnum
 from fractions import Fraction
 from math import floor
-from typing import Literal
+from typing import Any, Literal
 
 # Intermediate arithmetic runs wide so that only the rounding rules below ever lose digits.
 _WIDE = Context(prec=80, rounding=ROUND_HALF_EVEN, traps=[InvalidOperation, DivisionByZero, Overflow])
@@ -102,6 +103,28 @@ class EventType(StrEnum):
     REPLACED = "replaced"  # PATCH in place: status unchanged, `data` has the old and new values
 
 
+@dataclass(frozen=True, slots=True)
+class InstrumentInfo:
+    """The instrument and its exchange as one order's rules read them."""
+
+    symbol: str
+    status: str
+    tick_size: Decimal
+    lot_size: Decimal
+    min_quantity: Decimal
+    min_notional: Decimal
+    last_price: Decimal | None
+    maker_fee_rate: Decimal
+    taker_fee_rate: Decimal
+    slippage_bps: Decimal
+    timezone: str
+    session_close: Any
+
+
+# Its fields in order: the column list of every query that reads one (queries.INSTRUMENT_COLUMNS).
+INSTRUMENT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(InstrumentInfo))
+
+
 class LeftoverAction(StrEnum):
     """What happens to the unfilled remainder after a match step."""
 
@@ -143,7 +166,12 @@ ALLOWED_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     _S.EXPIRED: frozenset(),
 }
 TERMINAL_STATUSES: frozenset[OrderStatus] = frozenset(s for s, nxt in ALLOWED_TRANSITIONS.items() if not nxt)
-OPEN_STATUSES: frozenset[OrderStatus] = frozenset(ALLOWED_TRANSITIONS) - TERMINAL_STATUSES
+# Not final: an open order or a held exit leg (a held leg is canceled with its group or expires with its
+# `day` entry, so cancels, expiry and the kill switch take both).
+OPEN_OR_HELD_STATUSES: frozenset[OrderStatus] = frozenset(ALLOWED_TRANSITIONS) - TERMINAL_STATUSES
+# Open: the order may fill, trigger and be replaced, and it counts against its account (open orders, open
+# sells, reserved cash). A held leg does none of that until its entry's fill activates it.
+OPEN_STATUSES: frozenset[OrderStatus] = OPEN_OR_HELD_STATUSES - {_S.HELD}
 
 
 class IllegalTransition(Exception):
@@ -151,6 +179,15 @@ class IllegalTransition(Exception):
         self.current = OrderStatus(current)
         self.new = OrderStatus(new)
         super().__init__(f"illegal order status transition {self.current.value} -> {self.new.value}")
+
+
+class OrderNotOpen(Exception):
+    """A cancel of an order that is already final. `grouped`: it is a member of a contingent group (which
+    a cancel of another member may have ended)."""
+
+    def __init__(self, status: str, *, grouped: bool = False) -> None:
+        self.status, self.grouped = status, grouped
+        super().__init__(f"Order is already {status}")
 
 
 def can_transition(current: OrderStatus | str, new: OrderStatus | str) -> bool:
@@ -165,6 +202,20 @@ def transition(current: OrderStatus | str, new: OrderStatus | str) -> OrderStatu
     if nxt not in ALLOWED_TRANSITIONS[cur]:
         raise IllegalTransition(cur, nxt)
     return nxt
+
+
+def event_row(order_id: Any, account_id: Any, etype: EventType, frm: str | None, to: str, now: Any, *,
+              reason: str | None = None, fill_id: Any = None, data: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An `order_events` row (the stream's order event), after checking its transition: an illegal one is
+    a bug, raised before anything is written."""
+    if frm is not None and frm != to:
+        transition(frm, to)
+    return {
+        "order_id": order_id, "account_id": account_id, "type": etype.value, "status_from": frm, "status_to": to,
+        "reason": reason, "fill_id": fill_id, "data": data, "created_at": now,
+        # Every row of one executemany needs the same keys: a fill sets the position after it.
+        "position_qty": None,
+    }
 
 
 def markdown_transition_table() -> str:

@@ -2,19 +2,28 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import msgspec
 
+from app.domain.trading import rules
 from app.lib.validation import positive
 
-Side = Literal["buy", "sell"]
-OrderTypeName = Literal["market", "limit", "stop", "stop_limit", "trailing_stop"]
+
+def _names(enum: type[StrEnum]) -> Any:
+    """The members' values as a `Literal`: the API's names of a rule, with `rules`' enum as their one
+    source (a plain string in and out, an enum in the OpenAPI document)."""
+    return Literal[tuple(m.value for m in enum)]
+
+
+Side = _names(rules.Side)
+OrderTypeName = _names(rules.OrderType)
 OrderClassName = Literal["simple", "bracket", "oto", "oco"]
 LegName = Literal["take_profit", "stop_loss"]
-TifName = Literal["gtc", "ioc", "fok", "day"]
-StatusName = Literal["new", "held", "accepted", "partially_filled", "filled", "canceled", "rejected", "expired"]
+TifName = _names(rules.TimeInForce)
+StatusName = _names(rules.OrderStatus)
 
 
 class TakeProfit(msgspec.Struct, forbid_unknown_fields=True):

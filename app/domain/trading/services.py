@@ -10,16 +10,14 @@ and price updates on one instrument serialise, orders of one account serialise, 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.domain.accounts.access import ensure_may_trade, visible_to
+from app.domain.accounts.access import ensure_may_trade, visible_owner, visible_sql, visible_to
 from app.domain.accounts.models import Account
 from app.domain.identity.schemas import Principal
 from app.domain.markets.events import QuietBand
@@ -27,11 +25,12 @@ from app.domain.risk import checks as risk_checks
 from app.domain.risk import pretrade
 from app.domain.streams.events import defer_account_state, defer_account_update
 from app.domain.streams.log import assign_seqs, defer_trade_updates, stored_order
+from app.domain.trading import contingent, decision, placement, rules
 from app.domain.trading import groups as grouping
-from app.domain.trading import rules
 from app.domain.trading.book import AccountBook, fill_row, insert_fills, load_book
 from app.domain.trading.models import Fill, Order, OrderEvent
-from app.domain.trading.rules import EventType, OrderStatus, OrderView
+from app.domain.trading.queries import INSTRUMENT_COLUMNS, INSTRUMENT_JOIN, OPEN, ORDER_COLUMNS, ORDER_FIELDS
+from app.domain.trading.rules import OPEN_STATUSES, EventType, InstrumentInfo, OrderStatus, OrderView
 from app.domain.trading.schemas import (
     FillOut,
     OrderCreate,
@@ -41,171 +40,46 @@ from app.domain.trading.schemas import (
     ValidateOut,
 )
 from app.lib.db import raw_connection, tx, utcnow
-from app.lib.errors import conflict, invalid, not_found
+from app.lib.errors import ApiError, conflict, not_found
 from app.lib.metrics import FILLS
-from app.lib.pagination import decode_cursor, encode_cursor
+from app.lib.pagination import decode_cursor, decode_int_cursor, encode_cursor
 
 ZERO = Decimal(0)
-OPEN = (OrderStatus.NEW.value, OrderStatus.ACCEPTED.value, OrderStatus.PARTIALLY_FILLED.value)
 
-ORDER_COLS = (
-    Order.id, Order.client_order_id, Order.account_id, Order.symbol, Order.side, Order.type, Order.quantity,
-    Order.filled_quantity, Order.avg_fill_price, Order.limit_price, Order.stop_price, Order.time_in_force,
-    Order.status, Order.reject_reason, Order.fees, Order.created_at, Order.updated_at, Order.order_class,
-    Order.parent_id, Order.leg, Order.trail_price, Order.trail_percent, Order.hwm, Order.reduce_only, Order.notional,
-    Order.expires_at, Order.version,
-)
-FILL_COLS = (
-    Fill.id, Fill.order_id, Fill.account_id, Fill.symbol, Fill.side, Fill.quantity, Fill.price, Fill.fee,
-    Fill.liquidity, Fill.created_at,
-)
+# OrderOut's and FillOut's columns, in their field order (rows build them positionally).
+ORDER_COLS = tuple(getattr(Order, f) for f in ORDER_FIELDS)
+FILL_COLS = tuple(getattr(Fill, f) for f in FillOut.__struct_fields__)
 
 _INSTRUMENT_SQL = text(
-    """
-    SELECT i.symbol, i.status, i.tick_size, i.lot_size, i.min_quantity, i.min_notional, i.last_price,
-           e.maker_fee_rate, e.taker_fee_rate, e.slippage_bps, e.timezone, e.session_close
-      FROM instruments i JOIN exchanges e ON e.code = i.exchange_code
+    f"""
+    SELECT {INSTRUMENT_COLUMNS}
+      FROM {INSTRUMENT_JOIN}
      WHERE i.symbol = :symbol
      FOR KEY SHARE OF i
     """
 )
-_ACCOUNT_VISIBLE_SQL = text(
-    "SELECT owner_id FROM accounts WHERE id = :account_id AND (owner_id = :user_id OR :read_all)"
-)
+# The order_events row builder, under the name matching uses.
+_event = rules.event_row
 
 
-@dataclass(frozen=True, slots=True)
-class InstrumentInfo:
-    symbol: str
-    status: str
-    tick_size: Decimal
-    lot_size: Decimal
-    min_quantity: Decimal
-    min_notional: Decimal
-    last_price: Decimal | None
-    maker_fee_rate: Decimal
-    taker_fee_rate: Decimal
-    slippage_bps: Decimal
-    timezone: str
-    session_close: Any
-
-
-async def _instrument(conn: AsyncConnection, symbol: str) -> InstrumentInfo | None:
+async def load_instrument(conn: AsyncConnection, symbol: str) -> InstrumentInfo | None:
+    """The instrument with its exchange, locked FOR KEY SHARE (no price update runs until the caller's
+    transaction ends)."""
     row = (await conn.execute(_INSTRUMENT_SQL, {"symbol": symbol})).one_or_none()
     return InstrumentInfo(*row) if row is not None else None
-
-
-def _order_out(row: Any) -> OrderOut:
-    return OrderOut(*row)
-
-
-async def _visible_owner(conn: AsyncConnection, principal: Principal, account_id: uuid.UUID) -> uuid.UUID:
-    owner = await conn.scalar(
-        _ACCOUNT_VISIBLE_SQL,
-        {"account_id": account_id, "user_id": principal.user_id, "read_all": principal.can_read_all_accounts},
-    )
-    if owner is None:
-        raise not_found("Account")
-    return owner
-
-
-def _event(order_id: uuid.UUID, account_id: uuid.UUID, etype: EventType, frm: str | None, to: str, now: datetime,
-           *, reason: str | None = None, fill_id: uuid.UUID | None = None, data: dict[str, Any] | None = None) -> dict[str, Any]:
-    if frm is not None and frm != to:
-        rules.transition(frm, to)  # an illegal transition is a bug: raise before anything is written
-    return {
-        "order_id": order_id, "account_id": account_id, "type": etype.value, "status_from": frm, "status_to": to,
-        "reason": reason, "fill_id": fill_id, "data": data, "created_at": now,
-        # Every row of one executemany needs the same keys: a fill sets the position after it.
-        "position_qty": None,
-    }
-
-
-def next_session_close(now: datetime, tz_name: str, close: Any) -> datetime:
-    """The exchange's next trading-day end after `now` (when `day` orders expire)."""
-    tz = ZoneInfo(tz_name)
-    local = now.astimezone(tz)
-    candidate = datetime.combine(local.date(), close, tzinfo=tz)
-    if candidate <= local:
-        candidate = datetime.combine(local.date() + timedelta(days=1), close, tzinfo=tz)
-    return candidate.astimezone(UTC)
 
 
 # ------------------------------------------------------------------------------------------------ placement
 
 
-def _validate_against_instrument(data: OrderCreate, inst: InstrumentInfo | None) -> None:
-    if inst is None:
-        raise invalid(f"Unknown symbol {data.symbol!r}", "symbol", slug="unknown-symbol")
-    if inst.status != "trading":
-        raise invalid(f"{inst.symbol} is halted", "symbol", slug="instrument-halted")
-    if not rules.is_multiple(data.quantity, inst.lot_size):
-        raise invalid(f"quantity {data.quantity} is not a multiple of lot_size {inst.lot_size}", "quantity")
-    if data.quantity < inst.min_quantity:
-        raise invalid(f"quantity {data.quantity} is below min_quantity {inst.min_quantity}", "quantity")
-    for name in ("limit_price", "stop_price"):
-        price = getattr(data, name)
-        if price is not None and not rules.is_multiple(price, inst.tick_size):
-            raise invalid(f"{name} {price} is not a multiple of tick_size {inst.tick_size}", name)
-    if data.type == "market" and inst.last_price is None:
-        raise invalid(f"{inst.symbol} has no price yet: market orders cannot fill", "symbol", slug="no-market-price")
-
-
-def _estimated_price(data: OrderCreate, inst: InstrumentInfo) -> Decimal:
-    """Worst-case execution price used for buying power and risk: what the order may pay or receive."""
-    if data.type == "market":
-        assert inst.last_price is not None
-        return rules.fill_price_for_market(data.side, inst.last_price, inst.slippage_bps, inst.tick_size)
-    if data.type in ("limit", "stop_limit"):
-        assert data.limit_price is not None
-        return data.limit_price
-    assert data.stop_price is not None
-    reference = max(data.stop_price, inst.last_price or data.stop_price) if data.side == "buy" else data.stop_price
-    return rules.fill_price_for_market(data.side, reference, inst.slippage_bps, inst.tick_size)
-
-
-def _reservation(qty: Decimal, price: Decimal, inst: InstrumentInfo) -> Decimal:
-    rate = max(inst.maker_fee_rate, inst.taker_fee_rate, ZERO)
-    return qty * price + rules.fee(qty * price, rate)
-
-
-def _check_account(book: AccountBook, data: OrderCreate, inst: InstrumentInfo, price: Decimal) -> None:
-    state = pretrade.portfolio_state(book)
-    proposed = risk_checks.ProposedOrder(data.symbol, data.side, data.quantity, price)
-    reason = risk_checks.trading_state_rejection(book.trading_state, state, proposed)
-    if reason is not None:
-        slug = "account-halted" if book.trading_state == "halted" else "reduce-only"
-        raise invalid(reason, "side" if book.trading_state == "reduce_only" else "account", slug=slug)
-    position = book.position(data.symbol).quantity
-    if data.side == "sell" and not book.allow_short:
-        sellable = position - book.open_sell_quantity
-        if data.quantity > sellable:
-            raise invalid(
-                f"sell of {data.quantity} exceeds the sellable position {max(sellable, ZERO)} "
-                "(this account does not allow short selling)",
-                "quantity",
-                slug="insufficient-position",
-            )
-    if data.side == "buy":
-        cost = _reservation(data.quantity, price, inst)
-        available = book.buying_power
-        multiplier = pretrade.margin_multiplier(book)
-        if multiplier > 1:
-            gross = sum((abs(q * p) for q, p in state.positions.values()), ZERO)
-            available = max(available, book.equity * multiplier - gross - book.reserved_cash)
-        if cost > available:
-            raise invalid(
-                f"order needs {cost} but buying power is {available}", "quantity", slug="insufficient-buying-power"
-            )
-
-
 async def place_order(
     conn: AsyncConnection | Any, principal: Principal, account_id: uuid.UUID, data: OrderCreate, *, dry_run: bool = False
 ) -> tuple[OrderOut | ValidateOut, bool]:
-    """Place (or with dry_run, only check) an order. Returns (result, created). See placement.py."""
-    from app.domain.trading.placement import place_order as place
-
-    return await place(conn, principal, account_id, data, dry_run=dry_run)
+    """Place (or with dry_run, only check) an order. Returns (result, created). Simple orders: placement.py;
+    contingent orders and trailing stops: contingent.py (a locked path of their own)."""
+    if decision.is_contingent(data):
+        return await contingent.place_order(conn, principal, account_id, data, dry_run=dry_run)
+    return await placement.place_order(conn, principal, account_id, data, dry_run=dry_run)
 
 
 # ------------------------------------------------------------------------------------------------- matching
@@ -241,7 +115,7 @@ _RESTING_SQL = text(
            stop_price, triggered, status, reserved_cash, fees, client_order_id, created_at, order_class,
            parent_id, leg, trail_price, trail_percent, hwm, reduce_only, notional, expires_at, version
       FROM orders
-     WHERE symbol = :symbol AND status IN ('new', 'accepted', 'partially_filled')
+     WHERE symbol = :symbol AND status IN {OPEN}
        AND {_ACTS_AT_PRICE}
        AND NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id = orders.account_id AND a.trading_state = 'halted')
      ORDER BY coalesce(priority_at, created_at), id
@@ -262,7 +136,7 @@ _QUIET_BAND_SQL = text(
                  min(CASE WHEN side = 'sell' AND {_TRAILING} THEN hwm END)) AS upper,
            coalesce(bool_or({_ALWAYS_ACTS}), false) AS always
       FROM orders
-     WHERE symbol = :symbol AND status IN ('new', 'accepted', 'partially_filled')
+     WHERE symbol = :symbol AND status IN {OPEN}
     """
 )
 _MATCHED_SQL = text(
@@ -360,7 +234,7 @@ async def match_resting_orders(
             continue  # the kill switch: a halted account's orders never fill (nor trigger)
         member = groups.members.get(o.id) if groups is not None else None
         if member is not None:
-            if member.status not in OPEN:
+            if member.status not in OPEN_STATUSES:
                 continue  # ended earlier at this price by its group (the other leg filled)
             status, quantity = OrderStatus(member.status), member.quantity
             filled, avg = member.filled_quantity, member.avg_fill_price
@@ -514,9 +388,23 @@ class _GroupMember(Exception):
 
 async def cancel_order(conn: AsyncConnection, principal: Principal, account_id: uuid.UUID, order_id: uuid.UUID) -> OrderOut:
     try:
+        await cancel_one(conn, principal, account_id, order_id, "canceled by client")
+    except rules.OrderNotOpen as exc:
+        raise conflict(str(exc), order_status=exc.status) from None
+    return await get_order(conn, principal, account_id, order_id)
+
+
+async def cancel_one(conn: AsyncConnection, principal: Principal, account_id: uuid.UUID, order_id: uuid.UUID,
+                     reason: str, *, access_checked: bool = False) -> None:
+    """Cancel one order of the account, in a transaction of its own: a simple order alone (order, then
+    account), a member of a contingent group with its group (groups.cancel: instrument, group, account).
+    The one cancel routine of a client cancel and of cancel-all (bulk.py). 404 for an order the account
+    does not have, `rules.OrderNotOpen` for one already final. `access_checked`: the caller has checked
+    that the principal may trade on the account."""
+    try:
         async with tx(conn):
-            owner = await _visible_owner(conn, principal, account_id)
-            ensure_may_trade(principal, owner)
+            if not access_checked:
+                ensure_may_trade(principal, await visible_owner(conn, principal, account_id))
             row = (
                 await conn.execute(
                     select(Order.status, Order.reserved_cash, Order.order_class, Order.symbol)
@@ -527,19 +415,20 @@ async def cancel_order(conn: AsyncConnection, principal: Principal, account_id: 
                 raise not_found("Order")
             if row.order_class != "simple":  # (rolled back: a group is locked instrument first)
                 raise _GroupMember(row.symbol)
-            if row.status not in OPEN:
-                raise conflict(f"Order is already {row.status}", order_status=row.status)
-            await _close_order(conn, account_id, order_id, row.status, row.reserved_cash,
-                               OrderStatus.CANCELED, EventType.CANCELED, "canceled by client")
+            if row.status not in OPEN_STATUSES:
+                raise rules.OrderNotOpen(row.status)
+            await close_order(conn, account_id, order_id, row.status, row.reserved_cash,
+                              OrderStatus.CANCELED, EventType.CANCELED, reason)
     except _GroupMember as group:
         await grouping.cancel(conn, principal, account_id, order_id, group.args[0])
-    return await get_order(conn, principal, account_id, order_id)
 
 
-async def _close_order(conn: AsyncConnection, account_id: uuid.UUID, order_id: uuid.UUID, status: str,
+async def close_order(conn: AsyncConnection, account_id: uuid.UUID, order_id: uuid.UUID, status: str,
                        reserved: Decimal, to: OrderStatus, etype: EventType, reason: str) -> None:
     now = utcnow()
-    event = _event(order_id, account_id, etype, status, to.value, now, reason=reason)
+    """End one open simple order (canceled, expired) whose row the caller locked: its event, its
+    reservation released, the stream messages after commit."""
+    event = rules.event_row(order_id, account_id, etype, status, to.value, now, reason=reason)
     closed = (
         await conn.execute(
             update(Order).where(Order.id == order_id).values(status=to.value, reserved_cash=ZERO, updated_at=now)
@@ -550,13 +439,16 @@ async def _close_order(conn: AsyncConnection, account_id: uuid.UUID, order_id: u
         await conn.execute(
             update(Account).where(Account.id == account_id).values(reserved_cash=Account.reserved_cash - reserved, updated_at=now)
         )
-    state = _order_out(closed)
+    state = OrderOut(*closed)
     event["order_state"] = stored_order(state)
     owners = await assign_seqs(conn, [event])
     await conn.execute(insert(OrderEvent).values(**event))
     defer_trade_updates(conn, [event], owners, [state])
     if reserved:
         await defer_account_state(conn, account_id, now)
+
+
+_OPEN_VALUES = tuple(s.value for s in OrderStatus if s in OPEN_STATUSES)
 
 
 async def expire_day_orders(conn: AsyncConnection, now: datetime | None = None, batch: int = 500) -> int:
@@ -569,7 +461,7 @@ async def expire_day_orders(conn: AsyncConnection, now: datetime | None = None, 
             rows = (
                 await conn.execute(
                     select(Order.id, Order.account_id, Order.status, Order.reserved_cash)
-                    .where(Order.expires_at <= now, Order.status.in_(OPEN), Order.order_class == "simple")
+                    .where(Order.expires_at <= now, Order.status.in_(_OPEN_VALUES), Order.order_class == "simple")
                     .order_by(Order.expires_at)
                     .limit(batch)
                     .with_for_update(skip_locked=True)
@@ -577,7 +469,7 @@ async def expire_day_orders(conn: AsyncConnection, now: datetime | None = None, 
             ).all()
             # Accounts in id order, as matching locks them: each close updates its account (the event's seq).
             for r in sorted(rows, key=lambda r: r.account_id):
-                await _close_order(conn, r.account_id, r.id, r.status, r.reserved_cash, OrderStatus.EXPIRED,
+                await close_order(conn, r.account_id, r.id, r.status, r.reserved_cash, OrderStatus.EXPIRED,
                                    EventType.EXPIRED, "day order: session closed")
             expired += len(rows)
         if len(rows) < batch:
@@ -599,7 +491,7 @@ async def get_order(conn: AsyncConnection, principal: Principal, account_id: uui
     ).one_or_none()
     if row is None:
         raise not_found("Order")
-    out = _order_out(row)
+    out = OrderOut(*row)
     return (await with_legs(conn, [out]))[0] if nested else out
 
 
@@ -616,7 +508,7 @@ async def with_legs(conn: AsyncConnection | Any, orders: list[OrderOut]) -> list
             .where(func.coalesce(Order.parent_id, Order.id).in_(roots), Order.leg.is_not(None))
             .order_by(Order.id)
         )
-        members = [_order_out(r) for r in rows]
+        members = [OrderOut(*r) for r in rows]
     elif roots:  # an asyncpg connection (the list's)
         members = [OrderOut(*r) for r in await conn.fetch(_LEGS_OF_SQL, list(roots))]
     return [
@@ -626,35 +518,27 @@ async def with_legs(conn: AsyncConnection | Any, orders: list[OrderOut]) -> list
     ]
 
 
-_ORDER_SELECT = (
-    "o.id, o.client_order_id, o.account_id, o.symbol, o.side, o.type, o.quantity, o.filled_quantity, "
-    "o.avg_fill_price, o.limit_price, o.stop_price, o.time_in_force, o.status, o.reject_reason, o.fees, "
-    "o.created_at, o.updated_at, o.order_class, o.parent_id, o.leg, o.trail_price, o.trail_percent, o.hwm, "
-    "o.reduce_only, o.notional, o.expires_at, o.version"
-)
-
-
 def _list_orders_sql(with_cursor: bool) -> str:
     # One round trip: zero rows when the account is not visible (-> 404), one row of NULLs when it is
     # visible but has no matching order. The keyset predicate is a row comparison so the
     # (account_id, created_at DESC, id DESC) index serves every page.
     keyset = "AND (o.created_at, o.id) < ($8, $9)" if with_cursor else ""
     return f"""
-    SELECT {_ORDER_SELECT}
-      FROM (SELECT id FROM accounts WHERE id = $1 AND (owner_id = $2 OR $3)) a
+    SELECT {ORDER_COLUMNS}
+      FROM (SELECT id FROM accounts WHERE id = $1 AND {visible_sql("", "$2", "$3")}) a
       LEFT JOIN LATERAL (
-        SELECT {_ORDER_SELECT} FROM orders o
+        SELECT {ORDER_COLUMNS} FROM orders o
          WHERE o.account_id = $1  -- the constant, not a.id: lets the planner use this account's statistics
            AND ($4::text IS NULL OR o.status = $4) AND ($5::text IS NULL OR o.symbol = $5)
            AND ($6::text IS NULL OR o.side = $6) {keyset}
          ORDER BY o.created_at DESC, o.id DESC
          LIMIT $7
       ) o ON true
-    """.replace("SELECT o.id, o.client", "SELECT o.id, o.client", 1)
+    """
 
 
 _LEGS_OF_SQL = f"""
-SELECT {_ORDER_SELECT} FROM orders o
+SELECT {ORDER_COLUMNS} FROM orders o
  WHERE coalesce(o.parent_id, o.id) = ANY($1::uuid[]) AND o.leg IS NOT NULL ORDER BY o.id
 """
 
@@ -697,14 +581,14 @@ async def order_by_client_id(
 
 
 _BY_CLIENT_ID_SQL = f"""
-SELECT {_ORDER_SELECT} FROM orders o JOIN accounts a ON a.id = o.account_id
- WHERE o.account_id = $1 AND (a.owner_id = $2 OR $3) AND o.client_order_id = $4
+SELECT {ORDER_COLUMNS} FROM orders o JOIN accounts a ON a.id = o.account_id
+ WHERE o.account_id = $1 AND {visible_sql("a", "$2", "$3")} AND o.client_order_id = $4
 """
 
 
 async def order_fills(conn: AsyncConnection, principal: Principal, account_id: uuid.UUID, order_id: uuid.UUID) -> list[FillOut]:
     await get_order(conn, principal, account_id, order_id)
-    rows = await conn.execute(select(*FILL_COLS).where(Fill.order_id == order_id).order_by(Fill.created_at, Fill.id))
+    rows = await conn.execute(select(*FILL_COLS).where(Fill.order_id == order_id).order_by(Fill.created_at, Fill.seq))
     return [FillOut(*r) for r in rows]
 
 
@@ -722,25 +606,39 @@ async def order_events(conn: AsyncConnection, principal: Principal, account_id: 
 async def account_fills(
     conn: AsyncConnection, principal: Principal, account_id: uuid.UUID, *, limit: int, cursor: str | None, symbol: str | None
 ) -> tuple[list[FillOut], str | None]:
-    await _visible_owner(conn, principal, account_id)
+    await visible_owner(conn, principal, account_id)
     conditions = [Fill.account_id == account_id]
     if cursor:
-        ts, last_id = decode_cursor(cursor)
-        conditions.append(func.row(Fill.created_at, Fill.id) < func.row(ts, last_id))
+        ts, last_seq = _fill_cursor(cursor)
+        conditions.append(func.row(Fill.created_at, Fill.seq) < func.row(ts, last_seq))
     if symbol:
         conditions.append(Fill.symbol == symbol)
+    # Booking order: the fills of one price share a timestamp and are told apart by `seq`. The index on
+    # (account_id, created_at DESC, id DESC) still serves the page: PostgreSQL sorts only within one
+    # timestamp (an incremental sort: 0.06 ms against 0.03 ms for a page of 101 of 100,000 fills).
     rows = (
         await conn.execute(
-            select(*FILL_COLS).where(and_(*conditions)).order_by(Fill.created_at.desc(), Fill.id.desc()).limit(limit + 1)
+            select(*FILL_COLS, Fill.seq).where(and_(*conditions))
+            .order_by(Fill.created_at.desc(), Fill.seq.desc()).limit(limit + 1)
         )
     ).all()
-    items = [FillOut(*r) for r in rows[:limit]]
-    nxt = encode_cursor(items[-1].created_at, items[-1].id) if len(rows) > limit else None
+    items = [FillOut(*r[:-1]) for r in rows[:limit]]
+    nxt = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].seq) if len(rows) > limit else None
     return items, nxt
 
 
+def _fill_cursor(cursor: str) -> tuple[datetime, Any]:
+    """(created_at, seq) of the last fill of the previous page. A cursor of the (created_at, id) form
+    issued before fills were listed in booking order names its fill by id: its seq is read in SQL."""
+    try:
+        return decode_int_cursor(cursor)
+    except ApiError:
+        ts, fill_id = decode_cursor(cursor)
+        return ts, select(Fill.seq).where(Fill.id == fill_id).scalar_subquery()
+
+
 async def positions(conn: AsyncConnection, principal: Principal, account_id: uuid.UUID) -> list[PositionOut]:
-    await _visible_owner(conn, principal, account_id)
+    await visible_owner(conn, principal, account_id)
     from app.domain.accounts.models import Position
     from app.domain.markets.models import Instrument
 

@@ -13,6 +13,7 @@ from math import floor
 from typing import Any
 
 from app.domain.trading.book import AccountBook
+from app.domain.trading.queries import OPEN, active_quantity
 from app.lib.errors import invalid
 
 ZERO = Decimal(0)
@@ -22,18 +23,19 @@ ZERO = Decimal(0)
 # quantity (a fill of one reduces the other), so a group counts once: its stop-loss leg is left out
 # while its take-profit leg is open (an OCO's stop-loss leg has the take-profit leg as parent, a
 # bracket's legs share the entry as parent). Held legs are not open: they wait for an entry fill that
-# grows the position by as much as they may take off. Read only for reduce-only orders, so the
+# grows the position by as much as they may take off; an active leg of a partly filled entry counts what
+# the entry filled (queries.active_quantity). Read only for reduce-only orders, so the
 # placement reads of every other order stay as they are. On the optimistic placement path it runs after
 # the account's version was read: an order placed or canceled since changed the account row (its event
 # counter), so the version check of the write fails and the locked path decides again, after this
 # query under the account lock.
-OPEN_REDUCE_ONLY_SQL = """
-SELECT coalesce(sum(o.quantity - o.filled_quantity), 0)::text FROM orders o
+OPEN_REDUCE_ONLY_SQL = f"""
+SELECT coalesce(sum({active_quantity("o")}), 0)::text FROM orders o
  WHERE o.account_id = $1 AND o.symbol = $2 AND o.side = $3 AND o.reduce_only
-   AND o.status IN ('new', 'accepted', 'partially_filled') AND ($4::uuid IS NULL OR o.id <> $4::uuid)
+   AND o.status IN {OPEN} AND ($4::uuid IS NULL OR o.id <> $4::uuid)
    AND NOT (o.leg = 'stop_loss' AND o.parent_id IS NOT NULL AND EXISTS (
          SELECT 1 FROM orders t
-          WHERE t.leg = 'take_profit' AND t.status IN ('new', 'accepted', 'partially_filled')
+          WHERE t.leg = 'take_profit' AND t.status IN {OPEN}
             AND (t.id = o.parent_id OR t.parent_id = o.parent_id)))
 """
 
