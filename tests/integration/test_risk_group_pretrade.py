@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import asyncpg
+import msgspec
 import pytest
 
 from tests.integration.helpers import D, make_account, make_market, positions
@@ -92,3 +94,63 @@ async def test_32_accounts_of_one_group_across_two_api_processes_never_exceed_it
     assert codes.count(422) + codes.count(503) == 56
     held = [D((await positions(client, th, acct)).get(x, {"quantity": "0"})["quantity"]) for acct in accounts]
     assert sum(held) == 40
+
+
+async def test_group_orders_are_optimistic_and_fall_back_to_the_lock_when_the_group_moved(
+    client, admin_headers, make_user, monkeypatch, database_url
+):
+    """A group order is decided on its read of the group's sums and written only if the group's version
+    is unchanged: an order of another account of the group committed in between (here: placed while the
+    first one decides) makes its write apply nothing, and it is decided again under the group's lock, on
+    sums that include that order."""
+    from app.domain.identity.schemas import Principal
+    from app.domain.risk import group_pretrade
+    from app.domain.trading import placement
+    from app.domain.trading.schemas import OrderCreate
+    from app.lib.metrics import PLACEMENT_RETRIES
+
+    rm = await make_user("risk_manager")
+    trader = await make_user("trader")
+    th = trader["headers"]
+    principal = Principal(user_id=uuid.UUID(trader["id"]), role="trader", key_id=uuid.uuid4(), email=trader["email"])
+    x = await make_market(client, admin_headers, price="100", taker="0", maker="0")
+    a, b = [await make_account(client, th) for _ in range(2)]
+    group = await _group(client, rm["headers"], [a, b], {"limit_type": "max_gross_exposure", "value": "1500"})
+    url = "/api/v1/accounts/{}/orders"
+
+    locked, racing_done = [], []
+    real_locked, real_breach = placement._place_locked, group_pretrade.breach
+
+    async def counting_locked(*args, **kwargs):
+        locked.append(kwargs.get("grouped"))
+        return await real_locked(*args, **kwargs)
+
+    async def racing_breach(apg, book, order, found=None):
+        hit = await real_breach(apg, book, order, found)
+        if str(book.id) == b and found is not None and not racing_done:
+            racing_done.append(True)  # a's order commits while b's decides on sums without it
+            other = await asyncpg.connect(database_url.replace("postgresql+asyncpg", "postgresql"))
+            try:
+                placed, created = await placement.place_order(
+                    other, principal, uuid.UUID(a), msgspec.convert(_order(x, "5"), OrderCreate, strict=False)
+                )
+            finally:
+                await other.close()
+            assert created and placed.status == "filled"
+        return hit
+
+    monkeypatch.setattr(placement, "_place_locked", counting_locked)
+    # Without a race: no lock, one round of the guard (the group's version moves once per order).
+    for quantity in ("2", "3"):
+        assert (await client.post(url.format(a), json=_order(x, quantity), headers=th)).status_code == 201
+    assert locked == []
+    monkeypatch.setattr(group_pretrade, "breach", racing_breach)
+    group_races = PLACEMENT_RETRIES.labels(changed="group")
+    before = group_races._value.get()
+    # b's 6 passes on the sums it read (500 + 600 <= 1500) but not on the sums after a's 5 (1000 + 600).
+    resp = await client.post(url.format(b), json=_order(x, "6"), headers=th)
+    assert racing_done and resp.status_code == 422, resp.text
+    assert resp.json()["limit_id"] == group["limit"]["id"] and D(resp.json()["would_be"]) == 1600
+    assert group_races._value.get() == before + 1 and locked == [True]
+    held = [D((await positions(client, th, acct)).get(x, {"quantity": "0"})["quantity"]) for acct in (a, b)]
+    assert held == [10, 0]

@@ -88,6 +88,9 @@ class RiskGroup(Base):
     is_firm: Mapped[bool] = mapped_column(server_default=text("false"))
     created_at: Mapped[datetime] = created_at_col()
     updated_at: Mapped[datetime] = created_at_col()
+    # Moves with every order placed under the group's limits and every change of its limits or members:
+    # the optimistic group guard of placement (app/domain/risk/group_pretrade.py).
+    version: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
 
     __table_args__ = (
         Index("uq_risk_groups_firm", "is_firm", unique=True, postgresql_where=text("is_firm")),

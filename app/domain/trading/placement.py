@@ -154,6 +154,17 @@ SELECT {_EXISTING_ORDER_SQL} AS existing_order,
  WHERE a.id = $1::uuid
 """
 
+# The reads of an account under group limits (hinted, see _GROUPED): the same plus its limited groups'
+# sums and versions in the same snapshot (group_pretrade.FIGURES_SQL), which the guarded write checks.
+_GROUP_COLUMNS = "a.group_limited, a.group_id"
+READ_GROUP_SQL = READ_SQL.replace(
+    _GROUP_COLUMNS, f"{_GROUP_COLUMNS}, {group_pretrade.figures_column('$1::uuid', '$3::text')}", 1
+)
+LEAN_READ_GROUP_SQL = LEAN_READ_SQL.replace(
+    _GROUP_COLUMNS, f"{_GROUP_COLUMNS}, {group_pretrade.figures_column('$1::uuid', '$3::text')}", 1
+)
+assert "group_figures" in READ_GROUP_SQL and "group_figures" in LEAN_READ_GROUP_SQL
+
 # One statement, committed on its own. `inst` takes the instrument FOR KEY SHARE (the lock a price
 # update's FOR UPDATE waits for) only if its row is the version the decision used (no new price, halt,
 # tick or lot change since) and so is its exchange's row (fees, slippage, session); `account` updates
@@ -214,6 +225,17 @@ SELECT (SELECT count(*) FROM account) AS applied, EXISTS (SELECT 1 FROM inst) AS
        p.realized_pnl AS position_realized_pnl, a.event_seq
   FROM (SELECT 1) AS one LEFT JOIN account a ON true LEFT JOIN position p ON true
 """
+
+# WRITE_SQL behind the group guard (group_pretrade.GUARD_CTE, $41 and $42): the groups' rows are taken
+# first (the lock order of risk: groups, instrument, account), and nothing is written unless every group's
+# version is still the one the decision read.
+GROUP_WRITE_SQL = (
+    WRITE_SQL.replace("WITH inst AS (", f"WITH {group_pretrade.GUARD_CTE}, inst AS (", 1)
+    .replace("   FOR KEY SHARE OF i\n", f"     AND {group_pretrade.GUARD_HOLDS}\n   FOR KEY SHARE OF i\n", 1)
+    .replace("SELECT (SELECT count(*) FROM account) AS applied,",
+             f"SELECT (SELECT count(*) FROM account) AS applied, {group_pretrade.GUARD_HOLDS} AS groups_unchanged,", 1)
+)
+assert GROUP_WRITE_SQL.count(group_pretrade.GUARD_HOLDS) == 2 and "guard AS" in GROUP_WRITE_SQL
 
 # The contingent columns of an order written by WRITE_SQL in the same transaction (contingent.py).
 _COLUMN_NAMES = ("order_class", "parent_id", "leg", "trail_price", "trail_percent", "hwm", "reduce_only")
@@ -305,44 +327,69 @@ async def place_order(
         if placed is not None:
             return placed, True
     full = _hinted(_LIMITED, account_id)
+    grouped = not dry_run and _hinted(_GROUPED, account_id)
     if full:
-        row = await apg.fetchrow(READ_SQL, account_id, True, data.symbol, data.client_order_id)
+        sql = READ_GROUP_SQL if grouped else READ_SQL
+        row = await apg.fetchrow(sql, account_id, True, data.symbol, data.client_order_id)
     else:
-        row = await apg.fetchrow(LEAN_READ_SQL, account_id, data.side, data.symbol, data.client_order_id)
+        sql = LEAN_READ_GROUP_SQL if grouped else LEAN_READ_SQL
+        row = await apg.fetchrow(sql, account_id, data.side, data.symbol, data.client_order_id)
         if row is not None and row["has_limits"]:
             _LIMITED[account_id] = time.monotonic() + LIMITED_SECONDS
             full = True
-            row = await apg.fetchrow(READ_SQL, account_id, True, data.symbol, data.client_order_id)
+            sql = READ_GROUP_SQL if grouped else READ_SQL
+            row = await apg.fetchrow(sql, account_id, True, data.symbol, data.client_order_id)
+    figures = None
     if row is not None and row["group_limited"] and not dry_run:
-        async with _group_gate(row["group_id"]):  # group limits: see _place_locked and _group_gate
-            return await _place_locked(apg, principal, account_id, data, grouped=True)
+        # Group limits: the optimistic group guard (group_pretrade), unless the group's last guarded write
+        # lost a race recently; then orders queue for the group's lock (_place_locked, _group_gate).
+        if _hinted(_GROUP_CONTENDED, row["group_id"]):
+            async with _group_gate(row["group_id"]):
+                return await _place_locked(apg, principal, account_id, data, grouped=True)
+        _GROUPED[account_id] = time.monotonic() + LIMITED_SECONDS
+        # Read with the book (hinted) or, for the account's first order, now: a later snapshot is as good,
+        # since the write also checks that the account row is the version the book was read from.
+        found = row.get("group_figures", _UNREAD)
+        figures = await group_pretrade.read(apg, account_id, data.symbol) if found is _UNREAD else (
+            group_pretrade.decode(found))
     inst = None
     if row is not None and row["symbol"] is not None:
         inst = InstrumentInfo(*[row[name] for name in _INSTRUMENT_FIELDS])
-    outcome = await _decide(apg, principal, data, row, inst, dry_run, full)
+    outcome = await _decide(apg, principal, data, row, inst, dry_run, full, group_figures=figures)
     if isinstance(outcome, risk_checks.Breach):
         raise _rejected(outcome)
     if not isinstance(outcome, _Plan):
         return outcome
     order = await _execute_and_write(
         apg, outcome, data, utcnow(), row["row_version"], row["instrument_version"], row["exchange_version"],
-        remember=None if full else row,
+        remember=None if full or figures is not None else row,
+        groups=None if figures is None else group_pretrade.guard(figures),
     )
     if isinstance(order, LostRace):
-        # Another writer changed the account (or the instrument: a price, a halt) between the read and the
-        # write: nothing was written. Decide again under locks, where no race is possible.
+        # Another writer changed the account (or the instrument: a price, a halt; or another order of the
+        # account's groups committed) between the read and the write: nothing was written. Decide again
+        # under locks, where no race is possible.
         PLACEMENT_RETRIES.labels(changed=order.value).inc()
         if order is LostRace.ACCOUNT:  # (a busy price feed is no reason to stop trying optimistically)
             _CONTENDED[account_id] = time.monotonic() + CONTENTION_SECONDS
-        return await _place_locked(apg, principal, account_id, data)
+        if figures is None:
+            return await _place_locked(apg, principal, account_id, data)
+        if order is LostRace.GROUP:
+            _GROUP_CONTENDED[row["group_id"]] = time.monotonic() + CONTENTION_SECONDS
+        async with _group_gate(row["group_id"]):
+            return await _place_locked(apg, principal, account_id, data, grouped=True)
     return order, True
 
 
-# Orders of accounts under a group limit are serial per group (the group row lock). Without a gate every
-# waiting order of a process waits in PostgreSQL, and each commit wakes them all to compete for the row
-# again; queued here first, one order per process and group waits on the row at a time. Only a queue:
-# the database lock is what guarantees the limit. Keyed by the account's own group (accounts of sibling
-# groups under one limited parent meet on the database lock only). Per process, bounded.
+_UNREAD = object()
+
+
+# Orders of accounts under a group limit on the locked path are serial per group (the group row lock).
+# Without a gate every waiting order of a process waits in PostgreSQL, and each commit wakes them all to
+# compete for the row again; queued here first, one order per process and group waits on the row at a
+# time. Only a queue: the database lock is what guarantees the limit. Keyed by the account's own group
+# (accounts of sibling groups under one limited parent meet on the database lock only). Per process,
+# bounded.
 _GROUP_GATES: dict[Any, asyncio.Lock] = {}
 
 
@@ -361,6 +408,7 @@ class LostRace(enum.Enum):
 
     ACCOUNT = "account"
     INSTRUMENT = "instrument"
+    GROUP = "group"
 
 
 # Accounts whose optimistic write lost a race recently. Many clients hammering ONE account would mostly
@@ -377,6 +425,14 @@ _CONTENDED: dict[uuid.UUID, float] = {}
 # optimistic write fails and the locked path (always the full book) decides again.
 LIMITED_SECONDS = 60.0
 _LIMITED: dict[uuid.UUID, float] = {}
+
+# Accounts whose read found group limits recently: they read their groups' sums with the book (same
+# LIMITED_SECONDS). And groups whose guarded write lost a race recently (another order of the group
+# committed between a read and its write): while orders of one group keep colliding, they go straight
+# to the group's lock, where they queue (_group_gate) instead of each paying a read and a void write
+# first. Both per process, bounded, and only hints: either path is correct.
+_GROUPED: dict[uuid.UUID, float] = {}
+_GROUP_CONTENDED: dict[uuid.UUID, float] = {}
 
 
 def _contended(account_id: uuid.UUID) -> bool:
@@ -541,10 +597,12 @@ async def _place_locked(
 async def _decide(
     apg: Any, principal: Principal, data: OrderCreate, row: Any, inst: InstrumentInfo | None, dry_run: bool,
     full: bool, *, after_commit: list[tuple[str, bytes]] | None = None,
+    group_figures: list[group_pretrade.Figures] | None = None,
 ) -> _Plan | risk_checks.Breach | tuple[OrderOut | ValidateOut, bool]:
     """Every placement rule on one snapshot of the account: a plan to write, a recorded risk breach, or the
     final answer (an idempotent replay, a dry run's result). Other rule failures raise 4xx. `row` is a
-    READ_SQL/BOOK_SQL row (`full`) or a LEAN_READ_SQL row of an account without enabled limits."""
+    READ_SQL/BOOK_SQL row (`full`) or a LEAN_READ_SQL row of an account without enabled limits.
+    `group_figures`: the sums of the account's limited groups that the caller read (else read here)."""
     from app.domain.accounts.access import ensure_may_trade
 
     if row is None or not (principal.can_read_all_accounts or row["owner_id"] == principal.user_id):
@@ -577,7 +635,7 @@ async def _decide(
     proposed = risk_checks.ProposedOrder(data.symbol, data.side, data.quantity, price)
     breach = pretrade.check(book, pretrade.portfolio_state(book), proposed) if book.limits else None
     if breach is None and row["group_limited"]:
-        breach = await group_pretrade.breach(apg, book, proposed)
+        breach = await group_pretrade.breach(apg, book, proposed, group_figures)
     if breach is not None:
         detail = {"symbol": data.symbol, "side": data.side, "type": data.type, "quantity": str(data.quantity),
                   "price": str(price), "dry_run": dry_run, "message": breach.message}
@@ -611,12 +669,14 @@ async def _execute_and_write(
     apg: Any, plan: _Plan, data: OrderCreate, now: datetime, row_version: str, instrument_version: str | None,
     exchange_version: str | None, *, remember: Any = None, after_commit: list[tuple[str, bytes]] | None = None,
     columns: dict[str, Any] | None = None, store_columns: bool = True,
+    groups: tuple[list[uuid.UUID], list[int]] | None = None,
 ) -> OrderOut | LostRace:
     """Execute the order against the last price and write everything, or say which row changed. With
     `remember` (the lean read the decision used), keep the state written for the account's next order.
     `columns` (contingent.py, inside its transaction): the order's class, leg and trail columns
     (`_COLUMNS_SQL`, unless the caller stores them in its own next statement), which simple orders leave at
-    their defaults.
+    their defaults. `groups`: the ids and versions of the groups whose sums the decision read, which must
+    be unchanged (GROUP_WRITE_SQL).
     The stream messages are published at once (the write commits on its own) or, inside the locked
     path's transaction, appended to `after_commit` for the caller to publish after COMMIT."""
     book, inst, est_price = plan.book, plan.inst, plan.price
@@ -688,7 +748,7 @@ async def _execute_and_write(
     if fill_id is not None and equity > book.peak_equity:
         book.peak_equity = equity
     written = await apg.fetchrow(
-        WRITE_SQL,
+        WRITE_SQL if groups is None else GROUP_WRITE_SQL,
         order_id, book.id, data.client_order_id, data.symbol, data.side, data.type, data.time_in_force,
         data.quantity, filled, avg_price, data.limit_price, data.stop_price, triggered, status.value,
         reserved, fees, expires_at, now,
@@ -696,8 +756,11 @@ async def _execute_and_write(
         position.quantity, position.avg_entry_price, position.realized_pnl, fill_id is not None,
         book.cash, book.reserved_cash, book.realized_pnl, book.fees_paid, book.peak_equity, equity,
         row_version, instrument_version, exchange_version, len(events), data.reduce_only, data.notional,
+        *(groups or ()),
     )
     if not written["applied"]:
+        if groups is not None and not written["groups_unchanged"]:
+            return LostRace.GROUP
         return LostRace.ACCOUNT if written["instrument_unchanged"] else LostRace.INSTRUMENT
     if columns is not None and store_columns:
         await apg.execute(_COLUMNS_SQL, order_id, *(columns.get(name) for name in _COLUMN_NAMES))
