@@ -154,3 +154,40 @@ async def test_group_orders_are_optimistic_and_fall_back_to_the_lock_when_the_gr
     assert group_races._value.get() == before + 1 and locked == [True]
     held = [D((await positions(client, th, acct)).get(x, {"quantity": "0"})["quantity"]) for acct in (a, b)]
     assert held == [10, 0]
+
+
+async def test_open_orders_and_daily_loss_sum_over_sub_groups(client, admin_headers, make_user):
+    """The open-order count and the daily loss of a group take in the accounts of its sub-groups; a limit
+    of a parent applies to an account of a child."""
+    from tests.integration.helpers import set_price
+
+    rm = await make_user("risk_manager")
+    rh = rm["headers"]
+    trader = await make_user("trader")
+    th = trader["headers"]
+    x = await make_market(client, admin_headers, price="100", taker="0", maker="0")
+    a, b, c = [await make_account(client, th) for _ in range(3)]
+    url = "/api/v1/accounts/{}/orders"
+    parent = await _group(client, rh, [b], {"limit_type": "max_open_orders", "value": "2"})
+    resp = await client.post(G, json={"name": f"Desk C {uuid.uuid4().hex[:8]}", "parent_id": parent["id"]}, headers=rh)
+    child = resp.json()
+    for acct in (a, c):
+        resp = await client.put(f"/api/v1/accounts/{acct}/risk/group", json={"group_id": child["id"]}, headers=rh)
+        assert resp.json()["group_limited"] is True
+    resp = await client.post(f"{G}/{child['id']}/limits", json={"limit_type": "max_daily_loss", "value": "50"}, headers=rh)
+    assert resp.status_code == 201, resp.text
+    resting = {"symbol": x, "side": "buy", "type": "limit", "limit_price": "50", "quantity": "1", "time_in_force": "gtc"}
+    assert (await client.post(url.format(a), json=resting, headers=th)).status_code == 201
+    assert (await client.post(url.format(b), json=resting, headers=th)).status_code == 201
+    resp = await client.post(url.format(c), json=resting, headers=th)  # the third open order of the parent
+    assert resp.status_code == 422 and resp.json()["limit_type"] == "max_open_orders", resp.text
+    assert resp.json()["limit_id"] == parent["limit"]["id"] and D(resp.json()["would_be"]) == 3
+    # c buys 10 at 100 (market orders fill at once, but still count against the limit: cancel one first)
+    order_id = (await client.get(url.format(b), headers=th)).json()["items"][0]["id"]
+    assert (await client.delete(f"{url.format(b)}/{order_id}", headers=th)).status_code == 200
+    assert (await client.post(url.format(c), json=_order(x, "10"), headers=th)).status_code == 201
+    await set_price(client, admin_headers, x, "94")  # c: -60 today, the child's daily loss limit is 50
+    resp = await client.post(url.format(a), json=_order(x, "1"), headers=th)  # grows a's position: stopped
+    assert resp.status_code == 422 and resp.json()["limit_type"] == "max_daily_loss", resp.text
+    assert D(resp.json()["would_be"]) == 60
+    assert (await client.post(url.format(c), json=_order(x, "4", "sell"), headers=th)).status_code == 201
