@@ -130,11 +130,14 @@ async def test_group_orders_are_optimistic_and_fall_back_to_the_lock_when_the_gr
         if str(book.id) == b and found is not None and not racing_done:
             racing_done.append(True)  # a's order commits while b's decides on sums without it
             other = await asyncpg.connect(database_url.replace("postgresql+asyncpg", "postgresql"))
+            gates = placement._GROUP_GATES
+            monkeypatch.setattr(placement, "_GROUP_GATES", {})  # as if from another process
             try:
                 placed, created = await placement.place_order(
                     other, principal, uuid.UUID(a), msgspec.convert(_order(x, "5"), OrderCreate, strict=False)
                 )
             finally:
+                monkeypatch.setattr(placement, "_GROUP_GATES", gates)
                 await other.close()
             assert created and placed.status == "filled"
         return hit

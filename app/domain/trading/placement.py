@@ -327,69 +327,91 @@ async def place_order(
         if placed is not None:
             return placed, True
     full = _hinted(_LIMITED, account_id)
-    grouped = not dry_run and _hinted(_GROUPED, account_id)
+    group = None if dry_run else _GROUPED.get(account_id)
+    if group is not None and group[0] > time.monotonic():
+        async with _group_gate(group[1]):
+            return await _place_grouped(apg, principal, account_id, data, full)
     if full:
-        sql = READ_GROUP_SQL if grouped else READ_SQL
-        row = await apg.fetchrow(sql, account_id, True, data.symbol, data.client_order_id)
+        row = await apg.fetchrow(READ_SQL, account_id, True, data.symbol, data.client_order_id)
     else:
-        sql = LEAN_READ_GROUP_SQL if grouped else LEAN_READ_SQL
-        row = await apg.fetchrow(sql, account_id, data.side, data.symbol, data.client_order_id)
+        row = await apg.fetchrow(LEAN_READ_SQL, account_id, data.side, data.symbol, data.client_order_id)
         if row is not None and row["has_limits"]:
             _LIMITED[account_id] = time.monotonic() + LIMITED_SECONDS
             full = True
-            sql = READ_GROUP_SQL if grouped else READ_SQL
-            row = await apg.fetchrow(sql, account_id, True, data.symbol, data.client_order_id)
-    figures = None
+            row = await apg.fetchrow(READ_SQL, account_id, True, data.symbol, data.client_order_id)
     if row is not None and row["group_limited"] and not dry_run:
-        # Group limits: the optimistic group guard (group_pretrade), unless the group's last guarded write
-        # lost a race recently; then orders queue for the group's lock (_place_locked, _group_gate).
-        if _hinted(_GROUP_CONTENDED, row["group_id"]):
-            async with _group_gate(row["group_id"]):
-                return await _place_locked(apg, principal, account_id, data, grouped=True)
-        _GROUPED[account_id] = time.monotonic() + LIMITED_SECONDS
-        # Read with the book (hinted) or, for the account's first order, now: a later snapshot is as good,
-        # since the write also checks that the account row is the version the book was read from.
-        found = row.get("group_figures", _UNREAD)
-        figures = await group_pretrade.read(apg, account_id, data.symbol) if found is _UNREAD else (
-            group_pretrade.decode(found))
+        if len(_GROUPED) >= 10_000:
+            _GROUPED.clear()  # only hints
+        _GROUPED[account_id] = (time.monotonic() + LIMITED_SECONDS, row["group_id"])
+        async with _group_gate(row["group_id"]):  # (read again, with the groups' sums: once a minute)
+            return await _place_grouped(apg, principal, account_id, data, full)
     inst = None
     if row is not None and row["symbol"] is not None:
         inst = InstrumentInfo(*[row[name] for name in _INSTRUMENT_FIELDS])
-    outcome = await _decide(apg, principal, data, row, inst, dry_run, full, group_figures=figures)
+    outcome = await _decide(apg, principal, data, row, inst, dry_run, full)
     if isinstance(outcome, risk_checks.Breach):
         raise _rejected(outcome)
     if not isinstance(outcome, _Plan):
         return outcome
     order = await _execute_and_write(
         apg, outcome, data, utcnow(), row["row_version"], row["instrument_version"], row["exchange_version"],
-        remember=None if full or figures is not None else row,
-        groups=None if figures is None else group_pretrade.guard(figures),
+        remember=None if full else row,
     )
     if isinstance(order, LostRace):
-        # Another writer changed the account (or the instrument: a price, a halt; or another order of the
-        # account's groups committed) between the read and the write: nothing was written. Decide again
-        # under locks, where no race is possible.
+        # Another writer changed the account (or the instrument: a price, a halt) between the read and the
+        # write: nothing was written. Decide again under locks, where no race is possible.
         PLACEMENT_RETRIES.labels(changed=order.value).inc()
         if order is LostRace.ACCOUNT:  # (a busy price feed is no reason to stop trying optimistically)
             _CONTENDED[account_id] = time.monotonic() + CONTENTION_SECONDS
-        if figures is None:
-            return await _place_locked(apg, principal, account_id, data)
-        if order is LostRace.GROUP:
-            _GROUP_CONTENDED[row["group_id"]] = time.monotonic() + CONTENTION_SECONDS
-        async with _group_gate(row["group_id"]):
-            return await _place_locked(apg, principal, account_id, data, grouped=True)
+        return await _place_locked(apg, principal, account_id, data)
     return order, True
 
 
-_UNREAD = object()
+async def _place_grouped(
+    apg: Any, principal: Principal, account_id: uuid.UUID, data: OrderCreate, full: bool
+) -> tuple[OrderOut | ValidateOut, bool]:
+    """An order of an account under group limits (app/domain/risk/group_pretrade.py), with the process's
+    gate of its group held: decided on one read of the book and of the limited groups' sums and versions,
+    and written only if none of those groups took an order since (GROUP_WRITE_SQL); otherwise decided
+    again under the groups' locks."""
+    if full:
+        row = await apg.fetchrow(READ_GROUP_SQL, account_id, True, data.symbol, data.client_order_id)
+    else:
+        row = await apg.fetchrow(LEAN_READ_GROUP_SQL, account_id, data.side, data.symbol, data.client_order_id)
+        if row is not None and row["has_limits"]:
+            _LIMITED[account_id] = time.monotonic() + LIMITED_SECONDS
+            full = True
+            row = await apg.fetchrow(READ_GROUP_SQL, account_id, True, data.symbol, data.client_order_id)
+    grouped = row is not None and row["group_limited"]
+    if not grouped:
+        _GROUPED.pop(account_id, None)  # it left its groups (or they lost their limits): decided as usual
+    figures = group_pretrade.decode(row["group_figures"]) if grouped else None
+    inst = None
+    if row is not None and row["symbol"] is not None:
+        inst = InstrumentInfo(*[row[name] for name in _INSTRUMENT_FIELDS])
+    outcome = await _decide(apg, principal, data, row, inst, False, full, group_figures=figures)
+    if isinstance(outcome, risk_checks.Breach):
+        raise _rejected(outcome)
+    if not isinstance(outcome, _Plan):
+        return outcome
+    order = await _execute_and_write(
+        apg, outcome, data, utcnow(), row["row_version"], row["instrument_version"], row["exchange_version"],
+        groups=None if figures is None else group_pretrade.guard(figures),
+    )
+    if isinstance(order, LostRace):
+        # The account, the instrument or one of the groups changed (another process placed an order in
+        # the group): nothing was written.
+        PLACEMENT_RETRIES.labels(changed=order.value).inc()
+        return await _place_locked(apg, principal, account_id, data, grouped=grouped)
+    return order, True
 
 
-# Orders of accounts under a group limit on the locked path are serial per group (the group row lock).
-# Without a gate every waiting order of a process waits in PostgreSQL, and each commit wakes them all to
-# compete for the row again; queued here first, one order per process and group waits on the row at a
-# time. Only a queue: the database lock is what guarantees the limit. Keyed by the account's own group
-# (accounts of sibling groups under one limited parent meet on the database lock only). Per process,
-# bounded.
+# Orders of accounts under a group limit are serial per group: each committed one moves the group's
+# version, so of the orders of one group decided on the same read only the first can commit, and on the
+# locked path they queue on the group row. Queued here first, one order per process and group reads and
+# writes at a time, and its guarded write loses only to another process. Only a queue: the database
+# (version test, row lock) is what guarantees the limit. Keyed by the account's own group (accounts of
+# sibling groups under one limited parent meet in the database only). Per process, bounded.
 _GROUP_GATES: dict[Any, asyncio.Lock] = {}
 
 
@@ -426,13 +448,10 @@ _CONTENDED: dict[uuid.UUID, float] = {}
 LIMITED_SECONDS = 60.0
 _LIMITED: dict[uuid.UUID, float] = {}
 
-# Accounts whose read found group limits recently: they read their groups' sums with the book (same
-# LIMITED_SECONDS). And groups whose guarded write lost a race recently (another order of the group
-# committed between a read and its write): while orders of one group keep colliding, they go straight
-# to the group's lock, where they queue (_group_gate) instead of each paying a read and a void write
-# first. Both per process, bounded, and only hints: either path is correct.
-_GROUPED: dict[uuid.UUID, float] = {}
-_GROUP_CONTENDED: dict[uuid.UUID, float] = {}
+# Accounts whose read found group limits recently, with their group: their orders queue on the group's
+# gate at once and read their groups' sums with the book (same LIMITED_SECONDS). Per process, bounded,
+# and only a hint: the read says whether the account is still under group limits.
+_GROUPED: dict[uuid.UUID, tuple[float, Any]] = {}
 
 
 def _contended(account_id: uuid.UUID) -> bool:
