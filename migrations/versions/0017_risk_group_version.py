@@ -23,7 +23,9 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    op.add_column("risk_groups", sa.Column("version", sa.BigInteger(), server_default=sa.text("0"), nullable=False))
+    op.add_column(
+        "risk_groups", sa.Column("version", sa.BigInteger(), server_default=sa.text("0"), nullable=False)
+    )
 
 
 def downgrade() -> None:

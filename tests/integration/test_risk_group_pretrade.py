@@ -112,7 +112,9 @@ async def test_group_orders_are_optimistic_and_fall_back_to_the_lock_when_the_gr
     rm = await make_user("risk_manager")
     trader = await make_user("trader")
     th = trader["headers"]
-    principal = Principal(user_id=uuid.UUID(trader["id"]), role="trader", key_id=uuid.uuid4(), email=trader["email"])
+    principal = Principal(
+        user_id=uuid.UUID(trader["id"]), role="trader", key_id=uuid.uuid4(), email=trader["email"]
+    )
     x = await make_market(client, admin_headers, price="100", taker="0", maker="0")
     a, b = [await make_account(client, th) for _ in range(2)]
     group = await _group(client, rm["headers"], [a, b], {"limit_type": "max_gross_exposure", "value": "1500"})
@@ -172,14 +174,27 @@ async def test_open_orders_and_daily_loss_sum_over_sub_groups(client, admin_head
     a, b, c = [await make_account(client, th) for _ in range(3)]
     url = "/api/v1/accounts/{}/orders"
     parent = await _group(client, rh, [b], {"limit_type": "max_open_orders", "value": "2"})
-    resp = await client.post(G, json={"name": f"Desk C {uuid.uuid4().hex[:8]}", "parent_id": parent["id"]}, headers=rh)
+    resp = await client.post(
+        G, json={"name": f"Desk C {uuid.uuid4().hex[:8]}", "parent_id": parent["id"]}, headers=rh
+    )
     child = resp.json()
     for acct in (a, c):
-        resp = await client.put(f"/api/v1/accounts/{acct}/risk/group", json={"group_id": child["id"]}, headers=rh)
+        resp = await client.put(
+            f"/api/v1/accounts/{acct}/risk/group", json={"group_id": child["id"]}, headers=rh
+        )
         assert resp.json()["group_limited"] is True
-    resp = await client.post(f"{G}/{child['id']}/limits", json={"limit_type": "max_daily_loss", "value": "50"}, headers=rh)
+    resp = await client.post(
+        f"{G}/{child['id']}/limits", json={"limit_type": "max_daily_loss", "value": "50"}, headers=rh
+    )
     assert resp.status_code == 201, resp.text
-    resting = {"symbol": x, "side": "buy", "type": "limit", "limit_price": "50", "quantity": "1", "time_in_force": "gtc"}
+    resting = {
+        "symbol": x,
+        "side": "buy",
+        "type": "limit",
+        "limit_price": "50",
+        "quantity": "1",
+        "time_in_force": "gtc",
+    }
     assert (await client.post(url.format(a), json=resting, headers=th)).status_code == 201
     assert (await client.post(url.format(b), json=resting, headers=th)).status_code == 201
     resp = await client.post(url.format(c), json=resting, headers=th)  # the third open order of the parent

@@ -31,7 +31,6 @@ APP = Path(__file__).resolve().parents[2] / "app"
 # Areas being reworked elsewhere (issue 25's "one home per rule" for trading and risk; streams): their
 # private imports are known and listed until that work gives the shared pieces a public home.
 _TRADING_DECISION = "trading placement reuses services' checks until the pure decision module exists"
-_RISK_SPLIT = "risk group_service shares services' helpers until risk/services.py becomes a package"
 _TRADING_ORDERS = (
     "contingent orders, replace, bulk actions and the kill switch share placement's and matching's internals "
     "until the pure decision module gives them one public home"
@@ -47,14 +46,6 @@ PRIVATE_ALLOWED: dict[tuple[str, str, str], str] = {
         "app.domain.trading.services",
         "_validate_against_instrument",
     ): _TRADING_DECISION,
-    ("app.domain.trading.placement", "app.domain.risk.pretrade", "_storable"): (
-        "risk/services.py keeps a copy of the same helper; one public home comes with the pre-trade rework"
-    ),
-    ("app.domain.risk.group_service", "app.domain.risk.services", "_CLOSES_SQL"): _RISK_SPLIT,
-    ("app.domain.risk.group_service", "app.domain.risk.services", "_alert_out"): _RISK_SPLIT,
-    ("app.domain.risk.group_service", "app.domain.risk.services", "_ensure_symbol"): _RISK_SPLIT,
-    ("app.domain.risk.group_service", "app.domain.risk.services", "_float"): _RISK_SPLIT,
-    ("app.domain.risk.group_service", "app.domain.risk.calculations", "_amount"): _RISK_SPLIT,
     ("app.domain.streams.controllers", "app.domain.identity.middleware", "_credential"): _STREAMS,
     ("app.domain.trading.bulk", "app.domain.trading.services", "_close_order"): _TRADING_ORDERS,
     ("app.domain.trading.bulk", "app.domain.trading.services", "_visible_owner"): _TRADING_ORDERS,
@@ -66,7 +57,6 @@ PRIVATE_ALLOWED: dict[tuple[str, str, str], str] = {
     ("app.domain.trading.contingent", "app.domain.trading.services", "_validate_against_instrument"): _TRADING_ORDERS,
     ("app.domain.trading.groups", "app.domain.trading.services", "_visible_owner"): _TRADING_ORDERS,
     ("app.domain.trading.killswitch", "app.domain.trading.groups", "_MEMBER_COLS"): _TRADING_ORDERS,
-    ("app.domain.trading.replace", "app.domain.risk.pretrade", "_storable"): _TRADING_ORDERS,
     ("app.domain.trading.replace", "app.domain.trading.services", "_check_account"): _TRADING_ORDERS,
     ("app.domain.trading.replace", "app.domain.trading.services", "_estimated_price"): _TRADING_ORDERS,
     ("app.domain.trading.replace", "app.domain.trading.services", "_event"): _TRADING_ORDERS,

@@ -47,11 +47,11 @@ from app.domain.risk.schemas import (
     UtilisationOut,
 )
 from app.domain.risk.services import (
-    _CLOSES_SQL,
     ALERT_COLS,
-    _alert_out,
-    _ensure_symbol,
-    _float,
+    CLOSES_SQL,
+    alert_out,
+    as_float,
+    ensure_symbol,
     raise_problems,
 )
 from app.lib.db import tx, utcnow
@@ -125,7 +125,9 @@ async def _lock_group(conn: AsyncConnection, group_id: uuid.UUID) -> Any:
     if row is None:
         raise not_found("Group")
     # Its limits change: an order decided on the old ones must not commit (group_pretrade).
-    await conn.execute(update(RiskGroup).where(RiskGroup.id == group_id).values(version=RiskGroup.version + 1))
+    await conn.execute(
+        update(RiskGroup).where(RiskGroup.id == group_id).values(version=RiskGroup.version + 1)
+    )
     return row
 
 
@@ -189,7 +191,9 @@ async def set_account_group(
 ) -> AccountGroupOut:
     async with tx(conn):
         visible = (
-            await conn.execute(select(Account.group_id).where(Account.id == account_id, visible_to(principal)))
+            await conn.execute(
+                select(Account.group_id).where(Account.id == account_id, visible_to(principal))
+            )
         ).one_or_none()
         if visible is None:
             raise not_found("Account")
@@ -227,7 +231,7 @@ async def create_group_limit(
     _validate(data.limit_type, data.value, data.symbol, data.warn_at_pct)
     async with tx(conn):
         await _lock_group(conn, group_id)
-        await _ensure_symbol(conn, data.symbol)
+        await ensure_symbol(conn, data.symbol)
         row = (
             await conn.execute(
                 insert(RiskGroupLimit)
@@ -394,7 +398,7 @@ async def overview(conn: AsyncConnection, principal: Principal) -> OverviewOut:
                     row.symbol,
                     row.value,
                     used if used.is_finite() else None,
-                    _float(util),
+                    as_float(util),
                 )  # fmt: skip
             )
     top = sorted(
@@ -420,7 +424,7 @@ async def overview(conn: AsyncConnection, principal: Principal) -> OverviewOut:
         groups=group_out,
         top_utilisations=top,
         open_alerts=int(open_alerts or 0),
-        recent_alerts=[_alert_out(r) for r in recent],
+        recent_alerts=[alert_out(r) for r in recent],
     )
 
 
@@ -456,7 +460,7 @@ async def portfolio_var(
     if not held:
         return empty
     series: dict[str, dict[datetime, float]] = {s: {} for s in held}
-    for symbol, ts, close in await conn.execute(_CLOSES_SQL, {"symbols": held, "lookback": lookback}):
+    for symbol, ts, close in await conn.execute(CLOSES_SQL, {"symbols": held, "lookback": lookback}):
         series[symbol][ts] = float(close)
     missing = [s for s in held if not series[s]]
     common = sorted(set.intersection(*(set(v) for v in series.values()))) if not missing else []
@@ -477,7 +481,7 @@ async def portfolio_var(
     total99, _ = calculations.parametric_var(exposures.sum(axis=0), mean, cov, 0.99)
     c95 = calculations.component_var(exposures, mean, cov, 0.95)
     c99 = calculations.component_var(exposures, mean, cov, 0.99)
-    amount = lambda v: calculations._amount(float(v), Decimal(1)) or _ZERO  # noqa: E731
+    amount = lambda v: calculations.amount(float(v), Decimal(1)) or _ZERO  # noqa: E731
     return PortfolioVarOut(
         group_id=group_id,
         accounts=len(portfolios),

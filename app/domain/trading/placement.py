@@ -232,8 +232,7 @@ SELECT (SELECT count(*) FROM account) AS applied, EXISTS (SELECT 1 FROM inst) AS
 GROUP_WRITE_SQL = (
     WRITE_SQL.replace("WITH inst AS (", f"WITH {group_pretrade.GUARD_CTE}, inst AS (", 1)
     .replace("   FOR KEY SHARE OF i\n", f"     AND {group_pretrade.GUARD_HOLDS}\n   FOR KEY SHARE OF i\n", 1)
-    .replace("SELECT (SELECT count(*) FROM account) AS applied,",
-             f"SELECT (SELECT count(*) FROM account) AS applied, {group_pretrade.GUARD_HOLDS} AS groups_unchanged,", 1)
+    .replace("AS applied,", f"AS applied, {group_pretrade.GUARD_HOLDS} AS groups_unchanged,", 1)
 )
 assert GROUP_WRITE_SQL.count(group_pretrade.GUARD_HOLDS) == 2 and "guard AS" in GROUP_WRITE_SQL
 
@@ -377,7 +376,8 @@ async def _place_grouped(
     if full:
         row = await apg.fetchrow(READ_GROUP_SQL, account_id, True, data.symbol, data.client_order_id)
     else:
-        row = await apg.fetchrow(LEAN_READ_GROUP_SQL, account_id, data.side, data.symbol, data.client_order_id)
+        args = (account_id, data.side, data.symbol, data.client_order_id)
+        row = await apg.fetchrow(LEAN_READ_GROUP_SQL, *args)
         if row is not None and row["has_limits"]:
             _LIMITED[account_id] = time.monotonic() + LIMITED_SECONDS
             full = True
@@ -661,7 +661,7 @@ async def _decide(
         violation = ViolationOut(
             id=uuid.uuid4(), account_id=book.id, limit_id=uuid.UUID(breach.limit_id) if breach.limit_id else None,
             limit_type=breach.limit_type, limit_value=breach.limit_value,
-            would_be=pretrade._storable(breach.would_be), phase="pre_trade", detail=detail, created_at=utcnow(),
+            would_be=risk_checks.storable(breach.would_be), phase="pre_trade", detail=detail, created_at=utcnow(),
         )
         await apg.execute(
             VIOLATION_SQL, violation.id, book.id, violation.limit_id, breach.limit_type, breach.limit_value,
