@@ -209,3 +209,74 @@ async def test_open_orders_and_daily_loss_sum_over_sub_groups(client, admin_head
     assert resp.status_code == 422 and resp.json()["limit_type"] == "max_daily_loss", resp.text
     assert D(resp.json()["would_be"]) == 60
     assert (await client.post(url.format(c), json=_order(x, "4", "sell"), headers=th)).status_code == 201
+
+
+async def test_every_change_a_group_decision_rests_on_moves_the_group_version(
+    client, admin_headers, make_user, db_engine
+):
+    """The optimistic group guard is sound only if whatever changes a group's sums or limits moves its
+    version: orders (optimistic and locked paths), limit changes, and membership changes (the old and the
+    new group and their ancestors). A rejected order moves nothing."""
+    from sqlalchemy import text
+
+    async def versions(*groups: dict) -> list[int]:
+        async with db_engine.connect() as conn:
+            rows = dict(
+                (
+                    await conn.execute(
+                        text("SELECT id::text, version FROM risk_groups WHERE id::text = ANY(:ids)"),
+                        {"ids": [g["id"] for g in groups]},
+                    )
+                ).all()
+            )
+        return [rows[g["id"]] for g in groups]
+
+    rm = await make_user("risk_manager")
+    rh = rm["headers"]
+    trader = await make_user("trader")
+    th = trader["headers"]
+    x = await make_market(client, admin_headers, price="100", taker="0", maker="0")
+    a, b = [await make_account(client, th) for _ in range(2)]
+    url = "/api/v1/accounts/{}/orders"
+    parent = await _group(client, rh, [], {"limit_type": "max_gross_exposure", "value": "5000"})
+    resp = await client.post(
+        G, json={"name": f"Desk V {uuid.uuid4().hex[:8]}", "parent_id": parent["id"]}, headers=rh
+    )
+    child = resp.json()
+    other = await _group(client, rh, [], {"limit_type": "max_open_orders", "value": "10"})
+    before = await versions(parent, child, other)
+    resp = await client.put(f"/api/v1/accounts/{a}/risk/group", json={"group_id": child["id"]}, headers=rh)
+    assert resp.json()["group_limited"] is True
+    after_join = await versions(parent, child, other)
+    assert [y - x_ for x_, y in zip(before, after_join)] == [1, 1, 0]  # the new group and its ancestors
+    assert (
+        await client.post(url.format(a), json=_order(x, "10"), headers=th)
+    ).status_code == 201  # optimistic
+    after_order = await versions(parent, child, other)
+    assert [y - x_ for x_, y in zip(after_join, after_order)] == [1, 0, 0]  # the limited groups only
+    bracket = {
+        **_order(x, "1"),
+        "type": "limit",
+        "limit_price": "95",
+        "order_class": "bracket",
+        "take_profit": {"limit_price": "110"},
+        "stop_loss": {"stop_price": "90"},
+    }
+    assert (await client.post(url.format(a), json=bracket, headers=th)).status_code == 201  # locked path
+    after_bracket = await versions(parent, child, other)
+    assert [y - x_ for x_, y in zip(after_order, after_bracket)] == [1, 0, 0]
+    resp = await client.post(url.format(a), json=_order(x, "50"), headers=th)  # 6,000 > 5,000
+    assert resp.status_code == 422
+    assert await versions(parent, child, other) == after_bracket
+    resp = await client.patch(
+        f"{G}/{parent['id']}/limits/{parent['limit']['id']}", json={"value": "6000"}, headers=rh
+    )
+    assert resp.status_code == 200, resp.text
+    after_limit = await versions(parent, child, other)
+    assert [y - x_ for x_, y in zip(after_bracket, after_limit)] == [1, 0, 0]
+    resp = await client.put(f"/api/v1/accounts/{a}/risk/group", json={"group_id": other["id"]}, headers=rh)
+    assert resp.status_code == 200
+    after_move = await versions(parent, child, other)
+    assert [y - x_ for x_, y in zip(after_limit, after_move)] == [1, 1, 1]  # old chain and new group
+    resp = await client.put(f"/api/v1/accounts/{b}/risk/group", json={"group_id": None}, headers=rh)
+    assert resp.status_code == 200 and await versions(parent, child, other) == after_move  # b had none
