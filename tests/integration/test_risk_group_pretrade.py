@@ -248,12 +248,14 @@ async def test_every_change_a_group_decision_rests_on_moves_the_group_version(
     resp = await client.put(f"/api/v1/accounts/{a}/risk/group", json={"group_id": child["id"]}, headers=rh)
     assert resp.json()["group_limited"] is True
     after_join = await versions(parent, child, other)
-    assert [y - x_ for x_, y in zip(before, after_join)] == [1, 1, 0]  # the new group and its ancestors
+    # the new group and its ancestors
+    assert [y - x_ for x_, y in zip(before, after_join, strict=True)] == [1, 1, 0]
     assert (
         await client.post(url.format(a), json=_order(x, "10"), headers=th)
     ).status_code == 201  # optimistic
     after_order = await versions(parent, child, other)
-    assert [y - x_ for x_, y in zip(after_join, after_order)] == [1, 0, 0]  # the limited groups only
+    # the limited groups only
+    assert [y - x_ for x_, y in zip(after_join, after_order, strict=True)] == [1, 0, 0]
     bracket = {
         **_order(x, "1"),
         "type": "limit",
@@ -264,7 +266,7 @@ async def test_every_change_a_group_decision_rests_on_moves_the_group_version(
     }
     assert (await client.post(url.format(a), json=bracket, headers=th)).status_code == 201  # locked path
     after_bracket = await versions(parent, child, other)
-    assert [y - x_ for x_, y in zip(after_order, after_bracket)] == [1, 0, 0]
+    assert [y - x_ for x_, y in zip(after_order, after_bracket, strict=True)] == [1, 0, 0]
     resp = await client.post(url.format(a), json=_order(x, "50"), headers=th)  # 6,000 > 5,000
     assert resp.status_code == 422
     assert await versions(parent, child, other) == after_bracket
@@ -273,10 +275,11 @@ async def test_every_change_a_group_decision_rests_on_moves_the_group_version(
     )
     assert resp.status_code == 200, resp.text
     after_limit = await versions(parent, child, other)
-    assert [y - x_ for x_, y in zip(after_bracket, after_limit)] == [1, 0, 0]
+    assert [y - x_ for x_, y in zip(after_bracket, after_limit, strict=True)] == [1, 0, 0]
     resp = await client.put(f"/api/v1/accounts/{a}/risk/group", json={"group_id": other["id"]}, headers=rh)
     assert resp.status_code == 200
     after_move = await versions(parent, child, other)
-    assert [y - x_ for x_, y in zip(after_limit, after_move)] == [1, 1, 1]  # old chain and new group
+    # the old chain and the new group
+    assert [y - x_ for x_, y in zip(after_limit, after_move, strict=True)] == [1, 1, 1]
     resp = await client.put(f"/api/v1/accounts/{b}/risk/group", json={"group_id": None}, headers=rh)
     assert resp.status_code == 200 and await versions(parent, child, other) == after_move  # b had none

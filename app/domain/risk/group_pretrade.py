@@ -80,7 +80,8 @@ _FIGURES_BODY = f"""{_ANCESTORS}, kinds AS (
 )
 SELECT json_agg(json_build_array(
          g.id::text, g.name, g.version,
-         (SELECT json_agg(json_build_array(l.id::text, l.limit_type, l.value::text, l.symbol, l.warn_at_pct::text))
+         (SELECT json_agg(json_build_array(l.id::text, l.limit_type, l.value::text, l.symbol,
+                                           l.warn_at_pct::text))
             FROM risk_group_limits l WHERE l.group_id = g.id AND l.enabled),
          (SELECT coalesce(sum(pos.gross), 0) FROM pos WHERE pos.root = g.id)::text,
          (SELECT coalesce(sum(pos.net), 0) FROM pos WHERE pos.root = g.id)::text,
@@ -93,7 +94,8 @@ SELECT json_agg(json_build_array(
               (SELECT s.equity FROM equity_snapshots s
                 WHERE s.account_id = e.id AND s.ts >= date_trunc('day', now(), 'UTC') ORDER BY s.ts LIMIT 1),
               (SELECT s.equity FROM equity_snapshots s
-                WHERE s.account_id = e.id AND s.ts < date_trunc('day', now(), 'UTC') ORDER BY s.ts DESC LIMIT 1),
+                WHERE s.account_id = e.id AND s.ts < date_trunc('day', now(), 'UTC')
+                ORDER BY s.ts DESC LIMIT 1),
               e.equity))
               FROM (SELECT m.id, m.cash + coalesce(pos.net, 0) AS equity FROM members m
                       LEFT JOIN pos ON pos.id = m.id AND pos.root = m.root WHERE m.root = g.id) e) END::text
@@ -116,7 +118,8 @@ def figures_column(account: str, symbol: str) -> str:
 # version test, so `guard` then holds fewer rows than $41 and the caller's write applies nothing.
 GUARD_CTE = """guard AS (
   UPDATE risk_groups g SET version = g.version + 1
-    FROM (SELECT g2.id FROM risk_groups g2 JOIN unnest($41::uuid[], $42::bigint[]) AS v(id, version) ON v.id = g2.id
+    FROM (SELECT g2.id FROM risk_groups g2
+             JOIN unnest($41::uuid[], $42::bigint[]) AS v(id, version) ON v.id = g2.id
            WHERE g2.version = v.version ORDER BY g2.id FOR NO KEY UPDATE OF g2) AS same
    WHERE g.id = same.id
   RETURNING g.id

@@ -16,6 +16,7 @@ from app.domain.risk import checks
 from app.domain.trading.book import AccountBook
 from app.lib.errors import ApiError
 
+
 def portfolio_state(book: AccountBook) -> checks.PortfolioState:
     equity = book.equity
     daily_pnl = equity - book.day_open_equity if book.day_open_equity is not None else Decimal(0)

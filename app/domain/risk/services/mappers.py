@@ -5,8 +5,8 @@ from __future__ import annotations
 from math import isfinite
 from typing import Any
 
-from app.domain.risk.models import RiskAlert, RiskLimit, RiskLimitAudit, RiskViolation
 from app.domain.risk.checks import NUMERIC_CAP
+from app.domain.risk.models import RiskAlert, RiskLimit, RiskLimitAudit, RiskViolation
 from app.domain.risk.schemas import (
     AlertOut,
     LimitOut,
