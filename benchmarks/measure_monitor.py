@@ -195,14 +195,14 @@ async def plans(url: str, engine: Any) -> list[Any]:
 
     from sqlalchemy.dialects.postgresql.asyncpg import dialect
 
-    from app.domain.risk.services import _SNAPSHOT_SQL, monitor_all
+    from app.domain.risk.services import SNAPSHOT_SQL, monitor_all
     from benchmarks.explain_plans import explain, sa_capture
 
     captured, _ = sa_capture(engine)
     async with engine.connect() as c:
         await monitor_all(c, batch_size=200, time_budget_seconds=0.0)  # reads one batch of ids, checks none
     select_ids = next((s, p) for s, p in captured if s.lstrip().upper().startswith("SELECT ACCOUNTS.ID"))
-    compiled = _SNAPSHOT_SQL.compile(dialect=dialect())
+    compiled = SNAPSHOT_SQL.compile(dialect=dialect())
     values = {"after": uuid.UUID(int=0), "limit": 1000, "ts": datetime.now(UTC)}
     conn = await asyncpg.connect(url)
     try:

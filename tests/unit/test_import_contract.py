@@ -28,24 +28,7 @@ import pytest
 
 APP = Path(__file__).resolve().parents[2] / "app"
 
-# Areas being reworked elsewhere (issue 25's "one home per rule" for risk; streams): their
-# private imports are known and listed until that work gives the shared pieces a public home.
-_RISK_SPLIT = "risk group_service shares services' helpers until risk/services.py becomes a package"
-_TRADING_ORDERS = (
-    "contingent orders, replace, bulk actions and the kill switch share placement's and matching's internals "
-    "until the pure decision module gives them one public home"
-)
-PRIVATE_ALLOWED: dict[tuple[str, str, str], str] = {
-    ("app.domain.trading.placement", "app.domain.risk.pretrade", "_storable"): (
-        "risk/services.py keeps a copy of the same helper; one public home comes with the pre-trade rework"
-    ),
-    ("app.domain.risk.group_service", "app.domain.risk.services", "_CLOSES_SQL"): _RISK_SPLIT,
-    ("app.domain.risk.group_service", "app.domain.risk.services", "_alert_out"): _RISK_SPLIT,
-    ("app.domain.risk.group_service", "app.domain.risk.services", "_ensure_symbol"): _RISK_SPLIT,
-    ("app.domain.risk.group_service", "app.domain.risk.services", "_float"): _RISK_SPLIT,
-    ("app.domain.risk.group_service", "app.domain.risk.calculations", "_amount"): _RISK_SPLIT,
-    ("app.domain.trading.replace", "app.domain.risk.pretrade", "_storable"): _TRADING_ORDERS,
-}
+PRIVATE_ALLOWED: dict[tuple[str, str, str], str] = {}
 
 LIB_TO_DOMAIN_ALLOWED: dict[tuple[str, str], str] = {
     # The one list of every table for Alembic's autogenerate and the migration test: it has to name

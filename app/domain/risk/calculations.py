@@ -92,7 +92,8 @@ def returns_base(quantities: np.ndarray, prices: np.ndarray) -> float:
     return float(np.abs(q * p).sum())
 
 
-def _amount(fraction: float | None, base: Decimal) -> Decimal | None:
+def amount(fraction: float | None, base: Decimal) -> Decimal | None:
+    """A model's fraction of `base` as an amount of the base currency (None when not finite)."""
     if fraction is None or not isfinite(fraction):
         return None
     return (Decimal(repr(fraction)) * base).quantize(AMOUNT_QUANTUM, rounding=ROUND_HALF_EVEN)
@@ -112,8 +113,8 @@ def var_report(returns: np.ndarray, portfolio_value: Decimal | float) -> dict[st
         var, cvar = historical_var_cvar(r, level)
         report[f"var_{label}"] = var
         report[f"cvar_{label}"] = cvar
-        report[f"var_{label}_amount"] = _amount(var, base)
-        report[f"cvar_{label}_amount"] = _amount(cvar, base)
+        report[f"var_{label}_amount"] = amount(var, base)
+        report[f"cvar_{label}_amount"] = amount(cvar, base)
     return report
 
 
@@ -262,7 +263,7 @@ def model_var_report(
                 var, cvar = _tail(simulated, level)
             report[f"var_{label}"] = var / b if b > 0 else None
             report[f"cvar_{label}"] = cvar / b if b > 0 else None
-            report[f"var_{label}_amount"] = _amount(var, Decimal(1))
-            report[f"cvar_{label}_amount"] = _amount(cvar, Decimal(1))
+            report[f"var_{label}_amount"] = amount(var, Decimal(1))
+            report[f"cvar_{label}_amount"] = amount(cvar, Decimal(1))
         out[method] = report
     return out

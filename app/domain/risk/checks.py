@@ -1,7 +1,11 @@
 """Pre-trade risk checks and limit utilisation (pure, exact `Decimal`).
 
-The service locks the account row, builds a `PortfolioState` and calls `check_pre_trade` in the same
-transaction that inserts the order; the first breach becomes the 422 body and a violation row.
+Callers build a `PortfolioState` from one read of the account and ask `check_pre_trade` about a
+`ProposedOrder`: order placement (app/domain/trading/placement.py, through risk/pretrade.py) on the
+snapshot its write then checks is still current, replace under the account lock; the first breach
+becomes the 422 body and a violation row. The monitors measure limits with `utilisation` and `breaches`
+(risk/monitoring.py `decide`, after the float screen of a batch), and the stress test revalues books in
+float64 (risk/stress.py), not here.
 
 Every figure is measured *as if the order filled completely at `ProposedOrder.price`*. Decisions beyond
 DOMAIN.md (also stated on the functions):
@@ -20,7 +24,8 @@ DOMAIN.md (also stated on the functions):
   other position at its last price; equity is taken as unchanged by the fill (a fill at the mark moves
   cash and position value by equal and opposite amounts; fees are ignored).
 * With equity <= 0, leverage and concentration of a non-zero exposure are unbounded: `would_be` and
-  utilisation are `UNBOUNDED` (Decimal Infinity), which cannot be stored in NUMERIC(38, 18).
+  utilisation are `UNBOUNDED` (Decimal Infinity), which cannot be stored in NUMERIC(38, 18): `storable`
+  caps what is written at `NUMERIC_CAP`.
 """
 
 from __future__ import annotations
@@ -47,6 +52,13 @@ _REPORT = Context(prec=28, rounding=ROUND_HALF_EVEN, traps=[InvalidOperation, Di
 _ZERO = Decimal(0)
 _HUNDRED = Decimal(100)
 UNBOUNDED = Decimal("Infinity")
+# NUMERIC cannot hold Infinity (leverage with non-positive equity): a figure is stored as at most this.
+NUMERIC_CAP = Decimal("1e20")
+
+
+def storable(value: Decimal) -> Decimal:
+    """`value` as a violation's `would_be` or an alert's utilisation can store it."""
+    return value if value.is_finite() and abs(value) < NUMERIC_CAP else NUMERIC_CAP
 
 LIMIT_TYPES: tuple[str, ...] = (
     "max_order_notional",

@@ -4,8 +4,11 @@ and portfolio VaR per group.
 Only risk_manager and admin see or change groups (a trader gets 403: groups are the firm's structure,
 not a trader's resource). Every write that can change whether an account's groups carry an enabled
 limit recomputes `accounts.group_limited` for the accounts concerned and moves their row version, so
-order placement decided on the old state is decided again (app/domain/trading/placement.py). Lock order:
-group rows, then account rows in id order (as placement's group path and the price path take them).
+order placement decided on the old state is decided again (app/domain/trading/placement.py). Every
+change of a group's limits, and every change of membership (for each group whose sums it changes: the
+old and the new group and their ancestors), also moves the groups' `version`, which placement's
+optimistic group guard checks (app/domain/risk/group_pretrade.py). Lock order: group rows (in id order
+when several), then account rows in id order (as placement's group path and the price path take them).
 """
 
 from __future__ import annotations
@@ -44,11 +47,11 @@ from app.domain.risk.schemas import (
     UtilisationOut,
 )
 from app.domain.risk.services import (
-    _CLOSES_SQL,
     ALERT_COLS,
-    _alert_out,
-    _ensure_symbol,
-    _float,
+    CLOSES_SQL,
+    alert_out,
+    as_float,
+    ensure_symbol,
     raise_problems,
 )
 from app.lib.db import tx, utcnow
@@ -95,6 +98,21 @@ _REFRESH_SQL = text(
 )
 
 
+# Moves the version of the groups `:groups` and of their ancestors, taking their rows in id order.
+_BUMP_CHAINS_SQL = text(
+    """
+    WITH RECURSIVE anc AS (
+      SELECT g.id, g.parent_id FROM risk_groups g WHERE g.id = ANY(CAST(:groups AS uuid[]))
+      UNION
+      SELECT g.id, g.parent_id FROM risk_groups g JOIN anc ON g.id = anc.parent_id
+    ), locked AS (
+      SELECT g.id FROM risk_groups g WHERE g.id IN (SELECT id FROM anc) ORDER BY g.id FOR NO KEY UPDATE OF g
+    )
+    UPDATE risk_groups g SET version = g.version + 1 FROM locked WHERE g.id = locked.id
+    """
+)
+
+
 def _ensure_risk_manager(principal: Principal) -> None:
     if not principal.can_read_all_accounts:
         raise ApiError(403, "Risk groups require the risk_manager or admin role")
@@ -106,6 +124,10 @@ async def _lock_group(conn: AsyncConnection, group_id: uuid.UUID) -> Any:
     ).one_or_none()
     if row is None:
         raise not_found("Group")
+    # Its limits change: an order decided on the old ones must not commit (group_pretrade).
+    await conn.execute(
+        update(RiskGroup).where(RiskGroup.id == group_id).values(version=RiskGroup.version + 1)
+    )
     return row
 
 
@@ -168,18 +190,23 @@ async def set_account_group(
     conn: AsyncConnection, principal: Principal, account_id: uuid.UUID, data: AccountGroupIn
 ) -> AccountGroupOut:
     async with tx(conn):
-        visible = await conn.scalar(select(Account.id).where(Account.id == account_id, visible_to(principal)))
+        visible = (
+            await conn.execute(
+                select(Account.group_id).where(Account.id == account_id, visible_to(principal))
+            )
+        ).one_or_none()
         if visible is None:
             raise not_found("Account")
         _ensure_risk_manager(principal)
         if data.group_id is not None:
-            exists = (
-                await conn.execute(
-                    select(RiskGroup.id).where(RiskGroup.id == data.group_id).with_for_update()
-                )
-            ).one_or_none()
+            exists = await conn.scalar(select(RiskGroup.id).where(RiskGroup.id == data.group_id))
             if exists is None:
                 raise invalid(f"unknown group {data.group_id}", "group_id")
+        # The sums of the old and the new group and of their ancestors change: move their versions (and
+        # hold their rows, so that a limit added to one of them meanwhile is seen by the flag below).
+        changed = [str(g) for g in (visible.group_id, data.group_id) if g is not None]
+        if changed:
+            await conn.execute(_BUMP_CHAINS_SQL, {"groups": changed})
         limited = text(f"SELECT {GROUP_LIMITED_SQL.format(group='CAST(:g AS uuid)')}")
         flag = bool(await conn.scalar(limited, {"g": data.group_id})) if data.group_id else False
         await conn.execute(
@@ -204,7 +231,7 @@ async def create_group_limit(
     _validate(data.limit_type, data.value, data.symbol, data.warn_at_pct)
     async with tx(conn):
         await _lock_group(conn, group_id)
-        await _ensure_symbol(conn, data.symbol)
+        await ensure_symbol(conn, data.symbol)
         row = (
             await conn.execute(
                 insert(RiskGroupLimit)
@@ -371,7 +398,7 @@ async def overview(conn: AsyncConnection, principal: Principal) -> OverviewOut:
                     row.symbol,
                     row.value,
                     used if used.is_finite() else None,
-                    _float(util),
+                    as_float(util),
                 )  # fmt: skip
             )
     top = sorted(
@@ -397,7 +424,7 @@ async def overview(conn: AsyncConnection, principal: Principal) -> OverviewOut:
         groups=group_out,
         top_utilisations=top,
         open_alerts=int(open_alerts or 0),
-        recent_alerts=[_alert_out(r) for r in recent],
+        recent_alerts=[alert_out(r) for r in recent],
     )
 
 
@@ -433,7 +460,7 @@ async def portfolio_var(
     if not held:
         return empty
     series: dict[str, dict[datetime, float]] = {s: {} for s in held}
-    for symbol, ts, close in await conn.execute(_CLOSES_SQL, {"symbols": held, "lookback": lookback}):
+    for symbol, ts, close in await conn.execute(CLOSES_SQL, {"symbols": held, "lookback": lookback}):
         series[symbol][ts] = float(close)
     missing = [s for s in held if not series[s]]
     common = sorted(set.intersection(*(set(v) for v in series.values()))) if not missing else []
@@ -454,7 +481,7 @@ async def portfolio_var(
     total99, _ = calculations.parametric_var(exposures.sum(axis=0), mean, cov, 0.99)
     c95 = calculations.component_var(exposures, mean, cov, 0.95)
     c99 = calculations.component_var(exposures, mean, cov, 0.99)
-    amount = lambda v: calculations._amount(float(v), Decimal(1)) or _ZERO  # noqa: E731
+    amount = lambda v: calculations.amount(float(v), Decimal(1)) or _ZERO  # noqa: E731
     return PortfolioVarOut(
         group_id=group_id,
         accounts=len(portfolios),

@@ -28,6 +28,16 @@ class RiskLimit(Base):
     created_at: Mapped[datetime] = created_at_col()
     updated_at: Mapped[datetime] = created_at_col()
 
+    # The batch read of the monitors asks per account whether it has an order-rate limit (and only then
+    # counts its last minute's orders): an index-only probe here instead of a heap visit of every limit.
+    __table_args__ = (
+        Index(
+            "ix_risk_limits_order_rate",
+            "account_id",
+            postgresql_where=text("enabled AND limit_type = 'max_orders_per_minute'"),
+        ),
+    )
+
 
 class RiskLimitAudit(Base):
     __tablename__ = "risk_limit_audit"
@@ -88,6 +98,9 @@ class RiskGroup(Base):
     is_firm: Mapped[bool] = mapped_column(server_default=text("false"))
     created_at: Mapped[datetime] = created_at_col()
     updated_at: Mapped[datetime] = created_at_col()
+    # Moves with every order placed under the group's limits and every change of its limits or members:
+    # the optimistic group guard of placement (app/domain/risk/group_pretrade.py).
+    version: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
 
     __table_args__ = (
         Index("uq_risk_groups_firm", "is_firm", unique=True, postgresql_where=text("is_firm")),

@@ -49,12 +49,6 @@ from app.lib.log import get_logger
 log = get_logger("app.risk")
 
 _HUNDRED = Decimal(100)
-# NUMERIC cannot store Infinity (unbounded leverage/concentration with no equity): capped like pre-trade.
-NUMERIC_CAP = Decimal("1e20")
-
-
-def storable(value: Decimal) -> Decimal:
-    return value if value.is_finite() and abs(value) < NUMERIC_CAP else NUMERIC_CAP
 
 
 def as_check_limit(row: Any) -> checks.Limit:
@@ -291,7 +285,7 @@ async def sweep_batch(conn: AsyncConnection, ids: Sequence[uuid.UUID]) -> SweepR
                 violations["limits"].append(uuid.UUID(b.limit_id))
                 violations["types"].append(b.limit_type)
                 violations["values"].append(b.limit_value)
-                violations["would_be"].append(storable(b.would_be))
+                violations["would_be"].append(checks.storable(b.would_be))
                 violations["details"].append(json.dumps(violation_detail(b, p.equity, None)))
             for t in decision.transitions:
                 alerts["limits"].append(t.row.id)
@@ -303,7 +297,7 @@ async def sweep_batch(conn: AsyncConnection, ids: Sequence[uuid.UUID]) -> SweepR
                     alerts["alert_limits"].append(t.row.id)
                     alerts["alert_types"].append(t.row.limit_type)
                     alerts["severities"].append(t.severity)
-                    alerts["utilisations"].append(storable(t.utilisation))
+                    alerts["utilisations"].append(checks.storable(t.utilisation))
                     alerts["messages"].append(alert_message(t.row, t.severity, t.utilisation))
         if peaks["ids"]:
             await conn.execute(_ACCOUNTS_SQL, {**peaks, "now": now})

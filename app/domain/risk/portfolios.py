@@ -48,7 +48,7 @@ _ACCOUNTS_SQL = """
              AS open_orders,
            CASE WHEN $2::boolean AND (  -- a count, not EXISTS: EXISTS was planned as a scan of every limit
                   SELECT count(*) FROM risk_limits r WHERE r.account_id = a.id AND r.enabled
-                     AND r.limit_type = 'max_orders_per_minute') > 0
+                     AND r.limit_type = 'max_orders_per_minute') > 0  -- ix_risk_limits_order_rate
                 THEN (SELECT count(*) FROM orders o
                        WHERE o.account_id = a.id AND o.created_at > now() - interval '60 seconds')
                 ELSE 0 END AS orders_last_minute,
@@ -73,6 +73,17 @@ LIMITS_SQL = """
      WHERE r.enabled
      ORDER BY r.account_id, r.created_at, r.id
     """
+# The same for a batch of the monitors (up to PROBE_LIMIT accounts): each account's limits by its index
+# (ix_risk_limits_account_id). Joined, the planner hashed every limit of the firm (40,000 here, spilling
+# to disk) to probe it with the batch's 1,000 ids: 40 against 13 ms. OFFSET 0 keeps the subquery from
+# being flattened back into that join. A stress test of every account still hashes: there it is cheaper.
+LIMITS_BY_ACCOUNT_SQL = LIMITS_SQL.replace(
+    """JOIN risk_limits r ON r.account_id = t.id
+     WHERE r.enabled""",
+    "CROSS JOIN LATERAL (SELECT * FROM risk_limits r WHERE r.account_id = t.id AND r.enabled OFFSET 0) r",
+)
+assert "LATERAL" in LIMITS_BY_ACCOUNT_SQL
+PROBE_LIMIT = 2000
 
 
 class LimitRow(NamedTuple):
@@ -133,7 +144,7 @@ async def load_portfolios(
         positions.setdefault(account_id, {})[symbol] = (quantity, price)
         floats.setdefault(account_id, []).append((quantity_f, price_f))
     limits: dict[uuid.UUID, list[Any]] = {}
-    for row in await apg.fetch(LIMITS_SQL, ids):
+    for row in await apg.fetch(LIMITS_BY_ACCOUNT_SQL if len(ids) <= PROBE_LIMIT else LIMITS_SQL, ids):
         limits.setdefault(row[1], []).append(LimitRow._make(row))
     out = []
     for row in accounts:

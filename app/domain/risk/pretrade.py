@@ -1,7 +1,11 @@
-"""Pre-trade risk, run inside the order transaction with the account row locked.
+"""Pre-trade risk of one order on one snapshot of its account: the `PortfolioState` an `AccountBook`
+gives, the account's limits as `checks.Limit`, the margin multiplier, and the 422 of a breach.
 
-The account lock serialises every order of one account (across API processes: it is a database lock),
-so two concurrent orders can never both pass a limit they only fit together.
+Order placement decides on an unlocked read of the account and writes only if the account row is still
+the version it read, else decides again under the account lock (app/domain/trading/placement.py);
+replaces and contingent orders decide under the lock. Every order changes the account row, so either
+way two concurrent orders of one account cannot both pass a limit they only fit together. Group limits
+across accounts: risk/group_pretrade.py.
 """
 
 from __future__ import annotations
@@ -11,9 +15,6 @@ from decimal import Decimal
 from app.domain.risk import checks
 from app.domain.trading.book import AccountBook
 from app.lib.errors import ApiError
-
-# NUMERIC cannot hold Infinity (leverage with non-positive equity): stored as this sentinel.
-_NUMERIC_CAP = Decimal("1e20")
 
 
 def portfolio_state(book: AccountBook) -> checks.PortfolioState:
@@ -55,10 +56,6 @@ def check(book: AccountBook, state: checks.PortfolioState, order: checks.Propose
     if not book.limits:
         return None
     return checks.check_pre_trade(state, order, book_limits(book))
-
-
-def _storable(value: Decimal) -> Decimal:
-    return value if value.is_finite() and abs(value) < _NUMERIC_CAP else _NUMERIC_CAP
 
 
 def breach_error(breach: checks.Breach) -> ApiError:

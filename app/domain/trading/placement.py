@@ -128,6 +128,17 @@ SELECT {_EXISTING_ORDER_SQL} AS existing_order,
  WHERE a.id = $1::uuid
 """
 
+# The reads of an account under group limits (hinted, see _GROUPED): the same plus its limited groups'
+# sums and versions in the same snapshot (group_pretrade.FIGURES_SQL), which the guarded write checks.
+_GROUP_COLUMNS = "a.group_limited, a.group_id"
+READ_GROUP_SQL = READ_SQL.replace(
+    _GROUP_COLUMNS, f"{_GROUP_COLUMNS}, {group_pretrade.figures_column('$1::uuid', '$3::text')}", 1
+)
+LEAN_READ_GROUP_SQL = LEAN_READ_SQL.replace(
+    _GROUP_COLUMNS, f"{_GROUP_COLUMNS}, {group_pretrade.figures_column('$1::uuid', '$3::text')}", 1
+)
+assert "group_figures" in READ_GROUP_SQL and "group_figures" in LEAN_READ_GROUP_SQL
+
 # One statement, committed on its own. `inst` takes the instrument FOR KEY SHARE (the lock a price
 # update's FOR UPDATE waits for) only if its row is the version the decision used (no new price, halt,
 # tick or lot change since) and so is its exchange's row (fees, slippage, session); `account` updates
@@ -189,6 +200,16 @@ SELECT (SELECT count(*) FROM account) AS applied, EXISTS (SELECT 1 FROM inst) AS
   FROM (SELECT 1) AS one LEFT JOIN account a ON true LEFT JOIN position p ON true
 """
 
+# WRITE_SQL behind the group guard (group_pretrade.GUARD_CTE, $41 and $42): the groups' rows are taken
+# first (the lock order of risk: groups, instrument, account), and nothing is written unless every group's
+# version is still the one the decision read.
+GROUP_WRITE_SQL = (
+    WRITE_SQL.replace("WITH inst AS (", f"WITH {group_pretrade.GUARD_CTE}, inst AS (", 1)
+    .replace("   FOR KEY SHARE OF i\n", f"     AND {group_pretrade.GUARD_HOLDS}\n   FOR KEY SHARE OF i\n", 1)
+    .replace("AS applied,", f"AS applied, {group_pretrade.GUARD_HOLDS} AS groups_unchanged,", 1)
+)
+assert GROUP_WRITE_SQL.count(group_pretrade.GUARD_HOLDS) == 2 and "guard AS" in GROUP_WRITE_SQL
+
 # The contingent columns of an order written by WRITE_SQL in the same transaction (contingent.py).
 _COLUMN_NAMES = ("order_class", "parent_id", "leg", "trail_price", "trail_percent", "hwm", "reduce_only")
 _COLUMNS_SQL = """UPDATE orders SET order_class = $2, parent_id = $3, leg = $4, trail_price = $5,
@@ -248,6 +269,10 @@ async def place_order(
         if placed is not None:
             return placed, True
     full = _hinted(_LIMITED, account_id)
+    group = None if dry_run else _GROUPED.get(account_id)
+    if group is not None and group[0] > time.monotonic():
+        async with _group_gate(group[1]):
+            return await _place_grouped(apg, principal, account_id, data, full)
     if full:
         row = await apg.fetchrow(READ_SQL, account_id, True, data.symbol, data.client_order_id)
     else:
@@ -257,8 +282,11 @@ async def place_order(
             full = True
             row = await apg.fetchrow(READ_SQL, account_id, True, data.symbol, data.client_order_id)
     if row is not None and row["group_limited"] and not dry_run:
-        async with _group_gate(row["group_id"]):  # group limits: see _place_locked and _group_gate
-            return await _place_locked(apg, principal, account_id, data, grouped=True)
+        if len(_GROUPED) >= 10_000:
+            _GROUPED.clear()  # only hints
+        _GROUPED[account_id] = (time.monotonic() + LIMITED_SECONDS, row["group_id"])
+        async with _group_gate(row["group_id"]):  # (read again, with the groups' sums: once a minute)
+            return await _place_grouped(apg, principal, account_id, data, full)
     inst = None
     if row is not None and row["symbol"] is not None:
         inst = InstrumentInfo(*[row[name] for name in INSTRUMENT_FIELDS])
@@ -281,11 +309,52 @@ async def place_order(
     return order, True
 
 
-# Orders of accounts under a group limit are serial per group (the group row lock). Without a gate every
-# waiting order of a process waits in PostgreSQL, and each commit wakes them all to compete for the row
-# again; queued here first, one order per process and group waits on the row at a time. Only a queue:
-# the database lock is what guarantees the limit. Keyed by the account's own group (accounts of sibling
-# groups under one limited parent meet on the database lock only). Per process, bounded.
+async def _place_grouped(
+    apg: Any, principal: Principal, account_id: uuid.UUID, data: OrderCreate, full: bool
+) -> tuple[OrderOut | ValidateOut, bool]:
+    """An order of an account under group limits (app/domain/risk/group_pretrade.py), with the process's
+    gate of its group held: decided on one read of the book and of the limited groups' sums and versions,
+    and written only if none of those groups took an order since (GROUP_WRITE_SQL); otherwise decided
+    again under the groups' locks."""
+    if full:
+        row = await apg.fetchrow(READ_GROUP_SQL, account_id, True, data.symbol, data.client_order_id)
+    else:
+        args = (account_id, data.side, data.symbol, data.client_order_id)
+        row = await apg.fetchrow(LEAN_READ_GROUP_SQL, *args)
+        if row is not None and row["has_limits"]:
+            _LIMITED[account_id] = time.monotonic() + LIMITED_SECONDS
+            full = True
+            row = await apg.fetchrow(READ_GROUP_SQL, account_id, True, data.symbol, data.client_order_id)
+    grouped = row is not None and row["group_limited"]
+    if not grouped:
+        _GROUPED.pop(account_id, None)  # it left its groups (or they lost their limits): decided as usual
+    figures = group_pretrade.decode(row["group_figures"]) if grouped else None
+    inst = None
+    if row is not None and row["symbol"] is not None:
+        inst = InstrumentInfo(*[row[name] for name in INSTRUMENT_FIELDS])
+    outcome = await decide_on_row(apg, principal, data, row, inst, False, full, group_figures=figures)
+    if isinstance(outcome, risk_checks.Breach):
+        raise rejected(outcome)
+    if not isinstance(outcome, Plan):
+        return outcome
+    order = await execute_and_write(
+        apg, outcome, data, utcnow(), row["row_version"], row["instrument_version"], row["exchange_version"],
+        groups=None if figures is None else group_pretrade.guard(figures),
+    )
+    if isinstance(order, LostRace):
+        # The account, the instrument or one of the groups changed (another process placed an order in
+        # the group): nothing was written.
+        PLACEMENT_RETRIES.labels(changed=order.value).inc()
+        return await _place_locked(apg, principal, account_id, data, grouped=grouped)
+    return order, True
+
+
+# Orders of accounts under a group limit are serial per group: each committed one moves the group's
+# version, so of the orders of one group decided on the same read only the first can commit, and on the
+# locked path they queue on the group row. Queued here first, one order per process and group reads and
+# writes at a time, and its guarded write loses only to another process. Only a queue: the database
+# (version test, row lock) is what guarantees the limit. Keyed by the account's own group (accounts of
+# sibling groups under one limited parent meet in the database only). Per process, bounded.
 _GROUP_GATES: dict[Any, asyncio.Lock] = {}
 
 
@@ -304,6 +373,7 @@ class LostRace(enum.Enum):
 
     ACCOUNT = "account"
     INSTRUMENT = "instrument"
+    GROUP = "group"
 
 
 # Accounts whose optimistic write lost a race recently. Many clients hammering ONE account would mostly
@@ -320,6 +390,11 @@ _CONTENDED: dict[uuid.UUID, float] = {}
 # optimistic write fails and the locked path (always the full book) decides again.
 LIMITED_SECONDS = 60.0
 _LIMITED: dict[uuid.UUID, float] = {}
+
+# Accounts whose read found group limits recently, with their group: their orders queue on the group's
+# gate at once and read their groups' sums with the book (same LIMITED_SECONDS). Per process, bounded,
+# and only a hint: the read says whether the account is still under group limits.
+_GROUPED: dict[uuid.UUID, tuple[float, Any]] = {}
 
 
 def _contended(account_id: uuid.UUID) -> bool:
@@ -482,12 +557,14 @@ async def _place_locked(
 async def decide_on_row(
     apg: Any, principal: Principal, data: OrderCreate, row: Any, inst: InstrumentInfo | None, dry_run: bool,
     full: bool, *, after_commit: list[tuple[str, bytes]] | None = None,
+    group_figures: list[group_pretrade.Figures] | None = None,
 ) -> Plan | risk_checks.Breach | tuple[OrderOut | ValidateOut, bool]:
     """Every placement rule on one snapshot of the account: a plan to write, a recorded risk breach, or the
     final answer (an idempotent replay, a dry run's result). The rules are decision.py's; this adds what
     needs the connection (the reduce-only sum, group limits, recording a breach). Other rule failures
     raise 4xx. `row` is a READ_SQL/BOOK_SQL row (`full`) or a LEAN_READ_SQL row of an account without
-    enabled limits."""
+    enabled limits.
+    `group_figures`: the sums of the account's limited groups that the caller read (else read here)."""
     from app.domain.accounts.access import ensure_may_trade
 
     if row is None or not (principal.can_read_all_accounts or row["owner_id"] == principal.user_id):
@@ -514,14 +591,14 @@ async def decide_on_row(
                            notional_field="quantity" if data.notional is None else "notional")
     price, breach = plan.price, plan.breach
     if breach is None and row["group_limited"]:
-        breach = await group_pretrade.breach(apg, book, plan.proposed)
+        breach = await group_pretrade.breach(apg, book, plan.proposed, group_figures)
     if breach is not None:
         detail = {"symbol": data.symbol, "side": data.side, "type": data.type, "quantity": str(data.quantity),
                   "price": str(price), "dry_run": dry_run, "message": breach.message}
         violation = ViolationOut(
             id=uuid.uuid4(), account_id=book.id, limit_id=uuid.UUID(breach.limit_id) if breach.limit_id else None,
             limit_type=breach.limit_type, limit_value=breach.limit_value,
-            would_be=pretrade._storable(breach.would_be), phase="pre_trade", detail=detail, created_at=utcnow(),
+            would_be=risk_checks.storable(breach.would_be), phase="pre_trade", detail=detail, created_at=utcnow(),
         )
         await apg.execute(
             VIOLATION_SQL, violation.id, book.id, violation.limit_id, breach.limit_type, breach.limit_value,
@@ -549,12 +626,14 @@ async def execute_and_write(
     apg: Any, plan: Plan, data: OrderCreate, now: datetime, row_version: str, instrument_version: str | None,
     exchange_version: str | None, *, remember: Any = None, after_commit: list[tuple[str, bytes]] | None = None,
     columns: dict[str, Any] | None = None, store_columns: bool = True,
+    groups: tuple[list[uuid.UUID], list[int]] | None = None,
 ) -> OrderOut | LostRace:
     """Execute the order against the last price and write everything, or say which row changed. With
     `remember` (the lean read the decision used), keep the state written for the account's next order.
     `columns` (contingent.py, inside its transaction): the order's class, leg and trail columns
     (`_COLUMNS_SQL`, unless the caller stores them in its own next statement), which simple orders leave at
-    their defaults.
+    their defaults. `groups`: the ids and versions of the groups whose sums the decision read, which must
+    be unchanged (GROUP_WRITE_SQL).
     The stream messages are published at once (the write commits on its own) or, inside the locked
     path's transaction, appended to `after_commit` for the caller to publish after COMMIT."""
     book, inst, est_price = plan.book, plan.inst, plan.price
@@ -626,7 +705,7 @@ async def execute_and_write(
     if fill_id is not None and equity > book.peak_equity:
         book.peak_equity = equity
     written = await apg.fetchrow(
-        WRITE_SQL,
+        WRITE_SQL if groups is None else GROUP_WRITE_SQL,
         order_id, book.id, data.client_order_id, data.symbol, data.side, data.type, data.time_in_force,
         data.quantity, filled, avg_price, data.limit_price, data.stop_price, triggered, status.value,
         reserved, fees, expires_at, now,
@@ -634,8 +713,11 @@ async def execute_and_write(
         position.quantity, position.avg_entry_price, position.realized_pnl, fill_id is not None,
         book.cash, book.reserved_cash, book.realized_pnl, book.fees_paid, book.peak_equity, equity,
         row_version, instrument_version, exchange_version, len(events), data.reduce_only, data.notional,
+        *(groups or ()),
     )
     if not written["applied"]:
+        if groups is not None and not written["groups_unchanged"]:
+            return LostRace.GROUP
         return LostRace.ACCOUNT if written["instrument_unchanged"] else LostRace.INSTRUMENT
     if columns is not None and store_columns:
         await apg.execute(_COLUMNS_SQL, order_id, *(columns.get(name) for name in _COLUMN_NAMES))

@@ -340,7 +340,7 @@ async def _record_violation(conn: AsyncConnection, account_id: uuid.UUID, exc: _
         limit_id=uuid.UUID(breach.limit_id) if breach.limit_id else None,
         limit_type=breach.limit_type,
         limit_value=breach.limit_value,
-        would_be=pretrade._storable(breach.would_be),
+        would_be=risk_checks.storable(breach.would_be),
         phase="pre_trade",
         detail=exc.detail,
         created_at=created,
