@@ -145,28 +145,35 @@ class AccountBook:
         self.filled = True
         return fee, realized
 
-    async def save(self, conn: AsyncConnection, now: datetime) -> None:
-        """Write the account, the positions that changed and (after fills) an equity snapshot."""
+    def take_writes(self, now: datetime) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any] | None]:
+        """What `save` writes, as rows: the account's columns, the positions that changed, and (after
+        fills) an equity snapshot; marks them written. Matching writes many books' rows in one statement."""
         equity = self.equity
         if self.filled and equity > self.peak_equity:
             self.peak_equity = equity
-        await conn.execute(
-            Account.__table__.update()
-            .where(Account.id == self.id)
-            .values(
-                cash=self.cash, reserved_cash=self.reserved_cash, realized_pnl=self.realized_pnl,
-                fees_paid=self.fees_paid, peak_equity=self.peak_equity, updated_at=now,
-            )
-        )
-        if self.dirty_symbols:
-            rows = [
-                {
-                    "account_id": self.id, "symbol": s, "quantity": self.positions[s].quantity,
-                    "avg_entry_price": self.positions[s].avg_entry_price,
-                    "realized_pnl": self.positions[s].realized_pnl, "updated_at": now,
-                }
-                for s in sorted(self.dirty_symbols)
-            ]
+        account = {
+            "id": self.id, "cash": self.cash, "reserved_cash": self.reserved_cash, "realized_pnl": self.realized_pnl,
+            "fees_paid": self.fees_paid, "peak_equity": self.peak_equity,
+        }
+        positions = [
+            {
+                "account_id": self.id, "symbol": s, "quantity": self.positions[s].quantity,
+                "avg_entry_price": self.positions[s].avg_entry_price,
+                "realized_pnl": self.positions[s].realized_pnl, "updated_at": now,
+            }
+            for s in sorted(self.dirty_symbols)
+        ]
+        snapshot = {"account_id": self.id, "equity": equity, "cash": self.cash} if self.filled else None
+        self.dirty_symbols.clear()
+        self.filled = False
+        return account, positions, snapshot
+
+    async def save(self, conn: AsyncConnection, now: datetime) -> None:
+        """Write the account, the positions that changed and (after fills) an equity snapshot."""
+        account, positions, snapshot = self.take_writes(now)
+        del account["id"]
+        await conn.execute(Account.__table__.update().where(Account.id == self.id).values(**account, updated_at=now))
+        if positions:
             stmt = pg_insert(Position)
             await conn.execute(
                 stmt.on_conflict_do_update(
@@ -176,12 +183,10 @@ class AccountBook:
                         "realized_pnl": stmt.excluded.realized_pnl, "updated_at": stmt.excluded.updated_at,
                     },
                 ),
-                rows,
+                positions,
             )
-            self.dirty_symbols.clear()
-        if self.filled:
-            await conn.execute(insert(EquitySnapshot).values(account_id=self.id, ts=now, equity=equity, cash=self.cash))
-            self.filled = False
+        if snapshot is not None:
+            await conn.execute(insert(EquitySnapshot).values(**snapshot, ts=now))
 
 
 def _dec(value: Any) -> Decimal | None:
@@ -210,6 +215,21 @@ async def load_book(
     if row is None:
         return None
     return book_from_row(row._mapping, with_stats)
+
+
+_LOCK_ACCOUNTS_SQL = text("SELECT id FROM accounts WHERE id = ANY(CAST(:ids AS uuid[])) ORDER BY id FOR UPDATE")
+_LOAD_MANY_SQL = text(_LOAD_SQL_BODY.replace("WHERE a.id = :account_id", "WHERE a.id = ANY(CAST(:ids AS uuid[]))"))
+assert _LOAD_MANY_SQL.text != _LOAD_SQL_BODY
+
+
+async def load_books(conn: AsyncConnection, account_ids: list[uuid.UUID]) -> dict[uuid.UUID, AccountBook]:
+    """Lock several accounts and load their books (no order stats), in two statements whatever their
+    number. The rows are locked in id order (the lock sits above the sort), as the documented lock order
+    wants; the read comes after the lock for the reason given at LOCK_ACCOUNT_SQL."""
+    params = {"ids": account_ids, "with_stats": False, "symbol": ""}
+    await conn.execute(_LOCK_ACCOUNTS_SQL, params)
+    rows = (await conn.execute(_LOAD_MANY_SQL, params)).all()
+    return {row.id: book_from_row(row._mapping, False) for row in rows}
 
 
 async def read_book_in_tx(conn: AsyncConnection, account_id: uuid.UUID) -> AccountBook | None:
