@@ -169,7 +169,7 @@ class Groups:
     @classmethod
     async def load(cls, conn: AsyncConnection, roots: set[uuid.UUID]) -> Groups:
         rows = (await conn.execute(_LOAD_GROUPS_SQL, {"roots": list(roots)})).all()
-        members = {r.id: Member(**r._mapping) for r in rows}
+        members = {r.id: Member(*r) for r in rows}  # (_MEMBER_COLS are Member's fields, in order)
         return cls(members, {m.id: m.filled_quantity for m in members.values() if m.leg is None})
 
     def group(self, member: Member) -> list[Member]:

@@ -7,7 +7,9 @@ JSON document per table, encoded by msgspec (the orders after each event as they
 Structs, Decimals and UUIDs as the API does), and one statement of data-modifying CTEs applies them: the
 orders (matched rows and group members), the trailing stops that moved, the fills, the accounts
 (balances and the stream counter `event_seq`), the positions, the equity snapshots and the order events
-with their stream numbers. Foreign keys are checked at the end of the statement, so the events may name
+with their stream numbers. The events' document is `jsonb`: parsed once, where `json` is parsed again by
+json_to_recordset and each order state a third time into its jsonb column (~15 % of the statement's time
+at 1,138 events). Foreign keys are checked at the end of the statement, so the events may name
 fills inserted by a sibling CTE, as placement's WRITE_SQL does.
 
 `seq` (app/domain/streams/log.py): each account's events take the next numbers of its counter, in the
@@ -63,9 +65,9 @@ WITH matched AS (
          account.event_seq - account.events
            + row_number() OVER (PARTITION BY e.account_id ORDER BY e.ordinality),
          e.order_state, e.position_qty
-    FROM ROWS FROM (json_to_recordset($4::json) AS (order_id uuid, account_id uuid, type text, status_from text,
-                                                   status_to text, reason text, fill_id uuid, data jsonb,
-                                                   order_state jsonb, position_qty numeric)) WITH ORDINALITY AS e
+    FROM ROWS FROM (jsonb_to_recordset($4::jsonb) AS (order_id uuid, account_id uuid, type text, status_from text,
+                                                    status_to text, reason text, fill_id uuid, data jsonb,
+                                                    order_state jsonb, position_qty numeric)) WITH ORDINALITY AS e
     JOIN account ON account.id = e.account_id
    ORDER BY e.ordinality
 ), position AS (
