@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import fields
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -47,6 +48,7 @@ from app.domain.trading import rules
 from app.domain.trading.placement import LostRace
 from app.domain.trading.rules import EventType
 from app.domain.trading.schemas import OrderCreate, OrderOut, ValidateOut
+from app.domain.trading.services import InstrumentInfo
 from app.lib.db import utcnow
 from app.lib.errors import conflict, invalid, not_found
 from app.lib.ids import new_time_ordered_uuid
@@ -243,7 +245,7 @@ async def place(
         _Plan,
         _rejected,
     )
-    from app.domain.trading.services import InstrumentInfo, _validate_against_instrument
+    from app.domain.trading.services import _validate_against_instrument
 
     check_shape(data)
     if not dry_run and not grouped:
@@ -307,6 +309,9 @@ async def place(
     return placed, True
 
 
+_INSTRUMENT_FIELDS = tuple(f.name for f in fields(InstrumentInfo))
+
+
 def _columns(data: OrderCreate, inst: Any) -> dict[str, Any]:
     """The entry's (an OCO: its take-profit leg's; a trailing stop's) contingent columns."""
     oco = data.order_class == "oco"
@@ -350,29 +355,31 @@ async def _write(
 async def _place_optimistic(
     apg: Any, principal: Principal, account_id: uuid.UUID, data: OrderCreate
 ) -> OrderOut | None:
-    """Placement's optimistic path for a group or a trailing stop: one unlocked read (READ_SQL, the full
-    book), the same checks as the locked path, and one statement that writes the entry, its legs and
+    """Placement's optimistic path for a group or a trailing stop: one unlocked read (placement's lean read,
+    or the full book for an account with enabled risk limits), the same checks as the locked path, and one statement that writes the entry, its legs and
     their events only if the account and instrument rows are the versions read (placement.py's module
     docstring says why that is sound: whatever the decision reads changes one of them). Two round trips
     where the locked path takes five. None: the locked path decides (an account or symbol to answer 404
     or 422 for under locks, a client_order_id already used, risk-group limits, a lost race)."""
-    from dataclasses import fields
+    from app.domain.trading.placement import LEAN_READ_SQL, READ_SQL, _decide, _Plan, _rejected
+    from app.domain.trading.services import _validate_against_instrument
 
-    from app.domain.trading.placement import READ_SQL, _decide, _Plan, _rejected
-    from app.domain.trading.services import InstrumentInfo, _validate_against_instrument
-
-    row = await apg.fetchrow(READ_SQL, account_id, True, data.symbol, data.client_order_id)
+    # The lean read for an account without enabled risk limits (most), as placement's, else the full one.
+    row = await apg.fetchrow(LEAN_READ_SQL, account_id, data.side, data.symbol, data.client_order_id)
+    full = row is not None and row["has_limits"]
+    if full:
+        row = await apg.fetchrow(READ_SQL, account_id, True, data.symbol, data.client_order_id)
     if (
         row is None or row["existing_order"] is not None or row["group_limited"] or row["symbol"] is None
         or not (principal.can_read_all_accounts or row["owner_id"] == principal.user_id)
     ):
         return None
-    inst = InstrumentInfo(*[row[f.name] for f in fields(InstrumentInfo)])
+    inst = InstrumentInfo(*[row[name] for name in _INSTRUMENT_FIELDS])
     _validate_against_instrument(data, inst)
     _check_ticks(data, inst.tick_size)
     _check_sides(data, inst.last_price)
     checked = _order_to_check(data, inst)
-    outcome = await _decide(apg, principal, checked, row, inst, False, True)
+    outcome = await _decide(apg, principal, checked, row, inst, False, full)
     if isinstance(outcome, risk_checks.Breach):
         raise _rejected(outcome)  # (the violation is recorded: _decide's insert committed on its own)
     assert isinstance(outcome, _Plan)  # no replay (no existing order), no dry run
