@@ -13,13 +13,10 @@ from decimal import Decimal
 from typing import Any
 
 import msgspec
-from sqlalchemy import insert, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.domain.accounts.models import Account, EquitySnapshot, Position
 from app.domain.trading import accounting
-from app.domain.trading.models import Fill
 from app.domain.trading.rules import fee as fee_for
 from app.domain.trading.rules import notional
 from app.lib.ids import new_time_ordered_uuid
@@ -146,8 +143,8 @@ class AccountBook:
         return fee, realized
 
     def take_writes(self, now: datetime) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any] | None]:
-        """What `save` writes, as rows: the account's columns, the positions that changed, and (after
-        fills) an equity snapshot; marks them written. Matching writes many books' rows in one statement."""
+        """What the book changed, as rows to write: the account's columns, the positions that changed, and
+        (after fills) an equity snapshot; marks them written (matching writes them: match_write.py)."""
         equity = self.equity
         if self.filled and equity > self.peak_equity:
             self.peak_equity = equity
@@ -167,26 +164,6 @@ class AccountBook:
         self.dirty_symbols.clear()
         self.filled = False
         return account, positions, snapshot
-
-    async def save(self, conn: AsyncConnection, now: datetime) -> None:
-        """Write the account, the positions that changed and (after fills) an equity snapshot."""
-        account, positions, snapshot = self.take_writes(now)
-        del account["id"]
-        await conn.execute(Account.__table__.update().where(Account.id == self.id).values(**account, updated_at=now))
-        if positions:
-            stmt = pg_insert(Position)
-            await conn.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=["account_id", "symbol"],
-                    set_={
-                        "quantity": stmt.excluded.quantity, "avg_entry_price": stmt.excluded.avg_entry_price,
-                        "realized_pnl": stmt.excluded.realized_pnl, "updated_at": stmt.excluded.updated_at,
-                    },
-                ),
-                positions,
-            )
-        if snapshot is not None:
-            await conn.execute(insert(EquitySnapshot).values(**snapshot, ts=now))
 
 
 def _dec(value: Any) -> Decimal | None:
@@ -274,8 +251,3 @@ def fill_row(order_id: uuid.UUID, account_id: uuid.UUID, symbol: str, side: str,
         "id": new_time_ordered_uuid(), "order_id": order_id, "account_id": account_id, "symbol": symbol, "side": side,
         "quantity": qty, "price": price, "fee": fee, "liquidity": liquidity, "created_at": now,
     }
-
-
-async def insert_fills(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        await conn.execute(insert(Fill), rows)

@@ -232,10 +232,10 @@ async def place(
     dry_run: bool = False,
     grouped: bool = False,
 ) -> tuple[OrderOut | ValidateOut, bool]:
-    """Place (or check) a bracket, OTO, OCO or trailing stop, in one locked transaction. The answer is the
-    entry (an OCO: its take-profit leg) with its `legs`. `grouped`: the account is under risk-group
-    limits, whose rows are locked first (as placement's `_place_locked`); an account found grouped
-    without them is placed again with them."""
+    """Place (or check) a bracket, OTO, OCO or trailing stop: optimistically (`_place_optimistic`), else in
+    one locked transaction. The answer is the entry (an OCO: its take-profit leg) with its `legs`.
+    `grouped`: the account is under risk-group limits, whose rows are locked first (as placement's
+    `_place_locked`); an account found grouped without them is placed again with them."""
     from app.domain.trading.placement import (
         BOOK_SQL,
         LOCK_ACCOUNT_ONLY_SQL,
@@ -344,8 +344,8 @@ async def _write(
         return rows, events
 
     entry = await _execute_and_write(
-        apg, plan, checked, utcnow(), row_version, instrument_version, exchange_version, after_commit=messages,
-        columns=_columns(data, inst), legs=legs_of if data.order_class != "simple" else None,
+        apg, plan, checked, utcnow(), row_version, instrument_version, exchange_version,
+        after_commit=messages, columns=_columns(data, inst), legs=legs_of if data.order_class != "simple" else None,
     )
     if isinstance(entry, LostRace) or data.order_class == "simple":
         return entry
@@ -355,12 +355,13 @@ async def _write(
 async def _place_optimistic(
     apg: Any, principal: Principal, account_id: uuid.UUID, data: OrderCreate
 ) -> OrderOut | None:
-    """Placement's optimistic path for a group or a trailing stop: one unlocked read (placement's lean read,
-    or the full book for an account with enabled risk limits), the same checks as the locked path, and one statement that writes the entry, its legs and
-    their events only if the account and instrument rows are the versions read (placement.py's module
-    docstring says why that is sound: whatever the decision reads changes one of them). Two round trips
-    where the locked path takes five. None: the locked path decides (an account or symbol to answer 404
-    or 422 for under locks, a client_order_id already used, risk-group limits, a lost race)."""
+    """Placement's optimistic path for a group or a trailing stop: one unlocked read (placement's lean
+    read, or the full book for an account with enabled risk limits), the same checks as the locked path,
+    and one statement that writes the entry, its legs and their events only if the account and instrument
+    rows are the versions read (placement.py's module docstring says why that is sound: whatever the
+    decision reads changes one of them). Two round trips where the locked path takes five. None: the
+    locked path decides (an account or symbol to answer 404 or 422 for under locks, a client_order_id
+    already used, risk-group limits, a lost race)."""
     from app.domain.trading.placement import LEAN_READ_SQL, READ_SQL, _decide, _Plan, _rejected
     from app.domain.trading.services import _validate_against_instrument
 

@@ -52,22 +52,23 @@ WITH matched AS (
    ORDER BY f.ordinality
 ), account AS (
   UPDATE accounts a
-     SET cash = b.cash, reserved_cash = b.reserved_cash, realized_pnl = b.realized_pnl, fees_paid = b.fees_paid,
-         peak_equity = b.peak_equity, updated_at = $8, event_seq = a.event_seq + b.events
+     SET cash = b.cash, reserved_cash = b.reserved_cash, realized_pnl = b.realized_pnl,
+         fees_paid = b.fees_paid, peak_equity = b.peak_equity, updated_at = $8, event_seq = a.event_seq + b.events
     FROM json_to_recordset($5::json) AS b(id uuid, cash numeric, reserved_cash numeric, realized_pnl numeric,
                                           fees_paid numeric, peak_equity numeric, events bigint)
    WHERE a.id = b.id
   RETURNING a.id, a.event_seq, a.owner_id, b.events
 ), new_events AS (
-  INSERT INTO order_events (order_id, account_id, type, status_from, status_to, reason, fill_id, data, created_at,
-                            seq, order_state, position_qty)
+  INSERT INTO order_events (order_id, account_id, type, status_from, status_to, reason, fill_id, data,
+                            created_at, seq, order_state, position_qty)
   SELECT e.order_id, e.account_id, e.type, e.status_from, e.status_to, e.reason, e.fill_id, e.data, $8,
          account.event_seq - account.events
            + row_number() OVER (PARTITION BY e.account_id ORDER BY e.ordinality),
          e.order_state, e.position_qty
-    FROM ROWS FROM (jsonb_to_recordset($4::jsonb) AS (order_id uuid, account_id uuid, type text, status_from text,
-                                                    status_to text, reason text, fill_id uuid, data jsonb,
-                                                    order_state jsonb, position_qty numeric)) WITH ORDINALITY AS e
+    FROM ROWS FROM (jsonb_to_recordset($4::jsonb)
+                      AS (order_id uuid, account_id uuid, type text, status_from text, status_to text,
+                          reason text, fill_id uuid, data jsonb, order_state jsonb, position_qty numeric))
+         WITH ORDINALITY AS e
     JOIN account ON account.id = e.account_id
    ORDER BY e.ordinality
 ), position AS (

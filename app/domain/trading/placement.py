@@ -230,7 +230,8 @@ CONTINGENT_WRITE_SQL = (
     )
     .replace("         $39, $40 FROM account", "         $39, $40, $41, $42, $43, $44, $45 FROM account", 1)
     .replace("SELECT new_order.id, $2, e.type,", "SELECT coalesce(e.order_id, new_order.id), $2, e.type,", 1)
-    .replace("jsonb_to_recordset($24::jsonb) AS (type text,", "jsonb_to_recordset($24::jsonb) AS (order_id uuid, type text,", 1)
+    .replace("jsonb_to_recordset($24::jsonb) AS (type text,",
+             "jsonb_to_recordset($24::jsonb) AS (order_id uuid, type text,", 1)
     .replace(
         "), position AS (",
         """), legs AS (

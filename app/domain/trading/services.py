@@ -434,8 +434,8 @@ async def match_resting_orders(
                     add(*change)
         if member is None:
             order_rows.append({
-                "id": o.id, "quantity": quantity, "filled_quantity": filled, "avg_fill_price": _round_price(avg), "fees": fees,
-                "status": status.value, "reserved_cash": reserved, "triggered": triggered, "updated_at": now,
+                "id": o.id, "quantity": quantity, "filled_quantity": filled, "avg_fill_price": _round_price(avg),
+                "fees": fees, "status": status.value, "reserved_cash": reserved, "triggered": triggered,
                 "reject_reason": reason,
             })
     for liquidity, count in fill_counts.items():
