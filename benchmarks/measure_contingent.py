@@ -17,8 +17,9 @@ end. Printed with the machine's load average before and after.
    filled at placement: take-profit 101, stop-loss 95) and 30 % sell trailing stops (hwm 100, trail 2). One
    price of 101 then acts on every one of them: the limits and take-profits fill (as makers), every
    stop-loss is canceled by its filled take-profit (one-cancels-other), every trailing stop moves its hwm
-   and stop. Timed: that one price update (`markets.services.set_price`, its whole transaction). The same
-   with a book of `--book` simple sell limits at 101 for comparison.
+   and stop. Timed: that one price update (`markets.services.set_price`, its whole transaction), in wall
+   time, this process's CPU time and the CPU time of its PostgreSQL backend process (/proc, when the
+   server is local). The same with a book of `--book` simple sell limits at 101 for comparison.
 """
 
 from __future__ import annotations
@@ -81,8 +82,22 @@ async def placement(db: str, account: uuid.UUID, owner: uuid.UUID, orders: int, 
         await conn.close()
 
 
-async def matching(db: str, book_size: int, n_accounts: int, mixed: bool) -> tuple[float, int, int]:
-    """Seed one book on a fresh instrument and time the one price that acts on all of it."""
+def _backend_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by PostgreSQL backend `pid`: readable when the server runs
+    on this machine (NaN otherwise). Clock-tick resolution (10 ms): read the median of several runs."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def matching(
+    db: str, book_size: int, n_accounts: int, mixed: bool
+) -> tuple[float, int, int, float, float]:
+    """Seed one book on a fresh instrument and time the one price that acts on all of it: wall ms, resting
+    orders, fills, this process's CPU ms, the PostgreSQL backend's CPU ms."""
     from sqlalchemy import text
 
     from app.domain.accounts.schemas import AccountCreate
@@ -194,9 +209,13 @@ async def matching(db: str, book_size: int, n_accounts: int, mixed: bool) -> tup
             await conn.commit()
             await conn.execute(text("ANALYZE orders"))
             await conn.commit()
-            start = time.perf_counter()
+            backend = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar()
+            await conn.commit()
+            server_cpu = _backend_cpu(backend)
+            start, cpu = time.perf_counter(), time.process_time()
             await set_price(conn, symbol, Decimal(101), None, None)
-            elapsed = time.perf_counter() - start
+            elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+            server_cpu = _backend_cpu(backend) - server_cpu
             fills = (
                 await conn.execute(
                     text(
@@ -207,7 +226,7 @@ async def matching(db: str, book_size: int, n_accounts: int, mixed: bool) -> tup
                 )
             ).scalar()
             await conn.commit()
-            return elapsed * 1000, count, fills
+            return elapsed * 1000, count, fills, cpu * 1000, server_cpu * 1000
     finally:
         await engine.dispose()
 
@@ -253,7 +272,9 @@ def main() -> None:
             print(
                 f"one price over {runs[0][1]} resting orders ({label}, {args.accounts} accounts, "
                 f"{runs[0][2]} fills): median {statistics.median(r[0] for r in runs):.1f} ms "
-                f"(runs: {', '.join(f'{r[0]:.1f}' for r in runs)})"
+                f"(runs: {', '.join(f'{r[0]:.1f}' for r in runs)}); CPU median: this process "
+                f"{statistics.median(r[3] for r in runs):.1f} ms, PostgreSQL backend "
+                f"{statistics.median(r[4] for r in runs):.0f} ms"
             )
     finally:
         loop.run_until_complete(_admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))

@@ -239,3 +239,55 @@ async def test_accounts_without_limits_take_the_lean_read_and_limits_are_still_f
         "symbol": sym, "side": "sell", "type": "market", "quantity": "5", "time_in_force": "gtc"})
     assert resp.status_code == 422 and "sellable position 4" in resp.json()["detail"], resp.text
     assert reads[-2:] == [False, False] and not placement._hinted(placement._LIMITED, account_id)
+
+
+async def test_bracket_is_written_in_one_optimistic_statement_and_decided_again_after_a_lost_race(
+    client, admin_headers, make_user, db_engine, settings, monkeypatch
+):
+    """Groups take the optimistic path too (contingent.py): unchanged state writes entry, legs and events
+    at once; an account changed between the read and the write writes nothing (no entry, no leg left
+    behind) and the group is decided again under locks, keeping both changes."""
+    trader = await make_user("trader")
+    h = trader["headers"]
+    sym = await make_market(client, admin_headers, price="100", taker="0.001")
+    acct = await make_account(client, h, cash="100000")
+    bracket = {"symbol": sym, "side": "buy", "type": "market", "quantity": "10", "order_class": "bracket",
+               "take_profit": {"limit_price": "110"}, "stop_loss": {"stop_price": "90"}}
+    before = _retries()
+    first = await place(client, h, acct, **bracket)
+    assert _retries() == before, "unchanged state: no retry"
+    assert first["status"] == "filled" and [leg["status"] for leg in first["legs"]] == ["accepted", "accepted"]
+    calls = _interfere_once(monkeypatch, _sql(
+        settings, "UPDATE accounts SET cash = cash - 1000, initial_cash = initial_cash - 1000 WHERE id = $1",
+        uuid.UUID(acct),
+    ))
+    placed = await place(client, h, acct, **bracket)
+    assert len(calls) == 2 and _retries() == before + 1, "the lost optimistic write must be decided again"
+    assert placed["status"] == "filled" and len(placed["legs"]) == 2
+    assert {leg["parent_id"] for leg in placed["legs"]} == {placed["id"]}
+    # 100,000 - 1,000 (the other writer) - 2 x (1,000 + 1 fee): both changes kept.
+    assert D((await account(client, h, acct))["cash"]) == D("96998")
+    listed = (await client.get(f"/api/v1/accounts/{acct}/orders", headers=h)).json()["items"]
+    assert len(listed) == 6, "two groups of three orders: the lost write left nothing behind"
+    log = (await client.get(f"/api/v1/accounts/{acct}/activities", params={"limit": 100}, headers=h)).json()["items"]
+    assert [m["seq"] for m in log] == list(range(1, len(log) + 1))
+    assert len(log) == 2 * 9  # per group: the entry's new, accepted, fill; each leg's new, held, activated
+    async with db_engine.connect() as conn:
+        drift = await reconcile_account(conn, uuid.UUID(acct))
+    assert drift.ok, drift.problems
+
+
+async def test_bracket_price_update_between_read_and_write_fills_at_the_new_price(
+    client, admin_headers, make_user, settings, monkeypatch
+):
+    trader = await make_user("trader")
+    h = trader["headers"]
+    sym = await make_market(client, admin_headers, price="100", taker="0")
+    acct = await make_account(client, h, cash="100000")
+    calls = _interfere_once(monkeypatch, _sql(settings, "UPDATE instruments SET last_price = 101 WHERE symbol = $1", sym))
+    before = _retries("instrument")
+    placed = await place(client, h, acct, symbol=sym, side="buy", type="market", quantity="3", order_class="bracket",
+                         take_profit={"limit_price": "110"}, stop_loss={"stop_price": "90"})
+    assert len(calls) == 2 and _retries("instrument") == before + 1
+    assert D(placed["avg_fill_price"]) == D("101") and len(placed["legs"]) == 2
+    assert D((await account(client, h, acct))["cash"]) == D("99697")

@@ -147,3 +147,44 @@ async def test_one_price_that_triggers_a_stop_and_fills_a_limit_logs_both(client
     assert by_order[limit["id"]][-1] == "fill", by_order
     assert by_order[stop["id"]][-2:] == ["triggered", "fill"], by_order
     assert D([e for e in events if e["event"] == "fill"][-1]["position_qty"]) == D("4")
+
+
+async def test_one_price_over_several_accounts_numbers_each_accounts_events_in_one_write(
+    client, admin_headers, make_user
+):
+    """Matching writes every account's events in one statement: each account's numbers continue its own
+    log without gaps, in event order, interleaved with other accounts' (simple limits, an OCO whose
+    take-profit cancels its stop-loss, a trailing stop that only moves), and each order's last logged
+    state is the order as stored."""
+    user = await make_user("trader")
+    h = user["headers"]
+    sym = await make_market(client, admin_headers, price="100")
+    accounts = [await make_account(client, h, cash="100000") for _ in range(3)]
+    trails = {}
+    for acct in accounts:
+        await place(client, h, acct, symbol=sym, side="buy", type="market", quantity=5)
+    for acct in accounts:  # interleaved: the price's events alternate between the accounts
+        await place(client, h, acct, symbol=sym, side="sell", type="limit", quantity=1, limit_price="101")
+        await place(
+            client, h, acct, symbol=sym, side="sell", type="limit", quantity=1, order_class="oco",
+            take_profit={"limit_price": "101"}, stop_loss={"stop_price": "95"},
+        )
+        trails[acct] = await place(
+            client, h, acct, symbol=sym, side="sell", type="trailing_stop", quantity=1, trail_price="2"
+        )
+    before = {acct: len(await _activities(client, h, acct)) for acct in accounts}
+    await set_price(client, admin_headers, sym, "101")
+    for acct in accounts:
+        log = await _activities(client, h, acct)
+        assert [m["seq"] for m in log] == list(range(1, len(log) + 1))
+        new = [(m["order"]["leg"], m["event"]) for m in log[before[acct]:]]
+        assert new == [
+            (None, "fill"), ("take_profit", "fill"), ("stop_loss", "reduced"), ("stop_loss", "canceled")
+        ], new
+        last = {m["order"]["id"]: m["order"] for m in log[before[acct]:]}  # each order after its last event
+        for order_id, logged in last.items():
+            assert logged == (await client.get(f"/api/v1/accounts/{acct}/orders/{order_id}", headers=h)).json()
+        trail = (await client.get(f"/api/v1/accounts/{acct}/orders/{trails[acct]['id']}", headers=h)).json()
+        assert D(trail["hwm"]) == 101 and D(trail["stop_price"]) == 99 and trail["status"] == "accepted"
+        positions = (await client.get(f"/api/v1/accounts/{acct}/positions", headers=h)).json()["items"]
+        assert D(positions[0]["quantity"]) == 3  # 5 bought, 2 sold at 101

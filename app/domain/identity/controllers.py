@@ -6,7 +6,7 @@ from uuid import UUID
 from litestar import Controller, Request, delete, get, patch, post
 from litestar.di import Provide
 from litestar.openapi.spec import OpenAPIType, Operation, RequestBody, Schema
-from litestar.params import FromPath, JSONBody, Parameter
+from litestar.params import FromPath, JSONBody
 
 from app.domain.identity import services
 from app.domain.identity.guards import requires_admin

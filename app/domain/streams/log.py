@@ -67,10 +67,21 @@ def defer_trade_updates(
     orders: Sequence[OrderOut],
 ) -> None:
     """Queue the trade_updates of inserted `events` (with `orders[i]` the order after `events[i]`) for
-    publication when the transaction commits."""
+    publication when the transaction commits. Those of an account no process has a subscriber for are
+    not built (publish.wanted, as placement's stream_messages): a price that fills a thousand orders
+    would build and encode a thousand messages to drop them at publication; the log keeps them."""
+    wanted: dict[uuid.UUID, bool] = {}
+    skipped: dict[uuid.UUID, tuple[int, int]] = {}  # account -> (last seq, count) of unbuilt messages
     for event, order in zip(events, orders, strict=True):
+        account_id = event["account_id"]
+        wants = wanted.get(account_id)
+        if wants is None:
+            wants = wanted[account_id] = publish.wanted(owners[account_id], account_id)
+        if not wants:
+            skipped[account_id] = (event["seq"], skipped.get(account_id, (0, 0))[1] + 1)
+            continue
         update = trade_update(
-            event["account_id"],
+            account_id,
             event["seq"],
             event["type"],
             event["created_at"],
@@ -79,7 +90,9 @@ def defer_trade_updates(
             event.get("data"),
             event.get("position_qty"),
         )
-        publish.defer(conn, publish.TRADE_UPDATES, trade_update_payload(owners[event["account_id"]], update))
+        publish.defer(conn, publish.TRADE_UPDATES, trade_update_payload(owners[account_id], update))
+    for account_id, (last_seq, count) in skipped.items():
+        publish.skipped(owners[account_id], account_id, last_seq, count, 0)
 
 
 # The log of one account after a seq, as stored. Events written before migration 0008 have no stored

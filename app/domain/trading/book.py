@@ -13,14 +13,11 @@ from decimal import Decimal
 from typing import Any
 
 import msgspec
-from sqlalchemy import insert, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.domain.accounts.access import visible_sql
-from app.domain.accounts.models import Account, EquitySnapshot, Position
 from app.domain.trading import accounting
-from app.domain.trading.models import Fill
 from app.domain.trading.queries import OPEN_STATUS_SQL, open_sells
 from app.domain.trading.rules import fee as fee_for
 from app.domain.trading.rules import notional
@@ -150,43 +147,28 @@ class AccountBook:
         self.filled = True
         return fee, realized
 
-    async def save(self, conn: AsyncConnection, now: datetime) -> None:
-        """Write the account, the positions that changed and (after fills) an equity snapshot."""
+    def take_writes(self, now: datetime) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any] | None]:
+        """What the book changed, as rows to write: the account's columns, the positions that changed, and
+        (after fills) an equity snapshot; marks them written (matching writes them: match_write.py)."""
         equity = self.equity
         if self.filled and equity > self.peak_equity:
             self.peak_equity = equity
-        await conn.execute(
-            Account.__table__.update()
-            .where(Account.id == self.id)
-            .values(
-                cash=self.cash, reserved_cash=self.reserved_cash, realized_pnl=self.realized_pnl,
-                fees_paid=self.fees_paid, peak_equity=self.peak_equity, updated_at=now,
-            )
-        )
-        if self.dirty_symbols:
-            rows = [
-                {
-                    "account_id": self.id, "symbol": s, "quantity": self.positions[s].quantity,
-                    "avg_entry_price": self.positions[s].avg_entry_price,
-                    "realized_pnl": self.positions[s].realized_pnl, "updated_at": now,
-                }
-                for s in sorted(self.dirty_symbols)
-            ]
-            stmt = pg_insert(Position)
-            await conn.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=["account_id", "symbol"],
-                    set_={
-                        "quantity": stmt.excluded.quantity, "avg_entry_price": stmt.excluded.avg_entry_price,
-                        "realized_pnl": stmt.excluded.realized_pnl, "updated_at": stmt.excluded.updated_at,
-                    },
-                ),
-                rows,
-            )
-            self.dirty_symbols.clear()
-        if self.filled:
-            await conn.execute(insert(EquitySnapshot).values(account_id=self.id, ts=now, equity=equity, cash=self.cash))
-            self.filled = False
+        account = {
+            "id": self.id, "cash": self.cash, "reserved_cash": self.reserved_cash, "realized_pnl": self.realized_pnl,
+            "fees_paid": self.fees_paid, "peak_equity": self.peak_equity,
+        }
+        positions = [
+            {
+                "account_id": self.id, "symbol": s, "quantity": self.positions[s].quantity,
+                "avg_entry_price": self.positions[s].avg_entry_price,
+                "realized_pnl": self.positions[s].realized_pnl, "updated_at": now,
+            }
+            for s in sorted(self.dirty_symbols)
+        ]
+        snapshot = {"account_id": self.id, "equity": equity, "cash": self.cash} if self.filled else None
+        self.dirty_symbols.clear()
+        self.filled = False
+        return account, positions, snapshot
 
 
 def _dec(value: Any) -> Decimal | None:
@@ -215,6 +197,20 @@ async def load_book(
     if row is None:
         return None
     return book_from_row(row._mapping, with_stats)
+
+
+_LOCK_ACCOUNTS_SQL = text("SELECT id FROM accounts WHERE id = ANY(CAST(:ids AS uuid[])) ORDER BY id FOR UPDATE")
+_LOAD_MANY_SQL = text(book_sql("ANY(CAST(:ids AS uuid[]))", ":with_stats", ":symbol"))
+
+
+async def load_books(conn: AsyncConnection, account_ids: list[uuid.UUID]) -> dict[uuid.UUID, AccountBook]:
+    """Lock several accounts and load their books (no order stats), in two statements whatever their
+    number. The rows are locked in id order (the lock sits above the sort), as the documented lock order
+    wants; the read comes after the lock for the reason given at LOCK_ACCOUNT_SQL."""
+    params = {"ids": account_ids, "with_stats": False, "symbol": ""}
+    await conn.execute(_LOCK_ACCOUNTS_SQL, params)
+    rows = (await conn.execute(_LOAD_MANY_SQL, params)).all()
+    return {row.id: book_from_row(row._mapping, False) for row in rows}
 
 
 async def read_book_in_tx(conn: AsyncConnection, account_id: uuid.UUID) -> AccountBook | None:
@@ -259,8 +255,3 @@ def fill_row(order_id: uuid.UUID, account_id: uuid.UUID, symbol: str, side: str,
         "id": new_time_ordered_uuid(), "order_id": order_id, "account_id": account_id, "symbol": symbol, "side": side,
         "quantity": qty, "price": price, "fee": fee, "liquidity": liquidity, "created_at": now,
     }
-
-
-async def insert_fills(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        await conn.execute(insert(Fill), rows)

@@ -14,10 +14,14 @@ what the entry filled, E: an active leg fills at most `E - X` (`groups.Groups.ca
 group never fill more than its entry. When the entry ends (canceled, expired) having filled E < Q, its
 open legs shrink by `Q - E`; a leg left with nothing to fill ends.
 
-Placement of a group (and of a trailing stop) is one locked transaction of its own (`place`): the
-instrument FOR KEY SHARE, the account FOR UPDATE, the book read, the entry's checks and execution with
-placement.py's code (the entry is checked as a simple order: legs add no exposure), then the legs and
-their events in one statement. Simple orders never come here (services.place_order routes on
+Placement of a group (and of a trailing stop) takes placement.py's optimistic path first
+(`_place_optimistic`): one unlocked read of the full book, the entry's checks and execution with
+placement.py's code (the entry is checked as a simple order: legs add no exposure), and one statement
+that writes the entry, its legs and all their events only if the account and instrument rows are still
+the versions read. Anything else (a lost race, a client_order_id already used, risk-group limits, an
+unknown account or symbol) goes the locked way (`place`): the instrument FOR KEY SHARE, the account FOR
+UPDATE, the book read, the same checks and the same one-statement write, in a transaction. Simple orders
+never come here (services.place_order routes on
 `decision.is_contingent`).
 
 Locking: everything that changes a group takes the instrument first (a price update FOR UPDATE, a
@@ -36,18 +40,21 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+import asyncpg
 import msgspec
 
 from app.domain.identity.schemas import Principal
 from app.domain.risk import checks as risk_checks
 from app.domain.risk import group_pretrade
 from app.domain.streams import publish as streams
-from app.domain.streams.events import stream_messages
 from app.domain.trading import decision, rules, sizing
 from app.domain.trading.placement import (
     BOOK_SQL,
+    LEAN_READ_SQL,
     LOCK_ACCOUNT_ONLY_SQL,
     LOCK_SQL,
+    READ_SQL,
+    LostRace,
     decide_on_row,
     execute_and_write,
     existing_order,
@@ -60,6 +67,7 @@ from app.domain.trading.schemas import OrderCreate, OrderOut, ValidateOut
 from app.lib.db import utcnow
 from app.lib.errors import conflict, invalid, not_found
 from app.lib.ids import new_time_ordered_uuid
+from app.lib.metrics import PLACEMENT_RETRIES
 
 ZERO = Decimal(0)
 GROUP_CLASSES = ("bracket", "oto", "oco")
@@ -208,35 +216,6 @@ def _order_to_check(data: OrderCreate, inst: Any) -> OrderCreate:
 
 # ------------------------------------------------------------------------------------------------ placement
 
-_LEGS_SQL = """
-WITH account AS (
-  UPDATE accounts SET event_seq = event_seq + $2 WHERE id = $1 RETURNING event_seq
-), entry AS (
-  UPDATE orders SET order_class = $6, leg = $7, reduce_only = $8 WHERE id = $5
-), legs AS (
-  INSERT INTO orders (id, account_id, symbol, side, type, time_in_force, quantity, limit_price, stop_price,
-                      status, expires_at, created_at, updated_at, order_class, parent_id, leg, reduce_only)
-  SELECT l.id, $1, l.symbol, l.side, l.type, l.time_in_force, l.quantity, l.limit_price, l.stop_price,
-         l.status, l.expires_at, l.created_at, l.created_at, l.order_class, l.parent_id, l.leg, true
-    FROM jsonb_to_recordset($3::jsonb) AS l(id uuid, symbol text, side text, type text,
-                                           time_in_force text, quantity numeric, limit_price numeric,
-                                           stop_price numeric, status text,
-                                           expires_at timestamptz, created_at timestamptz, order_class text,
-                                           parent_id uuid, leg text)
-  RETURNING id
-), events AS (
-  INSERT INTO order_events (order_id, account_id, type, status_from, status_to, reason, data, created_at, seq,
-                            order_state)
-  SELECT e.order_id, $1, e.type, e.status_from, e.status_to, e.reason, e.data, e.created_at,
-         account.event_seq - $2 + e.ordinality, e.order_state
-    FROM account, ROWS FROM (jsonb_to_recordset($4::jsonb) AS (order_id uuid, type text, status_from text,
-                                                                status_to text, reason text, data jsonb,
-                                                                created_at timestamptz, order_state jsonb))
-         WITH ORDINALITY AS e
-)
-SELECT event_seq FROM account
-"""
-
 _encode = msgspec.json.Encoder().encode
 
 
@@ -280,11 +259,15 @@ async def place(
     dry_run: bool = False,
     grouped: bool = False,
 ) -> tuple[OrderOut | ValidateOut, bool]:
-    """Place (or check) a bracket, OTO, OCO or trailing stop, in one locked transaction. The answer is the
-    entry (an OCO: its take-profit leg) with its `legs`. `grouped`: the account is under risk-group
-    limits, whose rows are locked first (as placement's `_place_locked`); an account found grouped
-    without them is placed again with them."""
+    """Place (or check) a bracket, OTO, OCO or trailing stop: optimistically (`_place_optimistic`), else in
+    one locked transaction. The answer is the entry (an OCO: its take-profit leg) with its `legs`.
+    `grouped`: the account is under risk-group limits, whose rows are locked first (as placement's
+    `_place_locked`); an account found grouped without them is placed again with them."""
     check_shape(data)
+    if not dry_run and not grouped:
+        placed = await _place_optimistic(apg, principal, account_id, data)
+        if placed is not None:
+            return placed, True
     messages: list[tuple[str, bytes]] = []
     tr = apg.transaction()
     await tr.start()
@@ -329,26 +312,8 @@ async def place(
         if not isinstance(outcome, decision.Plan):
             await tr.rollback()
             return outcome
-        now = utcnow()
-        oco = data.order_class == "oco"
-        columns = {
-            "order_class": data.order_class,
-            "parent_id": None,
-            "leg": "take_profit" if oco else None,
-            "trail_price": data.trail_price,
-            "trail_percent": data.trail_percent,
-            "hwm": inst.last_price if data.type == "trailing_stop" else None,
-            "reduce_only": oco or data.reduce_only,
-        }
-        entry = await execute_and_write(
-            apg, outcome, checked, now, row["row_version"], None, None, after_commit=messages,
-            columns=columns,
-            store_columns=data.order_class == "simple",  # a group's entry: with its legs, one statement
-        )
-        assert isinstance(entry, OrderOut)  # both rows are locked: the write cannot lose a race
-        legs: list[OrderOut] = []
-        if data.order_class != "simple":
-            legs = await _write_legs(apg, outcome.book, data, entry, now, messages)
+        placed = await _write(apg, outcome, data, checked, inst, row["row_version"], None, None, messages)
+        assert not isinstance(placed, LostRace)  # both rows are locked: the write cannot lose a race
         await tr.commit()
         streams.publish_all(messages)
     except BaseException:
@@ -357,7 +322,89 @@ async def place(
         except Exception:  # already committed or rolled back above
             pass
         raise
-    return (msgspec.structs.replace(entry, legs=legs) if data.order_class != "simple" else entry), True
+    return placed, True
+
+
+def _columns(data: OrderCreate, inst: Any) -> dict[str, Any]:
+    """The entry's (an OCO: its take-profit leg's; a trailing stop's) contingent columns."""
+    oco = data.order_class == "oco"
+    return {
+        "order_class": data.order_class,
+        "parent_id": None,
+        "leg": "take_profit" if oco else None,
+        "trail_price": data.trail_price,
+        "trail_percent": data.trail_percent,
+        "hwm": inst.last_price if data.type == "trailing_stop" else None,
+        "reduce_only": oco or data.reduce_only,
+    }
+
+
+async def _write(
+    apg: Any, plan: Any, data: OrderCreate, checked: OrderCreate, inst: Any, row_version: str,
+    instrument_version: str | None, exchange_version: str | None, messages: list[tuple[str, bytes]] | None,
+) -> OrderOut | LostRace:
+    """Execute the entry and write it with its legs and every event in one statement (placement's
+    CONTINGENT_WRITE_SQL); with versions, only if the account and instrument rows are still those
+    versions (else nothing is written and the row that changed is returned). `messages`: inside a
+    transaction, where the stream messages wait for COMMIT (None: the write commits on its own)."""
+    legs: list[OrderOut] = []
+
+    def legs_of(entry: OrderOut) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        rows, events, outs = _legs(data, entry, entry.created_at)
+        legs.extend(outs)
+        return rows, events
+
+    entry = await execute_and_write(
+        apg, plan, checked, utcnow(), row_version, instrument_version, exchange_version,
+        after_commit=messages, columns=_columns(data, inst), legs=legs_of if data.order_class != "simple" else None,
+    )
+    if isinstance(entry, LostRace) or data.order_class == "simple":
+        return entry
+    return msgspec.structs.replace(entry, legs=legs)
+
+
+async def _place_optimistic(
+    apg: Any, principal: Principal, account_id: uuid.UUID, data: OrderCreate
+) -> OrderOut | None:
+    """Placement's optimistic path for a group or a trailing stop: one unlocked read (placement's lean
+    read, or the full book for an account with enabled risk limits), the same checks as the locked path,
+    and one statement that writes the entry, its legs and their events only if the account and instrument
+    rows are the versions read (placement.py's module docstring says why that is sound: whatever the
+    decision reads changes one of them). Two round trips where the locked path takes five. None: the
+    locked path decides (an account or symbol to answer 404 or 422 for under locks, a client_order_id
+    already used, risk-group limits, a lost race)."""
+    # The lean read for an account without enabled risk limits (most), as placement's, else the full one.
+    row = await apg.fetchrow(LEAN_READ_SQL, account_id, data.side, data.symbol, data.client_order_id)
+    full = row is not None and row["has_limits"]
+    if full:
+        row = await apg.fetchrow(READ_SQL, account_id, True, data.symbol, data.client_order_id)
+    if (
+        row is None or row["existing_order"] is not None or row["group_limited"] or row["symbol"] is None
+        or not (principal.can_read_all_accounts or row["owner_id"] == principal.user_id)
+    ):
+        return None
+    inst = InstrumentInfo(*[row[name] for name in INSTRUMENT_FIELDS])
+    decision.validate_against_instrument(data, inst)
+    _check_ticks(data, inst.tick_size)
+    _check_sides(data, inst.last_price)
+    checked = _order_to_check(data, inst)
+    outcome = await decide_on_row(apg, principal, checked, row, inst, False, full)
+    if isinstance(outcome, risk_checks.Breach):
+        raise rejected(outcome)  # (the violation is recorded: decide_on_row's insert committed on its own)
+    assert isinstance(outcome, decision.Plan)  # no replay (no existing order), no dry run
+    try:
+        placed = await _write(
+            apg, outcome, data, checked, inst, row["row_version"], row["instrument_version"],
+            row["exchange_version"], None,
+        )
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name != "uq_orders_account_id_client_order_id":
+            raise
+        return None  # a concurrent order took the client_order_id: the locked path answers (replay or 409)
+    if isinstance(placed, LostRace):
+        PLACEMENT_RETRIES.labels(changed=placed.value).inc()
+        return None
+    return placed
 
 
 def _leg_out(
@@ -400,12 +447,13 @@ def _leg_out(
     )
 
 
-async def _write_legs(
-    apg: Any, book: Any, data: OrderCreate, entry: OrderOut, now: datetime, messages: list[tuple[str, bytes]]
-) -> list[OrderOut]:
-    """The exit legs of a just-written entry (an OCO: its stop-loss leg), with their events, in one
-    statement. A bracket/OTO leg is held until the entry fills; an entry that filled at placement (it
-    fills entirely there: ioc/fok entries are refused) activates them at once."""
+def _legs(
+    data: OrderCreate, entry: OrderOut, now: datetime
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[OrderOut]]:
+    """The exit legs of an entry as executed (an OCO: its stop-loss leg): their rows, their events and
+    each leg after them, written with the entry (`_write`). A bracket/OTO leg is held until the entry
+    fills; an entry that filled at placement (it fills entirely there: ioc/fok entries are refused)
+    activates them at once."""
     oco = data.order_class == "oco"
     side = data.side if oco else _opposite(data.side)
     specs = []
@@ -506,19 +554,7 @@ async def _write_legs(
                 "leg": name,
             }
         )
-    last_seq = await apg.fetchval(
-        _LEGS_SQL,
-        book.id,
-        len(events),
-        _encode(leg_rows).decode(),
-        _encode(events).decode(),
-        entry.id,
-        entry.order_class,
-        entry.leg,
-        entry.reduce_only,
-    )
-    messages.extend(stream_messages(book, events, last_seq, now, None))
-    return outs
+    return leg_rows, events, outs
 
 
 # ------------------------------------------------------------------------------------------------ reads

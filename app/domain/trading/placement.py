@@ -34,6 +34,7 @@ import enum
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -210,10 +211,43 @@ GROUP_WRITE_SQL = (
 )
 assert GROUP_WRITE_SQL.count(group_pretrade.GUARD_HOLDS) == 2 and "guard AS" in GROUP_WRITE_SQL
 
-# The contingent columns of an order written by WRITE_SQL in the same transaction (contingent.py).
-_COLUMN_NAMES = ("order_class", "parent_id", "leg", "trail_price", "trail_percent", "hwm", "reduce_only")
-_COLUMNS_SQL = """UPDATE orders SET order_class = $2, parent_id = $3, leg = $4, trail_price = $5,
-                       trail_percent = $6, hwm = $7, reduce_only = $8 WHERE id = $1"""
+# WRITE_SQL for an order with contingent columns (contingent.py: groups and trailing stops), still one
+# statement: the order's class, leg and trail columns ($41-$45) and, for a group, its exit legs ($46, a
+# JSON array of rows) whose events ride in $24 after the entry's, each naming its own order_id. The legs
+# are written FROM `account` like everything else, so a lost race writes none of them; their parent (the
+# entry) is inserted by the same statement, where foreign keys are checked at its end.
+CONTINGENT_WRITE_SQL = (
+    WRITE_SQL.replace(
+        "reserved_cash, fees, expires_at, created_at, updated_at, reduce_only, notional)",
+        "reserved_cash, fees, expires_at, created_at, updated_at, reduce_only, notional,\n"
+        "                      order_class, leg, trail_price, trail_percent, hwm)",
+        1,
+    )
+    .replace("         $39, $40 FROM account", "         $39, $40, $41, $42, $43, $44, $45 FROM account", 1)
+    .replace("SELECT new_order.id, $2, e.type,", "SELECT coalesce(e.order_id, new_order.id), $2, e.type,", 1)
+    .replace("jsonb_to_recordset($24::jsonb) AS (type text,",
+             "jsonb_to_recordset($24::jsonb) AS (order_id uuid, type text,", 1)
+    .replace(
+        "), position AS (",
+        """), legs AS (
+  INSERT INTO orders (id, account_id, symbol, side, type, time_in_force, quantity, limit_price, stop_price,
+                      status, expires_at, created_at, updated_at, order_class, parent_id, leg, reduce_only)
+  SELECT l.id, account.id, l.symbol, l.side, l.type, l.time_in_force, l.quantity, l.limit_price, l.stop_price,
+         l.status, l.expires_at, $18, $18, l.order_class, l.parent_id, l.leg, true
+    FROM account, jsonb_to_recordset($46::jsonb) AS l(id uuid, symbol text, side text, type text,
+                                                      time_in_force text, quantity numeric, limit_price numeric,
+                                                      stop_price numeric, status text, expires_at timestamptz,
+                                                      order_class text, parent_id uuid, leg text)
+), position AS (""",
+        1,
+    )
+)
+assert CONTINGENT_WRITE_SQL.count("$4") > WRITE_SQL.count("$4") and "legs AS" in CONTINGENT_WRITE_SQL
+assert "coalesce(e.order_id" in CONTINGENT_WRITE_SQL and "order_id uuid, type text" in CONTINGENT_WRITE_SQL
+assert "$41, $42, $43, $44, $45 FROM account" in CONTINGENT_WRITE_SQL
+_CONTINGENT_COLUMNS = ("order_class", "leg", "trail_price", "trail_percent", "hwm")
+# What the order after its last event gives a group's legs: their rows and their events (contingent.py).
+LegsOf = Callable[[OrderOut], tuple[list[dict[str, Any]], list[dict[str, Any]]]]
 
 VIOLATION_SQL = """
 INSERT INTO risk_violations (id, account_id, limit_id, limit_type, limit_value, would_be, phase, detail, created_at)
@@ -625,15 +659,16 @@ def rejected(breach: risk_checks.Breach) -> Exception:
 async def execute_and_write(
     apg: Any, plan: Plan, data: OrderCreate, now: datetime, row_version: str, instrument_version: str | None,
     exchange_version: str | None, *, remember: Any = None, after_commit: list[tuple[str, bytes]] | None = None,
-    columns: dict[str, Any] | None = None, store_columns: bool = True,
+    columns: dict[str, Any] | None = None, legs: LegsOf | None = None,
     groups: tuple[list[uuid.UUID], list[int]] | None = None,
 ) -> OrderOut | LostRace:
     """Execute the order against the last price and write everything, or say which row changed. With
     `remember` (the lean read the decision used), keep the state written for the account's next order.
-    `columns` (contingent.py, inside its transaction): the order's class, leg and trail columns
-    (`_COLUMNS_SQL`, unless the caller stores them in its own next statement), which simple orders leave at
-    their defaults. `groups`: the ids and versions of the groups whose sums the decision read, which must
-    be unchanged (GROUP_WRITE_SQL).
+    `columns` (contingent.py): the order's class, leg and trail columns, which simple orders leave at their
+    defaults, and `legs` a group's exit legs with their events, all written by the same statement
+    (CONTINGENT_WRITE_SQL); the legs' events are published after the entry's. `groups` (a simple order
+    under risk-group limits; never with `columns`): the ids and versions of the groups whose sums the
+    decision read, which must be unchanged (GROUP_WRITE_SQL).
     The stream messages are published at once (the write commits on its own) or, inside the locked
     path's transaction, appended to `after_commit` for the caller to publish after COMMIT."""
     book, inst, est_price = plan.book, plan.inst, plan.price
@@ -704,23 +739,29 @@ async def execute_and_write(
     equity = book.equity
     if fill_id is not None and equity > book.peak_equity:
         book.peak_equity = equity
+    entry = events[-1]["order_state"]
+    extra: tuple[Any, ...] = ()
+    assert columns is None or groups is None  # (contingent orders under group limits take the locked path)
+    if columns is not None:
+        leg_rows, leg_events = legs(entry) if legs is not None else ([], [])
+        events = events + leg_events
+        extra = (*(columns.get(name) for name in _CONTINGENT_COLUMNS), _encode_json(leg_rows).decode())
     written = await apg.fetchrow(
-        WRITE_SQL if groups is None else GROUP_WRITE_SQL,
+        WRITE_SQL if columns is None and groups is None else (CONTINGENT_WRITE_SQL if groups is None else GROUP_WRITE_SQL),
         order_id, book.id, data.client_order_id, data.symbol, data.side, data.type, data.time_in_force,
         data.quantity, filled, avg_price, data.limit_price, data.stop_price, triggered, status.value,
         reserved, fees, expires_at, now,
         fill_id, fill_qty, fill_price, fill_fee, liquidity, _encode_json(events).decode(),
         position.quantity, position.avg_entry_price, position.realized_pnl, fill_id is not None,
         book.cash, book.reserved_cash, book.realized_pnl, book.fees_paid, book.peak_equity, equity,
-        row_version, instrument_version, exchange_version, len(events), data.reduce_only, data.notional,
-        *(groups or ()),
+        row_version, instrument_version, exchange_version, len(events),
+        data.reduce_only if columns is None else columns.get("reduce_only", data.reduce_only), data.notional,
+        *extra, *(groups or ()),
     )
     if not written["applied"]:
         if groups is not None and not written["groups_unchanged"]:
             return LostRace.GROUP
         return LostRace.ACCOUNT if written["instrument_unchanged"] else LostRace.INSTRUMENT
-    if columns is not None and store_columns:
-        await apg.execute(_COLUMNS_SQL, order_id, *(columns.get(name) for name in _COLUMN_NAMES))
     if remember is not None:
         _remember(remember, data, written, status, filled, inst.last_price)
     _counter(ORDERS, data.type, status.value).inc()
@@ -731,4 +772,4 @@ async def execute_and_write(
         streams.publish_all(messages)
     else:
         after_commit.extend(messages)
-    return events[-1]["order_state"]
+    return entry

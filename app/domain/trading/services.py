@@ -21,13 +21,13 @@ from app.domain.accounts.access import ensure_may_trade, visible_owner, visible_
 from app.domain.accounts.models import Account
 from app.domain.identity.schemas import Principal
 from app.domain.markets.events import QuietBand
-from app.domain.risk import checks as risk_checks
 from app.domain.risk import pretrade
 from app.domain.streams.events import defer_account_state, defer_account_update
 from app.domain.streams.log import assign_seqs, defer_trade_updates, stored_order
 from app.domain.trading import contingent, decision, placement, rules
 from app.domain.trading import groups as grouping
-from app.domain.trading.book import AccountBook, fill_row, insert_fills, load_book
+from app.domain.trading.book import fill_row, load_books
+from app.domain.trading.match_write import write_match
 from app.domain.trading.models import Fill, Order, OrderEvent
 from app.domain.trading.queries import INSTRUMENT_COLUMNS, INSTRUMENT_JOIN, OPEN, ORDER_COLUMNS, ORDER_FIELDS
 from app.domain.trading.rules import OPEN_STATUSES, EventType, InstrumentInfo, OrderStatus, OrderView
@@ -139,15 +139,6 @@ _QUIET_BAND_SQL = text(
      WHERE symbol = :symbol AND status IN {OPEN}
     """
 )
-_MATCHED_SQL = text(
-    """UPDATE orders SET filled_quantity = :filled_quantity, avg_fill_price = :avg_fill_price, fees = :fees,
-                         status = :status, reserved_cash = :reserved_cash, triggered = :triggered,
-                         updated_at = :updated_at, reject_reason = :reject_reason
-        WHERE id = :id"""
-)
-_TRAIL_SQL = text("UPDATE orders SET hwm = :hwm, stop_price = :stop, updated_at = :now WHERE id = :id")
-
-
 async def match_resting_orders(
     conn: AsyncConnection, symbol: str, price: Decimal, volume: Decimal | None, ts: datetime
 ) -> int:
@@ -183,7 +174,7 @@ async def match_resting_orders(
             hwm = rules.trail_hwm(o.side, o.hwm, price)
             if hwm != o.hwm:  # the price passed the hwm in the trader's favour: it cannot reach the stop
                 stop = rules.trailing_stop_price(o.side, hwm, o.trail_price, o.trail_percent, inst.tick_size)
-                trails.append({"id": o.id, "hwm": hwm, "stop": stop, "now": now})
+                trails.append({"id": o.id, "hwm": hwm, "stop": stop})
                 continue
         view = OrderView(o.side, o.type, o.time_in_force, o.quantity, o.filled_quantity, o.limit_price, o.stop_price, o.triggered)
         take = available
@@ -205,16 +196,12 @@ async def match_resting_orders(
             pending[root] = pending.get(root, ZERO) + m.fill_qty
         if m.filled or m.newly_triggered or cancel_rest:
             plans.append((o, m, cancel_rest))
-    if trails:
-        await conn.execute(_TRAIL_SQL, trails)
     if not plans:
+        if trails:
+            await write_match(conn, [], trails, [], [], [], now)
         return 0
     # Phase 2: lock the accounts involved, in id order (no deadlock between concurrent updates).
-    books: dict[uuid.UUID, AccountBook] = {}
-    for account_id in sorted({o.account_id for o, _, _ in plans}):
-        book = await load_book(conn, account_id)
-        assert book is not None
-        books[account_id] = book
+    books = await load_books(conn, sorted({o.account_id for o, _, _ in plans}))
     # Phase 3: apply.
     fill_rows: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
@@ -224,7 +211,7 @@ async def match_resting_orders(
     fill_counts: dict[str, int] = {}  # counted once per price: labels().inc() per fill costs ~0.1 ms
 
     def add(event: dict[str, Any], state: OrderOut) -> None:
-        event["order_state"] = stored_order(state)
+        event["order_state"] = state  # (encoded with the rest by write_match)
         events.append(event)
         states.append(state)
 
@@ -319,23 +306,19 @@ async def match_resting_orders(
                     add(*change)
         if member is None:
             order_rows.append({
-                "id": o.id, "filled_quantity": filled, "avg_fill_price": _round_price(avg), "fees": fees,
-                "status": status.value, "reserved_cash": reserved, "triggered": triggered, "updated_at": now,
+                "id": o.id, "quantity": quantity, "filled_quantity": filled, "avg_fill_price": _round_price(avg),
+                "fees": fees, "status": status.value, "reserved_cash": reserved, "triggered": triggered,
                 "reject_reason": reason,
             })
     for liquidity, count in fill_counts.items():
         FILLS.labels(liquidity=liquidity).inc(count)
-    if order_rows:  # one executemany (pipelined): a statement per order cost a round trip per order
-        await conn.execute(_MATCHED_SQL, order_rows)
     if groups is not None:
-        await groups.write(conn)
-    await insert_fills(conn, fill_rows)
+        order_rows.extend(groups.take_dirty())
+    # One statement writes it all (match_write.py), and numbers the events.
+    owners = await write_match(conn, order_rows, trails, fill_rows, events, list(books.values()), now)
     if events:
-        owners = await assign_seqs(conn, events)
-        await conn.execute(insert(OrderEvent), events)
         defer_trade_updates(conn, events, owners, states)
     for book in books.values():
-        await book.save(conn, now)
         defer_account_update(conn, book, now)
     return fills_made
 
