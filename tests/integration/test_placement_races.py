@@ -13,7 +13,7 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
-from app.domain.trading import decision, placement
+from app.domain.trading import contingent, decision, placement
 from app.domain.trading.reconcile import reconcile_account
 from app.lib.db import libpq_url
 from app.lib.metrics import PLACEMENT_RETRIES
@@ -36,6 +36,7 @@ def _interfere_once(monkeypatch, action) -> list[bool]:
         return outcome
 
     monkeypatch.setattr(placement, "decide_on_row", decide_then_interfere)
+    monkeypatch.setattr(contingent, "decide_on_row", decide_then_interfere)  # (imported by name there)
     return calls
 
 
