@@ -15,30 +15,43 @@ from litestar import Request
 
 from app.lib.errors import ApiError
 
-# Per route handler: the query parameter names it declares (its own and its dependencies').
-_DECLARED: dict[Any, frozenset[str]] = {}
+# Per route handler: the query parameter names it declares (its own and its dependencies'), and those of
+# them that take one value.
+_DECLARED: dict[Any, tuple[frozenset[str], frozenset[str]]] = {}
 
 
-def _declared(request: Request[Any, Any, Any]) -> frozenset[str]:
+def _declared(request: Request[Any, Any, Any]) -> tuple[frozenset[str], frozenset[str]]:
     handler = request.route_handler
     names = _DECLARED.get(handler)
     if names is None:
         path_parameters = {name: None for name in request.path_params}
         model = handler.create_kwargs_model(path_parameters=path_parameters)  # type: ignore[attr-defined,arg-type]
-        names = frozenset(p.field_alias for p in model.expected_query_params)
+        names = (
+            frozenset(p.field_alias for p in model.expected_query_params),
+            frozenset(p.field_alias for p in model.expected_query_params if not p.is_sequence),
+        )
         _DECLARED[handler] = names
     return names
 
 
 async def reject_unknown_query_parameters(request: Request[Any, Any, Any]) -> None:
-    """Litestar `before_request` hook: 400 naming every query parameter the GET handler does not take."""
-    if (
-        request.method != "GET"
-        or not request.scope.get("query_string")
-        or not request.url.path.startswith("/api/")
-    ):
+    """Litestar `before_request` hook: 400 naming every query parameter the GET handler does not take, and
+    (any method) every one-value parameter given more than once, which Litestar would silently reduce to
+    one of its values (`?symbol=A&symbol=B` on a cancel-all would cancel the orders of one symbol only)."""
+    if not request.scope.get("query_string") or not request.url.path.startswith("/api/"):
         return
-    unknown = sorted(set(request.query_params) - _declared(request))
+    declared, single = _declared(request)
+    repeated = sorted(name for name in single if len(request.query_params.getall(name, [])) > 1)
+    if repeated:
+        raise ApiError(
+            400,
+            f"query parameter{'s' if len(repeated) > 1 else ''} given more than once: {', '.join(repeated)}",
+            slug="repeated-query-parameter",
+            errors=[{"field": name, "message": "takes one value"} for name in repeated],
+        )
+    if request.method != "GET":
+        return
+    unknown = sorted(set(request.query_params) - declared)
     if unknown:
         raise ApiError(
             400,

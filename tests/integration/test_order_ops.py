@@ -623,3 +623,21 @@ async def test_every_list_endpoint_rejects_an_unknown_query_parameter(client, ad
     # Declared parameters still pass.
     resp = await client.get("/api/v1/accounts?limit=5", headers=admin_headers)
     assert resp.status_code == 200, resp.text
+
+
+async def test_a_one_value_query_parameter_given_twice_is_a_400_and_cancels_nothing(client, admin_headers, make_user):
+    h, symbol, acct = await setup(client, admin_headers, make_user)
+    other = await make_market(client, admin_headers, price="100")
+    for sym in (symbol, other):
+        await place(client, h, acct, symbol=sym, side="buy", type="limit", quantity="1", limit_price="90")
+    resp = await client.delete(f"/api/v1/accounts/{acct}/orders?symbol={symbol}&symbol={other}", headers=h)
+    assert resp.status_code == 400, resp.text
+    body = resp.json()
+    assert body["type"].endswith("/repeated-query-parameter")
+    assert body["errors"] == [{"field": "symbol", "message": "takes one value"}]
+    assert sorted(o["status"] for o in await all_orders(client, h, acct)) == ["accepted", "accepted"]
+    resp = await client.get(f"/api/v1/accounts/{acct}/orders?limit=5&limit=6", headers=h)
+    assert resp.status_code == 400 and resp.json()["errors"][0]["field"] == "limit", resp.text
+    # Once each is fine.
+    resp = await client.delete(f"/api/v1/accounts/{acct}/orders?symbol={symbol}", headers=h)
+    assert resp.status_code == 200, resp.text

@@ -29,21 +29,26 @@ _warn_probe_failed = ThrottledWarning(log, "ops_metrics_probe_failed", interval=
 PROBE_TIMEOUT_SECONDS = 2.0
 TRADING_STATES = ("active", "reduce_only", "halted")
 
-_next_refresh = 0.0
-_lock = asyncio.Lock()
+# The refresh deadline and lock are per app state, not per process: a process that builds several apps
+# (the tests do) must not let one app's interval hold back another's refresh.
+_REFRESH_AT = "ops_metrics_next_refresh"
+_REFRESH_LOCK = "ops_metrics_refresh_lock"
 
 
 async def refresh(state: Any, min_interval: float) -> None:
     """Bring the gauges up to date unless they were refreshed less than `min_interval` seconds ago."""
-    global _next_refresh
-    if time.monotonic() < _next_refresh:
+    if time.monotonic() < getattr(state, _REFRESH_AT, 0.0):
         return
-    async with _lock:  # concurrent scrapes share one refresh
-        if time.monotonic() < _next_refresh:
+    lock = getattr(state, _REFRESH_LOCK, None)
+    if lock is None:
+        lock = asyncio.Lock()
+        setattr(state, _REFRESH_LOCK, lock)
+    async with lock:  # concurrent scrapes share one refresh
+        if time.monotonic() < getattr(state, _REFRESH_AT, 0.0):
             return
         _observe_pools(state)
         await asyncio.gather(_probe_database(state), _probe_redis(state), _probe_queue(state))
-        _next_refresh = time.monotonic() + min_interval
+        setattr(state, _REFRESH_AT, time.monotonic() + min_interval)
 
 
 def _observe_pools(state: Any) -> None:
