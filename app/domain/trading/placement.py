@@ -746,8 +746,9 @@ async def execute_and_write(
         leg_rows, leg_events = legs(entry) if legs is not None else ([], [])
         events = events + leg_events
         extra = (*(columns.get(name) for name in _CONTINGENT_COLUMNS), _encode_json(leg_rows).decode())
+    sql = GROUP_WRITE_SQL if groups is not None else WRITE_SQL if columns is None else CONTINGENT_WRITE_SQL
     written = await apg.fetchrow(
-        WRITE_SQL if columns is None and groups is None else (CONTINGENT_WRITE_SQL if groups is None else GROUP_WRITE_SQL),
+        sql,
         order_id, book.id, data.client_order_id, data.symbol, data.side, data.type, data.time_in_force,
         data.quantity, filled, avg_price, data.limit_price, data.stop_price, triggered, status.value,
         reserved, fees, expires_at, now,
