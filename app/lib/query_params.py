@@ -1,4 +1,5 @@
-"""Unknown query parameters are a 400 on every GET of the API, never silently ignored (API.md).
+"""Unknown query parameters are a 400 on every GET of the API, never silently ignored (API.md); a one-value
+parameter given twice is a 400 on every method.
 
 A misspelt filter (`?statuss=open`, `?symbol=` sent as `?sym=`) would otherwise answer an unfiltered
 page, which a bot takes for the filtered one. Litestar has no switch for this: it parses the
