@@ -12,14 +12,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
 
 from tests.integration import test_desk_browser as browser_tests
-from tests.integration.test_desk_browser import Api, sign_in, snapshot
+from tests.integration.test_desk_browser import Api, seed_market, sign_in, snapshot
 
 # The browser and the live server of the desk's browser tests (module-scoped fixtures, by name).
 chromium = browser_tests.chromium
@@ -61,39 +60,8 @@ async def assert_accessible(page, axe_source: str, view: str) -> None:
 async def world(desk_server) -> AsyncIterator[dict]:
     """An instrument with candles, a trader's account with a filled and a resting order (so a position,
     a fill and an open order), a risk manager, a completed backtest and sweep."""
-    from app.domain.markets.synthetic import generate_candles
-
     admin = Api(desk_server.url, desk_server.admin_key)
-    code = f"AX{uuid.uuid4().hex[:6].upper()}"
-    await admin("POST", "/exchanges", {"code": code, "name": "A11y", "taker_fee_rate": "0.001"}, expect=201)
-    symbol = f"A{uuid.uuid4().hex[:6].upper()}"
-    await admin(
-        "POST",
-        "/instruments",
-        {
-            "symbol": symbol,
-            "exchange": code,
-            "base_asset": symbol,
-            "quote_asset": "USD",
-            "tick_size": "0.01",
-            "lot_size": "1",
-        },
-        expect=201,
-    )
-    candles = generate_candles(bars=120, seed=5, timeframe="1d", start=datetime(2024, 1, 1, tzinfo=UTC))
-    rows = [
-        {
-            "ts": c.ts.isoformat(),
-            "open": str(c.open),
-            "high": str(c.high),
-            "low": str(c.low),
-            "close": str(c.close),
-            "volume": str(c.volume),
-        }
-        for c in candles
-    ]
-    await admin("POST", f"/instruments/{symbol}/candles", {"timeframe": "1d", "candles": rows}, expect=201)
-    await admin("POST", f"/instruments/{symbol}/price", {"price": "100"}, expect=200)
+    symbol = await seed_market(admin, prefix="A", name="A11y", seed=5)
     trader = await admin(
         "POST", "/users", {"email": f"a11y-{uuid.uuid4().hex[:6]}@example.com", "role": "trader"}, expect=201
     )

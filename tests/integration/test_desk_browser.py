@@ -103,17 +103,15 @@ class Api:
         return resp.json() if resp.content else {}
 
 
-@pytest_asyncio.fixture(loop_scope="session", scope="module")
-async def desk(desk_server) -> AsyncIterator[dict]:
-    """A market with candles and a price, a trader with an account, a risk manager."""
+async def seed_market(admin: Api, *, prefix: str, name: str, seed: int) -> str:
+    """A new exchange and instrument with 120 daily candles and a last price of 100; its symbol."""
     from datetime import UTC, datetime
 
     from app.domain.markets.synthetic import generate_candles
 
-    admin = Api(desk_server.url, desk_server.admin_key)
-    code = f"DX{uuid.uuid4().hex[:6].upper()}"
-    await admin("POST", "/exchanges", {"code": code, "name": "Desk", "taker_fee_rate": "0.001"}, expect=201)
-    symbol = f"D{uuid.uuid4().hex[:6].upper()}"
+    code = f"{prefix}X{uuid.uuid4().hex[:6].upper()}"
+    await admin("POST", "/exchanges", {"code": code, "name": name, "taker_fee_rate": "0.001"}, expect=201)
+    symbol = f"{prefix}{uuid.uuid4().hex[:6].upper()}"
     await admin(
         "POST",
         "/instruments",
@@ -127,7 +125,7 @@ async def desk(desk_server) -> AsyncIterator[dict]:
         },
         expect=201,
     )
-    candles = generate_candles(bars=120, seed=3, timeframe="1d", start=datetime(2024, 1, 1, tzinfo=UTC))
+    candles = generate_candles(bars=120, seed=seed, timeframe="1d", start=datetime(2024, 1, 1, tzinfo=UTC))
     rows = [
         {
             "ts": c.ts.isoformat(),
@@ -141,6 +139,14 @@ async def desk(desk_server) -> AsyncIterator[dict]:
     ]
     await admin("POST", f"/instruments/{symbol}/candles", {"timeframe": "1d", "candles": rows}, expect=201)
     await admin("POST", f"/instruments/{symbol}/price", {"price": "100"}, expect=200)
+    return symbol
+
+
+@pytest_asyncio.fixture(loop_scope="session", scope="module")
+async def desk(desk_server) -> AsyncIterator[dict]:
+    """A market with candles and a price, a trader with an account, a risk manager."""
+    admin = Api(desk_server.url, desk_server.admin_key)
+    symbol = await seed_market(admin, prefix="D", name="Desk", seed=3)
     trader = await admin(
         "POST", "/users", {"email": f"desk-{uuid.uuid4().hex[:6]}@example.com", "role": "trader"}, expect=201
     )
