@@ -62,10 +62,6 @@ def test_every_kind_has_a_status_and_every_status_a_title():
     assert set(PROBLEMS.values()) <= set(TITLES)
 
 
-# Areas whose code still builds `ApiError(status, ...)` itself, until their rework raises domain errors.
-STILL_HTTP_SHAPED = {"backtesting", "risk", "streams", "trading"}
-
-
 def _api_error_calls(area: Path) -> list[str]:
     return [
         f"{path.relative_to(APP.parent)}:{node.lineno}"
@@ -75,9 +71,6 @@ def _api_error_calls(area: Path) -> list[str]:
     ]
 
 
-def test_converted_areas_raise_domain_errors_not_http_statuses():
-    areas = sorted(p for p in (APP / "domain").iterdir() if p.is_dir() and p.name != "__pycache__")
-    found = [hit for area in areas if area.name not in STILL_HTTP_SHAPED for hit in _api_error_calls(area)]
+def test_domain_code_raises_domain_errors_not_http_statuses():
+    found = _api_error_calls(APP / "domain")
     assert not found, f"raise a named error (app/lib/errors/domain.py), not ApiError(status, ...): {found}"
-    stale = [a.name for a in areas if a.name in STILL_HTTP_SHAPED and not _api_error_calls(a)]
-    assert not stale, f"these areas no longer build ApiError: remove them from STILL_HTTP_SHAPED: {stale}"

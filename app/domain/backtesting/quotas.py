@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app.domain.backtesting.models import Backtest
 from app.domain.backtesting.schemas import ACTIVE_STATUSES
 from app.domain.identity.services import lock_user
-from app.lib.errors import ApiError
+from app.lib.errors import RateLimited
 
 # What a client is told to wait before trying again: a short backtest finishes in well under this, and
 # polling faster than it only spends the client's rate limit.
@@ -37,8 +37,7 @@ async def enforce_active_quota(conn: AsyncConnection, owner_id: uuid.UUID, kind:
         count = select(func.count(distinct(Backtest.sweep_id))).where(*active, Backtest.sweep_id.is_not(None))
     used = await conn.scalar(count.select_from(Backtest))
     if used >= limit:
-        raise ApiError(
-            429,
+        raise RateLimited(
             f"At most {limit} {kind} may be queued or running per user; wait for one to finish or cancel one",
             slug="quota-exceeded",
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},

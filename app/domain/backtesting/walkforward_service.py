@@ -31,7 +31,7 @@ from app.domain.backtesting.walkforward import grid_combinations, make_windows
 from app.domain.identity.schemas import Principal
 from app.domain.markets.models import Candle
 from app.lib.db import tx
-from app.lib.errors import ApiError, invalid, not_found
+from app.lib.errors import QueueUnavailable, invalid, not_found
 from app.lib.jobs import enqueue
 from app.lib.log import get_logger
 
@@ -149,7 +149,7 @@ async def create_walkforward(
                 .where(WalkForward.id == wf_id)
                 .values(status="failed", error=f"could not enqueue: {exc!r}"[:500], finished_at=func.now())
             )
-        raise ApiError(503, "The job queue is unavailable; the walk-forward run was not started") from exc
+        raise QueueUnavailable("The job queue is unavailable; the walk-forward run was not started") from exc
     log.info(
         "walkforward_submitted", walkforward_id=str(wf_id), windows=len(windows), combinations=len(combos)
     )

@@ -55,7 +55,7 @@ from app.domain.risk.services import (
     raise_problems,
 )
 from app.lib.db import tx, utcnow
-from app.lib.errors import ApiError, conflict, invalid, not_found
+from app.lib.errors import RoleRequired, conflict, invalid, not_found
 from app.lib.pagination import decode_cursor, encode_cursor
 
 _ZERO = Decimal(0)
@@ -115,7 +115,7 @@ _BUMP_CHAINS_SQL = text(
 
 def _ensure_risk_manager(principal: Principal) -> None:
     if not principal.can_read_all_accounts:
-        raise ApiError(403, "Risk groups require the risk_manager or admin role")
+        raise RoleRequired("Risk groups require the risk_manager or admin role")
 
 
 async def _lock_group(conn: AsyncConnection, group_id: uuid.UUID) -> Any:

@@ -14,7 +14,7 @@ from decimal import Decimal
 
 from app.domain.risk import checks
 from app.domain.trading.book import AccountBook
-from app.lib.errors import ApiError
+from app.lib.errors import Invalid
 
 
 def portfolio_state(book: AccountBook) -> checks.PortfolioState:
@@ -58,17 +58,25 @@ def check(book: AccountBook, state: checks.PortfolioState, order: checks.Propose
     return checks.check_pre_trade(state, order, book_limits(book))
 
 
-def breach_error(breach: checks.Breach) -> ApiError:
-    would_be = format(breach.would_be, "f") if breach.would_be.is_finite() else "Infinity"
-    return ApiError(
-        422,
-        breach.message,
-        slug="risk-limit-breached",
-        title="Risk limit breached",
-        limit_id=breach.limit_id,
-        limit_type=breach.limit_type,
-        limit_value=format(breach.limit_value, "f"),
-        would_be=would_be,
-        symbol=breach.symbol,
-    )
+class RiskLimitBreached(Invalid):
+    """An order (or replace) that would take the account past one of its limits: a 422 naming the limit,
+    its value and what the order would make it (`RiskLimitBreached.of(breach)`)."""
+
+    @classmethod
+    def of(cls, breach: checks.Breach) -> RiskLimitBreached:
+        would_be = format(breach.would_be, "f") if breach.would_be.is_finite() else "Infinity"
+        return cls(
+            breach.message,
+            slug="risk-limit-breached",
+            title="Risk limit breached",
+            limit_id=breach.limit_id,
+            limit_type=breach.limit_type,
+            limit_value=format(breach.limit_value, "f"),
+            would_be=would_be,
+            symbol=breach.symbol,
+        )
+
+
+def breach_error(breach: checks.Breach) -> RiskLimitBreached:
+    return RiskLimitBreached.of(breach)
 

@@ -36,7 +36,7 @@ from app.domain.risk.schemas import (
 )
 from app.domain.risk.stress_service import check_symbols, stress_test
 from app.lib.db import tx, utcnow
-from app.lib.errors import ApiError, conflict, not_found
+from app.lib.errors import Invalid, RoleRequired, conflict, not_found
 from app.lib.pagination import decode_cursor, encode_cursor
 
 _KINDS = ("shocks", "historical")
@@ -65,8 +65,7 @@ def _raise_if_name_taken(exc: IntegrityError, name: str | None) -> None:
 def _one_kind(shocks: Any, historical: Any, *, required: bool) -> None:
     """The exactly-one rule, a 422 naming both fields (a rule the schema cannot state, as API.md says)."""
     if shocks is not None and historical is not None or (required and shocks is None and historical is None):
-        raise ApiError(
-            422,
+        raise Invalid(
             "A scenario needs exactly one of `shocks` and `historical`",
             errors=[{"field": f, "message": "exactly one of shocks and historical"} for f in _KINDS],
         )
@@ -74,7 +73,7 @@ def _one_kind(shocks: Any, historical: Any, *, required: bool) -> None:
 
 def _ensure_risk_manager(principal: Principal) -> None:
     if not principal.can_read_all_accounts:
-        raise ApiError(403, "Changing saved scenarios requires the risk_manager or admin role")
+        raise RoleRequired("Changing saved scenarios requires the risk_manager or admin role")
 
 
 def _out(row: Any, principal: Principal) -> SavedScenarioOut:

@@ -44,7 +44,7 @@ from app.domain.risk.schemas import (
     StressScenarioResult,
 )
 from app.lib.db import utcnow
-from app.lib.errors import ApiError
+from app.lib.errors import Invalid, NotFound, RoleRequired
 
 _ZERO = Decimal(0)
 _NONE: list[StressBreach] = []  # shared by every account without a breach (never mutated)
@@ -87,9 +87,8 @@ async def _target_accounts(
     found = set((await conn.execute(stmt.where(Account.id.in_(wanted)))).scalars())
     missing = sorted(wanted - found, key=str)
     if missing:
-        raise ApiError(
-            404,
-            f"Account {missing[0]} not found",
+        raise NotFound(
+            f"Account {missing[0]}",
             errors=[{"field": "accounts", "message": f"account {a} not found"} for a in missing[:20]],
         )
     return sorted(found)
@@ -108,8 +107,8 @@ async def check_symbols(conn: AsyncConnection, scenarios: list[Any], field: str 
         if s != "*" and s not in known
     ]
     if errors:
-        raise ApiError(
-            422, f"Unknown symbol {errors[0]['field'].rsplit('.', 1)[1]!r} in a shock", errors=errors
+        raise Invalid(
+            f"Unknown symbol {errors[0]['field'].rsplit('.', 1)[1]!r} in a shock", errors=errors
         )
 
 
@@ -164,12 +163,11 @@ async def _group_accounts(
     conn: AsyncConnection, principal: Principal, group_ids: list[uuid.UUID]
 ) -> list[uuid.UUID]:
     if not principal.can_read_all_accounts:
-        raise ApiError(403, "Stressing groups requires the risk_manager or admin role")
+        raise RoleRequired("Stressing groups requires the risk_manager or admin role")
     known = set((await conn.execute(select(RiskGroup.id).where(RiskGroup.id.in_(group_ids)))).scalars())
     unknown = [g for g in group_ids if g not in known]
     if unknown:
-        raise ApiError(
-            422,
+        raise Invalid(
             f"Unknown group {unknown[0]}",
             errors=[{"field": "groups", "message": f"group {g} not found"} for g in unknown[:20]],
         )
@@ -218,8 +216,8 @@ def _group_results(
 async def stress_test(conn: AsyncConnection, principal: Principal, data: StressRequest) -> StressOut:
     names = [sc.name for sc in data.scenarios]
     if len(set(names)) != len(names):
-        raise ApiError(
-            422, "Scenario names must be unique", errors=[{"field": "scenarios", "message": "duplicate name"}]
+        raise Invalid(
+            "Scenario names must be unique", errors=[{"field": "scenarios", "message": "duplicate name"}]
         )
     await check_symbols(conn, data.scenarios)
     if data.groups is not None:

@@ -28,7 +28,7 @@ from app.domain.streams import log as stream_log
 from app.domain.streams.hub import Client
 from app.domain.streams.messages import ActivityPage, encode, error
 from app.domain.streams.runtime import StreamRuntime
-from app.lib.errors import ApiError, not_found
+from app.lib.errors import Conflict, Malformed, RateLimited, not_found
 from app.lib.log import get_logger
 from app.lib.metrics import STREAM_CONNECTIONS
 from app.lib.pagination import Limit
@@ -349,17 +349,16 @@ class StreamController(Controller):
             try:
                 seq = int(last_event_id)
             except ValueError:
-                raise ApiError(
-                    400, "Last-Event-ID must be a seq (an integer)", slug="invalid-last-event-id"
+                raise Malformed(
+                    "Last-Event-ID must be a seq (an integer)", slug="invalid-last-event-id"
                 ) from None
             problem = state.resume_error(seq)
             if problem is not None:
-                raise ApiError(409, problem[1], slug=problem[0])
+                raise Conflict(problem[1], slug=problem[0])
             since = {account_id.hex: seq}
         conn_id = uuid.uuid4().hex
         if not await rt.slots.acquire(principal.user_id, conn_id):
-            raise ApiError(
-                429,
+            raise RateLimited(
                 "Too many stream connections for this user",
                 slug="too-many-streams",
                 headers={"Retry-After": str(int(rt.settings.stream_heartbeat_seconds))},

@@ -25,7 +25,7 @@ from app.domain.trading.schemas import (
     ValidateOut,
 )
 from app.lib.db import DbConn, order_connection, provide_db
-from app.lib.errors import ApiError
+from app.lib.errors import Malformed
 from app.lib.http import ApiResponse
 from app.lib.pagination import Cursor, Limit
 
@@ -72,7 +72,7 @@ class OrderController(Controller):
         if client_order_id is not None:
             if cursor is not None or status is not None or symbol is not None or side is not None:
                 detail = "client_order_id finds one order: it takes no other filter or cursor"
-                raise ApiError(400, detail, errors=[{"field": "client_order_id", "message": detail}])
+                raise Malformed(detail, "client_order_id")
             async with order_connection(request.app.state) as conn:
                 return await services.order_by_client_id(conn, request.user, account_id, client_order_id)
         async with order_connection(request.app.state) as conn:

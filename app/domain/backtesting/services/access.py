@@ -7,7 +7,7 @@ from sqlalchemy import ColumnElement, true
 
 from app.domain.backtesting.models import Backtest, Sweep
 from app.domain.identity.schemas import Principal
-from app.lib.errors import ApiError
+from app.lib.errors import QueueUnavailable
 
 
 def visible(principal: Principal) -> ColumnElement[bool]:
@@ -24,5 +24,5 @@ def sweep_visible(principal: Principal) -> ColumnElement[bool]:
 
 def require_queue(queue: Queue | None) -> Queue:
     if queue is None:
-        raise ApiError(503, "No job queue is configured")
+        raise QueueUnavailable("No job queue is configured")
     return queue

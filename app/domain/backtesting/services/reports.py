@@ -20,7 +20,7 @@ from app.domain.backtesting.services.rendering import backtest_out
 from app.domain.backtesting.services.runs import require_completed, stored_result
 from app.domain.identity.schemas import Principal
 from app.lib.cache import Cache
-from app.lib.errors import ApiError
+from app.lib.errors import Unauthenticated
 from app.lib.kv import KV
 
 
@@ -68,6 +68,6 @@ async def redeem_report_token(
 ) -> str:
     stored = await kv.get(_token_key(token))
     if stored is None or stored.decode() != str(backtest_id):
-        raise ApiError(401, "Invalid or expired report token")
+        raise Unauthenticated("Invalid or expired report token")
     await require_completed(conn, None, backtest_id)
     return await _report_html(conn, cache, backtest_id)

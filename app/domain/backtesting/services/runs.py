@@ -35,7 +35,7 @@ from app.domain.identity.schemas import Principal
 from app.domain.markets.models import Instrument
 from app.lib.cache import Cache
 from app.lib.db import tx
-from app.lib.errors import ApiError, conflict, not_found
+from app.lib.errors import QueueUnavailable, conflict, not_found
 from app.lib.jobs import enqueue
 from app.lib.metrics import BACKTESTS
 from app.lib.pagination import decode_cursor, decode_int_cursor, encode_cursor
@@ -71,7 +71,7 @@ async def enqueue_run(
     except Exception as exc:
         log.warning("backtest_enqueue_failed", backtest_id=str(backtest_id), error=repr(exc)[:300])
         await mark_unqueued(conn, Backtest.id == backtest_id, exc)
-        raise ApiError(503, "The job queue is unavailable; the backtest was not started") from exc
+        raise QueueUnavailable("The job queue is unavailable; the backtest was not started") from exc
 
 
 def run_settings(data: BacktestCreate) -> dict[str, Any]:

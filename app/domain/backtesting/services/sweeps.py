@@ -33,7 +33,7 @@ from app.domain.backtesting.services.strategy_params import check_strategy, para
 from app.domain.backtesting.strategies import parse_params
 from app.domain.identity.schemas import Principal
 from app.lib.db import tx
-from app.lib.errors import ApiError, invalid, not_found
+from app.lib.errors import Invalid, QueueUnavailable, invalid, not_found
 from app.lib.jobs import enqueue
 
 
@@ -61,7 +61,7 @@ def expand_grid(data: SweepCreate) -> tuple[list[dict[str, Any]], list[SkippedCo
                 break
             seen.add(enc)
     if errors:
-        raise ApiError(422, "Invalid parameter grid", errors=errors)
+        raise Invalid("Invalid parameter grid", errors=errors)
     total = math.prod(len(v) for v in data.grid.values())
     if total > MAX_SWEEP_COMBINATIONS:
         raise invalid(f"The grid has {total} combinations; the limit is {MAX_SWEEP_COMBINATIONS}", "grid")
@@ -85,13 +85,12 @@ def expand_grid(data: SweepCreate) -> tuple[list[dict[str, Any]], list[SkippedCo
                 }
             )
     if bad and not data.skip_invalid:
-        raise ApiError(
-            422,
+        raise Invalid(
             f"{len(bad)} of {total} parameter combinations are invalid (set skip_invalid to run the others)",
             errors=bad[:20],
         )
     if not valid:
-        raise ApiError(422, "No valid parameter combination in the grid", errors=bad[:20])
+        raise Invalid("No valid parameter combination in the grid", errors=bad[:20])
     return valid, skipped
 
 
@@ -160,7 +159,7 @@ async def create_sweep(
     except Exception as exc:
         log.warning("sweep_enqueue_failed", sweep_id=str(sweep_id), error=repr(exc)[:300])
         await mark_unqueued(conn, Backtest.sweep_id == sweep_id, exc)
-        raise ApiError(503, "The job queue is unavailable; the sweep was not started") from exc
+        raise QueueUnavailable("The job queue is unavailable; the sweep was not started") from exc
     log.info("sweep_submitted", sweep_id=str(sweep_id), runs=len(rows), skipped=len(skipped))
     return SweepCreated(
         id=sweep_id,

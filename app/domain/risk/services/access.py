@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app.domain.accounts.access import visible_to
 from app.domain.accounts.models import Account
 from app.domain.identity.schemas import Principal
-from app.lib.errors import ApiError, not_found
+from app.lib.errors import RoleRequired, not_found
 from app.lib.log import get_logger
 
 log = get_logger("app.risk")
@@ -40,4 +40,4 @@ async def visible_account(
 
 def ensure_may_manage(principal: Principal) -> None:
     if not principal.can_read_all_accounts:
-        raise ApiError(403, "Managing risk limits requires the risk_manager or admin role")
+        raise RoleRequired("Managing risk limits requires the risk_manager or admin role")

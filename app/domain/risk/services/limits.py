@@ -27,7 +27,7 @@ from app.domain.risk.services.mappers import (
     limit_out,
 )
 from app.lib.db import tx, utcnow
-from app.lib.errors import ApiError, not_found
+from app.lib.errors import Invalid, not_found
 from app.lib.log import get_logger
 from app.lib.pagination import decode_cursor, decode_int_cursor, encode_cursor
 
@@ -54,8 +54,7 @@ def _validate(limit_type: str, value: Decimal, symbol: str | None, warn_at_pct: 
 def raise_problems(problems: list[tuple[str, str]]) -> None:
     """A limit definition's (field, message) problems as one 422 naming every field."""
     if problems:
-        raise ApiError(
-            422,
+        raise Invalid(
             "; ".join(f"{f}: {m}" for f, m in problems),
             errors=[{"field": f, "message": m} for f, m in problems],
         )
@@ -66,8 +65,8 @@ async def ensure_symbol(conn: AsyncConnection, symbol: str | None) -> None:
         symbol is not None
         and await conn.scalar(select(Instrument.symbol).where(Instrument.symbol == symbol)) is None
     ):
-        raise ApiError(
-            422, f"Unknown symbol {symbol!r}", errors=[{"field": "symbol", "message": "unknown instrument"}]
+        raise Invalid(
+            f"Unknown symbol {symbol!r}", errors=[{"field": "symbol", "message": "unknown instrument"}]
         )
 
 
