@@ -50,7 +50,7 @@ from app.domain.risk import group_pretrade, pretrade
 from app.domain.risk.schemas import ViolationOut
 from app.domain.streams import publish as streams
 from app.domain.streams.events import risk_payload, stream_messages
-from app.domain.trading import decision, rules, sizing
+from app.domain.trading import decision, execution, rules, sizing
 from app.domain.trading.book import POSITIONS_JSON_SQL, book_from_row, book_sql
 from app.domain.trading.decision import Plan
 from app.domain.trading.queries import (
@@ -256,6 +256,8 @@ VALUES ($1, $2, $3, $4, $5, $6, 'pre_trade', $7::jsonb, $8)
 
 
 _encode_json = msgspec.json.Encoder().encode
+_NO_MATCH = rules.MatchResult(False, ZERO, None, None)  # (an instrument without a price: the order rests)
+_NO_FILL = (None, None, None, None)
 _COUNTERS: dict[tuple[Any, ...], Any] = {}
 
 
@@ -696,45 +698,33 @@ async def execute_and_write(
          "order_state": state(accepted, ZERO, None, ZERO)},
     ]
     view = OrderView(data.side, data.type, data.time_in_force, data.quantity, ZERO, data.limit_price, data.stop_price)
-    status = OrderStatus.ACCEPTED
-    filled, avg_price, fees, triggered = ZERO, None, ZERO, False
-    fill_id = fill_qty = fill_price = fill_fee = liquidity = None
+    triggered = False
+    m = _NO_MATCH
     if inst.last_price is not None:
         m = rules.match(view, inst.last_price, None, slippage_bps=inst.slippage_bps, tick_size=inst.tick_size,
                         lot_size=inst.lot_size, immediate=True,
                         # a market order's estimate is its fill price (decision.estimated_price, same inputs)
                         market_price=est_price if data.type == "market" else None)
         triggered = m.triggered and data.type in ("stop", "stop_limit")
-        if m.newly_triggered:
-            events.append({"type": EventType.TRIGGERED, "status_from": status, "status_to": status,
-                           "data": {"last_price": str(inst.last_price)}, "order_state": state(status, ZERO, None, ZERO)})
-        if data.time_in_force == "fok" and m.triggered and m.fill_qty != view.remaining:
-            m = rules.MatchResult(m.triggered, ZERO, None, None, m.newly_triggered)
-        if m.filled:
-            assert m.fill_price is not None and m.liquidity is not None
-            rate = inst.taker_fee_rate if m.liquidity == "taker" else inst.maker_fee_rate
-            fill_fee, realized = book.apply_fill(data.symbol, data.side, m.fill_qty, m.fill_price, rate)
-            fill_id, fill_qty, fill_price, liquidity = new_time_ordered_uuid(), m.fill_qty, m.fill_price, m.liquidity
-            new_status = rules.transition(status, rules.fill_status(view, m.fill_qty))
-            events.append({
-                "type": EventType.FILLED if new_status is OrderStatus.FILLED else EventType.PARTIALLY_FILLED,
-                "status_from": status, "status_to": new_status, "fill_id": str(fill_id),
-                "data": {"quantity": str(m.fill_qty), "price": str(m.fill_price), "fee": str(fill_fee),
-                         "liquidity": m.liquidity, "realized_pnl": str(realized)},
-                "order_state": state(new_status, m.fill_qty, m.fill_price, fill_fee),
-                "position_qty": book.position(data.symbol).quantity,
-            })
-            status, filled, avg_price, fees = new_status, m.fill_qty, m.fill_price, fill_fee
-        if status is not OrderStatus.FILLED and m.triggered and data.time_in_force in ("ioc", "fok"):
-            reason = "fok: could not fill entirely at once" if data.time_in_force == "fok" else "ioc: remainder canceled"
-            events.append({"type": EventType.CANCELED, "status_from": status,
-                           "status_to": rules.transition(status, OrderStatus.CANCELED), "reason": reason,
-                           "order_state": state(OrderStatus.CANCELED, filled, avg_price, fees)})
-            status = OrderStatus.CANCELED
-    reserved = ZERO
-    if status in (OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED) and data.side == "buy":
-        reserved = decision.reservation(data.quantity - filled, est_price, inst)
-        book.reserved_cash += reserved
+    done = execution.execute(
+        view, execution.OrderState(accepted, data.quantity, ZERO, None, ZERO, ZERO, False), m, symbol=data.symbol,
+        last_price=inst.last_price, immediate=True, book=book, inst=inst, reserve_at=est_price,  # type: ignore[arg-type]
+    )
+    fill_id = None
+    for step in done.steps:
+        after = step.state
+        event: dict[str, Any] = {"type": step.type, "status_from": step.status_from, "status_to": step.status_to,
+                                 "order_state": state(step.status_to, after.filled, after.avg, after.fees)}
+        if step.reason is not None:
+            event["reason"] = step.reason
+        if step.data is not None:
+            event["data"] = step.data
+        if step.fill:
+            fill_id = new_time_ordered_uuid()
+            event["fill_id"], event["position_qty"] = str(fill_id), step.position_qty
+        events.append(event)
+    final, fill = done.state, done.fill
+    status, filled, avg_price, fees, reserved = final.status, final.filled, final.avg, final.fees, final.reserved
     position = book.position(data.symbol)
     equity = book.equity
     if fill_id is not None and equity > book.peak_equity:
@@ -752,7 +742,8 @@ async def execute_and_write(
         order_id, book.id, data.client_order_id, data.symbol, data.side, data.type, data.time_in_force,
         data.quantity, filled, avg_price, data.limit_price, data.stop_price, triggered, status.value,
         reserved, fees, expires_at, now,
-        fill_id, fill_qty, fill_price, fill_fee, liquidity, _encode_json(events).decode(),
+        fill_id, *(_NO_FILL if fill is None else (fill.quantity, fill.price, fill.fee, fill.liquidity)),
+        _encode_json(events).decode(),
         position.quantity, position.avg_entry_price, position.realized_pnl, fill_id is not None,
         book.cash, book.reserved_cash, book.realized_pnl, book.fees_paid, book.peak_equity, equity,
         row_version, instrument_version, exchange_version, len(events),
@@ -766,8 +757,8 @@ async def execute_and_write(
     if remember is not None:
         _remember(remember, data, written, status, filled, inst.last_price)
     _counter(ORDERS, data.type, status.value).inc()
-    if liquidity is not None:
-        _counter(FILLS, liquidity).inc()
+    if fill is not None:
+        _counter(FILLS, fill.liquidity).inc()
     messages = stream_messages(book, events, written["event_seq"], now, fill_id)
     if after_commit is None:
         streams.publish_all(messages)
