@@ -34,6 +34,10 @@ from app.lib.db import utcnow
 from app.lib.metrics import FILLS
 
 ZERO = Decimal(0)
+# A resting order's caps: a buy never takes a cash account below zero; a reduce-only order never fills
+# past flat; an exit leg also never past its group's cap (built per leg).
+_RESTING_CAPS = Caps(cash=True)
+_REDUCE_ONLY_CAPS = Caps(cash=True, reduce_only=True)
 
 # Which resting orders a price can act on (fill, trigger a stop, or move a trailing stop's hwm), written
 # once and used twice: to fetch (and lock) only those orders when a price arrives, and to derive the quiet
@@ -178,11 +182,10 @@ async def match_resting_orders(
                                 o.reserved_cash, o.triggered)
         view = OrderView(o.side, o.type, o.time_in_force, before.quantity, before.filled, o.limit_price,
                          o.stop_price, o.triggered)
-        caps = Caps(
-            group=groups.cap(member) if member is not None and member.leg is not None and groups is not None
-            else None,
-            cash=True, reduce_only=o.reduce_only,
-        )
+        if member is not None and member.leg is not None and groups is not None:
+            caps = Caps(group=groups.cap(member), cash=True, reduce_only=o.reduce_only)
+        else:
+            caps = _REDUCE_ONLY_CAPS if o.reduce_only else _RESTING_CAPS
         done = execution.execute(view, before, m, symbol=symbol, last_price=price, immediate=False, book=book,
                                  inst=inst, caps=caps)
         for step in done.steps:
