@@ -86,7 +86,7 @@ class Fill(msgspec.Struct, frozen=True, gc=False):
     realized_pnl: Decimal
 
 
-class Step(msgspec.Struct, frozen=True):
+class Step(msgspec.Struct, frozen=True, gc=False):
     """One order event: its type, the status change, the event's reason and data (JSON-ready), the
     position after a fill (`position_qty`), and the order after it (`state`). `fill` marks the fill's
     event (the caller gives it the fill's id)."""
@@ -101,7 +101,7 @@ class Step(msgspec.Struct, frozen=True):
     fill: bool = False
 
 
-class Execution(msgspec.Struct, frozen=True):
+class Execution(msgspec.Struct, frozen=True, gc=False):
     """The order after `execute`: its final state, its fill if any, its events in order, and how much its
     reservation moved the account's reserved cash (negative: released)."""
 
@@ -135,7 +135,9 @@ def execute(
     and on its account's `book`, which it changes in place (the fill and the reserved cash). `immediate`:
     the order's placement (else a resting order at a new price). `reserve_at`: for a new order, the price
     its open remainder of a buy reserves at (`decision.reservation`); a resting order keeps what it holds."""
-    m, cancel_rest = first_moment(view, m, immediate)
+    cancel_rest = False
+    if view.tif in _IOC_FOK:
+        m, cancel_rest = first_moment(view, m, immediate)
     state = before
     status, filled, avg, fees, reserved = state.status, state.filled, state.avg, state.fees, state.reserved
     reason = state.reason
@@ -147,29 +149,10 @@ def execute(
         steps.append(Step(EventType.TRIGGERED, status, status, state, data={"last_price": str(last_price)}))
     qty = m.fill_qty
     side = view.side
-    if qty > 0 and caps.group is not None:
-        # An exit never fills more than its group's entry did, nor past the position it closes.
-        held = book.position(symbol).quantity
-        room = max(held if side == "sell" else -held, ZERO)
-        qty = rules.floor_to_lot(min(qty, caps.group, room), inst.lot_size)
-    if qty > 0 and caps.cash and side == "buy" and not book.allow_short and margin_multiplier(book) <= 1:
-        # A gap can make a triggered stop cost more than was reserved: never take cash below zero.
-        assert m.fill_price is not None
-        rate = inst.taker_fee_rate if m.liquidity == "taker" else inst.maker_fee_rate
-        spendable = book.cash - (book.reserved_cash - reserved)
-        unit = m.fill_price * (1 + max(rate, ZERO))
-        affordable = rules.floor_to_lot(spendable / unit, inst.lot_size) if unit > 0 else ZERO
-        if affordable < qty:
-            qty = max(affordable, ZERO)
-            cancel_rest, reason = True, CASH_CAP_REASON
-    if qty > 0 and caps.reduce_only:
-        # Other fills may have shrunk the position since the order was placed: a fill past flat is cut
-        # there and the rest canceled.
-        held = book.position(symbol).quantity
-        room = held if side == "sell" else -held
-        if room < qty:
-            qty = max(room, ZERO)
-            cancel_rest, reason = True, REDUCE_ONLY_REASON
+    if qty > 0 and caps is not NO_CAPS:
+        qty, capped = _capped(qty, m, caps, side, symbol, book, inst, reserved)
+        if capped is not None:
+            cancel_rest, reason = True, capped
     fill = None
     if qty > 0:
         price, liquidity = m.fill_price, m.liquidity
@@ -178,14 +161,14 @@ def execute(
         fee, realized = book.apply_fill(symbol, side, qty, price, rate)
         fill = Fill(qty, price, fee, liquidity, realized)
         new_status = rules.transition(status, rules.fill_status(view, qty))
-        avg = price if filled == 0 else ((avg or ZERO) * filled + price * qty) / (filled + qty)
-        remaining_before = state.quantity - filled
-        if new_status is OrderStatus.FILLED or remaining_before <= 0:
-            release = reserved
-        else:
-            release = reserved * qty / remaining_before
-        reserved -= release
-        if release:
+        avg = price if not filled else ((avg or ZERO) * filled + price * qty) / (filled + qty)
+        if reserved:
+            remaining_before = state.quantity - filled
+            if new_status is OrderStatus.FILLED or remaining_before <= 0:
+                release = reserved
+            else:
+                release = reserved * qty / remaining_before
+            reserved -= release
             book.reserved_cash -= release
             change -= release
         filled += qty
@@ -222,3 +205,34 @@ def execute(
         return Execution(state, fill, steps, change)  # the state after the last event is the final one
     return Execution(OrderState(status, state.quantity, filled, avg, fees, reserved, triggered, reason), fill, steps,
                      change)
+
+
+def _capped(
+    qty: Decimal, m: MatchResult, caps: Caps, side: str, symbol: str, book: AccountBook, inst: Costs,
+    reserved: Decimal,
+) -> tuple[Decimal, str | None]:
+    """The fill `qty` after the caps, and the reason the rest is canceled when a cap cut it (None: no
+    cancel; an exit leg's group cap leaves the rest open)."""
+    reason = None
+    if caps.group is not None:
+        # An exit never fills more than its group's entry did, nor past the position it closes.
+        held = book.position(symbol).quantity
+        room = max(held if side == "sell" else -held, ZERO)
+        qty = rules.floor_to_lot(min(qty, caps.group, room), inst.lot_size)
+    if qty > 0 and caps.cash and side == "buy" and not book.allow_short and margin_multiplier(book) <= 1:
+        # A gap can make a triggered stop cost more than was reserved: never take cash below zero.
+        assert m.fill_price is not None
+        rate = inst.taker_fee_rate if m.liquidity == "taker" else inst.maker_fee_rate
+        spendable = book.cash - (book.reserved_cash - reserved)
+        unit = m.fill_price * (1 + max(rate, ZERO))
+        affordable = rules.floor_to_lot(spendable / unit, inst.lot_size) if unit > 0 else ZERO
+        if affordable < qty:
+            qty, reason = max(affordable, ZERO), CASH_CAP_REASON
+    if qty > 0 and caps.reduce_only:
+        # Other fills may have shrunk the position since the order was placed: a fill past flat is cut
+        # there and the rest canceled.
+        held = book.position(symbol).quantity
+        room = held if side == "sell" else -held
+        if room < qty:
+            qty, reason = max(room, ZERO), REDUCE_ONLY_REASON
+    return qty, reason
