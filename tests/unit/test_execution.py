@@ -261,17 +261,18 @@ def test_execute_keeps_every_rule(case):
         assert (final.fees, final.avg, book.cash, book.fees_paid) == (before.fees, before.avg, cash_before,
                                                                       fees_paid_before)
 
-    # the reservation: never negative, kept only by an open order, and the book moves by as much
+    # the reservation: never negative, kept only by an open order, and the book moves by as much (to the
+    # last digits: a proportional release is a division in the 28-digit default context, and the order's,
+    # the account's and the change's subtractions round separately)
     assert final.reserved >= 0 and book.reserved_cash >= 0
-    assert abs(done.reserved_change - (book.reserved_cash - reserved_cash_before)) < D("1e-20")  # (see below)
+    assert abs(done.reserved_change - (book.reserved_cash - reserved_cash_before)) < D("1e-20")
     if final.status not in (S.ACCEPTED, S.PARTIALLY_FILLED):
         assert final.reserved == 0
     if reserve_at is not None:
         expected = (decision.reservation(view.quantity - final.filled, reserve_at, inst)
                     if final.status in (S.ACCEPTED, S.PARTIALLY_FILLED) and view.side == "buy" else D(0))
         assert final.reserved == expected
-    # others' reservations untouched (a proportional release is a division in the 28-digit default context,
-    # rounded separately for the order and the account)
+    # other orders' reservations untouched
     assert abs((book.reserved_cash - final.reserved) - (reserved_cash_before - before.reserved)) < D("1e-20")
 
     # caps
