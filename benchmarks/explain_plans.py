@@ -354,7 +354,8 @@ async def collect(url: str) -> tuple[list[Explained], dict[str, Any]]:
     from app.domain.markets.services import CANDLES_SQL
     from app.domain.risk.services import monitor_account, monitor_all, risk_metrics, snapshot_equity
     from app.domain.trading.placement import BOOK_SQL, LOCK_SQL, READ_SQL, WRITE_SQL
-    from app.domain.trading.services import _LIST_ORDERS_SQL, _RESTING_SQL, positions
+    from app.domain.trading.matching import _RESTING_SQL
+    from app.domain.trading.services import _LIST_ORDERS_SQL, positions
     from app.lib.db import create_engine
 
     conn = await asyncpg.connect(url)

@@ -114,6 +114,7 @@ def main() -> None:
         "applied": 1, "instrument_unchanged": True, "account_version": row["row_version"],
         **{k: row[k] for k in ("cash", "reserved_cash", "realized_pnl", "fees_paid", "peak_equity")},
         "position_quantity": Decimal(5), "position_avg_entry_price": Decimal(100), "position_realized_pnl": Decimal(0),
+        "event_seq": 4,  # the account's last stream number after the order's events
     }
 
     class StandIn:

@@ -34,7 +34,7 @@ from app.domain.streams.runtime import channels
 from app.domain.system import tasks as system_tasks
 from app.domain.system.tasks import wiring_report
 from app.domain.trading import tasks as trading_tasks
-from app.domain.trading.services import match_resting_orders, resting_quiet_band
+from app.domain.trading.matching import match_resting_orders, resting_quiet_band
 from app.lib.db import on_transaction_end
 from app.lib.jobs import register_jobs
 from app.lib.state import on_worker_start

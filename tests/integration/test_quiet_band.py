@@ -1,6 +1,6 @@
 """The price path's fast path: a price inside the quiet band touches no order, and no order is ever missed.
 
-The quiet band and the order filter of matching are SQL (trading/services.py); rules.match is the rule.
+The quiet band and the order filter of matching are SQL (trading/matching.py); rules.match is the rule.
 These tests check them against each other on a varied book, the fast path's transaction shape, and that
 placements racing price updates on two API processes never leave an order that a later price crossed.
 """
@@ -18,7 +18,7 @@ from sqlalchemy import text
 
 from app.domain.markets.services import PricePoint, feed_prices
 from app.domain.trading import rules
-from app.domain.trading.services import _ACTS_AT_PRICE, resting_quiet_band
+from app.domain.trading.matching import _ACTS_AT_PRICE, resting_quiet_band
 from app.lib.errors import ApiError
 from tests.integration.helpers import make_account, make_market, place, set_price
 

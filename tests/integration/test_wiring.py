@@ -73,9 +73,9 @@ async def test_a_worker_process_has_the_hooks_and_jobs_of_an_api_process(tmp_pat
         worker.wait(timeout=10)
     assert job.result == api
     # and what they agree on is the whole application, not two empty registries
-    assert api["price_hooks"] == ["app.domain.trading.services.match_resting_orders"]
+    assert api["price_hooks"] == ["app.domain.trading.matching.match_resting_orders"]
     assert api["quiet_bands"] == [
-        "app.domain.trading.services.match_resting_orders <- app.domain.trading.services.resting_quiet_band"
+        "app.domain.trading.matching.match_resting_orders <- app.domain.trading.matching.resting_quiet_band"
     ]
     assert api["committed_price_hooks"] == ["app.domain.risk.post_trade.check_after_price"]
     assert api["committed_price_observers"] == ["app.domain.markets.services.prices.publish_committed_prices"]

@@ -12,19 +12,16 @@ from app.domain.trading.rules import (
     TERMINAL_STATUSES,
     EventType,
     IllegalTransition,
-    LeftoverAction,
     OrderStatus,
     OrderType,
     OrderView,
     Side,
     TimeInForce,
-    after_match_status,
     can_transition,
     fee,
     fill_price_for_market,
     fill_status,
     floor_to_lot,
-    fok_can_fill,
     is_multiple,
     is_triggered,
     markdown_transition_table,
@@ -449,62 +446,7 @@ def test_sell_stop_limit():
     assert (r.triggered, r.fill_qty) == (True, D(0))
 
 
-# --- time in force --------------------------------------------------------------------------------
-
-
-def test_fok_can_fill():
-    order = view("buy", "limit", tif="fok", limit="100")
-    kw = {"slippage_bps": D(0), "tick_size": TICK, "lot_size": LOT}
-    assert fok_can_fill(order, D("99"), None, **kw)
-    assert fok_can_fill(order, D("99"), D("10"), **kw)
-    assert not fok_can_fill(order, D("99"), D("9.99"), **kw)
-    assert not fok_can_fill(order, D("100.01"), None, **kw)
-    assert not fok_can_fill(view("buy", "stop", tif="fok", stop="105"), D("100"), None, **kw)
-
-
-@pytest.mark.parametrize(
-    ("tif", "qty", "filled", "fill", "expected"),
-    [
-        ("gtc", "10", "0", "10", (S.FILLED, LeftoverAction.NONE)),
-        ("gtc", "10", "0", "4", (S.PARTIALLY_FILLED, LeftoverAction.REST)),
-        ("gtc", "10", "0", "0", (S.ACCEPTED, LeftoverAction.REST)),
-        ("gtc", "10", "4", "0", (S.PARTIALLY_FILLED, LeftoverAction.REST)),
-        ("gtc", "10", "4", "6", (S.FILLED, LeftoverAction.NONE)),
-        ("day", "10", "0", "4", (S.PARTIALLY_FILLED, LeftoverAction.REST)),
-        ("ioc", "10", "0", "4", (S.CANCELED, LeftoverAction.CANCEL)),
-        ("ioc", "10", "0", "0", (S.CANCELED, LeftoverAction.CANCEL)),
-        ("ioc", "10", "0", "10", (S.FILLED, LeftoverAction.NONE)),
-        ("fok", "10", "0", "10", (S.FILLED, LeftoverAction.NONE)),
-        ("fok", "10", "0", "0", (S.CANCELED, LeftoverAction.CANCEL)),
-    ],
-)
-def test_after_match_status(tif, qty, filled, fill, expected):
-    order = view("buy", "limit", tif=tif, qty=qty, filled=filled, limit="100")
-    assert after_match_status(order, D(fill), tif, True) == expected
-
-
-def test_fok_partial_fill_is_a_caller_error():
-    order = view("buy", "limit", tif="fok", limit="100")
-    with pytest.raises(ValueError, match="fok_can_fill"):
-        after_match_status(order, D("4"), TimeInForce.FOK, True)
-
-
-def test_fill_quantity_outside_remaining_is_an_error():
-    order = view("buy", "limit", qty="10", filled="6", limit="100")
-    with pytest.raises(ValueError):
-        after_match_status(order, D("5"), "gtc", False)
-    with pytest.raises(ValueError):
-        after_match_status(order, D("-1"), "gtc", False)
-
-
-def test_untriggered_ioc_stop_waits_and_applies_ioc_at_its_trigger():
-    order = view("buy", "stop", tif="ioc", stop="105")
-    assert after_match_status(order, D(0), "ioc", True, triggered=False) == (S.ACCEPTED, LeftoverAction.REST)
-    assert after_match_status(order, D(0), "ioc", True) == (S.ACCEPTED, LeftoverAction.REST)
-    assert after_match_status(order, D(3), "ioc", False, triggered=True) == (
-        S.CANCELED,
-        LeftoverAction.CANCEL,
-    )
+# --- fills (the ioc/fok rule on a match: tests/unit/test_execution.py) -------------------------------
 
 
 def test_fill_status():

@@ -2,7 +2,7 @@
 and the rules that move them (activation by the entry's fills, one-updates-the-other, the entry's end,
 a client cancel), plus the group-aware cancel and expiry. The rules are set out in contingent.py's
 docstring and docs/TRADING.md "Contingent orders and trailing stops"; matching
-(services.match_resting_orders) and the kill switch (killswitch.py) use them too.
+(matching.match_resting_orders) and the kill switch (killswitch.py) use them too.
 
 Locks: the caller holds the group's instrument (a price update FOR UPDATE, `cancel` and `expire_groups`
 FOR KEY SHARE) before `Groups.load` locks the group's rows by id; accounts come last (`apply`).

@@ -1,6 +1,6 @@
 """The kill switch: halting an account cancels its open orders (held legs included) in the halt's own
 transaction, unless the caller says `cancel_open_orders: false`. Matching never fills a halted account's
-order in any case (services.match_resting_orders).
+order in any case (matching.match_resting_orders).
 
 Locks in the documented order, instrument -> orders -> account: the account's open orders' instruments
 (FOR KEY SHARE, by symbol: a price update on them waits, and waits for nothing we hold), then the orders

@@ -1,4 +1,4 @@
-"""What one price update's match stores, in one statement (services.match_resting_orders).
+"""What one price update's match stores, in one statement (matching.match_resting_orders).
 
 A price can act on a thousand resting orders at once. Written row by row (an executemany per table, each
 row bound and executed on its own, SQLAlchemy processing every parameter, the JSON columns encoded with
@@ -98,7 +98,7 @@ async def write_match(
     now: datetime,
 ) -> dict[uuid.UUID, uuid.UUID]:
     """Store a match (see the module docstring) and number `events` in place (`seq`), as
-    streams.log.assign_seqs does; returns each account's owner. `events` are services._event rows whose
+    streams.log.assign_seqs does; returns each account's owner. `events` are rules.event_row rows whose
     `order_state` is the order after the event (an OrderOut); `books` the AccountBooks of every account
     an event, a fill or a released reservation touched."""
     counts: dict[uuid.UUID, int] = {}

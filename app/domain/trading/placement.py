@@ -25,6 +25,11 @@ It talks to asyncpg directly, on a connection of the order pool (app/lib/db.py: 
 the one under a SQLAlchemy connection when a job or a test passes one: SQLAlchemy Core's statement
 building and result processing cost more than the rest of the path together, and this path is what bots
 hammer.
+
+The statements are placement_sql.py's; executing the order at the last price (fill, ioc/fok remainder,
+events, reservation) is execution.py's `execute`, shared with price matching; what is here is choosing
+the path and writing. One module past 500 lines on purpose: its paths (kept state, optimistic, grouped,
+locked) and the per-process hints that choose between them are one mechanism, read together.
 """
 
 from __future__ import annotations
@@ -50,16 +55,24 @@ from app.domain.risk import group_pretrade, pretrade
 from app.domain.risk.schemas import ViolationOut
 from app.domain.streams import publish as streams
 from app.domain.streams.events import risk_payload, stream_messages
-from app.domain.trading import decision, rules, sizing
-from app.domain.trading.book import POSITIONS_JSON_SQL, book_from_row, book_sql
+from app.domain.trading import decision, execution, rules, sizing
+from app.domain.trading.book import book_from_row
 from app.domain.trading.decision import Plan
-from app.domain.trading.queries import (
-    INSTRUMENT_COLUMNS,
-    INSTRUMENT_JOIN,
-    ORDER_FIELDS,
-    ORDER_JSON,
-    open_sells,
+from app.domain.trading.placement_sql import (
+    BOOK_SQL,
+    CONTINGENT_COLUMNS,
+    CONTINGENT_WRITE_SQL,
+    GROUP_WRITE_SQL,
+    LEAN_READ_GROUP_SQL,
+    LEAN_READ_SQL,
+    LOCK_ACCOUNT_ONLY_SQL,
+    LOCK_SQL,
+    READ_GROUP_SQL,
+    READ_SQL,
+    VIOLATION_SQL,
+    WRITE_SQL,
 )
+from app.domain.trading.queries import ORDER_FIELDS
 from app.domain.trading.rules import (
     INSTRUMENT_FIELDS,
     OPEN_STATUSES,
@@ -76,186 +89,13 @@ from app.lib.metrics import FILLS, ORDERS, PLACEMENT_RETRIES, PLACEMENT_SNAPSHOT
 
 ZERO = Decimal(0)
 
-# The locked path locks in the documented order (instrument, then account) in one round trip: the scalar
-# subquery runs per instrument row, i.e. after that row is locked. The book is read by the NEXT
-# statement: in READ COMMITTED only a new statement sees what the previous holder of the account lock
-# committed.
-LOCK_SQL = f"""
-WITH inst AS (
-  SELECT {INSTRUMENT_COLUMNS}
-    FROM {INSTRUMENT_JOIN}
-   WHERE i.symbol = $1
-   FOR KEY SHARE OF i
-)
-SELECT inst.*, (SELECT a.id FROM accounts a WHERE a.id = $2 FOR UPDATE) AS locked_account FROM inst
-"""
-LOCK_ACCOUNT_ONLY_SQL = "SELECT id FROM accounts WHERE id = $1 FOR UPDATE"
-
-# The shared book query (named parameters) with asyncpg's positional ones, plus the client_order_id
-# replay lookup and the row version, so that one round trip answers everything placement needs to decide.
-_EXISTING_ORDER_SQL = f"""(SELECT {ORDER_JSON}
-              FROM orders o WHERE o.account_id = a.id AND o.client_order_id = $4::text)"""
-_BOOK_COLUMNS = f"""{_EXISTING_ORDER_SQL} AS existing_order,
-       a.xmin::text AS row_version, a.group_limited, a.group_id,
-       """
-# The instrument (NULL columns when the symbol is unknown, so that an unknown account still answers 404
-# before an unknown symbol answers 422) with the row versions the optimistic write checks.
-_INSTRUMENT_JOIN_SQL = f"""
-  LEFT JOIN (SELECT {INSTRUMENT_COLUMNS}, i.xmin::text AS instrument_version, e.xmin::text AS exchange_version
-               FROM {INSTRUMENT_JOIN}
-              WHERE i.symbol = $3::text) inst ON true"""
-BOOK_SQL = book_sql("$1::uuid", "$2::boolean", "$3::text", columns=_BOOK_COLUMNS)
-# The optimistic read: the same, plus the instrument, in one unlocked statement.
-READ_SQL = book_sql(
-    "$1::uuid", "$2::boolean", "$3::text", columns=_BOOK_COLUMNS + "inst.*, ", joins=_INSTRUMENT_JOIN_SQL
-)
-
-# The lean read, for accounts without enabled risk limits (most): READ_SQL without the order counts,
-# the day's opening equity and the limits, which only limits need, plus whether any limit exists. Every
-# subquery of a statement is initialised on each execution whether it runs or not, and READ_SQL's ten
-# cost PostgreSQL ~68 us per order against ~47 us for these four (measured side by side). An account
-# whose lean read says it has limits is read again with READ_SQL (and hinted, see _LIMITED).
-LEAN_READ_SQL = f"""
-SELECT {_EXISTING_ORDER_SQL} AS existing_order,
-       a.xmin::text AS row_version,
-       inst.*,
-       a.id, a.owner_id, a.cash, a.reserved_cash, a.realized_pnl, a.fees_paid, a.peak_equity,
-       a.allow_short, a.trading_state, a.initial_cash,
-       {POSITIONS_JSON_SQL} AS positions,
-       CASE WHEN $2::text = 'sell' THEN {open_sells("$3::text")} END AS open_sell_quantity,
-       EXISTS (SELECT 1 FROM risk_limits r WHERE r.account_id = a.id AND r.enabled) AS has_limits,
-       a.group_limited, a.group_id
-  FROM accounts a{_INSTRUMENT_JOIN_SQL}
- WHERE a.id = $1::uuid
-"""
-
-# The reads of an account under group limits (hinted, see _GROUPED): the same plus its limited groups'
-# sums and versions in the same snapshot (group_pretrade.FIGURES_SQL), which the guarded write checks.
-_GROUP_COLUMNS = "a.group_limited, a.group_id"
-READ_GROUP_SQL = READ_SQL.replace(
-    _GROUP_COLUMNS, f"{_GROUP_COLUMNS}, {group_pretrade.figures_column('$1::uuid', '$3::text')}", 1
-)
-LEAN_READ_GROUP_SQL = LEAN_READ_SQL.replace(
-    _GROUP_COLUMNS, f"{_GROUP_COLUMNS}, {group_pretrade.figures_column('$1::uuid', '$3::text')}", 1
-)
-assert "group_figures" in READ_GROUP_SQL and "group_figures" in LEAN_READ_GROUP_SQL
-
-# One statement, committed on its own. `inst` takes the instrument FOR KEY SHARE (the lock a price
-# update's FOR UPDATE waits for) only if its row is the version the decision used (no new price, halt,
-# tick or lot change since) and so is its exchange's row (fees, slippage, session); `account` updates
-# the account only if its row is the version that was read.
-# Everything else is written FROM `account`, so a lost race writes nothing and returns 0. The locked
-# path passes no versions of the instrument and exchange: it holds the instrument's lock since before its
-# read. The statement returns what it stored in the account and the position, with the account row's new
-# version: the state an account's next order may be decided on without a read (_Snapshot). The order's
-# events arrive as one JSON array ($24): six parallel arrays cost asyncpg an ABC isinstance check per
-# element and PostgreSQL six array inputs per order. The events take the account's next $38 stream
-# numbers (`seq`, app/domain/streams/log.py) from the counter on the account row this statement updates
-# anyway: no extra lock, and seq order is commit order.
-WRITE_SQL = """
-WITH inst AS (
-  SELECT 1 FROM instruments i JOIN exchanges e ON e.code = i.exchange_code
-   WHERE i.symbol = $4 AND ($36::text IS NULL OR i.xmin = $36::text::xid)
-     AND ($37::text IS NULL OR e.xmin = $37::text::xid)
-   FOR KEY SHARE OF i
-), account AS (
-  UPDATE accounts SET cash = $29, reserved_cash = $30, realized_pnl = $31, fees_paid = $32,
-                      peak_equity = $33, updated_at = $18, event_seq = event_seq + $38
-   WHERE id = $2 AND xmin = $35::text::xid AND EXISTS (SELECT 1 FROM inst)
-  RETURNING id, xmin::text AS version, cash, reserved_cash, realized_pnl, fees_paid, peak_equity, event_seq
-), new_order AS (
-  INSERT INTO orders (id, account_id, client_order_id, symbol, side, type, time_in_force, quantity,
-                      filled_quantity, avg_fill_price, limit_price, stop_price, triggered, status,
-                      reserved_cash, fees, expires_at, created_at, updated_at, reduce_only, notional)
-  SELECT $1, account.id, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18,
-         $39, $40 FROM account
-  RETURNING id
-), new_fill AS (
-  INSERT INTO fills (id, order_id, account_id, symbol, side, quantity, price, fee, liquidity, created_at)
-  SELECT $19, new_order.id, $2, $4, $5, $20, $21, $22, $23, $18 FROM new_order WHERE $19::uuid IS NOT NULL
-), new_events AS (
-  INSERT INTO order_events (order_id, account_id, type, status_from, status_to, reason, fill_id, data, created_at,
-                            seq, order_state, position_qty)
-  SELECT new_order.id, $2, e.type, e.status_from, e.status_to, e.reason, e.fill_id, e.data, $18,
-         account.event_seq - $38 + e.ordinality, e.order_state, e.position_qty
-    FROM new_order, account,
-         ROWS FROM (jsonb_to_recordset($24::jsonb) AS (type text, status_from text, status_to text, reason text,
-                                                      fill_id uuid, data jsonb, order_state jsonb,
-                                                      position_qty numeric)) WITH ORDINALITY AS e
-   ORDER BY e.ordinality
-), position AS (
-  INSERT INTO positions (account_id, symbol, quantity, avg_entry_price, realized_pnl, updated_at)
-  SELECT account.id, $4, $25, $26, $27, $18 FROM account WHERE $28::boolean
-  ON CONFLICT (account_id, symbol) DO UPDATE
-     SET quantity = EXCLUDED.quantity, avg_entry_price = EXCLUDED.avg_entry_price,
-         realized_pnl = EXCLUDED.realized_pnl, updated_at = EXCLUDED.updated_at
-  RETURNING quantity, avg_entry_price, realized_pnl
-), snapshot AS (
-  INSERT INTO equity_snapshots (account_id, ts, equity, cash) SELECT account.id, $18, $34, $29 FROM account
-   WHERE $28::boolean
-)
-SELECT (SELECT count(*) FROM account) AS applied, EXISTS (SELECT 1 FROM inst) AS instrument_unchanged,
-       a.version AS account_version, a.cash, a.reserved_cash, a.realized_pnl, a.fees_paid, a.peak_equity,
-       p.quantity AS position_quantity, p.avg_entry_price AS position_avg_entry_price,
-       p.realized_pnl AS position_realized_pnl, a.event_seq
-  FROM (SELECT 1) AS one LEFT JOIN account a ON true LEFT JOIN position p ON true
-"""
-
-# WRITE_SQL behind the group guard (group_pretrade.GUARD_CTE, $41 and $42): the groups' rows are taken
-# first (the lock order of risk: groups, instrument, account), and nothing is written unless every group's
-# version is still the one the decision read.
-GROUP_WRITE_SQL = (
-    WRITE_SQL.replace("WITH inst AS (", f"WITH {group_pretrade.GUARD_CTE}, inst AS (", 1)
-    .replace("   FOR KEY SHARE OF i\n", f"     AND {group_pretrade.GUARD_HOLDS}\n   FOR KEY SHARE OF i\n", 1)
-    .replace("AS applied,", f"AS applied, {group_pretrade.GUARD_HOLDS} AS groups_unchanged,", 1)
-)
-assert GROUP_WRITE_SQL.count(group_pretrade.GUARD_HOLDS) == 2 and "guard AS" in GROUP_WRITE_SQL
-
-# WRITE_SQL for an order with contingent columns (contingent.py: groups and trailing stops), still one
-# statement: the order's class, leg and trail columns ($41-$45) and, for a group, its exit legs ($46, a
-# JSON array of rows) whose events ride in $24 after the entry's, each naming its own order_id. The legs
-# are written FROM `account` like everything else, so a lost race writes none of them; their parent (the
-# entry) is inserted by the same statement, where foreign keys are checked at its end.
-CONTINGENT_WRITE_SQL = (
-    WRITE_SQL.replace(
-        "reserved_cash, fees, expires_at, created_at, updated_at, reduce_only, notional)",
-        "reserved_cash, fees, expires_at, created_at, updated_at, reduce_only, notional,\n"
-        "                      order_class, leg, trail_price, trail_percent, hwm)",
-        1,
-    )
-    .replace("         $39, $40 FROM account", "         $39, $40, $41, $42, $43, $44, $45 FROM account", 1)
-    .replace("SELECT new_order.id, $2, e.type,", "SELECT coalesce(e.order_id, new_order.id), $2, e.type,", 1)
-    .replace("jsonb_to_recordset($24::jsonb) AS (type text,",
-             "jsonb_to_recordset($24::jsonb) AS (order_id uuid, type text,", 1)
-    .replace(
-        "), position AS (",
-        """), legs AS (
-  INSERT INTO orders (id, account_id, symbol, side, type, time_in_force, quantity, limit_price, stop_price,
-                      status, expires_at, created_at, updated_at, order_class, parent_id, leg, reduce_only)
-  SELECT l.id, account.id, l.symbol, l.side, l.type, l.time_in_force, l.quantity, l.limit_price, l.stop_price,
-         l.status, l.expires_at, $18, $18, l.order_class, l.parent_id, l.leg, true
-    FROM account, jsonb_to_recordset($46::jsonb) AS l(id uuid, symbol text, side text, type text,
-                                                      time_in_force text, quantity numeric, limit_price numeric,
-                                                      stop_price numeric, status text, expires_at timestamptz,
-                                                      order_class text, parent_id uuid, leg text)
-), position AS (""",
-        1,
-    )
-)
-assert CONTINGENT_WRITE_SQL.count("$4") > WRITE_SQL.count("$4") and "legs AS" in CONTINGENT_WRITE_SQL
-assert "coalesce(e.order_id" in CONTINGENT_WRITE_SQL and "order_id uuid, type text" in CONTINGENT_WRITE_SQL
-assert "$41, $42, $43, $44, $45 FROM account" in CONTINGENT_WRITE_SQL
-_CONTINGENT_COLUMNS = ("order_class", "leg", "trail_price", "trail_percent", "hwm")
 # What the order after its last event gives a group's legs: their rows and their events (contingent.py).
 LegsOf = Callable[[OrderOut], tuple[list[dict[str, Any]], list[dict[str, Any]]]]
 
-VIOLATION_SQL = """
-INSERT INTO risk_violations (id, account_id, limit_id, limit_type, limit_value, would_be, phase, detail, created_at)
-VALUES ($1, $2, $3, $4, $5, $6, 'pre_trade', $7::jsonb, $8)
-"""
-
 
 _encode_json = msgspec.json.Encoder().encode
+_NO_MATCH = rules.MatchResult(False, ZERO, None, None)  # (an instrument without a price: the order rests)
+_NO_FILL = (None, None, None, None)
 _COUNTERS: dict[tuple[Any, ...], Any] = {}
 
 
@@ -696,45 +536,33 @@ async def execute_and_write(
          "order_state": state(accepted, ZERO, None, ZERO)},
     ]
     view = OrderView(data.side, data.type, data.time_in_force, data.quantity, ZERO, data.limit_price, data.stop_price)
-    status = OrderStatus.ACCEPTED
-    filled, avg_price, fees, triggered = ZERO, None, ZERO, False
-    fill_id = fill_qty = fill_price = fill_fee = liquidity = None
+    triggered = False
+    m = _NO_MATCH
     if inst.last_price is not None:
         m = rules.match(view, inst.last_price, None, slippage_bps=inst.slippage_bps, tick_size=inst.tick_size,
                         lot_size=inst.lot_size, immediate=True,
                         # a market order's estimate is its fill price (decision.estimated_price, same inputs)
                         market_price=est_price if data.type == "market" else None)
         triggered = m.triggered and data.type in ("stop", "stop_limit")
-        if m.newly_triggered:
-            events.append({"type": EventType.TRIGGERED, "status_from": status, "status_to": status,
-                           "data": {"last_price": str(inst.last_price)}, "order_state": state(status, ZERO, None, ZERO)})
-        if data.time_in_force == "fok" and m.triggered and m.fill_qty != view.remaining:
-            m = rules.MatchResult(m.triggered, ZERO, None, None, m.newly_triggered)
-        if m.filled:
-            assert m.fill_price is not None and m.liquidity is not None
-            rate = inst.taker_fee_rate if m.liquidity == "taker" else inst.maker_fee_rate
-            fill_fee, realized = book.apply_fill(data.symbol, data.side, m.fill_qty, m.fill_price, rate)
-            fill_id, fill_qty, fill_price, liquidity = new_time_ordered_uuid(), m.fill_qty, m.fill_price, m.liquidity
-            new_status = rules.transition(status, rules.fill_status(view, m.fill_qty))
-            events.append({
-                "type": EventType.FILLED if new_status is OrderStatus.FILLED else EventType.PARTIALLY_FILLED,
-                "status_from": status, "status_to": new_status, "fill_id": str(fill_id),
-                "data": {"quantity": str(m.fill_qty), "price": str(m.fill_price), "fee": str(fill_fee),
-                         "liquidity": m.liquidity, "realized_pnl": str(realized)},
-                "order_state": state(new_status, m.fill_qty, m.fill_price, fill_fee),
-                "position_qty": book.position(data.symbol).quantity,
-            })
-            status, filled, avg_price, fees = new_status, m.fill_qty, m.fill_price, fill_fee
-        if status is not OrderStatus.FILLED and m.triggered and data.time_in_force in ("ioc", "fok"):
-            reason = "fok: could not fill entirely at once" if data.time_in_force == "fok" else "ioc: remainder canceled"
-            events.append({"type": EventType.CANCELED, "status_from": status,
-                           "status_to": rules.transition(status, OrderStatus.CANCELED), "reason": reason,
-                           "order_state": state(OrderStatus.CANCELED, filled, avg_price, fees)})
-            status = OrderStatus.CANCELED
-    reserved = ZERO
-    if status in (OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED) and data.side == "buy":
-        reserved = decision.reservation(data.quantity - filled, est_price, inst)
-        book.reserved_cash += reserved
+    done = execution.execute(
+        view, execution.OrderState(accepted, data.quantity, ZERO, None, ZERO, ZERO, False), m, symbol=data.symbol,
+        last_price=inst.last_price, immediate=True, book=book, inst=inst, reserve_at=est_price,  # type: ignore[arg-type]
+    )
+    fill_id = None
+    for step in done.steps:
+        after = step.state
+        event: dict[str, Any] = {"type": step.type, "status_from": step.status_from, "status_to": step.status_to,
+                                 "order_state": state(step.status_to, after.filled, after.avg, after.fees)}
+        if step.reason is not None:
+            event["reason"] = step.reason
+        if step.data is not None:
+            event["data"] = step.data
+        if step.fill:
+            fill_id = new_time_ordered_uuid()
+            event["fill_id"], event["position_qty"] = str(fill_id), step.position_qty
+        events.append(event)
+    final, fill = done.state, done.fill
+    status, filled, avg_price, fees, reserved = final.status, final.filled, final.avg, final.fees, final.reserved
     position = book.position(data.symbol)
     equity = book.equity
     if fill_id is not None and equity > book.peak_equity:
@@ -745,14 +573,15 @@ async def execute_and_write(
     if columns is not None:
         leg_rows, leg_events = legs(entry) if legs is not None else ([], [])
         events = events + leg_events
-        extra = (*(columns.get(name) for name in _CONTINGENT_COLUMNS), _encode_json(leg_rows).decode())
+        extra = (*(columns.get(name) for name in CONTINGENT_COLUMNS), _encode_json(leg_rows).decode())
     sql = GROUP_WRITE_SQL if groups is not None else WRITE_SQL if columns is None else CONTINGENT_WRITE_SQL
     written = await apg.fetchrow(
         sql,
         order_id, book.id, data.client_order_id, data.symbol, data.side, data.type, data.time_in_force,
         data.quantity, filled, avg_price, data.limit_price, data.stop_price, triggered, status.value,
         reserved, fees, expires_at, now,
-        fill_id, fill_qty, fill_price, fill_fee, liquidity, _encode_json(events).decode(),
+        fill_id, *(_NO_FILL if fill is None else (fill.quantity, fill.price, fill.fee, fill.liquidity)),
+        _encode_json(events).decode(),
         position.quantity, position.avg_entry_price, position.realized_pnl, fill_id is not None,
         book.cash, book.reserved_cash, book.realized_pnl, book.fees_paid, book.peak_equity, equity,
         row_version, instrument_version, exchange_version, len(events),
@@ -766,8 +595,8 @@ async def execute_and_write(
     if remember is not None:
         _remember(remember, data, written, status, filled, inst.last_price)
     _counter(ORDERS, data.type, status.value).inc()
-    if liquidity is not None:
-        _counter(FILLS, liquidity).inc()
+    if fill is not None:
+        _counter(FILLS, fill.liquidity).inc()
     messages = stream_messages(book, events, written["event_seq"], now, fill_id)
     if after_commit is None:
         streams.publish_all(messages)

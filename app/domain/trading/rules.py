@@ -1,13 +1,12 @@
 """Order rules of the paper exchange: status machine, increments, matching and fees.
 
 Pure functions over `Decimal`; no I/O. Placement (`placement.execute_and_write`, for an order's first
-execution) and price matching (`services.match_resting_orders`, for resting orders) build an
-`OrderView`, ask `match` what happens at a price and `fill_status` where a fill leaves the order, apply
-the ioc/fok remainder rule themselves, and write the result with one event per status change
-(`event_row`, which checks each transition against `ALLOWED_TRANSITIONS`). `after_match_status`,
-`fok_can_fill` and `LeftoverAction` state the same outcome as one function, for the rule tests
-(tests/unit/test_order_rules.py); production does not call them. The decision before execution
-(instrument, account and risk checks) is decision.py's.
+execution) and price matching (`matching.match_resting_orders`, for resting orders) build an
+`OrderView` and ask `match` what happens at a price; execution.py's `execute` then applies the ioc/fok
+remainder rule, the caps and the fill (`fill_status`: where a fill leaves the order) and returns one
+event per status change, each checked against `ALLOWED_TRANSITIONS` (`transition`; `event_row` checks
+the rows the cancel and expiry paths write). The decision before execution (instrument, account and
+risk checks) is decision.py's.
 
 One module past 500 lines on purpose: the status machine, the tick and lot arithmetic, matching and
 fees are one specification (docs/TRADING.md renders its transition table from here), read together.
@@ -123,14 +122,6 @@ class InstrumentInfo:
 
 # Its fields in order: the column list of every query that reads one (queries.INSTRUMENT_COLUMNS).
 INSTRUMENT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(InstrumentInfo))
-
-
-class LeftoverAction(StrEnum):
-    """What happens to the unfilled remainder after a match step."""
-
-    NONE = "none"  # nothing left
-    REST = "rest"  # stays on the book
-    CANCEL = "cancel"  # ioc/fok remainder
 
 
 STOP_TYPES = frozenset({OrderType.STOP, OrderType.STOP_LIMIT, OrderType.TRAILING_STOP})
@@ -494,29 +485,6 @@ def match(
     )
 
 
-def fok_can_fill(
-    order: OrderView,
-    last_price: Decimal,
-    available: Decimal | None,
-    *,
-    slippage_bps: Decimal | int,
-    tick_size: Decimal,
-    lot_size: Decimal,
-    immediate: bool = True,
-) -> bool:
-    """True iff the whole remaining quantity would fill now. Check this before filling a fok order."""
-    result = match(
-        order,
-        last_price,
-        available,
-        slippage_bps=slippage_bps,
-        tick_size=tick_size,
-        lot_size=lot_size,
-        immediate=immediate,
-    )
-    return result.fill_qty == order.remaining
-
-
 def fill_status(order: OrderView, fill_qty: Decimal) -> OrderStatus:
     """Status a fill of `fill_qty` puts the order in (for the fill's own event)."""
     if fill_qty <= 0:
@@ -526,41 +494,6 @@ def fill_status(order: OrderView, fill_qty: Decimal) -> OrderStatus:
         if order.filled_quantity + fill_qty >= order.quantity
         else OrderStatus.PARTIALLY_FILLED
     )
-
-
-def after_match_status(
-    order: OrderView,
-    fill_qty: Decimal,
-    tif: TimeInForce | str,
-    immediate: bool,
-    *,
-    triggered: bool | None = None,
-) -> tuple[OrderStatus, LeftoverAction]:
-    """Final status of the order after this match step, and what happens to the remainder.
-
-    * fully filled -> (filled, none);
-    * ioc/fok once executable -> (canceled, cancel); when ioc filled part of it first, the caller records
-      the partially_filled event and then the cancel (partially_filled -> canceled is allowed);
-    * fok with a partial fill is a caller bug (it must check `fok_can_fill` and fill nothing): ValueError;
-    * otherwise (gtc, day, or a stop still waiting for its trigger) -> (accepted | partially_filled, rest).
-
-    `triggered` is the `MatchResult.triggered` of this step; by default it is derived from the order.
-    `immediate` is accepted for symmetry with `match`: ioc/fok act at the first executable moment,
-    which for a market or limit order is placement and for a stop is its trigger.
-    """
-    tif = TimeInForce(tif)
-    if fill_qty < 0 or fill_qty > order.remaining:
-        raise ValueError(f"fill quantity {fill_qty} outside 0..{order.remaining}")
-    filled_after = order.filled_quantity + fill_qty
-    if filled_after >= order.quantity:
-        return OrderStatus.FILLED, LeftoverAction.NONE
-    executable = triggered if triggered is not None else (order.type not in STOP_TYPES or order.triggered)
-    if tif in (TimeInForce.IOC, TimeInForce.FOK) and executable:
-        if tif is TimeInForce.FOK and fill_qty > 0:
-            raise ValueError("fok order must fill entirely or not at all; check fok_can_fill first")
-        return OrderStatus.CANCELED, LeftoverAction.CANCEL
-    status = OrderStatus.PARTIALLY_FILLED if filled_after > 0 else OrderStatus.ACCEPTED
-    return status, LeftoverAction.REST
 
 
 # ---------------------------------------------------------------------------------------------------
