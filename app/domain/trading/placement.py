@@ -53,6 +53,7 @@ from app.domain.streams.events import risk_payload, stream_messages
 from app.domain.trading import decision, rules, sizing
 from app.domain.trading.book import POSITIONS_JSON_SQL, book_from_row, book_sql
 from app.domain.trading.decision import Plan
+from app.domain.trading.kept import GroupState
 from app.domain.trading.queries import (
     INSTRUMENT_COLUMNS,
     INSTRUMENT_JOIN,
@@ -130,14 +131,15 @@ SELECT {_EXISTING_ORDER_SQL} AS existing_order,
 """
 
 # The reads of an account under group limits (hinted, see _GROUPED): the same plus its limited groups'
-# sums and versions in the same snapshot (group_pretrade.FIGURES_SQL), which the guarded write checks.
+# sums and versions in the same snapshot (group_pretrade.FIGURES_SQL), which the guarded write checks,
+# and the parts those sums rest on (group_pretrade.members_column), which a kept state's guard checks.
 _GROUP_COLUMNS = "a.group_limited, a.group_id"
-READ_GROUP_SQL = READ_SQL.replace(
-    _GROUP_COLUMNS, f"{_GROUP_COLUMNS}, {group_pretrade.figures_column('$1::uuid', '$3::text')}", 1
+_GROUP_READ_COLUMNS = (
+    f"{_GROUP_COLUMNS}, {group_pretrade.figures_column('$1::uuid', '$3::text')}, "
+    f"{group_pretrade.members_column('$1::uuid')}"
 )
-LEAN_READ_GROUP_SQL = LEAN_READ_SQL.replace(
-    _GROUP_COLUMNS, f"{_GROUP_COLUMNS}, {group_pretrade.figures_column('$1::uuid', '$3::text')}", 1
-)
+READ_GROUP_SQL = READ_SQL.replace(_GROUP_COLUMNS, _GROUP_READ_COLUMNS, 1)
+LEAN_READ_GROUP_SQL = LEAN_READ_SQL.replace(_GROUP_COLUMNS, _GROUP_READ_COLUMNS, 1)
 assert "group_figures" in READ_GROUP_SQL and "group_figures" in LEAN_READ_GROUP_SQL
 
 # One statement, committed on its own. `inst` takes the instrument FOR KEY SHARE (the lock a price
@@ -201,9 +203,10 @@ SELECT (SELECT count(*) FROM account) AS applied, EXISTS (SELECT 1 FROM inst) AS
   FROM (SELECT 1) AS one LEFT JOIN account a ON true LEFT JOIN position p ON true
 """
 
-# WRITE_SQL behind the group guard (group_pretrade.GUARD_CTE, $41 and $42): the groups' rows are taken
+# WRITE_SQL behind the group guard (group_pretrade.GUARD_CTE, $41 to $43): the groups' rows are taken
 # first (the lock order of risk: groups, instrument, account), and nothing is written unless every group's
-# version is still the one the decision read.
+# version is still the one the decision read (and, for a decision on a kept state, every member's row and
+# every instrument they hold).
 GROUP_WRITE_SQL = (
     WRITE_SQL.replace("WITH inst AS (", f"WITH {group_pretrade.GUARD_CTE}, inst AS (", 1)
     .replace("   FOR KEY SHARE OF i\n", f"     AND {group_pretrade.GUARD_HOLDS}\n   FOR KEY SHARE OF i\n", 1)
@@ -299,6 +302,12 @@ async def place_order(
         return await _place_locked(apg, principal, account_id, data)
     snapshot = None if dry_run else _SNAPSHOTS.pop(account_id, None)
     if snapshot is not None and snapshot.fits(data):
+        if snapshot.row["group_limited"]:
+            async with _group_gate(snapshot.row["group_id"]):
+                placed = await _place_on_snapshot(apg, principal, data, snapshot)
+                if placed is not None:
+                    return placed, True
+                return await _place_grouped(apg, principal, account_id, data, _hinted(_LIMITED, account_id))
         placed = await _place_on_snapshot(apg, principal, data, snapshot)
         if placed is not None:
             return placed, True
@@ -374,6 +383,7 @@ async def _place_grouped(
     order = await execute_and_write(
         apg, outcome, data, utcnow(), row["row_version"], row["instrument_version"], row["exchange_version"],
         groups=None if figures is None else group_pretrade.guard(figures),
+        remember=None if full or not grouped else row,
     )
     if isinstance(order, LostRace):
         # The account, the instrument or one of the groups changed (another process placed an order in
@@ -464,6 +474,14 @@ def _hinted(hints: dict[uuid.UUID, float], account_id: uuid.UUID) -> bool:
 #   index and writes nothing): the fresh read answers with the replay or the 409.
 # A write that finds a version changed writes nothing; the order then goes the usual way (read, decide,
 # write). An entry is used once (popped) and replaced by the write it made. Bounded; only a hint.
+#
+# An account under group limits is kept too, with its limited groups' sums as its write left them
+# (`_GROUP_STATES`, per group and symbol, shared by the group's accounts: kept.GroupState). Its write
+# applies only if, besides its own rows, the groups' versions (moved by every order in them and by every
+# change of their limits or members) and the digest of the members' account rows and of the instruments
+# they hold (moved by every fill, cancel, replace, expiry and release of a member, and by every price)
+# are those the decision used (group_pretrade.GUARD_CTE). Groups with a daily-loss limit are read every
+# time (kept.GroupState.after).
 SNAPSHOT_LIMIT = 10_000
 
 
@@ -477,6 +495,7 @@ class _Snapshot:
 
 
 _SNAPSHOTS: dict[uuid.UUID, _Snapshot] = {}
+_GROUP_STATES: dict[tuple[Any, str], GroupState] = {}
 
 
 def _remember(
@@ -498,12 +517,27 @@ def _remember(
     if written["position_quantity"] is not None:
         kept.append((data.symbol, written["position_quantity"], written["position_avg_entry_price"],
                      written["position_realized_pnl"], last_price))
+    if read["group_limited"]:
+        group = GroupState.of(read.get("group_figures"), read.get("group_members"))
+        before = next(((Decimal(e[1]), Decimal(e[2])) for e in positions if e[0] == data.symbol), (ZERO, ZERO))
+        after = None if written["position_quantity"] is None else (
+            Decimal(written["position_quantity"]), Decimal(written["position_avg_entry_price"]))
+        group = None if group is None else group.after(
+            read["id"], written["account_version"], data.symbol, read["instrument_version"], before, after,
+            last_price, status in OPEN_STATUSES,
+        )
+        if group is None:
+            return
+        if len(_GROUP_STATES) >= SNAPSHOT_LIMIT:
+            del _GROUP_STATES[next(iter(_GROUP_STATES))]
+        _GROUP_STATES[(read["group_id"], data.symbol)] = group
     open_sells = read["open_sell_quantity"]
     if open_sells is not None and data.side == "sell" and status in OPEN_STATUSES:
         open_sells = str(Decimal(open_sells) + data.quantity - filled)
     row = dict(read.items())
     row.update(
         existing_order=None, row_version=written["account_version"], positions=kept, open_sell_quantity=open_sells,
+        group_figures=None, group_members=None,
         cash=written["cash"], reserved_cash=written["reserved_cash"], realized_pnl=written["realized_pnl"],
         fees_paid=written["fees_paid"], peak_equity=written["peak_equity"],
     )
@@ -514,19 +548,29 @@ def _remember(
 
 
 async def _place_on_snapshot(apg: Any, principal: Principal, data: OrderCreate, snapshot: _Snapshot) -> OrderOut | None:
-    """Decide on the kept state and write if it is still current; None: decide again on a fresh read."""
+    """Decide on the kept state and write if it is still current; None: decide again on a fresh read.
+    An account under group limits: with its group's kept state (the caller holds the group's gate)."""
     row = snapshot.row
+    group = None
+    if row["group_limited"]:
+        group = _GROUP_STATES.pop((row["group_id"], data.symbol), None)
+        if group is None or not group.current_for(row["id"], row["row_version"]):
+            _counter(PLACEMENT_SNAPSHOTS, "stale").inc()
+            return None
+        row = {**row, "group_figures": group.figures, "group_members": group.parts}
     inst = InstrumentInfo(*[row[name] for name in INSTRUMENT_FIELDS])
     try:
-        outcome = await decide_on_row(apg, principal, data, row, inst, False, False)
+        outcome = await decide_on_row(apg, principal, data, row, inst, False, False, record=False,
+                                      group_figures=None if group is None else group.figures)
     except ApiError:
+        outcome = None
+    if not isinstance(outcome, Plan):  # (no replay: no existing order kept; a breach only of group limits)
         _counter(PLACEMENT_SNAPSHOTS, "rejected").inc()  # a rejection must rest on current state
         return None
-    assert isinstance(outcome, Plan)  # no replay (no existing order kept), no breach (no limits)
     try:
         order = await execute_and_write(
             apg, outcome, data, utcnow(), row["row_version"], row["instrument_version"], row["exchange_version"],
-            remember=row,
+            remember=row, groups=None if group is None else group_pretrade.guard(group.figures, group.digest()),
         )
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name != "uq_orders_account_id_client_order_id":
@@ -591,14 +635,16 @@ async def _place_locked(
 async def decide_on_row(
     apg: Any, principal: Principal, data: OrderCreate, row: Any, inst: InstrumentInfo | None, dry_run: bool,
     full: bool, *, after_commit: list[tuple[str, bytes]] | None = None,
-    group_figures: list[group_pretrade.Figures] | None = None,
+    group_figures: list[group_pretrade.Figures] | None = None, record: bool = True,
 ) -> Plan | risk_checks.Breach | tuple[OrderOut | ValidateOut, bool]:
     """Every placement rule on one snapshot of the account: a plan to write, a recorded risk breach, or the
     final answer (an idempotent replay, a dry run's result). The rules are decision.py's; this adds what
     needs the connection (the reduce-only sum, group limits, recording a breach). Other rule failures
     raise 4xx. `row` is a READ_SQL/BOOK_SQL row (`full`) or a LEAN_READ_SQL row of an account without
     enabled limits.
-    `group_figures`: the sums of the account's limited groups that the caller read (else read here)."""
+    `group_figures`: the sums of the account's limited groups that the caller read (else read here).
+    `record`: store a breach as a violation (a decision on a kept state only reports it: a rejection
+    must rest on current state, so the caller decides again on a fresh read)."""
     from app.domain.accounts.access import ensure_may_trade
 
     if row is None or not (principal.can_read_all_accounts or row["owner_id"] == principal.user_id):
@@ -626,6 +672,8 @@ async def decide_on_row(
     price, breach = plan.price, plan.breach
     if breach is None and row["group_limited"]:
         breach = await group_pretrade.breach(apg, book, plan.proposed, group_figures)
+    if breach is not None and not record:
+        return breach
     if breach is not None:
         detail = {"symbol": data.symbol, "side": data.side, "type": data.type, "quantity": str(data.quantity),
                   "price": str(price), "dry_run": dry_run, "message": breach.message}
@@ -660,7 +708,7 @@ async def execute_and_write(
     apg: Any, plan: Plan, data: OrderCreate, now: datetime, row_version: str, instrument_version: str | None,
     exchange_version: str | None, *, remember: Any = None, after_commit: list[tuple[str, bytes]] | None = None,
     columns: dict[str, Any] | None = None, legs: LegsOf | None = None,
-    groups: tuple[list[uuid.UUID], list[int]] | None = None,
+    groups: tuple[list[uuid.UUID], list[int], str | None] | None = None,
 ) -> OrderOut | LostRace:
     """Execute the order against the last price and write everything, or say which row changed. With
     `remember` (the lean read the decision used), keep the state written for the account's next order.
@@ -668,7 +716,7 @@ async def execute_and_write(
     defaults, and `legs` a group's exit legs with their events, all written by the same statement
     (CONTINGENT_WRITE_SQL); the legs' events are published after the entry's. `groups` (a simple order
     under risk-group limits; never with `columns`): the ids and versions of the groups whose sums the
-    decision read, which must be unchanged (GROUP_WRITE_SQL).
+    decision read, which must be unchanged (GROUP_WRITE_SQL), and a kept state's digest of their parts.
     The stream messages are published at once (the write commits on its own) or, inside the locked
     path's transaction, appended to `after_commit` for the caller to publish after COMMIT."""
     book, inst, est_price = plan.book, plan.inst, plan.price
