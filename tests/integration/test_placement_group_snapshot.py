@@ -1,5 +1,5 @@
 """An account under group limits decides its next order on its groups' sums as the last write in the group
-left them (placement.py: _GROUP_STATES, kept.GroupState) and writes it in one round trip, and never
+left them (kept.PlacementCaches.group_states, kept.GroupState) and writes it in one round trip, and never
 on sums that changed since.
 
 Each writer test changes, between two orders of account A, something the group's sums rest on through
@@ -95,7 +95,7 @@ async def test_kept_group_state_is_what_a_fresh_read_returns(client, admin_heade
     for acct, step in steps:
         placed = await place(client, th, acct, symbol=x, **step)
         assert placed["status"] in ("filled", "accepted"), placed
-        kept = placement._GROUP_STATES[(uuid.UUID(group["id"]), x)]
+        kept = client.app.state.placement_caches.group_states[(uuid.UUID(group["id"]), x)]
         fresh = await _fresh(settings, acct, x)
         assert _numbers(kept) == _numbers(fresh), step
         assert kept.parts == fresh.parts, step
@@ -203,7 +203,7 @@ async def test_a_change_of_the_groups_sums_is_not_missed(client, admin_headers, 
         ctx["b_day"] = (await place(client, th, b, symbol=y, side="buy", type="limit", quantity="1",
                                     limit_price="50", time_in_force="day"))["id"]
     await place(client, th, a, symbol=x, side="buy", type="market", quantity="1")  # read, write, keep
-    assert (uuid.UUID(group["id"]), x) in placement._GROUP_STATES
+    assert (uuid.UUID(group["id"]), x) in client.app.state.placement_caches.group_states
     await writer(ctx)
     used, stale = _count("used"), _count("stale")
     second = await place(client, th, a, symbol=x, side="buy", type="market", quantity="1")
@@ -247,5 +247,5 @@ async def test_a_groups_daily_loss_limit_is_read_every_time(client, admin_header
     used = _count("used")
     for _ in range(3):
         await place(client, th, a, symbol=x, side="buy", type="market", quantity="1")
-    assert _count("used") == used and (uuid.UUID(group["id"]), x) not in placement._GROUP_STATES
-    assert uuid.UUID(a) not in placement._SNAPSHOTS
+    assert _count("used") == used and (uuid.UUID(group["id"]), x) not in client.app.state.placement_caches.group_states
+    assert uuid.UUID(a) not in client.app.state.placement_caches.snapshots

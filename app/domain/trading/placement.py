@@ -29,13 +29,10 @@ hammer.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import json
-import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -53,7 +50,7 @@ from app.domain.streams.events import risk_payload, stream_messages
 from app.domain.trading import decision, rules, sizing
 from app.domain.trading.book import POSITIONS_JSON_SQL, book_from_row, book_sql
 from app.domain.trading.decision import Plan
-from app.domain.trading.kept import GroupState
+from app.domain.trading.kept import GroupState, PlacementCaches, Snapshot
 from app.domain.trading.queries import (
     INSTRUMENT_COLUMNS,
     INSTRUMENT_JOIN,
@@ -115,7 +112,7 @@ READ_SQL = book_sql(
 # the day's opening equity and the limits, which only limits need, plus whether any limit exists. Every
 # subquery of a statement is initialised on each execution whether it runs or not, and READ_SQL's ten
 # cost PostgreSQL ~68 us per order against ~47 us for these four (measured side by side). An account
-# whose lean read says it has limits is read again with READ_SQL (and hinted, see _LIMITED).
+# whose lean read says it has limits is read again with READ_SQL (and hinted: kept.PlacementCaches.limited).
 LEAN_READ_SQL = f"""
 SELECT {_EXISTING_ORDER_SQL} AS existing_order,
        a.xmin::text AS row_version,
@@ -130,7 +127,7 @@ SELECT {_EXISTING_ORDER_SQL} AS existing_order,
  WHERE a.id = $1::uuid
 """
 
-# The reads of an account under group limits (hinted, see _GROUPED): the same plus its limited groups'
+# The reads of an account under group limits (hinted: kept.PlacementCaches.grouped): the same plus its limited groups'
 # sums and versions in the same snapshot (group_pretrade.FIGURES_SQL), which the guarded write checks,
 # and the parts those sums rest on (group_pretrade.members_column), which a kept state's guard checks.
 _GROUP_COLUMNS = "a.group_limited, a.group_id"
@@ -149,7 +146,7 @@ assert "group_figures" in READ_GROUP_SQL and "group_figures" in LEAN_READ_GROUP_
 # Everything else is written FROM `account`, so a lost race writes nothing and returns 0. The locked
 # path passes no versions of the instrument and exchange: it holds the instrument's lock since before its
 # read. The statement returns what it stored in the account and the position, with the account row's new
-# version: the state an account's next order may be decided on without a read (_Snapshot). The order's
+# version: the state an account's next order may be decided on without a read (kept.Snapshot). The order's
 # events arrive as one JSON array ($24): six parallel arrays cost asyncpg an ABC isinstance check per
 # element and PostgreSQL six array inputs per order. The events take the account's next $38 stream
 # numbers (`seq`, app/domain/streams/log.py) from the counter on the account row this statement updates
@@ -286,50 +283,50 @@ async def order_connection(conn: AsyncConnection | Any) -> Any:
 
 async def place_order(
     conn: AsyncConnection | Any, principal: Principal, account_id: uuid.UUID, data: OrderCreate, *,
-    dry_run: bool = False,
+    dry_run: bool = False, caches: PlacementCaches | None = None,
 ) -> tuple[OrderOut | ValidateOut, bool]:
     """Place (or with dry_run, only check) a simple order. Returns (result, created). Contingent orders and
     trailing stops take contingent.py's locked path (services.place_order routes on the body).
 
     `conn` is an asyncpg connection from the order pool (the HTTP path) or a SQLAlchemy connection (jobs,
-    tests), whose asyncpg connection is then used directly."""
+    tests), whose asyncpg connection is then used directly. `caches`: the app's (kept.PlacementCaches);
+    without them the order is decided on a fresh read and nothing is kept."""
     if decision.is_contingent(data):
         raise TypeError("contingent orders and trailing stops are placed by services.place_order")
     if data.notional is not None:
         sizing.check_sizing_shape(data)
     apg = await order_connection(conn)
-    if not dry_run and _contended(account_id):
+    caches = caches if caches is not None else PlacementCaches()
+    if not dry_run and caches.is_contended(account_id):
         return await _place_locked(apg, principal, account_id, data)
-    snapshot = None if dry_run else _SNAPSHOTS.pop(account_id, None)
+    snapshot = None if dry_run else caches.take_snapshot(account_id)
     if snapshot is not None and snapshot.fits(data):
         if snapshot.row["group_limited"]:
-            async with _group_gate(snapshot.row["group_id"]):
-                placed = await _place_on_snapshot(apg, principal, data, snapshot)
+            async with caches.gate(snapshot.row["group_id"]):
+                placed = await _place_on_snapshot(apg, principal, data, snapshot, caches)
                 if placed is not None:
                     return placed, True
-                return await _place_grouped(apg, principal, account_id, data, _hinted(_LIMITED, account_id))
-        placed = await _place_on_snapshot(apg, principal, data, snapshot)
+                return await _place_grouped(apg, principal, account_id, data, caches.is_limited(account_id), caches)
+        placed = await _place_on_snapshot(apg, principal, data, snapshot, caches)
         if placed is not None:
             return placed, True
-    full = _hinted(_LIMITED, account_id)
-    group = None if dry_run else _GROUPED.get(account_id)
-    if group is not None and group[0] > time.monotonic():
-        async with _group_gate(group[1]):
-            return await _place_grouped(apg, principal, account_id, data, full)
+    full = caches.is_limited(account_id)
+    group = None if dry_run else caches.group_of(account_id)
+    if group is not None:
+        async with caches.gate(group):
+            return await _place_grouped(apg, principal, account_id, data, full, caches)
     if full:
         row = await apg.fetchrow(READ_SQL, account_id, True, data.symbol, data.client_order_id)
     else:
         row = await apg.fetchrow(LEAN_READ_SQL, account_id, data.side, data.symbol, data.client_order_id)
         if row is not None and row["has_limits"]:
-            _LIMITED[account_id] = time.monotonic() + LIMITED_SECONDS
+            caches.mark_limited(account_id)
             full = True
             row = await apg.fetchrow(READ_SQL, account_id, True, data.symbol, data.client_order_id)
     if row is not None and row["group_limited"] and not dry_run:
-        if len(_GROUPED) >= 10_000:
-            _GROUPED.clear()  # only hints
-        _GROUPED[account_id] = (time.monotonic() + LIMITED_SECONDS, row["group_id"])
-        async with _group_gate(row["group_id"]):  # (read again, with the groups' sums: once a minute)
-            return await _place_grouped(apg, principal, account_id, data, full)
+        caches.mark_grouped(account_id, row["group_id"])
+        async with caches.gate(row["group_id"]):  # (read again, with the groups' sums: once a minute)
+            return await _place_grouped(apg, principal, account_id, data, full, caches)
     inst = None
     if row is not None and row["symbol"] is not None:
         inst = InstrumentInfo(*[row[name] for name in INSTRUMENT_FIELDS])
@@ -340,20 +337,20 @@ async def place_order(
         return outcome
     order = await execute_and_write(
         apg, outcome, data, utcnow(), row["row_version"], row["instrument_version"], row["exchange_version"],
-        remember=None if full else row,
+        remember=None if full else row, caches=caches,
     )
     if isinstance(order, LostRace):
         # Another writer changed the account (or the instrument: a price, a halt) between the read and the
         # write: nothing was written. Decide again under locks, where no race is possible.
         PLACEMENT_RETRIES.labels(changed=order.value).inc()
         if order is LostRace.ACCOUNT:  # (a busy price feed is no reason to stop trying optimistically)
-            _CONTENDED[account_id] = time.monotonic() + CONTENTION_SECONDS
+            caches.mark_contended(account_id)
         return await _place_locked(apg, principal, account_id, data)
     return order, True
 
 
 async def _place_grouped(
-    apg: Any, principal: Principal, account_id: uuid.UUID, data: OrderCreate, full: bool
+    apg: Any, principal: Principal, account_id: uuid.UUID, data: OrderCreate, full: bool, caches: PlacementCaches
 ) -> tuple[OrderOut | ValidateOut, bool]:
     """An order of an account under group limits (app/domain/risk/group_pretrade.py), with the process's
     gate of its group held: decided on one read of the book and of the limited groups' sums and versions,
@@ -365,12 +362,12 @@ async def _place_grouped(
         args = (account_id, data.side, data.symbol, data.client_order_id)
         row = await apg.fetchrow(LEAN_READ_GROUP_SQL, *args)
         if row is not None and row["has_limits"]:
-            _LIMITED[account_id] = time.monotonic() + LIMITED_SECONDS
+            caches.mark_limited(account_id)
             full = True
             row = await apg.fetchrow(READ_GROUP_SQL, account_id, True, data.symbol, data.client_order_id)
     grouped = row is not None and row["group_limited"]
     if not grouped:
-        _GROUPED.pop(account_id, None)  # it left its groups (or they lost their limits): decided as usual
+        caches.unmark_grouped(account_id)  # it left its groups (or they lost their limits): decided as usual
     figures = group_pretrade.decode(row["group_figures"]) if grouped else None
     inst = None
     if row is not None and row["symbol"] is not None:
@@ -383,7 +380,7 @@ async def _place_grouped(
     order = await execute_and_write(
         apg, outcome, data, utcnow(), row["row_version"], row["instrument_version"], row["exchange_version"],
         groups=None if figures is None else group_pretrade.guard(figures),
-        remember=None if full or not grouped else row,
+        remember=None if full or not grouped else row, caches=caches,
     )
     if isinstance(order, LostRace):
         # The account, the instrument or one of the groups changed (another process placed an order in
@@ -391,25 +388,6 @@ async def _place_grouped(
         PLACEMENT_RETRIES.labels(changed=order.value).inc()
         return await _place_locked(apg, principal, account_id, data, grouped=grouped)
     return order, True
-
-
-# Orders of accounts under a group limit are serial per group: each committed one moves the group's
-# version, so of the orders of one group decided on the same read only the first can commit, and on the
-# locked path they queue on the group row. Queued here first, one order per process and group reads and
-# writes at a time, and its guarded write loses only to another process. Only a queue: the database
-# (version test, row lock) is what guarantees the limit. Keyed by the account's own group (accounts of
-# sibling groups under one limited parent meet in the database only). Per process, bounded.
-_GROUP_GATES: dict[Any, asyncio.Lock] = {}
-
-
-def _group_gate(group_id: Any) -> asyncio.Lock:
-    gate = _GROUP_GATES.get(group_id)
-    if gate is None:
-        if len(_GROUP_GATES) >= 10_000:
-            for key in [k for k, g in _GROUP_GATES.items() if not g.locked()]:
-                del _GROUP_GATES[key]
-        gate = _GROUP_GATES[group_id] = asyncio.Lock()
-    return gate
 
 
 class LostRace(enum.Enum):
@@ -420,86 +398,9 @@ class LostRace(enum.Enum):
     GROUP = "group"
 
 
-# Accounts whose optimistic write lost a race recently. Many clients hammering ONE account would mostly
-# lose (each write changes the version the others read), paying an unlocked read and a void write
-# before their locked retry; for a while they go straight to the locked path instead, where they queue
-# on the row lock. Per process, bounded, and only a hint: either path is correct.
-CONTENTION_SECONDS = 2.0
-_CONTENDED: dict[uuid.UUID, float] = {}
-
-
-# Accounts whose lean read found enabled risk limits recently: they read the full book at once instead
-# of a lean read and then the full one. Also per process and only a hint: a lean read reports limits
-# that exist in its own snapshot, and a limit added after the read changes the account row, so the
-# optimistic write fails and the locked path (always the full book) decides again.
-LIMITED_SECONDS = 60.0
-_LIMITED: dict[uuid.UUID, float] = {}
-
-# Accounts whose read found group limits recently, with their group: their orders queue on the group's
-# gate at once and read their groups' sums with the book (same LIMITED_SECONDS). Per process, bounded,
-# and only a hint: the read says whether the account is still under group limits.
-_GROUPED: dict[uuid.UUID, tuple[float, Any]] = {}
-
-
-def _contended(account_id: uuid.UUID) -> bool:
-    return _hinted(_CONTENDED, account_id)
-
-
-def _hinted(hints: dict[uuid.UUID, float], account_id: uuid.UUID) -> bool:
-    until = hints.get(account_id)
-    if until is None:
-        return False
-    if until > time.monotonic():
-        return True
-    del hints[account_id]
-    if len(hints) > 10_000:  # drop expired entries of accounts that went quiet
-        now = time.monotonic()
-        for key in [k for k, t in hints.items() if t <= now]:
-            del hints[key]
-    return False
-
-
-# The state an account's last optimistic write left behind, per process: its next order is decided on it
-# and written directly, one round trip instead of two. Sound for the same reason the optimistic path is:
-# the write applies only if the account row, the instrument row and the exchange row are still the
-# versions the decision used, and everything the decision reads is on those rows or changes them
-# (fills, placements, cash releases, trading-state and risk-limit changes all update the account row;
-# prices, halts, tick and lot changes the instrument row; fees and sessions the exchange row). What no
-# version covers is left out, so such accounts read as before:
-# - other instruments' prices (equity): only accounts with no open position in another symbol are kept;
-# - the order counts and limits that risk checks read: only accounts without enabled limits (lean read);
-# - the open sell quantity of a long-only account, which a cancel lowers without touching the account
-#   row: a stale value can only be too high, so it can only reject, and every rejection (any 4xx) is
-#   decided again on a fresh read. Likewise a client_order_id already used (the write hits the unique
-#   index and writes nothing): the fresh read answers with the replay or the 409.
-# A write that finds a version changed writes nothing; the order then goes the usual way (read, decide,
-# write). An entry is used once (popped) and replaced by the write it made. Bounded; only a hint.
-#
-# An account under group limits is kept too, with its limited groups' sums as its write left them
-# (`_GROUP_STATES`, per group and symbol, shared by the group's accounts: kept.GroupState). Its write
-# applies only if, besides its own rows, the groups' versions (moved by every order in them and by every
-# change of their limits or members) and the digest of the members' account rows and of the instruments
-# they hold (moved by every fill, cancel, replace, expiry and release of a member, and by every price)
-# are those the decision used (group_pretrade.GUARD_CTE). Groups with a daily-loss limit are read every
-# time (kept.GroupState.after).
-SNAPSHOT_LIMIT = 10_000
-
-
-@dataclass(frozen=True, slots=True)
-class _Snapshot:
-    symbol: str
-    row: dict[str, Any]  # what LEAN_READ_SQL would return now for an order in `symbol`
-
-    def fits(self, data: OrderCreate) -> bool:
-        return data.symbol == self.symbol and (data.side == "buy" or self.row["open_sell_quantity"] is not None)
-
-
-_SNAPSHOTS: dict[uuid.UUID, _Snapshot] = {}
-_GROUP_STATES: dict[tuple[Any, str], GroupState] = {}
-
-
 def _remember(
-    read: Any, data: OrderCreate, written: Any, status: OrderStatus, filled: Decimal, last_price: Decimal | None
+    caches: PlacementCaches, read: Any, data: OrderCreate, written: Any, status: OrderStatus, filled: Decimal,
+    last_price: Decimal | None,
 ) -> None:
     """Keep what a lean read would now return for `data.symbol`, built from the read the decision used and
     what the write stored (returned by WRITE_SQL, so every number is as PostgreSQL keeps it)."""
@@ -528,9 +429,7 @@ def _remember(
         )
         if group is None:
             return
-        if len(_GROUP_STATES) >= SNAPSHOT_LIMIT:
-            del _GROUP_STATES[next(iter(_GROUP_STATES))]
-        _GROUP_STATES[(read["group_id"], data.symbol)] = group
+        caches.keep_group_state(read["group_id"], data.symbol, group)
     open_sells = read["open_sell_quantity"]
     if open_sells is not None and data.side == "sell" and status in OPEN_STATUSES:
         open_sells = str(Decimal(open_sells) + data.quantity - filled)
@@ -541,19 +440,19 @@ def _remember(
         cash=written["cash"], reserved_cash=written["reserved_cash"], realized_pnl=written["realized_pnl"],
         fees_paid=written["fees_paid"], peak_equity=written["peak_equity"],
     )
-    if len(_SNAPSHOTS) >= SNAPSHOT_LIMIT:
-        del _SNAPSHOTS[next(iter(_SNAPSHOTS))]  # the oldest entry
-    _SNAPSHOTS[row["id"]] = _Snapshot(data.symbol, row)
+    caches.keep_snapshot(row["id"], Snapshot(data.symbol, row))
 
 
 
-async def _place_on_snapshot(apg: Any, principal: Principal, data: OrderCreate, snapshot: _Snapshot) -> OrderOut | None:
+async def _place_on_snapshot(
+    apg: Any, principal: Principal, data: OrderCreate, snapshot: Snapshot, caches: PlacementCaches
+) -> OrderOut | None:
     """Decide on the kept state and write if it is still current; None: decide again on a fresh read.
     An account under group limits: with its group's kept state (the caller holds the group's gate)."""
     row = snapshot.row
     group = None
     if row["group_limited"]:
-        group = _GROUP_STATES.pop((row["group_id"], data.symbol), None)
+        group = caches.take_group_state(row["group_id"], data.symbol)
         if group is None or not group.current_for(row["id"], row["row_version"]):
             _counter(PLACEMENT_SNAPSHOTS, "stale").inc()
             return None
@@ -570,7 +469,8 @@ async def _place_on_snapshot(apg: Any, principal: Principal, data: OrderCreate, 
     try:
         order = await execute_and_write(
             apg, outcome, data, utcnow(), row["row_version"], row["instrument_version"], row["exchange_version"],
-            remember=row, groups=None if group is None else group_pretrade.guard(group.figures, group.digest()),
+            remember=row, caches=caches,
+            groups=None if group is None else group_pretrade.guard(group.figures, group.digest()),
         )
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name != "uq_orders_account_id_client_order_id":
@@ -708,10 +608,11 @@ async def execute_and_write(
     apg: Any, plan: Plan, data: OrderCreate, now: datetime, row_version: str, instrument_version: str | None,
     exchange_version: str | None, *, remember: Any = None, after_commit: list[tuple[str, bytes]] | None = None,
     columns: dict[str, Any] | None = None, legs: LegsOf | None = None,
-    groups: tuple[list[uuid.UUID], list[int], str | None] | None = None,
+    groups: tuple[list[uuid.UUID], list[int], str | None] | None = None, caches: PlacementCaches | None = None,
 ) -> OrderOut | LostRace:
     """Execute the order against the last price and write everything, or say which row changed. With
-    `remember` (the lean read the decision used), keep the state written for the account's next order.
+    `remember` (the lean read the decision used), keep the state written for the account's next order in
+    `caches`.
     `columns` (contingent.py): the order's class, leg and trail columns, which simple orders leave at their
     defaults, and `legs` a group's exit legs with their events, all written by the same statement
     (CONTINGENT_WRITE_SQL); the legs' events are published after the entry's. `groups` (a simple order
@@ -811,8 +712,8 @@ async def execute_and_write(
         if groups is not None and not written["groups_unchanged"]:
             return LostRace.GROUP
         return LostRace.ACCOUNT if written["instrument_unchanged"] else LostRace.INSTRUMENT
-    if remember is not None:
-        _remember(remember, data, written, status, filled, inst.last_price)
+    if remember is not None and caches is not None:
+        _remember(caches, remember, data, written, status, filled, inst.last_price)
     _counter(ORDERS, data.type, status.value).inc()
     if liquidity is not None:
         _counter(FILLS, liquidity).inc()
