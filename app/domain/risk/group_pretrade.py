@@ -123,7 +123,7 @@ def figures_column(account: str, symbol: str) -> str:
 # writes order events, numbered by `accounts.event_seq`), every price, halt or tick change the
 # instrument row, and every change of a group's limits or members its version; what is left is the day's
 # PnL, whose opening equity moves with the calendar and the snapshot job (a kept state never carries it:
-# placement.py, _remember). `{roots}`: the SQL of the limited groups' ids.
+# kept.GroupState.after). `{roots}`: the SQL of the limited groups' ids.
 _MEMBERS_STATE_BODY = """WITH RECURSIVE {anc}tree AS (
   SELECT g.id FROM risk_groups g WHERE g.id = ANY({roots})
   UNION
@@ -155,7 +155,7 @@ def members_digest(parts: list[str]) -> str:
 # order): each group row is locked in id order and its version moved if it is still the one read. In READ
 # COMMITTED a row another order updated since the read is re-read after that order's commit and fails the
 # version test, so `guard` then holds fewer rows than $41 and the caller's write applies nothing. A
-# decision on a kept state (placement.py, _remember) also passes $43, the digest of the members' parts it
+# decision on a kept state (app/domain/trading/kept.py) also passes $43, the digest of the members' parts it
 # rests on: if any of them differs in the statement's snapshot, no group row is moved and nothing is
 # written either. (A decision on a fresh read passes NULL: it read the parts in the same snapshot as
 # the sums.)
