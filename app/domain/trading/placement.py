@@ -112,7 +112,8 @@ READ_SQL = book_sql(
 # the day's opening equity and the limits, which only limits need, plus whether any limit exists. Every
 # subquery of a statement is initialised on each execution whether it runs or not, and READ_SQL's ten
 # cost PostgreSQL ~68 us per order against ~47 us for these four (measured side by side). An account
-# whose lean read says it has limits is read again with READ_SQL (and hinted: kept.PlacementCaches.limited).
+# whose lean read says it has limits is read again with READ_SQL (and hinted:
+# kept.PlacementCaches.limited).
 LEAN_READ_SQL = f"""
 SELECT {_EXISTING_ORDER_SQL} AS existing_order,
        a.xmin::text AS row_version,
@@ -127,9 +128,10 @@ SELECT {_EXISTING_ORDER_SQL} AS existing_order,
  WHERE a.id = $1::uuid
 """
 
-# The reads of an account under group limits (hinted: kept.PlacementCaches.grouped): the same plus its limited groups'
-# sums and versions in the same snapshot (group_pretrade.FIGURES_SQL), which the guarded write checks,
-# and the parts those sums rest on (group_pretrade.members_column), which a kept state's guard checks.
+# The reads of an account under group limits (hinted: kept.PlacementCaches.grouped): the same plus its
+# limited groups' sums and versions in the same snapshot (group_pretrade.FIGURES_SQL), which the guarded
+# write checks, and the parts those sums rest on (group_pretrade.members_column), which a kept state's
+# guard checks.
 _GROUP_COLUMNS = "a.group_limited, a.group_id"
 _GROUP_READ_COLUMNS = (
     f"{_GROUP_COLUMNS}, {group_pretrade.figures_column('$1::uuid', '$3::text')}, "
@@ -146,9 +148,9 @@ assert "group_figures" in READ_GROUP_SQL and "group_figures" in LEAN_READ_GROUP_
 # Everything else is written FROM `account`, so a lost race writes nothing and returns 0. The locked
 # path passes no versions of the instrument and exchange: it holds the instrument's lock since before its
 # read. The statement returns what it stored in the account and the position, with the account row's new
-# version: the state an account's next order may be decided on without a read (kept.Snapshot). The order's
-# events arrive as one JSON array ($24): six parallel arrays cost asyncpg an ABC isinstance check per
-# element and PostgreSQL six array inputs per order. The events take the account's next $38 stream
+# version: the state an account's next order may be decided on without a read (kept.Snapshot). The
+# order's events arrive as one JSON array ($24): six parallel arrays cost asyncpg an ABC isinstance check
+# per element and PostgreSQL six array inputs per order. The events take the account's next $38 stream
 # numbers (`seq`, app/domain/streams/log.py) from the counter on the account row this statement updates
 # anyway: no extra lock, and seq order is commit order.
 WRITE_SQL = """
@@ -436,10 +438,11 @@ def _remember(
     row = dict(read.items())
     row.update(
         existing_order=None, row_version=written["account_version"], positions=kept, open_sell_quantity=open_sells,
-        group_figures=None, group_members=None,
         cash=written["cash"], reserved_cash=written["reserved_cash"], realized_pnl=written["realized_pnl"],
         fees_paid=written["fees_paid"], peak_equity=written["peak_equity"],
     )
+    if "group_figures" in row:  # (the group's sums are kept apart, shared by its accounts)
+        row["group_figures"] = row["group_members"] = None
     caches.keep_snapshot(row["id"], Snapshot(data.symbol, row))
 
 
