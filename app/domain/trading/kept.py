@@ -6,7 +6,8 @@ A kept state lets the next order of the account be decided without a read and wr
 the write applies only if everything the decision rests on is unchanged (placement.py's WRITE_SQL: the
 account, instrument and exchange rows; group_pretrade.GUARD_CTE: the limited groups' versions and the
 digest of their members' account rows and of the instruments they hold), so a kept state can be stale
-but an order is never written on stale state. This module is pure: the database work is placement's.
+but an order written on it was decided on what its write statement saw. No database work here: that is
+placement's (and contingent.py's for groups of orders).
 """
 
 from __future__ import annotations
