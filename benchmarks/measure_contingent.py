@@ -55,17 +55,19 @@ def _load() -> str:
 async def placement(db: str, account: uuid.UUID, owner: uuid.UUID, orders: int, repeats: int) -> dict:
     from app.domain.identity.schemas import Principal
     from app.domain.trading import services as place
+    from app.domain.trading.kept import PlacementCaches
     from app.domain.trading.schemas import OrderCreate
 
     conn = await asyncpg.connect(_url(db))
     await _numeric_as_text(conn)
     principal = Principal(user_id=owner, role="trader", key_id=uuid.uuid4(), email="meas@example.com")
+    caches = PlacementCaches()  # as an app's
 
     async def batch(body: bytes) -> tuple[float, float]:
         cpu, wall = time.process_time(), time.perf_counter()
         for _ in range(orders):
             _, created = await place.place_order(
-                conn, principal, account, msgspec.json.decode(body, type=OrderCreate)
+                conn, principal, account, msgspec.json.decode(body, type=OrderCreate), caches=caches
             )
             assert created
         return (time.process_time() - cpu) / orders * 1e6, (time.perf_counter() - wall) / orders * 1e6

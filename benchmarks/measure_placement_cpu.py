@@ -98,6 +98,7 @@ def main() -> None:
 
     from app.domain.identity.schemas import Principal
     from app.domain.trading import placement
+    from app.domain.trading.kept import PlacementCaches
     from app.domain.trading.schemas import OrderCreate
 
     db = f"td_meas_{uuid.uuid4().hex[:8]}"
@@ -125,12 +126,13 @@ def main() -> None:
             return row if sql is placement.LEAN_READ_SQL else written
 
     conn = StandIn()
+    caches = PlacementCaches()  # as an app's
     principal = Principal(user_id=owner, role="trader", key_id=uuid.uuid4(), email="meas@example.com")
 
     async def orders(n: int) -> None:
         for _ in range(n):
             data = msgspec.json.decode(ORDER_BODY, type=OrderCreate)
-            order, created = await placement.place_order(conn, principal, account, data)
+            order, created = await placement.place_order(conn, principal, account, data, caches=caches)
             assert created
             msgspec.json.encode(order)
 

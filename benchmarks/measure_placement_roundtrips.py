@@ -36,6 +36,7 @@ def main() -> None:
 
     from app.domain.identity.schemas import Principal
     from app.domain.trading import placement
+    from app.domain.trading.kept import PlacementCaches
     from app.domain.trading.schemas import OrderCreate
 
     db = f"td_meas_{uuid.uuid4().hex[:8]}"
@@ -46,14 +47,15 @@ def main() -> None:
         conn = await asyncpg.connect(_url(db))
         await _numeric_as_text(conn)  # as on the order pool
         principal = Principal(user_id=owner, role="trader", key_id=uuid.uuid4(), email="meas@example.com")
+        caches = PlacementCaches()  # as an app's
 
         async def batch(forget: bool) -> tuple[float, float]:
             cpu, wall = time.process_time(), time.perf_counter()
             for _ in range(args.orders):
                 if forget:
-                    placement._SNAPSHOTS.pop(account, None)
+                    caches.take_snapshot(account)
                 data = msgspec.json.decode(ORDER_BODY, type=OrderCreate)
-                _, created = await placement.place_order(conn, principal, account, data)
+                _, created = await placement.place_order(conn, principal, account, data, caches=caches)
                 assert created
             n = args.orders
             return (time.process_time() - cpu) / n * 1e6, (time.perf_counter() - wall) / n * 1e6

@@ -23,6 +23,7 @@ from app.domain.markets.controllers import document_candle_upload, document_feed
 from app.domain.streams.runtime import stream_runtime
 from app.domain.system import ops_metrics
 from app.domain.system.controllers import document_liveness
+from app.domain.trading.kept import PlacementCaches
 from app.lib.errors import EXCEPTION_HANDLERS, ApiError, problem_details_plugin
 from app.lib.gc_tuning import freeze_startup_objects
 from app.lib.http import ApiResponse
@@ -96,6 +97,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.kv = resources.kv
         app.state.queue = resources.queue
         app.state.cache = resources.cache
+        # Placement's kept state and hints (one round trip for an account's next order), this app's own.
+        app.state.placement_caches = PlacementCaches()
         if settings.admin_api_key:
             from app.domain.identity.services import ensure_admin_key
 

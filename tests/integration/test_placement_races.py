@@ -85,7 +85,7 @@ async def test_account_change_between_read_and_write_is_not_lost(
 
     # The lost race marks the account contended: its next orders skip the optimistic attempt (one decision,
     # taken under locks, no retry) until the mark expires.
-    assert placement._contended(uuid.UUID(acct))
+    assert client.app.state.placement_caches.is_contended(uuid.UUID(acct))
     locked_runs: list[bool] = []
     place_locked = placement._place_locked
 
@@ -98,8 +98,8 @@ async def test_account_change_between_read_and_write_is_not_lost(
     again = await place(client, h, acct, symbol=sym, side="buy", type="market", quantity="1")
     assert again["status"] == "filled" and len(calls) == decisions + 1 and locked_runs == [True]
     assert _retries() == before + 1
-    placement._CONTENDED[uuid.UUID(acct)] = 0.0  # expired
-    assert not placement._contended(uuid.UUID(acct)) and uuid.UUID(acct) not in placement._CONTENDED
+    client.app.state.placement_caches.contended[uuid.UUID(acct)] = 0.0  # expired
+    assert not client.app.state.placement_caches.is_contended(uuid.UUID(acct)) and uuid.UUID(acct) not in client.app.state.placement_caches.contended
 
 
 async def test_price_update_between_read_and_write_fills_at_the_new_price(
@@ -114,7 +114,7 @@ async def test_price_update_between_read_and_write_fills_at_the_new_price(
     placed = await place(client, h, acct, symbol=sym, side="buy", type="market", quantity="3")
     assert len(calls) == 2 and _retries("instrument") == before + 1
     # A new price is no sign of contention on the account: its next order is tried optimistically again.
-    assert not placement._contended(uuid.UUID(acct))
+    assert not client.app.state.placement_caches.is_contended(uuid.UUID(acct))
     assert D(placed["avg_fill_price"]) == D("101")
     fills = (await client.get(f"/api/v1/accounts/{acct}/orders/{placed['id']}/fills", headers=h)).json()["items"]
     assert [D(f["price"]) for f in fills] == [D("101")]
@@ -214,7 +214,7 @@ async def test_accounts_without_limits_take_the_lean_read_and_limits_are_still_f
 
     monkeypatch.setattr(placement, "decide_on_row", recording_decide)
     await place(client, h, acct, symbol=sym, side="buy", type="market", quantity="10")
-    assert reads == [False] and account_id not in placement._LIMITED
+    assert reads == [False] and account_id not in client.app.state.placement_caches.limited
 
     resp = await client.post(f"/api/v1/accounts/{acct}/risk/limits", headers=manager["headers"],
                              json={"limit_type": "max_position_quantity", "value": "12"})
@@ -225,13 +225,13 @@ async def test_accounts_without_limits_take_the_lean_read_and_limits_are_still_f
     assert resp.status_code == 422 and resp.json()["limit_type"] == "max_position_quantity", resp.text
     # First on the state the previous order left (no limits then): its write finds the account row changed
     # by the new limit and writes nothing; then the lean read, which finds the limit; then the full book.
-    assert reads == [False, False, True] and placement._hinted(placement._LIMITED, account_id)
+    assert reads == [False, False, True] and client.app.state.placement_caches.is_limited(account_id)
     # Hinted: the next order reads the full book at once (one read, no lean one first).
     await place(client, h, acct, symbol=sym, side="buy", type="market", quantity="2")
     assert reads == [False, False, True, True]
 
     # Long-only sells on the lean read still count open sell orders against the position.
-    placement._LIMITED[account_id] = 0.0  # expired
+    client.app.state.placement_caches.limited[account_id] = 0.0  # expired
     limit_id = (await client.get(f"/api/v1/accounts/{acct}/risk/limits", headers=manager["headers"])).json()["items"][0]["id"]
     assert (await client.delete(f"/api/v1/accounts/{acct}/risk/limits/{limit_id}", headers=manager["headers"])).status_code == 204
     resting = await place(client, h, acct, symbol=sym, side="sell", type="limit", quantity="8", limit_price="150")
@@ -239,7 +239,7 @@ async def test_accounts_without_limits_take_the_lean_read_and_limits_are_still_f
     resp = await client.post(f"/api/v1/accounts/{acct}/orders", headers=h, json={
         "symbol": sym, "side": "sell", "type": "market", "quantity": "5", "time_in_force": "gtc"})
     assert resp.status_code == 422 and "sellable position 4" in resp.json()["detail"], resp.text
-    assert reads[-2:] == [False, False] and not placement._hinted(placement._LIMITED, account_id)
+    assert reads[-2:] == [False, False] and not client.app.state.placement_caches.is_limited(account_id)
 
 
 async def test_bracket_is_written_in_one_optimistic_statement_and_decided_again_after_a_lost_race(
@@ -258,6 +258,8 @@ async def test_bracket_is_written_in_one_optimistic_statement_and_decided_again_
     first = await place(client, h, acct, **bracket)
     assert _retries() == before, "unchanged state: no retry"
     assert first["status"] == "filled" and [leg["status"] for leg in first["legs"]] == ["accepted", "accepted"]
+    # Decided on a fresh read (not on the state the first write left: test_placement_snapshot.py has that).
+    client.app.state.placement_caches.take_snapshot(uuid.UUID(acct))
     calls = _interfere_once(monkeypatch, _sql(
         settings, "UPDATE accounts SET cash = cash - 1000, initial_cash = initial_cash - 1000 WHERE id = $1",
         uuid.UUID(acct),

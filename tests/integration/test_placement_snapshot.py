@@ -78,7 +78,7 @@ async def test_kept_state_is_what_a_fresh_read_returns(client, admin_headers, ma
     for step in steps:
         placed = await place(client, h, acct, symbol=sym, **step)
         assert placed["status"] in ("filled", "accepted"), placed
-        kept = placement._SNAPSHOTS[account_id]
+        kept = client.app.state.placement_caches.snapshots[account_id]
         fresh = await _fresh_lean_row(settings, account_id, step["side"], sym)
         expected = _decision_inputs(fresh)
         got = _decision_inputs(kept.row)
@@ -158,7 +158,7 @@ async def test_a_cancelled_sell_frees_the_position_at_once(client, admin_headers
     acct = await make_account(client, h, cash="100000")
     await place(client, h, acct, symbol=sym, side="buy", type="market", quantity="10")
     resting = await place(client, h, acct, symbol=sym, side="sell", type="limit", quantity="10", limit_price="150")
-    assert placement._SNAPSHOTS[uuid.UUID(acct)].row["open_sell_quantity"] == "10"
+    assert client.app.state.placement_caches.snapshots[uuid.UUID(acct)].row["open_sell_quantity"] == "10"
     # A cancel releases no cash for a sell and leaves the account row alone: the kept open-sell count is
     # now too high, which can only reject; the rejection is decided again on a fresh read.
     resp = await client.delete(f"/api/v1/accounts/{acct}/orders/{resting['id']}", headers=h)
@@ -196,10 +196,86 @@ async def test_an_account_holding_another_symbol_is_not_kept(client, admin_heade
     await place(client, h, acct, symbol=sym_a, side="buy", type="market", quantity="10")
     await place(client, h, acct, symbol=sym_b, side="buy", type="market", quantity="1")
     # Its equity moves with A's price, which changes neither the account row nor B's.
-    assert account_id not in placement._SNAPSHOTS
+    assert account_id not in client.app.state.placement_caches.snapshots
     await set_price(client, admin_headers, sym_a, "200")
     await place(client, h, acct, symbol=sym_b, side="buy", type="market", quantity="1")
     snapshot = await _sql(settings, "SELECT equity FROM equity_snapshots WHERE account_id = $1 ORDER BY ts DESC, id DESC "
                                     "LIMIT 1", account_id)
     # cash 100000 - 1000 - 50 - 50, A at 200, B 2 at 50
     assert snapshot[0]["equity"] == D("98900") + D("2000") + D("100")
+
+
+BRACKET = {"side": "buy", "type": "limit", "quantity": "5", "limit_price": "90", "order_class": "bracket",
+           "take_profit": {"limit_price": "120"}, "stop_loss": {"stop_price": "80"}}
+
+
+async def test_a_bracket_is_written_on_the_kept_state_and_leaves_what_a_fresh_read_returns(
+    client, admin_headers, make_user, settings
+):
+    """Groups and trailing stops take the kept state too (contingent.py, _place_kept): the entry's checks
+    on it, entry, legs and events in one statement, and the state that write leaves is kept."""
+    h = (await make_user("trader"))["headers"]
+    sym = await make_market(client, admin_headers, price="100", taker="0.001")
+    acct = await make_account(client, h, cash="100000")
+    account_id = uuid.UUID(acct)
+    caches = client.app.state.placement_caches
+    await place(client, h, acct, symbol=sym, side="buy", type="market", quantity="10")
+    used, stale = _count("used"), _count("stale")
+    steps = [
+        BRACKET,                                                        # rests; its legs are held
+        dict(side="buy", type="market", quantity="1"),                  # a simple order after it
+        dict(side="sell", type="trailing_stop", quantity="2", trail_price="5"),  # read: a sell; rests
+        dict(side="buy", type="limit", quantity="1", limit_price="95", order_class="oto",
+             take_profit={"limit_price": "130"}),
+    ]
+    for step in steps:
+        placed = await place(client, h, acct, symbol=sym, **step)
+        assert placed["status"] in ("filled", "accepted"), placed
+        kept = caches.snapshots[account_id]
+        side = "sell" if kept.row["open_sell_quantity"] is not None else "buy"
+        fresh = await _fresh_lean_row(settings, account_id, side, sym)
+        assert _decision_inputs(kept.row) == _decision_inputs(fresh), step
+    # Every step but the sell (the buys' states did not count open sells) was written on the kept state.
+    assert (_count("used") - used, _count("stale") - stale) == (len(steps) - 1, 0)
+
+
+async def test_exit_legs_a_bracket_makes_active_are_counted_against_the_next_sell(client, admin_headers, make_user):
+    """A bracket whose entry fills at placement activates its exits at once: its take-profit is an open
+    sell the kept count does not have, so the account's next sell reads the count again (a long-only
+    account may not sell what its open sells already cover)."""
+    h = (await make_user("trader"))["headers"]
+    sym = await make_market(client, admin_headers, price="100", taker="0")
+    acct = await make_account(client, h, cash="100000")
+    caches = client.app.state.placement_caches
+    await place(client, h, acct, symbol=sym, side="buy", type="market", quantity="10")
+    await place(client, h, acct, symbol=sym, side="sell", type="limit", quantity="2", limit_price="150")
+    assert caches.snapshots[uuid.UUID(acct)].row["open_sell_quantity"] == "2"
+    used = _count("used")
+    entry = await place(client, h, acct, symbol=sym, side="buy", type="market", quantity="5", order_class="bracket",
+                        take_profit={"limit_price": "160"}, stop_loss={"stop_price": "90"})
+    assert entry["status"] == "filled" and [leg["status"] for leg in entry["legs"]] == ["accepted", "accepted"]
+    assert _count("used") - used == 1
+    assert caches.snapshots[uuid.UUID(acct)].row["open_sell_quantity"] is None
+    # Held 15; open sells 2 + 5 (the take-profit; its stop-loss shares the quantity): 8 left to sell.
+    resp = await client.post(f"/api/v1/accounts/{acct}/orders", headers=h, json={
+        "symbol": sym, "side": "sell", "type": "market", "quantity": "9", "time_in_force": "gtc"})
+    assert resp.status_code == 422 and "sellable position 8" in resp.json()["detail"], resp.text
+
+
+async def test_a_bracket_on_a_changed_account_is_decided_on_a_fresh_read(client, admin_headers, make_user, settings):
+    h = (await make_user("trader"))["headers"]
+    sym = await make_market(client, admin_headers, price="100", taker="0")
+    acct = await make_account(client, h, cash="100000")
+    await place(client, h, acct, symbol=sym, side="buy", type="market", quantity="1")
+    # Another writer (another process, a job) takes cash: the account row changes.
+    await _sql(settings, "UPDATE accounts SET cash = cash - 99000, initial_cash = initial_cash - 99000 WHERE id = $1",
+               uuid.UUID(acct))
+    stale = _count("stale")
+    resp = await client.post(f"/api/v1/accounts/{acct}/orders", headers=h, json={
+        "symbol": sym, **BRACKET, "quantity": "20", "time_in_force": "gtc"})
+    # 20 x 90 = 1,800 > the 900 left. Decided on the kept state (99,900) it passed, but its write found the
+    # account row changed and wrote nothing; the fresh read refuses it.
+    assert resp.status_code == 422, resp.text
+    assert _count("stale") - stale == 1
+    listed = (await client.get(f"/api/v1/accounts/{acct}/orders", headers=h)).json()["items"]
+    assert len(listed) == 1

@@ -106,6 +106,7 @@ async def test_group_orders_are_optimistic_and_fall_back_to_the_lock_when_the_gr
     from app.domain.identity.schemas import Principal
     from app.domain.risk import group_pretrade
     from app.domain.trading import placement
+    from app.domain.trading.kept import PlacementCaches
     from app.domain.trading.schemas import OrderCreate
     from app.lib.metrics import PLACEMENT_RETRIES
 
@@ -132,14 +133,12 @@ async def test_group_orders_are_optimistic_and_fall_back_to_the_lock_when_the_gr
         if str(book.id) == b and found is not None and not racing_done:
             racing_done.append(True)  # a's order commits while b's decides on sums without it
             other = await asyncpg.connect(database_url.replace("postgresql+asyncpg", "postgresql"))
-            gates = placement._GROUP_GATES
-            monkeypatch.setattr(placement, "_GROUP_GATES", {})  # as if from another process
-            try:
+            try:  # as if from another process: caches of its own
                 placed, created = await placement.place_order(
-                    other, principal, uuid.UUID(a), msgspec.convert(_order(x, "5"), OrderCreate, strict=False)
+                    other, principal, uuid.UUID(a), msgspec.convert(_order(x, "5"), OrderCreate, strict=False),
+                    caches=PlacementCaches(),
                 )
             finally:
-                monkeypatch.setattr(placement, "_GROUP_GATES", gates)
                 await other.close()
             assert created and placed.status == "filled"
         return hit

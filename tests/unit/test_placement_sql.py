@@ -17,7 +17,7 @@ def params(statement: str) -> set[int]:
 
 @pytest.mark.parametrize(
     ("statement", "count"),
-    [(sql.WRITE_SQL, 40), (sql.GROUP_WRITE_SQL, 42), (sql.CONTINGENT_WRITE_SQL, 46), (sql.READ_SQL, 4),
+    [(sql.WRITE_SQL, 40), (sql.GROUP_WRITE_SQL, 43), (sql.CONTINGENT_WRITE_SQL, 46), (sql.READ_SQL, 4),
      (sql.LEAN_READ_SQL, 4), (sql.READ_GROUP_SQL, 4), (sql.LEAN_READ_GROUP_SQL, 4), (sql.BOOK_SQL, 4)],
 )
 def test_parameters_are_numbered_without_a_gap(statement, count):
@@ -39,7 +39,9 @@ def test_the_contingent_write_adds_the_columns_and_the_legs_only():
         sql.write_sql(groups=True, contingent=True)
 
 
-def test_the_group_reads_add_the_groups_sums_to_the_reads():
+def test_the_group_reads_add_the_groups_sums_and_their_parts_to_the_reads():
     for plain, grouped in ((sql.READ_SQL, sql.READ_GROUP_SQL), (sql.LEAN_READ_SQL, sql.LEAN_READ_GROUP_SQL)):
         assert "group_figures" in grouped and "group_figures" not in plain
-        assert grouped.replace(", " + group_pretrade.figures_column("$1::uuid", "$3::text"), "") == plain
+        assert "group_members" in grouped and "group_members" not in plain
+        added = f", {group_pretrade.figures_column('$1::uuid', '$3::text')}, {group_pretrade.members_column('$1::uuid')}"
+        assert grouped.replace(added, "") == plain

@@ -9,7 +9,9 @@ accounts of one group racing could together exceed a group limit. Two ways to ge
   lock, with the book (`FIGURES_COLUMN` in the read, or `FIGURES_SQL` on its own); the order is decided
   on them, and the write statement (`GUARD_CTE`) first bumps those groups' versions, but only if they
   are still the ones read; if one moved, the statement writes nothing and the order is decided again on
-  the locked path. Two round trips, as an account without group limits;
+  the locked path. Two round trips; one when the order is decided on the state the account's previous
+  write in the group left (placement.py's kept state), whose write also checks that no member account
+  row and no price the sums use changed since (`members_column`, $43 of `GUARD_CTE`);
 * locked (`GROUP_LOCK_SQL`, the fallback, and contingent orders and replaces): takes every limited group
   of the account FOR NO KEY UPDATE in id order (before the instrument and the account: the lock order of
   app/domain/risk) and bumps its version at once, then reads the sums in a new statement, which sees
@@ -27,6 +29,7 @@ serialised with placements by either path: a decision is on the sums of its read
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -112,16 +115,58 @@ def figures_column(account: str, symbol: str) -> str:
     return "(" + _FIGURES_BODY.replace("$1", account).replace("$2", symbol) + ") AS group_figures"
 
 
+# What the sums of a set of limited groups rest on besides the groups' own rows, as one text per row:
+# 'a<account id>:<row version>' for every member account (of the groups and of their sub-groups) and
+# 'i<symbol>:<row version>' for every instrument a member has a position row in (any quantity: a superset
+# of the marked ones). Every writer that moves a member's cash, positions or open orders updates its
+# account row (a fill, a placement, a cancel, a replace, an expiry, a release, a leg's activation: each
+# writes order events, numbered by `accounts.event_seq`), every price, halt or tick change the
+# instrument row, and every change of a group's limits or members its version; what is left is the day's
+# PnL, whose opening equity moves with the calendar and the snapshot job (a kept state never carries it:
+# kept.GroupState.after). `{roots}`: the SQL of the limited groups' ids.
+_MEMBERS_STATE_BODY = """WITH RECURSIVE {anc}tree AS (
+  SELECT g.id FROM risk_groups g WHERE g.id = ANY({roots})
+  UNION
+  SELECT g.id FROM risk_groups g JOIN tree ON g.parent_id = tree.id
+), m AS (
+  SELECT a.id, a.xmin FROM tree JOIN accounts a ON a.group_id = tree.id
+), parts AS (
+  SELECT 'a' || m.id::text || ':' || m.xmin::text AS part FROM m
+  UNION
+  SELECT 'i' || i.symbol || ':' || i.xmin::text FROM m JOIN positions p ON p.account_id = m.id
+    JOIN instruments i ON i.symbol = p.symbol
+)"""
+
+
+def members_column(account: str) -> str:
+    """The parts (`_MEMBERS_STATE_BODY`) of the account's limited groups, as a text[] column named
+    `group_members` of a statement whose parameter `account` names the account."""
+    anc = _ANCESTORS.removeprefix("WITH RECURSIVE ").replace("$1", account) + ", "
+    body = _MEMBERS_STATE_BODY.format(anc=anc, roots="ARRAY(SELECT id FROM limited)")
+    return f"({body} SELECT array_agg(part) FROM parts) AS group_members"
+
+
+def members_digest(parts: list[str]) -> str:
+    """What the guard compares with $43: the md5 of the parts in byte order, joined by commas."""
+    return hashlib.md5(",".join(sorted(parts)).encode()).hexdigest()
+
+
 # The first statement of a guarded write ($41: the groups' ids, $42: their versions as read, both in id
 # order): each group row is locked in id order and its version moved if it is still the one read. In READ
 # COMMITTED a row another order updated since the read is re-read after that order's commit and fails the
-# version test, so `guard` then holds fewer rows than $41 and the caller's write applies nothing.
+# version test, so `guard` then holds fewer rows than $41 and the caller's write applies nothing. A
+# decision on a kept state (app/domain/trading/kept.py) also passes $43, the digest of the members' parts it
+# rests on: if any of them differs in the statement's snapshot, no group row is moved and nothing is
+# written either. (A decision on a fresh read passes NULL: it read the parts in the same snapshot as
+# the sums.)
 GUARD_CTE = """guard AS (
   UPDATE risk_groups g SET version = g.version + 1
     FROM (SELECT g2.id FROM risk_groups g2
-             JOIN unnest($41::uuid[], $42::bigint[]) AS v(id, version) ON v.id = g2.id
+             JOIN unnest((SELECT $41::uuid[]), (SELECT $42::bigint[])) AS v(id, version) ON v.id = g2.id
            WHERE g2.version = v.version ORDER BY g2.id FOR NO KEY UPDATE OF g2) AS same
-   WHERE g.id = same.id
+   WHERE g.id = same.id AND ($43::text IS NULL OR $43::text = (""" + _MEMBERS_STATE_BODY.format(
+    anc="", roots="(SELECT $41::uuid[])::uuid[]"
+) + """ SELECT md5(string_agg(part, ',' ORDER BY part COLLATE "C")) FROM parts))
   RETURNING g.id
 )"""
 GUARD_HOLDS = "(SELECT count(*) FROM guard) = cardinality($41::uuid[])"
@@ -149,9 +194,9 @@ def decode(value: str | None) -> list[Figures]:
     return (_decode(value) if value else None) or []
 
 
-def guard(found: list[Figures]) -> tuple[list[uuid.UUID], list[int]]:
-    """The write's $41 and $42 for the groups a decision read."""
-    return [uuid.UUID(f.group_id) for f in found], [f.version for f in found]
+def guard(found: list[Figures], digest: str | None = None) -> tuple[list[uuid.UUID], list[int], str | None]:
+    """The write's $41, $42 and $43 for the groups a decision read (`digest`: of a kept state's parts)."""
+    return [uuid.UUID(f.group_id) for f in found], [f.version for f in found], digest
 
 
 def _d(value: str | None) -> Decimal:

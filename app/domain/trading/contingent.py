@@ -48,6 +48,7 @@ from app.domain.risk import checks as risk_checks
 from app.domain.risk import group_pretrade
 from app.domain.streams import publish as streams
 from app.domain.trading import decision, rules, sizing
+from app.domain.trading.kept import PlacementCaches, Snapshot
 from app.domain.trading.placement import (
     BOOK_SQL,
     LEAN_READ_SQL,
@@ -65,9 +66,9 @@ from app.domain.trading.queries import ORDER_COLUMNS
 from app.domain.trading.rules import INSTRUMENT_FIELDS, EventType, InstrumentInfo
 from app.domain.trading.schemas import OrderCreate, OrderOut, ValidateOut
 from app.lib.db import utcnow
-from app.lib.errors import conflict, invalid, not_found
+from app.lib.errors import ApiError, conflict, invalid, not_found
 from app.lib.ids import new_time_ordered_uuid
-from app.lib.metrics import PLACEMENT_RETRIES
+from app.lib.metrics import PLACEMENT_RETRIES, PLACEMENT_SNAPSHOTS
 
 ZERO = Decimal(0)
 GROUP_CLASSES = ("bracket", "oto", "oco")
@@ -75,15 +76,16 @@ _ENTRY_TIFS = ("gtc", "day")
 
 
 async def place_order(
-    conn: Any, principal: Principal, account_id: uuid.UUID, data: OrderCreate, *, dry_run: bool = False
+    conn: Any, principal: Principal, account_id: uuid.UUID, data: OrderCreate, *, dry_run: bool = False,
+    caches: PlacementCaches | None = None,
 ) -> tuple[OrderOut | ValidateOut, bool]:
     """Place (or with dry_run, only check) a body `decision.is_contingent` routes here, on placement's
-    connection (`place`)."""
+    connection (`place`), with the app's placement caches (kept.PlacementCaches) if given."""
     if data.notional is not None:
         sizing.check_sizing_shape(data)
         raise invalid(f"`notional` is for simple market orders, not {data.order_class} {data.type} orders",
                       "notional", slug="notional-market-only")
-    return await place(await order_connection(conn), principal, account_id, data, dry_run=dry_run)
+    return await place(await order_connection(conn), principal, account_id, data, dry_run=dry_run, caches=caches)
 
 
 def _opposite(side: str) -> str:
@@ -258,6 +260,7 @@ async def place(
     *,
     dry_run: bool = False,
     grouped: bool = False,
+    caches: PlacementCaches | None = None,
 ) -> tuple[OrderOut | ValidateOut, bool]:
     """Place (or check) a bracket, OTO, OCO or trailing stop: optimistically (`_place_optimistic`), else in
     one locked transaction. The answer is the entry (an OCO: its take-profit leg) with its `legs`.
@@ -265,7 +268,7 @@ async def place(
     `_place_locked`); an account found grouped without them is placed again with them."""
     check_shape(data)
     if not dry_run and not grouped:
-        placed = await _place_optimistic(apg, principal, account_id, data)
+        placed = await _place_optimistic(apg, principal, account_id, data, caches)
         if placed is not None:
             return placed, True
     messages: list[tuple[str, bytes]] = []
@@ -342,11 +345,16 @@ def _columns(data: OrderCreate, inst: Any) -> dict[str, Any]:
 async def _write(
     apg: Any, plan: Any, data: OrderCreate, checked: OrderCreate, inst: Any, row_version: str,
     instrument_version: str | None, exchange_version: str | None, messages: list[tuple[str, bytes]] | None,
+    *, remember: Any = None, caches: PlacementCaches | None = None,
 ) -> OrderOut | LostRace:
     """Execute the entry and write it with its legs and every event in one statement (placement's
     CONTINGENT_WRITE_SQL); with versions, only if the account and instrument rows are still those
     versions (else nothing is written and the row that changed is returned). `messages`: inside a
-    transaction, where the stream messages wait for COMMIT (None: the write commits on its own)."""
+    transaction, where the stream messages wait for COMMIT (None: the write commits on its own).
+    `remember` (the lean read or kept state the decision used): keep the state written in `caches` for
+    the account's next order, as placement does for a simple order; exit legs the write made active
+    (an OCO's stop-loss, a filled entry's exits) are open orders whose quantity the kept state does not
+    count, so a kept open-sell quantity is dropped then (a sell of the account reads it again)."""
     legs: list[OrderOut] = []
 
     def legs_of(entry: OrderOut) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -357,14 +365,57 @@ async def _write(
     entry = await execute_and_write(
         apg, plan, checked, utcnow(), row_version, instrument_version, exchange_version,
         after_commit=messages, columns=_columns(data, inst), legs=legs_of if data.order_class != "simple" else None,
+        remember=remember, caches=caches,
     )
-    if isinstance(entry, LostRace) or data.order_class == "simple":
+    if isinstance(entry, LostRace):
+        return entry
+    if caches is not None and any(leg.status in rules.OPEN_STATUSES and leg.side == "sell" for leg in legs):
+        caches.forget_open_sells(entry.account_id)
+    if data.order_class == "simple":
         return entry
     return msgspec.structs.replace(entry, legs=legs)
 
 
+async def _place_kept(
+    apg: Any, principal: Principal, data: OrderCreate, snapshot: Snapshot, caches: PlacementCaches
+) -> OrderOut | None:
+    """A group or trailing stop decided on the state the account's last write left (kept.Snapshot, as
+    placement's kept path: the write applies only if the account, instrument and exchange rows are
+    those versions) and written in one round trip. None: decide again on a fresh read (a rejection
+    must rest on current state; a changed row wrote nothing)."""
+    row = snapshot.row
+    inst = InstrumentInfo(*[row[name] for name in INSTRUMENT_FIELDS])
+    try:
+        decision.validate_against_instrument(data, inst)
+        _check_ticks(data, inst.tick_size)
+        _check_sides(data, inst.last_price)
+        checked = _order_to_check(data, inst)
+        fits = snapshot.fits(checked)
+        outcome = await decide_on_row(apg, principal, checked, row, inst, False, False, record=False) if fits else None
+    except ApiError:
+        outcome = None
+    if not isinstance(outcome, decision.Plan):
+        PLACEMENT_SNAPSHOTS.labels(result="rejected").inc()
+        return None
+    try:
+        placed = await _write(
+            apg, outcome, data, checked, inst, row["row_version"], row["instrument_version"],
+            row["exchange_version"], None, remember=row, caches=caches,
+        )
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name != "uq_orders_account_id_client_order_id":
+            raise
+        PLACEMENT_SNAPSHOTS.labels(result="client_order_id_used").inc()
+        return None
+    if isinstance(placed, LostRace):
+        PLACEMENT_SNAPSHOTS.labels(result="stale").inc()
+        return None
+    PLACEMENT_SNAPSHOTS.labels(result="used").inc()
+    return placed
+
+
 async def _place_optimistic(
-    apg: Any, principal: Principal, account_id: uuid.UUID, data: OrderCreate
+    apg: Any, principal: Principal, account_id: uuid.UUID, data: OrderCreate, caches: PlacementCaches | None = None
 ) -> OrderOut | None:
     """Placement's optimistic path for a group or a trailing stop: one unlocked read (placement's lean
     read, or the full book for an account with enabled risk limits), the same checks as the locked path,
@@ -372,7 +423,14 @@ async def _place_optimistic(
     rows are the versions read (placement.py's module docstring says why that is sound: whatever the
     decision reads changes one of them). Two round trips where the locked path takes five. None: the
     locked path decides (an account or symbol to answer 404 or 422 for under locks, a client_order_id
-    already used, risk-group limits, a lost race)."""
+    already used, risk-group limits, a lost race). With `caches`: on the account's kept state first
+    (`_place_kept`: one round trip), and the state this write leaves is kept."""
+    snapshot = caches.take_snapshot(account_id) if caches is not None else None
+    if snapshot is not None and not snapshot.row["group_limited"]:
+        assert caches is not None
+        placed = await _place_kept(apg, principal, data, snapshot, caches)
+        if placed is not None:
+            return placed
     # The lean read for an account without enabled risk limits (most), as placement's, else the full one.
     row = await apg.fetchrow(LEAN_READ_SQL, account_id, data.side, data.symbol, data.client_order_id)
     full = row is not None and row["has_limits"]
@@ -395,7 +453,7 @@ async def _place_optimistic(
     try:
         placed = await _write(
             apg, outcome, data, checked, inst, row["row_version"], row["instrument_version"],
-            row["exchange_version"], None,
+            row["exchange_version"], None, remember=None if full else row, caches=caches,
         )
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name != "uq_orders_account_id_client_order_id":

@@ -45,7 +45,9 @@ class OrderController(Controller):
         self, request: Request, account_id: FromPath[UUID], data: JSONBody[OrderCreate]
     ) -> Response[OrderOut]:
         async with order_connection(request.app.state) as conn:
-            order, created = await services.place_order(conn, request.user, account_id, data)
+            order, created = await services.place_order(
+                conn, request.user, account_id, data, caches=request.app.state.placement_caches
+            )
         return ApiResponse(order, status_code=201 if created else 200)  # type: ignore[arg-type]
 
     @post("/orders/validate", status_code=200, summary="Run every pre-trade check without placing anything")

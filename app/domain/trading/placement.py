@@ -34,13 +34,10 @@ locked) and the per-process hints that choose between them are one mechanism, re
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import json
-import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -58,6 +55,7 @@ from app.domain.streams.events import risk_payload, stream_messages
 from app.domain.trading import decision, execution, rules, sizing
 from app.domain.trading.book import book_from_row
 from app.domain.trading.decision import Plan
+from app.domain.trading.kept import GroupState, PlacementCaches, Snapshot
 from app.domain.trading.placement_sql import (
     BOOK_SQL,
     CONTINGENT_COLUMNS,
@@ -123,44 +121,50 @@ async def order_connection(conn: AsyncConnection | Any) -> Any:
 
 async def place_order(
     conn: AsyncConnection | Any, principal: Principal, account_id: uuid.UUID, data: OrderCreate, *,
-    dry_run: bool = False,
+    dry_run: bool = False, caches: PlacementCaches | None = None,
 ) -> tuple[OrderOut | ValidateOut, bool]:
     """Place (or with dry_run, only check) a simple order. Returns (result, created). Contingent orders and
     trailing stops take contingent.py's locked path (services.place_order routes on the body).
 
     `conn` is an asyncpg connection from the order pool (the HTTP path) or a SQLAlchemy connection (jobs,
-    tests), whose asyncpg connection is then used directly."""
+    tests), whose asyncpg connection is then used directly. `caches`: the app's (kept.PlacementCaches);
+    without them the order is decided on a fresh read and nothing is kept."""
     if decision.is_contingent(data):
         raise TypeError("contingent orders and trailing stops are placed by services.place_order")
     if data.notional is not None:
         sizing.check_sizing_shape(data)
     apg = await order_connection(conn)
-    if not dry_run and _contended(account_id):
+    caches = caches if caches is not None else PlacementCaches()
+    if not dry_run and caches.is_contended(account_id):
         return await _place_locked(apg, principal, account_id, data)
-    snapshot = None if dry_run else _SNAPSHOTS.pop(account_id, None)
+    snapshot = None if dry_run else caches.take_snapshot(account_id)
     if snapshot is not None and snapshot.fits(data):
-        placed = await _place_on_snapshot(apg, principal, data, snapshot)
+        if snapshot.row["group_limited"]:
+            async with caches.gate(snapshot.row["group_id"]):
+                placed = await _place_on_snapshot(apg, principal, data, snapshot, caches)
+                if placed is not None:
+                    return placed, True
+                return await _place_grouped(apg, principal, account_id, data, caches.is_limited(account_id), caches)
+        placed = await _place_on_snapshot(apg, principal, data, snapshot, caches)
         if placed is not None:
             return placed, True
-    full = _hinted(_LIMITED, account_id)
-    group = None if dry_run else _GROUPED.get(account_id)
-    if group is not None and group[0] > time.monotonic():
-        async with _group_gate(group[1]):
-            return await _place_grouped(apg, principal, account_id, data, full)
+    full = caches.is_limited(account_id)
+    group = None if dry_run else caches.group_of(account_id)
+    if group is not None:
+        async with caches.gate(group):
+            return await _place_grouped(apg, principal, account_id, data, full, caches)
     if full:
         row = await apg.fetchrow(READ_SQL, account_id, True, data.symbol, data.client_order_id)
     else:
         row = await apg.fetchrow(LEAN_READ_SQL, account_id, data.side, data.symbol, data.client_order_id)
         if row is not None and row["has_limits"]:
-            _LIMITED[account_id] = time.monotonic() + LIMITED_SECONDS
+            caches.mark_limited(account_id)
             full = True
             row = await apg.fetchrow(READ_SQL, account_id, True, data.symbol, data.client_order_id)
     if row is not None and row["group_limited"] and not dry_run:
-        if len(_GROUPED) >= 10_000:
-            _GROUPED.clear()  # only hints
-        _GROUPED[account_id] = (time.monotonic() + LIMITED_SECONDS, row["group_id"])
-        async with _group_gate(row["group_id"]):  # (read again, with the groups' sums: once a minute)
-            return await _place_grouped(apg, principal, account_id, data, full)
+        caches.mark_grouped(account_id, row["group_id"])
+        async with caches.gate(row["group_id"]):  # (read again, with the groups' sums: once a minute)
+            return await _place_grouped(apg, principal, account_id, data, full, caches)
     inst = None
     if row is not None and row["symbol"] is not None:
         inst = InstrumentInfo(*[row[name] for name in INSTRUMENT_FIELDS])
@@ -171,20 +175,20 @@ async def place_order(
         return outcome
     order = await execute_and_write(
         apg, outcome, data, utcnow(), row["row_version"], row["instrument_version"], row["exchange_version"],
-        remember=None if full else row,
+        remember=None if full else row, caches=caches,
     )
     if isinstance(order, LostRace):
         # Another writer changed the account (or the instrument: a price, a halt) between the read and the
         # write: nothing was written. Decide again under locks, where no race is possible.
         PLACEMENT_RETRIES.labels(changed=order.value).inc()
         if order is LostRace.ACCOUNT:  # (a busy price feed is no reason to stop trying optimistically)
-            _CONTENDED[account_id] = time.monotonic() + CONTENTION_SECONDS
+            caches.mark_contended(account_id)
         return await _place_locked(apg, principal, account_id, data)
     return order, True
 
 
 async def _place_grouped(
-    apg: Any, principal: Principal, account_id: uuid.UUID, data: OrderCreate, full: bool
+    apg: Any, principal: Principal, account_id: uuid.UUID, data: OrderCreate, full: bool, caches: PlacementCaches
 ) -> tuple[OrderOut | ValidateOut, bool]:
     """An order of an account under group limits (app/domain/risk/group_pretrade.py), with the process's
     gate of its group held: decided on one read of the book and of the limited groups' sums and versions,
@@ -196,12 +200,12 @@ async def _place_grouped(
         args = (account_id, data.side, data.symbol, data.client_order_id)
         row = await apg.fetchrow(LEAN_READ_GROUP_SQL, *args)
         if row is not None and row["has_limits"]:
-            _LIMITED[account_id] = time.monotonic() + LIMITED_SECONDS
+            caches.mark_limited(account_id)
             full = True
             row = await apg.fetchrow(READ_GROUP_SQL, account_id, True, data.symbol, data.client_order_id)
     grouped = row is not None and row["group_limited"]
     if not grouped:
-        _GROUPED.pop(account_id, None)  # it left its groups (or they lost their limits): decided as usual
+        caches.unmark_grouped(account_id)  # it left its groups (or they lost their limits): decided as usual
     figures = group_pretrade.decode(row["group_figures"]) if grouped else None
     inst = None
     if row is not None and row["symbol"] is not None:
@@ -214,6 +218,7 @@ async def _place_grouped(
     order = await execute_and_write(
         apg, outcome, data, utcnow(), row["row_version"], row["instrument_version"], row["exchange_version"],
         groups=None if figures is None else group_pretrade.guard(figures),
+        remember=None if full or not grouped else row, caches=caches,
     )
     if isinstance(order, LostRace):
         # The account, the instrument or one of the groups changed (another process placed an order in
@@ -221,25 +226,6 @@ async def _place_grouped(
         PLACEMENT_RETRIES.labels(changed=order.value).inc()
         return await _place_locked(apg, principal, account_id, data, grouped=grouped)
     return order, True
-
-
-# Orders of accounts under a group limit are serial per group: each committed one moves the group's
-# version, so of the orders of one group decided on the same read only the first can commit, and on the
-# locked path they queue on the group row. Queued here first, one order per process and group reads and
-# writes at a time, and its guarded write loses only to another process. Only a queue: the database
-# (version test, row lock) is what guarantees the limit. Keyed by the account's own group (accounts of
-# sibling groups under one limited parent meet in the database only). Per process, bounded.
-_GROUP_GATES: dict[Any, asyncio.Lock] = {}
-
-
-def _group_gate(group_id: Any) -> asyncio.Lock:
-    gate = _GROUP_GATES.get(group_id)
-    if gate is None:
-        if len(_GROUP_GATES) >= 10_000:
-            for key in [k for k, g in _GROUP_GATES.items() if not g.locked()]:
-                del _GROUP_GATES[key]
-        gate = _GROUP_GATES[group_id] = asyncio.Lock()
-    return gate
 
 
 class LostRace(enum.Enum):
@@ -250,77 +236,9 @@ class LostRace(enum.Enum):
     GROUP = "group"
 
 
-# Accounts whose optimistic write lost a race recently. Many clients hammering ONE account would mostly
-# lose (each write changes the version the others read), paying an unlocked read and a void write
-# before their locked retry; for a while they go straight to the locked path instead, where they queue
-# on the row lock. Per process, bounded, and only a hint: either path is correct.
-CONTENTION_SECONDS = 2.0
-_CONTENDED: dict[uuid.UUID, float] = {}
-
-
-# Accounts whose lean read found enabled risk limits recently: they read the full book at once instead
-# of a lean read and then the full one. Also per process and only a hint: a lean read reports limits
-# that exist in its own snapshot, and a limit added after the read changes the account row, so the
-# optimistic write fails and the locked path (always the full book) decides again.
-LIMITED_SECONDS = 60.0
-_LIMITED: dict[uuid.UUID, float] = {}
-
-# Accounts whose read found group limits recently, with their group: their orders queue on the group's
-# gate at once and read their groups' sums with the book (same LIMITED_SECONDS). Per process, bounded,
-# and only a hint: the read says whether the account is still under group limits.
-_GROUPED: dict[uuid.UUID, tuple[float, Any]] = {}
-
-
-def _contended(account_id: uuid.UUID) -> bool:
-    return _hinted(_CONTENDED, account_id)
-
-
-def _hinted(hints: dict[uuid.UUID, float], account_id: uuid.UUID) -> bool:
-    until = hints.get(account_id)
-    if until is None:
-        return False
-    if until > time.monotonic():
-        return True
-    del hints[account_id]
-    if len(hints) > 10_000:  # drop expired entries of accounts that went quiet
-        now = time.monotonic()
-        for key in [k for k, t in hints.items() if t <= now]:
-            del hints[key]
-    return False
-
-
-# The state an account's last optimistic write left behind, per process: its next order is decided on it
-# and written directly, one round trip instead of two. Sound for the same reason the optimistic path is:
-# the write applies only if the account row, the instrument row and the exchange row are still the
-# versions the decision used, and everything the decision reads is on those rows or changes them
-# (fills, placements, cash releases, trading-state and risk-limit changes all update the account row;
-# prices, halts, tick and lot changes the instrument row; fees and sessions the exchange row). What no
-# version covers is left out, so such accounts read as before:
-# - other instruments' prices (equity): only accounts with no open position in another symbol are kept;
-# - the order counts and limits that risk checks read: only accounts without enabled limits (lean read);
-# - the open sell quantity of a long-only account, which a cancel lowers without touching the account
-#   row: a stale value can only be too high, so it can only reject, and every rejection (any 4xx) is
-#   decided again on a fresh read. Likewise a client_order_id already used (the write hits the unique
-#   index and writes nothing): the fresh read answers with the replay or the 409.
-# A write that finds a version changed writes nothing; the order then goes the usual way (read, decide,
-# write). An entry is used once (popped) and replaced by the write it made. Bounded; only a hint.
-SNAPSHOT_LIMIT = 10_000
-
-
-@dataclass(frozen=True, slots=True)
-class _Snapshot:
-    symbol: str
-    row: dict[str, Any]  # what LEAN_READ_SQL would return now for an order in `symbol`
-
-    def fits(self, data: OrderCreate) -> bool:
-        return data.symbol == self.symbol and (data.side == "buy" or self.row["open_sell_quantity"] is not None)
-
-
-_SNAPSHOTS: dict[uuid.UUID, _Snapshot] = {}
-
-
 def _remember(
-    read: Any, data: OrderCreate, written: Any, status: OrderStatus, filled: Decimal, last_price: Decimal | None
+    caches: PlacementCaches, read: Any, data: OrderCreate, written: Any, status: OrderStatus, filled: Decimal,
+    last_price: Decimal | None,
 ) -> None:
     """Keep what a lean read would now return for `data.symbol`, built from the read the decision used and
     what the write stored (returned by WRITE_SQL, so every number is as PostgreSQL keeps it)."""
@@ -338,6 +256,18 @@ def _remember(
     if written["position_quantity"] is not None:
         kept.append((data.symbol, written["position_quantity"], written["position_avg_entry_price"],
                      written["position_realized_pnl"], last_price))
+    if read["group_limited"]:
+        group = GroupState.of(read.get("group_figures"), read.get("group_members"))
+        before = next(((Decimal(e[1]), Decimal(e[2])) for e in positions if e[0] == data.symbol), (ZERO, ZERO))
+        after = None if written["position_quantity"] is None else (
+            Decimal(written["position_quantity"]), Decimal(written["position_avg_entry_price"]))
+        group = None if group is None else group.after(
+            read["id"], written["account_version"], data.symbol, read["instrument_version"], before, after,
+            last_price, status in OPEN_STATUSES,
+        )
+        if group is None:
+            return
+        caches.keep_group_state(read["group_id"], data.symbol, group)
     open_sells = read["open_sell_quantity"]
     if open_sells is not None and data.side == "sell" and status in OPEN_STATUSES:
         open_sells = str(Decimal(open_sells) + data.quantity - filled)
@@ -347,26 +277,39 @@ def _remember(
         cash=written["cash"], reserved_cash=written["reserved_cash"], realized_pnl=written["realized_pnl"],
         fees_paid=written["fees_paid"], peak_equity=written["peak_equity"],
     )
-    if len(_SNAPSHOTS) >= SNAPSHOT_LIMIT:
-        del _SNAPSHOTS[next(iter(_SNAPSHOTS))]  # the oldest entry
-    _SNAPSHOTS[row["id"]] = _Snapshot(data.symbol, row)
+    if "group_figures" in row:  # (the group's sums are kept apart, shared by its accounts)
+        row["group_figures"] = row["group_members"] = None
+    caches.keep_snapshot(row["id"], Snapshot(data.symbol, row))
 
 
 
-async def _place_on_snapshot(apg: Any, principal: Principal, data: OrderCreate, snapshot: _Snapshot) -> OrderOut | None:
-    """Decide on the kept state and write if it is still current; None: decide again on a fresh read."""
+async def _place_on_snapshot(
+    apg: Any, principal: Principal, data: OrderCreate, snapshot: Snapshot, caches: PlacementCaches
+) -> OrderOut | None:
+    """Decide on the kept state and write if it is still current; None: decide again on a fresh read.
+    An account under group limits: with its group's kept state (the caller holds the group's gate)."""
     row = snapshot.row
+    group = None
+    if row["group_limited"]:
+        group = caches.take_group_state(row["group_id"], data.symbol)
+        if group is None or not group.current_for(row["id"], row["row_version"]):
+            _counter(PLACEMENT_SNAPSHOTS, "stale").inc()
+            return None
+        row = {**row, "group_figures": group.figures, "group_members": group.parts}
     inst = InstrumentInfo(*[row[name] for name in INSTRUMENT_FIELDS])
     try:
-        outcome = await decide_on_row(apg, principal, data, row, inst, False, False)
+        outcome = await decide_on_row(apg, principal, data, row, inst, False, False, record=False,
+                                      group_figures=None if group is None else group.figures)
     except ApiError:
+        outcome = None
+    if not isinstance(outcome, Plan):  # (no replay: no existing order kept; a breach only of group limits)
         _counter(PLACEMENT_SNAPSHOTS, "rejected").inc()  # a rejection must rest on current state
         return None
-    assert isinstance(outcome, Plan)  # no replay (no existing order kept), no breach (no limits)
     try:
         order = await execute_and_write(
             apg, outcome, data, utcnow(), row["row_version"], row["instrument_version"], row["exchange_version"],
-            remember=row,
+            remember=row, caches=caches,
+            groups=None if group is None else group_pretrade.guard(group.figures, group.digest()),
         )
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name != "uq_orders_account_id_client_order_id":
@@ -431,14 +374,16 @@ async def _place_locked(
 async def decide_on_row(
     apg: Any, principal: Principal, data: OrderCreate, row: Any, inst: InstrumentInfo | None, dry_run: bool,
     full: bool, *, after_commit: list[tuple[str, bytes]] | None = None,
-    group_figures: list[group_pretrade.Figures] | None = None,
+    group_figures: list[group_pretrade.Figures] | None = None, record: bool = True,
 ) -> Plan | risk_checks.Breach | tuple[OrderOut | ValidateOut, bool]:
     """Every placement rule on one snapshot of the account: a plan to write, a recorded risk breach, or the
     final answer (an idempotent replay, a dry run's result). The rules are decision.py's; this adds what
     needs the connection (the reduce-only sum, group limits, recording a breach). Other rule failures
     raise 4xx. `row` is a READ_SQL/BOOK_SQL row (`full`) or a LEAN_READ_SQL row of an account without
     enabled limits.
-    `group_figures`: the sums of the account's limited groups that the caller read (else read here)."""
+    `group_figures`: the sums of the account's limited groups that the caller read (else read here).
+    `record`: store a breach as a violation (a decision on a kept state only reports it: a rejection
+    must rest on current state, so the caller decides again on a fresh read)."""
     from app.domain.accounts.access import ensure_may_trade
 
     if row is None or not (principal.can_read_all_accounts or row["owner_id"] == principal.user_id):
@@ -466,6 +411,8 @@ async def decide_on_row(
     price, breach = plan.price, plan.breach
     if breach is None and row["group_limited"]:
         breach = await group_pretrade.breach(apg, book, plan.proposed, group_figures)
+    if breach is not None and not record:
+        return breach
     if breach is not None:
         detail = {"symbol": data.symbol, "side": data.side, "type": data.type, "quantity": str(data.quantity),
                   "price": str(price), "dry_run": dry_run, "message": breach.message}
@@ -500,15 +447,16 @@ async def execute_and_write(
     apg: Any, plan: Plan, data: OrderCreate, now: datetime, row_version: str, instrument_version: str | None,
     exchange_version: str | None, *, remember: Any = None, after_commit: list[tuple[str, bytes]] | None = None,
     columns: dict[str, Any] | None = None, legs: LegsOf | None = None,
-    groups: tuple[list[uuid.UUID], list[int]] | None = None,
+    groups: tuple[list[uuid.UUID], list[int], str | None] | None = None, caches: PlacementCaches | None = None,
 ) -> OrderOut | LostRace:
     """Execute the order against the last price and write everything, or say which row changed. With
-    `remember` (the lean read the decision used), keep the state written for the account's next order.
+    `remember` (the lean read the decision used), keep the state written for the account's next order in
+    `caches`.
     `columns` (contingent.py): the order's class, leg and trail columns, which simple orders leave at their
     defaults, and `legs` a group's exit legs with their events, all written by the same statement
     (CONTINGENT_WRITE_SQL); the legs' events are published after the entry's. `groups` (a simple order
     under risk-group limits; never with `columns`): the ids and versions of the groups whose sums the
-    decision read, which must be unchanged (GROUP_WRITE_SQL).
+    decision read, which must be unchanged (GROUP_WRITE_SQL), and a kept state's digest of their parts.
     The stream messages are published at once (the write commits on its own) or, inside the locked
     path's transaction, appended to `after_commit` for the caller to publish after COMMIT."""
     book, inst, est_price = plan.book, plan.inst, plan.price
@@ -592,8 +540,8 @@ async def execute_and_write(
         if groups is not None and not written["groups_unchanged"]:
             return LostRace.GROUP
         return LostRace.ACCOUNT if written["instrument_unchanged"] else LostRace.INSTRUMENT
-    if remember is not None:
-        _remember(remember, data, written, status, filled, inst.last_price)
+    if remember is not None and caches is not None:
+        _remember(caches, remember, data, written, status, filled, inst.last_price)
     _counter(ORDERS, data.type, status.value).inc()
     if fill is not None:
         _counter(FILLS, fill.liquidity).inc()

@@ -33,14 +33,18 @@ LOCK_ACCOUNT_ONLY_SQL = "SELECT id FROM accounts WHERE id = $1 FOR UPDATE"
 _EXISTING_ORDER_SQL = f"""(SELECT {ORDER_JSON}
               FROM orders o WHERE o.account_id = a.id AND o.client_order_id = $4::text)"""
 # The account's risk-group columns; with `groups`, also its limited groups' sums and versions in the same
-# snapshot (group_pretrade.FIGURES_SQL), which the guarded write checks.
+# snapshot (group_pretrade.FIGURES_SQL), which the guarded write checks, and the parts those sums rest on
+# (group_pretrade.members_column), which the guard of a decision on a kept state checks.
 _GROUP_COLUMNS = "a.group_limited, a.group_id"
 
 
 def _group_columns(groups: bool) -> str:
     if not groups:
         return _GROUP_COLUMNS
-    return f"{_GROUP_COLUMNS}, {group_pretrade.figures_column('$1::uuid', '$3::text')}"
+    return (
+        f"{_GROUP_COLUMNS}, {group_pretrade.figures_column('$1::uuid', '$3::text')}, "
+        f"{group_pretrade.members_column('$1::uuid')}"
+    )
 
 
 def _book_columns(groups: bool) -> str:
@@ -125,9 +129,10 @@ def write_sql(*, groups: bool = False, contingent: bool = False) -> str:
     account's next $38 stream numbers (`seq`, app/domain/streams/log.py) from the counter on the account
     row this statement updates anyway: no extra lock, and seq order is commit order.
 
-    `groups` (an order under risk-group limits, group_pretrade.GUARD_CTE with $41 and $42): the groups'
+    `groups` (an order under risk-group limits, group_pretrade.GUARD_CTE with $41 to $43): the groups'
     rows are taken first (the lock order of risk: groups, instrument, account), and nothing is written
-    unless every group's version is still the one the decision read (`groups_unchanged` says which).
+    unless every group's version is still the one the decision read (and, for a decision on a kept
+    state, every member's row and every instrument they hold: `groups_unchanged` says which).
     `contingent` (contingent.py: groups and trailing stops): the order's CONTINGENT_COLUMNS ($41-$45) and
     a group's exit legs ($46), whose events ride in $24 after the entry's, each naming its own order_id.
     The two use the same parameter numbers and never go together (contingent orders under group limits

@@ -25,6 +25,7 @@ from app.domain.streams.events import defer_account_state
 from app.domain.streams.log import assign_seqs, defer_trade_updates, stored_order
 from app.domain.trading import contingent, decision, placement, rules
 from app.domain.trading import groups as grouping
+from app.domain.trading.kept import PlacementCaches
 from app.domain.trading.models import Fill, Order, OrderEvent
 from app.domain.trading.queries import INSTRUMENT_COLUMNS, INSTRUMENT_JOIN, ORDER_COLUMNS, ORDER_FIELDS
 from app.domain.trading.rules import OPEN_STATUSES, EventType, InstrumentInfo, OrderStatus
@@ -67,13 +68,15 @@ async def load_instrument(conn: AsyncConnection, symbol: str) -> InstrumentInfo 
 
 
 async def place_order(
-    conn: AsyncConnection | Any, principal: Principal, account_id: uuid.UUID, data: OrderCreate, *, dry_run: bool = False
+    conn: AsyncConnection | Any, principal: Principal, account_id: uuid.UUID, data: OrderCreate, *, dry_run: bool = False,
+    caches: PlacementCaches | None = None,
 ) -> tuple[OrderOut | ValidateOut, bool]:
     """Place (or with dry_run, only check) an order. Returns (result, created). Simple orders: placement.py;
-    contingent orders and trailing stops: contingent.py (a locked path of their own)."""
+    contingent orders and trailing stops: contingent.py (a locked path of their own). `caches`: the app's
+    placement caches (kept.PlacementCaches; without them nothing is kept)."""
     if decision.is_contingent(data):
-        return await contingent.place_order(conn, principal, account_id, data, dry_run=dry_run)
-    return await placement.place_order(conn, principal, account_id, data, dry_run=dry_run)
+        return await contingent.place_order(conn, principal, account_id, data, dry_run=dry_run, caches=caches)
+    return await placement.place_order(conn, principal, account_id, data, dry_run=dry_run, caches=caches)
 
 
 # --------------------------------------------------------------------------------------------- cancel/expire
