@@ -45,3 +45,33 @@ def test_the_group_reads_add_the_groups_sums_and_their_parts_to_the_reads():
         assert "group_members" in grouped and "group_members" not in plain
         added = f", {group_pretrade.figures_column('$1::uuid', '$3::text')}, {group_pretrade.members_column('$1::uuid')}"
         assert grouped.replace(added, "") == plain
+
+
+def _bound(statement: str, cte: str) -> dict[int, str]:
+    """The `$n` a CTE's INSERT ... SELECT or UPDATE ... SET ... WHERE binds to each column, by column name
+    (`xmin`, the row version, as `version`)."""
+    body = statement[statement.index(f"{cte} AS (") :]
+    body = body[: body.index("\n)")]
+    if "UPDATE" in body[:60]:
+        return {int(n): "version" if column == "xmin" else column
+                for column, n in re.findall(r"(\w+) = \$(\d+)", body)}
+    insert = re.search(r"INSERT INTO \w+ \(([^)]*)\)\s*SELECT (.*?) FROM ", body, re.S)
+    assert insert is not None, cte
+    columns = [c.strip() for c in insert.group(1).split(",")]
+    values = [v.strip() for v in insert.group(2).split(",")]
+    return {int(v[1:]): c for c, v in zip(columns, values, strict=True) if re.fullmatch(r"\$\d+", v)}
+
+
+def test_the_write_parameters_are_named_for_the_columns_they_fill():
+    fields = sql.WriteParams.__struct_fields__
+    assert len(fields) == 40 and params(sql.WRITE_SQL) == set(range(1, len(fields) + 1))
+    prefixes = {"new_order": "order_", "new_fill": "fill_", "position": "position_", "account": "account_"}
+    checked = 0
+    for cte, prefix in prefixes.items():
+        for n, column in _bound(sql.WRITE_SQL, cte).items():
+            if column in ("created_at", "updated_at", "ts"):
+                assert fields[n - 1] == "now"
+                continue
+            assert fields[n - 1] in (column, prefix + column), (cte, n, column, fields[n - 1])
+            checked += 1
+    assert checked >= 30  # the order's, the fill's, the position's and the account's columns

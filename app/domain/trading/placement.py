@@ -69,6 +69,7 @@ from app.domain.trading.placement_sql import (
     READ_SQL,
     VIOLATION_SQL,
     WRITE_SQL,
+    WriteParams,
 )
 from app.domain.trading.queries import ORDER_FIELDS
 from app.domain.trading.rules import (
@@ -523,19 +524,24 @@ async def execute_and_write(
         events = events + leg_events
         extra = (*(columns.get(name) for name in CONTINGENT_COLUMNS), _encode_json(leg_rows).decode())
     sql = GROUP_WRITE_SQL if groups is not None else WRITE_SQL if columns is None else CONTINGENT_WRITE_SQL
-    written = await apg.fetchrow(
-        sql,
-        order_id, book.id, data.client_order_id, data.symbol, data.side, data.type, data.time_in_force,
-        data.quantity, filled, avg_price, data.limit_price, data.stop_price, triggered, status.value,
-        reserved, fees, expires_at, now,
-        fill_id, *(_NO_FILL if fill is None else (fill.quantity, fill.price, fill.fee, fill.liquidity)),
-        _encode_json(events).decode(),
-        position.quantity, position.avg_entry_price, position.realized_pnl, fill_id is not None,
-        book.cash, book.reserved_cash, book.realized_pnl, book.fees_paid, book.peak_equity, equity,
-        row_version, instrument_version, exchange_version, len(events),
-        data.reduce_only if columns is None else columns.get("reduce_only", data.reduce_only), data.notional,
-        *extra, *(groups or ()),
+    fill_values = _NO_FILL if fill is None else (fill.quantity, fill.price, fill.fee, fill.liquidity)
+    params = WriteParams(
+        order_id=order_id, account_id=book.id, client_order_id=data.client_order_id, symbol=data.symbol,
+        side=data.side, type=data.type, time_in_force=data.time_in_force, quantity=data.quantity,
+        filled_quantity=filled, avg_fill_price=avg_price, limit_price=data.limit_price, stop_price=data.stop_price,
+        triggered=triggered, status=status.value, reserved_cash=reserved, fees=fees, expires_at=expires_at, now=now,
+        fill_id=fill_id, fill_quantity=fill_values[0], fill_price=fill_values[1], fill_fee=fill_values[2],
+        fill_liquidity=fill_values[3], events=_encode_json(events).decode(),
+        position_quantity=position.quantity, position_avg_entry_price=position.avg_entry_price,
+        position_realized_pnl=position.realized_pnl, position_changed=fill_id is not None,
+        account_cash=book.cash, account_reserved_cash=book.reserved_cash, account_realized_pnl=book.realized_pnl,
+        account_fees_paid=book.fees_paid, account_peak_equity=book.peak_equity, equity=equity,
+        account_version=row_version, instrument_version=instrument_version, exchange_version=exchange_version,
+        event_count=len(events),
+        reduce_only=data.reduce_only if columns is None else columns.get("reduce_only", data.reduce_only),
+        notional=data.notional,
     )
+    written = await apg.fetchrow(sql, *params.values(), *extra, *(groups or ()))
     if not written["applied"]:
         if groups is not None and not written["groups_unchanged"]:
             return LostRace.GROUP

@@ -9,6 +9,12 @@ from another. placement.py (and contingent.py) run them; the path and the reason
 
 from __future__ import annotations
 
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+
 from app.domain.risk import group_pretrade
 from app.domain.trading.book import POSITIONS_JSON_SQL, book_sql
 from app.domain.trading.queries import INSTRUMENT_COLUMNS, INSTRUMENT_JOIN, ORDER_JSON, open_sells
@@ -196,6 +202,59 @@ SELECT (SELECT count(*) FROM account) AS applied,{guard_flag} EXISTS (SELECT 1 F
        p.realized_pnl AS position_realized_pnl, a.event_seq
   FROM (SELECT 1) AS one LEFT JOIN account a ON true LEFT JOIN position p ON true
 """
+
+
+class WriteParams(msgspec.Struct, gc=False):
+    """The write statement's parameters $1-$40, named and in their order (`astuple()` gives the values to
+    bind): a field takes the name of the column it fills (the order's columns plainly, the fill's, the
+    position's and the account's with their prefix where the name is shared). tests/unit/
+    test_placement_sql.py checks the names against the statement's column lists. The variants' own
+    parameters follow: a contingent order's CONTINGENT_COLUMNS and legs ($41-$46), or a group guard's
+    ($41-$43)."""
+
+    order_id: Any
+    account_id: Any
+    client_order_id: str | None
+    symbol: str
+    side: str
+    type: str
+    time_in_force: str
+    quantity: Decimal
+    filled_quantity: Decimal
+    avg_fill_price: Decimal | None
+    limit_price: Decimal | None
+    stop_price: Decimal | None
+    triggered: bool
+    status: str
+    reserved_cash: Decimal  # the order's reservation
+    fees: Decimal
+    expires_at: datetime | None
+    now: datetime  # created_at, updated_at and the rows' timestamps
+    fill_id: Any
+    fill_quantity: Decimal | None
+    fill_price: Decimal | None
+    fill_fee: Decimal | None
+    fill_liquidity: str | None
+    events: str  # the order's events, one JSON array
+    position_quantity: Decimal
+    position_avg_entry_price: Decimal | None
+    position_realized_pnl: Decimal
+    position_changed: bool  # a fill moved the position (and so the equity snapshot is written)
+    account_cash: Decimal
+    account_reserved_cash: Decimal
+    account_realized_pnl: Decimal
+    account_fees_paid: Decimal
+    account_peak_equity: Decimal
+    equity: Decimal
+    account_version: str
+    instrument_version: str | None
+    exchange_version: str | None
+    event_count: int
+    reduce_only: bool
+    notional: Decimal | None
+
+    def values(self) -> tuple[Any, ...]:
+        return msgspec.structs.astuple(self)
 
 
 WRITE_SQL = write_sql()
