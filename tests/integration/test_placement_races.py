@@ -242,6 +242,31 @@ async def test_accounts_without_limits_take_the_lean_read_and_limits_are_still_f
     assert reads[-2:] == [False, False] and not client.app.state.placement_caches.is_limited(account_id)
 
 
+async def test_validate_uses_the_apps_hints_an_account_with_limits_is_read_in_full_at_once(
+    client, admin_headers, make_user
+):
+    """A dry run (`/orders/validate`) shares the app's placement caches: once an account is known to have
+    limits, its validations (and orders) read the full book at once instead of a lean read first. Nothing
+    is kept from a dry run."""
+    trader, manager = await make_user("trader"), await make_user("risk_manager")
+    h = trader["headers"]
+    sym = await make_market(client, admin_headers, price="100")
+    acct = await make_account(client, h, cash="100000")
+    resp = await client.post(f"/api/v1/accounts/{acct}/risk/limits", headers=manager["headers"],
+                             json={"limit_type": "max_position_quantity", "value": "12"})
+    assert resp.status_code == 201, resp.text
+    caches = client.app.state.placement_caches
+    assert not caches.is_limited(uuid.UUID(acct))
+    body = {"symbol": sym, "side": "buy", "type": "market", "quantity": "5", "time_in_force": "gtc"}
+    resp = await client.post(f"/api/v1/accounts/{acct}/orders/validate", headers=h, json=body)
+    assert resp.status_code == 200 and resp.json()["accepted"] is True, resp.text
+    assert caches.is_limited(uuid.UUID(acct))
+    assert uuid.UUID(acct) not in caches.snapshots
+    body["quantity"] = "13"
+    resp = await client.post(f"/api/v1/accounts/{acct}/orders/validate", headers=h, json=body)
+    assert resp.status_code == 422 and resp.json()["limit_type"] == "max_position_quantity", resp.text
+
+
 async def test_bracket_is_written_in_one_optimistic_statement_and_decided_again_after_a_lost_race(
     client, admin_headers, make_user, db_engine, settings, monkeypatch
 ):

@@ -55,7 +55,10 @@ class OrderController(Controller):
         self, request: Request, account_id: FromPath[UUID], data: JSONBody[OrderCreate]
     ) -> ValidateOut:
         async with order_connection(request.app.state) as conn:
-            result, _ = await services.place_order(conn, request.user, account_id, data, dry_run=True)
+            # (the caches' hints: an account with limits is read in full at once, as its orders are)
+            result, _ = await services.place_order(
+                conn, request.user, account_id, data, dry_run=True, caches=request.app.state.placement_caches
+            )
         return result  # type: ignore[return-value]
 
     @get(
