@@ -553,36 +553,40 @@ class StreamHub:
         if account_streams:
             self._account_clients.add(client)
             await self._sync_account_channels()
-        await self.interest.acquire(self._interest_keys(client, added))
-        released = self._interest_keys(client, removed)
-        for stream in removed:
-            if stream.partition(":")[0] in publish.ACCOUNT_KINDS:
-                for kind, key in self._route_keys(client, stream):
-                    group = self.routes[kind].get(key)
+        try:
+            await self.interest.acquire(self._interest_keys(client, added))
+            released = self._interest_keys(client, removed)
+            for stream in removed:
+                if stream.partition(":")[0] in publish.ACCOUNT_KINDS:
+                    for kind, key in self._route_keys(client, stream):
+                        group = self.routes[kind].get(key)
+                        if group is not None:
+                            group.discard(client)
+                            if not group:
+                                del self.routes[kind][key]
+                else:
+                    group = self.channels.get(stream)
                     if group is not None:
                         group.discard(client)
                         if not group:
-                            del self.routes[kind][key]
-            else:
-                group = self.channels.get(stream)
-                if group is not None:
-                    group.discard(client)
-                    if not group:
-                        del self.channels[stream]
-                        await self._unsubscribe_channel(stream)
-        for stream in added:
-            if stream.partition(":")[0] in publish.ACCOUNT_KINDS:
-                for kind, key in self._route_keys(client, stream):
-                    self.routes[kind].setdefault(key, set()).add(client)
-            else:
-                if stream not in self.channels:
-                    self.channels[stream] = set()
-                    await self._subscribe_channel(stream)
-                self.channels[stream].add(client)
-        await self.interest.release(released)
-        if not account_streams and client in self._account_clients:
-            self._account_clients.discard(client)
-            await self._sync_account_channels()
+                            del self.channels[stream]
+                            await self._unsubscribe_channel(stream)
+            for stream in added:
+                if stream.partition(":")[0] in publish.ACCOUNT_KINDS:
+                    for kind, key in self._route_keys(client, stream):
+                        self.routes[kind].setdefault(key, set()).add(client)
+                else:
+                    if stream not in self.channels:
+                        self.channels[stream] = set()
+                        await self._subscribe_channel(stream)
+                    self.channels[stream].add(client)
+            await self.interest.release(released)
+        finally:
+            # Also when something above failed: a client that holds no account stream must not keep the
+            # channels subscribed.
+            if not account_streams and client in self._account_clients:
+                self._account_clients.discard(client)
+                await self._sync_account_channels()
 
     def forget(self, client: Client) -> None:
         self.clients.discard(client)
