@@ -72,7 +72,8 @@ def main(ctx: click.Context, verbose: bool) -> None:
     show_default=True,
     help="ASGI server. uvicorn (its sans-I/O websockets protocol) holds an idle WebSocket in ~20 KiB instead "
     "of granian's ~150 KiB and sends a frame for a third of the CPU: for processes that serve the streams "
-    "(docs/STREAMING.md, Deployment). granian parses HTTP faster: keep it for the processes taking orders.",
+    "(docs/STREAMING.md, Deployment). Plain HTTP costs the same under both; granian drains on SIGTERM and "
+    "respawns failed workers, which the deployment files rely on: keep it for the processes taking orders.",
 )
 def serve(host, port, workers, migrate, seed_demo, ssl_certfile, ssl_keyfile, access_log, server) -> None:
     """Serve the API with granian or uvicorn (embedded PostgreSQL when DATABASE_URL is unset)."""
