@@ -142,6 +142,11 @@ def _serve_uvicorn(
         ws="websockets-sansio",
         # The app keeps connections alive with its own heartbeats (STREAM_HEARTBEAT_SECONDS).
         ws_ping_interval=None,
+        # No permessage-deflate (browsers and the `websockets` client offer it): compressing is per
+        # connection, so a stream frame fanned out to 100 subscribers was deflated 100 times; it doubled
+        # the server's CPU per frame (~4 -> ~8 us) and held ~38 KiB of zlib state per idle connection
+        # (docs/BENCHMARKS.md, "Streams: where the time goes"). granian does not negotiate it either.
+        ws_per_message_deflate=False,
         lifespan="on",
         access_log=False,
         # As under granian: the client address is the peer's (no X-Forwarded-For rewriting).

@@ -3,10 +3,13 @@ granian (as `tradedesk serve` runs it, and with the runtime options that might m
 (as `tradedesk serve --server uvicorn` runs it), taking turns in one run.
 
     python -m benchmarks.measure_ws_servers [--connections 100] [--frames 2000] [--idle 1000] [--rounds 2]
+                                            [--deflate] [--only NAME ...]
 
 Per server: CPU (user + system of the server's process tree, from /proc) per ~700-byte frame sent while
 `--connections` clients each receive `--frames` frames, split by thread name (granian's Python thread and
-its tokio runtime threads); then the RSS per connection of `--idle` idle connections.
+its tokio runtime threads); then the RSS per connection of `--idle` idle connections. `--deflate`: the
+clients offer permessage-deflate (browsers and the `websockets` client do by default); uvicorn accepts it
+unless `--ws-per-message-deflate false`, and then compresses every frame for every connection.
 """
 
 from __future__ import annotations
@@ -36,16 +39,17 @@ def _free_port() -> int:
 
 def servers(port: int) -> dict[str, list[str]]:
     granian = [str(BIN / "granian"), "--interface", "asgi", "--loop", "uvloop", "--port", str(port), "--no-log"]
+    uvicorn = [
+        sys.executable, "-m", "uvicorn", "--port", str(port), "--loop", "uvloop", "--http", "httptools",
+        "--ws", "websockets-sansio", "--ws-ping-interval", "0", "--no-access-log", "--log-level", "warning",
+    ]
     return {
         "granian": [*granian, APP],
         "granian --runtime-mode st": [*granian, "--runtime-mode", "st", APP],
         "granian --task-impl rust": [*granian, "--task-impl", "rust", APP],
         "granian --runtime-threads 2": [*granian, "--runtime-threads", "2", APP],
-        "uvicorn": [
-            sys.executable, "-m", "uvicorn", "--port", str(port), "--loop", "uvloop", "--http", "httptools",
-            "--ws", "websockets-sansio", "--ws-ping-interval", "0", "--no-access-log", "--log-level", "warning",
-            APP,
-        ],
+        "uvicorn": [*uvicorn, "--ws-per-message-deflate", "false", APP],
+        "uvicorn, permessage-deflate on (its default)": [*uvicorn, APP],
     }
 
 
@@ -103,7 +107,11 @@ async def measure(cmd: list[str], port: int, args: argparse.Namespace) -> dict:
                 if time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(0.2)
-        conns = [await websockets.connect(url, max_size=None, compression=None) for _ in range(args.connections)]
+        # --deflate: the clients offer permessage-deflate, as browsers and the `websockets` client do by default.
+        compression = "deflate" if args.deflate else None
+        conns = [
+            await websockets.connect(url, max_size=None, compression=compression) for _ in range(args.connections)
+        ]
 
         async def drain(ws) -> None:
             await ws.send(str(args.frames))
@@ -113,19 +121,20 @@ async def measure(cmd: list[str], port: int, args: argparse.Namespace) -> dict:
         before = _threads(proc.pid)
         await asyncio.gather(*(drain(ws) for ws in conns))
         after = _threads(proc.pid)
-        for ws in conns:
-            await ws.close()
         frames = args.connections * args.frames
         split = {k: (v - before.get(k, 0.0)) * 1e6 / frames for k, v in after.items()}
         out = {
             "cpu_us_per_frame": round(sum(split.values()), 2),
+            "deflate_negotiated": conns[0].response.headers.get("Sec-WebSocket-Extensions") is not None,
             "by_thread_us": {k: round(v, 2) for k, v in sorted(split.items(), key=lambda kv: -kv[1]) if v > 0},
         }
+        for ws in conns:
+            await ws.close()
         if args.idle:
             rss_before = _rss_kib(proc.pid)
             idle = []
             for _ in range(args.idle):
-                ws = await websockets.connect(url, max_size=None, compression=None, ping_interval=None)
+                ws = await websockets.connect(url, max_size=None, compression=compression, ping_interval=None)
                 await ws.send("{}")
                 await ws.recv()
                 idle.append(ws)
@@ -159,4 +168,5 @@ if __name__ == "__main__":
     parser.add_argument("--idle", type=int, default=1000, help="idle connections for the memory figure (0: none)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--only", action="append", help="a server of the list (repeatable)")
+    parser.add_argument("--deflate", action="store_true", help="clients offer permessage-deflate")
     asyncio.run(main(parser.parse_args()))

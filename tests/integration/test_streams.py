@@ -883,3 +883,20 @@ async def test_only_a_process_serving_an_account_stream_subscribes_to_the_accoun
     finally:
         await first.close()
     assert await _subscribers_become(settings, base) == base
+
+
+async def test_stream_connections_are_not_compressed_whatever_the_client_offers(
+    client, admin_headers, make_user, stream_servers, uvicorn_stream_server
+):
+    """permessage-deflate, which browsers and the `websockets` client offer, is declined by both servers:
+    compressing is per connection, so every frame of a fan-out would be deflated once per subscriber."""
+    user = await make_user("trader")
+    for url in (stream_servers[0], uvicorn_stream_server):
+        ws = await websockets.connect(
+            ws_url(url), additional_headers={"Authorization": f"Bearer {user['api_key']}"}, compression="deflate"
+        )
+        try:
+            assert ws.response.headers.get("Sec-WebSocket-Extensions") is None, url
+            assert (await subscribe(ws, ["accounts"]))["type"] == "subscribed"
+        finally:
+            await ws.close()
