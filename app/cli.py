@@ -96,7 +96,7 @@ def serve(host, port, workers, migrate, seed_demo, ssl_certfile, ssl_keyfile, ac
     if not access_log:
         os.environ["TRADEDESK_ACCESS_LOG"] = "false"
     if server == "uvicorn":
-        _serve_uvicorn(host, port, workers, ssl_certfile, ssl_keyfile)
+        _serve_uvicorn(host, port, workers, ssl_certfile, ssl_keyfile, _cli_log_level or settings.log_level)
         return
     from granian import Granian
     from granian.constants import Interfaces, Loops
@@ -120,10 +120,11 @@ def serve(host, port, workers, migrate, seed_demo, ssl_certfile, ssl_keyfile, ac
 
 
 def _serve_uvicorn(
-    host: str, port: int, workers: int, ssl_certfile: str | None, ssl_keyfile: str | None
+    host: str, port: int, workers: int, ssl_certfile: str | None, ssl_keyfile: str | None, log_level: str
 ) -> None:
     try:
         import uvicorn
+        from uvicorn.config import LOG_LEVELS
     except ImportError:
         raise click.ClickException(
             "--server uvicorn needs the uvicorn extra: pip install 'tradedesk[uvicorn]'"
@@ -149,6 +150,9 @@ def _serve_uvicorn(
         ws_per_message_deflate=False,
         lifespan="on",
         access_log=False,
+        # uvicorn's own messages at LOG_LEVEL: at its default (info) a stream process wrote two lines per
+        # WebSocket ("connection open", "[accepted]") and one more at each close.
+        log_level=log_level.lower() if log_level.lower() in LOG_LEVELS else "info",
         # As under granian: the client address is the peer's (no X-Forwarded-For rewriting).
         proxy_headers=False,
         server_header=False,

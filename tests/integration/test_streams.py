@@ -900,3 +900,17 @@ async def test_stream_connections_are_not_compressed_whatever_the_client_offers(
             assert (await subscribe(ws, ["accounts"]))["type"] == "subscribed"
         finally:
             await ws.close()
+
+
+async def test_a_uvicorn_process_logs_its_own_messages_at_log_level(settings, make_user):
+    """At LOG_LEVEL=WARNING (the test servers' setting) uvicorn writes nothing for a WebSocket that opens
+    and closes; at its own default (info) it wrote three lines per connection."""
+    user = await make_user("trader")
+    with api_servers(settings, count=1, servers=("uvicorn",)) as (urls, procs):
+        ws = await connect(urls[0], user["api_key"])
+        assert (await subscribe(ws, ["accounts"]))["type"] == "subscribed"
+        await ws.close()
+        await asyncio.sleep(0.5)
+        os.set_blocking(procs[0].stderr.fileno(), False)
+        written = procs[0].stderr.read() or b""
+    assert b"connection open" not in written and b"[accepted]" not in written, written[-500:]
