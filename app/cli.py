@@ -72,7 +72,8 @@ def main(ctx: click.Context, verbose: bool) -> None:
     show_default=True,
     help="ASGI server. uvicorn (its sans-I/O websockets protocol) holds an idle WebSocket in ~20 KiB instead "
     "of granian's ~150 KiB and sends a frame for a third of the CPU: for processes that serve the streams "
-    "(docs/STREAMING.md, Deployment). granian parses HTTP faster: keep it for the processes taking orders.",
+    "(docs/STREAMING.md, Deployment). Plain HTTP costs the same under both; granian drains on SIGTERM and "
+    "respawns failed workers, which the deployment files rely on: keep it for the processes taking orders.",
 )
 def serve(host, port, workers, migrate, seed_demo, ssl_certfile, ssl_keyfile, access_log, server) -> None:
     """Serve the API with granian or uvicorn (embedded PostgreSQL when DATABASE_URL is unset)."""
@@ -95,7 +96,7 @@ def serve(host, port, workers, migrate, seed_demo, ssl_certfile, ssl_keyfile, ac
     if not access_log:
         os.environ["TRADEDESK_ACCESS_LOG"] = "false"
     if server == "uvicorn":
-        _serve_uvicorn(host, port, workers, ssl_certfile, ssl_keyfile)
+        _serve_uvicorn(host, port, workers, ssl_certfile, ssl_keyfile, _cli_log_level or settings.log_level)
         return
     from granian import Granian
     from granian.constants import Interfaces, Loops
@@ -119,10 +120,11 @@ def serve(host, port, workers, migrate, seed_demo, ssl_certfile, ssl_keyfile, ac
 
 
 def _serve_uvicorn(
-    host: str, port: int, workers: int, ssl_certfile: str | None, ssl_keyfile: str | None
+    host: str, port: int, workers: int, ssl_certfile: str | None, ssl_keyfile: str | None, log_level: str
 ) -> None:
     try:
         import uvicorn
+        from uvicorn.config import LOG_LEVELS
     except ImportError:
         raise click.ClickException(
             "--server uvicorn needs the uvicorn extra: pip install 'tradedesk[uvicorn]'"
@@ -141,8 +143,16 @@ def _serve_uvicorn(
         ws="websockets-sansio",
         # The app keeps connections alive with its own heartbeats (STREAM_HEARTBEAT_SECONDS).
         ws_ping_interval=None,
+        # No permessage-deflate (browsers and the `websockets` client offer it): compressing is per
+        # connection, so a stream frame fanned out to 100 subscribers was deflated 100 times; it doubled
+        # the server's CPU per frame (~4 -> ~8 us) and held ~38 KiB of zlib state per idle connection
+        # (docs/BENCHMARKS.md, "Streams: where the time goes"). granian does not negotiate it either.
+        ws_per_message_deflate=False,
         lifespan="on",
         access_log=False,
+        # uvicorn's own messages at LOG_LEVEL: at its default (info) a stream process wrote two lines per
+        # WebSocket ("connection open", "[accepted]") and one more at each close.
+        log_level=log_level.lower() if log_level.lower() in LOG_LEVELS else "info",
         # As under granian: the client address is the peer's (no X-Forwarded-For rewriting).
         proxy_headers=False,
         server_header=False,

@@ -48,6 +48,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from datetime import datetime
@@ -166,15 +167,18 @@ class Server:
         if tree is not None:  # its `app` package ahead of this tree's (installed in editable mode)
             env["PYTHONPATH"] = str(tree)
         tradedesk = str(Path(sys.executable).with_name("tradedesk"))
-        self.proc = subprocess.Popen(
-            [tradedesk, "serve", "--port", str(self.port), "--no-access-log"]
-            + (["--server", kind] if kind != "granian" else []),
-            env=env,
-            cwd=tree,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        # The server's warnings (LOG_LEVEL=WARNING) go to a file: a failed subscribe's reason is there.
+        self.log_path = Path(tempfile.gettempdir()) / f"tdmeas-{run}-{self.port}.log"
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [tradedesk, "serve", "--port", str(self.port), "--no-access-log"]
+                + (["--server", kind] if kind != "granian" else []),
+                env=env,
+                cwd=tree,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -271,10 +275,14 @@ async def _subscribe(ws_url: str, key: str, streams: list[str], since: dict | No
     if since is not None:
         body["since"] = since
     await ws.send(json.dumps(body))
-    while True:
-        decoded = json.loads(await ws.recv())
-        if any(m["type"] == "subscribed" for m in (decoded if isinstance(decoded, list) else [decoded])):
-            return ws
+    while True:  # heartbeats may come first; an error is the answer (a wait for "subscribed" never ends)
+        decoded = json.loads(await asyncio.wait_for(ws.recv(), 30))
+        for m in decoded if isinstance(decoded, list) else [decoded]:
+            if m["type"] == "subscribed":
+                return ws
+            if m["type"] == "error":
+                await ws.close()
+                raise RuntimeError(f"subscribe {streams} answered {m}")
 
 
 def _read_subscribers(

@@ -829,3 +829,88 @@ async def test_an_event_skipped_before_its_process_heard_of_a_new_subscriber_sti
             await ws.close()
     finally:
         listener._callback = interest.on_message
+
+
+async def _account_channel_subscribers(settings) -> list[int]:
+    """Redis's count of subscribers (one per process) of each account-scoped channel of this run."""
+    import redis.asyncio as aioredis
+
+    redis = aioredis.from_url(settings.redis_url)
+    try:
+        names = [f"{settings.redis_prefix}:stream:{kind}" for kind in ("trade_updates", "accounts", "risk")]
+        return [count for _, count in await redis.pubsub_numsub(*names)]
+    finally:
+        await redis.aclose()
+
+
+async def _subscribers_become(settings, expected: list[int]) -> list[int]:
+    deadline = time.monotonic() + 10
+    # Polling Redis's count: no event to wait on.
+    while (counts := await _account_channel_subscribers(settings)) != expected and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    return counts
+
+
+async def test_only_a_process_serving_an_account_stream_subscribes_to_the_account_channels(
+    client, admin_headers, make_user, stream_servers, settings
+):
+    """A process receives the account-scoped channels only while one of its connections holds such a
+    stream (one subscription however many do): a process that only takes orders hears nothing back."""
+    user, sym, acct = await _trader(client, admin_headers, make_user)
+    a, b = stream_servers
+    # Neither process of this module holds a stream now; the in-process app of the run may.
+    base = await _account_channel_subscribers(settings)
+    await asyncio.sleep(0.5)
+    assert await _account_channel_subscribers(settings) == base
+    first = await connect(b, user["api_key"])
+    try:
+        await subscribe(first, [f"prices:{sym}"])  # not account-scoped
+        assert await _account_channel_subscribers(settings) == base
+        await subscribe(first, [f"trade_updates:{acct}"])
+        assert await _account_channel_subscribers(settings) == [n + 1 for n in base]
+        second = await connect(b, user["api_key"])
+        try:
+            await subscribe(second, ["accounts"])
+            assert await _account_channel_subscribers(settings) == [n + 1 for n in base]
+            async with httpx.AsyncClient(base_url=a, timeout=10) as http_a:
+                placed = await http_a.post(
+                    f"/api/v1/accounts/{acct}/orders", json=_resting_buy(sym), headers=user["headers"]
+                )
+                assert placed.status_code == 201, placed.text
+            assert [m["event"] for m in await trade_updates(first, 2)] == ["new", "accepted"]
+        finally:
+            await second.close()
+    finally:
+        await first.close()
+    assert await _subscribers_become(settings, base) == base
+
+
+async def test_stream_connections_are_not_compressed_whatever_the_client_offers(
+    client, admin_headers, make_user, stream_servers, uvicorn_stream_server
+):
+    """permessage-deflate, which browsers and the `websockets` client offer, is declined by both servers:
+    compressing is per connection, so every frame of a fan-out would be deflated once per subscriber."""
+    user = await make_user("trader")
+    for url in (stream_servers[0], uvicorn_stream_server):
+        ws = await websockets.connect(
+            ws_url(url), additional_headers={"Authorization": f"Bearer {user['api_key']}"}, compression="deflate"
+        )
+        try:
+            assert ws.response.headers.get("Sec-WebSocket-Extensions") is None, url
+            assert (await subscribe(ws, ["accounts"]))["type"] == "subscribed"
+        finally:
+            await ws.close()
+
+
+async def test_a_uvicorn_process_logs_its_own_messages_at_log_level(settings, make_user):
+    """At LOG_LEVEL=WARNING (the test servers' setting) uvicorn writes nothing for a WebSocket that opens
+    and closes; at its own default (info) it wrote three lines per connection."""
+    user = await make_user("trader")
+    with api_servers(settings, count=1, servers=("uvicorn",)) as (urls, procs):
+        ws = await connect(urls[0], user["api_key"])
+        assert (await subscribe(ws, ["accounts"]))["type"] == "subscribed"
+        await ws.close()
+        await asyncio.sleep(0.5)
+        os.set_blocking(procs[0].stderr.fileno(), False)
+        written = procs[0].stderr.read() or b""
+    assert b"connection open" not in written and b"[accepted]" not in written, written[-500:]

@@ -1,10 +1,12 @@
 """Fan-out inside one API process: the channels plugin's backend in, each client's bounded buffer out.
 
 Litestar's ChannelsPlugin carries messages between processes (Redis pub/sub when REDIS_URL is set, memory
-in the embedded default). Each process subscribes once per channel (the three account-scoped kinds at
-start, `prices:*` / `bars:*` while a local client wants them) and routes every message to its clients
-here, synchronously and without decoding it (publish.py puts the routing in a fixed header):
-O(clients that want it) per message, however many clients are connected.
+in the embedded default). Each process subscribes once per channel, and only while a local client wants
+it: the three account-scoped kinds while any connection of the process holds an account-scoped stream,
+`prices:*` / `bars:*` while one holds that stream. A process that serves no stream (one that only takes
+orders, a worker) therefore receives nothing of what the writers publish. Every message is routed to the
+process's clients here, synchronously and without decoding it (publish.py puts the routing in a fixed
+header): O(clients that want it) per message, however many clients are connected.
 
 `trade_update` delivery is exact per account (`_Cursor`): a client receives seq n+1 only after n. A
 message ahead of the next expected seq (two writers on one account publish in the order their commits
@@ -472,28 +474,34 @@ class StreamHub:
         self.routes: dict[str, dict[str, set[Client]]] = {kind: {} for kind in publish.ACCOUNT_KINDS}
         self.channels: dict[str, set[Client]] = {}  # prices:<symbol>, bars:<symbol>:<tf> -> clients
         self._subscribers: dict[str, _ChannelSubscriber] = {}
-        self._started = False
+        # Clients holding an account-scoped stream (or about to): the account channels are subscribed while
+        # there is one. Changed synchronously by `route`, then `_sync_account_channels` brings the backend
+        # in line under the lock, so a subscription and a last unsubscription racing end in the right state.
+        self._account_clients: set[Client] = set()
         self._lock = asyncio.Lock()
         self._heartbeat_task: asyncio.Task | None = None
         self.on_heartbeat: list[Callable[[], Awaitable[None]]] = []
 
     async def start(self) -> None:
-        """Subscribe the account-scoped channels. With the backend unreachable (Redis down at start-up)
-        the API still starts: the next subscription tries again, and until then clients get heartbeats,
-        replays and the durable log, but no live messages."""
+        """Start the heartbeats. No channel is subscribed here: `route` subscribes what the process's
+        clients hold, when they hold it."""
+        if self._heartbeat_task is None:
+            self._heartbeat_task = asyncio.create_task(self._heartbeats(), name="stream-heartbeats")
+
+    async def _sync_account_channels(self) -> None:
+        """Subscribe the account-scoped channels while some client holds an account-scoped stream, and
+        unsubscribe them once none does. With the backend unreachable (Redis down) the stream still
+        works without live messages (heartbeats, replays, the durable log): the next `route` tries again."""
         async with self._lock:
-            if self._heartbeat_task is None:
-                self._heartbeat_task = asyncio.create_task(self._heartbeats(), name="stream-heartbeats")
-            if self._started:
-                return
+            wanted = bool(self._account_clients)
             try:
                 for kind in publish.ACCOUNT_KINDS:
-                    if kind not in self._subscribers:
+                    if wanted and kind not in self._subscribers:
                         await self._subscribe_channel(kind)
+                    elif not wanted and kind in self._subscribers:
+                        await self._unsubscribe_channel(kind)
             except Exception as exc:
-                log.warning("stream_backend_subscribe_failed", error=repr(exc)[:200])
-                return
-            self._started = True
+                log.warning("stream_backend_subscribe_failed", error=repr(exc)[:200], subscribe=wanted)
 
     async def stop(self) -> None:
         if self._heartbeat_task is not None:
@@ -540,33 +548,45 @@ class StreamHub:
         """Route `added` streams to the client (announcing new interest to every publisher first) and
         stop routing `removed` ones."""
         await self.start()
-        await self.interest.acquire(self._interest_keys(client, added))
-        released = self._interest_keys(client, removed)
-        for stream in removed:
-            if stream.partition(":")[0] in publish.ACCOUNT_KINDS:
-                for kind, key in self._route_keys(client, stream):
-                    group = self.routes[kind].get(key)
+        holds = (client.streams - removed) | added
+        account_streams = [s for s in holds if s.partition(":")[0] in publish.ACCOUNT_KINDS]
+        if account_streams:
+            self._account_clients.add(client)
+            await self._sync_account_channels()
+        try:
+            await self.interest.acquire(self._interest_keys(client, added))
+            released = self._interest_keys(client, removed)
+            for stream in removed:
+                if stream.partition(":")[0] in publish.ACCOUNT_KINDS:
+                    for kind, key in self._route_keys(client, stream):
+                        group = self.routes[kind].get(key)
+                        if group is not None:
+                            group.discard(client)
+                            if not group:
+                                del self.routes[kind][key]
+                else:
+                    group = self.channels.get(stream)
                     if group is not None:
                         group.discard(client)
                         if not group:
-                            del self.routes[kind][key]
-            else:
-                group = self.channels.get(stream)
-                if group is not None:
-                    group.discard(client)
-                    if not group:
-                        del self.channels[stream]
-                        await self._unsubscribe_channel(stream)
-        for stream in added:
-            if stream.partition(":")[0] in publish.ACCOUNT_KINDS:
-                for kind, key in self._route_keys(client, stream):
-                    self.routes[kind].setdefault(key, set()).add(client)
-            else:
-                if stream not in self.channels:
-                    self.channels[stream] = set()
-                    await self._subscribe_channel(stream)
-                self.channels[stream].add(client)
-        await self.interest.release(released)
+                            del self.channels[stream]
+                            await self._unsubscribe_channel(stream)
+            for stream in added:
+                if stream.partition(":")[0] in publish.ACCOUNT_KINDS:
+                    for kind, key in self._route_keys(client, stream):
+                        self.routes[kind].setdefault(key, set()).add(client)
+                else:
+                    if stream not in self.channels:
+                        self.channels[stream] = set()
+                        await self._subscribe_channel(stream)
+                    self.channels[stream].add(client)
+            await self.interest.release(released)
+        finally:
+            # Also when something above failed: a client that holds no account stream must not keep the
+            # channels subscribed.
+            if not account_streams and client in self._account_clients:
+                self._account_clients.discard(client)
+                await self._sync_account_channels()
 
     def forget(self, client: Client) -> None:
         self.clients.discard(client)

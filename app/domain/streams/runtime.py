@@ -42,11 +42,29 @@ async def read_with(engine: AsyncEngine, fn: Callable[[Any], Awaitable[Any]]) ->
         return await fn(await driver_connection(conn))
 
 
+REDIS_CONNECTIONS = 64  # the stream client's pool: callers beyond it wait for a connection
+REDIS_WAIT_SECONDS = 10.0  # ... for at most this long (then the call fails as if Redis were down)
+
+
 def _redis(settings: Settings) -> Any:
+    """The stream machinery's Redis client (connection slots, subscriber registry, publishing, pub/sub).
+
+    A pool that makes callers wait for a free connection: redis-py's plain pool raises
+    MaxConnectionsError once 100 connections are in use, and a burst of stream connections (clients
+    reconnecting after a restart, a load test opening hundreds) makes that many slot and registry calls
+    at once; the subscriptions past it were answered `unavailable` (and a client that waited for its
+    `subscribed` waited forever). Each call takes a Redis round trip, so waiting is short."""
     import redis.asyncio as aioredis
 
     # No socket timeout: the pub/sub connection is idle between messages by design.
-    return aioredis.from_url(settings.redis_url, socket_connect_timeout=1.0, socket_keepalive=True)
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=REDIS_CONNECTIONS,
+        timeout=REDIS_WAIT_SECONDS,
+        socket_connect_timeout=1.0,
+        socket_keepalive=True,
+    )
+    return aioredis.Redis.from_pool(pool)
 
 
 @contextlib.asynccontextmanager
