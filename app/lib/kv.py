@@ -229,6 +229,8 @@ class MemoryKV:
 
 
 REDIS_HEALTH_CHECK_SECONDS = 30
+REDIS_POOL_CONNECTIONS = 200
+REDIS_POOL_WAIT_SECONDS = 2.0
 
 
 def make_redis(url: str) -> aioredis.Redis:
@@ -243,12 +245,19 @@ def make_redis(url: str) -> aioredis.Redis:
     immediate retry on a connection error reconnects and repeats the command once; a timeout is not
     retried (it has already waited `socket_timeout`), and during an outage the retry costs only one more
     refused connect. `health_check_interval`: a connection idle for longer is PINGed before use.
+
+    Pool: one that makes a caller wait (up to REDIS_POOL_WAIT_SECONDS) for a free connection. redis-py's
+    plain pool raises MaxConnectionsError once `max_connections` are in use, so a burst of concurrent
+    requests in one process (every one takes a rate-limit call) failed its calls past the 200th instead
+    of queueing for a few round trips (tests/integration/test_kv.py).
     """
-    return aioredis.from_url(
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        max_connections=REDIS_POOL_CONNECTIONS,
+        timeout=REDIS_POOL_WAIT_SECONDS,
         socket_connect_timeout=1.0,
         socket_timeout=1.0,
         health_check_interval=REDIS_HEALTH_CHECK_SECONDS,
         retry=Retry(NoBackoff(), retries=1, supported_errors=(RedisConnectionError,)),
-        max_connections=200,
     )
+    return aioredis.Redis.from_pool(pool)

@@ -69,3 +69,19 @@ async def test_a_malformed_reply_fails_the_callers_instead_of_leaving_them_waiti
     )
     assert all(isinstance(r, Exception) for r in results), results
     await kv.close()
+
+
+async def test_a_burst_past_the_pool_size_waits_for_a_connection_instead_of_failing():
+    """More concurrent calls in one process than the pool has connections (a burst of requests, each
+    taking a rate-limit or cache call) queue for a free connection: redis-py's plain pool raised
+    MaxConnectionsError for every call past the 200th."""
+    from app.lib.kv import REDIS_POOL_CONNECTIONS
+
+    kv = fresh_kv()
+    burst = REDIS_POOL_CONNECTIONS * 2
+    try:
+        await asyncio.gather(*(kv.set(f"burst:{i}", b"%d" % i, ttl=60) for i in range(burst)))
+        values = await asyncio.gather(*(kv.get(f"burst:{i}") for i in range(burst)))
+        assert values == [b"%d" % i for i in range(burst)]
+    finally:
+        await kv.close()
