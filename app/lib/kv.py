@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import MaxConnectionsError
 
 
 class KV(Protocol):
@@ -233,6 +234,48 @@ REDIS_POOL_CONNECTIONS = 200
 REDIS_POOL_WAIT_SECONDS = 2.0
 
 
+class QueuingConnectionPool(aioredis.ConnectionPool):
+    """redis-py's plain pool, except that a caller finding every one of `max_connections` in use waits
+    (up to `wait` seconds) for one to be released instead of failing with MaxConnectionsError.
+
+    redis-py has this as BlockingConnectionPool, which takes a Condition and starts a timeout on every
+    call: 7-20 us more CPU per command than the plain pool (measured side by side on 20,000 GETs), on the
+    rate limit, the cache and publishing of every request. Here the plain pool's path is unchanged and
+    only a call that found the pool exhausted waits: every release wakes the waiters, which try again."""
+
+    def __init__(self, *, wait: float = REDIS_POOL_WAIT_SECONDS, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.wait = wait
+        self._freed: asyncio.Event | None = None
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().get_connection(*args, **kwargs)
+        except MaxConnectionsError:
+            pass
+        deadline = asyncio.get_running_loop().time() + self.wait
+        while True:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                raise RedisConnectionError("No Redis connection became free in time")
+            if self._freed is None:
+                self._freed = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._freed.wait(), remaining)
+            except TimeoutError:
+                pass
+            try:
+                return await super().get_connection(*args, **kwargs)
+            except MaxConnectionsError:
+                continue
+
+    async def release(self, connection: Any) -> None:
+        await super().release(connection)
+        freed, self._freed = self._freed, None
+        if freed is not None:
+            freed.set()
+
+
 def make_redis(url: str) -> aioredis.Redis:
     """The one Redis client configuration (KV, cache, rate limits, idempotency and the SAQ queue).
 
@@ -246,15 +289,13 @@ def make_redis(url: str) -> aioredis.Redis:
     retried (it has already waited `socket_timeout`), and during an outage the retry costs only one more
     refused connect. `health_check_interval`: a connection idle for longer is PINGed before use.
 
-    Pool: one that makes a caller wait (up to REDIS_POOL_WAIT_SECONDS) for a free connection. redis-py's
-    plain pool raises MaxConnectionsError once `max_connections` are in use, so a burst of concurrent
-    requests in one process (every one takes a rate-limit call) failed its calls past the 200th instead
-    of queueing for a few round trips (tests/integration/test_kv.py).
+    Pool: a burst of concurrent calls in one process past REDIS_POOL_CONNECTIONS (every request takes a
+    rate-limit call) queues for a free connection (QueuingConnectionPool); the plain pool failed every
+    call past the 200th (tests/integration/test_kv.py).
     """
-    pool = aioredis.BlockingConnectionPool.from_url(
+    pool = QueuingConnectionPool.from_url(
         url,
         max_connections=REDIS_POOL_CONNECTIONS,
-        timeout=REDIS_POOL_WAIT_SECONDS,
         socket_connect_timeout=1.0,
         socket_timeout=1.0,
         health_check_interval=REDIS_HEALTH_CHECK_SECONDS,

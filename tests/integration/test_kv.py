@@ -85,3 +85,31 @@ async def test_a_burst_past_the_pool_size_waits_for_a_connection_instead_of_fail
         assert values == [b"%d" % i for i in range(burst)]
     finally:
         await kv.close()
+
+
+async def test_an_exhausted_pool_queues_callers_and_gives_up_after_its_wait():
+    """QueuingConnectionPool: with every connection in use a call waits for a release (and gets that
+    connection); one that waits longer than `wait` fails like an unreachable Redis."""
+    import redis.asyncio as aioredis
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from app.lib.kv import QueuingConnectionPool
+
+    pool = QueuingConnectionPool.from_url(REDIS_URL, max_connections=2, wait=0.3)
+    client = aioredis.Redis.from_pool(pool)
+    try:
+        assert await asyncio.gather(*(client.echo(str(i)) for i in range(50))) == [str(i).encode() for i in range(50)]
+        assert len(pool._in_use_connections) == 0 and len(pool._available_connections) <= 2
+        held = [await pool.get_connection(), await pool.get_connection()]
+        waiting = asyncio.create_task(client.echo("late"))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        await pool.release(held.pop())
+        assert await waiting == b"late"
+        held.append(await pool.get_connection())
+        with pytest.raises(RedisConnectionError):
+            await client.echo("never")
+        for connection in held:
+            await pool.release(connection)
+    finally:
+        await client.aclose()

@@ -53,14 +53,17 @@ def _redis(settings: Settings) -> Any:
     MaxConnectionsError once 100 connections are in use, and a burst of stream connections (clients
     reconnecting after a restart, a load test opening hundreds) makes that many slot and registry calls
     at once; the subscriptions past it were answered `unavailable` (and a client that waited for its
-    `subscribed` waited forever). Each call takes a Redis round trip, so waiting is short."""
+    `subscribed` waited forever). Each call takes a Redis round trip, so waiting is short. (kv.py's
+    QueuingConnectionPool: only a call that finds the pool exhausted waits; placement publishes here.)"""
     import redis.asyncio as aioredis
 
+    from app.lib.kv import QueuingConnectionPool
+
     # No socket timeout: the pub/sub connection is idle between messages by design.
-    pool = aioredis.BlockingConnectionPool.from_url(
+    pool = QueuingConnectionPool.from_url(
         settings.redis_url,
         max_connections=REDIS_CONNECTIONS,
-        timeout=REDIS_WAIT_SECONDS,
+        wait=REDIS_WAIT_SECONDS,
         socket_connect_timeout=1.0,
         socket_keepalive=True,
     )
