@@ -181,9 +181,12 @@ def test_compose_services_and_ordering(compose):
     assert services["worker"]["command"] == ["worker"]
     assert services["api"]["command"][0] == "serve"
     assert services["api"]["deploy"]["replicas"] == 2
+    # The stream routes' processes run uvicorn (docs/STREAMING.md, "Deployment"); nginx waits for them.
+    assert services["streams"]["command"][:3] == ["serve", "--server", "uvicorn"]
+    assert services["nginx"]["depends_on"]["streams"]["condition"] == "service_healthy"
     assert services["worker"]["deploy"]["replicas"] == 2
     assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
-    for name in ("api", "worker"):
+    for name in ("api", "streams", "worker"):
         deps = services[name]["depends_on"]
         assert deps["migrate"]["condition"] == "service_completed_successfully"
         assert deps["postgres"]["condition"] == "service_healthy"
@@ -193,10 +196,11 @@ def test_compose_services_and_ordering(compose):
 
 def test_compose_healthchecks_and_environment(compose):
     services = compose["services"]
-    for name in ("postgres", "redis", "api", "worker"):
+    for name in ("postgres", "redis", "api", "streams", "worker"):
         assert services[name]["healthcheck"]["test"], name
     assert "/ready" in " ".join(services["api"]["healthcheck"]["test"])
-    for name in ("migrate", "api", "worker"):
+    assert "/ready" in " ".join(services["streams"]["healthcheck"]["test"])
+    for name in ("migrate", "api", "streams", "worker"):
         svc = services[name]
         env_files = svc["env_file"] if isinstance(svc["env_file"], list) else [svc["env_file"]]
         assert "tradedesk.env" in env_files
