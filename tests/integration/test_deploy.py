@@ -151,6 +151,40 @@ def test_migrate_job_hpa_pdbs_and_service():
     assert svc["spec"]["selector"].items() <= api_labels.items()
 
 
+def _admits(policy: dict, labels: dict) -> bool:
+    """Whether a label selector (matchLabels and In expressions) selects pods with `labels`."""
+    if not policy.get("matchLabels", {}).items() <= labels.items():
+        return False
+    return all(labels.get(e["key"]) in e["values"] for e in policy.get("matchExpressions", ()) if e["operator"] == "In")
+
+
+def test_streams_deployment_serves_the_streams_under_uvicorn_and_reaches_its_datastores():
+    res = _resources()
+    streams = res[("Deployment", "tradedesk-streams")]
+    c = _container(streams)
+    assert c["args"][:3] == ["serve", "--server", "uvicorn"] and "0.0.0.0" in c["args"]
+    assert c["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/health"
+    assert streams["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
+    _assert_hardened(streams)
+    labels = streams["spec"]["template"]["metadata"]["labels"]
+    assert res[("Service", "tradedesk-streams")]["spec"]["selector"].items() <= labels.items()
+    # The api Service must not send ordinary requests to stream pods (nor the other way round).
+    api_labels = res[("Deployment", "tradedesk-api")]["spec"]["template"]["metadata"]["labels"]
+    assert not res[("Service", "tradedesk-api")]["spec"]["selector"].items() <= labels.items()
+    assert not res[("Service", "tradedesk-streams")]["spec"]["selector"].items() <= api_labels.items()
+    assert res[("PodDisruptionBudget", "tradedesk-streams")]["spec"]["selector"]["matchLabels"] == (
+        streams["spec"]["selector"]["matchLabels"]
+    )
+    # Network policies: the ingress controller reaches stream pods; they reach PostgreSQL and Redis.
+    policies = {name: doc for (kind, name), doc in res.items() if kind == "NetworkPolicy"}
+    assert _admits(policies["api-ingress"]["spec"]["podSelector"], labels)
+    assert _admits(policies["app-egress-to-datastores"]["spec"]["podSelector"], labels)
+    for name in ("postgresql-ingress", "redis-ingress"):
+        (rule,) = policies[name]["spec"]["ingress"]
+        assert any(_admits(peer["podSelector"], labels) for peer in rule["from"]), name
+
+
 def test_config_and_secret_split():
     res = _resources()
     config = res[("ConfigMap", "tradedesk-config")]["data"]

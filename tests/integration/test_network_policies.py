@@ -85,7 +85,7 @@ def td(component: str) -> Pod:
     return (NAMESPACE, {"app.kubernetes.io/name": "tradedesk", "app.kubernetes.io/component": component})
 
 
-API, WORKER, MIGRATE = td("api"), td("worker"), td("migrate")
+API, STREAMS, WORKER, MIGRATE = td("api"), td("streams"), td("worker"), td("migrate")
 POSTGRES: Pod = (NAMESPACE, {"app.kubernetes.io/name": "postgresql"})
 REDIS: Pod = (NAMESPACE, {"app.kubernetes.io/name": "redis"})
 INGRESS: Pod = ("ingress-nginx", {"app.kubernetes.io/name": "ingress-nginx"})
@@ -108,6 +108,10 @@ INTERNET: Pod = (None, {})
         (OTHER_APP, API, 8000, "TCP", False),
         (WORKER, API, 8000, "TCP", False),
         (STRAY, API, 8000, "TCP", False),
+        (INGRESS, STREAMS, 8000, "TCP", True),
+        (PROMETHEUS, STREAMS, 8000, "TCP", True),
+        (OTHER_APP, STREAMS, 8000, "TCP", False),
+        (WORKER, STREAMS, 8000, "TCP", False),
         (INGRESS, WORKER, 9100, "TCP", False),
         (PROMETHEUS, WORKER, 9100, "TCP", True),
         # PostgreSQL / Redis <- API and workers (and the migration job for PostgreSQL) only
@@ -116,6 +120,9 @@ INTERNET: Pod = (None, {})
         (MIGRATE, POSTGRES, 5432, "TCP", True),
         (API, REDIS, 6379, "TCP", True),
         (WORKER, REDIS, 6379, "TCP", True),
+        (STREAMS, POSTGRES, 5432, "TCP", True),
+        (STREAMS, REDIS, 6379, "TCP", True),
+        (STREAMS, INTERNET, 443, "TCP", False),
         (MIGRATE, REDIS, 6379, "TCP", False),
         (STRAY, POSTGRES, 5432, "TCP", False),
         (STRAY, REDIS, 6379, "TCP", False),
@@ -148,6 +155,7 @@ def test_every_pod_in_the_namespace_is_isolated_both_ways():
     manifests = POLICIES.parent
     for name, component in (
         ("api-deployment.yaml", "api"),
+        ("streams-deployment.yaml", "streams"),
         ("worker-deployment.yaml", "worker"),
         ("migrate-job.yaml", "migrate"),
     ):
