@@ -1,13 +1,18 @@
 """Streams under load, against a real API process (granian, one worker) on a scratch database.
 
     python -m benchmarks.measure_streams [--subscribers 100] [--rate 500] [--phase-seconds 6]
-                                         [--idle 2000] [--replay 10000]
+                                         [--idle 2000] [--replay 10000] [--layout one-account|desk]
 
-1. Placement with `--subscribers` WebSocket subscribers of the account's trade_updates against none, in
-   alternating phases of one run (none, subscribed, none, subscribed): orders per second (closed loop, 8
-   in flight, capped at `--rate`) and the ratio. During subscribed phases one probe subscriber decodes
-   every message and records delivery latency = receive time - the event's `at` (taken just before the
-   write commits, same clock); the others only receive.
+1. Placement with `--subscribers` WebSocket subscribers against none, in alternating phases of one run
+   (none, subscribed, none, subscribed): orders per second (closed loop, 8 in flight, capped at `--rate`)
+   and the ratio. `--layout one-account` (the default): every subscriber watches the trade_updates of the
+   one account that trades, so an event goes to all of them; `--layout desk`: each subscriber watches an
+   account of its own and the orders go to those accounts in turn (a bot per account), so an event goes
+   to its account's subscriber and the probe. In the "none" phases the orders go to accounts nobody
+   watches. During subscribed phases one probe subscriber (in a process of its own: the placing client's
+   event loop would add its own backlog) decodes every message and records delivery latency = receive
+   time - the event's `at` (taken just before the write commits, same clock); the others only receive.
+   The probe watches the trading account (one-account) or `trade_updates`, every account (desk).
 2. `--idle` idle connections (subscribed to `accounts`, heartbeat every second): the server process's
    RSS before and after, and heartbeat jitter (|interval - 1 s|) seen on 50 of them.
 3. Resume: `--replay` events are written while no one listens, then a client resumes from seq 0 three
@@ -246,17 +251,22 @@ ORDER = {
 }
 
 
-async def _place_for(http: httpx.AsyncClient, trader: dict, account: str, seconds: float, rate: float) -> int:
-    """Closed loop, 8 in flight, at most `rate` orders/s; returns orders placed."""
+async def _place_for(
+    http: httpx.AsyncClient, trader: dict, account: str | list[str], seconds: float, rate: float
+) -> int:
+    """Closed loop, 8 in flight, at most `rate` orders/s; returns orders placed. A list of accounts: the
+    orders go to them in turn."""
     done = 0
     end = time.perf_counter() + seconds
     interval = 8 / rate
+    accounts = [account] if isinstance(account, str) else account
 
     async def worker() -> None:
         nonlocal done
         while time.perf_counter() < end:
             started = time.perf_counter()
-            resp = await http.post(f"/api/v1/accounts/{account}/orders", json=ORDER, headers=trader)
+            target = accounts[done % len(accounts)]
+            resp = await http.post(f"/api/v1/accounts/{target}/orders", json=ORDER, headers=trader)
             assert resp.status_code == 201, resp.text
             done += 1
             pause = interval - (time.perf_counter() - started)
@@ -286,9 +296,10 @@ async def _subscribe(ws_url: str, key: str, streams: list[str], since: dict | No
 
 
 def _read_subscribers(
-    url: str, key: str, streams: list[str], n: int, ready, stop, interval: float, query: str = ""
+    url: str, key: str, streams: list[list[str]], ready, stop, interval: float, query: str = ""
 ) -> None:
-    """A child process holding `n` raw WebSocket subscribers: every `interval` seconds it reads whatever
+    """A child process holding a raw WebSocket subscriber per entry of `streams` (the streams it
+    subscribes to): every `interval` seconds it reads whatever
     each socket has and discards it (one recv per socket per round, many frames each), so the subscribers
     cost the shared cores next to nothing and nothing of the placing client's event loop. The server's work
     per frame is the same as for a client that reads each frame as it comes."""
@@ -297,8 +308,8 @@ def _read_subscribers(
 
     host, port = url.removeprefix("http://").split(":")
     socks = []
-    payload = json.dumps({"action": "subscribe", "streams": streams}).encode()
-    for _ in range(n):
+    for names in streams:
+        payload = json.dumps({"action": "subscribe", "streams": names}).encode()
         sock = socket.create_connection((host, int(port)))
         sock.sendall(
             (
@@ -333,6 +344,33 @@ def _read_subscribers(
         sock.close()
 
 
+def _probe(ws_url: str, key: str, streams: list[str], ready, stop, out) -> None:
+    """A child process holding the latency probe: a `websockets` client that decodes every message and
+    records (receive time, receive time - the event's `at`) for every trade_update, sent back on `out`
+    once `stop` is set."""
+
+    async def run() -> list[tuple[float, float]]:
+        samples: list[tuple[float, float]] = []
+        ws = await _subscribe(ws_url, key, streams)
+        ready.set()
+
+        async def receive() -> None:
+            async for raw in ws:
+                received = time.time()
+                decoded = json.loads(raw)
+                for msg in decoded if isinstance(decoded, list) else [decoded]:
+                    if msg["type"] == "trade_update":
+                        samples.append((received, received - datetime.fromisoformat(msg["at"]).timestamp()))
+
+        task = asyncio.create_task(receive())
+        await asyncio.to_thread(stop.wait)
+        task.cancel()
+        await ws.close()
+        return samples
+
+    out.send(asyncio.run(run()))
+
+
 async def placement_and_latency(
     server: Server, key: str, trader: dict, args, streams: Server | None = None
 ) -> dict:
@@ -342,9 +380,22 @@ async def placement_and_latency(
     async with httpx.AsyncClient(
         base_url=server.url, timeout=30, limits=httpx.Limits(max_connections=16)
     ) as http:
-        account = await _new_account(http, trader)
-        await _place_for(http, trader, account, 2, args.rate)  # warm-up
-        probe_ws = await _subscribe(ws_url, key, [f"trade_updates:{account}"])
+        desk = args.layout == "desk"
+        # one-account: every subscriber watches the account that trades (the probe included). desk: each
+        # subscriber watches an account of its own and the orders go to those accounts in turn; the probe
+        # watches `trade_updates` (every account of the user, as a desk front-end does).
+        watched: str | list[str] = (
+            [await _new_account(http, trader) for _ in range(args.subscribers)]
+            if desk
+            else await _new_account(http, trader)
+        )
+        await _place_for(http, trader, watched, 2, args.rate)  # warm-up
+        probe_streams = ["trade_updates" if desk else f"trade_updates:{watched}"]
+        reader_streams = (
+            [[f"trade_updates:{a}"] for a in watched]
+            if isinstance(watched, list)
+            else [[f"trade_updates:{watched}"]] * (args.subscribers - 1)
+        )
         ctx = multiprocessing.get_context("spawn")
         ready, stop = ctx.Event(), ctx.Event()
         readers = ctx.Process(
@@ -352,8 +403,7 @@ async def placement_and_latency(
             args=(
                 streams.url,
                 key,
-                [f"trade_updates:{account}"],
-                args.subscribers - 1,
+                reader_streams,
                 ready,
                 stop,
                 0.01,
@@ -362,26 +412,31 @@ async def placement_and_latency(
         )
         readers.start()
         await asyncio.to_thread(ready.wait, 120)
-        latencies: list[float] = []
-        listening = False
-
-        async def probe(ws) -> None:
-            async for raw in ws:
-                received = time.time()
-                decoded = json.loads(raw)
-                for msg in decoded if isinstance(decoded, list) else [decoded]:
-                    if listening and msg["type"] == "trade_update":
-                        latencies.append(received - datetime.fromisoformat(msg["at"]).timestamp())
-
-        tasks = [asyncio.create_task(probe(probe_ws))]
+        # The probe runs in a process of its own: in the placing client's event loop its receive times
+        # would include that loop's backlog of HTTP responses (the load generator's queueing, not the
+        # server's delivery).
+        probe_ready, probe_stop = ctx.Event(), ctx.Event()
+        receiver, sender = ctx.Pipe(duplex=False)
+        prober = ctx.Process(
+            target=_probe, args=(ws_url, key, probe_streams, probe_ready, probe_stop, sender)
+        )
+        prober.start()
+        await asyncio.to_thread(probe_ready.wait, 60)
+        windows: list[tuple[float, float]] = []  # the subscribed phases, wall clock
         rates: dict[str, list[float]] = {"none": [], "subscribed": []}
         cpu: dict[str, list[float]] = {"none": [], "subscribed": []}  # server CPU ms per order
         placing_cpu: dict[str, list[float]] = {"none": [], "subscribed": []}  # the process taking orders
         procs = [server.proc.pid] + ([streams.proc.pid] if streams is not server else [])
         for phase in ("none", "subscribed", "none", "subscribed"):
-            # Subscribers stay connected; in the "none" phases the orders go to an account nobody watches.
-            target = account if phase == "subscribed" else await _new_account(http, trader)
-            listening = phase == "subscribed"
+            # Subscribers stay connected; in the "none" phases the orders go to accounts nobody watches.
+            if phase == "subscribed":
+                target = watched
+            elif desk:
+                target = [await _new_account(http, trader) for _ in range(args.subscribers)]
+                await _place_for(http, trader, target, 1, args.rate)  # their first orders: fresh reads
+            else:
+                target = await _new_account(http, trader)
+            phase_start = time.time()
             cpu_before = sum(_cpu_seconds(p) for p in procs)
             placing_before = _cpu_seconds(server.proc.pid)
             placed = await _place_for(http, trader, target, args.phase_seconds, args.rate)
@@ -390,14 +445,16 @@ async def placement_and_latency(
             placing_cpu[phase].append(
                 (_cpu_seconds(server.proc.pid) - placing_before) * 1000 / max(placed, 1)
             )
-            listening = False
+            if phase == "subscribed":
+                windows.append((phase_start, time.time()))
             rates[phase].append(placed / args.phase_seconds)
             await asyncio.sleep(1)
-        await probe_ws.close()
+        probe_stop.set()
+        samples: list[tuple[float, float]] = await asyncio.to_thread(receiver.recv)
+        await asyncio.to_thread(prober.join, 30)
         stop.set()
         await asyncio.to_thread(readers.join, 30)
-        for t in tasks:
-            t.cancel()
+        latencies = [lat for at, lat in samples if any(a <= at <= b for a, b in windows)]
     none, subscribed = statistics.mean(rates["none"]), statistics.mean(rates["subscribed"])
     cpu_none, cpu_subscribed = statistics.mean(cpu["none"]), statistics.mean(cpu["subscribed"])
     return {
@@ -412,9 +469,12 @@ async def placement_and_latency(
         "placing_process_cpu_ratio": round(
             statistics.mean(placing_cpu["subscribed"]) / statistics.mean(placing_cpu["none"]), 3
         ),
+        # A resting limit order makes two events (new, accepted), each a frame to every subscriber of its
+        # account: all of them (one-account), or its own and the probe (desk).
         "server_cpu_us_per_delivered_message": round(
-            (cpu_subscribed - cpu_none) * 1000 / (2 * args.subscribers), 2
-        ),  # a resting limit order makes two events (new, accepted), each a frame to every subscriber
+            (cpu_subscribed - cpu_none) * 1000 / (2 * (2 if args.layout == "desk" else args.subscribers)), 2
+        ),
+        "layout": args.layout,
         "latency_samples": len(latencies),
         "latency_p50_ms": round(_pct(latencies, 0.5) * 1000, 2) if latencies else None,
         "latency_p99_ms": round(_pct(latencies, 0.99) * 1000, 2) if latencies else None,
@@ -615,6 +675,13 @@ if __name__ == "__main__":
     )
     parser.add_argument(
         "--batch", action="store_true", help="subscribers connect with ?batch=true (arrays of messages)"
+    )
+    parser.add_argument(
+        "--layout",
+        choices=("one-account", "desk"),
+        default="one-account",
+        help="one-account: every subscriber watches the account that trades; desk: each watches an account"
+        " of its own, the orders go to those accounts in turn, the probe watches all of them",
     )
     parser.add_argument("--compare-tree", type=Path, help="another checkout to measure side by side")
     parser.add_argument(
