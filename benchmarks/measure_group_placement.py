@@ -1,12 +1,15 @@
 """Placement throughput of accounts under a group limit against accounts without one, same run, as markdown.
 
     python -m benchmarks.measure_group_placement [--accounts 32] [--concurrency 16] [--seconds 5] [--rounds 3]
+                                                 [--groups 1]
 
-A scratch database (td_meas_*) gets one priced instrument, `--accounts` accounts in one group with an
-enabled group limit (`max_gross_exposure`, far from reached: every order passes its check, as in normal
-trading) and as many accounts without a group. `place_order` (the HTTP handler's service call, on the
-order pool's asyncpg connections, no HTTP) places market orders of 1 from `--concurrency` tasks, each on
-its own account, for `--seconds` per phase; phases alternate grouped / ungrouped `--rounds` times so both
+A scratch database (td_meas_*) gets one priced instrument, `--accounts` accounts in `--groups` groups
+(account k in group k mod groups), each group with an enabled group limit (`max_gross_exposure`, far from
+reached: every order passes its check, as in normal trading), and as many accounts without a group.
+`place_order` (the HTTP handler's service call, on the order pool's asyncpg connections, no HTTP) places
+market orders of 1 from `--concurrency` tasks, each on its own account (task i on account i: with as many
+groups as tasks, every task is in a group of its own, which checks that accounts of different groups are
+not serialised), for `--seconds` per phase; phases alternate grouped / ungrouped `--rounds` times so both
 see the same machine load. The database is dropped at the end.
 """
 
@@ -31,13 +34,15 @@ INSERT INTO instruments (symbol, exchange_code, base_asset, quote_asset, tick_si
                          min_notional, last_price, last_price_at)
 VALUES ('GP', 'GX', 'G', 'USD', 0.01, 1, 1, 0, 100, now());
 INSERT INTO users (id, email, role) VALUES ('{owner}', 'group-bench@bench.example', 'trader');
-INSERT INTO risk_groups (id, name) VALUES ('{group}', 'bench desk');
-INSERT INTO risk_group_limits (id, group_id, limit_type, value) VALUES (gen_random_uuid(), '{group}',
-       'max_gross_exposure', 1e15);
+INSERT INTO risk_groups (id, name)
+SELECT md5('gg' || k)::uuid, 'bench desk ' || k FROM generate_series(0, {groups} - 1) k;
+INSERT INTO risk_group_limits (id, group_id, limit_type, value)
+SELECT gen_random_uuid(), md5('gg' || k)::uuid, 'max_gross_exposure', 1e15
+  FROM generate_series(0, {groups} - 1) k;
 INSERT INTO accounts (id, owner_id, name, base_currency, initial_cash, cash, peak_equity, group_id,
                       group_limited)
 SELECT md5('ga' || g)::uuid, '{owner}', 'g' || g, 'USD', 1e12, 1e12, 1e12,
-       CASE WHEN g < {n} THEN '{group}'::uuid END, g < {n}
+       CASE WHEN g < {n} THEN md5('gg' || (g % {groups}))::uuid END, g < {n}
   FROM generate_series(0, 2 * {n} - 1) g;
 """
 
@@ -65,16 +70,19 @@ async def phase(
     return done / (time.perf_counter() - t0)
 
 
-async def run(url: str, n: int, tasks: int, seconds: float, rounds: int) -> tuple[list[float], list[float]]:
+async def run(
+    url: str, n: int, tasks: int, seconds: float, rounds: int, groups: int = 1
+) -> tuple[list[float], list[float]]:
     from app.domain.identity.schemas import Principal
     from app.domain.trading.kept import PlacementCaches
     from app.lib.db import create_order_pool
 
-    owner, group = uuid.uuid4(), uuid.uuid4()
+    owner = uuid.uuid4()
     conn = await asyncpg.connect(url)
     try:
-        await conn.execute(SETUP.format(owner=owner, group=group, n=n))
-        rows = await conn.fetch("SELECT id, group_id FROM accounts ORDER BY id")
+        await conn.execute(SETUP.format(owner=owner, n=n, groups=groups))
+        # In creation order: task i's account is in group i % groups.
+        rows = await conn.fetch("SELECT id, group_id FROM accounts ORDER BY substr(name, 2)::int")
     finally:
         await conn.close()
     grouped = [r["id"] for r in rows if r["group_id"] is not None]
@@ -102,6 +110,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--groups", type=int, default=1, help="spread the grouped accounts over this many limited groups"
+    )
     args = parser.parse_args()
     from app.lib.log import configure_logging
     from app.lib.migrate import upgrade
@@ -114,12 +125,15 @@ def main() -> None:
     try:
         upgrade(url)
         with_limits, without = loop.run_until_complete(
-            run(url, args.accounts, args.concurrency, args.seconds, args.rounds)
+            run(url, args.accounts, args.concurrency, args.seconds, args.rounds, args.groups)
         )
     finally:
         loop.run_until_complete(_admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
         loop.close()
-    shape = f"{args.concurrency} tasks, {args.accounts} accounts, {args.rounds} x {args.seconds:g} s"
+    shape = (
+        f"{args.concurrency} tasks, {args.accounts} accounts in {args.groups} group(s), "
+        f"{args.rounds} x {args.seconds:g} s"
+    )
     print(f"| placement ({shape}) | orders/s per phase | median |")
     print("|---|---|---:|")
     for label, values in (
