@@ -150,7 +150,7 @@ def _check_ticks(data: OrderCreate, tick: Decimal) -> None:
             raise invalid(f"{name} {price} is not a multiple of tick_size {tick}", name)
 
 
-def _check_sides(data: OrderCreate, last: Decimal | None) -> None:
+def check_sides(data: Any, last: Decimal | None) -> None:
     """Exit prices on the right side: a take-profit beyond the reference, a stop-loss before it, where the
     reference is the entry's price (its limit, its stop, or the last price for a market entry) or, for an
     OCO, the last price. `up`: the closing side profits when the price rises (a short's exits are buys)."""
@@ -305,7 +305,7 @@ async def place(
         decision.validate_against_instrument(data, inst)
         assert inst is not None
         _check_ticks(data, inst.tick_size)
-        _check_sides(data, inst.last_price)
+        check_sides(data, inst.last_price)
         checked = _order_to_check(data, inst)
         outcome = await decide_on_row(apg, principal, checked, row, inst, dry_run, True, after_commit=messages)
         if isinstance(outcome, risk_checks.Breach):
@@ -388,7 +388,7 @@ async def _place_kept(
     try:
         decision.validate_against_instrument(data, inst)
         _check_ticks(data, inst.tick_size)
-        _check_sides(data, inst.last_price)
+        check_sides(data, inst.last_price)
         checked = _order_to_check(data, inst)
         fits = snapshot.fits(checked)
         outcome = await decide_on_row(apg, principal, checked, row, inst, False, False, record=False) if fits else None
@@ -444,7 +444,7 @@ async def _place_optimistic(
     inst = InstrumentInfo(*[row[name] for name in INSTRUMENT_FIELDS])
     decision.validate_against_instrument(data, inst)
     _check_ticks(data, inst.tick_size)
-    _check_sides(data, inst.last_price)
+    check_sides(data, inst.last_price)
     checked = _order_to_check(data, inst)
     outcome = await decide_on_row(apg, principal, checked, row, inst, False, full)
     if isinstance(outcome, risk_checks.Breach):

@@ -17,6 +17,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import insert, select, text, update
@@ -33,6 +34,7 @@ from app.domain.streams.events import defer_account_state, risk_payload
 from app.domain.streams.log import assign_seqs, defer_trade_updates, stored_order
 from app.domain.trading import decision, rules, sizing
 from app.domain.trading.book import load_book
+from app.domain.trading.contingent import check_sides
 from app.domain.trading.models import Order, OrderEvent
 from app.domain.trading.placement import VIOLATION_SQL
 from app.domain.trading.queries import active_quantity
@@ -132,6 +134,9 @@ async def _replace(
     if o.status not in OPEN_STATUSES:
         raise conflict(f"Order is already {o.status}", order_status=o.status)
     new = _new_values(o, data, inst)
+    entry_moved = data.limit_price is not None or data.stop_price is not None
+    if o.leg is None and o.order_class in ("bracket", "oto") and entry_moved:
+        await _check_exits_still_fit(apg, o, new, inst)
     book = await load_book(conn, account_id, with_stats=True, symbol=symbol)
     assert book is not None
     remaining_before = o.quantity - o.filled_quantity
@@ -153,7 +158,9 @@ async def _replace(
         proposed.stop_price = inst.last_price  # not yet computed: the trigger is at most the last price away
     other = None
     if o.reduce_only:
-        other = await sizing.open_reduce_only(apg, account_id, symbol, o.side, exclude=o.id)
+        # A leg's group counts once, as this leg (its sibling exit shares its quantity): leave all of it out.
+        root = (o.parent_id or o.id) if o.leg is not None else o.id
+        other = await sizing.open_reduce_only(apg, account_id, symbol, o.side, exclude_root=root)
     plan = decision.decide(proposed, inst, book, other_reduce_only=other, notional_quantity=new["quantity"])
     price, breach = plan.price, plan.breach
     if breach is None and group_limited:
@@ -171,6 +178,26 @@ async def _replace(
         raise _Breached(breach, detail, book.owner_id)
     reserved = decision.reservation(remaining, price, inst) if o.side == "buy" else ZERO
     return await _write(conn, o, data, new, reserved)
+
+
+_LEGS_SQL = "SELECT leg, limit_price, stop_price FROM orders WHERE parent_id = $1"
+
+
+@dataclass(slots=True)
+class _Exit:
+    limit_price: Decimal | None
+    stop_price: Decimal | None
+
+
+async def _check_exits_still_fit(apg: Any, o: Any, new: dict[str, Any], inst: InstrumentInfo) -> None:
+    """A bracket's or OTO's entry at a new price keeps its exits on the right side of it, as placement
+    requires (contingent.check_sides: the same 422, naming the leg's field)."""
+    legs = {r["leg"]: _Exit(r["limit_price"], r["stop_price"]) for r in await apg.fetch(_LEGS_SQL, o.id)}
+    entry = SimpleNamespace(
+        order_class=o.order_class, side=o.side, type=o.type, limit_price=new["limit_price"],
+        stop_price=new["stop_price"], take_profit=legs.get("take_profit"), stop_loss=legs.get("stop_loss"),
+    )
+    check_sides(entry, inst.last_price)
 
 
 def _new_values(o: Any, data: OrderReplace, inst: InstrumentInfo) -> dict[str, Any]:
@@ -196,6 +223,11 @@ def _new_values(o: Any, data: OrderReplace, inst: InstrumentInfo) -> dict[str, A
                     f"{'trail_percent' if kind == 'trail_price' else 'trail_price'}",
                     kind,
                 )
+        trail_field = "trail_price" if data.trail_price is not None else "trail_percent"
+        if data.trail_percent is not None and data.trail_percent >= 100:
+            raise invalid("trail_percent must be below 100", "trail_percent")
+        if (data.trail_price is not None or data.trail_percent is not None) and o.triggered:
+            raise invalid("the stop has already triggered: its trail no longer applies", trail_field)
     new = {
         f: getattr(o, f)
         for f in ("quantity", "limit_price", "stop_price", "trail_price", "trail_percent", "time_in_force")
@@ -224,6 +256,12 @@ def _new_values(o: Any, data: OrderReplace, inst: InstrumentInfo) -> dict[str, A
             raise invalid(f"{name} {value} is not a multiple of tick_size {inst.tick_size}", name)
     if data.stop_price is not None and o.triggered:
         raise invalid("the stop has already triggered: its stop_price no longer applies", "stop_price")
+    # A trailing stop's stop is its hwm minus the trail (docs/TRADING.md): a new trail moves it now.
+    retrailed = o.type == "trailing_stop" and (data.trail_price is not None or data.trail_percent is not None)
+    if retrailed and o.hwm is not None:
+        new["stop_price"] = rules.trailing_stop_price(
+            o.side, o.hwm, new["trail_price"], new["trail_percent"], inst.tick_size
+        )
     if data.time_in_force is not None and data.time_in_force in ("ioc", "fok"):
         if o.type not in ("stop", "stop_limit") or o.triggered:
             raise invalid(
@@ -233,7 +271,9 @@ def _new_values(o: Any, data: OrderReplace, inst: InstrumentInfo) -> dict[str, A
     # A replace never executes: a new price the last price already reaches would fill or trigger at
     # once, which only a placement does (as a taker, with its own checks). Cancel and place instead.
     changed = [f for f in ("limit_price", "stop_price") if getattr(data, f) is not None]
-    if changed and inst.last_price is not None and o.type != "trailing_stop":
+    if retrailed and new["stop_price"] is not None:
+        changed = ["stop_price"]
+    if changed and inst.last_price is not None:
         view = rules.OrderView(
             o.side,
             o.type,
@@ -255,6 +295,15 @@ def _new_values(o: Any, data: OrderReplace, inst: InstrumentInfo) -> dict[str, A
         )
         if m.filled or m.newly_triggered:
             field = "stop_price" if m.newly_triggered else changed[-1]
+            if retrailed:
+                field = "trail_price" if data.trail_price is not None else "trail_percent"
+                raise invalid(
+                    f"the new trail puts the stop at {new['stop_price']}, which the last price "
+                    f"{inst.last_price} already reaches: the order would trigger at once; cancel it and place "
+                    "a new order instead",
+                    field,
+                    slug="replace-would-execute",
+                )
             raise invalid(
                 f"{field} {new[field]} is reached by the last price {inst.last_price}: the order "
                 "would execute at once; cancel it and place a new order instead",

@@ -32,7 +32,7 @@ ZERO = Decimal(0)
 OPEN_REDUCE_ONLY_SQL = f"""
 SELECT coalesce(sum({active_quantity("o")}), 0)::text FROM orders o
  WHERE o.account_id = $1 AND o.symbol = $2 AND o.side = $3 AND o.reduce_only
-   AND o.status IN {OPEN} AND ($4::uuid IS NULL OR o.id <> $4::uuid)
+   AND o.status IN {OPEN} AND ($4::uuid IS NULL OR coalesce(o.parent_id, o.id) <> $4::uuid)
    AND NOT (o.leg = 'stop_loss' AND o.parent_id IS NOT NULL AND EXISTS (
          SELECT 1 FROM orders t
           WHERE t.leg = 'take_profit' AND t.status IN {OPEN}
@@ -107,6 +107,9 @@ def check_reduce_only(
 
 
 async def open_reduce_only(
-    apg: Any, account_id: uuid.UUID, symbol: str, side: str, exclude: uuid.UUID | None = None
+    apg: Any, account_id: uuid.UUID, symbol: str, side: str, exclude_root: uuid.UUID | None = None
 ) -> Decimal:
-    return Decimal(await apg.fetchval(OPEN_REDUCE_ONLY_SQL, account_id, symbol, side, exclude))
+    """The open reduce-only quantity of the account's `side` in `symbol`, leaving out the orders whose
+    root (`coalesce(parent_id, id)`) is `exclude_root`: a replaced order, or a replaced leg's whole
+    group, whose exits share one quantity and are counted once, as the replaced leg."""
+    return Decimal(await apg.fetchval(OPEN_REDUCE_ONLY_SQL, account_id, symbol, side, exclude_root))
