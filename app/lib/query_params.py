@@ -1,11 +1,13 @@
-"""Unknown query parameters are a 400 on every GET of the API, never silently ignored (API.md); a one-value
-parameter given twice is a 400 on every method.
+"""Unknown query parameters are a 400 on every GET, POST, PUT, PATCH and DELETE of the API, never
+silently ignored (API.md); a one-value parameter given twice is a 400 on every method.
 
 A misspelt filter (`?statuss=open`, `?symbol=` sent as `?sym=`) would otherwise answer an unfiltered
-page, which a bot takes for the filtered one. Litestar has no switch for this: it parses the
-parameters a handler declares and ignores the rest. Hand-written, then, from Litestar's own model of
-the handler: the `KwargsModel` it builds from the signature and the dependencies (the same source that
-parses the declared parameters, so nothing is listed twice), read once per handler and kept.
+page, which a bot takes for the filtered one; on an action it is worse: a cancel-all with `?symbl=`
+would cancel the orders of every symbol, a position close with `?qty=` would close all of it. Litestar
+has no switch for this: it parses the parameters a handler declares and ignores the rest. Hand-written,
+then, from Litestar's own model of the handler: the `KwargsModel` it builds from the signature and the
+dependencies (the same source that parses the declared parameters, so nothing is listed twice), read once
+per handler and kept.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from app.lib.errors import ApiError
 # Per route handler: the query parameter names it declares (its own and its dependencies'), and those of
 # them that take one value.
 _DECLARED: dict[Any, tuple[frozenset[str], frozenset[str]]] = {}
+# HEAD and OPTIONS (CORS preflights) are answered by Litestar's own handlers and act on nothing.
+_CHECKED_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
 
 
 def _declared(request: Request[Any, Any, Any]) -> tuple[frozenset[str], frozenset[str]]:
@@ -36,7 +40,7 @@ def _declared(request: Request[Any, Any, Any]) -> tuple[frozenset[str], frozense
 
 
 async def reject_unknown_query_parameters(request: Request[Any, Any, Any]) -> None:
-    """Litestar `before_request` hook: 400 naming every query parameter the GET handler does not take, and
+    """Litestar `before_request` hook: 400 naming every query parameter the handler does not take, and
     (any method) every one-value parameter given more than once, which Litestar would silently reduce to
     one of its values (`?symbol=A&symbol=B` on a cancel-all would cancel the orders of one symbol only)."""
     if not request.scope.get("query_string") or not request.url.path.startswith("/api/"):
@@ -50,7 +54,7 @@ async def reject_unknown_query_parameters(request: Request[Any, Any, Any]) -> No
             slug="repeated-query-parameter",
             errors=[{"field": name, "message": "takes one value"} for name in repeated],
         )
-    if request.method != "GET":
+    if request.method not in _CHECKED_METHODS:
         return
     unknown = sorted(set(request.query_params) - declared)
     if unknown:

@@ -167,6 +167,37 @@ async def test_reduce_only_may_only_shrink_the_position(client, admin_headers, m
     assert (b["status"], D(b["filled_quantity"])) == ("canceled", 0)
 
 
+async def test_a_reduce_only_account_cannot_flip_its_position_through_several_resting_orders(
+    client, admin_headers, make_user
+):
+    # The trading state accepts only orders that shrink the position without flipping it: the side's
+    # other open orders count, whatever their own flag (each of two sells of 60 fits a long 90, both do not).
+    h, sym, acct = await setup(client, admin_headers, make_user, allow_short=True)
+    await place(client, h, acct, symbol=sym, side="buy", type="market", quantity="90")
+    rm = await make_user("risk_manager")
+    resp = await client.put(
+        f"/api/v1/accounts/{acct}/trading-state", json={"state": "reduce_only", "reason": "test"},
+        headers=rm["headers"],
+    )
+    assert resp.status_code == 200, resp.text
+    url = f"/api/v1/accounts/{acct}/orders"
+    sell = {"symbol": sym, "side": "sell", "type": "limit", "limit_price": "110", "time_in_force": "gtc"}
+    first = await client.post(url, json={**sell, "quantity": "60"}, headers=h)
+    assert first.status_code == 201 and first.json()["status"] == "accepted", first.text
+    second = await client.post(url, json={**sell, "quantity": "60"}, headers=h)
+    assert second.status_code == 422, second.text
+    problem = second.json()
+    assert problem["type"].endswith("/reduce-only") and problem["errors"][0]["field"] == "quantity"
+    assert "open orders of a reduce_only account" in problem["detail"]
+    fits = await client.post(url, json={**sell, "quantity": "30"}, headers=h)
+    assert fits.status_code == 201, fits.text
+    buy = {**sell, "side": "buy", "limit_price": "90", "quantity": "1"}
+    grow = await client.post(url, json=buy, headers=h)
+    assert grow.status_code == 422 and grow.json()["type"].endswith("/reduce-only"), grow.text
+    await set_price(client, admin_headers, sym, "110")
+    assert D((await positions(client, h, acct))[sym]["quantity"]) == 0
+
+
 async def test_reduce_only_counts_the_two_exits_of_a_group_once(client, admin_headers, make_user, db_engine):
     """An OCO's take-profit and stop-loss legs (the stop-loss leg linked to the take-profit leg) share one
     quantity: against a long of 10, legs of 6 leave room for 4 more reduce-only, not for none."""
@@ -623,6 +654,42 @@ async def test_every_list_endpoint_rejects_an_unknown_query_parameter(client, ad
     # Declared parameters still pass.
     resp = await client.get("/api/v1/accounts?limit=5", headers=admin_headers)
     assert resp.status_code == 200, resp.text
+
+
+async def test_every_action_rejects_an_unknown_query_parameter_before_acting(
+    client, admin_headers, make_user
+):
+    # Every POST, PUT, PATCH and DELETE of the API: a misspelt parameter is a 400 naming it, before the
+    # handler runs (a cancel-all with `?symbl=` would otherwise cancel every symbol's orders).
+    doc = (await client.get("/schema/openapi.json")).json()
+    checked = []
+    for path, ops in doc["paths"].items():
+        if not path.startswith("/api/"):
+            continue
+        for method in ("post", "put", "patch", "delete"):
+            op = ops.get(method)
+            if op is None:
+                continue
+            url = path
+            for p in op.get("parameters", []):
+                if p["in"] == "path":
+                    fmt = p.get("schema", {}).get("format")
+                    url = url.replace("{" + p["name"] + "}", str(uuid.uuid4()) if fmt == "uuid" else "X")
+            resp = await client.request(method.upper(), f"{url}?no_such_param=1", headers=admin_headers)
+            assert resp.status_code == 400, (method, path, resp.status_code, resp.text)
+            assert {"field": "no_such_param", "message": "unknown query parameter"} in resp.json()["errors"]
+            checked.append((method, path))
+    assert ("delete", "/api/v1/accounts/{account_id}/orders") in checked and len(checked) > 30, checked
+    # The reviewer's case, end to end: a misspelt symbol filter cancels nothing; the declared one works.
+    h, symbol, acct = await setup(client, admin_headers, make_user)
+    other = await make_market(client, admin_headers, price="100")
+    for sym in (symbol, other):
+        await place(client, h, acct, symbol=sym, side="buy", type="limit", quantity="1", limit_price="90")
+    resp = await client.delete(f"/api/v1/accounts/{acct}/orders?symbl={symbol}", headers=h)
+    assert resp.status_code == 400 and resp.json()["errors"][0]["field"] == "symbl", resp.text
+    assert sorted(o["status"] for o in await all_orders(client, h, acct)) == ["accepted", "accepted"]
+    resp = await client.delete(f"/api/v1/accounts/{acct}/orders?symbol={symbol}", headers=h)
+    assert resp.status_code == 200 and len(resp.json()["canceled"]) == 1, resp.text
 
 
 async def test_a_one_value_query_parameter_given_twice_is_a_400_and_cancels_nothing(client, admin_headers, make_user):

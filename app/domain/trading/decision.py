@@ -145,21 +145,23 @@ def decide(
     book: AccountBook,
     *,
     other_reduce_only: Decimal | None = None,
+    others: str = "reduce-only orders",
     notional_quantity: Decimal | None = None,
     notional_field: str = "quantity",
 ) -> Plan:
     """Every account rule for an order already valid for its instrument: its estimated price, the
     instrument's minimum notional (on `notional_quantity`, the order's whole quantity, when `data.quantity`
     is only what it leaves open), the account checks, the reduce-only rule (`other_reduce_only`: the open
-    quantity of the account's other reduce-only orders on that side, None for an order that is not
-    reduce-only) and the account's risk limits. Group limits are the caller's (they need a read)."""
+    quantity of the account's other reduce-only orders on that side, `others` naming what it sums, None
+    for an order the rule does not apply to: sizing.reduce_only_others) and the account's risk limits.
+    Group limits are the caller's (they need a read)."""
     price = estimated_price(data, inst)
     total = data.quantity if notional_quantity is None else notional_quantity
     if total * price < inst.min_notional:
         raise invalid(f"notional {total * price} is below min_notional {inst.min_notional}", notional_field)
     check_account(book, data, inst, price)
     if other_reduce_only is not None:
-        sizing.check_reduce_only(book, data.symbol, data.side, data.quantity, other_reduce_only)
+        sizing.check_reduce_only(book, data.symbol, data.side, data.quantity, other_reduce_only, others)
     proposed = risk_checks.ProposedOrder(data.symbol, data.side, data.quantity, price)
     breach = pretrade.check(book, pretrade.portfolio_state(book), proposed) if book.limits else None
     return Plan(book, inst, price, proposed, breach)

@@ -406,8 +406,8 @@ async def decide_on_row(
     book = book_from_row(row, full)
     if not full and row["open_sell_quantity"] is not None:
         book.open_sell_quantity = Decimal(row["open_sell_quantity"])
-    other = await sizing.open_reduce_only(apg, book.id, data.symbol, data.side) if data.reduce_only else None
-    plan = decision.decide(data, inst, book, other_reduce_only=other,
+    other, others = await sizing.reduce_only_others(apg, book, data.symbol, data.side, data.reduce_only)
+    plan = decision.decide(data, inst, book, other_reduce_only=other, others=others,
                            notional_field="quantity" if data.notional is None else "notional")
     price, breach = plan.price, plan.breach
     if breach is None and row["group_limited"]:

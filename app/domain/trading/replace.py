@@ -156,12 +156,14 @@ async def _replace(
     proposed = _Proposed(symbol, o.side, o.type, checked_quantity, new["limit_price"], new["stop_price"])
     if o.type == "trailing_stop" and proposed.stop_price is None:
         proposed.stop_price = inst.last_price  # not yet computed: the trigger is at most the last price away
-    other = None
-    if o.reduce_only:
-        # A leg's group counts once, as this leg (its sibling exit shares its quantity): leave all of it out.
-        root = (o.parent_id or o.id) if o.leg is not None else o.id
-        other = await sizing.open_reduce_only(apg, account_id, symbol, o.side, exclude_root=root)
-    plan = decision.decide(proposed, inst, book, other_reduce_only=other, notional_quantity=new["quantity"])
+    # A leg's group counts once, as this leg (its sibling exit shares its quantity): leave all of it out.
+    root = (o.parent_id or o.id) if o.leg is not None else o.id
+    other, others = await sizing.reduce_only_others(
+        apg, book, symbol, o.side, o.reduce_only, exclude_root=root
+    )
+    plan = decision.decide(
+        proposed, inst, book, other_reduce_only=other, others=others, notional_quantity=new["quantity"]
+    )
     price, breach = plan.price, plan.breach
     if breach is None and group_limited:
         breach = await group_pretrade.breach(apg, book, plan.proposed)
