@@ -12,7 +12,7 @@ from litestar.types import Serializer
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.lib.cache import Cache
-from app.lib.decimals import has_exponent, plain_decimals
+from app.lib.decimals import needs_rendering, plain_decimals
 from app.lib.errors import ApiError
 
 # A time in a query string: RFC 3339, or a date (midnight UTC). Read as text and parsed here, because the
@@ -44,7 +44,7 @@ class ApiResponse(Response):
 
     def render(self, content: Any, media_type: str, enc_hook: Serializer = default_serializer) -> bytes:
         body = super().render(content, media_type, enc_hook)
-        if has_exponent(body) and not isinstance(content, (bytes, str)) and media_type.endswith("json"):
+        if needs_rendering(body) and not isinstance(content, (bytes, str)) and media_type.endswith("json"):
             body = super().render(plain_decimals(content, enc_hook), media_type, enc_hook)
         return body
 

@@ -33,6 +33,16 @@ def test_encoder_renders_arithmetic_decimals_plainly_and_leaves_text_alone():
     assert plain(D("1.00E+6")) == "1000000"
 
 
+def test_a_negative_zero_is_written_as_zero_and_other_negatives_keep_their_sign():
+    # -1 * 0.00 is Decimal("-0.00"): the unrealised PnL of a short marked at its entry price.
+    body = {"pnl": D(-1) * D("0.00"), "zero": -D(0), "small": D("-0.25"), "loss": D("-10.50"), "text": "-0"}
+    assert msgspec.json.decode(encode_json(body)) == {
+        "pnl": "0.00", "zero": "0", "small": "-0.25", "loss": "-10.50", "text": "-0"
+    }
+    assert encode_json({"small": D("-0.25")}) == b'{"small":"-0.25"}'  # no second encoding needed
+    assert plain(D("-0E-8")) == "0" and plain(D("-0.000")) == "0.000"
+
+
 class Leg(msgspec.Struct):
     price: D
 
