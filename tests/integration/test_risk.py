@@ -465,6 +465,18 @@ async def test_var_aligns_two_symbols_and_handles_shorts_and_missing_history(
     assert par["var_95"] == pytest.approx(expected_par / gross)
     assert float(mc["var_95_amount"]) == pytest.approx(expected_par, rel=0.05)  # 10,000 seeded draws
     assert (await metrics(client, h, acct))["var"]["monte_carlo"] == mc  # seeded: the same figures
+    # A last price away from the last close: the exposures are today's (q at the last prices, as
+    # base_amount), the returns still the closes'; the amount stays its fraction of base_amount.
+    await set_price(client, admin_headers, a, str(round(float(ca[-1]) * 0.6, 2)))
+    var = (await metrics(client, h, acct))["var"]
+    marks = np.array([round(float(ca[-1]) * 0.6, 2), float(cb[-1])])
+    w = q * marks
+    sigma = float(np.sqrt(w @ np.cov(asset_r, rowvar=False, ddof=1) @ w))
+    expected_par = 1.6448536269514722 * sigma - float(w @ asset_r.mean(axis=0))
+    par = var["parametric"]
+    assert float(par["var_95_amount"]) == pytest.approx(expected_par, abs=1e-6)
+    assert par["var_95"] == pytest.approx(expected_par / float(var["base_amount"]))
+    assert D(var["base_amount"]) == 20 * D(str(marks[0])) + 30 * D(cb[-1])
 
     # a held symbol with no daily history: VaR unknown (null), never NaN, and named
     c = await make_market(client, admin_headers, taker="0", maker="0", price="10")

@@ -12,7 +12,7 @@ import pytest_asyncio
 from sqlalchemy import select
 
 from app.domain.accounts.models import Account
-from tests.integration.helpers import D, make_account, make_market, place
+from tests.integration.helpers import D, make_account, make_market, place, set_price
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -131,6 +131,12 @@ async def test_groups_membership_limits_overview_var_and_stress(
     by_group = {g["group_id"]: g for g in res["groups"]}
     assert D(by_group[desk_a["id"]]["pnl"]) == -150 and by_group[desk_a["id"]]["accounts"] == 2
     assert D(by_group[firm["id"]]["pnl"]) == -150 and desk_b["id"] not in by_group
+
+    # a last price away from the last close: today's exposures (15 at 120), the closes' returns
+    await set_price(client, admin_headers, x, "120")
+    var = (await client.get("/api/v1/risk/var", params={"group_id": desk_a["id"]}, headers=rh)).json()
+    moved = 1.6448536269514722 * 1800 * float(np.std(r, ddof=1)) - 1800 * float(r.mean())
+    assert float(var["var_95_amount"]) == pytest.approx(moved, abs=1e-6)
 
     # deleting the limit clears the flag; taking an account out of its group too
     assert (await client.delete(f"{G}/{desk_a['id']}/limits/{limit['id']}", headers=rh)).status_code == 204

@@ -241,16 +241,21 @@ def model_var_report(
     closes: np.ndarray,
     base: Decimal,
     *,
+    marks: np.ndarray | None = None,
     simulations: int = MC_SIMULATIONS,
     seed: int = MC_SEED,
 ) -> dict[str, dict[str, object]] | None:
     """Parametric and Monte Carlo VaR/CVaR at 95% and 99% of today's `quantities` over `closes` (n, k),
-    as amounts (Decimal, 1e-8) and fractions of `base`. None with fewer than 3 closes (2 returns)."""
+    as amounts (Decimal, 1e-8) and fractions of `base`. None with fewer than 3 closes (2 returns).
+    The exposures are the quantities at `marks` (k,), the prices `base` is valued at (the last prices;
+    default the last closes): the returns come from the closes, the amounts from today's values, so
+    an amount is its fraction of `base` however far the last price is from the last close."""
     c = np.asarray(closes, dtype=np.float64)
     if c.ndim != 2 or c.shape[0] < 3:
         return None
     mean, cov = return_moments(asset_returns(c))
-    w = np.asarray(quantities, dtype=np.float64) * c[-1]
+    prices = c[-1] if marks is None else np.asarray(marks, dtype=np.float64)
+    w = np.asarray(quantities, dtype=np.float64) * prices
     b = float(base)
     simulated = monte_carlo_pnl(w, mean, cov, simulations=simulations, seed=seed)
     out: dict[str, dict[str, object]] = {}

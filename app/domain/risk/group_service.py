@@ -470,12 +470,13 @@ async def portfolio_var(
         )
     closes = np.array([[series[s][ts] for s in held] for ts in common], dtype=np.float64)
     column = {s: j for j, s in enumerate(held)}
-    quantities = np.zeros((len(portfolios), len(held)))
+    # Today's exposures: each position at its mark (the last price, as the accounts' equity values it);
+    # the returns come from the closes.
+    exposures = np.zeros((len(portfolios), len(held)))
     for i, p in enumerate(portfolios):
-        for symbol, (q, _) in p.state.positions.items():
+        for symbol, (q, mark) in p.state.positions.items():
             if q:
-                quantities[i, column[symbol]] = float(q)
-    exposures = quantities * closes[-1]
+                exposures[i, column[symbol]] = float(q) * float(mark)
     mean, cov = calculations.return_moments(calculations.asset_returns(closes))
     total95, _ = calculations.parametric_var(exposures.sum(axis=0), mean, cov, 0.95)
     total99, _ = calculations.parametric_var(exposures.sum(axis=0), mean, cov, 0.99)

@@ -104,7 +104,8 @@ async def _var(
         closes = np.array([[series[s][ts] for s in held] for ts in common], dtype=np.float64)
         q = np.array([float(q) for q in quantities])
         returns = calculations.portfolio_returns(q, closes)
-        models = calculations.model_var_report(q, closes, base)
+        marks = np.array([float(positions[s][1]) for s in held])  # the prices `exposure` is valued at
+        models = calculations.model_var_report(q, closes, base, marks=marks)
     else:
         returns = np.empty(0, dtype=np.float64)
     report = calculations.var_report(returns, base)
