@@ -559,7 +559,7 @@ async def test_day_groups_expire_entry_first_legs_keep_the_fill_or_are_canceled(
     assert {leg["expires_at"] for leg in partly["legs"]} == {partly["expires_at"]}
     await set_price(client, admin_headers, sym, "96", volume="2")  # `partly` fills 2 of 5
     async with db_engine.connect() as conn:
-        assert await expire_day_orders(conn, utcnow() + timedelta(days=2)) >= 2
+        assert await expire_day_orders(conn, utcnow() + timedelta(days=8)) >= 2
     group = await nested(client, h, acct, unfilled["id"])
     assert group["status"] == "expired" and {leg["status"] for leg in group["legs"]} == {"canceled"}
     assert (await events(client, h, acct, group["legs"][0]["id"]))[-1] == ("canceled", "held", "canceled")

@@ -146,7 +146,7 @@ async def _expire(ctx) -> None:
     from app.domain.trading.services import expire_day_orders
 
     async with ctx["db_engine"].connect() as conn:
-        assert await expire_day_orders(conn, utcnow() + timedelta(days=3)) >= 1
+        assert await expire_day_orders(conn, utcnow() + timedelta(days=8)) >= 1
     assert (await ctx["order"](ctx["b_day"]))["status"] == "expired"
 
 

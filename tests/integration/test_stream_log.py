@@ -57,7 +57,7 @@ async def test_every_writer_numbers_its_events_without_gaps(client, admin_header
         await client.delete(f"/api/v1/accounts/{acct}/orders/{to_cancel['id']}", headers=h)
     ).status_code == 200
     async with db_engine.connect() as conn:
-        assert await expire_day_orders(conn, utcnow() + timedelta(days=3)) >= 1
+        assert await expire_day_orders(conn, utcnow() + timedelta(days=8)) >= 1
     log = await _activities(client, h, acct)
     assert [m["seq"] for m in log] == list(range(1, len(log) + 1))
     events = [(m["order"]["id"], m["event"]) for m in log]

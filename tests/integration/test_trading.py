@@ -194,11 +194,42 @@ async def test_day_orders_expire_at_session_close(client, admin_headers, make_us
     assert o["status"] == "accepted"
     async with db_engine.connect() as conn:
         assert await expire_day_orders(conn, utcnow()) == 0 or (await order(client, h, acct, o["id"]))["status"] == "accepted"
-        n = await expire_day_orders(conn, utcnow() + timedelta(days=2))
+        n = await expire_day_orders(conn, utcnow() + timedelta(days=8))
     assert n >= 1
     done = await order(client, h, acct, o["id"])
     assert done["status"] == "expired"
     assert D((await account(client, h, acct))["reserved_cash"]) == 0
+
+
+async def test_a_day_order_expires_at_its_exchanges_next_close_by_the_market_clock(
+    client, admin_headers, make_user
+):
+    # A weekday exchange in Los Angeles: whatever the day and hour the test runs (a weekend, after the
+    # close), a day order expires when the session open now or the next one ends, the clock's next close
+    # (before, at 16:00 local of the same calendar day, even on a Sunday).
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    code = f"LA{uuid.uuid4().hex[:6].upper()}"
+    exchange = {"code": code, "name": "LA", "maker_fee_rate": "0", "taker_fee_rate": "0",
+                "timezone": "America/Los_Angeles", "session_open": "09:30:00", "session_close": "16:00:00",
+                "session_days": [1, 2, 3, 4, 5]}
+    assert (await client.post("/api/v1/exchanges", json=exchange, headers=admin_headers)).status_code == 201
+    sym = f"LAS{uuid.uuid4().hex[:6].upper()}"
+    inst = {"symbol": sym, "exchange": code, "base_asset": "L", "quote_asset": "USD", "tick_size": "0.01",
+            "lot_size": "1", "min_quantity": "1"}
+    assert (await client.post("/api/v1/instruments", json=inst, headers=admin_headers)).status_code == 201
+    await set_price(client, admin_headers, sym, "100")
+    trader = await make_user("trader")
+    acct = await make_account(client, trader["headers"])
+    o = await place(client, trader["headers"], acct, symbol=sym, side="buy", type="limit", quantity=1,
+                    limit_price="90", time_in_force="day")
+    clock = (await client.get("/api/v1/market/clock", headers=trader["headers"])).json()
+    [ours] = [e for e in clock["exchanges"] if e["code"] == code]
+    assert ours["next_close"] is not None
+    expires = datetime.fromisoformat(o["expires_at"].replace("Z", "+00:00"))
+    assert expires == datetime.fromisoformat(ours["next_close"].replace("Z", "+00:00")), (o, ours)
+    assert expires.astimezone(ZoneInfo("America/Los_Angeles")).isoweekday() <= 5
 
 
 async def test_cancel_and_409_when_final(client, admin_headers, make_user):

@@ -21,7 +21,7 @@ TICK, LOT = D("0.01"), D("0.1")
 INST = rules.InstrumentInfo(
     symbol="ABC", status="trading", tick_size=TICK, lot_size=LOT, min_quantity=LOT, min_notional=D(0),
     last_price=D(100), maker_fee_rate=D("0.0005"), taker_fee_rate=D("0.001"), slippage_bps=D(0),
-    timezone="UTC", session_close=time(21, 0),
+    timezone="UTC", session_close=time(21, 0), session_open=time(9, 30), session_days=[1, 2, 3, 4, 5],
 )
 
 
@@ -189,6 +189,7 @@ def cases(draw):
         symbol="ABC", status="trading", tick_size=TICK, lot_size=LOT, min_quantity=LOT, min_notional=D(0),
         last_price=last, maker_fee_rate=draw(rates), taker_fee_rate=draw(rates),
         slippage_bps=draw(st.sampled_from([D(0), D(5), D(50)])), timezone="UTC", session_close=time(21, 0),
+        session_open=time(9, 30), session_days=[1, 2, 3, 4, 5],
     )
     position = draw(st.integers(-3000, 3000)) * LOT
     cash = draw(st.integers(0, 10_000_000)) * TICK

@@ -4,6 +4,7 @@ contingent entries and replace share, on hand-built books and instruments."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, time
 from decimal import Decimal as D
 
@@ -20,7 +21,7 @@ from app.lib.errors import ApiError
 INST = rules.InstrumentInfo(
     symbol="ABC", status="trading", tick_size=D("0.01"), lot_size=D(1), min_quantity=D(1), min_notional=D(10),
     last_price=D(100), maker_fee_rate=D("0.0005"), taker_fee_rate=D("0.001"), slippage_bps=D(0),
-    timezone="UTC", session_close=time(21, 0),
+    timezone="UTC", session_close=time(21, 0), session_open=time(9, 30), session_days=[1, 2, 3, 4, 5],
 )
 
 
@@ -101,12 +102,25 @@ def test_validation_against_the_instrument_names_the_field():
 
 
 def test_next_session_close_is_today_before_the_close_and_tomorrow_after():
-    assert decision.next_session_close(datetime(2026, 1, 5, 20, tzinfo=UTC), "UTC", time(21)) == datetime(
-        2026, 1, 5, 21, tzinfo=UTC
-    )
-    assert decision.next_session_close(datetime(2026, 1, 5, 21, tzinfo=UTC), "UTC", time(21)) == datetime(
-        2026, 1, 6, 21, tzinfo=UTC
-    )
+    monday = datetime(2026, 1, 5, 20, tzinfo=UTC)
+    assert decision.next_session_close(monday, INST) == datetime(2026, 1, 5, 21, tzinfo=UTC)
+    assert decision.next_session_close(monday.replace(hour=21), INST) == datetime(2026, 1, 6, 21, tzinfo=UTC)
+    assert decision.next_session_close(monday.replace(hour=3), INST) == datetime(2026, 1, 5, 21, tzinfo=UTC)
+
+
+def test_a_day_order_off_the_trading_days_lives_until_the_next_trading_days_close():
+    # A weekday exchange in Los Angeles (09:30-16:00): placed on a Sunday, on a Friday after the close, or
+    # on a Monday after the close, a day order expires at the coming session's close, not at 16:00 that day.
+    la = replace(INST, timezone="America/Los_Angeles", session_close=time(16), session_open=time(9, 30))
+    sunday = datetime(2026, 12, 6, 18, 42, tzinfo=UTC)  # 10:42 PST
+    assert decision.next_session_close(sunday, la) == datetime(2026, 12, 8, 0, tzinfo=UTC)  # Monday 16:00 PST
+    monday_after_close = datetime(2026, 12, 8, 1, tzinfo=UTC)  # Monday 17:00 PST
+    assert decision.next_session_close(monday_after_close, la) == datetime(2026, 12, 9, 0, tzinfo=UTC)
+    friday_after_close = datetime(2026, 12, 12, 1, tzinfo=UTC)  # Friday 17:00 PST
+    assert decision.next_session_close(friday_after_close, la) == datetime(2026, 12, 15, 0, tzinfo=UTC)
+    # An exchange that never closes (a session rolling over at midnight every day): the next midnight.
+    always = replace(INST, session_open=time(0), session_close=time(0), session_days=[1, 2, 3, 4, 5, 6, 7])
+    assert decision.next_session_close(sunday, always) == datetime(2026, 12, 7, 0, tzinfo=UTC)
 
 
 def test_the_api_names_and_the_sql_fragments_derive_from_the_rules():
@@ -117,7 +131,10 @@ def test_the_api_names_and_the_sql_fragments_derive_from_the_rules():
     assert queries.OPEN == "('new', 'accepted', 'partially_filled')"
     assert queries.OPEN_OR_HELD == "('new', 'held', 'accepted', 'partially_filled')"
     columns = queries.INSTRUMENT_COLUMNS.split(", ")
-    exchange = ("maker_fee_rate", "taker_fee_rate", "slippage_bps", "timezone", "session_close")
+    exchange = (
+        "maker_fee_rate", "taker_fee_rate", "slippage_bps", "timezone", "session_close", "session_open",
+        "session_days",
+    )
     assert columns == [("e." if f in exchange else "i.") + f for f in rules.INSTRUMENT_FIELDS]
     assert queries.ORDER_FIELDS == tuple(f for f in schemas.OrderOut.__struct_fields__ if f != "legs")
 

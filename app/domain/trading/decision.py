@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
+from app.domain.markets import clock
 from app.domain.risk import checks as risk_checks
 from app.domain.risk import pretrade
 from app.domain.trading import rules, sizing
@@ -54,13 +55,20 @@ def is_contingent(data: Any) -> bool:
             or data.stop_loss is not None or data.trail_price is not None or data.trail_percent is not None)
 
 
-def next_session_close(now: datetime, tz_name: str, close: Any) -> datetime:
-    """The exchange's next trading-day end after `now` (when `day` orders expire)."""
-    tz = ZoneInfo(tz_name)
+def next_session_close(now: datetime, inst: InstrumentInfo) -> datetime:
+    """When a `day` order placed at `now` expires: the end of the exchange's trading day, by the market
+    clock (markets/clock.py): the close of the session open now, else of the coming one (a day order
+    placed on a weekend or after the close lives until the next trading day's close). An exchange that
+    never closes (a session rolling over every day) has no such close: there the order expires at the next
+    `session_close` time of day."""
+    state = clock.session_state(now, inst.timezone, inst.session_open, inst.session_close, inst.session_days)
+    if state.next_close is not None:
+        return state.next_close
+    tz = ZoneInfo(inst.timezone)
     local = now.astimezone(tz)
-    candidate = datetime.combine(local.date(), close, tzinfo=tz)
+    candidate = datetime.combine(local.date(), inst.session_close, tzinfo=tz)
     if candidate <= local:
-        candidate = datetime.combine(local.date() + timedelta(days=1), close, tzinfo=tz)
+        candidate = datetime.combine(local.date() + timedelta(days=1), inst.session_close, tzinfo=tz)
     return candidate.astimezone(UTC)
 
 

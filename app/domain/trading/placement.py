@@ -463,7 +463,7 @@ async def execute_and_write(
     book, inst, est_price = plan.book, plan.inst, plan.price
 
     order_id = new_time_ordered_uuid()
-    expires_at = decision.next_session_close(now, inst.timezone, inst.session_close) if data.time_in_force == "day" else None
+    expires_at = decision.next_session_close(now, inst) if data.time_in_force == "day" else None
 
     def state(status: OrderStatus, filled: Decimal, avg: Decimal | None, fees: Decimal) -> OrderOut:
         """The order after one event: each event row stores it (the stream's `order`)."""

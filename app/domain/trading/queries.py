@@ -34,7 +34,8 @@ OPEN_STATUS_SQL = f"status IN {OPEN}"
 
 # The instrument with its exchange (`instruments i JOIN exchanges e`), in InstrumentInfo's field order.
 _EXCHANGE_FIELDS = frozenset(
-    {"maker_fee_rate", "taker_fee_rate", "slippage_bps", "timezone", "session_close"}
+    {"maker_fee_rate", "taker_fee_rate", "slippage_bps", "timezone", "session_close", "session_open",
+     "session_days"}
 )
 INSTRUMENT_COLUMNS = ", ".join(("e." if f in _EXCHANGE_FIELDS else "i.") + f for f in INSTRUMENT_FIELDS)
 INSTRUMENT_JOIN = "instruments i JOIN exchanges e ON e.code = i.exchange_code"

@@ -329,7 +329,7 @@ async def _write(
         if new["time_in_force"] == "day":
             inst = await load_instrument(conn, o.symbol)
             assert inst is not None
-            expires_at = decision.next_session_close(now, inst.timezone, inst.session_close)
+            expires_at = decision.next_session_close(now, inst)
     row = (
         await conn.execute(
             update(Order)

@@ -118,6 +118,8 @@ class InstrumentInfo:
     slippage_bps: Decimal
     timezone: str
     session_close: Any
+    session_open: Any
+    session_days: Any  # ISO weekdays (1 = Monday) the exchange trades (markets/clock.py)
 
 
 # Its fields in order: the column list of every query that reads one (queries.INSTRUMENT_COLUMNS).
