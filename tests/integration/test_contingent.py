@@ -151,6 +151,50 @@ async def test_halt_cancels_open_orders_and_held_legs_in_one_transaction(client,
     assert D(a["reserved_cash"]) == 0 and a["trading_state"] == "halted"
 
 
+async def test_a_halt_whose_every_attempt_misses_a_new_order_still_cancels_it(
+    client, admin_headers, make_user, monkeypatch
+):
+    # Orders committing between the halt's reads and its account lock on every attempt (here: one
+    # attempt, and an order placed in that window): the halt commits with the orders it locked, then
+    # cancels the one it missed. Before, the last attempt committed and left it open, holding cash.
+    import uuid
+
+    from app.domain.identity.schemas import Principal
+    from app.domain.trading import killswitch
+    from app.domain.trading.schemas import OrderCreate
+    from app.domain.trading.services import place_order
+
+    h, sym, acct = await setup(client, admin_headers, make_user)
+    trader_id = (await client.get("/api/v1/auth/whoami", headers=h)).json()["user_id"]
+    first = await place(client, h, acct, symbol=sym, side="buy", type="limit", quantity=1, limit_price="90")
+    missed: list[str] = []
+    read = killswitch.lock_open_orders
+
+    async def read_then_place(conn, account_id):
+        locked = await read(conn, account_id)
+        if not missed:  # an order of another connection commits after the read, before the account lock
+            principal = Principal(user_id=uuid.UUID(trader_id), role="trader", key_id=uuid.uuid4(),
+                                  email="t@example.com")
+            async with conn.engine.connect() as other:
+                order, _ = await place_order(other, principal, account_id, OrderCreate(
+                    symbol=sym, side="buy", type="limit", quantity=D(1), limit_price=D("91")))
+            missed.append(str(order.id))
+        return locked
+
+    monkeypatch.setattr(killswitch, "ATTEMPTS", 1)
+    monkeypatch.setattr(killswitch, "lock_open_orders", read_then_place)
+    resp = await client.put(
+        f"/api/v1/accounts/{acct}/trading-state", json={"state": "halted", "reason": "kill"},
+        headers=(await make_user("risk_manager"))["headers"],
+    )
+    assert resp.status_code == 200, resp.text
+    assert set(resp.json()["canceled_orders"]) == {first["id"], *missed} and len(missed) == 1
+    for oid in (first["id"], *missed):
+        assert (await order(client, h, acct, oid))["status"] == "canceled"
+    a = await account(client, h, acct)
+    assert a["trading_state"] == "halted" and D(a["reserved_cash"]) == 0
+
+
 async def test_halted_account_orders_never_fill_when_not_canceled(client, admin_headers, make_user):
     h, sym, acct = await setup(client, admin_headers, make_user)
     rm = await make_user("risk_manager")

@@ -100,8 +100,8 @@ async def set_trading_state(
                 )
                 if current is None:
                     raise NotFound("Account")
-                last = attempt + 1 == killswitch.ATTEMPTS
-                if cancel and not last and await killswitch.missed(conn, account_id, locked):
+                stale = cancel and await killswitch.missed(conn, account_id, locked)
+                if stale and attempt + 1 < killswitch.ATTEMPTS:
                     raise killswitch.Retry
                 now = utcnow()
                 await conn.execute(
@@ -126,6 +126,10 @@ async def set_trading_state(
                 await defer_account_state(conn, account_id, now)  # the `accounts` stream, after commit
         except killswitch.Retry:
             continue
+        if stale:
+            # Orders kept committing between this transaction's reads and its account lock on every
+            # attempt: the account is halted now, so none can be placed any more; cancel the ones it missed.
+            canceled += await killswitch.cancel_after_halt(conn, account_id, f"account halted: {reason}")
         return TradingStateOut(  # type: ignore[arg-type]
             account_id=account_id, state=state, reason=reason, previous_state=current,
             canceled_orders=canceled,

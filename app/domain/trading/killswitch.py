@@ -6,7 +6,10 @@ Locks in the documented order, instrument -> orders -> account: the account's op
 (FOR KEY SHARE, by symbol: a price update on them waits, and waits for nothing we hold), then the orders
 (FOR UPDATE, by id), then the account row (the caller's FOR UPDATE). An order written between the first
 read and the account lock (a placement commits by updating the account row, so none can commit after it)
-is not locked: the caller sees it with `missed` and starts again.
+is not locked: the caller sees it with `missed` and starts again. If orders keep arriving in that window
+on every attempt, the last one halts the account with the orders it locked, and `cancel_after_halt`
+cancels the rest in a transaction of its own: once the halt has committed no order can be placed, and
+matching fills none of a halted account's orders meanwhile.
 """
 
 from __future__ import annotations
@@ -55,6 +58,31 @@ async def lock_open_orders(conn: AsyncConnection, account_id: uuid.UUID) -> list
 async def missed(conn: AsyncConnection, account_id: uuid.UUID, locked: list[grouping.Member]) -> bool:
     """With the account locked: is any open order of it not among `locked`?"""
     return bool(await conn.scalar(_MISSED_SQL, {"a": account_id, "ids": [m.id for m in locked]}))
+
+
+async def cancel_after_halt(conn: AsyncConnection, account_id: uuid.UUID, reason: str) -> list[uuid.UUID]:
+    """Cancel the open orders a committed halt did not lock (in the same lock order), while the account
+    is still halted; the ids canceled."""
+    from sqlalchemy import select
+
+    from app.domain.accounts.models import Account
+    from app.lib.db import tx, utcnow
+
+    for _ in range(ATTEMPTS):
+        try:
+            async with tx(conn):
+                locked = await lock_open_orders(conn, account_id)
+                state = await conn.scalar(
+                    select(Account.trading_state).where(Account.id == account_id).with_for_update()
+                )
+                if state != "halted":
+                    return []  # resumed meanwhile: its orders are its own again
+                if await missed(conn, account_id, locked):
+                    raise Retry  # (cannot happen while halted: kept for the lock order's sake)
+                return await cancel_locked(conn, account_id, locked, reason, utcnow()) if locked else []
+        except Retry:
+            continue
+    return []
 
 
 async def cancel_locked(
