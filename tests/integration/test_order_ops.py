@@ -561,6 +561,39 @@ async def test_close_position_by_quantity_percentage_and_in_full(client, admin_h
     assert (await client.delete(url, headers=h)).status_code == 404
 
 
+@pytest.mark.parametrize("sold_meanwhile, expected", [("2", 3), ("5", None)])
+async def test_a_close_sizes_on_the_position_left_after_its_cancels(
+    client, admin_headers, make_user, monkeypatch, sold_meanwhile, expected
+):
+    # `cancel_orders=true`: the exits are canceled first, and a fill may shrink the position between the
+    # close's read and its order (here: a sale on another connection right after the cancels). The close
+    # takes what is left (or answers 404 once nothing is); before, it was sized on the first read and
+    # refused (422), leaving the position without its canceled exits.
+    from app.domain.trading.schemas import OrderCreate
+    from app.domain.trading.services import place_order
+
+    h, sym, acct = await setup(client, admin_headers, make_user)
+    await place(client, h, acct, symbol=sym, side="buy", type="market", quantity=5, order_class="bracket",
+                take_profit={"limit_price": "105"}, stop_loss={"stop_price": "98"})
+    cancel = bulk.cancel_all
+
+    async def cancel_then_sell(conn, principal, account_id, symbol):
+        out = await cancel(conn, principal, account_id, symbol)
+        async with conn.engine.connect() as other:
+            await place_order(other, principal, account_id, OrderCreate(
+                symbol=symbol, side="sell", type="market", quantity=D(sold_meanwhile)))
+        return out
+
+    monkeypatch.setattr(bulk, "cancel_all", cancel_then_sell)
+    resp = await client.delete(f"/api/v1/accounts/{acct}/positions/{sym}?cancel_orders=true", headers=h)
+    if expected is None:
+        assert resp.status_code == 404, resp.text
+    else:
+        assert resp.status_code == 201 and D(resp.json()["quantity"]) == expected, resp.text
+    assert D((await positions(client, h, acct))[sym]["quantity"]) == 0
+    assert {o["status"] for o in await all_orders(client, h, acct)} <= {"filled", "canceled"}
+
+
 async def test_close_all_positions(client, admin_headers, make_user):
     h, sym, acct = await setup(client, admin_headers, make_user, allow_short=True)
     sym2 = await make_market(client, admin_headers, price="20", lot="0.5", min_qty="0.5")

@@ -36,6 +36,9 @@ HUNDRED = Decimal(100)
 # Open orders and held legs (a leg waiting for its entry's fill is canceled with it).
 CANCELABLE = tuple(s.value for s in OrderStatus if s in OPEN_OR_HELD_STATUSES)
 _LOT_SQL = text("SELECT lot_size FROM instruments WHERE symbol = :symbol")
+CLOSE_ATTEMPTS = 3
+# A close sized on a position that shrank before its own decision read is refused with one of these.
+_SHRUNK = ("/insufficient-position", "/reduce-only")
 
 
 async def cancel_all(
@@ -112,16 +115,40 @@ async def close_position(
 ) -> OrderOut:
     owner = await visible_owner(conn, principal, account_id)
     ensure_may_trade(principal, owner)
+    held = await _held(conn, account_id, symbol)
+    lot = await conn.scalar(_LOT_SQL, {"symbol": symbol})
+    qty = close_quantity(held, lot, quantity, percentage)  # (a bad quantity or percentage: before any cancel)
+    if cancel_orders:
+        await cancel_all(conn, principal, account_id, symbol)
+        # The position as it is now: a canceled exit may have filled first, or a price moved it meanwhile.
+        held = await _held(conn, account_id, symbol)
+        qty = close_quantity(held, lot, quantity, percentage)
+    for attempt in range(CLOSE_ATTEMPTS):
+        try:
+            return await _place_close(conn, principal, account_id, symbol, held, qty)
+        except ApiError as exc:
+            # Refused as more than the position: if a fill shrank it since the read, size the close again
+            # (a close of a given `quantity` stays that quantity, and its 422 stands).
+            shrunk = exc.type_.endswith(_SHRUNK)  # type: ignore[union-attr]
+            if quantity is not None or not shrunk or attempt + 1 == CLOSE_ATTEMPTS:
+                raise
+            now = await _held(conn, account_id, symbol)  # 404 once nothing is left to close
+            if now == held:
+                raise
+            held, qty = now, close_quantity(now, lot, quantity, percentage)
+    raise AssertionError("unreachable: the last attempt raises")
+
+
+async def _held(conn: Any, account_id: uuid.UUID, symbol: str) -> Decimal:
+    """The account's position in `symbol` (404 when there is none to close)."""
     held = await conn.scalar(
         select(Position.quantity).where(Position.account_id == account_id, Position.symbol == symbol)
     )
+    if conn.in_transaction():
+        await conn.rollback()  # (the next read sees what committed since)
     if not held:
         raise not_found("Position")
-    lot = await conn.scalar(_LOT_SQL, {"symbol": symbol})
-    qty = close_quantity(held, lot, quantity, percentage)
-    if cancel_orders:
-        await cancel_all(conn, principal, account_id, symbol)
-    return await _place_close(conn, principal, account_id, symbol, held, qty)
+    return held
 
 
 async def _place_close(
