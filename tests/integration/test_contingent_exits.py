@@ -151,10 +151,47 @@ async def test_cancel_all_cancels_each_order_through_the_single_cancel_routine(
     assert resp.status_code == 200, resp.text
     expected = [simple["id"], entry["id"], *sorted(legs)]
     assert sorted(resp.json()["canceled"]) == sorted(expected) and resp.json()["failed"] == []
-    assert sorted(order_id for order_id, _ in calls) == sorted(expected)
+    # One call per simple order and per group: the first member's cancel ends the rest of its group.
+    assert len(calls) == 2 and calls[0][0] == simple["id"] and calls[1][0] in {entry["id"], *legs}, calls
     assert {reason for _, reason in calls} == {"canceled by client (cancel all)"}
     for order_id in expected:
         assert (await order(client, h, acct, order_id))["status"] == "canceled"
         kinds = [e["type"] for e in (await client.get(
             f"/api/v1/accounts/{acct}/orders/{order_id}/events", headers=h)).json()["items"]]
         assert kinds.count("canceled") == 1, (order_id, kinds)
+
+
+async def test_cancel_all_reports_as_canceled_only_what_it_canceled(
+    client, admin_headers, make_user, monkeypatch
+):
+    """Two cancel-alls at once: a group the other one canceled first is `failed` ("already canceled") in
+    this one, never in both `canceled` lists (here the other request runs just before this one's first
+    cancel)."""
+    from app.domain.trading import services
+
+    trader = await make_user("trader")
+    h = trader["headers"]
+    sym = await make_market(client, admin_headers, price="100")
+    acct = await make_account(client, h)
+    simple = await place(client, h, acct, symbol=sym, side="buy", type="limit", quantity=1, limit_price="90")
+    entry = await place(
+        client, h, acct, symbol=sym, side="buy", type="limit", quantity=2, limit_price="95",
+        order_class="bracket", take_profit={"limit_price": "120"}, stop_loss={"stop_price": "80"},
+    )
+    group = {entry["id"], *(leg["id"] for leg in entry["legs"])}
+    cancel_one = services.cancel_one
+    other: list[str] = []
+
+    async def another_request_first(conn, principal, account_id, order_id, reason, **kwargs):
+        if not other:
+            ended = await cancel_one(conn, principal, account_id, uuid.UUID(entry["id"]), "the other one")
+            other.extend(map(str, ended))
+        return await cancel_one(conn, principal, account_id, order_id, reason, **kwargs)
+
+    monkeypatch.setattr(services, "cancel_one", another_request_first)
+    resp = await client.delete(f"/api/v1/accounts/{acct}/orders", headers=h)
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert set(other) == group and body["canceled"] == [simple["id"]], body
+    assert {f["id"] for f in body["failed"]} == group
+    assert {f["reason"] for f in body["failed"]} == {"already canceled"}

@@ -49,25 +49,25 @@ async def cancel_all(
     ids = await _cancelable_ids(conn, account_id, symbol)
     if conn.in_transaction():
         await conn.rollback()
-    canceled: list[uuid.UUID] = []
+    # What this request canceled: a member's cancel ends its group's other open members with it, which then
+    # need no call of their own. A member another request (a concurrent cancel-all) canceled is `failed`.
+    canceled: dict[uuid.UUID, None] = {}
     failed: list[CancelFailure] = []
     for order_id in ids:
+        if order_id in canceled:
+            continue
         try:
-            await services.cancel_one(
+            ended = await services.cancel_one(
                 conn, principal, account_id, order_id, "canceled by client (cancel all)", access_checked=True
             )
         except rules.OrderNotOpen as exc:
-            if exc.grouped and exc.status == OrderStatus.CANCELED:
-                # Canceled with its group by an earlier member of this list (a group is canceled whole).
-                canceled.append(order_id)
-            else:
-                failed.append(CancelFailure(order_id, f"already {exc.status}"))
+            failed.append(CancelFailure(order_id, f"already {exc.status}"))
             continue
         except (ApiError, rules.IllegalTransition, ValueError) as exc:
             failed.append(CancelFailure(order_id, str(getattr(exc, "detail", exc))))
             continue
-        canceled.append(order_id)
-    return CancelAllOut(canceled=canceled, failed=failed)
+        canceled.update(dict.fromkeys(ended))
+    return CancelAllOut(canceled=list(canceled), failed=failed)
 
 
 async def _cancelable_ids(conn: Any, account_id: uuid.UUID, symbol: str | None) -> list[uuid.UUID]:

@@ -389,9 +389,9 @@ async def apply(
 
 async def cancel(
     conn: AsyncConnection, principal: Principal, account_id: uuid.UUID, order_id: uuid.UUID, symbol: str
-) -> None:
+) -> list[uuid.UUID]:
     """A client cancel of a group member (`Groups.cancel`), locked instrument -> group -> account; an order
-    already final raises `rules.OrderNotOpen` (grouped)."""
+    already final raises `rules.OrderNotOpen` (grouped). The ids of the members this cancel ended."""
     from app.domain.accounts.access import ensure_may_trade, visible_owner
 
     async with tx(conn):
@@ -408,6 +408,7 @@ async def cancel(
         now = utcnow()
         changes, cash = groups.cancel(target, "canceled by client", now)
         await apply(conn, groups, changes, {account_id: cash}, now)
+    return [state.id for event, state in changes if event["type"] == EventType.CANCELED]
 
 
 _EXPIRED_GROUPS_SQL = text(

@@ -95,12 +95,12 @@ async def cancel_order(conn: AsyncConnection, principal: Principal, account_id: 
 
 
 async def cancel_one(conn: AsyncConnection, principal: Principal, account_id: uuid.UUID, order_id: uuid.UUID,
-                     reason: str, *, access_checked: bool = False) -> None:
+                     reason: str, *, access_checked: bool = False) -> list[uuid.UUID]:
     """Cancel one order of the account, in a transaction of its own: a simple order alone (order, then
     account), a member of a contingent group with its group (groups.cancel: instrument, group, account).
     The one cancel routine of a client cancel and of cancel-all (bulk.py). 404 for an order the account
     does not have, `rules.OrderNotOpen` for one already final. `access_checked`: the caller has checked
-    that the principal may trade on the account."""
+    that the principal may trade on the account. Returns the ids it canceled (a group's members with it)."""
     try:
         async with tx(conn):
             if not access_checked:
@@ -119,8 +119,9 @@ async def cancel_one(conn: AsyncConnection, principal: Principal, account_id: uu
                 raise rules.OrderNotOpen(row.status)
             await close_order(conn, account_id, order_id, row.status, row.reserved_cash,
                               OrderStatus.CANCELED, EventType.CANCELED, reason)
+        return [order_id]
     except _GroupMember as group:
-        await grouping.cancel(conn, principal, account_id, order_id, group.args[0])
+        return await grouping.cancel(conn, principal, account_id, order_id, group.args[0])
 
 
 async def close_order(conn: AsyncConnection, account_id: uuid.UUID, order_id: uuid.UUID, status: str,
