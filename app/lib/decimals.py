@@ -86,6 +86,12 @@ def plain_decimals(content: Any, enc_hook: Any = None) -> Any:
     return _render(msgspec.to_builtins(content, builtin_types=_KEEP, enc_hook=enc_hook))
 
 
+def json_builtins(content: Any) -> Any:
+    """`content` as JSON types (str, int, float, bool, None, list, dict), decimals in plain notation: for
+    a JSON column written through SQLAlchemy's default serializer."""
+    return _render(msgspec.to_builtins(content, builtin_types=(Decimal,)))
+
+
 _encoder = msgspec.json.Encoder()
 
 

@@ -188,3 +188,19 @@ async def test_one_price_over_several_accounts_numbers_each_accounts_events_in_o
         assert D(trail["hwm"]) == 101 and D(trail["stop_price"]) == 99 and trail["status"] == "accepted"
         positions = (await client.get(f"/api/v1/accounts/{acct}/positions", headers=h)).json()["items"]
         assert D(positions[0]["quantity"]) == 3  # 5 bought, 2 sold at 101
+
+
+async def test_a_zero_fee_fill_is_stored_and_paged_in_plain_notation(client, admin_headers, make_user):
+    # A zero fee is 0 (not 0E-8 at the fee scale) in the stored event, the events list and the log the
+    # stream replays: the stored text is what /orders/{id}/events answers as is.
+    trader = await make_user("trader")
+    h = trader["headers"]
+    sym = await make_market(client, admin_headers, price="100", taker="0", maker="0")
+    acct = await make_account(client, h)
+    resting = await place(client, h, acct, symbol=sym, side="buy", type="limit", quantity=1, limit_price="99")
+    await set_price(client, admin_headers, sym, "99")
+    events = (await client.get(f"/api/v1/accounts/{acct}/orders/{resting['id']}/events", headers=h)).json()
+    [fill] = [e for e in events["items"] if e["type"] == "filled"]
+    assert fill["data"]["fee"] == "0", fill
+    [logged] = [m for m in await _activities(client, h, acct) if m["event"] == "fill"]
+    assert logged["fill"]["fee"] == "0" and logged["order"]["fees"] == "0", logged

@@ -270,6 +270,11 @@ async def test_sse_resumes_from_last_event_id(client, admin_headers, make_user, 
                 f"/api/v1/accounts/{acct}/stream", headers={**user["headers"], "Last-Event-ID": "999999"}
             )
             assert ahead.status_code == 409 and ahead.json()["type"].endswith("/invalid-since")
+            for loose in ("+5", "5_0", "1.5", "0x10", "-0"):  # digits only, as the seq is written
+                bad = await http_a.get(
+                    f"/api/v1/accounts/{acct}/stream", headers={**user["headers"], "Last-Event-ID": loose}
+                )
+                assert bad.status_code == 400 and bad.json()["type"].endswith("/invalid-last-event-id"), loose
 
 
 async def test_a_uvicorn_process_serves_resume_live_sse_heartbeats_and_close_codes(
@@ -441,6 +446,9 @@ async def test_every_stream_name_is_authorised_like_rest(client, admin_headers, 
         assert resumed["code"] == resumed_unknown["code"] == "unknown-stream"
         for bad in ["nope", "prices:NOSUCH", f"bars:{sym}:7m", "trade_updates:", "bars:NOSUCH:1d"]:
             assert (await subscribe(ws, [bad]))["code"] == "unknown-stream", bad
+        # A name given many times is one stream (the limit counts streams, not names).
+        repeated = await subscribe(ws, ["accounts"] * 201)
+        assert repeated["type"] == "subscribed" and repeated["streams"] == ["accounts"], repeated
         # Everything the intruder may subscribe to carries nothing of the owner's account.
         ok = await subscribe(ws, ["trade_updates", "accounts", "risk"])
         assert ok["type"] == "subscribed" and ok["streams"] == ["accounts", "risk", "trade_updates"]
@@ -458,6 +466,43 @@ async def test_every_stream_name_is_authorised_like_rest(client, admin_headers, 
     finally:
         await ws.close()
         await watcher.close()
+
+
+async def test_sse_clients_that_go_away_give_their_connection_back(
+    client, admin_headers, make_user, stream_servers
+):
+    # Twice the connection limit of SSE streams opened and dropped, some at once, some after their first
+    # event: every one gives its slot back, so the user may still connect (before, a dropped SSE response
+    # kept its slot, refreshed by every heartbeat, and the user was locked out with 4429 on every process).
+    user, sym, acct = await _trader(client, admin_headers, make_user)
+    a, b = stream_servers
+    async with httpx.AsyncClient(base_url=a, timeout=10) as http_a:
+        await _place_resting(http_a, user["headers"], acct, sym, 1)
+        for i in range(2 * MAX_CONNECTIONS):
+            headers = {**user["headers"], "Last-Event-ID": "0"} if i % 2 else user["headers"]
+            async with httpx.AsyncClient(base_url=b if i % 2 else a, timeout=10) as http:
+                async with http.stream("GET", f"/api/v1/accounts/{acct}/stream", headers=headers) as resp:
+                    assert resp.status_code == 200, i
+                    if i % 2:
+                        await asyncio.wait_for(anext(resp.aiter_lines()), 10)
+    sockets = []
+    try:
+        for i in range(MAX_CONNECTIONS):
+            for _ in range(30):  # the servers notice the disconnects within moments
+                ws = await connect(a if i % 2 else b, user["api_key"])
+                try:
+                    if (await subscribe(ws, ["accounts"])).get("type") == "subscribed":
+                        break
+                except websockets.ConnectionClosed:
+                    pass  # 4429: a slot not given back (yet)
+                await ws.close()
+                await asyncio.sleep(0.2)
+            else:
+                raise AssertionError(f"connection {i + 1} of {MAX_CONNECTIONS} refused: slots not given back")
+            sockets.append(ws)
+    finally:
+        for ws in sockets:
+            await ws.close()
 
 
 async def test_connection_limit_per_user_spans_processes(client, make_user, stream_servers):

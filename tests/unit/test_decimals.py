@@ -73,3 +73,30 @@ def test_decimal_strings_outside_the_pattern_name_their_field(value, field):
 
 def test_plain_decimal_strings_and_other_text_pass():
     check_decimal_strings({"qty": "1e5", "name": " 1_000 ", "legs": [{"price": 2.5}]}, decimal_paths(Body))
+
+
+def test_stream_messages_and_stored_orders_carry_decimals_in_plain_notation():
+    # The stream's encoder is the REST one: a trade_update whose fee, reservation or position is a zero
+    # with an exponent (0E-8: a zero fee kept at the fee scale) reads "0" on the wire, as /activities.
+    import uuid
+    from datetime import UTC, datetime
+
+    from app.domain.streams import messages
+    from app.domain.streams.log import stored_order
+    from app.domain.trading.schemas import OrderOut
+
+    now = datetime(2026, 12, 6, tzinfo=UTC)
+    order = OrderOut(
+        uuid.uuid4(), None, uuid.uuid4(), "ABC", "buy", "limit", D("1"), D("1"), D("1.0E+2"), D("100"), None,
+        "gtc", "filled", None, D("0E-8"), now, now,
+    )
+    update = messages.trade_update(
+        order.account_id, 3, "filled", now, order, uuid.uuid4(),
+        {"quantity": "1", "price": "100", "fee": "0E-8", "liquidity": "maker", "realized_pnl": "0E-8"},
+        D("0E-8"),
+    )
+    wire = msgspec.json.decode(messages.encode(update))
+    assert wire["order"]["fees"] == "0" and wire["order"]["avg_fill_price"] == "100"
+    assert wire["fill"]["fee"] == "0" and wire["fill"]["realized_pnl"] == "0" and wire["position_qty"] == "0"
+    stored = stored_order(order)
+    assert stored["fees"] == "0" and stored["avg_fill_price"] == "100" and stored["id"] == str(order.id)

@@ -153,6 +153,60 @@ async def test_a_full_buffer_closes_the_client_with_4008_and_a_replay_never_over
     assert await client.take() is None
 
 
+@pytest.mark.asyncio
+async def test_an_unsubscribe_stops_a_replay_under_way_and_a_new_subscription_starts_clean():
+    # A replay waiting for buffer room when the client unsubscribes queues nothing more after the
+    # acknowledgement; subscribing again (no `since`) starts at the live seq: no replayed event after it,
+    # none twice. (Before, the replay ran on to the end of the log, interleaved with the new live ones.)
+    log = [_update(s) for s in range(1, 301)]
+    client, _ = _client(log, limit=20)
+    stream = f"trade_updates:{ACCOUNT}"
+    await client.set_streams({stream}, {ACCOUNT.hex: 0}, None)
+    await asyncio.sleep(0.05)  # the replay fills half the buffer and waits for room
+    first = [(await client.take())[0] for _ in range(3)]
+    await client.set_streams(set(), {}, "ack: none")
+    queued = await _drain_all(client)
+    assert first == [1, 2, 3] and "ack: none" in [body for _, body in queued]
+    after_ack = queued[[body for _, body in queued].index("ack: none") + 1:]
+    assert after_ack == [], after_ack  # nothing of the dropped stream after its acknowledgement
+    before = [seq for seq, _ in queued if seq]
+    assert before == list(range(4, 4 + len(before))) and len(before) < 297
+    # Subscribe again, live from 300: the new events arrive once, in order, and nothing old follows.
+    await client.set_streams({stream}, {}, None)
+    client.cursors[ACCOUNT.hex].last = 300
+    log.extend(_update(s) for s in (301, 302))
+    for u in log[-2:]:
+        client.on_trade_update(ACCOUNT.hex, u.seq, encode(u).decode())
+    await asyncio.sleep(0.05)
+    assert await _drain(client) == [301, 302]
+
+
+@pytest.mark.asyncio
+async def test_a_second_since_while_a_replay_runs_restarts_it_from_the_new_point():
+    log = [_update(s) for s in range(1, 301)]
+    client, _ = _client(log, limit=20)
+    stream = f"trade_updates:{ACCOUNT}"
+    await client.set_streams({stream}, {ACCOUNT.hex: 0}, None)
+    await asyncio.sleep(0.05)
+    assert [(await client.take())[0] for _ in range(2)] == [1, 2]
+    await client.set_streams({stream}, {ACCOUNT.hex: 250}, "ack")
+    got = await _drain_all(client)
+    after = [seq for seq, body in got[[b for _, b in got].index("ack") + 1:] if seq]
+    assert after == list(range(251, 301)), after
+
+
+async def _drain_all(client: Client) -> list[tuple[int, str]]:
+    out = []
+    while True:
+        try:
+            item = await asyncio.wait_for(client.take(), 0.2)
+        except TimeoutError:
+            return out
+        if item is None:
+            return out
+        out.append(item)
+
+
 def test_resume_points_outside_the_retained_log_are_refused():
     from app.domain.streams.log import LogState
 

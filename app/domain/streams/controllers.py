@@ -12,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+import anyio
 import msgspec
 from litestar import Controller, Request, get, websocket
 from litestar.connection import WebSocket
@@ -79,7 +80,7 @@ async def _instrument_exists(apg: Any, symbol: str) -> bool:
 async def authorise_streams(rt: StreamRuntime, principal: Principal, names: list[str]) -> set[str]:
     """The canonical names of `names`, or StreamRequestError. An account the caller may not read is
     answered exactly like one that does not exist."""
-    if len(names) > MAX_STREAMS_PER_CONNECTION:
+    if len(set(names)) > MAX_STREAMS_PER_CONNECTION:  # (a name given twice is one stream)
         raise StreamRequestError(
             "too-many-streams", f"at most {MAX_STREAMS_PER_CONNECTION} streams per connection"
         )
@@ -346,12 +347,10 @@ class StreamController(Controller):
             raise not_found("Account")
         since: dict[str, int] = {}
         if last_event_id is not None and last_event_id.strip():
-            try:
-                seq = int(last_event_id)
-            except ValueError:
-                raise Malformed(
-                    "Last-Event-ID must be a seq (an integer)", slug="invalid-last-event-id"
-                ) from None
+            text = last_event_id.strip()
+            if not (text.isascii() and text.isdigit()):  # (int() would also take "+5", "5_0", " 5")
+                raise Malformed("Last-Event-ID must be a seq (digits only)", slug="invalid-last-event-id")
+            seq = int(text)
             problem = state.resume_error(seq)
             if problem is not None:
                 raise Conflict(problem[1], slug=problem[0])
@@ -413,6 +412,11 @@ async def _sse_events(
                 yield _SseChunk(chunk)
     finally:
         STREAM_CONNECTIONS.dec()
-        await client.aclose()
-        with contextlib.suppress(Exception):
-            await rt.slots.release(user_id, conn_id)
+        # A client that disconnects cancels the response's task group (Litestar's send_body): without the
+        # shield the first await here raised CancelledError, and the routes, the interest keys and the
+        # connection's slot (counted against the user's limit, refreshed by every heartbeat) were never
+        # let go.
+        with anyio.CancelScope(shield=True):
+            await client.aclose()
+            with contextlib.suppress(Exception):
+                await rt.slots.release(user_id, conn_id)

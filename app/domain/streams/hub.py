@@ -200,15 +200,18 @@ class Client:
             if not waiter.done():
                 waiter.set_result(None)
 
-    async def put_replayed(self, body: str, seq: int) -> None:
+    async def put_replayed(self, body: str, seq: int, current: Callable[[], bool] = lambda: True) -> bool:
         """Queue a replayed message, waiting while the buffer is half full: a replay of any length never
-        overflows it, and live messages keep the other half."""
+        overflows it, and live messages keep the other half. Not queued (False) once the client is closed
+        or `current()` turns false while it waited (the replay's cursor was dropped or replaced)."""
         while len(self._items) >= self.limit // 2 and self.close_code is None:
             self._room.clear()
             await self._room.wait()
-        if self.close_code is None:
-            self._items.append((seq, body))
-            self._wake()
+        if self.close_code is not None or not current():
+            return False
+        self._items.append((seq, body))
+        self._wake()
+        return True
 
     async def take(self) -> tuple[int, str] | None:
         """The next item to send, or None once the client is closed."""
@@ -337,21 +340,30 @@ class Client:
             self.spawn(self.catch_up(account))
 
     async def catch_up(self, account: str) -> None:
-        """Send this account's events after the cursor from PostgreSQL, then what was held live."""
+        """Send this account's events after the cursor from PostgreSQL, then what was held live. It follows
+        the cursor it started with: once that is no longer the account's (an unsubscribe dropped it, a new
+        `since` replaced it: set_streams), it stops without queueing another message."""
         cur = self.cursors[account]
         if cur.busy:
             return
         cur.busy = True
         account_id = uuid.UUID(account)
         retries = 0
+
+        def current() -> bool:
+            return self.cursors.get(account) is cur
+
         try:
             while self.close_code is None:
                 updates = await self.hub.read(
                     lambda apg, after=cur.last: stream_log.read_log(apg, account_id, after, REPLAY_PAGE)
                 )
                 for update in updates:
-                    await self.put_replayed(messages.encode(update).decode(), update.seq)
+                    if not await self.put_replayed(messages.encode(update).decode(), update.seq, current):
+                        return
                     cur.last = update.seq
+                if not current():
+                    return
                 if len(updates) == REPLAY_PAGE:
                     continue
                 if cur.recheck:  # a hint arrived while this read was under way
@@ -365,7 +377,8 @@ class Client:
                 await asyncio.sleep(GAP_GRACE_SECONDS * 2**retries)
         finally:
             cur.busy = False
-        self._drain(account, cur)
+        if current():
+            self._drain(account, cur)
 
     def spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
@@ -421,7 +434,11 @@ class Client:
                 del self.cursors[account]
             for account, seq in since.items():
                 cur = self.cursors.get(account)
-                if cur is None:
+                if cur is None or cur.busy:
+                    # (a catch-up under way follows the cursor it started with: a new one stops it, and the
+                    # catch-up spawned below starts from this `since`)
+                    if cur is not None and cur.gap_timer is not None:
+                        cur.gap_timer.cancel()
                     cur = self.cursors[account] = _Cursor(seq)
                 cur.last = seq  # the catch-up below sends everything after it; later live ones are held
                 cur.held = {s: b for s, b in cur.held.items() if s > seq}

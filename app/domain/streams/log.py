@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app.domain.streams import publish
 from app.domain.streams.messages import TradeUpdate, encode, trade_update
 from app.domain.trading.schemas import OrderOut
+from app.lib.decimals import json_builtins
 
 _BUMP_SQL = text(
     """
@@ -52,8 +53,9 @@ async def assign_seqs(conn: AsyncConnection, events: Sequence[dict[str, Any]]) -
 
 
 def stored_order(order: OrderOut) -> dict[str, Any]:
-    """The order_state column's value for SQLAlchemy inserts (JSON types only, as the wire has them)."""
-    return msgspec.to_builtins(order)
+    """The order_state column's value for SQLAlchemy inserts (JSON types only, as the wire has them:
+    decimals in plain notation)."""
+    return json_builtins(order)
 
 
 def trade_update_payload(owner_id: uuid.UUID, update: TradeUpdate) -> bytes:

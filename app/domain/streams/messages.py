@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 
 from app.domain.trading.schemas import OrderOut
+from app.lib.decimals import encode_json
 
 # order_events.type -> the `event` of a trade_update (API.md, "Streams"). Events of the contingent-order
 # work (replaced, triggered, held, activated, reduced) keep their names.
@@ -107,7 +108,9 @@ class RiskMessage(msgspec.Struct, kw_only=True):
 
 _decode_order = msgspec.json.Decoder(OrderOut).decode
 _decode_dict = msgspec.json.Decoder(dict).decode
-encode = msgspec.json.Encoder().encode
+# The REST answers' encoder (app/lib/decimals.py): decimals in plain notation, as /activities pages them
+# ("0", never "0E-8"), re-encoding only a message that has one in exponent form.
+encode = encode_json
 
 
 def trade_update(

@@ -218,9 +218,6 @@ def _order_to_check(data: OrderCreate, inst: Any) -> OrderCreate:
 
 # ------------------------------------------------------------------------------------------------ placement
 
-_encode = msgspec.json.Encoder().encode
-
-
 def _same_request(data: OrderCreate, existing: OrderOut) -> bool:
     mine = (
         data.symbol,

@@ -26,6 +26,7 @@ from typing import Any
 import msgspec
 
 from app.lib.db import raw_connection
+from app.lib.decimals import encode_json
 
 _encode = msgspec.json.Encoder().encode
 
@@ -122,7 +123,7 @@ async def write_match(
         _encode(orders).decode(),
         _encode(trails).decode(),
         _encode(fills).decode(),
-        _encode(events).decode(),
+        encode_json(events).decode(),  # (stored and paged by /activities: decimals in plain notation)
         _encode(accounts).decode(),
         _encode(positions).decode(),
         _encode(snapshots).decode(),

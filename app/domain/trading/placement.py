@@ -82,6 +82,7 @@ from app.domain.trading.rules import (
 )
 from app.domain.trading.schemas import OrderCreate, OrderOut, ValidateOut
 from app.lib.db import raw_connection, utcnow
+from app.lib.decimals import encode_json
 from app.lib.errors import ApiError, conflict, not_found
 from app.lib.ids import new_time_ordered_uuid
 from app.lib.metrics import FILLS, ORDERS, PLACEMENT_RETRIES, PLACEMENT_SNAPSHOTS, RISK_REJECTIONS
@@ -92,7 +93,8 @@ ZERO = Decimal(0)
 LegsOf = Callable[[OrderOut], tuple[list[dict[str, Any]], list[dict[str, Any]]]]
 
 
-_encode_json = msgspec.json.Encoder().encode
+# The events' JSON (stored in order_events and paged by /activities): decimals in plain notation.
+_encode_json = encode_json
 _NO_MATCH = rules.MatchResult(False, ZERO, None, None)  # (an instrument without a price: the order rests)
 _NO_FILL = (None, None, None, None)
 _COUNTERS: dict[tuple[Any, ...], Any] = {}

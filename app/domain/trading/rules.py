@@ -363,7 +363,8 @@ def fee(notional: Decimal, rate: Decimal) -> Decimal:
     rate (maker rebate) yields a negative fee.
     """
     with localcontext(_WIDE):
-        return (notional * rate).quantize(FEE_QUANTUM, rounding=ROUND_HALF_EVEN)
+        fee = (notional * rate).quantize(FEE_QUANTUM, rounding=ROUND_HALF_EVEN)
+    return fee if fee else _ZERO  # a zero fee is 0, not 0E-8 (which the events would store as text)
 
 
 # ---------------------------------------------------------------------------------------------------
