@@ -38,6 +38,7 @@ log = get_logger("app.streams")
 
 AUTH_TIMEOUT_SECONDS = 5.0
 MAX_STREAMS_PER_CONNECTION = 200
+CLEANUP_SECONDS = 5  # the most a closed SSE response's cleanup may take
 CLOSE_BAD_KEY, CLOSE_TOO_MANY = 4401, 4429
 ACCOUNT_STREAMS = frozenset({"trade_updates", "accounts", "risk"})
 # Scope key under which app.server.asgi leaves the server's own `send` of a WebSocket. Inside Litestar each
@@ -415,8 +416,9 @@ async def _sse_events(
         # A client that disconnects cancels the response's task group (Litestar's send_body): without the
         # shield the first await here raised CancelledError, and the routes, the interest keys and the
         # connection's slot (counted against the user's limit, refreshed by every heartbeat) were never
-        # let go.
-        with anyio.CancelScope(shield=True):
+        # let go. Bounded: a shielded await cannot be cancelled, and at shutdown the backend it waits on
+        # may already be gone (the slot then expires with the process's registry).
+        with anyio.move_on_after(CLEANUP_SECONDS, shield=True):
             await client.aclose()
             with contextlib.suppress(Exception):
                 await rt.slots.release(user_id, conn_id)
