@@ -470,13 +470,14 @@ def test_fill_status():
         ("100.123456789", "0.1", "10.01234568"),
         ("1000", "-0.0001", "-0.10000000"),  # maker rebate
         ("123456789012345678901.5", "0.001", "123456789012345678.90150000"),  # beyond 28 digits
-        ("1000", "0", "0E-8"),
+        ("1000", "0", "0"),  # a zero fee is plain 0, not 0E-8 (events store it as text)
+        ("0.000000004", "1", "0"),  # rounds to zero: the same
     ],
 )
 def test_fee(notional, rate, expected):
     result = fee(D(notional), D(rate))
     assert result == D(expected)
-    assert result.as_tuple().exponent == -8
+    assert result.as_tuple().exponent == (-8 if result else 0)
 
 
 # The Decimal fast path must agree with the exact Fraction path digit for digit (value and exponent:
