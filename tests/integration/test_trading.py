@@ -321,3 +321,11 @@ async def test_orders_list_keyset_pagination_and_filters(client, admin_headers, 
     bad = await client.get(f"/api/v1/accounts/{acct}/orders?cursor=garbage!!", headers=h)
     assert bad.status_code == 400
     assert (await client.get(f"/api/v1/accounts/{acct}/orders?limit=501", headers=h)).status_code == 400
+
+
+async def test_a_short_marked_at_its_entry_shows_a_zero_pnl_without_a_sign(client, admin_headers, make_user):
+    h, sym, acct = await setup(client, admin_headers, make_user, allow_short=True, taker="0", maker="0")
+    await place(client, h, acct, symbol=sym, side="sell", type="market", quantity=5)
+    pos = (await positions(client, h, acct))[sym]
+    assert D(pos["quantity"]) == -5 and pos["unrealized_pnl"] in ("0", "0.00"), pos
+    assert not (await account(client, h, acct))["unrealized_pnl"].startswith("-"), "negative zero"

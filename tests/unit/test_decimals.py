@@ -33,14 +33,18 @@ def test_encoder_renders_arithmetic_decimals_plainly_and_leaves_text_alone():
     assert plain(D("1.00E+6")) == "1000000"
 
 
-def test_a_negative_zero_is_written_as_zero_and_other_negatives_keep_their_sign():
+def test_a_negative_zero_loses_its_sign_where_it_is_made_and_when_rendered():
     # -1 * 0.00 is Decimal("-0.00"): the unrealised PnL of a short marked at its entry price.
-    body = {"pnl": D(-1) * D("0.00"), "zero": -D(0), "small": D("-0.25"), "loss": D("-10.50"), "text": "-0"}
-    assert msgspec.json.decode(encode_json(body)) == {
-        "pnl": "0.00", "zero": "0", "small": "-0.25", "loss": "-10.50", "text": "-0"
-    }
-    assert encode_json({"small": D("-0.25")}) == b'{"small":"-0.25"}'  # no second encoding needed
+    from app.domain.trading.accounting import PositionState
+    from app.lib.decimals import nonnegative_zero
+
+    short = PositionState(D(-5), D("100.00"), D(0))
+    assert str(short.unrealized_pnl(D("100.00"))) == "0.00"
+    assert str(nonnegative_zero(D(-1) * D("0.00"))) == "0.00" and str(nonnegative_zero(D("-0.25"))) == "-0.25"
     assert plain(D("-0E-8")) == "0" and plain(D("-0.000")) == "0.000"
+    assert msgspec.json.decode(encode_json({"pnl": short.unrealized_pnl(D(100)), "small": D("-0.25")})) == {
+        "pnl": "0.00", "small": "-0.25"
+    }
 
 
 class Leg(msgspec.Struct):

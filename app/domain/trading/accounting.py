@@ -29,6 +29,7 @@ from decimal import (
 )
 
 from app.domain.trading.rules import Side
+from app.lib.decimals import nonnegative_zero
 
 _WIDE = Context(prec=80, rounding=ROUND_HALF_EVEN, traps=[InvalidOperation, DivisionByZero, Overflow])
 AVG_PRICE_QUANTUM = Decimal("1E-10")
@@ -48,7 +49,8 @@ class PositionState:
     def unrealized_pnl(self, mark_price: Decimal) -> Decimal:
         """(mark - avg) * quantity; the sign of the quantity makes this right for shorts as well."""
         with localcontext(_WIDE):
-            return (mark_price - self.avg_entry_price) * self.quantity
+            # (a short marked at its entry: -q * 0.00 is a negative zero)
+            return nonnegative_zero((mark_price - self.avg_entry_price) * self.quantity)
 
     def market_value(self, mark_price: Decimal) -> Decimal:
         with localcontext(_WIDE):

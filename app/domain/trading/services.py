@@ -38,6 +38,7 @@ from app.domain.trading.schemas import (
     ValidateOut,
 )
 from app.lib.db import raw_connection, tx, utcnow
+from app.lib.decimals import nonnegative_zero
 from app.lib.errors import ApiError, conflict, not_found
 from app.lib.pagination import decode_cursor, decode_int_cursor, encode_cursor
 
@@ -352,7 +353,7 @@ async def positions(conn: AsyncConnection, principal: Principal, account_id: uui
     out = []
     for symbol, qty, avg, last, realized in rows:
         mv = qty * last if last is not None else None
-        upnl = (last - avg) * qty if last is not None else None
+        upnl = nonnegative_zero((last - avg) * qty) if last is not None else None  # (a short at its entry)
         out.append(PositionOut(symbol, qty, avg, last, mv, upnl, realized))
     return out
 
