@@ -237,7 +237,16 @@ async def _send_loop(socket: WebSocket, client: Client, batch: bool) -> None:
 async def _receive_loop(socket: WebSocket, client: Client, rt: StreamRuntime) -> None:
     try:
         while client.close_code is None:
-            await _handle_message(client, rt, await socket.receive_text())
+            # (socket.receive_text() reads a binary frame as "", which then failed to decode as
+            # "truncated": say what is wrong instead)
+            event = await socket.receive()
+            if event["type"] == "websocket.disconnect":
+                return
+            text = event.get("text")
+            if text is None:
+                client.offer(error("invalid-message", "binary frames are not read: send JSON as text").decode())
+                continue
+            await _handle_message(client, rt, text)
     except WebSocketDisconnect:
         pass
     finally:
