@@ -244,7 +244,8 @@ async def _receive_loop(socket: WebSocket, client: Client, rt: StreamRuntime) ->
                 return
             text = event.get("text")
             if text is None:
-                client.offer(error("invalid-message", "binary frames are not read: send JSON as text").decode())
+                message = "binary frames are not read: send JSON as text"
+                client.offer(error("invalid-message", message).decode())
                 continue
             await _handle_message(client, rt, text)
     except WebSocketDisconnect:
