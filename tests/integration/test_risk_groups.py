@@ -215,3 +215,46 @@ async def test_group_roles_and_validation(client, admin_headers, make_user, firm
     assert resp.status_code == 200 and resp.json()["value"] == "7" and resp.json()["enabled"] is False
     listed = (await client.get(f"{G}/{desk['id']}/limits", headers=rh)).json()["items"]
     assert [x["id"] for x in listed] == [lim["id"]]
+
+
+async def test_a_group_is_renamed_and_an_empty_one_removed_with_its_limits(
+    client, admin_headers, make_user, firm, db_engine
+):
+    rm = await make_user("risk_manager")
+    rh = rm["headers"]
+    trader = await make_user("trader")
+    acct = await make_account(client, trader["headers"])
+    desk = await _post(client, G, {"name": f"Desk R {uuid.uuid4().hex[:6]}"}, rh)
+    sub = await _post(client, G, {"name": f"Sub R {uuid.uuid4().hex[:6]}", "parent_id": desk["id"]}, rh)
+    other = await _post(client, G, {"name": f"Desk O {uuid.uuid4().hex[:6]}"}, rh)
+    limit = await _post(
+        client, f"{G}/{sub['id']}/limits", {"limit_type": "max_gross_exposure", "value": "1000"}, rh
+    )
+    # Rename: 200 with the new name; a taken name 409; nothing to change 422; a trader 403; unknown 404.
+    new_name = f"Desk R2 {uuid.uuid4().hex[:6]}"
+    resp = await client.patch(f"{G}/{desk['id']}", json={"name": new_name}, headers=rh)
+    assert resp.status_code == 200 and resp.json()["name"] == new_name and resp.json()["id"] == desk["id"]
+    taken = await client.patch(f"{G}/{desk['id']}", json={"name": other["name"]}, headers=rh)
+    assert taken.status_code == 409
+    assert (await client.patch(f"{G}/{desk['id']}", json={}, headers=rh)).status_code == 422
+    assert (
+        await client.patch(f"{G}/{desk['id']}", json={"name": "x"}, headers=trader["headers"])
+    ).status_code == 403
+    assert (await client.patch(f"{G}/{uuid.uuid4()}", json={"name": "x"}, headers=rh)).status_code == 404
+    # Removal: only a group without accounts and sub-groups (409 naming what is left), its limits with it.
+    await client.put(f"/api/v1/accounts/{acct}/risk/group", json={"group_id": sub["id"]}, headers=rh)
+    busy = await client.delete(f"{G}/{sub['id']}", headers=rh)
+    assert busy.status_code == 409 and busy.json()["accounts"] == 1, busy.text
+    parent = await client.delete(f"{G}/{desk['id']}", headers=rh)
+    assert parent.status_code == 409 and parent.json()["groups"] == 1, parent.text
+    await client.put(f"/api/v1/accounts/{acct}/risk/group", json={"group_id": None}, headers=rh)
+    assert (await client.delete(f"{G}/{sub['id']}", headers=trader["headers"])).status_code == 403
+    assert (await client.delete(f"{G}/{sub['id']}", headers=rh)).status_code == 204
+    assert (await client.get(f"{G}/{sub['id']}", headers=rh)).status_code == 404
+    async with db_engine.connect() as conn:
+        from sqlalchemy import text as sql
+
+        count = sql("SELECT count(*) FROM risk_group_limits WHERE id = :i")
+        assert await conn.scalar(count, {"i": limit["id"]}) == 0
+    assert (await client.delete(f"{G}/{desk['id']}", headers=rh)).status_code == 204
+    assert (await client.delete(f"{G}/{desk['id']}", headers=rh)).status_code == 404

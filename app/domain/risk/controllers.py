@@ -20,6 +20,7 @@ from app.domain.risk.schemas import (
     GroupLimitPatch,
     GroupOut,
     GroupPage,
+    GroupPatch,
     LimitAuditPage,
     LimitCreate,
     LimitOut,
@@ -231,6 +232,19 @@ class DeskRiskController(Controller):
     @get("/groups/{group_id:uuid}", summary="One risk group")
     async def get_group(self, db: DbConn, request: Request, group_id: FromPath[UUID]) -> GroupOut:
         return await group_service.get_group(db, request.user, group_id)
+
+    @patch("/groups/{group_id:uuid}", summary="Rename a risk group (risk_manager/admin)")
+    async def rename_group(
+        self, db: DbConn, request: Request, group_id: FromPath[UUID], data: JSONBody[GroupPatch]
+    ) -> GroupOut:
+        return await group_service.rename_group(db, request.user, group_id, data)
+
+    @delete(
+        "/groups/{group_id:uuid}", status_code=204,
+        summary="Remove a risk group without accounts or sub-groups, and its limits (risk_manager/admin)",
+    )
+    async def delete_group(self, db: DbConn, request: Request, group_id: FromPath[UUID]) -> None:
+        await group_service.delete_group(db, request.user, group_id)
 
     @get("/groups/{group_id:uuid}/limits", summary="The group's limits, newest first")
     async def list_group_limits(

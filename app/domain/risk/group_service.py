@@ -41,6 +41,7 @@ from app.domain.risk.schemas import (
     GroupLimitPatch,
     GroupOut,
     GroupOverviewOut,
+    GroupPatch,
     OverviewOut,
     PortfolioVarOut,
     TotalsOut,
@@ -176,6 +177,54 @@ async def list_groups(
     ).all()
     items = [GroupOut(*r) for r in rows[:limit]]
     return items, encode_cursor(items[-1].created_at, items[-1].id) if len(rows) > limit else None
+
+
+async def rename_group(
+    conn: AsyncConnection, principal: Principal, group_id: uuid.UUID, data: GroupPatch
+) -> GroupOut:
+    """A new name; the version moves too (a kept group state carries the name into its breach messages)."""
+    _ensure_risk_manager(principal)
+    if data.name is None:
+        raise invalid("the body names no field to change", "name")
+    async with tx(conn):
+        try:
+            async with conn.begin_nested():
+                row = (
+                    await conn.execute(
+                        update(RiskGroup)
+                        .where(RiskGroup.id == group_id)
+                        .values(name=data.name, version=RiskGroup.version + 1)
+                        .returning(*GROUP_COLS)
+                    )
+                ).one_or_none()
+        except IntegrityError as exc:
+            raise conflict("A group with this name already exists") from exc
+        if row is None:
+            raise not_found("Group")
+    return GroupOut(*row)
+
+
+async def delete_group(conn: AsyncConnection, principal: Principal, group_id: uuid.UUID) -> None:
+    """Remove a group with no accounts and no sub-groups (409 naming what is left), its limits with it.
+    The row is locked first: an account moving in (a foreign key check, KEY SHARE) waits, then finds the
+    group gone."""
+    _ensure_risk_manager(principal)
+    async with tx(conn):
+        if await conn.scalar(select(RiskGroup.id).where(RiskGroup.id == group_id).with_for_update()) is None:
+            raise not_found("Group")
+        accounts = await conn.scalar(
+            select(func.count()).select_from(Account).where(Account.group_id == group_id)
+        )
+        children = await conn.scalar(
+            select(func.count()).select_from(RiskGroup).where(RiskGroup.parent_id == group_id)
+        )
+        if accounts or children:
+            raise conflict(
+                f"the group still has {accounts} account(s) and {children} sub-group(s): move them out first",
+                accounts=accounts,
+                groups=children,
+            )
+        await conn.execute(delete(RiskGroup).where(RiskGroup.id == group_id))
 
 
 async def get_group(conn: AsyncConnection, principal: Principal, group_id: uuid.UUID) -> GroupOut:

@@ -320,6 +320,12 @@ class GroupCreate(msgspec.Struct, forbid_unknown_fields=True):
     is_firm: bool = False
 
 
+class GroupPatch(msgspec.Struct, forbid_unknown_fields=True):
+    """A new name (the tree is changed by moving accounts, and by removing empty groups)."""
+
+    name: GroupName | None = None
+
+
 class GroupOut(msgspec.Struct):
     id: UUID
     name: str
