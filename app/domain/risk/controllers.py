@@ -7,7 +7,7 @@ from litestar import Controller, Request, delete, get, patch, post, put
 from litestar.di import Provide
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
-from app.domain.risk import group_service, scenario_service, services, stress_service
+from app.domain.risk import group_reports, group_service, scenario_service, services, stress_service
 from app.domain.risk.schemas import (
     AccountGroupIn,
     AccountGroupOut,
@@ -202,7 +202,7 @@ class DeskRiskController(Controller):
         summary="Firm and group totals, the top limit utilisations, open alerts (risk_manager/admin)",
     )
     async def overview(self, db: DbConn, request: Request) -> OverviewOut:
-        return await group_service.overview(db, request.user)
+        return await group_reports.overview(db, request.user)
 
     @get(
         "/var",
@@ -216,7 +216,7 @@ class DeskRiskController(Controller):
         group_id: FromQuery[UUID | None] = None,
         lookback: Lookback = 250,
     ) -> PortfolioVarOut:
-        return await group_service.portfolio_var(db, request.user, group_id, lookback=lookback)
+        return await group_reports.portfolio_var(db, request.user, group_id, lookback=lookback)
 
     @post("/groups", status_code=201, summary="Create a risk group (risk_manager/admin)")
     async def create_group(self, db: DbConn, request: Request, data: JSONBody[GroupCreate]) -> GroupOut:
