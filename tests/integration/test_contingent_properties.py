@@ -14,7 +14,7 @@ import asyncio
 import uuid
 from decimal import Decimal
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
@@ -250,6 +250,16 @@ async def _run(steps, allow_short: bool) -> None:
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(steps=actions, allow_short=st.booleans())
+# Found by this test: a short closed by its OCO's stop-loss leg, whose take-profit buy leg (holding cash)
+# then ended with nothing left to exit; its reservation stayed on the account.
+@example(
+    steps=[
+        ("simple", "buy", 1), ("simple", "sell", 1), ("simple", "sell", 1), ("cancel", 0),
+        ("group", "oco", "buy", "market", 1, Decimal("95"), Decimal("1"), Decimal("1"), False),
+        ("price", Decimal("101"), None),
+    ],
+    allow_short=True,
+)
 def test_random_contingent_flows_keep_group_invariants(steps, allow_short):
     asyncio.run(_run(steps, allow_short))
 

@@ -162,6 +162,10 @@ class Groups:
     # The members of each group (by root), in `members`' order: a price acting on n groups asks for each
     # member's group, and a scan of every member per question cost O(n^2) (80 ms at 700 members).
     _by_root: dict[uuid.UUID, list[Member]] = field(default_factory=dict, init=False, repr=False)
+    # Reservations of members the group's own rules ended (a leg with nothing left to exit, a leg of an
+    # entry that ended unfilled), per account, until the caller takes them off its accounts
+    # (`take_released`: matching's books, `apply` elsewhere). `close` returns its own to its caller.
+    _released: dict[uuid.UUID, Decimal] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         for m in self.members.values():
@@ -172,6 +176,16 @@ class Groups:
         rows = (await conn.execute(_LOAD_GROUPS_SQL, {"roots": list(roots)})).all()
         members = {r.id: Member(*r) for r in rows}  # (_MEMBER_COLS are Member's fields, in order)
         return cls(members, {m.id: m.filled_quantity for m in members.values() if m.leg is None})
+
+    def _release(self, m: Member) -> None:
+        if m.reserved_cash:
+            self._released[m.account_id] = self._released.get(m.account_id, ZERO) + m.reserved_cash
+        m.reserved_cash = ZERO
+
+    def take_released(self) -> dict[uuid.UUID, Decimal]:
+        """The cash the group's rules released since the last call, per account."""
+        out, self._released = self._released, {}
+        return out
 
     def group(self, member: Member) -> list[Member]:
         return self._by_root.get(member.root, [])
@@ -270,10 +284,11 @@ class Groups:
         if by is not None:
             data["order_id"] = str(by)
         out = [self._change(m, EventType.REDUCED, frm, now, reason=reason, data=data)]
+        if ended:
+            self._release(m)  # (before, a leg ended by its sibling's fill kept its account's reservation)
         if ended and m.status != "filled":
             frm = m.status
             m.status = "canceled"
-            m.reserved_cash = ZERO
             out.append(
                 self._change(m, EventType.CANCELED, frm, now, reason="nothing left to exit in its group")
             )
@@ -290,6 +305,7 @@ class Groups:
             if entry.filled_quantity == 0:
                 frm = leg.status
                 leg.status = "canceled"
+                self._release(leg)
                 out.append(
                     self._change(leg, EventType.CANCELED, frm, now, reason=f"entry {entry.status} unfilled")
                 )
@@ -368,6 +384,9 @@ async def apply(
     from app.domain.streams.log import assign_seqs, defer_trade_updates, stored_order
     from app.domain.trading.models import OrderEvent
 
+    released = dict(released)
+    for account_id, cash in groups.take_released().items():
+        released[account_id] = released.get(account_id, ZERO) + cash
     accounts = sorted({e["account_id"] for e, _ in changes} | set(released))
     for account_id in accounts:
         await conn.execute(_LOCK_ACCOUNT_SQL, {"a": account_id})

@@ -212,6 +212,8 @@ async def match_resting_orders(
             elif step.type is rules.EventType.CANCELED and member.leg is None:
                 for change in groups.on_entry_final(member, now):
                     add(*change)
+            for account_id, cash in groups.take_released().items():  # (members the group's rules ended)
+                books[account_id].reserved_cash -= cash
         if done.fill is not None:
             fills_made += 1
             fill_counts[done.fill.liquidity] = fill_counts.get(done.fill.liquidity, 0) + 1
