@@ -29,6 +29,7 @@ async def test_health_answers_only_get_and_head_and_is_documented(client):
     schema = (await client.get("/schema/openapi.json")).json()
     live = schema["paths"]["/health"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
     assert live["required"] == ["status"]
+    assert (await client.get("/health")).status_code == 200  # (counted below, whichever tests ran before)
     metrics = (await client.get("/metrics")).text
     assert 'tradedesk_http_requests_total{method="GET",path="/health",status_code="200"}' in metrics
 
