@@ -122,13 +122,8 @@ async def test_the_fills_of_one_price_are_listed_in_the_order_they_were_booked(
                                                                 {f["id"] for f in resp.json()["items"]}]
 
 
-async def test_cancel_all_cancels_each_order_through_the_single_cancel_routine(
-    client, admin_headers, make_user, monkeypatch
-):
-    """Cancel-all and a client cancel share one routine (services.cancel_one): a simple order alone, a group
-    member with its group; the members a group cancel already ended count as canceled, once each."""
-    from app.domain.trading import services
-
+async def _resting_simple_and_bracket(client, admin_headers, make_user):
+    """A trader's account with a resting simple buy and a resting bracket buy (its two legs held)."""
     trader = await make_user("trader")
     h = trader["headers"]
     sym = await make_market(client, admin_headers, price="100")
@@ -138,6 +133,17 @@ async def test_cancel_all_cancels_each_order_through_the_single_cancel_routine(
         client, h, acct, symbol=sym, side="buy", type="limit", quantity=2, limit_price="95",
         order_class="bracket", take_profit={"limit_price": "120"}, stop_loss={"stop_price": "80"},
     )
+    return h, acct, simple, entry
+
+
+async def test_cancel_all_cancels_each_order_through_the_single_cancel_routine(
+    client, admin_headers, make_user, monkeypatch
+):
+    """Cancel-all and a client cancel share one routine (services.cancel_one): a simple order alone, a group
+    member with its group; the members a group cancel already ended count as canceled, once each."""
+    from app.domain.trading import services
+
+    h, acct, simple, entry = await _resting_simple_and_bracket(client, admin_headers, make_user)
     legs = [leg["id"] for leg in entry["legs"]]
     calls: list[tuple[str, str]] = []
     cancel_one = services.cancel_one
@@ -169,15 +175,7 @@ async def test_cancel_all_reports_as_canceled_only_what_it_canceled(
     cancel)."""
     from app.domain.trading import services
 
-    trader = await make_user("trader")
-    h = trader["headers"]
-    sym = await make_market(client, admin_headers, price="100")
-    acct = await make_account(client, h)
-    simple = await place(client, h, acct, symbol=sym, side="buy", type="limit", quantity=1, limit_price="90")
-    entry = await place(
-        client, h, acct, symbol=sym, side="buy", type="limit", quantity=2, limit_price="95",
-        order_class="bracket", take_profit={"limit_price": "120"}, stop_loss={"stop_price": "80"},
-    )
+    h, acct, simple, entry = await _resting_simple_and_bracket(client, admin_headers, make_user)
     group = {entry["id"], *(leg["id"] for leg in entry["legs"])}
     cancel_one = services.cancel_one
     other: list[str] = []

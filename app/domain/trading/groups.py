@@ -162,9 +162,9 @@ class Groups:
     # The members of each group (by root), in `members`' order: a price acting on n groups asks for each
     # member's group, and a scan of every member per question cost O(n^2) (80 ms at 700 members).
     _by_root: dict[uuid.UUID, list[Member]] = field(default_factory=dict, init=False, repr=False)
-    # Reservations of members the group's own rules ended (a leg with nothing left to exit, a leg of an
-    # entry that ended unfilled), per account, until the caller takes them off its accounts
-    # (`take_released`: matching's books, `apply` elsewhere). `close` returns its own to its caller.
+    # The reservations of the members that ended (closed, or ended by the group's own rules: a leg with
+    # nothing left to exit, a leg of an entry that ended unfilled), per account, until the caller takes
+    # them off its accounts (`take_released`: matching's books, `apply` elsewhere).
     _released: dict[uuid.UUID, Decimal] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -177,7 +177,8 @@ class Groups:
         members = {r.id: Member(*r) for r in rows}  # (_MEMBER_COLS are Member's fields, in order)
         return cls(members, {m.id: m.filled_quantity for m in members.values() if m.leg is None})
 
-    def _release(self, m: Member) -> None:
+    def release(self, m: Member) -> None:
+        """`m` holds no cash any more: its reservation goes back to its account (`take_released`)."""
         if m.reserved_cash:
             self._released[m.account_id] = self._released.get(m.account_id, ZERO) + m.reserved_cash
         m.reserved_cash = ZERO
@@ -285,7 +286,7 @@ class Groups:
             data["order_id"] = str(by)
         out = [self._change(m, EventType.REDUCED, frm, now, reason=reason, data=data)]
         if ended:
-            self._release(m)  # (before, a leg ended by its sibling's fill kept its account's reservation)
+            self.release(m)  # (before, a leg ended by its sibling's fill kept its account's reservation)
         if ended and m.status != "filled":
             frm = m.status
             m.status = "canceled"
@@ -305,7 +306,7 @@ class Groups:
             if entry.filled_quantity == 0:
                 frm = leg.status
                 leg.status = "canceled"
-                self._release(leg)
+                self.release(leg)
                 out.append(
                     self._change(leg, EventType.CANCELED, frm, now, reason=f"entry {entry.status} unfilled")
                 )
@@ -313,39 +314,28 @@ class Groups:
                 out.extend(self._shrink(leg, short, now, f"entry {entry.status} at its filled quantity"))
         return out
 
-    def close(
-        self, m: Member, to: str, etype: EventType, reason: str, now: datetime
-    ) -> tuple[list[Change], Decimal]:
-        """End one open or held member (canceled, expired); returns its events and the cash it released."""
+    def close(self, m: Member, to: str, etype: EventType, reason: str, now: datetime) -> list[Change]:
+        """End one open or held member (canceled, expired): its events; its cash is released."""
         frm = m.status
-        released = m.reserved_cash
         m.status = to
-        m.reserved_cash = ZERO
+        self.release(m)
         out = [self._change(m, etype, frm, now, reason=reason)]
         if m.leg is None and m.order_class in ("bracket", "oto"):
             out.extend(self.on_entry_final(m, now))
-        return out, released
+        return out
 
-    def cancel(self, target: Member, reason: str, now: datetime) -> tuple[list[Change], Decimal]:
+    def cancel(self, target: Member, reason: str, now: datetime) -> list[Change]:
         """A client cancel of any open member. The entry: it ends, its legs keep what it filled. A leg: the
         whole group's open orders end with it, the entry included (a group is protected as a whole or not
         at all)."""
-        out: list[Change] = []
-        released = ZERO
         if target.leg is None:
             return self.close(target, "canceled", EventType.CANCELED, reason, now)
+        out: list[Change] = []
         for m in sorted(self.group(target), key=lambda m: m.leg is None):  # the legs, then the entry
             if m.status in OPEN_OR_HELD:
-                changes, cash = self.close(
-                    m,
-                    "canceled",
-                    EventType.CANCELED,
-                    reason if m is target else f"{reason} (its group's {target.leg} leg)",
-                    now,
-                )
-                out.extend(changes)
-                released += cash
-        return out, released
+                reason_m = reason if m is target else f"{reason} (its group's {target.leg} leg)"
+                out.extend(self.close(m, "canceled", EventType.CANCELED, reason_m, now))
+        return out
 
     def take_dirty(self) -> list[dict[str, Any]]:
         """The rows of the members changed since the last call (`Member.row`), marked written."""
@@ -370,23 +360,15 @@ _RELEASE_SQL = text("UPDATE accounts SET reserved_cash = reserved_cash - :r, upd
 _ROOT_SQL = text("SELECT coalesce(parent_id, id) FROM orders WHERE id = :id AND account_id = :a")
 
 
-async def apply(
-    conn: AsyncConnection,
-    groups: Groups,
-    changes: list[Change],
-    released: dict[uuid.UUID, Decimal],
-    now: datetime,
-) -> None:
-    """Store what `groups` changed outside matching: the members, the cash they released, their events
-    (numbered, with the order after each) and the streams' messages after commit. Locks the accounts (by
-    id) after the orders, as everywhere."""
+async def apply(conn: AsyncConnection, groups: Groups, changes: list[Change], now: datetime) -> None:
+    """Store what `groups` changed outside matching: the members, the cash they released
+    (`Groups.take_released`), their events (numbered, with the order after each) and the streams' messages
+    after commit. Locks the accounts (by id) after the orders, as everywhere."""
     from app.domain.streams.events import defer_account_state
     from app.domain.streams.log import assign_seqs, defer_trade_updates, stored_order
     from app.domain.trading.models import OrderEvent
 
-    released = dict(released)
-    for account_id, cash in groups.take_released().items():
-        released[account_id] = released.get(account_id, ZERO) + cash
+    released = groups.take_released()
     accounts = sorted({e["account_id"] for e, _ in changes} | set(released))
     for account_id in accounts:
         await conn.execute(_LOCK_ACCOUNT_SQL, {"a": account_id})
@@ -425,8 +407,8 @@ async def cancel(
         if target.status not in OPEN_OR_HELD:
             raise rules.OrderNotOpen(target.status, grouped=True)
         now = utcnow()
-        changes, cash = groups.cancel(target, "canceled by client", now)
-        await apply(conn, groups, changes, {account_id: cash}, now)
+        changes = groups.cancel(target, "canceled by client", now)
+        await apply(conn, groups, changes, now)
     return [state.id for event, state in changes if event["type"] == EventType.CANCELED]
 
 
@@ -450,15 +432,11 @@ async def expire_groups(conn: AsyncConnection, now: datetime, batch: int = 500) 
                 await conn.execute(_LOCK_INSTRUMENT_SQL, {"s": symbol})
                 groups = await Groups.load(conn, {root})
                 changes: list[Change] = []
-                released: dict[uuid.UUID, Decimal] = {}
                 for m in sorted(groups.members.values(), key=lambda m: m.leg is not None):  # the entry first
                     if m.status in OPEN_OR_HELD and m.expires_at is not None and m.expires_at <= now:
-                        done, cash = groups.close(
-                            m, "expired", EventType.EXPIRED, "day order: session closed", now
-                        )
-                        changes.extend(done)
-                        released[m.account_id] = released.get(m.account_id, ZERO) + cash
+                        reason = "day order: session closed"
+                        changes.extend(groups.close(m, "expired", EventType.EXPIRED, reason, now))
                         expired += 1
-                await apply(conn, groups, changes, released, now)
+                await apply(conn, groups, changes, now)
         if len(todo) < batch:
             return expired

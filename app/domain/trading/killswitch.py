@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from decimal import Decimal
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -91,12 +90,10 @@ async def cancel_locked(
     """Cancel every order of `locked` (all open or held; the account is locked) with one event each."""
     groups = grouping.Groups({m.id: m for m in locked})
     changes: list[grouping.Change] = []
-    released = Decimal(0)
-    for m in locked:
+    for m in locked:  # (each ends on its own: all of its group's open members are in `locked` too)
         frm = m.status
         m.status = "canceled"
-        released += m.reserved_cash
-        m.reserved_cash = Decimal(0)
+        groups.release(m)
         changes.append(groups._change(m, EventType.CANCELED, frm, now, reason=reason))
-    await grouping.apply(conn, groups, changes, {account_id: released}, now)
+    await grouping.apply(conn, groups, changes, now)
     return [m.id for m in locked]
