@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
 import anyio
 import msgspec
 from litestar import Controller, Request, get, websocket
+from litestar.background_tasks import BackgroundTask
 from litestar.connection import WebSocket
 from litestar.exceptions import WebSocketDisconnect
 from litestar.params import FromPath, HeaderParameter, Parameter
@@ -381,7 +382,8 @@ class StreamController(Controller):
             await client.aclose()
             await rt.slots.release(principal.user_id, conn_id)
             raise
-        return ServerSentEvent(_sse_events(client, rt, principal.user_id, conn_id))
+        release = _sse_release(client, rt, principal.user_id, conn_id)
+        return ServerSentEvent(_sse_events(client, release), background=BackgroundTask(release))
 
 
 class _SseChunk(ServerSentEventMessage):
@@ -409,9 +411,33 @@ def sse_chunk(items: list[tuple[int, str]]) -> bytes:
     return "".join(parts).encode()
 
 
-async def _sse_events(
+def _sse_release(
     client: Client, rt: StreamRuntime, user_id: uuid.UUID, conn_id: str
-) -> AsyncIterator[Any]:
+) -> Callable[[], Awaitable[None]]:
+    """What an SSE connection lets go when it ends (its routes, interest keys and connection slot), once,
+    whichever of the response's two ways gets there first: the stream's `finally`, or the response's
+    background task, which Litestar runs after the body even when the client left before the stream's
+    first item (a generator never started runs no `finally`: before, such a connection kept its slot,
+    refreshed by every heartbeat, and the user was locked out with 4429)."""
+    done = False
+
+    async def release() -> None:
+        nonlocal done
+        if done:
+            return
+        done = True
+        # A client that disconnects cancels the response's task group (Litestar's send_body): shielded, or
+        # the first await raised CancelledError. Bounded: a shielded await cannot be cancelled, and at
+        # shutdown the backend it waits on may already be gone (the slot then expires with the registry).
+        with anyio.move_on_after(CLEANUP_SECONDS, shield=True):
+            await client.aclose()
+            with contextlib.suppress(Exception):
+                await rt.slots.release(user_id, conn_id)
+
+    return release
+
+
+async def _sse_events(client: Client, release: Callable[[], Awaitable[None]]) -> AsyncIterator[Any]:
     STREAM_CONNECTIONS.inc()
     try:
         while True:
@@ -423,12 +449,4 @@ async def _sse_events(
                 yield _SseChunk(chunk)
     finally:
         STREAM_CONNECTIONS.dec()
-        # A client that disconnects cancels the response's task group (Litestar's send_body): without the
-        # shield the first await here raised CancelledError, and the routes, the interest keys and the
-        # connection's slot (counted against the user's limit, refreshed by every heartbeat) were never
-        # let go. Bounded: a shielded await cannot be cancelled, and at shutdown the backend it waits on
-        # may already be gone (the slot then expires with the process's registry).
-        with anyio.move_on_after(CLEANUP_SECONDS, shield=True):
-            await client.aclose()
-            with contextlib.suppress(Exception):
-                await rt.slots.release(user_id, conn_id)
+        await release()
