@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 from decimal import Decimal
 
-from app.domain.risk.group_pretrade import Figures, members_digest
+from app.domain.risk.group_pretrade import Figures
 from app.domain.trading.kept import MAX_GROUP_PARTS, GroupState, PlacementCaches, Snapshot
 from app.domain.trading.schemas import OrderCreate
 
@@ -32,6 +32,15 @@ def test_a_fill_re_marks_the_accounts_position_in_the_sums_and_moves_every_versi
     assert (f.version, D(f.gross), D(f.net), D(f.held), f.open_orders) == (8, D(1200), D(0), D(5), "2")
     assert after.parts == {f"a{ME}": "200", f"a{OTHER}": "101", "iXYZ": "55", "iABC": "77"}
     assert after.current_for(ME, "200") and not after.current_for(ME, "100")
+    # The guard's rows, carried from the state before, are those of the new parts.
+    assert after.rows() == ([str(ME), str(OTHER)], ["200", "101"], ["XYZ", "ABC"], ["55", "77"])
+    assert after.rows() == GroupState(after.figures, after.parts).rows()
+    assert before.rows() == ([str(ME), str(OTHER)], ["100", "101"], ["XYZ"], ["55"])  # left as it was
+
+
+def test_a_state_does_not_follow_an_account_its_parts_do_not_name():
+    stranger = uuid.uuid4()
+    assert _state("max_gross_exposure").after(stranger, "2", "ABC", "7", (D(0), D(0)), None, D(1), True) is None
 
 
 def test_a_short_position_and_a_never_priced_symbol_count_at_their_absolute_value_and_cost():
@@ -67,11 +76,12 @@ def test_groups_with_a_daily_loss_limit_or_too_many_rows_are_not_kept():
     assert big.after(ME, "2", "ABC", "7", (D(0), D(0)), None, D(1), True) is None
 
 
-def test_the_digest_is_over_the_parts_in_byte_order():
-    state = _state("max_gross_exposure")
-    expected = members_digest(sorted(["iXYZ:55", f"a{ME}:100", f"a{OTHER}:101"]))
-    assert state.digest() == expected
-    assert GroupState.of(state.figures, ["iXYZ:55", f"a{OTHER}:101", f"a{ME}:100"]).digest() == expected
+def test_the_guarded_rows_are_the_parts_split_by_kind_with_their_versions_alongside():
+    state = GroupState.of(_state("max_gross_exposure").figures, [f"a{ME}:100", "iXYZ:55", f"a{OTHER}:101"])
+    assert state is not None
+    assert state.rows() == ([str(ME), str(OTHER)], ["100", "101"], ["XYZ"], ["55"])
+    assert state.rows() is state.rows()  # computed once per state
+    assert state.guarded() == (f"{ME},{OTHER}", "100,101", ["XYZ"], ["55"])
 
 
 def test_caches_keep_one_snapshot_per_account_and_drop_the_open_sell_count_on_request():

@@ -17,7 +17,7 @@ def params(statement: str) -> set[int]:
 
 @pytest.mark.parametrize(
     ("statement", "count"),
-    [(sql.WRITE_SQL, 40), (sql.GROUP_WRITE_SQL, 43), (sql.CONTINGENT_WRITE_SQL, 46), (sql.READ_SQL, 4),
+    [(sql.WRITE_SQL, 40), (sql.GROUP_WRITE_SQL, 46), (sql.CONTINGENT_WRITE_SQL, 46), (sql.READ_SQL, 4),
      (sql.LEAN_READ_SQL, 4), (sql.READ_GROUP_SQL, 4), (sql.LEAN_READ_GROUP_SQL, 4), (sql.BOOK_SQL, 4)],
 )
 def test_parameters_are_numbered_without_a_gap(statement, count):

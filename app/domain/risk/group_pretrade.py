@@ -11,7 +11,7 @@ accounts of one group racing could together exceed a group limit. Two ways to ge
   are still the ones read; if one moved, the statement writes nothing and the order is decided again on
   the locked path. Two round trips; one when the order is decided on the state the account's previous
   write in the group left (placement.py's kept state), whose write also checks that no member account
-  row and no price the sums use changed since (`members_column`, $43 of `GUARD_CTE`);
+  row and no price the sums use changed since (`members_column`, $43 to $46 of `GUARD_CTE`);
 * locked (`GROUP_LOCK_SQL`, the fallback, and contingent orders and replaces): takes every limited group
   of the account FOR NO KEY UPDATE in id order (before the instrument and the account: the lock order of
   app/domain/risk) and bumps its version at once, then reads the sums in a new statement, which sees
@@ -29,8 +29,7 @@ serialised with placements by either path: a decision is on the sums of its read
 
 from __future__ import annotations
 
-import hashlib
-import uuid
+import functools
 from decimal import Decimal
 from typing import Any
 
@@ -146,27 +145,34 @@ def members_column(account: str) -> str:
     return f"({body} SELECT array_agg(part) FROM parts) AS group_members"
 
 
-def members_digest(parts: list[str]) -> str:
-    """What the guard compares with $43: the md5 of the parts in byte order, joined by commas."""
-    return hashlib.md5(",".join(sorted(parts)).encode()).hexdigest()
-
-
 # The first statement of a guarded write ($41: the groups' ids, $42: their versions as read, both in id
 # order): each group row is locked in id order and its version moved if it is still the one read. In READ
 # COMMITTED a row another order updated since the read is re-read after that order's commit and fails the
 # version test, so `guard` then holds fewer rows than $41 and the caller's write applies nothing. A
-# decision on a kept state (app/domain/trading/kept.py) also passes $43, the digest of the members' parts it
-# rests on: if any of them differs in the statement's snapshot, no group row is moved and nothing is
-# written either. (A decision on a fresh read passes NULL: it read the parts in the same snapshot as
-# the sums.)
+# decision on a kept state (app/domain/trading/kept.py) also passes the rows its sums rest on (its
+# parts): the member accounts ($43, comma-joined) with their row versions ($44, likewise), the
+# instruments they hold ($45) with theirs ($46). If any of those rows differs in the statement's
+# snapshot, no group row is moved and nothing is written either. (A decision on a fresh read passes
+# NULLs: it read the parts in the same snapshot as the sums.)
+#
+# The kept state names the rows rather than the statement finding them again from the groups (the
+# recursive walk of the sub-groups and the positions join of `members_column`, and a digest of the parts,
+# cost ~0.15 ms of the write), which is as sound: who is a member changes only by `set_account_group`,
+# which moves the versions of the old and the new group's whole chain ($42 fails), and a member's set of
+# position rows changes only with a fill, which updates the member's account row (its version fails).
 GUARD_CTE = """guard AS (
   UPDATE risk_groups g SET version = g.version + 1
     FROM (SELECT g2.id FROM risk_groups g2
              JOIN unnest((SELECT $41::uuid[]), (SELECT $42::bigint[])) AS v(id, version) ON v.id = g2.id
            WHERE g2.version = v.version ORDER BY g2.id FOR NO KEY UPDATE OF g2) AS same
-   WHERE g.id = same.id AND ($43::text IS NULL OR $43::text = (""" + _MEMBERS_STATE_BODY.format(
-    anc="", roots="(SELECT $41::uuid[])::uuid[]"
-) + """ SELECT md5(string_agg(part, ',' ORDER BY part COLLATE "C")) FROM parts))
+   WHERE g.id = same.id AND ($43::text IS NULL OR (
+     (SELECT count(*)
+        FROM unnest(string_to_array($43::text, ',')::uuid[], string_to_array($44::text, ',')) AS m(id, version)
+        JOIN accounts a ON a.id = m.id
+       WHERE a.xmin = m.version::xid) = cardinality(string_to_array($43::text, ','))
+     AND (SELECT count(*) FROM unnest((SELECT $45::text[]), (SELECT $46::text[])) AS h(symbol, version)
+            JOIN instruments i ON i.symbol = h.symbol
+           WHERE i.xmin = h.version::xid) = cardinality($45::text[])))
   RETURNING g.id
 )"""
 GUARD_HOLDS = "(SELECT count(*) FROM guard) = cardinality($41::uuid[])"
@@ -194,9 +200,30 @@ def decode(value: str | None) -> list[Figures]:
     return (_decode(value) if value else None) or []
 
 
-def guard(found: list[Figures], digest: str | None = None) -> tuple[list[uuid.UUID], list[int], str | None]:
-    """The write's $41, $42 and $43 for the groups a decision read (`digest`: of a kept state's parts)."""
-    return [uuid.UUID(f.group_id) for f in found], [f.version for f in found], digest
+# The rows a kept state rests on: member account ids and their row versions (each comma-joined), held
+# symbols and theirs.
+KeptRows = tuple[str, str, list[str], list[str]]
+# The guard's $41 to $46.
+GuardParams = tuple[list[str], list[int], str | None, str | None, list[str] | None, list[str] | None]
+_NO_ROWS = (None, None, None, None)
+
+
+def guard(found: list[Figures], kept: KeptRows | None = None) -> GuardParams:
+    """The write's $41 to $46 for the groups a decision read; `kept`: the rows a kept state rests on
+    (kept.GroupState.guarded)."""
+    return ([f.group_id for f in found], [f.version for f in found], *(kept or _NO_ROWS))
+
+
+@functools.lru_cache(maxsize=1024)
+def _limits(
+    group_id: str, name: str, found: tuple[tuple[str, str, str, str | None, str], ...]
+) -> tuple[groups.GroupLimit, ...]:
+    """A group's limits as the read returned them, parsed once: an order decided on a kept state
+    carries the same limits as the one before it (a change of them moves the group's version)."""
+    return tuple(
+        groups.GroupLimit(lid, group_id, name, kind, Decimal(value), symbol, Decimal(warn))
+        for lid, kind, value, symbol, warn in found
+    )
 
 
 def _d(value: str | None) -> Decimal:
@@ -225,11 +252,8 @@ async def breach(
             open_orders=int(f.open_orders or 0),
             net_position={order.symbol: _d(f.held)},
         )
-        limits = [
-            groups.GroupLimit(lid, f.group_id, f.name, kind, Decimal(value), symbol, Decimal(warn))
-            for lid, kind, value, symbol, warn in f.limits or []
-        ]
-        hit = groups.check_pre_trade(figures, limits, order, position.quantity, mark)
+        limits = _limits(f.group_id, f.name, tuple(f.limits or ()))
+        hit = groups.check_pre_trade(figures, list(limits), order, position.quantity, mark)
         if hit is not None:
             return hit
     return None

@@ -5,7 +5,7 @@ with the app's resources: app/server/app.py; a test or a benchmark builds its ow
 A kept state lets the next order of the account be decided without a read and written in one round trip;
 the write applies only if everything the decision rests on is unchanged (placement.py's WRITE_SQL: the
 account, instrument and exchange rows; group_pretrade.GUARD_CTE: the limited groups' versions and the
-digest of their members' account rows and of the instruments they hold), so a kept state can be stale
+versions of their members' account rows and of the instruments they hold), so a kept state can be stale
 but an order written on it was decided on what its write statement saw. No database work here: that is
 placement's (and contingent.py's for groups of orders).
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Context, Decimal
 from typing import Any
 
@@ -40,12 +40,15 @@ class GroupState:
 
     figures: list[Figures]
     parts: dict[str, str]  # 'a<account id>' or 'i<symbol>' -> row version (xmin)
+    # Derived from `parts` once and carried from state to state (`rows`); the member accounts (and so
+    # their order, their place in the rows and the comma-joined list the guard takes) do not change
+    # along a chain of kept states.
+    _rows: tuple[list[str], list[str], list[str], list[str]] | None = field(default=None, compare=False)
+    _members: tuple[str, dict[str, int]] | None = field(default=None, compare=False)
 
     @classmethod
     def of(cls, figures: Any, members: Any) -> GroupState | None:
-        """The state a read returned (`group_figures`, `group_members` columns), or a kept one as it is."""
-        if isinstance(figures, list) and isinstance(members, dict):
-            return cls(figures, members)
+        """The state a read returned (`group_figures`, `group_members` columns)."""
         if figures is None or members is None:
             return None
         found = group_pretrade.decode(figures) if isinstance(figures, str) else figures
@@ -55,8 +58,31 @@ class GroupState:
             parts[key] = version
         return cls(found, parts)
 
-    def digest(self) -> str:
-        return group_pretrade.members_digest([f"{k}:{v}" for k, v in self.parts.items()])
+    def rows(self) -> tuple[list[str], list[str], list[str], list[str]]:
+        """The rows this state rests on: the member accounts' ids and row versions, the held symbols and
+        their instruments' row versions. Computed once per chain of states."""
+        if self._rows is None:
+            accounts, account_versions, symbols, symbol_versions = [], [], [], []
+            for key, version in self.parts.items():
+                if key[0] == "a":
+                    accounts.append(key[1:])
+                    account_versions.append(version)
+                else:
+                    symbols.append(key[1:])
+                    symbol_versions.append(version)
+            object.__setattr__(self, "_rows", (accounts, account_versions, symbols, symbol_versions))
+            object.__setattr__(self, "_members", (",".join(accounts), {a: i for i, a in enumerate(accounts)}))
+        assert self._rows is not None
+        return self._rows
+
+    def guarded(self) -> group_pretrade.KeptRows:
+        """The rows as the guard takes them (group_pretrade.guard's `kept`): the accounts and their versions
+        comma-joined (two texts: asyncpg checks every element of an array parameter against the abstract
+        Sequence, ~0.6 us each, which for a group of 32 was most of the Python a group order adds), the
+        symbols and their versions as arrays."""
+        _, versions, symbols, symbol_versions = self.rows()
+        assert self._members is not None
+        return self._members[0], ",".join(versions), symbols, symbol_versions
 
     def current_for(self, account_id: Any, row_version: str) -> bool:
         """Whether this state was taken with the account's row as the caller knows it."""
@@ -98,9 +124,19 @@ class GroupState:
         ]
         parts = dict(self.parts)
         parts[f"a{account_id}"] = account_version
-        if after is not None:
-            parts.setdefault(f"i{symbol}", instrument_version)
-        return GroupState(figures, parts)
+        # The next order's rows from these: one account's version moved, perhaps one symbol more (the
+        # order of the accounts, and so the index, stays).
+        accounts, versions, symbols, symbol_versions = self.rows()
+        assert self._members is not None
+        place = self._members[1].get(str(account_id))
+        if place is None:
+            return None  # (not a member as these parts have it: nothing to keep)
+        versions = list(versions)
+        versions[place] = account_version
+        if after is not None and f"i{symbol}" not in self.parts:
+            parts[f"i{symbol}"] = instrument_version
+            symbols, symbol_versions = [*symbols, symbol], [*symbol_versions, instrument_version]
+        return GroupState(figures, parts, (accounts, versions, symbols, symbol_versions), self._members)
 
 
 def _plus(value: str | None, delta: Decimal, computed: bool) -> str | None:

@@ -49,6 +49,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app.domain.identity.schemas import Principal
 from app.domain.risk import checks as risk_checks
 from app.domain.risk import group_pretrade, pretrade
+from app.domain.risk.group_pretrade import GuardParams
 from app.domain.risk.schemas import ViolationOut
 from app.domain.streams import publish as streams
 from app.domain.streams.events import risk_payload, stream_messages
@@ -260,7 +261,7 @@ def _remember(
         kept.append((data.symbol, written["position_quantity"], written["position_avg_entry_price"],
                      written["position_realized_pnl"], last_price))
     if read["group_limited"]:
-        group = GroupState.of(read.get("group_figures"), read.get("group_members"))
+        group = read.get("group_state") or GroupState.of(read.get("group_figures"), read.get("group_members"))
         before = next(((Decimal(e[1]), Decimal(e[2])) for e in positions if e[0] == data.symbol), (ZERO, ZERO))
         after = None if written["position_quantity"] is None else (
             Decimal(written["position_quantity"]), Decimal(written["position_avg_entry_price"]))
@@ -282,6 +283,7 @@ def _remember(
     )
     if "group_figures" in row:  # (the group's sums are kept apart, shared by its accounts)
         row["group_figures"] = row["group_members"] = None
+    row.pop("group_state", None)
     caches.keep_snapshot(row["id"], Snapshot(data.symbol, row))
 
 
@@ -298,7 +300,7 @@ async def _place_on_snapshot(
         if group is None or not group.current_for(row["id"], row["row_version"]):
             _counter(PLACEMENT_SNAPSHOTS, "stale").inc()
             return None
-        row = {**row, "group_figures": group.figures, "group_members": group.parts}
+        row = {**row, "group_state": group}  # (what _remember moves on from)
     inst = InstrumentInfo(*[row[name] for name in INSTRUMENT_FIELDS])
     try:
         outcome = await decide_on_row(apg, principal, data, row, inst, False, False, record=False,
@@ -312,7 +314,7 @@ async def _place_on_snapshot(
         order = await execute_and_write(
             apg, outcome, data, utcnow(), row["row_version"], row["instrument_version"], row["exchange_version"],
             remember=row, caches=caches,
-            groups=None if group is None else group_pretrade.guard(group.figures, group.digest()),
+            groups=None if group is None else group_pretrade.guard(group.figures, group.guarded()),
         )
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name != "uq_orders_account_id_client_order_id":
@@ -450,7 +452,7 @@ async def execute_and_write(
     apg: Any, plan: Plan, data: OrderCreate, now: datetime, row_version: str, instrument_version: str | None,
     exchange_version: str | None, *, remember: Any = None, after_commit: list[tuple[str, bytes]] | None = None,
     columns: dict[str, Any] | None = None, legs: LegsOf | None = None,
-    groups: tuple[list[uuid.UUID], list[int], str | None] | None = None, caches: PlacementCaches | None = None,
+    groups: GuardParams | None = None, caches: PlacementCaches | None = None,
 ) -> OrderOut | LostRace:
     """Execute the order against the last price and write everything, or say which row changed. With
     `remember` (the lean read the decision used), keep the state written for the account's next order in
@@ -459,7 +461,8 @@ async def execute_and_write(
     defaults, and `legs` a group's exit legs with their events, all written by the same statement
     (CONTINGENT_WRITE_SQL); the legs' events are published after the entry's. `groups` (a simple order
     under risk-group limits; never with `columns`): the ids and versions of the groups whose sums the
-    decision read, which must be unchanged (GROUP_WRITE_SQL), and a kept state's digest of their parts.
+    decision read, which must be unchanged (GROUP_WRITE_SQL), and the rows a kept state's sums rest on
+    (group_pretrade.guard).
     The stream messages are published at once (the write commits on its own) or, inside the locked
     path's transaction, appended to `after_commit` for the caller to publish after COMMIT."""
     book, inst, est_price = plan.book, plan.inst, plan.price
