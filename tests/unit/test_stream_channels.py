@@ -100,3 +100,43 @@ async def test_a_connection_leaving_while_another_joins_leaves_the_channels_subs
         await joining.aclose()
         assert not _account_channels() & backend._channels
         await hub.stop()
+
+
+class SilentBackend(MemoryChannelsBackend):
+    """A backend that takes every publish and delivers none (Redis slow or down)."""
+
+    async def publish(self, data, channels):
+        return None
+
+
+async def test_a_trade_update_reaches_the_publishing_processs_own_subscribers_at_once_and_its_echo_is_dropped():
+    """A process's own trade updates go to its clients when they are published, not after a round trip
+    through the backend (publish.deliver_locally); the backend's copy, arriving later, is not delivered
+    a second time, and other kinds keep the backend's way."""
+    plugin = ResilientChannelsPlugin(backend=SilentBackend(), arbitrary_channels_allowed=True)
+    hub = StreamHub(plugin, None, 3600)  # type: ignore[arg-type]
+    async with plugin:
+        await hub.start()
+        publish.configure(plugin, "local-test")
+        publish.deliver_locally(plugin, hub.dispatch)
+        try:
+            client = _client(hub)
+            await _switch(hub, client, {"trade_updates", "accounts"})
+            client.known_accounts = set()  # the account is newer than the subscription: its log starts at 1
+            first = publish.header(OWNER, ACCOUNT, 1) + b'{"seq":1}'
+            publish.publish(publish.TRADE_UPDATES, first)
+            assert list(client._items) == [(1, '{"seq":1}')]  # before any await: no hop in between
+            hub.dispatch(publish.TRADE_UPDATES, first)  # the backend's copy
+            assert list(client._items) == [(1, '{"seq":1}')]
+            publish.publish(publish.ACCOUNTS, publish.header(OWNER, ACCOUNT) + b'{"type":"account"}')
+            publish.publish(publish.TRADE_UPDATES, publish.header(OWNER, ACCOUNT, 2))  # a hint: no body
+            assert list(client._items) == [(1, '{"seq":1}')]
+
+            publish.deliver_locally(plugin, None)
+            publish.publish(publish.TRADE_UPDATES, publish.header(OWNER, ACCOUNT, 2) + b'{"seq":2}')
+            assert list(client._items) == [(1, '{"seq":1}')]
+            await client.aclose()
+        finally:
+            publish.deliver_locally(plugin, None)
+            publish.unconfigure(plugin)
+            await hub.stop()

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from app.lib.log import get_logger
@@ -51,6 +51,10 @@ class _Publisher:
 
 _PUBLISHER = _Publisher()
 
+# The hub of each plugin's process (StreamHub.dispatch by the plugin's id), which a published trade
+# update reaches at once (`publish`).
+_LOCAL: dict[int, Callable[[str, bytes], None]] = {}
+
 
 # Every started publisher of this process, newest last. One process normally has one (the API's, or a
 # worker's); an embedded run or a test process can start a worker's next to the API's, and when one stops
@@ -73,6 +77,15 @@ def _install(plugin: Any, prefix: str, loop: asyncio.AbstractEventLoop | None, i
     _PUBLISHER.interest = interest if plugin is not None else None
     if interest is not None:
         interest.hint = publish
+
+
+def deliver_locally(plugin: Any, dispatch: Callable[[str, bytes], None] | None) -> None:
+    """Hand this process's trade updates published through `plugin` to its hub (`dispatch`) as well as
+    to the backend; None stops it. Called by the stream runtime, which owns both."""
+    if dispatch is None:
+        _LOCAL.pop(id(plugin), None)
+    else:
+        _LOCAL[id(plugin)] = dispatch
 
 
 def unconfigure(plugin: Any) -> None:
@@ -148,6 +161,15 @@ def publish(name: str, payload: bytes) -> None:
             same_loop = False
         if same_loop:
             plugin.publish(payload, channel(name))
+            # A trade update also goes straight to this process's own subscribers, without the three
+            # event-loop hops and the Redis round trip in between (the publish task, the backend, the
+            # receive task), which under a saturated loop were most of its delivery latency. The copy
+            # that comes back from the backend is then one the client's cursor has delivered (seq), and
+            # is dropped; other processes' subscribers get it from the backend as before. Hints (no body)
+            # take the backend's way only.
+            local = _LOCAL.get(id(plugin))
+            if local is not None and name == TRADE_UPDATES and len(payload) > HEADER_BYTES:
+                local(name, payload)
         else:  # a write made on another thread's loop (a test, a tool sharing the process)
             _PUBLISHER.loop.call_soon_threadsafe(plugin.publish, payload, channel(name))  # type: ignore[union-attr]
     except Exception as exc:  # a full stop of publishing must still not fail the write that caused it

@@ -120,7 +120,9 @@ async def stream_runtime(settings: Settings, engine: AsyncEngine) -> AsyncIterat
         )
         hub.on_heartbeat.append(slots.refresh)
         await hub.start()
+        publish.deliver_locally(plugin, hub.dispatch)
         try:
             yield StreamRuntime(settings, engine, hub, slots)
         finally:
+            publish.deliver_locally(plugin, None)
             await hub.stop()
