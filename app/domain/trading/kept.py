@@ -166,7 +166,7 @@ def _plus(value: str | None, delta: Decimal, computed: bool) -> str | None:
 # An account under group limits is kept too, with its limited groups' sums as its write left them
 # (`group_states`, per group and symbol, shared by the group's accounts: GroupState). Its write applies
 # only if, besides its own rows, the groups' versions (moved by every order in them and by every change
-# of their limits or members) and the digest of the members' account rows and of the instruments they
+# of their limits or members) and the row versions of the members' accounts and of the instruments they
 # hold (moved by every fill, cancel, replace, expiry and release of a member, and by every price) are
 # those the decision used (group_pretrade.GUARD_CTE). Groups with a daily-loss limit are read every time
 # (GroupState.after).
