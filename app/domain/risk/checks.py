@@ -131,6 +131,9 @@ class ProposedOrder:
     side: Side | str
     quantity: Decimal
     price: Decimal  # estimated execution price: the limit price, else the last price
+    # What placing it adds to the open (or held) orders `max_open_orders` counts: 1 for a simple order,
+    # every order of a contingent one (trading.decision.orders_added), 0 for a replace.
+    orders: int = 1
 
     @property
     def signed_quantity(self) -> Decimal:
@@ -246,7 +249,7 @@ def _measure(
             v, exact = _ratio(abs(after * order.price), state.equity, _HUNDRED)
             return v, exact, grows
         if kind == "max_open_orders":
-            v = Decimal(state.open_orders + 1)
+            v = Decimal(state.open_orders + order.orders)
             return v, Fraction(v), True
         if kind == "max_orders_per_minute":
             v = Decimal(state.orders_last_minute + 1)

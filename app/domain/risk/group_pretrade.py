@@ -90,7 +90,7 @@ SELECT json_agg(json_build_array(
          (SELECT coalesce(sum(pos.held), 0) FROM pos WHERE pos.root = g.id)::text,
          CASE WHEN (SELECT 'max_open_orders' = ANY(k) FROM kinds) THEN
            (SELECT count(*) FROM members m JOIN orders o ON o.account_id = m.id
-             WHERE m.root = g.id AND o.status IN ('new', 'accepted', 'partially_filled')) END::text,
+             WHERE m.root = g.id AND o.status IN ('new', 'held', 'accepted', 'partially_filled')) END::text,
          CASE WHEN (SELECT 'max_daily_loss' = ANY(k) FROM kinds) THEN
            (SELECT sum(e.equity - coalesce(
               (SELECT s.equity FROM equity_snapshots s

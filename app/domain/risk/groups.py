@@ -8,7 +8,8 @@ A group's figures sum over every account of the group and of its sub-groups:
   every symbol, measured on the order's);
 * `max_daily_loss`: `-Σ daily PnL` of the accounts, a stop like the account's: once reached, only
   orders that do not increase an account's position are accepted;
-* `max_open_orders`: the accounts' open orders together, plus the new one.
+* `max_open_orders`: the accounts' open orders and held legs together, plus every order the new one
+  places (`ProposedOrder.orders`).
 
 The pre-trade rules are the account rules (risk/checks.py) applied to the sums: figures are measured as
 if the order filled completely at its estimated price; the order's symbol is re-marked at that price
@@ -142,7 +143,7 @@ def check_pre_trade(
                 would_be = max(-figures.daily_pnl, _ZERO)
                 breached = grows and would_be >= lim.value
             else:  # max_open_orders
-                would_be = Decimal(figures.open_orders + 1)
+                would_be = Decimal(figures.open_orders + order.orders)
                 breached = would_be > lim.value
             if breached:
                 message = _MESSAGES[kind].format(g=lim.group_name, w=would_be, v=lim.value, s=order.symbol)

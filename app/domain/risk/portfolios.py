@@ -44,7 +44,7 @@ _ACCOUNTS_SQL = """
            ) AS day_open_equity,
            CASE WHEN $2::boolean THEN
              (SELECT count(*) FROM orders o
-               WHERE o.account_id = a.id AND o.status IN ('new', 'accepted', 'partially_filled')) END
+               WHERE o.account_id = a.id AND o.status IN ('new', 'held', 'accepted', 'partially_filled')) END
              AS open_orders,
            CASE WHEN $2::boolean AND (  -- a count, not EXISTS: EXISTS was planned as a scan of every limit
                   SELECT count(*) FROM risk_limits r WHERE r.account_id = a.id AND r.enabled

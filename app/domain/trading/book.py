@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.domain.accounts.access import visible_sql
 from app.domain.trading import accounting
-from app.domain.trading.queries import OPEN_STATUS_SQL, open_sells
+from app.domain.trading.queries import OPEN_OR_HELD_STATUS_SQL, open_sells
 from app.domain.trading.rules import fee as fee_for
 from app.domain.trading.rules import notional
 from app.lib.ids import new_time_ordered_uuid
@@ -45,8 +45,8 @@ def book_sql(account_id: str, with_stats: str, symbol: str, *, columns: str = ""
            a.allow_short, a.trading_state, a.initial_cash,
            {POSITIONS_JSON_SQL} AS positions,
            CASE WHEN {with_stats} THEN json_build_array(
-             (SELECT count(*) FROM orders o
-               WHERE o.account_id = a.id AND o.{OPEN_STATUS_SQL}),
+             (SELECT count(*) FROM orders o  -- what max_open_orders counts: held legs too
+               WHERE o.account_id = a.id AND o.{OPEN_OR_HELD_STATUS_SQL}),
              -- The submission-rate window is only needed when such a limit exists; counting it always
              -- would cost a busy bot an index range scan over its last minute of orders per order.
              CASE WHEN EXISTS (SELECT 1 FROM risk_limits r WHERE r.account_id = a.id AND r.enabled

@@ -170,9 +170,26 @@ def decide(
     check_account(book, data, inst, price)
     if other_reduce_only is not None:
         sizing.check_reduce_only(book, data.symbol, data.side, data.quantity, other_reduce_only, others)
-    proposed = risk_checks.ProposedOrder(data.symbol, data.side, data.quantity, price)
+    proposed = risk_checks.ProposedOrder(data.symbol, data.side, data.quantity, price, orders_added(data))
     breach = pretrade.check(book, pretrade.portfolio_state(book), proposed) if book.limits else None
     return Plan(book, inst, price, proposed, breach)
+
+
+def orders_added(data: Proposal) -> int:
+    """How many orders placing `data` adds to what `max_open_orders` counts (open orders and held legs):
+    a simple order 1; an OCO its order and its stop-loss leg; a bracket or OTO its entry and each exit
+    leg (held until the entry fills, then open with no check of their own); a replace none (`orders_added`
+    on the proposal)."""
+    added = getattr(data, "orders_added", None)
+    if added is not None:
+        return int(added)
+    order_class = getattr(data, "order_class", None) or "simple"
+    if order_class == "simple":
+        return 1
+    stop_loss = getattr(data, "stop_loss", None) is not None
+    if order_class == "oco":
+        return 1 + stop_loss
+    return 1 + (getattr(data, "take_profit", None) is not None) + stop_loss
 
 
 def same_fields(data: Any, existing: Any) -> bool:

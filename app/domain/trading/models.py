@@ -9,7 +9,7 @@ from sqlalchemy import BigInteger, ForeignKey, Identity, Index, String, UniqueCo
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.domain.trading.queries import OPEN_STATUS_SQL
+from app.domain.trading.queries import OPEN_OR_HELD_STATUS_SQL, OPEN_STATUS_SQL
 from app.lib.db import Base, created_at_col, uuid_pk
 
 
@@ -61,7 +61,8 @@ class Order(Base):
             "id",
             postgresql_where=text(OPEN_STATUS_SQL),
         ),
-        Index("ix_orders_open_by_account", "account_id", postgresql_where=text(OPEN_STATUS_SQL)),
+        # An account's open orders and held legs (the `max_open_orders` count); also serves its open ones.
+        Index("ix_orders_open_by_account", "account_id", postgresql_where=text(OPEN_OR_HELD_STATUS_SQL)),
         Index("ix_orders_day_expiry", "expires_at", postgresql_where=text(OPEN_STATUS_SQL)),
     )
 

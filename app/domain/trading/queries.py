@@ -31,6 +31,9 @@ OPEN = status_list(OPEN_STATUSES)  # ('new', 'accepted', 'partially_filled')
 OPEN_OR_HELD = status_list(OPEN_OR_HELD_STATUSES)  # ('new', 'held', 'accepted', 'partially_filled')
 # The predicate of the partial indexes on open orders (models.py) and of the queries they serve.
 OPEN_STATUS_SQL = f"status IN {OPEN}"
+# What `max_open_orders` counts (account and group limits): open orders and held legs, which become open
+# when their entry fills, with no check of their own.
+OPEN_OR_HELD_STATUS_SQL = f"status IN {OPEN_OR_HELD}"
 
 # The instrument with its exchange (`instruments i JOIN exchanges e`), in InstrumentInfo's field order.
 _EXCHANGE_FIELDS = frozenset(

@@ -72,6 +72,7 @@ class _Proposed:
     quantity: Decimal  # what the order leaves open: the new quantity minus what already filled
     limit_price: Decimal | None
     stop_price: Decimal | None
+    orders_added: int = 0  # the replaced order is already counted (decision.orders_added)
 
 
 class _Breached(Exception):
@@ -146,9 +147,9 @@ async def _replace(
     active = remaining_before
     if o.leg is not None and o.order_class in ("bracket", "oto"):
         active = Decimal(await apg.fetchval(_ACTIVE_SQL, o.id))
-    # The account without this order: the checks then see the replaced order as a new one.
+    # The account without this order's reservation and open sell: the checks then see the replaced order
+    # as a new one (already in the open-order count: `orders_added` 0).
     book.reserved_cash -= o.reserved_cash
-    book.open_orders -= 1
     if o.side == "sell":
         book.open_sell_quantity -= active
     remaining = new["quantity"] - o.filled_quantity
