@@ -140,3 +140,25 @@ async def test_a_trade_update_reaches_the_publishing_processs_own_subscribers_at
             publish.deliver_locally(plugin, None)
             publish.unconfigure(plugin)
             await hub.stop()
+
+
+async def test_a_subscription_hints_the_skips_its_own_process_remembers_once_it_is_routed():
+    """A writer of this process decided to skip an event (nobody subscribed yet) and commits after the
+    subscription read where it starts: the event is in neither, so the subscription hints the process's
+    remembered skips for what it gained, after its client is routed (the hint reads the log)."""
+    plugin = ResilientChannelsPlugin(backend=MemoryChannelsBackend(), arbitrary_channels_allowed=True)
+    hub = StreamHub(plugin, None, 3600)  # type: ignore[arg-type]
+    hints: list[tuple[str, bytes, bool]] = []
+    async with plugin:
+        await hub.start()
+        first = _client(hub)
+        hub.interest.hint = lambda name, payload: hints.append(
+            (name, payload, first in hub.routes[publish.TRADE_UPDATES].get("o" + OWNER.hex, ()))
+        )
+        hub.interest.note_skipped(OWNER.hex, ACCOUNT.hex, 41)
+        await _switch(hub, first, {"trade_updates"})
+        assert hints == [(publish.TRADE_UPDATES, publish.header(OWNER, ACCOUNT, 41), True)]  # routed first
+        await _switch(hub, _client(hub), {"trade_updates"})  # the process already held the key: no hint
+        await _switch(hub, first, {"accounts"})  # (another key, no skip of it)
+        assert len(hints) == 1
+        await hub.stop()

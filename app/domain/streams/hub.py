@@ -571,7 +571,7 @@ class StreamHub:
             self._account_clients.add(client)
             await self._sync_account_channels()
         try:
-            await self.interest.acquire(self._interest_keys(client, added))
+            gained = await self.interest.acquire(self._interest_keys(client, added))
             released = self._interest_keys(client, removed)
             for stream in removed:
                 if stream.partition(":")[0] in publish.ACCOUNT_KINDS:
@@ -597,6 +597,7 @@ class StreamHub:
                         self.channels[stream] = set()
                         await self._subscribe_channel(stream)
                     self.channels[stream].add(client)
+            self.interest.hint_skipped(gained)  # (now that the client is routed)
             await self.interest.release(released)
         finally:
             # Also when something above failed: a client that holds no account stream must not keep the

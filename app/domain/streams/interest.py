@@ -101,9 +101,10 @@ class Interest:
                 self.hint(publish.TRADE_UPDATES, f"{owner_hex}{account_hex}{seq:020d}".encode())
 
     # ------------------------------------------------------------------------------ the subscriber's side
-    async def acquire(self, keys: list[str]) -> None:
+    async def acquire(self, keys: list[str]) -> list[str]:
         """Count local clients for `keys`; announce the ones this process did not hold yet (awaited:
-        the caller reads where its client starts only after every process can know)."""
+        the caller reads where its client starts only after every process can know), and return them
+        (for `hint_skipped`, once the caller routes them)."""
         gained = []
         for key in keys:
             n = self.local.get(key, 0)
@@ -124,6 +125,16 @@ class Interest:
                     if not self.local[key]:
                         del self.local[key]
                 raise
+        return gained
+
+    def hint_skipped(self, gained: list[str]) -> None:
+        """This process gained `gained`: hint the skips it remembers for them, as it does for another
+        process's "+". A writer of this process may have decided to skip (no subscriber yet) before the
+        subscription and commit after the subscription read where it starts: that event is in neither the
+        start point nor the live stream, and only a hint gets it read from the log (hub.Client retries a
+        hinted seq until its commit shows)."""
+        for key in gained:
+            self._hints_for(key)
 
     async def release(self, keys: list[str]) -> None:
         lost = []
