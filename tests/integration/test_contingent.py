@@ -689,3 +689,46 @@ async def test_notional_is_refused_on_a_contingent_order_and_nothing_is_written(
     assert resp.json()["errors"][0]["field"] == "notional"
     listed = await client.get(f"/api/v1/accounts/{acct}/orders", headers=h)
     assert listed.json()["items"] == []
+
+
+@pytest.mark.parametrize("held", [10, 0])
+async def test_an_oco_must_face_a_position_it_may_at_most_close(client, admin_headers, make_user, held):
+    """Both orders of an OCO are reduce-only exits: a buy OCO on a long (or any OCO on a flat account)
+    could never fill and would only hold cash, so it is refused as a reduce-only buy is."""
+    h, sym, acct = await setup(client, admin_headers, make_user, allow_short=True)
+    if held:
+        await place(client, h, acct, symbol=sym, side="buy", type="market", quantity=held)
+    before = await account(client, h, acct)
+    oco = {"symbol": sym, "side": "buy", "type": "limit", "quantity": "5", "time_in_force": "gtc",
+           "order_class": "oco", "take_profit": {"limit_price": "90"}, "stop_loss": {"stop_price": "105"}}
+    resp = await client.post(f"/api/v1/accounts/{acct}/orders", json=oco, headers=h)
+    assert resp.status_code == 422 and resp.json()["errors"][0]["field"] == "side", resp.text
+    assert (await account(client, h, acct))["buying_power"] == before["buying_power"]
+    if held:  # the sell OCO that closes the long is fine
+        sell = {**oco, "side": "sell", "take_profit": {"limit_price": "110"}, "stop_loss": {"stop_price": "95"}}
+        assert (await client.post(f"/api/v1/accounts/{acct}/orders", json=sell, headers=h)).status_code == 201
+
+
+async def test_a_client_order_id_retry_is_a_replay_only_with_the_same_exits(client, admin_headers, make_user):
+    h, sym, acct = await setup(client, admin_headers, make_user)
+    url = f"/api/v1/accounts/{acct}/orders"
+    bracket = {"symbol": sym, "side": "buy", "type": "limit", "quantity": "10", "limit_price": "95",
+               "time_in_force": "gtc", "order_class": "bracket", "client_order_id": "b-1",
+               "take_profit": {"limit_price": "110"}, "stop_loss": {"stop_price": "90"}}
+    first = await client.post(url, json=bracket, headers=h)
+    assert first.status_code == 201, first.text
+    again = await client.post(url, json=bracket, headers=h)
+    assert again.status_code == 200 and again.json()["id"] == first.json()["id"], again.text
+    assert {leg["id"] for leg in again.json()["legs"]} == {leg["id"] for leg in first.json()["legs"]}
+    for changed in ({"take_profit": {"limit_price": "111"}}, {"stop_loss": {"stop_price": "89"}},
+                    {"stop_loss": {"stop_price": "90", "limit_price": "89"}}):
+        resp = await client.post(url, json={**bracket, **changed}, headers=h)
+        assert resp.status_code == 409, (changed, resp.text)
+    await place(client, h, acct, symbol=sym, side="buy", type="market", quantity=10)
+    oco = {"symbol": sym, "side": "sell", "type": "limit", "quantity": "5", "time_in_force": "gtc",
+           "order_class": "oco", "client_order_id": "o-1",
+           "take_profit": {"limit_price": "120"}, "stop_loss": {"stop_price": "80"}}
+    assert (await client.post(url, json=oco, headers=h)).status_code == 201
+    assert (await client.post(url, json=oco, headers=h)).status_code == 200
+    resp = await client.post(url, json={**oco, "stop_loss": {"stop_price": "81"}}, headers=h)
+    assert resp.status_code == 409, resp.text

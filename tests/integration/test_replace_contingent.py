@@ -118,3 +118,38 @@ async def test_an_entry_moved_past_its_exits_is_refused_and_nothing_changes(clie
     assert past_target.json()["errors"][0]["field"] == "take_profit.limit_price"
     kept = await order(client, h, acct, entry["id"])
     assert D(kept["limit_price"]) == D("99.99") and kept["version"] == 2
+
+
+async def test_a_sell_trail_at_or_above_its_hwm_is_refused_naming_the_trail(client, admin_headers, make_user):
+    """As at placement (where the hwm is the last price): a sell's stop must stay above zero."""
+    h, sym, acct = await _long(client, admin_headers, make_user, held=500)
+    trail = await place(client, h, acct, symbol=sym, side="sell", type="trailing_stop", quantity=500, trail_price="3")
+    url = f"/api/v1/accounts/{acct}/orders/{trail['id']}"
+    for value in ("100", "200"):
+        resp = await client.patch(url, json={"trail_price": value}, headers=h)
+        assert resp.status_code == 422 and resp.json()["errors"][0]["field"] == "trail_price", resp.text
+    kept = await order(client, h, acct, trail["id"])
+    assert (D(kept["trail_price"]), D(kept["stop_price"]), kept["version"]) == (3, 97, 1)
+
+
+async def test_the_time_in_force_of_a_group_order_cannot_change(client, admin_headers, make_user):
+    """A group's legs take the entry's time_in_force (and expiry) at placement: changing one order of the
+    group would leave gtc exits behind a day entry (or day exits behind a gtc one)."""
+    h, sym, acct = await _long(client, admin_headers, make_user, held=0)
+    entry = await place(
+        client, h, acct, symbol=sym, side="buy", type="limit", quantity=10, limit_price="90",
+        order_class="bracket", take_profit={"limit_price": "120"}, stop_loss={"stop_price": "80"},
+    )
+    for target in (entry, *entry["legs"]):
+        resp = await client.patch(
+            f"/api/v1/accounts/{acct}/orders/{target['id']}", json={"time_in_force": "day"}, headers=h
+        )
+        assert resp.status_code in (409, 422), resp.text
+        if target is entry:
+            assert resp.status_code == 422 and resp.json()["errors"][0]["field"] == "time_in_force", resp.text
+    after = await order(client, h, acct, entry["id"])
+    assert (after["time_in_force"], after["expires_at"], after["version"]) == ("gtc", None, 1)
+    resp = await client.patch(  # naming its own time_in_force is no change
+        f"/api/v1/accounts/{acct}/orders/{entry['id']}", json={"time_in_force": "gtc", "limit_price": "91"}, headers=h
+    )
+    assert resp.status_code == 200, resp.text

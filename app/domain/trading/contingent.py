@@ -196,7 +196,8 @@ def _order_to_check(data: OrderCreate, inst: Any) -> OrderCreate:
     once), a trailing stop with its first stop (from the last price)."""
     if data.order_class == "oco":
         assert data.take_profit is not None
-        return msgspec.structs.replace(data, limit_price=data.take_profit.limit_price)
+        # Both of its orders are reduce-only exits: it must face a position it may at most close.
+        return msgspec.structs.replace(data, limit_price=data.take_profit.limit_price, reduce_only=True)
     if data.type == "trailing_stop":
         if inst.last_price is None:
             raise invalid(
@@ -249,6 +250,18 @@ def _same_request(data: OrderCreate, existing: OrderOut) -> bool:
     )
 
 
+def _same_exits(data: OrderCreate, legs: list[OrderOut]) -> bool:
+    """Whether a repeated body names the exits its group was placed with (an OCO's take-profit is the
+    order itself, compared by `_same_request`): a retry with other exit prices is another order."""
+    want: dict[str, tuple[Decimal | None, Decimal | None]] = {}
+    if data.take_profit is not None and data.order_class != "oco":
+        want["take_profit"] = (data.take_profit.limit_price, None)
+    if data.stop_loss is not None:
+        want["stop_loss"] = (data.stop_loss.limit_price, data.stop_loss.stop_price)
+    have = {leg.leg: (leg.limit_price, leg.stop_price) for leg in legs if leg.leg in ("take_profit", "stop_loss")}
+    return want == have
+
+
 async def place(
     apg: Any,
     principal: Principal,
@@ -288,16 +301,14 @@ async def place(
         row["existing_order"] = None
         if existing is not None and not dry_run:
             order = existing_order(json.loads(existing) if isinstance(existing, str) else existing)
-            if not _same_request(data, order):
+            legs = [OrderOut(*r) for r in await apg.fetch(_GROUP_SQL_APG, order.id) if r[0] != order.id]
+            if not (_same_request(data, order) and _same_exits(data, legs)):
                 raise conflict(
                     "client_order_id was already used with different order fields",
                     client_order_id=data.client_order_id,
                 )
-            legs = await apg.fetch(_GROUP_SQL_APG, order.id)
             await tr.rollback()
-            return msgspec.structs.replace(
-                order, legs=[OrderOut(*r) for r in legs if r[0] != order.id]
-            ), False
+            return msgspec.structs.replace(order, legs=legs), False
         inst = None if inst_row is None else InstrumentInfo(*[inst_row[name] for name in INSTRUMENT_FIELDS])
         decision.validate_against_instrument(data, inst)
         assert inst is not None
