@@ -16,13 +16,21 @@ T = TypeVar("T")
 
 _PATH = re.compile(r"at `\$\.?([^`]*)`")
 _NAMED = re.compile(r"`([A-Za-z_][A-Za-z0-9_]*)`")
+# A message about one field of the object at the path: a __post_init__ check of a nested struct
+# ("`stop_price` must be greater than 0 - at `$.stop_loss`") or msgspec's missing or unknown field.
+_FIELD_OF_PATH = re.compile(r"^(?:Object (?:missing required|contains unknown) field )?`([A-Za-z_][A-Za-z0-9_]*)`")
 
 
 def field_from_message(message: str, default: str = "body") -> str:
     """msgspec names the failing field as "... - at `$.candles[3].open`" or, from __post_init__
-    checks, as "`tick_size` must be ..."; prefer the path, then the first named field."""
+    checks, as "`tick_size` must be ..."; prefer the path (with the field of it the message names:
+    `stop_loss.stop_price`), then the first named field."""
     if m := _PATH.search(message):
-        return m.group(1) or default
+        path = m.group(1)
+        named = _FIELD_OF_PATH.match(message)
+        if path and named:
+            return f"{path}.{named.group(1)}"
+        return path or (named.group(1) if named else default)
     if m := _NAMED.search(message):
         return m.group(1)
     return default
