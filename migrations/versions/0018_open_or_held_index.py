@@ -28,7 +28,11 @@ _OPEN_OR_HELD = "status IN ('new', 'held', 'accepted', 'partially_filled')"
 def upgrade() -> None:
     op.drop_index("ix_orders_open_by_account", table_name="orders")
     op.create_index(
-        "ix_orders_open_by_account", "orders", ["account_id"], unique=False, postgresql_where=sa.text(_OPEN_OR_HELD)
+        "ix_orders_open_by_account",
+        "orders",
+        ["account_id"],
+        unique=False,
+        postgresql_where=sa.text(_OPEN_OR_HELD),
     )
 
 

@@ -22,18 +22,36 @@ def _resting(symbol: str, price: str = "50") -> dict:
 
 
 def _bracket(symbol: str) -> dict:
-    return {"symbol": symbol, "side": "buy", "type": "limit", "quantity": "10", "limit_price": "90",
-            "order_class": "bracket", "take_profit": {"limit_price": "120"}, "stop_loss": {"stop_price": "80"}}
+    return {
+        "symbol": symbol,
+        "side": "buy",
+        "type": "limit",
+        "quantity": "10",
+        "limit_price": "90",
+        "order_class": "bracket",
+        "take_profit": {"limit_price": "120"},
+        "stop_loss": {"stop_price": "80"},
+    }
 
 
 def _oco(symbol: str) -> dict:
-    return {"symbol": symbol, "side": "sell", "type": "limit", "quantity": "10", "limit_price": "120",
-            "order_class": "oco", "take_profit": {"limit_price": "120"}, "stop_loss": {"stop_price": "80"}}
+    return {
+        "symbol": symbol,
+        "side": "sell",
+        "type": "limit",
+        "quantity": "10",
+        "limit_price": "120",
+        "order_class": "oco",
+        "take_profit": {"limit_price": "120"},
+        "stop_loss": {"stop_price": "80"},
+    }
 
 
 async def _account_limit(client, rh, acct: str, value: str) -> dict:
     resp = await client.post(
-        f"/api/v1/accounts/{acct}/risk/limits", json={"limit_type": "max_open_orders", "value": value}, headers=rh
+        f"/api/v1/accounts/{acct}/risk/limits",
+        json={"limit_type": "max_open_orders", "value": value},
+        headers=rh,
     )
     assert resp.status_code == 201, resp.text
     return resp.json()
@@ -44,7 +62,9 @@ async def _group_limit(client, rh, accounts: list[str], value: str) -> dict:
     assert resp.status_code == 201, resp.text
     group = resp.json()
     for acct in accounts:
-        resp = await client.put(f"/api/v1/accounts/{acct}/risk/group", json={"group_id": group["id"]}, headers=rh)
+        resp = await client.put(
+            f"/api/v1/accounts/{acct}/risk/group", json={"group_id": group["id"]}, headers=rh
+        )
         assert resp.status_code == 200, resp.text
     resp = await client.post(
         f"{G}/{group['id']}/limits", json={"limit_type": "max_open_orders", "value": value}, headers=rh
@@ -56,7 +76,11 @@ async def _group_limit(client, rh, accounts: list[str], value: str) -> dict:
 def _refused(resp, limit: dict, would_be: int) -> None:
     assert resp.status_code == 422, resp.text
     body = resp.json()
-    assert (body["limit_type"], body["limit_id"], D(body["would_be"])) == ("max_open_orders", limit["id"], would_be)
+    assert (body["limit_type"], body["limit_id"], D(body["would_be"])) == (
+        "max_open_orders",
+        limit["id"],
+        would_be,
+    )
 
 
 async def _open_count(client, th, acct: str) -> int:
@@ -70,15 +94,19 @@ async def test_an_oco_counts_as_its_two_orders(client, admin_headers, make_user,
     x = await make_market(client, admin_headers, price="100", taker="0", maker="0")
     a, b = await make_account(client, th), await make_account(client, th)
     await place(client, th, a, symbol=x, side="buy", type="market", quantity="10")
-    limit = await (_account_limit(client, rh, a, "2") if scope == "account" else _group_limit(client, rh, [a, b], "2"))
+    limit = await (
+        _account_limit(client, rh, a, "2") if scope == "account" else _group_limit(client, rh, [a, b], "2")
+    )
     await place(client, th, a if scope == "account" else b, **_resting(x))  # one open order
     resp = await client.post(f"/api/v1/accounts/{a}/orders", json=_oco(x), headers=th)
     _refused(resp, limit, 3)
     assert await _open_count(client, th, a) == (0 if scope == "group" else 1)  # nothing written
     resp = await client.patch(
-        f"{G}/{limit['group_id']}/limits/{limit['id']}" if scope == "group"
+        f"{G}/{limit['group_id']}/limits/{limit['id']}"
+        if scope == "group"
         else f"/api/v1/accounts/{a}/risk/limits/{limit['id']}",
-        json={"value": "3"}, headers=rh,
+        json={"value": "3"},
+        headers=rh,
     )
     assert resp.status_code == 200, resp.text
     await place(client, th, a, **_oco(x))
@@ -91,7 +119,9 @@ async def test_a_bracket_counts_its_held_legs_so_their_activation_stays_within_t
     rh, th = (await make_user("risk_manager"))["headers"], (await make_user("trader"))["headers"]
     x = await make_market(client, admin_headers, price="100", taker="0", maker="0")
     a, b = await make_account(client, th), await make_account(client, th)
-    limit = await (_account_limit(client, rh, a, "3") if scope == "account" else _group_limit(client, rh, [a, b], "3"))
+    limit = await (
+        _account_limit(client, rh, a, "3") if scope == "account" else _group_limit(client, rh, [a, b], "3")
+    )
     other = a if scope == "account" else b
     await place(client, th, other, **_resting(x))
     resp = await client.post(f"/api/v1/accounts/{a}/orders", json=_bracket(x), headers=th)
@@ -115,9 +145,13 @@ async def test_a_replace_at_the_limit_adds_no_order(client, admin_headers, make_
     rh, th = (await make_user("risk_manager"))["headers"], (await make_user("trader"))["headers"]
     x = await make_market(client, admin_headers, price="100", taker="0", maker="0")
     a, b = await make_account(client, th), await make_account(client, th)
-    limit = await (_account_limit(client, rh, a, "2") if scope == "account" else _group_limit(client, rh, [a, b], "2"))
+    limit = await (
+        _account_limit(client, rh, a, "2") if scope == "account" else _group_limit(client, rh, [a, b], "2")
+    )
     first = await place(client, th, a, **_resting(x))
     await place(client, th, a if scope == "account" else b, **_resting(x, "40"))
-    resp = await client.patch(f"/api/v1/accounts/{a}/orders/{first['id']}", json={"limit_price": "45"}, headers=th)
+    resp = await client.patch(
+        f"/api/v1/accounts/{a}/orders/{first['id']}", json={"limit_price": "45"}, headers=th
+    )
     assert resp.status_code == 200 and resp.json()["limit_price"] == "45", resp.text
     _refused(await client.post(f"/api/v1/accounts/{a}/orders", json=_resting(x), headers=th), limit, 3)

@@ -167,7 +167,8 @@ GUARD_CTE = """guard AS (
            WHERE g2.version = v.version ORDER BY g2.id FOR NO KEY UPDATE OF g2) AS same
    WHERE g.id = same.id AND ($43::text IS NULL OR (
      (SELECT count(*)
-        FROM unnest(string_to_array($43::text, ',')::uuid[], string_to_array($44::text, ',')) AS m(id, version)
+        FROM unnest(string_to_array($43::text, ',')::uuid[], string_to_array($44::text, ','))
+             AS m(id, version)
         JOIN accounts a ON a.id = m.id
        WHERE a.xmin = m.version::xid) = cardinality(string_to_array($43::text, ','))
      AND (SELECT count(*) FROM unnest((SELECT $45::text[]), (SELECT $46::text[])) AS h(symbol, version)

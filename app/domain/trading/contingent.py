@@ -258,7 +258,9 @@ def _same_exits(data: OrderCreate, legs: list[OrderOut]) -> bool:
         want["take_profit"] = (data.take_profit.limit_price, None)
     if data.stop_loss is not None:
         want["stop_loss"] = (data.stop_loss.limit_price, data.stop_loss.stop_price)
-    have = {leg.leg: (leg.limit_price, leg.stop_price) for leg in legs if leg.leg in ("take_profit", "stop_loss")}
+    have = {
+        leg.leg: (leg.limit_price, leg.stop_price) for leg in legs if leg.leg in ("take_profit", "stop_loss")
+    }
     return want == have
 
 

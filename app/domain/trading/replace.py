@@ -231,9 +231,10 @@ def _new_values(o: Any, data: OrderReplace, inst: InstrumentInfo) -> dict[str, A
             raise invalid("trail_percent must be below 100", "trail_percent")
         if (data.trail_price is not None or data.trail_percent is not None) and o.triggered:
             raise invalid("the stop has already triggered: its trail no longer applies", trail_field)
-        if data.trail_price is not None and o.side == "sell" and o.hwm is not None and data.trail_price >= o.hwm:
+        sell_trail = data.trail_price if o.side == "sell" and o.hwm is not None else None
+        if sell_trail is not None and sell_trail >= o.hwm:
             # (as at placement, where the hwm is the last price: a sell's stop must stay above zero)
-            raise invalid(f"trail_price {data.trail_price} must be below the high-water mark {o.hwm}", "trail_price")
+            raise invalid(f"trail_price {sell_trail} must be below the high-water mark {o.hwm}", "trail_price")
     new = {
         f: getattr(o, f)
         for f in ("quantity", "limit_price", "stop_price", "trail_price", "trail_percent", "time_in_force")
@@ -275,7 +276,8 @@ def _new_values(o: Any, data: OrderReplace, inst: InstrumentInfo) -> dict[str, A
         # A group's legs take the entry's time_in_force (and expiry) at placement; changing one order of
         # the group would leave day exits behind a gtc entry, or gtc exits after a day entry expired.
         raise invalid(
-            "the time_in_force of a contingent order follows its group: cancel and place again", "time_in_force"
+            "the time_in_force of a contingent order follows its group: cancel and place again",
+            "time_in_force",
         )
     if data.time_in_force is not None and data.time_in_force in ("ioc", "fok"):
         if o.type not in ("stop", "stop_limit") or o.triggered:

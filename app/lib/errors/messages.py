@@ -18,7 +18,9 @@ _PATH = re.compile(r"at `\$\.?([^`]*)`")
 _NAMED = re.compile(r"`([A-Za-z_][A-Za-z0-9_]*)`")
 # A message about one field of the object at the path: a __post_init__ check of a nested struct
 # ("`stop_price` must be greater than 0 - at `$.stop_loss`") or msgspec's missing or unknown field.
-_FIELD_OF_PATH = re.compile(r"^(?:Object (?:missing required|contains unknown) field )?`([A-Za-z_][A-Za-z0-9_]*)`")
+_FIELD_OF_PATH = re.compile(
+    r"^(?:Object (?:missing required|contains unknown) field )?`([A-Za-z_][A-Za-z0-9_]*)`"
+)
 
 
 def field_from_message(message: str, default: str = "body") -> str:
