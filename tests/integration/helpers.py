@@ -35,6 +35,25 @@ async def make_account(client, headers, cash: str = "100000", allow_short: bool 
     return resp.json()["id"]
 
 
+async def make_risk_group(client, rh, accounts: list[str], limits: list[dict], name: str = "Desk") -> dict:
+    """A risk group (a unique name starting with `name`) holding `accounts`, with `limits` created after
+    them; the group as created, with its limits as created under "limits"."""
+    resp = await client.post(
+        "/api/v1/risk/groups", json={"name": f"{name} {uuid.uuid4().hex[:8]}"}, headers=rh
+    )
+    assert resp.status_code == 201, resp.text
+    group = resp.json()
+    for acct in accounts:
+        resp = await client.put(f"/api/v1/accounts/{acct}/risk/group", json={"group_id": group["id"]}, headers=rh)
+        assert resp.status_code == 200, resp.text
+    group["limits"] = []
+    for limit in limits:
+        resp = await client.post(f"/api/v1/risk/groups/{group['id']}/limits", json=limit, headers=rh)
+        assert resp.status_code == 201, resp.text
+        group["limits"].append(resp.json())
+    return group
+
+
 async def place(client, headers, account: str, expect: int | None = 201, **order) -> dict:
     order.setdefault("time_in_force", "gtc")
     for key in ("quantity", "limit_price", "stop_price"):

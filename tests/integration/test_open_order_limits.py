@@ -6,11 +6,9 @@ the count past the limit."""
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
-from tests.integration.helpers import D, make_account, make_market, place, set_price
+from tests.integration.helpers import D, make_account, make_market, make_risk_group, place, set_price
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -58,19 +56,8 @@ async def _account_limit(client, rh, acct: str, value: str) -> dict:
 
 
 async def _group_limit(client, rh, accounts: list[str], value: str) -> dict:
-    resp = await client.post(G, json={"name": f"Desk O {uuid.uuid4().hex[:8]}"}, headers=rh)
-    assert resp.status_code == 201, resp.text
-    group = resp.json()
-    for acct in accounts:
-        resp = await client.put(
-            f"/api/v1/accounts/{acct}/risk/group", json={"group_id": group["id"]}, headers=rh
-        )
-        assert resp.status_code == 200, resp.text
-    resp = await client.post(
-        f"{G}/{group['id']}/limits", json={"limit_type": "max_open_orders", "value": value}, headers=rh
-    )
-    assert resp.status_code == 201, resp.text
-    return resp.json()
+    limit = {"limit_type": "max_open_orders", "value": value}
+    return (await make_risk_group(client, rh, accounts, [limit], name="Desk O"))["limits"][0]
 
 
 def _refused(resp, limit: dict, would_be: int) -> None:

@@ -23,7 +23,7 @@ from app.domain.trading import placement
 from app.domain.trading.kept import GroupState
 from app.lib.db import _numeric_as_text, libpq_url, utcnow
 from app.lib.metrics import PLACEMENT_SNAPSHOTS
-from tests.integration.helpers import D, make_account, make_market, place, set_price
+from tests.integration.helpers import D, make_account, make_market, make_risk_group, place, set_price
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -39,18 +39,7 @@ def _count(result: str) -> float:
 
 
 async def _group(client, rh, accounts: list[str], limits=LIMITS) -> dict:
-    resp = await client.post(G, json={"name": f"Desk K {uuid.uuid4().hex[:8]}"}, headers=rh)
-    assert resp.status_code == 201, resp.text
-    group = resp.json()
-    for acct in accounts:
-        resp = await client.put(f"/api/v1/accounts/{acct}/risk/group", json={"group_id": group["id"]}, headers=rh)
-        assert resp.status_code == 200, resp.text
-    group["limits"] = []
-    for limit in limits:
-        resp = await client.post(f"{G}/{group['id']}/limits", json=limit, headers=rh)
-        assert resp.status_code == 201, resp.text
-        group["limits"].append(resp.json())
-    return group
+    return await make_risk_group(client, rh, accounts, list(limits), name="Desk K")
 
 
 async def _fresh(settings, account_id: str, symbol: str) -> GroupState:

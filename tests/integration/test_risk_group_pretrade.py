@@ -10,7 +10,7 @@ import asyncpg
 import msgspec
 import pytest
 
-from tests.integration.helpers import D, make_account, make_market, positions
+from tests.integration.helpers import D, make_account, make_market, make_risk_group, positions
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -18,17 +18,8 @@ G = "/api/v1/risk/groups"
 
 
 async def _group(client, rh, accounts: list[str], limit: dict) -> dict:
-    resp = await client.post(G, json={"name": f"Desk P {uuid.uuid4().hex[:8]}"}, headers=rh)
-    assert resp.status_code == 201, resp.text
-    group = resp.json()
-    for acct in accounts:
-        resp = await client.put(
-            f"/api/v1/accounts/{acct}/risk/group", json={"group_id": group["id"]}, headers=rh
-        )
-        assert resp.status_code == 200, resp.text
-    resp = await client.post(f"{G}/{group['id']}/limits", json=limit, headers=rh)
-    assert resp.status_code == 201, resp.text
-    return {**group, "limit": resp.json()}
+    group = await make_risk_group(client, rh, accounts, [limit], name="Desk P")
+    return {**group, "limit": group["limits"][0]}
 
 
 def _order(symbol: str, quantity: str = "1", side: str = "buy") -> dict:

@@ -156,6 +156,7 @@ def decide(
     others: str = "reduce-only orders",
     notional_quantity: Decimal | None = None,
     notional_field: str = "quantity",
+    orders: int | None = None,
 ) -> Plan:
     """Every account rule for an order already valid for its instrument: its estimated price, the
     instrument's minimum notional (on `notional_quantity`, the order's whole quantity, when `data.quantity`
@@ -170,7 +171,8 @@ def decide(
     check_account(book, data, inst, price)
     if other_reduce_only is not None:
         sizing.check_reduce_only(book, data.symbol, data.side, data.quantity, other_reduce_only, others)
-    proposed = risk_checks.ProposedOrder(data.symbol, data.side, data.quantity, price, orders_added(data))
+    added = orders_added(data) if orders is None else orders
+    proposed = risk_checks.ProposedOrder(data.symbol, data.side, data.quantity, price, added)
     breach = pretrade.check(book, pretrade.portfolio_state(book), proposed) if book.limits else None
     return Plan(book, inst, price, proposed, breach)
 
@@ -178,11 +180,8 @@ def decide(
 def orders_added(data: Proposal) -> int:
     """How many orders placing `data` adds to what `max_open_orders` counts (open orders and held legs):
     a simple order 1; an OCO its order and its stop-loss leg; a bracket or OTO its entry and each exit
-    leg (held until the entry fills, then open with no check of their own); a replace none (`orders_added`
-    on the proposal)."""
-    added = getattr(data, "orders_added", None)
-    if added is not None:
-        return int(added)
+    leg (held until the entry fills, then open with no check of their own). (A replace adds none: it
+    passes `orders=0` to `decide`.)"""
     order_class = getattr(data, "order_class", None) or "simple"
     if order_class == "simple":
         return 1

@@ -94,8 +94,6 @@ ZERO = Decimal(0)
 LegsOf = Callable[[OrderOut], tuple[list[dict[str, Any]], list[dict[str, Any]]]]
 
 
-# The events' JSON (stored in order_events and paged by /activities): decimals in plain notation.
-_encode_json = encode_json
 _NO_MATCH = rules.MatchResult(False, ZERO, None, None)  # (an instrument without a price: the order rests)
 _NO_FILL = (None, None, None, None)
 _COUNTERS: dict[tuple[Any, ...], Any] = {}
@@ -527,7 +525,7 @@ async def execute_and_write(
     if columns is not None:
         leg_rows, leg_events = legs(entry) if legs is not None else ([], [])
         events = events + leg_events
-        extra = (*(columns.get(name) for name in CONTINGENT_COLUMNS), _encode_json(leg_rows).decode())
+        extra = (*(columns.get(name) for name in CONTINGENT_COLUMNS), encode_json(leg_rows).decode())
     sql = GROUP_WRITE_SQL if groups is not None else WRITE_SQL if columns is None else CONTINGENT_WRITE_SQL
     fill_values = _NO_FILL if fill is None else (fill.quantity, fill.price, fill.fee, fill.liquidity)
     params = WriteParams(
@@ -536,7 +534,7 @@ async def execute_and_write(
         filled_quantity=filled, avg_fill_price=avg_price, limit_price=data.limit_price, stop_price=data.stop_price,
         triggered=triggered, status=status.value, reserved_cash=reserved, fees=fees, expires_at=expires_at, now=now,
         fill_id=fill_id, fill_quantity=fill_values[0], fill_price=fill_values[1], fill_fee=fill_values[2],
-        fill_liquidity=fill_values[3], events=_encode_json(events).decode(),
+        fill_liquidity=fill_values[3], events=encode_json(events).decode(),
         position_quantity=position.quantity, position_avg_entry_price=position.avg_entry_price,
         position_realized_pnl=position.realized_pnl, position_changed=fill_id is not None,
         account_cash=book.cash, account_reserved_cash=book.reserved_cash, account_realized_pnl=book.realized_pnl,

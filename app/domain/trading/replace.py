@@ -72,7 +72,6 @@ class _Proposed:
     quantity: Decimal  # what the order leaves open: the new quantity minus what already filled
     limit_price: Decimal | None
     stop_price: Decimal | None
-    orders_added: int = 0  # the replaced order is already counted (decision.orders_added)
 
 
 class _Breached(Exception):
@@ -148,7 +147,7 @@ async def _replace(
     if o.leg is not None and o.order_class in ("bracket", "oto"):
         active = Decimal(await apg.fetchval(_ACTIVE_SQL, o.id))
     # The account without this order's reservation and open sell: the checks then see the replaced order
-    # as a new one (already in the open-order count: `orders_added` 0).
+    # as a new one (already in the open-order count: it adds no order, `orders=0`).
     book.reserved_cash -= o.reserved_cash
     if o.side == "sell":
         book.open_sell_quantity -= active
@@ -163,7 +162,8 @@ async def _replace(
         apg, book, symbol, o.side, o.reduce_only, exclude_root=root
     )
     plan = decision.decide(
-        proposed, inst, book, other_reduce_only=other, others=others, notional_quantity=new["quantity"]
+        proposed, inst, book, other_reduce_only=other, others=others, notional_quantity=new["quantity"],
+        orders=0,
     )
     price, breach = plan.price, plan.breach
     if breach is None and group_limited:
