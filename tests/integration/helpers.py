@@ -3,12 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from decimal import Decimal
 
 from tests.integration.test_markets import make_market  # noqa: F401  (re-exported)
+
+
+def find_chromium() -> str | None:
+    for name in ("/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def find_or_install_chromium() -> str | None:
+    """Debian's Chromium for the browser tests, installed with apt-get when missing and this is root (a
+    fresh machine running `make test`); None when it is neither here nor installable."""
+    path = find_chromium()
+    if path is None and shutil.which("apt-get") and os.geteuid() == 0:
+        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], capture_output=True, timeout=600)
+        path = find_chromium()
+    return path
 
 
 async def make_daily_market(client, admin_headers, bars: int, seed: int) -> str:

@@ -6,7 +6,7 @@ the security properties a browser can see (no secret in storage, HttpOnly cookie
 not found, sign-out ending the session). Screenshots of every view are written to `DESK_ARTIFACTS`
 (default `.artifacts/desk`) and checked to be non-blank.
 
-Skipped with a message when Chromium is missing (`apt-get install -y chromium`; .ci/run installs it).
+Chromium is installed with apt-get when missing (as root); the tests skip with a message when it cannot be.
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from tests.integration.helpers import find_or_install_chromium
 from tests.live_server import LiveServer, start_server, stop_server
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.slow]
 
-CHROMIUM = "/usr/bin/chromium"
 ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -62,10 +62,6 @@ async def snapshot(page, name: str) -> None:
 def desk_server(settings, tmp_path_factory) -> Iterator[LiveServer]:
     from app.domain.desk.controllers import DESK_DIR
 
-    if not Path(CHROMIUM).exists():
-        pytest.skip(
-            "chromium is not installed (apt-get install -y chromium): the desk's browser tests need it"
-        )
     if not (DESK_DIR / "index.html").is_file():
         if shutil.which("npm"):
             pytest.fail("the desk is not built although npm is here: `make desk` failed")
@@ -82,8 +78,12 @@ def desk_server(settings, tmp_path_factory) -> Iterator[LiveServer]:
 async def chromium() -> AsyncIterator[object]:
     from playwright.async_api import async_playwright
 
+    # (Resolved here, not in the server fixture: a test asks for this fixture first.)
+    path = find_or_install_chromium()
+    if path is None:
+        pytest.skip("chromium is not installed and could not be installed (apt-get install -y chromium)")
     async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = await pw.chromium.launch(executable_path=path, args=ARGS)
         yield browser
         await browser.close()
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import shutil
 import socket
 import struct
 import subprocess
@@ -26,6 +25,7 @@ import pytest
 from app.domain.backtesting.report import COLORS
 from app.domain.markets.synthetic import candles_to_csv, generate_candles
 from tests.conftest import REDIS_URL, RUN_ID
+from tests.integration.helpers import find_or_install_chromium
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -39,14 +39,6 @@ CHROMIUM_FLAGS = (
     "--no-first-run",
     "--hide-scrollbars",
 )
-
-
-def chromium() -> str | None:
-    for name in ("/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome"):
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
 
 
 def free_port() -> int:
@@ -107,10 +99,7 @@ def count_color(png: bytes, hex_color: str, tolerance: int = 6) -> int:
 
 @pytest.fixture(scope="module")
 def browser() -> str:
-    path = chromium()
-    if path is None and shutil.which("apt-get") and os.geteuid() == 0:
-        subprocess.run(["apt-get", "install", "-y", "chromium"], capture_output=True, timeout=600)
-        path = chromium()
+    path = find_or_install_chromium()
     if path is None:
         pytest.skip("chromium is not installed and could not be installed (apt-get install -y chromium)")
     return path
