@@ -635,12 +635,13 @@ async def test_nul_in_text_input_is_a_400_not_a_500(client, admin_headers, make_
     h = trader["headers"]
     symbol = await make_market(client, admin_headers, price="100")
     acct = await make_account(client, h)
+    # (method, path, request, the field the error must name)
     requests = [
-        ("POST", "/api/v1/accounts", {"json": {"name": "a\u0000b", "initial_cash": "5"}}),
-        ("POST", "/api/v1/auth/keys", {"json": {"name": "k\u0000"}}),
-        ("GET", "/api/v1/instruments", {"params": {"cursor": "x\u0000y"}}),
-        ("GET", "/api/v1/instruments", {"params": {"exchange": "\u0000"}}),
-        ("GET", f"/api/v1/accounts/{acct}/risk/violations", {"params": {"limit_type": "\u0000"}}),
+        ("POST", "/api/v1/accounts", {"json": {"name": "a\u0000b", "initial_cash": "5"}}, "name"),
+        ("POST", "/api/v1/auth/keys", {"json": {"name": "k\u0000"}}, "name"),
+        ("GET", "/api/v1/instruments", {"params": {"cursor": "x\u0000y"}}, "cursor"),
+        ("GET", "/api/v1/instruments", {"params": {"exchange": "\u0000"}}, "exchange"),
+        ("GET", f"/api/v1/accounts/{acct}/risk/violations", {"params": {"limit_type": "\u0000"}}, "limit_type"),
         (
             "POST",
             f"/api/v1/accounts/{acct}/orders",
@@ -653,12 +654,32 @@ async def test_nul_in_text_input_is_a_400_not_a_500(client, admin_headers, make_
                     "client_order_id": "c\u0000",
                 }
             },
+            "client_order_id",
+        ),
+        (
+            "POST",
+            f"/api/v1/accounts/{acct}/orders",
+            {
+                "json": {
+                    "symbol": symbol,
+                    "side": "buy",
+                    "type": "limit",
+                    "limit_price": "90",
+                    "quantity": "1",
+                    "order_class": "bracket",
+                    "take_profit": {"limit_price": "120"},
+                    "stop_loss": {"stop_price": "80"},
+                    "client_order_id": "bracket\u0000",
+                }
+            },
+            "client_order_id",
         ),
     ]
-    for method, path, kw in requests:
+    for method, path, kw, field in requests:
         resp = await client.request(method, path, headers=h, **kw)
         assert resp.status_code in (400, 422), (method, path, resp.status_code, resp.text)
         assert resp.headers["content-type"].startswith("application/problem+json")
+        assert field in [e["field"] for e in resp.json().get("errors", [])], (method, path, resp.text)
     # and nothing half-done stayed behind: the account is untouched and usable
     resp = await client.get(f"/api/v1/accounts/{acct}/orders", headers=h)
     assert resp.status_code == 200 and resp.json()["items"] == []

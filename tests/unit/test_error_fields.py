@@ -45,3 +45,19 @@ def test_a_field_of_a_nested_object_is_named_under_its_path(take_profit, stop_lo
 )
 def test_other_messages_name_the_path_or_the_field(message, field):
     assert field_from_message(message) == field
+
+
+def test_unstorable_text_is_named_under_its_path() -> None:
+    from app.lib.errors.sqlstate import _unstorable_paths
+
+    found: list[str] = []
+    body = {
+        "symbol": "ok",
+        "stop_loss": {"stop_price": "1", "note": "a\x00"},
+        "legs": [{"s": "x"}, {"s": "\x00"}],
+    }
+    _unstorable_paths(body, "", found)
+    assert found == ["stop_loss.note", "legs[1].s"]
+    found = []
+    _unstorable_paths("\x00", "", found)
+    assert found == ["body"]
