@@ -509,6 +509,11 @@ async def test_cancel_all_with_a_symbol_filter_and_the_failed_list(
     assert resp.json() == {"canceled": [a["id"], b["id"]], "failed": []}
     assert (await order(client, h, acct, c["id"]))["status"] == "accepted"
     assert [e[0] for e in await events(client, h, acct, a["id"])][-1] == "canceled"
+    # A symbol no instrument has (a typo) cancels nothing and says so, rather than an empty success.
+    resp = await client.delete(f"/api/v1/accounts/{acct}/orders?symbol=NOSUCH{sym}", headers=h)
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["errors"][0]["field"] == "symbol" and resp.json()["type"].endswith("/unknown-symbol")
+    assert (await order(client, h, acct, c["id"]))["status"] == "accepted"
 
     # An order filled between the listing and its cancel is reported, and the others still canceled.
     d = await place(client, h, acct, symbol=other_sym, side="buy", type="limit", quantity=1, limit_price="30")

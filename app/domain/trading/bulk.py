@@ -46,6 +46,10 @@ async def cancel_all(
 ) -> CancelAllOut:
     owner = await visible_owner(conn, principal, account_id)
     ensure_may_trade(principal, owner)
+    if symbol is not None and await conn.scalar(_LOT_SQL, {"symbol": symbol}) is None:
+        # A misspelt symbol would otherwise cancel nothing and look like a done job: 422, as placement
+        # answers it.
+        raise invalid(f"Unknown symbol {symbol!r}", "symbol", slug="unknown-symbol")
     ids = await _cancelable_ids(conn, account_id, symbol)
     if conn.in_transaction():
         await conn.rollback()
