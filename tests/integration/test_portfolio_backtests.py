@@ -129,6 +129,25 @@ async def test_target_weights_run_on_a_worker_and_match_the_engine(
     assert report.status_code == 200 and "<svg" in report.text
 
 
+async def test_a_date_range_runs_on_the_bars_inside_it(worker_client, market, make_user):
+    """`start` and `end` reach the worker as the stored request's ISO text (a run given either failed
+    there with an SQL type error)."""
+    user = await make_user("trader")
+    syms = market["aligned"][:2]
+    allocation = {"type": "target_weights", "weights": weights(syms, [0.5, 0.5]), "rebalance": "monthly"}
+    payload = body(syms, allocation, start="2024-03-01T00:00:00Z", end="2024-05-31T00:00:00+00:00")
+    done = await run(worker_client, user["headers"], payload)
+    equity = (
+        await worker_client.get(f"/api/v1/backtests/{done['id']}/equity", headers=user["headers"])
+    ).json()
+    assert equity["bars"] == 92  # daily candles 2024-03-01 .. 2024-05-31, both ends included
+    assert equity["items"][0]["ts"].startswith("2024-03-01")
+    assert equity["items"][-1]["ts"].startswith("2024-05-31")
+    later = body(syms, allocation, start="2024-10-01T00:00:00Z")
+    only_start = await run(worker_client, user["headers"], later)
+    assert only_start["metrics"]["total_return"] != done["metrics"]["total_return"]
+
+
 async def test_schedule_signals_and_rules_forms_complete(worker_client, market, make_user):
     user = await make_user("trader")
     syms = market["aligned"]

@@ -217,6 +217,15 @@ async def create_portfolio_backtest(
 # ------------------------------------------------------------------------------------------------ bars
 
 
+def spec_range(spec: dict[str, Any]) -> tuple[datetime | None, datetime | None]:
+    """A stored request's `start` and `end` (kept in it as ISO text) as datetimes for the candle query."""
+
+    def when(value: Any) -> datetime | None:
+        return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+    return when(spec.get("start")), when(spec.get("end"))
+
+
 async def load_portfolio_bars(
     conn: AsyncConnection, symbols: list[str], timeframe: str, start: datetime | None, end: datetime | None
 ) -> PortfolioBars:

@@ -32,6 +32,7 @@ from app.domain.backtesting.portfolio_service import (
     build_plan,
     engine_options,
     load_portfolio_bars,
+    spec_range,
 )
 from app.domain.backtesting.schemas import ACTIVE_STATUSES
 from app.domain.backtesting.services import STORED_EQUITY_POINTS, load_bars
@@ -108,8 +109,9 @@ async def simulate_spec(
 ) -> tuple[PortfolioBars, PortfolioResult]:
     """Load what ``spec`` (a normalised portfolio request) needs and run it in a thread."""
     symbols = list(spec["symbols"])
+    start, end = spec_range(spec)
     async with engine.connect() as conn:
-        bars = await load_portfolio_bars(conn, symbols, spec["timeframe"], spec.get("start"), spec.get("end"))
+        bars = await load_portfolio_bars(conn, symbols, spec["timeframe"], start, end)
         lots = dict(
             (
                 await conn.execute(
@@ -119,9 +121,7 @@ async def simulate_spec(
         )
         bench = None
         if spec.get("benchmark"):
-            bbars = await load_bars(
-                conn, spec["benchmark"], spec["timeframe"], spec.get("start"), spec.get("end")
-            )
+            bbars = await load_bars(conn, spec["benchmark"], spec["timeframe"], start, end)
             if bbars.ts.shape != bars.ts.shape or not np.array_equal(bbars.ts, bars.ts):
                 raise ValueError(
                     f"the benchmark {spec['benchmark']}'s candles do not line up with the portfolio's"

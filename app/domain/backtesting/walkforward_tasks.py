@@ -22,7 +22,12 @@ from app.domain.backtesting.downsample import equity_downsample
 from app.domain.backtesting.engine import Bars, run_strategy
 from app.domain.backtesting.models import WalkForward, WalkForwardWindow
 from app.domain.backtesting.portfolio import PortfolioBars, infer_periods_per_year, run_portfolio
-from app.domain.backtesting.portfolio_service import build_plan, engine_options, load_portfolio_bars
+from app.domain.backtesting.portfolio_service import (
+    build_plan,
+    engine_options,
+    load_portfolio_bars,
+    spec_range,
+)
 from app.domain.backtesting.services import clean_metrics, money
 from app.domain.backtesting.tasks import bars_for
 from app.domain.backtesting.walkforward import make_windows, run_window, stitch, stitched_metrics
@@ -62,10 +67,7 @@ async def _lot_sizes(engine: AsyncEngine, symbols: list[str]) -> list[float]:
 async def make_runner(ctx: dict[str, Any], spec: dict[str, Any]) -> tuple[Runner, int, int]:
     """(run(bar_slice, params) -> (metrics, ts, equity), bar count, periods per year) for a spec."""
     engine: AsyncEngine = ctx["engine"]
-    start = spec.get("start")
-    end = spec.get("end")
-    start = datetime.fromisoformat(start) if isinstance(start, str) else start
-    end = datetime.fromisoformat(end) if isinstance(end, str) else end
+    start, end = spec_range(spec)
     strategy = spec["strategy_name"]
     if spec.get("symbols"):
         symbols = list(spec["symbols"])
