@@ -148,6 +148,8 @@ def reference_portfolio(
         nonlocal cash
         o = opens[bar]
         value = cash + sum(pos[i].q * o[i] for i in range(m))
+        if value <= 0:  # exhausted: every target 0
+            value, weights = 0.0, [0.0] * m
         delta = []
         for i in range(m):
             w = weights[i]

@@ -125,6 +125,20 @@ def test_shorting_needs_allow_short_and_weights_cannot_exceed_leverage():
     assert res.quantities[-1].tolist() == [7.5, 7.5] and res.cash[-1] == -50.0
 
 
+def test_an_exhausted_portfolio_closes_its_positions_and_never_turns_a_long_weight_short():
+    # Long 2x at 100 on 100,000 of equity; the open gaps to 40: V = -100,000 + 2,000 * 40 = -20,000.
+    prices = [[100], [100], [100], [40], [45], [50], [60]]
+    plan = WeightPlan(np.arange(7), np.full((7, 1), 2.0))
+    res = run_portfolio(make(prices, prices), plan, initial_cash=100_000.0, leverage=2.0)
+    assert [q[0] for q in res.quantities] == [0, 2000, 2000, 0, 0, 0, 0]
+    assert res.equity[3:].tolist() == [-20_000.0] * 4  # the debt stays; nothing is bought against it
+    assert res.metrics["total_return"] == -1.0  # wiped out at the first bar at or below 0
+    ref = reference_portfolio(
+        make(prices, prices), plan, initial_cash=100_000.0, commission=Commission(), leverage=2.0
+    )
+    assert [q[0] for q in ref.quantities] == [0, 2000, 2000, 0, 0, 0, 0]
+
+
 def test_a_decision_on_the_final_bar_trades_nothing():
     bars = make([[10.0]] * 3, [[10.0]] * 3)
     res = run_portfolio(bars, WeightPlan(np.array([2]), np.array([[1.0]])), initial_cash=100.0)

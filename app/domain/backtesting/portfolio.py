@@ -18,7 +18,9 @@ Execution model (``run_portfolio``):
   ``open * (1 - slippage)``, buys at ``open * (1 + slippage)``; each fill pays
   ``max(minimum, fixed + rate * notional)`` out of cash. A buy that cash cannot cover is reduced to
   the largest quantity cash covers (``Commission.max_notional``); later buys get what is left. With
-  ``leverage`` L above 1, buys may also borrow: cash may fall to ``-(L - 1) * V``.
+  ``leverage`` L above 1, buys may also borrow: cash may fall to ``-(L - 1) * V``. With ``V <= 0``
+  (exhausted) every target is 0: positions close as far as cash allows, nothing is bought, and no long
+  weight becomes a short position.
 - Exits inside a bar (``Exits``, in percent like the paper exchange's ``trail_percent``) apply to every
   open position. Levels: stop ``avg_entry * (1 - sl/100)``, target ``avg_entry * (1 + tp/100)``,
   trailing stop ``extreme * (1 - tr/100)`` where the extreme is the best price since the position

@@ -230,10 +230,16 @@ def rebalance(
 ) -> None:
     """Trade to target weights ``w`` (NaN = leave as is) at ``bar``'s open: sells, then buys.
 
-    Buys may spend cash down to ``-(leverage - 1) * V`` (borrowing; none without leverage).
+    Buys may spend cash down to ``-(leverage - 1) * V`` (borrowing; none without leverage). An
+    exhausted portfolio (V <= 0: a leveraged position gapping through its equity, fees above it) targets
+    nothing, the positions a decision would leave alone included: they are closed as far as cash allows
+    and nothing is bought. (Targets ``w * V / open`` with a negative V would turn a long weight into a
+    short position, and borrow against a debt.)
     """
     o = book.bars.open[bar]
     value = book.cash + float(book.q @ o)
+    if value <= 0.0:
+        value, w = 0.0, np.zeros_like(w)
     keep = np.isnan(w)
     target = np.where(keep, book.q, np.where(keep, 0.0, w) * value / o)
     if whole_units:
