@@ -260,14 +260,22 @@ async def test_each_limit_type_blocks_just_over_and_passes_just_under(
 
 
 async def test_loss_stops_still_accept_risk_reducing_orders(client, admin_headers, make_user, risk_manager):
-    trader, symbol, acct = await setup(client, admin_headers, make_user)
+    trader, symbol, acct = await setup(client, admin_headers, make_user, allow_short=True)
     h = trader["headers"]
-    await add_limit(client, risk_manager["headers"], acct, "max_daily_loss", "100")
+    # (Without the switch to reduce_only, which would refuse the reversal below on its own.)
+    await add_limit(client, risk_manager["headers"], acct, "max_daily_loss", "100", auto_reduce_only=False)
     await place(client, h, acct, symbol=symbol, side="buy", type="market", quantity=100)
     await set_price(client, admin_headers, symbol, "98")
     await place(client, h, acct, symbol=symbol, side="buy", type="market", quantity=1, expect=422)
+    # Selling the long into a fresh short (even a smaller one) takes on new risk: stopped too.
+    problem = await place(
+        client, h, acct, symbol=symbol, side="sell", type="market", quantity=190, expect=422
+    )
+    assert problem.get("limit_type") == "max_daily_loss", problem
     await place(client, h, acct, symbol=symbol, side="sell", type="market", quantity=40)
     assert D((await positions(client, h, acct))[symbol]["quantity"]) == 60
+    await place(client, h, acct, symbol=symbol, side="sell", type="market", quantity=60)  # closing: fine
+    assert D((await positions(client, h, acct)).get(symbol, {"quantity": "0"})["quantity"]) == 0
 
 
 # ---------------------------------------------------------------------------------------- trading state

@@ -161,7 +161,8 @@ async def test_open_orders_and_daily_loss_sum_over_sub_groups(client, admin_head
     trader = await make_user("trader")
     th = trader["headers"]
     x = await make_market(client, admin_headers, price="100", taker="0", maker="0")
-    a, b, c = [await make_account(client, th) for _ in range(3)]
+    a, b = [await make_account(client, th) for _ in range(2)]
+    c = await make_account(client, th, allow_short=True)
     url = "/api/v1/accounts/{}/orders"
     parent = await _group(client, rh, [b], {"limit_type": "max_open_orders", "value": "2"})
     resp = await client.post(
@@ -199,6 +200,11 @@ async def test_open_orders_and_daily_loss_sum_over_sub_groups(client, admin_head
     assert resp.status_code == 422 and resp.json()["limit_type"] == "max_daily_loss", resp.text
     assert D(resp.json()["would_be"]) == 60
     assert (await client.post(url.format(c), json=_order(x, "4", "sell"), headers=th)).status_code == 201
+    # Selling c's remaining long of 6 into a short of 1 is new risk under the group's stop; closing it
+    # is not.
+    resp = await client.post(url.format(c), json=_order(x, "7", "sell"), headers=th)
+    assert resp.status_code == 422 and resp.json()["limit_type"] == "max_daily_loss", resp.text
+    assert (await client.post(url.format(c), json=_order(x, "6", "sell"), headers=th)).status_code == 201
 
 
 async def test_every_change_a_group_decision_rests_on_moves_the_group_version(

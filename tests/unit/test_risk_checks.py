@@ -182,8 +182,8 @@ def test_loss_stops_block_risk_increasing_orders_from_the_limit_on(limit_type, v
     s = state(**BASE, **{field: over})
     assert check_pre_trade(s, order(side="sell", qty="4"), [lim]) is None
     assert check_pre_trade(s, order(side="sell", qty="10"), [lim]) is None
-    # A flip counts by size: ending short 0.01 is smaller, ending short 10.01 is bigger.
-    assert check_pre_trade(s, order(side="sell", qty="10.01"), [lim]) is None
+    # A flip through zero opens a position on the other side: blocked at any size (short 0.01 too).
+    assert check_pre_trade(s, order(side="sell", qty="10.01"), [lim]) is not None
     assert check_pre_trade(s, order(side="sell", qty="20.01"), [lim]) is not None
 
 
@@ -224,8 +224,14 @@ def test_position_and_exposure_limits_never_block_an_order_that_reduces_what_the
         limit("max_concentration_pct", "20", id_="e"),
     ]
     assert pre_trade_breaches(s, order(side="sell", qty="10"), limits) == []
-    # An exact flip to the same size does not increase anything either.
-    assert pre_trade_breaches(s, order(side="sell", qty="100"), limits) == []
+    # A flip to the same size opens a short of 50 over the position limits; gross exposure (and so
+    # leverage) stays as it was.
+    flip = pre_trade_breaches(s, order(side="sell", qty="100"), limits)
+    assert [b.limit_type for b in flip] == [
+        "max_position_quantity",
+        "max_position_notional",
+        "max_concentration_pct",
+    ]
     # Adding to it is blocked by all five, in the fixed order.
     breaches = pre_trade_breaches(s, order(qty="1"), limits)
     assert [b.limit_type for b in breaches] == [
@@ -316,12 +322,12 @@ def test_unknown_limit_type_is_an_error():
         ("10", "buy", "1", True, False),
         ("10", "sell", "4", False, True),
         ("10", "sell", "10", False, True),
-        ("10", "sell", "15", False, False),  # flips short 5
-        ("10", "sell", "20", False, False),  # flips to the same size
+        ("10", "sell", "15", True, False),  # flips short 5: a new position on the other side
+        ("10", "sell", "20", True, False),  # flips to the same size
         ("10", "sell", "25", True, False),
         ("-10", "buy", "4", False, True),
         ("-10", "buy", "10", False, True),
-        ("-10", "buy", "11", False, False),
+        ("-10", "buy", "11", True, False),
         ("-10", "sell", "1", True, False),
     ],
 )
@@ -436,7 +442,8 @@ def test_position_quantity_limit_matches_its_definition(position, qty, side, val
     o = order(side=side, qty=str(qty), price="10")
     after = position + (qty if side == "buy" else -qty)
     breach = check_pre_trade(s, o, [limit("max_position_quantity", str(value))])
-    expected = abs(after) > value and abs(after) > abs(position)
+    flips = (position > 0 > after) or (position < 0 < after)
+    expected = abs(after) > value and (abs(after) > abs(position) or flips)
     assert (breach is not None) == expected
     if breach is not None:
         assert breach.would_be == abs(after)

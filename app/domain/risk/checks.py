@@ -161,10 +161,17 @@ def _qty_after(state: PortfolioState, order: ProposedOrder) -> tuple[Decimal, De
         return before, before + order.signed_quantity
 
 
+def increases(before: Decimal, after: Decimal) -> bool:
+    """Whether a position going from `before` to `after` takes on risk: it grows, or it flips through
+    zero (a new position on the other side, of any size). Only shrinking toward zero, or closing to flat,
+    does not; a loss stop must not let a long be sold into a fresh short in one order."""
+    return abs(after) > abs(before) or (before > 0 > after) or (before < 0 < after)
+
+
 def is_risk_increasing(state: PortfolioState, order: ProposedOrder) -> bool:
-    """|position after| > |position before| on the order's symbol (a flip to a larger size counts)."""
+    """The order's symbol's position grows or flips (`increases`)."""
     before, after = _qty_after(state, order)
-    return abs(after) > abs(before)
+    return increases(before, after)
 
 
 def is_reduce_only_ok(state: PortfolioState, order: ProposedOrder) -> bool:
@@ -224,7 +231,7 @@ def _measure(
     """(would_be, exact would_be or None if unbounded, whether the order increases the figure)."""
     kind = limit.limit_type
     before, after = _qty_after(state, order)
-    grows = abs(after) > abs(before)
+    grows = increases(before, after)
     with localcontext(_WIDE):
         if kind == "max_order_notional":
             v = order.quantity * order.price
@@ -240,11 +247,11 @@ def _measure(
         if kind in ("max_gross_exposure", "max_leverage"):
             g_after = _gross(state, order.symbol, after, order.price)
             g_before = _gross(state, order.symbol, before, order.price)
-            increases = g_after > g_before
+            gross_grows = g_after > g_before
             if kind == "max_gross_exposure":
-                return g_after, Fraction(g_after), increases
+                return g_after, Fraction(g_after), gross_grows
             v, exact = _ratio(g_after, state.equity)
-            return v, exact, increases
+            return v, exact, gross_grows
         if kind == "max_concentration_pct":
             v, exact = _ratio(abs(after * order.price), state.equity, _HUNDRED)
             return v, exact, grows

@@ -118,7 +118,7 @@ def check_pre_trade(
     """
     with localcontext(_WIDE):
         after_qty = account_quantity + order.signed_quantity
-        grows = abs(after_qty) > abs(account_quantity)
+        grows = checks.increases(account_quantity, after_qty)
         mark = last_price if last_price is not None else order.price
         # The account's position in the symbol, re-marked at the order price before and after.
         gross_before = figures.gross - abs(account_quantity * mark) + abs(account_quantity * order.price)
