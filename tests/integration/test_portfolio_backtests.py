@@ -148,6 +148,21 @@ async def test_a_date_range_runs_on_the_bars_inside_it(worker_client, market, ma
     assert only_start["metrics"]["total_return"] != done["metrics"]["total_return"]
 
 
+async def test_decimals_given_in_exponent_form_are_echoed_plain(client, market, make_user):
+    user = await make_user("trader")
+    syms = market["aligned"][:2]
+    allocation = {"type": "target_weights", "weights": weights(syms, [0.5, 0.5]), "rebalance": "monthly"}
+    payload = body(syms, allocation)
+    payload["initial_cash"] = "1E+5"
+    payload["commission"] = {"rate": "1E-4", "fixed": "1e0", "minimum": "0.5"}
+    resp = await client.post("/api/v1/backtests", json=payload, headers=user["headers"])
+    assert resp.status_code == 202, resp.text
+    assert "E+" not in resp.text and "E-" not in resp.text and "e0" not in resp.text, resp.text
+    params = resp.json()["params"]
+    assert params["initial_cash"] == "100000"
+    assert params["commission"] == {"rate": "0.0001", "fixed": "1", "minimum": "0.5"}
+
+
 async def test_schedule_signals_and_rules_forms_complete(worker_client, market, make_user):
     user = await make_user("trader")
     syms = market["aligned"]

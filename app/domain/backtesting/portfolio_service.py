@@ -16,7 +16,6 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-import msgspec
 import numpy as np
 from saq import Queue
 from sqlalchemy import BigInteger, Double, cast, func, insert, select
@@ -59,6 +58,7 @@ from app.domain.identity.schemas import Principal
 from app.domain.markets.models import Candle, Instrument
 from app.lib.cache import Cache
 from app.lib.db import tx
+from app.lib.decimals import json_builtins
 from app.lib.errors import invalid
 from app.lib.log import get_logger
 
@@ -92,7 +92,7 @@ def _check_weight_rows(rows: list[tuple[str, dict[str, float]]], data: Portfolio
 def normalised_spec(data: PortfolioCreate) -> dict[str, Any]:
     """The request as the worker will run it (defaults filled, params parsed), or a 422."""
     alloc = data.allocation
-    spec = msgspec.to_builtins(data)
+    spec = json_builtins(data)  # (decimals as given, but in plain notation: "1E+5" is stored as "100000")
     if isinstance(alloc, TargetWeights):
         if alloc.weights is not None:  # type: ignore[union-attr]
             _check_weight_rows([("allocation.weights", alloc.weights)], data)  # type: ignore[union-attr]
