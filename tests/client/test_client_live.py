@@ -189,7 +189,7 @@ async def test_every_resource_method_against_a_live_server(server):
     async with AsyncClient(server.url, api_key=trader.api_key) as td:
         with pytest.raises(RiskLimitBreached) as breach:
             await td.orders.place(account.id, symbol, "buy", "market", quantity=5)
-        assert breach.value.limit_type == "max_order_quantity" and Decimal(breach.value.limit_value) == 4
+        assert breach.value.limit_type == "max_order_quantity" and breach.value.limit_value == Decimal(4)
         assert len((await td.risk.violations(account.id)).items) == 1
         metrics = await td.risk.metrics(account.id)
         assert metrics.gross_exposure == Decimal("500") and metrics.limits[0].id == limit.id

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import decimal
 import typing
+from decimal import Decimal
 
 import msgspec
 import pytest
@@ -73,9 +74,12 @@ def test_problem_details_become_typed_errors():
             "detail": "over",
             "limit_type": "max_order_quantity",
             "limit_value": "3",
+            "would_be": "10",
         },
     )
     assert isinstance(risk, errors.RiskLimitBreached) and risk.limit_type == "max_order_quantity"
+    assert risk.limit_value == Decimal(3) and risk.would_be == Decimal(10)
+    assert isinstance(risk.would_be, Decimal) and risk.would_be > 5
     assert risk.slug == "risk-limit-breached"
     assert type(errors.error_for(404, {"title": "Not Found"})) is errors.NotFound
     assert type(errors.error_for(502, {})) is errors.ServerError

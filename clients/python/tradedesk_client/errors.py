@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 
@@ -83,8 +84,19 @@ class RiskLimitBreached(Unprocessable):
         super().__init__(status, problem, **kwargs)
         self.limit_id = problem.get("limit_id")
         self.limit_type = problem.get("limit_type")
-        self.limit_value = problem.get("limit_value")
-        self.would_be = problem.get("would_be")
+        # Decimals, as everywhere in the client ("decimals stay Decimal"); None when absent, and
+        # `would_be` is None too for a figure without a finite value (a ratio over zero equity).
+        self.limit_value = _decimal(problem.get("limit_value"))
+        self.would_be = _decimal(problem.get("would_be"))
+
+
+def _decimal(value: Any) -> Decimal | None:
+    if value is None:
+        return None
+    try:
+        return Decimal(str(value))
+    except InvalidOperation:
+        return None
 
 
 class RateLimited(ApiError):
