@@ -123,6 +123,16 @@ async def test_csv_upload_streams_and_rejects_bad_rows(client, admin_headers):
     assert resp.json()["last_price"] == str(rows[-1].close)
     resp = await client.get(f"/api/v1/instruments/{symbol}/candles?timeframe=1h&limit=10000", headers=admin_headers)
     assert len(resp.json()["items"]) == 500
+    # `limit` without `start`: the newest candles (a bot's "last N bars"), ascending; with `start`, the
+    # first N from it; with `end` only, the newest N up to it.
+    url = f"/api/v1/instruments/{symbol}/candles?timeframe=1h&limit=3"
+    ts = [r.ts.isoformat().replace("+00:00", "Z") for r in rows]
+    items = (await client.get(url, headers=admin_headers)).json()["items"]
+    assert [i["ts"] for i in items] == ts[-3:]
+    items = (await client.get(f"{url}&start={ts[10]}", headers=admin_headers)).json()["items"]
+    assert [i["ts"] for i in items] == ts[10:13]
+    items = (await client.get(f"{url}&end={ts[10]}", headers=admin_headers)).json()["items"]
+    assert [i["ts"] for i in items] == ts[8:11]
     # bad header -> 422 naming row 0, nothing written
     sym2 = await make_market(client, admin_headers)
     resp = await client.post(

@@ -183,7 +183,8 @@ class InstrumentController(Controller):
 
     @get(
         "/{symbol:str}/candles",
-        summary="Candles in a time range, ascending",
+        summary="Candles in a time range, ascending: the first `limit` from `start`, or without `start` "
+        "the newest `limit` up to `end`",
         responses={200: ResponseSpec(CandleList, description="Candles")},
     )
     async def get_candles(

@@ -465,6 +465,8 @@ class Candles(_Resource):
         end: datetime | str | None = None,
         limit: int | None = None,
     ) -> m.CandleList:
+        """Candles in ascending time order: the first `limit` (server default 1,000, at most 10,000)
+        from `start`, or without `start` the newest `limit` up to `end` (the last N bars)."""
         params = {"timeframe": timeframe, "start": start, "end": end, "limit": limit}
         return self._run(Call("GET", f"/instruments/{symbol}/candles", params=params, model=m.CandleList))
 

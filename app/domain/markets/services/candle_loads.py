@@ -185,6 +185,20 @@ SELECT i.symbol, c.ts, c.open, c.high, c.low, c.close, c.volume
   ) c ON true
  WHERE i.symbol = $1
 """
+# Without a start: the newest `limit` candles up to the end (or the newest of all), still answered in
+# ascending order. A bot asking for "the last 500 bars" must not get the oldest 500 of a longer history.
+LATEST_CANDLES_SQL = """
+SELECT i.symbol, c.ts, c.open, c.high, c.low, c.close, c.volume
+  FROM instruments i
+  LEFT JOIN LATERAL (
+    SELECT ts, open, high, low, close, volume FROM candles
+     WHERE symbol = i.symbol AND timeframe = $2 AND ($3::timestamptz IS NULL OR ts <= $3)
+     ORDER BY ts DESC
+     LIMIT $4
+  ) c ON true
+ WHERE i.symbol = $1
+ ORDER BY c.ts
+"""
 
 
 async def query_candles(
@@ -198,7 +212,10 @@ async def query_candles(
     # asyncpg records straight into Structs: SQLAlchemy's per-row processing dominated 10k-row pages.
     # The instrument check rides along as a column so that an unknown symbol costs no extra round trip.
     apg = await driver_connection(conn)
-    rows = await apg.fetch(CANDLES_SQL, symbol, timeframe, start, end, limit)
+    if start is None:
+        rows = await apg.fetch(LATEST_CANDLES_SQL, symbol, timeframe, end, limit)
+    else:
+        rows = await apg.fetch(CANDLES_SQL, symbol, timeframe, start, end, limit)
     if not rows:
         raise NotFound("Instrument")
     return [CandleOut(*r[1:]) for r in rows if r[1] is not None]
