@@ -1,6 +1,7 @@
 """Replay throughput for docs/BENCHMARKS.md, side by side with posting the same prices to the price endpoint.
 
     python -m benchmarks.measure_replay [--bars 20000] [--book-bars 5000] [--orders 1000] [--http-prices 2000]
+                                        [--symbols 4]
 
 On a fresh database (local PostgreSQL/Redis), in one process and one run:
 
@@ -9,7 +10,9 @@ On a fresh database (local PostgreSQL/Redis), in one process and one run:
    twin instrument;
 2. `--orders` resting orders spread over the range (limits and stops, both sides, ten accounts): a
    replay of `--book-bars` candles, and the same prices posted one by one on a twin instrument carrying
-   the same orders.
+   the same orders;
+3. no resting orders, `--symbols` instruments replayed together (their prices interleave in time
+   order), `--bars` candles in all.
 
 The replay runs the job function (feed_jobs.run_feed) in this process, as a worker would, without SAQ's
 dequeue; the price posts go through the whole app in-process (ASGI, no socket), which is an upper bound
@@ -44,6 +47,7 @@ def main() -> None:
     parser.add_argument("--book-bars", type=int, default=5_000)
     parser.add_argument("--orders", type=int, default=1_000)
     parser.add_argument("--http-prices", type=int, default=2_000)
+    parser.add_argument("--symbols", type=int, default=4)
     args = parser.parse_args()
     run = uuid.uuid4().hex[:8]
     db = f"td_replay_{run}"
@@ -83,8 +87,21 @@ def main() -> None:
             )
             replayed, posted = bench.instrument(candles, orders), bench.instrument(candles, orders)
             label = f"{orders:,} resting orders" if orders else "no resting orders"
-            bench.replay(label, replayed, bars)
+            bench.replay(label, [replayed], bars)
             bench.post(label, posted, candles, args.http_prices)
+        if args.symbols > 1:
+            each = args.bars // args.symbols
+            symbols = [
+                bench.instrument(
+                    generate_candles(
+                        bars=each, seed=20 + k, timeframe="1m", start=START, start_price=Decimal("100"),
+                        tick_size=Decimal("0.01"),
+                    ),
+                    0,
+                )
+                for k in range(args.symbols)
+            ]
+            bench.replay(f"no resting orders, {args.symbols} symbols together", symbols, each * args.symbols)
         drv.stop()
     finally:
         loop.run_until_complete(_admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
@@ -173,7 +190,7 @@ class Bench:
         assert status == 200, out
         return msgspec.json.decode(out)["fills"]
 
-    def replay(self, label: str, symbol: str, bars: int) -> None:
+    def replay(self, label: str, symbols: list[str], bars: int) -> None:
         from app.domain.markets import feeds
         from app.domain.markets.feed_jobs import run_feed
         from app.domain.markets.schemas import ReplayCreate
@@ -183,7 +200,7 @@ class Bench:
         async def go() -> tuple[float, dict]:
             async with engine.connect() as conn:
                 feed = await feeds.create_replay(
-                    conn, None, None, ReplayCreate(symbols=[symbol], timeframe="1m"), run_here=True
+                    conn, None, None, ReplayCreate(symbols=symbols, timeframe="1m"), run_here=True
                 )
             started = time.perf_counter()
             result = await run_feed({"engine": engine}, feed.id)

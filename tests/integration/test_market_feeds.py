@@ -209,6 +209,53 @@ async def test_replay_fills_resting_orders_on_their_bar_in_bar_path_order(
             assert (await reconcile_account(conn, uuid.UUID(account_id))).ok
 
 
+async def test_a_replay_of_two_symbols_feeds_them_together_in_time_order(
+    feed_client, admin_headers, make_user, db_engine, monkeypatch
+):
+    """Two symbols' prices interleave in time order; they go to the price path in shared runs (cut
+    only by a match), where runs of one symbol each made one transaction per price."""
+    from app.domain.markets import feed_jobs
+
+    c = feed_client
+    x, y = await make_market(c, admin_headers), await make_market(c, admin_headers)
+    flat = ("100.00", "100.50", "99.50", "100.00")
+    dip = ("100.00", "100.50", "95.00", "100.00")
+    await load(c, admin_headers, x, [dip if i == 20 else flat for i in range(30)])
+    await load(c, admin_headers, y, [dip if i == 10 else flat for i in range(30)])
+    for symbol in (x, y):
+        resp = await c.post(
+            f"/api/v1/instruments/{symbol}/price", json={"price": "100.00"}, headers=admin_headers
+        )
+        assert resp.status_code == 200, resp.text
+    user = await make_user("trader")
+    h = user["headers"]
+    account = await make_account(c, h)
+    on_x = await place(c, h, account, symbol=x, side="buy", type="limit", quantity=1, limit_price="96.00")
+    on_y = await place(c, h, account, symbol=y, side="buy", type="limit", quantity=1, limit_price="96.00")
+    runs: list[int] = []
+    feed = feed_jobs.feed_mixed_prices
+
+    async def counted(conn, symbols, points):
+        runs.append(len(points))
+        return await feed(conn, symbols, points)
+
+    monkeypatch.setattr(feed_jobs, "feed_mixed_prices", counted)
+    done = await wait_final(
+        c, admin_headers, "replays", (await replay(c, admin_headers, symbols=[x, y], timeframe="1d"))["id"]
+    )
+    assert (done["status"], done["prices_fed"], done["bars_fed"], done["fills"]) == ("completed", 240, 60, 2)
+    # y dips on bar 10, x on bar 20: filled in that order, each at its own bar's low
+    fills = await fills_in_order(db_engine, [account])
+    assert [(f[0], f[3]) for f in fills] == [(on_y["id"], "96.00"), (on_x["id"], "96.00")]
+    # Two transactions (one per price before: 240): y's dip matched and the quiet prices after it, up to
+    # x's dip; then x's dip matched and the rest.
+    assert len(runs) == 2 and runs[0] == 240, runs
+    for symbol in (x, y):
+        resp = await c.get(f"/api/v1/instruments/{symbol}/price", headers=h)
+        assert resp.json()["price"] == "100.00"
+        assert resp.json()["ts"].startswith((T0 + 30 * DAY - timedelta(seconds=1)).isoformat()[:19])
+
+
 async def _orders_for(c, h, account: str, symbol: str) -> list[dict]:
     specs = [
         ("buy", "limit", {"limit_price": "99.00"}),

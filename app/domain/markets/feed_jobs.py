@@ -1,11 +1,11 @@
 """The replay and simulation jobs: prices from stored candles or a random walk, through the price path.
 
-Every price goes through `services.feed_prices`, the function behind `POST /instruments/{symbol}/price`,
+Every price goes through `services.feed_mixed_prices`, the function behind `POST /instruments/{symbol}/price`,
 so resting and stop orders fill exactly as they would live, and a feed's price update never interleaves
 with a live one (both hold the instrument row for their whole update). A replay hands the path runs of
-consecutive prices of one symbol (up to MAX_RUN, or what is due at the requested speed), which lets the
-path store a run that crosses no resting order with one UPDATE; a run that reaches one is matched price
-by price.
+consecutive prices, its symbols interleaved in time order (up to MAX_RUN, or what is due at the requested
+speed), which lets the path store a run that crosses no resting order with one UPDATE per symbol; a run
+that reaches one is matched price by price. A simulation hands it each step's prices together.
 
 The job reports through its row (progress, counters, heartbeat) at most every REPORT_SECONDS and reads
 the stop request in the same statement; a stop therefore lands between two price updates.
@@ -28,7 +28,7 @@ from app.domain.markets import feeds
 from app.domain.markets.candles import TIMEFRAMES
 from app.domain.markets.feed_paths import PricePoint, bar_path, random_walks
 from app.domain.markets.models import Instrument, MarketFeed
-from app.domain.markets.services import feed_prices
+from app.domain.markets.services import feed_mixed_prices
 from app.lib.jobs import job
 from app.lib.log import get_logger
 
@@ -89,11 +89,14 @@ class Reporter:
             raise _Stopped
 
 
-async def _feed_run(conn: AsyncConnection, symbol: str, run: list[PricePoint], reporter: Reporter) -> None:
-    """Feed one symbol's consecutive prices through the price path, reporting between transactions."""
+async def _feed_run(
+    conn: AsyncConnection, symbols: list[str], run: list[PricePoint], reporter: Reporter
+) -> None:
+    """Feed consecutive prices (`run[i]` of `symbols[i]`: one symbol or several, in time order) through
+    the price path, reporting between transactions."""
     done = 0
     while done < len(run):
-        step = await feed_prices(conn, symbol, run[done:] if done else run)
+        step = await feed_mixed_prices(conn, symbols[done:] if done else symbols, run[done:] if done else run)
         reporter.bars += sum(p.ends_bar for p in run[done : done + step.consumed])
         done += step.consumed
         reporter.prices += step.consumed
@@ -168,24 +171,26 @@ async def _run_replay(conn: AsyncConnection, reader: AsyncConnection, feed: Any,
     paced = speed != "max"
     first_ts: datetime | None = None
     wall_start = time.monotonic()
+    # Runs mix the symbols in time order: cut at every change of symbol, a replay of two symbols whose
+    # bars interleave made one transaction per price (~20x slower than one symbol).
+    symbols: list[str] = []
     run: list[PricePoint] = []
-    run_symbol: str | None = None
     async for symbol, price in replay_prices(reader, list(feed.symbols), feed.params):
         if paced:
             first_ts = first_ts or price.ts
             due = wall_start + (price.ts - first_ts).total_seconds() / speed
             if due > time.monotonic():
                 if run:
-                    await _feed_run(conn, run_symbol, run, reporter)  # type: ignore[arg-type]
-                    run = []
+                    await _feed_run(conn, symbols, run, reporter)
+                    symbols, run = [], []
                 await _sleep_until(due, reporter)
-        if run and (symbol != run_symbol or len(run) >= MAX_RUN):
-            await _feed_run(conn, run_symbol, run, reporter)  # type: ignore[arg-type]
-            run = []
-        run_symbol = symbol
+        if len(run) >= MAX_RUN:
+            await _feed_run(conn, symbols, run, reporter)
+            symbols, run = [], []
+        symbols.append(symbol)
         run.append(price)
     if run:
-        await _feed_run(conn, run_symbol, run, reporter)  # type: ignore[arg-type]
+        await _feed_run(conn, symbols, run, reporter)
 
 
 # ---------------------------------------------------------------------------------------------- simulation
@@ -221,9 +226,8 @@ async def _run_simulation(
     next_step = time.monotonic()
     while True:
         now = datetime.now(UTC)
-        for symbol, walk in zip(symbols, walks, strict=True):
-            price = walk.step()
-            await _feed_run(conn, symbol, [PricePoint(price, now)], reporter)
+        step = [PricePoint(walk.step(), now) for walk in walks]
+        await _feed_run(conn, symbols, step, reporter)  # (one transaction for the step, if none matches)
         # On schedule, without catching up in a burst when a step ran late.
         next_step = max(next_step + interval, time.monotonic())
         await _sleep_until(next_step, reporter)

@@ -39,6 +39,7 @@ from app.domain.markets.services.catalogue import (
 )
 from app.domain.markets.services.prices import (
     FeedStep,
+    feed_mixed_prices,
     feed_prices,
     get_price,
     publish_committed_prices,
@@ -58,6 +59,7 @@ __all__ = [
     "candle_load_status",
     "create_exchange",
     "create_instrument",
+    "feed_mixed_prices",
     "feed_prices",
     "get_exchange",
     "get_instrument",

@@ -55,63 +55,106 @@ class FeedStep:
     matched: bool  # whether the last of them ran the price hooks (matching)
 
 
-_LOCK_INSTRUMENT_SQL = text("SELECT tick_size FROM instruments WHERE symbol = :symbol FOR UPDATE")
+_LOCK_INSTRUMENTS_SQL = text(
+    "SELECT symbol, tick_size FROM instruments WHERE symbol = ANY(:symbols) ORDER BY symbol FOR UPDATE"
+)
 
 
 async def feed_prices(conn: AsyncConnection, symbol: str, points: Sequence[PricePoint]) -> FeedStep:
-    """The price path: `points` become `symbol`'s last price in order, each matched against the resting
-    orders, in one transaction that holds the instrument row FOR UPDATE. `POST .../price` feeds one point,
-    replays and simulations feed runs of them; so a price update from any source never interleaves with
-    another one or with a placement on the same instrument.
+    """`points` become `symbol`'s last price in order (feed_mixed_prices, one symbol)."""
+    return await feed_mixed_prices(conn, [symbol] * len(points), points)
+
+
+async def feed_mixed_prices(
+    conn: AsyncConnection, symbols_of: Sequence[str], points: Sequence[PricePoint]
+) -> FeedStep:
+    """The price path: each point becomes its symbol's (`symbols_of[i]`) last price in order, each matched
+    against the resting orders, in one transaction that holds the symbols' instrument rows FOR UPDATE
+    (taken in symbol order). `POST .../price` feeds one point, replays and simulations feed runs of them
+    (a replay of several symbols interleaves them in time order); so a price update from any source never
+    interleaves with another one or with a placement on the same instrument.
 
     Fast path: the quiet band (events.quiet_band: for the matcher, the prices between the highest resting
-    buy trigger and the lowest resting sell trigger) is read after the lock. A price inside it cannot act
-    on any order, so it only becomes the last price; the transaction stores the last of a run of such
-    prices with one UPDATE. A price outside the band is stored and matched, and the band read again (the
-    match filled or triggered orders). At most one price is matched per transaction: the next price
-    outside the band is left for the next one. That keeps the documented lock order (the accounts a match
-    locks are taken sorted, once per transaction) and commits fills before feeding on. Returns how many
-    points were consumed, in order; the caller feeds the rest. After the commit, the consumed points go to
-    the observers of events.on_prices_committed (every price, quiet or not).
+    buy trigger and the lowest resting sell trigger) is read per symbol after the lock. A price inside its
+    symbol's band cannot act on any order, so it only becomes the last price; the transaction stores the
+    last of each symbol's run of such prices with one UPDATE. A price outside the band is stored and
+    matched, after the other symbols' quiet prices before it are stored (a match sees every other last
+    price as of its own time), and its symbol's band is read again (the match filled or triggered orders).
+    At most one price is matched per transaction: the next price outside a band is left for the next one.
+    That keeps the documented lock order (the accounts a match locks are taken sorted, once per
+    transaction) and commits fills before feeding on. Returns how many points were consumed, in order;
+    the caller feeds the rest. After the commit, each symbol's consumed points go to the observers of
+    events.on_prices_committed (every price, quiet or not).
     """
     if not points:
         return FeedStep(0, 0, False)
+    symbols = sorted(set(symbols_of))
     async with tx(conn):
-        tick = await conn.scalar(_LOCK_INSTRUMENT_SQL, {"symbol": symbol})
-        if tick is None:
+        ticks = dict((await conn.execute(_LOCK_INSTRUMENTS_SQL, {"symbols": symbols})).all())
+        if len(ticks) < len(symbols):
             raise NotFound("Instrument")
         from app.domain.trading.rules import is_multiple
 
-        for point in points:
-            if not is_multiple(point.price, tick):
-                raise Invalid(f"price {point.price} is not a multiple of tick_size {tick}", "price")
-        band = await quiet_band(conn, symbol)
-        lower, upper, always = band.lower, band.upper, band.always
+        for symbol, point in zip(symbols_of, points, strict=True):
+            if not is_multiple(point.price, ticks[symbol]):
+                raise Invalid(f"price {point.price} is not a multiple of tick_size {ticks[symbol]}", "price")
+        bands = {symbol: await quiet_band(conn, symbol) for symbol in symbols}
         consumed = fills = 0
+        stored_to = 0  # the points before this one are stored (or superseded by a stored later one)
         matched_any = False
-        matched_last = False  # whether the last consumed price is the matched one (already stored)
-        for point in points:
+        current = None
+        lower = upper = None
+        always = False
+        for symbol, point in zip(symbols_of, points, strict=True):
+            if symbol != current:
+                current, band = symbol, bands[symbol]
+                lower, upper, always = band.lower, band.upper, band.always
             price = point.price
             # band.contains(price), inlined: this loop is a replay's per-price cost.
             if always or (lower is not None and price <= lower) or (upper is not None and price >= upper):
                 if matched_any:
                     break
+                await _store_lasts(conn, symbols_of, points, stored_to, consumed, len(symbols), symbol)
                 fills = await store_price(conn, symbol, price, point.volume, point.ts)
-                matched_any = matched_last = True
+                matched_any = True
                 consumed += 1
+                stored_to = consumed
                 if consumed < len(points):
-                    band = await quiet_band(conn, symbol)
+                    band = bands[symbol] = await quiet_band(conn, symbol)
                     lower, upper, always = band.lower, band.upper, band.always
                 continue
-            matched_last = False
             consumed += 1
-        if not matched_last:
-            last = points[consumed - 1]
-            await conn.execute(_STORE_LAST_SQL, {"symbol": symbol, "price": last.price, "ts": last.ts})
-    if COMMITTED_PRICE_OBSERVERS:
-        await prices_committed(symbol, points[:consumed])
-    await publish_price_committed(conn, symbol)  # post-trade risk checks, after the commit
+        await _store_lasts(conn, symbols_of, points, stored_to, consumed, len(symbols))
+    if len(symbols) == 1:
+        by_symbol = {symbols[0]: points[:consumed]}
+    else:
+        by_symbol = {}
+        for symbol, point in zip(symbols_of[:consumed], points[:consumed], strict=True):
+            by_symbol.setdefault(symbol, []).append(point)  # type: ignore[attr-defined]
+    for symbol, fed in by_symbol.items():
+        if COMMITTED_PRICE_OBSERVERS:
+            await prices_committed(symbol, fed)
+        await publish_price_committed(conn, symbol)  # post-trade risk checks, after the commit
     return FeedStep(consumed, fills, matched_any)
+
+
+async def _store_lasts(
+    conn: AsyncConnection, symbols_of: Sequence[str], points: Sequence[PricePoint], start: int, stop: int,
+    symbol_count: int, skip: str | None = None,
+) -> None:
+    """Store each symbol's last point among points[start:stop] (but `skip`'s, which a later price
+    supersedes), found from the end: one step back when the run is of one symbol."""
+    seen: set[str] = set()
+    for i in range(stop - 1, start - 1, -1):
+        symbol = symbols_of[i]
+        if symbol in seen:
+            continue
+        seen.add(symbol)
+        if symbol != skip:
+            last = points[i]
+            await conn.execute(_STORE_LAST_SQL, {"symbol": symbol, "price": last.price, "ts": last.ts})
+        if len(seen) == symbol_count:
+            break
 
 
 _STORE_LAST_SQL = text(
