@@ -421,6 +421,15 @@ def test_build_plan_for_each_allocation_form():
     plan = build_plan(bars, {"type": "target_weights", "schedule": schedule})
     assert plan.decision_bars.tolist() == [10, 20]
     assert plan.weights.tolist() == [[1.0, 0.0, 0.0], [0.0, 0.25, 0.0]]
+    # Entries dated before the data: the last of them is in force from the first bar.
+    before = [
+        {"ts": "2000-01-01T00:00:00Z", "weights": {"S2": 1.0}},
+        {"ts": "2001-01-01T00:00:00Z", "weights": {"S1": 1.0}},
+        *schedule,
+    ]
+    plan = build_plan(bars, {"type": "target_weights", "schedule": before})
+    assert plan.decision_bars.tolist() == [0, 10, 20]
+    assert plan.weights.tolist() == [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.25, 0.0]]
 
     params = {"fast": 5, "slow": 12, "allow_short": False}
     plan = build_plan(bars, {"type": "signals", "strategy": "sma_cross", "params": params})

@@ -288,16 +288,15 @@ def build_plan(bars: PortfolioBars, allocation: dict[str, Any]) -> WeightPlan | 
             decisions = rebalance_bars(bars.ts, allocation["rebalance"])
             row = _weights_vector(allocation["weights"], bars.symbols)
             return WeightPlan(decisions, np.tile(np.asarray(row), (decisions.size, 1)))
-        # A schedule entry's decision bar: the last bar at or before its ts (nothing held before).
+        # A schedule entry's decision bar: the last bar at or before its ts; an entry dated before the
+        # first bar decides on the first bar (the weights in force when the data starts: a schedule
+        # begun before a range's `start` is not dropped for it).
         entries = allocation["schedule"]
         stamps = np.asarray([_epoch(e["ts"]) for e in entries], dtype=np.int64)
-        idx = np.searchsorted(bars.ts, stamps, side="right") - 1
-        keep = idx >= 0
+        idx = np.maximum(np.searchsorted(bars.ts, stamps, side="right") - 1, 0)
         # Two entries on one bar: the later one is the decision.
         rows = [
-            (int(i), _weights_vector(e["weights"], bars.symbols))
-            for i, e, k in zip(idx, entries, keep, strict=True)
-            if k
+            (int(i), _weights_vector(e["weights"], bars.symbols)) for i, e in zip(idx, entries, strict=True)
         ]
         decided = {i: w for i, w in rows}
         bars_sorted = sorted(decided)
