@@ -197,6 +197,32 @@ async def test_every_resource_method_against_a_live_server(server):
         assert isinstance((await td.risk.alerts(account.id)).items, list)
     async with AsyncClient(server.url, api_key=risk_manager.api_key) as rm:
         await rm.risk.delete_limit(account.id, limit.id)
+        # Desk scale: a group with a limit, a stress test, a saved scenario, the overview, portfolio VaR.
+        group = await rm.risk.create_group(f"Desk {uuid.uuid4().hex[:8]}")
+        assert (await rm.risk.set_account_group(account.id, group.id)).group_id == group.id
+        glimit = await rm.risk.create_group_limit(group.id, "max_gross_exposure", "1000000")
+        assert [x.id for x in await rm.risk.group_limits(group.id)] == [glimit.id]
+        glimit = await rm.risk.update_group_limit(group.id, glimit.id, value="2000000")
+        assert glimit.value == Decimal("2000000") and isinstance(glimit.warn_at_pct, Decimal)
+        assert group.id in [g.id async for g in rm.risk.groups()]
+        stressed = await rm.risk.stress([{"name": "down 10%", "shocks": {"*": -0.1}}], accounts=[account.id])
+        ((one,),) = [r.accounts for r in stressed.results]
+        assert one.account_id == account.id and one.pnl == Decimal("-50")  # long 5 at 100
+        assert stressed.results[0].groups[0].group_id == group.id
+        saved = await rm.risk.create_scenario(f"crash {uuid.uuid4().hex[:8]}", shocks={symbol: -0.2})
+        ran = await rm.risk.run_scenario(saved.id, accounts=[account.id])
+        assert ran.results[0].accounts[0].pnl == Decimal("-100")
+        assert (await rm.risk.get_scenario(saved.id)).shocks == {symbol: -0.2}
+        assert saved.id in [x.id async for x in rm.risk.scenarios()]
+        await rm.risk.delete_scenario(saved.id)
+        overview = await rm.risk.overview()
+        assert isinstance(overview.firm.equity, Decimal) and overview.firm.accounts >= 1
+        assert group.id in [g.id for g in overview.groups]
+        var = await rm.risk.portfolio_var(group_id=group.id)
+        assert var.group_id == group.id and var.accounts == 1
+        assert (await rm.risk.set_account_group(account.id, None)).group_id is None
+        await rm.risk.delete_group_limit(group.id, glimit.id)
+        await rm.risk.delete_group(group.id)
         state = await rm.accounts.set_trading_state(account.id, "halted", "client test")
         assert state.state == "halted" and state.previous_state == "active"
     async with AsyncClient(server.url, api_key=trader.api_key) as td:

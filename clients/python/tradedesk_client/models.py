@@ -392,6 +392,161 @@ class RiskMetrics(Model, kw_only=True):
     limits: list[LimitUsage]
 
 
+# --- risk at desk scale: groups, stress, overview, portfolio VaR ----------------------------------------
+
+
+class RiskGroup(Model, kw_only=True):
+    id: uuid.UUID
+    name: str
+    parent_id: uuid.UUID | None
+    is_firm: bool
+    created_at: datetime
+
+
+class GroupLimit(Model, kw_only=True):
+    id: uuid.UUID
+    group_id: uuid.UUID
+    limit_type: str
+    value: Decimal
+    symbol: str | None
+    warn_at_pct: Decimal
+    enabled: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class AccountGroup(Model, kw_only=True):
+    account_id: uuid.UUID
+    group_id: uuid.UUID | None
+    group_limited: bool
+
+
+class StressBreach(Model, kw_only=True):
+    limit_id: uuid.UUID
+    limit_type: str
+    symbol: str | None
+    limit_value: Decimal
+    would_be: Decimal | None
+
+
+class StressGroupResult(Model, kw_only=True):
+    group_id: uuid.UUID
+    name: str
+    pnl: Decimal
+    equity: Decimal
+    equity_after: Decimal
+    accounts: int
+
+
+class StressAccountResult(Model, kw_only=True):
+    account_id: uuid.UUID
+    equity: Decimal
+    pnl: Decimal
+    equity_after: Decimal
+    breaches: list[StressBreach]
+
+
+class StressScenarioResult(Model, kw_only=True):
+    scenario: str
+    kind: str
+    shocks: dict[str, float]
+    missing_history: list[str]
+    firm_pnl: Decimal
+    firm_equity: Decimal
+    firm_equity_after: Decimal
+    groups: list[StressGroupResult]
+    accounts: list[StressAccountResult]
+
+
+class StressResult(Model, kw_only=True):
+    as_of: datetime
+    results: list[StressScenarioResult]
+
+
+class HistoricalWindow(Model, kw_only=True):
+    start: datetime
+    end: datetime
+
+
+class ScenarioRunSummary(Model, kw_only=True):
+    as_of: datetime
+    accounts: int
+    firm_pnl: Decimal
+    firm_equity: Decimal
+    firm_equity_after: Decimal
+    accounts_breaching: int
+    breaches: int
+    missing_history: list[str]
+
+
+class SavedScenario(Model, kw_only=True):
+    id: uuid.UUID
+    name: str
+    kind: str
+    shocks: dict[str, float] | None
+    historical: HistoricalWindow | None
+    daily: bool
+    created_by: uuid.UUID | None
+    created_at: datetime
+    updated_at: datetime
+    last_run: ScenarioRunSummary | None  # (null for a trader)
+
+
+class RiskTotals(Model, kw_only=True):
+    accounts: int
+    equity: Decimal
+    gross_exposure: Decimal
+    net_exposure: Decimal
+    daily_pnl: Decimal
+    open_orders: int
+
+
+class LimitUtilisation(Model, kw_only=True):
+    scope: str
+    owner_id: uuid.UUID
+    limit_id: uuid.UUID
+    limit_type: str
+    symbol: str | None
+    value: Decimal
+    used: Decimal | None
+    utilisation: float | None
+
+
+class GroupOverview(Model, kw_only=True):
+    id: uuid.UUID
+    name: str
+    parent_id: uuid.UUID | None
+    is_firm: bool
+    totals: RiskTotals
+    limits: list[LimitUtilisation]
+
+
+class RiskOverview(Model, kw_only=True):
+    as_of: datetime
+    firm: RiskTotals
+    groups: list[GroupOverview]
+    top_utilisations: list[LimitUtilisation]
+    open_alerts: int
+    recent_alerts: list[Alert]
+
+
+class ComponentVar(Model, kw_only=True):
+    account_id: uuid.UUID
+    var_95_amount: Decimal
+    var_99_amount: Decimal
+
+
+class PortfolioVar(Model, kw_only=True):
+    group_id: uuid.UUID | None
+    accounts: int
+    lookback: int
+    observations: int
+    var_95_amount: Decimal | None
+    var_99_amount: Decimal | None
+    missing_history: list[str]
+    components: list[ComponentVar]
+
+
 # --- analytics ----------------------------------------------------------------------------------------------
 
 
@@ -738,6 +893,23 @@ SERVER_SCHEMAS: dict[type[Model], str] = {
     VarMethod: "VarMethodOut",
     LimitUsage: "LimitUsage",
     RiskMetrics: "MetricsOut",
+    RiskGroup: "GroupOut",
+    GroupLimit: "GroupLimitOut",
+    AccountGroup: "AccountGroupOut",
+    StressBreach: "StressBreach",
+    StressGroupResult: "StressGroupResult",
+    StressAccountResult: "StressAccountResult",
+    StressScenarioResult: "StressScenarioResult",
+    StressResult: "StressOut",
+    HistoricalWindow: "HistoricalWindow",
+    ScenarioRunSummary: "ScenarioRunSummary",
+    SavedScenario: "SavedScenarioOut",
+    RiskTotals: "TotalsOut",
+    LimitUtilisation: "UtilisationOut",
+    GroupOverview: "GroupOverviewOut",
+    RiskOverview: "OverviewOut",
+    ComponentVar: "ComponentVarOut",
+    PortfolioVar: "PortfolioVarOut",
     Performance: "PerformanceOut",
     AccountPerformance: "AccountPerformanceOut",
     Strategy: "StrategyOut",

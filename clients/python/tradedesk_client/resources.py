@@ -44,6 +44,19 @@ def _dec(value: Number | None) -> str | None:
     return text
 
 
+def _id(value: Id | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _ids(values: Iterable[Id] | None) -> list[str] | None:
+    return None if values is None else [str(v) for v in values]
+
+
+def _plain(value: Any) -> Any:
+    """A mapping as JSON types (datetimes as ISO text), for bodies the models do not describe."""
+    return None if value is None else msgspec.to_builtins(value)
+
+
 def _body(**fields: Any) -> dict[str, Any]:
     """A request body without the fields left at None, decimals as plain-notation strings."""
     out: dict[str, Any] = {}
@@ -529,6 +542,98 @@ class Risk(_Resource):
         return self._run(
             Call("POST", f"/accounts/{account_id}/risk/alerts/{alert_id}/acknowledge", model=m.Alert)
         )
+
+    # --- desk scale: groups, stress tests, the overview, portfolio VaR (docs/RISK.md) -----------------------
+
+    def stress(
+        self,
+        scenarios: Iterable[Mapping[str, Any]],
+        *,
+        accounts: Iterable[Id] | None = None,
+        groups: Iterable[Id] | None = None,
+    ) -> m.StressResult:
+        """Revalue accounts under scenarios: each `{"name", "shocks": {"SYM": -0.1, "*": -0.05}}` or
+        `{"name", "historical": {"start", "end"}}`; without `accounts`/`groups`, every account the caller
+        can read (a trader: their own)."""
+        body = _body(scenarios=list(scenarios), accounts=_ids(accounts), groups=_ids(groups))
+        return self._run(Call("POST", "/risk/stress", body=body, model=m.StressResult))
+
+    def overview(self) -> m.RiskOverview:
+        """Firm and group totals, the top limit utilisations, open alerts (risk_manager/admin)."""
+        return self._run(Call("GET", "/risk/overview", model=m.RiskOverview))
+
+    def portfolio_var(self, *, group_id: Id | None = None, lookback: int | None = None) -> m.PortfolioVar:
+        """Parametric VaR of a group's accounts (firm-wide without `group_id`), with each account's
+        component."""
+        params = {"group_id": group_id, "lookback": lookback}
+        return self._run(Call("GET", "/risk/var", params=params, model=m.PortfolioVar))
+
+    def groups(self, *, limit: int = 500) -> Iterable[m.RiskGroup]:
+        return self._iter(Call("GET", "/risk/groups", params={"limit": limit}, model=Page[m.RiskGroup]))
+
+    def create_group(self, name: str, *, parent_id: Id | None = None, is_firm: bool = False) -> m.RiskGroup:
+        body = _body(name=name, parent_id=_id(parent_id), is_firm=is_firm or None)
+        return self._run(Call("POST", "/risk/groups", body=body, model=m.RiskGroup))
+
+    def get_group(self, group_id: Id) -> m.RiskGroup:
+        return self._run(Call("GET", f"/risk/groups/{group_id}", model=m.RiskGroup))
+
+    def update_group(self, group_id: Id, **fields: Any) -> m.RiskGroup:
+        return self._run(Call("PATCH", f"/risk/groups/{group_id}", body=_body(**fields), model=m.RiskGroup))
+
+    def delete_group(self, group_id: Id) -> None:
+        return self._run(Call("DELETE", f"/risk/groups/{group_id}"))
+
+    def set_account_group(self, account_id: Id, group_id: Id | None) -> m.AccountGroup:
+        """Put the account in a group, or take it out with None."""
+        body = {"group_id": _id(group_id)}
+        return self._run(Call("PUT", f"/accounts/{account_id}/risk/group", body=body, model=m.AccountGroup))
+
+    def group_limits(self, group_id: Id) -> list[m.GroupLimit]:
+        return self._unwrap(Call("GET", f"/risk/groups/{group_id}/limits", model=Page[m.GroupLimit]))
+
+    def create_group_limit(self, group_id: Id, limit_type: str, value: Number, **fields: Any) -> m.GroupLimit:
+        body = _body(limit_type=limit_type, value=value, **fields)
+        return self._run(Call("POST", f"/risk/groups/{group_id}/limits", body=body, model=m.GroupLimit))
+
+    def update_group_limit(self, group_id: Id, limit_id: Id, **fields: Any) -> m.GroupLimit:
+        path = f"/risk/groups/{group_id}/limits/{limit_id}"
+        return self._run(Call("PATCH", path, body=_body(**fields), model=m.GroupLimit))
+
+    def delete_group_limit(self, group_id: Id, limit_id: Id) -> None:
+        return self._run(Call("DELETE", f"/risk/groups/{group_id}/limits/{limit_id}"))
+
+    def scenarios(self, *, limit: int = 500) -> Iterable[m.SavedScenario]:
+        call = Call("GET", "/risk/scenarios", params={"limit": limit}, model=Page[m.SavedScenario])
+        return self._iter(call)
+
+    def create_scenario(
+        self,
+        name: str,
+        *,
+        shocks: Mapping[str, float] | None = None,
+        historical: Mapping[str, Any] | None = None,
+        daily: bool | None = None,
+    ) -> m.SavedScenario:
+        """Save a scenario (exactly one of `shocks` and `historical`); `daily`: the monitoring job runs it."""
+        body = _body(name=name, shocks=_plain(shocks), historical=_plain(historical), daily=daily)
+        return self._run(Call("POST", "/risk/scenarios", body=body, model=m.SavedScenario))
+
+    def get_scenario(self, scenario_id: Id) -> m.SavedScenario:
+        return self._run(Call("GET", f"/risk/scenarios/{scenario_id}", model=m.SavedScenario))
+
+    def update_scenario(self, scenario_id: Id, **fields: Any) -> m.SavedScenario:
+        body = _body(**{k: _plain(v) for k, v in fields.items()})
+        return self._run(Call("PATCH", f"/risk/scenarios/{scenario_id}", body=body, model=m.SavedScenario))
+
+    def delete_scenario(self, scenario_id: Id) -> None:
+        return self._run(Call("DELETE", f"/risk/scenarios/{scenario_id}"))
+
+    def run_scenario(
+        self, scenario_id: Id, *, accounts: Iterable[Id] | None = None, groups: Iterable[Id] | None = None
+    ) -> m.StressResult:
+        body = _body(accounts=_ids(accounts), groups=_ids(groups)) or None
+        return self._run(Call("POST", f"/risk/scenarios/{scenario_id}/run", body=body, model=m.StressResult))
 
 
 class Backtests(_Resource):
