@@ -1,11 +1,12 @@
 """A bot that protects every entry with a take-profit and a stop-loss, against a simulated live market.
 
-It starts a seeded random-walk feed for SYMBOL (admin or market-data key), buys QUANTITY at market, then
-rests a take-profit limit sell TAKE_PROFIT % above its fill and a stop sell STOP_LOSS % below, and follows
-its `trade_updates`: when one exit fills it cancels the other (one-cancels-the-other, kept by the bot; if
-both filled before the cancel landed, it buys the extra back), and
-a new entry follows until ROUNDS entries are done. It prints each round and checks at the end that its
-position equals the sum of its fills.
+It starts a seeded random-walk feed for SYMBOL (admin or market-data key) and places ROUNDS bracket
+orders one after the other: a market buy of QUANTITY whose two exit legs, a take-profit limit sell
+TAKE_PROFIT % above the last price and a stop sell STOP_LOSS % below, are held by the exchange until the
+entry fills and then rest as one-cancels-the-other (the first exit to fill cancels its sibling in the
+same transaction, so the position never goes short). It follows its `trade_updates` until an exit leg
+fills, prints each round, and checks at the end that its position is flat and equals the sum of its
+fills.
 
     python clients/python/examples/bracket_bot.py --url http://127.0.0.1:8000 --key "$KEY" --symbol DEMO
 """
@@ -16,7 +17,7 @@ import argparse
 import asyncio
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
-from tradedesk_client import AsyncClient, Conflict, TradeUpdate
+from tradedesk_client import AsyncClient, TradeUpdate
 
 
 def to_tick(price: Decimal, tick: Decimal, rounding: str) -> Decimal:
@@ -32,12 +33,11 @@ async def run(
     stop_loss: Decimal,
     rounds: int,
     seed: int,
+    wait_seconds: float,
 ) -> dict:
     async with AsyncClient(url, api_key=key) as td:
         instrument = await td.instruments.get(symbol)
-        # Two resting exits for one position: without an exchange-side OCO group each counts against the
-        # sellable position, so the account allows shorting and the bot keeps only one exit standing.
-        account = await td.accounts.create(f"bracket {symbol}", initial_cash="1000000", allow_short=True)
+        account = await td.accounts.create(f"bracket {symbol}", initial_cash="1000000")
         stream = td.stream([f"trade_updates:{account.id}"], yield_control=True)
         updates: asyncio.Queue = asyncio.Queue()
 
@@ -52,36 +52,22 @@ async def run(
         results = []
         try:
             for n in range(rounds):
-                entry = await td.orders.place(account.id, symbol, "buy", "market", quantity=quantity)
-                price = entry.avg_fill_price
+                price = (await td.instruments.price(symbol)).price
                 target = to_tick(price * (1 + take_profit / 100), instrument.tick_size, ROUND_CEILING)
                 stop = to_tick(price * (1 - stop_loss / 100), instrument.tick_size, ROUND_FLOOR)
-                exits = {
-                    (
-                        await td.orders.place(
-                            account.id, symbol, "sell", "limit", quantity=quantity, limit_price=target
-                        )
-                    ).id: "take_profit",
-                    (
-                        await td.orders.place(
-                            account.id, symbol, "sell", "stop", quantity=quantity, stop_price=stop
-                        )
-                    ).id: "stop_loss",
-                }
+                entry = await td.orders.bracket(
+                    account.id, symbol, "buy", quantity, type="market", take_profit=target, stop_loss=stop
+                )
+                legs = entry.legs or []
+                exits = {leg.id: "take_profit" if leg.type == "limit" else "stop_loss" for leg in legs}
                 while True:
-                    message = await asyncio.wait_for(updates.get(), 120)
-                    if not isinstance(message, TradeUpdate) or message.order.id not in exits:
-                        continue
-                    if message.event == "fill":
-                        other = next(i for i in exits if i != message.order.id)
-                        try:
-                            await td.orders.cancel(account.id, other)
-                        except Conflict:  # it filled too in the meantime: close the short it opened
-                            await td.orders.place(account.id, symbol, "buy", "market", quantity=quantity)
-                        results.append(
-                            (n, str(price), exits[message.order.id], str(message.order.avg_fill_price))
-                        )
+                    message = await asyncio.wait_for(updates.get(), wait_seconds)
+                    is_exit = isinstance(message, TradeUpdate) and message.order.id in exits
+                    if is_exit and message.event == "fill":
                         break
+                results.append(
+                    (n, str(entry.avg_fill_price), exits[message.order.id], str(message.order.avg_fill_price))
+                )
         finally:
             await td.market.stop_simulation(feed.id)
             listener.cancel()
@@ -104,6 +90,7 @@ def main() -> None:
     parser.add_argument("--stop-loss", type=Decimal, default=Decimal("0.5"), help="percent below the entry")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--wait", type=float, default=300, help="seconds to wait for a round's exit")
     args = parser.parse_args()
     result = asyncio.run(
         run(
@@ -115,6 +102,7 @@ def main() -> None:
             args.stop_loss,
             args.rounds,
             args.seed,
+            args.wait,
         )
     )
     for name, value in result.items():
