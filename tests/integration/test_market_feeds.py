@@ -233,11 +233,15 @@ async def test_a_replay_of_two_symbols_feeds_them_together_in_time_order(
     on_x = await place(c, h, account, symbol=x, side="buy", type="limit", quantity=1, limit_price="96.00")
     on_y = await place(c, h, account, symbol=y, side="buy", type="limit", quantity=1, limit_price="96.00")
     runs: list[int] = []
+    bars: list[tuple] = []
     feed = feed_jobs.feed_mixed_prices
 
     async def counted(conn, symbols, points):
         runs.append(len(points))
-        return await feed(conn, symbols, points)
+        step = await feed(conn, symbols, points)
+        fed = zip(symbols[: step.consumed], points[: step.consumed], strict=True)
+        bars.extend((s, p.bar) for s, p in fed if p.bar)
+        return step
 
     monkeypatch.setattr(feed_jobs, "feed_mixed_prices", counted)
     done = await wait_final(
@@ -250,6 +254,8 @@ async def test_a_replay_of_two_symbols_feeds_them_together_in_time_order(
     # Two transactions (one per price before: 240): y's dip matched and the quiet prices after it, up to
     # x's dip; then x's dip matched and the rest.
     assert len(runs) == 2 and runs[0] == 240, runs
+    # Each bar rides on its last price (published on `bars:<symbol>:1d` once that price is committed).
+    assert len(bars) == 60 and bars[21] == (y, ("1d", T0 + 10 * DAY, *map(Decimal, dip), Decimal(1000)))
     for symbol in (x, y):
         resp = await c.get(f"/api/v1/instruments/{symbol}/price", headers=h)
         assert resp.json()["price"] == "100.00"

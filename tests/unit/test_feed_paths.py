@@ -48,3 +48,23 @@ def test_random_walk_is_seeded_per_symbol_on_the_tick_grid_and_positive():
     assert min(a[1]) >= Decimal("0.01")  # never below one tick, even from a price of two ticks
     # A symbol's path depends on its position in the request, not on the other symbols.
     assert run(1, ["50", "7"])[0] == a[0]
+
+
+def test_a_replayed_bar_rides_on_its_last_price_and_is_published_after_it():
+    import json
+
+    from app.domain.markets.services import prices as price_service
+
+    bar = ("1h", TS, Decimal("10"), Decimal("12"), Decimal("9"), Decimal("11"), Decimal("500"))
+    path = bar_path(TS, Decimal("10"), Decimal("12"), Decimal("9"), Decimal("11"), 3600, "ohlc", None, bar)
+    assert [p.bar for p in path] == [None, None, None, bar]
+    (close,) = bar_path(
+        TS, Decimal("10"), Decimal("12"), Decimal("9"), Decimal("11"), 3600, "close", None, bar
+    )
+    assert close.bar == bar
+    messages = list(price_service._price_messages("ABC", path))
+    assert [name for name, _ in messages] == ["prices:ABC"] * 4 + ["bars:ABC:1h"]
+    assert json.loads(messages[-1][1]) == {
+        "type": "bar", "symbol": "ABC", "timeframe": "1h", "ts": "2026-01-05T00:00:00Z",
+        "open": "10", "high": "12", "low": "9", "close": "11", "volume": "500",
+    }

@@ -120,7 +120,7 @@ _PAGE_SQL = """
 SELECT c.symbol, c.ts, round(c.open, scale(i.tick_size)), round(c.high, scale(i.tick_size)),
        round(c.low, scale(i.tick_size)), round(c.close, scale(i.tick_size)),
        (mod(c.open, i.tick_size) = 0 AND mod(c.high, i.tick_size) = 0 AND mod(c.low, i.tick_size) = 0
-        AND mod(c.close, i.tick_size) = 0) AS on_grid, i.tick_size
+        AND mod(c.close, i.tick_size) = 0) AS on_grid, i.tick_size, c.volume
   FROM candles c JOIN instruments i ON i.symbol = c.symbol
  WHERE c.symbol = ANY($1::text[]) AND c.timeframe = $2
    AND ($3::timestamptz IS NULL OR c.ts >= $3) AND ($4::timestamptz IS NULL OR c.ts <= $4)
@@ -150,16 +150,20 @@ async def replay_prices(
         if not rows:
             return
         after = rows[-1]["ts"]
+        timeframe = params["timeframe"]
         if len(symbols) == 1:
             (symbol,) = symbols
-            for _, ts, o, h, lo, c, on_grid, tick in rows:
-                for point in bar_path(ts, o, h, lo, c, bar_seconds, path, None if on_grid else tick):
+            for _, ts, o, h, lo, c, on_grid, tick, v in rows:
+                bar = (timeframe, ts, o, h, lo, c, v)
+                for point in bar_path(ts, o, h, lo, c, bar_seconds, path, None if on_grid else tick, bar):
                     yield symbol, point
             continue
         prices = [
             (point.ts, position[sym], sym, point)
-            for sym, ts, o, h, lo, c, on_grid, tick in rows
-            for point in bar_path(ts, o, h, lo, c, bar_seconds, path, None if on_grid else tick)
+            for sym, ts, o, h, lo, c, on_grid, tick, v in rows
+            for point in bar_path(
+                ts, o, h, lo, c, bar_seconds, path, None if on_grid else tick, (timeframe, ts, o, h, lo, c, v)
+            )
         ]
         prices.sort(key=lambda item: (item[0], item[1]))
         for _, _, sym, point in prices:

@@ -29,6 +29,9 @@ class PricePoint(NamedTuple):
     ts: datetime
     volume: Decimal | None = None  # quantity available at this price; None = unlimited
     ends_bar: bool = False  # the bar's last price (a replay counts bars by these)
+    # A replay's bar on its last price: (timeframe, ts, open, high, low, close, volume), published on
+    # `bars:<symbol>:<timeframe>` once that price is committed.
+    bar: tuple[str, datetime, Decimal, Decimal, Decimal, Decimal, Decimal] | None = None
 
 
 def bar_path(
@@ -40,26 +43,27 @@ def bar_path(
     bar_seconds: int,
     path: str,
     tick: Decimal | None,
+    bar: tuple[str, datetime, Decimal, Decimal, Decimal, Decimal, Decimal] | None = None,
 ) -> list[PricePoint]:
     """One bar as last prices (DOMAIN.md, "Market replay").
 
     `ohlc`: open; then low and high, low first for an up bar (close >= open) and high first for a down bar;
     then close. The timestamps are the bar's `ts` plus thirds of the timeframe, the close at the bar's end
     minus one second. `close`: the close alone, at the bar's end minus one second. Prices are rounded to
-    `tick` (None: the caller knows they are on the grid already).
+    `tick` (None: the caller knows they are on the grid already). `bar` rides on the last price.
     """
     if tick is not None:
         open_, high, low, close = (to_tick(p, tick) for p in (open_, high, low, close))
     end = ts + timedelta(seconds=bar_seconds - 1)
     if path == "close":
-        return [PricePoint(close, end, None, True)]
+        return [PricePoint(close, end, None, True, bar)]
     third = timedelta(seconds=bar_seconds / 3)
     first, second = (low, high) if close >= open_ else (high, low)
     return [
         PricePoint(open_, ts),
         PricePoint(first, ts + third),
         PricePoint(second, ts + 2 * third),
-        PricePoint(close, end, None, True),
+        PricePoint(close, end, None, True, bar),
     ]
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -21,7 +21,7 @@ from app.domain.markets.feed_paths import PricePoint
 from app.domain.markets.models import Instrument
 from app.domain.markets.schemas import PriceOut
 from app.domain.streams import publish as streams
-from app.domain.streams.messages import PriceUpdate
+from app.domain.streams.messages import BarUpdate, PriceUpdate
 from app.domain.streams.messages import encode as encode_message
 from app.lib.db import tx
 from app.lib.errors import Invalid, NotFound
@@ -40,12 +40,21 @@ async def store_price(
 
 async def publish_committed_prices(symbol: str, prices: Sequence[PricePoint]) -> None:
     """`prices:<symbol>` gets every committed price, quiet or matched (a quiet price never reaches
-    `store_price`: see feed_prices)."""
+    `store_price`: see feed_prices); `bars:<symbol>:<timeframe>` each replayed bar, after its last price."""
     if streams.enabled():
-        streams.publish_all(
-            (f"prices:{symbol}", encode_message(PriceUpdate(symbol=symbol, price=p.price, ts=p.ts)))
-            for p in prices
-        )
+        streams.publish_all(_price_messages(symbol, prices))
+
+
+def _price_messages(symbol: str, prices: Sequence[PricePoint]) -> Iterator[tuple[str, bytes]]:
+    for p in prices:
+        yield f"prices:{symbol}", encode_message(PriceUpdate(symbol=symbol, price=p.price, ts=p.ts))
+        if p.bar is not None:
+            timeframe, ts, open_, high, low, close, volume = p.bar
+            bar = BarUpdate(
+                symbol=symbol, timeframe=timeframe, ts=ts, open=open_, high=high, low=low, close=close,
+                volume=volume,
+            )
+            yield f"bars:{symbol}:{timeframe}", encode_message(bar)
 
 
 @dataclass(frozen=True, slots=True)
