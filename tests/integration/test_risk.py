@@ -455,7 +455,8 @@ async def test_var_aligns_two_symbols_and_handles_shorts_and_missing_history(
     closes = np.array([[float(ca[i]), float(cb[i])] for i in keep])
     q = np.array([20.0, -30.0])
     gross = abs(20 * float(ca[-1])) + abs(30 * float(cb[-1]))
-    r = np.diff(closes @ q) / gross
+    # each day's moves applied to today's positions (at the last closes), over today's gross
+    r = (closes[1:] / closes[:-1] - 1) @ (q * closes[-1]) / gross
     var = (await metrics(client, h, acct))["var"]
     assert var["observations"] == 38
     expected = _hand_var(r)

@@ -51,13 +51,16 @@ def test_long_only_returns_are_value_ratios():
     assert returns_base(q, closes[-1]) == pytest.approx(418.0)
 
 
-def test_returns_with_a_short_are_pnl_over_current_gross():
+def test_returns_with_a_short_apply_each_day_s_moves_to_today_s_positions_over_current_gross():
     closes = np.array([[100.0, 50.0], [110.0, 52.0], [99.0, 55.0]])
-    q = np.array([1.0, -2.0])  # net 0 at the start
-    values = closes @ q  # 0, 6, -11
+    q = np.array([1.0, -2.0])  # today: long 99 of A, short 110 of B
     gross_now = abs(1.0 * 99.0) + abs(-2.0 * 55.0)  # 209
-    np.testing.assert_allclose(portfolio_returns(q, closes), np.diff(values) / gross_now)
+    # Day 1: A +10 %, B +4 %: 99 * 0.1 - 110 * 0.04 = 5.5. Day 2: A -10 %, B +3/52: -9.9 - 110 * 3/52.
+    expected = [5.5 / 209, (-9.9 - 110 * 3 / 52) / 209]
+    np.testing.assert_allclose(portfolio_returns(q, closes), expected)
     assert returns_base(q, closes[-1]) == pytest.approx(gross_now)
+    # (The day's P&L at the day's own price levels would give 6 / 209 for day 1: A's move of 10 on 100
+    # counted as 10, where today's A is 99.)
 
 
 def test_flat_book_has_zero_returns_and_short_history_has_none():

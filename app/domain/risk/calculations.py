@@ -8,8 +8,12 @@ Return series (`portfolio_returns`), decided where DOMAIN.md is silent:
 * long-only portfolio: `r_t = value_t / value_{t-1} - 1`, the literal rule, and the VaR base amount is
   today's value (`returns_base`);
 * any short position: the value can be near zero or negative, so a ratio of values is meaningless;
-  instead `r_t = (value_t - value_{t-1}) / gross_now`, the day's P&L relative to today's gross
-  exposure `Σ|q·p_now|` (prices of the last row), and the VaR base amount is that gross exposure;
+  instead each instrument's day return `c_t / c_{t-1} - 1` is applied to today's position value
+  `q·p_now` (prices of the last row), `r_t = Σ q·p_now·(c_t / c_{t-1} - 1) / gross_now`, relative to
+  today's gross exposure `Σ|q·p_now|`, and the VaR base amount is that gross exposure. (The day's P&L
+  at the historical price levels, `q·(c_t - c_{t-1})`, would scale a move of a month when the price was
+  higher to today's smaller position value: adding one short share to a long book would switch the
+  VaR to a figure the parametric and Monte Carlo models, which scale to the mark, disagree with.);
 * no exposure at all: every return is 0 (a flat book has no market risk), not "too few points".
 """
 
@@ -77,10 +81,13 @@ def portfolio_returns(quantities: np.ndarray, closes: np.ndarray) -> np.ndarray:
         # A non-positive previous value has no return; it becomes NaN and is dropped by the statistics.
         np.divide(pnl, prev, out=out, where=prev > 0)
         return out
-    gross_now = float(np.abs(q * c[-1]).sum())
+    exposure_now = q * c[-1]
+    gross_now = float(np.abs(exposure_now).sum())
     if gross_now <= 0:
         return np.zeros_like(pnl)
-    return pnl / gross_now
+    moves = np.full_like(c[1:], np.nan)
+    np.divide(np.diff(c, axis=0), c[:-1], out=moves, where=c[:-1] > 0)  # (no price: no return that day)
+    return (moves @ exposure_now) / gross_now
 
 
 def returns_base(quantities: np.ndarray, prices: np.ndarray) -> float:
