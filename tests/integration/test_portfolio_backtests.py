@@ -352,10 +352,11 @@ async def test_walkforward_picks_each_windows_best_and_stitches_out_of_sample(
         bars = await load_bars(conn, symbol, "1d", None, None)
     combos = [{"fast": f, "slow": s, "allow_short": False} for f in (5, 10) for s in (20, 40)]
 
-    def direct(a: int, b: int, params: dict):
+    def direct(a: int, b: int, params: dict, warmup: int = 0):
         sub = Bars(**{k: getattr(bars, k)[a:b] for k in ("ts", "open", "high", "low", "close", "volume")})
         return run_strategy(
-            sub, "sma_cross", params, initial_cash=10_000.0, commission=0.001, periods_per_year=252
+            sub, "sma_cross", params, initial_cash=10_000.0, commission=0.001, periods_per_year=252,
+            warmup=warmup,
         )
 
     level, stitched = 10_000.0, []
@@ -364,7 +365,9 @@ async def test_walkforward_picks_each_windows_best_and_stitches_out_of_sample(
         scores = [direct(a, a + 100, c).metrics["total_return"] for c in combos]
         best = combos[int(np.argmax(scores))]
         assert w["params"] == best, (w["index"], scores)
-        test = direct(a + 100, a + 150, best)
+        # out of sample: the 50 test bars traded, the signals warmed up over the 100 training bars
+        test = direct(a, a + 150, best, warmup=100)
+        assert len(test.equity) == 50
         assert w["out_of_sample"]["total_return"] == test.metrics["total_return"]
         stitched.extend((test.equity * (level / test.equity[0])).tolist())
         level = stitched[-1]

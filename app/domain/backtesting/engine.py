@@ -553,11 +553,14 @@ def run_strategy(
     periods_per_year: int | None = None,
     exits: Exits | None = None,
     progress: ProgressFn | None = None,
+    warmup: int = 0,
 ) -> BacktestResult:
     """Parse params, compute the strategy's signals and run them; the input hash covers the strategy
     name, the parsed params (defaults filled in) and the costs (with the exits and the periods per
     year, inferred from the bars when not given). ``allow_short`` comes from the params (strategies
-    without it are long/flat)."""
+    without it are long/flat). ``warmup``: the first bars are history only: the signals are computed
+    over every bar (so indicators start warm and a position the strategy holds coming in is its target
+    from the first traded bar), and the run trades and is measured on the bars after them."""
     spec = get_strategy(strategy)
     parsed = parse_params(strategy, dict(params) if params is not None else None)
     allow_short = bool(getattr(parsed, "allow_short", False))
@@ -582,6 +585,12 @@ def run_strategy(
     )
     input_hash = compute_input_hash(bars, strategy, parsed, costs)
     target = spec.signals(bars, parsed)
+    if warmup:
+        if not 0 < warmup < len(bars):
+            raise ValueError("warmup must leave at least one bar to trade")
+        columns = ("ts", "open", "high", "low", "close", "volume")
+        bars = Bars(**{k: getattr(bars, k)[warmup:] for k in columns})
+        target = target[warmup:]
     return run_backtest(
         bars,
         target,

@@ -94,17 +94,21 @@ def stitched_metrics(equity: np.ndarray, periods_per_year: int) -> dict[str, Any
 def run_window(
     window: Window,
     combos: Sequence[dict[str, Any]],
-    run: Callable[[tuple[int, int], dict[str, Any]], tuple[dict[str, Any], np.ndarray, np.ndarray]],
+    run: Callable[[tuple[int, int], dict[str, Any], int], tuple[dict[str, Any], np.ndarray, np.ndarray]],
     objective: str,
 ) -> dict[str, Any]:
-    """Run every combination on the window's training bars, the best on its test bars.
+    """Run every combination on the window's training bars, the best on its test bars, with the training
+    bars as the test run's history: its signals are computed over them too (indicators start warm, and a
+    position the chosen parameters hold coming into the window is held from its first bar), and only the
+    test bars are traded and measured.
 
-    ``run(bar_slice, params)`` returns (metrics, ts, equity) of one simulation.
+    ``run(bar_slice, params, history)`` returns (metrics, ts, equity) of one simulation.
     """
-    in_sample = [(params, run(window.train, params)[0]) for params in combos]
+    in_sample = [(params, run(window.train, params, 0)[0]) for params in combos]
     best = pick_best(in_sample, objective)
     params, train_metrics = in_sample[best]
-    test_metrics, ts, equity = run(window.test, params)
+    history = window.train[1] - window.train[0]
+    test_metrics, ts, equity = run(window.test, params, history)
     return {
         "params": params,
         "in_sample": train_metrics,

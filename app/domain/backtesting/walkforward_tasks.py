@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.domain.backtesting.downsample import equity_downsample
 from app.domain.backtesting.engine import Bars, run_strategy
 from app.domain.backtesting.models import WalkForward, WalkForwardWindow
-from app.domain.backtesting.portfolio import PortfolioBars, infer_periods_per_year, run_portfolio
+from app.domain.backtesting.portfolio import PortfolioBars, SignalPlan, infer_periods_per_year, run_portfolio
 from app.domain.backtesting.portfolio_service import (
     build_plan,
     engine_options,
@@ -41,7 +41,9 @@ log = get_logger("app.backtests")
 STITCHED_POINTS = 2_000
 
 # run(bar_slice, params) -> (metrics, ts, equity)
-Runner = Callable[[tuple[int, int], dict[str, Any]], tuple[dict[str, Any], Any, Any]]
+# run(bar_slice, params, history) -> (metrics, ts, equity): `history` bars before the slice warm the
+# strategy's signals up without being traded (walkforward.run_window).
+Runner = Callable[[tuple[int, int], dict[str, Any], int], tuple[dict[str, Any], Any, Any]]
 
 
 class WindowKwargs(msgspec.Struct, forbid_unknown_fields=True):
@@ -77,15 +79,22 @@ async def make_runner(ctx: dict[str, Any], spec: dict[str, Any]) -> tuple[Runner
         options["periods_per_year"] = P = infer_periods_per_year(bars.ts)
         allocation = spec["allocation"]
 
-        def run_portfolio_slice(bar_slice: tuple[int, int], params: dict[str, Any]) -> Any:
-            a, b = bar_slice
-            sub = PortfolioBars(
+        def portfolio_bars(a: int, b: int) -> PortfolioBars:
+            return PortfolioBars(
                 symbols=bars.symbols,
                 ts=bars.ts[a:b],
                 **{k: getattr(bars, k)[a:b] for k in ("open", "high", "low", "close", "volume")},
             )
+
+        def run_portfolio_slice(bar_slice: tuple[int, int], params: dict[str, Any], history: int = 0) -> Any:
+            a, b = bar_slice
+            history = min(history, a)
             alloc = {**allocation, "type": "signals", "strategy": strategy, "params": params}
-            result = run_portfolio(sub, build_plan(sub, alloc), **options)
+            plan = build_plan(portfolio_bars(a - history, b), alloc)
+            if history:  # (the directions over the history warm the signals; the run trades from `a`)
+                assert isinstance(plan, SignalPlan)
+                plan = SignalPlan(plan.direction[history:], plan.sizing, plan.percent)
+            result = run_portfolio(portfolio_bars(a, b), plan, **options)
             return result.metrics, result.ts, result.equity
 
         return run_portfolio_slice, bars.n, P
@@ -95,9 +104,11 @@ async def make_runner(ctx: dict[str, Any], spec: dict[str, Any]) -> tuple[Runner
     (lot,) = await _lot_sizes(engine, [symbol])
     P = infer_periods_per_year(single.ts)
 
-    def run_single_slice(bar_slice: tuple[int, int], params: dict[str, Any]) -> Any:
+    def run_single_slice(bar_slice: tuple[int, int], params: dict[str, Any], history: int = 0) -> Any:
         a, b = bar_slice
-        sub = Bars(**{k: getattr(single, k)[a:b] for k in ("ts", "open", "high", "low", "close", "volume")})
+        history = min(history, a)
+        columns = ("ts", "open", "high", "low", "close", "volume")
+        sub = Bars(**{k: getattr(single, k)[a - history : b] for k in columns})
         result = run_strategy(
             sub,
             strategy,
@@ -107,6 +118,7 @@ async def make_runner(ctx: dict[str, Any], spec: dict[str, Any]) -> tuple[Runner
             slippage_bps=float(spec.get("slippage_bps") or 0),
             lot_size=lot,
             periods_per_year=P,
+            warmup=history,
         )
         return result.metrics, result.ts, result.equity
 
