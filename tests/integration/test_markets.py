@@ -129,6 +129,8 @@ async def test_csv_upload_streams_and_rejects_bad_rows(client, admin_headers):
     ts = [r.ts.isoformat().replace("+00:00", "Z") for r in rows]
     items = (await client.get(url, headers=admin_headers)).json()["items"]
     assert [i["ts"] for i in items] == ts[-3:]
+    newest = f"/api/v1/instruments/{symbol}/candles?timeframe=1h&limit=200"
+    assert [i["ts"] for i in (await client.get(newest, headers=admin_headers)).json()["items"]] == ts[-200:]
     items = (await client.get(f"{url}&start={ts[10]}", headers=admin_headers)).json()["items"]
     assert [i["ts"] for i in items] == ts[10:13]
     items = (await client.get(f"{url}&end={ts[10]}", headers=admin_headers)).json()["items"]

@@ -185,8 +185,10 @@ SELECT i.symbol, c.ts, c.open, c.high, c.low, c.close, c.volume
   ) c ON true
  WHERE i.symbol = $1
 """
-# Without a start: the newest `limit` candles up to the end (or the newest of all), still answered in
-# ascending order. A bot asking for "the last 500 bars" must not get the oldest 500 of a longer history.
+# Without a start: the newest `limit` candles up to the end (or the newest of all), answered in ascending
+# order like the other. A bot asking for "the last 500 bars" must not get the oldest 500 of a longer
+# history. Read newest first (a backward scan of the index) and reversed in Python: a sort of the rows
+# in the statement cost ~10% of a 1,000-candle answer.
 LATEST_CANDLES_SQL = """
 SELECT i.symbol, c.ts, c.open, c.high, c.low, c.close, c.volume
   FROM instruments i
@@ -197,7 +199,6 @@ SELECT i.symbol, c.ts, c.open, c.high, c.low, c.close, c.volume
      LIMIT $4
   ) c ON true
  WHERE i.symbol = $1
- ORDER BY c.ts
 """
 
 
@@ -214,6 +215,7 @@ async def query_candles(
     apg = await driver_connection(conn)
     if start is None:
         rows = await apg.fetch(LATEST_CANDLES_SQL, symbol, timeframe, end, limit)
+        rows.reverse()  # (the lateral's order: a nested loop over one instrument row keeps it)
     else:
         rows = await apg.fetch(CANDLES_SQL, symbol, timeframe, start, end, limit)
     if not rows:
