@@ -16,6 +16,7 @@ from tradedesk_client import (
     Forbidden,
     NotFound,
     RiskLimitBreached,
+    TradeUpdate,
     Unauthorized,
     Unprocessable,
 )
@@ -251,6 +252,25 @@ async def test_blocking_client(server):
 
     order, positions, orders = await asyncio.to_thread(bot)
     assert order.status == "filled" and positions[0].quantity == Decimal("3") and len(orders) == 2
+
+    def streaming_bot() -> tuple[list[tuple[int, str]], dict[str, int]]:
+        with Client(server.url, api_key=server.admin_key) as td:
+            account = td.accounts.create("sync streamer", "10000")
+            seen = []
+            with td.stream([f"trade_updates:{account.id}"], yield_control=True) as stream:
+                messages = iter(stream)
+                assert next(messages)["type"] == "subscribed"
+                td.orders.place(account.id, symbol, "buy", "market", quantity=2)
+                for message in messages:
+                    if isinstance(message, TradeUpdate):
+                        seen.append((message.seq, message.event))
+                        if message.event == "fill":
+                            break
+                return seen, dict(stream.last_seq)
+
+    seen, last_seq = await asyncio.to_thread(streaming_bot)
+    assert seen == [(1, "new"), (2, "accepted"), (3, "fill")]
+    assert list(last_seq.values()) == [3]
 
 
 async def test_contingent_order_helpers_against_a_live_server(server):

@@ -143,6 +143,14 @@ class Client(_Resources):
                 return
             page = self.run(_after(call, page.next_after_seq))
 
+    def stream(self, streams: list[str], *, since: dict[str, int] | None = None, **options: Any) -> Any:
+        """Live messages of `streams`, as `AsyncClient.stream` delivers them (every trade update exactly
+        once, in `seq` order per account), for a plain `for` loop: `with td.stream([...]) as s: for m in
+        s: ...` (`stream.BlockingStream`: the socket is read on a thread of its own)."""
+        from tradedesk_client.stream import BlockingStream, Stream
+
+        return BlockingStream(Stream(self.base_url, self.api_key, streams, since=since, **options))
+
 
 class AsyncClient(_Resources):
     """Asyncio client: the same methods as `Client`, each awaited; `iter*` methods are async iterators;

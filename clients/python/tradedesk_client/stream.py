@@ -15,8 +15,10 @@ while disconnected is replayed too.
 from __future__ import annotations
 
 import asyncio
+import queue
 import random
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import msgspec
@@ -157,3 +159,76 @@ class Stream:
                 failures += 1
             except (_Resubscribe, TimeoutError, OSError, EOFError, WebSocketException):
                 failures += 1  # a refused or broken handshake, a silent stream, a gap: reconnect
+
+
+class _End:
+    def __init__(self, error: BaseException | None = None) -> None:
+        self.error = error
+
+
+class BlockingStream:
+    """The blocking client's stream (`Client.stream`): a `Stream` run on an event loop of its own in a
+    background thread, its messages handed to the iterating thread through a bounded queue. A consumer
+    that stops reading stops the reading of the socket too (the server's slow-consumer rule then applies,
+    and the resume after its close is exact as ever). `close()` (or leaving a `with` block) ends the
+    iteration; `last_seq`, `reconnects` and `duplicates_dropped` are the stream's."""
+
+    def __init__(self, stream: Stream, buffer: int = 1000) -> None:
+        self._stream = stream
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=buffer)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def last_seq(self) -> dict[str, int]:
+        return self._stream.last_seq
+
+    @property
+    def reconnects(self) -> int:
+        return self._stream.reconnects
+
+    @property
+    def duplicates_dropped(self) -> int:
+        return self._stream.duplicates_dropped
+
+    def __enter__(self) -> BlockingStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._stream.close()
+        try:  # (wake an iteration waiting for the next message)
+            self._queue.put_nowait(_End())
+        except queue.Full:
+            pass
+
+    def __iter__(self) -> Iterator[Any]:
+        if self._thread is None:
+            self._thread = threading.Thread(target=asyncio.run, args=(self._pump(),), daemon=True)
+            self._thread.start()
+        while not self._stream._closed:
+            item = self._queue.get()
+            if isinstance(item, _End):
+                if item.error is not None:
+                    raise item.error
+                return
+            yield item
+
+    def _hand_over(self, item: Any) -> None:
+        while not self._stream._closed:
+            try:
+                self._queue.put(item, timeout=0.25)
+                return
+            except queue.Full:
+                continue
+
+    async def _pump(self) -> None:
+        loop = asyncio.get_running_loop()
+        end = _End()
+        try:
+            async for message in self._stream:
+                await loop.run_in_executor(None, self._hand_over, message)
+        except BaseException as exc:  # (handed to the iterating thread, raised there)
+            end = _End(exc)
+        await loop.run_in_executor(None, self._hand_over, end)
