@@ -175,8 +175,8 @@ async def _run_replay(conn: AsyncConnection, reader: AsyncConnection, feed: Any,
     paced = speed != "max"
     first_ts: datetime | None = None
     wall_start = time.monotonic()
-    # Runs mix the symbols in time order: cut at every change of symbol, a replay of two symbols whose
-    # bars interleave made one transaction per price (~20x slower than one symbol).
+    # Runs mix the symbols in time order: cut at every change of symbol, a replay of symbols whose bars
+    # interleave would be one transaction per price.
     symbols: list[str] = []
     run: list[PricePoint] = []
     async for symbol, price in replay_prices(reader, list(feed.symbols), feed.params):
