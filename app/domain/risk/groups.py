@@ -7,7 +7,8 @@ A group's figures sum over every account of the group and of its sub-groups:
 * `max_net_position`: `|Σ q|` of one symbol over the accounts (with `symbol`: that symbol; without:
   every symbol, measured on the order's);
 * `max_daily_loss`: `-Σ daily PnL` of the accounts, a stop like the account's: once reached, only
-  orders that do not increase an account's position are accepted;
+  orders that shrink an account's position toward zero (or close it) are accepted, not one that grows
+  or flips it (checks.increases);
 * `max_open_orders`: the accounts' open orders and held legs together, plus every order the new one
   places (`ProposedOrder.orders`).
 

@@ -135,7 +135,7 @@ def write_sql(*, groups: bool = False, contingent: bool = False) -> str:
     account's next $38 stream numbers (`seq`, app/domain/streams/log.py) from the counter on the account
     row this statement updates anyway: no extra lock, and seq order is commit order.
 
-    `groups` (an order under risk-group limits, group_pretrade.GUARD_CTE with $41 to $45): the groups'
+    `groups` (an order under risk-group limits, group_pretrade.GUARD_CTE with $41 to $46): the groups'
     rows are taken first (the lock order of risk: groups, instrument, account), and nothing is written
     unless every group's version is still the one the decision read (and, for a decision on a kept
     state, every member's row and every instrument they hold: `groups_unchanged` says which).
@@ -210,7 +210,7 @@ class WriteParams(msgspec.Struct, gc=False):
     position's and the account's with their prefix where the name is shared). tests/unit/
     test_placement_sql.py checks the names against the statement's column lists. The variants' own
     parameters follow: a contingent order's CONTINGENT_COLUMNS and legs ($41-$46), or a group guard's
-    ($41-$45)."""
+    ($41-$46)."""
 
     order_id: Any
     account_id: Any
