@@ -1,7 +1,7 @@
 """Placement throughput of accounts under a group limit against accounts without one, same run, as markdown.
 
     python -m benchmarks.measure_group_placement [--accounts 32] [--concurrency 16] [--seconds 5] [--rounds 3]
-                                                 [--groups 1]
+                                                 [--groups 1] [--resting 0]
 
 A scratch database (td_meas_*) gets one priced instrument, `--accounts` accounts in `--groups` groups
 (account k in group k mod groups), each group with an enabled group limit (`max_gross_exposure`, far from
@@ -10,7 +10,10 @@ reached: every order passes its check, as in normal trading), and as many accoun
 market orders of 1 from `--concurrency` tasks, each on its own account (task i on account i: with as many
 groups as tasks, every task is in a group of its own, which checks that accounts of different groups are
 not serialised), for `--seconds` per phase; phases alternate grouped / ungrouped `--rounds` times so both
-see the same machine load. The database is dropped at the end.
+see the same machine load. `--resting K`: before the phases, every account (grouped or not) gets K buy
+limits far below the market that rest throughout, so that the group guard compares every member's row
+(members with open orders: app/domain/risk/group_pretrade.py); with none (the default) it compares only
+the instrument's. The database is dropped at the end.
 """
 
 from __future__ import annotations
@@ -71,7 +74,7 @@ async def phase(
 
 
 async def run(
-    url: str, n: int, tasks: int, seconds: float, rounds: int, groups: int = 1
+    url: str, n: int, tasks: int, seconds: float, rounds: int, groups: int = 1, resting: int = 0
 ) -> tuple[list[float], list[float]]:
     from app.domain.identity.schemas import Principal
     from app.domain.trading.kept import PlacementCaches
@@ -93,6 +96,17 @@ async def run(
     pool = await create_order_pool(replace(Settings(), db_order_pool_size=tasks), url)
     caches = PlacementCaches()  # as an app's
     try:
+        if resting:
+            from app.domain.trading.placement import place_order
+            from app.domain.trading.schemas import OrderCreate
+
+            bid = OrderCreate(
+                symbol="GP", side="buy", type="limit", quantity=Decimal(1), limit_price=Decimal(1)
+            )
+            async with pool.acquire() as order_conn:
+                for account in grouped + plain:
+                    for _ in range(resting):
+                        await place_order(order_conn, principal, account, bid, caches=caches)
         await phase(pool, principal, grouped, tasks, 1.0, caches)  # warm-up: connections, prepared statements
         await phase(pool, principal, plain, tasks, 1.0, caches)
         with_limits, without = [], []
@@ -113,6 +127,9 @@ def main() -> None:
     parser.add_argument(
         "--groups", type=int, default=1, help="spread the grouped accounts over this many limited groups"
     )
+    parser.add_argument(
+        "--resting", type=int, default=0, help="resting buy limits per account, far from the market"
+    )
     args = parser.parse_args()
     from app.lib.log import configure_logging
     from app.lib.migrate import upgrade
@@ -125,7 +142,7 @@ def main() -> None:
     try:
         upgrade(url)
         with_limits, without = loop.run_until_complete(
-            run(url, args.accounts, args.concurrency, args.seconds, args.rounds, args.groups)
+            run(url, args.accounts, args.concurrency, args.seconds, args.rounds, args.groups, args.resting)
         )
     finally:
         loop.run_until_complete(_admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
@@ -133,6 +150,7 @@ def main() -> None:
     shape = (
         f"{args.concurrency} tasks, {args.accounts} accounts in {args.groups} group(s), "
         f"{args.rounds} x {args.seconds:g} s"
+        + (f", {args.resting} resting order(s) each" if args.resting else "")
     )
     print(f"| placement ({shape}) | orders/s per phase | median |")
     print("|---|---|---:|")

@@ -20,7 +20,9 @@ def _state(*kinds: str, gross="1000", net="-200", held="3", open_orders: str | N
         str(uuid.uuid4()), "desk", 7, [(str(uuid.uuid4()), kind, "1e9", None, "80") for kind in kinds],
         gross, net, held, open_orders if "max_open_orders" in kinds else None, None,
     )
-    return GroupState([figures], {f"a{ME}": "100", f"a{OTHER}": "101", "iXYZ": "55"})
+    # Both members have open orders: the guard compares both rows.
+    parts = {f"a{ME}": "100", f"o{ME}": "", f"a{OTHER}": "101", f"o{OTHER}": "", "iXYZ": "55"}
+    return GroupState([figures], parts)
 
 
 def test_a_fill_re_marks_the_accounts_position_in_the_sums_and_moves_every_version():
@@ -30,7 +32,8 @@ def test_a_fill_re_marks_the_accounts_position_in_the_sums_and_moves_every_versi
     assert after is not None
     f = after.figures[0]
     assert (f.version, D(f.gross), D(f.net), D(f.held), f.open_orders) == (8, D(1200), D(0), D(5), "2")
-    assert after.parts == {f"a{ME}": "200", f"a{OTHER}": "101", "iXYZ": "55", "iABC": "77"}
+    assert after.parts == {f"a{ME}": "200", f"o{ME}": "", f"a{OTHER}": "101", f"o{OTHER}": "", "iXYZ": "55",
+                           "iABC": "77"}
     assert after.current_for(ME, "200") and not after.current_for(ME, "100")
     # The guard's rows, carried from the state before, are those of the new parts.
     assert after.rows() == ([str(ME), str(OTHER)], ["200", "101"], ["XYZ", "ABC"], ["55", "77"])
@@ -77,11 +80,39 @@ def test_groups_with_a_daily_loss_limit_or_too_many_rows_are_not_kept():
 
 
 def test_the_guarded_rows_are_the_parts_split_by_kind_with_their_versions_alongside():
-    state = GroupState.of(_state("max_gross_exposure").figures, [f"a{ME}:100", "iXYZ:55", f"a{OTHER}:101"])
+    state = GroupState.of(
+        _state("max_gross_exposure").figures, [f"a{ME}:100", "iXYZ:55", f"o{OTHER}", f"a{OTHER}:101", f"o{ME}"]
+    )
     assert state is not None
     assert state.rows() == ([str(ME), str(OTHER)], ["100", "101"], ["XYZ"], ["55"])
     assert state.rows() is state.rows()  # computed once per state
     assert state.guarded() == (f"{ME},{OTHER}", "100,101", ["XYZ"], ["55"])
+
+
+def test_only_members_with_open_orders_are_compared():
+    """A member with no open or held order changes only by an order placed on it, which moves the groups'
+    versions: its row is not compared (group_pretrade.members_column)."""
+    state = GroupState.of(_state("max_gross_exposure").figures, [f"a{ME}:100", f"a{OTHER}:101", f"o{OTHER}"])
+    assert state is not None
+    assert state.guarded() == (str(OTHER), "101", [], [])
+    assert state.current_for(ME, "100")  # still a member as these parts have it
+
+
+def test_an_uncompared_account_whose_order_rests_is_compared_from_then_on():
+    state = GroupState.of(_state("max_gross_exposure").figures, [f"a{ME}:100", f"a{OTHER}:101", f"o{OTHER}"])
+    assert state is not None
+    filled = state.after(ME, "200", "XYZ", "55", (D(0), D(0)), (D(1), D(100)), D(100), False)
+    assert filled is not None and filled.guarded() == (str(OTHER), "101", ["XYZ"], ["55"])
+    assert f"o{ME}" not in filled.parts and filled.current_for(ME, "200")
+    rested = filled.after(ME, "300", "XYZ", "55", (D(1), D(100)), None, D(100), True)
+    assert rested is not None and rested.guarded() == (f"{OTHER},{ME}", "101,300", ["XYZ"], ["55"])
+    assert rested.parts[f"o{ME}"] == ""
+    derived = GroupState(rested.figures, rested.parts).rows()  # (the same rows, in the parts' order)
+    assert sorted(zip(*rested.rows()[:2], strict=True)) == sorted(zip(*derived[:2], strict=True))
+    assert rested.rows()[2:] == derived[2:]
+    again = rested.after(ME, "400", "XYZ", "55", (D(1), D(100)), None, D(100), True)
+    assert again is not None and again.guarded() == (f"{OTHER},{ME}", "101,400", ["XYZ"], ["55"])
+    assert filled.guarded() == (str(OTHER), "101", ["XYZ"], ["55"])  # left as it was
 
 
 def test_caches_keep_one_snapshot_per_account_and_drop_the_open_sell_count_on_request():

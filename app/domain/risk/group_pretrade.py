@@ -37,6 +37,7 @@ import msgspec
 
 from app.domain.risk import checks, groups
 from app.domain.trading.book import AccountBook
+from app.domain.trading.queries import OPEN_OR_HELD_STATUS_SQL
 
 _ANCESTORS = """WITH RECURSIVE anc AS (
   SELECT g.id, g.parent_id FROM accounts a JOIN risk_groups g ON g.id = a.group_id WHERE a.id = $1
@@ -115,14 +116,23 @@ def figures_column(account: str, symbol: str) -> str:
 
 
 # What the sums of a set of limited groups rest on besides the groups' own rows, as one text per row:
-# 'a<account id>:<row version>' for every member account (of the groups and of their sub-groups) and
-# 'i<symbol>:<row version>' for every instrument a member has a position row in (any quantity: a superset
-# of the marked ones). Every writer that moves a member's cash, positions or open orders updates its
-# account row (a fill, a placement, a cancel, a replace, an expiry, a release, a leg's activation: each
-# writes order events, numbered by `accounts.event_seq`), every price, halt or tick change the
-# instrument row, and every change of a group's limits or members its version; what is left is the day's
-# PnL, whose opening equity moves with the calendar and the snapshot job (a kept state never carries it:
-# kept.GroupState.after). `{roots}`: the SQL of the limited groups' ids.
+# 'a<account id>:<row version>' for every member account (of the groups and of their sub-groups),
+# 'o<account id>' for every member with an open or held order, and 'i<symbol>:<row version>' for every
+# instrument a member has a position row in (any quantity: a superset of the marked ones). Every writer
+# that moves a member's cash, positions or open orders updates its account row (a fill, a placement, a
+# cancel, a replace, an expiry, a release, a leg's activation: each writes order events, numbered by
+# `accounts.event_seq`), every price, halt or tick change the instrument row, and every change of a
+# group's limits or members its version; what is left is the day's PnL, whose opening equity moves with
+# the calendar and the snapshot job (a kept state never carries it: kept.GroupState.after).
+#
+# Of the members, the guard compares only the 'o' ones (kept.GroupState.rows). A member's positions and
+# open orders change in two ways: by an order placed, replaced or closed on it, which under group limits
+# always moves the groups' versions (optimistic, kept or locked path alike: the guard's $42 fails), or
+# by what happens to an order already open (a fill at a price, a cancel, an expiry, a halt, a leg's
+# activation or its sibling's cancel), which moves no group row. A member without an open or held order
+# when the sums were read can change in the first way only until one is placed, and that placement
+# moves the versions. (Accounts are never deleted; a change of membership moves the versions.) Cash
+# alone moves no sum a kept state carries. `{roots}`: the SQL of the limited groups' ids.
 _MEMBERS_STATE_BODY = """WITH RECURSIVE {anc}tree AS (
   SELECT g.id FROM risk_groups g WHERE g.id = ANY({roots})
   UNION
@@ -131,6 +141,9 @@ _MEMBERS_STATE_BODY = """WITH RECURSIVE {anc}tree AS (
   SELECT a.id, a.xmin FROM tree JOIN accounts a ON a.group_id = tree.id
 ), parts AS (
   SELECT 'a' || m.id::text || ':' || m.xmin::text AS part FROM m
+  UNION
+  SELECT 'o' || m.id::text FROM m
+   WHERE EXISTS (SELECT FROM orders o WHERE o.account_id = m.id AND o.{open_or_held})
   UNION
   SELECT 'i' || i.symbol || ':' || i.xmin::text FROM m JOIN positions p ON p.account_id = m.id
     JOIN instruments i ON i.symbol = p.symbol
@@ -141,7 +154,9 @@ def members_column(account: str) -> str:
     """The parts (`_MEMBERS_STATE_BODY`) of the account's limited groups, as a text[] column named
     `group_members` of a statement whose parameter `account` names the account."""
     anc = _ANCESTORS.removeprefix("WITH RECURSIVE ").replace("$1", account) + ", "
-    body = _MEMBERS_STATE_BODY.format(anc=anc, roots="ARRAY(SELECT id FROM limited)")
+    body = _MEMBERS_STATE_BODY.format(
+        anc=anc, roots="ARRAY(SELECT id FROM limited)", open_or_held=OPEN_OR_HELD_STATUS_SQL
+    )
     return f"({body} SELECT array_agg(part) FROM parts) AS group_members"
 
 
@@ -150,10 +165,11 @@ def members_column(account: str) -> str:
 # COMMITTED a row another order updated since the read is re-read after that order's commit and fails the
 # version test, so `guard` then holds fewer rows than $41 and the caller's write applies nothing. A
 # decision on a kept state (app/domain/trading/kept.py) also passes the rows its sums rest on (its
-# parts): the member accounts ($43, comma-joined) with their row versions ($44, likewise), the
-# instruments they hold ($45) with theirs ($46). If any of those rows differs in the statement's
-# snapshot, no group row is moved and nothing is written either. (A decision on a fresh read passes
-# NULLs: it read the parts in the same snapshot as the sums.)
+# parts): the member accounts that can change without moving a version (those with open or held orders,
+# `members_column`; $43, comma-joined) with their row versions ($44, likewise), the instruments the
+# members hold ($45) with theirs ($46). If any of those rows differs in the statement's snapshot, no
+# group row is moved and nothing is written either. (A decision on a fresh read passes NULLs: it read
+# the parts in the same snapshot as the sums.)
 #
 # The kept state names the rows rather than the statement finding them again from the groups (the
 # recursive walk of the sub-groups and the positions join of `members_column`, and a digest of the parts,

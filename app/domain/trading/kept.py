@@ -5,9 +5,9 @@ with the app's resources: app/server/app.py; a test or a benchmark builds its ow
 A kept state lets the next order of the account be decided without a read and written in one round trip;
 the write applies only if everything the decision rests on is unchanged (placement.py's WRITE_SQL: the
 account, instrument and exchange rows; group_pretrade.GUARD_CTE: the limited groups' versions and the
-versions of their members' account rows and of the instruments they hold), so a kept state can be stale
-but an order written on it was decided on what its write statement saw. No database work here: that is
-placement's (and contingent.py's for groups of orders).
+versions of the instruments their members hold and of their members' accounts with open orders), so a
+kept state can be stale but an order written on it was decided on what its write statement saw. No
+database work here: that is placement's (and contingent.py's for groups of orders).
 """
 
 from __future__ import annotations
@@ -39,10 +39,12 @@ class GroupState:
     is decided on, and the parts (group_pretrade.members_column) the guard compares."""
 
     figures: list[Figures]
-    parts: dict[str, str]  # 'a<account id>' or 'i<symbol>' -> row version (xmin)
-    # Derived from `parts` once and carried from state to state (`rows`); the member accounts (and so
-    # their order, their place in the rows and the comma-joined list the guard takes) do not change
-    # along a chain of kept states.
+    # 'a<account id>' or 'i<symbol>' -> row version (xmin); 'o<account id>' -> '' for a member with open
+    # or held orders, whose row the guard compares (group_pretrade.members_column says why only those).
+    parts: dict[str, str]
+    # Derived from `parts` once and carried from state to state (`rows`); along a chain of kept states the
+    # compared accounts keep their order and place in the rows (an account whose order rests is added at
+    # the end).
     _rows: tuple[list[str], list[str], list[str], list[str]] | None = field(default=None, compare=False)
     _members: tuple[str, dict[str, int]] | None = field(default=None, compare=False)
 
@@ -55,19 +57,23 @@ class GroupState:
         parts = {}
         for part in members:
             key, _, version = part.rpartition(":")
-            parts[key] = version
+            if key:
+                parts[key] = version
+            else:
+                parts[part] = ""  # ('o<account id>': no version)
         return cls(found, parts)
 
     def rows(self) -> tuple[list[str], list[str], list[str], list[str]]:
-        """The rows this state rests on: the member accounts' ids and row versions, the held symbols and
-        their instruments' row versions. Computed once per chain of states."""
+        """The rows the guard compares: the ids and row versions of the member accounts with open or held
+        orders, the held symbols and their instruments' row versions. Computed once per chain of states."""
         if self._rows is None:
             accounts, account_versions, symbols, symbol_versions = [], [], [], []
             for key, version in self.parts.items():
                 if key[0] == "a":
-                    accounts.append(key[1:])
-                    account_versions.append(version)
-                else:
+                    if "o" + key[1:] in self.parts:
+                        accounts.append(key[1:])
+                        account_versions.append(version)
+                elif key[0] == "i":
                     symbols.append(key[1:])
                     symbol_versions.append(version)
             object.__setattr__(self, "_rows", (accounts, account_versions, symbols, symbol_versions))
@@ -122,21 +128,28 @@ class GroupState:
             )
             for f in self.figures
         ]
+        if f"a{account_id}" not in self.parts:
+            return None  # (not a member as these parts have it: nothing to keep)
         parts = dict(self.parts)
         parts[f"a{account_id}"] = account_version
-        # The next order's rows from these: one account's version moved, perhaps one symbol more (the
-        # order of the accounts, and so the index, stays).
+        # The next order's rows from these: a compared account's version moved, or the account added to
+        # them if its order rests (a fill or a cancel of it will move no group row), perhaps one symbol
+        # more.
         accounts, versions, symbols, symbol_versions = self.rows()
-        assert self._members is not None
-        place = self._members[1].get(str(account_id))
-        if place is None:
-            return None  # (not a member as these parts have it: nothing to keep)
-        versions = list(versions)
-        versions[place] = account_version
+        members = self._members
+        assert members is not None
+        place = members[1].get(str(account_id))
+        if place is not None:
+            versions = list(versions)
+            versions[place] = account_version
+        elif rests:
+            parts[f"o{account_id}"] = ""
+            accounts, versions = [*accounts, str(account_id)], [*versions, account_version]
+            members = (",".join(accounts), {**members[1], str(account_id): len(accounts) - 1})
         if after is not None and f"i{symbol}" not in self.parts:
             parts[f"i{symbol}"] = instrument_version
             symbols, symbol_versions = [*symbols, symbol], [*symbol_versions, instrument_version]
-        return GroupState(figures, parts, (accounts, versions, symbols, symbol_versions), self._members)
+        return GroupState(figures, parts, (accounts, versions, symbols, symbol_versions), members)
 
 
 def _plus(value: str | None, delta: Decimal, computed: bool) -> str | None:
@@ -166,9 +179,9 @@ def _plus(value: str | None, delta: Decimal, computed: bool) -> str | None:
 # An account under group limits is kept too, with its limited groups' sums as its write left them
 # (`group_states`, per group and symbol, shared by the group's accounts: GroupState). Its write applies
 # only if, besides its own rows, the groups' versions (moved by every order in them and by every change
-# of their limits or members) and the row versions of the members' accounts and of the instruments they
-# hold (moved by every fill, cancel, replace, expiry and release of a member, and by every price) are
-# those the decision used (group_pretrade.GUARD_CTE). Groups with a daily-loss limit are read every time
+# of their limits or members) and the row versions of the instruments the members hold (moved by every
+# price) and of the members' accounts with open or held orders (moved by every fill, cancel, expiry and
+# release of one) are those the decision used (group_pretrade.GUARD_CTE). Groups with a daily-loss limit are read every time
 # (GroupState.after).
 SNAPSHOT_LIMIT = 10_000
 HINT_LIMIT = 10_000
