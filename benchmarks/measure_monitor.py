@@ -10,7 +10,11 @@ also switches the account to reduce_only), 3 in 20 sit at 85% of a limit (warnin
 at 50%. The job functions are then called directly (no queue) with a ctx holding the app's engine:
 monitor_all to completion (resuming with `start_after` whenever it stops on its time budget), a
 second full pass (steady state: alerts are edge-triggered, violations are recorded on every pass),
-and snapshot_equity. The database is dropped at the end.
+and snapshot_equity. With `--group-desks N` (default 10), every account is then put in one of N desks
+under a firm group, each desk and the firm with a gross, a net, an open-orders and a daily-loss limit,
+and the group alert checks are timed (app/domain/risk/group_alerts.py): the sweep's (every group) and the
+one after a price of one symbol (the groups of its holders: here every desk and the firm). The database
+is dropped at the end.
 """
 
 from __future__ import annotations
@@ -236,6 +240,7 @@ def main() -> None:
     )
     parser.add_argument("--time-budget", type=float, default=240.0, help="monitor_all time_budget_seconds")
     parser.add_argument("--sample", type=int, default=100, help="accounts timed one by one afterwards")
+    parser.add_argument("--group-desks", type=int, default=10, help="desks of the group checks (0: none)")
     args = parser.parse_args()
     from app.lib.log import configure_logging
 
@@ -271,6 +276,10 @@ def main() -> None:
             snap_s = time.perf_counter() - t0
             mon_ms, met_ms, stmts = loop.run_until_complete(sample_accounts(ctx, args.sample))
             explained = loop.run_until_complete(plans(url, engine))
+            grouped = (
+                loop.run_until_complete(time_group_checks(engine, url, args.group_desks))
+                if args.group_desks else None
+            )
         finally:
             loop.run_until_complete(engine.dispose())
 
@@ -339,9 +348,67 @@ def main() -> None:
                 f"| {e.name} | {e.exec_ms:.2f} | {', '.join(e.indexes) or '—'} | "
                 f"{', '.join(e.seq_scans) or '—'} |"
             )
+        if grouped is not None:
+            print_group_checks(before["accounts"], args.group_desks, *grouped)
     finally:
         loop.run_until_complete(_admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
         loop.close()
+
+
+GROUPS = """
+INSERT INTO risk_groups (id, name, is_firm) VALUES (md5('firm')::uuid, 'bench firm', true);
+INSERT INTO risk_groups (id, name, parent_id)
+SELECT md5('desk' || d)::uuid, 'bench desk ' || d, md5('firm')::uuid FROM generate_series(0, {desks} - 1) d;
+INSERT INTO risk_group_limits (id, group_id, limit_type, value)
+SELECT gen_random_uuid(), g.id, k.kind, 1e15
+  FROM risk_groups g CROSS JOIN (VALUES ('max_gross_exposure'), ('max_net_exposure'), ('max_open_orders'),
+                                        ('max_daily_loss')) AS k(kind);
+UPDATE accounts a
+   SET group_id = md5('desk' || (abs(hashtext(a.id::text)) % {desks}))::uuid, group_limited = true;
+"""
+
+
+async def time_group_checks(
+    engine: Any, url: str, desks: int, repeats: int = 5
+) -> tuple[list[float], list[float], int]:
+    """ms per run of the sweep's group check and of the check after a price of one symbol."""
+    from app.domain.risk import group_alerts
+    from app.domain.risk.post_trade import check_groups_of
+
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(GROUPS.format(desks=desks))
+        await conn.execute("ANALYZE risk_groups; ANALYZE risk_group_limits; ANALYZE accounts")
+    finally:
+        await conn.close()
+    sweep, price = [], []
+    async with engine.connect() as sa_conn:
+        groups = len(await group_alerts.groups_moved_by(sa_conn, ["M00"]))
+        await sa_conn.rollback()
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            await group_alerts.check_groups(sa_conn)
+            sweep.append((time.perf_counter() - t0) * 1000)
+            t0 = time.perf_counter()
+            await check_groups_of(sa_conn, ["M00"])
+            price.append((time.perf_counter() - t0) * 1000)
+    return sweep, price, groups
+
+
+def print_group_checks(
+    accounts: int, desks: int, sweep: list[float], price: list[float], groups: int
+) -> None:
+    print(
+        f"\n| group alert checks, {accounts:,} accounts in {desks} desks under a firm group, 4 limits each "
+        f"({len(sweep)} runs) | median ms | max ms |"
+    )
+    print("|---|---:|---:|")
+    print(f"| the sweep's: every group ({desks + 1}) | {statistics.median(sweep):.0f} | {max(sweep):.0f} |")
+    print(
+        f"| after a price of M00 (in the background): the {groups} groups of its holders | "
+        f"{statistics.median(price):.0f} | "
+        f"{max(price):.0f} |"
+    )
 
 
 if __name__ == "__main__":

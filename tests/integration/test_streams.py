@@ -16,7 +16,7 @@ import pytest
 import websockets
 
 from tests.conftest import api_servers
-from tests.integration.helpers import make_account, make_market
+from tests.integration.helpers import make_account, make_market, make_risk_group
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -791,6 +791,37 @@ async def test_post_trade_alerts_and_violations_reach_the_risk_stream_of_owner_a
             message = await recv(ws)
             assert message["type"] == "risk_alert" and message["account_id"] == acct
             assert message["data"]["id"] == alert["id"] and message["data"]["severity"] == "warning"
+    finally:
+        await mine.close()
+        await watcher.close()
+
+
+async def test_a_group_alert_reaches_the_risk_stream_of_risk_managers_only(
+    client, admin_headers, make_user, stream_servers
+):
+    """A price posted through one process takes a group past its warning line; the risk manager
+    subscribed to `risk` on the other process gets the `group_risk_alert`, the trader who owns the
+    group's accounts does not (a group has no owner)."""
+    user, sym, acct = await _trader(client, admin_headers, make_user)
+    risk = await make_user("risk_manager")
+    await make_risk_group(
+        client, risk["headers"], [acct], [{"limit_type": "max_gross_exposure", "value": "1000"}], name="Streamed"
+    )
+    a, b = stream_servers
+    mine, watcher = await connect(a, user["api_key"]), await connect(b, risk["api_key"])
+    try:
+        for ws in (mine, watcher):
+            assert (await subscribe(ws, ["risk"]))["type"] == "subscribed"
+        async with httpx.AsyncClient(base_url=a, timeout=10) as http_a:
+            market = {"symbol": sym, "side": "buy", "type": "market", "quantity": "7", "time_in_force": "gtc"}
+            placed = await http_a.post(f"/api/v1/accounts/{acct}/orders", json=market, headers=user["headers"])
+            assert placed.status_code == 201, placed.text  # 700 of 1000
+            moved = await http_a.post(f"/api/v1/instruments/{sym}/price", json={"price": "120"}, headers=admin_headers)
+            assert moved.status_code == 200, moved.text  # 840: 84 %
+        message = await recv(watcher)
+        assert message["type"] == "group_risk_alert", message
+        assert message["data"]["severity"] == "warning" and message["data"]["group_id"] == message["group_id"]
+        assert await no_more(mine) == []
     finally:
         await mine.close()
         await watcher.close()

@@ -7,12 +7,21 @@ from litestar import Controller, Request, delete, get, patch, post, put
 from litestar.di import Provide
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
-from app.domain.risk import group_reports, group_service, scenario_service, services, stress_service
+from app.domain.risk import (
+    group_alerts,
+    group_reports,
+    group_service,
+    scenario_service,
+    services,
+    stress_service,
+)
 from app.domain.risk.schemas import (
     AccountGroupIn,
     AccountGroupOut,
     AlertOut,
     AlertPage,
+    GroupAlertOut,
+    GroupAlertPage,
     GroupCreate,
     GroupLimitCreate,
     GroupLimitOut,
@@ -277,6 +286,33 @@ class DeskRiskController(Controller):
         self, db: DbConn, request: Request, group_id: FromPath[UUID], limit_id: FromPath[UUID]
     ) -> None:
         await group_service.delete_group_limit(db, request.user, group_id, limit_id)
+
+    @get("/groups/{group_id:uuid}/alerts", summary="Alerts on a group's limits, newest first (risk_manager)")
+    async def list_group_alerts(
+        self,
+        db: DbConn,
+        request: Request,
+        group_id: FromPath[UUID],
+        limit: Limit = 50,
+        cursor: Cursor = None,
+        acknowledged: FromQuery[bool | None] = None,
+        severity: FromQuery[Severity | None] = None,
+    ) -> GroupAlertPage:
+        items, nxt = await group_alerts.list_alerts(
+            db, request.user, group_id, limit=limit, cursor=cursor, acknowledged=acknowledged,
+            severity=severity,
+        )
+        return GroupAlertPage(items=items, next_cursor=nxt)
+
+    @post(
+        "/groups/{group_id:uuid}/alerts/{alert_id:uuid}/acknowledge",
+        status_code=200,
+        summary="Acknowledge a group alert (409 if already; risk_manager/admin)",
+    )
+    async def acknowledge_group_alert(
+        self, db: DbConn, request: Request, group_id: FromPath[UUID], alert_id: FromPath[UUID]
+    ) -> GroupAlertOut:
+        return await group_alerts.acknowledge_alert(db, request.user, group_id, alert_id)
 
     @post("/scenarios", status_code=201, summary="Save a stress scenario (risk_manager/admin)")
     async def create_scenario(

@@ -1,5 +1,6 @@
 """What the risk manager reads across groups: the overview (firm and group totals, limit utilisations,
-open alerts) and the parametric portfolio VaR of a group's accounts with each account's component.
+open alerts of accounts and of groups) and the parametric portfolio VaR of a group's accounts with each
+account's component.
 Read-only; the groups, their members and limits are group_service.py's."""
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.domain.accounts.models import Account
 from app.domain.identity.schemas import Principal
-from app.domain.risk import calculations, checks, groups
+from app.domain.risk import calculations, checks, group_alerts, groups
 from app.domain.risk.group_service import GROUP_COLS, GROUP_LIMIT_COLS, ensure_risk_manager, get_group
-from app.domain.risk.models import RiskAlert, RiskGroup, RiskGroupLimit
+from app.domain.risk.models import RiskAlert, RiskGroup, RiskGroupAlert, RiskGroupLimit
 from app.domain.risk.portfolios import Portfolio, load_portfolios
 from app.domain.risk.schemas import (
     ComponentVarOut,
@@ -142,6 +143,17 @@ async def overview(conn: AsyncConnection, principal: Principal) -> OverviewOut:
             .limit(RECENT_ALERTS)
         )
     ).all()
+    open_group_alerts = await conn.scalar(
+        select(func.count()).select_from(RiskGroupAlert).where(RiskGroupAlert.acknowledged_at.is_(None))
+    )
+    recent_group = (
+        await conn.execute(
+            select(*group_alerts.ALERT_COLS)
+            .where(RiskGroupAlert.acknowledged_at.is_(None))
+            .order_by(RiskGroupAlert.created_at.desc(), RiskGroupAlert.id.desc())
+            .limit(RECENT_ALERTS)
+        )
+    ).all()
     firm, _ = _totals(portfolios)
     return OverviewOut(
         as_of=utcnow(),
@@ -150,6 +162,8 @@ async def overview(conn: AsyncConnection, principal: Principal) -> OverviewOut:
         top_utilisations=top,
         open_alerts=int(open_alerts or 0),
         recent_alerts=[alert_out(r) for r in recent],
+        open_group_alerts=int(open_group_alerts or 0),
+        recent_group_alerts=[group_alerts.alert_out(r) for r in recent_group],
     )
 
 

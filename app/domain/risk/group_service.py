@@ -57,6 +57,7 @@ GROUP_LIMIT_COLS = (
     RiskGroupLimit.enabled,
     RiskGroupLimit.created_at,
     RiskGroupLimit.updated_at,
+    RiskGroupLimit.alert_level,
 )
 
 # Whether the group `{group}` or one of its ancestors has an enabled limit.
@@ -318,6 +319,10 @@ async def update_group_limit(
         changes = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET}
         merged = {**current._mapping, **changes}
         _validate(merged["limit_type"], merged["value"], merged["symbol"], merged["warn_at_pct"])
+        # A limit that now measures something else, or is switched off, starts its alerting afresh (as an
+        # account limit does).
+        if "symbol" in changes or changes.get("enabled") is False:
+            changes["alert_level"] = None
         row = (
             await conn.execute(
                 update(RiskGroupLimit)

@@ -120,8 +120,29 @@ class RiskGroupLimit(Base):
     symbol: Mapped[str | None] = mapped_column(String(32))
     warn_at_pct: Mapped[Decimal] = mapped_column(server_default=text("80"))
     enabled: Mapped[bool] = mapped_column(server_default=text("true"))
+    # Edge-triggered alerting state, as an account limit's (risk/alerts.py; risk/group_alerts.py).
+    alert_level: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[datetime] = created_at_col()
     updated_at: Mapped[datetime] = created_at_col()
+
+
+class RiskGroupAlert(Base):
+    """An alert on a group limit: raised once per crossing of its warning line or of the limit."""
+
+    __tablename__ = "risk_group_alerts"
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    group_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("risk_groups.id", ondelete="CASCADE"))
+    limit_id: Mapped[uuid.UUID]
+    limit_type: Mapped[str] = mapped_column(String(32))
+    severity: Mapped[str] = mapped_column(String(16))
+    utilisation: Mapped[Decimal]
+    message: Mapped[str]
+    created_at: Mapped[datetime] = created_at_col()
+    acknowledged_at: Mapped[datetime | None]
+    acknowledged_by: Mapped[uuid.UUID | None]
+
+    __table_args__ = (Index("ix_risk_group_alerts_group_created", "group_id", text("created_at DESC")),)
 
 
 class RiskScenario(Base):

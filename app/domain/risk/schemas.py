@@ -384,6 +384,28 @@ class GroupLimitOut(msgspec.Struct):
     enabled: bool
     created_at: datetime
     updated_at: datetime
+    # The edge-triggered alert state as of the last post-trade check of the group (risk/group_alerts.py).
+    alert_level: Severity | None
+
+
+class GroupAlertOut(msgspec.Struct):
+    """An alert on a group limit (risk/group_alerts.py)."""
+
+    id: UUID
+    group_id: UUID
+    limit_id: UUID
+    limit_type: str
+    severity: Severity
+    utilisation: float | None  # used / value when the alert was raised; null if unbounded
+    message: str
+    created_at: datetime
+    acknowledged_at: datetime | None
+    acknowledged_by: UUID | None
+
+
+class GroupAlertPage(msgspec.Struct):
+    items: list[GroupAlertOut]
+    next_cursor: str | None
 
 
 class GroupLimitPage(msgspec.Struct):
@@ -429,6 +451,8 @@ class OverviewOut(msgspec.Struct):
     top_utilisations: list[UtilisationOut]
     open_alerts: int
     recent_alerts: list[AlertOut]
+    open_group_alerts: int
+    recent_group_alerts: list[GroupAlertOut]
 
 
 class ComponentVarOut(msgspec.Struct):

@@ -1,5 +1,5 @@
-"""Risk jobs: the post-trade monitor over every account, equity snapshots (daily PnL, drawdown) and the
-daily run of the saved stress scenarios."""
+"""Risk jobs: the post-trade monitor over every account and group, equity snapshots (daily PnL, drawdown)
+and the daily run of the saved stress scenarios."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from uuid import UUID
 
 import msgspec
 
-from app.domain.risk import scenario_service
+from app.domain.risk import group_alerts, scenario_service
 from app.domain.risk.services import monitor_all, snapshot_equity
 from app.lib.jobs import job
 
@@ -33,12 +33,16 @@ async def monitor_all_job(
     time_budget_seconds: float = 240.0,
     start_after: UUID | str | None = None,
 ) -> dict[str, Any]:
-    """Run the post-trade risk check on every account with an enabled limit; returns counts."""
+    """Run the post-trade risk check on every account with an enabled limit, then on every group with an
+    enabled limit once the accounts are done (`group_alerts`); returns counts."""
     after = UUID(str(start_after)) if start_after else None
     async with ctx["engine"].connect() as conn:
-        return await monitor_all(
+        counts = await monitor_all(
             conn, batch_size=batch_size, time_budget_seconds=time_budget_seconds, start_after=after
         )
+        if counts["complete"]:
+            counts["group_alerts"] = await group_alerts.check_groups(conn)
+        return counts
 
 
 @job("risk.snapshot_equity", SnapshotKwargs, timeout=1800)

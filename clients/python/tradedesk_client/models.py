@@ -413,6 +413,22 @@ class GroupLimit(Model, kw_only=True):
     enabled: bool
     created_at: datetime
     updated_at: datetime
+    alert_level: str | None  # the edge-triggered alert state: None, "warning" or "critical"
+
+
+class GroupAlert(Model, kw_only=True):
+    """An alert on a group limit, raised once per crossing of its warning line or of the limit."""
+
+    id: uuid.UUID
+    group_id: uuid.UUID
+    limit_id: uuid.UUID
+    limit_type: str
+    severity: str
+    utilisation: float | None
+    message: str
+    created_at: datetime
+    acknowledged_at: datetime | None
+    acknowledged_by: uuid.UUID | None
 
 
 class AccountGroup(Model, kw_only=True):
@@ -528,6 +544,8 @@ class RiskOverview(Model, kw_only=True):
     top_utilisations: list[LimitUtilisation]
     open_alerts: int
     recent_alerts: list[Alert]
+    open_group_alerts: int
+    recent_group_alerts: list[GroupAlert]
 
 
 class ComponentVar(Model, kw_only=True):
@@ -895,6 +913,7 @@ SERVER_SCHEMAS: dict[type[Model], str] = {
     RiskMetrics: "MetricsOut",
     RiskGroup: "GroupOut",
     GroupLimit: "GroupLimitOut",
+    GroupAlert: "GroupAlertOut",
     AccountGroup: "AccountGroupOut",
     StressBreach: "StressBreach",
     StressGroupResult: "StressGroupResult",

@@ -603,6 +603,15 @@ class Risk(_Resource):
     def delete_group_limit(self, group_id: Id, limit_id: Id) -> None:
         return self._run(Call("DELETE", f"/risk/groups/{group_id}/limits/{limit_id}"))
 
+    def group_alerts(self, group_id: Id, **params: Any) -> Page[m.GroupAlert]:
+        """Alerts on the group's limits, newest first (`acknowledged`, `severity`, `limit`, `cursor`)."""
+        call = Call("GET", f"/risk/groups/{group_id}/alerts", params=params, model=Page[m.GroupAlert])
+        return self._run(call)
+
+    def acknowledge_group_alert(self, group_id: Id, alert_id: Id) -> m.GroupAlert:
+        path = f"/risk/groups/{group_id}/alerts/{alert_id}/acknowledge"
+        return self._run(Call("POST", path, model=m.GroupAlert))
+
     def scenarios(self, *, limit: int = 500) -> Iterable[m.SavedScenario]:
         call = Call("GET", "/risk/scenarios", params={"limit": limit}, model=Page[m.SavedScenario])
         return self._iter(call)

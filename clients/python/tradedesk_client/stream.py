@@ -56,8 +56,8 @@ class _Resubscribe(Exception):
 
 class Stream:
     """Async iterator of stream messages: `TradeUpdate` for trade updates, dicts for the rest
-    (`account`, `risk_alert`, `violation`, `price`, `bar`; heartbeats and acknowledgements are consumed
-    here unless `yield_control=True`)."""
+    (`account`, `risk_alert`, `group_risk_alert`, `violation`, `price`, `bar`; heartbeats and
+    acknowledgements are consumed here unless `yield_control=True`)."""
 
     def __init__(
         self,
