@@ -279,6 +279,50 @@ async def test_risk_manager_halts_and_the_traders_ticket_shows_it(chromium, desk
         await risk_ctx.close()
 
 
+async def test_risk_manager_sees_a_group_alert_and_acknowledges_it(chromium, desk):
+    """A price takes a group past its warning line; the risk manager's Risk view shows the group with
+    its alert, and acknowledging it there acknowledges it on the server."""
+    import asyncio
+
+    admin, symbol = desk["admin"], desk["symbol"]
+    as_trader = Api(desk["url"], desk["trader"]["api_key"])
+    group = await admin("POST", "/risk/groups", {"name": f"Browser desk {uuid.uuid4().hex[:6]}"}, expect=201)
+    try:
+        account = await as_trader("POST", "/accounts", {"name": "Grouped", "initial_cash": "100000"}, expect=201)
+        await admin("PUT", f"/accounts/{account['id']}/risk/group", {"group_id": group["id"]}, expect=200)
+        await admin(
+            "POST", f"/risk/groups/{group['id']}/limits",
+            {"limit_type": "max_gross_exposure", "value": "1000", "warn_at_pct": "80"}, expect=201,
+        )
+        order = {"symbol": symbol, "side": "buy", "type": "market", "quantity": "8", "time_in_force": "gtc"}
+        await as_trader("POST", f"/accounts/{account['id']}/orders", order, expect=201)  # ~800 of 1000
+        await admin("POST", f"/instruments/{symbol}/price", {"price": "110"}, expect=200)  # 880: 88 %
+        for _ in range(100):  # (the check after a price runs in the server's background)
+            alerts = (await admin("GET", f"/risk/groups/{group['id']}/alerts", expect=200))["items"]
+            if alerts:
+                break
+            await asyncio.sleep(0.05)
+        (alert,) = alerts
+
+        risk_ctx, risk = await sign_in(chromium, desk["url"], desk["risk"]["api_key"])
+        try:
+            await risk.get_by_role("link", name="Risk").click()
+            card = risk.locator(f"[data-group='{group['id']}']")
+            shown = card.locator(".alert.warning")
+            await shown.wait_for()
+            assert "max_gross_exposure" in await shown.inner_text()
+            await snapshot(risk, "risk-groups")
+            await shown.get_by_role("button", name="Acknowledge").click()
+            await risk.locator(f"[data-group='{group['id']}'] .alert").wait_for(state="detached")
+        finally:
+            await risk_ctx.close()
+        (done,) = (await admin("GET", f"/risk/groups/{group['id']}/alerts", expect=200))["items"]
+        assert done["id"] == alert["id"] and done["acknowledged_at"] is not None
+    finally:
+        await admin("POST", f"/instruments/{symbol}/price", {"price": "100"}, expect=200)
+        await as_trader.http.aclose()
+
+
 async def test_backtest_from_the_form_shows_its_report(chromium, desk):
     context, page = await sign_in(chromium, desk["url"], desk["trader"]["api_key"])
     try:

@@ -1,4 +1,4 @@
-import { api, all, problemText } from "../api";
+import { ApiProblem, api, all, problemText } from "../api";
 import { clear, h, money, pct, time, toast } from "../dom";
 import type { Account } from "./accounts";
 import { stateBadge } from "./accounts";
@@ -34,7 +34,25 @@ interface Violation {
   created_at: string;
 }
 
-function bar(u: LimitUsage): HTMLElement {
+interface GroupAlert {
+  id: string;
+  group_id: string;
+  severity: string;
+  message: string;
+  created_at: string;
+}
+interface Overview {
+  groups: {
+    id: string;
+    name: string;
+    totals: { accounts: number; gross_exposure: string; net_exposure: string; daily_pnl: string };
+    limits: Pick<LimitUsage, "limit_type" | "symbol" | "value" | "utilisation">[];
+  }[];
+  open_group_alerts: number;
+  recent_group_alerts: GroupAlert[];
+}
+
+function bar(u: Pick<LimitUsage, "limit_type" | "symbol" | "value" | "utilisation">): HTMLElement {
   const value = Math.max(0, Math.min(1, u.utilisation ?? 0));
   const level = (u.utilisation ?? 0) >= 1 ? "critical" : (u.utilisation ?? 0) >= 0.8 ? "warning" : "ok";
   return h(
@@ -44,6 +62,67 @@ function bar(u: LimitUsage): HTMLElement {
     h("meter", { min: 0, max: 1, low: 0.8, high: 0.99, optimum: 0, value, "aria-label": `${u.limit_type} utilisation` }),
     h("span", { class: `level-${level}` }, `${pct(u.utilisation)} of ${u.value}`),
   );
+}
+
+// Risk managers' groups: each group with limits, its utilisations and its open alerts (from the
+// overview, the newest twenty), each acknowledged in place. A trader's overview is 403: no panel.
+async function groupsPanel(): Promise<HTMLElement | null> {
+  let overview: Overview;
+  try {
+    overview = await api<Overview>("GET", "risk/overview");
+  } catch (e) {
+    if (e instanceof ApiProblem && e.status === 403) return null;
+    throw e;
+  }
+  const panel = h("div", { id: "risk-groups" }, h("h2", {}, "Groups"));
+  const alertsOf = new Map<string, GroupAlert[]>();
+  for (const alert of overview.recent_group_alerts) {
+    alertsOf.set(alert.group_id, [...(alertsOf.get(alert.group_id) ?? []), alert]);
+  }
+  const shown = overview.groups.filter((g) => g.limits.length || alertsOf.has(g.id));
+  if (!shown.length) panel.append(h("p", { class: "muted" }, "No group limits."));
+  for (const group of shown) {
+    const card = h(
+      "article",
+      { class: "card", "data-group": group.id },
+      h("h3", {}, group.name),
+      h(
+        "p",
+        {},
+        `${group.totals.accounts} account${group.totals.accounts === 1 ? "" : "s"} · ` +
+          `gross ${money(group.totals.gross_exposure)} · net ${money(group.totals.net_exposure)}`,
+      ),
+      ...group.limits.map(bar),
+    );
+    for (const alert of alertsOf.get(group.id) ?? []) {
+      card.append(
+        h(
+          "p",
+          { class: `alert ${alert.severity}` },
+          `${time(alert.created_at)} ${alert.severity}: ${alert.message} `,
+          h(
+            "button",
+            {
+              type: "button",
+              class: "small",
+              onclick: async () => {
+                try {
+                  await api("POST", `risk/groups/${group.id}/alerts/${alert.id}/acknowledge`);
+                } catch (e) {
+                  toast(problemText(e), "error");
+                }
+                const fresh = await groupsPanel();
+                if (fresh) panel.replaceWith(fresh);
+              },
+            },
+            "Acknowledge",
+          ),
+        ),
+      );
+    }
+    panel.append(card);
+  }
+  return panel;
 }
 
 export async function riskView(): Promise<HTMLElement> {
@@ -146,5 +225,6 @@ export async function riskView(): Promise<HTMLElement> {
       ),
     );
   }
-  return h("section", {}, h("h1", {}, "Risk"), firm, list);
+  const groups = await groupsPanel();
+  return h("section", {}, h("h1", {}, "Risk"), firm, ...(groups ? [groups] : []), list);
 }
