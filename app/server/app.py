@@ -20,6 +20,7 @@ from app import __version__
 from app.domain.identity.bruteforce import BruteForcePolicy
 from app.domain.identity.middleware import AuthMiddleware
 from app.domain.markets.controllers import document_candle_upload, document_feed_symbols
+from app.domain.risk.post_trade import stop_group_checks
 from app.domain.streams.runtime import stream_runtime
 from app.domain.system import ops_metrics
 from app.domain.system.controllers import document_liveness
@@ -117,6 +118,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         finally:
             with contextlib.suppress(Exception):
                 await streams.__aexit__(None, None, None)
+            await stop_group_checks()  # (a group check after a price, on the engine closed next)
             await resources.close()
             log.info("app_stopped")
 

@@ -170,3 +170,27 @@ async def test_a_groups_daily_loss_is_measured_from_the_days_first_snapshot(
     await set_price(client, admin_headers, x, "88")  # -120
     (alert,) = await _alerts(client, rh, group["id"])
     assert alert["severity"] == "critical" and D(str(alert["utilisation"])) == D("1.2")
+
+
+async def test_group_checks_after_prices_coalesce_and_stop_cleanly(
+    client, admin_headers, make_user, db_engine
+):
+    """Symbols priced while a group check runs are checked together by the next run (one task at a time);
+    stopping cancels the run and forgets what was pending."""
+    from app.domain.risk import post_trade
+
+    rh, th, x, a, b, group = await _desk(client, admin_headers, make_user)
+    y = await make_market(client, admin_headers, price="100", taker="0")
+    await place(client, th, a, symbol=x, side="buy", type="market", quantity="5")
+    await place(client, th, b, symbol=y, side="buy", type="market", quantity="4")  # 900: 90 %
+    post_trade.schedule_group_check(db_engine, x)
+    first = post_trade._GroupChecks.task
+    post_trade.schedule_group_check(db_engine, y)
+    assert post_trade._GroupChecks.task is first  # one run at a time: y waits for the next pass
+    await group_checks_settled()
+    assert not post_trade._GroupChecks.pending
+    (alert,) = await _alerts(client, rh, group["id"])
+    assert alert["severity"] == "warning"
+    post_trade.schedule_group_check(db_engine, x)
+    await post_trade.stop_group_checks()
+    assert post_trade._GroupChecks.task.done() and not post_trade._GroupChecks.pending

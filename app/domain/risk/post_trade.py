@@ -15,6 +15,7 @@ an error because a risk check could not run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from typing import ClassVar
@@ -95,6 +96,17 @@ async def _drain_group_checks(engine: AsyncEngine) -> None:
         if raised:
             log.debug("risk_group_price_check", symbols=len(symbols), alerts=raised,
                       ms=round((time.perf_counter() - t0) * 1000, 2))
+
+
+async def stop_group_checks() -> None:
+    """Cancel this loop's group check in progress (an app shutting down, before its engine goes); the
+    sweep checks the groups again."""
+    task = _GroupChecks.task
+    if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    _GroupChecks.pending.clear()
 
 
 async def group_checks_settled() -> None:
