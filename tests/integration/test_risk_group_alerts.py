@@ -194,3 +194,15 @@ async def test_group_checks_after_prices_coalesce_and_stop_cleanly(
     post_trade.schedule_group_check(db_engine, x)
     await post_trade.stop_group_checks()
     assert post_trade._GroupChecks.task.done() and not post_trade._GroupChecks.pending
+
+
+async def test_a_failing_group_check_leaves_the_sweeps_account_results(db_engine, monkeypatch):
+    """The accounts are checked and reported; the groups' failure is logged and reported beside them, and
+    the next run checks the groups again."""
+
+    async def broken(conn, group_ids=None):
+        raise RuntimeError("group sums unavailable")
+
+    monkeypatch.setattr(group_alerts, "check_groups", broken)
+    counts = await monitor_all_job({"engine": db_engine})
+    assert counts["complete"] and counts["group_alerts_failed"] is True and "group_alerts" not in counts

@@ -118,7 +118,10 @@ async def group_checks_settled() -> None:
 
 async def check_after_price(conn: AsyncConnection, symbol: str) -> None:
     t0 = time.perf_counter()
-    schedule_group_check(conn.engine, symbol)
+    try:
+        schedule_group_check(conn.engine, symbol)
+    except Exception:
+        log.exception("risk_group_price_check_failed", symbol=symbol)
     try:
         counts = await check_holders(conn, symbol)
     except asyncio.CancelledError:

@@ -11,6 +11,9 @@ import msgspec
 from app.domain.risk import group_alerts, scenario_service
 from app.domain.risk.services import monitor_all, snapshot_equity
 from app.lib.jobs import job
+from app.lib.log import get_logger
+
+log = get_logger("app.risk")
 
 
 class MonitorAllKwargs(msgspec.Struct, forbid_unknown_fields=True):
@@ -41,7 +44,11 @@ async def monitor_all_job(
             conn, batch_size=batch_size, time_budget_seconds=time_budget_seconds, start_after=after
         )
         if counts["complete"]:
-            counts["group_alerts"] = await group_alerts.check_groups(conn)
+            try:
+                counts["group_alerts"] = await group_alerts.check_groups(conn)
+            except Exception:  # the accounts' results stand; the next run checks the groups again
+                log.exception("risk_group_sweep_failed")
+                counts["group_alerts_failed"] = True
         return counts
 
 
