@@ -35,6 +35,7 @@ from app.domain.risk.group_service import ensure_risk_manager, get_group
 from app.domain.risk.models import RiskGroupAlert, RiskGroupLimit
 from app.domain.risk.schemas import GroupAlertOut
 from app.domain.risk.services.feeds import alert_acknowledged, alert_page
+from app.domain.risk.services.mappers import alert_utilisation
 from app.domain.streams import publish
 from app.domain.trading.queries import OPEN_OR_HELD_STATUS_SQL, OPEN_STATUS_SQL
 from app.lib.db import tx, utcnow
@@ -165,7 +166,7 @@ def alert_out(row: Any) -> GroupAlertOut:
         limit_id=m["limit_id"],
         limit_type=m["limit_type"],
         severity=m["severity"],
-        utilisation=float(m["utilisation"]) if m["utilisation"] < checks.NUMERIC_CAP else None,
+        utilisation=alert_utilisation(m["utilisation"]),
         message=m["message"],
         created_at=m["created_at"],
         acknowledged_at=m["acknowledged_at"],

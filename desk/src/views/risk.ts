@@ -64,6 +64,16 @@ function bar(u: Pick<LimitUsage, "limit_type" | "symbol" | "value" | "utilisatio
   );
 }
 
+// An open alert (of an account or a group) with its Acknowledge button.
+function alertLine(alert: Pick<Alert, "severity" | "message" | "created_at">, acknowledge: () => Promise<void>): HTMLElement {
+  return h(
+    "p",
+    { class: `alert ${alert.severity}` },
+    `${time(alert.created_at)} ${alert.severity}: ${alert.message} `,
+    h("button", { type: "button", class: "small", onclick: acknowledge }, "Acknowledge"),
+  );
+}
+
 // Risk managers' groups: each group with limits, its utilisations and its open alerts (from the
 // overview, the newest twenty), each acknowledged in place. A trader's overview is 403: no panel.
 async function groupsPanel(): Promise<HTMLElement | null> {
@@ -96,28 +106,15 @@ async function groupsPanel(): Promise<HTMLElement | null> {
     );
     for (const alert of alertsOf.get(group.id) ?? []) {
       card.append(
-        h(
-          "p",
-          { class: `alert ${alert.severity}` },
-          `${time(alert.created_at)} ${alert.severity}: ${alert.message} `,
-          h(
-            "button",
-            {
-              type: "button",
-              class: "small",
-              onclick: async () => {
-                try {
-                  await api("POST", `risk/groups/${group.id}/alerts/${alert.id}/acknowledge`);
-                } catch (e) {
-                  toast(problemText(e), "error");
-                }
-                const fresh = await groupsPanel();
-                if (fresh) panel.replaceWith(fresh);
-              },
-            },
-            "Acknowledge",
-          ),
-        ),
+        alertLine(alert, async () => {
+          try {
+            await api("POST", `risk/groups/${group.id}/alerts/${alert.id}/acknowledge`);
+          } catch (e) {
+            toast(problemText(e), "error");
+          }
+          const fresh = await groupsPanel();
+          if (fresh) panel.replaceWith(fresh);
+        }),
       );
     }
     panel.append(card);
@@ -186,23 +183,10 @@ export async function riskView(): Promise<HTMLElement> {
       clear(alertsBox);
       for (const alert of alerts) {
         alertsBox.append(
-          h(
-            "p",
-            { class: `alert ${alert.severity}` },
-            `${time(alert.created_at)} ${alert.severity}: ${alert.message} `,
-            h(
-              "button",
-              {
-                type: "button",
-                class: "small",
-                onclick: async () => {
-                  await api("POST", `accounts/${account.id}/risk/alerts/${alert.id}/acknowledge`);
-                  await loadAlerts();
-                },
-              },
-              "Acknowledge",
-            ),
-          ),
+          alertLine(alert, async () => {
+            await api("POST", `accounts/${account.id}/risk/alerts/${alert.id}/acknowledge`);
+            await loadAlerts();
+          }),
         );
       }
       const violations = (await api<{ items: Violation[] }>("GET", `accounts/${account.id}/risk/violations?limit=5`)).items;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from math import isfinite
 from typing import Any
 
@@ -84,6 +85,11 @@ def violation_out(row: Any) -> ViolationOut:
     return ViolationOut(*row)
 
 
+def alert_utilisation(value: Decimal) -> float | None:
+    """A stored alert utilisation as the API shows it: null where it was capped (unbounded)."""
+    return as_float(value) if value < NUMERIC_CAP else None
+
+
 def alert_out(row: Any) -> AlertOut:
     m = row._mapping
     return AlertOut(
@@ -92,7 +98,7 @@ def alert_out(row: Any) -> AlertOut:
         limit_id=m["limit_id"],
         limit_type=m["limit_type"],
         severity=m["severity"],
-        utilisation=as_float(m["utilisation"]) if m["utilisation"] < NUMERIC_CAP else None,
+        utilisation=alert_utilisation(m["utilisation"]),
         message=m["message"],
         created_at=m["created_at"],
         acknowledged_at=m["acknowledged_at"],
