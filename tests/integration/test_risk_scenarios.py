@@ -47,7 +47,8 @@ async def test_saved_scenario_crud_and_access(client, admin_headers, make_user):
     assert [e["field"] for e in bad["errors"]] == ["shocks.NOSUCH"]
     bad = await _create(client, rm["headers"], {"name": f"v {x}"}, expect=422)
     assert [e["field"] for e in bad["errors"]] == ["shocks", "historical"]
-    await _create(client, rm["headers"], {"name": f"w {x}", "shocks": {x: -1.5}}, expect=400)
+    bad = await _create(client, rm["headers"], {"name": f"w {x}", "shocks": {x: -1.5, "*": 0.1}}, expect=422)
+    assert [e["field"] for e in bad["errors"]] == [f"shocks.{x}"]
     start = datetime(2026, 3, 20, tzinfo=UTC)
     window = {"start": start.isoformat(), "end": (start - timedelta(days=1)).isoformat()}
     await _create(client, rm["headers"], {"name": f"y {x}", "historical": window}, expect=400)
@@ -69,6 +70,9 @@ async def test_saved_scenario_crud_and_access(client, admin_headers, make_user):
     resp = await client.patch(f"{URL}/{other['id']}", json={"shocks": {"*": 0.1}, "historical": window},
                               headers=rm["headers"])
     assert resp.status_code == 422
+    resp = await client.patch(f"{URL}/{other['id']}", json={"shocks": {"*": -2}}, headers=rm["headers"])
+    assert resp.status_code == 422 and [e["field"] for e in resp.json()["errors"]] == ["shocks.*"]
+    assert (await client.get(f"{URL}/{other['id']}", headers=rm["headers"])).json()["shocks"] == {"*": 0.01}
 
     resp = await client.delete(f"{URL}/{saved['id']}", headers=rm["headers"])
     assert resp.status_code == 204

@@ -130,7 +130,9 @@ async def test_access_and_validation(client, admin_headers, make_user):
     assert (await _stress(client, other["headers"], {"scenarios": crash}))["results"][0]["accounts"] == []
     bad = [
         ({"scenarios": [{"name": "a", "shocks": {"NOSUCH": -0.1}}]}, 422, "scenarios[0].shocks.NOSUCH"),
-        ({"scenarios": [{"name": "a", "shocks": {x: -1.5}}]}, 400, "scenarios"),
+        # every shock out of range is named, with its scenario
+        ({"scenarios": [crash[0], {"name": "a", "shocks": {x: -1.5}}]}, 422, f"scenarios[1].shocks.{x}"),
+        ({"scenarios": [{"name": "a", "shocks": {"*": 101}}]}, 422, "scenarios[0].shocks.*"),
         ({"scenarios": [{"name": "a"}]}, 400, "scenarios"),
         (
             {

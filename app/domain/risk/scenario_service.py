@@ -34,7 +34,7 @@ from app.domain.risk.schemas import (
     StressScenario,
     StressScenarioResult,
 )
-from app.domain.risk.stress_service import check_symbols, stress_test
+from app.domain.risk.stress_service import check_shocks, stress_test
 from app.lib.db import tx, utcnow
 from app.lib.errors import Invalid, RoleRequired, conflict, not_found
 from app.lib.pagination import decode_cursor, encode_cursor
@@ -128,7 +128,7 @@ async def create_scenario(
     _ensure_risk_manager(principal)
     _one_kind(data.shocks, data.historical, required=True)
     async with tx(conn):
-        await check_symbols(conn, [data], field="")
+        await check_shocks(conn, [data], field="")
         try:
             async with conn.begin_nested():
                 row = (
@@ -182,7 +182,7 @@ async def update_scenario(
         if data.daily is not None:
             values["daily"] = data.daily
         if data.shocks is not None or data.historical is not None:
-            await check_symbols(conn, [data], field="")
+            await check_shocks(conn, [data], field="")
             values.update(_definition(data.shocks, data.historical))
             values["last_run"] = values["last_run_at"] = None  # a summary of another definition
         try:

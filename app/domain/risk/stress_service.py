@@ -35,6 +35,8 @@ from app.domain.risk import stress
 from app.domain.risk.models import RiskGroup
 from app.domain.risk.portfolios import Portfolio, as_books, load_portfolios
 from app.domain.risk.schemas import (
+    SHOCK_MAX,
+    SHOCK_MIN,
     StressAccountResult,
     StressBreach,
     StressGroupResult,
@@ -94,16 +96,27 @@ async def _target_accounts(
     return sorted(found)
 
 
-async def check_symbols(conn: AsyncConnection, scenarios: list[Any], field: str = "scenarios[{i}].") -> None:
-    """422 naming every shock on a symbol that is not an instrument (`field` prefixes `shocks.SYM`)."""
-    named = {s for sc in scenarios if sc.shocks for s in sc.shocks if s != "*"}
+async def check_shocks(conn: AsyncConnection, scenarios: list[Any], field: str = "scenarios[{i}].") -> None:
+    """422 naming every shock outside [SHOCK_MIN, SHOCK_MAX] and every shock on a symbol that is not an
+    instrument (`field` prefixes `shocks.SYM`)."""
+    shocks = [(i, s, move) for i, sc in enumerate(scenarios) for s, move in (sc.shocks or {}).items()]
+    errors = [
+        {
+            "field": f"{field.format(i=i)}shocks.{s}",
+            "message": f"must be between {SHOCK_MIN:g} and {SHOCK_MAX:g} (-0.10 is a 10% fall)",
+        }
+        for i, s, move in shocks
+        if not SHOCK_MIN <= move <= SHOCK_MAX  # (nan fails both)
+    ]
+    if errors:
+        raise Invalid(f"Shock {errors[0]['field'].rsplit('.', 1)[1]!r} is out of range", errors=errors)
+    named = {s for _, s, _ in shocks if s != "*"}
     if not named:
         return
     known = set((await conn.execute(select(Instrument.symbol).where(Instrument.symbol.in_(named)))).scalars())
     errors = [
         {"field": f"{field.format(i=i)}shocks.{s}", "message": "unknown instrument"}
-        for i, sc in enumerate(scenarios)
-        for s in (sc.shocks or {})
+        for i, s, _ in shocks
         if s != "*" and s not in known
     ]
     if errors:
@@ -219,7 +232,7 @@ async def stress_test(conn: AsyncConnection, principal: Principal, data: StressR
         raise Invalid(
             "Scenario names must be unique", errors=[{"field": "scenarios", "message": "duplicate name"}]
         )
-    await check_symbols(conn, data.scenarios)
+    await check_shocks(conn, data.scenarios)
     if data.groups is not None:
         members = await _group_accounts(conn, principal, data.groups)
         named = await _target_accounts(conn, principal, data.accounts) if data.accounts is not None else []
