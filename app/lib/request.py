@@ -5,17 +5,25 @@ recursion limit raises RecursionError and bytes that are not UTF-8 raise Unicode
 reach the generic handler as 500s. Every route that reads a JSON body (`data: ...`) decodes it here, and
 every undecodable body is the same 400 problem naming the field `body`. Decimal strings are checked
 against the documented pattern here too, before msgspec hands them to a lenient `Decimal()`.
+
+Litestar parses a body into plain Python values first and converts them to the handler's type after, so
+a JSON number would reach a Decimal field as a float (`1e2` as "100.0", the 17th digit gone). A body
+whose type holds a Decimal is parsed with msgspec's `float_hook=Decimal` instead (every non-integer number
+as the exact Decimal of its digits), and every number that does not sit at a Decimal position is turned
+back into the float the handler has always seen (`exact_numbers`).
 """
 
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
 import msgspec
 from litestar import Request
 from litestar.exceptions import SerializationException
+from litestar.types import Empty
 
 from app.lib.errors import ApiError, body_decode_error
 from app.lib.openapi_schema import DECIMAL_PATTERN
@@ -25,17 +33,27 @@ class ApiRequest(Request):
     __slots__ = ()
 
     async def json(self) -> Any:
+        field = self.route_handler.parsed_data_field
+        paths = decimal_paths(field.annotation) if field is not None else None
         try:
-            data = await super().json()
+            if paths is None:
+                return await super().json()
+            # Litestar's Request.json with the exact parse, cached where it caches its own.
+            if self._json is Empty:
+                if (cached := self._connection_state.json) is not Empty:
+                    self._json = cached
+                else:
+                    data = exact_numbers(_exact_decode(await self.body() or b"null"), paths)
+                    self._json = self._connection_state.json = data
+            return self._json
         except (RecursionError, UnicodeDecodeError) as exc:
             raise body_decode_error(exc) from None
-        except SerializationException as exc:  # Litestar's own 400 would carry no `errors` member
-            message = f"Malformed JSON: {exc.detail or exc}"
+        except (SerializationException, msgspec.DecodeError) as exc:  # Litestar's 400 has no `errors` member
+            message = f"Malformed JSON: {getattr(exc, 'detail', None) or exc}"
             raise ApiError(400, message, errors=[{"field": "body", "message": message}]) from None
-        field = self.route_handler.parsed_data_field
-        if field is not None:
-            check_decimal_strings(data, decimal_paths(field.annotation))
-        return data
+
+
+_exact_decode = msgspec.json.Decoder(float_hook=Decimal).decode
 
 
 # ----------------------------------------------------------------------------- decimal strings, exactly
@@ -84,6 +102,33 @@ def decimal_paths(body_type: Any) -> Any:
         return _decimal_paths(msgspec.inspect.type_info(body_type), set())
     except (TypeError, ValueError):  # a type msgspec cannot describe reads no Decimals
         return None
+
+
+def _child(where: str, key: Any) -> str:
+    return f"{where}[{key}]" if isinstance(key, int) else f"{where}.{key}" if where else str(key)
+
+
+def exact_numbers(value: Any, paths: Any, where: str = "") -> Any:
+    """`value` (parsed with numbers as Decimals) as the handler reads it: at a Decimal position of the body
+    type (`paths`, decimal_paths) a number stays the exact Decimal and a string must be the documented
+    pattern (else a 422 naming the field); everywhere else a number is a float again."""
+    if paths is True:
+        check_decimal_strings(value, True, where)
+        return value
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, dict):
+        fields = paths if isinstance(paths, dict) else {}
+        for key, item in value.items():
+            sub = paths[1] if isinstance(paths, tuple) else fields.get(key)
+            if sub is not None or isinstance(item, (dict, list, Decimal)):
+                value[key] = exact_numbers(item, sub, _child(where, key))  # (same keys: no resize)
+    elif isinstance(value, list):
+        sub = paths[1] if isinstance(paths, tuple) else None
+        for i, item in enumerate(value):
+            if sub is not None or isinstance(item, (dict, list, Decimal)):
+                value[i] = exact_numbers(item, sub, _child(where, i))
+    return value
 
 
 def check_decimal_strings(value: Any, paths: Any, where: str = "") -> None:

@@ -123,6 +123,29 @@ def test_plain_decimal_strings_still_accepted(seeded_world):
         assert "E" not in resp.json()["initial_cash"], resp.text
 
 
+def test_json_numbers_reach_decimal_fields_exactly(seeded_world):
+    """A decimal sent as a JSON number is read from its digits, never through a float (docs/DECISIONS.md):
+    Litestar parses bodies into plain values before converting them, which made `1e2` "100.0" and cut
+    the 17th significant digit."""
+    http, data = seeded_world
+    seeded = data["trader"]
+    headers = {**seeded["headers"], "Content-Type": "application/json"}
+    body = b'{"name": "exact", "initial_cash": 1234567.123456789012345}'
+    resp = http.post("/api/v1/accounts", content=body, headers=headers)
+    assert resp.status_code == 201 and resp.json()["initial_cash"] == "1234567.123456789012345", resp.text
+    resp = http.post("/api/v1/accounts", content=b'{"name": "e", "initial_cash": 1e5}', headers=headers)
+    assert resp.status_code == 201 and resp.json()["initial_cash"] == "100000", resp.text
+    order = b'{"symbol": "%s", "side": "buy", "type": "limit", "quantity": 1e0, "limit_price": 9.0E+1}'
+    orders = f"/api/v1/accounts/{seeded['account_id']}/orders"
+    resp = http.post(orders, content=order % seeded["symbol"].encode(), headers=headers)
+    assert resp.status_code == 201, resp.text
+    assert (resp.json()["quantity"], resp.json()["limit_price"]) == ("1", "90"), resp.text
+    # a number at a float position is still a float (a stress shock)
+    stress = b'{"scenarios": [{"name": "dip", "shocks": {"*": -0.1}}], "accounts": ["%s"]}'
+    resp = http.post("/api/v1/risk/stress", content=stress % seeded["account_id"].encode(), headers=headers)
+    assert resp.status_code == 200 and set(resp.json()["results"][0]["shocks"].values()) == {-0.1}, resp.text
+
+
 def test_backtest_trades_are_rounded_to_the_instruments_tick_and_lot(seeded_world):
     """The seeded instrument has tick 0.01 and lot 1; the engine computes in floats ("732.0",
     "198.40075000000002" before)."""

@@ -9,7 +9,7 @@ import pytest
 
 from app.lib.decimals import decode_numeric, encode_json, plain
 from app.lib.errors import ApiError
-from app.lib.request import check_decimal_strings, decimal_paths
+from app.lib.request import check_decimal_strings, decimal_paths, exact_numbers
 
 
 def test_codec_reads_postgres_text_exactly_and_plainly():
@@ -73,6 +73,29 @@ def test_decimal_strings_outside_the_pattern_name_their_field(value, field):
         check_decimal_strings(value, decimal_paths(Body))
     assert caught.value.status_code == 422
     assert caught.value.extra["errors"][0]["field"] == field
+
+
+class Loose(msgspec.Struct):
+    qty: D
+    ratio: float = 0.0
+    params: dict[str, object] = {}
+    legs: list[Leg] = []
+
+
+def test_numbers_are_exact_at_decimal_positions_and_floats_elsewhere():
+    body = b'{"qty": 12345678901234567.25, "ratio": 0.1,'
+    body += b' "params": {"a": 2.5, "b": [1.5, {"c": 1e2}], "n": 3},'
+    body += b' "legs": [{"price": 1e2}, {"price": "100.10"}]}'
+    parsed = exact_numbers(msgspec.json.Decoder(float_hook=D).decode(body), decimal_paths(Loose))
+    assert parsed["qty"] == D("12345678901234567.25") and str(parsed["qty"]) == "12345678901234567.25"
+    assert [type(leg["price"]) for leg in parsed["legs"]] == [D, str] and parsed["legs"][0]["price"] == 100
+    # every other number is the float the handlers have always been given
+    assert parsed["ratio"] == 0.1 and type(parsed["ratio"]) is float
+    assert parsed["params"] == {"a": 2.5, "b": [1.5, {"c": 100.0}], "n": 3}
+    assert type(parsed["params"]["b"][1]["c"]) is float and type(parsed["params"]["n"]) is int
+    with pytest.raises(ApiError) as caught:
+        exact_numbers({"qty": "1", "legs": [{"price": " 1"}]}, decimal_paths(Loose))
+    assert caught.value.extra["errors"][0]["field"] == "legs[0].price"
 
 
 def test_plain_decimal_strings_and_other_text_pass():
