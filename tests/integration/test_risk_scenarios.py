@@ -47,8 +47,9 @@ async def test_saved_scenario_crud_and_access(client, admin_headers, make_user):
     assert [e["field"] for e in bad["errors"]] == ["shocks.NOSUCH"]
     bad = await _create(client, rm["headers"], {"name": f"v {x}"}, expect=422)
     assert [e["field"] for e in bad["errors"]] == ["shocks", "historical"]
-    bad = await _create(client, rm["headers"], {"name": f"w {x}", "shocks": {x: -1.5, "*": 0.1}}, expect=422)
-    assert [e["field"] for e in bad["errors"]] == [f"shocks.{x}"]
+    body = {"name": f"w {x}", "shocks": {x: -1.5, "*": 0.1, "NOSUCH": 0.2}}
+    bad = await _create(client, rm["headers"], body, expect=422)
+    assert [e["field"] for e in bad["errors"]] == [f"shocks.{x}", "shocks.NOSUCH"]
     start = datetime(2026, 3, 20, tzinfo=UTC)
     window = {"start": start.isoformat(), "end": (start - timedelta(days=1)).isoformat()}
     await _create(client, rm["headers"], {"name": f"y {x}", "historical": window}, expect=400)

@@ -133,6 +133,7 @@ async def test_access_and_validation(client, admin_headers, make_user):
         # every shock out of range is named, with its scenario
         ({"scenarios": [crash[0], {"name": "a", "shocks": {x: -1.5}}]}, 422, f"scenarios[1].shocks.{x}"),
         ({"scenarios": [{"name": "a", "shocks": {"*": 101}}]}, 422, "scenarios[0].shocks.*"),
+        ({"scenarios": [{"name": "a", "shocks": {x: 5e3, "NOSUCH": 0}}]}, 422, "scenarios[0].shocks.NOSUCH"),
         ({"scenarios": [{"name": "a"}]}, 400, "scenarios"),
         (
             {

@@ -97,32 +97,30 @@ async def _target_accounts(
 
 
 async def check_shocks(conn: AsyncConnection, scenarios: list[Any], field: str = "scenarios[{i}].") -> None:
-    """422 naming every shock outside [SHOCK_MIN, SHOCK_MAX] and every shock on a symbol that is not an
-    instrument (`field` prefixes `shocks.SYM`)."""
+    """422 with one error per bad shock: on a symbol that is not an instrument, or outside [SHOCK_MIN,
+    SHOCK_MAX] (`field` prefixes `shocks.SYM`)."""
     shocks = [(i, s, move) for i, sc in enumerate(scenarios) for s, move in (sc.shocks or {}).items()]
-    errors = [
-        {
-            "field": f"{field.format(i=i)}shocks.{s}",
-            "message": f"must be between {SHOCK_MIN:g} and {SHOCK_MAX:g} (-0.10 is a 10% fall)",
-        }
-        for i, s, move in shocks
-        if not SHOCK_MIN <= move <= SHOCK_MAX  # (nan fails both)
-    ]
-    if errors:
-        raise Invalid(f"Shock {errors[0]['field'].rsplit('.', 1)[1]!r} is out of range", errors=errors)
     named = {s for _, s, _ in shocks if s != "*"}
-    if not named:
-        return
-    known = set((await conn.execute(select(Instrument.symbol).where(Instrument.symbol.in_(named)))).scalars())
-    errors = [
-        {"field": f"{field.format(i=i)}shocks.{s}", "message": "unknown instrument"}
-        for i, s, _ in shocks
-        if s != "*" and s not in known
-    ]
+    known = (
+        set((await conn.execute(select(Instrument.symbol).where(Instrument.symbol.in_(named)))).scalars())
+        if named
+        else set()
+    )
+    errors = []
+    for i, s, move in shocks:
+        if s != "*" and s not in known:
+            message = "unknown instrument"
+        elif not SHOCK_MIN <= move <= SHOCK_MAX:  # (nan fails both)
+            message = f"must be between {SHOCK_MIN:g} and {SHOCK_MAX:g} (-0.10 is a 10% fall)"
+        else:
+            continue
+        errors.append({"field": f"{field.format(i=i)}shocks.{s}", "message": message})
     if errors:
-        raise Invalid(
-            f"Unknown symbol {errors[0]['field'].rsplit('.', 1)[1]!r} in a shock", errors=errors
-        )
+        first = errors[0]
+        symbol = first["field"].rsplit(".", 1)[1]
+        unknown = first["message"] == "unknown instrument"
+        title = f"Unknown symbol {symbol!r} in a shock" if unknown else f"Shock {symbol!r} is out of range"
+        raise Invalid(title, errors=errors)
 
 
 async def _historical_row(
