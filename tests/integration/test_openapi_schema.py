@@ -58,3 +58,15 @@ async def test_feed_symbols_state_their_length_bound(client):
     schemas = (await client.get("/schema/openapi.json")).json()["components"]["schemas"]
     for name in ("ReplayCreate", "SimulationCreate"):
         assert schemas[name]["properties"]["symbols"]["items"] == {"type": "string", "maxLength": 64}, name
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_limit_kinds_are_listed_for_accounts_and_groups_apart(client):
+    """An account limit and a group limit take different kinds; each body lists its own, so a client
+    generated from the document can create every group limit and no kind the server refuses."""
+    from app.domain.risk.checks import LIMIT_TYPES
+    from app.domain.risk.groups import GROUP_LIMIT_TYPES
+
+    schemas = (await client.get("/schema/openapi.json")).json()["components"]["schemas"]
+    assert schemas["LimitCreate"]["properties"]["limit_type"]["enum"] == list(LIMIT_TYPES)
+    assert schemas["GroupLimitCreate"]["properties"]["limit_type"]["enum"] == list(GROUP_LIMIT_TYPES)

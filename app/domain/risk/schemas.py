@@ -15,6 +15,7 @@ from uuid import UUID
 import msgspec
 
 from app.domain.risk.checks import LIMIT_TYPES
+from app.domain.risk.groups import GROUP_LIMIT_TYPES
 from app.lib.validation import at_most, positive
 
 Severity = Literal["warning", "critical"]
@@ -29,6 +30,11 @@ LimitTypeName = Annotated[
     msgspec.Meta(min_length=1, max_length=32, extra_json_schema={"extra": {"enum": list(LIMIT_TYPES)}}),
 ]
 LimitType = Literal[LIMIT_TYPES]  # type: ignore[valid-type]  # answers: always one of them
+# The same for group limits (groups.validate_group_limit), a set of kinds of their own.
+GroupLimitTypeName = Annotated[
+    str,
+    msgspec.Meta(min_length=1, max_length=32, extra_json_schema={"extra": {"enum": list(GROUP_LIMIT_TYPES)}}),
+]
 _HUNDRED = Decimal(100)
 
 
@@ -360,7 +366,7 @@ class AccountGroupOut(msgspec.Struct):
 
 
 class GroupLimitCreate(msgspec.Struct, forbid_unknown_fields=True):
-    limit_type: LimitTypeName
+    limit_type: GroupLimitTypeName
     value: Decimal
     symbol: Symbol | None = None
     warn_at_pct: Decimal = Decimal(80)
