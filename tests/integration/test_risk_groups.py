@@ -215,6 +215,17 @@ async def test_group_roles_and_validation(client, admin_headers, make_user, firm
     assert resp.status_code == 200 and resp.json()["value"] == "7" and resp.json()["enabled"] is False
     listed = (await client.get(f"{G}/{desk['id']}/limits", headers=rh)).json()["items"]
     assert [x["id"] for x in listed] == [lim["id"]]
+    # paginated like every list, newest first
+    more = [
+        await _post(client, f"{G}/{desk['id']}/limits", {"limit_type": "max_gross_exposure", "value": v}, rh)
+        for v in ("100", "200")
+    ]
+    page = (await client.get(f"{G}/{desk['id']}/limits", params={"limit": 2}, headers=rh)).json()
+    assert [x["id"] for x in page["items"]] == [more[1]["id"], more[0]["id"]] and page["next_cursor"]
+    rest = await client.get(
+        f"{G}/{desk['id']}/limits", params={"limit": 2, "cursor": page["next_cursor"]}, headers=rh
+    )
+    assert [x["id"] for x in rest.json()["items"]] == [lim["id"]] and rest.json()["next_cursor"] is None
 
 
 async def test_a_group_is_renamed_and_an_empty_one_removed_with_its_limits(

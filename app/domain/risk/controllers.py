@@ -257,10 +257,12 @@ class DeskRiskController(Controller):
 
     @get("/groups/{group_id:uuid}/limits", summary="The group's limits, newest first")
     async def list_group_limits(
-        self, db: DbConn, request: Request, group_id: FromPath[UUID]
+        self, db: DbConn, request: Request, group_id: FromPath[UUID], limit: Limit = 50, cursor: Cursor = None
     ) -> GroupLimitPage:
-        items = await group_service.list_group_limits(db, request.user, group_id)
-        return GroupLimitPage(items=items, next_cursor=None)
+        items, nxt = await group_service.list_group_limits(
+            db, request.user, group_id, limit=limit, cursor=cursor
+        )
+        return GroupLimitPage(items=items, next_cursor=nxt)
 
     @post(
         "/groups/{group_id:uuid}/limits", status_code=201, summary="Create a group limit (risk_manager/admin)"

@@ -286,15 +286,20 @@ async def create_group_limit(
 
 
 async def list_group_limits(
-    conn: AsyncConnection, principal: Principal, group_id: uuid.UUID
-) -> list[GroupLimitOut]:
+    conn: AsyncConnection, principal: Principal, group_id: uuid.UUID, *, limit: int, cursor: str | None
+) -> tuple[list[GroupLimitOut], str | None]:
     await get_group(conn, principal, group_id)
-    rows = await conn.execute(
-        select(*GROUP_LIMIT_COLS)
-        .where(RiskGroupLimit.group_id == group_id)
-        .order_by(RiskGroupLimit.created_at.desc(), RiskGroupLimit.id.desc())
-    )
-    return [GroupLimitOut(*r) for r in rows]
+    stmt = select(*GROUP_LIMIT_COLS).where(RiskGroupLimit.group_id == group_id)
+    if cursor:
+        ts, last = decode_cursor(cursor)
+        stmt = stmt.where(func.row(RiskGroupLimit.created_at, RiskGroupLimit.id) < func.row(ts, last))
+    rows = (
+        await conn.execute(
+            stmt.order_by(RiskGroupLimit.created_at.desc(), RiskGroupLimit.id.desc()).limit(limit + 1)
+        )
+    ).all()
+    items = [GroupLimitOut(*r) for r in rows[:limit]]
+    return items, encode_cursor(items[-1].created_at, items[-1].id) if len(rows) > limit else None
 
 
 async def update_group_limit(

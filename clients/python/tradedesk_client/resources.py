@@ -590,7 +590,9 @@ class Risk(_Resource):
         return self._run(Call("PUT", f"/accounts/{account_id}/risk/group", body=body, model=m.AccountGroup))
 
     def group_limits(self, group_id: Id) -> list[m.GroupLimit]:
-        return self._unwrap(Call("GET", f"/risk/groups/{group_id}/limits", model=Page[m.GroupLimit]))
+        return self._unwrap(
+            Call("GET", f"/risk/groups/{group_id}/limits", params={"limit": 500}, model=Page[m.GroupLimit])
+        )
 
     def create_group_limit(self, group_id: Id, limit_type: str, value: Number, **fields: Any) -> m.GroupLimit:
         body = _body(limit_type=limit_type, value=value, **fields)
