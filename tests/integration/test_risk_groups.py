@@ -197,6 +197,9 @@ async def test_group_roles_and_validation(client, admin_headers, make_user, firm
         resp = await client.post(url, json=body, headers=rh)
         assert resp.status_code == 422, (body, resp.text)
         assert resp.json()["errors"][0]["field"] == field
+    for blank in ("", "   "):  # a name must show something
+        resp = await client.post(G, json={"name": blank}, headers=rh)
+        assert resp.status_code == 400 and resp.json()["errors"][0]["field"] == "name", resp.text
     resp = await client.put(
         f"/api/v1/accounts/{acct}/risk/group", json={"group_id": str(uuid.uuid4())}, headers=rh
     )
@@ -213,8 +216,11 @@ async def test_group_roles_and_validation(client, admin_headers, make_user, firm
         f"{G}/{desk['id']}/limits/{lim['id']}", json={"value": "7", "enabled": False}, headers=rh
     )
     assert resp.status_code == 200 and resp.json()["value"] == "7" and resp.json()["enabled"] is False
+    changed = resp.json()
+    resp = await client.patch(f"{G}/{desk['id']}/limits/{lim['id']}", json={}, headers=rh)
+    assert resp.status_code == 422 and resp.json()["errors"][0]["field"] == "body", resp.text
     listed = (await client.get(f"{G}/{desk['id']}/limits", headers=rh)).json()["items"]
-    assert [x["id"] for x in listed] == [lim["id"]]
+    assert listed == [changed]  # (updated_at included: nothing was written)
     # paginated like every list, newest first
     more = [
         await _post(client, f"{G}/{desk['id']}/limits", {"limit_type": "max_gross_exposure", "value": v}, rh)

@@ -71,6 +71,9 @@ async def test_saved_scenario_crud_and_access(client, admin_headers, make_user):
     resp = await client.patch(f"{URL}/{other['id']}", json={"shocks": {"*": 0.1}, "historical": window},
                               headers=rm["headers"])
     assert resp.status_code == 422
+    for nothing in ({}, {"name": None, "daily": None}):
+        resp = await client.patch(f"{URL}/{other['id']}", json=nothing, headers=rm["headers"])
+        assert resp.status_code == 422 and resp.json()["errors"][0]["field"] == "body", resp.text
     resp = await client.patch(f"{URL}/{other['id']}", json={"shocks": {"*": -2}}, headers=rm["headers"])
     assert resp.status_code == 422 and [e["field"] for e in resp.json()["errors"]] == ["shocks.*"]
     assert (await client.get(f"{URL}/{other['id']}", headers=rm["headers"])).json()["shocks"] == {"*": 0.01}

@@ -310,6 +310,8 @@ async def update_group_limit(
     data: GroupLimitPatch,
 ) -> GroupLimitOut:
     ensure_risk_manager(principal)
+    if all(v is msgspec.UNSET for v in msgspec.structs.astuple(data)):
+        raise invalid("the body names no field to change", "body")
     async with tx(conn):
         await _lock_group(conn, group_id)
         current = (

@@ -173,6 +173,8 @@ async def update_scenario(
     conn: AsyncConnection, principal: Principal, scenario_id: uuid.UUID, data: SavedScenarioPatch
 ) -> SavedScenarioOut:
     _ensure_risk_manager(principal)
+    if all(v is None for v in msgspec.structs.astuple(data)):
+        raise Invalid("the body names no field to change", "body")
     _one_kind(data.shocks, data.historical, required=False)
     async with tx(conn):
         await _row(conn, scenario_id, lock=True)

@@ -322,7 +322,7 @@ class StressOut(msgspec.Struct):
 
 # ------------------------------------------------------------------------------------------------ groups
 
-GroupName = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+GroupName = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"\S")]  # not blank
 
 
 class GroupCreate(msgspec.Struct, forbid_unknown_fields=True):
