@@ -27,6 +27,7 @@ from litestar.types import Empty
 
 from app.lib.errors import ApiError, body_decode_error
 from app.lib.openapi_schema import DECIMAL_PATTERN
+from app.lib.validation import check_decimal
 
 
 class ApiRequest(Request):
@@ -128,6 +129,16 @@ def exact_numbers(value: Any, paths: Any, where: str = "") -> Any:
         for i, item in enumerate(value):
             if sub is not None or isinstance(item, (dict, list, Decimal)):
                 value[i] = exact_numbers(item, sub, _child(where, i))
+    return value
+
+
+def decimal_query(request: Request, name: str, value: Decimal | None) -> Decimal | None:
+    """A Decimal query parameter as a body field is checked: its text the documented pattern (Litestar's
+    conversion is Python's lenient `Decimal()`, which takes "1_0" and " 5"), its value finite, under 1e20
+    and with at most 18 places."""
+    if value is not None:
+        check_decimal_strings(request.query_params.get(name), True, name)
+        check_decimal(name, value)
     return value
 
 

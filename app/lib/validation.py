@@ -35,6 +35,15 @@ def _finite(name: str, value: Decimal) -> None:
         raise ValueError(f"`{name}` is too large")
 
 
+def check_decimal(name: str, value: Decimal) -> None:
+    """The rules of `_finite` for a value outside a Struct (a query parameter): every failure an ApiError
+    naming `name` (400 for a value no decimal field takes, 422 for more than 18 places)."""
+    try:
+        _finite(name, value)
+    except ValueError as exc:
+        raise ApiError(400, str(exc), errors=[{"field": name, "message": str(exc)}]) from None
+
+
 def positive(obj: Any, *names: str) -> None:
     for name in names:
         value = getattr(obj, name)

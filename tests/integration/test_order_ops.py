@@ -557,9 +557,17 @@ async def test_close_position_by_quantity_percentage_and_in_full(client, admin_h
         ("percentage=101", "percentage"),
         ("quantity=1&percentage=10", "percentage"),
         ("quantity=0", "quantity"),
+        # text Python's Decimal() takes and the documented pattern does not: refused, nothing sold
+        ("quantity=1_0", "quantity"),
+        ("quantity=%202", "quantity"),
+        ("percentage=%EF%BC%95", "percentage"),  # a full-width 5
+        ("percentage=1e-400", "percentage"),  # more than 18 places
     ):
         resp = await client.delete(f"{url}?{query}", headers=h)
         assert resp.status_code == 422 and field_of(resp) == [field], (query, resp.text)
+    resp = await client.delete(f"{url}?quantity=1e400", headers=h)
+    assert resp.status_code == 400 and field_of(resp) == ["quantity"], resp.text
+    assert D((await positions(client, h, acct))[sym]["quantity"]) == 4
     resp = await client.delete(url, headers=h)
     assert resp.status_code == 201 and D(resp.json()["quantity"]) == 4, resp.text
     assert D((await positions(client, h, acct))[sym]["quantity"]) == 0

@@ -28,6 +28,7 @@ from app.lib.db import DbConn, order_connection, provide_db
 from app.lib.errors import Malformed
 from app.lib.http import ApiResponse
 from app.lib.pagination import Cursor, Limit
+from app.lib.request import decimal_query
 
 
 class OrderController(Controller):
@@ -137,6 +138,8 @@ class OrderController(Controller):
         quantity: FromQuery[Decimal | None] = None, percentage: FromQuery[Decimal | None] = None,
         cancel_orders: FromQuery[bool] = False,
     ) -> OrderOut:
+        quantity = decimal_query(request, "quantity", quantity)
+        percentage = decimal_query(request, "percentage", percentage)
         return await bulk.close_position(db, request.user, account_id, symbol, quantity=quantity,
                                          percentage=percentage, cancel_orders=cancel_orders)
 
