@@ -754,3 +754,35 @@ async def test_a_one_value_query_parameter_given_twice_is_a_400_and_cancels_noth
     # Once each is fine.
     resp = await client.delete(f"/api/v1/accounts/{acct}/orders?symbol={symbol}", headers=h)
     assert resp.status_code == 200, resp.text
+
+
+async def test_event_data_carries_decimals_in_plain_notation(client, admin_headers, make_user):
+    """The audit trail (`/orders/{id}/events`) as every answer: "0.00000002", never "2E-8" (a fill's price
+    and quantity on a fine tick, a zero PnL at the fee scale, a replace's new quantity given as 1E+1)."""
+    import re
+
+    h, sym, acct = await setup(
+        client, admin_headers, make_user, price="0.00000002", tick="0.00000001", lot="0.00000001",
+        min_qty="0.00000001",
+    )
+    bought = await place(client, h, acct, symbol=sym, side="buy", type="market", quantity="0.00000003")
+    resting = await place(
+        client, h, acct, symbol=sym, side="buy", type="limit", quantity="12", limit_price="0.00000001"
+    )
+    resp = await client.patch(
+        f"/api/v1/accounts/{acct}/orders/{resting['id']}", json={"quantity": "1E+1"}, headers=h
+    )
+    assert resp.status_code == 200, resp.text
+    exponent = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)[eE][+-]?\d+$")
+    seen = []
+    for placed in (bought, resting):
+        resp = await client.get(f"/api/v1/accounts/{acct}/orders/{placed['id']}/events", headers=h)
+        for event in resp.json()["items"]:
+            data = event["data"] or {}
+            flat = {**data, **data.get("new", {}), **data.get("old", {})}
+            seen += [(event["type"], k, v) for k, v in flat.items() if exponent.match(str(v))]
+            if event["type"] == "filled":
+                assert (data["price"], data["quantity"]) == ("0.00000002", "0.00000003"), data
+            if event["type"] == "replaced":
+                assert data["new"]["quantity"] == "10", data
+    assert seen == []

@@ -66,6 +66,7 @@ from app.domain.trading.queries import ORDER_COLUMNS
 from app.domain.trading.rules import INSTRUMENT_FIELDS, EventType, InstrumentInfo
 from app.domain.trading.schemas import OrderCreate, OrderOut, ValidateOut
 from app.lib.db import utcnow
+from app.lib.decimals import plain
 from app.lib.errors import ApiError, conflict, invalid, not_found
 from app.lib.ids import new_time_ordered_uuid
 from app.lib.metrics import PLACEMENT_RETRIES, PLACEMENT_SNAPSHOTS
@@ -592,7 +593,7 @@ def _legs(
                     _leg_out(leg_id, entry, status=status, **common),
                     EventType.ACTIVATED,
                     "held",  # type: ignore[arg-type]
-                    data_={"quantity": str(filled), "active_quantity": str(filled)},
+                    data_={"quantity": plain(filled), "active_quantity": plain(filled)},
                 )
             elif final:
                 status = "canceled"

@@ -33,6 +33,7 @@ from app.domain.trading import rules
 from app.domain.trading.book import AccountBook
 from app.domain.trading.decision import reservation
 from app.domain.trading.rules import EventType, MatchResult, OrderStatus, OrderView
+from app.lib.decimals import plain
 
 ZERO = Decimal(0)
 _IOC_FOK = (rules.TimeInForce.IOC, rules.TimeInForce.FOK)
@@ -146,7 +147,7 @@ def execute(
     steps: list[Step] = []
     if m.newly_triggered:
         state = OrderState(status, state.quantity, filled, avg, fees, reserved, triggered, reason)
-        steps.append(Step(EventType.TRIGGERED, status, status, state, data={"last_price": str(last_price)}))
+        steps.append(Step(EventType.TRIGGERED, status, status, state, data={"last_price": plain(last_price)}))
     qty = m.fill_qty
     side = view.side
     if qty > 0 and caps is not NO_CAPS:
@@ -177,8 +178,8 @@ def execute(
         steps.append(Step(
             EventType.FILLED if new_status is OrderStatus.FILLED else EventType.PARTIALLY_FILLED, status,
             new_status, state, fill=True, position_qty=book.position(symbol).quantity,
-            data={"quantity": str(qty), "price": str(price), "fee": str(fee), "liquidity": liquidity,
-                  "realized_pnl": str(realized)},
+            data={"quantity": plain(qty), "price": plain(price), "fee": plain(fee), "liquidity": liquidity,
+                  "realized_pnl": plain(realized)},
         ))
         status = new_status
     if status is not OrderStatus.FILLED and cancel_rest:

@@ -26,6 +26,7 @@ from app.domain.trading.queries import OPEN_OR_HELD as OPEN_OR_HELD_SQL
 from app.domain.trading.rules import EventType
 from app.domain.trading.schemas import OrderOut
 from app.lib.db import tx, utcnow
+from app.lib.decimals import plain
 from app.lib.errors import not_found
 
 ZERO = Decimal(0)
@@ -258,7 +259,7 @@ class Groups:
                         EventType.ACTIVATED,
                         frm,
                         now,
-                        data={"quantity": str(qty), "active_quantity": str(entry.filled_quantity - exits)},
+                        data={"quantity": plain(qty), "active_quantity": plain(entry.filled_quantity - exits)},
                     )
                 )
         return out
@@ -281,7 +282,7 @@ class Groups:
         ended = m.remaining <= 0
         if ended and m.filled_quantity > 0:
             m.status = "filled"
-        data: dict[str, Any] = {"quantity_from": str(before), "quantity_to": str(m.quantity)}
+        data: dict[str, Any] = {"quantity_from": plain(before), "quantity_to": plain(m.quantity)}
         if by is not None:
             data["order_id"] = str(by)
         out = [self._change(m, EventType.REDUCED, frm, now, reason=reason, data=data)]

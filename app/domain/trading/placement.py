@@ -83,7 +83,7 @@ from app.domain.trading.rules import (
 )
 from app.domain.trading.schemas import OrderCreate, OrderOut, ValidateOut
 from app.lib.db import raw_connection, utcnow
-from app.lib.decimals import encode_json
+from app.lib.decimals import encode_json, plain
 from app.lib.errors import ApiError, conflict, not_found
 from app.lib.ids import new_time_ordered_uuid
 from app.lib.metrics import FILLS, ORDERS, PLACEMENT_RETRIES, PLACEMENT_SNAPSHOTS, RISK_REJECTIONS
@@ -417,8 +417,8 @@ async def decide_on_row(
     if breach is not None and not record:
         return breach
     if breach is not None:
-        detail = {"symbol": data.symbol, "side": data.side, "type": data.type, "quantity": str(data.quantity),
-                  "price": str(price), "dry_run": dry_run, "message": breach.message}
+        detail = {"symbol": data.symbol, "side": data.side, "type": data.type, "quantity": plain(data.quantity),
+                  "price": plain(price), "dry_run": dry_run, "message": breach.message}
         violation = ViolationOut(
             id=uuid.uuid4(), account_id=book.id, limit_id=uuid.UUID(breach.limit_id) if breach.limit_id else None,
             limit_type=breach.limit_type, limit_value=breach.limit_value,

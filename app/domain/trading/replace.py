@@ -42,6 +42,7 @@ from app.domain.trading.rules import OPEN_STATUSES, EventType, InstrumentInfo
 from app.domain.trading.schemas import OrderOut, OrderReplace
 from app.domain.trading.services import ORDER_COLS, load_instrument
 from app.lib.db import raw_connection, tx, utcnow
+from app.lib.decimals import plain
 from app.lib.errors import conflict, field_from_message, invalid, not_found
 from app.lib.metrics import RISK_REJECTIONS
 from app.lib.validation import positive
@@ -80,7 +81,7 @@ class _Breached(Exception):
 
 
 def _s(value: Any) -> Any:
-    return str(value) if isinstance(value, Decimal) else value
+    return plain(value) if isinstance(value, Decimal) else value
 
 
 async def replace_order(
@@ -173,8 +174,8 @@ async def _replace(
             "symbol": symbol,
             "side": o.side,
             "type": o.type,
-            "quantity": str(checked_quantity),
-            "price": str(price),
+            "quantity": plain(checked_quantity),
+            "price": plain(price),
             "replace_of": str(o.id),
             "message": breach.message,
         }
