@@ -525,6 +525,22 @@ BRACKET = {"order_class": "bracket", "take_profit": {"limit_price": "110"}, "sto
             },
             "limit_price",
         ),
+        # a stop-limit stop-loss whose limit is beyond its stop would rest on the far side of the market
+        (
+            {"type": "limit", "limit_price": "95", **BRACKET,
+             "stop_loss": {"stop_price": "90", "limit_price": "91"}},
+            "stop_loss.limit_price",
+        ),
+        (
+            {
+                "type": "limit",
+                "side": "sell",
+                "order_class": "oco",
+                "take_profit": {"limit_price": "105"},
+                "stop_loss": {"stop_price": "95", "limit_price": "95.5"},
+            },
+            "stop_loss.limit_price",
+        ),
     ],
 )
 async def test_bad_contingent_input_is_422_naming_the_field_and_writes_nothing(

@@ -153,3 +153,22 @@ async def test_the_time_in_force_of_a_group_order_cannot_change(client, admin_he
         f"/api/v1/accounts/{acct}/orders/{entry['id']}", json={"time_in_force": "gtc", "limit_price": "91"}, headers=h
     )
     assert resp.status_code == 200, resp.text
+
+
+async def test_a_stop_limit_stop_loss_keeps_its_limit_through_its_stop(client, admin_headers, make_user):
+    # The rule placement applies (contingent.check_sides): a long's stop-loss sells, so its limit may not
+    # go above its stop, where it would rest above the market once triggered.
+    h, sym, acct = await _long(client, admin_headers, make_user, held=0, allow_short=True)
+    legs = {"take_profit": {"limit_price": "105"}, "stop_loss": {"stop_price": "95", "limit_price": "94"}}
+    group = await place(
+        client, h, acct, symbol=sym, side="buy", type="market", quantity=5, order_class="bracket", **legs
+    )
+    listed = (await client.get(f"/api/v1/accounts/{acct}/orders?limit=50&nested=true", headers=h)).json()
+    members = [o for o in listed["items"] if o["id"] == group["id"]][0]
+    sl = next(o for o in members["legs"] if o["leg"] == "stop_loss")
+    url = f"/api/v1/accounts/{acct}/orders/{sl['id']}"
+    for change, field in (({"limit_price": "96"}, "limit_price"), ({"stop_price": "93"}, "stop_price")):
+        resp = await client.patch(url, json=change, headers=h)
+        assert resp.status_code == 422 and resp.json()["errors"][0]["field"] == field, resp.text
+    resp = await client.patch(url, json={"stop_price": "96", "limit_price": "95.50"}, headers=h)
+    assert resp.status_code == 200 and resp.json()["version"] == 2, resp.text

@@ -176,6 +176,14 @@ def check_sides(data: Any, last: Decimal | None) -> None:
             else ("the entry's stop price" if data.type == "stop" else "the last price")
         )
     word = ("above", "below") if up else ("below", "above")
+    # A stop-limit stop-loss: once triggered its limit must let it trade on through the stop, or it rests on
+    # the far side of the market and protects nothing (a long's exit sells: limit at or below the stop).
+    sl_limit = data.stop_loss.limit_price if data.stop_loss is not None else None
+    if sl is not None and sl_limit is not None and (sl_limit > sl if up else sl_limit < sl):
+        raise invalid(
+            f"stop_loss.limit_price {sl_limit} must be at or {word[1]} stop_loss.stop_price {sl}",
+            "stop_loss.limit_price",
+        )
     if tp is not None and sl is not None and (tp <= sl if up else tp >= sl):
         raise invalid(
             f"take_profit.limit_price {tp} must be {word[0]} stop_loss.stop_price {sl}",

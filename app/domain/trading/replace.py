@@ -264,6 +264,13 @@ def _new_values(o: Any, data: OrderReplace, inst: InstrumentInfo) -> dict[str, A
             raise invalid(f"{name} {value} is not a multiple of tick_size {inst.tick_size}", name)
     if data.stop_price is not None and o.triggered:
         raise invalid("the stop has already triggered: its stop_price no longer applies", "stop_price")
+    stop, limit = new["stop_price"], new["limit_price"]
+    if o.leg == "stop_loss" and stop is not None and limit is not None and (
+        limit > stop if o.side == "sell" else limit < stop
+    ):  # (as at placement: contingent.check_sides)
+        field = "limit_price" if data.limit_price is not None else "stop_price"
+        where = "below" if o.side == "sell" else "above"
+        raise invalid(f"a stop-loss leg's limit_price {limit} must be at or {where} its stop_price {stop}", field)
     # A trailing stop's stop is its hwm minus the trail (docs/TRADING.md): a new trail moves it now.
     retrailed = o.type == "trailing_stop" and (data.trail_price is not None or data.trail_percent is not None)
     if retrailed and o.hwm is not None:
