@@ -275,6 +275,7 @@ async def test_sse_resumes_from_last_event_id(client, admin_headers, make_user, 
                     f"/api/v1/accounts/{acct}/stream", headers={**user["headers"], "Last-Event-ID": loose}
                 )
                 assert bad.status_code == 400 and bad.json()["type"].endswith("/invalid-last-event-id"), loose
+                assert [e["field"] for e in bad.json()["errors"]] == ["Last-Event-ID"], loose
 
 
 async def test_a_uvicorn_process_serves_resume_live_sse_heartbeats_and_close_codes(

@@ -361,7 +361,9 @@ class StreamController(Controller):
         if last_event_id is not None and last_event_id.strip():
             text = last_event_id.strip()
             if not (text.isascii() and text.isdigit()):  # (int() would also take "+5", "5_0", " 5")
-                raise Malformed("Last-Event-ID must be a seq (digits only)", slug="invalid-last-event-id")
+                raise Malformed(
+                    "Last-Event-ID must be a seq (digits only)", "Last-Event-ID", slug="invalid-last-event-id"
+                )
             seq = int(text)
             problem = state.resume_error(seq)
             if problem is not None:
