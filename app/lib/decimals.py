@@ -44,6 +44,25 @@ def plain(value: Decimal) -> str:
     return format(value.normalize(), "f")  # 1.0E+5 -> "100000", 0E-8 -> "0", 5.0E-7 -> "0.0000005"
 
 
+# A number in exponent form standing as a word of a message ("quantity 1E-7 is not a multiple of ...", a
+# Decimal formatted into an f-string), bounded by spaces, brackets or punctuation: never a part of an
+# identifier (a UUID's "12e4" group is joined to its neighbours by hyphens).
+_EXPONENT_WORD = re.compile(
+    r"(?<![^\s(\[{:,=])([+-]?(?:\d+(?:\.\d*)?|\.\d+)[eE][+-]?\d+)(?=$|[\s)\]},;:%]|\.(?:\s|$))"
+)
+
+
+def _plain_word(match: re.Match[str]) -> str:
+    value = Decimal(match.group(1))
+    # (a value a plain rendering would spell out in hundreds of digits keeps its exponent)
+    return plain(value) if value.is_finite() and -30 <= value.adjusted() <= 30 else match.group(1)
+
+
+def plain_in_text(text: str) -> str:
+    """`text` with every number written in exponent form rendered plainly ("1E-7" -> "0.0000001")."""
+    return _EXPONENT_WORD.sub(_plain_word, text) if ("E" in text or "e" in text) else text
+
+
 def nonnegative_zero(value: Decimal) -> Decimal:
     """`value`, a zero without its sign ("-0.00" -> "0.00", the scale kept)."""
     return value if value or not value.is_signed() else value.copy_abs()

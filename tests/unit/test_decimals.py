@@ -127,3 +127,20 @@ def test_stream_messages_and_stored_orders_carry_decimals_in_plain_notation():
     assert wire["fill"]["fee"] == "0" and wire["fill"]["realized_pnl"] == "0" and wire["position_qty"] == "0"
     stored = stored_order(order)
     assert stored["fees"] == "0" and stored["avg_fill_price"] == "100" and stored["id"] == str(order.id)
+
+
+def test_messages_quote_numbers_in_plain_notation():
+    from app.lib.decimals import plain_in_text
+
+    assert plain_in_text("quantity 1E-7 is not a multiple of lot_size 1") == (
+        "quantity 0.0000001 is not a multiple of lot_size 1"
+    )
+    assert plain_in_text("price (2E-8), x=1e3; -1.5E+3.") == "price (0.00000002), x=1000; -1500."
+    # identifiers and values too large to spell out keep their form
+    uid = "0d6f2c1a-12e4-4a1b-9c3d-1e5f00000000"
+    assert plain_in_text(f"account {uid} not found") == f"account {uid} not found"
+    assert plain_in_text("1E-400% of 47") == "1E-400% of 47" and plain_in_text("code E42") == "code E42"
+    # an ApiError's detail and field messages go through it
+    err = ApiError(422, "quantity 1E+1 exceeds 5", errors=[{"field": "quantity", "message": "1E+1 > 5"}])
+    assert err.detail == "quantity 10 exceeds 5"
+    assert err.extra["errors"] == [{"field": "quantity", "message": "10 > 5"}]

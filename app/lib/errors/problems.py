@@ -11,6 +11,8 @@ from typing import Any
 import msgspec
 from litestar.plugins.problem_details import ProblemDetailsException
 
+from app.lib.decimals import plain_in_text
+
 TYPE_BASE = "https://tradedesk.dev/problems/"
 
 TITLES = {
@@ -62,9 +64,14 @@ class ApiError(ProblemDetailsException):
     ) -> None:
         body: dict[str, Any] = dict(extra)
         if errors:
-            body["errors"] = errors
+            # Messages quote the Decimals they check, as the client may have written them ("1E+1"); they
+            # read in plain notation like every number in an answer.
+            body["errors"] = [
+                {**e, "message": plain_in_text(e["message"])} if isinstance(e.get("message"), str) else e
+                for e in errors
+            ]
         super().__init__(
-            detail=detail,
+            detail=plain_in_text(detail),
             status_code=status,
             type_=TYPE_BASE + (slug or SLUGS.get(status, "error")),
             title=title or TITLES.get(status, "Error"),
