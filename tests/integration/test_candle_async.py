@@ -57,12 +57,17 @@ async def test_async_candle_load_through_a_worker(client, admin_headers):
                 if status["status"] in ("complete", "failed"):
                     break
                 await asyncio.sleep(0.1)
-            assert status["status"] == "failed" and "row 1" in status["error"]
+            assert status["status"] == "failed" and status["error"] == "row 1: high < low", status
+            assert status["row"] == 1 and status["errors"][0]["field"].startswith("candles[1]"), status
+            assert "Traceback" not in str(status)
             assert (await c.get(f"/api/v1/instruments/{sym2}/candles?timeframe=1h", headers=admin_headers)).json()["items"] == []
             unknown = await c.get(f"/api/v1/instruments/{symbol}/candles/loads/{uuid.uuid4()}", headers=admin_headers)
             assert unknown.status_code == 404
             no_tf = await c.post(f"/api/v1/instruments/{symbol}/candles?async=true", content=b"x", headers=headers)
             assert no_tf.status_code == 422
+            maybe = await c.post(f"/api/v1/instruments/{symbol}/candles?async=maybe&timeframe=1h", content=b"x",
+                                 headers=headers)
+            assert maybe.status_code == 400 and maybe.json()["errors"][0]["field"] == "async", maybe.text
     finally:
         await worker.stop()
         task.cancel()

@@ -137,10 +137,14 @@ class InstrumentController(Controller):
         request: Request,
         symbol: FromPath[str],
         timeframe: FromQuery[Timeframe | None] = None,
-        run_async: Annotated[bool, QueryParameter(name="async")] = False,
+        run_async: Annotated[str | None, QueryParameter(name="async", description="true or false")] = None,
     ) -> Response[Any]:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if run_async:
+        # Read here rather than declared `bool`: Litestar's error for a bad value names the argument
+        # (`run_async`), not the query parameter a client sent (`async`).
+        if run_async is not None and run_async.lower() not in ("true", "false", "1", "0"):
+            raise Malformed("`async` must be true or false", "async")
+        if run_async is not None and run_async.lower() in ("true", "1"):
             # Large loads as a job: the body is parked in PostgreSQL as it streams in, then a worker loads
             # it (all or nothing, with progress). Only CSV: JSON uploads are capped at 64 MiB anyway.
             if content_type != "text/csv" or timeframe is None:

@@ -181,6 +181,9 @@ class CandleLoadStatus(msgspec.Struct):
     progress: float
     result: dict | None = None
     error: str | None = None
+    # A failed load's field errors and row, as the synchronous load's 422 has them.
+    errors: list[dict[str, str]] | None = None
+    row: int | None = None
 
 
 # --------------------------------------------------------------------------------- clock, replays, simulations

@@ -13,6 +13,7 @@ from sqlalchemy import delete, func, select
 
 from app.domain.markets.models import CandleUploadChunk
 from app.domain.markets.services import load_candles_csv
+from app.lib.errors import ApiError
 from app.lib.jobs import job
 
 
@@ -57,6 +58,14 @@ async def load_candles_job(ctx: dict[str, Any], *, upload_id: str) -> dict[str, 
 
         try:
             result = await load_candles_csv(conn, symbol, timeframe, chunks())
+        except ApiError as exc:
+            # The upload's own fault (a bad row): kept on the job as the problem the synchronous load would
+            # have answered, which the status endpoint shows (rather than the job's traceback).
+            if saq_job is not None:
+                body = exc.extra if isinstance(exc.extra, dict) else {}
+                problem = {"detail": exc.detail, "errors": body.get("errors"), "row": body.get("row")}
+                await saq_job.update(meta={**(saq_job.meta or {}), "problem": problem})
+            raise
         finally:
             await reader.execute(delete(CandleUploadChunk).where(CandleUploadChunk.upload_id == upload))
             await reader.commit()

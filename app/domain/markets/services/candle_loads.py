@@ -41,13 +41,15 @@ _MERGE = text(
 )
 
 
-def candle_error(exc: CandleValidationError) -> Invalid:
+def candle_error(exc: CandleValidationError, *, json_body: bool = False) -> Invalid:
+    """The 422 of an invalid candle: `row` as CandleValidationError counts it (a CSV line number minus one,
+    or a JSON candle's 1-based position); the field names a JSON candle by its 0-based index in
+    `candles`, as every other field path of a JSON body does."""
+    index = exc.row - 1 if json_body else exc.row
     return Invalid(
         str(exc),
         slug="invalid-candles",
-        errors=[
-            {"field": f"candles[{exc.row}]" + (f".{exc.field}" if exc.field else ""), "message": exc.reason}
-        ],
+        errors=[{"field": f"candles[{index}]" + (f".{exc.field}" if exc.field else ""), "message": exc.reason}],
         row=exc.row,
     )
 
@@ -163,7 +165,7 @@ async def load_candles_json(
     try:
         rows = validate_batch(({f: getattr(c, f) for f in c.__struct_fields__} for c in candles), timeframe)
     except CandleValidationError as exc:
-        raise candle_error(exc) from exc
+        raise candle_error(exc, json_body=True) from exc
     return await load_candles(conn, symbol, timeframe, one_batch(rows))
 
 

@@ -106,11 +106,17 @@ async def candle_load_status(queue: Any, symbol: str, upload_id: uuid.UUID) -> C
     ):
         raise NotFound("Candle load")
     status = str(job.status.value if hasattr(job.status, "value") else job.status)
+    # A bad upload failed with the problem a synchronous load answers (tasks.load_candles_job); any other
+    # failure is the server's, whose traceback (file paths, library frames) stays in its log and jobs API.
+    problem = (job.meta or {}).get("problem") or {}
+    error = problem.get("detail") or ("the load failed on the server; its log has the cause" if job.error else None)
     return CandleLoadStatus(
         upload_id=str(upload_id),
         symbol=symbol,
         status=status,
         progress=float(job.progress or 0),
         result=job.result if isinstance(job.result, dict) else None,
-        error=job.error,
+        error=error,
+        errors=problem.get("errors"),
+        row=problem.get("row"),
     )
