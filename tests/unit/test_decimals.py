@@ -144,3 +144,10 @@ def test_messages_quote_numbers_in_plain_notation():
     err = ApiError(422, "quantity 1E+1 exceeds 5", errors=[{"field": "quantity", "message": "1E+1 > 5"}])
     assert err.detail == "quantity 10 exceeds 5"
     assert err.extra["errors"] == [{"field": "quantity", "message": "10 > 5"}]
+
+
+def test_report_numbers_below_one_keep_significant_digits_in_plain_notation():
+    from app.domain.backtesting.report import num
+
+    assert num(1.1e-06, 4) == "0.0000011" and num(0.123456, 4) == "0.1235" and num(-0.5) == "-0.5"
+    assert num(1234.5) == "1,234.50" and num(0.0) == "0.00" and num(float("nan")) == "–"

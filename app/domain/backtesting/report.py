@@ -15,6 +15,7 @@ import hashlib
 import html
 import math
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -135,8 +136,9 @@ def esc(value: Any) -> str:
 def num(x: float, digits: int = 2) -> str:
     if not math.isfinite(x):
         return "–"
-    if x != 0 and abs(x) < 1:
-        return f"{x:.{max(digits, 4)}g}"
+    if x != 0 and abs(x) < 1:  # significant digits, in plain notation ("0.0000011", never "1.1e-06")
+        d = Decimal(repr(x))
+        return plain(d.quantize(Decimal(1).scaleb(d.adjusted() - max(digits, 4) + 1)).normalize())
     return f"{x:,.{digits}f}"
 
 

@@ -37,6 +37,18 @@ def money(value: float | None, places: int = MONEY_PLACES, *, keep_zeros: bool =
         return plain(rounded if keep_zeros else rounded.normalize())
 
 
+def fill_price(value: float | None, tick_places: int) -> str | None:
+    """A simulated fill price: to the fee scale (MONEY_PLACES), the float's noise gone; written with the
+    tick's places when it lies on the tick grid ("198.40"), else with the places it needs: slippage
+    moves a fill off the grid (open x 1.0005 = "78.529245"), and a price rounded to the tick would no
+    longer add up to the trade's PnL."""
+    exact = money(value)
+    if exact is None:
+        return None
+    on_grid = Decimal(exact).quantize(Decimal(1).scaleb(-tick_places)) if tick_places < MONEY_PLACES else None
+    return plain(on_grid) if on_grid is not None and on_grid == Decimal(exact) else exact
+
+
 def clean_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     """JSON-safe metrics for storage: NaN and infinities become null, numpy scalars plain numbers."""
     out: dict[str, Any] = {}
@@ -112,16 +124,15 @@ def _utc(epoch_seconds: int | None) -> datetime | None:
 def trade_out(
     index: int, t: dict[str, Any], price_places: int = MONEY_PLACES, qty_places: int = MONEY_PLACES
 ) -> TradeOut:
-    """One stored trade; prices rounded to the instrument's tick places and the quantity to its lot's
-    (slippage moves fills off the tick grid, so prices are rounded for display, not snapped)."""
+    """One stored trade: its fill prices as `fill_price` writes them, the quantity to its lot's places."""
     return TradeOut(
         index=index,
         side=t["side"],
         quantity=money(t["quantity"], qty_places),
         entry_ts=_utc(t["entry_ts"]),  # type: ignore[arg-type]
-        entry_price=money(t["entry_price"], price_places, keep_zeros=True),
+        entry_price=fill_price(t["entry_price"], price_places),  # type: ignore[arg-type]
         exit_ts=_utc(t["exit_ts"]),
-        exit_price=money(t["exit_price"], price_places, keep_zeros=True),  # type: ignore[arg-type]
+        exit_price=fill_price(t["exit_price"], price_places),  # type: ignore[arg-type]
         pnl=money(t["pnl"]),
         return_pct=t["return_pct"],
         commission=money(t["commission"]),  # type: ignore[arg-type]
