@@ -244,10 +244,24 @@ async def test_a_replay_of_two_symbols_feeds_them_together_in_time_order(
         return step
 
     monkeypatch.setattr(feed_jobs, "feed_mixed_prices", counted)
-    done = await wait_final(
-        c, admin_headers, "replays", (await replay(c, admin_headers, symbols=[x, y], timeframe="1d"))["id"]
-    )
+    observed: list[tuple[str, datetime]] = []  # what the prices: streams are given, in order
+
+    async def observe(symbol, prices):
+        observed.extend((symbol, p.ts) for p in prices)
+
+    from app.domain.markets import events
+
+    events.COMMITTED_PRICE_OBSERVERS.append(observe)
+    try:
+        done = await wait_final(
+            c, admin_headers, "replays", (await replay(c, admin_headers, symbols=[x, y], timeframe="1d"))["id"]
+        )
+    finally:
+        events.COMMITTED_PRICE_OBSERVERS.remove(observe)
     assert (done["status"], done["prices_fed"], done["bars_fed"], done["fills"]) == ("completed", 240, 60, 2)
+    # published in time order across the two symbols, as fed (not all of one symbol's run, then the other's)
+    mine = [(s, ts) for s, ts in observed if s in (x, y)]
+    assert len(mine) == 240 and [ts for _, ts in mine] == sorted(ts for _, ts in mine)
     # y dips on bar 10, x on bar 20: filled in that order, each at its own bar's low
     fills = await fills_in_order(db_engine, [account])
     assert [(f[0], f[3]) for f in fills] == [(on_y["id"], "96.00"), (on_x["id"], "96.00")]

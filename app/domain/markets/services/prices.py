@@ -134,15 +134,21 @@ async def feed_mixed_prices(
                 continue
             consumed += 1
         await _store_lasts(conn, symbols_of, points, stored_to, consumed, len(symbols))
+    # The observers (the prices:/bars: streams) get the points in the order they were fed, a run of one
+    # symbol at a time: a replay's prices stay in time order across its symbols.
+    runs: list[tuple[str, list[PricePoint]]] = []
     if len(symbols) == 1:
-        by_symbol = {symbols[0]: points[:consumed]}
+        runs.append((symbols[0], list(points[:consumed])))
     else:
-        by_symbol = {}
         for symbol, point in zip(symbols_of[:consumed], points[:consumed], strict=True):
-            by_symbol.setdefault(symbol, []).append(point)  # type: ignore[attr-defined]
-    for symbol, fed in by_symbol.items():
-        if COMMITTED_PRICE_OBSERVERS:
+            if runs and runs[-1][0] == symbol:
+                runs[-1][1].append(point)
+            else:
+                runs.append((symbol, [point]))
+    if COMMITTED_PRICE_OBSERVERS:
+        for symbol, fed in runs:
             await prices_committed(symbol, fed)
+    for symbol in dict.fromkeys(symbol for symbol, _ in runs):
         await publish_price_committed(conn, symbol)  # post-trade risk checks, after the commit
     return FeedStep(consumed, fills, matched_any)
 
