@@ -105,6 +105,8 @@ async def test_bad_row_rejects_whole_batch(client, admin_headers):
     assert resp.status_code == 422
     body = resp.json()
     assert body["row"] == 2 and "high" in body["detail"]
+    # the field is the candle's JSON path (0-based), `row` its position (1-based)
+    assert [e["field"] for e in body["errors"]] == ["candles[1].high"], body
     resp = await client.get(f"/api/v1/instruments/{symbol}/candles?timeframe=1d", headers=admin_headers)
     assert resp.json()["items"] == []
     assert (await client.get(f"/api/v1/instruments/{symbol}/price", headers=admin_headers)).json()["price"] is None
