@@ -4,6 +4,7 @@ SSE clients, orders placed and prices posted through either process."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -996,3 +997,47 @@ async def test_a_uvicorn_process_logs_its_own_messages_at_log_level(settings, ma
         os.set_blocking(procs[0].stderr.fileno(), False)
         written = procs[0].stderr.read() or b""
     assert b"connection open" not in written and b"[accepted]" not in written, written[-500:]
+
+
+async def test_a_revoked_key_or_a_lost_right_closes_open_streams_4401(
+    client, admin_headers, make_user, stream_servers
+):
+    """A connection is authorised when it connects; a revocation, or a role lowered, applies to it too:
+    checked again at every heartbeat (1 s here) and before every subscription."""
+    user, sym, acct = await _trader(client, admin_headers, make_user)
+    a, b = stream_servers
+    made = await client.post("/api/v1/auth/keys", json={"name": "bot"}, headers=user["headers"])
+    assert made.status_code == 201, made.text
+    bot = made.json()
+    ws = await connect(a, bot["api_key"])
+    await ws.send(json.dumps({"action": "subscribe", "streams": ["trade_updates"]}))
+    assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "subscribed"
+    async with httpx.AsyncClient(base_url=b, timeout=10) as http_b:
+        sse = http_b.stream(
+            "GET", f"/api/v1/accounts/{acct}/stream", headers={"Authorization": f"Bearer {bot['api_key']}"}
+        )
+        async with sse as resp:
+            assert resp.status_code == 200
+            revoked = await client.delete(f"/api/v1/auth/keys/{bot['id']}", headers=user["headers"])
+            assert revoked.status_code == 204
+            assert await _closed_with(ws, 5) == 4401
+            lines = resp.aiter_lines()
+            deadline = time.monotonic() + 5
+            with contextlib.suppress(StopAsyncIteration):  # the SSE response ends (heartbeats until then)
+                while time.monotonic() < deadline:
+                    await asyncio.wait_for(anext(lines), 5)
+            assert time.monotonic() < deadline, "the SSE stream of a revoked key went on"
+    # A risk manager made a trader: the next subscription to another user's account is refused at once.
+    rm = await make_user("risk_manager")
+    ws = await connect(a, rm["api_key"])
+    await ws.send(json.dumps({"action": "subscribe", "streams": ["accounts"]}))
+    assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "subscribed"
+    lowered = await client.patch(f"/api/v1/users/{rm['id']}", json={"role": "trader"}, headers=admin_headers)
+    assert lowered.status_code == 200, lowered.text
+    await ws.send(json.dumps({"action": "subscribe", "streams": [f"trade_updates:{acct}"], "since": {acct: 0}}))
+    got = []
+    with contextlib.suppress(websockets.ConnectionClosed, TimeoutError):
+        while True:
+            got.append(json.loads(await asyncio.wait_for(ws.recv(), 5)))
+    assert not [m for m in got if m["type"] in ("subscribed", "trade_update")], got
+    assert ws.close_code == 4401

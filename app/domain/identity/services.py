@@ -8,6 +8,7 @@ import hmac
 import secrets
 import time
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
@@ -329,6 +330,22 @@ async def authenticate(engine: AsyncEngine, presented: str) -> Principal | None:
         finally:
             _LOOKUPS.pop(digest, None)
     return await _authenticate(engine, digest)
+
+
+async def live_principals(engine: AsyncEngine, key_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, Principal]:
+    """The principal each key of `key_ids` stands for now, for the keys still live (not revoked, not
+    expired, their user active), read from the database, not the cache: what an open stream, authenticated
+    once when it connected, is checked against again (a revocation, a deactivation or a role change since
+    then applies to it too)."""
+    if not key_ids:
+        return {}
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(ApiKey.id, ApiKey.user_id, User.role, User.email)
+            .join(User, User.id == ApiKey.user_id)
+            .where(ApiKey.id.in_(list(key_ids)), _live(utcnow()), User.is_active)
+        )
+        return {r.id: Principal(user_id=r.user_id, role=r.role, key_id=r.id, email=r.email) for r in rows}
 
 
 async def authenticate_digest(engine: AsyncEngine, digest: str) -> Principal | None:

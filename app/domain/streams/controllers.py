@@ -24,10 +24,10 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 from app.domain.desk import sessions as desk_sessions
 from app.domain.identity.middleware import credential
 from app.domain.identity.schemas import Principal
-from app.domain.identity.services import authenticate
+from app.domain.identity.services import authenticate, live_principals
 from app.domain.markets.candles import TIMEFRAMES
 from app.domain.streams import log as stream_log
-from app.domain.streams.hub import Client
+from app.domain.streams.hub import CLOSE_CREDENTIALS, Client
 from app.domain.streams.messages import ActivityPage, encode, error
 from app.domain.streams.runtime import StreamRuntime
 from app.lib.errors import Conflict, Malformed, RateLimited, not_found
@@ -180,6 +180,11 @@ async def _handle_message(client: Client, rt: StreamRuntime, text: str) -> None:
         return
     try:
         if message.action == "subscribe":
+            # Rights as they are now, not as they were when the connection was made.
+            current = await live_principals(rt.engine, [client.principal.key_id])
+            if current.get(client.principal.key_id) != client.principal:
+                client.close(CLOSE_CREDENTIALS, "credentials")
+                return
             wanted = client.streams | await authorise_streams(rt, client.principal, message.streams)
             if len(wanted) > MAX_STREAMS_PER_CONNECTION:
                 raise StreamRequestError("too-many-streams", f"at most {MAX_STREAMS_PER_CONNECTION} streams")
@@ -289,9 +294,8 @@ async def stream_socket(socket: WebSocket) -> None:
         code = client.close_code or 1000
         if code != 1000:  # 1000: the client left; 4008 (overflow) and 1001 (shutdown) are ours to send
             with contextlib.suppress(Exception):
-                await socket.close(
-                    code=code, reason="slow consumer: resume with since" if code == 4008 else ""
-                )
+                reasons = {4008: "slow consumer: resume with since", CLOSE_CREDENTIALS: "key revoked or changed"}
+                await socket.close(code=code, reason=reasons.get(code, ""))
 
 
 # ---------------------------------------------------------------------------------------------- SSE, REST

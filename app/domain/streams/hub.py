@@ -49,6 +49,7 @@ GAP_GRACE_SECONDS = 0.05  # how long an out-of-order message waits for the ones 
 REPLAY_PAGE = 1000
 HINT_RETRIES = 5  # a hinted seq not in the log yet: read again after 0.1, 0.2, 0.4, 0.8, 1.6 s
 CLOSE_OVERFLOW = 4008
+CLOSE_CREDENTIALS = 4401  # a bad key at connection, or one revoked (or its user changed) since
 
 Reader = Callable[[Callable[[Any], Awaitable[Any]]], Awaitable[Any]]  # runs fn(asyncpg connection)
 

@@ -14,8 +14,9 @@ from litestar.channels.backends.memory import MemoryChannelsBackend
 from litestar.channels.backends.redis import RedisChannelsPubSubBackend
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.domain.identity.services import live_principals
 from app.domain.streams import publish
-from app.domain.streams.hub import CallbackSubscriber, ResilientChannelsPlugin, StreamHub
+from app.domain.streams.hub import CLOSE_CREDENTIALS, CallbackSubscriber, ResilientChannelsPlugin, StreamHub
 from app.domain.streams.interest import Interest
 from app.domain.streams.slots import ConnectionSlots
 from app.lib.db import driver_connection
@@ -108,6 +109,24 @@ async def channels(settings: Settings) -> AsyncIterator[tuple[ResilientChannelsP
             await redis.aclose()
 
 
+def _credentials_check(hub: StreamHub, engine: AsyncEngine) -> Callable[[], Awaitable[None]]:
+    """A heartbeat hook: every open connection's key checked again (one query for all of them), and the
+    connections whose key was revoked or expired, or whose user was deactivated or given another role,
+    closed with 4401. A connection is authorised once, when it connects and for each subscription; this
+    bounds how long a revocation or a lost right goes on streaming to one heartbeat."""
+
+    async def check() -> None:
+        clients = [c for c in hub.clients if c.close_code is None]
+        if not clients:
+            return
+        live = await live_principals(engine, {c.principal.key_id for c in clients})
+        for client in clients:
+            if live.get(client.principal.key_id) != client.principal:
+                client.close(CLOSE_CREDENTIALS, "credentials")
+
+    return check
+
+
 @contextlib.asynccontextmanager
 async def stream_runtime(settings: Settings, engine: AsyncEngine) -> AsyncIterator[StreamRuntime]:
     async with channels(settings) as (plugin, redis, interest):
@@ -119,6 +138,7 @@ async def stream_runtime(settings: Settings, engine: AsyncEngine) -> AsyncIterat
             settings.stream_heartbeat_seconds,
         )
         hub.on_heartbeat.append(slots.refresh)
+        hub.on_heartbeat.append(_credentials_check(hub, engine))
         await hub.start()
         publish.deliver_locally(plugin, hub.dispatch)
         try:
