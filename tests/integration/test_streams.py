@@ -11,6 +11,7 @@ import random
 import socket
 import time
 import uuid
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -1034,10 +1035,37 @@ async def test_a_revoked_key_or_a_lost_right_closes_open_streams_4401(
     assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "subscribed"
     lowered = await client.patch(f"/api/v1/users/{rm['id']}", json={"role": "trader"}, headers=admin_headers)
     assert lowered.status_code == 200, lowered.text
-    await ws.send(json.dumps({"action": "subscribe", "streams": [f"trade_updates:{acct}"], "since": {acct: 0}}))
+    stolen = {"action": "subscribe", "streams": [f"trade_updates:{acct}"], "since": {acct: 0}}
+    await ws.send(json.dumps(stolen))
     got = []
     with contextlib.suppress(websockets.ConnectionClosed, TimeoutError):
         while True:
             got.append(json.loads(await asyncio.wait_for(ws.recv(), 5)))
     assert not [m for m in got if m["type"] in ("subscribed", "trade_update")], got
     assert ws.close_code == 4401
+
+
+async def test_failed_stream_keys_are_counted_and_audited_like_http_ones(
+    client, admin_headers, stream_servers
+):
+    """A wrong key on the upgrade or in the auth message goes through the brute-force accounting of HTTP
+    (docs/SECURITY.md): each is an `auth.failed` event with the key's public prefix."""
+    a, _ = stream_servers
+    since = datetime.now(UTC).isoformat()
+    prefix = f"td_w{uuid.uuid4().hex[:6]}"
+    for i in range(3):
+        if i % 2:
+            ws = await connect(a, None)
+            await ws.send(json.dumps({"action": "auth", "key": f"{prefix}-guess-{i}"}))
+        else:
+            ws = await connect(a, f"{prefix}-guess-{i}")
+        assert await _closed_with(ws) == 4401
+    events: list[dict] = []
+    for _ in range(50):
+        query = {"type": "auth.failed", "since": since, "limit": 200}
+        resp = await client.get("/api/v1/audit", params=query, headers=admin_headers)
+        events = [e for e in resp.json()["items"] if (e["details"] or {}).get("key_prefix") == prefix]
+        if len(events) == 3:
+            break
+        await asyncio.sleep(0.1)
+    assert len(events) == 3, events

@@ -22,9 +22,10 @@ from litestar.params import FromPath, HeaderParameter, Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from app.domain.desk import sessions as desk_sessions
+from app.domain.identity.bruteforce import BruteForcePolicy, reject_failed_authentication
 from app.domain.identity.middleware import credential
 from app.domain.identity.schemas import Principal
-from app.domain.identity.services import authenticate, live_principals
+from app.domain.identity.services import KEY_PREFIX, authenticate, live_principals
 from app.domain.markets.candles import TIMEFRAMES
 from app.domain.streams import log as stream_log
 from app.domain.streams.hub import CLOSE_CREDENTIALS, Client
@@ -156,20 +157,21 @@ async def authorise_since(
 # ---------------------------------------------------------------------------------------------- WebSocket
 
 
-async def _authenticate_socket(socket: WebSocket, rt: StreamRuntime) -> Principal | None:
+async def _authenticate_socket(socket: WebSocket, rt: StreamRuntime) -> tuple[Principal | None, str | None]:
+    """The connection's principal (None: close it), and the key it presented (None: none was)."""
     key = credential(socket.scope)
     if key is None and (principal := await desk_sessions.authenticate_socket(socket.scope)) is not None:
-        return principal  # the desk: its session cookie, on an upgrade from this server's own origin
+        return principal, None  # the desk: its session cookie, on an upgrade from this server's own origin
     if key is None:
         try:
             text = await asyncio.wait_for(socket.receive_text(), AUTH_TIMEOUT_SECONDS)
             message = _decode_message(text)
         except (TimeoutError, msgspec.ValidationError, msgspec.DecodeError):
-            return None
+            return None, None
         if message.action != "auth" or not message.key:
-            return None
+            return None, None
         key = message.key
-    return await authenticate(rt.engine, key)
+    return await authenticate(rt.engine, key), key
 
 
 async def _handle_message(client: Client, rt: StreamRuntime, text: str) -> None:
@@ -264,10 +266,22 @@ async def _receive_loop(socket: WebSocket, client: Client, rt: StreamRuntime) ->
 async def stream_socket(socket: WebSocket) -> None:
     rt = _runtime(socket)
     await socket.accept()
-    principal = await _authenticate_socket(socket, rt)
+    principal, presented = await _authenticate_socket(socket, rt)
     if principal is None:
+        code = CLOSE_BAD_KEY
+        if presented is not None:
+            # Counted, audited and slowed like a failed key over HTTP (identity/bruteforce.py); an address
+            # blocked for its failures is told so with 4429.
+            shown = presented[:10] if presented.startswith(KEY_PREFIX) else None
+            policy = BruteForcePolicy.from_settings(rt.settings)
+            problem = await reject_failed_authentication(socket.scope, policy, shown)
+            code = CLOSE_TOO_MANY if problem.status_code == 429 else CLOSE_BAD_KEY
         with contextlib.suppress(Exception):
-            await socket.close(code=CLOSE_BAD_KEY, reason="missing, invalid, expired or revoked API key")
+            await socket.close(
+                code=code,
+                reason="too many failed keys from this address" if code == CLOSE_TOO_MANY
+                else "missing, invalid, expired or revoked API key",
+            )
         return
     conn_id = uuid.uuid4().hex
     if not await rt.slots.acquire(principal.user_id, conn_id):
