@@ -54,6 +54,15 @@ async def test_concurrent_rotations_of_one_key_hand_out_one_new_key(client, make
     assert codes == [201, 409, 409, 409, 409], [r.text for r in resps]
 
 
+async def test_an_expiry_without_a_utc_offset_is_a_400_naming_the_field(client, make_user):
+    user = await make_user("trader")
+    for naive in ("2020-01-01T00:00:00", "2999-01-01T00:00:00"):
+        resp = await client.post(
+            "/api/v1/auth/keys", json={"name": "naive", "expires_at": naive}, headers=user["headers"]
+        )
+        assert resp.status_code == 400 and resp.json()["errors"][0]["field"] == "expires_at", resp.text
+
+
 async def test_rotating_an_expired_key_is_refused(client, make_user):
     user = await make_user("trader")
     expires = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()

@@ -52,7 +52,7 @@ class UserCreated(UserOut, kw_only=True):
 
 class KeyCreate(msgspec.Struct, forbid_unknown_fields=True):
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-    expires_at: datetime | None = None
+    expires_at: Annotated[datetime, msgspec.Meta(tz=True)] | None = None  # an instant: with its UTC offset
 
 
 class KeyRotate(msgspec.Struct, forbid_unknown_fields=True):
