@@ -63,6 +63,20 @@ async def test_an_expiry_without_a_utc_offset_is_a_400_naming_the_field(client, 
         assert resp.status_code == 400 and resp.json()["errors"][0]["field"] == "expires_at", resp.text
 
 
+async def test_the_key_list_is_paginated_newest_first(client, make_user):
+    user = await make_user("trader")
+    made = []
+    for name in ("a", "b"):
+        resp = await client.post("/api/v1/auth/keys", json={"name": name}, headers=user["headers"])
+        made.append(resp.json()["id"])
+    page = (await client.get("/api/v1/auth/keys", params={"limit": 2}, headers=user["headers"])).json()
+    assert [k["id"] for k in page["items"]] == made[::-1] and page["next_cursor"]
+    rest = await client.get(
+        "/api/v1/auth/keys", params={"limit": 2, "cursor": page["next_cursor"]}, headers=user["headers"]
+    )
+    assert [k["name"] for k in rest.json()["items"]] == ["default"] and rest.json()["next_cursor"] is None
+
+
 async def test_rotating_an_expired_key_is_refused(client, make_user):
     user = await make_user("trader")
     expires = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()

@@ -90,8 +90,11 @@ class AuthKeyController(Controller):
         return KeyCreated(**{f: getattr(key, f) for f in key.__struct_fields__}, api_key=secret)
 
     @get("/", summary="List my API keys (never the secrets)")
-    async def list_keys(self, db: DbConn, request: Request) -> KeyPage:
-        return KeyPage(items=await services.list_keys(db, request.user.user_id))
+    async def list_keys(
+        self, db: DbConn, request: Request, limit: Limit = 50, cursor: Cursor = None
+    ) -> KeyPage:
+        items, nxt = await services.list_keys(db, request.user.user_id, limit=limit, cursor=cursor)
+        return KeyPage(items=items, next_cursor=nxt)
 
     @delete("/{key_id:uuid}", status_code=204, summary="Revoke a key immediately")
     async def revoke_key(self, db: DbConn, request: Request, key_id: FromPath[UUID]) -> None:

@@ -166,9 +166,19 @@ async def create_user_key(
         return await create_key(conn, user_id, name, expires_at)
 
 
-async def list_keys(conn: AsyncConnection, user_id: uuid.UUID) -> list[KeyOut]:
-    rows = await conn.execute(select(*_KEY_COLS).where(ApiKey.user_id == user_id).order_by(ApiKey.created_at.desc()))
-    return [KeyOut(**r._mapping) for r in rows]
+async def list_keys(
+    conn: AsyncConnection, user_id: uuid.UUID, *, limit: int = 50, cursor: str | None = None
+) -> tuple[list[KeyOut], str | None]:
+    """The user's keys, revoked ones included, newest first, a page at a time."""
+    stmt = select(*_KEY_COLS).where(ApiKey.user_id == user_id)
+    if cursor:
+        ts, last = decode_cursor(cursor)
+        stmt = stmt.where(func.row(ApiKey.created_at, ApiKey.id) < func.row(ts, last))
+    rows = (
+        await conn.execute(stmt.order_by(ApiKey.created_at.desc(), ApiKey.id.desc()).limit(limit + 1))
+    ).all()
+    items = [KeyOut(**r._mapping) for r in rows[:limit]]
+    return items, encode_cursor(items[-1].created_at, items[-1].id) if len(rows) > limit else None
 
 
 async def revoke_key(conn: AsyncConnection, user_id: uuid.UUID, key_id: uuid.UUID) -> None:

@@ -808,7 +808,7 @@ class Users(_Resource):
 
 class Keys(_Resource):
     def list(self) -> list[m.ApiKey]:
-        return self._unwrap(Call("GET", "/auth/keys", model=Page[m.ApiKey]))
+        return self._unwrap(Call("GET", "/auth/keys", params={"limit": 500}, model=Page[m.ApiKey]))
 
     def create(self, name: str, *, expires_at: datetime | None = None) -> m.ApiKeyCreated:
         body = _body(name=name, expires_at=expires_at.isoformat() if expires_at else None)
