@@ -51,3 +51,14 @@ def test_check_fails_on_unreachable_redis_and_weak_secret(settings):
     assert done.returncode == 1
     assert "[FAIL] settings: TRADEDESK_ADMIN_API_KEY is short or a development default" in done.stdout
     assert "[FAIL] redis" in done.stdout
+
+
+def test_reconcile_tells_bad_input_from_drift(settings):
+    """Exit 1 means drift; an account id that is not a UUID, or no such account, is a usage error (2)."""
+    tradedesk = str(Path(sys.executable).with_name("tradedesk"))
+    env = server_env(settings)
+    for account in ("not-a-uuid", "00000000-0000-4000-8000-000000000000"):
+        done = subprocess.run(
+            [tradedesk, "reconcile", "--account", account], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 2 and "--account" in done.stderr and "Traceback" not in done.stderr, done.stderr

@@ -8,9 +8,12 @@ import click
 
 
 @click.command()
-@click.option("--account", "account_id", default=None, help="One account id (default: all)")
-def reconcile(account_id: str | None) -> None:
-    """Replay fills and compare with stored cash and positions; exit 1 on any drift."""
+@click.option("--account", "account_id", type=click.UUID, default=None, help="One account id (default: all)")
+def reconcile(account_id: uuid.UUID | None) -> None:
+    """Replay fills and compare with stored cash and positions; exit 1 on any drift, 2 on bad input (an
+    account id that is not a UUID, or no such account)."""
+    from sqlalchemy.exc import NoResultFound
+
     from app.domain.trading.reconcile import reconcile_account, reconcile_all
     from app.lib.db import create_engine
     from app.lib.embedded import apply_embedded_defaults
@@ -23,7 +26,10 @@ def reconcile(account_id: str | None) -> None:
         try:
             async with engine.connect() as conn:
                 if account_id:
-                    d = await reconcile_account(conn, uuid.UUID(account_id))
+                    try:
+                        d = await reconcile_account(conn, account_id)
+                    except NoResultFound:
+                        raise click.BadParameter(f"no account {account_id}", param_hint="--account") from None
                     return [d] if not d.ok else []
                 return await reconcile_all(conn)
         finally:
