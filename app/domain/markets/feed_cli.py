@@ -43,7 +43,9 @@ async def _run(kind: str, create: Any, duration: float | None) -> dict[str, Any]
     from app.lib.db import create_engine
     from app.lib.settings import get_settings
 
-    engine = create_engine(get_settings(), pool_size=3, max_overflow=0)
+    # The feed's writer and reader, this progress display's reader, and the price path's background group
+    # check (risk/post_trade.py), which with three waited for a connection and was skipped after 5 s.
+    engine = create_engine(get_settings(), pool_size=4, max_overflow=1)
     try:
         async with engine.connect() as conn:
             feed = await create(conn)
