@@ -14,7 +14,7 @@ import click
 
 from app.lib.embedded import apply_embedded_defaults
 from app.lib.log import configure_logging
-from app.lib.settings import get_settings
+from app.lib.settings import InvalidSetting, get_settings
 
 # Commands that run a service: their log lines are their output. Every other command is a one-shot tool
 # that prints its result and logs only warnings and errors, unless --verbose.
@@ -54,6 +54,10 @@ def _settings():
 def main(ctx: click.Context, verbose: bool) -> None:
     """Tradedesk: trading-platform backend."""
     _configure_cli_logging(ctx.invoked_subcommand in SERVICES, verbose)
+    try:
+        get_settings()
+    except InvalidSetting as exc:
+        raise click.UsageError(str(exc)) from None
     if ctx.invoked_subcommand not in UNWIRED:
         from app.server.wiring import wire
 

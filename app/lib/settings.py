@@ -28,6 +28,10 @@ def _bool(value: str) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
+class InvalidSetting(ValueError):
+    """An environment variable whose value its setting cannot take; the message names the variable."""
+
+
 # Field annotations are strings here (`from __future__ import annotations`): each type a setting may have.
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "str": str,
@@ -129,7 +133,12 @@ class Settings:
             raw = os.environ.get(name) if name else None
             if raw in (None, ""):
                 continue
-            values[f.name] = _PARSERS[f.type](raw)
+            try:
+                values[f.name] = _PARSERS[f.type](raw)
+            except ValueError:
+                raise InvalidSetting(f"{name}={raw!r} is not a valid {f.type.split(' ')[0]}") from None
+            if f.name.startswith("rate_limit_") and values[f.name] < 1:  # (0 would refuse every request)
+                raise InvalidSetting(f"{name}={raw!r} must be at least 1")
         if "workers_in_process" not in values:
             # Without Redis there is no shared queue to serve: the embedded mode runs the workers in the
             # API process unless told otherwise.
