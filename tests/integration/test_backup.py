@@ -145,6 +145,7 @@ async def test_cli_create_and_restore(database_url, tmp_path):
     out = await asyncio.to_thread(invoke, ["create", str(dump)], database_url)
     assert out.exit_code == 0, out.output
     assert "backup written" in out.output and dump.stat().st_size > 0
+    assert dump.stat().st_mode & 0o077 == 0  # readable by its owner only: it holds every account
     async with _fresh_database() as target_url:
         refused = await asyncio.to_thread(invoke, ["restore", str(dump)], target_url, input="n\n")
         assert refused.exit_code != 0 and "Aborted" in refused.output

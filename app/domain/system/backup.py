@@ -141,6 +141,10 @@ def backup(database_url: str, path: str | os.PathLike[str]) -> BackupResult:
     url, env = _connection(database_url)
     partial = target.with_name(f".{target.name}.partial")
     try:
+        # Owner-only from the first byte: a dump holds every account and the key digests. pg_dump truncates
+        # the file it is given and keeps its mode.
+        os.close(os.open(partial, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600))
+        os.chmod(partial, 0o600)  # (an umask cannot widen it, but a leftover partial file had its own mode)
         _run([str(tool.path), "--format=custom", f"--file={partial}", f"--dbname={url}"], env, "pg_dump")
         partial.replace(target)
     finally:
