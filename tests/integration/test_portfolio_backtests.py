@@ -229,6 +229,11 @@ async def test_bad_portfolios_are_422_naming_the_field_with_no_row(client, marke
             "not in `symbols`",
         ),
         (
+            body(syms, {**fixed, "weights": {syms[0]: 0.2, syms[1]: 11}}),
+            f"allocation.weights.{syms[1]}",
+            "outside [-10, 10]",
+        ),
+        (
             body(syms, {"type": "rules", "entry": "close > sma(close, 10) and foo", "exit": "close < 1"}),
             "allocation.entry",
             "at position 27",

@@ -30,7 +30,12 @@ MAX_SYMBOLS = 1_000
 MAX_SCHEDULE = 10_000
 MAX_WINDOWS = 200
 
-Weight = Annotated[float, msgspec.Meta(ge=-10.0, le=10.0)]
+# A weight's range, [-MAX_WEIGHT, MAX_WEIGHT], is checked by the service with the weight's symbol named
+# (portfolio_service._check_weight_rows): a decode error in a mapping cannot say which key it is at.
+MAX_WEIGHT = 10.0
+Weight = Annotated[
+    float, msgspec.Meta(description=f"a fraction of equity in [-{MAX_WEIGHT:g}, {MAX_WEIGHT:g}]")
+]
 Rule = Annotated[str, msgspec.Meta(min_length=1, max_length=2_000)]
 
 

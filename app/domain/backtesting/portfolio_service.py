@@ -31,6 +31,7 @@ from app.domain.backtesting.portfolio import (
     rebalance_bars,
 )
 from app.domain.backtesting.portfolio_schemas import (
+    MAX_WEIGHT,
     CommissionModel,
     PortfolioCreate,
     PositionsOut,
@@ -78,6 +79,9 @@ def _check_weight_rows(rows: list[tuple[str, dict[str, float]]], data: Portfolio
             if sym not in known:
                 raise invalid(f"{sym!r} has a weight but is not in `symbols`", f"{field}.{sym}")
         for sym, w in weights.items():
+            if not -MAX_WEIGHT <= w <= MAX_WEIGHT:  # (nan fails both)
+                bounds = f"[-{MAX_WEIGHT:g}, {MAX_WEIGHT:g}]"
+                raise invalid(f"weight {w} for {sym} is outside {bounds}", f"{field}.{sym}")
             if w < 0 and not data.allow_short:
                 raise invalid(f"negative weight {w} for {sym} needs `allow_short: true`", f"{field}.{sym}")
         gross = sum(abs(w) for w in weights.values())
