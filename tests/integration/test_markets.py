@@ -93,6 +93,17 @@ async def test_candle_json_upload_query_and_reload(client, admin_headers):
         f"/api/v1/instruments/{symbol}/candles?timeframe=1d&start=2026-01-02T00:00:00Z", headers=admin_headers
     )
     assert [c["ts"] for c in resp.json()["items"]] == ["2026-01-02T00:00:00Z"]
+    # a range that ends before it starts, and an upload whose ?timeframe= contradicts its body, are refused
+    resp = await client.get(
+        f"/api/v1/instruments/{symbol}/candles?start=2026-01-02T00:00:00Z&end=2026-01-01T00:00:00Z",
+        headers=admin_headers,
+    )
+    assert resp.status_code == 422 and resp.json()["errors"][0]["field"] == "end", resp.text
+    resp = await client.post(
+        f"/api/v1/instruments/{symbol}/candles?timeframe=1h", json={"timeframe": "1d", "candles": candles[:1]},
+        headers=admin_headers,
+    )
+    assert resp.status_code == 422 and resp.json()["errors"][0]["field"] == "timeframe", resp.text
 
 
 async def test_bad_row_rejects_whole_batch(client, admin_headers):

@@ -169,6 +169,8 @@ class InstrumentController(Controller):
                 raise Malformed(f"Malformed JSON: {exc}") from exc
             except (RecursionError, UnicodeDecodeError) as exc:
                 raise body_decode_error(exc) from None
+            if timeframe is not None and timeframe != upload.timeframe:
+                raise Invalid(f"?timeframe={timeframe} and the body's timeframe {upload.timeframe!r} differ", "timeframe")
             result = await services.load_candles_json(db, symbol, upload.timeframe, upload.candles)
         else:
             raise UnsupportedMediaType(
@@ -201,6 +203,8 @@ class InstrumentController(Controller):
         limit: Annotated[int, Parameter(ge=1, le=10_000)] = 1000,
     ) -> Response[bytes]:
         start_time, end_time = query_time(start, "start"), query_time(end, "end")
+        if start_time is not None and end_time is not None and end_time < start_time:
+            raise Invalid("`end` is before `start`", "end")  # (as a replay's range)
 
         async def load() -> CandleList:
             async with connect(request) as db:
