@@ -170,7 +170,8 @@ class InstrumentController(Controller):
             except (RecursionError, UnicodeDecodeError) as exc:
                 raise body_decode_error(exc) from None
             if timeframe is not None and timeframe != upload.timeframe:
-                raise Invalid(f"?timeframe={timeframe} and the body's timeframe {upload.timeframe!r} differ", "timeframe")
+                message = f"?timeframe={timeframe} and the body's timeframe {upload.timeframe!r} differ"
+                raise Invalid(message, "timeframe")
             result = await services.load_candles_json(db, symbol, upload.timeframe, upload.candles)
         else:
             raise UnsupportedMediaType(
