@@ -33,6 +33,8 @@ def field_from_message(message: str, default: str = "body") -> str:
         if path and named:
             return f"{path}.{named.group(1)}"
         return path or (named.group(1) if named else default)
+    if message.startswith("Expected "):  # the body itself is of the wrong type: "Expected `object`, got ..."
+        return default
     if m := _NAMED.search(message):
         return m.group(1)
     return default
