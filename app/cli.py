@@ -238,12 +238,18 @@ def db_upgrade(revision) -> None:
 
 @db.command("downgrade")
 @click.option("--revision", default="-1", show_default=True)
-def db_downgrade(revision) -> None:
-    """Revert migrations down to REVISION."""
+@click.option("--yes", is_flag=True, help="Do not ask first")
+def db_downgrade(revision, yes) -> None:
+    """Revert migrations down to REVISION (a downgrade drops what the reverted migrations added, data
+    included: it asks first, as `backup restore` does)."""
+    if not yes:
+        question = f"Revert the database's migrations to {revision}? Their tables and columns go"
+        click.confirm(question, abort=True)
     apply_embedded_defaults()
     from app.lib.migrate import downgrade
 
     downgrade(_settings().database_url, revision)
+    click.echo(f"Database downgraded to {revision}.")
 
 
 @db.command("current")

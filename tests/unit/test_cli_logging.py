@@ -32,6 +32,14 @@ def test_users_create_refuses_an_email_the_api_refuses(monkeypatch):
     assert result.exit_code == 2 and "--email" in result.output, result.output
 
 
+def test_db_downgrade_asks_first(monkeypatch):
+    from click.testing import CliRunner
+
+    monkeypatch.setattr(cli, "configure_logging", lambda level, fmt: None)
+    result = CliRunner().invoke(cli.main, ["db", "downgrade"], input="n\n")
+    assert result.exit_code == 1 and "Aborted" in result.output, result.output
+
+
 @pytest.mark.parametrize(
     ("env", "value", "message"),
     [
