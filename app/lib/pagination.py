@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import base64
 import uuid
+from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 from litestar.params import Parameter
+from sqlalchemy import Select, func
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.lib.errors import ApiError
+
+T = TypeVar("T")
 
 # Litestar enforces bounds on query parameters through Parameter (msgspec Meta is ignored there).
 Limit = Annotated[int, Parameter(ge=1, le=500, description="page size (1..500)")]
@@ -61,3 +66,24 @@ def decode_int_cursor(cursor: str) -> tuple[datetime, int]:
         return datetime.fromisoformat(ts_s), value
     except Exception as exc:
         raise _not_issued() from exc
+
+
+async def newest_first(
+    conn: AsyncConnection,
+    stmt: Select[Any],
+    created_at: Any,
+    row_id: Any,
+    item: Callable[[Any], T],
+    *,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[T], str | None]:
+    """One page of `stmt`'s rows, newest first by (`created_at`, `row_id`), each made an item by `item`
+    (which has `created_at` and `id`), and the cursor of the next page (None on the last)."""
+    if cursor:
+        ts, last = decode_cursor(cursor)
+        stmt = stmt.where(func.row(created_at, row_id) < func.row(ts, last))
+    rows = (await conn.execute(stmt.order_by(created_at.desc(), row_id.desc()).limit(limit + 1))).all()
+    items = [item(r) for r in rows[:limit]]
+    last_item: Any = items[-1] if items else None
+    return items, encode_cursor(last_item.created_at, last_item.id) if len(rows) > limit else None

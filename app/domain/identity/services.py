@@ -22,7 +22,7 @@ from app.domain.identity.models import ApiKey, User
 from app.domain.identity.schemas import KeyOut, Principal, UserOut, UserUpdate
 from app.lib.db import driver_connection, tx, utcnow
 from app.lib.errors import AlreadyExists, Conflict, Invalid, NotFound
-from app.lib.pagination import decode_cursor, encode_cursor
+from app.lib.pagination import decode_cursor, encode_cursor, newest_first
 
 KEY_PREFIX = "td_"
 ROLES = ("trader", "risk_manager", "admin", "market_data")
@@ -171,14 +171,9 @@ async def list_keys(
 ) -> tuple[list[KeyOut], str | None]:
     """The user's keys, revoked ones included, newest first, a page at a time."""
     stmt = select(*_KEY_COLS).where(ApiKey.user_id == user_id)
-    if cursor:
-        ts, last = decode_cursor(cursor)
-        stmt = stmt.where(func.row(ApiKey.created_at, ApiKey.id) < func.row(ts, last))
-    rows = (
-        await conn.execute(stmt.order_by(ApiKey.created_at.desc(), ApiKey.id.desc()).limit(limit + 1))
-    ).all()
-    items = [KeyOut(**r._mapping) for r in rows[:limit]]
-    return items, encode_cursor(items[-1].created_at, items[-1].id) if len(rows) > limit else None
+    return await newest_first(
+        conn, stmt, ApiKey.created_at, ApiKey.id, lambda r: KeyOut(**r._mapping), limit=limit, cursor=cursor
+    )
 
 
 async def revoke_key(conn: AsyncConnection, user_id: uuid.UUID, key_id: uuid.UUID) -> None:

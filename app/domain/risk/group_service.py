@@ -43,7 +43,7 @@ from app.domain.risk.services import (
 )
 from app.lib.db import tx, utcnow
 from app.lib.errors import RoleRequired, conflict, invalid, not_found
-from app.lib.pagination import decode_cursor, encode_cursor
+from app.lib.pagination import newest_first
 
 _ZERO = Decimal(0)
 GROUP_COLS = (RiskGroup.id, RiskGroup.name, RiskGroup.parent_id, RiskGroup.is_firm, RiskGroup.created_at)
@@ -153,15 +153,10 @@ async def list_groups(
     conn: AsyncConnection, principal: Principal, *, limit: int, cursor: str | None
 ) -> tuple[list[GroupOut], str | None]:
     ensure_risk_manager(principal)
-    stmt = select(*GROUP_COLS)
-    if cursor:
-        ts, last = decode_cursor(cursor)
-        stmt = stmt.where(func.row(RiskGroup.created_at, RiskGroup.id) < func.row(ts, last))
-    rows = (
-        await conn.execute(stmt.order_by(RiskGroup.created_at.desc(), RiskGroup.id.desc()).limit(limit + 1))
-    ).all()
-    items = [GroupOut(*r) for r in rows[:limit]]
-    return items, encode_cursor(items[-1].created_at, items[-1].id) if len(rows) > limit else None
+    return await newest_first(
+        conn, select(*GROUP_COLS), RiskGroup.created_at, RiskGroup.id, lambda r: GroupOut(*r),
+        limit=limit, cursor=cursor,
+    )
 
 
 async def rename_group(
@@ -290,16 +285,10 @@ async def list_group_limits(
 ) -> tuple[list[GroupLimitOut], str | None]:
     await get_group(conn, principal, group_id)
     stmt = select(*GROUP_LIMIT_COLS).where(RiskGroupLimit.group_id == group_id)
-    if cursor:
-        ts, last = decode_cursor(cursor)
-        stmt = stmt.where(func.row(RiskGroupLimit.created_at, RiskGroupLimit.id) < func.row(ts, last))
-    rows = (
-        await conn.execute(
-            stmt.order_by(RiskGroupLimit.created_at.desc(), RiskGroupLimit.id.desc()).limit(limit + 1)
-        )
-    ).all()
-    items = [GroupLimitOut(*r) for r in rows[:limit]]
-    return items, encode_cursor(items[-1].created_at, items[-1].id) if len(rows) > limit else None
+    return await newest_first(
+        conn, stmt, RiskGroupLimit.created_at, RiskGroupLimit.id, lambda r: GroupLimitOut(*r),
+        limit=limit, cursor=cursor,
+    )
 
 
 async def update_group_limit(

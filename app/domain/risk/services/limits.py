@@ -29,7 +29,7 @@ from app.domain.risk.services.mappers import (
 from app.lib.db import tx, utcnow
 from app.lib.errors import Invalid, not_found
 from app.lib.log import get_logger
-from app.lib.pagination import decode_cursor, decode_int_cursor, encode_cursor
+from app.lib.pagination import decode_int_cursor, encode_cursor, newest_first
 
 log = get_logger("app.risk")
 
@@ -75,15 +75,9 @@ async def list_limits(
 ) -> tuple[list[LimitOut], str | None]:
     await visible_account(conn, principal, account_id)
     stmt = select(*LIMIT_COLS).where(RiskLimit.account_id == account_id)
-    if cursor:
-        ts, last = decode_cursor(cursor)
-        stmt = stmt.where(func.row(RiskLimit.created_at, RiskLimit.id) < func.row(ts, last))
-    rows = (
-        await conn.execute(stmt.order_by(RiskLimit.created_at.desc(), RiskLimit.id.desc()).limit(limit + 1))
-    ).all()
-    items = [limit_out(r) for r in rows[:limit]]
-    nxt = encode_cursor(items[-1].created_at, items[-1].id) if len(rows) > limit else None
-    return items, nxt
+    return await newest_first(
+        conn, stmt, RiskLimit.created_at, RiskLimit.id, limit_out, limit=limit, cursor=cursor
+    )
 
 
 async def get_limit(
