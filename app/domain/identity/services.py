@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import ColumnElement, func, insert, select, update
+from sqlalchemy import ARRAY, ColumnElement, Uuid, any_, cast, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -348,7 +348,8 @@ async def live_principals(engine: AsyncEngine, key_ids: Collection[uuid.UUID]) -
         rows = await conn.execute(
             select(ApiKey.id, ApiKey.user_id, User.role, User.email)
             .join(User, User.id == ApiKey.user_id)
-            .where(ApiKey.id.in_(list(key_ids)), _live(utcnow()), User.is_active)
+            # one array parameter, however many connections (an IN list would be a parameter per key)
+            .where(ApiKey.id == any_(cast(list(key_ids), ARRAY(Uuid))), _live(utcnow()), User.is_active)
         )
         return {r.id: Principal(user_id=r.user_id, role=r.role, key_id=r.id, email=r.email) for r in rows}
 
