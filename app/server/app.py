@@ -89,7 +89,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         resources = await open_resources(settings)
         # Streams (app/domain/streams): the channels plugin is started here, after the engine it reads
         # from, and stopped before it.
-        streams = stream_runtime(settings, resources.engine)
+        streams = stream_runtime(settings, resources.engine, resources.kv)
         app.state.streams = await streams.__aenter__()
         app.state.resources = resources
         app.state.settings = settings

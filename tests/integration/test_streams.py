@@ -1069,3 +1069,23 @@ async def test_failed_stream_keys_are_counted_and_audited_like_http_ones(
             break
         await asyncio.sleep(0.1)
     assert len(events) == 3, events
+
+
+async def test_a_desk_page_stream_ends_with_its_session(make_user, stream_servers):
+    """The desk's stream is authenticated by its session cookie; signing out (or the session expiring)
+    closes it with 4401 at the next heartbeat, as a revoked key does."""
+    user = await make_user("trader")
+    a, _ = stream_servers
+    async with httpx.AsyncClient(base_url=a, timeout=10) as page:
+        signed_in = await page.post("/api/v1/desk/session", json={"api_key": user["api_key"]})
+        assert signed_in.status_code == 201, signed_in.text
+        cookie = f"td_desk={page.cookies.get('td_desk')}"
+        host = a.removeprefix("http://")
+        headers = {"Cookie": cookie, "Origin": f"http://{host}"}
+        ws = await websockets.connect(ws_url(a), additional_headers=headers)
+        await ws.send(json.dumps({"action": "subscribe", "streams": ["trade_updates"]}))
+        assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "subscribed"
+        csrf = {"X-CSRF-Token": signed_in.json()["csrf_token"]}
+        out = await page.delete("/api/v1/desk/session", headers=csrf)
+        assert out.status_code == 204
+        assert await _closed_with(ws, 5) == 4401

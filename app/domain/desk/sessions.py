@@ -98,6 +98,13 @@ async def authenticate_cookie(scope: Scope, session_id: str) -> tuple[Principal,
     return principal, session
 
 
+async def session_alive(kv, session_id: str) -> bool:  # noqa: ANN001 (as load)
+    """Whether a desk session still exists and has not expired (an open stream's check: sign-out deletes
+    the session, and a session's lifetime is DESK_SESSION_SECONDS)."""
+    session = await load(kv, session_id)
+    return session is not None and session.expires_at >= time.time()
+
+
 async def authenticate_socket(scope: Scope) -> Principal | None:
     """The principal behind a desk cookie on a WebSocket upgrade. A browser sends cookies with a
     cross-site WebSocket handshake too unless SameSite stops it, so the upgrade must also come from this

@@ -289,6 +289,8 @@ async def stream_socket(socket: WebSocket) -> None:
             await socket.close(code=CLOSE_TOO_MANY, reason="too many stream connections for this user")
         return
     client = Client(rt.hub, principal, rt.settings.stream_buffer_messages)
+    if presented is None:  # the desk's session cookie: the stream ends with the session (sign-out, expiry)
+        client.desk_session = desk_sessions.session_cookie(socket.scope)
     rt.hub.attach(client)
     STREAM_CONNECTIONS.inc()
     receiver = asyncio.create_task(_receive_loop(socket, client, rt))

@@ -181,6 +181,7 @@ class Client:
         self._waiter: asyncio.Future[None] | None = None
         self._room = asyncio.Event()
         self._pending: list[tuple[str, int, str]] | None = None  # live trade_updates while subscribing
+        self.desk_session: str | None = None  # a desk page's session id (its stream ends with the session)
         self._tasks: set[asyncio.Task] = set()
 
     # ------------------------------------------------------------------------------------- the buffer

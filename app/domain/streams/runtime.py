@@ -14,6 +14,7 @@ from litestar.channels.backends.memory import MemoryChannelsBackend
 from litestar.channels.backends.redis import RedisChannelsPubSubBackend
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.domain.desk.sessions import session_alive
 from app.domain.identity.services import live_principals
 from app.domain.streams import publish
 from app.domain.streams.hub import CLOSE_CREDENTIALS, CallbackSubscriber, ResilientChannelsPlugin, StreamHub
@@ -109,11 +110,12 @@ async def channels(settings: Settings) -> AsyncIterator[tuple[ResilientChannelsP
             await redis.aclose()
 
 
-def _credentials_check(hub: StreamHub, engine: AsyncEngine) -> Callable[[], Awaitable[None]]:
+def _credentials_check(hub: StreamHub, engine: AsyncEngine, kv: Any) -> Callable[[], Awaitable[None]]:
     """A heartbeat hook: every open connection's key checked again (one query for all of them), and the
     connections whose key was revoked or expired, or whose user was deactivated or given another role,
-    closed with 4401. A connection is authorised once, when it connects and for each subscription; this
-    bounds how long a revocation or a lost right goes on streaming to one heartbeat."""
+    closed with 4401; so are a desk page's once its session has ended (signed out or expired). A
+    connection is authorised once, when it connects and for each subscription; this bounds how long a
+    revocation, a lost right or an ended session goes on streaming to one heartbeat."""
 
     async def check() -> None:
         clients = [c for c in hub.clients if c.close_code is None]
@@ -121,14 +123,20 @@ def _credentials_check(hub: StreamHub, engine: AsyncEngine) -> Callable[[], Awai
             return
         live = await live_principals(engine, {c.principal.key_id for c in clients})
         for client in clients:
-            if live.get(client.principal.key_id) != client.principal:
+            if live.get(client.principal.key_id) != client.principal or (
+                client.desk_session is not None and kv is not None
+                and not await session_alive(kv, client.desk_session)
+            ):
                 client.close(CLOSE_CREDENTIALS, "credentials")
 
     return check
 
 
 @contextlib.asynccontextmanager
-async def stream_runtime(settings: Settings, engine: AsyncEngine) -> AsyncIterator[StreamRuntime]:
+async def stream_runtime(
+    settings: Settings, engine: AsyncEngine, kv: Any = None
+) -> AsyncIterator[StreamRuntime]:
+    """`kv`: the app's key-value store, where desk sessions live (None: no desk sessions to check)."""
     async with channels(settings) as (plugin, redis, interest):
         hub = StreamHub(plugin, lambda fn: read_with(engine, fn), settings.stream_heartbeat_seconds, interest)
         slots = ConnectionSlots(
@@ -138,7 +146,7 @@ async def stream_runtime(settings: Settings, engine: AsyncEngine) -> AsyncIterat
             settings.stream_heartbeat_seconds,
         )
         hub.on_heartbeat.append(slots.refresh)
-        hub.on_heartbeat.append(_credentials_check(hub, engine))
+        hub.on_heartbeat.append(_credentials_check(hub, engine, kv))
         await hub.start()
         publish.deliver_locally(plugin, hub.dispatch)
         try:
