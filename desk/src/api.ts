@@ -20,6 +20,9 @@ export class ApiProblem extends Error {
   }
 }
 
+/** Dispatched on `window` when the server no longer accepts this page's session (a 401, a stream 4401). */
+export const SIGNED_OUT = "desk:signed-out";
+
 let csrfToken: string | null = null;
 
 export function setCsrf(token: string | null): void {
@@ -40,6 +43,9 @@ export async function api<T = any>(method: string, path: string, body?: unknown)
   const text = await response.text();
   const data = text ? JSON.parse(text) : undefined;
   if (!response.ok) {
+    // The session is gone (expired, signed out in another tab, its key revoked): the page says so and
+    // goes back to sign-in (main.ts) rather than going on with views that can no longer refresh.
+    if (response.status === 401 && !path.startsWith("desk/session")) window.dispatchEvent(new Event(SIGNED_OUT));
     throw new ApiProblem({ status: response.status, ...(data && typeof data === "object" ? data : { detail: text }) });
   }
   return data as T;

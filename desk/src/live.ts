@@ -2,6 +2,8 @@
 // It resumes with `since` after a disconnect, so the blotter misses nothing; while the stream is
 // unreachable the views fall back to polling (the `connected` flag and `onStatus` listeners tell them).
 
+import { SIGNED_OUT } from "./api";
+
 export type Message = { type: string; [key: string]: any };
 type Handler = (message: Message) => void;
 
@@ -99,6 +101,7 @@ export class Live {
     ws.onclose = ws.onmessage = ws.onopen = null;
     this.ws = null;
     this.setConnected(false);
+    if (code === 4401 && !this.closed) window.dispatchEvent(new Event(SIGNED_OUT)); // the session ended
     if (this.closed || code === 4401) return;
     this.failures += 1;
     const delay = Math.min(10_000, 200 * 2 ** Math.min(this.failures, 6)) * Math.random();

@@ -1,5 +1,5 @@
 import "./style.css";
-import { currentSession, signOut, type Session } from "./api";
+import { currentSession, signOut, SIGNED_OUT, type Session } from "./api";
 import { clear, h, toast } from "./dom";
 import { Live } from "./live";
 import { accountView } from "./views/account";
@@ -81,6 +81,15 @@ signOutButton.addEventListener("click", async () => {
   session = null;
   location.hash = "";
   await route();
+});
+window.addEventListener(SIGNED_OUT, () => {
+  if (!session) return;
+  live?.close();
+  live = null;
+  session = null;
+  toast("Your session has ended (it expired, was signed out, or its key was revoked): sign in again.", "error");
+  location.hash = "";
+  void route();
 });
 window.addEventListener("hashchange", () => void route());
 void start();

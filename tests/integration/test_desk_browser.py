@@ -67,7 +67,9 @@ def desk_server(settings, tmp_path_factory) -> Iterator[LiveServer]:
             pytest.fail("the desk is not built although npm is here: `make desk` failed")
         pytest.skip("the desk is not built (no npm on this machine): run `make desk`")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    live = start_server(settings, tmp_path_factory.mktemp("desk") / "server.log")
+    # (heartbeats every 2 s: a stream learns within that that its session ended)
+    log = tmp_path_factory.mktemp("desk") / "server.log"
+    live = start_server(settings, log, STREAM_HEARTBEAT_SECONDS="2")
     try:
         yield live
     finally:
@@ -371,3 +373,20 @@ async def test_foreign_account_is_not_found_and_sign_out_ends_the_session(chromi
         assert csrf_less == 401
     finally:
         await context.close()
+
+
+async def test_a_session_that_ends_sends_the_page_back_to_sign_in(chromium, desk):
+    """Its key revoked while the account page is open: the stream closes (4401) and the page says the
+    session ended and shows the sign-in, instead of going on with views that can no longer refresh."""
+    as_trader = Api(desk["url"], desk["trader"]["api_key"])
+    key = await as_trader("POST", "/auth/keys", {"name": "desk tab"}, expect=201)
+    context, page = await sign_in(chromium, desk["url"], key["api_key"])
+    try:
+        await page.goto(f"{desk['url']}/desk#/accounts/{desk['account']}")
+        await page.get_by_role("heading", name="Desk trader").wait_for()
+        await as_trader("DELETE", f"/auth/keys/{key['id']}", expect=204)
+        await page.get_by_role("heading", name="Sign in").wait_for(timeout=15_000)
+        await page.get_by_text("Your session has ended").first.wait_for()
+    finally:
+        await context.close()
+        await as_trader.http.aclose()
