@@ -191,6 +191,7 @@ async def test_every_resource_method_against_a_live_server(server):
         with pytest.raises(RiskLimitBreached) as breach:
             await td.orders.place(account.id, symbol, "buy", "market", quantity=5)
         assert breach.value.limit_type == "max_order_quantity" and breach.value.limit_value == Decimal(4)
+        assert breach.value.limit_id == limit.id  # (a UUID, as the model's id)
         assert len((await td.risk.violations(account.id)).items) == 1
         metrics = await td.risk.metrics(account.id)
         assert metrics.gross_exposure == Decimal("500") and metrics.limits[0].id == limit.id

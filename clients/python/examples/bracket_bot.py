@@ -60,8 +60,12 @@ async def run(
                 )
                 legs = entry.legs or []
                 exits = {leg.id: "take_profit" if leg.type == "limit" else "stop_loss" for leg in legs}
+                # One deadline per round: every stream message (a heartbeat every 15 s) would restart a
+                # per-message timeout, which then never fires.
+                deadline = asyncio.get_running_loop().time() + wait_seconds
                 while True:
-                    message = await asyncio.wait_for(updates.get(), wait_seconds)
+                    left = deadline - asyncio.get_running_loop().time()
+                    message = await asyncio.wait_for(updates.get(), max(left, 0))
                     is_exit = isinstance(message, TradeUpdate) and message.order.id in exits
                     if is_exit and message.event == "fill":
                         break

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -82,12 +83,20 @@ class RiskLimitBreached(Unprocessable):
 
     def __init__(self, status: int, problem: dict[str, Any], **kwargs: Any) -> None:
         super().__init__(status, problem, **kwargs)
-        self.limit_id = problem.get("limit_id")
+        # A UUID, like the `id` of the limit models (a risk limit's or a group limit's), so the two compare.
+        self.limit_id = _uuid(problem.get("limit_id"))
         self.limit_type = problem.get("limit_type")
         # Decimals, as everywhere in the client ("decimals stay Decimal"); None when absent, and
         # `would_be` is None too for a figure without a finite value (a ratio over zero equity).
         self.limit_value = _decimal(problem.get("limit_value"))
         self.would_be = _decimal(problem.get("would_be"))
+
+
+def _uuid(value: Any) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value)) if value is not None else None
+    except ValueError:
+        return None
 
 
 def _decimal(value: Any) -> Decimal | None:
