@@ -100,6 +100,7 @@ export function problemText(e: unknown): string {
   const p = e.problem;
   const parts = [p.detail || p.title || `HTTP ${p.status}`];
   if (p.limit_type) parts.push(`limit ${p.limit_type} = ${p.limit_value}, order would make it ${p.would_be}`);
-  for (const f of p.errors ?? []) parts.push(`${f.field}: ${f.message}`);
+  // A field error that only repeats the detail (one failing field: its message is the detail) adds nothing.
+  for (const f of p.errors ?? []) if (f.message !== parts[0]) parts.push(`${f.field}: ${f.message}`);
   return parts.join(" — ");
 }

@@ -527,6 +527,9 @@ async def test_amend_changes_a_resting_order_on_the_server(chromium, market):
         await page.get_by_role("button", name="Send amendment").click()
         await page.locator("#amend-result.error").wait_for()
         assert await page.get_attribute("#amend-limit_price", "aria-invalid") == "true"
+        # the one failing field's message is the detail: said once, not "detail — field: detail"
+        said = await page.inner_text("#amend-result")
+        assert said.count("is not a multiple of tick_size") == 1, said
         await page.keyboard.press("Escape")
         stored = await market["as_trader"]("GET", f"/accounts/{account}/orders/{order_id}", expect=200)
         assert stored["version"] == 2
