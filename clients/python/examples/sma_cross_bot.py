@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 from collections import deque
 from decimal import Decimal
 
@@ -75,9 +76,16 @@ async def run(
         trader = asyncio.create_task(trade())
         await asyncio.wait_for(subscribed.wait(), 30)
         feed = await td.market.replay([symbol], timeframe, speed=speed)
-        while feed.status not in ("completed", "stopped", "failed"):
-            await asyncio.sleep(0.3)
-            feed = await td.market.get_replay(feed.id)
+        try:
+            while feed.status not in ("completed", "stopped", "failed"):
+                await asyncio.sleep(0.3)
+                feed = await td.market.get_replay(feed.id)
+        finally:
+            if feed.status not in ("completed", "stopped", "failed"):
+                # (the bot is dying: its replay would go on feeding the symbol, which a new replay of it
+                # is refused while this one runs)
+                with contextlib.suppress(Exception):
+                    await td.market.stop_replay(feed.id)
         await asyncio.sleep(1.0)  # the last prices and fills are still on their way
         trader.cancel()
         await asyncio.gather(trader, return_exceptions=True)
