@@ -28,7 +28,7 @@ from app.domain.identity.schemas import Principal
 from app.domain.identity.services import KEY_PREFIX, authenticate, live_principals
 from app.domain.markets.candles import TIMEFRAMES
 from app.domain.streams import log as stream_log
-from app.domain.streams.hub import CLOSE_CREDENTIALS, Client
+from app.domain.streams.hub import CLOSE_CREDENTIALS, CLOSE_OVERFLOW, Client
 from app.domain.streams.messages import ActivityPage, encode, error
 from app.domain.streams.runtime import StreamRuntime
 from app.lib.errors import Conflict, Malformed, RateLimited, not_found
@@ -41,7 +41,7 @@ log = get_logger("app.streams")
 AUTH_TIMEOUT_SECONDS = 5.0
 MAX_STREAMS_PER_CONNECTION = 200
 CLEANUP_SECONDS = 5  # the most a closed SSE response's cleanup may take
-CLOSE_BAD_KEY, CLOSE_TOO_MANY = 4401, 4429
+CLOSE_TOO_MANY = 4429
 ACCOUNT_STREAMS = frozenset({"trade_updates", "accounts", "risk"})
 # Scope key under which app.server.asgi leaves the server's own `send` of a WebSocket. Inside Litestar each
 # frame passes three wrappers that do nothing for a `websocket.send` after the accept (the before_send
@@ -268,14 +268,14 @@ async def stream_socket(socket: WebSocket) -> None:
     await socket.accept()
     principal, presented = await _authenticate_socket(socket, rt)
     if principal is None:
-        code = CLOSE_BAD_KEY
+        code = CLOSE_CREDENTIALS
         if presented is not None:
             # Counted, audited and slowed like a failed key over HTTP (identity/bruteforce.py); an address
             # blocked for its failures is told so with 4429.
             shown = presented[:10] if presented.startswith(KEY_PREFIX) else None
             policy = BruteForcePolicy.from_settings(rt.settings)
             problem = await reject_failed_authentication(socket.scope, policy, shown)
-            code = CLOSE_TOO_MANY if problem.status_code == 429 else CLOSE_BAD_KEY
+            code = CLOSE_TOO_MANY if problem.status_code == 429 else CLOSE_CREDENTIALS
         with contextlib.suppress(Exception):
             await socket.close(
                 code=code,
@@ -310,7 +310,9 @@ async def stream_socket(socket: WebSocket) -> None:
         code = client.close_code or 1000
         if code != 1000:  # 1000: the client left; 4008 (overflow) and 1001 (shutdown) are ours to send
             with contextlib.suppress(Exception):
-                reasons = {4008: "slow consumer: resume with since", CLOSE_CREDENTIALS: "key revoked or changed"}
+                reasons = {
+                    CLOSE_OVERFLOW: "slow consumer: resume with since", CLOSE_CREDENTIALS: "key revoked or changed"
+                }
                 await socket.close(code=code, reason=reasons.get(code, ""))
 
 
