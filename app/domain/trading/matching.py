@@ -14,7 +14,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -59,6 +59,55 @@ _ACTS_AT_PRICE = f"""({_ALWAYS_ACTS}
          OR (side = 'sell' AND {_UNTRIGGERED_STOP} AND stop_price >= :price)
          OR (side = 'sell' AND {_TRAILING} AND hwm < :price)
          OR (side = 'buy' AND {_TRAILING} AND hwm > :price))"""
+
+
+class RestingOrder(NamedTuple):
+    """A _RESTING_SQL row. Matching reads some sixty fields per order (the plan, the execution, the
+    order's state after each event); a SQLAlchemy Row resolves each attribute by name (~0.5 us), a
+    NamedTuple by index (~0.03 us): 25 ms of a price that fills 1,000 simple orders."""
+
+    id: uuid.UUID
+    account_id: uuid.UUID
+    side: str
+    type: str
+    time_in_force: str
+    quantity: Decimal
+    filled_quantity: Decimal
+    avg_fill_price: Decimal | None
+    limit_price: Decimal | None
+    stop_price: Decimal | None
+    triggered: bool
+    status: str
+    reserved_cash: Decimal
+    fees: Decimal
+    client_order_id: str | None
+    created_at: datetime
+    order_class: str
+    parent_id: uuid.UUID | None
+    leg: str | None
+    trail_price: Decimal | None
+    trail_percent: Decimal | None
+    hwm: Decimal | None
+    reduce_only: bool
+    notional: Decimal | None
+    expires_at: datetime | None
+    version: int
+
+
+class _Instrument(NamedTuple):
+    """The instrument's and its exchange's terms, read on every order (rules.match, execution.execute)."""
+
+    tick_size: Decimal
+    lot_size: Decimal
+    maker_fee_rate: Decimal
+    taker_fee_rate: Decimal
+    slippage_bps: Decimal
+
+
+_INSTRUMENT_SQL = text(
+    "SELECT i.tick_size, i.lot_size, e.maker_fee_rate, e.taker_fee_rate, e.slippage_bps "
+    "FROM instruments i JOIN exchanges e ON e.code = i.exchange_code WHERE i.symbol = :s"
+)
 # Orders of a halted account are left out: matching never fills them (the kill switch), and they take no
 # volume from others'. (Matching checks the locked account again before it fills.)
 # Time priority is `coalesce(priority_at, created_at), id`: a replace that raised the quantity or changed a
@@ -66,9 +115,7 @@ _ACTS_AT_PRICE = f"""({_ALWAYS_ACTS}
 # symbol's resting orders; the few that act at one price are sorted after the filter.
 _RESTING_SQL = text(
     f"""
-    SELECT id, account_id, side, type, time_in_force, quantity, filled_quantity, avg_fill_price, limit_price,
-           stop_price, triggered, status, reserved_cash, fees, client_order_id, created_at, order_class,
-           parent_id, leg, trail_price, trail_percent, hwm, reduce_only, notional, expires_at, version
+    SELECT {", ".join(RestingOrder._fields)}
       FROM orders
      WHERE symbol = :symbol AND status IN {OPEN}
        AND {_ACTS_AT_PRICE}
@@ -104,16 +151,8 @@ async def match_resting_orders(
     contingent groups follow their group's rules (groups.py: `Groups`); trailing stops move their
     hwm and stop first (no event: a trail move is not a status change, and would be one per price).
     """
-    inst = (
-        await conn.execute(
-            text(
-                "SELECT i.tick_size, i.lot_size, e.maker_fee_rate, e.taker_fee_rate, e.slippage_bps "
-                "FROM instruments i JOIN exchanges e ON e.code = i.exchange_code WHERE i.symbol = :s"
-            ),
-            {"s": symbol},
-        )
-    ).one()
-    resting = (await conn.execute(_RESTING_SQL, {"symbol": symbol, "price": price})).all()
+    inst = _Instrument(*(await conn.execute(_INSTRUMENT_SQL, {"s": symbol})).one())
+    resting = [RestingOrder(*r) for r in await conn.execute(_RESTING_SQL, {"symbol": symbol, "price": price})]
     if not resting:
         return 0
     now = utcnow()
@@ -121,7 +160,7 @@ async def match_resting_orders(
     groups = await grouping.Groups.load(conn, roots) if roots else None  # (orders, before any account)
     available = volume
     # Phase 1 (pure): what happens to each order at this price.
-    plans: list[tuple[Any, rules.MatchResult]] = []
+    plans: list[tuple[RestingOrder, rules.MatchResult]] = []
     trails: list[dict[str, Any]] = []
     pending: dict[uuid.UUID, Decimal] = {}  # exit fills planned per group at this price
     for o in resting:
@@ -246,7 +285,9 @@ async def resting_quiet_band(conn: AsyncConnection, symbol: str) -> QuietBand:
     return QuietBand(row.lower, row.upper, row.always)
 
 
-def _step_state(o: Any, member: grouping.Member | None, symbol: str, after: OrderState, now: datetime) -> OrderOut:
+def _step_state(
+    o: RestingOrder, member: grouping.Member | None, symbol: str, after: OrderState, now: datetime
+) -> OrderOut:
     """The order after one of its matching events. A group member's state is kept on its `Member`
     (written once, after the group's rules ran); a simple order's is written by the caller."""
     if member is None:
@@ -258,8 +299,10 @@ def _step_state(o: Any, member: grouping.Member | None, symbol: str, after: Orde
     return member.out()
 
 
-def _resting_state(o: Any, symbol: str, status: OrderStatus, filled: Decimal, avg: Decimal | None, fees: Decimal,
-                   reason: str | None, now: datetime) -> OrderOut:
+def _resting_state(
+    o: RestingOrder, symbol: str, status: OrderStatus, filled: Decimal, avg: Decimal | None, fees: Decimal,
+    reason: str | None, now: datetime,
+) -> OrderOut:
     """A resting order (a _RESTING_SQL row) after one of its events, as the orders row will hold it."""
     return OrderOut(
         o.id, o.client_order_id, o.account_id, symbol, o.side, o.type, o.quantity, filled, _round_price(avg),
