@@ -44,3 +44,17 @@ def test_models_match_migrations(database_url):
         diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), metadata)
     engine.dispose()
     assert diff == []
+
+
+def test_orders_pages_keep_room_for_updates_in_place(database_url):
+    """Migration 0020: the orders table fills its pages to 85 %, so a trailing stop's move and a replace
+    (no indexed column changes) can be written in the same page, without index entries."""
+
+    async def reloptions() -> list[str]:
+        conn = await asyncpg.connect(database_url.replace("+asyncpg", ""))
+        try:
+            return await conn.fetchval("SELECT reloptions FROM pg_class WHERE oid = 'orders'::regclass") or []
+        finally:
+            await conn.close()
+
+    assert "fillfactor=85" in asyncio.run(reloptions())
