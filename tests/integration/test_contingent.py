@@ -279,7 +279,16 @@ async def test_partial_entry_fills_protect_exactly_the_filled_quantity(client, a
     legs = legs_by_name(entry)
     tp, sl = legs["take_profit"], legs["stop_loss"]
     assert sl["status"] == "filled" and D(sl["filled_quantity"]) == 6 and D(sl["quantity"]) == 6
-    assert tp["status"] == "filled" and D(tp["quantity"]) == 4 and D(tp["filled_quantity"]) == 4
+    # the stop-loss's full fill cancels the take-profit, which keeps the 4 it sold (one event, not a
+    # `reduced` that ends it: a bot waiting for `fill` or `canceled` sees the leg end)
+    assert tp["status"] == "canceled" and D(tp["quantity"]) == 4 and D(tp["filled_quantity"]) == 4
+    tp_events = await client.get(f"/api/v1/accounts/{acct}/orders/{tp['id']}/events", headers=h)
+    last = tp_events.json()["items"][-1]
+    assert (last["type"], last["status_from"], last["status_to"]) == (
+        "canceled", "partially_filled", "canceled"
+    )
+    assert last["data"] == {"quantity_from": "8", "quantity_to": "4", "order_id": sl["id"]}
+    assert last["reason"] == "the stop_loss leg filled 4: nothing left to exit in its group"
     assert D((await positions(client, h, acct))[sym]["quantity"]) == 0
     fills = (await client.get(f"/api/v1/accounts/{acct}/fills", headers=h)).json()["items"]
     sold = sum(D(f["quantity"]) for f in fills if f["side"] == "sell")
@@ -447,6 +456,36 @@ async def test_short_bracket_and_buy_trailing_stop_mirror(client, admin_headers,
 BRACKET = {"order_class": "bracket", "take_profit": {"limit_price": "110"}, "stop_loss": {"stop_price": "90"}}
 
 
+async def test_a_marketable_limit_entry_checks_its_exits_against_the_last_price(
+    client, admin_headers, make_user
+):
+    """A buy limit at 105 with the last price at 100 fills at 100 at once: its exits are checked against
+    100 (a take-profit at 104 is fine, a stop-loss at 102 would be through the market), and a later
+    price above the fill does not stop it out."""
+    h, sym, acct = await setup(client, admin_headers, make_user)
+    o = await place(
+        client, h, acct, symbol=sym, side="buy", type="limit", limit_price="105", quantity=10,
+        order_class="bracket", take_profit={"limit_price": "104"}, stop_loss={"stop_price": "99"},
+    )
+    group = await nested(client, h, acct, o["id"])
+    legs = legs_by_name(group)
+    assert group["status"] == "filled" and D(group["avg_fill_price"]) == 100
+    assert legs["take_profit"]["status"] == legs["stop_loss"]["status"] == "accepted"
+    await set_price(client, admin_headers, sym, "100.5")
+    legs = legs_by_name(await nested(client, h, acct, o["id"]))
+    assert legs["stop_loss"]["status"] == "accepted" and D(legs["stop_loss"]["filled_quantity"]) == 0
+    resp = await client.post(
+        f"/api/v1/accounts/{acct}/orders", headers=h,
+        json={
+            "symbol": sym, "side": "buy", "type": "limit", "limit_price": "105", "quantity": "1",
+            "order_class": "bracket", "take_profit": {"limit_price": "106"},
+            "stop_loss": {"stop_price": "102"},
+        },
+    )
+    assert resp.status_code == 422 and resp.json()["errors"][0]["field"] == "stop_loss.stop_price"
+    assert "the last price (the entry's limit 105 is marketable)" in resp.json()["detail"]
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [
@@ -524,6 +563,12 @@ BRACKET = {"order_class": "bracket", "take_profit": {"limit_price": "110"}, "sto
                 "limit_price": "104",
             },
             "limit_price",
+        ),
+        # a marketable limit entry fills at the last price (100): a stop-loss between that and its limit
+        # is already through the market
+        (
+            {"type": "limit", "limit_price": "105", **BRACKET, "stop_loss": {"stop_price": "102"}},
+            "stop_loss.stop_price",
         ),
         # a stop-limit stop-loss whose limit is beyond its stop would rest on the far side of the market
         (

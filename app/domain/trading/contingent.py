@@ -153,8 +153,9 @@ def _check_ticks(data: OrderCreate, tick: Decimal) -> None:
 
 def check_sides(data: Any, last: Decimal | None) -> None:
     """Exit prices on the right side: a take-profit beyond the reference, a stop-loss before it, where the
-    reference is the entry's price (its limit, its stop, or the last price for a market entry) or, for an
-    OCO, the last price. `up`: the closing side profits when the price rises (a short's exits are buys)."""
+    reference is the entry's price (its limit, its stop, or the last price for a market entry or a
+    marketable limit entry) or, for an OCO, the last price. `up`: the closing side profits when the price
+    rises (a short's exits are buys)."""
     tp = data.take_profit.limit_price if data.take_profit is not None else None
     sl = data.stop_loss.stop_price if data.stop_loss is not None else None
     if data.order_class == "oco":
@@ -175,6 +176,13 @@ def check_sides(data: Any, last: Decimal | None) -> None:
             if data.type in ("limit", "stop_limit")
             else ("the entry's stop price" if data.type == "stop" else "the last price")
         )
+        # A limit entry at or through the last price is marketable: it fills at once at the last price,
+        # as a market entry does, and its legs are active from the next price. Exits checked against its
+        # limit alone would accept a stop-loss between the fill and the limit, already through the market:
+        # the next price would stop the position out, even a price above the fill.
+        marketable = ref is not None and last is not None and (ref >= last if up else ref <= last)
+        if data.type == "limit" and marketable:
+            ref, what = last, f"the last price (the entry's limit {plain(data.limit_price)} is marketable)"
     word = ("above", "below") if up else ("below", "above")
     # A stop-limit stop-loss: once triggered its limit must let it trade on through the stop, or it rests on
     # the far side of the market and protects nothing (a long's exit sells: limit at or below the stop).

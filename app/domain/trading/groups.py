@@ -265,36 +265,33 @@ class Groups:
         return out
 
     def on_leg_fill(self, leg: Member, qty: Decimal, now: datetime) -> list[Change]:
-        """`leg` filled `qty` (already applied to it): the other open leg shrinks by as much; with nothing
-        left to fill it ends (filled if it filled some, else canceled)."""
+        """`leg` filled `qty` (already applied to it): the other open leg shrinks by as much (`reduced`);
+        left with nothing to fill, it is canceled instead (a full fill cancels the other)."""
         out = []
         for other in self.legs(leg):
             if other is leg or other.status not in OPEN_OR_HELD:
                 continue
-            out.extend(self._shrink(other, qty, now, f"the {leg.leg} leg filled {qty}", by=leg.id))
+            out.extend(self._shrink(other, qty, now, f"the {leg.leg} leg filled {plain(qty)}", by=leg.id))
         return out
 
     def _shrink(
         self, m: Member, by_qty: Decimal, now: datetime, reason: str, by: uuid.UUID | None = None
     ) -> list[Change]:
+        """Lower `m`'s quantity by `by_qty`: one `reduced` event, or, when that leaves it nothing to fill,
+        one `canceled` event with the same data (it keeps what it filled, and its cash goes back to its
+        account). So every leg ends with an event a client waits for (`fill`, `canceled`, `expired`), never
+        inside a `reduced`."""
         frm, before = m.status, m.quantity
         m.quantity = before - by_qty
-        ended = m.remaining <= 0
-        if ended and m.filled_quantity > 0:
-            m.status = "filled"
         data: dict[str, Any] = {"quantity_from": plain(before), "quantity_to": plain(m.quantity)}
         if by is not None:
             data["order_id"] = str(by)
-        out = [self._change(m, EventType.REDUCED, frm, now, reason=reason, data=data)]
-        if ended:
-            self.release(m)  # (before, a leg ended by its sibling's fill kept its account's reservation)
-        if ended and m.status != "filled":
-            frm = m.status
-            m.status = "canceled"
-            out.append(
-                self._change(m, EventType.CANCELED, frm, now, reason="nothing left to exit in its group")
-            )
-        return out
+        if m.remaining > 0:
+            return [self._change(m, EventType.REDUCED, frm, now, reason=reason, data=data)]
+        m.status = "canceled"
+        self.release(m)
+        reason = f"{reason}: nothing left to exit in its group"
+        return [self._change(m, EventType.CANCELED, frm, now, reason=reason, data=data)]
 
     def on_entry_final(self, entry: Member, now: datetime) -> list[Change]:
         """The entry ended (canceled, expired) having filled E of Q: its legs keep E (shrink by Q - E);
