@@ -289,6 +289,11 @@ async def test_contingent_order_helpers_against_a_live_server(server):
         again = await td.orders.get(account.id, entry.id, nested=True)
         assert {leg.id for leg in again.legs or []} == {leg.id for leg in entry.legs or []}
         assert (await td.orders.get(account.id, entry.id)).legs is None
+        listed = {o.id: o for o in (await td.orders.list(account.id, nested=True)).items}
+        assert {leg.id for leg in listed[entry.id].legs or []} == {leg.id for leg in entry.legs or []}
+        assert {o.id: o.legs async for o in td.orders.iter(account.id, nested=True)} == {
+            i: o.legs for i, o in listed.items()}
+        assert all(o.legs is None for o in (await td.orders.list(account.id)).items)
         await td.orders.place(account.id, symbol, "buy", "market", quantity=6)
         oco = await td.orders.oco(account.id, symbol, "sell", 3, take_profit="120", stop_loss="80")
         assert oco.leg == "take_profit" and oco.reduce_only and (oco.legs or [])[0].leg == "stop_loss"

@@ -282,8 +282,11 @@ class Orders(_Resource):
         side: str | None = None,
         limit: int | None = None,
         cursor: str | None = None,
+        nested: bool = False,
     ) -> Page[m.Order]:
-        params = {"status": status, "symbol": symbol, "side": side, "limit": limit, "cursor": cursor}
+        """A page of orders, newest first; `nested=True` gives each group's entry its exit legs (`legs`)."""
+        params = {"status": status, "symbol": symbol, "side": side, "limit": limit, "cursor": cursor,
+                  "nested": "true" if nested else None}
         return self._run(Call("GET", f"/accounts/{account_id}/orders", params=params, model=Page[m.Order]))
 
     def iter(
@@ -294,8 +297,10 @@ class Orders(_Resource):
         symbol: str | None = None,
         side: str | None = None,
         limit: int = 500,
+        nested: bool = False,
     ) -> Iterable[m.Order]:
-        params = {"status": status, "symbol": symbol, "side": side, "limit": limit}
+        params = {"status": status, "symbol": symbol, "side": side, "limit": limit,
+                  "nested": "true" if nested else None}
         return self._iter(Call("GET", f"/accounts/{account_id}/orders", params=params, model=Page[m.Order]))
 
     def cancel(self, account_id: Id, order_id: Id) -> m.Order:
