@@ -49,8 +49,9 @@ class AccountPage(msgspec.Struct):
 class TradingStateIn(msgspec.Struct, forbid_unknown_fields=True):
     state: TradingState
     reason: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
-    # `halted` cancels the account's open orders (held legs included) in the same transaction unless false.
-    cancel_open_orders: bool = True
+    # `halted` cancels the account's open orders (held legs included) in the same transaction unless false;
+    # the other states cancel nothing, so giving it with them is a 422 rather than silently ignored.
+    cancel_open_orders: bool | None = None
 
 
 class TradingStateOut(msgspec.Struct):

@@ -16,7 +16,7 @@ from app.domain.identity.schemas import Principal
 from app.domain.streams.events import defer_account_state
 from app.domain.trading.book import AccountBook, load_book
 from app.lib.db import tx, utcnow
-from app.lib.errors import NotFound
+from app.lib.errors import NotFound, invalid
 from app.lib.pagination import decode_cursor, encode_cursor
 
 
@@ -81,14 +81,21 @@ async def list_accounts(
 
 async def set_trading_state(
     conn: AsyncConnection, principal: Principal, account_id: uuid.UUID, state: str, reason: str | None,
-    cancel_open_orders: bool = True,
+    cancel_open_orders: bool | None = None,
 ) -> TradingStateOut:
     """Halt / reduce-only / resume, audited. Effective for the next order (same account lock). Halting
     cancels the account's open orders in the same transaction unless `cancel_open_orders` is false
-    (app/domain/trading/killswitch.py: its locks come before the account's)."""
+    (app/domain/trading/killswitch.py: its locks come before the account's); with another state it is a
+    422: those cancel nothing, and a flag that does nothing must not look as if it did."""
     from app.domain.trading import killswitch
 
-    cancel = state == "halted" and cancel_open_orders
+    if cancel_open_orders is not None and state != "halted":
+        raise invalid(
+            f"cancel_open_orders applies to state halted only: {state} cancels no orders (cancel them with "
+            "DELETE .../orders)",
+            "cancel_open_orders",
+        )
+    cancel = state == "halted" and cancel_open_orders is not False
     for attempt in range(killswitch.ATTEMPTS):
         try:
             async with tx(conn):
