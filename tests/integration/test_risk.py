@@ -326,14 +326,17 @@ async def test_halted_and_reduce_only(client, admin_headers, make_user, risk_man
     await place(client, h, acct, symbol=symbol, side="buy", type="market", quantity=1)
 
     # cancel_open_orders is the halt's: with another state it would do nothing, so it is refused
-    resting = await place(client, h, acct, symbol=symbol, side="buy", type="limit", quantity=1, limit_price="1")
+    resting = await place(
+        client, h, acct, symbol=symbol, side="buy", type="limit", quantity=1, limit_price="1"
+    )
     for state, flag in (("reduce_only", True), ("active", False)):
         resp = await client.put(
             f"/api/v1/accounts/{acct}/trading-state",
             json={"state": state, "reason": "x", "cancel_open_orders": flag},
             headers=rh,
         )
-        assert resp.status_code == 422 and resp.json()["errors"][0]["field"] == "cancel_open_orders", resp.text
+        assert resp.status_code == 422, resp.text
+        assert resp.json()["errors"][0]["field"] == "cancel_open_orders"
     account = (await client.get(f"/api/v1/accounts/{acct}", headers=h)).json()
     assert account["trading_state"] == "active"  # nothing written
     order = (await client.get(f"/api/v1/accounts/{acct}/orders/{resting['id']}", headers=h)).json()
