@@ -136,7 +136,7 @@ async def test_bad_exits_and_periods_are_400_naming_the_field(client, markets, m
         ({"exits": {"trailing_stop_pct": 100}}, "exits.trailing_stop_pct"),
         ({"exits": {"stop_loss_pct": "five"}}, "exits.stop_loss_pct"),
         # An unknown key is named in the message of the object that holds it.
-        ({"exits": {"stop_pct": 5}}, "exits"),
+        ({"exits": {"stop_pct": 5}}, "exits.stop_pct"),
         ({"exits": [5]}, "exits"),
         ({"periods_per_year": 0}, "periods_per_year"),
         ({"periods_per_year": 2.5}, "periods_per_year"),

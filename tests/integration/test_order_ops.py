@@ -85,8 +85,67 @@ async def test_notional_rejections_name_the_field_and_write_nothing(client, admi
         assert field_of(resp) == [field], resp.json()
     resp = await client.post(url, json={"symbol": sym, "side": "buy", "type": "market"}, headers=h)
     assert resp.status_code == 400 and "quantity" in field_of(resp)
+    # the account checks of the quantity a notional makes name the field the body gave
+    too_much = await client.post(
+        url, json={"symbol": sym, "side": "buy", "type": "market", "notional": "200000"}, headers=h
+    )
+    assert too_much.status_code == 422 and field_of(too_much) == ["notional"], too_much.text
+    assert too_much.json()["type"].endswith("/insufficient-buying-power")
+    no_long = await client.post(
+        url, json={"symbol": sym, "side": "sell", "type": "market", "notional": "500"}, headers=h
+    )
+    assert no_long.status_code == 422 and field_of(no_long) == ["notional"], no_long.text
     assert await all_orders(client, h, acct) == []
     assert D((await account(client, h, acct))["cash"]) == 100000
+    await place(client, h, acct, symbol=sym, side="buy", type="market", quantity=5)
+    reverse = await client.post(
+        url,
+        json={"symbol": sym, "side": "sell", "type": "market", "notional": "1000", "reduce_only": True},
+        headers=h,
+    )
+    assert reverse.status_code == 422 and field_of(reverse) == ["notional"], reverse.text
+    assert reverse.json()["type"].endswith("/insufficient-position")  # (a long-only account: 10 > 5)
+    h, sym, acct = await setup(client, admin_headers, make_user, allow_short=True)
+    await place(client, h, acct, symbol=sym, side="sell", type="market", quantity=5)
+    reverse = await client.post(
+        f"/api/v1/accounts/{acct}/orders",
+        json={"symbol": sym, "side": "buy", "type": "market", "notional": "1000", "reduce_only": True},
+        headers=h,
+    )
+    assert reverse.status_code == 422 and field_of(reverse) == ["notional"], reverse.text
+    assert reverse.json()["type"].endswith("/reduce-only")
+
+
+async def test_a_min_notional_refusal_says_which_price_valued_the_order(client, admin_headers, make_user):
+    h, sym, acct = await setup(client, admin_headers, make_user, price="100", min_notional="50")
+    await place(client, h, acct, symbol=sym, side="buy", type="market", quantity=5)
+    wide = await client.post(
+        f"/api/v1/accounts/{acct}/orders",
+        json={"symbol": sym, "side": "sell", "type": "trailing_stop", "quantity": "1",
+              "trail_price": "99.99"},
+        headers=h,
+    )
+    assert wide.status_code == 422, wide.text
+    assert wide.json()["detail"] == "notional 0.01 (1 at its stop price, 0.01) is below min_notional 50"
+
+
+async def test_nested_body_errors_name_the_nested_field(client, admin_headers, make_user):
+    h, sym, acct = await setup(client, admin_headers, make_user)
+    base = {"symbol": sym, "side": "buy", "type": "limit", "limit_price": "95", "quantity": "1",
+            "order_class": "bracket", "stop_loss": {"stop_price": "90"}}
+    for take_profit, field in (
+        ({"limit_price": "-1"}, "take_profit.limit_price"),
+        ({"limit_price": "1E+30"}, "take_profit.limit_price"),
+        ({"limit_prize": "1"}, "take_profit.limit_prize"),
+        ({}, "take_profit.limit_price"),
+    ):
+        resp = await client.post(
+            f"/api/v1/accounts/{acct}/orders", json={**base, "take_profit": take_profit}, headers=h
+        )
+        assert resp.status_code == 400 and field_of(resp) == [field], resp.text
+    resp = await client.post(f"/api/v1/accounts/{acct}/orders", json={**base, "quantity": "-1"}, headers=h)
+    assert resp.status_code == 400 and field_of(resp) == ["quantity"], resp.text
+    assert await all_orders(client, h, acct) == []
 
 
 # --------------------------------------------------------------------------------------------- reduce-only

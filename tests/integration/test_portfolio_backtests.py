@@ -271,8 +271,11 @@ async def test_malformed_portfolios_are_400_naming_the_field(client, market, mak
     for payload, field in [
         ({**body(syms, fixed), "colour": "red"}, "colour"),
         (body(syms, {"type": "momentum"}), "allocation.type"),
-        (body(syms, {"type": "target_weights", "weights": {syms[0]: 1.0}}), "allocation"),
-        (body(syms, {"type": "signals", "strategy": "sma_cross", "sizing": "percent_equity"}), "allocation"),
+        (body(syms, {"type": "target_weights", "weights": {syms[0]: 1.0}}), "allocation.rebalance"),
+        (
+            body(syms, {"type": "signals", "strategy": "sma_cross", "sizing": "percent_equity"}),
+            "allocation.percent",
+        ),
         (body([syms[0], syms[0]], fixed), "symbols"),
         (body(syms, fixed, exits={"stop_loss_pct": 150}), "exits.stop_loss_pct"),
         # A field of the one-instrument form in a portfolio body, and the other way round.

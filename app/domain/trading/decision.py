@@ -114,8 +114,11 @@ def reservation(qty: Decimal, price: Decimal, inst: InstrumentInfo) -> Decimal:
     return qty * price + rules.fee(qty * price, rate)
 
 
-def check_account(book: AccountBook, data: Proposal, inst: InstrumentInfo, price: Decimal) -> None:
-    """The account's trading state, its sellable position (long-only accounts) and its buying power."""
+def check_account(
+    book: AccountBook, data: Proposal, inst: InstrumentInfo, price: Decimal, quantity_field: str = "quantity"
+) -> None:
+    """The account's trading state, its sellable position (long-only accounts) and its buying power; a size
+    the account cannot carry names `quantity_field` (`notional` for an order sized by its notional)."""
     state = pretrade.portfolio_state(book)
     proposed = risk_checks.ProposedOrder(data.symbol, data.side, data.quantity, price)
     reason = risk_checks.trading_state_rejection(book.trading_state, state, proposed)
@@ -129,7 +132,7 @@ def check_account(book: AccountBook, data: Proposal, inst: InstrumentInfo, price
             raise invalid(
                 f"sell of {data.quantity} exceeds the sellable position {max(sellable, ZERO)} "
                 "(this account does not allow short selling)",
-                "quantity",
+                quantity_field,
                 slug="insufficient-position",
             )
     if data.side == "buy":
@@ -142,7 +145,7 @@ def check_account(book: AccountBook, data: Proposal, inst: InstrumentInfo, price
         if cost > available:
             raise invalid(
                 f"order needs {cost} but buying power is {available}",
-                "quantity",
+                quantity_field,
                 slug="insufficient-buying-power",
             )
 
@@ -167,10 +170,17 @@ def decide(
     price = estimated_price(data, inst)
     total = data.quantity if notional_quantity is None else notional_quantity
     if total * price < inst.min_notional:
-        raise invalid(f"notional {total * price} is below min_notional {inst.min_notional}", notional_field)
-    check_account(book, data, inst, price)
+        # (valued at what it would trade at: a stop far from the market, a trailing stop's wide trail,
+        # makes a small order of a big position; the message says which price that was)
+        basis = {"market": "the last price", "limit": "its limit price", "stop_limit": "its limit price"}.get(
+            data.type, "its stop price"
+        )
+        value = f"notional {total * price} ({total} at {basis}, {price})"
+        raise invalid(f"{value} is below min_notional {inst.min_notional}", notional_field)
+    check_account(book, data, inst, price, notional_field)
     if other_reduce_only is not None:
-        sizing.check_reduce_only(book, data.symbol, data.side, data.quantity, other_reduce_only, others)
+        sizing.check_reduce_only(book, data.symbol, data.side, data.quantity, other_reduce_only, others,
+                                 quantity_field=notional_field)
     added = orders_added(data) if orders is None else orders
     proposed = risk_checks.ProposedOrder(data.symbol, data.side, data.quantity, price, added)
     breach = pretrade.check(book, pretrade.portfolio_state(book), proposed) if book.limits else None

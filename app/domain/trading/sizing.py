@@ -90,7 +90,7 @@ def size_notional(data: Any, inst: Any) -> None:
 
 def check_reduce_only(
     book: AccountBook, symbol: str, side: str, quantity: Decimal, other_open: Decimal,
-    others: str = "reduce-only orders",
+    others: str = "reduce-only orders", quantity_field: str = "quantity",
 ) -> None:
     """A reduce-only order must face the position (sell a long, buy a short), and together with the
     account's other open reduce-only orders on that side (`others` names what `other_open` sums) it may at
@@ -109,7 +109,7 @@ def check_reduce_only(
         raise invalid(
             f"reduce_only {side} of {quantity} with {other_open} already open on {others} would "
             f"reverse the position of {position} in {symbol}",
-            "quantity",
+            quantity_field,
             slug="reduce-only",
         )
 

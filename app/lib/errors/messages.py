@@ -64,6 +64,10 @@ def _field_errors(extra: Any) -> list[dict[str, str]] | None:
                 message = "A request body is required"
             if not key or key == "data":
                 key = field_from_message(message, str(item.get("source") or "body"))
+            elif (named := _FIELD_OF_PATH.match(message)) and named.group(1) != str(key).rsplit(".", 1)[-1]:
+                # Litestar splits msgspec's "`limit_price` must be ... - at `$.take_profit`" into the key
+                # (the nested object) and the message (naming its field): the field is the two together.
+                key = f"{key}.{named.group(1)}"
             out.append({"field": str(key), "message": message})
     return out or None
 
