@@ -414,6 +414,28 @@ async def test_replace_rejections(client, admin_headers, make_user):
     assert [e[0] for e in await events(client, h, acct, stop["id"])] == ["created", "accepted"]
 
 
+async def test_reduce_only_state_lets_a_replace_lower_a_quantity_and_nothing_else(
+    client, admin_headers, make_user
+):
+    h, sym, acct = await setup(client, admin_headers, make_user)
+    await place(client, h, acct, symbol=sym, side="buy", type="market", quantity=10)
+    o = await place(client, h, acct, symbol=sym, side="buy", type="limit", quantity=5, limit_price="90")
+    resp = await client.put(
+        f"/api/v1/accounts/{acct}/trading-state",
+        json={"state": "reduce_only", "reason": "t"},
+        headers=admin_headers,
+    )
+    assert resp.status_code == 200, resp.text
+    url = f"/api/v1/accounts/{acct}/orders/{o['id']}"
+    for body in ({"limit_price": "91"}, {"quantity": "6"}, {"quantity": "4", "limit_price": "89"}):
+        refused = await client.patch(url, json=body, headers=h)
+        assert refused.status_code == 422 and refused.json()["type"].endswith("/reduce-only"), refused.text
+    lowered = await client.patch(url, json={"quantity": "4"}, headers=h)
+    assert lowered.status_code == 200, lowered.text
+    assert D(lowered.json()["quantity"]) == 4 and lowered.json()["version"] == 2
+    assert D((await account(client, h, acct))["reserved_cash"]) == D("360.36")  # 4 x 90 + the 0.1 % fee
+
+
 async def test_replace_breaching_a_risk_limit_changes_nothing(client, admin_headers, make_user):
     h, sym, acct = await setup(client, admin_headers, make_user)
     resp = await client.post(

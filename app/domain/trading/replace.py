@@ -157,6 +157,12 @@ async def _replace(
     proposed = _Proposed(symbol, o.side, o.type, checked_quantity, new["limit_price"], new["stop_price"])
     if o.type == "trailing_stop" and proposed.stop_price is None:
         proposed.stop_price = inst.last_price  # not yet computed: the trigger is at most the last price away
+    # A replace that only lowers the quantity takes risk off: the `reduce_only` trading state, which refuses
+    # whatever opens or grows a position, lets it through (a resting buy of a long may shrink, not only be
+    # canceled); every other check still runs on the smaller order. (The book is this check's read.)
+    changed = [f for f in data.__struct_fields__ if getattr(data, f) is not None]
+    if changed == ["quantity"] and new["quantity"] < o.quantity and book.trading_state == "reduce_only":
+        book.trading_state = "active"
     # A leg's group counts once, as this leg (its sibling exit shares its quantity): leave all of it out.
     root = (o.parent_id or o.id) if o.leg is not None else o.id
     other, others = await sizing.reduce_only_others(
