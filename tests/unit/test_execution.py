@@ -75,6 +75,21 @@ def test_fok_at_its_trigger_takes_nothing_when_the_volume_is_short():
     assert done.fill is None and book.position("ABC").quantity == 0
 
 
+def test_fok_that_a_cap_would_cut_fills_nothing():
+    """A fok stop triggered at a gap: the cash cap lets it buy 1 of 2 at 106. All or nothing: it buys none
+    and ends with the cap's reason (found by test_execute_keeps_every_rule)."""
+    fok_stop = order(type_="stop", tif="fok", qty="2", stop="105")
+    done, book = run(fok_stop, "106", immediate=False, book=make_book(cash="150"), caps=Caps(cash=True))
+    assert done.fill is None and book.position("ABC").quantity == 0 and book.cash == D(150)
+    assert kinds(done)[-1] == (EventType.CANCELED, S.ACCEPTED, S.CANCELED)
+    assert done.steps[-1].reason == execution.CASH_CAP_REASON
+    fok_sell = order(side="sell", type_="limit", tif="fok", qty="5", limit="100")
+    done, book = run(fok_sell, "101", immediate=False, book=make_book(position="3"),
+                     caps=Caps(reduce_only=True))
+    assert done.fill is None and book.position("ABC").quantity == 3
+    assert done.steps[-1].reason == execution.REDUCE_ONLY_REASON
+
+
 def test_ioc_fills_what_it_can_and_cancels_the_rest():
     done, _ = run(order(type_="stop", tif="ioc", stop="105"), "106", immediate=False, available="4")
     assert kinds(done) == [

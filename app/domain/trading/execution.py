@@ -151,9 +151,15 @@ def execute(
     qty = m.fill_qty
     side = view.side
     if qty > 0 and caps is not NO_CAPS:
+        wanted = qty
         qty, capped = _capped(qty, m, caps, side, symbol, book, inst, reserved)
         if capped is not None:
             cancel_rest, reason = True, capped
+        if qty < wanted and view.tif is rules.TimeInForce.FOK:
+            # all or nothing: a cap that cuts a fok fill (the cash a triggered stop may spend, the
+            # position a reduce-only order may close) leaves nothing to fill, and the order ends
+            qty, cancel_rest = ZERO, True
+            reason = reason or "fok: could not fill entirely at once"
     fill = None
     if qty > 0:
         price, liquidity = m.fill_price, m.liquidity
