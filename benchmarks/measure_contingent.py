@@ -19,7 +19,9 @@ end. Printed with the machine's load average before and after.
    stop-loss is canceled by its filled take-profit (one-cancels-other), every trailing stop moves its hwm
    and stop. Timed: that one price update (`markets.services.set_price`, its whole transaction), in wall
    time, this process's CPU time and the CPU time of its PostgreSQL backend process (/proc, when the
-   server is local). The same with a book of `--book` simple sell limits at 101 for comparison.
+   server is local). The same with a book of `--book` simple sell limits at 101 for comparison. Every run
+   takes a connection of one pool, warmed first by untimed runs over a book of 20, as a server's pooled
+   connections are: their statements prepared and asyncpg's type information loaded.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import time
 import uuid
 from dataclasses import replace
 from decimal import Decimal
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -96,10 +99,13 @@ def _backend_cpu(pid: int) -> float:
 
 
 async def matching(
-    db: str, book_size: int, n_accounts: int, mixed: bool
+    engine: Any, book_size: int, n_accounts: int, mixed: bool
 ) -> tuple[float, int, int, float, float]:
     """Seed one book on a fresh instrument and time the one price that acts on all of it: wall ms, resting
-    orders, fills, this process's CPU ms, the PostgreSQL backend's CPU ms."""
+    orders, fills, this process's CPU ms, the PostgreSQL backend's CPU ms. `engine` is shared by the runs
+    (`main` warms it with untimed runs): a server's pooled connection has already prepared the price
+    path's statements and loaded asyncpg's type information (the uuid[] parameters of the groups' and the
+    accounts' reads cost a cold connection one introspection query, ~3 ms of PostgreSQL time)."""
     from sqlalchemy import text
 
     from app.domain.accounts.schemas import AccountCreate
@@ -109,128 +115,120 @@ async def matching(
     from app.domain.markets.services import set_price, upsert_exchange, upsert_instrument
     from app.domain.trading.schemas import OrderCreate, StopLoss, TakeProfit
     from app.domain.trading.services import place_order
-    from app.lib.db import async_url, create_engine
-    from app.server.wiring import wire
-
-    wire()  # the price path matches through the hooks the composition root registers
-    engine = create_engine(replace(Settings(), database_url=async_url(_url(db)), db_pool_size=2))
     suffix = uuid.uuid4().hex[:8].upper()
     symbol = f"M{suffix}"
-    try:
-        async with engine.connect() as conn:
-            user, _, key_id = await create_user(conn, f"m-{suffix.lower()}@example.com", "trader")
-            principal = Principal(user_id=user.id, role="trader", key_id=key_id, email=user.email)
-            async with conn.begin():
-                await upsert_exchange(
-                    conn,
-                    {
-                        "code": f"X{suffix}",
-                        "name": "m",
-                        "taker_fee_rate": Decimal("0.001"),
-                        "maker_fee_rate": Decimal("0.0005"),
-                        "slippage_bps": Decimal("0"),
-                    },
+    async with engine.connect() as conn:
+        user, _, key_id = await create_user(conn, f"m-{suffix.lower()}@example.com", "trader")
+        principal = Principal(user_id=user.id, role="trader", key_id=key_id, email=user.email)
+        async with conn.begin():
+            await upsert_exchange(
+                conn,
+                {
+                    "code": f"X{suffix}",
+                    "name": "m",
+                    "taker_fee_rate": Decimal("0.001"),
+                    "maker_fee_rate": Decimal("0.0005"),
+                    "slippage_bps": Decimal("0"),
+                },
+            )
+            await upsert_instrument(
+                conn,
+                {
+                    "symbol": symbol,
+                    "exchange_code": f"X{suffix}",
+                    "base_asset": "M",
+                    "quote_asset": "USD",
+                    "tick_size": Decimal("0.01"),
+                    "lot_size": Decimal("1"),
+                    "min_quantity": Decimal("1"),
+                    "min_notional": Decimal("0"),
+                },
+            )
+        await conn.commit()
+        await set_price(conn, symbol, Decimal(100), None, None)
+        accounts = []
+        for i in range(n_accounts):
+            a = await create_account(
+                conn, principal, AccountCreate(name=f"m{i}", initial_cash=Decimal(10**7))
+            )
+            await place_order(
+                conn,
+                principal,
+                a.id,
+                OrderCreate(symbol=symbol, side="buy", type="market", quantity=Decimal(book_size)),
+            )
+            accounts.append(a.id)
+        q = Decimal(1)
+        resting = 0
+        i = 0
+        while resting < book_size:
+            acct = accounts[i % n_accounts]
+            i += 1
+            kind = i % 10 if mixed else 0
+            if kind in (0, 1):  # 20 %: simple sell limits
+                body = OrderCreate(
+                    symbol=symbol, side="sell", type="limit", quantity=q, limit_price=Decimal(101)
                 )
-                await upsert_instrument(
-                    conn,
-                    {
-                        "symbol": symbol,
-                        "exchange_code": f"X{suffix}",
-                        "base_asset": "M",
-                        "quote_asset": "USD",
-                        "tick_size": Decimal("0.01"),
-                        "lot_size": Decimal("1"),
-                        "min_quantity": Decimal("1"),
-                        "min_notional": Decimal("0"),
-                    },
+                resting += 1
+            elif kind in (2, 3, 4):  # 30 % of the orders: OCO groups (two each)
+                body = OrderCreate(
+                    symbol=symbol,
+                    side="sell",
+                    type="limit",
+                    quantity=q,
+                    order_class="oco",
+                    take_profit=TakeProfit(limit_price=Decimal(101)),
+                    stop_loss=StopLoss(stop_price=Decimal(95)),
                 )
-            await conn.commit()
-            await set_price(conn, symbol, Decimal(100), None, None)
-            accounts = []
-            for i in range(n_accounts):
-                a = await create_account(
-                    conn, principal, AccountCreate(name=f"m{i}", initial_cash=Decimal(10**7))
+                resting += 2
+            elif kind in (5, 6):  # 20 %: bracket exit legs, the entry filled at placement (two each)
+                body = OrderCreate(
+                    symbol=symbol,
+                    side="buy",
+                    type="market",
+                    quantity=q,
+                    order_class="bracket",
+                    take_profit=TakeProfit(limit_price=Decimal(101)),
+                    stop_loss=StopLoss(stop_price=Decimal(95)),
                 )
-                await place_order(
-                    conn,
-                    principal,
-                    a.id,
-                    OrderCreate(symbol=symbol, side="buy", type="market", quantity=Decimal(book_size)),
+                resting += 2
+            else:  # 30 %: trailing stops
+                body = OrderCreate(
+                    symbol=symbol, side="sell", type="trailing_stop", quantity=q, trail_price=Decimal(2)
                 )
-                accounts.append(a.id)
-            q = Decimal(1)
-            resting = 0
-            i = 0
-            while resting < book_size:
-                acct = accounts[i % n_accounts]
-                i += 1
-                kind = i % 10 if mixed else 0
-                if kind in (0, 1):  # 20 %: simple sell limits
-                    body = OrderCreate(
-                        symbol=symbol, side="sell", type="limit", quantity=q, limit_price=Decimal(101)
-                    )
-                    resting += 1
-                elif kind in (2, 3, 4):  # 30 % of the orders: OCO groups (two each)
-                    body = OrderCreate(
-                        symbol=symbol,
-                        side="sell",
-                        type="limit",
-                        quantity=q,
-                        order_class="oco",
-                        take_profit=TakeProfit(limit_price=Decimal(101)),
-                        stop_loss=StopLoss(stop_price=Decimal(95)),
-                    )
-                    resting += 2
-                elif kind in (5, 6):  # 20 %: bracket exit legs, the entry filled at placement (two each)
-                    body = OrderCreate(
-                        symbol=symbol,
-                        side="buy",
-                        type="market",
-                        quantity=q,
-                        order_class="bracket",
-                        take_profit=TakeProfit(limit_price=Decimal(101)),
-                        stop_loss=StopLoss(stop_price=Decimal(95)),
-                    )
-                    resting += 2
-                else:  # 30 %: trailing stops
-                    body = OrderCreate(
-                        symbol=symbol, side="sell", type="trailing_stop", quantity=q, trail_price=Decimal(2)
-                    )
-                    resting += 1
-                await place_order(conn, principal, acct, body)
-            await conn.commit()
-            count = (
-                await conn.execute(
-                    text(
-                        "SELECT count(*) FROM orders WHERE symbol = :s"
-                        " AND status IN ('new', 'accepted', 'partially_filled')"
-                    ),
-                    {"s": symbol},
-                )
-            ).scalar()
-            await conn.commit()
-            await conn.execute(text("ANALYZE orders"))
-            await conn.commit()
-            backend = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar()
-            await conn.commit()
-            server_cpu = _backend_cpu(backend)
-            start, cpu = time.perf_counter(), time.process_time()
-            await set_price(conn, symbol, Decimal(101), None, None)
-            elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
-            server_cpu = _backend_cpu(backend) - server_cpu
-            fills = (
-                await conn.execute(
-                    text(
-                        "SELECT count(*) FROM fills f JOIN orders o ON o.id = f.order_id WHERE o.symbol = :s"
-                        " AND f.price = 101"
-                    ),
-                    {"s": symbol},
-                )
-            ).scalar()
-            await conn.commit()
-            return elapsed * 1000, count, fills, cpu * 1000, server_cpu * 1000
-    finally:
-        await engine.dispose()
+                resting += 1
+            await place_order(conn, principal, acct, body)
+        await conn.commit()
+        count = (
+            await conn.execute(
+                text(
+                    "SELECT count(*) FROM orders WHERE symbol = :s"
+                    " AND status IN ('new', 'accepted', 'partially_filled')"
+                ),
+                {"s": symbol},
+            )
+        ).scalar()
+        await conn.commit()
+        await conn.execute(text("ANALYZE orders"))
+        await conn.commit()
+        backend = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar()
+        await conn.commit()
+        server_cpu = _backend_cpu(backend)
+        start, cpu = time.perf_counter(), time.process_time()
+        await set_price(conn, symbol, Decimal(101), None, None)
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+        server_cpu = _backend_cpu(backend) - server_cpu
+        fills = (
+            await conn.execute(
+                text(
+                    "SELECT count(*) FROM fills f JOIN orders o ON o.id = f.order_id WHERE o.symbol = :s"
+                    " AND f.price = 101"
+                ),
+                {"s": symbol},
+            )
+        ).scalar()
+        await conn.commit()
+        return elapsed * 1000, count, fills, cpu * 1000, server_cpu * 1000
 
 
 def main() -> None:
@@ -265,9 +263,18 @@ def main() -> None:
                 f"bracket / simple throughput: {med['simple'][1] / med['bracket'][1]:.2f}"
                 f" (client CPU {med['simple'][0] / med['bracket'][0]:.2f})"
             )
+        from app.lib.db import async_url, create_engine
+        from app.server.wiring import wire
+
+        wire()  # the price path matches through the hooks the composition root registers
+        engine = create_engine(replace(Settings(), database_url=async_url(_url(db)), db_pool_size=2))
+        # untimed runs warm the pool's connections (the post-trade check takes a second one), as a server's
+        # would be
+        for _ in range(2):
+            loop.run_until_complete(matching(engine, 20, 2, True))
         for mixed in (True, False):
             runs = [
-                loop.run_until_complete(matching(db, args.book, args.accounts, mixed))
+                loop.run_until_complete(matching(engine, args.book, args.accounts, mixed))
                 for _ in range(args.repeats)
             ]
             label = "mixed classes" if mixed else "simple limits"
@@ -278,6 +285,7 @@ def main() -> None:
                 f"{statistics.median(r[3] for r in runs):.1f} ms, PostgreSQL backend "
                 f"{statistics.median(r[4] for r in runs):.0f} ms"
             )
+        loop.run_until_complete(engine.dispose())
     finally:
         loop.run_until_complete(_admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
     print(f"load average after: {_load()}")
