@@ -793,3 +793,25 @@ async def test_a_client_order_id_retry_is_a_replay_only_with_the_same_exits(clie
     assert (await client.post(url, json=oco, headers=h)).status_code == 200
     resp = await client.post(url, json={**oco, "stop_loss": {"stop_price": "81"}}, headers=h)
     assert resp.status_code == 409, resp.text
+
+
+async def test_a_price_volume_goes_to_what_fills_not_to_an_exit_capped_at_flat(
+    client, admin_headers, make_user
+):
+    """A stop-loss leg of an OCO whose position another order closed triggers and fills nothing (it never
+    reverses the position). First in time priority, it must not take the price's volume from a later
+    order that can fill."""
+    h, sym, flat = await setup(client, admin_headers, make_user, allow_short=True)
+    await place(client, h, flat, symbol=sym, side="buy", type="market", quantity=10)
+    oco = await place(client, h, flat, symbol=sym, side="sell", type="limit", quantity=10, order_class="oco",
+                      take_profit={"limit_price": "110"}, stop_loss={"stop_price": "95"})
+    await place(client, h, flat, symbol=sym, side="sell", type="market", quantity=10)  # flat again
+    await set_price(client, admin_headers, sym, "94.5")  # the stop-loss triggers: nothing to sell
+    stop_loss = legs_by_name(await nested(client, h, flat, oco["id"]))["stop_loss"]
+    assert stop_loss["status"] == "accepted" and D(stop_loss["filled_quantity"]) == 0
+    other = await make_account(client, h)
+    buy = await place(client, h, other, symbol=sym, side="buy", type="limit", quantity=10, limit_price="94")
+    assert (await set_price(client, admin_headers, sym, "94", volume="4"))["fills"] == 1
+    bought = (await client.get(f"/api/v1/accounts/{other}/orders/{buy['id']}", headers=h)).json()
+    assert bought["status"] == "partially_filled" and D(bought["filled_quantity"]) == 4
+    assert D((await positions(client, h, flat)).get(sym, {"quantity": "0"})["quantity"]) == 0

@@ -158,8 +158,9 @@ async def match_resting_orders(
     now = utcnow()
     roots = {o.parent_id or o.id for o in resting if o.order_class != "simple"}
     groups = await grouping.Groups.load(conn, roots) if roots else None  # (orders, before any account)
-    available = volume
-    # Phase 1 (pure): what happens to each order at this price.
+    # Phase 1 (pure): what happens to each order at this price, as if its volume were unlimited. With a
+    # volume, phase 3 shares it: only the execution knows what an order really takes (an exit capped at a
+    # flat position fills nothing), and what it leaves goes to the next order in time priority.
     plans: list[tuple[RestingOrder, rules.MatchResult]] = []
     trails: list[dict[str, Any]] = []
     pending: dict[uuid.UUID, Decimal] = {}  # exit fills planned per group at this price
@@ -171,17 +172,13 @@ async def match_resting_orders(
                 trails.append({"id": o.id, "hwm": hwm, "stop": stop})
                 continue
         view = OrderView(o.side, o.type, o.time_in_force, o.quantity, o.filled_quantity, o.limit_price, o.stop_price, o.triggered)
-        take = available
+        take = None
         if o.leg is not None and groups is not None:
             leg = groups.members[o.id]
-            cap = groups.cap(leg) - pending.get(leg.root, ZERO)
-            take = cap if take is None else min(take, cap)
+            take = groups.cap(leg) - pending.get(leg.root, ZERO)
         m = rules.match(view, price, take, slippage_bps=inst.slippage_bps, tick_size=inst.tick_size,
                         lot_size=inst.lot_size, immediate=False)
-        # (the fok rule here too: a fok order that cannot fill entirely takes no volume from later ones)
         m, cancel_rest = execution.first_moment(view, m, False)
-        if m.filled and available is not None:
-            available -= m.fill_qty
         if m.filled and o.leg is not None:
             root = o.parent_id or o.id
             pending[root] = pending.get(root, ZERO) + m.fill_qty
@@ -200,6 +197,7 @@ async def match_resting_orders(
     fills_made = 0
     order_rows: list[dict[str, Any]] = []  # the simple orders' new state (group members: `groups.write`)
     fill_counts: dict[str, int] = {}  # counted once per price: labels().inc() per fill costs ~0.1 ms
+    available = volume  # what the orders before this one left of the price's volume
 
     def add(event: dict[str, Any], state: OrderOut) -> None:
         event["order_state"] = state  # (encoded with the rest by write_match)
@@ -225,8 +223,16 @@ async def match_resting_orders(
             caps = Caps(group=groups.cap(member), cash=True, reduce_only=o.reduce_only)
         else:
             caps = _REDUCE_ONLY_CAPS if o.reduce_only else _RESTING_CAPS
+        if available is not None:  # matched again on what is left (the fok rule: execute's first_moment)
+            take = available if caps.group is None else min(available, caps.group)
+            m = rules.match(view, price, take, slippage_bps=inst.slippage_bps, tick_size=inst.tick_size,
+                            lot_size=inst.lot_size, immediate=False)
         done = execution.execute(view, before, m, symbol=symbol, last_price=price, immediate=False, book=book,
                                  inst=inst, caps=caps)
+        if not done.steps:
+            continue  # no volume left for it: it stays as it was
+        if available is not None and done.fill is not None:
+            available -= done.fill.quantity
         for step in done.steps:
             after = step.state
             fill = None
