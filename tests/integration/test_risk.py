@@ -417,6 +417,17 @@ def _hand_var(r: np.ndarray) -> dict[str, float]:
     return out
 
 
+async def test_metrics_count_the_last_minutes_orders_without_a_rate_limit(client, admin_headers, make_user):
+    """The book's read counts the last minute's orders only for a max_orders_per_minute limit (placement
+    skips the scan otherwise); the metrics count them always."""
+    trader, symbol, acct = await setup(client, admin_headers, make_user)
+    h = trader["headers"]
+    for price in ("90", "91", "92"):
+        await place(client, h, acct, symbol=symbol, side="buy", type="limit", quantity=1, limit_price=price)
+    m = await metrics(client, h, acct)
+    assert (m["open_orders"], m["orders_last_minute"]) == (3, 3)
+
+
 async def test_var_cvar_volatility_match_numpy(client, admin_headers, make_user):
     trader, symbol, acct = await setup(client, admin_headers, make_user, price=None)
     h = trader["headers"]

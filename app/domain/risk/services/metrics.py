@@ -185,6 +185,11 @@ async def enabled_limits(conn: AsyncConnection, account_id: uuid.UUID, *, lock: 
     return list((await conn.execute(stmt)).all())
 
 
+_ORDERS_LAST_MINUTE_SQL = text(
+    "SELECT count(*) FROM orders WHERE account_id = :a AND created_at > now() - interval '60 seconds'"
+)
+
+
 async def risk_metrics(
     conn: AsyncConnection, principal: Principal, account_id: uuid.UUID, *, lookback: int = 250
 ) -> MetricsOut:
@@ -192,6 +197,9 @@ async def risk_metrics(
     if book is None:
         raise not_found("Account")
     base_currency = await conn.scalar(select(Account.base_currency).where(Account.id == account_id))
+    # The book's read counts the last minute's orders only for accounts with a max_orders_per_minute limit
+    # (placement's read skips the index range scan otherwise); the metrics always show the real count.
+    book.orders_last_minute = await conn.scalar(_ORDERS_LAST_MINUTE_SQL, {"a": account_id}) or 0
     state, peak = await peak_and_state(conn, book)
     rows = await enabled_limits(conn, account_id)
     equity = state.equity
