@@ -20,6 +20,7 @@ from app.domain.markets.candles import (
     to_copy_csv,
     validate_batch,
 )
+from app.domain.markets.feed_paths import to_tick
 from app.domain.markets.models import Candle, Instrument
 from app.domain.markets.schemas import CandleOut, LoadResult
 from app.domain.markets.services.prices import store_price
@@ -141,18 +142,26 @@ async def load_candles(
 
 
 async def set_price_from_candle(conn: AsyncConnection, symbol: str, candle: CandleRow) -> Decimal | None:
-    """A candle load sets the last price to the newest close, unless a newer price is already known."""
+    """A candle load sets the last price to the newest close, unless a newer price is already known. The
+    close goes on the tick grid first (half-even, at least one tick), as a replay's prices do: candles from
+    elsewhere may carry more decimals than the tick, and a last price off the grid would be one the price
+    endpoint refuses, quoted to every order and position."""
     current = (
         await conn.execute(
-            select(Instrument.last_price, Instrument.last_price_at).where(Instrument.symbol == symbol)
+            select(Instrument.last_price, Instrument.last_price_at, Instrument.tick_size).where(
+                Instrument.symbol == symbol
+            )
         )
     ).one()
     if current.last_price_at is not None and current.last_price_at > candle.ts:
         return current.last_price
-    await store_price(conn, symbol, candle.close, None, candle.ts)
-    price = PriceUpdate(symbol=symbol, price=candle.close, ts=candle.ts)
+    close = candle.close
+    if close % current.tick_size:  # (a close on the grid keeps its digits: "11" stays "11")
+        close = max(to_tick(close, current.tick_size), current.tick_size)
+    await store_price(conn, symbol, close, None, candle.ts)
+    price = PriceUpdate(symbol=symbol, price=close, ts=candle.ts)
     streams.defer(conn, f"prices:{symbol}", encode_message(price))  # after the load commits
-    return candle.close
+    return close
 
 
 async def one_batch(rows: list[CandleRow]) -> AsyncIterator[list[CandleRow]]:
