@@ -74,7 +74,8 @@ async def test_a_candle_close_off_the_tick_grid_becomes_a_last_price_on_it(clien
     candles = [{"ts": "2026-01-01T00:00:00Z", "open": "100", "high": "101", "low": "99", "close": "100.03",
                 "volume": "1"}]
     url = f"/api/v1/instruments/{symbol}"
-    resp = await client.post(f"{url}/candles", json={"timeframe": "1d", "candles": candles}, headers=admin_headers)
+    body = {"timeframe": "1d", "candles": candles}
+    resp = await client.post(f"{url}/candles", json=body, headers=admin_headers)
     assert resp.status_code == 201 and resp.json()["last_price"] == "100.05", resp.text
     assert (await client.get(f"{url}/price", headers=admin_headers)).json()["price"] == "100.05"
     stored = await client.get(f"{url}/candles?timeframe=1d", headers=admin_headers)
