@@ -99,3 +99,22 @@ async def test_bracket_bot_protects_every_entry(server):
     # 2 entries and 2 exits: the exchange cancels each round's other exit (one-cancels-the-other)
     assert result["position"] == "0" and int(result["fills"]) == 4, stdout
     assert result["rounds"].count("take_profit") + result["rounds"].count("stop_loss") == 2, stdout
+
+
+async def test_bracket_bot_trades_on_an_existing_feed_and_cleans_up_when_no_exit_comes(server):
+    """`make run` already simulates the demo symbols: the bot trades on that feed instead of failing on its
+    409. Exits 50 % away never fill within --wait: the bot cancels its legs and closes its position."""
+    async with AsyncClient(server.url, api_key=server.admin_key) as admin:
+        symbol = await make_market(admin, bars=5)
+        feed = await admin.market.simulate([symbol], interval_ms=50, annual_volatility=0.1, seed=3)
+        try:
+            stdout = await asyncio.to_thread(
+                run_example, "bracket_bot.py", "--url", server.url, "--key", server.admin_key, "--symbol", symbol,
+                "--rounds", "2", "--take-profit", "50", "--stop-loss", "50", "--wait", "1",
+            )
+        finally:
+            await admin.market.stop_simulation(feed.id)
+    result = dict(line.split(": ", 1) for line in stdout.splitlines() if ": " in line)
+    assert "already fed" in result["feed"], stdout
+    assert "no exit within 1 s: closed" in result["rounds"] and result["position"] == "0", stdout
+    assert int(result["fills"]) == 2, stdout  # the entry and the close, one round only

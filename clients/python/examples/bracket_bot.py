@@ -6,7 +6,9 @@ TAKE_PROFIT % above the last price and a stop sell STOP_LOSS % below, are held b
 entry fills and then rest as one-cancels-the-other (the first exit to fill cancels its sibling in the
 same transaction, so the position never goes short). It follows its `trade_updates` until an exit leg
 fills, prints each round, and checks at the end that its position is flat and equals the sum of its
-fills.
+fills. A symbol that already has a feed (`make run` simulates the demo symbols) is traded on that feed.
+A round whose exit has not filled within --wait seconds ends the bot: it cancels its open orders and
+closes its position first.
 
     python clients/python/examples/bracket_bot.py --url http://127.0.0.1:8000 --key "$KEY" --symbol DEMO
 """
@@ -18,6 +20,7 @@ import asyncio
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 from tradedesk_client import AsyncClient, TradeUpdate
+from tradedesk_client.errors import Conflict
 
 
 def to_tick(price: Decimal, tick: Decimal, rounding: str) -> Decimal:
@@ -48,8 +51,12 @@ async def run(
         listener = asyncio.create_task(listen())
         while (await updates.get()).get("type") != "subscribed":
             pass
-        feed = await td.market.simulate([symbol], interval_ms=20, annual_volatility=3.0, seed=seed)
-        results = []
+        try:
+            feed = await td.market.simulate([symbol], interval_ms=20, annual_volatility=3.0, seed=seed)
+        except Conflict as exc:  # already fed (one replay or simulation per symbol): trade on that feed
+            print(f"feed: {exc.detail}")
+            feed = None
+        results: list = []
         try:
             for n in range(rounds):
                 price = (await td.instruments.price(symbol)).price
@@ -63,17 +70,26 @@ async def run(
                 # One deadline per round: every stream message (a heartbeat every 15 s) would restart a
                 # per-message timeout, which then never fires.
                 deadline = asyncio.get_running_loop().time() + wait_seconds
-                while True:
-                    left = deadline - asyncio.get_running_loop().time()
-                    message = await asyncio.wait_for(updates.get(), max(left, 0))
-                    is_exit = isinstance(message, TradeUpdate) and message.order.id in exits
-                    if is_exit and message.event == "fill":
-                        break
+                try:
+                    while True:
+                        left = deadline - asyncio.get_running_loop().time()
+                        message = await asyncio.wait_for(updates.get(), max(left, 0))
+                        is_exit = isinstance(message, TradeUpdate) and message.order.id in exits
+                        if is_exit and message.event == "fill":
+                            break
+                except TimeoutError:
+                    # No exit in time: leave nothing behind (the legs, then the position) and stop.
+                    await td.orders.cancel_all(account.id, symbol=symbol)
+                    await td.positions.close(account.id, symbol)
+                    timed_out = f"no exit within {wait_seconds:g} s: closed"
+                    results.append((n, str(entry.avg_fill_price), timed_out, ""))
+                    break
                 results.append(
                     (n, str(entry.avg_fill_price), exits[message.order.id], str(message.order.avg_fill_price))
                 )
         finally:
-            await td.market.stop_simulation(feed.id)
+            if feed is not None:
+                await td.market.stop_simulation(feed.id)
             listener.cancel()
             await asyncio.gather(listener, return_exceptions=True)
             stream.close()

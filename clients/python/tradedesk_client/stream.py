@@ -119,7 +119,11 @@ class Stream:
                         subscribe["since"] = dict(self.last_seq)
                     await ws.send(_encode(subscribe).decode())  # a text frame, as the protocol says
                     while not self._closed:
-                        raw = await asyncio.wait_for(ws.recv(), timeout=self.idle_timeout)
+                        # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns a message that
+                        # arrives as the iterating task is cancelled and drops the cancellation, so
+                        # a consumer cancelling its reader while updates flow never saw it end.
+                        async with asyncio.timeout(self.idle_timeout):
+                            raw = await ws.recv()
                         kind = _envelope.decode(raw).type
                         if kind == "trade_update":
                             update = _trade_update.decode(raw)
