@@ -109,8 +109,9 @@ async def test_bracket_bot_trades_on_an_existing_feed_and_cleans_up_when_no_exit
         feed = await admin.market.simulate([symbol], interval_ms=50, annual_volatility=0.1, seed=3)
         try:
             stdout = await asyncio.to_thread(
-                run_example, "bracket_bot.py", "--url", server.url, "--key", server.admin_key, "--symbol", symbol,
-                "--rounds", "2", "--take-profit", "50", "--stop-loss", "50", "--wait", "1",
+                run_example, "bracket_bot.py", "--url", server.url, "--key", server.admin_key,
+                "--symbol", symbol, "--rounds", "2", "--take-profit", "50", "--stop-loss", "50",
+                "--wait", "1",
             )
         finally:
             await admin.market.stop_simulation(feed.id)
