@@ -230,7 +230,7 @@ async def match_resting_orders(
         done = execution.execute(view, before, m, symbol=symbol, last_price=price, immediate=False, book=book,
                                  inst=inst, caps=caps)
         if not done.steps:
-            continue  # no volume left for it: it stays as it was
+            continue  # nothing happened to it (no volume left, or a cap left it nothing to fill)
         if available is not None and done.fill is not None:
             available -= done.fill.quantity
         for step in done.steps:
